@@ -1,0 +1,159 @@
+"""Commands: what callers, operators and executors ask Corridor to do.
+
+Every command carries its envelope fields ``type`` (the class name, a msgspec tag) and
+``version``. Bump ``version`` and add a new class for an incompatible change; never change
+the meaning of a published version.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas import limits
+from schemas.common import AmountMsat as AmountMsat
+from schemas.common import (
+    Caller,
+    CallerId,
+    Corridor,
+    Hex32,
+    IntentId,
+    Message,
+    Metadata,
+    NodePubkey,
+    PositiveAmountMsat,
+    Reason,
+    Region,
+)
+
+IdempotencyKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=limits.IDEMPOTENCY_KEY_CHARS_MAX)
+]
+PaymentRequest = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=limits.PAYMENT_REQUEST_CHARS_MAX)
+]
+DeadlineS = Annotated[int, msgspec.Meta(gt=0, le=limits.DEADLINE_S_MAX)]
+
+
+class SubmitPaymentIntent(Message, frozen=True):
+    """Ask Corridor to pay. Exactly one of ``payment_request`` or ``destination`` is set."""
+
+    idempotency_key: IdempotencyKey
+    caller: Caller
+    corridor: Corridor
+    amount_msat: PositiveAmountMsat
+    max_fee_msat: AmountMsat
+    payment_request: PaymentRequest | None = None
+    destination: NodePubkey | None = None
+    deadline_s: DeadlineS | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+    version: Literal[1] = 1
+
+
+class CancelPaymentIntent(Message, frozen=True):
+    """Cancel an intent that has not been dispatched to a node yet."""
+
+    intent_id: IntentId
+    caller: Caller
+    reason: Reason = ""
+    version: Literal[1] = 1
+
+
+class ApprovePaymentIntent(Message, frozen=True):
+    """An operator releases an intent waiting in tier ``approval``."""
+
+    intent_id: IntentId
+    operator_id: CallerId
+    note: Reason = ""
+    version: Literal[1] = 1
+
+
+class RejectPaymentIntent(Message, frozen=True):
+    """An operator refuses an intent waiting in tier ``approval``."""
+
+    intent_id: IntentId
+    operator_id: CallerId
+    reason: Reason
+    version: Literal[1] = 1
+
+
+OutcomeKind = Literal["succeeded", "failed", "in_flight"]
+FailureReasonCode = Literal[
+    "no_route",
+    "insufficient_liquidity",
+    "timeout",
+    "incorrect_details",
+    "invoice_expired",
+    "already_paid",
+    "node_unavailable",
+    "unknown",
+]
+
+
+class RecordPaymentOutcome(Message, frozen=True):
+    """An executor reports what its node says about one dispatch attempt.
+
+    ``confirmed_not_paid`` is the executor's proof (from ``lookup_payment``) that a failed
+    attempt did not and cannot pay; only then may the intent be re-routed elsewhere.
+    """
+
+    intent_id: IntentId
+    attempt: Annotated[int, msgspec.Meta(ge=1, le=64)]
+    outcome: OutcomeKind
+    region: Region
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    payment_hash: Hex32 | None = None
+    preimage: Hex32 | None = None
+    fee_msat: AmountMsat | None = None
+    failure_reason: FailureReasonCode | None = None
+    confirmed_not_paid: bool = False
+    detail: Reason = ""
+    version: Literal[1] = 1
+
+
+class ExpirePaymentIntent(Message, frozen=True):
+    """Issued by Corridor's own scheduler when an intent's deadline has passed."""
+
+    intent_id: IntentId
+    version: Literal[1] = 1
+
+
+class GetPaymentIntent(Message, frozen=True):
+    """Query: the intent's current state and its full event history."""
+
+    intent_id: IntentId
+    version: Literal[1] = 1
+
+
+Command = (
+    SubmitPaymentIntent
+    | CancelPaymentIntent
+    | ApprovePaymentIntent
+    | RejectPaymentIntent
+    | RecordPaymentOutcome
+    | ExpirePaymentIntent
+)
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    SubmitPaymentIntent,
+    CancelPaymentIntent,
+    ApprovePaymentIntent,
+    RejectPaymentIntent,
+    RecordPaymentOutcome,
+    ExpirePaymentIntent,
+)
+
+__all__ = [
+    "COMMAND_TYPES",
+    "ApprovePaymentIntent",
+    "CancelPaymentIntent",
+    "Command",
+    "Corridor",
+    "ExpirePaymentIntent",
+    "GetPaymentIntent",
+    "Hex32",
+    "RecordPaymentOutcome",
+    "RejectPaymentIntent",
+    "SubmitPaymentIntent",
+]

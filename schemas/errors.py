@@ -1,0 +1,78 @@
+"""Structured errors: one root class and a stable ``code`` per failure.
+
+A caller sees ``{code, message, field}``; the code is the contract, the message is for people.
+"""
+
+from __future__ import annotations
+
+from schemas.common import ErrorDetail
+
+
+class CorridorError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def detail(self) -> ErrorDetail:
+        return ErrorDetail(code=self.code, message=self.message, field=self.field)
+
+
+class MalformedJson(CorridorError):
+    code = "malformed_json"
+
+
+class PayloadTooLarge(CorridorError):
+    code = "payload_too_large"
+
+
+class MissingField(CorridorError):
+    code = "missing_field"
+
+
+class UnknownType(CorridorError):
+    code = "unknown_type"
+
+
+class UnknownVersion(CorridorError):
+    code = "unknown_version"
+
+
+class SchemaViolation(CorridorError):
+    code = "schema_violation"
+
+
+class CallerMismatch(CorridorError):
+    code = "caller_mismatch"
+
+
+class InvalidInvoice(CorridorError):
+    """The BOLT 11 invoice is unusable; ``code`` is refined (e.g. ``invoice_expired``)."""
+
+    code = "invalid_invoice"
+
+
+class IdempotencyMismatch(CorridorError):
+    code = "idempotency_mismatch"
+
+
+class NotFound(CorridorError):
+    code = "not_found"
+
+
+class InvalidTransition(CorridorError):
+    code = "invalid_transition"
+
+
+class Unavailable(CorridorError):
+    """A dependency (PostgreSQL, NATS) failed; the command was not committed. Safe to retry."""
+
+    code = "unavailable"
+
+
+class Forbidden(CorridorError):
+    code = "forbidden"

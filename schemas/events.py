@@ -1,0 +1,209 @@
+"""Events: the facts Corridor records. The log of these is the source of truth.
+
+An event's ``type`` is its class name and its schema version is ``VERSION``. On the wire and in
+``corridor replay`` each event travels inside a ``RecordedEvent`` envelope (see ``records.py``).
+Old versions are upcast when read (``schemas.upcasting``), so the domain only sees these shapes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import msgspec
+
+from schemas.common import AmountMsat, Caller, Metadata
+
+Tier = Literal["auto", "review", "approval"]
+
+
+class EventData(msgspec.Struct, frozen=True, kw_only=True):
+    VERSION: ClassVar[int] = 1
+
+
+class InvoiceFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What the intake decoded from a BOLT 11 invoice, so replays never need the clock."""
+
+    payment_hash: str
+    payee: str
+    network: str
+    amount_msat: AmountMsat | None
+    created_at_s: int
+    expires_at_s: int
+
+
+class IntentReceived(EventData, frozen=True, kw_only=True):
+    intent_id: str
+    caller: Caller
+    idempotency_key: str
+    corridor: str
+    amount_msat: AmountMsat
+    max_fee_msat: AmountMsat
+    payment_request: str | None = None
+    destination: str | None = None
+    invoice: InvoiceFacts | None = None
+    deadline_at_ms: int | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+    received_at_ms: int
+    request_fingerprint: str
+
+
+class RuleFired(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a machine-readable explanation: which rule, on which inputs, with what effect."""
+
+    rule: str
+    effect: str
+    inputs: dict[str, str | int | bool | None] = msgspec.field(default_factory=dict)
+
+
+class IntentPolicyChecked(EventData, frozen=True, kw_only=True):
+    tier: Tier
+    policy_version: int
+    explanation: tuple[RuleFired, ...] = ()
+
+
+class IntentApprovalRequested(EventData, frozen=True, kw_only=True):
+    approval_deadline_at_ms: int | None = None
+
+
+class IntentApproved(EventData, frozen=True, kw_only=True):
+    operator_id: str
+    note: str = ""
+
+
+class IntentRejected(EventData, frozen=True, kw_only=True):
+    by: Literal["policy", "operator"]
+    reason: str
+    operator_id: str | None = None
+
+
+class RejectedCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    region: str
+    node: str
+    reason: str
+
+
+class IntentRouted(EventData, frozen=True, kw_only=True):
+    attempt: int
+    region: str
+    node: str
+    reason: str
+    rejected: tuple[RejectedCandidate, ...] = ()
+
+
+class IntentDispatched(EventData, frozen=True, kw_only=True):
+    """The work order for a region executor. It carries everything needed to pay."""
+
+    attempt: int
+    region: str
+    node: str
+    amount_msat: AmountMsat
+    max_fee_msat: AmountMsat
+    payment_request: str | None = None
+    destination: str | None = None
+    payment_hash: str | None = None
+    pay_timeout_s: int
+
+
+class PaymentInFlightReported(EventData, frozen=True, kw_only=True):
+    attempt: int
+    payment_hash: str | None = None
+
+
+class PaymentSucceeded(EventData, frozen=True, kw_only=True):
+    attempt: int
+    payment_hash: str | None
+    preimage: str
+    fee_msat: AmountMsat
+
+
+class PaymentAttemptFailed(EventData, frozen=True, kw_only=True):
+    attempt: int
+    reason: str
+    confirmed_not_paid: bool
+    detail: str = ""
+
+
+class PaymentInDoubt(EventData, frozen=True, kw_only=True):
+    """The node could not prove the attempt failed: it may still pay. Never re-routed."""
+
+    attempt: int
+    reason: str
+    detail: str = ""
+
+
+class IntentFailed(EventData, frozen=True, kw_only=True):
+    reason: str
+    attempts: int
+
+
+class IntentSettled(EventData, frozen=True, kw_only=True):
+    amount_msat: AmountMsat
+    fee_msat: AmountMsat
+    total_msat: AmountMsat
+    preimage: str
+
+
+class IntentCancelled(EventData, frozen=True, kw_only=True):
+    by: str
+    reason: str = ""
+
+
+class IntentExpired(EventData, frozen=True, kw_only=True):
+    deadline_at_ms: int | None
+
+
+class OutcomeIgnored(EventData, frozen=True, kw_only=True):
+    """A stale or duplicate outcome, kept for audit. It never changes the intent's state.
+
+    ``anomaly`` is true when the outcome contradicts a final state (e.g. a success after a
+    cancel); the exception queue picks those up.
+    """
+
+    attempt: int
+    outcome: str
+    state: str
+    reason: str
+    anomaly: bool = False
+    preimage: str | None = None
+
+
+PaymentIntentEvent = (
+    IntentReceived
+    | IntentPolicyChecked
+    | IntentApprovalRequested
+    | IntentApproved
+    | IntentRejected
+    | IntentRouted
+    | IntentDispatched
+    | PaymentInFlightReported
+    | PaymentSucceeded
+    | PaymentAttemptFailed
+    | PaymentInDoubt
+    | IntentFailed
+    | IntentSettled
+    | IntentCancelled
+    | IntentExpired
+    | OutcomeIgnored
+)
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.__name__: cls
+    for cls in (
+        IntentReceived,
+        IntentPolicyChecked,
+        IntentApprovalRequested,
+        IntentApproved,
+        IntentRejected,
+        IntentRouted,
+        IntentDispatched,
+        PaymentInFlightReported,
+        PaymentSucceeded,
+        PaymentAttemptFailed,
+        PaymentInDoubt,
+        IntentFailed,
+        IntentSettled,
+        IntentCancelled,
+        IntentExpired,
+        OutcomeIgnored,
+    )
+}

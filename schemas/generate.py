@@ -1,0 +1,75 @@
+"""Generate ``schemas/json/*.json`` (JSON Schema 2020-12) from the msgspec Structs.
+
+Run ``make schemas`` after changing a message; a test fails while the files are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas.commands import COMMAND_TYPES, GetPaymentIntent
+from schemas.events import EVENT_TYPES
+from schemas.records import RecordedEvent
+from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
+
+JSON_DIR = Path(__file__).parent / "json"
+_ENVELOPE = ("type", "version")
+
+
+def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
+    (ref,), components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    name = cls.__name__
+    root = dict(components.pop(name))
+    if kind in ("command", "reply"):
+        # ``version`` has a default for Python callers, but the wire requires both fields.
+        root["required"] = sorted(set(root.get("required", [])) | set(_ENVELOPE))
+    doc: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://corridor.dev/schemas/{kind}/{name}.v{version}.json",
+        "title": f"{name} v{version}",
+        "x-corridor-kind": kind,
+        **root,
+    }
+    if components:
+        doc["$defs"] = components
+    return doc
+
+
+def documents() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for cls in (*COMMAND_TYPES, GetPaymentIntent):
+        out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
+    for cls in (CommandAccepted, CommandRejected, PaymentIntentView):
+        out[f"replies/{cls.__name__}.v1.json"] = _document(cls, "reply", 1)
+    for name, event_cls in EVENT_TYPES.items():
+        out[f"events/{name}.v{event_cls.VERSION}.json"] = _document(
+            event_cls, "event", event_cls.VERSION
+        )
+    out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
+    return out
+
+
+def render(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def main() -> int:
+    wanted = documents()
+    for rel, doc in wanted.items():
+        path = JSON_DIR / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(doc))
+    for path in JSON_DIR.rglob("*.json"):
+        if str(path.relative_to(JSON_DIR)) not in wanted:
+            path.unlink()
+    print(f"wrote {len(wanted)} schemas to {JSON_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

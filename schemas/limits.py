@@ -1,0 +1,32 @@
+"""Named limits for everything that crosses the wire (TigerBeetle style: a limit on everything).
+
+Each limit has a reason. Changing one is a contract change: regenerate `schemas/json/`.
+"""
+
+from typing import Final
+
+# One command must fit easily in a NATS message (server default max_payload is 1 MiB) and
+# a BOLT 11 invoice with routing hints is at most a few KiB; 64 KiB leaves room for metadata.
+COMMAND_BYTES_MAX: Final = 64 * 1024
+
+# 21 million BTC in msat: nothing larger can exist on the network.
+AMOUNT_MSAT_MAX: Final = 21_000_000 * 100_000_000 * 1000
+
+IDEMPOTENCY_KEY_CHARS_MAX: Final = 255
+# Caller ids become NATS subject tokens, so they must not contain '.', '*', '>' or spaces.
+CALLER_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+CORRIDOR_PATTERN: Final = r"^[a-z0-9]{2,16}-[a-z0-9]{2,16}$"
+REGION_PATTERN: Final = r"^[a-z0-9]{2,16}$"
+NODE_PUBKEY_PATTERN: Final = r"^0[23][0-9a-f]{64}$"
+HEX32_PATTERN: Final = r"^[0-9a-f]{64}$"
+# BOLT 11 has no hard length limit; LND refuses payment requests longer than 7089 chars.
+PAYMENT_REQUEST_CHARS_MAX: Final = 7089
+
+METADATA_ENTRIES_MAX: Final = 16
+METADATA_KEY_CHARS_MAX: Final = 64
+METADATA_VALUE_CHARS_MAX: Final = 256
+
+# Deadlines longer than a week are almost certainly unit mistakes (ms given as s).
+DEADLINE_S_MAX: Final = 7 * 24 * 3600
+REASON_CHARS_MAX: Final = 512
+OPERATOR_ID_PATTERN: Final = CALLER_ID_PATTERN

@@ -1,0 +1,34 @@
+"""Envelopes that carry recorded events on the wire and in audit replays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    correlation_id: str
+    causation_id: str
+    actor: str
+    policy_version: int | None = None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One event as stored: the body of every ``corridor.evt.v1.*`` message and replay line.
+
+    ``type``/``version`` name the schema of ``data``. ``hash`` chains to ``prev_hash`` so that
+    tampering with the log is detectable (``corridor replay --verify``).
+    """
+
+    type: str
+    version: int
+    event_id: str
+    stream_id: str
+    stream_version: int
+    position: int
+    recorded_at_ms: int
+    metadata: EventMetadata
+    data: dict[str, Any]
+    hash: str
+    prev_hash: str

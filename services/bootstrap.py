@@ -1,0 +1,127 @@
+"""The composition root: build the whole engine from settings in one call.
+
+Tests and the simulation swap the clock, ids, policy or router here; nothing else in the code
+base constructs infrastructure objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from services.bus.jetstream import connect, ensure_streams
+from services.domain.policy import AllowAllPolicy, Policy
+from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
+from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
+from services.engine.processor import CommandProcessor
+from services.eventstore.postgres import PostgresEventStore
+from services.intake.api import ApiService
+from services.intake.stream_consumer import CommandStreamConsumer
+from services.relay.outbox import OutboxRelay
+from services.settings import Settings
+
+log = structlog.get_logger("corridor.engine")
+
+
+def corridor_table(corridors: dict[str, list[str]]) -> CorridorTable:
+    table = {}
+    for name, candidates in corridors.items():
+        parsed = []
+        for entry in candidates:
+            region, _, node = entry.partition("/")
+            parsed.append(RouteCandidate(region=region, node=node or f"{region}-lnd"))
+        table[name] = tuple(parsed)
+    return CorridorTable(corridors=table)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    store: PostgresEventStore
+    nc: Client
+    js: JetStreamContext
+    processor: CommandProcessor
+    api: ApiService
+    commands: CommandStreamConsumer
+    relay: OutboxRelay
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, *, relay: bool = True, intake: bool = True) -> None:
+        self._spawn(self.processor.run, "processor")
+        if intake:
+            await self.api.start()
+            self._spawn(self.commands.run, "cmd-consumer")
+        if relay:
+            self._spawn(self.relay.run, "relay")
+
+    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        task = asyncio.create_task(fn(), name=name)
+        task.add_done_callback(_crash_log)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        await self.api.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.store.close()
+
+
+def _crash_log(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("engine_task_crashed", task=task.get_name(), error=repr(task.exception()))
+
+
+async def bootstrap(
+    settings: Settings,
+    *,
+    nats_url: str,
+    database_url: str,
+    clock: Clock | None = None,
+    ids: IdSource | None = None,
+    policy: Callable[[], Policy] | None = None,
+    router: Callable[[], Router] | None = None,
+) -> Engine:
+    store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
+    nc = await connect(nats_url, name="corridor-engine")
+    js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
+    await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
+    default_policy = AllowAllPolicy()
+    default_router = OrderedRouter(corridor_table(settings.corridors))
+    processor = CommandProcessor(
+        store,
+        clock=clock or SystemClock(),
+        ids=ids or RandomIds(),
+        policy=policy or (lambda: default_policy),
+        router=router or (lambda: default_router),
+        network=settings.network,
+        attempts_max=settings.attempts_max,
+        pay_timeout_s=settings.pay_timeout_s,
+        batch_max=settings.intake_batch_max,
+        queue_max=settings.intake_queue_max,
+    )
+    return Engine(
+        settings=settings,
+        store=store,
+        nc=nc,
+        js=js,
+        processor=processor,
+        api=ApiService(nc, processor),
+        commands=CommandStreamConsumer(js, processor),
+        relay=OutboxRelay(
+            store,
+            js,
+            dsn=database_url,
+            batch_max=settings.relay_batch_max,
+            poll_s=settings.relay_poll_s,
+        ),
+    )

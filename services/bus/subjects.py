@@ -1,0 +1,45 @@
+"""Every NATS subject and stream name Corridor uses, in one place (documented in the README)."""
+
+from typing import Final
+
+API_PREFIX: Final = "corridor.api.v1.intents"
+API_GET: Final = f"{API_PREFIX}.get"
+# corridor.api.v1.intents.<verb>.<caller_id>: request/reply, answered after commit.
+API_WILDCARD: Final = f"{API_PREFIX}.>"
+
+CMD_PREFIX: Final = "corridor.cmd.v1.intents"
+CMD_WILDCARD: Final = "corridor.cmd.v1.>"
+CMD_STREAM: Final = "CORRIDOR_CMD"
+CMD_CONSUMER: Final = "corridor-intake"
+
+EVT_PREFIX: Final = "corridor.evt.v1"
+EVT_WILDCARD: Final = f"{EVT_PREFIX}.>"
+EVT_STREAM: Final = "CORRIDOR_EVT"
+
+DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
+DLQ_WILDCARD: Final = "corridor.dlq.v1.>"
+DLQ_STREAM: Final = "CORRIDOR_DLQ"
+
+INTAKE_QUEUE_GROUP: Final = "corridor-intake"
+
+# Verb token -> command type it must carry. The last token is the caller (or operator,
+# or executor) id, which a later issue binds to NATS credentials.
+VERBS: Final = {
+    "submit": "SubmitPaymentIntent",
+    "cancel": "CancelPaymentIntent",
+    "approve": "ApprovePaymentIntent",
+    "reject": "RejectPaymentIntent",
+    "outcome": "RecordPaymentOutcome",
+}
+
+# Headers on every event message.
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+HDR_STREAM_ID: Final = "Corridor-Stream-Id"
+HDR_POSITION: Final = "Corridor-Position"
+HDR_STREAM_VERSION: Final = "Corridor-Stream-Version"
+HDR_EVENT_TYPE: Final = "Corridor-Event-Type"
+HDR_CORRELATION_ID: Final = "Corridor-Correlation-Id"
+HDR_ERROR_CODE: Final = "Corridor-Error-Code"
+HDR_ERROR_FIELD: Final = "Corridor-Error-Field"
+HDR_ERROR_MESSAGE: Final = "Corridor-Error-Message"
+HDR_ORIGINAL_SUBJECT: Final = "Corridor-Original-Subject"

@@ -1,0 +1,16 @@
+"""The PaymentIntent aggregate: pure ``decide`` and ``evolve``, no I/O, no clock, no randomness."""
+
+from services.domain.intent.context import DecisionContext
+from services.domain.intent.decide import decide
+from services.domain.intent.evolve import evolve, fold
+from services.domain.intent.state import TERMINAL_STATUSES, IntentStatus, PaymentIntent
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "DecisionContext",
+    "IntentStatus",
+    "PaymentIntent",
+    "decide",
+    "evolve",
+    "fold",
+]

@@ -1,0 +1,80 @@
+"""The state of one payment intent, rebuilt by folding its events."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from schemas.common import Caller
+
+
+class IntentStatus(enum.StrEnum):
+    RECEIVED = "received"
+    POLICY_CHECKED = "policy_checked"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ROUTED = "routed"
+    DISPATCHED = "dispatched"
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SETTLED = "settled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        IntentStatus.SETTLED,
+        IntentStatus.FAILED,
+        IntentStatus.CANCELLED,
+        IntentStatus.EXPIRED,
+        IntentStatus.REJECTED,
+    }
+)
+
+# Before dispatch nothing can be on the wire, so cancelling or expiring is safe.
+PRE_DISPATCH_STATUSES = frozenset(
+    {
+        IntentStatus.RECEIVED,
+        IntentStatus.POLICY_CHECKED,
+        IntentStatus.AWAITING_APPROVAL,
+        IntentStatus.ROUTED,
+    }
+)
+ON_THE_WIRE_STATUSES = frozenset({IntentStatus.DISPATCHED, IntentStatus.IN_FLIGHT})
+
+
+class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
+    intent_id: str
+    status: IntentStatus
+    version: int  # stream version of the last folded event
+    caller: Caller
+    idempotency_key: str
+    request_fingerprint: str
+    corridor: str
+    amount_msat: int
+    max_fee_msat: int
+    payment_request: str | None
+    destination: str | None
+    payment_hash: str | None
+    received_at_ms: int
+    deadline_at_ms: int | None
+    tier: str | None = None
+    policy_version: int | None = None
+    approval_deadline_at_ms: int | None = None
+    attempt: int = 0
+    region: str | None = None
+    node: str | None = None
+    tried_regions: tuple[str, ...] = ()
+    in_doubt: bool = False
+    preimage: str | None = None
+    fee_msat: int | None = None
+    failure_reason: str | None = None
+    ignored_outcomes: int = 0
+    anomalies: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

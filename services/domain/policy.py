@@ -1,0 +1,39 @@
+"""The policy port as the aggregate sees it: a pure judgement over one intent.
+
+Issue 4 brings versioned policy documents, spend windows and the two-person rule; the
+aggregate only ever sees a ``PolicyVerdict``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from schemas.commands import SubmitPaymentIntent
+from schemas.events import RuleFired, Tier
+
+
+class PolicyVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    tier: Tier
+    policy_version: int
+    explanation: tuple[RuleFired, ...] = ()
+    reject_reason: str | None = None
+    approval_window_ms: int | None = None
+
+
+class Policy(Protocol):
+    def judge(self, command: SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict: ...
+
+
+class AllowAllPolicy:
+    """Version 0: every intent runs in tier ``auto``. Used until a policy document is loaded."""
+
+    version = 0
+
+    def judge(self, command: SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict:
+        return PolicyVerdict(
+            tier="auto",
+            policy_version=self.version,
+            explanation=(RuleFired(rule="default.allow_all", effect="auto"),),
+        )

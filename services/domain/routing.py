@@ -1,0 +1,88 @@
+"""Corridor routing as the aggregate sees it: a region and node, why, and what was refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import msgspec
+
+from schemas.events import RejectedCandidate
+
+
+class RouteCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    region: str
+    node: str
+
+
+class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
+    region: str
+    node: str
+    reason: str
+    rejected: tuple[RejectedCandidate, ...] = ()
+
+
+class NodeHealth(msgspec.Struct, frozen=True, kw_only=True):
+    healthy: bool
+    outbound_msat: int | None = None
+
+
+class Router(Protocol):
+    def choose(
+        self, corridor: str, *, amount_msat: int, exclude_regions: frozenset[str]
+    ) -> RouteDecision | tuple[RejectedCandidate, ...]:
+        """A decision, or every rejected candidate when none is usable."""
+        ...
+
+
+class CorridorTable(msgspec.Struct, frozen=True):
+    """Corridor name -> ordered candidates (first is preferred)."""
+
+    corridors: Mapping[str, tuple[RouteCandidate, ...]]
+
+
+class OrderedRouter:
+    """Takes the first candidate that is not excluded and, when health is known, is healthy
+    with enough outbound liquidity. Health snapshots arrive as data, never fetched here."""
+
+    def __init__(
+        self,
+        table: CorridorTable,
+        health: Mapping[tuple[str, str], NodeHealth] | None = None,
+    ) -> None:
+        self._table = table
+        self._health = health or {}
+
+    def choose(
+        self, corridor: str, *, amount_msat: int, exclude_regions: frozenset[str]
+    ) -> RouteDecision | tuple[RejectedCandidate, ...]:
+        rejected: list[RejectedCandidate] = []
+        candidates = self._table.corridors.get(corridor, ())
+        for candidate in candidates:
+            reason = self._refusal(candidate, amount_msat, exclude_regions)
+            if reason is None:
+                position = "first" if not rejected else f"after {len(rejected)} rejected"
+                return RouteDecision(
+                    region=candidate.region,
+                    node=candidate.node,
+                    reason=f"{position} candidate for corridor {corridor}",
+                    rejected=tuple(rejected),
+                )
+            rejected.append(
+                RejectedCandidate(region=candidate.region, node=candidate.node, reason=reason)
+            )
+        return tuple(rejected)
+
+    def _refusal(
+        self, candidate: RouteCandidate, amount_msat: int, exclude_regions: frozenset[str]
+    ) -> str | None:
+        if candidate.region in exclude_regions:
+            return "already_tried"
+        health = self._health.get((candidate.region, candidate.node))
+        if health is None:
+            return None
+        if not health.healthy:
+            return "unhealthy"
+        if health.outbound_msat is not None and health.outbound_msat < amount_msat:
+            return "insufficient_liquidity"
+        return None

@@ -1,0 +1,92 @@
+"""Between domain events and stored rows: ids, canonical JSON, metadata and upcasting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from schemas import events as ev
+from schemas.records import EventMetadata, RecordedEvent
+from services.engine.ids import event_id_for
+from services.eventstore.hashing import canonical_json, event_body
+from services.eventstore.port import NewEvent, StoredEvent
+
+AGGREGATE = "intent"
+
+# (type, stored version) -> function lifting the payload one version up. Empty while every
+# event is at version 1; add an entry when an event gets a version 2.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def to_new_events(
+    stream_id: str,
+    first_version: int,
+    events: Sequence[ev.EventData],
+    metadata: EventMetadata,
+    recorded_at_ms: int,
+) -> list[NewEvent]:
+    meta_obj = msgspec.to_builtins(metadata)
+    meta_json = canonical_json(meta_obj)
+    out = []
+    for offset, event in enumerate(events):
+        version = first_version + offset
+        event_type = type(event).__name__
+        event_id = event_id_for(stream_id, version)
+        payload_obj = msgspec.to_builtins(event)
+        out.append(
+            NewEvent(
+                event_id=event_id,
+                stream_id=stream_id,
+                stream_version=version,
+                type=event_type,
+                schema_version=event.VERSION,
+                payload=canonical_json(payload_obj),
+                metadata=meta_json,
+                recorded_at_ms=recorded_at_ms,
+                body=event_body(
+                    event_id=event_id,
+                    stream_id=stream_id,
+                    stream_version=version,
+                    type=event_type,
+                    schema_version=event.VERSION,
+                    recorded_at_ms=recorded_at_ms,
+                    payload=payload_obj,
+                    metadata=meta_obj,
+                ),
+            )
+        )
+    return out
+
+
+def to_domain(stored: StoredEvent) -> ev.EventData:
+    cls = ev.EVENT_TYPES.get(stored.type)
+    if cls is None:
+        raise ValueError(f"unknown event type {stored.type!r} at position {stored.position}")
+    payload, version = stored.payload, stored.schema_version
+    while version < cls.VERSION:
+        payload = UPCASTERS[(stored.type, version)](payload)
+        version += 1
+    return msgspec.convert(payload, cls)
+
+
+def to_recorded(stored: StoredEvent) -> RecordedEvent:
+    return RecordedEvent(
+        type=stored.type,
+        version=stored.schema_version,
+        event_id=stored.event_id,
+        stream_id=stored.stream_id,
+        stream_version=stored.stream_version,
+        position=stored.position,
+        recorded_at_ms=stored.recorded_at_ms,
+        metadata=msgspec.convert(stored.metadata, EventMetadata),
+        data=stored.payload,
+        hash=stored.hash.hex(),
+        prev_hash=stored.prev_hash.hex(),
+    )
+
+
+def subject_for(event_type: str) -> str:
+    return f"corridor.evt.v1.{AGGREGATE}.{event_type}"

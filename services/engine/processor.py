@@ -1,0 +1,291 @@
+"""The command processor: load state, ``decide``, append, reply. With group commit.
+
+Commands from every entry point go through one bounded queue. A single writer loop takes
+whatever is queued (up to ``batch_max``), decides each command against the state left by the
+previous one, and appends all resulting events in one transaction. Replies are sent only after
+that commit. A conflicting writer elsewhere (another engine instance) makes the append fail as a
+whole; then each command is retried on its own against fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from schemas import commands as cmd
+from schemas import errors
+from schemas.events import InvoiceFacts
+from schemas.records import EventMetadata
+from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
+from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
+from services.domain.policy import Policy
+from services.domain.routing import Router
+from services.engine.clock import Clock, IdSource
+from services.engine.event_codec import to_domain, to_new_events, to_recorded
+from services.engine.ids import fingerprint, intent_id_for
+from services.eventstore.port import (
+    ClaimConflict,
+    ConcurrencyConflict,
+    IdempotencyClaim,
+    NewEvent,
+)
+from services.eventstore.postgres import PostgresEventStore
+from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
+
+log = structlog.get_logger("corridor.processor")
+
+Reply = CommandAccepted | CommandRejected
+
+# A command that keeps losing optimistic-concurrency races gives up after this many tries.
+CONFLICT_RETRIES_MAX = 5
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEnvelope:
+    command: cmd.Command
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Item:
+    envelope: CommandEnvelope
+    future: asyncio.Future[Reply] | None = None
+    stream_id: str = ""
+    request_fingerprint: str | None = None
+    invoice: InvoiceFacts | None = None
+    error: errors.CorridorError | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    replies: list[Reply] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    claims: list[IdempotencyClaim] = field(default_factory=list)
+    states: dict[str, PaymentIntent | None] = field(default_factory=dict)
+
+
+class CommandProcessor:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        *,
+        clock: Clock,
+        ids: IdSource,
+        policy: Callable[[], Policy],
+        router: Callable[[], Router],
+        network: str,
+        attempts_max: int = 3,
+        pay_timeout_s: int = 60,
+        batch_max: int = 256,
+        queue_max: int = 4096,
+        cache_max: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._policy = policy
+        self._router = router
+        self._network = network
+        self._attempts_max = attempts_max
+        self._pay_timeout_s = pay_timeout_s
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_max)
+        # Last known state per stream; ``None`` means "no such stream". Bounded LRU.
+        self._cache: OrderedDict[str, PaymentIntent | None] = OrderedDict()
+        self._cache_max = cache_max
+        self.batches = 0
+        self.commands = 0
+
+    async def execute(self, envelope: CommandEnvelope) -> Reply:
+        """Queue a command and wait until it is committed (or refused)."""
+        item = _Item(envelope=envelope, future=asyncio.get_running_loop().create_future())
+        await self._queue.put(item)
+        assert item.future is not None
+        return await item.future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            replies = await self.process(batch)
+            for item, reply in zip(batch, replies, strict=True):
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(reply)
+
+    async def process(self, items: Sequence[_Item]) -> list[Reply]:
+        self.batches += 1
+        self.commands += len(items)
+        try:
+            return await self._process_batch(items)
+        except (ConcurrencyConflict, ClaimConflict):
+            self._forget(items)
+            return [await self._process_alone(item) for item in items]
+        except _TRANSIENT as exc:
+            self._forget(items)
+            log.warning("append_unavailable", error=type(exc).__name__)
+            return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(items)
+
+    async def _process_alone(self, item: _Item) -> Reply:
+        for _ in range(CONFLICT_RETRIES_MAX):
+            try:
+                return (await self._process_batch([item]))[0]
+            except (ConcurrencyConflict, ClaimConflict):
+                self._forget([item])
+            except _TRANSIENT:
+                self._forget([item])
+                return _rejected(errors.Unavailable("event store unavailable; retry"))
+        return _rejected(errors.Unavailable("too much contention on this intent; retry"))
+
+    async def _process_batch(self, items: Sequence[_Item]) -> list[Reply]:
+        for item in items:
+            self._prepare(item)
+        await self._load([i.stream_id for i in items if i.error is None])
+        plan = self._plan(items)
+        if plan.events or plan.claims:
+            await self._store.append(plan.events, plan.claims)
+        for stream_id, state in plan.states.items():
+            self._remember(stream_id, state)
+        return plan.replies
+
+    def _prepare(self, item: _Item) -> None:
+        item.error = None
+        command = item.envelope.command
+        if not isinstance(command, cmd.SubmitPaymentIntent):
+            item.stream_id = command.intent_id
+            return
+        item.stream_id = intent_id_for(command.caller.id, command.idempotency_key)
+        item.request_fingerprint = fingerprint(command)
+        if command.payment_request is not None and item.invoice is None:
+            try:
+                decoded = decode_invoice(command.payment_request)
+            except InvoiceDecodeError as exc:
+                item.error = errors.InvalidInvoice(
+                    f"payment_request is not a valid BOLT 11 invoice: {exc.message}",
+                    field="payment_request",
+                )
+                return
+            item.invoice = InvoiceFacts(
+                payment_hash=decoded.payment_hash,
+                payee=decoded.destination,
+                network=decoded.network,
+                amount_msat=decoded.amount_msat,
+                created_at_s=decoded.created_at_s,
+                expires_at_s=decoded.created_at_s + decoded.expiry_s,
+            )
+
+    async def _load(self, stream_ids: Sequence[str]) -> None:
+        missing = [s for s in dict.fromkeys(stream_ids) if s not in self._cache]
+        if not missing:
+            return
+        loaded = await self._store.read_streams(missing)
+        for stream_id in missing:
+            history = loaded.get(stream_id, [])
+            self._remember(stream_id, fold(to_domain(e) for e in history))
+
+    def _plan(self, items: Sequence[_Item]) -> _Plan:
+        plan = _Plan()
+        now_ms = self._clock.now_ms()
+        policy, router = self._policy(), self._router()
+        for item in items:
+            if item.error is not None:
+                plan.replies.append(_rejected(item.error))
+                continue
+            state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
+            command = item.envelope.command
+            ctx = DecisionContext(
+                now_ms=now_ms,
+                policy=policy,
+                router=router,
+                network=self._network,
+                intent_id=item.stream_id,
+                request_fingerprint=item.request_fingerprint,
+                invoice=item.invoice,
+                attempts_max=self._attempts_max,
+                pay_timeout_s=self._pay_timeout_s,
+            )
+            try:
+                new_events = decide(state, command, ctx)
+            except errors.CorridorError as exc:
+                plan.replies.append(_rejected(exc))
+                continue
+            if not new_events:
+                assert state is not None
+                plan.replies.append(_accepted(state, duplicate=True))
+                continue
+            new_state = state
+            for event in new_events:
+                new_state = evolve(new_state, event)
+            assert new_state is not None
+            metadata = EventMetadata(
+                correlation_id=item.envelope.correlation_id or item.stream_id,
+                causation_id=item.envelope.causation_id or self._ids.new_id(),
+                actor=_actor(command),
+                policy_version=new_state.policy_version,
+            )
+            plan.events += to_new_events(
+                item.stream_id, (state.version if state else 0) + 1, new_events, metadata, now_ms
+            )
+            if isinstance(command, cmd.SubmitPaymentIntent):
+                assert item.request_fingerprint is not None
+                plan.claims.append(
+                    IdempotencyClaim(
+                        caller_id=command.caller.id,
+                        idempotency_key=command.idempotency_key,
+                        intent_id=item.stream_id,
+                        fingerprint=item.request_fingerprint,
+                    )
+                )
+            plan.states[item.stream_id] = new_state
+            plan.replies.append(_accepted(new_state, duplicate=False))
+        return plan
+
+    def _remember(self, stream_id: str, state: PaymentIntent | None) -> None:
+        self._cache[stream_id] = state
+        self._cache.move_to_end(stream_id)
+        while len(self._cache) > self._cache_max:
+            self._cache.popitem(last=False)
+
+    def _forget(self, items: Sequence[_Item]) -> None:
+        for item in items:
+            self._cache.pop(item.stream_id, None)
+
+    async def view(self, intent_id: str) -> PaymentIntentView | CommandRejected:
+        history = await self._store.read_stream(intent_id)
+        if not history:
+            return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
+        state = fold(to_domain(e) for e in history)
+        assert state is not None
+        return PaymentIntentView(
+            intent_id=intent_id,
+            state=str(state.status),
+            stream_version=state.version,
+            events=[to_recorded(e) for e in history],
+        )
+
+
+def _actor(command: cmd.Command) -> str:
+    match command:
+        case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
+            return f"caller:{command.caller.id}"
+        case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent():
+            return f"operator:{command.operator_id}"
+        case cmd.RecordPaymentOutcome():
+            return f"executor:{command.region}"
+        case _:
+            return "corridor"
+
+
+def _accepted(state: PaymentIntent, *, duplicate: bool) -> CommandAccepted:
+    return CommandAccepted(intent_id=state.intent_id, state=str(state.status), duplicate=duplicate)
+
+
+def _rejected(error: errors.CorridorError) -> CommandRejected:
+    return CommandRejected(error=error.detail())

@@ -1,0 +1,94 @@
+"""Request/reply API on core NATS: ``corridor.api.v1.intents.*``. Replies after commit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from schemas import codec, errors, limits
+from schemas.commands import GetPaymentIntent
+from schemas.replies import CommandRejected
+from services.bus import subjects
+from services.engine.processor import CommandProcessor
+from services.intake.parsing import parse_command
+
+log = structlog.get_logger("corridor.api")
+
+# Requests being handled at once; beyond this the subscription stops reading (backpressure).
+INFLIGHT_MAX = 4096
+
+
+class ApiService:
+    def __init__(self, nc: Client, processor: CommandProcessor) -> None:
+        self._nc = nc
+        self._processor = processor
+        self._slots = asyncio.Semaphore(INFLIGHT_MAX)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(
+            subjects.API_WILDCARD,
+            queue=subjects.INTAKE_QUEUE_GROUP,
+            cb=self._on_message,
+            pending_msgs_limit=INFLIGHT_MAX * 4,
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_message(self, msg: Msg) -> None:
+        # nats-py runs one callback at a time per subscription; handing each request to its own
+        # task lets many commands meet in one group-commit batch.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        structlog.contextvars.clear_contextvars()
+        reply: Any
+        try:
+            if msg.subject == subjects.API_GET:
+                query = codec.decode_request(msg.data)
+                if not isinstance(query, GetPaymentIntent):
+                    raise errors.UnknownType(
+                        f"{subjects.API_GET} answers GetPaymentIntent only", field="type"
+                    )
+                structlog.contextvars.bind_contextvars(intent_id=query.intent_id)
+                reply = await self._processor.view(query.intent_id)
+            else:
+                envelope = parse_command(
+                    msg.subject, subjects.API_PREFIX, msg.data, msg.headers,
+                    bytes_max=limits.COMMAND_BYTES_MAX,
+                )  # fmt: skip
+                reply = await self._processor.execute(envelope)
+                structlog.contextvars.bind_contextvars(
+                    intent_id=getattr(reply, "intent_id", None),
+                    correlation_id=envelope.correlation_id,
+                    causation_id=envelope.causation_id,
+                )
+        except errors.CorridorError as exc:
+            reply = CommandRejected(error=exc.detail())
+        except Exception:
+            log.exception("api_internal_error", subject=msg.subject)
+            reply = CommandRejected(
+                error=errors.CorridorError("internal error", code="internal_error").detail()
+            )
+        if isinstance(reply, CommandRejected):
+            log.info("command_refused", subject=msg.subject, code=reply.error.code,
+                     field=reply.error.field)  # fmt: skip
+        if msg.reply:
+            await msg.respond(codec.encode(reply))

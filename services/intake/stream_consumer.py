@@ -1,0 +1,101 @@
+"""Fire-and-forget commands from JetStream ``CORRIDOR_CMD``, with explicit acks and a DLQ.
+
+A message is acked only after its command is committed, or after it was dead-lettered with
+its error. A dependency outage naks with a delay, so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from schemas import errors
+from schemas.common import ErrorDetail
+from schemas.replies import CommandRejected
+from services.bus import subjects
+from services.engine.processor import CommandProcessor
+from services.intake.parsing import parse_command
+
+log = structlog.get_logger("corridor.cmd_consumer")
+
+FETCH_BATCH_MAX = 256
+# After this many deliveries a message that keeps failing unexpectedly is dead-lettered.
+DELIVERIES_MAX = 10
+NAK_DELAY_S = 1.0
+
+
+class CommandStreamConsumer:
+    def __init__(self, js: JetStreamContext, processor: CommandProcessor) -> None:
+        self._js = js
+        self._processor = processor
+        self.dead_lettered = 0
+
+    async def run(self) -> None:
+        psub = await self._js.pull_subscribe(
+            subjects.CMD_WILDCARD,
+            durable=subjects.CMD_CONSUMER,
+            stream=subjects.CMD_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_ack_pending=FETCH_BATCH_MAX * 8,
+            ),
+        )
+        while True:
+            try:
+                msgs = await psub.fetch(batch=FETCH_BATCH_MAX, timeout=1.0)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            await asyncio.gather(*(self._handle(m) for m in msgs))
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            envelope = parse_command(msg.subject, subjects.CMD_PREFIX, msg.data, msg.headers)
+        except errors.CorridorError as exc:
+            await self._dead_letter(msg, exc.detail())
+            return
+        try:
+            reply = await self._processor.execute(envelope)
+        except Exception:
+            log.exception("cmd_internal_error", subject=msg.subject)
+            if msg.metadata.num_delivered >= DELIVERIES_MAX:
+                detail = ErrorDetail(code="internal_error", message="failed repeatedly")
+                await self._dead_letter(msg, detail)
+            else:
+                await msg.nak(delay=NAK_DELAY_S)
+            return
+        if isinstance(reply, CommandRejected):
+            if reply.error.code == errors.Unavailable.code:
+                await msg.nak(delay=NAK_DELAY_S)
+                return
+            await self._dead_letter(msg, reply.error)
+            return
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, error: ErrorDetail) -> None:
+        suffix = msg.subject.removeprefix("corridor.cmd.v1.")
+        headers = {
+            subjects.HDR_ERROR_CODE: error.code,
+            subjects.HDR_ERROR_MESSAGE: error.message[:500],
+            subjects.HDR_ORIGINAL_SUBJECT: msg.subject,
+        }
+        if error.field:
+            headers[subjects.HDR_ERROR_FIELD] = error.field
+        try:
+            await self._js.publish(f"{subjects.DLQ_PREFIX}.{suffix}", msg.data, headers=headers)
+        except Exception:
+            # Not dead-lettered, so not acked: it will be redelivered.
+            log.warning("dead_letter_failed", subject=msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=NAK_DELAY_S)
+            return
+        self.dead_lettered += 1
+        log.info("dead_lettered", subject=msg.subject, code=error.code, field=error.field)
+        await msg.ack()

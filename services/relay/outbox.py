@@ -1,0 +1,125 @@
+"""The outbox relay: publish the event log to JetStream in position order, exactly once per
+event id (``Nats-Msg-Id``), resuming from a checkpoint kept in PostgreSQL.
+
+JetStream is only a transport. At start the relay compares the stream's last position with its
+checkpoint and rewinds if JetStream lost messages, so everything is re-published from the log.
+Only one relay publishes at a time (a PostgreSQL advisory lock); others stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from schemas.codec import encode
+from services.bus import subjects
+from services.engine.event_codec import subject_for, to_recorded
+from services.eventstore.port import StoredEvent
+from services.eventstore.postgres import PostgresEventStore
+
+log = structlog.get_logger("corridor.relay")
+
+_LEADER_LOCK_KEY = 0x72656C61  # "rela"
+CHECKPOINT = "relay:jetstream"
+PUBLISH_ACK_TIMEOUT_S = 30.0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        js: JetStreamContext,
+        *,
+        dsn: str,
+        batch_max: int = 1000,
+        poll_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._js = js
+        self._dsn = dsn
+        self._batch_max = batch_max
+        self._poll_s = poll_s
+        self._wake = asyncio.Event()
+        self.position = 0
+        self.published = 0
+        self.leader = asyncio.Event()
+
+    async def run(self) -> None:
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(self._dsn)
+        try:
+            await self._become_leader(conn)
+            await conn.add_listener("corridor_events", self._on_notify)
+            self.position = await self._start_position()
+            log.info("relay_started", position=self.position)
+            while True:
+                self._wake.clear()
+                batch = await self._store.read_all(
+                    after_position=self.position, limit=self._batch_max
+                )
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                    continue
+                await self._publish(batch)
+                self.position = batch[-1].position
+                await self._store.set_checkpoint(CHECKPOINT, self.position)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _become_leader(self, conn: asyncpg.Connection[Any]) -> None:
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK_KEY):
+            await asyncio.sleep(self._poll_s)  # standby: poll for the leader's lock
+        self.leader.set()
+
+    async def _start_position(self) -> int:
+        checkpoint = await self._store.get_checkpoint(CHECKPOINT)
+        in_stream = await self._last_position_in_stream()
+        if in_stream < checkpoint:
+            log.warning("relay_rewind", checkpoint=checkpoint, stream_position=in_stream)
+            await self._store.set_checkpoint(CHECKPOINT, in_stream)
+            return in_stream
+        return checkpoint
+
+    async def _last_position_in_stream(self) -> int:
+        info = await self._js.stream_info(subjects.EVT_STREAM)
+        if info.state.messages == 0 or not info.state.last_seq:
+            return 0
+        try:
+            msg = await self._js.get_msg(subjects.EVT_STREAM, seq=info.state.last_seq)
+        except NotFoundError:
+            return 0
+        return int((msg.headers or {}).get(subjects.HDR_POSITION, 0))
+
+    async def _publish(self, batch: list[StoredEvent]) -> None:
+        """Pipelined publishes (bounded by the JetStream context's in-flight limit)."""
+        futures = []
+        for event in batch:
+            headers = {
+                subjects.HDR_MSG_ID: event.event_id,
+                subjects.HDR_STREAM_ID: event.stream_id,
+                subjects.HDR_POSITION: str(event.position),
+                subjects.HDR_STREAM_VERSION: str(event.stream_version),
+                subjects.HDR_EVENT_TYPE: event.type,
+                subjects.HDR_CORRELATION_ID: str(event.metadata.get("correlation_id", "")),
+            }
+            body = encode(to_recorded(event))
+            futures.append(
+                await self._js.publish_async(subject_for(event.type), body, headers=headers)
+            )
+        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
+        self.published += sum(1 for ack in acks if not ack.duplicate)
+
+
+async def reset_checkpoint(store: PostgresEventStore, position: int) -> None:
+    """Make the relay re-publish everything after ``position`` (operators' recovery tool)."""
+    await store.set_checkpoint(CHECKPOINT, position)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from services.bootstrap import Engine, bootstrap
+from services.eventstore.postgres import PostgresEventStore
+from services.settings import Settings
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    store = await PostgresEventStore.connect(database_url, pool_max=20)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def engine(nats_url: str, database_url: str) -> AsyncIterator[Engine]:
+    engine = await bootstrap(Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
