@@ -31,7 +31,7 @@ class Caller(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kind: CallerKind
 
 
-class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
+class ErrorDetail(msgspec.Struct, frozen=True):
     """A structured error: a stable machine code, a one-line message, the offending field."""
 
     code: str

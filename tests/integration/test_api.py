@@ -1,0 +1,210 @@
+"""The request/reply API over real NATS and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from nats.aio.client import Client
+
+from services.bootstrap import Engine
+from tests.factories import invoice, submit
+
+SUBMIT = "corridor.api.v1.intents.submit.{caller}"
+
+
+async def request(nc: Client, subject: str, body: Any, *, raw: bytes | None = None) -> dict[str, Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    msg = await nc.request(subject, data, timeout=10)
+    return json.loads(msg.data)
+
+
+async def test_submit_commits_then_replies(engine: Engine, nc: Client) -> None:
+    reply = await request(nc, SUBMIT.format(caller="alice"), submit())
+    assert reply["ok"] is True and reply["duplicate"] is False
+    assert reply["state"] == "dispatched"
+    # The reply came after commit: the events are already in PostgreSQL.
+    stream = await engine.store.read_stream(reply["intent_id"])
+    assert [e.type for e in stream] == [
+        "IntentReceived", "IntentPolicyChecked", "IntentRouted", "IntentDispatched",
+    ]  # fmt: skip
+    assert stream[0].metadata["actor"] == "caller:alice"
+
+
+async def test_submit_with_invoice(engine: Engine, nc: Client) -> None:
+    bolt11, payment_hash, _ = invoice(amount_msat=50_000)
+    reply = await request(
+        nc, SUBMIT.format(caller="alice"), submit(payment_request=bolt11, destination=None)
+    )
+    assert reply["ok"], reply
+    received = (await engine.store.read_stream(reply["intent_id"]))[0].payload
+    assert received["invoice"]["payment_hash"] == payment_hash
+    assert received["invoice"]["network"] == "regtest"
+
+
+async def test_invoice_checks(engine: Engine, nc: Client) -> None:
+    subject = SUBMIT.format(caller="alice")
+    cases = {
+        "invoice_amount_mismatch": (invoice(amount_msat=49_000, label="a")[0], "amount_msat"),
+        "wrong_network": (invoice(network="mainnet", label="b")[0], "payment_request"),
+        "invoice_expired": (
+            invoice(created_at_s=1_600_000_000, expiry_s=60, label="c")[0], "payment_request",
+        ),
+        "invalid_invoice": ("lnbcrt1notaninvoice", "payment_request"),
+    }  # fmt: skip
+    for i, (code, (bolt11, field)) in enumerate(cases.items()):
+        body = submit(key=f"inv-{i}", payment_request=bolt11, destination=None)
+        reply = await request(nc, subject, body)
+        assert reply["ok"] is False, (code, reply)
+        assert reply["error"]["code"] == code, reply
+        assert reply["error"]["field"] == field, reply
+    assert await engine.store.head_position() == 0
+
+
+async def test_same_key_same_request_is_a_duplicate(engine: Engine, nc: Client) -> None:
+    first = await request(nc, SUBMIT.format(caller="alice"), submit())
+    again = await request(nc, SUBMIT.format(caller="alice"), submit())
+    assert again == {**first, "duplicate": True}
+    assert await engine.store.head_position() == 4
+
+
+async def test_same_key_different_request_is_a_mismatch(engine: Engine, nc: Client) -> None:
+    await request(nc, SUBMIT.format(caller="alice"), submit())
+    reply = await request(nc, SUBMIT.format(caller="alice"), submit(amount_msat=60_000))
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "idempotency_mismatch"
+    assert reply["error"]["field"] == "idempotency_key"
+
+
+async def test_same_key_other_caller_is_another_intent(engine: Engine, nc: Client) -> None:
+    a = await request(nc, SUBMIT.format(caller="alice"), submit())
+    b = await request(nc, SUBMIT.format(caller="bob"), submit(caller_id="bob"))
+    assert a["intent_id"] != b["intent_id"]
+
+
+async def test_concurrent_duplicates_make_exactly_one_intent(engine: Engine, nc: Client) -> None:
+    replies = await asyncio.gather(
+        *(request(nc, SUBMIT.format(caller="alice"), submit(key="same")) for _ in range(50))
+    )
+    assert {r["intent_id"] for r in replies} == {replies[0]["intent_id"]}
+    assert sum(1 for r in replies if not r["duplicate"]) == 1
+    async with engine.store.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(DISTINCT stream_id) FROM events") == 1
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 1
+
+
+async def test_concurrent_duplicates_across_two_engines(
+    engine: Engine, nats_url: str, database_url: str, nc: Client
+) -> None:
+    """Two engine instances on one database: the store, not a cache, decides."""
+    from services.bootstrap import bootstrap
+    from services.settings import Settings
+
+    other = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await other.start(relay=False)
+    try:
+        replies = await asyncio.gather(
+            *(request(nc, SUBMIT.format(caller="alice"), submit(key=f"k{i % 5}")) for i in range(60))
+        )
+    finally:
+        await other.stop()
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]]
+    assert len({r["intent_id"] for r in replies}) == 5
+    assert sum(1 for r in replies if not r["duplicate"]) == 5
+    async with engine.store.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 5
+        assert await conn.fetchval("SELECT count(*) FROM events") == 20
+
+
+async def test_bad_input_gets_a_coded_error_and_nothing_is_written(
+    engine: Engine, nc: Client
+) -> None:
+    subject = SUBMIT.format(caller="alice")
+    cases: list[tuple[bytes, str, str | None]] = [
+        (b"{not json", "malformed_json", None),
+        (b"[1,2]", "malformed_json", None),
+        (json.dumps({**submit(), "version": 2}).encode(), "unknown_version", "version"),
+        (json.dumps({**submit(), "type": "PayEverything"}).encode(), "unknown_type", "type"),
+        (json.dumps({k: v for k, v in submit().items() if k != "type"}).encode(),
+         "missing_field", "type"),
+        (json.dumps(submit(amount_msat=0)).encode(), "schema_violation", "amount_msat"),
+        (json.dumps(submit(amount_msat=1.5)).encode(), "schema_violation", "amount_msat"),
+        (json.dumps(submit(key="")).encode(), "schema_violation", "idempotency_key"),
+        (json.dumps(submit(key="x" * 256)).encode(), "schema_violation", "idempotency_key"),
+        (json.dumps(submit(kind="robot")).encode(), "schema_violation", "caller.kind"),
+        (json.dumps(submit(metadata={f"k{i}": "v" for i in range(17)})).encode(),
+         "schema_violation", "metadata"),
+        (json.dumps(submit(destination=None)).encode(), "schema_violation", "payment_request"),
+        (json.dumps({**submit(), "extra": 1}).encode(), "schema_violation", "extra"),
+        (json.dumps(submit(caller_id="mallory")).encode(), "caller_mismatch", "caller.id"),
+        (b'{"type":"SubmitPaymentIntent","version":1,"pad":"' + b"x" * 70_000 + b'"}',
+         "payload_too_large", None),
+    ]  # fmt: skip
+    for raw, code, field in cases:
+        reply = await request(nc, subject, None, raw=raw)
+        assert reply["ok"] is False, raw[:80]
+        assert reply["error"]["code"] == code, (raw[:80], reply)
+        assert reply["error"]["field"] == field, (raw[:80], reply)
+        assert reply["error"]["message"]
+    assert await engine.store.head_position() == 0
+    # The worker is still healthy after all of that.
+    assert (await request(nc, subject, submit()))["ok"] is True
+
+
+async def test_subject_verb_must_match_type(engine: Engine, nc: Client) -> None:
+    reply = await request(nc, "corridor.api.v1.intents.cancel.alice", submit())
+    assert reply["error"]["code"] == "subject_mismatch"
+
+
+async def test_get_returns_state_and_full_history(engine: Engine, nc: Client) -> None:
+    submitted = await request(nc, SUBMIT.format(caller="alice"), submit())
+    view = await request(
+        nc,
+        "corridor.api.v1.intents.get",
+        {"type": "GetPaymentIntent", "version": 1, "intent_id": submitted["intent_id"]},
+    )
+    assert view["ok"] and view["state"] == "dispatched" and view["stream_version"] == 4
+    assert [e["stream_version"] for e in view["events"]] == [1, 2, 3, 4]
+    assert view["events"][0]["type"] == "IntentReceived"
+    assert view["events"][0]["data"]["amount_msat"] == 50_000
+    missing = await request(
+        nc, "corridor.api.v1.intents.get",
+        {"type": "GetPaymentIntent", "version": 1, "intent_id": "nope"},
+    )  # fmt: skip
+    assert missing["error"]["code"] == "not_found"
+
+
+async def test_cancel_before_dispatch_and_refusal_after(engine: Engine, nc: Client) -> None:
+    engine.settings.corridors  # noqa: B018 - documents that us-eu is routable
+    dispatched = await request(nc, SUBMIT.format(caller="alice"), submit())
+    cancel = {
+        "type": "CancelPaymentIntent", "version": 1,
+        "intent_id": dispatched["intent_id"], "caller": {"id": "alice", "kind": "service"},
+    }  # fmt: skip
+    refused = await request(nc, "corridor.api.v1.intents.cancel.alice", cancel)
+    assert refused["error"]["code"] == "invalid_transition"
+    unroutable = await request(
+        nc, SUBMIT.format(caller="alice"), submit(key="k-2", corridor="xx-yy")
+    )
+    assert unroutable["state"] == "failed"
+
+
+async def test_outcome_settles_and_duplicate_outcome_is_recorded(
+    engine: Engine, nc: Client
+) -> None:
+    bolt11, payment_hash, preimage = invoice()
+    submitted = await request(
+        nc, SUBMIT.format(caller="alice"), submit(payment_request=bolt11, destination=None)
+    )
+    outcome = {
+        "type": "RecordPaymentOutcome", "version": 1, "intent_id": submitted["intent_id"],
+        "attempt": 1, "outcome": "succeeded", "region": "us", "node": "us-lnd",
+        "payment_hash": payment_hash, "preimage": preimage, "fee_msat": 12,
+    }  # fmt: skip
+    first = await request(nc, "corridor.api.v1.intents.outcome.exec-us", outcome)
+    assert first["state"] == "settled"
+    second = await request(nc, "corridor.api.v1.intents.outcome.exec-us", outcome)
+    assert second["state"] == "settled" and second["ok"]
+    types = [e.type for e in await engine.store.read_stream(submitted["intent_id"])]
+    assert types[-3:] == ["PaymentSucceeded", "IntentSettled", "OutcomeIgnored"]
