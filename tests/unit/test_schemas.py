@@ -41,4 +41,5 @@ def test_every_message_carries_type_and_version() -> None:
 def test_encoded_command_round_trips() -> None:
     raw = json.dumps(submit()).encode()
     command = codec.decode_command(raw)
-    assert json.loads(msgspec.json.encode(command)) == json.loads(raw) | {"metadata": {}}
+    defaults = {"metadata": {}, "deadline_s": None, "payment_request": None}
+    assert json.loads(msgspec.json.encode(command)) == json.loads(raw) | defaults
