@@ -66,14 +66,19 @@ class Engine:
         task.add_done_callback(_crash_log)
         self._tasks.append(task)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self.commands.stop()
         await self.api.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in stuck:
+                log.warning("engine_task_did_not_stop", task=task.get_name())
         with contextlib.suppress(Exception):
-            await self.nc.drain()
-        await self.store.close()
+            await asyncio.wait_for(self.nc.drain(), timeout=timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.store.close(), timeout=timeout_s)
 
 
 def _crash_log(task: asyncio.Task[None]) -> None:

@@ -35,6 +35,10 @@ class CommandStreamConsumer:
         self._js = js
         self._processor = processor
         self.dead_lettered = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
 
     async def run(self) -> None:
         psub = await self._js.pull_subscribe(

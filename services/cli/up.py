@@ -1,0 +1,75 @@
+"""``corridor up``: servers, engine and (by default) the simulated network, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.bootstrap import bootstrap
+from services.cli.endpoints import FILE_NAME, write_endpoints
+from services.devstack import DevStack
+from services.settings import Settings
+
+log = structlog.get_logger("corridor.up")
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    state_dir: Path,
+    sim: bool,
+    topology: Path | None,
+    seed: int,
+    ready_line: bool = True,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stack = DevStack(state_dir / "servers")
+    await asyncio.to_thread(stack.start)
+    engine = None
+    sim_stack: Any = None
+    try:
+        engine = await bootstrap(settings, nats_url=stack.nats_url, database_url=stack.database_url)
+        await engine.start()
+        endpoints: dict[str, Any] = {
+            "nats_url": stack.nats_url,
+            "database_url": stack.database_url,
+            "pid": os.getpid(),
+            "started_at_ms": time.time_ns() // 1_000_000,
+            "network": settings.network,
+        }
+        if sim:
+            sim_stack = await _start_sim(state_dir, topology, seed)
+            endpoints.update(sim_stack.endpoints())
+        path = write_endpoints(state_dir, endpoints)
+        log.info("corridor_ready", endpoints=str(path), nats_url=stack.nats_url)
+        if ready_line:
+            print(f"corridor is up; endpoints in {path}. Ctrl-C to stop.", flush=True)
+        await stop.wait()
+    finally:
+        log.info("corridor_stopping")
+        if sim_stack is not None:
+            with contextlib.suppress(Exception):
+                await sim_stack.stop()
+        if engine is not None:
+            await engine.stop()
+        await asyncio.to_thread(stack.stop)
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / FILE_NAME).unlink()
+
+
+async def _start_sim(state_dir: Path, topology: Path | None, seed: int) -> Any:
+    from services.sim.runner import SimStack
+
+    sim_stack = SimStack(state_dir=state_dir / "sim", topology_path=topology, seed=seed)
+    await sim_stack.start()
+    return sim_stack
