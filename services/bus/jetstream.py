@@ -42,6 +42,9 @@ def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
         StreamConfig(name=subjects.CMD_STREAM, subjects=[subjects.CMD_WILDCARD], **common),
         StreamConfig(name=subjects.EVT_STREAM, subjects=[subjects.EVT_WILDCARD], **common),
         StreamConfig(name=subjects.DLQ_STREAM, subjects=[subjects.DLQ_WILDCARD], **common),
+        StreamConfig(
+            name=subjects.DISPATCH_STREAM, subjects=[subjects.DISPATCH_WILDCARD], **common
+        ),
     ]
 
 

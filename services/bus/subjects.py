@@ -16,6 +16,12 @@ EVT_PREFIX: Final = "corridor.evt.v1"
 EVT_WILDCARD: Final = f"{EVT_PREFIX}.>"
 EVT_STREAM: Final = "CORRIDOR_EVT"
 
+# Work orders for region executors: every IntentDispatched event is also published here,
+# one subject per region, so each region's workers consume only their own work.
+DISPATCH_PREFIX: Final = "corridor.dispatch.v1"
+DISPATCH_WILDCARD: Final = f"{DISPATCH_PREFIX}.>"
+DISPATCH_STREAM: Final = "CORRIDOR_DISPATCH"
+
 DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
 DLQ_WILDCARD: Final = "corridor.dlq.v1.>"
 DLQ_STREAM: Final = "CORRIDOR_DLQ"

@@ -116,8 +116,17 @@ class OutboxRelay:
             futures.append(
                 await self._js.publish_async(subject_for(event.type), body, headers=headers)
             )
+            if event.type == "IntentDispatched":
+                region = str(event.payload["region"])
+                futures.append(
+                    await self._js.publish_async(
+                        f"{subjects.DISPATCH_PREFIX}.{region}", body, headers=headers
+                    )
+                )
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
-        self.published += sum(1 for ack in acks if not ack.duplicate)
+        self.published += sum(
+            1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM
+        )
 
 
 async def reset_checkpoint(store: PostgresEventStore, position: int) -> None:
