@@ -22,7 +22,7 @@ _ENVELOPE = ("type", "version")
 
 
 def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
-    (ref,), components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    (_ref,), components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
     name = cls.__name__
     root = dict(components.pop(name))
     if kind in ("command", "reply"):
@@ -44,8 +44,8 @@ def documents() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for cls in (*COMMAND_TYPES, GetPaymentIntent):
         out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
-    for cls in (CommandAccepted, CommandRejected, PaymentIntentView):
-        out[f"replies/{cls.__name__}.v1.json"] = _document(cls, "reply", 1)
+    for reply_cls in (CommandAccepted, CommandRejected, PaymentIntentView):
+        out[f"replies/{reply_cls.__name__}.v1.json"] = _document(reply_cls, "reply", 1)
     for name, event_cls in EVENT_TYPES.items():
         out[f"events/{name}.v{event_cls.VERSION}.json"] = _document(
             event_cls, "event", event_cls.VERSION

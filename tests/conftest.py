@@ -8,6 +8,7 @@ nats-server, so tests never see each other's streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -83,11 +84,9 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
     if external:
         nc = await nats.connect(external)
         js = nc.jetstream()
-        for stream in ("CORRIDOR_CMD", "CORRIDOR_EVT", "CORRIDOR_DLQ"):
-            try:
+        for stream in ("CORRIDOR_CMD", "CORRIDOR_EVT", "CORRIDOR_DLQ", "CORRIDOR_DISPATCH"):
+            with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
-            except Exception:
-                pass
         await nc.close()
         yield external
         return

@@ -126,7 +126,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
                         "missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
                     )
             body = commands.submit_body(args)
-            caller = body.get("caller", {}).get("id", "")
+            caller = body.get("caller", {}).get("id") if isinstance(body, dict) else None
+            if not isinstance(caller, str) or not caller:
+                raise UsageError("the command has no caller.id (it names the submit subject)")
             return _print_reply(
                 await commands.request(sd, f"corridor.api.v1.intents.submit.{caller}", body)
             )

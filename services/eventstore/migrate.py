@@ -10,7 +10,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-
 from typing import Any
 
 import asyncpg

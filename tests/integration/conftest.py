@@ -20,7 +20,9 @@ async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
 
 @pytest.fixture
 async def engine(nats_url: str, database_url: str) -> AsyncIterator[Engine]:
-    engine = await bootstrap(Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url)
+    engine = await bootstrap(
+        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
+    )
     await engine.start()
     yield engine
     await engine.stop()

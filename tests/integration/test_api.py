@@ -14,7 +14,9 @@ from tests.factories import invoice, submit
 SUBMIT = "corridor.api.v1.intents.submit.{caller}"
 
 
-async def request(nc: Client, subject: str, body: Any, *, raw: bytes | None = None) -> dict[str, Any]:
+async def request(
+    nc: Client, subject: str, body: Any, *, raw: bytes | None = None
+) -> dict[str, Any]:
     data = raw if raw is not None else json.dumps(body).encode()
     msg = await nc.request(subject, data, timeout=10)
     return json.loads(msg.data)
@@ -105,7 +107,10 @@ async def test_concurrent_duplicates_across_two_engines(
     await other.start(relay=False)
     try:
         replies = await asyncio.gather(
-            *(request(nc, SUBMIT.format(caller="alice"), submit(key=f"k{i % 5}")) for i in range(60))
+            *(
+                request(nc, SUBMIT.format(caller="alice"), submit(key=f"k{i % 5}"))
+                for i in range(60)
+            )
         )
     finally:
         await other.stop()

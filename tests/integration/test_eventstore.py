@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
-from schemas.records import EventMetadata
 from schemas import events as ev
+from schemas.records import EventMetadata
 from services.engine.event_codec import to_new_events
 from services.eventstore.migrate import MigrationDrift, available_migrations, migrate
 from services.eventstore.port import ClaimConflict, ConcurrencyConflict, IdempotencyClaim

@@ -1,4 +1,4 @@
-"""The outbox relay: ordered, deduplicated, resumable, and able to re-publish what JetStream lost."""
+"""The outbox relay: ordered, deduplicated, resumable, re-publishing what JetStream lost."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ async def _submit_many(nc: Client, keys: range) -> None:
 async def test_events_are_published_in_order_with_headers(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
-    engine = await bootstrap(Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url)
+    engine = await bootstrap(
+        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
+    )
     await engine.start()
     try:
         await _submit_many(nc, range(10))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hypothesis import event
+from hypothesis import event as label
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -145,7 +145,7 @@ class IntentMachine(RuleBasedStateMachine):
     def label_coverage(self) -> None:
         # Shown by --hypothesis-show-statistics: proves the search reaches every state.
         if self.state is not None:
-            event(f"status={self.state.status} attempt={self.state.attempt}")
+            label(f"status={self.state.status} attempt={self.state.attempt}")
 
     @invariant()
     def at_most_one_successful_payment(self) -> None:
