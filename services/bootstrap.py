@@ -20,6 +20,7 @@ from services.bus.jetstream import connect, ensure_streams
 from services.domain.policy import AllowAllPolicy, Policy
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
+from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
 from services.intake.api import ApiService
@@ -51,10 +52,13 @@ class Engine:
     api: ApiService
     commands: CommandStreamConsumer
     relay: OutboxRelay
+    deadlines: DeadlineScheduler
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
         self._spawn(self.processor.run, "processor")
+        await self.deadlines.load(self.store)
+        self._spawn(self.deadlines.run, "deadlines")
         if intake:
             await self.api.start()
             self._spawn(self.commands.run, "cmd-consumer")
@@ -114,6 +118,8 @@ async def bootstrap(
         batch_max=settings.intake_batch_max,
         queue_max=settings.intake_queue_max,
     )
+    deadlines = DeadlineScheduler(processor, clock or SystemClock())
+    processor.committed_hooks.append(deadlines.observe)
     return Engine(
         settings=settings,
         store=store,
@@ -129,4 +135,5 @@ async def bootstrap(
             batch_max=settings.relay_batch_max,
             poll_s=settings.relay_poll_s,
         ),
+        deadlines=deadlines,
     )

@@ -102,6 +102,8 @@ class CommandProcessor:
         self._cache_max = cache_max
         self.batches = 0
         self.commands = 0
+        # Called after each commit with the new state of every stream it changed.
+        self.committed_hooks: list[Callable[[dict[str, PaymentIntent | None]], None]] = []
 
     async def execute(self, envelope: CommandEnvelope) -> Reply:
         """Queue a command and wait until it is committed (or refused)."""
@@ -153,6 +155,9 @@ class CommandProcessor:
             await self._store.append(plan.events, plan.claims)
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
+        if plan.states:
+            for hook in self.committed_hooks:
+                hook(plan.states)
         return plan.replies
 
     def _prepare(self, item: _Item) -> None:
