@@ -1,0 +1,50 @@
+"""Pilot metrics fold: counts, latency percentiles, fee rates by band, recovery."""
+
+from __future__ import annotations
+
+from projections.pilot_metrics import band_of, build
+
+
+def ev(stream: str, kind: str, at_ms: int = 0, **data: object) -> dict[str, object]:
+    return {"type": kind, "stream_id": stream, "recorded_at_ms": at_ms, "data": data}
+
+
+def test_report() -> None:
+    events = [
+        ev("a", "IntentReceived", amount_msat=500_000, received_at_ms=1000),
+        ev("a", "IntentPolicyChecked", tier="auto"),
+        ev("a", "IntentDispatched"),
+        ev("a", "IntentSettled", 1100, fee_msat=50, amount_msat=500_000),
+        ev("b", "IntentReceived", amount_msat=5_000_000, received_at_ms=1000),
+        ev("b", "IntentPolicyChecked", tier="review"),
+        ev("b", "IntentDispatched"),
+        ev("b", "PaymentAttemptFailed", reason="node_unavailable"),
+        ev("b", "IntentDispatched"),
+        ev("b", "IntentSettled", 1300, fee_msat=1000, amount_msat=5_000_000),
+        ev("c", "IntentReceived", amount_msat=50_000_000, received_at_ms=1000),
+        ev("c", "IntentPolicyChecked", tier="approval"),
+        ev("c", "IntentApprovalRequested"),
+        ev("c", "IntentRejected", by="operator", reason="no"),
+        ev("d", "IntentReceived", amount_msat=7, received_at_ms=1000),
+        ev("d", "IntentPolicyChecked", tier="auto"),
+        ev("d", "IntentDispatched"),
+        ev("d", "PaymentInDoubt", reason="timeout"),
+    ]
+    report = build(events)
+    assert report["intents"] == 4
+    assert report["by_state"] == {"in_flight": 1, "rejected": 1, "settled": 2}
+    assert report["latency_ms"] == {"p50": 100, "p95": 300}
+    assert report["fee_rate_ppm_by_band"]["up_to_1k_sat"] == 100
+    assert report["fee_rate_ppm_by_band"]["1k_to_10k_sat"] == 200
+    assert report["fee_rate_ppm_by_band"]["above_100k_sat"] is None
+    assert report["route_failure_ratio"] == round(2 / 4, 4)
+    assert report["auto_recovery_rate"] == 0.5
+    assert report["interventions_by_tier"] == {
+        "auto": 2, "review": 1, "approval": 1, "operator_approved": 0, "operator_rejected": 1,
+    }  # fmt: skip
+
+
+def test_bands_are_inclusive_upper_bounds() -> None:
+    assert band_of(1_000_000) == "up_to_1k_sat"
+    assert band_of(1_000_001) == "1k_to_10k_sat"
+    assert band_of(10**12) == "above_100k_sat"
