@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.bus.jetstream import connect, ensure_streams
-from services.domain.policy import AllowAllPolicy, Policy
+from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
@@ -25,6 +25,7 @@ from services.engine.processor import CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
 from services.intake.api import ApiService
 from services.intake.stream_consumer import CommandStreamConsumer
+from services.policy.loader import load_default_policy, load_policy
 from services.relay.outbox import OutboxRelay
 from services.settings import Settings
 
@@ -56,6 +57,7 @@ class Engine:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
+        await self.processor.load_spend()
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
         self._spawn(self.deadlines.run, "deadlines")
@@ -104,7 +106,8 @@ async def bootstrap(
     nc = await connect(nats_url, name="corridor-engine")
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
     await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
-    default_policy = AllowAllPolicy()
+    document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
+    default_policy = PolicyEngine(document)
     default_router = OrderedRouter(corridor_table(settings.corridors))
     processor = CommandProcessor(
         store,

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # consumers must dedupe by event id or position (see README).
     jetstream_duplicate_window_s: int = Field(default=120, ge=1)
 
+    # The policy document in force until a two-person-approved version replaces it.
+    policy_file: Path | None = None
     attempts_max: int = Field(default=3, ge=1, le=16)
     pay_timeout_s: int = Field(default=60, ge=1, le=3600)
     corridors: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CORRIDORS))

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins() -> list[Any]:
     """Command groups owned by other packages (simulator, executors, demo, bench)."""
     found = []
-    for module_name in ("services.sim.cli", "services.executor.cli", "services.demo.cli",
-                        "services.bench.cli"):  # fmt: skip
+    for module_name in ("services.sim.cli", "services.executor.cli", "services.policy.cli",
+                        "services.demo.cli", "services.bench.cli"):  # fmt: skip
         try:
             module = __import__(module_name, fromlist=["register"])
         except ImportError:

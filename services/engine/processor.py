@@ -23,7 +23,8 @@ from schemas.events import InvoiceFacts
 from schemas.records import EventMetadata
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
-from services.domain.policy import Policy
+from services.domain.policy import Policy, PolicyEngine, SpendBook, fold_intent_events
+from services.domain.policy.document import WINDOW_S_MAX
 from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import to_domain, to_new_events, to_recorded
@@ -34,12 +35,20 @@ from services.eventstore.port import (
     IdempotencyClaim,
     NewEvent,
 )
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 
 log = structlog.get_logger("corridor.processor")
 
 Reply = CommandAccepted | CommandRejected
+
+_SPEND_EVENTS_SQL = (
+    f"SELECT {COLUMNS} FROM events WHERE type = ANY(ARRAY['IntentReceived',"
+    " 'IntentPolicyChecked', 'IntentDispatched', 'IntentSettled', 'IntentRejected',"
+    " 'IntentFailed', 'IntentCancelled', 'IntentExpired'])"
+    " AND recorded_at >= timestamptz 'epoch' + $1 * interval '1 millisecond'"
+    " ORDER BY position"
+)
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -65,6 +74,7 @@ class _Item:
 
 @dataclass(slots=True)
 class _Plan:
+    spend: SpendBook
     replies: list[Reply] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
@@ -100,6 +110,10 @@ class CommandProcessor:
         # Last known state per stream; ``None`` means "no such stream". Bounded LRU.
         self._cache: OrderedDict[str, PaymentIntent | None] = OrderedDict()
         self._cache_max = cache_max
+        # Spend reserved or settled per caller, threaded through every decision so that two
+        # intents racing for the last budget are judged one after the other.
+        self._spend = SpendBook()
+        self._spend_pruned_at_ms = 0
         self.batches = 0
         self.commands = 0
         # Called after each commit with the new state of every stream it changed.
@@ -155,6 +169,7 @@ class CommandProcessor:
             await self._store.append(plan.events, plan.claims)
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
+        self._spend = plan.spend
         if plan.states:
             for hook in self.committed_hooks:
                 hook(plan.states)
@@ -196,10 +211,15 @@ class CommandProcessor:
             self._remember(stream_id, fold(to_domain(e) for e in history))
 
     def _plan(self, items: Sequence[_Item]) -> _Plan:
-        plan = _Plan()
         now_ms = self._clock.now_ms()
-        policy, router = self._policy(), self._router()
+        plan = _Plan(spend=self._pruned_spend(now_ms))
+        base_policy, router = self._policy(), self._router()
         for item in items:
+            policy = (
+                base_policy.with_spend(plan.spend.ledger)
+                if isinstance(base_policy, PolicyEngine)
+                else base_policy
+            )
             if item.error is not None:
                 plan.replies.append(_rejected(item.error))
                 continue
@@ -229,6 +249,7 @@ class CommandProcessor:
             for event in new_events:
                 new_state = evolve(new_state, event)
             assert new_state is not None
+            plan.spend = fold_intent_events(plan.spend, item.stream_id, new_events, at_ms=now_ms)
             metadata = EventMetadata(
                 correlation_id=item.envelope.correlation_id or item.stream_id,
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
@@ -251,6 +272,31 @@ class CommandProcessor:
             plan.states[item.stream_id] = new_state
             plan.replies.append(_accepted(new_state, duplicate=False))
         return plan
+
+    def _pruned_spend(self, now_ms: int) -> SpendBook:
+        # Windows never exceed WINDOW_S_MAX whatever the active document says, so pruning to
+        # that horizon cannot forget spend a future policy version might still count.
+        if now_ms - self._spend_pruned_at_ms < 60_000:
+            return self._spend
+        self._spend_pruned_at_ms = now_ms
+        ledger = self._spend.ledger.pruned(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
+        return SpendBook(ledger=ledger, intents=self._spend.intents)
+
+    async def load_spend(self) -> int:
+        """Rebuild the spend book from the log's recent events; returns events folded."""
+        horizon_ms = self._clock.now_ms() - WINDOW_S_MAX * 1000
+        book = SpendBook()
+        folded = 0
+        async with self._store.pool.acquire() as conn, conn.transaction():
+            cursor = conn.cursor(_SPEND_EVENTS_SQL, horizon_ms)
+            async for record in cursor:
+                stored = row_to_event(record)
+                book = fold_intent_events(
+                    book, stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms
+                )
+                folded += 1
+        self._spend = book
+        return folded
 
     def _remember(self, stream_id: str, state: PaymentIntent | None) -> None:
         self._cache[stream_id] = state

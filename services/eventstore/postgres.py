@@ -24,13 +24,13 @@ _APPEND = (
     "SELECT append_events($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7::text[]::jsonb[],"
     " $8, $9, $10, $11, $12, $13)"
 )
-_COLUMNS = """position, event_id::text, stream_id, stream_version, type, schema_version,
+COLUMNS = """position, event_id::text, stream_id, stream_version, type, schema_version,
     payload::text, metadata::text,
     (extract(epoch from recorded_at) * 1000)::bigint AS recorded_at_ms, prev_hash, hash"""
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
 
 
-def _row(record: asyncpg.Record) -> StoredEvent:
+def row_to_event(record: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         position=record["position"],
         event_id=record["event_id"],
@@ -101,33 +101,33 @@ class PostgresEventStore:
     async def read_stream(self, stream_id: str) -> list[StoredEvent]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version",
+                f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version",
                 stream_id,
             )
-        return [_row(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
         """Many streams in one round trip (the intake loads a whole batch at once)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1::text[])"
+                f"SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1::text[])"
                 " ORDER BY stream_id, stream_version",
                 list(stream_ids),
             )
         out: dict[str, list[StoredEvent]] = {}
         for record in rows:
-            event = _row(record)
+            event = row_to_event(record)
             out.setdefault(event.stream_id, []).append(event)
         return out
 
     async def read_all(self, *, after_position: int, limit: int) -> list[StoredEvent]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                f"SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
                 after_position,
                 limit,
             )
-        return [_row(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def head_position(self) -> int:
         async with self._pool.acquire() as conn:

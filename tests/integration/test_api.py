@@ -189,10 +189,37 @@ async def test_cancel_before_dispatch_and_refusal_after(engine: Engine, nc: Clie
     }  # fmt: skip
     refused = await request(nc, "corridor.api.v1.intents.cancel.alice", cancel)
     assert refused["error"]["code"] == "invalid_transition"
-    unroutable = await request(
+    not_allowed = await request(
         nc, SUBMIT.format(caller="alice"), submit(key="k-2", corridor="xx-yy")
     )
-    assert unroutable["state"] == "failed"
+    assert not_allowed["state"] == "rejected"
+    view = await request(
+        nc, "corridor.api.v1.intents.get",
+        {"type": "GetPaymentIntent", "version": 1, "intent_id": not_allowed["intent_id"]},
+    )  # fmt: skip
+    checked = view["events"][1]["data"]
+    assert checked["policy_version"] == 1
+    assert any(rule["effect"] in ("reject", "deny") or "corridor" in rule["rule"]
+               for rule in checked["explanation"])  # fmt: skip
+
+
+async def test_spend_limit_race_lets_exactly_the_budget_through(
+    engine: Engine, nc: Client
+) -> None:
+    """40 agent intents race for a 20,000 sat hourly budget; each may cost 910 sat."""
+    replies = await asyncio.gather(
+        *(
+            request(
+                nc, SUBMIT.format(caller="bot-7"),
+                submit(key=f"race-{i}", caller_id="bot-7", kind="agent", amount_msat=900_000,
+                       max_fee_msat=10_000),
+            )  # fmt: skip
+            for i in range(40)
+        )
+    )
+    states = [r["state"] for r in replies]
+    assert states.count("dispatched") == 21  # 21 * 910,000 <= 20,000,000 < 22 * 910,000
+    assert states.count("awaiting_approval") == 19
 
 
 async def test_outcome_settles_and_duplicate_outcome_is_recorded(
@@ -213,3 +240,31 @@ async def test_outcome_settles_and_duplicate_outcome_is_recorded(
     assert second["state"] == "settled" and second["ok"]
     types = [e.type for e in await engine.store.read_stream(submitted["intent_id"])]
     assert types[-3:] == ["PaymentSucceeded", "IntentSettled", "OutcomeIgnored"]
+
+
+async def test_spend_survives_an_engine_restart(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    from services.bootstrap import bootstrap
+    from services.settings import Settings
+
+    def agent(i: int) -> dict[str, Any]:
+        return submit(key=f"sp-{i}", caller_id="bot-8", kind="agent", amount_msat=900_000,
+                      max_fee_msat=10_000)  # fmt: skip
+
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await engine.start(relay=False)
+    try:
+        for i in range(21):
+            assert (await request(nc, SUBMIT.format(caller="bot-8"), agent(i)))["state"] == (
+                "dispatched"
+            )
+    finally:
+        await engine.stop()
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await engine.start(relay=False)
+    try:
+        reply = await request(nc, SUBMIT.format(caller="bot-8"), agent(21))
+    finally:
+        await engine.stop()
+    assert reply["state"] == "awaiting_approval"

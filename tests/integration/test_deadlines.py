@@ -23,7 +23,9 @@ class ManualClock:
 
 
 class ApprovalPolicy:
-    def judge(self, command: SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict:
+    def judge(
+        self, command: SubmitPaymentIntent, *, now_ms: int, payee: str | None = None
+    ) -> PolicyVerdict:
         return PolicyVerdict(tier="approval", policy_version=1, approval_window_ms=60_000)
 
 

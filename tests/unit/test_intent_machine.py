@@ -51,7 +51,9 @@ class FixedPolicy:
             approval_window_ms=60_000,
         )
 
-    def judge(self, command: cmd.SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict:
+    def judge(
+        self, command: cmd.SubmitPaymentIntent, *, now_ms: int, payee: str | None = None
+    ) -> PolicyVerdict:
         return self.verdict
 
 

@@ -77,7 +77,9 @@ def _submit(
         received_at_ms=ctx.now_ms,
         request_fingerprint=ctx.request_fingerprint,
     )
-    verdict = ctx.policy.judge(command, now_ms=ctx.now_ms)
+    verdict = ctx.policy.judge(
+        command, now_ms=ctx.now_ms, payee=ctx.invoice.payee if ctx.invoice else None
+    )
     events: list[ev.EventData] = [
         received,
         ev.IntentPolicyChecked(

@@ -1,7 +1,7 @@
 """The policy port as the aggregate sees it: a pure judgement over one intent.
 
-Issue 4 brings versioned policy documents, spend windows and the two-person rule; the
-aggregate only ever sees a ``PolicyVerdict``.
+The aggregate only ever sees a ``PolicyVerdict``. ``PolicyEngine`` (``engine.py``) is the
+implementation driven by a versioned policy document; ``AllowAllPolicy`` is version 0.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ class PolicyVerdict(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Policy(Protocol):
-    def judge(self, command: SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict: ...
+    def judge(
+        self, command: SubmitPaymentIntent, *, now_ms: int, payee: str | None = None
+    ) -> PolicyVerdict:
+        """``payee`` is the decoded invoice's payee pubkey (screening needs it)."""
+        ...
 
 
 class AllowAllPolicy:
@@ -31,7 +35,9 @@ class AllowAllPolicy:
 
     version = 0
 
-    def judge(self, command: SubmitPaymentIntent, *, now_ms: int) -> PolicyVerdict:
+    def judge(
+        self, command: SubmitPaymentIntent, *, now_ms: int, payee: str | None = None
+    ) -> PolicyVerdict:
         return PolicyVerdict(
             tier="auto",
             policy_version=self.version,

@@ -1,0 +1,58 @@
+"""Commands and events of the policy document aggregate (the two-person rule).
+
+``policy_version`` is the document's version; ``version`` stays the wire schema version of the
+message, as everywhere else in ``schemas``. To be moved into ``schemas/`` when wired.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.common import CallerId, Message, Reason
+from schemas.events import EventData
+from services.domain.policy.document import PolicyDocument, PolicyVersion
+
+
+class ProposePolicy(Message, frozen=True, kw_only=True):
+    """An operator proposes a new policy document. It is not in force until approved."""
+
+    policy_version: PolicyVersion
+    document: PolicyDocument
+    proposer_id: CallerId
+    note: Reason = ""
+    version: Literal[1] = 1
+
+
+class ApprovePolicy(Message, frozen=True, kw_only=True):
+    """A second operator, not the proposer, puts a proposed document in force."""
+
+    policy_version: PolicyVersion
+    approver_id: CallerId
+    note: Reason = ""
+    version: Literal[1] = 1
+
+
+class PolicyProposed(EventData, frozen=True, kw_only=True):
+    policy_version: int
+    document: PolicyDocument
+    proposer_id: str
+    note: str = ""
+
+
+class PolicyActivated(EventData, frozen=True, kw_only=True):
+    """From this event on, ``policy_version`` judges every new intent."""
+
+    policy_version: int
+    proposer_id: str
+    approver_id: str
+    previous_version: int | None = None
+    note: str = ""
+
+
+PolicyCommand = ProposePolicy | ApprovePolicy
+PolicyEvent = PolicyProposed | PolicyActivated
+
+POLICY_COMMAND_TYPES: tuple[type[PolicyCommand], ...] = (ProposePolicy, ApprovePolicy)
+POLICY_EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.__name__: cls for cls in (PolicyProposed, PolicyActivated)
+}

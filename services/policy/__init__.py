@@ -1,0 +1,1 @@
+"""Policy edges: loading and validating policy documents from files, and the CLI verbs."""
