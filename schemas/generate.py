@@ -14,6 +14,8 @@ import msgspec
 
 from schemas.commands import COMMAND_TYPES, GetPaymentIntent
 from schemas.events import EVENT_TYPES
+from schemas.policy_document import PolicyDocument
+from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES
 from schemas.records import RecordedEvent
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
 
@@ -50,6 +52,13 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"events/{name}.v{event_cls.VERSION}.json"] = _document(
             event_cls, "event", event_cls.VERSION
         )
+    for policy_cmd in POLICY_COMMAND_TYPES:
+        out[f"commands/{policy_cmd.__name__}.v1.json"] = _document(policy_cmd, "command", 1)
+    for name, policy_event in POLICY_EVENT_TYPES.items():
+        out[f"events/{name}.v{policy_event.VERSION}.json"] = _document(
+            policy_event, "event", policy_event.VERSION
+        )
+    out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
     return out
 

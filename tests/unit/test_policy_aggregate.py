@@ -17,7 +17,7 @@ from services.domain.policy import (
     fold_policy,
 )
 from services.domain.policy.aggregate import PolicyDocumentAggregate
-from services.domain.policy.messages import PolicyCommand, PolicyEvent
+from schemas.policy_messages import PolicyCommand, PolicyEvent
 from services.policy.loader import load_default_policy
 
 DEFAULT = load_default_policy()

@@ -12,7 +12,7 @@ from schemas.commands import SubmitPaymentIntent
 from schemas.common import Caller
 from services.domain.intent import DecisionContext, decide
 from services.domain.policy import Policy, PolicyEngine, SpendLedger, fold_intent_events, judge
-from services.domain.policy.document import DenyList, PolicyDocument, Screening, SpendLimits
+from schemas.policy_document import DenyList, PolicyDocument, Screening, SpendLimits
 from services.domain.policy.spend_fold import SpendBook
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate
 from services.policy.loader import load_default_policy
@@ -154,7 +154,7 @@ def test_caller_id_level_overrides_the_kind() -> None:
 
 
 def test_corridor_bands_can_only_make_the_tier_stricter() -> None:
-    from services.domain.policy.document import CorridorRule, TierBands
+    from schemas.policy_document import CorridorRule, TierBands
 
     strict = CorridorRule(
         amount_msat_min=1, amount_msat_max=10**9,
@@ -322,7 +322,7 @@ def test_spend_window_can_reject() -> None:
 
 
 def test_spend_limits_per_caller_id_replace_the_kinds() -> None:
-    from services.domain.policy.document import SpendWindow
+    from schemas.policy_document import SpendWindow
 
     spend = SpendLimits(
         on_exceed="reject", kinds=DOC.spend.kinds,

@@ -10,9 +10,9 @@ from services.domain.policy.aggregate import PolicyDocumentAggregate
 from services.domain.policy.aggregate import decide as decide_policy
 from services.domain.policy.aggregate import evolve as evolve_policy
 from services.domain.policy.aggregate import fold as fold_policy
-from services.domain.policy.document import PolicyDocument
+from schemas.policy_document import PolicyDocument
 from services.domain.policy.engine import PolicyEngine, judge
-from services.domain.policy.messages import (
+from schemas.policy_messages import (
     ApprovePolicy,
     PolicyActivated,
     PolicyProposed,

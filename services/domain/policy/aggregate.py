@@ -18,8 +18,8 @@ from collections.abc import Iterable
 import msgspec
 
 from schemas import errors
-from services.domain.policy.document import PolicyDocument
-from services.domain.policy.messages import (
+from schemas.policy_document import PolicyDocument
+from schemas.policy_messages import (
     ApprovePolicy,
     PolicyActivated,
     PolicyCommand,

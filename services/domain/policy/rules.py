@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from schemas.commands import SubmitPaymentIntent
 from schemas.events import RuleFired, Tier
-from services.domain.policy.document import PolicyDocument, SpendWindow, TierBands
+from schemas.policy_document import PolicyDocument, SpendWindow, TierBands
 from services.domain.policy.spend import SpendLedger, WindowLimit
 
 TIER_RANK: dict[Tier, int] = {"auto": 0, "review": 1, "approval": 2}

@@ -1,7 +1,7 @@
 """Commands and events of the policy document aggregate (the two-person rule).
 
 ``policy_version`` is the document's version; ``version`` stays the wire schema version of the
-message, as everywhere else in ``schemas``. To be moved into ``schemas/`` when wired.
+message, as everywhere else in ``schemas``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 
 from schemas.common import CallerId, Message, Reason
 from schemas.events import EventData
-from services.domain.policy.document import PolicyDocument, PolicyVersion
+from schemas.policy_document import PolicyDocument, PolicyVersion
 
 
 class ProposePolicy(Message, frozen=True, kw_only=True):
