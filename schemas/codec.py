@@ -13,6 +13,7 @@ import msgspec
 
 from schemas import errors, limits
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent
+from schemas.policy_messages import POLICY_COMMAND_TYPES, PolicyCommand
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ _encoder = msgspec.json.Encoder()
 
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
-    (cls.__name__, 1): cls for cls in (*COMMAND_TYPES, GetPaymentIntent)
+    (cls.__name__, 1): cls for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, GetPaymentIntent)
 }
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     cls: msgspec.json.Decoder(cls) for cls in REQUEST_REGISTRY.values()
@@ -93,7 +94,9 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
         raise _violation(exc) from None
 
 
-def decode_command(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> Command:
+def decode_command(
+    raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
+) -> Command | PolicyCommand:
     message = decode_request(raw, bytes_max=bytes_max)
     if isinstance(message, GetPaymentIntent):
         raise errors.UnknownType("GetPaymentIntent is a query, not a command", field="type")

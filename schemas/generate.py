@@ -17,7 +17,12 @@ from schemas.events import EVENT_TYPES
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES
 from schemas.records import RecordedEvent
-from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
+from schemas.replies import (
+    CommandAccepted,
+    CommandRejected,
+    PaymentIntentView,
+    PolicyCommandAccepted,
+)
 
 JSON_DIR = Path(__file__).parent / "json"
 _ENVELOPE = ("type", "version")
@@ -46,7 +51,7 @@ def documents() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for cls in (*COMMAND_TYPES, GetPaymentIntent):
         out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
-    for reply_cls in (CommandAccepted, CommandRejected, PaymentIntentView):
+    for reply_cls in (CommandAccepted, CommandRejected, PaymentIntentView, PolicyCommandAccepted):
         out[f"replies/{reply_cls.__name__}.v1.json"] = _document(reply_cls, "reply", 1)
     for name, event_cls in EVENT_TYPES.items():
         out[f"events/{name}.v{event_cls.VERSION}.json"] = _document(

@@ -20,6 +20,16 @@ class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     version: Literal[1] = 1
 
 
+class PolicyCommandAccepted(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """A policy proposal or approval is durably committed."""
+
+    ok: Literal[True] = True
+    policy_version: int
+    active_version: int | None
+    duplicate: bool = False
+    version: Literal[1] = 1
+
+
 class CommandRejected(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ok: Literal[False] = False
     error: ErrorDetail
@@ -37,4 +47,4 @@ class PaymentIntentView(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     version: Literal[1] = 1
 
 
-Reply = CommandAccepted | CommandRejected | PaymentIntentView
+Reply = CommandAccepted | PolicyCommandAccepted | CommandRejected | PaymentIntentView

@@ -57,6 +57,7 @@ class Engine:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
+        await self.processor.load_policy_state()
         await self.processor.load_spend()
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
@@ -120,6 +121,7 @@ async def bootstrap(
         pay_timeout_s=settings.pay_timeout_s,
         batch_max=settings.intake_batch_max,
         queue_max=settings.intake_queue_max,
+        baseline_policy_version=document.version,
     )
     deadlines = DeadlineScheduler(processor, clock or SystemClock())
     processor.committed_hooks.append(deadlines.observe)

@@ -7,6 +7,11 @@ API_GET: Final = f"{API_PREFIX}.get"
 # corridor.api.v1.intents.<verb>.<caller_id>: request/reply, answered after commit.
 API_WILDCARD: Final = f"{API_PREFIX}.>"
 
+# corridor.api.v1.policy.<verb>.<operator_id>: policy changes under the two-person rule.
+POLICY_API_PREFIX: Final = "corridor.api.v1.policy"
+POLICY_API_WILDCARD: Final = f"{POLICY_API_PREFIX}.>"
+POLICY_VERBS: Final = {"propose": "ProposePolicy", "approve": "ApprovePolicy"}
+
 CMD_PREFIX: Final = "corridor.cmd.v1.intents"
 CMD_WILDCARD: Final = "corridor.cmd.v1.>"
 CMD_STREAM: Final = "CORRIDOR_CMD"

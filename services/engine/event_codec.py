@@ -8,12 +8,16 @@ from typing import Any
 import msgspec
 
 from schemas import events as ev
+from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services.engine.ids import event_id_for
 from services.eventstore.hashing import canonical_json, event_body
 from services.eventstore.port import NewEvent, StoredEvent
 
 AGGREGATE = "intent"
+POLICY_AGGREGATE = "policy"
+POLICY_STREAM = "policy-document"
+_ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES}
 
 # (type, stored version) -> function lifting the payload one version up. Empty while every
 # event is at version 1; add an entry when an event gets a version 2.
@@ -62,7 +66,7 @@ def to_new_events(
 
 
 def to_domain(stored: StoredEvent) -> ev.EventData:
-    cls = ev.EVENT_TYPES.get(stored.type)
+    cls = _ALL_EVENT_TYPES.get(stored.type)
     if cls is None:
         raise ValueError(f"unknown event type {stored.type!r} at position {stored.position}")
     payload, version = stored.payload, stored.schema_version
@@ -89,4 +93,5 @@ def to_recorded(stored: StoredEvent) -> RecordedEvent:
 
 
 def subject_for(event_type: str) -> str:
-    return f"corridor.evt.v1.{AGGREGATE}.{event_type}"
+    aggregate = POLICY_AGGREGATE if event_type in POLICY_EVENT_TYPES else AGGREGATE
+    return f"corridor.evt.v1.{aggregate}.{event_type}"

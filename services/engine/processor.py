@@ -20,14 +20,29 @@ import structlog
 from schemas import commands as cmd
 from schemas import errors
 from schemas.events import InvoiceFacts
+from schemas.policy_document import WINDOW_S_MAX
+from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
 from schemas.records import EventMetadata
-from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
+from schemas.replies import (
+    CommandAccepted,
+    CommandRejected,
+    PaymentIntentView,
+    PolicyCommandAccepted,
+)
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
-from services.domain.policy import Policy, PolicyEngine, SpendBook, fold_intent_events
-from services.domain.policy.document import WINDOW_S_MAX
+from services.domain.policy import (
+    Policy,
+    PolicyDocumentAggregate,
+    PolicyEngine,
+    SpendBook,
+    decide_policy,
+    evolve_policy,
+    fold_intent_events,
+    fold_policy,
+)
 from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
-from services.engine.event_codec import to_domain, to_new_events, to_recorded
+from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
 from services.eventstore.port import (
     ClaimConflict,
@@ -40,7 +55,7 @@ from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 
 log = structlog.get_logger("corridor.processor")
 
-Reply = CommandAccepted | CommandRejected
+Reply = CommandAccepted | PolicyCommandAccepted | CommandRejected
 
 _SPEND_EVENTS_SQL = (
     f"SELECT {COLUMNS} FROM events WHERE type = ANY(ARRAY['IntentReceived',"
@@ -57,7 +72,7 @@ _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, 
 
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
-    command: cmd.Command
+    command: cmd.Command | PolicyCommand
     correlation_id: str | None = None
     causation_id: str | None = None
 
@@ -75,6 +90,8 @@ class _Item:
 @dataclass(slots=True)
 class _Plan:
     spend: SpendBook
+    policy_state: PolicyDocumentAggregate | None
+    policy_changed: bool = False
     replies: list[Reply] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
@@ -96,6 +113,7 @@ class CommandProcessor:
         batch_max: int = 256,
         queue_max: int = 4096,
         cache_max: int = 100_000,
+        baseline_policy_version: int = 0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -113,6 +131,11 @@ class CommandProcessor:
         # Spend reserved or settled per caller, threaded through every decision so that two
         # intents racing for the last budget are judged one after the other.
         self._spend = SpendBook()
+        # The policy document aggregate: one stream, loaded at start, kept current here.
+        self._baseline_policy_version = baseline_policy_version
+        self._policy_state: PolicyDocumentAggregate | None = None
+        self._policy_stale = True
+        self._active_policy: Policy | None = None
         self._spend_pruned_at_ms = 0
         self.batches = 0
         self.commands = 0
@@ -163,13 +186,19 @@ class CommandProcessor:
     async def _process_batch(self, items: Sequence[_Item]) -> list[Reply]:
         for item in items:
             self._prepare(item)
-        await self._load([i.stream_id for i in items if i.error is None])
+        if self._policy_stale and any(i.stream_id == POLICY_STREAM for i in items):
+            await self.load_policy_state()
+        await self._load(
+            [i.stream_id for i in items if i.error is None and i.stream_id != POLICY_STREAM]
+        )
         plan = self._plan(items)
         if plan.events or plan.claims:
             await self._store.append(plan.events, plan.claims)
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
         self._spend = plan.spend
+        if plan.policy_changed:
+            self._adopt_policy(plan.policy_state)
         if plan.states:
             for hook in self.committed_hooks:
                 hook(plan.states)
@@ -178,6 +207,9 @@ class CommandProcessor:
     def _prepare(self, item: _Item) -> None:
         item.error = None
         command = item.envelope.command
+        if isinstance(command, ProposePolicy | ApprovePolicy):
+            item.stream_id = POLICY_STREAM
+            return
         if not isinstance(command, cmd.SubmitPaymentIntent):
             item.stream_id = command.intent_id
             return
@@ -212,9 +244,10 @@ class CommandProcessor:
 
     def _plan(self, items: Sequence[_Item]) -> _Plan:
         now_ms = self._clock.now_ms()
-        plan = _Plan(spend=self._pruned_spend(now_ms))
-        base_policy, router = self._policy(), self._router()
+        plan = _Plan(spend=self._pruned_spend(now_ms), policy_state=self._policy_state)
+        router = self._router()
         for item in items:
+            base_policy = self._active_policy or self._policy()
             policy = (
                 base_policy.with_spend(plan.spend.ledger)
                 if isinstance(base_policy, PolicyEngine)
@@ -223,8 +256,11 @@ class CommandProcessor:
             if item.error is not None:
                 plan.replies.append(_rejected(item.error))
                 continue
-            state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             command = item.envelope.command
+            if isinstance(command, ProposePolicy | ApprovePolicy):
+                plan.replies.append(self._plan_policy(plan, item, command, now_ms))
+                continue
+            state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             ctx = DecisionContext(
                 now_ms=now_ms,
                 policy=policy,
@@ -273,6 +309,62 @@ class CommandProcessor:
             plan.replies.append(_accepted(new_state, duplicate=False))
         return plan
 
+    def _plan_policy(self, plan: _Plan, item: _Item, command: PolicyCommand, now_ms: int) -> Reply:
+        state = plan.policy_state
+        try:
+            new_events = decide_policy(
+                state, command, baseline_version=self._baseline_policy_version
+            )
+        except errors.CorridorError as exc:
+            return _rejected(exc)
+        if not new_events:
+            return PolicyCommandAccepted(
+                policy_version=command.policy_version,
+                active_version=state.active_version if state else None,
+                duplicate=True,
+            )
+        new_state = state
+        for event in new_events:
+            new_state = evolve_policy(new_state, event)
+        assert new_state is not None
+        operator = (
+            command.proposer_id if isinstance(command, ProposePolicy) else command.approver_id
+        )
+        metadata = EventMetadata(
+            correlation_id=item.envelope.correlation_id or POLICY_STREAM,
+            causation_id=item.envelope.causation_id or self._ids.new_id(),
+            actor=f"operator:{operator}",
+            policy_version=new_state.active_version,
+        )
+        plan.events += to_new_events(
+            POLICY_STREAM, (state.version if state else 0) + 1, new_events, metadata, now_ms
+        )
+        plan.policy_state = new_state
+        plan.policy_changed = True
+        return PolicyCommandAccepted(
+            policy_version=command.policy_version, active_version=new_state.active_version
+        )
+
+    async def load_policy_state(self) -> None:
+        history = await self._store.read_stream(POLICY_STREAM)
+        events = [to_domain(e) for e in history]
+        self._adopt_policy(fold_policy(events) if events else None)  # type: ignore[arg-type]
+        self._policy_stale = False
+
+    def _adopt_policy(self, state: PolicyDocumentAggregate | None) -> None:
+        previous = self._policy_state.active_version if self._policy_state else None
+        self._policy_state = state
+        if state is not None and state.active is not None and state.active_version != previous:
+            self._active_policy = PolicyEngine(state.active)
+            log.info("policy_activated", policy_version=state.active_version)
+        elif state is None or state.active is None:
+            self._active_policy = None
+
+    @property
+    def active_policy_version(self) -> int | None:
+        active = self._active_policy or self._policy()
+        return getattr(active, "version", None)
+
     def _pruned_spend(self, now_ms: int) -> SpendBook:
         # Windows never exceed WINDOW_S_MAX whatever the active document says, so pruning to
         # that horizon cannot forget spend a future policy version might still count.
@@ -307,6 +399,8 @@ class CommandProcessor:
     def _forget(self, items: Sequence[_Item]) -> None:
         for item in items:
             self._cache.pop(item.stream_id, None)
+            if item.stream_id == POLICY_STREAM:
+                self._policy_stale = True
 
     async def view(self, intent_id: str) -> PaymentIntentView | CommandRejected:
         history = await self._store.read_stream(intent_id)
@@ -322,7 +416,7 @@ class CommandProcessor:
         )
 
 
-def _actor(command: cmd.Command) -> str:
+def _actor(command: cmd.Command | PolicyCommand) -> str:
     match command:
         case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
             return f"caller:{command.caller.id}"

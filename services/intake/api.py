@@ -29,19 +29,23 @@ class ApiService:
         self._processor = processor
         self._slots = asyncio.Semaphore(INFLIGHT_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(
-            subjects.API_WILDCARD,
-            queue=subjects.INTAKE_QUEUE_GROUP,
-            cb=self._on_message,
-            pending_msgs_limit=INFLIGHT_MAX * 4,
-        )
+        for wildcard in (subjects.API_WILDCARD, subjects.POLICY_API_WILDCARD):
+            self._subs.append(
+                await self._nc.subscribe(
+                    wildcard,
+                    queue=subjects.INTAKE_QUEUE_GROUP,
+                    cb=self._on_message,
+                    pending_msgs_limit=INFLIGHT_MAX * 4,
+                )
+            )
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -69,6 +73,12 @@ class ApiService:
                     )
                 structlog.contextvars.bind_contextvars(intent_id=query.intent_id)
                 reply = await self._processor.view(query.intent_id)
+            elif msg.subject.startswith(subjects.POLICY_API_PREFIX + "."):
+                envelope = parse_command(
+                    msg.subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,
+                    verbs=subjects.POLICY_VERBS,
+                )  # fmt: skip
+                reply = await self._processor.execute(envelope)
             else:
                 envelope = parse_command(
                     msg.subject, subjects.API_PREFIX, msg.data, msg.headers,

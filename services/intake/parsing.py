@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from schemas import codec, errors, limits
 from schemas import commands as cmd
+from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
 from services.bus import subjects
 from services.engine.processor import CommandEnvelope
 
@@ -20,12 +21,13 @@ def parse_command(
     headers: Mapping[str, str] | None,
     *,
     bytes_max: int = limits.COMMAND_BYTES_MAX,
+    verbs: Mapping[str, str] = subjects.VERBS,
 ) -> CommandEnvelope:
     """``<prefix>.<verb>.<caller_id>`` carrying a command of the verb's type for that caller."""
     tokens = subject[len(prefix) + 1 :].split(".") if subject.startswith(prefix + ".") else []
-    if len(tokens) != 2 or tokens[0] not in subjects.VERBS:
+    if len(tokens) != 2 or tokens[0] not in verbs:
         raise errors.CorridorError(
-            f"subject must be {prefix}.<verb>.<caller_id> with verb in {sorted(subjects.VERBS)}",
+            f"subject must be {prefix}.<verb>.<caller_id> with verb in {sorted(verbs)}",
             field="subject",
             code="bad_subject",
         )
@@ -35,7 +37,7 @@ def parse_command(
             "caller id token is invalid", field="subject", code="bad_subject"
         )
     command = codec.decode_command(data, bytes_max=bytes_max)
-    expected_type = subjects.VERBS[verb]
+    expected_type = verbs[verb]
     if type(command).__name__ != expected_type:
         raise errors.CorridorError(
             f"subject verb {verb!r} carries {expected_type}, got {type(command).__name__}",
@@ -51,13 +53,17 @@ def parse_command(
     )
 
 
-def _check_identity(command: cmd.Command, caller_token: str) -> None:
+def _check_identity(command: cmd.Command | PolicyCommand, caller_token: str) -> None:
     """The subject's caller token is the authenticated identity; the payload must agree."""
     match command:
         case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
             claimed, field = command.caller.id, "caller.id"
         case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent():
             claimed, field = command.operator_id, "operator_id"
+        case ProposePolicy():
+            claimed, field = command.proposer_id, "proposer_id"
+        case ApprovePolicy():
+            claimed, field = command.approver_id, "approver_id"
         case _:
             return
     if claimed != caller_token:
