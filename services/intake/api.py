@@ -41,6 +41,9 @@ class ApiService:
                     pending_msgs_limit=INFLIGHT_MAX * 4,
                 )
             )
+        # A flush round-trips to the server, so the subscriptions are live when start returns:
+        # a request sent right after start must not meet "no responders".
+        await self._nc.flush()
 
     async def stop(self) -> None:
         for sub in self._subs:
