@@ -16,6 +16,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from services.bus import subjects
 from services.bus.jetstream import connect, ensure_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
@@ -23,6 +24,7 @@ from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
+from services.executor.health import HealthBoard, decode_report
 from services.intake.api import ApiService
 from services.intake.stream_consumer import CommandStreamConsumer
 from services.policy.loader import load_default_policy, load_policy
@@ -54,6 +56,7 @@ class Engine:
     commands: CommandStreamConsumer
     relay: OutboxRelay
     deadlines: DeadlineScheduler
+    health: HealthBoard
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -62,11 +65,18 @@ class Engine:
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
         self._spawn(self.deadlines.run, "deadlines")
+        await self.nc.subscribe(subjects.HEALTH_WILDCARD, cb=self._on_health)
         if intake:
             await self.api.start()
             self._spawn(self.commands.run, "cmd-consumer")
         if relay:
             self._spawn(self.relay.run, "relay")
+
+    async def _on_health(self, msg: Any) -> None:
+        try:
+            self.health.observe(decode_report(msg.data))
+        except Exception:
+            log.warning("bad_health_report", subject=msg.subject)
 
     def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         task = asyncio.create_task(fn(), name=name)
@@ -82,8 +92,12 @@ class Engine:
             _, stuck = await asyncio.wait(self._tasks, timeout=timeout_s)
             for task in stuck:
                 log.warning("engine_task_did_not_stop", task=task.get_name())
+        # Every publish was awaited already, so a flush and close is enough; drain() can wait
+        # out its whole timeout on subscriptions that were just removed.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.drain(), timeout=timeout_s)
+            await asyncio.wait_for(self.nc.flush(), timeout=timeout_s)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), timeout=timeout_s)
 
@@ -109,13 +123,20 @@ async def bootstrap(
     await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
     default_policy = PolicyEngine(document)
-    default_router = OrderedRouter(corridor_table(settings.corridors))
+    table = corridor_table(settings.corridors)
+    health = HealthBoard(interval_ms=int(settings.health_interval_s * 1000))
+    engine_clock = clock or SystemClock()
+
+    def live_router() -> Router:
+        # Health snapshots are data: the router itself stays pure.
+        return OrderedRouter(table, health.snapshot(engine_clock.now_ms()))
+
     processor = CommandProcessor(
         store,
-        clock=clock or SystemClock(),
+        clock=engine_clock,
         ids=ids or RandomIds(),
         policy=policy or (lambda: default_policy),
-        router=router or (lambda: default_router),
+        router=router or live_router,
         network=settings.network,
         attempts_max=settings.attempts_max,
         pay_timeout_s=settings.pay_timeout_s,
@@ -123,7 +144,7 @@ async def bootstrap(
         queue_max=settings.intake_queue_max,
         baseline_policy_version=document.version,
     )
-    deadlines = DeadlineScheduler(processor, clock or SystemClock())
+    deadlines = DeadlineScheduler(processor, engine_clock)
     processor.committed_hooks.append(deadlines.observe)
     return Engine(
         settings=settings,
@@ -141,4 +162,5 @@ async def bootstrap(
             poll_s=settings.relay_poll_s,
         ),
         deadlines=deadlines,
+        health=health,
     )

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # The policy document in force until a two-person-approved version replaces it.
     policy_file: Path | None = None
+    # Executors report node health this often; three missed reports make a node unhealthy.
+    health_interval_s: float = Field(default=5.0, gt=0)
     attempts_max: int = Field(default=3, ge=1, le=16)
     pay_timeout_s: int = Field(default=60, ge=1, le=3600)
     corridors: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CORRIDORS))

@@ -27,6 +27,10 @@ DISPATCH_PREFIX: Final = "corridor.dispatch.v1"
 DISPATCH_WILDCARD: Final = f"{DISPATCH_PREFIX}.>"
 DISPATCH_STREAM: Final = "CORRIDOR_DISPATCH"
 
+# Node health and liquidity, published by region executors (core NATS, latest wins).
+HEALTH_PREFIX: Final = "corridor.health.v1"
+HEALTH_WILDCARD: Final = f"{HEALTH_PREFIX}.>"
+
 DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
 DLQ_WILDCARD: Final = "corridor.dlq.v1.>"
 DLQ_STREAM: Final = "CORRIDOR_DLQ"

@@ -17,7 +17,7 @@ import msgspec
 import yaml
 
 from schemas.errors import CorridorError
-from services.domain.policy.document import PolicyDocument
+from schemas.policy_document import PolicyDocument
 
 DEFAULT_POLICY_PATH: Final = Path(__file__).with_name("default.yaml")
 # A deny list of 100,000 pubkeys is about 7 MB of YAML; twice that is surely a mistake.

@@ -1,0 +1,87 @@
+"""The machine's physical limits, measured on the same servers in the same run.
+
+Raw asyncpg inserts of rows shaped like our events, and raw nats-py JetStream publishes of
+messages the size of our event messages. Corridor's figures are reported as ratios to these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import asyncpg
+from nats.js import JetStreamContext
+
+_TABLE = """CREATE TABLE IF NOT EXISTS bench_raw (
+    position bigint PRIMARY KEY, event_id uuid NOT NULL, stream_id text NOT NULL,
+    stream_version integer NOT NULL, type text NOT NULL, payload jsonb NOT NULL)"""
+_INSERT = (
+    "INSERT INTO bench_raw (position, event_id, stream_id, stream_version, type, payload)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+PAYLOAD = (
+    '{"intent_id": "6981908f-9636-51d8-b75b-08d2557a6631", "amount_msat": 50000, '
+    '"max_fee_msat": 1000, "corridor": "us-eu", "region": "us", "node": "us-lnd"}'
+)
+MESSAGE = os.urandom(400)
+
+
+def _rows(start: int, count: int) -> list[tuple[object, ...]]:
+    return [
+        (start + i, uuid.uuid4(), f"s-{start + i}", 1, "IntentReceived", PAYLOAD)
+        for i in range(count)
+    ]
+
+
+async def pg_single_rows_per_s(dsn: str, rows: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(_TABLE)
+        await conn.execute("TRUNCATE bench_raw")
+        data = _rows(0, rows)
+        began = time.perf_counter()
+        for row in data:
+            await conn.execute(_INSERT, *row)  # autocommit: one transaction per row
+        return rows / (time.perf_counter() - began)
+    finally:
+        await conn.close()
+
+
+async def pg_batched_rows_per_s(dsn: str, rows: int, batch: int = 100) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(_TABLE)
+        await conn.execute("TRUNCATE bench_raw")
+        data = _rows(0, rows)
+        began = time.perf_counter()
+        for start in range(0, rows, batch):
+            async with conn.transaction():
+                await conn.executemany(_INSERT, data[start : start + batch])
+        return rows / (time.perf_counter() - began)
+    finally:
+        await conn.close()
+
+
+async def js_sync_msgs_per_s(js: JetStreamContext, subject: str, messages: int) -> float:
+    began = time.perf_counter()
+    for i in range(messages):
+        await js.publish(subject, MESSAGE, headers={"Nats-Msg-Id": f"sync-{i}-{began}"})
+    return messages / (time.perf_counter() - began)
+
+
+async def js_pipelined_msgs_per_s(
+    js: JetStreamContext, subject: str, messages: int, window: int = 1000
+) -> float:
+    began = time.perf_counter()
+    futures = []
+    for i in range(messages):
+        futures.append(
+            await js.publish_async(subject, MESSAGE, headers={"Nats-Msg-Id": f"pipe-{i}-{began}"})
+        )
+        if len(futures) >= window:
+            await asyncio.gather(*futures)
+            futures.clear()
+    await asyncio.gather(*futures)
+    return messages / (time.perf_counter() - began)

@@ -1,0 +1,25 @@
+"""Median and spread over repeated runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+
+def summary(values: Sequence[float], *, unit: str) -> dict[str, Any]:
+    ordered = sorted(values)
+    return {
+        "median": round(statistics.median(ordered), 1),
+        "min": round(ordered[0], 1),
+        "max": round(ordered[-1], 1),
+        "runs": len(ordered),
+        "unit": unit,
+    }
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values)) - 1))
+    return float(sorted_values[index])

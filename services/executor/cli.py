@@ -1,0 +1,81 @@
+"""``corridor executor --region R --node URI``: run one region worker until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from services.executor.errors import NodeUriError
+from services.executor.runner import build_executor
+
+EXIT_USAGE = 2  # as services/cli/main.py: a mistake in the command line or configuration
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "executor", help="run a region executor paying dispatched intents through one node"
+    )
+    parser.add_argument("--region", required=True, help="region whose work orders to pay")
+    parser.add_argument(
+        "--node",
+        required=True,
+        metavar="URI",
+        help="lnd://host:port?tlscert=..&macaroon=.., cln://..., or sim://NAME",
+    )
+    parser.add_argument(
+        "--node-name",
+        help="the node's name in the corridor table "
+        "(default: the sim name, or <region>-lnd / <region>-cln)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="directory holding endpoints.json (default .corridor/)",
+    )
+    parser.add_argument("--executor-id", help="this worker's id (default: region-node-host-pid)")
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        help="keysend secret shared by the node's workers "
+        "(default STATE_DIR/executor-keysend.secret)",
+    )
+    parser.set_defaults(handler=_run)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from services.cli.endpoints import find_stack
+    from services.logging import configure_logging
+    from services.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    stack = find_stack(args.state_dir)
+    try:
+        executor = build_executor(
+            nats_url=stack.nats_url,
+            region=args.region,
+            node_uri=args.node,
+            state_dir=args.state_dir or settings.state_dir,
+            executor_id=args.executor_id,
+            node_name=args.node_name,
+            secret_path=args.secret_file,
+            duplicate_window_s=settings.jetstream_duplicate_window_s,
+        )
+    except (NodeUriError, ValueError) as exc:
+        print(f"corridor: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, executor.stop)
+    try:
+        await executor.run()
+    finally:
+        await executor.close_node()
+    return 0

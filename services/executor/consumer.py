@@ -1,0 +1,70 @@
+"""The durable JetStream pull consumer that holds a (region, node)'s unfinished work orders.
+
+Unacked work orders *are* the executor's record of unresolved work: a worker that dies, at
+any instant, leaves its orders unacked and JetStream hands them to the next worker after
+``ack_wait``. See docs/adr/0201-region-executor-work-orders.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError, NotFoundError
+
+from services.bus import subjects
+from services.bus.jetstream import stream_configs
+from services.executor.limits import ExecutorLimits
+
+log = structlog.get_logger("corridor.executor")
+
+
+async def ensure_dispatch_stream(js: JetStreamContext, *, duplicate_window_s: int) -> None:
+    """Create the dispatch stream if the engine has not yet; never change the engine's streams."""
+    try:
+        await js.stream_info(subjects.DISPATCH_STREAM)
+    except NotFoundError:
+        [config] = [
+            c for c in stream_configs(duplicate_window_s) if c.name == subjects.DISPATCH_STREAM
+        ]
+        # BadRequest: the engine created it a moment ago, which is just as good.
+        with contextlib.suppress(BadRequestError):
+            await js.add_stream(config)
+
+
+def consumer_name(region: str, node: str) -> str:
+    # One durable per (region, node): a region may hold several nodes (us-lnd, us-cln), and
+    # each node's workers must see every order of the region to pick out their own.
+    return f"executor-{region}-{node}"
+
+
+def consumer_config(region: str, node: str, limits: ExecutorLimits) -> ConsumerConfig:
+    name = consumer_name(region, node)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        filter_subject=f"{subjects.DISPATCH_PREFIX}.{region}",
+        # Orders dispatched before the first worker started must not be lost.
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=limits.ack_wait_s,
+        # Never give up on a work order: money may be on the wire (unknown is a state).
+        max_deliver=-1,
+        max_ack_pending=limits.consumer_ack_pending_max,
+    )
+
+
+async def bind_consumer(
+    js: JetStreamContext, region: str, node: str, limits: ExecutorLimits
+) -> JetStreamContext.PullSubscription:
+    config = consumer_config(region, node, limits)
+    try:
+        await js.add_consumer(subjects.DISPATCH_STREAM, config=config)
+    except BadRequestError as exc:
+        # An existing durable with settings the server will not change in place: keep it.
+        log.warning("executor_consumer_kept", consumer=config.durable_name, detail=str(exc)[:200])
+    return await js.pull_subscribe_bind(
+        durable=config.durable_name, stream=subjects.DISPATCH_STREAM
+    )

@@ -1,0 +1,41 @@
+"""Executor errors: one root, one subclass per code (what went wrong, never a secret)."""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    code = "executor_error"
+
+
+class BadWorkOrder(ExecutorError):
+    """The message on the dispatch subject is not an ``IntentDispatched`` work order."""
+
+    code = "bad_work_order"
+
+
+class NodeUriError(ExecutorError):
+    """``--node`` names no node we can reach (bad URI, unknown sim node, missing adapter)."""
+
+    code = "bad_node_uri"
+
+
+class NodeUnreachable(ExecutorError):
+    """The node did not answer a lookup; nothing can be decided for this delivery."""
+
+    code = "node_unreachable"
+
+
+class EngineUnavailable(ExecutorError):
+    """The engine did not commit or answer within the retry budget; try the delivery later."""
+
+    code = "engine_unavailable"
+
+
+class OutcomeRefused(ExecutorError):
+    """The engine refused an outcome for a reason a retry cannot fix (a bug on one side)."""
+
+    code = "outcome_refused"
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(f"{error_code}: {message}")
+        self.error_code = error_code

@@ -1,0 +1,82 @@
+"""``run_executor``: resolve the node, load the keysend secret, run one worker until stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import structlog
+
+from services.executor.errors import NodeUriError
+from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
+from services.executor.limits import ExecutorLimits
+from services.executor.nodes import NODE_NAME_RE, adapter_for, resolve_node
+from services.executor.worker import Executor
+from services.lightning.port import NodeError
+
+log = structlog.get_logger("corridor.executor")
+
+
+def default_executor_id(region: str, node_name: str) -> str:
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:16] or "host"
+    return f"{region}-{node_name}-{host}-{os.getpid()}"[:64]
+
+
+def build_executor(
+    *,
+    nats_url: str,
+    region: str,
+    node_uri: str,
+    state_dir: Path,
+    executor_id: str | None = None,
+    node_name: str | None = None,
+    secret_path: Path | None = None,
+    limits: ExecutorLimits | None = None,
+    duplicate_window_s: int = 120,
+) -> Executor:
+    """Raises ``NodeUriError`` for a node that cannot be resolved or opened."""
+    resolved = resolve_node(node_uri, region=region, state_dir=state_dir, name=node_name)
+    try:
+        adapter = adapter_for(resolved.uri)
+    except (ValueError, NodeError) as exc:
+        raise NodeUriError(f"cannot open node {resolved.name!r}: {exc}") from None
+    worker_id = executor_id or default_executor_id(region, resolved.name)
+    if not NODE_NAME_RE.match(worker_id):
+        raise NodeUriError(f"executor id {worker_id!r} must match {NODE_NAME_RE.pattern}")
+    # Every worker of one node must derive the same keysend hashes: they share this secret.
+    secret = load_or_create_secret(secret_path or state_dir / SECRET_FILE_NAME)
+    return Executor(
+        nats_url=nats_url,
+        region=region,
+        node_name=resolved.name,
+        node=adapter,
+        executor_id=worker_id,
+        secret=secret,
+        limits=limits,
+        duplicate_window_s=duplicate_window_s,
+    )
+
+
+async def run_executor(
+    *,
+    nats_url: str,
+    region: str,
+    node_uri: str,
+    state_dir: Path,
+    executor_id: str | None = None,
+    node_name: str | None = None,
+    secret_path: Path | None = None,
+    limits: ExecutorLimits | None = None,
+    duplicate_window_s: int = 120,
+) -> None:
+    """Build an executor (see ``build_executor``) and run it until cancelled or stopped."""
+    executor = build_executor(
+        nats_url=nats_url, region=region, node_uri=node_uri, state_dir=state_dir,
+        executor_id=executor_id, node_name=node_name, secret_path=secret_path, limits=limits,
+        duplicate_window_s=duplicate_window_s,
+    )  # fmt: skip
+    try:
+        await executor.run()
+    finally:
+        await executor.close_node()

@@ -1,0 +1,395 @@
+"""NodePort adapter for Core Lightning over its JSON-RPC unix socket (``pyln-client``).
+
+pyln's ``LightningRpc`` is synchronous and opens one connection per call, so every call runs
+on a small thread pool owned by the adapter and is bounded by an asyncio timeout. A call that
+times out leaves its thread waiting on the socket until the node answers; the pool size bounds
+how many can pile up.
+
+Payments use ``pay`` (schema: doc/schemas/pay.json; deprecated in v26.06, removed in v27.03:
+see ADR 0103). A payment hash is never sent twice: the node's record (``listpays``) is read
+first and answers duplicates. Errors map through ``cln_errors.CLN_ERROR_RULES``. The unix
+socket needs no rune; if a rune is ever used (commando/REST) it must never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import math
+import secrets
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from pyln.client import LightningRpc, RpcError
+
+from services.lightning.bolt11 import decode_invoice
+from services.lightning.cln_errors import Action, cln_error_rule
+from services.lightning.port import (
+    Channel,
+    DecodedInvoice,
+    FailureReason,
+    Invoice,
+    LiquiditySummary,
+    NodeError,
+    NodeInfo,
+    PaymentFailed,
+    PaymentInFlight,
+    PaymentResult,
+    PaymentSucceeded,
+    PayRequest,
+)
+
+log = structlog.get_logger(__name__)
+
+# Threads per adapter: enough for concurrent pays plus lookups, small enough that calls stuck
+# on a hung node cannot exhaust the process.
+RPC_THREADS_MAX: Final = 8
+# CLN error messages are copied into ours; bound them so a chatty node cannot flood logs.
+ERROR_DETAIL_CHARS_MAX: Final = 200
+# payment_updates waits on the node in slices this long, re-reading the record in between.
+UPDATE_WAIT_SLICE_S: Final = 5
+CLN_NETWORK_TO_OURS: Final = {
+    "bitcoin": "mainnet",
+    "testnet": "testnet",
+    "signet": "signet",
+    "regtest": "regtest",
+}
+CURRENCY_TO_NETWORK: Final = {"bc": "mainnet", "tb": "testnet", "tbs": "signet", "bcrt": "regtest"}
+
+
+class _Unreachable(Exception):
+    """Connecting failed: the request was never sent."""
+
+
+class _ConnectionLost(Exception):
+    """The connection broke after the request was (maybe) sent."""
+
+
+class _CallFailed(Exception):
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message[:ERROR_DETAIL_CHARS_MAX]
+
+
+class ClnAdapter:
+    """One Core Lightning node behind the NodePort interface."""
+
+    def __init__(self, rpc_path: str | Path, *, timeout_s: float = 30.0) -> None:
+        assert timeout_s > 0, "timeout_s must be positive"
+        self._path = Path(rpc_path)
+        self._timeout_s = timeout_s
+        self._rpc = LightningRpc(str(self._path))
+        self._executor = ThreadPoolExecutor(RPC_THREADS_MAX, thread_name_prefix="cln-rpc")
+
+    @classmethod
+    def from_uri(cls, uri: str, *, timeout_s: float = 30.0) -> ClnAdapter:
+        """``cln:///abs/path/to/lightning-rpc``."""
+        if not uri.startswith("cln://") or not uri[len("cln://") :].startswith("/"):
+            raise ValueError("expected cln:///absolute/path/to/lightning-rpc")
+        return cls(uri[len("cln://") :], timeout_s=timeout_s)
+
+    def __repr__(self) -> str:
+        return f"ClnAdapter(rpc_path={str(self._path)!r})"
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _raw(self, method: str, payload: dict[str, Any]) -> Any:
+        """One RPC; raises _Unreachable, _ConnectionLost or _CallFailed (no timeout here)."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._rpc.call, method, payload)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _Unreachable(exc.strerror or type(exc).__name__) from None
+        except OSError as exc:
+            raise _ConnectionLost(exc.strerror or type(exc).__name__) from None
+        except RpcError as exc:
+            # pyln reports a dropped connection as an RpcError whose error is a plain string.
+            if not isinstance(exc.error, dict):
+                raise _ConnectionLost(str(exc.error)[:ERROR_DETAIL_CHARS_MAX]) from None
+            code = exc.error.get("code")
+            raise _CallFailed(
+                code if isinstance(code, int) else None, str(exc.error.get("message", ""))
+            ) from None
+        except ValueError as exc:  # malformed reply (pyln raises ValueError/TypeError)
+            raise _ConnectionLost(f"malformed reply: {str(exc)[:ERROR_DETAIL_CHARS_MAX]}") from None
+
+    async def _call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+        """An RPC whose failure is a NodeError (everything but the pay send itself)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._raw(method, payload or {})
+        except TimeoutError:
+            raise NodeError(
+                FailureReason.TIMEOUT, f"cln {method} timed out after {self._timeout_s} s"
+            ) from None
+        except (_Unreachable, _ConnectionLost) as exc:
+            raise NodeError(
+                FailureReason.NODE_UNAVAILABLE, f"cln {method}: node unreachable: {exc}"
+            ) from None
+        except _CallFailed as exc:
+            rule = cln_error_rule(exc.code)
+            reason = (
+                rule.reason
+                if rule.action in (Action.FAIL, Action.BAD_REQUEST)
+                else FailureReason.UNKNOWN
+            )
+            raise NodeError(
+                reason, f"cln {method} failed: {exc.code} {rule.name}: {exc.message}"
+            ) from None
+
+    # -- node and invoices ------------------------------------------------------------------
+
+    async def get_info(self) -> NodeInfo:
+        info = await self._call("getinfo")
+        return NodeInfo(
+            alias=info.get("alias", ""),
+            pubkey=info["id"],
+            network=CLN_NETWORK_TO_OURS.get(info["network"], info["network"]),
+            block_height=int(info["blockheight"]),
+        )
+
+    async def create_invoice(self, amount_msat: int | None, memo: str, expiry_s: int) -> Invoice:
+        assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
+        assert expiry_s > 0, "expiry_s must be positive"
+        # CLN needs a unique label; the payment hash, not the label, identifies the invoice.
+        label = f"corridor-{secrets.token_hex(12)}"
+        created = await self._call(
+            "invoice",
+            {
+                "amount_msat": "any" if amount_msat is None else amount_msat,
+                "label": label,
+                "description": memo,
+                "expiry": expiry_s,
+            },
+        )
+        return Invoice(
+            payment_request=created["bolt11"],
+            payment_hash=created["payment_hash"],
+            amount_msat=amount_msat,
+            expiry_s=expiry_s,
+            # The invoice result has no creation time; expires_at is creation + expiry.
+            created_at_s=int(created["expires_at"]) - expiry_s,
+        )
+
+    async def decode(self, payment_request: str) -> DecodedInvoice:
+        decoded = await self._call("decode", {"string": payment_request})
+        if decoded.get("type") != "bolt11 invoice" or not decoded.get("valid", False):
+            raise NodeError(
+                FailureReason.INCORRECT_DETAILS, "cln decode: not a valid BOLT 11 invoice"
+            )
+        amount = decoded.get("amount_msat")
+        return DecodedInvoice(
+            payment_request=payment_request,
+            payment_hash=decoded["payment_hash"],
+            destination=decoded["payee"],
+            amount_msat=int(amount) if amount is not None else None,
+            network=CURRENCY_TO_NETWORK.get(decoded["currency"], decoded["currency"]),
+            created_at_s=int(decoded["created_at"]),
+            expiry_s=int(decoded["expiry"]),
+            description=decoded.get("description"),
+            min_final_cltv_expiry=int(decoded.get("min_final_cltv_expiry", 18)),
+        )
+
+    async def list_channels(self) -> list[Channel]:
+        listed = await self._call("listpeerchannels")
+        channels = []
+        for chan in listed["channels"]:
+            total_msat = int(chan.get("total_msat", 0))
+            local_msat = int(chan.get("to_us_msat", 0))
+            channels.append(
+                Channel(
+                    channel_id=chan.get("short_channel_id") or chan.get("channel_id", ""),
+                    peer_pubkey=chan["peer_id"],
+                    capacity_msat=total_msat,
+                    local_balance_msat=local_msat,
+                    remote_balance_msat=total_msat - local_msat,
+                    active=chan["state"] == "CHANNELD_NORMAL" and bool(chan["peer_connected"]),
+                )
+            )
+        return channels
+
+    async def liquidity_summary(self) -> LiquiditySummary:
+        channels = await self.list_channels()
+        active = [chan for chan in channels if chan.active]
+        return LiquiditySummary(
+            channels=len(channels),
+            active_channels=len(active),
+            outbound_msat=sum(chan.local_balance_msat for chan in active),
+            inbound_msat=sum(chan.remote_balance_msat for chan in active),
+            max_sendable_msat=max((chan.local_balance_msat for chan in active), default=0),
+        )
+
+    # -- payments ---------------------------------------------------------------------------
+
+    async def pay(self, request: PayRequest) -> PaymentResult:
+        """Send once per payment hash; a hash the node already holds is answered from its record.
+
+        Raises ``ValueError`` for unusable parameters and ``NodeError`` when the node cannot be
+        asked at all (nothing was sent by this call, but an earlier attempt may exist).
+        """
+        payment_hash, amount_msat, open_amount = _target(request)
+        log.info("cln_pay_started", payment_hash=payment_hash, node=str(self._path))
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                existing = await self.lookup_payment(payment_hash)
+                if existing is not None and not isinstance(existing, PaymentFailed):
+                    return await self._answer_from_record(existing, payment_hash, amount_msat)
+                return await self._send(request, payment_hash, amount_msat, open_amount)
+        except TimeoutError:
+            # The node may still settle it; lookup_payment or payment_updates will tell.
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+
+    async def _answer_from_record(
+        self, existing: PaymentResult, payment_hash: str, amount_msat: int
+    ) -> PaymentResult:
+        if isinstance(existing, PaymentSucceeded) and existing.amount_msat != amount_msat:
+            return PaymentFailed(
+                payment_hash=payment_hash,
+                reason=FailureReason.ALREADY_PAID,
+                detail=f"hash already paid with {existing.amount_msat} msat",
+            )
+        if isinstance(existing, PaymentInFlight):
+            return await self._follow(payment_hash)
+        return existing
+
+    async def _send(
+        self, request: PayRequest, payment_hash: str, amount_msat: int, open_amount: bool
+    ) -> PaymentResult:
+        assert request.payment_request is not None
+        payload: dict[str, Any] = {
+            "bolt11": request.payment_request,
+            "maxfee": request.max_fee_msat,
+            # retry_for bounds CLN's route search; our own wait is bounded by timeout_s.
+            "retry_for": max(1, math.ceil(request.timeout_s)),
+        }
+        if open_amount:
+            payload["amount_msat"] = amount_msat
+        try:
+            result = await self._raw("pay", payload)
+        except _Unreachable as exc:
+            raise NodeError(
+                FailureReason.NODE_UNAVAILABLE, f"cln pay: node unreachable: {exc}"
+            ) from None
+        except _ConnectionLost:
+            log.info("cln_pay_connection_lost", payment_hash=payment_hash)
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+        except _CallFailed as exc:
+            rule = cln_error_rule(exc.code)
+            log.info("cln_pay_error", payment_hash=payment_hash, code=exc.code, rule=rule.name)
+            if rule.action in (Action.FAIL, Action.BAD_REQUEST):
+                return PaymentFailed(
+                    payment_hash=payment_hash,
+                    reason=rule.reason,
+                    detail=f"{exc.code}: {exc.message}",
+                )
+            return await self._record_or_in_flight(payment_hash, amount_msat)
+        if result.get("status") == "complete":
+            return _succeeded(payment_hash, result["payment_preimage"], result)
+        return await self._record_or_in_flight(payment_hash, amount_msat)
+
+    async def _record_or_in_flight(self, payment_hash: str, amount_msat: int) -> PaymentResult:
+        try:
+            record = await self.lookup_payment(payment_hash)
+        except NodeError:
+            record = None
+        return record or PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+
+    async def _follow(self, payment_hash: str) -> PaymentResult:
+        last: PaymentResult = PaymentInFlight(payment_hash=payment_hash)
+        try:
+            async for update in self.payment_updates(payment_hash):
+                last = update
+        except NodeError:
+            log.info("cln_follow_interrupted", payment_hash=payment_hash)
+        return last
+
+    async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
+        pays = (await self._call("listpays", {"payment_hash": payment_hash}))["pays"]
+        if not pays:
+            return None
+        for entry in pays:
+            if entry["status"] == "complete":
+                return _succeeded(payment_hash, entry["preimage"], entry)
+        if any(entry["status"] == "pending" for entry in pays):
+            return PaymentInFlight(payment_hash=payment_hash)
+        return await self._failure_of(payment_hash)
+
+    async def _failure_of(self, payment_hash: str) -> PaymentResult:
+        """Every attempt failed: waitsendpay replays the last failure with its code."""
+        try:
+            await self._call("waitsendpay", {"payment_hash": payment_hash, "timeout": 0})
+        except NodeError as exc:
+            return PaymentFailed(payment_hash=payment_hash, reason=exc.reason, detail=str(exc))
+        # The record moved on meanwhile (a new attempt succeeded or is pending).
+        return await self.lookup_payment(payment_hash) or PaymentInFlight(payment_hash=payment_hash)
+
+    async def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
+        """The node's record, then each change, ending at a final result.
+
+        Raises ``NodeError`` if the node has no record of the hash.
+        """
+        last = await self.lookup_payment(payment_hash)
+        if last is None:
+            raise NodeError(FailureReason.UNKNOWN, f"cln has no payment {payment_hash}")
+        yield last
+        while isinstance(last, PaymentInFlight):
+            try:
+                async with asyncio.timeout(UPDATE_WAIT_SLICE_S + self._timeout_s):
+                    await self._raw(
+                        "waitsendpay",
+                        {"payment_hash": payment_hash, "timeout": UPDATE_WAIT_SLICE_S},
+                    )
+            except (_CallFailed, TimeoutError):
+                pass  # still pending, or failed: the record below says which
+            except (_Unreachable, _ConnectionLost) as exc:
+                raise NodeError(FailureReason.NODE_UNAVAILABLE, f"cln waitsendpay: {exc}") from None
+            current = await self.lookup_payment(payment_hash)
+            if current is None:
+                raise NodeError(FailureReason.UNKNOWN, f"cln lost payment {payment_hash}")
+            if current != last:
+                yield current
+            last = current
+
+
+def _succeeded(payment_hash: str, preimage: str, entry: dict[str, Any]) -> PaymentResult:
+    # Never trust a preimage that does not hash to the payment hash: treat it as unknown.
+    if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != payment_hash:
+        log.warning("cln_bad_preimage", payment_hash=payment_hash)
+        return PaymentInFlight(payment_hash=payment_hash)
+    amount_msat = int(entry["amount_msat"])
+    return PaymentSucceeded(
+        payment_hash=payment_hash,
+        preimage=preimage,
+        amount_msat=amount_msat,
+        fee_msat=int(entry["amount_sent_msat"]) - amount_msat,
+    )
+
+
+def _target(request: PayRequest) -> tuple[str, int, bool]:
+    """(payment hash, amount to deliver, whether the invoice left the amount open).
+
+    Raises ``ValueError`` (``InvoiceDecodeError`` for a bad invoice) before any node call.
+    """
+    if request.payment_request is None:
+        # CLN's keysend chooses its own preimage, so a retry could not reuse the caller's hash,
+        # which the port requires; see ADR 0103.
+        raise ValueError("keysend with a caller-chosen preimage is not supported on CLN")
+    decoded = decode_invoice(request.payment_request)
+    if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
+        raise ValueError("payment_hash does not match the payment request")
+    if decoded.amount_msat is None:
+        if request.amount_msat is None or request.amount_msat <= 0:
+            raise ValueError("the invoice has no amount: amount_msat is required")
+        return decoded.payment_hash, request.amount_msat, True
+    if request.amount_msat not in (None, decoded.amount_msat):
+        raise ValueError("amount_msat differs from the invoice amount")
+    return decoded.payment_hash, decoded.amount_msat, False

@@ -1,0 +1,376 @@
+"""NodePort adapter for LND over its gRPC API (``lnrpc.Lightning`` and ``routerrpc.Router``).
+
+Payments use ``Router.SendPaymentV2`` and ``Router.TrackPaymentV2``; semantics are summarised in
+shared/conformance/lnd/payment-semantics.md and defined by
+https://github.com/lightningnetwork/lnd/blob/master/lnrpc/routerrpc/router.proto.
+
+Credentials: the TLS certificate pins the node, and the macaroon travels hex-encoded in the
+``macaroon`` metadata header (https://docs.lightning.engineering/lightning-network-tools/lnd/macaroons).
+Neither the macaroon nor any key material appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+import structlog
+from lndgrpc.compiled import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
+
+from services.lightning import lnd_convert
+from services.lightning.bolt11 import decode_invoice
+from services.lightning.lnd_errors import Action, grpc_status_rule
+from services.lightning.port import (
+    Channel,
+    DecodedInvoice,
+    FailureReason,
+    Invoice,
+    LiquiditySummary,
+    NodeError,
+    NodeInfo,
+    PaymentFailed,
+    PaymentInFlight,
+    PaymentResult,
+    PaymentSucceeded,
+    PayRequest,
+)
+
+log = structlog.get_logger(__name__)
+
+# gRPC error texts are copied into NodeError messages; bound them so a chatty node cannot
+# flood our logs.
+ERROR_DETAIL_CHARS_MAX: Final = 200
+# lnd's certificate and macaroon are a few KiB; anything far larger is the wrong file.
+CREDENTIAL_FILE_BYTES_MAX: Final = 64 * 1024
+# lnd caps gRPC messages at 200 MiB; a ListChannels of a large node fits well within 50 MiB.
+GRPC_MESSAGE_BYTES_MAX: Final = 50 * 1024 * 1024
+
+
+class _MacaroonAuth(grpc.AuthMetadataPlugin):
+    """Adds the macaroon header to every call without exposing it in a repr."""
+
+    def __init__(self, macaroon_hex: str) -> None:
+        self._metadata = (("macaroon", macaroon_hex),)
+
+    def __call__(
+        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
+    ) -> None:
+        callback(self._metadata, None)
+
+    def __repr__(self) -> str:
+        return "_MacaroonAuth(<redacted>)"
+
+
+def _read_credential(path: Path, what: str) -> bytes:
+    data = path.read_bytes()
+    if not 0 < len(data) <= CREDENTIAL_FILE_BYTES_MAX:
+        raise NodeError(FailureReason.NODE_UNAVAILABLE, f"lnd {what} file has a bad size: {path}")
+    return data
+
+
+def parse_lnd_uri(uri: str) -> tuple[str, int, Path, Path]:
+    """``lnd://host:port?tlscert=PATH&macaroon=PATH`` as (host, port, cert path, macaroon path)."""
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    if parts.scheme != "lnd" or parts.hostname is None or parts.port is None:
+        raise ValueError("expected lnd://host:port?tlscert=PATH&macaroon=PATH")
+    if len(query.get("tlscert", [])) != 1 or len(query.get("macaroon", [])) != 1:
+        raise ValueError("lnd URI needs exactly one tlscert and one macaroon parameter")
+    return parts.hostname, parts.port, Path(query["tlscert"][0]), Path(query["macaroon"][0])
+
+
+class LndAdapter:
+    """One LND node behind the NodePort interface."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls_cert_path: Path,
+        macaroon_path: Path,
+        *,
+        timeout_s: float = 30.0,
+    ) -> None:
+        assert timeout_s > 0, "timeout_s must be positive"
+        self._address = f"{host}:{port}"
+        self._timeout_s = timeout_s
+        cert_pem = _read_credential(tls_cert_path, "TLS certificate")
+        macaroon_hex = _read_credential(macaroon_path, "macaroon").hex()
+        self._credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=cert_pem),
+            grpc.metadata_call_credentials(_MacaroonAuth(macaroon_hex)),
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._lightning: Any = None
+        self._router: Any = None
+
+    @classmethod
+    def from_uri(cls, uri: str, *, timeout_s: float = 30.0) -> LndAdapter:
+        host, port, cert_path, macaroon_path = parse_lnd_uri(uri)
+        return cls(host, port, cert_path, macaroon_path, timeout_s=timeout_s)
+
+    def __repr__(self) -> str:
+        return f"LndAdapter(address={self._address!r})"
+
+    def _connect(self) -> None:
+        # The channel binds to the running event loop, so it is made on first use.
+        if self._channel is None:
+            self._channel = grpc.aio.secure_channel(
+                self._address,
+                self._credentials,
+                options=[("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX)],
+            )
+            self._lightning = lightning_pb2_grpc.LightningStub(self._channel)
+            self._router = router_pb2_grpc.RouterStub(self._channel)
+
+    async def _unary(self, service: str, method: str, request: Any) -> Any:
+        self._connect()
+        stub = self._lightning if service == "lightning" else self._router
+        try:
+            return await getattr(stub, method)(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _node_error(method, exc) from None
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    # -- node and invoices ------------------------------------------------------------------
+
+    async def get_info(self) -> NodeInfo:
+        info = await self._unary("lightning", "GetInfo", lightning_pb2.GetInfoRequest())
+        network = info.chains[0].network if info.chains else "mainnet"
+        return NodeInfo(
+            alias=info.alias,
+            pubkey=info.identity_pubkey,
+            network=network,
+            block_height=info.block_height,
+        )
+
+    async def create_invoice(self, amount_msat: int | None, memo: str, expiry_s: int) -> Invoice:
+        assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
+        assert expiry_s > 0, "expiry_s must be positive"
+        request = lightning_pb2.Invoice(memo=memo, value_msat=amount_msat or 0, expiry=expiry_s)
+        added = await self._unary("lightning", "AddInvoice", request)
+        # AddInvoiceResponse carries no creation time; the node's own invoice record does.
+        stored = await self._unary(
+            "lightning", "LookupInvoice", lightning_pb2.PaymentHash(r_hash=added.r_hash)
+        )
+        return Invoice(
+            payment_request=added.payment_request,
+            payment_hash=added.r_hash.hex(),
+            amount_msat=stored.value_msat or None,
+            expiry_s=stored.expiry,
+            created_at_s=stored.creation_date,
+        )
+
+    async def decode(self, payment_request: str) -> DecodedInvoice:
+        pay_req = await self._unary(
+            "lightning", "DecodePayReq", lightning_pb2.PayReqString(pay_req=payment_request)
+        )
+        return lnd_convert.decoded_invoice(payment_request, pay_req)
+
+    async def list_channels(self) -> list[Channel]:
+        listed = await self._unary("lightning", "ListChannels", lightning_pb2.ListChannelsRequest())
+        return [lnd_convert.channel(chan) for chan in listed.channels]
+
+    async def liquidity_summary(self) -> LiquiditySummary:
+        channels = await self.list_channels()
+        active = [chan for chan in channels if chan.active]
+        return LiquiditySummary(
+            channels=len(channels),
+            active_channels=len(active),
+            outbound_msat=sum(chan.local_balance_msat for chan in active),
+            inbound_msat=sum(chan.remote_balance_msat for chan in active),
+            max_sendable_msat=max((chan.local_balance_msat for chan in active), default=0),
+        )
+
+    # -- payments ---------------------------------------------------------------------------
+
+    async def pay(self, request: PayRequest) -> PaymentResult:
+        """Send unless the node's record answers; never a second live attempt for one hash.
+
+        A hash the node holds as succeeded or in flight is answered from its record (a record
+        that succeeded for another amount is ``ALREADY_PAID``). A FAILED record cannot pay any
+        more, so like lnd itself the adapter may send that hash again.
+
+        Raises ``ValueError`` for unusable parameters, and ``NodeError`` when the node cannot
+        be asked at all: nothing was sent by this call, but an earlier attempt may exist.
+        """
+        payment_hash, amount_msat, open_amount = _target(request)
+        log.info("lnd_pay_started", payment_hash=payment_hash, node=self._address)
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                return await self._pay_once(request, payment_hash, amount_msat, open_amount)
+        except TimeoutError:
+            # The node may still settle it; lookup_payment or payment_updates will tell.
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+
+    async def _pay_once(
+        self, request: PayRequest, payment_hash: str, amount_msat: int, open_amount: bool
+    ) -> PaymentResult:
+        existing = await self._first_update(payment_hash)
+        if existing is None or isinstance(existing, PaymentFailed):
+            send_request = _send_request(request, payment_hash, amount_msat if open_amount else 0)
+            sent = await self._send(send_request, payment_hash)
+            if sent is not None:
+                return sent
+        result = await self._follow(payment_hash)
+        if existing is not None and result == existing and isinstance(existing, PaymentFailed):
+            # Our new send left no newer record, yet may still reach the node: unknown.
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+        if isinstance(result, PaymentSucceeded) and result.amount_msat != amount_msat:
+            return PaymentFailed(
+                payment_hash=payment_hash,
+                reason=FailureReason.ALREADY_PAID,
+                detail=f"hash already paid with {result.amount_msat} msat",
+            )
+        return result
+
+    async def _send(self, send_request: Any, payment_hash: str) -> PaymentResult | None:
+        """The final result of a fresh send; ``None`` when the node's record must answer."""
+        self._connect()
+        call = self._router.SendPaymentV2(send_request)
+        received = False
+        try:
+            async for update in call:
+                received = True
+                result = lnd_convert.payment_result(update)
+                if not isinstance(result, PaymentInFlight):
+                    return result
+        except grpc.aio.AioRpcError as exc:
+            rule = grpc_status_rule(exc.code(), exc.details() or "")
+            log.info("lnd_send_error", payment_hash=payment_hash, code=exc.code().name)
+            if rule.action is Action.USE_RECORD:
+                return None
+            if rule.action is Action.FAIL and not received:
+                # The node refused the request before registering a payment.
+                return PaymentFailed(
+                    payment_hash=payment_hash, reason=rule.reason, detail=_detail(exc)
+                )
+            # The send may have reached the node: unknown is not failed, so ask its record.
+        finally:
+            call.cancel()
+        return None
+
+    async def _follow(self, payment_hash: str) -> PaymentResult:
+        last: PaymentResult = PaymentInFlight(payment_hash=payment_hash)
+        try:
+            async for update in self.payment_updates(payment_hash):
+                last = update
+        except NodeError:
+            log.info("lnd_track_interrupted", payment_hash=payment_hash)
+        return last
+
+    async def _first_update(self, payment_hash: str) -> PaymentResult | None:
+        """The node's current record of ``payment_hash``; ``None`` if it has none."""
+        updates = self._track(payment_hash)
+        try:
+            return await anext(updates, None)
+        finally:
+            await updates.aclose()
+
+    async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._first_update(payment_hash)
+        except TimeoutError:
+            raise NodeError(FailureReason.TIMEOUT, "lnd TrackPaymentV2 timed out") from None
+
+    async def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
+        """TrackPaymentV2 as port results, ending at the final one.
+
+        Raises ``NodeError`` if the node has no record of the hash.
+        """
+        found = False
+        async for result in self._track(payment_hash):
+            found = True
+            yield result
+        if not found:
+            raise NodeError(FailureReason.UNKNOWN, f"lnd has no payment {payment_hash}")
+
+    async def _track(self, payment_hash: str) -> AsyncGenerator[PaymentResult, None]:
+        """TrackPaymentV2; yields nothing if the node never attempted the hash."""
+        self._connect()
+        request = router_pb2.TrackPaymentRequest(payment_hash=bytes.fromhex(payment_hash))
+        call = self._router.TrackPaymentV2(request)
+        try:
+            async for update in call:
+                result = lnd_convert.payment_result(update)
+                yield result
+                if not isinstance(result, PaymentInFlight):
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if grpc_status_rule(exc.code(), exc.details() or "").action is Action.NOT_FOUND:
+                return
+            raise _node_error("TrackPaymentV2", exc) from None
+        finally:
+            call.cancel()
+
+
+def _target(request: PayRequest) -> tuple[str, int, bool]:
+    """(payment hash, amount to deliver, whether the invoice left the amount open).
+
+    Raises ``ValueError`` (``InvoiceDecodeError`` for a bad invoice) before any node call.
+    """
+    if request.payment_request is not None:
+        # Decoded locally: the hash is needed before the node is asked anything.
+        decoded = decode_invoice(request.payment_request)
+        if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
+            raise ValueError("payment_hash does not match the payment request")
+        if decoded.amount_msat is None:
+            if request.amount_msat is None or request.amount_msat <= 0:
+                raise ValueError("the invoice has no amount: amount_msat is required")
+            return decoded.payment_hash, request.amount_msat, True
+        # lnd refuses an amount for an invoice that names one (router_backend.go).
+        if request.amount_msat not in (None, decoded.amount_msat):
+            raise ValueError("amount_msat differs from the invoice amount")
+        return decoded.payment_hash, decoded.amount_msat, False
+    if request.destination is None or request.amount_msat is None or request.amount_msat <= 0:
+        raise ValueError("a payment needs payment_request, or destination and amount_msat")
+    if request.keysend_preimage is None:
+        raise ValueError("keysend needs keysend_preimage so that retries reuse one hash")
+    derived = hashlib.sha256(bytes.fromhex(request.keysend_preimage)).hexdigest()
+    if request.payment_hash is not None and request.payment_hash != derived:
+        raise ValueError("payment_hash is not the hash of keysend_preimage")
+    return derived, request.amount_msat, True
+
+
+def _send_request(request: PayRequest, payment_hash: str, amt_msat: int) -> Any:
+    # timeout_seconds bounds lnd's route search before the first HTLC (router.proto); the
+    # adapter's own wait is bounded separately by request.timeout_s.
+    common: dict[str, Any] = {
+        "fee_limit_msat": request.max_fee_msat,
+        "timeout_seconds": max(1, math.ceil(request.timeout_s)),
+        "no_inflight_updates": False,
+    }
+    if request.payment_request is not None:
+        return router_pb2.SendPaymentRequest(
+            payment_request=request.payment_request, amt_msat=amt_msat, **common
+        )
+    assert request.destination is not None and request.keysend_preimage is not None
+    return router_pb2.SendPaymentRequest(
+        dest=bytes.fromhex(request.destination),
+        amt_msat=amt_msat,
+        payment_hash=bytes.fromhex(payment_hash),
+        dest_custom_records={
+            lnd_convert.KEYSEND_RECORD_TYPE: bytes.fromhex(request.keysend_preimage)
+        },
+        **common,
+    )
+
+
+def _detail(exc: grpc.aio.AioRpcError) -> str:
+    return f"{exc.code().name}: {(exc.details() or '')[:ERROR_DETAIL_CHARS_MAX]}"
+
+
+def _node_error(method: str, exc: grpc.aio.AioRpcError) -> NodeError:
+    rule = grpc_status_rule(exc.code(), exc.details() or "")
+    return NodeError(rule.reason, f"lnd {method} failed: {_detail(exc)}")

@@ -1,0 +1,257 @@
+"""Simulator records rendered as Core Lightning JSON-RPC results.
+
+Field names and types follow CLN's schemas (doc/schemas/<method>.json, copied to
+shared/conformance/cln/schemas); tests validate every view against them. Pure functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import bolt11 as b11_package
+
+from services.lightning.bolt11 import NETWORK_TO_CURRENCY
+from services.sim.records import SimChannel, SimInvoice, SimPayment
+
+# CLN names mainnet "bitcoin" in getinfo.
+CLN_NETWORK_NAME = {
+    "mainnet": "bitcoin",
+    "testnet": "testnet",
+    "signet": "signet",
+    "regtest": "regtest",
+}
+SIM_VERSION = "v26.06-corridor-sim"
+# BOLT 4 failure codes used in routing-failure objects.
+WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS = 0x400F
+WIRE_TEMPORARY_CHANNEL_FAILURE = 0x1007
+# The feature bits our simulated nodes advertise (var_onion_optin, payment_secret, basic_mpp).
+_OUR_FEATURES_HEX = "02a000"
+
+
+def getinfo(
+    *,
+    pubkey: str,
+    alias: str,
+    network: str,
+    block_height: int,
+    channels: list[SimChannel],
+    fees_collected_msat: int,
+    lightning_dir: str,
+) -> dict[str, Any]:
+    active = sum(1 for c in channels if c.active)
+    return {
+        "id": pubkey,
+        "alias": alias,
+        "color": pubkey[2:8],
+        "num_peers": len({c.peer_pubkey for c in channels}),
+        "num_pending_channels": 0,
+        "num_active_channels": active,
+        "num_inactive_channels": len(channels) - active,
+        "address": [],
+        "binding": [],
+        "version": SIM_VERSION,
+        "blockheight": block_height,
+        "network": CLN_NETWORK_NAME[network],
+        "fees_collected_msat": fees_collected_msat,
+        "lightning-dir": lightning_dir,
+        "our_features": {
+            "init": _OUR_FEATURES_HEX,
+            "node": _OUR_FEATURES_HEX,
+            "channel": "",
+            "invoice": "024100",
+        },
+    }
+
+
+def invoice_created(invoice: SimInvoice) -> dict[str, Any]:
+    assert invoice.bolt11 is not None
+    return {
+        "bolt11": invoice.bolt11,
+        "payment_hash": invoice.payment_hash,
+        "payment_secret": invoice.payment_secret,
+        "expires_at": invoice.created_at_s + invoice.expiry_s,
+        "created_index": invoice.add_index,
+    }
+
+
+def decoded_bolt11(payment_request: str) -> dict[str, Any]:
+    """``decode`` of a BOLT 11 string the caller already validated."""
+    invoice = b11_package.decode(payment_request)
+    signature = invoice.signature
+    assert signature is not None
+    view: dict[str, Any] = {
+        "type": "bolt11 invoice",
+        "valid": True,
+        "currency": invoice.currency,
+        "created_at": int(invoice.date),
+        "expiry": int(invoice.expiry),
+        "payee": invoice.payee,
+        "payment_hash": invoice.payment_hash,
+        "signature": _der_signature(signature.signature_data[:64]),
+        "min_final_cltv_expiry": int(invoice.min_final_cltv_expiry),
+    }
+    if invoice.amount_msat is not None:
+        view["amount_msat"] = int(invoice.amount_msat)
+    if invoice.description is not None:
+        view["description"] = invoice.description
+    if invoice.description_hash is not None:
+        view["description_hash"] = invoice.description_hash
+    if invoice.payment_secret is not None:
+        view["payment_secret"] = invoice.payment_secret
+    if invoice.features is not None:
+        bits = invoice.features.data.bin
+        value = int(bits, 2) if bits else 0
+        view["features"] = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big").hex()
+    assert invoice.currency in NETWORK_TO_CURRENCY.values()
+    return view
+
+
+def sendpay(
+    payment: SimPayment, *, created_index: int, groupid: int, destination_pubkey: str
+) -> dict[str, Any]:
+    """One ``listsendpays``/``waitsendpay`` entry: a sendpay group of one part."""
+    view: dict[str, Any] = {
+        "created_index": created_index,
+        "id": created_index,
+        "groupid": groupid,
+        "payment_hash": payment.payment_hash,
+        "status": _status(payment),
+        "amount_msat": payment.amount_msat,
+        "destination": destination_pubkey,
+        "created_at": int(payment.created_at_s),
+        "amount_sent_msat": payment.amount_msat + payment.fee_msat,
+    }
+    if payment.payment_request is not None:
+        view["bolt11"] = payment.payment_request
+    if payment.resolved_at_s is not None:
+        view["updated_index"] = created_index
+        view["completed_at"] = int(payment.resolved_at_s)
+    if payment.status == "succeeded":
+        view["payment_preimage"] = payment.preimage
+    return view
+
+
+def listpays_entry(
+    payment: SimPayment, *, created_index: int, destination_pubkey: str
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "created_index": created_index,
+        "payment_hash": payment.payment_hash,
+        "status": _status(payment),
+        "destination": destination_pubkey,
+        "created_at": int(payment.created_at_s),
+    }
+    if payment.payment_request is not None:
+        view["bolt11"] = payment.payment_request
+    if payment.resolved_at_s is not None:
+        view["updated_index"] = created_index
+    if payment.status == "succeeded":
+        assert payment.resolved_at_s is not None
+        view["completed_at"] = int(payment.resolved_at_s)
+        view["amount_msat"] = payment.amount_msat
+        view["amount_sent_msat"] = payment.amount_msat + payment.fee_msat
+        view["preimage"] = payment.preimage
+        view["number_of_parts"] = 1
+    elif payment.status == "failed":
+        view["amount_sent_msat"] = payment.amount_msat + payment.fee_msat
+    return view
+
+
+def pay_result(payment: SimPayment, *, destination_pubkey: str) -> dict[str, Any]:
+    """``pay``/``keysend`` success."""
+    assert payment.status == "succeeded" and payment.preimage is not None
+    return {
+        "payment_preimage": payment.preimage,
+        "destination": destination_pubkey,
+        "payment_hash": payment.payment_hash,
+        "created_at": payment.created_at_s,
+        "parts": 1,
+        "amount_msat": payment.amount_msat,
+        "amount_sent_msat": payment.amount_msat + payment.fee_msat,
+        "status": "complete",
+    }
+
+
+def xpay_result(payment: SimPayment) -> dict[str, Any]:
+    assert payment.status == "succeeded" and payment.preimage is not None
+    return {
+        "payment_preimage": payment.preimage,
+        "failed_parts": 0,
+        "successful_parts": 1,
+        "amount_msat": payment.amount_msat,
+        "amount_sent_msat": payment.amount_msat + payment.fee_msat,
+    }
+
+
+def peer_channel(channel: SimChannel, *, our_pubkey: str, peer_connected: bool) -> dict[str, Any]:
+    return {
+        "peer_id": channel.peer_pubkey,
+        "peer_connected": peer_connected,
+        "state": "CHANNELD_NORMAL",
+        "opener": "local" if channel.opener_is_local else "remote",
+        "features": ["option_static_remotekey", "option_anchors"],
+        "short_channel_id": channel.channel_id,
+        # BOLT 7: direction 0 is the node with the lexicographically smaller pubkey.
+        "direction": 0 if our_pubkey < channel.peer_pubkey else 1,
+        "channel_id": _channel_id(channel),
+        "funding_txid": channel.funding_txid,
+        "funding_outnum": channel.funding_output,
+        "private": False,
+        "to_us_msat": channel.local_balance_msat,
+        "total_msat": channel.capacity_msat,
+        "spendable_msat": channel.local_balance_msat if channel.active else 0,
+        "receivable_msat": channel.remote_balance_msat if channel.active else 0,
+        "fee_base_msat": channel.fee_base_msat,
+        "fee_proportional_millionths": channel.fee_ppm,
+        "htlcs": [],
+    }
+
+
+def funds_channel(channel: SimChannel, *, peer_connected: bool) -> dict[str, Any]:
+    return {
+        "peer_id": channel.peer_pubkey,
+        "connected": peer_connected,
+        "state": "CHANNELD_NORMAL",
+        "channel_id": _channel_id(channel),
+        "short_channel_id": channel.channel_id,
+        "our_amount_msat": channel.local_balance_msat,
+        "amount_msat": channel.capacity_msat,
+        "funding_txid": channel.funding_txid,
+        "funding_output": channel.funding_output,
+    }
+
+
+def routing_failure(
+    *, erring_index: int, erring_node: str, erring_channel: str, failcode: int, failcodename: str
+) -> dict[str, Any]:
+    return {
+        "erring_index": erring_index,
+        "erring_node": erring_node,
+        "erring_channel": erring_channel,
+        "erring_direction": 0,
+        "failcode": failcode,
+        "failcodename": failcodename,
+    }
+
+
+def _status(payment: SimPayment) -> str:
+    return {"in_flight": "pending", "succeeded": "complete", "failed": "failed"}[payment.status]
+
+
+def _channel_id(channel: SimChannel) -> str:
+    # BOLT 2 channel_id is funding txid XOR output index; a hash keeps it unique and stable here.
+    return hashlib.sha256(f"{channel.funding_txid}:{channel.funding_output}".encode()).hexdigest()
+
+
+def _der_signature(compact: bytes) -> str:
+    """DER encoding of a 64-byte (r, s) signature, as CLN prints it."""
+
+    def integer(value: bytes) -> bytes:
+        value = value.lstrip(b"\x00") or b"\x00"
+        if value[0] & 0x80:
+            value = b"\x00" + value
+        return b"\x02" + bytes([len(value)]) + value
+
+    body = integer(compact[:32]) + integer(compact[32:])
+    return (b"\x30" + bytes([len(body)]) + body).hex()

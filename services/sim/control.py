@@ -1,0 +1,108 @@
+"""The sim control endpoint: JSON-RPC on ``control.sock`` for faults and ground truth.
+
+Same framing as the simulated CLN nodes (``jsonrpc.py``). Methods:
+``nodes``, ``channels {node}``, ``payments {origin?, payment_hash?}``, ``fault {kind, ...}``.
+Fault kinds and their parameters mirror ``SimFaults``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from services.lightning.port import FailureReason
+from services.sim.errors import SimError
+from services.sim.jsonrpc import (
+    JSONRPC_INVALID_PARAMS,
+    JSONRPC_METHOD_NOT_FOUND,
+    JsonRpcUnixServer,
+    Params,
+    RpcFailure,
+)
+from services.sim.network import SimNetwork
+
+# Error code for a refused fault or lookup (unknown node, bad argument): a user mistake.
+SIM_REFUSED = 1
+
+
+def _fault_actions(network: SimNetwork) -> dict[str, Callable[..., Any]]:
+    faults = network.faults
+    return {
+        "offline": lambda node: faults.set_offline(node, offline=True),
+        "online": lambda node: faults.set_offline(node, offline=False),
+        "drain": lambda channel_id, toward: faults.drain_channel(channel_id, toward=toward),
+        "delay": lambda seconds, node=None: faults.delay_resolution(float(seconds), node=node),
+        "drop": lambda node=None, count=1, timeout_s=None: faults.drop_resolution(
+            node=node, count=int(count), timeout_s=None if timeout_s is None else float(timeout_s)
+        ),
+        "release": lambda: faults.release_dropped(),
+        "fail-route": lambda node=None, channel_id=None, reason="no_route": faults.fail_route(
+            node=node, channel_id=channel_id, reason=FailureReason(reason)
+        ),
+        "expire-invoice": lambda payment_hash: faults.expire_invoice(payment_hash),
+        "slow": lambda node, seconds: faults.slow_node(node, float(seconds)),
+        "clear": lambda: faults.clear(),
+    }
+
+
+FAULT_KINDS = (
+    "offline", "online", "drain", "delay", "drop", "release", "fail-route",
+    "expire-invoice", "slow", "clear",
+)  # fmt: skip
+
+
+class ControlServer:
+    def __init__(
+        self, network: SimNetwork, path: Path, describe_nodes: Callable[[], list[dict[str, Any]]]
+    ) -> None:
+        self._network = network
+        self._describe_nodes = describe_nodes
+        self._faults = _fault_actions(network)
+        self._rpc = JsonRpcUnixServer(path, self._handle, name="sim-control")
+
+    @property
+    def path(self) -> Path:
+        return self._rpc.path
+
+    async def start(self) -> None:
+        await self._rpc.start()
+
+    async def stop(self) -> None:
+        await self._rpc.stop()
+
+    async def _handle(self, method: str, params: Params) -> Any:
+        if not isinstance(params, dict):
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "params must be an object")
+        try:
+            if method == "nodes":
+                return self._describe_nodes()
+            if method == "channels":
+                return msgspec.to_builtins(self._network.channels_of(str(params.get("node"))))
+            if method == "payments":
+                payments = self._network.payments()
+                if params.get("origin") is not None:
+                    payments = [p for p in payments if p.origin == params["origin"]]
+                if params.get("payment_hash") is not None:
+                    payments = [p for p in payments if p.payment_hash == params["payment_hash"]]
+                return msgspec.to_builtins(payments)
+            if method == "fault":
+                return self._fault(params)
+        except (SimError, KeyError, ValueError, TypeError) as exc:
+            # KeyError quotes its message; SimError subclasses of KeyError print cleanly.
+            text = exc.args[0] if type(exc) is KeyError and exc.args else str(exc)
+            raise RpcFailure(SIM_REFUSED, str(text)) from None
+        raise RpcFailure(JSONRPC_METHOD_NOT_FOUND, f"unknown control method {method!r}")
+
+    def _fault(self, params: dict[str, Any]) -> Any:
+        kind = params.get("kind")
+        action = self._faults.get(str(kind))
+        if action is None:
+            raise ValueError(
+                f"unknown fault kind {kind!r}; one of {', '.join(sorted(self._faults))}"
+            )
+        arguments = {k: v for k, v in params.items() if k != "kind" and v is not None}
+        result = action(**arguments)
+        return {"kind": kind, "result": result}

@@ -1,0 +1,172 @@
+"""Invoices held by payee nodes: creation, lookup with expiry, settlement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from services.lightning.bolt11 import (
+    CURRENCY_TO_NETWORK,
+    DEFAULT_MIN_FINAL_CLTV_EXPIRY,
+    encode_invoice,
+    payment_hash_of,
+)
+from services.lightning.port import DecodedInvoice
+from services.sim.keys import derive_bytes
+from services.sim.records import InvoiceState, SimInvoice
+
+# A node refuses absurd expiries instead of storing them (LND caps at one year).
+INVOICE_EXPIRY_S_MAX = 365 * 24 * 3600
+
+
+@dataclass(slots=True)
+class _InvoiceState:
+    record: SimInvoice
+    forced_expired: bool = False
+
+
+class InvoiceBook:
+    """All invoices of all nodes, keyed by (payee, payment hash)."""
+
+    def __init__(self, *, seed: int, network: str, now_s: Callable[[], float]) -> None:
+        self._seed = seed
+        self._network = network
+        self._now_s = now_s
+        self._invoices: dict[tuple[str, str], _InvoiceState] = {}
+        self._count_by_payee: dict[str, int] = {}
+        self._forced_expired_hashes: set[str] = set()
+        # What decoding our own invoices would give; saves the (slow) package decode per payment.
+        self._decoded: dict[str, DecodedInvoice] = {}
+        assert network in CURRENCY_TO_NETWORK.values(), network
+
+    def create(
+        self,
+        *,
+        payee: str,
+        payee_pubkey: str,
+        privkey: bytes,
+        amount_msat: int | None,
+        memo: str,
+        expiry_s: int,
+    ) -> SimInvoice:
+        if amount_msat is not None and amount_msat <= 0:
+            raise ValueError("amount_msat must be positive or None")
+        if not 0 < expiry_s <= INVOICE_EXPIRY_S_MAX:
+            raise ValueError(f"expiry_s must be in (0, {INVOICE_EXPIRY_S_MAX}]")
+        index = self._count_by_payee.get(payee, 0) + 1
+        self._count_by_payee[payee] = index
+        preimage = derive_bytes(self._seed, "preimage", payee, index).hex()
+        payment_secret = derive_bytes(self._seed, "payment-secret", payee, index).hex()
+        payment_hash = payment_hash_of(preimage)
+        created_at_s = int(self._now_s())
+        bolt11 = encode_invoice(
+            privkey=privkey,
+            network=self._network,
+            payment_hash=payment_hash,
+            payment_secret=payment_secret,
+            amount_msat=amount_msat,
+            description=memo,
+            created_at_s=created_at_s,
+            expiry_s=expiry_s,
+        )
+        record = SimInvoice(
+            bolt11=bolt11,
+            payment_hash=payment_hash,
+            preimage=preimage,
+            payment_secret=payment_secret,
+            amount_msat=amount_msat,
+            memo=memo,
+            created_at_s=created_at_s,
+            expiry_s=expiry_s,
+            payee=payee,
+            state="open",
+            add_index=index,
+        )
+        self._invoices[(payee, payment_hash)] = _InvoiceState(record)
+        self._decoded[bolt11] = DecodedInvoice(
+            payment_request=bolt11,
+            payment_hash=payment_hash,
+            destination=payee_pubkey,
+            amount_msat=amount_msat,
+            network=self._network,
+            created_at_s=created_at_s,
+            expiry_s=expiry_s,
+            description=memo,
+            min_final_cltv_expiry=DEFAULT_MIN_FINAL_CLTV_EXPIRY,
+        )
+        return record
+
+    def decoded(self, bolt11: str) -> DecodedInvoice | None:
+        """The decoding of an invoice this network created, without decoding it again."""
+        return self._decoded.get(bolt11.strip())
+
+    def add_keysend(self, *, payee: str, preimage: str, amount_msat: int) -> SimInvoice:
+        """Record a received keysend as a settled invoice, like LND does."""
+        index = self._count_by_payee.get(payee, 0) + 1
+        self._count_by_payee[payee] = index
+        now_s = int(self._now_s())
+        record = SimInvoice(
+            bolt11=None,
+            payment_hash=payment_hash_of(preimage),
+            preimage=preimage,
+            payment_secret="",
+            amount_msat=amount_msat,
+            memo="keysend",
+            created_at_s=now_s,
+            expiry_s=86400,
+            payee=payee,
+            state="settled",
+            add_index=index,
+            amount_received_msat=amount_msat,
+            settled_at_s=now_s,
+            is_keysend=True,
+        )
+        self._invoices[(payee, record.payment_hash)] = _InvoiceState(record)
+        return record
+
+    def lookup(self, payee: str, payment_hash: str) -> SimInvoice | None:
+        state = self._invoices.get((payee, payment_hash))
+        if state is None:
+            return None
+        return msgspec.structs.replace(state.record, state=self._state_of(state))
+
+    def of_payee(self, payee: str) -> list[SimInvoice]:
+        found = [s for (p, _), s in self._invoices.items() if p == payee]
+        return [msgspec.structs.replace(s.record, state=self._state_of(s)) for s in found]
+
+    def settle(self, payee: str, payment_hash: str, amount_msat: int) -> None:
+        state = self._invoices[(payee, payment_hash)]
+        assert self._state_of(state) == "open", (payee, payment_hash)
+        state.record = msgspec.structs.replace(
+            state.record,
+            state="settled",
+            amount_received_msat=amount_msat,
+            settled_at_s=int(self._now_s()),
+        )
+
+    def force_expire(self, payment_hash: str) -> int:
+        """Expire every open invoice with this hash; returns how many were touched."""
+        touched = 0
+        for (_, h), state in self._invoices.items():
+            if h == payment_hash and state.record.state == "open":
+                state.forced_expired = True
+                touched += 1
+        if touched:
+            self._forced_expired_hashes.add(payment_hash)
+        return touched
+
+    def is_expired_for_sender(self, payment_hash: str, created_at_s: int, expiry_s: int) -> bool:
+        """What a sender sees: the clock passed the expiry, or the sim fast-forwarded it."""
+        if self._now_s() > created_at_s + expiry_s:
+            return True
+        return payment_hash in self._forced_expired_hashes
+
+    def _state_of(self, state: _InvoiceState) -> InvoiceState:
+        record = state.record
+        if record.state != "open":
+            return record.state
+        if state.forced_expired or self._now_s() > record.created_at_s + record.expiry_s:
+            return "expired"
+        return "open"

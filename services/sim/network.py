@@ -1,0 +1,328 @@
+"""``SimNetwork``: the public face of the simulated Lightning network.
+
+A synchronous, clock-driven core (``PaymentEngine`` over ``NetworkState``) plus a small async
+layer: a driver task that calls ``run_due`` when the next HTLC is due, and per-payment
+subscriptions. A deterministic whole-engine simulation can skip the driver and call
+``start_payment`` / ``run_due`` itself with a manual clock (see ADR 0101).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import MappingProxyType
+
+from services.lightning.bolt11 import decode_invoice
+from services.lightning.port import DecodedInvoice
+from services.sim.errors import NodeOffline, SimError
+from services.sim.faults import SimFaults
+from services.sim.ledger import PaymentLedger
+from services.sim.payments import PaymentEngine
+from services.sim.records import SimChannel, SimInvoice, SimNode, SimPayment
+from services.sim.state import NetworkState
+from services.sim.topology import Topology
+
+# Default time an HTLC needs to cross one hop. Zero keeps benchmarks and tests fast; the
+# driver still resolves asynchronously, so callers observe "in flight" first either way.
+HOP_DELAY_S_DEFAULT = 0.0
+
+
+class UnknownPayment(SimError, KeyError):
+    def __init__(self, origin: str, payment_hash: str) -> None:
+        super().__init__(f"node {origin!r} has no payment {payment_hash}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SimNetwork:
+    def __init__(
+        self, state: NetworkState, *, now_s: Callable[[], float], hop_delay_s: float
+    ) -> None:
+        self._state = state
+        self._now_s = now_s
+        self._ledger = PaymentLedger()
+        self._engine = PaymentEngine(
+            state,
+            self._ledger,
+            now_s=now_s,
+            hop_delay_s=hop_delay_s,
+            on_update=self._updated,
+            on_schedule=self._kick,
+        )
+        self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
+        self._wake: asyncio.Event | None = None
+        self._driver: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_topology(
+        cls,
+        topology: Topology,
+        *,
+        seed: int,
+        now_s: Callable[[], float] = time.time,
+        hop_delay_s: float = HOP_DELAY_S_DEFAULT,
+    ) -> SimNetwork:
+        return cls(
+            NetworkState(topology, seed=seed, now_s=now_s), now_s=now_s, hop_delay_s=hop_delay_s
+        )
+
+    # Nodes and chain.
+
+    @property
+    def nodes(self) -> Mapping[str, SimNode]:
+        return MappingProxyType(self._state.nodes)
+
+    @property
+    def block_height(self) -> int:
+        return self._state.block_height
+
+    @property
+    def network(self) -> str:
+        return self._state.network
+
+    @property
+    def seed(self) -> int:
+        return self._state.seed
+
+    @property
+    def faults(self) -> SimFaults:
+        return self._engine.faults
+
+    def now_s(self) -> float:
+        return self._now_s()
+
+    def node(self, name: str) -> SimNode:
+        return self._state.node(name)
+
+    def node_by_pubkey(self, pubkey: str) -> SimNode:
+        return self._state.node_by_pubkey(pubkey)
+
+    def is_online(self, name: str) -> bool:
+        self._state.node(name)
+        return self._state.is_online(name)
+
+    def add_node_listener(self, listener: Callable[[str, bool], None]) -> None:
+        """Call ``listener(name, online)`` whenever a node goes offline or comes back."""
+        self._engine.node_listeners.append(listener)
+
+    def remove_node_listener(self, listener: Callable[[str, bool], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._engine.node_listeners.remove(listener)
+
+    def channels_of(self, node: str) -> list[SimChannel]:
+        return self._state.channels_of(node)
+
+    def channel(self, channel_id: str, *, side: str) -> SimChannel:
+        return self._state.channel_view(self._state.channel(channel_id), side)
+
+    def channel_ids(self) -> list[str]:
+        return sorted(self._state.channels)
+
+    # Invoices.
+
+    def create_invoice(
+        self, node: str, amount_msat: int | None, memo: str, expiry_s: int
+    ) -> SimInvoice:
+        payee = self._state.node(node)
+        if not self._state.is_online(node):
+            raise NodeOffline(node)
+        return self._state.invoices.create(
+            payee=node,
+            payee_pubkey=payee.pubkey,
+            privkey=payee.privkey,
+            amount_msat=amount_msat,
+            memo=memo,
+            expiry_s=expiry_s,
+        )
+
+    def lookup_invoice(self, node: str, payment_hash: str) -> SimInvoice | None:
+        self._state.node(node)
+        return self._state.invoices.lookup(node, payment_hash)
+
+    def invoices_of(self, node: str) -> list[SimInvoice]:
+        self._state.node(node)
+        return sorted(self._state.invoices.of_payee(node), key=lambda i: i.add_index)
+
+    def decode(self, payment_request: str) -> DecodedInvoice:
+        """Decode a BOLT 11 string; raises ``InvoiceDecodeError``."""
+        return self._state.invoices.decoded(payment_request) or decode_invoice(payment_request)
+
+    # Payments.
+
+    def start_payment(
+        self,
+        origin: str,
+        *,
+        payment_request: str | None = None,
+        destination: str | None = None,
+        amount_msat: int | None = None,
+        payment_hash: str | None = None,
+        preimage: str | None = None,
+        max_fee_msat: int,
+    ) -> SimPayment:
+        """Synchronous ``send_payment`` for clock-stepped simulations (no driver involved)."""
+        return self._engine.start(
+            origin,
+            payment_request=payment_request,
+            destination=destination,
+            amount_msat=amount_msat,
+            payment_hash=payment_hash,
+            preimage=preimage,
+            max_fee_msat=max_fee_msat,
+        )
+
+    async def send_payment(
+        self,
+        origin: str,
+        *,
+        payment_request: str | None = None,
+        destination: str | None = None,
+        amount_msat: int | None = None,
+        payment_hash: str | None = None,
+        preimage: str | None = None,
+        max_fee_msat: int,
+        timeout_s: float,
+    ) -> SimPayment:
+        """Start an attempt and return its record (often still in flight).
+
+        Raises ``PaymentExists`` if ``origin`` has a succeeded or in-flight attempt for the hash,
+        ``NodeOffline`` if ``origin`` is offline, ``InvalidPaymentRequest`` for bad parameters.
+        ``timeout_s`` bounds pathfinding, which is instantaneous here; an HTLC once locked stays
+        in flight until it resolves, as with LND's ``timeout_seconds``.
+        """
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._ensure_driver()
+        return self.start_payment(
+            origin,
+            payment_request=payment_request,
+            destination=destination,
+            amount_msat=amount_msat,
+            payment_hash=payment_hash,
+            preimage=preimage,
+            max_fee_msat=max_fee_msat,
+        )
+
+    async def wait_payment(self, origin: str, payment_hash: str, timeout_s: float) -> SimPayment:
+        """The record once final, or as it stands (in flight) when ``timeout_s`` runs out."""
+        current = self.get_payment(origin, payment_hash)
+        if current is None:
+            raise UnknownPayment(origin, payment_hash)
+        if current.is_final:
+            return current
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for update in self.subscribe_payment(origin, payment_hash):
+                    if update.is_final:
+                        return update
+        latest = self.get_payment(origin, payment_hash)
+        assert latest is not None
+        return latest
+
+    def get_payment(self, origin: str, payment_hash: str) -> SimPayment | None:
+        """``origin``'s current attempt for the hash (the latest one)."""
+        self._state.node(origin)
+        return self._ledger.latest(origin, payment_hash)
+
+    def payments_of(self, origin: str, payment_hash: str | None = None) -> list[SimPayment]:
+        """Every attempt ``origin`` made, oldest first (what CLN's ``listsendpays`` shows)."""
+        self._state.node(origin)
+        return self._ledger.attempts_of(origin, payment_hash)
+
+    def payments(self) -> list[SimPayment]:
+        """Ground truth: every attempt the network saw, in start order."""
+        return self._ledger.all()
+
+    async def subscribe_payment(self, origin: str, payment_hash: str) -> AsyncIterator[SimPayment]:
+        """Yield the current record and each change after it; end at the first final state."""
+        self._ensure_driver()
+        key = (origin, payment_hash)
+        # One attempt changes state at most twice, so the queue stays tiny.
+        queue: asyncio.Queue[SimPayment] = asyncio.Queue()
+        self._watchers.setdefault(key, set()).add(queue)
+        try:
+            current = self._ledger.latest(origin, payment_hash)
+            if current is not None:
+                yield current
+                if current.is_final:
+                    return
+            while True:
+                update = await queue.get()
+                if current is not None and (
+                    update.attempt_id < current.attempt_id or update == current
+                ):
+                    continue
+                current = update
+                yield update
+                if update.is_final:
+                    return
+        finally:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[key]
+
+    # Clock stepping and invariants.
+
+    def run_due(self) -> int:
+        """Resolve every HTLC due by ``now_s()``; returns how many payments became final."""
+        return self._engine.run_due()
+
+    def next_due_s(self) -> float | None:
+        return self._engine.next_due_s()
+
+    def in_flight_count(self) -> int:
+        return self._engine.in_flight_count()
+
+    def check_invariants(self) -> None:
+        """Assert value conservation per channel, bounds, fee limits and single settlement."""
+        for channel in self._state.channels.values():
+            channel.check()
+        self._ledger.check()
+        in_flight = [p for p in self._ledger.all() if p.status == "in_flight"]
+        assert len(in_flight) == self._engine.in_flight_count(), "ledger and HTLCs disagree"
+
+    async def aclose(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._driver
+            self._driver = None
+
+    # Internals.
+
+    def _updated(self, payment: SimPayment) -> None:
+        for queue in self._watchers.get((payment.origin, payment.payment_hash), ()):
+            queue.put_nowait(payment)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _ensure_driver(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._driver is None or self._driver.done() or self._driver.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._driver = loop.create_task(self._drive(), name="sim-network-driver")
+
+    async def _drive(self) -> None:
+        assert self._wake is not None
+        wake = self._wake
+        while True:
+            wake.clear()
+            self._engine.run_due()
+            due_s = self._engine.next_due_s()
+            if due_s is None:
+                await wake.wait()
+                continue
+            delay_s = due_s - self._now_s()
+            if delay_s <= 0:
+                await asyncio.sleep(0)  # let RPC handlers run between batches
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay_s)

@@ -1,0 +1,496 @@
+"""The payment engine: starts attempts, locks HTLCs along a route, resolves them on time.
+
+Synchronous and clock-driven: ``start`` does pathfinding and locks liquidity at once, and
+``run_due`` resolves every HTLC whose time has come by ``now_s()``. Whoever owns the clock
+decides when that is (the async driver in ``network.py``, or a deterministic simulation).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice, payment_hash_of
+from services.lightning.port import FailureReason, RouteHop
+from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
+from services.sim.faults import SimFaults
+from services.sim.keys import derive_bytes
+from services.sim.ledger import PaymentLedger
+from services.sim.records import SimPayment
+from services.sim.routing import Route, find_route
+from services.sim.state import NetworkState
+
+# Like LND's default attempt budget: after this many routes failed mid-way, give up.
+ROUTE_ATTEMPTS_MAX = 10
+# BOLT 4: a payee may accept up to twice the invoice amount (overpayment for privacy).
+OVERPAY_FACTOR_MAX = 2
+
+DETAIL_TOO_EXPENSIVE = "route too expensive"
+DETAIL_NO_PATH = "no path to destination"
+DETAIL_LOCAL_BALANCE = "insufficient local balance"
+DETAIL_ALREADY_SETTLED = "invoice already settled"
+DETAIL_UNKNOWN_INVOICE = "unknown invoice"
+DETAIL_HTLC_TIMEOUT = "HTLC timed out"
+
+_PUBKEY = re.compile(r"0[23][0-9a-f]{64}")
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    attempt_id: int
+    route: Route
+    htlc_ids: tuple[int, ...]
+    resolve_at_s: float
+    keysend_preimage: str | None
+    scheduled_s: float = 0.0
+    parked: bool = False
+    park_deadline_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    payment_hash: str
+    destination: str  # node name, or the pubkey when the node is not in the network
+    amount_msat: int
+    payment_request: str | None
+    keysend_preimage: str | None
+    invoice_created_at_s: int = 0
+    invoice_expiry_s: int = 0
+
+
+class PaymentEngine:
+    def __init__(
+        self,
+        state: NetworkState,
+        ledger: PaymentLedger,
+        *,
+        now_s: Callable[[], float],
+        hop_delay_s: float,
+        on_update: Callable[[SimPayment], None],
+        on_schedule: Callable[[], None] = lambda: None,
+    ) -> None:
+        assert hop_delay_s >= 0
+        self._state = state
+        self._ledger = ledger
+        self._now_s = now_s
+        self._hop_delay_s = hop_delay_s
+        self._on_update = on_update
+        self._on_schedule = on_schedule
+        self.faults = SimFaults(self)
+        self._in_flight: dict[int, _InFlight] = {}
+        self._schedule: list[tuple[float, int, int]] = []  # (due_s, sequence, attempt_id)
+        self._sequence = 0
+        self._htlc_ids = 0
+        self._keysend_count = 0
+        self.node_listeners: list[Callable[[str, bool], None]] = []
+
+    # Starting a payment.
+
+    def start(
+        self,
+        origin: str,
+        *,
+        payment_request: str | None,
+        destination: str | None,
+        amount_msat: int | None,
+        payment_hash: str | None,
+        preimage: str | None,
+        max_fee_msat: int,
+    ) -> SimPayment:
+        self._state.node(origin)
+        if not self._state.is_online(origin):
+            raise NodeOffline(origin)
+        if max_fee_msat < 0:
+            raise InvalidPaymentRequest("bad_fee_limit", "max_fee_msat must be non-negative")
+        if payment_request is not None:
+            if destination is not None or preimage is not None:
+                raise InvalidPaymentRequest(
+                    "conflicting_parameters", "give a payment request or keysend fields, not both"
+                )
+            target = self._invoice_target(payment_request, amount_msat, payment_hash)
+        else:
+            target = self._keysend_target(origin, destination, amount_msat, payment_hash, preimage)
+        existing = self._ledger.latest(origin, target.payment_hash)
+        if existing is not None and existing.status != "failed":
+            raise PaymentExists(existing)
+        record = SimPayment(
+            attempt_id=self._ledger.next_id(),
+            payment_hash=target.payment_hash,
+            origin=origin,
+            destination=target.destination,
+            amount_msat=target.amount_msat,
+            fee_msat=0,
+            status="in_flight",
+            failure_reason=None,
+            preimage=None,
+            hops=(),
+            created_at_s=self._now_s(),
+            resolved_at_s=None,
+            max_fee_msat=max_fee_msat,
+            payment_request=target.payment_request,
+            is_keysend=target.keysend_preimage is not None,
+        )
+        self._ledger.add(record)
+        self._attempt(record, target)
+        current = self._ledger.get(record.attempt_id)
+        self._on_update(current)
+        return current
+
+    def _invoice_target(
+        self, payment_request: str, amount_msat: int | None, payment_hash: str | None
+    ) -> _Target:
+        try:
+            decoded = self._state.invoices.decoded(payment_request) or decode_invoice(
+                payment_request
+            )
+        except InvoiceDecodeError as exc:
+            raise InvalidPaymentRequest("invalid_invoice", str(exc)) from exc
+        if decoded.network != self._state.network:
+            raise InvalidPaymentRequest(
+                "wrong_network",
+                f"invoice is for {decoded.network}, node is on {self._state.network}",
+            )
+        if payment_hash is not None and payment_hash != decoded.payment_hash:
+            raise InvalidPaymentRequest("hash_mismatch", "payment_hash differs from the invoice's")
+        if decoded.amount_msat is None:
+            if amount_msat is None or amount_msat <= 0:
+                raise InvalidPaymentRequest(
+                    "amount_required", "invoice has no amount: amount_msat is required"
+                )
+            amount = amount_msat
+        else:
+            if amount_msat is not None and amount_msat != decoded.amount_msat:
+                raise InvalidPaymentRequest(
+                    "amount_mismatch", "amount_msat differs from the invoice amount"
+                )
+            amount = decoded.amount_msat
+        try:
+            destination = self._state.node_by_pubkey(decoded.destination).name
+        except UnknownNode:
+            destination = decoded.destination
+        return _Target(
+            payment_hash=decoded.payment_hash,
+            destination=destination,
+            amount_msat=amount,
+            payment_request=decoded.payment_request,
+            keysend_preimage=None,
+            invoice_created_at_s=decoded.created_at_s,
+            invoice_expiry_s=decoded.expiry_s,
+        )
+
+    def _keysend_target(
+        self,
+        origin: str,
+        destination: str | None,
+        amount_msat: int | None,
+        payment_hash: str | None,
+        preimage: str | None,
+    ) -> _Target:
+        if destination is None or amount_msat is None or amount_msat <= 0:
+            raise InvalidPaymentRequest(
+                "keysend_fields", "keysend needs destination and a positive amount_msat"
+            )
+        if preimage is None:
+            self._keysend_count += 1
+            preimage = derive_bytes(self._state.seed, "keysend", origin, self._keysend_count).hex()
+        if not _HASH.fullmatch(preimage):
+            raise InvalidPaymentRequest("bad_preimage", "preimage must be 32 bytes of hex")
+        computed_hash = payment_hash_of(preimage)
+        if payment_hash is not None and payment_hash != computed_hash:
+            raise InvalidPaymentRequest("hash_mismatch", "sha256(preimage) != payment_hash")
+        try:
+            name = self._state.resolve_node(destination).name
+        except UnknownNode:
+            if not _PUBKEY.fullmatch(destination):
+                raise
+            name = destination  # a well-formed pubkey we have no channel graph for
+        return _Target(
+            payment_hash=computed_hash,
+            destination=name,
+            amount_msat=amount_msat,
+            payment_request=None,
+            keysend_preimage=preimage,
+        )
+
+    def _attempt(self, record: SimPayment, target: _Target) -> None:
+        state = self._state
+        if record.destination not in state.nodes:
+            self._fail(record.attempt_id, FailureReason.NO_ROUTE, "unknown destination")
+            return
+        if record.destination == record.origin:
+            self._fail(record.attempt_id, FailureReason.NO_ROUTE, "self-payment")
+            return
+        if target.payment_request is not None and state.invoices.is_expired_for_sender(
+            target.payment_hash, target.invoice_created_at_s, target.invoice_expiry_s
+        ):
+            self._fail(record.attempt_id, FailureReason.INVOICE_EXPIRED, "invoice expired")
+            return
+        local_msat = max(
+            (
+                c.balance_msat[record.origin]
+                for c in state.channels_by_node[record.origin]
+                if state.is_active(c)
+            ),
+            default=0,
+        )
+        if local_msat < record.amount_msat:
+            self._fail(
+                record.attempt_id, FailureReason.INSUFFICIENT_LIQUIDITY, DETAIL_LOCAL_BALANCE
+            )
+            return
+        excluded: set[str] = set()
+        refusal_reason: FailureReason | None = None
+        detail = DETAIL_NO_PATH
+        for _ in range(ROUTE_ATTEMPTS_MAX):
+            route = find_route(
+                channels_by_node=state.channels_by_node,
+                origin=record.origin,
+                destination=record.destination,
+                amount_msat=record.amount_msat,
+                usable=state.is_active,
+                excluded_channels=frozenset(excluded),
+            )
+            if route is None:
+                break
+            if route.fee_msat > record.max_fee_msat:
+                detail = DETAIL_TOO_EXPENSIVE
+                break
+            refused = self._first_refusing_leg(route)
+            if refused is None:
+                self._lock(record, route, target.keysend_preimage)
+                return
+            channel_id, reason = refused
+            excluded.add(channel_id)
+            refusal_reason = reason or refusal_reason
+            detail = f"forwarding failed at channel {channel_id}"
+        self._fail(record.attempt_id, refusal_reason or FailureReason.NO_ROUTE, detail)
+
+    def _first_refusing_leg(self, route: Route) -> tuple[str, FailureReason | None] | None:
+        """The first channel where the attempt would fail, and the scripted reason if any."""
+        for index, leg in enumerate(route.legs):
+            rule = self.faults.refusal(channel_id=leg.channel_id)
+            if rule is None and index > 0:
+                rule = self.faults.refusal(node=leg.sender)
+            if rule is not None:
+                return leg.channel_id, rule.reason
+            channel = self._state.channels[leg.channel_id]
+            if not channel.can_send(leg.sender, leg.amount_msat):
+                return leg.channel_id, None  # temporary_channel_failure: no liquidity there
+        return None
+
+    def _lock(self, record: SimPayment, route: Route, keysend_preimage: str | None) -> None:
+        htlc_ids = []
+        for leg in route.legs:
+            self._htlc_ids += 1
+            self._state.channels[leg.channel_id].add_htlc(
+                self._htlc_ids, leg.sender, leg.amount_msat
+            )
+            htlc_ids.append(self._htlc_ids)
+        now_s = self._now_s()
+        nodes = route.nodes()
+        flight = _InFlight(
+            attempt_id=record.attempt_id,
+            route=route,
+            htlc_ids=tuple(htlc_ids),
+            resolve_at_s=now_s + self._hop_delay_s * len(route.legs) + self.faults.delay_for(nodes),
+            keysend_preimage=keysend_preimage,
+        )
+        drop = self.faults.take_drop(nodes)
+        if drop is not None:
+            flight.parked = True
+            if drop.timeout_s is not None:
+                flight.park_deadline_s = now_s + drop.timeout_s
+        self._in_flight[record.attempt_id] = flight
+        self._ledger.update(
+            msgspec.structs.replace(record, fee_msat=route.fee_msat, hops=self._hops(route))
+        )
+        if not flight.parked:
+            self._reschedule(flight, flight.resolve_at_s)
+        elif flight.park_deadline_s is not None:
+            self._reschedule(flight, flight.park_deadline_s)
+
+    def _hops(self, route: Route) -> tuple[RouteHop, ...]:
+        # LND's Hop semantics: the node reached over the channel, what it forwards on, its fee.
+        hops = []
+        for index, leg in enumerate(route.legs):
+            forwarded_msat = (
+                route.legs[index + 1].amount_msat
+                if index + 1 < len(route.legs)
+                else leg.amount_msat
+            )
+            hops.append(
+                RouteHop(
+                    pubkey=self._state.nodes[leg.receiver].pubkey,
+                    channel_id=leg.channel_id,
+                    amount_msat=forwarded_msat,
+                    fee_msat=leg.amount_msat - forwarded_msat,
+                )
+            )
+        return tuple(hops)
+
+    # Resolving HTLCs.
+
+    def next_due_s(self) -> float | None:
+        while self._schedule:
+            due_s, _, attempt_id = self._schedule[0]
+            flight = self._in_flight.get(attempt_id)
+            if flight is not None and flight.scheduled_s == due_s:
+                return due_s
+            heapq.heappop(self._schedule)  # stale entry
+        return None
+
+    def run_due(self) -> int:
+        """Resolve every HTLC due by now; returns how many payments reached a final state."""
+        resolved = 0
+        now_s = self._now_s()
+        while (due_s := self.next_due_s()) is not None and due_s <= now_s:
+            _, _, attempt_id = heapq.heappop(self._schedule)
+            flight = self._in_flight[attempt_id]
+            flight.scheduled_s = -1.0  # no longer scheduled until someone reschedules it
+            resolved += self._resolve(flight, now_s)
+        return resolved
+
+    def _resolve(self, flight: _InFlight, now_s: float) -> int:
+        if flight.parked:
+            if flight.park_deadline_s is not None and now_s >= flight.park_deadline_s:
+                self._finish(flight, None, FailureReason.TIMEOUT, DETAIL_HTLC_TIMEOUT)
+                return 1
+            return 0
+        if any(not self._state.is_online(n) for n in flight.route.nodes()):
+            return 0  # stuck until the node is back: set_node_online reschedules it
+        record = self._ledger.get(flight.attempt_id)
+        preimage, reason, detail = self._destination_verdict(record, flight)
+        self._finish(flight, preimage, reason, detail)
+        return 1
+
+    def _destination_verdict(
+        self, record: SimPayment, flight: _InFlight
+    ) -> tuple[str | None, FailureReason | None, str]:
+        """What the payee does with the HTLC: (preimage, None, "") or (None, reason, detail)."""
+        invoices = self._state.invoices
+        payee = record.destination
+        rule = self.faults.refusal(node=payee)
+        if rule is not None:
+            return None, rule.reason, "destination refused the HTLC"
+        invoice = invoices.lookup(payee, record.payment_hash)
+        if flight.keysend_preimage is not None:
+            if invoice is not None:
+                if invoice.state == "settled":
+                    return None, FailureReason.ALREADY_PAID, DETAIL_ALREADY_SETTLED
+                return None, FailureReason.INCORRECT_DETAILS, "hash belongs to an invoice"
+            invoices.add_keysend(
+                payee=payee, preimage=flight.keysend_preimage, amount_msat=record.amount_msat
+            )
+            return flight.keysend_preimage, None, ""
+        if invoice is None:
+            return None, FailureReason.INCORRECT_DETAILS, DETAIL_UNKNOWN_INVOICE
+        if invoice.state == "settled":
+            return None, FailureReason.ALREADY_PAID, DETAIL_ALREADY_SETTLED
+        if invoice.state == "expired":
+            return None, FailureReason.INVOICE_EXPIRED, "invoice expired at the payee"
+        if invoice.state == "canceled":
+            return None, FailureReason.INCORRECT_DETAILS, "invoice canceled"
+        if invoice.amount_msat is not None and not (
+            invoice.amount_msat <= record.amount_msat <= OVERPAY_FACTOR_MAX * invoice.amount_msat
+        ):
+            return None, FailureReason.INCORRECT_DETAILS, "amount does not match the invoice"
+        invoices.settle(payee, record.payment_hash, record.amount_msat)
+        return invoice.preimage, None, ""
+
+    def _finish(
+        self, flight: _InFlight, preimage: str | None, reason: FailureReason | None, detail: str
+    ) -> None:
+        del self._in_flight[flight.attempt_id]
+        record = self._ledger.get(flight.attempt_id)
+        for leg, htlc_id in zip(flight.route.legs, flight.htlc_ids, strict=True):
+            channel = self._state.channels[leg.channel_id]
+            if preimage is not None:
+                channel.settle_htlc(htlc_id)
+            else:
+                channel.fail_htlc(htlc_id)
+        if preimage is not None:
+            # The sender accepts a preimage only if it hashes to the payment hash.
+            assert payment_hash_of(preimage) == record.payment_hash, record.payment_hash
+            updated = msgspec.structs.replace(
+                record, status="succeeded", preimage=preimage, resolved_at_s=self._now_s()
+            )
+        else:
+            assert reason is not None
+            updated = msgspec.structs.replace(
+                record,
+                status="failed",
+                failure_reason=reason,
+                failure_detail=detail,
+                resolved_at_s=self._now_s(),
+            )
+        self._ledger.update(updated)
+        self._on_update(updated)
+
+    def _fail(self, attempt_id: int, reason: FailureReason, detail: str) -> None:
+        """Fail an attempt that never locked an HTLC (reported by ``start``'s caller)."""
+        record = self._ledger.get(attempt_id)
+        self._ledger.update(
+            msgspec.structs.replace(
+                record,
+                status="failed",
+                failure_reason=reason,
+                failure_detail=detail,
+                resolved_at_s=self._now_s(),
+            )
+        )
+
+    def _reschedule(self, flight: _InFlight, due_s: float) -> None:
+        self._sequence += 1
+        flight.scheduled_s = due_s
+        heapq.heappush(self._schedule, (due_s, self._sequence, flight.attempt_id))
+        self._on_schedule()
+
+    def in_flight_count(self) -> int:
+        return len(self._in_flight)
+
+    # FaultHost: what SimFaults asks of the engine.
+
+    def require_node(self, name: str) -> None:
+        self._state.node(name)
+
+    def require_channel(self, channel_id: str) -> None:
+        self._state.channel(channel_id)
+
+    def offline_nodes(self) -> list[str]:
+        return sorted(self._state.offline)
+
+    def set_node_online(self, name: str, online: bool) -> None:
+        was_online = self._state.is_online(name)
+        if online:
+            self._state.offline.discard(name)
+            now_s = self._now_s()
+            for flight in self._in_flight.values():
+                if not flight.parked and flight.scheduled_s < 0:
+                    self._reschedule(flight, max(now_s, flight.resolve_at_s))
+        else:
+            self._state.offline.add(name)
+        if was_online != online:
+            for listener in list(self.node_listeners):
+                listener(name, online)
+
+    def drain_channel(self, channel_id: str, toward: str) -> None:
+        self._state.channel(channel_id).drain_toward(toward)
+
+    def release_dropped(self) -> int:
+        released = 0
+        now_s = self._now_s()
+        for flight in self._in_flight.values():
+            if flight.parked:
+                flight.parked = False
+                flight.park_deadline_s = None
+                self._reschedule(flight, max(now_s, flight.resolve_at_s))
+                released += 1
+        return released
+
+    def expire_invoice(self, payment_hash: str) -> int:
+        return self._state.invoices.force_expire(payment_hash)

@@ -1,0 +1,93 @@
+"""Immutable public records of the simulated network: nodes, channels, invoices, payments.
+
+Internal state lives in mutable classes elsewhere; these snapshots are what callers (RPC
+servers, tests, the control endpoint) see, so a caller can never corrupt the model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from services.lightning.port import FailureReason, RouteHop
+
+NodeRole = Literal["ours", "hub", "merchant"]
+Implementation = Literal["lnd", "cln"]
+InvoiceState = Literal["open", "settled", "canceled", "expired"]
+PaymentStatus = Literal["in_flight", "succeeded", "failed"]
+
+
+class SimNode(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    role: NodeRole
+    region: str | None
+    implementation: Implementation
+    pubkey: str  # compressed secp256k1, hex
+    privkey: bytes = msgspec.field(default=b"")
+    alias: str = ""
+
+    def __repr__(self) -> str:  # keep the private key out of logs and tracebacks
+        return f"SimNode(name={self.name!r}, role={self.role!r}, pubkey={self.pubkey[:16]}...)"
+
+
+class SimChannel(msgspec.Struct, frozen=True, kw_only=True):
+    """One channel seen from ``node``'s side."""
+
+    channel_id: str  # short_channel_id, "BLOCKxTXxOUT"
+    node: str
+    peer: str
+    peer_pubkey: str
+    capacity_msat: int
+    local_balance_msat: int
+    remote_balance_msat: int
+    pending_htlc_msat: int  # held in HTLCs in either direction
+    active: bool
+    fee_base_msat: int
+    fee_ppm: int
+    cltv_delta: int
+    funding_txid: str
+    funding_output: int
+    opener_is_local: bool
+
+
+class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
+    bolt11: str | None  # None for a keysend receipt
+    payment_hash: str
+    preimage: str
+    payment_secret: str
+    amount_msat: int | None
+    memo: str
+    created_at_s: int
+    expiry_s: int
+    payee: str  # node name
+    state: InvoiceState
+    add_index: int  # per payee, from 1, like LND add_index / CLN created_index
+    amount_received_msat: int = 0
+    settled_at_s: int | None = None
+    is_keysend: bool = False
+
+
+class SimPayment(msgspec.Struct, frozen=True, kw_only=True):
+    """One outgoing payment attempt (a "sendpay group" / LND payment) and its outcome."""
+
+    attempt_id: int  # global order in the ground-truth ledger, from 1
+    payment_hash: str
+    origin: str
+    destination: str  # node name
+    amount_msat: int  # delivered to the destination
+    fee_msat: int
+    status: PaymentStatus
+    failure_reason: FailureReason | None
+    preimage: str | None
+    hops: tuple[RouteHop, ...]
+    created_at_s: float
+    resolved_at_s: float | None
+    max_fee_msat: int = 0
+    payment_request: str | None = None
+    failure_detail: str = ""
+    is_keysend: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != "in_flight"

@@ -1,0 +1,114 @@
+"""Deterministic source routing: the cheapest-fee path, ties broken by hop count then names.
+
+Dijkstra runs backwards from the destination, because the fee each forwarder charges depends
+on the amount it forwards, which is only known from the destination's end (BOLT 7 fees). The
+sender knows its own channel balances exactly but only the capacity of remote channels, like
+a real node: a remote hop without liquidity is discovered when the attempt fails there.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from services.sim.channels import ChannelState, fee_msat
+
+# BOLT 4 onion packets carry at most 20 hops (1300-byte payload with legacy 65-byte hops).
+ROUTE_HOPS_MAX = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One channel crossing: ``sender`` pushes ``amount_msat`` to ``receiver`` over ``channel``."""
+
+    channel_id: str
+    sender: str
+    receiver: str
+    amount_msat: int
+    cltv_delta: int  # added by ``sender`` when it is a forwarder (0 for the origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    legs: tuple[Leg, ...]
+    amount_msat: int  # delivered to the destination
+
+    @property
+    def sent_msat(self) -> int:
+        return self.legs[0].amount_msat
+
+    @property
+    def fee_msat(self) -> int:
+        return self.sent_msat - self.amount_msat
+
+    def nodes(self) -> tuple[str, ...]:
+        return (self.legs[0].sender, *(leg.receiver for leg in self.legs))
+
+
+def find_route(
+    *,
+    channels_by_node: Mapping[str, Sequence[ChannelState]],
+    origin: str,
+    destination: str,
+    amount_msat: int,
+    usable: Callable[[ChannelState], bool],
+    excluded_channels: frozenset[str] = frozenset(),
+) -> Route | None:
+    """The cheapest route from ``origin`` to ``destination`` delivering ``amount_msat``."""
+    assert amount_msat > 0
+    if origin == destination:
+        return None
+    # need[v]: msat that must arrive at v. Entries: (need, hops, node, path of (channel, sender)).
+    best: dict[str, tuple[int, int]] = {destination: (amount_msat, 0)}
+    heap: list[tuple[int, int, str, tuple[tuple[str, str], ...]]] = [
+        (amount_msat, 0, destination, ())
+    ]
+    channel_index = {c.channel_id: c for cs in channels_by_node.values() for c in cs}
+    while heap:
+        need_msat, hops, node, path = heapq.heappop(heap)
+        if best[node] < (need_msat, hops):  # stale entry
+            continue
+        if node == origin:
+            return _build_route(path, channel_index, amount_msat)
+        if hops >= ROUTE_HOPS_MAX:
+            continue
+        for channel in channels_by_node.get(node, ()):
+            sender = channel.peer_of(node)
+            if channel.channel_id in excluded_channels or sender == destination:
+                continue
+            if need_msat > channel.capacity_msat or not usable(channel):
+                continue
+            if sender == origin:
+                if not channel.can_send(origin, need_msat):
+                    continue
+                sender_need_msat = need_msat
+            else:
+                sender_need_msat = need_msat + fee_msat(channel.policy[sender], need_msat)
+            candidate = (sender_need_msat, hops + 1)
+            if sender in best and best[sender] <= candidate:
+                continue
+            best[sender] = candidate
+            heapq.heappush(
+                heap,
+                (sender_need_msat, hops + 1, sender, ((channel.channel_id, sender), *path)),
+            )
+    return None
+
+
+def _build_route(
+    path: tuple[tuple[str, str], ...], channel_index: Mapping[str, ChannelState], amount_msat: int
+) -> Route:
+    # Walk from the destination backwards to fill in the amount each leg carries.
+    legs_reversed: list[Leg] = []
+    carried_msat = amount_msat
+    for index in range(len(path) - 1, -1, -1):
+        channel_id, sender = path[index]
+        channel = channel_index[channel_id]
+        receiver = channel.peer_of(sender)
+        is_origin = index == 0
+        cltv_delta = 0 if is_origin else channel.policy[sender].cltv_delta
+        legs_reversed.append(Leg(channel_id, sender, receiver, carried_msat, cltv_delta))
+        if not is_origin:
+            carried_msat += fee_msat(channel.policy[sender], carried_msat)
+    return Route(legs=tuple(reversed(legs_reversed)), amount_msat=amount_msat)

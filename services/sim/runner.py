@@ -1,0 +1,121 @@
+"""``SimStack``: a simulated network with every node served over its real API.
+
+CLN nodes get a JSON-RPC unix socket, LND nodes a gRPC server (``lnd_server.py``), and the
+sim itself a control socket for faults and ground truth (ADR 0102). ``endpoints()`` is the
+document written to ``endpoints.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.sim.cln_server import ClnNodeServer, start_cln_node_server
+from services.sim.control import ControlServer
+from services.sim.jsonrpc import UNIX_PATH_BYTES_MAX
+from services.sim.network import HOP_DELAY_S_DEFAULT, SimNetwork
+from services.sim.topology import Topology, default_topology, load_topology
+
+log = structlog.get_logger(__name__)
+
+CONTROL_SOCKET = "control.sock"
+# Node names become socket file names; this leaves room for them under a short directory.
+_NODE_SOCKET_NAME_BYTES_MAX = 40
+
+
+class SimStack:
+    """Build with a topology file (or the default map) and a seed; ``start()``, ``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        topology_path: Path | None = None,
+        seed: int = 1,
+        topology: Topology | None = None,
+        hop_delay_s: float = HOP_DELAY_S_DEFAULT,
+        lnd_host: str = "127.0.0.1",
+    ) -> None:
+        if topology is None:
+            topology = load_topology(topology_path) if topology_path else default_topology()
+        self.network = SimNetwork.from_topology(topology, seed=seed, hop_delay_s=hop_delay_s)
+        self.state_dir = state_dir.resolve()
+        self._lnd_host = lnd_host
+        self._cln: dict[str, ClnNodeServer] = {}
+        self._lnd: dict[str, Any] = {}
+        self._control: ControlServer | None = None
+        self._socket_dir = self._pick_socket_dir()
+
+    def _pick_socket_dir(self) -> Path:
+        candidate = self.state_dir / "sock"
+        longest = len(str(candidate / ("x" * _NODE_SOCKET_NAME_BYTES_MAX))) + len(".sock")
+        if longest <= UNIX_PATH_BYTES_MAX:
+            return candidate
+        # AF_UNIX paths are short; a deep state dir gets its sockets in a short temp dir.
+        return Path(tempfile.mkdtemp(prefix="corridor-sim-"))
+
+    @property
+    def control_path(self) -> Path:
+        return self._socket_dir / CONTROL_SOCKET
+
+    async def start(self) -> None:
+        from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for node in self.network.nodes.values():
+                if node.implementation == "cln":
+                    self._cln[node.name] = await start_cln_node_server(
+                        self.network, node.name, socket_path=self._socket_dir / f"{node.name}.sock"
+                    )
+                else:
+                    self._lnd[node.name] = await start_lnd_node_server(
+                        self.network,
+                        node.name,
+                        host=self._lnd_host,
+                        state_dir=self.state_dir / "lnd",
+                    )
+            self._control = ControlServer(self.network, self.control_path, self.describe_nodes)
+            await self._control.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("sim_stack_started", nodes=len(self.network.nodes), state_dir=str(self.state_dir))
+
+    async def stop(self) -> None:
+        servers: list[Any] = [*self._cln.values(), *self._lnd.values()]
+        if self._control is not None:
+            servers.append(self._control)
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await server.stop()
+        self._cln.clear()
+        self._lnd.clear()
+        self._control = None
+        await self.network.aclose()
+
+    def endpoint_of(self, name: str) -> str:
+        if name in self._cln:
+            return self._cln[name].endpoint
+        return str(self._lnd[name].endpoint)
+
+    def describe_nodes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": node.name,
+                "role": node.role,
+                "region": node.region,
+                "implementation": node.implementation,
+                "endpoint": self.endpoint_of(node.name),
+                "pubkey": node.pubkey,
+            }
+            for node in self.network.nodes.values()
+        ]
+
+    def endpoints(self) -> dict[str, Any]:
+        """The endpoints.json document: ``{"nodes": [...], "sim_control": path}``."""
+        return {"nodes": self.describe_nodes(), "sim_control": str(self.control_path)}

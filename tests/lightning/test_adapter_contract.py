@@ -1,0 +1,281 @@
+"""One contract for every NodePort adapter, run against each kind of ``adapter_env``.
+
+Simulated kinds script faults and check the network's ground truth; the same bodies run
+against real nodes from test_real_nodes.py (cases that need fault controls skip there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from services.lightning.bolt11 import encode_invoice
+from services.lightning.port import (
+    FailureReason,
+    NodeError,
+    PaymentFailed,
+    PaymentInFlight,
+    PaymentResult,
+    PaymentSucceeded,
+    PayRequest,
+)
+from tests.lightning.conftest import MAX_FEE_MSAT, AdapterEnv, wait_until
+
+
+def pay_request(bolt11: str, *, timeout_s: float = 5.0, **fields: object) -> PayRequest:
+    values: dict[str, object] = {"max_fee_msat": MAX_FEE_MSAT, "timeout_s": timeout_s}
+    values.update(fields)
+    return PayRequest(payment_request=bolt11, **values)  # type: ignore[arg-type]
+
+
+def assert_failed(result: PaymentResult, *reasons: FailureReason) -> PaymentFailed:
+    assert isinstance(result, PaymentFailed), result
+    assert result.reason in reasons, result
+    return result
+
+
+async def test_get_info(adapter_env: AdapterEnv) -> None:
+    info = await adapter_env.adapter.get_info()
+    assert len(info.pubkey) == 66
+    assert info.network in {"mainnet", "testnet", "signet", "regtest"}
+    assert info.block_height > 0
+    if adapter_env.network is not None:
+        node = adapter_env.network.node(adapter_env.node)
+        assert info.pubkey == node.pubkey
+        assert info.network == "regtest"
+        assert info.block_height == adapter_env.network.block_height
+
+
+async def test_invoice_create_and_decode(adapter_env: AdapterEnv) -> None:
+    adapter = adapter_env.adapter
+    info = await adapter.get_info()
+    invoice = await adapter.create_invoice(12_345, "contract memo", 600)
+    assert invoice.amount_msat == 12_345 and invoice.expiry_s == 600
+    decoded = await adapter.decode(invoice.payment_request)
+    assert decoded.payment_hash == invoice.payment_hash
+    assert decoded.destination == info.pubkey
+    assert decoded.amount_msat == 12_345
+    assert decoded.description == "contract memo"
+    assert decoded.network == info.network
+    assert (decoded.created_at_s, decoded.expiry_s) == (invoice.created_at_s, 600)
+    open_amount = await adapter.create_invoice(None, "any amount", 600)
+    assert (await adapter.decode(open_amount.payment_request)).amount_msat is None
+    if adapter_env.network is not None:
+        stored = adapter_env.network.lookup_invoice(adapter_env.node, invoice.payment_hash)
+        assert stored is not None and stored.state == "open"
+
+
+async def test_pay_and_track_success(adapter_env: AdapterEnv) -> None:
+    invoice = await adapter_env.merchant_invoice(100_000)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert isinstance(result, PaymentSucceeded), result
+    assert hashlib.sha256(bytes.fromhex(result.preimage)).hexdigest() == invoice.payment_hash
+    assert result.amount_msat == 100_000
+    assert 0 <= result.fee_msat <= MAX_FEE_MSAT
+    assert await adapter_env.adapter.lookup_payment(invoice.payment_hash) == result
+    updates = [u async for u in adapter_env.adapter.payment_updates(invoice.payment_hash)]
+    assert updates[-1] == result
+    if adapter_env.network is not None:
+        (truth,) = adapter_env.attempts(invoice.payment_hash)
+        assert truth.status == "succeeded" and truth.origin == adapter_env.node
+        assert (truth.preimage, truth.fee_msat) == (result.preimage, result.fee_msat)
+
+
+async def test_lookup_of_unknown_hash_is_none(adapter_env: AdapterEnv) -> None:
+    assert await adapter_env.adapter.lookup_payment("00" * 32) is None
+
+
+async def test_duplicate_pay_returns_the_node_record(adapter_env: AdapterEnv) -> None:
+    invoice = await adapter_env.merchant_invoice(50_000)
+    first = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    second = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert isinstance(first, PaymentSucceeded)
+    assert second == first
+    if adapter_env.network is not None:
+        assert len(adapter_env.attempts(invoice.payment_hash)) == 1
+
+
+async def test_concurrent_duplicate_pays_send_once(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    sim.faults.delay_resolution(0.2)
+    invoice = await adapter_env.merchant_invoice(40_000)
+    results = await asyncio.gather(
+        *(adapter_env.adapter.pay(pay_request(invoice.payment_request)) for _ in range(3))
+    )
+    assert all(isinstance(r, PaymentSucceeded) for r in results), results
+    assert len({r for r in results}) == 1
+    assert len(adapter_env.attempts(invoice.payment_hash)) == 1
+
+
+async def test_no_route(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    invoice = await adapter_env.merchant_invoice(10_000)
+    sim.faults.set_offline("bob")  # the only channel to bob goes inactive
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert_failed(result, FailureReason.NO_ROUTE)
+
+
+async def test_insufficient_liquidity(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    for channel in sim.channels_of(adapter_env.node):
+        sim.faults.drain_channel(channel.channel_id, toward=channel.peer)
+    invoice = await adapter_env.merchant_invoice(10_000)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert_failed(result, FailureReason.INSUFFICIENT_LIQUIDITY)
+    assert (await adapter_env.adapter.liquidity_summary()).outbound_msat == 0
+
+
+async def test_htlc_timeout_fails_with_timeout(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    sim.faults.drop_resolution(timeout_s=0.05)
+    invoice = await adapter_env.merchant_invoice(10_000)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert_failed(result, FailureReason.TIMEOUT)
+    (truth,) = adapter_env.attempts(invoice.payment_hash)
+    assert truth.failure_reason is FailureReason.TIMEOUT
+
+
+async def test_incorrect_details_for_an_invoice_the_payee_never_issued(
+    adapter_env: AdapterEnv,
+) -> None:
+    sim = adapter_env.sim
+    forged = encode_invoice(
+        privkey=sim.node("bob").privkey,
+        network=sim.network,
+        payment_hash=hashlib.sha256(b"never issued").hexdigest(),
+        payment_secret="11" * 32,
+        amount_msat=10_000,
+        description="not in bob's database",
+        created_at_s=int(sim.now_s()),
+        expiry_s=600,
+    )
+    result = await adapter_env.adapter.pay(pay_request(forged))
+    assert_failed(result, FailureReason.INCORRECT_DETAILS)
+
+
+async def test_invoice_expired(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    invoice = await adapter_env.merchant_invoice(10_000)
+    sim.faults.expire_invoice(invoice.payment_hash)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert_failed(result, FailureReason.INVOICE_EXPIRED)
+
+
+async def test_already_paid_with_another_amount(adapter_env: AdapterEnv) -> None:
+    invoice = await adapter_env.merchant_invoice(None)
+    first = await adapter_env.adapter.pay(pay_request(invoice.payment_request, amount_msat=7000))
+    assert isinstance(first, PaymentSucceeded)
+    again = await adapter_env.adapter.pay(pay_request(invoice.payment_request, amount_msat=9000))
+    assert_failed(again, FailureReason.ALREADY_PAID)
+    if adapter_env.network is not None:
+        assert len(adapter_env.attempts(invoice.payment_hash)) == 1
+
+
+async def test_invoice_settled_by_another_node(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    invoice = await adapter_env.merchant_invoice(10_000)
+    await sim.send_payment(
+        "dave", payment_request=invoice.payment_request, max_fee_msat=MAX_FEE_MSAT, timeout_s=5
+    )
+    assert (await sim.wait_payment("dave", invoice.payment_hash, 5)).status == "succeeded"
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    # On the wire the payee only says incorrect_or_unknown_payment_details (BOLT 4).
+    assert_failed(result, FailureReason.INCORRECT_DETAILS, FailureReason.ALREADY_PAID)
+    ours = [p for p in adapter_env.attempts(invoice.payment_hash) if p.origin == adapter_env.node]
+    assert [p.failure_reason for p in ours] == [FailureReason.ALREADY_PAID]
+    assert sum(p.status == "succeeded" for p in adapter_env.attempts(invoice.payment_hash)) == 1
+
+
+async def test_unknown_failure_stays_unknown(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    sim.faults.fail_route(node="bob", reason=FailureReason.UNKNOWN)
+    invoice = await adapter_env.merchant_invoice(10_000)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert_failed(result, FailureReason.UNKNOWN)
+
+
+async def test_node_unavailable(adapter_env: AdapterEnv) -> None:
+    invoice = await adapter_env.merchant_invoice(10_000)
+    await adapter_env.set_offline(True)
+    with pytest.raises(NodeError) as info:
+        await adapter_env.adapter.get_info()
+    assert info.value.reason is FailureReason.NODE_UNAVAILABLE
+    with pytest.raises(NodeError) as info:
+        await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+    assert info.value.reason is FailureReason.NODE_UNAVAILABLE
+    assert adapter_env.attempts(invoice.payment_hash) == []  # nothing was sent
+    await adapter_env.set_offline(False)
+    assert isinstance(
+        await adapter_env.adapter.pay(pay_request(invoice.payment_request)), PaymentSucceeded
+    )
+
+
+async def test_pay_timeout_is_in_flight_and_lookup_recovers(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    sim.faults.drop_resolution()
+    invoice = await adapter_env.merchant_invoice(10_000)
+    result = await adapter_env.adapter.pay(pay_request(invoice.payment_request, timeout_s=0.3))
+    assert isinstance(result, PaymentInFlight), result
+    assert isinstance(
+        await adapter_env.adapter.lookup_payment(invoice.payment_hash), PaymentInFlight
+    )
+    # A retry while in flight must not send again.
+    retry = await adapter_env.adapter.pay(pay_request(invoice.payment_request, timeout_s=0.3))
+    assert isinstance(retry, PaymentInFlight), retry
+    assert len(adapter_env.attempts(invoice.payment_hash)) == 1
+    sim.faults.release_dropped()
+    final: list[PaymentResult] = []
+    async for update in adapter_env.adapter.payment_updates(invoice.payment_hash):
+        final.append(update)
+    assert isinstance(final[-1], PaymentSucceeded)
+    assert await adapter_env.adapter.lookup_payment(invoice.payment_hash) == final[-1]
+
+
+async def test_node_offline_mid_payment_then_recovery(adapter_env: AdapterEnv) -> None:
+    sim = adapter_env.sim
+    sim.faults.drop_resolution()
+    invoice = await adapter_env.merchant_invoice(10_000)
+    paying = asyncio.create_task(adapter_env.adapter.pay(pay_request(invoice.payment_request)))
+    await wait_until(lambda: len(adapter_env.attempts(invoice.payment_hash)) == 1)
+    await adapter_env.set_offline(True)
+    result = await paying
+    assert isinstance(result, PaymentInFlight), result  # unknown is not failed
+    with pytest.raises(NodeError):
+        await adapter_env.adapter.lookup_payment(invoice.payment_hash)
+    sim.faults.release_dropped()  # the HTLC stays stuck while our node is down
+    assert adapter_env.attempts(invoice.payment_hash)[0].status == "in_flight"
+    await adapter_env.set_offline(False)
+    recovered: list[PaymentResult | None] = []
+
+    async def settled() -> bool:
+        recovered.append(await adapter_env.adapter.lookup_payment(invoice.payment_hash))
+        return isinstance(recovered[-1], PaymentSucceeded)
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await settled():
+        assert asyncio.get_running_loop().time() < deadline, recovered[-1]
+        await asyncio.sleep(0.01)
+    assert len(adapter_env.attempts(invoice.payment_hash)) == 1
+
+
+async def test_list_channels_and_liquidity(adapter_env: AdapterEnv) -> None:
+    channels = await adapter_env.adapter.list_channels()
+    summary = await adapter_env.adapter.liquidity_summary()
+    assert summary.channels == len(channels)
+    assert summary.outbound_msat == sum(c.local_balance_msat for c in channels if c.active)
+    for channel in channels:
+        assert channel.local_balance_msat + channel.remote_balance_msat <= channel.capacity_msat
+    if adapter_env.network is not None:
+        truth = {c.channel_id: c for c in adapter_env.network.channels_of(adapter_env.node)}
+        assert {c.channel_id for c in channels} == set(truth)
+        for channel in channels:
+            expected = truth[channel.channel_id]
+            assert channel.peer_pubkey == expected.peer_pubkey
+            assert channel.capacity_msat == expected.capacity_msat
+            assert channel.local_balance_msat == expected.local_balance_msat
+            assert channel.active == expected.active
+        assert summary.max_sendable_msat == max(c.local_balance_msat for c in truth.values())
+        adapter_env.network.faults.set_offline("hub")
+        assert not any(c.active for c in await adapter_env.adapter.list_channels())

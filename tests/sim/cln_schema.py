@@ -1,0 +1,70 @@
+"""Validate JSON against Core Lightning's method schemas (shared/conformance/cln/schemas).
+
+CLN's schemas use custom ``type`` names (msat, hash, pubkey...); they are mapped to standard
+JSON types as described in shared/conformance/README.md, touching only the ``type`` keyword and
+never a property that happens to be called ``type``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+
+SCHEMAS_DIR = Path(__file__).parents[2] / ".." / "shared" / "conformance" / "cln" / "schemas"
+
+CLN_TYPES: dict[str, str | list[str]] = {
+    "hex": "string", "hash": "string", "secret": "string", "pubkey": "string", "txid": "string",
+    "signature": "string", "bip340sig": "string", "short_channel_id": "string",
+    "short_channel_id_dir": "string", "outpoint": "string", "currency": "string",
+    "u64": "integer", "u32": "integer", "u16": "integer", "u8": "integer",
+    "msat": "integer", "sat": "integer", "sat_or_all": ["integer", "string"],
+    "msat_or_all": ["integer", "string"], "msat_or_any": ["integer", "string"],
+    "feerate": ["integer", "string"], "outputdesc": "object",
+}  # fmt: skip
+
+
+def to_standard(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [to_standard(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: to_standard(sub) for name, sub in value.items()}
+        elif key == "type" and isinstance(value, str | list):
+            types: list[str] = []
+            for name in value if isinstance(value, list) else [value]:
+                mapped = CLN_TYPES.get(name, name)
+                types += mapped if isinstance(mapped, list) else [mapped]
+            types = list(dict.fromkeys(types))
+            out[key] = types[0] if len(types) == 1 else types
+        else:
+            out[key] = to_standard(value)
+    return out
+
+
+def schemas_available() -> bool:
+    return SCHEMAS_DIR.is_dir()
+
+
+@functools.cache
+def method_schema(method: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMAS_DIR / f"{method}.json").read_text("utf-8"))
+    return schema
+
+
+@functools.cache
+def _validator(method: str, part: str) -> Draft7Validator:
+    return Draft7Validator(to_standard(method_schema(method)[part]))
+
+
+def schema_errors(method: str, document: Any, *, part: str = "response") -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _validator(method, part).iter_errors(document)
+    ]

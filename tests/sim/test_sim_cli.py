@@ -1,0 +1,187 @@
+"""``corridor sim`` commands against a running SimStack (on its own loop thread, like a
+separate ``sim up`` process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.sim import cli
+from services.sim.runner import SimStack
+from services.sim.topology import load_topology
+
+SMALL_TOPOLOGY = Path(__file__).parents[2] / "services" / "sim" / "topologies" / "small.yaml"
+
+
+class RunningStack:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.stack = SimStack(state_dir=state_dir, topology=load_topology(SMALL_TOPOLOGY), seed=4)
+
+    def __enter__(self) -> RunningStack:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.stack.start(), self.loop).result(timeout=30)
+        (self.state_dir / "endpoints.json").write_text(
+            json.dumps({"nats_url": "nats://keep-me", **self.stack.endpoints()})
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.stack.stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def running() -> Iterator[RunningStack]:
+    state_dir = Path(tempfile.mkdtemp(prefix="cq", dir="/tmp"))
+    try:
+        with RunningStack(state_dir) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["sim", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_endpoints_document_shape(running: RunningStack) -> None:
+    document = running.stack.endpoints()
+    assert set(document) == {"nodes", "sim_control"}
+    names = {n["name"] for n in document["nodes"]}
+    assert names == {"us-lnd", "us-cln", "hub-us", "merchant-01", "merchant-02"}
+    for node in document["nodes"]:
+        assert set(node) == {"name", "role", "region", "implementation", "endpoint", "pubkey"}
+        assert node["endpoint"].startswith(f"{node['implementation']}://")
+    assert Path(document["sim_control"]).exists()
+
+
+def test_nodes_invoice_fault_and_payments(
+    running: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sd = str(running.state_dir)
+    code, out, _ = run_cli(capsys, "nodes", "--json", "--state-dir", sd)
+    assert code == 0 and {n["name"] for n in json.loads(out)} >= {"us-cln", "merchant-02"}
+
+    code, out, _ = run_cli(
+        capsys, "invoice", "--node", "merchant-02", "--amount-msat", "21000", "--state-dir", sd
+    )
+    assert code == 0
+    invoice = json.loads(out)
+    network = running.stack.network
+    stored = network.lookup_invoice("merchant-02", invoice["payment_hash"])
+    assert stored is not None and stored.amount_msat == 21000
+
+    code, out, _ = run_cli(capsys, "fault", "offline", "merchant-02", "--state-dir", sd)
+    assert code == 0 and not network.is_online("merchant-02")
+    code, _, err = run_cli(
+        capsys, "invoice", "--node", "merchant-02", "--amount-msat", "1", "--state-dir", sd
+    )
+    assert code == 2 and "unreachable" in err and "Traceback" not in err
+    code, _, _ = run_cli(capsys, "fault", "slow", "us-cln", "0.2", "--state-dir", sd)
+    assert code == 0 and network.faults.latency_for("us-cln") == 0.2
+    code, _, _ = run_cli(
+        capsys, "fault", "fail-route", "--node", "hub-us", "--reason", "timeout", "--state-dir", sd
+    )
+    assert code == 0 and network.faults.fail_rules
+    code, _, _ = run_cli(capsys, "fault", "clear", "--state-dir", sd)
+    assert code == 0 and network.is_online("merchant-02") and not network.faults.fail_rules
+
+    started = asyncio.run_coroutine_threadsafe(
+        network.send_payment(
+            "us-cln", payment_request=invoice["payment_request"], max_fee_msat=10_000, timeout_s=5
+        ),
+        running.loop,
+    ).result(timeout=10)
+    asyncio.run_coroutine_threadsafe(
+        network.wait_payment("us-cln", started.payment_hash, 5), running.loop
+    ).result(timeout=10)
+    code, out, _ = run_cli(capsys, "payments", "--json", "--state-dir", sd)
+    (payment,) = json.loads(out)
+    assert payment["payment_hash"] == invoice["payment_hash"] and payment["status"] == "succeeded"
+
+
+def test_user_mistakes_are_one_line(
+    running: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sd = str(running.state_dir)
+    code, _, err = run_cli(capsys, "fault", "offline", "nobody", "--state-dir", sd)
+    assert code == 2 and err.strip() == "corridor sim: error: unknown node 'nobody'"
+    code, _, err = run_cli(
+        capsys, "fault", "drain", "1x1x1", "--toward", "us-cln", "--state-dir", sd
+    )
+    assert code == 2 and "unknown channel" in err
+    code, _, err = run_cli(
+        capsys, "invoice", "--node", "ghost", "--amount-msat", "5", "--state-dir", sd
+    )
+    assert code == 2 and "unknown node" in err
+    code, _, err = run_cli(capsys, "nodes", "--state-dir", "/nonexistent-corridor")
+    assert code == 2 and "corridor sim up" in err
+
+
+def test_up_writes_endpoints_without_clobbering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="cu", dir="/tmp"))
+    try:
+        (state_dir / "endpoints.json").write_text(json.dumps({"nats_url": "nats://keep-me"}))
+
+        async def scenario() -> int:
+            args = cli_parser().parse_args(
+                [
+                    "sim",
+                    "up",
+                    "--state-dir",
+                    str(state_dir),
+                    "--topology",
+                    str(SMALL_TOPOLOGY),
+                    "--seed",
+                    "9",
+                ]
+            )
+            task = asyncio.create_task(args.handler(args))
+            path = state_dir / "endpoints.json"
+            deadline = asyncio.get_running_loop().time() + 20
+            while "sim_control" not in json.loads(path.read_text()):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            data = json.loads(path.read_text())
+            assert data["nats_url"] == "nats://keep-me" and len(data["nodes"]) == 5
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does; the handler stops cleanly
+            return int(await task)
+
+        assert asyncio.run(scenario()) == 0
+        assert "control:" in capsys.readouterr().out
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_up_with_a_bad_topology_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: [{name: a}]\nchannels: []\n")
+    code, _, err = run_cli(capsys, "up", "--topology", str(bad), "--state-dir", str(tmp_path))
+    assert code == 2 and err.startswith("corridor sim: error: invalid topology")
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corridor")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser

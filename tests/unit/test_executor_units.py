@@ -1,0 +1,234 @@
+"""Executor parts that need no servers: the payer's decisions against a fake node, keysend
+hashes, work-order decoding, node URIs and the health board. (Pure tests; they would sit in
+tests/unit/ if the executor's area included it.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from schemas.commands import RecordPaymentOutcome
+from schemas.events import IntentDispatched
+from services.executor import ExecutorLimits, HealthBoard, HealthReport
+from services.executor.engine_client import AttemptStatus
+from services.executor.errors import BadWorkOrder, NodeUriError
+from services.executor.keysend import keysend_preimage, load_or_create_secret
+from services.executor.nodes import resolve_node
+from services.executor.payer import Disposition, Payer
+from services.executor.work_order import WorkOrder, decode_work_order
+from services.lightning.port import (
+    FailureReason,
+    NodeError,
+    PaymentFailed,
+    PaymentInFlight,
+    PaymentResult,
+    PaymentSucceeded,
+    PayRequest,
+)
+
+SECRET = bytes(range(32))
+LIMITS = ExecutorLimits(node_backoff_s_first=0.001, track_poll_s=0.001, track_s_max=0.05)
+DESTINATION = "02" + "11" * 32
+
+
+class FakeNode:
+    """Only what the payer uses: a record per hash, sends counted, optional outage."""
+
+    def __init__(self, *, pay_result: PaymentResult | None = None) -> None:
+        self.records: dict[str, PaymentResult] = {}
+        self.sends: list[PayRequest] = []
+        self.unreachable = False
+        self.pay_result = pay_result
+
+    async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
+        if self.unreachable:
+            raise NodeError(FailureReason.NODE_UNAVAILABLE, "down")
+        return self.records.get(payment_hash)
+
+    async def pay(self, request: PayRequest) -> PaymentResult:
+        assert request.payment_hash is not None
+        self.sends.append(request)
+        if self.pay_result is None:
+            raise NodeError(FailureReason.NODE_UNAVAILABLE, "refused")
+        if not isinstance(self.pay_result, PaymentFailed):
+            self.records[request.payment_hash] = self.pay_result
+        return self.pay_result
+
+    async def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
+        yield self.records[payment_hash]
+
+
+def _order(attempt: int = 1) -> WorkOrder:
+    dispatched = IntentDispatched(
+        attempt=attempt,
+        region="us",
+        node="us-lnd",
+        amount_msat=1000,
+        max_fee_msat=10,
+        destination=DESTINATION,
+        pay_timeout_s=5,
+    )
+    return WorkOrder(intent_id="i-1", event_id="e-1", correlation_id="c-1", dispatched=dispatched)
+
+
+def _payer(node: FakeNode, reported: list[RecordPaymentOutcome], status: AttemptStatus) -> Payer:
+    async def report(order: WorkOrder, outcome: RecordPaymentOutcome) -> None:
+        reported.append(outcome)
+
+    async def status_of(intent_id: str) -> AttemptStatus:
+        return status
+
+    return Payer(node, secret=SECRET, limits=LIMITS, report=report, status_of=status_of)  # type: ignore[arg-type]
+
+
+DISPATCHED = AttemptStatus(state="dispatched", attempt=1)
+
+
+async def test_success_is_reported_with_the_preimage() -> None:
+    preimage, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    node = FakeNode(
+        pay_result=PaymentSucceeded(
+            payment_hash=payment_hash, preimage=preimage, amount_msat=1000, fee_msat=3
+        )
+    )
+    reported: list[RecordPaymentOutcome] = []
+    assert (
+        await _payer(node, reported, DISPATCHED).process(_order(), delivery=1) is Disposition.DONE
+    )
+    [outcome] = reported
+    assert (outcome.outcome, outcome.preimage, outcome.fee_msat) == ("succeeded", preimage, 3)
+    assert node.sends[0].keysend_preimage == preimage
+
+
+async def test_a_known_hash_is_never_sent_again() -> None:
+    _, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    node = FakeNode()
+    node.records[payment_hash] = PaymentFailed(
+        payment_hash=payment_hash, reason=FailureReason.NO_ROUTE
+    )
+    reported: list[RecordPaymentOutcome] = []
+    await _payer(node, reported, DISPATCHED).process(_order(), delivery=2)
+    assert node.sends == []
+    assert (reported[0].failure_reason, reported[0].confirmed_not_paid) == ("no_route", True)
+
+
+async def test_an_obsolete_order_is_not_sent() -> None:
+    node, reported = FakeNode(), []  # type: ignore[var-annotated]
+    rerouted = AttemptStatus(state="dispatched", attempt=2)
+    assert await _payer(node, reported, rerouted).process(_order(), delivery=1) is Disposition.DONE
+    assert node.sends == [] and reported == []
+
+
+async def test_an_unreachable_node_reports_nothing() -> None:
+    node, reported = FakeNode(), []  # type: ignore[var-annotated]
+    node.unreachable = True
+    assert (
+        await _payer(node, reported, DISPATCHED).process(_order(), delivery=1) is Disposition.RETRY
+    )
+    assert node.sends == [] and reported == []
+
+
+async def test_a_refused_send_is_retried_then_reported_with_the_empty_record_as_proof() -> None:
+    node, reported = FakeNode(pay_result=None), []  # type: ignore[var-annotated]
+    payer = _payer(node, reported, DISPATCHED)
+    assert await payer.process(_order(), delivery=1) is Disposition.RETRY and reported == []
+    last = LIMITS.send_deliveries_max
+    assert await payer.process(_order(), delivery=last) is Disposition.DONE
+    assert (reported[0].failure_reason, reported[0].confirmed_not_paid) == (
+        "node_unavailable",
+        True,
+    )
+
+
+async def test_in_flight_is_reported_then_followed() -> None:
+    _, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    node = FakeNode(pay_result=PaymentInFlight(payment_hash=payment_hash))
+    reported: list[RecordPaymentOutcome] = []
+    assert (
+        await _payer(node, reported, DISPATCHED).process(_order(), delivery=1) is Disposition.RETRY
+    )
+    assert [o.outcome for o in reported] == ["in_flight"]
+
+
+def test_keysend_hashes_are_deterministic_and_per_attempt(tmp_path: Path) -> None:
+    secret = load_or_create_secret(tmp_path / "s")
+    assert load_or_create_secret(tmp_path / "s") == secret
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o600
+    preimage, payment_hash = keysend_preimage(secret, "i-1", 1)
+    assert keysend_preimage(secret, "i-1", 1) == (preimage, payment_hash)
+    assert hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == payment_hash
+    assert keysend_preimage(secret, "i-1", 2)[1] != payment_hash
+
+
+def test_work_orders_other_than_intent_dispatched_are_refused() -> None:
+    record = {
+        "type": "IntentSettled",
+        "version": 1,
+        "event_id": "e",
+        "stream_id": "i",
+        "stream_version": 5,
+        "position": 9,
+        "recorded_at_ms": 1,
+        "hash": "",
+        "prev_hash": "",
+        "metadata": {"correlation_id": "c", "causation_id": "c", "actor": "x"},
+        "data": {},
+    }
+    with pytest.raises(BadWorkOrder):
+        decode_work_order(json.dumps(record).encode(), bytes_max=65536)
+    with pytest.raises(BadWorkOrder):
+        decode_work_order(b"{" * 10, bytes_max=65536)
+    with pytest.raises(BadWorkOrder):
+        decode_work_order(b" " * 100, bytes_max=10)
+
+
+def test_node_uris(tmp_path: Path) -> None:
+    entry = {
+        "name": "eu-lnd",
+        "role": "ours",
+        "region": "eu",
+        "implementation": "lnd",
+        "endpoint": "lnd://127.0.0.1:1?tlscert=a&macaroon=b",
+        "pubkey": DESTINATION,
+    }
+    (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": [entry]}))
+    resolved = resolve_node("sim://eu-lnd", region="eu", state_dir=tmp_path)
+    assert (resolved.name, resolved.uri) == ("eu-lnd", entry["endpoint"])
+    assert resolve_node("cln:///tmp/rpc", region="us", state_dir=tmp_path).name == "us-cln"
+    for bad, region in (("sim://nope", "eu"), ("sim://eu-lnd", "us"), ("http://x", "eu")):
+        with pytest.raises(NodeUriError):
+            resolve_node(bad, region=region, state_dir=tmp_path)
+
+
+def _report(observed_at_ms: int, healthy: bool = True) -> HealthReport:
+    return HealthReport(
+        node="us-lnd",
+        region="us",
+        healthy=healthy,
+        outbound_msat=5,
+        inbound_msat=1,
+        channels=2,
+        observed_at_ms=observed_at_ms,
+        executor_id="x",
+    )
+
+
+def test_health_board_keeps_the_newest_report_and_ages_it() -> None:
+    board = HealthBoard(interval_ms=1000, stale_intervals=3)
+    assert board.health("us", "us-lnd", 0) is None
+    board.observe(_report(10_000))
+    board.observe(_report(9_000, healthy=False))  # late and older: ignored
+    fresh = board.health("us", "us-lnd", 13_000)
+    assert fresh is not None and fresh.healthy and fresh.outbound_msat == 5
+    stale = board.snapshot(13_001)[("us", "us-lnd")]
+    assert msgspec.to_builtins(stale) == {"healthy": False, "outbound_msat": None}
+
+
+def test_redelivery_backoff_is_capped() -> None:
+    limits = ExecutorLimits(redelivery_delay_s_first=1.0, redelivery_delay_s_max=8.0)
+    assert [limits.redelivery_delay_s(n) for n in (1, 2, 3, 4, 5, 100)] == [1, 2, 4, 8, 8, 8]
