@@ -64,6 +64,7 @@ class PilotMetrics:
     operator_approved: int = 0
     operator_rejected: int = 0
     anomalies: int = 0
+    failure_reasons: Counter[str] = field(default_factory=Counter)
 
     def apply(self, event: dict[str, Any]) -> None:
         kind, data, stream = event["type"], event["data"], event["stream_id"]
@@ -94,6 +95,8 @@ class PilotMetrics:
                 self.operator_approved += 1
             case "IntentRejected" if data.get("by") == "operator":
                 self.operator_rejected += 1
+            case "IntentFailed":
+                self.failure_reasons[str(data.get("reason"))] += 1
             case "OutcomeIgnored" if data.get("anomaly"):
                 self.anomalies += 1
 
@@ -132,6 +135,7 @@ class PilotMetrics:
                 "operator_approved": self.operator_approved,
                 "operator_rejected": self.operator_rejected,
             },
+            "failures_by_reason": dict(sorted(self.failure_reasons.items())),
             "anomalies": self.anomalies,
         }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +34,17 @@ from services.settings import Settings
 log = structlog.get_logger("corridor.engine")
 
 
-def corridor_table(corridors: dict[str, list[str]]) -> CorridorTable:
+def corridor_table(
+    corridors: dict[str, list[str]], *, keysend_unsupported: Iterable[str] = ()
+) -> CorridorTable:
+    no_keysend = set(keysend_unsupported)
     table = {}
     for name, candidates in corridors.items():
         parsed = []
         for entry in candidates:
             region, _, node = entry.partition("/")
-            parsed.append(RouteCandidate(region=region, node=node or f"{region}-lnd"))
+            node = node or f"{region}-lnd"
+            parsed.append(RouteCandidate(region=region, node=node, keysend=node not in no_keysend))
         table[name] = tuple(parsed)
     return CorridorTable(corridors=table)
 
@@ -123,7 +127,9 @@ async def bootstrap(
     await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
     default_policy = PolicyEngine(document)
-    table = corridor_table(settings.corridors)
+    table = corridor_table(
+        settings.corridors, keysend_unsupported=settings.keysend_unsupported_nodes
+    )
     health = HealthBoard(interval_ms=int(settings.health_interval_s * 1000))
     engine_clock = clock or SystemClock()
 

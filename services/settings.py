@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # consumers must dedupe by event id or position (see README).
     jetstream_duplicate_window_s: int = Field(default=120, ge=1)
 
+    # Nodes that cannot keysend with a preimage we choose (Core Lightning's keysend picks its
+    # own), so routing sends them invoice payments only.
+    keysend_unsupported_nodes: list[str] = Field(
+        default_factory=lambda: ["us-cln", "eu-cln", "asia-cln"]
+    )
     # The policy document in force until a two-person-approved version replaces it.
     policy_file: Path | None = None
     # Executors report node health this often; three missed reports make a node unhealthy.

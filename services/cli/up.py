@@ -37,6 +37,7 @@ async def run_up(
     await asyncio.to_thread(stack.start)
     engine = None
     sim_stack: Any = None
+    fleet: Any = None
     try:
         engine = await bootstrap(settings, nats_url=stack.nats_url, database_url=stack.database_url)
         await engine.start()
@@ -51,12 +52,24 @@ async def run_up(
             sim_stack = await _start_sim(state_dir, topology, seed)
             endpoints.update(sim_stack.endpoints())
         path = write_endpoints(state_dir, endpoints)
+        if sim:
+            # One executor per (region, node) the corridors route to, paying through the sim.
+            from services.executor.fleet import ExecutorFleet, targets_from_corridors
+
+            fleet = ExecutorFleet(
+                nats_url=stack.nats_url, state_dir=state_dir,
+                targets=targets_from_corridors(settings.corridors),
+            )  # fmt: skip
+            await fleet.start()
         log.info("corridor_ready", endpoints=str(path), nats_url=stack.nats_url)
         if ready_line:
             print(f"corridor is up; endpoints in {path}. Ctrl-C to stop.", flush=True)
         await stop.wait()
     finally:
         log.info("corridor_stopping")
+        if fleet is not None:
+            with contextlib.suppress(Exception):
+                await fleet.stop()
         if sim_stack is not None:
             with contextlib.suppress(Exception):
                 await sim_stack.stop()

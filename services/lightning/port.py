@@ -142,8 +142,10 @@ class NodePort(Protocol):
     async def pay(self, request: PayRequest) -> PaymentResult:
         """Send a payment, or answer from the node's record if this hash was already sent.
 
-        Never sends twice for the same payment hash. Returns ``PaymentInFlight`` when the
-        outcome is not known within ``request.timeout_s``.
+        Never sends while an earlier attempt for the same payment hash is in flight or has
+        succeeded; only an attempt the node records as definitively failed may be sent again
+        (as LND and CLN themselves allow). Returns ``PaymentInFlight`` when the outcome is not
+        known within ``request.timeout_s``.
         """
         ...
 

@@ -147,6 +147,7 @@ def _route_and_dispatch(state: PaymentIntent, ctx: DecisionContext) -> list[ev.E
         state.corridor,
         amount_msat=state.amount_msat,
         exclude_regions=frozenset(state.tried_regions),
+        keysend=state.destination is not None,
     )
     if not isinstance(choice, RouteDecision):
         reasons = ",".join(f"{c.region}:{c.reason}" for c in choice) or "unknown_corridor"

@@ -6,18 +6,18 @@ document changes only through ``PolicyDocumentAggregate`` (proposal, then a seco
 approval). No I/O, no clock, no randomness: time arrives as ``now_ms``.
 """
 
-from services.domain.policy.aggregate import PolicyDocumentAggregate
-from services.domain.policy.aggregate import decide as decide_policy
-from services.domain.policy.aggregate import evolve as evolve_policy
-from services.domain.policy.aggregate import fold as fold_policy
 from schemas.policy_document import PolicyDocument
-from services.domain.policy.engine import PolicyEngine, judge
 from schemas.policy_messages import (
     ApprovePolicy,
     PolicyActivated,
     PolicyProposed,
     ProposePolicy,
 )
+from services.domain.policy.aggregate import PolicyDocumentAggregate
+from services.domain.policy.aggregate import decide as decide_policy
+from services.domain.policy.aggregate import evolve as evolve_policy
+from services.domain.policy.aggregate import fold as fold_policy
+from services.domain.policy.engine import PolicyEngine, judge
 from services.domain.policy.port import AllowAllPolicy, Policy, PolicyVerdict
 from services.domain.policy.spend import SpendLedger, WindowLimit
 from services.domain.policy.spend_fold import SpendBook, apply_intent_event, fold_intent_events

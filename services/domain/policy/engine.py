@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 
 from schemas.commands import SubmitPaymentIntent
 from schemas.events import RuleFired, Tier
-from services.domain.policy import rules
 from schemas.policy_document import PolicyDocument
+from services.domain.policy import rules
 from services.domain.policy.port import PolicyVerdict
 from services.domain.policy.spend import SpendLedger
 

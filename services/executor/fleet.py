@@ -1,0 +1,78 @@
+"""Several in-process executors, one per (region, node): what `corridor up` and the demo run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from services.executor.limits import ExecutorLimits
+from services.executor.runner import build_executor
+from services.executor.worker import Executor
+
+log = structlog.get_logger("corridor.fleet")
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+class ExecutorFleet:
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        state_dir: Path,
+        targets: Iterable[tuple[str, str]],
+        limits: ExecutorLimits | None = None,
+    ) -> None:
+        self._nats_url = nats_url
+        self._state_dir = state_dir
+        self._targets = sorted(set(targets))
+        self._limits = limits
+        self.executors: list[Executor] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for region, node in self._targets:
+            executor = build_executor(
+                nats_url=self._nats_url, region=region, node_uri=f"sim://{node}",
+                state_dir=self._state_dir, node_name=node, limits=self._limits,
+                executor_id=f"{region}-{node}-fleet",
+            )  # fmt: skip
+            self.executors.append(executor)
+            self._tasks.append(asyncio.create_task(executor.run(), name=f"executor-{node}"))
+        waits = [asyncio.create_task(e.ready.wait()) for e in self.executors]
+        _, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await self.stop()
+            raise TimeoutError(f"{len(pending)} executors did not become ready")
+        log.info("executor_fleet_ready", executors=len(self.executors))
+
+    async def stop(self) -> None:
+        for executor in self.executors:
+            executor.stop()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for executor in self.executors:
+            with contextlib.suppress(Exception):
+                await executor.close_node()
+        self.executors.clear()
+        self._tasks.clear()
+
+
+def targets_from_corridors(corridors: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Every (region, node) that some corridor may route to."""
+    found = set()
+    for candidates in corridors.values():
+        for entry in candidates:
+            region, _, node = entry.partition("/")
+            found.add((region, node or f"{region}-lnd"))
+    return sorted(found)
