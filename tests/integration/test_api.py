@@ -203,17 +203,21 @@ async def test_cancel_before_dispatch_and_refusal_after(engine: Engine, nc: Clie
                for rule in checked["explanation"])  # fmt: skip
 
 
-async def test_spend_limit_race_lets_exactly_the_budget_through(
-    engine: Engine, nc: Client
-) -> None:
+async def test_spend_limit_race_lets_exactly_the_budget_through(engine: Engine, nc: Client) -> None:
     """40 agent intents race for a 20,000 sat hourly budget; each may cost 910 sat."""
     replies = await asyncio.gather(
         *(
             request(
-                nc, SUBMIT.format(caller="bot-7"),
-                submit(key=f"race-{i}", caller_id="bot-7", kind="agent", amount_msat=900_000,
-                       max_fee_msat=10_000),
-            )  # fmt: skip
+                nc,
+                SUBMIT.format(caller="bot-7"),
+                submit(
+                    key=f"race-{i}",
+                    caller_id="bot-7",
+                    kind="agent",
+                    amount_msat=900_000,
+                    max_fee_msat=10_000,
+                ),
+            )
             for i in range(40)
         )
     )

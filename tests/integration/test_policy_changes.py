@@ -78,9 +78,7 @@ async def test_two_person_rule_then_new_version_judges_intents(
         await engine.stop()
 
 
-async def test_invalid_policy_document_is_refused_with_its_field(
-    engine: Any, nc: Client
-) -> None:
+async def test_invalid_policy_document_is_refused_with_its_field(engine: Any, nc: Client) -> None:
     document = _stricter_document()
     document["fees"]["cap_ppm"] = -5
     propose = {"type": "ProposePolicy", "version": 1, "policy_version": 2,

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from schemas import errors
+from schemas.policy_messages import PolicyCommand, PolicyEvent
 from services.domain.policy import (
     ApprovePolicy,
     PolicyActivated,
@@ -17,7 +18,6 @@ from services.domain.policy import (
     fold_policy,
 )
 from services.domain.policy.aggregate import PolicyDocumentAggregate
-from schemas.policy_messages import PolicyCommand, PolicyEvent
 from services.policy.loader import load_default_policy
 
 DEFAULT = load_default_policy()

@@ -10,9 +10,9 @@ import pytest
 from schemas import events as ev
 from schemas.commands import SubmitPaymentIntent
 from schemas.common import Caller
+from schemas.policy_document import DenyList, PolicyDocument, Screening, SpendLimits
 from services.domain.intent import DecisionContext, decide
 from services.domain.policy import Policy, PolicyEngine, SpendLedger, fold_intent_events, judge
-from schemas.policy_document import DenyList, PolicyDocument, Screening, SpendLimits
 from services.domain.policy.spend_fold import SpendBook
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate
 from services.policy.loader import load_default_policy
