@@ -105,7 +105,7 @@ def _print_reply(reply: dict[str, Any]) -> int:
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
-    sd = args.state_dir
+    sd: Path | None = getattr(args, "state_dir", None)
     match args.command:
         case "up":
             from services.cli.up import run_up
@@ -113,7 +113,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             settings = load_settings()
             configure_logging(settings.log_level)
             await run_up(
-                settings, state_dir=sd, sim=not args.no_sim, topology=args.topology,
+                settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
                 seed=args.seed,
             )  # fmt: skip
             return 0

@@ -1,0 +1,32 @@
+"""`corridor bench`: print the figures as JSON and a table, and write them to a file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="measure Corridor against the machine's limits")
+    bench.add_argument("--runs", type=int, default=3, help="repetitions per figure")
+    bench.add_argument("--intents", type=int, default=2000, help="intents per end-to-end run")
+    bench.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    bench.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from services.bench.run import run_bench
+    from services.bench.table import render
+    from services.logging import configure_logging
+
+    configure_logging("warning")
+    result = await run_bench(runs=args.runs, e2e_intents=args.intents, quick=args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.write(render(result))
+    return 0

@@ -1,0 +1,319 @@
+"""`corridor bench`: Corridor's figures beside the machine's raw NATS and PostgreSQL speed.
+
+Everything runs on embedded servers started here with fsync on (``synchronous_commit=on``,
+JetStream ``sync_interval: always``). The engine runs in its own process (`corridor up --no-sim`)
+so its memory is its own; the simulated network (zero hop delay), the region executors and the
+load generator share this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from nats.js.api import DeliverPolicy
+
+from services.bench import baselines, store_bench
+from services.bench.e2e import run_closed_loop, run_open_loop
+from services.bench.stats import percentile, summary
+from services.bus.jetstream import connect
+from services.cli.endpoints import write_endpoints
+from services.devstack import DevStack
+from services.eventstore.postgres import PostgresEventStore
+from services.executor.fleet import ExecutorFleet, targets_from_corridors
+from services.executor.limits import ExecutorLimits
+from services.settings import DEFAULT_CORRIDORS
+from services.sim.runner import SimStack
+
+TARGETS = {
+    "settled_intents_per_s": 1000,
+    "e2e_append_vs_batched_baseline": 0.10,
+    "latency_p95_ms_at_half_saturation": 25,
+    "replay_events_per_s": 50_000,
+    "append_batched_events_per_s": 20_000,
+    "engine_peak_rss_mib": 300,
+}
+
+
+def _db_url(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def _create_db(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _db_url(admin_url, name)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _nats_counters(monitor_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{monitor_url}/varz", timeout=5) as resp:
+        varz = json.loads(resp.read())
+    return {"in_msgs": int(varz["in_msgs"]), "out_msgs": int(varz["out_msgs"])}
+
+
+async def _pg_counters(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT xact_commit + xact_rollback AS xacts, tup_inserted, tup_fetched"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        )
+        events = await conn.fetchval("SELECT position FROM event_log_head")
+    finally:
+        await conn.close()
+    assert row is not None
+    return {"xacts": row["xacts"], "tup_inserted": row["tup_inserted"], "events": events}
+
+
+async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
+    stack = DevStack(work / "servers", fsync=True)
+    await asyncio.to_thread(stack.start)
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+        "config": {"runs": runs, "e2e_intents": e2e_intents, "fsync": True, "hop_delay_s": 0.0},
+    }  # fmt: skip
+    try:
+        result["baselines"] = await _baselines(stack, runs, quick)
+        result["event_store"] = await _store(stack, runs, quick)
+        result.update(await _end_to_end(stack, work, runs, e2e_intents))
+    finally:
+        await asyncio.to_thread(stack.stop)
+    _ratios_and_targets(result)
+    return result
+
+
+async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
+    url = await _create_db(stack.database_url, "bench_raw")
+    single_rows, batched_rows = (300, 5_000) if quick else (2_000, 30_000)
+    messages_sync, messages_pipe = (300, 3_000) if quick else (2_000, 30_000)
+    nc = await connect(stack.nats_url, name="bench-baseline")
+    js = nc.jetstream(publish_async_max_pending=4000)
+    try:
+        await js.add_stream(name="BENCH_RAW", subjects=["bench.raw.>"])
+        out: dict[str, list[float]] = {k: [] for k in (
+            "pg_single_rows_per_s", "pg_batched_rows_per_s",
+            "js_sync_msgs_per_s", "js_pipelined_msgs_per_s")}  # fmt: skip
+        for _ in range(runs):
+            out["pg_single_rows_per_s"].append(
+                await baselines.pg_single_rows_per_s(url, single_rows)
+            )
+            out["pg_batched_rows_per_s"].append(
+                await baselines.pg_batched_rows_per_s(url, batched_rows)
+            )
+            out["js_sync_msgs_per_s"].append(
+                await baselines.js_sync_msgs_per_s(js, "bench.raw.sync", messages_sync)
+            )
+            out["js_pipelined_msgs_per_s"].append(
+                await baselines.js_pipelined_msgs_per_s(js, "bench.raw.pipe", messages_pipe)
+            )
+        await js.delete_stream("BENCH_RAW")
+    finally:
+        await nc.close()
+    unit = {"pg": "rows/s", "js": "msgs/s"}
+    return {k: summary(v, unit=unit[k[:2]]) for k, v in out.items()}
+
+
+async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
+    url = await _create_db(stack.database_url, "bench_store")
+    store = await PostgresEventStore.connect(url, pool_max=4)
+    single, batched = (300, 6_000) if quick else (2_000, 60_000)
+    names = ("append_single_events_per_s", "append_batched_events_per_s", "replay_events_per_s")
+    out: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for run in range(runs):
+            out["append_single_events_per_s"].append(
+                await store_bench.append_single_per_s(store, single, f"s{run}")
+            )
+            out["append_batched_events_per_s"].append(
+                await store_bench.append_batched_per_s(store, batched, f"b{run}")
+            )
+            rate, _ = await store_bench.replay_per_s(store)
+            out["replay_events_per_s"].append(rate)
+    finally:
+        await store.close()
+    return {k: summary(v, unit="events/s") for k, v in out.items()}
+
+
+async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> dict[str, Any]:
+    db_url = await _create_db(stack.database_url, "corridor")
+    engine_dir = work / "engine"
+    env = {**os.environ, "NATS_URL": stack.nats_url, "DATABASE_URL": db_url,
+           "CORRIDOR_LOG_LEVEL": "warning", "CORRIDOR_HEALTH_INTERVAL_S": "1"}  # fmt: skip
+    argv = [sys.executable, "-m", "services.cli.main", "up", "--no-sim", "--state-dir"]
+    with (work / "engine.log").open("wb") as engine_log:
+        engine = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
+            [*argv, str(engine_dir)], env=env, stdout=subprocess.DEVNULL, stderr=engine_log
+        )
+    sim = SimStack(state_dir=work / "sim", seed=1, hop_delay_s=0.0)
+    fleet = None
+    nc = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (engine_dir / "endpoints.json").exists():
+            if engine.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"engine did not start; see {work / 'engine.log'}")
+            await asyncio.sleep(0.05)  # waiting for the engine's readiness file
+        await sim.start()
+        exec_dir = work / "executors"
+        write_endpoints(exec_dir, {"nats_url": stack.nats_url, **sim.endpoints()})
+        fleet = ExecutorFleet(
+            nats_url=stack.nats_url, state_dir=exec_dir,
+            targets=targets_from_corridors(DEFAULT_CORRIDORS),
+            limits=ExecutorLimits(health_interval_s=1.0),
+        )  # fmt: skip
+        await fleet.start()
+        nc = await connect(stack.nats_url, name="bench-load")
+        settled_q: asyncio.Queue[str] = asyncio.Queue()
+        settled_at: dict[str, float] = {}
+
+        async def on_settled(msg: Any) -> None:
+            intent_id = msg.headers.get("Corridor-Stream-Id", "")
+            settled_at[intent_id] = time.perf_counter()
+            settled_q.put_nowait(intent_id)
+
+        await nc.jetstream().subscribe(
+            "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
+            ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
+        )  # fmt: skip
+        await run_closed_loop(nc, sim, tag="warm", intents=100, window=64, settled=settled_q)
+        monitor = f"http://127.0.0.1:{urlsplit(stack.nats_url).port}"
+        closed = []
+        costs: dict[str, float] = {}
+        for run in range(runs):
+            nats_before = _nats_counters(_monitor_url(stack))
+            pg_before = await _pg_counters(db_url)
+            closed.append(
+                await run_closed_loop(
+                    nc, sim, tag=f"sat{run}", intents=intents, window=512, settled=settled_q
+                )
+            )
+            nats_after = _nats_counters(_monitor_url(stack))
+            pg_after = await _pg_counters(db_url)
+            n = max(1, closed[-1].settled)
+            costs = {
+                "events": round((pg_after["events"] - pg_before["events"]) / n, 2),
+                "db_transactions": round((pg_after["xacts"] - pg_before["xacts"]) / n, 2),
+                "nats_messages_in": round((nats_after["in_msgs"] - nats_before["in_msgs"]) / n, 2),
+                "nats_messages_out": round(
+                    (nats_after["out_msgs"] - nats_before["out_msgs"]) / n, 2
+                ),
+            }
+        del monitor
+        saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
+        events_per_intent = costs.get("events", 6.0)
+        open_loop = await run_open_loop(
+            nc, sim, tag="half", rate_per_s=max(1.0, saturation / 2),
+            duration_s=8.0, settled_at=settled_at,
+        )  # fmt: skip
+        engine_rss = _rss_mib(engine.pid)
+        submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
+        return {
+            "end_to_end": {
+                "settled_intents_per_s": summary(
+                    [r.settled_per_s for r in closed], unit="intents/s"
+                ),
+                "events_appended_per_s": summary(
+                    [r.settled_per_s * events_per_intent for r in closed], unit="events/s"
+                ),
+                "settled_of_submitted": [f"{r.settled}/{r.intents}" for r in closed],
+                "submit_reply_ms": {
+                    "p50": round(percentile(submit_ms, 50), 1),
+                    "p95": round(percentile(submit_ms, 95), 1),
+                },
+            },
+            "latency_at_half_saturation": open_loop,
+            "memory": {
+                "engine_peak_rss_mib": engine_rss,
+                "sim_executors_load_peak_rss_mib": _rss_mib(os.getpid()),
+            },
+            "cost_per_intent": costs,
+        }
+    finally:
+        if nc is not None:
+            await nc.close()
+        if fleet is not None:
+            await fleet.stop()
+        await sim.stop()
+        engine.send_signal(signal.SIGTERM)
+        try:
+            engine.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+
+
+def _monitor_url(stack: DevStack) -> str:
+    nats = stack._nats  # the embedded server knows its monitoring port
+    assert nats is not None, "cost figures need the embedded nats-server"
+    return f"http://127.0.0.1:{nats.monitor_port}"
+
+
+def _ratios_and_targets(result: dict[str, Any]) -> None:
+    base, store = result["baselines"], result["event_store"]
+    e2e = result.get("end_to_end", {})
+
+    def median(figure: dict[str, Any]) -> float:
+        return float(figure["median"])
+
+    result["ratios"] = {
+        "append_single_vs_pg_single": round(
+            median(store["append_single_events_per_s"]) / median(base["pg_single_rows_per_s"]), 3
+        ),
+        "append_batched_vs_pg_batched": round(
+            median(store["append_batched_events_per_s"]) / median(base["pg_batched_rows_per_s"]), 3
+        ),
+        "e2e_events_vs_pg_batched": round(
+            median(e2e["events_appended_per_s"]) / median(base["pg_batched_rows_per_s"]), 3
+        ) if e2e else None,
+        "e2e_intents_vs_js_sync": round(
+            median(e2e["settled_intents_per_s"]) / median(base["js_sync_msgs_per_s"]), 3
+        ) if e2e else None,
+    }  # fmt: skip
+    values = {
+        "settled_intents_per_s": median(e2e["settled_intents_per_s"]) if e2e else None,
+        "e2e_append_vs_batched_baseline": result["ratios"]["e2e_events_vs_pg_batched"],
+        "latency_p95_ms_at_half_saturation": result.get("latency_at_half_saturation", {}).get(
+            "p95_ms"
+        ),
+        "replay_events_per_s": median(store["replay_events_per_s"]),
+        "append_batched_events_per_s": median(store["append_batched_events_per_s"]),
+        "engine_peak_rss_mib": result.get("memory", {}).get("engine_peak_rss_mib"),
+    }
+    lower_is_better = {"latency_p95_ms_at_half_saturation", "engine_peak_rss_mib"}
+    result["targets"] = {
+        name: {
+            "target": target,
+            "value": values[name],
+            "met": values[name] is not None
+            and (values[name] <= target if name in lower_is_better else values[name] >= target),
+        }
+        for name, target in TARGETS.items()
+    }

@@ -1,0 +1,33 @@
+"""A readable table of the bench figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render(result: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+
+    def add(section: str, figures: dict[str, Any]) -> None:
+        for name, fig in figures.items():
+            if isinstance(fig, dict) and "median" in fig:
+                spread = f"(min {fig['min']:,.1f}, max {fig['max']:,.1f}, n={fig['runs']})"
+                rows.append(
+                    (f"{section}.{name}", f"{fig['median']:>12,.1f} {fig['unit']}  {spread}")
+                )
+            else:
+                rows.append((f"{section}.{name}", str(fig)))
+
+    for section in ("baselines", "event_store", "end_to_end", "latency_at_half_saturation",
+                    "memory", "cost_per_intent", "ratios"):  # fmt: skip
+        if section in result:
+            add(section, result[section])
+    width = max(len(name) for name, _ in rows)
+    lines = ["", f"Corridor bench, {result['machine']['date']}, {result['machine']['cpus']} CPUs"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append("")
+    lines += [
+        f"target {name:<40} {'met' if t['met'] else 'NOT met'}: {t['value']} (target {t['target']})"
+        for name, t in result["targets"].items()
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+"""`corridor bench --quick` runs and its JSON has every figure. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "bench", "--quick", "--runs", "1",
+         "--intents", "60", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in ("pg_single_rows_per_s", "pg_batched_rows_per_s", "js_sync_msgs_per_s",
+                "js_pipelined_msgs_per_s"):  # fmt: skip
+        assert result["baselines"][key]["median"] > 0
+    for key in ("append_single_events_per_s", "append_batched_events_per_s",
+                "replay_events_per_s"):  # fmt: skip
+        assert result["event_store"][key]["median"] > 0
+    assert result["end_to_end"]["settled_intents_per_s"]["median"] > 0
+    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency_at_half_saturation"])
+    assert result["memory"]["engine_peak_rss_mib"] > 0
+    assert {"events", "db_transactions", "nats_messages_in"} <= set(result["cost_per_intent"])
+    assert set(result["targets"]) == {
+        "settled_intents_per_s", "e2e_append_vs_batched_baseline",
+        "latency_p95_ms_at_half_saturation", "replay_events_per_s",
+        "append_batched_events_per_s", "engine_peak_rss_mib",
+    }  # fmt: skip
+    assert "target" in proc.stdout
