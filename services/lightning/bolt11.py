@@ -1,9 +1,9 @@
 """BOLT 11 invoices: decode (with the spec's reader rules) and encode (signed by a node key).
 
 Pure code: no I/O, no grpc or pyln import, so the engine's intake can validate a
-``payment_request`` with it. Decoding is done by the ``bolt11`` package; this module adds the
-two reader rules that package does not enforce, a strict mixed-case check, network detection,
-and one typed error. Spec: https://github.com/lightning/bolts/blob/master/11-payment-encoding.md
+``payment_request`` with it. Decoding uses ``bolt11_reader`` (the hot path; ADR 0006), which
+applies every reader rule of the spec; the ``bolt11`` package is the oracle it is tested
+against. Spec: https://github.com/lightning/bolts/blob/master/11-payment-encoding.md
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-import re
 
 import bech32
-import bolt11 as _b11
 import coincurve
 
+from services.lightning.bolt11_reader import ReaderError, read_invoice
 from services.lightning.port import DecodedInvoice
 
 # HRP currency prefix -> network name used across Corridor (port.NodeInfo.network).
@@ -37,7 +36,6 @@ DEFAULT_MIN_FINAL_CLTV_EXPIRY = 18
 # Decoding costs milliseconds (the package works bit by bit), and the same request is decoded
 # by intake, adapter and simulator. Results are immutable, so a bounded memo is safe.
 DECODE_CACHE_ENTRIES_MAX = 4096
-_HRP_PICO_AMOUNT = re.compile(r"ln(?:bcrt|tbs|bc|tb)(\d+)p")
 
 
 class InvoiceErrorCode(enum.StrEnum):
@@ -77,36 +75,24 @@ def _decode_cached(text: str) -> DecodedInvoice:
     if text != text.lower() and text != text.upper():
         raise InvoiceDecodeError(InvoiceErrorCode.MALFORMED, "mixed-case payment request")
     try:
-        invoice = _b11.decode(text)
-    except _b11.Bolt11Exception as exc:
-        raise InvoiceDecodeError(_code_for(exc), str(exc) or type(exc).__name__) from exc
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        # bitstring and coincurve raise plain errors on truncated fields or bad signatures.
-        code = (
-            InvoiceErrorCode.BAD_SIGNATURE
-            if "ECDSA" in str(exc) or "signature" in str(exc).lower()
-            else InvoiceErrorCode.MALFORMED
-        )
-        raise InvoiceDecodeError(code, f"undecodable: {exc}") from exc
-    _check_reader_rules(text.lower(), invoice)
-    network = CURRENCY_TO_NETWORK.get(invoice.currency)
+        read = read_invoice(text, known_even_features=KNOWN_EVEN_FEATURE_BITS)
+    except ReaderError as exc:
+        raise InvoiceDecodeError(InvoiceErrorCode(exc.code), str(exc)) from None
+    network = CURRENCY_TO_NETWORK.get(read.currency)
     if network is None:
         raise InvoiceDecodeError(
-            InvoiceErrorCode.UNKNOWN_NETWORK, f"unknown currency {invoice.currency!r}"
+            InvoiceErrorCode.UNKNOWN_NETWORK, f"unknown currency {read.currency!r}"
         )
-    payee = invoice.payee
-    if payee is None:  # the package always recovers it; a None here is a package change
-        raise InvoiceDecodeError(InvoiceErrorCode.BAD_SIGNATURE, "no payee")
     return DecodedInvoice(
         payment_request=text,
-        payment_hash=invoice.payment_hash,
-        destination=payee,
-        amount_msat=int(invoice.amount_msat) if invoice.amount_msat is not None else None,
+        payment_hash=read.payment_hash,
+        destination=read.payee,
+        amount_msat=read.amount_msat,
         network=network,
-        created_at_s=int(invoice.date),
-        expiry_s=int(invoice.expiry),
-        description=invoice.description,
-        min_final_cltv_expiry=int(invoice.min_final_cltv_expiry),
+        created_at_s=read.timestamp_s,
+        expiry_s=read.expiry_s,
+        description=read.description,
+        min_final_cltv_expiry=read.min_final_cltv_expiry,
     )
 
 
@@ -199,42 +185,3 @@ def pubkey_of(privkey: bytes) -> str:
 
 def payment_hash_of(preimage_hex: str) -> str:
     return hashlib.sha256(bytes.fromhex(preimage_hex)).hexdigest()
-
-
-def _check_reader_rules(text: str, invoice: _b11.Bolt11) -> None:
-    hrp = text[: text.rindex("1")]
-    match = _HRP_PICO_AMOUNT.fullmatch(hrp)
-    if match and not match.group(1).endswith("0"):
-        raise InvoiceDecodeError(
-            InvoiceErrorCode.BAD_AMOUNT, "amount has sub-millisatoshi precision"
-        )
-    features = invoice.features
-    if features is not None:
-        bits = features.data.bin
-        value = int(bits, 2) if bits else 0
-        unknown_even = sorted(
-            bit
-            for bit in range(len(bits))
-            if (value >> bit) & 1 and bit % 2 == 0 and bit not in KNOWN_EVEN_FEATURE_BITS
-        )
-        if unknown_even:
-            raise InvoiceDecodeError(
-                InvoiceErrorCode.UNKNOWN_FEATURE,
-                f"unknown mandatory feature bit(s) {unknown_even}",
-            )
-
-
-def _code_for(exc: Exception) -> InvoiceErrorCode:
-    if isinstance(exc, _b11.exceptions.Bolt11AmountInvalidException):
-        return InvoiceErrorCode.BAD_AMOUNT
-    if isinstance(exc, _b11.exceptions.Bolt11SignatureVerifyException):
-        return InvoiceErrorCode.BAD_SIGNATURE
-    if isinstance(
-        exc,
-        _b11.exceptions.Bolt11NoPaymentHashException
-        | _b11.exceptions.Bolt11NoPaymentSecretException
-        | _b11.exceptions.Bolt11DescriptionException
-        | _b11.exceptions.Bolt11NoSignatureException,
-    ):
-        return InvoiceErrorCode.MISSING_FIELD
-    return InvoiceErrorCode.MALFORMED

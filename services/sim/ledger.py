@@ -44,13 +44,20 @@ class PaymentLedger:
         return list(self._by_id.values())
 
     def check(self) -> None:
-        succeeded: set[str] = set()
+        # A payee settles a hash at most once, and an origin pays a hash at most once. Two
+        # payees may each settle one hash when senders reuse a keysend preimage across
+        # destinations, as on the real network; invoice hashes are unique per network.
+        settled: set[tuple[str, str]] = set()
+        paid: set[tuple[str, str]] = set()
         for payment in self._by_id.values():
             assert payment.fee_msat >= 0, payment
             assert payment.fee_msat <= payment.max_fee_msat or payment.status == "failed", payment
             if payment.status == "succeeded":
-                assert payment.payment_hash not in succeeded, payment.payment_hash
-                succeeded.add(payment.payment_hash)
+                settled_key = (payment.destination, payment.payment_hash)
+                paid_key = (payment.origin, payment.payment_hash)
+                assert settled_key not in settled and paid_key not in paid, settled_key
+                settled.add(settled_key)
+                paid.add(paid_key)
                 assert payment.preimage is not None
             else:
                 assert payment.preimage is None, payment

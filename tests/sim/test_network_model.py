@@ -338,7 +338,8 @@ def test_topology_files(tmp_path: Path) -> None:
     assert network.channels_of("a")[0].local_balance_msat == 600_000
     bad = tmp_path / "bad.json"
     bad.write_text(
-        '{"nodes": [{"name": "a", "role": "ours"}], "channels": [{"a": "a", "b": "zz", "capacity_msat": 5}]}'
+        '{"nodes": [{"name": "a", "role": "ours"}],'
+        ' "channels": [{"a": "a", "b": "zz", "capacity_msat": 5}]}'
     )
     with pytest.raises(TopologyError, match="unknown node"):
         load_topology(bad)

@@ -7,8 +7,8 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
