@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from schemas import errors, limits
-from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent
+from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import POLICY_COMMAND_TYPES, PolicyCommand
 
 T = TypeVar("T")
@@ -28,7 +28,8 @@ _encoder = msgspec.json.Encoder()
 
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
-    (cls.__name__, 1): cls for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, GetPaymentIntent)
+    (cls.__name__, 1): cls
+    for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus)
 }
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     cls: msgspec.json.Decoder(cls) for cls in REQUEST_REGISTRY.values()
@@ -98,8 +99,10 @@ def decode_command(
     raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
 ) -> Command | PolicyCommand:
     message = decode_request(raw, bytes_max=bytes_max)
-    if isinstance(message, GetPaymentIntent):
-        raise errors.UnknownType("GetPaymentIntent is a query, not a command", field="type")
+    if isinstance(message, GetPaymentIntent | GetPaymentIntentStatus):
+        raise errors.UnknownType(
+            f"{type(message).__name__} is a query, not a command", field="type"
+        )
     return message  # type: ignore[no-any-return]
 
 

@@ -126,6 +126,13 @@ class GetPaymentIntent(Message, frozen=True):
     version: Literal[1] = 1
 
 
+class GetPaymentIntentStatus(Message, frozen=True):
+    """Query: the intent's state and current attempt only (cheap; executors ask it per payment)."""
+
+    intent_id: IntentId
+    version: Literal[1] = 1
+
+
 Command = (
     SubmitPaymentIntent
     | CancelPaymentIntent
@@ -152,6 +159,7 @@ __all__ = [
     "Corridor",
     "ExpirePaymentIntent",
     "GetPaymentIntent",
+    "GetPaymentIntentStatus",
     "Hex32",
     "RecordPaymentOutcome",
     "RejectPaymentIntent",

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.commands import COMMAND_TYPES, GetPaymentIntent
+from schemas.commands import COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.events import EVENT_TYPES
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES
@@ -20,6 +20,7 @@ from schemas.records import RecordedEvent
 from schemas.replies import (
     CommandAccepted,
     CommandRejected,
+    PaymentIntentStatus,
     PaymentIntentView,
     PolicyCommandAccepted,
 )
@@ -49,9 +50,15 @@ def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
 
 def documents() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for cls in (*COMMAND_TYPES, GetPaymentIntent):
+    for cls in (*COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus):
         out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
-    for reply_cls in (CommandAccepted, CommandRejected, PaymentIntentView, PolicyCommandAccepted):
+    for reply_cls in (
+        CommandAccepted,
+        CommandRejected,
+        PaymentIntentView,
+        PaymentIntentStatus,
+        PolicyCommandAccepted,
+    ):
         out[f"replies/{reply_cls.__name__}.v1.json"] = _document(reply_cls, "reply", 1)
     for name, event_cls in EVENT_TYPES.items():
         out[f"events/{name}.v{event_cls.VERSION}.json"] = _document(

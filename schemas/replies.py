@@ -47,4 +47,21 @@ class PaymentIntentView(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     version: Literal[1] = 1
 
 
-Reply = CommandAccepted | PolicyCommandAccepted | CommandRejected | PaymentIntentView
+class PaymentIntentStatus(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Reply to ``GetPaymentIntentStatus``."""
+
+    ok: Literal[True] = True
+    intent_id: str
+    state: str
+    attempt: int
+    stream_version: int
+    version: Literal[1] = 1
+
+
+Reply = (
+    CommandAccepted
+    | PolicyCommandAccepted
+    | CommandRejected
+    | PaymentIntentView
+    | PaymentIntentStatus
+)

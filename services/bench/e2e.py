@@ -12,7 +12,8 @@ from typing import Any
 from nats.aio.client import Client
 
 from services.bench.stats import percentile
-from services.sim.runner import SimStack
+from services.lightning.factory import adapter_from_uri
+from services.lightning.port import NodePort
 
 MERCHANTS_USED = 20
 CORRIDORS = ("us-eu", "eu-asia", "us-asia")
@@ -30,9 +31,32 @@ class E2eRun:
         return self.settled / self.seconds if self.seconds else 0.0
 
 
-def _body(sim: SimStack, tag: str, i: int, merchant: str) -> bytes:
+class InvoiceSource:
+    """Merchant invoices asked from the merchants' own node APIs (the sim runs elsewhere)."""
+
+    def __init__(self, nodes: list[dict[str, Any]]) -> None:
+        merchants = sorted((n for n in nodes if n["role"] == "merchant"), key=lambda n: n["name"])[
+            :MERCHANTS_USED
+        ]
+        self._adapters: list[NodePort] = [adapter_from_uri(n["endpoint"]) for n in merchants]
+
+    async def bodies(self, tag: str, count: int, window: int = 32) -> list[bytes]:
+        slots = asyncio.Semaphore(window)
+
+        async def one(i: int) -> bytes:
+            async with slots:
+                return await _body(self._adapters[i % len(self._adapters)], tag, i)
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    async def close(self) -> None:
+        for adapter in self._adapters:
+            await adapter.close()
+
+
+async def _body(merchant: NodePort, tag: str, i: int) -> bytes:
     amount_msat = 10_000 + (i % 50) * 1_000  # auto tier for a service caller
-    invoice = sim.network.create_invoice(merchant, amount_msat, f"bench {tag} {i}", 3600)
+    invoice = await merchant.create_invoice(amount_msat, f"bench {tag} {i}", 3600)
     return json.dumps(
         {
             "type": "SubmitPaymentIntent",
@@ -42,14 +66,14 @@ def _body(sim: SimStack, tag: str, i: int, merchant: str) -> bytes:
             "corridor": CORRIDORS[i % len(CORRIDORS)],
             "amount_msat": amount_msat,
             "max_fee_msat": 10_000,
-            "payment_request": invoice.bolt11,
+            "payment_request": invoice.payment_request,
         }
     ).encode()
 
 
 async def run_closed_loop(
     nc: Client,
-    sim: SimStack,
+    source: InvoiceSource,
     *,
     tag: str,
     intents: int,
@@ -58,9 +82,7 @@ async def run_closed_loop(
     timeout_s: float = 120.0,
 ) -> E2eRun:
     """Submit ``intents`` with at most ``window`` requests open; time until all settled."""
-    merchants = sorted(n.name for n in sim.network.nodes.values() if n.role == "merchant")
-    merchants = merchants[:MERCHANTS_USED]
-    bodies = [_body(sim, tag, i, merchants[i % len(merchants)]) for i in range(intents)]
+    bodies = await source.bodies(tag, intents)
     slots = asyncio.Semaphore(window)
     submit_ms: list[float] = []
     ids: set[str] = set()
@@ -96,7 +118,7 @@ async def run_closed_loop(
 
 async def run_open_loop(
     nc: Client,
-    sim: SimStack,
+    source: InvoiceSource,
     *,
     tag: str,
     rate_per_s: float,
@@ -104,9 +126,8 @@ async def run_open_loop(
     settled_at: dict[str, float],
 ) -> dict[str, Any]:
     """Offer a fixed rate; latency is submit to the `IntentSettled` event arriving."""
-    merchants = sorted(n.name for n in sim.network.nodes.values() if n.role == "merchant")
     count = max(1, int(rate_per_s * duration_s))
-    bodies = [_body(sim, tag, i, merchants[i % MERCHANTS_USED]) for i in range(count)]
+    bodies = await source.bodies(tag, count)
     sent_at: dict[str, float] = {}
     interval = 1.0 / rate_per_s
     began = time.perf_counter()

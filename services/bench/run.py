@@ -27,16 +27,15 @@ import asyncpg
 from nats.js.api import DeliverPolicy
 
 from services.bench import baselines, store_bench
-from services.bench.e2e import run_closed_loop, run_open_loop
+from services.bench.e2e import InvoiceSource, run_closed_loop, run_open_loop
 from services.bench.stats import percentile, summary
 from services.bus.jetstream import connect
-from services.cli.endpoints import write_endpoints
+from services.cli.endpoints import read_endpoints_file
 from services.devstack import DevStack
 from services.eventstore.postgres import PostgresEventStore
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.limits import ExecutorLimits
 from services.settings import DEFAULT_CORRIDORS
-from services.sim.runner import SimStack
 
 TARGETS = {
     "settled_intents_per_s": 1000,
@@ -168,23 +167,23 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
     engine_dir = work / "engine"
     env = {**os.environ, "NATS_URL": stack.nats_url, "DATABASE_URL": db_url,
            "CORRIDOR_LOG_LEVEL": "warning", "CORRIDOR_HEALTH_INTERVAL_S": "1"}  # fmt: skip
-    argv = [sys.executable, "-m", "services.cli.main", "up", "--no-sim", "--state-dir"]
-    with (work / "engine.log").open("wb") as engine_log:
-        engine = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
-            [*argv, str(engine_dir)], env=env, stdout=subprocess.DEVNULL, stderr=engine_log
-        )
-    sim = SimStack(state_dir=work / "sim", seed=1, hop_delay_s=0.0)
+    sim_dir = work / "sim"
+    # Three processes share the two cores: the engine, the simulated network, and this one
+    # (load generator plus region executors), so no Python process is the others' bottleneck.
+    engine = _spawn(["up", "--no-sim", "--state-dir", str(engine_dir)], env, work / "engine.log")
+    sim = _spawn(
+        ["sim", "up", "--seed", "1", "--hop-delay-s", "0", "--state-dir", str(sim_dir)],
+        env, work / "sim.log",
+    )  # fmt: skip
     fleet = None
     nc = None
+    source = None
     try:
-        deadline = time.monotonic() + 60
-        while not (engine_dir / "endpoints.json").exists():
-            if engine.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"engine did not start; see {work / 'engine.log'}")
-            await asyncio.sleep(0.05)  # waiting for the engine's readiness file
-        await sim.start()
-        exec_dir = work / "executors"
-        write_endpoints(exec_dir, {"nats_url": stack.nats_url, **sim.endpoints()})
+        await _wait_ready(engine, engine_dir / "endpoints.json", work / "engine.log")
+        await _wait_ready(sim, sim_dir / "endpoints.json", work / "sim.log")
+        nodes = read_endpoints_file(sim_dir / "endpoints.json")["nodes"]
+        source = InvoiceSource(nodes)
+        exec_dir = sim_dir
         fleet = ExecutorFleet(
             nats_url=stack.nats_url, state_dir=exec_dir,
             targets=targets_from_corridors(DEFAULT_CORRIDORS),
@@ -204,7 +203,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
             ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
-        await run_closed_loop(nc, sim, tag="warm", intents=100, window=64, settled=settled_q)
+        await run_closed_loop(nc, source, tag="warm", intents=100, window=64, settled=settled_q)
         monitor = f"http://127.0.0.1:{urlsplit(stack.nats_url).port}"
         closed = []
         costs: dict[str, float] = {}
@@ -213,7 +212,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             pg_before = await _pg_counters(db_url)
             closed.append(
                 await run_closed_loop(
-                    nc, sim, tag=f"sat{run}", intents=intents, window=512, settled=settled_q
+                    nc, source, tag=f"sat{run}", intents=intents, window=512, settled=settled_q
                 )
             )
             nats_after = _nats_counters(_monitor_url(stack))
@@ -231,7 +230,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
         events_per_intent = costs.get("events", 6.0)
         open_loop = await run_open_loop(
-            nc, sim, tag="half", rate_per_s=max(1.0, saturation / 2),
+            nc, source, tag="half", rate_per_s=max(1.0, saturation / 2),
             duration_s=8.0, settled_at=settled_at,
         )  # fmt: skip
         engine_rss = _rss_mib(engine.pid)
@@ -253,21 +252,40 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             "latency_at_half_saturation": open_loop,
             "memory": {
                 "engine_peak_rss_mib": engine_rss,
-                "sim_executors_load_peak_rss_mib": _rss_mib(os.getpid()),
+                "simulated_network_peak_rss_mib": _rss_mib(sim.pid),
+                "executors_and_load_peak_rss_mib": _rss_mib(os.getpid()),
             },
             "cost_per_intent": costs,
         }
     finally:
         if nc is not None:
             await nc.close()
+        if source is not None:
+            await source.close()
         if fleet is not None:
             await fleet.stop()
-        await sim.stop()
-        engine.send_signal(signal.SIGTERM)
-        try:
-            engine.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            engine.kill()
+        for proc in (sim, engine):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+
+
+async def _wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not os.path.exists(ready_file):  # noqa: ASYNC240 - a tiny local stat per poll
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"a bench process did not start; see {log_path}")
+        await asyncio.sleep(0.05)  # waiting for the process's readiness file
 
 
 def _monitor_url(stack: DevStack) -> str:

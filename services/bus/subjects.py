@@ -4,6 +4,7 @@ from typing import Final
 
 API_PREFIX: Final = "corridor.api.v1.intents"
 API_GET: Final = f"{API_PREFIX}.get"
+API_STATUS: Final = f"{API_PREFIX}.status"
 # corridor.api.v1.intents.<verb>.<caller_id>: request/reply, answered after commit.
 API_WILDCARD: Final = f"{API_PREFIX}.>"
 

@@ -26,6 +26,7 @@ from schemas.records import EventMetadata
 from schemas.replies import (
     CommandAccepted,
     CommandRejected,
+    PaymentIntentStatus,
     PaymentIntentView,
     PolicyCommandAccepted,
 )
@@ -401,6 +402,20 @@ class CommandProcessor:
             self._cache.pop(item.stream_id, None)
             if item.stream_id == POLICY_STREAM:
                 self._policy_stale = True
+
+    async def status(self, intent_id: str) -> PaymentIntentStatus | CommandRejected:
+        """From the committed-state cache when possible: no history, usually no query."""
+        if intent_id not in self._cache:
+            await self._load([intent_id])
+        state = self._cache.get(intent_id)
+        if state is None:
+            return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
+        return PaymentIntentStatus(
+            intent_id=intent_id,
+            state=str(state.status),
+            attempt=state.attempt,
+            stream_version=state.version,
+        )
 
     async def view(self, intent_id: str) -> PaymentIntentView | CommandRejected:
         history = await self._store.read_stream(intent_id)

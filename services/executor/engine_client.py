@@ -16,8 +16,8 @@ import structlog
 from nats.aio.client import Client
 
 from schemas.codec import encode
-from schemas.commands import GetPaymentIntent, RecordPaymentOutcome
-from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentView
+from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
+from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
 from services.bus import subjects
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
@@ -25,7 +25,7 @@ from services.executor.limits import ExecutorLimits
 log = structlog.get_logger("corridor.executor")
 
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
-_view_reply = msgspec.json.Decoder(PaymentIntentView | CommandRejected)
+_status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
 _RETRYABLE_CODES = frozenset({"unavailable"})
 # States in which the engine waits for the node's evidence on the current attempt.
 _ON_THE_WIRE = frozenset({"dispatched", "in_flight"})
@@ -67,16 +67,12 @@ class EngineClient:
         return reply
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
-        query = GetPaymentIntent(intent_id=intent_id)
-        reply = await self._request(subjects.API_GET, encode(query), {}, _view_reply)
+        query = GetPaymentIntentStatus(intent_id=intent_id)
+        reply = await self._request(subjects.API_STATUS, encode(query), {}, _status_reply)
         if isinstance(reply, CommandRejected):
             raise OutcomeRefused(reply.error.code, reply.error.message)
-        assert isinstance(reply, PaymentIntentView)
-        attempt = max(
-            (int(e.data["attempt"]) for e in reply.events if e.type == "IntentDispatched"),
-            default=0,
-        )
-        return AttemptStatus(state=reply.state, attempt=attempt)
+        assert isinstance(reply, PaymentIntentStatus)
+        return AttemptStatus(state=reply.state, attempt=reply.attempt)
 
     async def _request(
         self, subject: str, body: bytes, headers: dict[str, str], decoder: msgspec.json.Decoder[Any]

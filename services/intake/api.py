@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from schemas import codec, errors, limits
-from schemas.commands import GetPaymentIntent
+from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus
 from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.engine.processor import CommandProcessor
@@ -68,7 +68,14 @@ class ApiService:
         structlog.contextvars.clear_contextvars()
         reply: Any
         try:
-            if msg.subject == subjects.API_GET:
+            if msg.subject == subjects.API_STATUS:
+                query = codec.decode_request(msg.data)
+                if not isinstance(query, GetPaymentIntentStatus):
+                    raise errors.UnknownType(
+                        f"{subjects.API_STATUS} answers GetPaymentIntentStatus only", field="type"
+                    )
+                reply = await self._processor.status(query.intent_id)
+            elif msg.subject == subjects.API_GET:
                 query = codec.decode_request(msg.data)
                 if not isinstance(query, GetPaymentIntent):
                     raise errors.UnknownType(

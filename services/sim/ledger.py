@@ -11,6 +11,8 @@ class PaymentLedger:
         # The origin's current attempt per hash: what `listpays`/`LookupPayment` report first.
         self._latest: dict[tuple[str, str], int] = {}
         self._by_origin: dict[str, list[int]] = {}
+        # Attempts per (origin, hash): lookups must not scan an origin's whole history.
+        self._by_origin_hash: dict[tuple[str, str], list[int]] = {}
 
     def next_id(self) -> int:
         return len(self._by_id) + 1
@@ -23,6 +25,8 @@ class PaymentLedger:
         self._by_id[payment.attempt_id] = payment
         self._latest[(payment.origin, payment.payment_hash)] = payment.attempt_id
         self._by_origin.setdefault(payment.origin, []).append(payment.attempt_id)
+        key = (payment.origin, payment.payment_hash)
+        self._by_origin_hash.setdefault(key, []).append(payment.attempt_id)
 
     def update(self, payment: SimPayment) -> None:
         previous = self._by_id[payment.attempt_id]
@@ -37,8 +41,9 @@ class PaymentLedger:
         return None if attempt_id is None else self._by_id[attempt_id]
 
     def attempts_of(self, origin: str, payment_hash: str | None = None) -> list[SimPayment]:
-        found = (self._by_id[i] for i in self._by_origin.get(origin, ()))
-        return [p for p in found if payment_hash is None or p.payment_hash == payment_hash]
+        if payment_hash is not None:
+            return [self._by_id[i] for i in self._by_origin_hash.get((origin, payment_hash), ())]
+        return [self._by_id[i] for i in self._by_origin.get(origin, ())]
 
     def all(self) -> list[SimPayment]:
         return list(self._by_id.values())
