@@ -102,6 +102,9 @@ class IntentDispatched(EventData, frozen=True, kw_only=True):
     destination: str | None = None
     payment_hash: str | None = None
     pay_timeout_s: int
+    # Whether the invoice fixes the amount (then the executor must not send one). Lets the
+    # executor pay without decoding the invoice again; None for keysend.
+    invoice_has_amount: bool | None = None
 
 
 class PaymentInFlightReported(EventData, frozen=True, kw_only=True):

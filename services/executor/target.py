@@ -19,6 +19,18 @@ def pay_target(order: WorkOrder, secret: bytes) -> PayTarget:
     """Raises ``ValueError`` when the work order's invoice cannot be paid as dispatched."""
     dispatched = order.dispatched
     timeout_s = float(dispatched.pay_timeout_s)
+    if dispatched.payment_request is not None and dispatched.invoice_has_amount is not None:
+        # The engine decoded and checked this invoice when it accepted the intent; its hash
+        # and amount travel in the hash-chained work order, so no second decode is needed.
+        assert dispatched.payment_hash is not None
+        request = PayRequest(
+            payment_request=dispatched.payment_request,
+            amount_msat=None if dispatched.invoice_has_amount else dispatched.amount_msat,
+            payment_hash=dispatched.payment_hash,
+            max_fee_msat=dispatched.max_fee_msat,
+            timeout_s=timeout_s,
+        )
+        return PayTarget(payment_hash=dispatched.payment_hash, request=request)
     if dispatched.payment_request is not None:
         decoded = decode_invoice(dispatched.payment_request)
         if dispatched.payment_hash not in (None, decoded.payment_hash):

@@ -171,6 +171,7 @@ def _route_and_dispatch(state: PaymentIntent, ctx: DecisionContext) -> list[ev.E
             destination=state.destination,
             payment_hash=state.payment_hash,
             pay_timeout_s=ctx.pay_timeout_s,
+            invoice_has_amount=state.invoice_has_amount,
         ),
     ]
 

@@ -38,6 +38,7 @@ def evolve(state: PaymentIntent | None, event: ev.EventData) -> PaymentIntent:
             payment_request=event.payment_request,
             destination=event.destination,
             payment_hash=event.invoice.payment_hash if event.invoice else None,
+            invoice_has_amount=(event.invoice.amount_msat is not None) if event.invoice else None,
             received_at_ms=event.received_at_ms,
             deadline_at_ms=event.deadline_at_ms,
         )

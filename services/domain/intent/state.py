@@ -59,6 +59,7 @@ class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
     payment_request: str | None
     destination: str | None
     payment_hash: str | None
+    invoice_has_amount: bool | None
     received_at_ms: int
     deadline_at_ms: int | None
     tier: str | None = None
