@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, help="write to FILE instead of stdout")
     replay.add_argument("--verify", action="store_true", help="verify the hash chain too")
 
+    corridors = sub.add_parser("corridors", help="list the corridors in force and their routes")
+    corridors.add_argument("--json", action="store_true", help="print JSON")
+
     for register in _plugins():
         register(sub)
     return parser
@@ -152,6 +155,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             }  # fmt: skip
             subject = f"corridor.api.v1.intents.cancel.{args.caller_id}"
             return _print_reply(await commands.request(sd, subject, body))
+        case "corridors":
+            return _print_corridors(as_json=args.json)
         case "watch":
             await commands.watch(
                 sd, all_events=args.all, from_start=args.from_start, count=args.count
@@ -174,6 +179,32 @@ async def _dispatch(args: argparse.Namespace) -> int:
             result = await result
         return int(result or 0)
     raise UsageError(f"unknown command {args.command}")
+
+
+def _print_corridors(*, as_json: bool) -> int:
+    from services.bootstrap import corridor_table
+
+    settings = load_settings()
+    table = corridor_table(
+        settings.corridors, keysend_unsupported=settings.keysend_unsupported_nodes
+    )
+    rows: list[dict[str, Any]] = [
+        {
+            "corridor": name,
+            "candidates": [
+                {"rank": rank, "region": c.region, "node": c.node, "keysend": c.keysend}
+                for rank, c in enumerate(candidates, start=1)
+            ],
+        }
+        for name, candidates in sorted(table.corridors.items())
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        route = " -> ".join(f"{c['region']}/{c['node']}" for c in row["candidates"])
+        print(f"{row['corridor']:<12} {route}")
+    return 0
 
 
 class UsageError(Exception):

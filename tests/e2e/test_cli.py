@@ -127,3 +127,12 @@ def test_killed_up_leaves_no_orphan_servers(stack) -> None:
     proc.wait(timeout=10)
     # The kernel delivers each server its parent-death signal.
     _wait_closed([endpoints["nats_url"], endpoints["database_url"]])
+
+
+def test_corridors_in_force_are_listed(tmp_path: Path) -> None:
+    listed = _run("corridors", "--json")
+    assert listed.returncode == 0, listed.stderr
+    corridors = {row["corridor"]: row["candidates"] for row in json.loads(listed.stdout)}
+    assert set(corridors) == {"us-eu", "eu-asia", "us-asia"}
+    assert [c["region"] for c in corridors["us-eu"]] == ["us", "eu", "us"]
+    assert corridors["us-eu"][2] == {"rank": 3, "region": "us", "node": "us-cln", "keysend": False}
