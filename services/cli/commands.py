@@ -123,3 +123,28 @@ async def replay(
         return 0
     finally:
         await store.close()
+
+
+async def exceptions(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
+    import time
+
+    from projections.exceptions import build
+
+    stack = find_stack(state_dir)
+    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
+    try:
+        events: list[dict[str, Any]] = []
+        position = 0
+        while True:
+            batch = await store.read_all(after_position=position, limit=5000)
+            if not batch:
+                break
+            events.extend(
+                {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
+                 "data": e.payload}
+                for e in batch
+            )  # fmt: skip
+            position = batch[-1].position
+    finally:
+        await store.close()
+    return build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", type=Path, help="write to FILE instead of stdout")
     replay.add_argument("--verify", action="store_true", help="verify the hash chain too")
 
+    exceptions = sub.add_parser("exceptions", help="the operator exception queue")
+    _state_dir(exceptions)
+    exceptions.add_argument("--stuck-after-s", type=int, default=120,
+                            help="a payment on the wire longer than this is in doubt")  # fmt: skip
+    exceptions.add_argument("--json", action="store_true", help="print JSON")
+
     corridors = sub.add_parser("corridors", help="list the corridors in force and their routes")
     corridors.add_argument("--json", action="store_true", help="print JSON")
 
@@ -155,6 +161,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
             }  # fmt: skip
             subject = f"corridor.api.v1.intents.cancel.{args.caller_id}"
             return _print_reply(await commands.request(sd, subject, body))
+        case "exceptions":
+            rows = await commands.exceptions(sd, stuck_after_s=args.stuck_after_s)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for row in rows:
+                    print(f"{row['intent_id']}  {row['kind']:<16} {row['detail']}")
+            return 0
         case "corridors":
             return _print_corridors(as_json=args.json)
         case "watch":
