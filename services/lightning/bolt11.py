@@ -14,8 +14,10 @@ import hashlib
 
 import bech32
 import coincurve
+import msgspec
 
 from services.lightning.bolt11_reader import ReaderError, read_invoice
+from services.lightning.bolt11_reader import peek_invoice as _peek
 from services.lightning.port import DecodedInvoice
 
 # HRP currency prefix -> network name used across Corridor (port.NodeInfo.network).
@@ -94,6 +96,33 @@ def _decode_cached(text: str) -> DecodedInvoice:
         description=read.description,
         min_final_cltv_expiry=read.min_final_cltv_expiry,
     )
+
+
+def peek_invoice(payment_request: str) -> tuple[str, int | None]:
+    """(payment hash, amount_msat) of an invoice already validated upstream; no signature check.
+
+    Raises ``InvoiceDecodeError`` if the string is not shaped like a BOLT 11 invoice at all.
+    """
+    try:
+        return _peek(payment_request.strip())
+    except ReaderError as exc:
+        raise InvoiceDecodeError(InvoiceErrorCode(exc.code), str(exc)) from None
+
+
+class InvoiceFacts(msgspec.Struct, frozen=True):
+    payment_hash: str
+    amount_msat: int | None
+
+
+def invoice_facts(payment_request: str, expected_hash: str | None) -> InvoiceFacts:
+    """Hash and amount for paying: fully decoded and verified, unless the caller names the
+    hash it expects (it validated the invoice already, as the engine's intake does); then a
+    quick read suffices, and the node itself verifies the invoice before paying."""
+    if expected_hash is None:
+        decoded = decode_invoice(payment_request)
+        return InvoiceFacts(decoded.payment_hash, decoded.amount_msat)
+    payment_hash, amount_msat = peek_invoice(payment_request)
+    return InvoiceFacts(payment_hash, amount_msat)
 
 
 def encode_invoice(

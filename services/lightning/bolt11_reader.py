@@ -147,6 +147,30 @@ def read_invoice(text: str, *, known_even_features: frozenset[int]) -> ReadInvoi
     )
 
 
+def peek_invoice(text: str) -> tuple[str, int | None]:
+    """(payment hash, amount) without checking the checksum or the signature.
+
+    For adapters paying an invoice the engine already validated: the node validates it again
+    before it pays, so a second full check here would only cost time.
+    """
+    text = text.lower()
+    separator = text.rfind("1")
+    match = _HRP_RE.match(text[:separator]) if separator > 0 else None
+    if match is None:
+        raise ReaderError("malformed", "not a BOLT 11 payment request")
+    try:
+        words = [_CHAR_VALUE[c] for c in text[separator + 1 : -6]]
+    except KeyError:
+        raise ReaderError("malformed", "character outside the bech32 alphabet") from None
+    if len(words) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
+        raise ReaderError("malformed", "data too short")
+    fields = _read_fields(words[_TIMESTAMP_WORDS:-_SIGNATURE_WORDS])
+    payment_hash = fields.get(_P)
+    if payment_hash is None:
+        raise ReaderError("missing_field", "no payment hash (p)")
+    return str(payment_hash), _amount_msat(match["amount"], match["multiplier"])
+
+
 def _read_fields(words: list[int]) -> dict[int, object]:
     """The first valid field of each known type; unknown types and bad lengths are skipped."""
     out: dict[int, object] = {}

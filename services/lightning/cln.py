@@ -26,7 +26,7 @@ from typing import Any, Final
 import structlog
 from pyln.client import LightningRpc, RpcError
 
-from services.lightning.bolt11 import decode_invoice
+from services.lightning.bolt11 import invoice_facts as _invoice_facts
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.port import (
     Channel,
@@ -383,7 +383,7 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
         # CLN's keysend chooses its own preimage, so a retry could not reuse the caller's hash,
         # which the port requires; see ADR 0103.
         raise ValueError("keysend with a caller-chosen preimage is not supported on CLN")
-    decoded = decode_invoice(request.payment_request)
+    decoded = _invoice_facts(request.payment_request, request.payment_hash)
     if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
         raise ValueError("payment_hash does not match the payment request")
     if decoded.amount_msat is None:

@@ -24,7 +24,7 @@ import structlog
 from lndgrpc.compiled import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 
 from services.lightning import lnd_convert
-from services.lightning.bolt11 import decode_invoice
+from services.lightning.bolt11 import invoice_facts as _invoice_facts
 from services.lightning.lnd_errors import Action, grpc_status_rule
 from services.lightning.port import (
     Channel,
@@ -324,7 +324,7 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
     """
     if request.payment_request is not None:
         # Decoded locally: the hash is needed before the node is asked anything.
-        decoded = decode_invoice(request.payment_request)
+        decoded = _invoice_facts(request.payment_request, request.payment_hash)
         if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
             raise ValueError("payment_hash does not match the payment request")
         if decoded.amount_msat is None:

@@ -45,3 +45,16 @@ def test_reader_matches_the_reference_package(
     assert ours.description == theirs.description == description
     assert ours.min_final_cltv_expiry == theirs.min_final_cltv_expiry == cltv
     assert ours.network == network
+
+
+def test_peek_agrees_with_the_full_decode_on_every_valid_vector() -> None:
+    import json
+    from pathlib import Path
+
+    from services.lightning.bolt11 import peek_invoice
+
+    path = Path(__file__).resolve().parents[2].parent / "shared/conformance/bolt11/vectors.json"
+    for vector in json.loads(path.read_text()):
+        if vector["valid"]:
+            decoded = decode_invoice(vector["invoice"])
+            assert peek_invoice(vector["invoice"]) == (decoded.payment_hash, decoded.amount_msat)
