@@ -68,6 +68,31 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User plus system CPU seconds consumed so far by these processes and their children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def _nats_counters(monitor_url: str) -> dict[str, int]:
     with urllib.request.urlopen(f"{monitor_url}/varz", timeout=5) as resp:
         varz = json.loads(resp.read())
@@ -210,6 +235,14 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
         for run in range(runs):
             nats_before = _nats_counters(_monitor_url(stack))
             pg_before = await _pg_counters(db_url)
+            groups = {
+                "engine": [engine.pid],
+                "simulated_network": [sim.pid],
+                "executors_and_load": [os.getpid()],
+                "nats_server": [stack._nats.proc.pid] if stack._nats and stack._nats.proc else [],
+                "postgres": _postgres_pids(),
+            }
+            cpu_before = {name: _cpu_s(pids) for name, pids in groups.items()}
             closed.append(
                 await run_closed_loop(
                     nc, source, tag=f"sat{run}", intents=intents, window=512, settled=settled_q
@@ -218,6 +251,10 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             nats_after = _nats_counters(_monitor_url(stack))
             pg_after = await _pg_counters(db_url)
             n = max(1, closed[-1].settled)
+            cpu_ms = {
+                name: round((_cpu_s(pids) - cpu_before[name]) * 1000 / n, 3)
+                for name, pids in groups.items()
+            }
             costs = {
                 "events": round((pg_after["events"] - pg_before["events"]) / n, 2),
                 "db_transactions": round((pg_after["xacts"] - pg_before["xacts"]) / n, 2),
@@ -225,6 +262,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
                 "nats_messages_out": round(
                     (nats_after["out_msgs"] - nats_before["out_msgs"]) / n, 2
                 ),
+                "cpu_ms_by_process": cpu_ms,  # type: ignore[dict-item]
             }
         del monitor
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]

@@ -10,14 +10,33 @@ random invoices. Spec: https://github.com/lightning/bolts/blob/master/11-payment
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 import re
 from dataclasses import dataclass, field
 
 import coincurve
-from bech32 import CHARSET, bech32_hrp_expand, bech32_polymod
+from bech32 import CHARSET, bech32_hrp_expand
 
 _CHAR_VALUE = {c: i for i, c in enumerate(CHARSET)}
+# BIP 173's checksum generator, folded into one XOR per 5-bit word: entry b is the XOR of the
+# generator terms selected by the five bits shifted out. Same result as the reference
+# ``bech32.bech32_polymod`` (tested), about five times faster, which matters on the intake.
+_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+_POLYMOD_TABLE = tuple(
+    functools.reduce(operator.xor, (g for i, g in enumerate(_GENERATOR) if b >> i & 1), 0)
+    for b in range(32)
+)
+
+
+def bech32_polymod(values: list[int]) -> int:
+    checksum = 1
+    for value in values:
+        checksum = ((checksum & 0x1FFFFFF) << 5 ^ value) ^ _POLYMOD_TABLE[checksum >> 25]
+    return checksum
+
+
 _HRP_RE = re.compile(r"^ln(?P<currency>bcrt|tbs|bc|tb)(?P<amount>\d+)?(?P<multiplier>[munp])?$")
 # msat per unit of the HRP amount, by multiplier (1 BTC = 10^11 msat).
 _MSAT_PER_UNIT = {None: 10**11, "m": 10**8, "u": 10**5, "n": 100}

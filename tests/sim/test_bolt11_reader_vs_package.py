@@ -58,3 +58,12 @@ def test_peek_agrees_with_the_full_decode_on_every_valid_vector() -> None:
         if vector["valid"]:
             decoded = decode_invoice(vector["invoice"])
             assert peek_invoice(vector["invoice"]) == (decoded.payment_hash, decoded.amount_msat)
+
+
+@given(st.lists(st.integers(0, 31), max_size=800))
+def test_table_polymod_equals_the_reference(values: list[int]) -> None:
+    import bech32
+
+    from services.lightning.bolt11_reader import bech32_polymod
+
+    assert bech32_polymod(values) == bech32.bech32_polymod(values)
