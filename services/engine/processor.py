@@ -35,12 +35,11 @@ from services.domain.policy import (
     Policy,
     PolicyDocumentAggregate,
     PolicyEngine,
-    SpendBook,
     decide_policy,
     evolve_policy,
-    fold_intent_events,
     fold_policy,
 )
+from services.domain.policy.spend_tracker import SpendTracker
 from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
@@ -90,7 +89,6 @@ class _Item:
 
 @dataclass(slots=True)
 class _Plan:
-    spend: SpendBook
     policy_state: PolicyDocumentAggregate | None
     policy_changed: bool = False
     replies: list[Reply] = field(default_factory=list)
@@ -131,7 +129,7 @@ class CommandProcessor:
         self._cache_max = cache_max
         # Spend reserved or settled per caller, threaded through every decision so that two
         # intents racing for the last budget are judged one after the other.
-        self._spend = SpendBook()
+        self._spend = SpendTracker()
         # The policy document aggregate: one stream, loaded at start, kept current here.
         self._baseline_policy_version = baseline_policy_version
         self._policy_state: PolicyDocumentAggregate | None = None
@@ -192,12 +190,18 @@ class CommandProcessor:
         await self._load(
             [i.stream_id for i in items if i.error is None and i.stream_id != POLICY_STREAM]
         )
-        plan = self._plan(items)
-        if plan.events or plan.claims:
-            await self._store.append(plan.events, plan.claims)
+        self._prune_spend()
+        self._spend.begin()
+        try:
+            plan = self._plan(items)
+            if plan.events or plan.claims:
+                await self._store.append(plan.events, plan.claims)
+        except BaseException:
+            self._spend.rollback()  # nothing of this batch was committed
+            raise
+        self._spend.commit()
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
-        self._spend = plan.spend
         if plan.policy_changed:
             self._adopt_policy(plan.policy_state)
         if plan.states:
@@ -245,12 +249,12 @@ class CommandProcessor:
 
     def _plan(self, items: Sequence[_Item]) -> _Plan:
         now_ms = self._clock.now_ms()
-        plan = _Plan(spend=self._pruned_spend(now_ms), policy_state=self._policy_state)
+        plan = _Plan(policy_state=self._policy_state)
         router = self._router()
         for item in items:
             base_policy = self._active_policy or self._policy()
             policy = (
-                base_policy.with_spend(plan.spend.ledger)
+                base_policy.with_spend(self._spend)
                 if isinstance(base_policy, PolicyEngine)
                 else base_policy
             )
@@ -286,7 +290,8 @@ class CommandProcessor:
             for event in new_events:
                 new_state = evolve(new_state, event)
             assert new_state is not None
-            plan.spend = fold_intent_events(plan.spend, item.stream_id, new_events, at_ms=now_ms)
+            # Applied now, so the next command in this batch sees this one's reservation.
+            self._spend.apply(item.stream_id, new_events, at_ms=now_ms)
             metadata = EventMetadata(
                 correlation_id=item.envelope.correlation_id or item.stream_id,
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
@@ -366,29 +371,26 @@ class CommandProcessor:
         active = self._active_policy or self._policy()
         return getattr(active, "version", None)
 
-    def _pruned_spend(self, now_ms: int) -> SpendBook:
+    def _prune_spend(self) -> None:
         # Windows never exceed WINDOW_S_MAX whatever the active document says, so pruning to
         # that horizon cannot forget spend a future policy version might still count.
-        if now_ms - self._spend_pruned_at_ms < 60_000:
-            return self._spend
-        self._spend_pruned_at_ms = now_ms
-        ledger = self._spend.ledger.pruned(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
-        return SpendBook(ledger=ledger, intents=self._spend.intents)
+        now_ms = self._clock.now_ms()
+        if now_ms - self._spend_pruned_at_ms >= 60_000:
+            self._spend_pruned_at_ms = now_ms
+            self._spend.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
 
     async def load_spend(self) -> int:
         """Rebuild the spend book from the log's recent events; returns events folded."""
         horizon_ms = self._clock.now_ms() - WINDOW_S_MAX * 1000
-        book = SpendBook()
+        tracker = SpendTracker()
         folded = 0
         async with self._store.pool.acquire() as conn, conn.transaction():
             cursor = conn.cursor(_SPEND_EVENTS_SQL, horizon_ms)
             async for record in cursor:
                 stored = row_to_event(record)
-                book = fold_intent_events(
-                    book, stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms
-                )
+                tracker.apply(stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms)
                 folded += 1
-        self._spend = book
+        self._spend = tracker
         return folded
 
     def _remember(self, stream_id: str, state: PaymentIntent | None) -> None:

@@ -25,6 +25,7 @@ from schemas.policy_document import PolicyDocument
 from services.domain.policy import rules
 from services.domain.policy.port import PolicyVerdict
 from services.domain.policy.spend import SpendLedger
+from services.domain.policy.spend_view import SpendView
 
 
 class PolicyEngine:
@@ -37,7 +38,7 @@ class PolicyEngine:
 
     __slots__ = ("_deny", "document", "spend")
 
-    def __init__(self, document: PolicyDocument, spend: SpendLedger | None = None) -> None:
+    def __init__(self, document: PolicyDocument, spend: SpendView | None = None) -> None:
         self.document = document
         self.spend = spend if spend is not None else SpendLedger()
         self._deny = rules.DenyIndex.of(document)
@@ -46,7 +47,7 @@ class PolicyEngine:
     def version(self) -> int:
         return self.document.version
 
-    def with_spend(self, spend: SpendLedger) -> PolicyEngine:
+    def with_spend(self, spend: SpendView) -> PolicyEngine:
         engine = object.__new__(PolicyEngine)
         engine.document, engine.spend, engine._deny = self.document, spend, self._deny
         return engine
@@ -66,7 +67,7 @@ def judge(
     command: SubmitPaymentIntent,
     *,
     now_ms: int,
-    spend: SpendLedger,
+    spend: SpendView,
     payee: str | None = None,
 ) -> PolicyVerdict:
     """The evaluator as a function; ``PolicyEngine`` is the same with the deny sets cached."""
@@ -74,7 +75,7 @@ def judge(
 
 
 def _judge(
-    doc: PolicyDocument, deny: rules.DenyIndex, spend: SpendLedger, s: rules.Subject
+    doc: PolicyDocument, deny: rules.DenyIndex, spend: SpendView, s: rules.Subject
 ) -> PolicyVerdict:
     fired: list[RuleFired] = []
     refusals: tuple[Callable[[], rules.Finding], ...] = (

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from schemas.commands import SubmitPaymentIntent
 from schemas.events import RuleFired, Tier
 from schemas.policy_document import PolicyDocument, SpendWindow, TierBands
-from services.domain.policy.spend import SpendLedger, WindowLimit
+from services.domain.policy.spend import WindowLimit
+from services.domain.policy.spend_view import SpendView
 
 TIER_RANK: dict[Tier, int] = {"auto": 0, "review": 1, "approval": 2}
 
@@ -142,7 +143,7 @@ def payee_known(deny: DenyIndex, s: Subject) -> Finding:
     )
 
 
-def spend_windows(doc: PolicyDocument, spend: SpendLedger, s: Subject) -> list[Finding]:
+def spend_windows(doc: PolicyDocument, spend: SpendView, s: Subject) -> list[Finding]:
     caller = s.command.caller
     windows: tuple[SpendWindow, ...]
     if caller.id in doc.spend.callers:
@@ -203,7 +204,7 @@ def corridor_band(doc: PolicyDocument, s: Subject) -> Finding | None:
     return Finding(fired=fired, tier=tier)
 
 
-def review_known_destination(doc: PolicyDocument, spend: SpendLedger, s: Subject) -> Finding:
+def review_known_destination(doc: PolicyDocument, spend: SpendView, s: Subject) -> Finding:
     lookback_s = doc.review.known_destination_lookback_s
     last_ms = (
         spend.last_paid_at_ms(s.command.caller.id, s.destination)
@@ -218,7 +219,7 @@ def review_known_destination(doc: PolicyDocument, spend: SpendLedger, s: Subject
     return Finding(fired=fired, tier=None if known else "approval")
 
 
-def review_velocity(doc: PolicyDocument, spend: SpendLedger, s: Subject) -> Finding:
+def review_velocity(doc: PolicyDocument, spend: SpendView, s: Subject) -> Finding:
     window_s = doc.review.velocity_window_s
     intents = spend.intents_in_window(
         s.command.caller.id, window_ms=window_s * 1000, now_ms=s.now_ms
