@@ -9,7 +9,7 @@ from schemas import events as ev
 from schemas.common import Caller
 from schemas.records import EventMetadata
 from services.domain.intent import fold
-from services.engine.event_codec import to_domain, to_new_events, to_recorded
+from services.engine.event_codec import to_domain, to_new_events
 from services.eventstore.port import NewEvent
 from services.eventstore.postgres import PostgresEventStore
 
@@ -69,10 +69,9 @@ async def replay_per_s(store: PostgresEventStore, page: int = 5000) -> tuple[flo
             break
         for stored in batch:
             streams.setdefault(stored.stream_id, []).append(to_domain(stored))
-            recorded = to_recorded(stored)
             metrics.apply(
-                {"type": recorded.type, "stream_id": recorded.stream_id,
-                 "recorded_at_ms": recorded.recorded_at_ms, "data": recorded.data}
+                {"type": stored.type, "stream_id": stored.stream_id,
+                 "recorded_at_ms": stored.recorded_at_ms, "data": stored.payload}
             )  # fmt: skip
         position = batch[-1].position
         count += len(batch)
