@@ -26,8 +26,8 @@ from typing import Any, Final
 import structlog
 from pyln.client import LightningRpc, RpcError
 
-from services.lightning.bolt11 import invoice_facts as _invoice_facts
 from services.lightning.cln_errors import Action, cln_error_rule
+from services.lightning.payments import invoice_target, liquidity_of
 from services.lightning.port import (
     Channel,
     DecodedInvoice,
@@ -218,15 +218,7 @@ class ClnAdapter:
         return channels
 
     async def liquidity_summary(self) -> LiquiditySummary:
-        channels = await self.list_channels()
-        active = [chan for chan in channels if chan.active]
-        return LiquiditySummary(
-            channels=len(channels),
-            active_channels=len(active),
-            outbound_msat=sum(chan.local_balance_msat for chan in active),
-            inbound_msat=sum(chan.remote_balance_msat for chan in active),
-            max_sendable_msat=max((chan.local_balance_msat for chan in active), default=0),
-        )
+        return liquidity_of(await self.list_channels())
 
     # -- payments ---------------------------------------------------------------------------
 
@@ -383,13 +375,4 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
         # CLN's keysend chooses its own preimage, so a retry could not reuse the caller's hash,
         # which the port requires; see ADR 0103.
         raise ValueError("keysend with a caller-chosen preimage is not supported on CLN")
-    decoded = _invoice_facts(request.payment_request, request.payment_hash)
-    if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
-        raise ValueError("payment_hash does not match the payment request")
-    if decoded.amount_msat is None:
-        if request.amount_msat is None or request.amount_msat <= 0:
-            raise ValueError("the invoice has no amount: amount_msat is required")
-        return decoded.payment_hash, request.amount_msat, True
-    if request.amount_msat not in (None, decoded.amount_msat):
-        raise ValueError("amount_msat differs from the invoice amount")
-    return decoded.payment_hash, decoded.amount_msat, False
+    return invoice_target(request)

@@ -24,8 +24,8 @@ import structlog
 from lndgrpc.compiled import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 
 from services.lightning import lnd_convert
-from services.lightning.bolt11 import invoice_facts as _invoice_facts
 from services.lightning.lnd_errors import Action, grpc_status_rule
+from services.lightning.payments import invoice_target, liquidity_of
 from services.lightning.port import (
     Channel,
     DecodedInvoice,
@@ -184,15 +184,7 @@ class LndAdapter:
         return [lnd_convert.channel(chan) for chan in listed.channels]
 
     async def liquidity_summary(self) -> LiquiditySummary:
-        channels = await self.list_channels()
-        active = [chan for chan in channels if chan.active]
-        return LiquiditySummary(
-            channels=len(channels),
-            active_channels=len(active),
-            outbound_msat=sum(chan.local_balance_msat for chan in active),
-            inbound_msat=sum(chan.remote_balance_msat for chan in active),
-            max_sendable_msat=max((chan.local_balance_msat for chan in active), default=0),
-        )
+        return liquidity_of(await self.list_channels())
 
     # -- payments ---------------------------------------------------------------------------
 
@@ -323,18 +315,8 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
     Raises ``ValueError`` (``InvoiceDecodeError`` for a bad invoice) before any node call.
     """
     if request.payment_request is not None:
-        # Decoded locally: the hash is needed before the node is asked anything.
-        decoded = _invoice_facts(request.payment_request, request.payment_hash)
-        if request.payment_hash is not None and request.payment_hash != decoded.payment_hash:
-            raise ValueError("payment_hash does not match the payment request")
-        if decoded.amount_msat is None:
-            if request.amount_msat is None or request.amount_msat <= 0:
-                raise ValueError("the invoice has no amount: amount_msat is required")
-            return decoded.payment_hash, request.amount_msat, True
-        # lnd refuses an amount for an invoice that names one (router_backend.go).
-        if request.amount_msat not in (None, decoded.amount_msat):
-            raise ValueError("amount_msat differs from the invoice amount")
-        return decoded.payment_hash, decoded.amount_msat, False
+        # Read locally: the hash is needed before the node is asked anything.
+        return invoice_target(request)
     if request.destination is None or request.amount_msat is None or request.amount_msat <= 0:
         raise ValueError("a payment needs payment_request, or destination and amount_msat")
     if request.keysend_preimage is None:
