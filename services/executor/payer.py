@@ -17,6 +17,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import structlog
 
 from schemas.commands import RecordPaymentOutcome
@@ -86,7 +87,10 @@ class Payer:
                     # Re-routed, resolved or reported already: sending now could pay twice.
                     log.info("work_order_obsolete", state=status.state, current=status.attempt)
                     return Disposition.DONE
-                record = await self._send(target, delivery=delivery)
+                checked = msgspec.structs.replace(target.request, node_record_checked=True)
+                record = await self._send(
+                    msgspec.structs.replace(target, request=checked), delivery=delivery
+                )
                 if record is None:
                     return Disposition.RETRY
             return await self._conclude(order, target.payment_hash, record)

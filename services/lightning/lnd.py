@@ -210,7 +210,9 @@ class LndAdapter:
     async def _pay_once(
         self, request: PayRequest, payment_hash: str, amount_msat: int, open_amount: bool
     ) -> PaymentResult:
-        existing = await self._first_update(payment_hash)
+        # A race after the caller's look-up still meets lnd's AlreadyExists, answered from
+        # the record below, so the hint only saves a TrackPaymentV2 stream.
+        existing = None if request.node_record_checked else await self._first_update(payment_hash)
         if existing is None or isinstance(existing, PaymentFailed):
             send_request = _send_request(request, payment_hash, amount_msat if open_amount else 0)
             sent = await self._send(send_request, payment_hash)

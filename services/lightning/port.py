@@ -96,6 +96,9 @@ class PayRequest(msgspec.Struct, frozen=True, kw_only=True):
     amount_msat: int | None = None
     payment_hash: str | None = None
     keysend_preimage: str | None = None
+    # The caller asked this node for the hash just now and it had no record; an adapter whose
+    # node refuses a second live attempt itself (lnd) may then skip its own look-up.
+    node_record_checked: bool = False
 
 
 class Channel(msgspec.Struct, frozen=True, kw_only=True):
