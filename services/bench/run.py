@@ -271,6 +271,10 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             nc, source, tag="half", rate_per_s=max(1.0, saturation / 2),
             duration_s=8.0, settled_at=settled_at,
         )  # fmt: skip
+        # The floor: one intent at a time, so no queueing anywhere.
+        low_load = await run_open_loop(
+            nc, source, tag="low", rate_per_s=10.0, duration_s=3.0, settled_at=settled_at
+        )
         engine_rss = _rss_mib(engine.pid)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
@@ -288,6 +292,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
                 },
             },
             "latency_at_half_saturation": open_loop,
+            "latency_at_low_load": low_load,
             "memory": {
                 "engine_peak_rss_mib": engine_rss,
                 "simulated_network_peak_rss_mib": _rss_mib(sim.pid),

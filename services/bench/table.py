@@ -18,8 +18,11 @@ def render(result: dict[str, Any]) -> str:
             else:
                 rows.append((f"{section}.{name}", str(fig)))
 
-    for section in ("baselines", "event_store", "end_to_end", "latency_at_half_saturation",
-                    "memory", "cost_per_intent", "ratios"):  # fmt: skip
+    sections = (
+        "baselines", "event_store", "end_to_end", "latency_at_half_saturation",
+        "latency_at_low_load", "memory", "cost_per_intent", "ratios",
+    )  # fmt: skip
+    for section in sections:
         if section in result:
             add(section, result[section])
     width = max(len(name) for name, _ in rows)

@@ -29,6 +29,10 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
         assert result["event_store"][key]["median"] > 0
     assert result["end_to_end"]["settled_intents_per_s"]["median"] > 0
     assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency_at_half_saturation"])
+    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency_at_low_load"])
+    assert set(result["cost_per_intent"]["cpu_ms_by_process"]) == {
+        "engine", "simulated_network", "executors_and_load", "nats_server", "postgres",
+    }  # fmt: skip
     assert result["memory"]["engine_peak_rss_mib"] > 0
     assert {"events", "db_transactions", "nats_messages_in"} <= set(result["cost_per_intent"])
     assert set(result["targets"]) == {
