@@ -152,6 +152,7 @@ async def run_open_loop(
         await asyncio.sleep(0.05)  # poll until the event subscriber has seen every settlement
     latencies = sorted((settled_at[i] - t) * 1000 for i, t in sent_at.items() if i in settled_at)
     return {
+        "unsettled_ids": sorted(i for i in sent_at if i not in settled_at),
         "offered_per_s": round(rate_per_s, 1),
         "intents": len(sent_at),
         "settled": len(latencies),

@@ -115,6 +115,7 @@ async def _pg_counters(url: str) -> dict[str, int]:
 
 async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
+    work.chmod(0o755)  # the PostgreSQL service user keeps its data (and logs) here for a post-mortem
     stack = DevStack(work / "servers", fsync=True)
     await asyncio.to_thread(stack.start)
     result: dict[str, Any] = {
@@ -128,7 +129,7 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
     try:
         result["baselines"] = await _baselines(stack, runs, quick)
         result["event_store"] = await _store(stack, runs, quick)
-        result.update(await _end_to_end(stack, work, runs, e2e_intents))
+        result.update(await _end_to_end(stack, work, runs, e2e_intents, quick=quick))
     finally:
         await asyncio.to_thread(stack.stop)
     _ratios_and_targets(result)
@@ -187,7 +188,10 @@ async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
     return {k: summary(v, unit="events/s") for k, v in out.items()}
 
 
-async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> dict[str, Any]:
+async def _end_to_end(
+    stack: DevStack, work: Path, runs: int, intents: int, *, quick: bool
+) -> dict[str, Any]:
+    warmup, half_s, low_s = (20, 2.0, 1.0) if quick else (100, 8.0, 3.0)
     db_url = await _create_db(stack.database_url, "corridor")
     engine_dir = work / "engine"
     env = {**os.environ, "NATS_URL": stack.nats_url, "DATABASE_URL": db_url,
@@ -228,7 +232,7 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
             "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
             ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
-        await run_closed_loop(nc, source, tag="warm", intents=100, window=64, settled=settled_q)
+        await run_closed_loop(nc, source, tag="warm", intents=warmup, window=64, settled=settled_q)
         monitor = f"http://127.0.0.1:{urlsplit(stack.nats_url).port}"
         closed = []
         costs: dict[str, float] = {}
@@ -269,12 +273,14 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
         events_per_intent = costs.get("events", 6.0)
         open_loop = await run_open_loop(
             nc, source, tag="half", rate_per_s=max(1.0, saturation / 2),
-            duration_s=8.0, settled_at=settled_at,
+            duration_s=half_s, settled_at=settled_at,
         )  # fmt: skip
         # The floor: one intent at a time, so no queueing anywhere.
         low_load = await run_open_loop(
-            nc, source, tag="low", rate_per_s=10.0, duration_s=3.0, settled_at=settled_at
+            nc, source, tag="low", rate_per_s=10.0, duration_s=low_s, settled_at=settled_at
         )
+        for load in (open_loop, low_load):
+            load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))
         engine_rss = _rss_mib(engine.pid)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
@@ -313,6 +319,25 @@ async def _end_to_end(stack: DevStack, work: Path, runs: int, intents: int) -> d
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _last_events(db_url: str, intent_ids: list[str]) -> dict[str, int]:
+    """Why intents did not settle in time: their last event type, counted."""
+    if not intent_ids:
+        return {}
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (stream_id) type FROM events WHERE stream_id = ANY($1::text[])"
+            " ORDER BY stream_id, stream_version DESC",
+            intent_ids,
+        )
+    finally:
+        await conn.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["type"]] = counts.get(row["type"], 0) + 1
+    return counts
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -406,10 +406,16 @@ class CommandProcessor:
                 self._policy_stale = True
 
     async def status(self, intent_id: str) -> PaymentIntentStatus | CommandRejected:
-        """From the committed-state cache when possible: no history, usually no query."""
-        if intent_id not in self._cache:
-            await self._load([intent_id])
+        """From the committed-state cache when it knows the intent, else from the log.
+
+        A cached ``None`` is not trusted: the writer loop caches "no such intent yet" before it
+        appends a submit, and a reader can arrive between that commit and the loop storing the
+        new state. This path never writes the cache, so it cannot race the writer loop.
+        """
         state = self._cache.get(intent_id)
+        if state is None:
+            history = await self._store.read_stream(intent_id)
+            state = fold(to_domain(e) for e in history)
         if state is None:
             return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
         return PaymentIntentStatus(

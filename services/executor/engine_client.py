@@ -26,7 +26,9 @@ log = structlog.get_logger("corridor.executor")
 
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
 _status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
-_RETRYABLE_CODES = frozenset({"unavailable"})
+# A work order proves its intent exists, so "not_found" means the engine has not caught up
+# (or a store was restored behind JetStream): retry, never drop the work order.
+_RETRYABLE_CODES = frozenset({"unavailable", "not_found"})
 # States in which the engine waits for the node's evidence on the current attempt.
 _ON_THE_WIRE = frozenset({"dispatched", "in_flight"})
 

@@ -272,3 +272,29 @@ async def test_spend_survives_an_engine_restart(
     finally:
         await engine.stop()
     assert reply["state"] == "awaiting_approval"
+
+
+async def test_status_right_after_commit_is_never_not_found(engine: Engine, nc: Client) -> None:
+    """Regression (found by `corridor bench`): between a batch's commit and the writer loop
+    storing the new state, the state cache still holds the batch's "no such intent yet"
+    placeholder. An executor whose work order arrived in that window was told `not_found`
+    and dropped the work order, leaving the intent dispatched forever."""
+    from schemas.common import Caller
+    from services.engine.event_codec import to_new_events
+    from services.engine.ids import intent_id_for
+    from schemas import events as ev
+    from schemas.records import EventMetadata
+
+    intent_id = intent_id_for("alice", "window-1")
+    processor = engine.processor
+    await processor._load([intent_id])  # what the writer loop does before planning a submit
+    received = ev.IntentReceived(
+        intent_id=intent_id, caller=Caller(id="alice", kind="service"), idempotency_key="window-1",
+        corridor="us-eu", amount_msat=50_000, max_fee_msat=1_000, destination="02" + "11" * 32,
+        received_at_ms=1, request_fingerprint="f",
+    )  # fmt: skip
+    meta = EventMetadata(correlation_id="c", causation_id="k", actor="test")
+    await engine.store.append(to_new_events(intent_id, 1, [received], meta, 1))  # the commit
+    reply = await processor.status(intent_id)
+    assert reply.ok, reply
+    assert reply.state == "received"
