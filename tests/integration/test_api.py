@@ -279,11 +279,11 @@ async def test_status_right_after_commit_is_never_not_found(engine: Engine, nc: 
     storing the new state, the state cache still holds the batch's "no such intent yet"
     placeholder. An executor whose work order arrived in that window was told `not_found`
     and dropped the work order, leaving the intent dispatched forever."""
+    from schemas import events as ev
     from schemas.common import Caller
+    from schemas.records import EventMetadata
     from services.engine.event_codec import to_new_events
     from services.engine.ids import intent_id_for
-    from schemas import events as ev
-    from schemas.records import EventMetadata
 
     intent_id = intent_id_for("alice", "window-1")
     processor = engine.processor
