@@ -115,9 +115,8 @@ async def _pg_counters(url: str) -> dict[str, int]:
 
 async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
-    work.chmod(
-        0o755
-    )  # the PostgreSQL service user keeps its data (and logs) here for a post-mortem
+    # Traversable by PostgreSQL's service user, so its data and log stay here for a post-mortem.
+    os.chmod(work, 0o755)
     stack = DevStack(work / "servers", fsync=True)
     await asyncio.to_thread(stack.start)
     result: dict[str, Any] = {
