@@ -153,7 +153,17 @@ class CommandProcessor:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            replies = await self.process(batch)
+            try:
+                replies = await self.process(batch)
+            except Exception:
+                # A bug must not stop the writer loop: this batch was not committed (the spend
+                # journal rolled back), its callers get a coded error, the next batch runs.
+                log.exception("batch_crashed", commands=len(batch))
+                self._forget(batch)
+                crashed = errors.CorridorError(
+                    "internal error; not committed", code="internal_error"
+                )
+                replies = [_rejected(crashed)] * len(batch)
             for item, reply in zip(batch, replies, strict=True):
                 if item.future is not None and not item.future.done():
                     item.future.set_result(reply)

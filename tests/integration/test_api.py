@@ -298,3 +298,33 @@ async def test_status_right_after_commit_is_never_not_found(engine: Engine, nc: 
     reply = await processor.status(intent_id)
     assert reply.ok, reply
     assert reply.state == "received"
+
+
+async def test_a_crashing_decision_fails_its_batch_but_not_the_writer_loop(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    from services.bootstrap import bootstrap
+    from services.domain.policy import AllowAllPolicy
+    from services.engine.ids import intent_id_for
+    from services.settings import Settings
+
+    class BuggyPolicy(AllowAllPolicy):
+        def judge(self, command, *, now_ms, payee=None):  # type: ignore[no-untyped-def]
+            if command.idempotency_key == "boom":
+                raise RuntimeError("a bug in a rule")
+            return super().judge(command, now_ms=now_ms, payee=payee)
+
+    policy = BuggyPolicy()
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url,
+                             policy=lambda: policy)  # fmt: skip
+    await engine.start(relay=False)
+    try:
+        crashed = await request(nc, SUBMIT.format(caller="alice"), submit(key="boom"))
+        assert crashed["error"]["code"] == "internal_error"
+        fine = await request(nc, SUBMIT.format(caller="alice"), submit(key="fine"))
+        assert fine["ok"] and fine["state"] == "dispatched"
+        assert await engine.store.read_stream(fine["intent_id"]) != []
+        boom_id = intent_id_for("alice", "boom")
+        assert await engine.store.read_stream(boom_id) == []  # nothing of the crash committed
+    finally:
+        await engine.stop()
