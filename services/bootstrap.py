@@ -166,6 +166,9 @@ async def bootstrap(
             dsn=database_url,
             batch_max=settings.relay_batch_max,
             poll_s=settings.relay_poll_s,
+            ensure_streams=lambda: ensure_streams(
+                js, duplicate_window_s=settings.jetstream_duplicate_window_s
+            ),
         ),
         deadlines=deadlines,
         health=health,

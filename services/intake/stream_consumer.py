@@ -41,6 +41,17 @@ class CommandStreamConsumer:
         self._stopping = True
 
     async def run(self) -> None:
+        """Consume until stopped; a lost connection or a deleted consumer is retried."""
+        while not self._stopping:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cmd_consumer_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                await asyncio.sleep(NAK_DELAY_S)  # back-off before binding again
+
+    async def _consume(self) -> None:
         psub = await self._js.pull_subscribe(
             subjects.CMD_WILDCARD,
             durable=subjects.CMD_CONSUMER,
@@ -52,7 +63,9 @@ class CommandStreamConsumer:
                 max_ack_pending=FETCH_BATCH_MAX * 8,
             ),
         )
-        while True:
+        # nats-py's fetch can turn a cancellation into its own TimeoutError, so the loop also
+        # watches a stop flag instead of relying on cancellation alone.
+        while not self._stopping:
             try:
                 msgs = await psub.fetch(batch=FETCH_BATCH_MAX, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):

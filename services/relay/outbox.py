@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,9 @@ log = structlog.get_logger("corridor.relay")
 
 _LEADER_LOCK_KEY = 0x72656C61  # "rela"
 CHECKPOINT = "relay:jetstream"
+# Reconnect back-off after a failure: quick first retry, then at most every few seconds.
+RETRY_BACKOFF_S_FIRST = 0.2
+RETRY_BACKOFF_S_MAX = 5.0
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
 
@@ -39,20 +43,46 @@ class OutboxRelay:
         dsn: str,
         batch_max: int = 1000,
         poll_s: float = 1.0,
+        ensure_streams: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._js = js
         self._dsn = dsn
         self._batch_max = batch_max
         self._poll_s = poll_s
+        # Re-declares the streams on every (re)start: a deleted stream comes back and is refilled.
+        self._ensure_streams = ensure_streams
         self._wake = asyncio.Event()
         self.position = 0
         self.published = 0
+        self.failures = 0
         self.leader = asyncio.Event()
 
     async def run(self) -> None:
+        """Publish until cancelled. A failure (NATS or PostgreSQL away, a stream deleted) never
+        stops the relay: it backs off, reconnects, re-checks the stream and resumes from its
+        checkpoint, so nothing committed is left unpublished."""
+        backoff_s = RETRY_BACKOFF_S_FIRST
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                log.warning("relay_failed", error=type(exc).__name__, detail=str(exc)[:200],
+                            retry_in_s=backoff_s)  # fmt: skip
+                self.leader.clear()
+                await asyncio.sleep(backoff_s)  # back-off before reconnecting, not synchronisation
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
+            else:
+                return
+
+    async def _run_once(self) -> None:
         conn: asyncpg.Connection[Any] = await asyncpg.connect(self._dsn)
         try:
+            if self._ensure_streams is not None:
+                await self._ensure_streams()
             await self._become_leader(conn)
             await conn.add_listener("corridor_events", self._on_notify)
             self.position = await self._start_position()

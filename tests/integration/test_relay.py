@@ -124,3 +124,25 @@ async def test_relay_republishes_what_jetstream_lost(
     finally:
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 21))
+
+
+async def test_relay_survives_losing_its_stream_while_running(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    """The stream disappears under a running relay: publishes fail, the relay backs off,
+    re-declares the stream, rewinds to what the stream holds, and publishes every event."""
+    engine = await bootstrap(
+        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
+    )
+    await engine.start()
+    try:
+        await _submit_many(nc, range(3))
+        await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
+        await nc.jetstream().delete_stream("CORRIDOR_EVT")
+        await _submit_many(nc, range(3, 6))
+        await wait_for(lambda: engine.relay.failures > 0, what="the relay to notice the loss")
+        await wait_for(lambda: engine.relay.position == 24, what="relay to recover and catch up")
+        events = await _drain_events(nc, 24)
+    finally:
+        await engine.stop()
+    assert [e["position"] for e in events] == list(range(1, 25))
