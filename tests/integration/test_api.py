@@ -260,9 +260,8 @@ async def test_spend_survives_an_engine_restart(
     await engine.start(relay=False)
     try:
         for i in range(21):
-            assert (await request(nc, SUBMIT.format(caller="bot-8"), agent(i)))["state"] == (
-                "dispatched"
-            )
+            reply = await request(nc, SUBMIT.format(caller="bot-8"), agent(i))
+            assert reply.get("state") == "dispatched", (i, reply)
     finally:
         await engine.stop()
     engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
@@ -271,7 +270,7 @@ async def test_spend_survives_an_engine_restart(
         reply = await request(nc, SUBMIT.format(caller="bot-8"), agent(21))
     finally:
         await engine.stop()
-    assert reply["state"] == "awaiting_approval"
+    assert reply.get("state") == "awaiting_approval", reply
 
 
 async def test_status_right_after_commit_is_never_not_found(engine: Engine, nc: Client) -> None:
