@@ -35,6 +35,9 @@ from services.sim.runner import SimStack
 log = structlog.get_logger("corridor.demo")
 
 SUBMIT_WINDOW = 32  # intents in flight from the upstream system at once
+# 300 intents over about 5 s: the region outage (from 50 % to 80 % of the workload) then lasts
+# longer than the executors' health interval, so routing sees it.
+SUBMIT_RATE_PER_S = 60.0
 SETTLE_TIMEOUT_S = 75.0
 OUTAGE_NODE = "us-lnd"
 DRAINED_NODE = "eu-lnd"
@@ -115,7 +118,9 @@ async def _submit_all(
 ) -> dict[str, dict[str, Any]]:
     slots = asyncio.Semaphore(SUBMIT_WINDOW)
     replies: dict[str, dict[str, Any]] = {}
-    third, half = len(workload) // 3, len(workload) // 2
+    count = len(workload)
+    third, half, outage_end = count // 3, count // 2, count * 4 // 5
+    began = time.monotonic()
 
     async def one(spec: IntentSpec) -> None:
         async with slots:
@@ -134,11 +139,15 @@ async def _submit_all(
         if spec.index == half:
             sim.network.faults.set_offline(OUTAGE_NODE)
             log.info("demo_outage_started", node=OUTAGE_NODE)
+        if spec.index == outage_end:
+            sim.network.faults.set_offline(OUTAGE_NODE, offline=False)
+            log.info("demo_outage_ended", node=OUTAGE_NODE)
         tasks.append(asyncio.create_task(one(spec)))
-        await asyncio.sleep(0)  # let submissions interleave with the faults in order
+        # Upstream systems submit over time: pace the workload so the faults last a while.
+        delay_s = began + (spec.index + 1) / SUBMIT_RATE_PER_S - time.monotonic()
+        await asyncio.sleep(max(0.0, delay_s))
     await asyncio.gather(*tasks)
     sim.network.faults.set_offline(OUTAGE_NODE, offline=False)
-    log.info("demo_outage_ended", node=OUTAGE_NODE)
     return replies
 
 
