@@ -148,6 +148,7 @@ async def bootstrap(
         pay_timeout_s=settings.pay_timeout_s,
         batch_max=settings.intake_batch_max,
         queue_max=settings.intake_queue_max,
+        cache_max=settings.state_cache_max,
         baseline_policy_version=document.version,
     )
     deadlines = DeadlineScheduler(processor, engine_clock)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Intake: group commit. A batch closes at this size or when the queue is empty.
     intake_batch_max: int = Field(default=256, ge=1, le=4096)
     intake_queue_max: int = Field(default=4096, ge=1)
+    # Intent states kept in memory by the writer loop (a miss costs one query per batch). An
+    # entry is about 1 KiB with its invoice, so 20,000 bound the cache near 20 MiB.
+    state_cache_max: int = Field(default=20_000, ge=100)
     db_pool_max: int = Field(default=10, ge=2, le=100)
     command_timeout_s: float = Field(default=10.0, gt=0)
     # Relay: events per read, and JetStream publishes awaiting an ack at once.

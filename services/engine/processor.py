@@ -111,7 +111,7 @@ class CommandProcessor:
         pay_timeout_s: int = 60,
         batch_max: int = 256,
         queue_max: int = 4096,
-        cache_max: int = 100_000,
+        cache_max: int = 20_000,
         baseline_policy_version: int = 0,
     ) -> None:
         self._store = store
