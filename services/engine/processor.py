@@ -216,7 +216,12 @@ class CommandProcessor:
             self._adopt_policy(plan.policy_state)
         if plan.states:
             for hook in self.committed_hooks:
-                hook(plan.states)
+                try:
+                    hook(plan.states)
+                except Exception:
+                    # The batch is committed; a failing observer must not turn that into an
+                    # error reply.
+                    log.exception("committed_hook_failed", hook=getattr(hook, "__name__", "?"))
         return plan.replies
 
     def _prepare(self, item: _Item) -> None:
