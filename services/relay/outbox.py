@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ log = structlog.get_logger("corridor.relay")
 _LEADER_LOCK_KEY = 0x72656C61  # "rela"
 CHECKPOINT = "relay:jetstream"
 # Reconnect back-off after a failure: quick first retry, then at most every few seconds.
+CHECKPOINT_INTERVAL_S = 0.5
 RETRY_BACKOFF_S_FIRST = 0.2
 RETRY_BACKOFF_S_MAX = 5.0
 PUBLISH_ACK_TIMEOUT_S = 30.0
@@ -56,6 +58,8 @@ class OutboxRelay:
         self.position = 0
         self.published = 0
         self.failures = 0
+        self._saved_position = -1
+        self._saved_at = 0.0
         self.leader = asyncio.Event()
 
     async def run(self) -> None:
@@ -86,6 +90,7 @@ class OutboxRelay:
             await self._become_leader(conn)
             await conn.add_listener("corridor_events", self._on_notify)
             self.position = await self._start_position()
+            self._saved_position = self.position
             log.info("relay_started", position=self.position)
             while True:
                 self._wake.clear()
@@ -93,15 +98,26 @@ class OutboxRelay:
                     after_position=self.position, limit=self._batch_max
                 )
                 if not batch:
+                    await self._save_checkpoint()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
                     continue
                 await self._publish(batch)
                 self.position = batch[-1].position
-                await self._store.set_checkpoint(CHECKPOINT, self.position)
+                if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL_S:
+                    await self._save_checkpoint()
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    async def _save_checkpoint(self) -> None:
+        # Saved when idle or every CHECKPOINT_INTERVAL_S, not after every batch: a checkpoint
+        # is a durable commit on the hot path, and a crash only re-publishes what JetStream
+        # then drops as duplicates (Nats-Msg-Id) or consumers dedupe by position.
+        if self.position != self._saved_position:
+            await self._store.set_checkpoint(CHECKPOINT, self.position)
+            self._saved_position = self.position
+        self._saved_at = time.monotonic()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -146,3 +146,23 @@ async def test_relay_survives_losing_its_stream_while_running(
     finally:
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 25))
+
+
+async def test_relay_saves_its_checkpoint_once_idle(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    from services.relay.outbox import CHECKPOINT
+
+    engine = await bootstrap(
+        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
+    )
+    await engine.start()
+    try:
+        await _submit_many(nc, range(4))
+
+        async def saved() -> bool:
+            return await engine.store.get_checkpoint(CHECKPOINT) == 16
+
+        await wait_for(saved, what="the idle relay to save checkpoint 16")
+    finally:
+        await engine.stop()
