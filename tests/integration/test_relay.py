@@ -8,7 +8,7 @@ import json
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.bootstrap import bootstrap
+from services.bootstrap import Engine, bootstrap
 from services.settings import Settings
 from tests.conftest import wait_for
 from tests.factories import submit
@@ -37,6 +37,14 @@ async def _drain_events(nc: Client, expected: int) -> list[dict]:
     return out
 
 
+async def _started_engine(nats_url: str, database_url: str) -> Engine:
+    engine = await bootstrap(
+        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
+    )
+    await engine.start()
+    return engine
+
+
 async def _submit_many(nc: Client, keys: range) -> None:
     await asyncio.gather(
         *(
@@ -53,10 +61,7 @@ async def _submit_many(nc: Client, keys: range) -> None:
 async def test_events_are_published_in_order_with_headers(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
-    engine = await bootstrap(
-        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
-    )
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(10))
         await wait_for(lambda: engine.relay.position == 40, what="relay to reach position 40")
@@ -74,9 +79,7 @@ async def test_events_are_published_in_order_with_headers(
 async def test_relay_restart_has_no_gaps_and_no_visible_duplicates(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
-    settings = Settings(relay_poll_s=0.2)
-    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     await _submit_many(nc, range(10))
     await wait_for(lambda: engine.relay.position == 40, what="first relay to publish 40")
     # Simulate a crash after publishing but before the checkpoint was saved.
@@ -88,8 +91,7 @@ async def test_relay_restart_has_no_gaps_and_no_visible_duplicates(
     await store.set_checkpoint(CHECKPOINT, 25)
     await store.close()
 
-    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(10, 15))
         await wait_for(lambda: engine.relay.position == 60, what="second relay to reach 60")
@@ -108,17 +110,14 @@ async def test_relay_restart_has_no_gaps_and_no_visible_duplicates(
 async def test_relay_republishes_what_jetstream_lost(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
-    settings = Settings(relay_poll_s=0.2)
-    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     await _submit_many(nc, range(5))
     await wait_for(lambda: engine.relay.position == 20, what="relay to publish 20")
     await engine.stop()
     js = nc.jetstream()
     await js.delete_stream("CORRIDOR_EVT")  # JetStream loses everything, dedupe state too
 
-    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     try:
         events = await _drain_events(nc, 20)
     finally:
@@ -131,10 +130,7 @@ async def test_relay_survives_losing_its_stream_while_running(
 ) -> None:
     """The stream disappears under a running relay: publishes fail, the relay backs off,
     re-declares the stream, rewinds to what the stream holds, and publishes every event."""
-    engine = await bootstrap(
-        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
-    )
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(3))
         await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
@@ -153,10 +149,7 @@ async def test_relay_saves_its_checkpoint_once_idle(
 ) -> None:
     from services.relay.outbox import CHECKPOINT
 
-    engine = await bootstrap(
-        Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
-    )
-    await engine.start()
+    engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(4))
 
