@@ -73,16 +73,17 @@ async def _body(merchant: NodePort, tag: str, i: int) -> bytes:
 
 async def run_closed_loop(
     nc: Client,
-    source: InvoiceSource,
+    bodies: list[bytes],
     *,
-    tag: str,
-    intents: int,
     window: int,
     settled: asyncio.Queue[str],
     timeout_s: float = 120.0,
 ) -> E2eRun:
-    """Submit ``intents`` with at most ``window`` requests open; time until all settled."""
-    bodies = await source.bodies(tag, intents)
+    """Submit ``bodies`` with at most ``window`` requests open; time until all settled.
+
+    The invoices are made beforehand, so neither the time nor the CPU figures include them.
+    """
+    intents = len(bodies)
     slots = asyncio.Semaphore(window)
     submit_ms: list[float] = []
     ids: set[str] = set()
@@ -116,29 +117,35 @@ async def run_closed_loop(
                   submit_latency_ms=sorted(submit_ms))  # fmt: skip
 
 
+def open_loop_count(rate_per_s: float, duration_s: float) -> int:
+    return max(1, int(rate_per_s * duration_s))
+
+
 async def run_open_loop(
     nc: Client,
-    source: InvoiceSource,
+    bodies: list[bytes],
     *,
-    tag: str,
     rate_per_s: float,
-    duration_s: float,
     settled_at: dict[str, float],
 ) -> dict[str, Any]:
-    """Offer a fixed rate; latency is submit to the `IntentSettled` event arriving."""
-    count = max(1, int(rate_per_s * duration_s))
-    bodies = await source.bodies(tag, count)
+    """Offer a fixed rate; latency is submit to the `IntentSettled` event arriving.
+
+    ``sent_wall_ms`` (popped by the caller) holds each intent's submit time on the wall clock,
+    to set beside the engine's ``recorded_at_ms`` for a per-stage breakdown.
+    """
     sent_at: dict[str, float] = {}
+    sent_wall_ms: dict[str, float] = {}
     interval = 1.0 / rate_per_s
     began = time.perf_counter()
     tasks = []
 
     async def one(body: bytes) -> None:
-        t0 = time.perf_counter()
+        t0, wall_ms = time.perf_counter(), time.time() * 1000
         msg = await nc.request("corridor.api.v1.intents.submit.bench", body, timeout=60)
         reply = json.loads(msg.data)
         if reply.get("ok"):
             sent_at[reply["intent_id"]] = t0
+            sent_wall_ms[reply["intent_id"]] = wall_ms
 
     for i, body in enumerate(bodies):
         target = began + i * interval
@@ -153,6 +160,7 @@ async def run_open_loop(
     latencies = sorted((settled_at[i] - t) * 1000 for i, t in sent_at.items() if i in settled_at)
     return {
         "unsettled_ids": sorted(i for i in sent_at if i not in settled_at),
+        "sent_wall_ms": sent_wall_ms,
         "offered_per_s": round(rate_per_s, 1),
         "intents": len(sent_at),
         "settled": len(latencies),

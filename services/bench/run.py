@@ -27,7 +27,7 @@ import asyncpg
 from nats.js.api import DeliverPolicy
 
 from services.bench import baselines, store_bench
-from services.bench.e2e import InvoiceSource, run_closed_loop, run_open_loop
+from services.bench.e2e import InvoiceSource, open_loop_count, run_closed_loop, run_open_loop
 from services.bench.stats import percentile, summary
 from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
@@ -223,21 +223,23 @@ async def _end_to_end(
         nc = await connect(stack.nats_url, name="bench-load")
         settled_q: asyncio.Queue[str] = asyncio.Queue()
         settled_at: dict[str, float] = {}
+        seen_wall_ms: dict[str, float] = {}
 
         async def on_settled(msg: Any) -> None:
             intent_id = msg.headers.get("Corridor-Stream-Id", "")
             settled_at[intent_id] = time.perf_counter()
+            seen_wall_ms[intent_id] = time.time() * 1000
             settled_q.put_nowait(intent_id)
 
         await nc.jetstream().subscribe(
             "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
             ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
-        await run_closed_loop(nc, source, tag="warm", intents=warmup, window=64, settled=settled_q)
-        monitor = f"http://127.0.0.1:{urlsplit(stack.nats_url).port}"
+        await run_closed_loop(nc, await source.bodies("warm", warmup), window=64, settled=settled_q)
         closed = []
         costs: dict[str, float] = {}
         for run in range(runs):
+            bodies = await source.bodies(f"sat{run}", intents)
             nats_before = _nats_counters(_monitor_url(stack))
             pg_before = await _pg_counters(db_url)
             groups = {
@@ -248,11 +250,7 @@ async def _end_to_end(
                 "postgres": _postgres_pids(),
             }
             cpu_before = {name: _cpu_s(pids) for name, pids in groups.items()}
-            closed.append(
-                await run_closed_loop(
-                    nc, source, tag=f"sat{run}", intents=intents, window=512, settled=settled_q
-                )
-            )
+            closed.append(await run_closed_loop(nc, bodies, window=512, settled=settled_q))
             nats_after = _nats_counters(_monitor_url(stack))
             pg_after = await _pg_counters(db_url)
             n = max(1, closed[-1].settled)
@@ -269,19 +267,19 @@ async def _end_to_end(
                 ),
                 "cpu_ms_by_process": cpu_ms,  # type: ignore[dict-item]
             }
-        del monitor
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
         events_per_intent = costs.get("events", 6.0)
+        half_rate = max(1.0, saturation / 2)
+        half_bodies = await source.bodies("half", open_loop_count(half_rate, half_s))
         open_loop = await run_open_loop(
-            nc, source, tag="half", rate_per_s=max(1.0, saturation / 2),
-            duration_s=half_s, settled_at=settled_at,
-        )  # fmt: skip
-        # The floor: one intent at a time, so no queueing anywhere.
-        low_load = await run_open_loop(
-            nc, source, tag="low", rate_per_s=10.0, duration_s=low_s, settled_at=settled_at
+            nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
         )
+        # The floor: one intent at a time, so no queueing anywhere.
+        low_bodies = await source.bodies("low", open_loop_count(10.0, low_s))
+        low_load = await run_open_loop(nc, low_bodies, rate_per_s=10.0, settled_at=settled_at)
         for load in (open_loop, low_load):
             load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))
+            load["stages_ms"] = await _stages(db_url, load.pop("sent_wall_ms"), seen_wall_ms)
         engine_rss = _rss_mib(engine.pid)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
@@ -320,6 +318,44 @@ async def _end_to_end(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# Where an intent's time goes, from the engine's own timestamps (``recorded_at_ms`` is taken
+# when a batch is planned, before its commit).
+STAGES = (
+    ("submit_to_received", "submit", "IntentReceived"),
+    ("received_to_payment_reported", "IntentReceived", "PaymentSucceeded"),
+    ("payment_reported_to_seen", "PaymentSucceeded", "seen"),
+)
+
+
+async def _stages(
+    db_url: str, sent_wall_ms: dict[str, float], seen_wall_ms: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """p50/p95 of each stage, in wall-clock milliseconds (the engine's clock has 1 ms grain)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT stream_id, type, (extract(epoch from recorded_at) * 1000)::float8 AS at_ms"
+            " FROM events WHERE stream_id = ANY($1::text[])",
+            list(sent_wall_ms),
+        )
+    finally:
+        await conn.close()
+    marks: dict[str, dict[str, float]] = {
+        i: {"submit": t, **({"seen": seen_wall_ms[i]} if i in seen_wall_ms else {})}
+        for i, t in sent_wall_ms.items()
+    }
+    for row in rows:
+        marks[row["stream_id"]].setdefault(row["type"], row["at_ms"])
+    out: dict[str, dict[str, float]] = {}
+    for name, start, end in STAGES:
+        spans = sorted(m[end] - m[start] for m in marks.values() if start in m and end in m)
+        out[name] = {
+            "p50": round(percentile(spans, 50), 1),
+            "p95": round(percentile(spans, 95), 1),
+        }
+    return out
 
 
 async def _last_events(db_url: str, intent_ids: list[str]) -> dict[str, int]:

@@ -1,11 +1,15 @@
 """The never-pay-twice procedure for one delivery of one work order (no JetStream here).
 
-1. The payment hash is the idempotency key: the node's record of the hash is asked first.
+1. The payment hash is the idempotency key: on a redelivery the node's record of the hash is
+   asked first. A first delivery skips that look-up: no earlier delivery of this attempt can
+   have sent anything, and the node itself refuses a second live attempt for one hash.
 2. Only when the node has no record *and* the engine says this attempt is current and still
    waiting for a send does the executor send (``NodePort.pay`` again refuses a second send).
-3. Every outcome is taken from the node's record. A failure is reported only with the node's
-   evidence (a final ``failed`` record, or no record at all); without evidence nothing is
-   reported and the delivery is retried later. Unknown is a state, never a failure.
+3. Every outcome is taken from the node's answer to this send or from its record. A failure is
+   reported only with the node's evidence (a final ``failed`` answer or record, or no record
+   at all); without evidence nothing is reported and the delivery is retried later. On a
+   first delivery an ambiguous send is always retried: only a look-up *before* the send
+   tells a record of this send from an older one. Unknown is a state, never a failure.
 
 See docs/adr/0203-executor-never-pays-twice.md.
 """
@@ -79,8 +83,9 @@ class Payer:
             await self._report(order, outcomes.failed_with_proof(order, None, refused))
             return Disposition.DONE
         structlog.contextvars.bind_contextvars(payment_hash=target.payment_hash)
+        looked_up = delivery > 1
         try:
-            record = await self._lookup(target.payment_hash)
+            record = await self._lookup(target.payment_hash) if looked_up else None
             if record is None:
                 status = await self._status_of(order.intent_id)
                 if not status.awaits_send(order.attempt):
@@ -89,7 +94,9 @@ class Payer:
                     return Disposition.DONE
                 checked = msgspec.structs.replace(target.request, node_record_checked=True)
                 record = await self._send(
-                    msgspec.structs.replace(target, request=checked), delivery=delivery
+                    msgspec.structs.replace(target, request=checked),
+                    delivery=delivery,
+                    looked_up=looked_up,
                 )
                 if record is None:
                     return Disposition.RETRY
@@ -98,7 +105,9 @@ class Payer:
             log.warning("node_unreachable", detail=str(exc)[:200], delivery=delivery)
             return Disposition.RETRY
 
-    async def _send(self, target: PayTarget, *, delivery: int) -> PaymentResult | None:
+    async def _send(
+        self, target: PayTarget, *, delivery: int, looked_up: bool
+    ) -> PaymentResult | None:
         """The node's answer to a send; ``None`` if the decision must wait for a redelivery."""
         result: PaymentResult | None = None
         log.info("payment_sending", delivery=delivery)
@@ -116,6 +125,10 @@ class Payer:
             )
         if isinstance(result, PaymentSucceeded | PaymentInFlight):
             return result
+        if not looked_up:
+            # The node's own answer to this send is evidence; a record read now is not (it
+            # may be older than the send). Decide on the redelivery, which looks first.
+            return result if isinstance(result, PaymentFailed) else None
         # A failure, or no answer at all: only the node's record can tell what happened.
         record = await self._lookup(target.payment_hash)
         if record is not None:

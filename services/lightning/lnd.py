@@ -12,6 +12,7 @@ Neither the macaroon nor any key material appears in a repr, a log line or an er
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -50,6 +51,13 @@ ERROR_DETAIL_CHARS_MAX: Final = 200
 CREDENTIAL_FILE_BYTES_MAX: Final = 64 * 1024
 # lnd caps gRPC messages at 200 MiB; a ListChannels of a large node fits well within 50 MiB.
 GRPC_MESSAGE_BYTES_MAX: Final = 50 * 1024 * 1024
+
+
+class _Sent(enum.Enum):
+    """A send that ended without a final result of its own."""
+
+    RECORD_EXISTS = "record_exists"  # lnd refused: the hash is in flight or paid already
+    AMBIGUOUS = "ambiguous"  # the send may or may not have reached the node
 
 
 class _MacaroonAuth:
@@ -216,22 +224,25 @@ class LndAdapter:
         if existing is None or isinstance(existing, PaymentFailed):
             send_request = _send_request(request, payment_hash, amount_msat if open_amount else 0)
             sent = await self._send(send_request, payment_hash)
-            if sent is not None:
+            if isinstance(sent, PaymentResult):
                 return sent
+            if request.node_record_checked:
+                if sent is _Sent.AMBIGUOUS:
+                    # Without our own look-up a record read now could predate this send.
+                    raise NodeError(FailureReason.UNKNOWN, "lnd send outcome unknown")
+                # Another send of this hash is live or done: answer with where it is now, so
+                # the caller can report an in-flight payment instead of waiting on it.
+                existing = await self._first_update(payment_hash)
+                if existing is not None and not isinstance(existing, PaymentFailed):
+                    return _same_amount(existing, amount_msat)
         result = await self._follow(payment_hash)
         if existing is not None and result == existing and isinstance(existing, PaymentFailed):
             # Our new send left no newer record, yet may still reach the node: unknown.
             return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
-        if isinstance(result, PaymentSucceeded) and result.amount_msat != amount_msat:
-            return PaymentFailed(
-                payment_hash=payment_hash,
-                reason=FailureReason.ALREADY_PAID,
-                detail=f"hash already paid with {result.amount_msat} msat",
-            )
-        return result
+        return _same_amount(result, amount_msat)
 
-    async def _send(self, send_request: Any, payment_hash: str) -> PaymentResult | None:
-        """The final result of a fresh send; ``None`` when the node's record must answer."""
+    async def _send(self, send_request: Any, payment_hash: str) -> PaymentResult | _Sent:
+        """The final result of a fresh send, or why only the node's record can answer."""
         self._connect()
         call = self._router.SendPaymentV2(send_request, metadata=self._auth.metadata)
         received = False
@@ -245,7 +256,7 @@ class LndAdapter:
             rule = grpc_status_rule(exc.code(), exc.details() or "")
             log.info("lnd_send_error", payment_hash=payment_hash, code=exc.code().name)
             if rule.action is Action.USE_RECORD:
-                return None
+                return _Sent.RECORD_EXISTS
             if rule.action is Action.FAIL and not received:
                 # The node refused the request before registering a payment.
                 return PaymentFailed(
@@ -254,7 +265,7 @@ class LndAdapter:
             # The send may have reached the node: unknown is not failed, so ask its record.
         finally:
             call.cancel()
-        return None
+        return _Sent.AMBIGUOUS
 
     async def _follow(self, payment_hash: str) -> PaymentResult:
         last: PaymentResult = PaymentInFlight(payment_hash=payment_hash)
@@ -309,6 +320,17 @@ class LndAdapter:
             raise _node_error("TrackPaymentV2", exc) from None
         finally:
             call.cancel()
+
+
+def _same_amount(result: PaymentResult, amount_msat: int) -> PaymentResult:
+    """A success for another amount paid someone else's request, not this one."""
+    if isinstance(result, PaymentSucceeded) and result.amount_msat != amount_msat:
+        return PaymentFailed(
+            payment_hash=result.payment_hash,
+            reason=FailureReason.ALREADY_PAID,
+            detail=f"hash already paid with {result.amount_msat} msat",
+        )
+    return result
 
 
 def _target(request: PayRequest) -> tuple[str, int, bool]:

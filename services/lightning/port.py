@@ -96,8 +96,11 @@ class PayRequest(msgspec.Struct, frozen=True, kw_only=True):
     amount_msat: int | None = None
     payment_hash: str | None = None
     keysend_preimage: str | None = None
-    # The caller asked this node for the hash just now and it had no record; an adapter whose
-    # node refuses a second live attempt itself (lnd) may then skip its own look-up.
+    # The caller vouches that no earlier send of this hash can be live on this node: it asked
+    # the node just now and found no record, or this is the first delivery of the attempt. An
+    # adapter whose node refuses a second live attempt itself (lnd) then skips its own look-up,
+    # and raises ``NodeError`` when its send's outcome is ambiguous (the node's record could
+    # be older than this call, so only the caller can judge it).
     node_record_checked: bool = False
 
 

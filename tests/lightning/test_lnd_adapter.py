@@ -6,6 +6,7 @@ Only the LND-specific cases live here; test_adapter_contract.py runs the common 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -19,10 +20,11 @@ from services.lightning.port import (
     NodeError,
     NodePort,
     PaymentFailed,
+    PaymentInFlight,
     PaymentSucceeded,
     PayRequest,
 )
-from tests.lightning.lnd_harness import MAX_FEE_MSAT, LndHarness, lnd_harness
+from tests.lightning.lnd_harness import MAX_FEE_MSAT, LndHarness, lnd_harness, wait_until
 
 
 @pytest.fixture
@@ -132,6 +134,22 @@ async def test_a_failed_hash_may_be_paid_again(lnd: LndHarness) -> None:
     again = await lnd.adapter.pay(_pay_request(invoice.bolt11))
     assert isinstance(again, PaymentSucceeded)
     assert [a.status for a in lnd.attempts(invoice.payment_hash)] == ["failed", "succeeded"]
+
+
+async def test_a_vouched_send_of_a_live_hash_answers_in_flight_at_once(lnd: LndHarness) -> None:
+    # The caller skipped its look-up (first delivery); lnd refuses the second send, and the
+    # adapter answers with the live payment's state instead of waiting for it to end.
+    lnd.network.faults.drop_resolution(node="bob")
+    invoice = lnd.invoice()
+    first = asyncio.create_task(lnd.adapter.pay(_pay_request(invoice.bolt11, timeout_s=30.0)))
+    await wait_until(lambda: len(lnd.attempts(invoice.payment_hash)) == 1)
+    vouched = _pay_request(invoice.bolt11, timeout_s=60.0, node_record_checked=True)
+    # Waiting for the held payment would take the whole 60 s timeout.
+    again = await asyncio.wait_for(lnd.adapter.pay(vouched), timeout=10)
+    assert isinstance(again, PaymentInFlight)
+    lnd.network.faults.release_dropped()
+    assert isinstance(await first, PaymentSucceeded)
+    assert [a.status for a in lnd.attempts(invoice.payment_hash)] == ["succeeded"]
 
 
 async def test_slow_node_answers_late_and_times_out(lnd: LndHarness) -> None:

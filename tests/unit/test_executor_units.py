@@ -42,10 +42,12 @@ class FakeNode:
     def __init__(self, *, pay_result: PaymentResult | None = None) -> None:
         self.records: dict[str, PaymentResult] = {}
         self.sends: list[PayRequest] = []
+        self.lookups = 0
         self.unreachable = False
         self.pay_result = pay_result
 
     async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
+        self.lookups += 1
         if self.unreachable:
             raise NodeError(FailureReason.NODE_UNAVAILABLE, "down")
         return self.records.get(payment_hash)
@@ -128,9 +130,32 @@ async def test_an_unreachable_node_reports_nothing() -> None:
     node, reported = FakeNode(), []  # type: ignore[var-annotated]
     node.unreachable = True
     assert (
-        await _payer(node, reported, DISPATCHED).process(_order(), delivery=1) is Disposition.RETRY
+        await _payer(node, reported, DISPATCHED).process(_order(), delivery=2) is Disposition.RETRY
     )
     assert node.sends == [] and reported == []
+
+
+async def test_a_first_delivery_sends_without_a_look_up() -> None:
+    preimage, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    paid = PaymentSucceeded(
+        payment_hash=payment_hash, preimage=preimage, amount_msat=1000, fee_msat=0
+    )
+    node, reported = FakeNode(pay_result=paid), []  # type: ignore[var-annotated]
+    await _payer(node, reported, DISPATCHED).process(_order(), delivery=1)
+    assert (node.lookups, len(node.sends), node.sends[0].node_record_checked) == (0, 1, True)
+    assert [o.outcome for o in reported] == ["succeeded"]
+
+
+async def test_an_ambiguous_first_send_never_takes_an_older_record_as_proof() -> None:
+    # The node failed this hash before; our send errs without saying whether it arrived.
+    _, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    node, reported = FakeNode(pay_result=None), []  # type: ignore[var-annotated]
+    node.records[payment_hash] = PaymentFailed(
+        payment_hash=payment_hash, reason=FailureReason.NO_ROUTE
+    )
+    payer = _payer(node, reported, DISPATCHED)
+    assert await payer.process(_order(), delivery=1) is Disposition.RETRY
+    assert reported == [] and node.lookups == 0
 
 
 async def test_a_refused_send_is_retried_then_reported_with_the_empty_record_as_proof() -> None:
