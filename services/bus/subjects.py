@@ -23,7 +23,7 @@ EVT_WILDCARD: Final = f"{EVT_PREFIX}.>"
 EVT_STREAM: Final = "CORRIDOR_EVT"
 
 # Work orders for region executors: every IntentDispatched event is also published here,
-# one subject per region, so each region's workers consume only their own work.
+# one subject per (region, node), so each node's workers consume only their own work.
 DISPATCH_PREFIX: Final = "corridor.dispatch.v1"
 DISPATCH_WILDCARD: Final = f"{DISPATCH_PREFIX}.>"
 DISPATCH_STREAM: Final = "CORRIDOR_DISPATCH"
@@ -59,3 +59,8 @@ HDR_ERROR_CODE: Final = "Corridor-Error-Code"
 HDR_ERROR_FIELD: Final = "Corridor-Error-Field"
 HDR_ERROR_MESSAGE: Final = "Corridor-Error-Message"
 HDR_ORIGINAL_SUBJECT: Final = "Corridor-Original-Subject"
+
+
+def dispatch_subject(region: str, node: str) -> str:
+    """Where the work orders for one node go: each node's durable sees only its own."""
+    return f"{DISPATCH_PREFIX}.{region}.{node}"

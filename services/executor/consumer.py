@@ -36,7 +36,7 @@ async def ensure_dispatch_stream(js: JetStreamContext, *, duplicate_window_s: in
 
 def consumer_name(region: str, node: str) -> str:
     # One durable per (region, node): a region may hold several nodes (us-lnd, us-cln), and
-    # each node's workers must see every order of the region to pick out their own.
+    # each node's orders have their own subject, so a node's workers see only their own.
     return f"executor-{region}-{node}"
 
 
@@ -45,7 +45,7 @@ def consumer_config(region: str, node: str, limits: ExecutorLimits) -> ConsumerC
     return ConsumerConfig(
         name=name,
         durable_name=name,
-        filter_subject=f"{subjects.DISPATCH_PREFIX}.{region}",
+        filter_subject=subjects.dispatch_subject(region, node),
         # Orders dispatched before the first worker started must not be lost.
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,

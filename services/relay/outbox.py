@@ -163,12 +163,10 @@ class OutboxRelay:
                 await self._js.publish_async(subject_for(event.type), body, headers=headers)
             )
             if event.type == "IntentDispatched":
-                region = str(event.payload["region"])
-                futures.append(
-                    await self._js.publish_async(
-                        f"{subjects.DISPATCH_PREFIX}.{region}", body, headers=headers
-                    )
+                order_subject = subjects.dispatch_subject(
+                    str(event.payload["region"]), str(event.payload["node"])
                 )
+                futures.append(await self._js.publish_async(order_subject, body, headers=headers))
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
         self.published += sum(
             1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from services.bootstrap import Engine
 from services.bus import subjects
 from services.executor import Executor, ExecutorLimits, HealthBoard
+from services.executor.consumer import bind_consumer, consumer_config
 from services.executor.health import decode_report, health_subject
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
 from services.executor.runner import build_executor
@@ -190,10 +191,12 @@ async def test_a_duplicate_work_order_pays_once(engine: Engine, nc: Client, sim:
 
     # The relay re-publishing after JetStream's duplicate window: same body, new message id.
     js = nc.jetstream()
-    original = await js.get_last_msg(subjects.DISPATCH_STREAM, f"{subjects.DISPATCH_PREFIX}.us")
+    original = await js.get_last_msg(
+        subjects.DISPATCH_STREAM, subjects.dispatch_subject("us", "us-lnd")
+    )
     headers = {**(original.headers or {}), subjects.HDR_MSG_ID: "republished"}
     assert original.data is not None
-    await js.publish(f"{subjects.DISPATCH_PREFIX}.us", original.data, headers=headers)
+    await js.publish(subjects.dispatch_subject("us", "us-lnd"), original.data, headers=headers)
     # The second delivery finds the node's in-flight record and reports it instead of sending.
     await wait_for(_state_is(engine, intent_id, "in_flight"), what="the in-flight report")
 
@@ -275,3 +278,18 @@ async def test_publishes_node_health(engine: Engine, nc: Client, sim: SimStack) 
         "healthy": False,
         "outbound_msat": None,
     }
+
+
+async def test_a_durable_from_the_region_wide_subject_era_is_moved_to_its_node_subject(
+    engine: Engine, nc: Client
+) -> None:
+    # Durables made before orders had a subject per node filtered on the region only, and
+    # would never see a per-node order again if left as they were.
+    js = nc.jetstream()
+    limits = ExecutorLimits()
+    old = consumer_config("us", "us-lnd", limits)
+    old_config = old.evolve(filter_subject=f"{subjects.DISPATCH_PREFIX}.us")
+    await js.add_consumer(subjects.DISPATCH_STREAM, config=old_config)
+    await bind_consumer(js, "us", "us-lnd", limits)
+    info = await js.consumer_info(subjects.DISPATCH_STREAM, old.durable_name or "")
+    assert info.config.filter_subject == subjects.dispatch_subject("us", "us-lnd")
