@@ -47,6 +47,11 @@ TARGETS = {
 }
 
 
+def _progress(step: str) -> None:
+    """One line per step on stderr, so a watcher (or a profiler) knows where the run is."""
+    print(f"bench {time.strftime('%H:%M:%S')} {step}", file=sys.stderr, flush=True)
+
+
 def _db_url(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
@@ -128,8 +133,11 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
         "config": {"runs": runs, "e2e_intents": e2e_intents, "fsync": True, "hop_delay_s": 0.0},
     }  # fmt: skip
     try:
+        _progress("baselines: raw asyncpg and nats-py")
         result["baselines"] = await _baselines(stack, runs, quick)
+        _progress("event store: append and replay")
         result["event_store"] = await _store(stack, runs, quick)
+        _progress("end to end: starting the engine and the simulated network")
         result.update(await _end_to_end(stack, work, runs, e2e_intents, quick=quick))
     finally:
         await asyncio.to_thread(stack.stop)
@@ -250,6 +258,7 @@ async def _end_to_end(
                 "postgres": _postgres_pids(),
             }
             cpu_before = {name: _cpu_s(pids) for name, pids in groups.items()}
+            _progress(f"end to end: saturation run {run + 1}/{runs}, {intents} intents")
             closed.append(await run_closed_loop(nc, bodies, window=512, settled=settled_q))
             nats_after = _nats_counters(_monitor_url(stack))
             pg_after = await _pg_counters(db_url)
@@ -271,11 +280,13 @@ async def _end_to_end(
         events_per_intent = costs.get("events", 6.0)
         half_rate = max(1.0, saturation / 2)
         half_bodies = await source.bodies("half", open_loop_count(half_rate, half_s))
+        _progress(f"end to end: latency at {half_rate:.0f} intents/s (half of saturation)")
         open_loop = await run_open_loop(
             nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
         )
         # The floor: one intent at a time, so no queueing anywhere.
         low_bodies = await source.bodies("low", open_loop_count(10.0, low_s))
+        _progress("end to end: latency at 10 intents/s")
         low_load = await run_open_loop(nc, low_bodies, rate_per_s=10.0, settled_at=settled_at)
         for load in (open_loop, low_load):
             load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))

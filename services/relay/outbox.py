@@ -9,6 +9,7 @@ Only one relay publishes at a time (a PostgreSQL advisory lock); others stand by
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,9 @@ CHECKPOINT_INTERVAL_S = 0.5
 RETRY_BACKOFF_S_FIRST = 0.2
 RETRY_BACKOFF_S_MAX = 5.0
 PUBLISH_ACK_TIMEOUT_S = 30.0
+# Batches published but not yet acknowledged: the next batch is read and sent while the
+# previous acks are on their way, instead of one JetStream round trip per batch.
+BATCHES_IN_FLIGHT_MAX = 4
 
 
 class OutboxRelay:
@@ -92,23 +96,42 @@ class OutboxRelay:
             self.position = await self._start_position()
             self._saved_position = self.position
             log.info("relay_started", position=self.position)
-            while True:
-                self._wake.clear()
-                batch = await self._store.read_all(
-                    after_position=self.position, limit=self._batch_max
-                )
-                if not batch:
-                    await self._save_checkpoint()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-                    continue
-                await self._publish(batch)
-                self.position = batch[-1].position
-                if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL_S:
-                    await self._save_checkpoint()
+            # (last position of the batch, its acks), oldest first. ``self.position`` only
+            # moves once a batch and every batch before it are acknowledged.
+            in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
+            sent_position = self.position
+            try:
+                while True:
+                    self._wake.clear()
+                    batch = await self._store.read_all(
+                        after_position=sent_position, limit=self._batch_max
+                    )
+                    if not batch:
+                        while in_flight:
+                            await self._acknowledged(in_flight.popleft())
+                        await self._save_checkpoint()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                        continue
+                    in_flight.append((batch[-1].position, await self._publish(batch)))
+                    sent_position = batch[-1].position
+                    while in_flight and (
+                        len(in_flight) > BATCHES_IN_FLIGHT_MAX or in_flight[0][1].done()
+                    ):
+                        await self._acknowledged(in_flight.popleft())
+                    if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL_S:
+                        await self._save_checkpoint()
+            finally:
+                for _, acks in in_flight:
+                    acks.cancel()
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    async def _acknowledged(self, entry: tuple[int, asyncio.Future[int]]) -> None:
+        last_position, acks = entry
+        self.published += await acks
+        self.position = last_position
 
     async def _save_checkpoint(self) -> None:
         # Saved when idle or every CHECKPOINT_INTERVAL_S, not after every batch: a checkpoint
@@ -146,8 +169,12 @@ class OutboxRelay:
             return 0
         return int((msg.headers or {}).get(subjects.HDR_POSITION, 0))
 
-    async def _publish(self, batch: list[StoredEvent]) -> None:
-        """Pipelined publishes (bounded by the JetStream context's in-flight limit)."""
+    async def _publish(self, batch: list[StoredEvent]) -> asyncio.Future[int]:
+        """Send the batch (pipelined, bounded by the JetStream context's in-flight limit).
+
+        Returns a future of the number of events JetStream stored as new; it fails if any
+        publish of the batch is not acknowledged in time.
+        """
         futures = []
         for event in batch:
             headers = {
@@ -167,10 +194,12 @@ class OutboxRelay:
                     str(event.payload["region"]), str(event.payload["node"])
                 )
                 futures.append(await self._js.publish_async(order_subject, body, headers=headers))
-        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
-        self.published += sum(
-            1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM
-        )
+        return asyncio.ensure_future(_count_new(futures))
+
+
+async def _count_new(futures: list[Any]) -> int:
+    acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
+    return sum(1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM)
 
 
 async def reset_checkpoint(store: PostgresEventStore, position: int) -> None:
