@@ -153,6 +153,18 @@ async def bootstrap(
     )
     deadlines = DeadlineScheduler(processor, engine_clock)
     processor.committed_hooks.append(deadlines.observe)
+    relay = OutboxRelay(
+        store,
+        js,
+        dsn=database_url,
+        batch_max=settings.relay_batch_max,
+        poll_s=settings.relay_poll_s,
+        ensure_streams=lambda: ensure_streams(
+            js, duplicate_window_s=settings.jetstream_duplicate_window_s
+        ),
+    )
+    processor.appended_hooks.append(relay.offer)
+    relay.local_writer_busy = lambda: processor.appending
     return Engine(
         settings=settings,
         store=store,
@@ -161,16 +173,7 @@ async def bootstrap(
         processor=processor,
         api=ApiService(nc, processor),
         commands=CommandStreamConsumer(js, processor),
-        relay=OutboxRelay(
-            store,
-            js,
-            dsn=database_url,
-            batch_max=settings.relay_batch_max,
-            poll_s=settings.relay_poll_s,
-            ensure_streams=lambda: ensure_streams(
-                js, duplicate_window_s=settings.jetstream_duplicate_window_s
-            ),
-        ),
+        relay=relay,
         deadlines=deadlines,
         health=health,
     )

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -84,6 +85,78 @@ def _cpu_s(pids: list[int]) -> float:
             continue
         total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
     return total / tick
+
+
+@dataclass
+class _Meter:
+    """Counters taken before a run, turned into costs per settled intent after it."""
+
+    stack: DevStack
+    db_url: str
+    groups: dict[str, list[int]]
+    nats: dict[str, int]
+    pg: dict[str, int]
+    cpu_s: dict[str, float]
+    wait_s: dict[str, float]
+
+    @classmethod
+    async def start(cls, stack: DevStack, db_url: str, groups: dict[str, list[int]]) -> _Meter:
+        return cls(
+            stack=stack, db_url=db_url, groups=groups,
+            nats=_nats_counters(_monitor_url(stack)), pg=await _pg_counters(db_url),
+            cpu_s={name: _cpu_s(pids) for name, pids in groups.items()},
+            wait_s={name: _runqueue_wait_s(pids) for name, pids in groups.items()},
+        )  # fmt: skip
+
+    async def per_intent(self, settled: int) -> dict[str, Any]:
+        nats, pg = _nats_counters(_monitor_url(self.stack)), await _pg_counters(self.db_url)
+        n = max(1, settled)
+        return {
+            "events": round((pg["events"] - self.pg["events"]) / n, 2),
+            "db_transactions": round((pg["xacts"] - self.pg["xacts"]) / n, 2),
+            "nats_messages_in": round((nats["in_msgs"] - self.nats["in_msgs"]) / n, 2),
+            "nats_messages_out": round((nats["out_msgs"] - self.nats["out_msgs"]) / n, 2),
+            "cpu_ms_by_process": {
+                name: round((_cpu_s(pids) - self.cpu_s[name]) * 1000 / n, 3)
+                for name, pids in self.groups.items()
+            },
+            # Time each process was ready to run but waited for a core: on a shared machine
+            # this, not Corridor's own work, is where much of the latency under load goes.
+            "runqueue_wait_ms_by_process": {
+                name: round((_runqueue_wait_s(pids) - self.wait_s[name]) * 1000 / n, 3)
+                for name, pids in self.groups.items()
+            },
+        }
+
+
+def _process_groups(
+    stack: DevStack, engine: subprocess.Popen[bytes], sim: subprocess.Popen[bytes]
+) -> dict[str, list[int]]:
+    nats = stack._nats  # the embedded server knows its process
+    return {
+        "engine": [engine.pid],
+        "simulated_network": [sim.pid],
+        "executors_and_load": [os.getpid()],
+        "nats_server": [nats.proc.pid] if nats is not None and nats.proc is not None else [],
+        "postgres": _postgres_pids(),
+    }
+
+
+def _runqueue_wait_s(pids: list[int]) -> float:
+    """Seconds the threads of these processes spent runnable but waiting for a CPU
+    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
+    total_ns = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total_ns += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total_ns / 1e9
 
 
 def _postgres_pids() -> list[int]:
@@ -245,45 +318,23 @@ async def _end_to_end(
         )  # fmt: skip
         await run_closed_loop(nc, await source.bodies("warm", warmup), window=64, settled=settled_q)
         closed = []
-        costs: dict[str, float] = {}
+        costs: dict[str, Any] = {}
         for run in range(runs):
             bodies = await source.bodies(f"sat{run}", intents)
-            nats_before = _nats_counters(_monitor_url(stack))
-            pg_before = await _pg_counters(db_url)
-            groups = {
-                "engine": [engine.pid],
-                "simulated_network": [sim.pid],
-                "executors_and_load": [os.getpid()],
-                "nats_server": [stack._nats.proc.pid] if stack._nats and stack._nats.proc else [],
-                "postgres": _postgres_pids(),
-            }
-            cpu_before = {name: _cpu_s(pids) for name, pids in groups.items()}
+            meter = await _Meter.start(stack, db_url, _process_groups(stack, engine, sim))
             _progress(f"end to end: saturation run {run + 1}/{runs}, {intents} intents")
             closed.append(await run_closed_loop(nc, bodies, window=512, settled=settled_q))
-            nats_after = _nats_counters(_monitor_url(stack))
-            pg_after = await _pg_counters(db_url)
-            n = max(1, closed[-1].settled)
-            cpu_ms = {
-                name: round((_cpu_s(pids) - cpu_before[name]) * 1000 / n, 3)
-                for name, pids in groups.items()
-            }
-            costs = {
-                "events": round((pg_after["events"] - pg_before["events"]) / n, 2),
-                "db_transactions": round((pg_after["xacts"] - pg_before["xacts"]) / n, 2),
-                "nats_messages_in": round((nats_after["in_msgs"] - nats_before["in_msgs"]) / n, 2),
-                "nats_messages_out": round(
-                    (nats_after["out_msgs"] - nats_before["out_msgs"]) / n, 2
-                ),
-                "cpu_ms_by_process": cpu_ms,  # type: ignore[dict-item]
-            }
+            costs = await meter.per_intent(closed[-1].settled)
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
         events_per_intent = costs.get("events", 6.0)
         half_rate = max(1.0, saturation / 2)
         half_bodies = await source.bodies("half", open_loop_count(half_rate, half_s))
         _progress(f"end to end: latency at {half_rate:.0f} intents/s (half of saturation)")
+        meter = await _Meter.start(stack, db_url, _process_groups(stack, engine, sim))
         open_loop = await run_open_loop(
             nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
         )
+        open_loop["cost_per_intent"] = await meter.per_intent(open_loop["settled"])
         # The floor: one intent at a time, so no queueing anywhere.
         low_bodies = await source.bodies("low", open_loop_count(10.0, low_s))
         _progress("end to end: latency at 10 intents/s")

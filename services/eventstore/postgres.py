@@ -168,6 +168,14 @@ class PostgresEventStore:
             )
         return {(r["caller_id"], r["idempotency_key"]): IdempotencyClaim(**dict(r)) for r in rows}
 
+    async def hash_at(self, position: int) -> bytes | None:
+        """The chain hash of the event at ``position`` (the genesis hash for 0)."""
+        if position == 0:
+            return GENESIS_HASH
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval("SELECT hash FROM events WHERE position = $1", position)
+        return bytes(value) if value is not None else None
+
     async def get_checkpoint(self, name: str) -> int:
         async with self._pool.acquire() as conn:
             value = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", name)

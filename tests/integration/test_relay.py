@@ -159,3 +159,39 @@ async def test_relay_saves_its_checkpoint_once_idle(
         await wait_for(saved, what="the idle relay to save checkpoint 16")
     finally:
         await engine.stop()
+
+
+async def test_handed_over_events_are_published_exactly_as_the_log_holds_them(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    # The relay publishes what this engine just committed without reading it back, so it
+    # computes the hash chain itself: every field must still match the stored row.
+    # A long poll: only commits wake the relay, as on a busy engine.
+    engine = await bootstrap(
+        Settings(relay_poll_s=30.0), nats_url=nats_url, database_url=database_url
+    )
+    await engine.start()
+    try:
+        for i in range(10):
+            await _submit_many(nc, range(i, i + 1))
+            await wait_for(
+                lambda i=i: engine.relay.position == 4 * (i + 1), what="relay to catch up"
+            )
+        events = await _drain_events(nc, 40)
+        stored = await engine.store.read_all(after_position=0, limit=100)
+        handed_over = engine.relay.handed_over
+    finally:
+        await engine.stop()
+    assert handed_over > 0, "the relay read every event back: the handoff was not used"
+    assert len(stored) == 40
+    for event, row in zip(events, stored, strict=True):
+        body = event["body"]
+        assert (body["position"], body["event_id"], body["stream_version"], body["type"]) == (
+            row.position,
+            row.event_id,
+            row.stream_version,
+            row.type,
+        )
+        assert (body["hash"], body["prev_hash"]) == (row.hash.hex(), row.prev_hash.hex())
+        assert (body["data"], body["metadata"]) == (row.payload, row.metadata)
+        assert body["recorded_at_ms"] == row.recorded_at_ms
