@@ -86,6 +86,15 @@ class _Item:
     invoice: InvoiceFacts | None = None
     error: errors.CorridorError | None = None
     prepared: bool = False
+    # Set after a conflict: read this item's stream from the log even if it is a submit.
+    reload: bool = False
+
+
+def _assumed_new(item: _Item) -> bool:
+    """A submit whose intent this engine has not cached is taken to be new, without reading
+    the log: most are, and for the others the append fails on the idempotency claim and the
+    stream's version, and the batch is decided again with the stream read (``process``)."""
+    return isinstance(item.envelope.command, cmd.SubmitPaymentIntent) and not item.reload
 
 
 @dataclass(slots=True)
@@ -181,7 +190,13 @@ class CommandProcessor:
         self.batches += 1
         self.commands += len(items)
         try:
-            return await self._process_batch(items)
+            try:
+                return await self._process_batch(items)
+            except (ConcurrencyConflict, ClaimConflict):
+                # Usually a submit assumed new whose intent exists (a retry of an intent no
+                # longer cached): once more with every stream read from the log.
+                self._forget(items)
+                return await self._process_batch(items)
         except (ConcurrencyConflict, ClaimConflict):
             self._forget(items)
             return [await self._process_alone(item) for item in items]
@@ -208,7 +223,11 @@ class CommandProcessor:
         if self._policy_stale and any(i.stream_id == POLICY_STREAM for i in items):
             await self.load_policy_state()
         await self._load(
-            [i.stream_id for i in items if i.error is None and i.stream_id != POLICY_STREAM]
+            [
+                i.stream_id
+                for i in items
+                if i.error is None and i.stream_id != POLICY_STREAM and not _assumed_new(i)
+            ]
         )
         self._prune_spend()
         self._spend.begin()
@@ -438,6 +457,7 @@ class CommandProcessor:
 
     def _forget(self, items: Sequence[_Item]) -> None:
         for item in items:
+            item.reload = True
             self._cache.pop(item.stream_id, None)
             if item.stream_id == POLICY_STREAM:
                 self._policy_stale = True

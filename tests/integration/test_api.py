@@ -8,7 +8,8 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from services.bootstrap import Engine
+from services.bootstrap import Engine, bootstrap
+from services.settings import Settings
 from tests.factories import invoice, submit
 
 SUBMIT = "corridor.api.v1.intents.submit.{caller}"
@@ -100,9 +101,6 @@ async def test_concurrent_duplicates_across_two_engines(
     engine: Engine, nats_url: str, database_url: str, nc: Client
 ) -> None:
     """Two engine instances on one database: the store, not a cache, decides."""
-    from services.bootstrap import bootstrap
-    from services.settings import Settings
-
     other = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
     await other.start(relay=False)
     try:
@@ -249,9 +247,6 @@ async def test_outcome_settles_and_duplicate_outcome_is_recorded(
 async def test_spend_survives_an_engine_restart(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
-    from services.bootstrap import bootstrap
-    from services.settings import Settings
-
     def agent(i: int) -> dict[str, Any]:
         return submit(key=f"sp-{i}", caller_id="bot-8", kind="agent", amount_msat=900_000,
                       max_fee_msat=10_000)  # fmt: skip
@@ -327,3 +322,31 @@ async def test_a_crashing_decision_fails_its_batch_but_not_the_writer_loop(
         assert await engine.store.read_stream(boom_id) == []  # nothing of the crash committed
     finally:
         await engine.stop()
+
+
+async def test_a_retry_of_an_intent_the_engine_does_not_cache_is_still_a_duplicate(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    # A submit the engine has not cached is assumed new (no read); a restarted engine caches
+    # nothing, so its retries take the conflict path, mixed into a batch with new intents.
+    first_engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await first_engine.start()
+    try:
+        first = await request(nc, SUBMIT.format(caller="alice"), submit(key="old"))
+    finally:
+        await first_engine.stop()
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    try:
+        again, changed, *new = await asyncio.gather(
+            request(nc, SUBMIT.format(caller="alice"), submit(key="old")),
+            request(nc, SUBMIT.format(caller="alice"), submit(key="old", amount_msat=60_000)),
+            *(request(nc, SUBMIT.format(caller="alice"), submit(key=f"new{i}")) for i in range(5)),
+        )
+        head = await engine.store.head_position()
+    finally:
+        await engine.stop()
+    assert again == {**first, "duplicate": True}
+    assert changed["error"]["code"] == "idempotency_mismatch"
+    assert all(r["ok"] and not r["duplicate"] for r in new)
+    assert head == 4 * 6
