@@ -28,8 +28,17 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
                 "replay_events_per_s"):  # fmt: skip
         assert result["event_store"][key]["median"] > 0
     assert result["end_to_end"]["settled_intents_per_s"]["median"] > 0
-    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency_at_half_saturation"])
-    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency_at_low_load"])
+    half, low = result["latency_at_half_saturation"], result["latency_at_low_load"]
+    assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms", "cost_per_intent"} <= set(half)
+    assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms"} <= set(low)
+    assert set(half["stages_ms"]) == {
+        "submit_to_received", "received_to_payment_reported", "payment_reported_to_seen",
+    }  # fmt: skip
+    assert set(half["cost_per_intent"]["runqueue_wait_ms_by_process"]) == set(
+        half["cost_per_intent"]["cpu_ms_by_process"]
+    )
+    assert "runqueue_wait_ms_by_process" in result["cost_per_intent"]
+    assert "end to end: saturation run 1/1" in proc.stderr  # progress lines
     assert set(result["cost_per_intent"]["cpu_ms_by_process"]) == {
         "engine", "simulated_network", "executors_and_load", "nats_server", "postgres",
     }  # fmt: skip
