@@ -78,6 +78,7 @@ class OutboxRelay:
         self._handoff: collections.deque[tuple[int, NewEvent]] = collections.deque()
         self._last_hash: bytes | None = None  # hash of the event at the sent position
         self.handed_over = 0  # events published from the handoff rather than read back
+        self._sent_position = 0  # the last position handed to JetStream (acked or not)
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
@@ -115,7 +116,7 @@ class OutboxRelay:
             # (last position of the batch, its acks), oldest first. ``self.position`` only
             # moves once a batch and every batch before it are acknowledged.
             in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
-            sent_position = self.position
+            sent_position = self._sent_position = self.position
             self._last_hash = await self._store.hash_at(sent_position)
             try:
                 while True:
@@ -144,7 +145,7 @@ class OutboxRelay:
                             await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
                         continue
                     in_flight.append((batch[-1].position, await self._publish(batch)))
-                    sent_position = batch[-1].position
+                    sent_position = self._sent_position = batch[-1].position
                     self._last_hash = batch[-1].hash
                     while in_flight and (
                         len(in_flight) > BATCHES_IN_FLIGHT_MAX or in_flight[0][1].done()
@@ -224,7 +225,14 @@ class OutboxRelay:
             self._saved_position = self.position
         self._saved_at = time.monotonic()
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        # The payload is the commit's last position: a commit already handed over and sent
+        # needs no read of the log.
+        try:
+            if int(str(payload)) <= self._sent_position:
+                return
+        except ValueError:
+            pass
         self._wake.set()
 
     async def _become_leader(self, conn: asyncpg.Connection[Any]) -> None:
