@@ -13,7 +13,8 @@ import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -22,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from schemas.codec import encode
+from schemas.records import EventMetadata, RecordedEvent
 from services.bus import subjects
 from services.engine.event_codec import subject_for, to_recorded
 from services.eventstore.hashing import chain_hash
@@ -30,7 +32,6 @@ from services.eventstore.postgres import PostgresEventStore
 
 log = structlog.get_logger("corridor.relay")
 
-_decode_obj = msgspec.json.Decoder(dict[str, Any])
 _LEADER_LOCK_KEY = 0x72656C61  # "rela"
 CHECKPOINT = "relay:jetstream"
 # Reconnect back-off after a failure: quick first retry, then at most every few seconds.
@@ -128,9 +129,12 @@ class OutboxRelay:
                         self._wake.clear()
                         batch = self._take_handoff(sent_position)
                     if not batch:
-                        batch = await self._store.read_all(
-                            after_position=sent_position, limit=self._batch_max
-                        )
+                        batch = [
+                            _Outgoing.stored(event)
+                            for event in await self._store.read_all(
+                                after_position=sent_position, limit=self._batch_max
+                            )
+                        ]
                     if not batch:
                         while in_flight:
                             await self._acknowledged(in_flight.popleft())
@@ -174,7 +178,7 @@ class OutboxRelay:
         self._handoff.extend((first_position + i, event) for i, event in enumerate(events))
         self._wake.set()
 
-    def _take_handoff(self, sent_position: int) -> list[StoredEvent]:
+    def _take_handoff(self, sent_position: int) -> list[_Outgoing]:
         """The handed-over events right after ``sent_position``, with their hash chain."""
         handoff = self._handoff
         while handoff and handoff[0][0] <= sent_position:
@@ -182,7 +186,7 @@ class OutboxRelay:
         prev_hash = self._last_hash
         if prev_hash is None or not handoff or handoff[0][0] != sent_position + 1:
             return []
-        batch: list[StoredEvent] = []
+        batch: list[_Outgoing] = []
         while handoff and len(batch) < self._batch_max:
             position, event = handoff[0]
             if position != sent_position + len(batch) + 1:
@@ -190,21 +194,7 @@ class OutboxRelay:
             handoff.popleft()
             # The same chain append_events computes in the database (hashing.py).
             event_hash = chain_hash(prev_hash, position, event.body)
-            batch.append(
-                StoredEvent(
-                    position=position,
-                    event_id=event.event_id,
-                    stream_id=event.stream_id,
-                    stream_version=event.stream_version,
-                    type=event.type,
-                    schema_version=event.schema_version,
-                    payload=_decode_obj.decode(event.payload),
-                    metadata=_decode_obj.decode(event.metadata),
-                    recorded_at_ms=event.recorded_at_ms,
-                    prev_hash=prev_hash,
-                    hash=event_hash,
-                )
-            )
+            batch.append(_Outgoing.handed_over(position, event, prev_hash, event_hash))
             prev_hash = event_hash
         self.handed_over += len(batch)
         return batch
@@ -259,7 +249,7 @@ class OutboxRelay:
             return 0
         return int((msg.headers or {}).get(subjects.HDR_POSITION, 0))
 
-    async def _publish(self, batch: list[StoredEvent]) -> asyncio.Future[int]:
+    async def _publish(self, batch: list[_Outgoing]) -> asyncio.Future[int]:
         """Send the batch (pipelined, bounded by the JetStream context's in-flight limit).
 
         Returns a future of the number of events JetStream stored as new; it fails if any
@@ -273,18 +263,78 @@ class OutboxRelay:
                 subjects.HDR_POSITION: str(event.position),
                 subjects.HDR_STREAM_VERSION: str(event.stream_version),
                 subjects.HDR_EVENT_TYPE: event.type,
-                subjects.HDR_CORRELATION_ID: str(event.metadata.get("correlation_id", "")),
+                subjects.HDR_CORRELATION_ID: event.correlation_id,
             }
-            body = encode(to_recorded(event))
             futures.append(
-                await self._js.publish_async(subject_for(event.type), body, headers=headers)
+                await self._js.publish_async(subject_for(event.type), event.body, headers=headers)
             )
-            if event.type == "IntentDispatched":
-                order_subject = subjects.dispatch_subject(
-                    str(event.payload["region"]), str(event.payload["node"])
+            if event.order_subject is not None:
+                futures.append(
+                    await self._js.publish_async(event.order_subject, event.body, headers=headers)
                 )
-                futures.append(await self._js.publish_async(order_subject, body, headers=headers))
         return asyncio.ensure_future(_count_new(futures))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One event ready to publish: its headers' values and its message body."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    stream_version: int
+    type: str
+    correlation_id: str
+    body: bytes
+    hash: bytes
+    order_subject: str | None  # set for IntentDispatched: the work order's subject
+
+    @classmethod
+    def stored(cls, event: StoredEvent) -> _Outgoing:
+        order = None
+        if event.type == "IntentDispatched":
+            order = subjects.dispatch_subject(
+                str(event.payload["region"]), str(event.payload["node"])
+            )
+        return cls(
+            position=event.position, event_id=event.event_id, stream_id=event.stream_id,
+            stream_version=event.stream_version, type=event.type,
+            correlation_id=str(event.metadata.get("correlation_id", "")),
+            body=encode(to_recorded(event)), hash=event.hash, order_subject=order,
+        )  # fmt: skip
+
+    @classmethod
+    def handed_over(
+        cls, position: int, event: NewEvent, prev_hash: bytes, event_hash: bytes
+    ) -> _Outgoing:
+        metadata = _decode_metadata.decode(event.metadata)
+        order = None
+        if event.type == "IntentDispatched":
+            target = _decode_order_target.decode(event.payload)
+            order = subjects.dispatch_subject(target.region, target.node)
+        recorded = RecordedEvent(
+            type=event.type, version=event.schema_version, event_id=event.event_id,
+            stream_id=event.stream_id, stream_version=event.stream_version, position=position,
+            recorded_at_ms=event.recorded_at_ms, metadata=metadata,
+            # The writer's canonical JSON, spliced in as it is: not decoded to be re-encoded.
+            data=cast(dict[str, Any], msgspec.Raw(event.payload)),
+            hash=event_hash.hex(), prev_hash=prev_hash.hex(),
+        )  # fmt: skip
+        return cls(
+            position=position, event_id=event.event_id, stream_id=event.stream_id,
+            stream_version=event.stream_version, type=event.type,
+            correlation_id=metadata.correlation_id or "", body=encode(recorded),
+            hash=event_hash, order_subject=order,
+        )  # fmt: skip
+
+
+class _OrderTarget(msgspec.Struct):
+    region: str
+    node: str
+
+
+_decode_metadata = msgspec.json.Decoder(EventMetadata)
+_decode_order_target = msgspec.json.Decoder(_OrderTarget)
 
 
 async def _count_new(futures: list[Any]) -> int:
