@@ -60,20 +60,16 @@ async def append_batched_per_s(
 async def replay_per_s(store: PostgresEventStore, page: int = 5000) -> tuple[float, int]:
     """Read the whole log and fold it into the aggregate states and the pilot metrics."""
     began = time.perf_counter()
-    position, count = 0, 0
+    count = 0
     metrics = PilotMetrics()
     streams: dict[str, list[ev.EventData]] = {}
-    while True:
-        batch = await store.read_all(after_position=position, limit=page)
-        if not batch:
-            break
+    async for batch in store.pages(page=page):
         for stored in batch:
             streams.setdefault(stored.stream_id, []).append(to_domain(stored))
             metrics.apply(
                 {"type": stored.type, "stream_id": stored.stream_id,
                  "recorded_at_ms": stored.recorded_at_ms, "data": stored.payload}
             )  # fmt: skip
-        position = batch[-1].position
         count += len(batch)
     for history in streams.values():
         fold(history)

@@ -109,13 +109,8 @@ async def replay(
                 if event.position >= from_position:
                     out.write(encode(to_recorded(event)).decode() + "\n")
         else:
-            position = max(0, from_position - 1)
-            while True:
-                batch = await store.read_all(after_position=position, limit=5000)
-                if not batch:
-                    break
+            async for batch in store.pages(after_position=max(0, from_position - 1)):
                 out.writelines(encode(to_recorded(e)).decode() + "\n" for e in batch)
-                position = batch[-1].position
         if verify:
             report = await store.verify_chain()
             sys.stderr.write(msgspec.json.encode(report).decode() + "\n")
@@ -134,17 +129,12 @@ async def exceptions(state_dir: Path | None, *, stuck_after_s: int) -> list[dict
     store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
     try:
         events: list[dict[str, Any]] = []
-        position = 0
-        while True:
-            batch = await store.read_all(after_position=position, limit=5000)
-            if not batch:
-                break
+        async for batch in store.pages():
             events.extend(
                 {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
                  "data": e.payload}
                 for e in batch
             )  # fmt: skip
-            position = batch[-1].position
     finally:
         await store.close()
     return build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)

@@ -198,13 +198,9 @@ async def _wait_until_final(
 
 async def _all_events(engine: Any) -> list[Any]:
     out: list[Any] = []
-    position = 0
-    while True:
-        batch = await engine.store.read_all(after_position=position, limit=5000)
-        if not batch:
-            return out
+    async for batch in engine.store.pages():
         out.extend(batch)
-        position = batch[-1].position
+    return out
 
 
 def _ground_truth(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -137,6 +139,31 @@ class PostgresEventStore:
                 limit,
             )
         return [row_to_event(r) for r in rows]
+
+    async def pages(
+        self, *, after_position: int = 0, page: int = 5000
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """The log in position order, ``page`` events at a time.
+
+        The next page is requested before this one is handed out, so PostgreSQL reads and
+        sends it (on its own core) while the caller works on this one.
+        """
+        pending = asyncio.ensure_future(self.read_all(after_position=after_position, limit=page))
+        try:
+            while True:
+                batch = await pending
+                if not batch:
+                    return
+                pending = asyncio.ensure_future(
+                    self.read_all(after_position=batch[-1].position, limit=page)
+                )
+                await asyncio.sleep(0)  # let the request go out before the caller takes over
+                yield batch
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
 
     async def head_position(self) -> int:
         async with self._pool.acquire() as conn:

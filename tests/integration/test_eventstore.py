@@ -179,3 +179,21 @@ async def test_checkpoints(store: PostgresEventStore) -> None:
     await store.set_checkpoint("x", 42)
     await store.set_checkpoint("x", 43)
     assert await store.get_checkpoint("x") == 43
+
+
+async def test_pages_read_the_whole_log_once_in_order(store: PostgresEventStore) -> None:
+    for i in range(7):
+        await store.append(_events(f"s{i}", 1, count=3))
+    positions = [e.position async for page in store.pages(page=4) for e in page]
+    assert positions == list(range(1, 22))
+    after = [e.position async for page in store.pages(after_position=19, page=4) for e in page]
+    assert after == [20, 21]
+
+
+async def test_leaving_pages_early_leaves_no_read_running(store: PostgresEventStore) -> None:
+    await store.append(_events("s", 1, count=10))
+    pages = store.pages(page=2)
+    first = await anext(pages)
+    await pages.aclose()  # the prefetched second page is cancelled, not left pending
+    assert [e.position for e in first] == [1, 2]
+    assert [t for t in asyncio.all_tasks() if "read_all" in repr(t.get_coro())] == []
