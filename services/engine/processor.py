@@ -90,6 +90,15 @@ class _Item:
     reload: bool = False
 
 
+def _status_of(intent_id: str, state: PaymentIntent) -> PaymentIntentStatus:
+    return PaymentIntentStatus(
+        intent_id=intent_id,
+        state=str(state.status),
+        attempt=state.attempt,
+        stream_version=state.version,
+    )
+
+
 def _assumed_new(item: _Item) -> bool:
     """A submit whose intent this engine has not cached is taken to be new, without reading
     the log: most are, and for the others the append fails on the idempotency claim and the
@@ -469,18 +478,19 @@ class CommandProcessor:
         appends a submit, and a reader can arrive between that commit and the loop storing the
         new state. This path never writes the cache, so it cannot race the writer loop.
         """
-        state = self._cache.get(intent_id)
-        if state is None:
-            history = await self._store.read_stream(intent_id)
-            state = fold(to_domain(e) for e in history)
+        cached = self.cached_status(intent_id)
+        if cached is not None:
+            return cached
+        history = await self._store.read_stream(intent_id)
+        state = fold(to_domain(e) for e in history)
         if state is None:
             return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
-        return PaymentIntentStatus(
-            intent_id=intent_id,
-            state=str(state.status),
-            attempt=state.attempt,
-            stream_version=state.version,
-        )
+        return _status_of(intent_id, state)
+
+    def cached_status(self, intent_id: str) -> PaymentIntentStatus | None:
+        """The status from the committed-state cache, or ``None`` if only the log can tell."""
+        state = self._cache.get(intent_id)
+        return None if state is None else _status_of(intent_id, state)
 
     async def view(self, intent_id: str) -> PaymentIntentView | CommandRejected:
         history = await self._store.read_stream(intent_id)

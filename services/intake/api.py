@@ -55,6 +55,8 @@ class ApiService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_message(self, msg: Msg) -> None:
+        if msg.subject == subjects.API_STATUS and msg.reply and await self._status_now(msg):
+            return
         # nats-py runs one callback at a time per subscription; handing each request to its own
         # task lets many commands meet in one group-commit batch.
         while len(self._tasks) >= INFLIGHT_MAX:
@@ -63,6 +65,21 @@ class ApiService:
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    async def _status_now(self, msg: Msg) -> bool:
+        """Answer a status query from the state cache right here, without a task (executors
+        ask once per payment); ``False`` leaves it to the general path (errors, cache miss)."""
+        try:
+            query = codec.decode_request(msg.data)
+        except errors.CorridorError:
+            return False
+        if not isinstance(query, GetPaymentIntentStatus):
+            return False
+        status = self._processor.cached_status(query.intent_id)
+        if status is None:
+            return False
+        await msg.respond(codec.encode(status))
+        return True
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -350,3 +350,33 @@ async def test_a_retry_of_an_intent_the_engine_does_not_cache_is_still_a_duplica
     assert changed["error"]["code"] == "idempotency_mismatch"
     assert all(r["ok"] and not r["duplicate"] for r in new)
     assert head == 4 * 6
+
+
+async def test_status_queries_from_the_cache_from_the_log_and_refused(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    status = "corridor.api.v1.intents.status"
+    query = {"type": "GetPaymentIntentStatus", "version": 1}
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    try:
+        submitted = await request(nc, SUBMIT.format(caller="alice"), submit(key="s"))
+        intent_id = submitted["intent_id"]
+        cached = await request(nc, status, {**query, "intent_id": intent_id})
+    finally:
+        await engine.stop()
+    engine = await bootstrap(Settings(), nats_url=nats_url, database_url=database_url)
+    await engine.start()  # a new engine caches nothing: the log answers
+    try:
+        from_log = await request(nc, status, {**query, "intent_id": intent_id})
+        unknown = await request(nc, status, {**query, "intent_id": "no-such-intent"})
+        malformed = await request(nc, status, None, raw=b"{not json")
+        wrong_type = await request(nc, status, {"type": "GetPaymentIntent", "version": 1,
+                                                "intent_id": intent_id})  # fmt: skip
+    finally:
+        await engine.stop()
+    assert cached == from_log
+    assert (cached["intent_id"], cached["stream_version"]) == (intent_id, 4)
+    assert unknown["error"]["code"] == "not_found"
+    assert malformed["ok"] is False and malformed["error"]["code"]
+    assert wrong_type["error"]["code"] == "unknown_type"
