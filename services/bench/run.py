@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,17 +75,48 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _cpu_s(pids: list[int]) -> float:
-    """User plus system CPU seconds consumed so far by these processes and their children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds consumed so far by a process and its reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a CPU
+    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
+    total_ns = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            total_ns += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    return total / tick
+    return total_ns / 1e9
+
+
+Snapshot = dict[str, dict[int, float]]
+
+
+def _snapshot(groups: dict[str, list[int]], read: Callable[[int], float]) -> Snapshot:
+    return {name: {pid: read(pid) for pid in pids} for name, pids in groups.items()}
+
+
+def _per_intent_ms(before: Snapshot, after: Snapshot, n: int) -> dict[str, float]:
+    # Per process, so that one started during the run (a new database connection) counts
+    # from zero rather than being missed.
+    return {
+        name: round(
+            sum(value - before.get(name, {}).get(pid, 0.0) for pid, value in pids.items())
+            * 1000 / n, 3,
+        )
+        for name, pids in after.items()
+    }  # fmt: skip
 
 
 @dataclass
@@ -93,39 +125,38 @@ class _Meter:
 
     stack: DevStack
     db_url: str
-    groups: dict[str, list[int]]
+    groups: Callable[[], dict[str, list[int]]]
     nats: dict[str, int]
     pg: dict[str, int]
-    cpu_s: dict[str, float]
-    wait_s: dict[str, float]
+    cpu_s: Snapshot
+    wait_s: Snapshot
 
     @classmethod
-    async def start(cls, stack: DevStack, db_url: str, groups: dict[str, list[int]]) -> _Meter:
+    async def start(
+        cls, stack: DevStack, db_url: str, groups: Callable[[], dict[str, list[int]]]
+    ) -> _Meter:
+        now = groups()
         return cls(
             stack=stack, db_url=db_url, groups=groups,
             nats=_nats_counters(_monitor_url(stack)), pg=await _pg_counters(db_url),
-            cpu_s={name: _cpu_s(pids) for name, pids in groups.items()},
-            wait_s={name: _runqueue_wait_s(pids) for name, pids in groups.items()},
+            cpu_s=_snapshot(now, _cpu_s), wait_s=_snapshot(now, _runqueue_wait_s),
         )  # fmt: skip
 
     async def per_intent(self, settled: int) -> dict[str, Any]:
         nats, pg = _nats_counters(_monitor_url(self.stack)), await _pg_counters(self.db_url)
+        now = self.groups()
         n = max(1, settled)
         return {
             "events": round((pg["events"] - self.pg["events"]) / n, 2),
             "db_transactions": round((pg["xacts"] - self.pg["xacts"]) / n, 2),
             "nats_messages_in": round((nats["in_msgs"] - self.nats["in_msgs"]) / n, 2),
             "nats_messages_out": round((nats["out_msgs"] - self.nats["out_msgs"]) / n, 2),
-            "cpu_ms_by_process": {
-                name: round((_cpu_s(pids) - self.cpu_s[name]) * 1000 / n, 3)
-                for name, pids in self.groups.items()
-            },
+            "cpu_ms_by_process": _per_intent_ms(self.cpu_s, _snapshot(now, _cpu_s), n),
             # Time each process was ready to run but waited for a core: on a shared machine
             # this, not Corridor's own work, is where much of the latency under load goes.
-            "runqueue_wait_ms_by_process": {
-                name: round((_runqueue_wait_s(pids) - self.wait_s[name]) * 1000 / n, 3)
-                for name, pids in self.groups.items()
-            },
+            "runqueue_wait_ms_by_process": _per_intent_ms(
+                self.wait_s, _snapshot(now, _runqueue_wait_s), n
+            ),
         }
 
 
@@ -140,23 +171,6 @@ def _process_groups(
         "nats_server": [nats.proc.pid] if nats is not None and nats.proc is not None else [],
         "postgres": _postgres_pids(),
     }
-
-
-def _runqueue_wait_s(pids: list[int]) -> float:
-    """Seconds the threads of these processes spent runnable but waiting for a CPU
-    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
-    total_ns = 0
-    for pid in pids:
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                total_ns += int((task / "schedstat").read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return total_ns / 1e9
 
 
 def _postgres_pids() -> list[int]:
@@ -319,9 +333,13 @@ async def _end_to_end(
         await run_closed_loop(nc, await source.bodies("warm", warmup), window=64, settled=settled_q)
         closed = []
         costs: dict[str, Any] = {}
+
+        def groups() -> dict[str, list[int]]:
+            return _process_groups(stack, engine, sim)
+
         for run in range(runs):
             bodies = await source.bodies(f"sat{run}", intents)
-            meter = await _Meter.start(stack, db_url, _process_groups(stack, engine, sim))
+            meter = await _Meter.start(stack, db_url, groups)
             _progress(f"end to end: saturation run {run + 1}/{runs}, {intents} intents")
             closed.append(await run_closed_loop(nc, bodies, window=512, settled=settled_q))
             costs = await meter.per_intent(closed[-1].settled)
@@ -330,7 +348,7 @@ async def _end_to_end(
         half_rate = max(1.0, saturation / 2)
         half_bodies = await source.bodies("half", open_loop_count(half_rate, half_s))
         _progress(f"end to end: latency at {half_rate:.0f} intents/s (half of saturation)")
-        meter = await _Meter.start(stack, db_url, _process_groups(stack, engine, sim))
+        meter = await _Meter.start(stack, db_url, groups)
         open_loop = await run_open_loop(
             nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
         )
