@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -22,9 +21,10 @@ from services.eventstore.port import (
     StoredEvent,
 )
 
+# Event ids travel as text: building a uuid.UUID per event cost more than the cast.
 _APPEND = (
-    "SELECT append_events($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7::text[]::jsonb[],"
-    " $8, $9, $10, $11, $12, $13)"
+    "SELECT append_events($1, $2, $3::text[]::uuid[], $4, $5, $6::text[]::jsonb[],"
+    " $7::text[]::jsonb[], $8, $9, $10, $11, $12, $13)"
 )
 COLUMNS = """position, event_id::text, stream_id, stream_version, type, schema_version,
     payload::text, metadata::text,
@@ -86,7 +86,7 @@ class PostgresEventStore:
                     _APPEND,
                     [e.stream_id for e in events],
                     [e.stream_version for e in events],
-                    [uuid.UUID(e.event_id) for e in events],
+                    [e.event_id for e in events],
                     [e.type for e in events],
                     [e.schema_version for e in events],
                     [e.payload.decode() for e in events],
