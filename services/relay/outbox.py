@@ -121,6 +121,10 @@ class OutboxRelay:
             self._last_hash = await self._store.hash_at(sent_position)
             try:
                 while True:
+                    if conn.is_closed():
+                        # The leader lock lived on that connection: another relay may hold it
+                        # now, and two publishing at once would interleave positions.
+                        raise ConnectionError("the relay's leader connection was lost")
                     self._wake.clear()
                     batch = self._take_handoff(sent_position)
                     if not batch and self.local_writer_busy():

@@ -195,3 +195,28 @@ async def test_handed_over_events_are_published_exactly_as_the_log_holds_them(
         assert (body["hash"], body["prev_hash"]) == (row.hash.hex(), row.prev_hash.hex())
         assert (body["data"], body["metadata"]) == (row.payload, row.metadata)
         assert body["recorded_at_ms"] == row.recorded_at_ms
+
+
+async def test_a_relay_that_loses_its_leader_connection_steps_down_and_resumes(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    # The leader lock is held by the relay's own connection; its reads and the handoff do not
+    # use it. Without noticing the loss, a relay would keep publishing beside a new leader.
+    engine = await _started_engine(nats_url, database_url)
+    try:
+        await _submit_many(nc, range(3))
+        await wait_for(lambda: engine.relay.position == 12, what="relay to reach position 12")
+        async with engine.store.pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+        assert killed is True
+        await wait_for(lambda: engine.relay.failures >= 1, what="the relay to notice")
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead again")
+        await _submit_many(nc, range(3, 6))
+        await wait_for(lambda: engine.relay.position == 24, what="relay to reach position 24")
+        events = await _drain_events(nc, 24)
+    finally:
+        await engine.stop()
+    assert [e["position"] for e in events] == list(range(1, 25))
