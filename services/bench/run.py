@@ -146,12 +146,21 @@ class _Meter:
         nats, pg = _nats_counters(_monitor_url(self.stack)), await _pg_counters(self.db_url)
         now = self.groups()
         n = max(1, settled)
+        cpu_ms = _per_intent_ms(self.cpu_s, _snapshot(now, _cpu_s), n)
+        total_ms = sum(cpu_ms.values())
         return {
+            # Steadier than intents/s on a shared machine: a slower or busier host stretches
+            # the wall clock far more than the CPU each intent needs.
+            "cpu_ms_total": round(total_ms, 3),
+            "intents_per_cpu_s": round(1000 / total_ms, 1) if total_ms else None,
+            "cpu_ms_without_simulated_network": round(
+                total_ms - cpu_ms.get("simulated_network", 0.0), 3
+            ),
             "events": round((pg["events"] - self.pg["events"]) / n, 2),
             "db_transactions": round((pg["xacts"] - self.pg["xacts"]) / n, 2),
             "nats_messages_in": round((nats["in_msgs"] - self.nats["in_msgs"]) / n, 2),
             "nats_messages_out": round((nats["out_msgs"] - self.nats["out_msgs"]) / n, 2),
-            "cpu_ms_by_process": _per_intent_ms(self.cpu_s, _snapshot(now, _cpu_s), n),
+            "cpu_ms_by_process": cpu_ms,
             # Time each process was ready to run but waited for a core: on a shared machine
             # this, not Corridor's own work, is where much of the latency under load goes.
             "runqueue_wait_ms_by_process": _per_intent_ms(

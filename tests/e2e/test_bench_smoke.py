@@ -38,6 +38,12 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
         half["cost_per_intent"]["cpu_ms_by_process"]
     )
     assert "runqueue_wait_ms_by_process" in result["cost_per_intent"]
+    assert result["cost_per_intent"]["intents_per_cpu_s"] > 0
+    assert (
+        0
+        < result["cost_per_intent"]["cpu_ms_without_simulated_network"]
+        < result["cost_per_intent"]["cpu_ms_total"]
+    )
     assert "end to end: saturation run 1/1" in proc.stderr  # progress lines
     assert set(result["cost_per_intent"]["cpu_ms_by_process"]) == {
         "engine", "simulated_network", "executors_and_load", "nats_server", "postgres",
