@@ -55,6 +55,9 @@ HDR_POSITION: Final = "Corridor-Position"
 HDR_STREAM_VERSION: Final = "Corridor-Stream-Version"
 HDR_EVENT_TYPE: Final = "Corridor-Event-Type"
 HDR_CORRELATION_ID: Final = "Corridor-Correlation-Id"
+# On work orders only: the relay may have published this order before (it was committed
+# before the relay took the lead), so an executor must ask the engine before sending.
+HDR_REPLAYED: Final = "Corridor-Replayed"
 HDR_ERROR_CODE: Final = "Corridor-Error-Code"
 HDR_ERROR_FIELD: Final = "Corridor-Error-Field"
 HDR_ERROR_MESSAGE: Final = "Corridor-Error-Message"

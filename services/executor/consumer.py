@@ -8,6 +8,7 @@ any instant, leaves its orders unacked and JetStream hands them to the next work
 from __future__ import annotations
 
 import contextlib
+import datetime
 
 import structlog
 from nats.js import JetStreamContext
@@ -54,6 +55,14 @@ def consumer_config(region: str, node: str, limits: ExecutorLimits) -> ConsumerC
         max_deliver=-1,
         max_ack_pending=limits.consumer_ack_pending_max,
     )
+
+
+async def durable_created_at(js: JetStreamContext, region: str, node: str) -> datetime.datetime:
+    """When the node's durable was created, on the server's clock (as message timestamps are):
+    an order stored before that may have been consumed by an earlier durable."""
+    info = await js.consumer_info(subjects.DISPATCH_STREAM, consumer_name(region, node))
+    created: datetime.datetime = info.created
+    return created
 
 
 async def bind_consumer(

@@ -69,7 +69,9 @@ class Payer:
         self._report = report
         self._status_of = status_of
 
-    async def process(self, order: WorkOrder, *, delivery: int) -> Disposition:
+    async def process(
+        self, order: WorkOrder, *, delivery: int, first_sight: bool = False
+    ) -> Disposition:
         try:
             target = pay_target(order, self._secret)
         except ValueError as exc:
@@ -87,7 +89,13 @@ class Payer:
         try:
             record = await self._lookup(target.payment_hash) if looked_up else None
             if record is None:
-                status = await self._status_of(order.intent_id)
+                # An order no worker can have seen cannot have been reported on, so the engine
+                # still waits for this attempt's send (ADR 0203); any other order is checked.
+                status = (
+                    AttemptStatus(state="dispatched", attempt=order.attempt)
+                    if first_sight
+                    else await self._status_of(order.intent_id)
+                )
                 if not status.awaits_send(order.attempt):
                     # Re-routed, resolved or reported already: sending now could pay twice.
                     log.info("work_order_obsolete", state=status.state, current=status.attempt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 
 import nats.errors
 import structlog
@@ -17,8 +18,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from schemas.commands import RecordPaymentOutcome
+from services.bus import subjects
 from services.bus.jetstream import connect
-from services.executor.consumer import bind_consumer, ensure_dispatch_stream
+from services.executor.consumer import bind_consumer, durable_created_at, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
 from services.executor.errors import BadWorkOrder, EngineUnavailable, OutcomeRefused
 from services.executor.health_publisher import publish_health
@@ -61,6 +63,7 @@ class Executor:
         self.ready = asyncio.Event()
         self.processed = 0  # deliveries decided (acked or handed back), for tests and metrics
         self._engine: EngineClient | None = None
+        self._fresh_after: datetime.datetime | None = None
         self._payer = Payer(
             node,
             secret=secret,
@@ -88,6 +91,9 @@ class Executor:
             js = nc.jetstream()
             await ensure_dispatch_stream(js, duplicate_window_s=self._duplicate_window_s)
             sub = await bind_consumer(js, self.region, self.node_name, self._limits)
+            self._fresh_after = await durable_created_at(
+                js, self.region, self.node_name
+            ) + datetime.timedelta(seconds=self._limits.fresh_margin_s)
             health = asyncio.create_task(self._health(nc), name="executor-health")
             self._engine = EngineClient(nc, executor_id=self.executor_id, limits=self._limits)
             log.info("executor_started")
@@ -172,11 +178,23 @@ class Executor:
             return
         await self._decide(msg, order)
 
+    def _first_sight(self, msg: Msg, delivery: int) -> bool:
+        """True if no worker can have seen this order before (ADR 0203): its first delivery,
+        not a relay replay, and stored after this node's durable was created."""
+        if delivery != 1 or self._fresh_after is None:
+            return False
+        if (msg.headers or {}).get(subjects.HDR_REPLAYED):
+            return False
+        stored_at = msg.metadata.timestamp
+        return stored_at is not None and stored_at > self._fresh_after
+
     async def _decide(self, msg: Msg, order: WorkOrder) -> None:
         delivery = msg.metadata.num_delivered or 1
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
-            disposition = await self._payer.process(order, delivery=delivery)
+            disposition = await self._payer.process(
+                order, delivery=delivery, first_sight=self._first_sight(msg, delivery)
+            )
         except OutcomeRefused as exc:
             log.error("outcome_refused", code=exc.error_code, detail=str(exc)[:300])
             disposition = Disposition.TERM

@@ -80,6 +80,7 @@ class OutboxRelay:
         self._last_hash: bytes | None = None  # hash of the event at the sent position
         self.handed_over = 0  # events published from the handoff rather than read back
         self._sent_position = 0  # the last position handed to JetStream (acked or not)
+        self._replayed_through = 0
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
@@ -110,6 +111,9 @@ class OutboxRelay:
             if self._ensure_streams is not None:
                 await self._ensure_streams()
             await self._become_leader(conn)
+            # Everything committed so far may have been published by an earlier leader (or an
+            # earlier run of this one); work orders up to here go out marked as replays.
+            self._replayed_through = await self._store.head_position()
             await conn.add_listener("corridor_events", self._on_notify)
             self.position = await self._start_position()
             self._saved_position = self.position
@@ -273,6 +277,8 @@ class OutboxRelay:
                 await self._js.publish_async(subject_for(event.type), event.body, headers=headers)
             )
             if event.order_subject is not None:
+                if event.position <= self._replayed_through:
+                    headers[subjects.HDR_REPLAYED] = "true"
                 futures.append(
                     await self._js.publish_async(event.order_subject, event.body, headers=headers)
                 )

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from services.bootstrap import Engine
 from services.bus import subjects
@@ -50,6 +51,7 @@ FAST = ExecutorLimits(
     track_poll_s=0.1,
     health_interval_s=0.2,
     stop_grace_s=2.0,
+    fresh_margin_s=0.0,  # one server, one clock
 )
 
 
@@ -293,3 +295,29 @@ async def test_a_durable_from_the_region_wide_subject_era_is_moved_to_its_node_s
     await bind_consumer(js, "us", "us-lnd", limits)
     info = await js.consumer_info(subjects.DISPATCH_STREAM, old.durable_name or "")
     assert info.config.filter_subject == subjects.dispatch_subject("us", "us-lnd")
+
+
+async def test_only_an_order_no_worker_can_have_seen_skips_the_engine_check(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    # The engine is asked "is this attempt still waiting for a send?" unless the order is at
+    # its first delivery, not a relay replay, and stored after the durable was created.
+    asked: list[str] = []
+
+    async def spy(msg: Msg) -> None:
+        asked.append(json.loads(msg.data)["intent_id"])
+
+    await nc.subscribe(subjects.API_STATUS, cb=spy)
+    first, first_task = sim.start("us", "us-lnd", "us-1")
+    fresh_id, payment_hash, _ = await _invoice_intent(sim, nc, "fresh")
+    await wait_for(_state_is(engine, fresh_id, "settled"), timeout_s=SETTLE_TIMEOUT_S,
+                   what="the fresh intent to settle")  # fmt: skip
+    assert fresh_id not in asked
+    await sim.kill(first, first_task)
+
+    # A new durable replays the stream: that order was stored before it existed.
+    await nc.jetstream().delete_consumer(subjects.DISPATCH_STREAM, "executor-us-us-lnd")
+    sim.start("us", "us-lnd", "us-2")
+    await wait_for(lambda: fresh_id in asked, what="the replayed order to be checked")
+    # Obsolete, so never sent again.
+    assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]

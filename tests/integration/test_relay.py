@@ -9,6 +9,8 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.bootstrap import Engine, bootstrap
+from services.bus import subjects
+from services.relay.outbox import reset_checkpoint
 from services.settings import Settings
 from tests.conftest import wait_for
 from tests.factories import submit
@@ -220,3 +222,29 @@ async def test_a_relay_that_loses_its_leader_connection_steps_down_and_resumes(
     finally:
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 25))
+
+
+async def test_the_relay_marks_work_orders_it_may_have_published_before(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    # Executors skip the engine's check only for orders no worker can have seen; a relay
+    # starting over a log it may have published before marks those orders as replays.
+    js = nc.jetstream()
+    engine = await _started_engine(nats_url, database_url)
+    try:
+        await _submit_many(nc, range(1))
+        await wait_for(lambda: engine.relay.position == 4, what="relay to reach position 4")
+        fresh = await js.get_msg(subjects.DISPATCH_STREAM, seq=1)
+        await reset_checkpoint(engine.store, 0)
+    finally:
+        await engine.stop()
+    await js.delete_stream(subjects.DISPATCH_STREAM)  # and with it, its duplicate window
+    engine = await _started_engine(nats_url, database_url)
+    try:
+        await wait_for(lambda: engine.relay.position == 4, what="the relay to republish")
+        replayed = await js.get_msg(subjects.DISPATCH_STREAM, seq=1)
+    finally:
+        await engine.stop()
+    assert subjects.HDR_REPLAYED not in (fresh.headers or {})
+    assert (replayed.headers or {}).get(subjects.HDR_REPLAYED) == "true"
+    assert json.loads(replayed.data or b"") == json.loads(fresh.data or b"")

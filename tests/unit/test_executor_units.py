@@ -78,11 +78,18 @@ def _order(attempt: int = 1) -> WorkOrder:
     return WorkOrder(intent_id="i-1", event_id="e-1", correlation_id="c-1", dispatched=dispatched)
 
 
-def _payer(node: FakeNode, reported: list[RecordPaymentOutcome], status: AttemptStatus) -> Payer:
+def _payer(
+    node: FakeNode,
+    reported: list[RecordPaymentOutcome],
+    status: AttemptStatus,
+    asked: list[str] | None = None,
+) -> Payer:
     async def report(order: WorkOrder, outcome: RecordPaymentOutcome) -> None:
         reported.append(outcome)
 
     async def status_of(intent_id: str) -> AttemptStatus:
+        if asked is not None:
+            asked.append(intent_id)
         return status
 
     return Payer(node, secret=SECRET, limits=LIMITS, report=report, status_of=status_of)  # type: ignore[arg-type]
@@ -257,3 +264,19 @@ def test_health_board_keeps_the_newest_report_and_ages_it() -> None:
 def test_redelivery_backoff_is_capped() -> None:
     limits = ExecutorLimits(redelivery_delay_s_first=1.0, redelivery_delay_s_max=8.0)
     assert [limits.redelivery_delay_s(n) for n in (1, 2, 3, 4, 5, 100)] == [1, 2, 4, 8, 8, 8]
+
+
+async def test_only_a_first_sight_order_is_sent_without_asking_the_engine() -> None:
+    preimage, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    paid = PaymentSucceeded(
+        payment_hash=payment_hash, preimage=preimage, amount_msat=1000, fee_msat=0
+    )
+    asked: list[str] = []
+    rerouted = AttemptStatus(state="dispatched", attempt=2)
+    node, reported = FakeNode(pay_result=paid), []  # type: ignore[var-annotated]
+    # Not first sight: the engine says the attempt moved on, so nothing is sent.
+    await _payer(node, reported, rerouted, asked).process(_order(), delivery=1)
+    assert (asked, node.sends) == (["i-1"], [])
+    # First sight: no question, one send.
+    await _payer(node, reported, rerouted, asked).process(_order(), delivery=1, first_sight=True)
+    assert (asked, len(node.sends)) == (["i-1"], 1)
