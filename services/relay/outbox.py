@@ -111,9 +111,6 @@ class OutboxRelay:
             if self._ensure_streams is not None:
                 await self._ensure_streams()
             await self._become_leader(conn)
-            # Everything committed so far may have been published by an earlier leader (or an
-            # earlier run of this one); work orders up to here go out marked as replays.
-            self._replayed_through = await self._store.head_position()
             await conn.add_listener("corridor_events", self._on_notify)
             self.position = await self._start_position()
             self._saved_position = self.position
@@ -236,6 +233,9 @@ class OutboxRelay:
     async def _become_leader(self, conn: asyncpg.Connection[Any]) -> None:
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK_KEY):
             await asyncio.sleep(self._poll_s)  # standby: poll for the leader's lock
+        # Everything committed so far may have been published by an earlier leader (or an
+        # earlier run of this one): work orders up to here go out marked as replays.
+        self._replayed_through = await self._store.head_position()
         self.leader.set()
 
     async def _start_position(self) -> int:

@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from services.bootstrap import Engine, bootstrap
 from services.eventstore.postgres import PostgresEventStore
 from services.settings import Settings
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -24,6 +25,9 @@ async def engine(nats_url: str, database_url: str) -> AsyncIterator[Engine]:
         Settings(relay_poll_s=0.2), nats_url=nats_url, database_url=database_url
     )
     await engine.start()
+    # Work orders committed before the relay leads are marked as possible replays, which
+    # changes how executors treat them: tests start from a leading relay.
+    await wait_for(engine.relay.leader.is_set, what="the relay to lead")
     yield engine
     await engine.stop()
 

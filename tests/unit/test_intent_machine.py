@@ -126,22 +126,31 @@ class IntentMachine(RuleBasedStateMachine):
         confirmed=st.booleans(),
         right_preimage=st.booleans(),
         fee=st.integers(0, 500),
+        from_the_attempts_node=st.sampled_from([True, True, True, False]),
     )
     def outcome(
         self, attempt_delta: int, outcome: str, reason: str, confirmed: bool,
-        right_preimage: bool, fee: int,
+        right_preimage: bool, fee: int, from_the_attempts_node: bool,
     ) -> None:  # fmt: skip
         attempt = max(1, (self.state.attempt if self.state else 1) + attempt_delta)
+        region, node = "asia", "asia-cln"  # a node no attempt goes to
+        if from_the_attempts_node and self.state is not None and self.state.node is not None:
+            region, node = self.state.region or "", self.state.node
+        before, events_before = self.state, len(self.events)
         self._apply(
             cmd.RecordPaymentOutcome(
                 intent_id="intent-1", attempt=attempt, outcome=outcome,  # type: ignore[arg-type]
-                region="us", node="us-lnd",
+                region=region, node=node,
                 preimage=(PREIMAGE if right_preimage else WRONG_PREIMAGE)
                 if outcome == "succeeded" else None,
                 fee_msat=fee, failure_reason=reason if outcome == "failed" else None,  # type: ignore[arg-type]
                 confirmed_not_paid=confirmed,
             )
         )  # fmt: skip
+        if before is not None and (region, node) != (before.region, before.node):
+            # Only the attempt's own node can know its outcome (executors rely on it).
+            assert self.state is not None and self.state.status is before.status
+            assert all(isinstance(e, ev.OutcomeIgnored) for e in self.events[events_before:])
 
     @invariant()
     def label_coverage(self) -> None:

@@ -258,6 +258,10 @@ def _record_outcome(
 def _stale_reason(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> str | None:
     if command.attempt != state.attempt:
         return "stale_attempt"
+    if (command.region, command.node) != (state.region, state.node):
+        # Only the node the attempt went to can know its outcome; executors rely on that
+        # when they send an order no worker has seen without asking first (ADR 0203).
+        return "wrong_node"
     if state.status not in ON_THE_WIRE_STATUSES:
         return "duplicate" if _same_as_recorded(state, command) else f"state_{state.status}"
     return None
