@@ -474,9 +474,9 @@ class CommandProcessor:
     async def status(self, intent_id: str) -> PaymentIntentStatus | CommandRejected:
         """From the committed-state cache when it knows the intent, else from the log.
 
-        A cached ``None`` is not trusted: the writer loop caches "no such intent yet" before it
-        appends a submit, and a reader can arrive between that commit and the loop storing the
-        new state. This path never writes the cache, so it cannot race the writer loop.
+        A cached ``None`` ("no such stream" when the writer loop last looked) is not trusted:
+        the stream may have been committed since, by this engine or another one, so the log
+        answers. This path never writes the cache, so it cannot race the writer loop.
         """
         cached = self.cached_status(intent_id)
         if cached is not None:

@@ -278,7 +278,7 @@ class OutboxRelay:
             )
             if event.order_subject is not None:
                 if event.position <= self._replayed_through:
-                    headers[subjects.HDR_REPLAYED] = "true"
+                    headers = {**headers, subjects.HDR_REPLAYED: "true"}
                 futures.append(
                     await self._js.publish_async(event.order_subject, event.body, headers=headers)
                 )
