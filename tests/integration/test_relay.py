@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -127,23 +128,35 @@ async def test_relay_republishes_what_jetstream_lost(
     assert [e["position"] for e in events] == list(range(1, 21))
 
 
-async def test_relay_survives_losing_its_stream_while_running(
-    nats_url: str, database_url: str, nc: Client
+async def _publishes_every_event_across(
+    nats_url: str, database_url: str, nc: Client, disrupt: Callable[[Engine], Awaitable[None]]
 ) -> None:
-    """The stream disappears under a running relay: publishes fail, the relay backs off,
-    re-declares the stream, rewinds to what the stream holds, and publishes every event."""
+    """12 events, then ``disrupt``, then 12 more: the relay must notice (count a failure),
+    recover, and leave positions 1..24 in order in the stream."""
     engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(3))
         await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
-        await nc.jetstream().delete_stream("CORRIDOR_EVT")
+        await disrupt(engine)
         await _submit_many(nc, range(3, 6))
-        await wait_for(lambda: engine.relay.failures > 0, what="the relay to notice the loss")
+        await wait_for(lambda: engine.relay.failures > 0, what="the relay to notice")
         await wait_for(lambda: engine.relay.position == 24, what="relay to recover and catch up")
         events = await _drain_events(nc, 24)
     finally:
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 25))
+
+
+async def test_relay_survives_losing_its_stream_while_running(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    """The stream disappears under a running relay: publishes fail, the relay backs off,
+    re-declares the stream, rewinds to what the stream holds, and publishes every event."""
+
+    async def delete_stream(_: Engine) -> None:
+        await nc.jetstream().delete_stream("CORRIDOR_EVT")
+
+    await _publishes_every_event_across(nats_url, database_url, nc, delete_stream)
 
 
 async def test_relay_saves_its_checkpoint_once_idle(
@@ -204,24 +217,15 @@ async def test_a_relay_that_loses_its_leader_connection_steps_down_and_resumes(
 ) -> None:
     # The leader lock is held by the relay's own connection; its reads and the handoff do not
     # use it. Without noticing the loss, a relay would keep publishing beside a new leader.
-    engine = await _started_engine(nats_url, database_url)
-    try:
-        await _submit_many(nc, range(3))
-        await wait_for(lambda: engine.relay.position == 12, what="relay to reach position 12")
+    async def cut_leader_connection(engine: Engine) -> None:
         async with engine.store.pool.acquire() as conn:
             killed = await conn.fetchval(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks"
                 " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
             )
         assert killed is True
-        await wait_for(lambda: engine.relay.failures >= 1, what="the relay to notice")
-        await wait_for(engine.relay.leader.is_set, what="the relay to lead again")
-        await _submit_many(nc, range(3, 6))
-        await wait_for(lambda: engine.relay.position == 24, what="relay to reach position 24")
-        events = await _drain_events(nc, 24)
-    finally:
-        await engine.stop()
-    assert [e["position"] for e in events] == list(range(1, 25))
+
+    await _publishes_every_event_across(nats_url, database_url, nc, cut_leader_connection)
 
 
 async def test_the_relay_marks_work_orders_it_may_have_published_before(
