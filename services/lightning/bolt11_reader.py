@@ -178,17 +178,27 @@ def peek_invoice(text: str) -> tuple[str, int | None]:
     match = _HRP_RE.match(text[:separator]) if separator > 0 else None
     if match is None:
         raise ReaderError("malformed", "not a BOLT 11 payment request")
+    data = text[separator + 1 : -6]
+    if len(data) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
+        raise ReaderError("malformed", "data too short")
+    fields_end = len(data) - _SIGNATURE_WORDS
+    # Walk the tagged fields up to the first valid p (what BOLT 11 says to use), converting
+    # only the characters read: p usually comes first, so most of the invoice is skipped.
+    i = _TIMESTAMP_WORDS
     try:
-        words = [_CHAR_VALUE[c] for c in text[separator + 1 : -6]]
+        while i + 3 <= fields_end:
+            kind = _CHAR_VALUE[data[i]]
+            length = (_CHAR_VALUE[data[i + 1]] << 5) | _CHAR_VALUE[data[i + 2]]
+            if i + 3 + length > fields_end:
+                break
+            if kind == _P and length == 52:
+                body = [_CHAR_VALUE[c] for c in data[i + 3 : i + 3 + length]]
+                payment_hash = _words_to_bytes(body, exact_bits=256).hex()
+                return payment_hash, _amount_msat(match["amount"], match["multiplier"])
+            i += 3 + length
     except KeyError:
         raise ReaderError("malformed", "character outside the bech32 alphabet") from None
-    if len(words) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
-        raise ReaderError("malformed", "data too short")
-    fields = _read_fields(words[_TIMESTAMP_WORDS:-_SIGNATURE_WORDS])
-    payment_hash = fields.get(_P)
-    if payment_hash is None:
-        raise ReaderError("missing_field", "no payment hash (p)")
-    return str(payment_hash), _amount_msat(match["amount"], match["multiplier"])
+    raise ReaderError("missing_field", "no payment hash (p)")
 
 
 def _read_fields(words: list[int]) -> dict[int, object]:
