@@ -132,22 +132,27 @@ class Executor:
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         limits = self._limits
+        backlog = True  # whether orders were waiting behind the last one fetched
         while not self._stopping.is_set():
             free = limits.payments_in_flight_max - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            # A trickle of orders is pulled one at a time: a batch fetch first probes for
+            # what is there (a request and a "no messages" reply) and then waits with a
+            # second request, three messages per order instead of one.
+            batch = min(free, limits.fetch_batch_max) if backlog else 1
             try:
-                msgs = await sub.fetch(
-                    min(free, limits.fetch_batch_max), timeout=limits.fetch_wait_s
-                )
+                msgs = await sub.fetch(batch, timeout=limits.fetch_wait_s)
             except TimeoutError:  # nats-py raises both its own and asyncio's: no work yet
+                backlog = False
                 continue
             except nats.errors.Error as exc:
                 # Reconnecting or a server hiccup: the durable keeps our place; look again.
                 log.warning("work_fetch_failed", error=type(exc).__name__, detail=str(exc)[:200])
                 await asyncio.sleep(limits.fetch_wait_s)
                 continue
+            backlog = bool(msgs) and (msgs[-1].metadata.num_pending or 0) > 0
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg))
                 self._tasks.add(task)
