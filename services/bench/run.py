@@ -228,6 +228,7 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
         },
         "config": {"runs": runs, "e2e_intents": e2e_intents, "fsync": True, "hop_delay_s": 0.0},
     }  # fmt: skip
+    cpu_before = _host_cpu_ticks()
     try:
         _progress("baselines: raw asyncpg and nats-py")
         result["baselines"] = await _baselines(stack, runs, quick)
@@ -237,8 +238,28 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
         result.update(await _end_to_end(stack, work, runs, e2e_intents, quick=quick))
     finally:
         await asyncio.to_thread(stack.stop)
+    result["machine"]["steal_pct_during_run"] = _steal_pct(cpu_before, _host_cpu_ticks())
     _ratios_and_targets(result)
     return result
+
+
+def _host_cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``: user, nice, system, idle, iowait, irq,
+    softirq, steal)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return []
+    return [int(x) for x in first[1:9]]
+
+
+def _steal_pct(before: list[int], after: list[int]) -> float | None:
+    """Share of the run's CPU time the hypervisor gave to other guests: on a shared VM this is
+    what makes figures move between runs of the same build."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return round(100 * (after[7] - before[7]) / total, 1) if total > 0 else None
 
 
 async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:

@@ -26,7 +26,13 @@ def render(result: dict[str, Any]) -> str:
         if section in result:
             add(section, result[section])
     width = max(len(name) for name, _ in rows)
-    lines = ["", f"Corridor bench, {result['machine']['date']}, {result['machine']['cpus']} CPUs"]
+    machine = result["machine"]
+    steal = machine.get("steal_pct_during_run")
+    lines = [
+        "",
+        f"Corridor bench, {machine['date']}, {machine['cpus']} CPUs"
+        + (f", {steal} % of CPU time stolen by the hypervisor" if steal is not None else ""),
+    ]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("")
     lines += [

@@ -49,6 +49,7 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
         "engine", "simulated_network", "executors_and_load", "nats_server", "postgres",
     }  # fmt: skip
     assert result["memory"]["engine_peak_rss_mib"] > 0
+    assert "steal_pct_during_run" in result["machine"]
     assert {"events", "db_transactions", "nats_messages_in"} <= set(result["cost_per_intent"])
     assert set(result["targets"]) == {
         "settled_intents_per_s", "e2e_append_vs_batched_baseline",
