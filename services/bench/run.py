@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,7 +217,7 @@ async def _pg_counters(url: str) -> dict[str, int]:
 
 async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
-    # Traversable by PostgreSQL's service user, so its data and log stay here for a post-mortem.
+    # Traversable by PostgreSQL's service user; kept for a post-mortem if the run fails.
     os.chmod(work, 0o755)
     stack = DevStack(work / "servers", fsync=True)
     await asyncio.to_thread(stack.start)
@@ -236,8 +237,13 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
         result["event_store"] = await _store(stack, runs, quick)
         _progress("end to end: starting the engine and the simulated network")
         result.update(await _end_to_end(stack, work, runs, e2e_intents, quick=quick))
+    except BaseException:
+        _progress(f"failed; servers' data and logs are kept in {work}")
+        raise
     finally:
         await asyncio.to_thread(stack.stop)
+    # A run leaves about 170 MB of server data; it is only worth keeping after a failure.
+    await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
     result["machine"]["steal_pct_during_run"] = _steal_pct(cpu_before, _host_cpu_ticks())
     _ratios_and_targets(result)
     return result
