@@ -106,10 +106,13 @@ class PostgresServer:
         if self.user is None:
             return pgdata
         base = self.data_dir
+        _remove_stale_private_dir(self.data_dir)
         if not _reachable_by(self.user, base):
             # The state dir sits under a directory the service user cannot enter (e.g. /root):
             # keep the cluster in a private temp dir instead, removed on stop.
             self._tmp = tempfile.mkdtemp(prefix="corridor-pg-")
+            # Remembered beside our own data: a killed stack cannot remove it, the next one does.
+            (self.data_dir / PRIVATE_DIR_NOTE).write_text(self._tmp)
             base = Path(self._tmp)
             os.chmod(base, 0o755)
             pgdata = base / "pgdata"
@@ -126,4 +129,22 @@ class PostgresServer:
             self.proc = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            (self.data_dir / PRIVATE_DIR_NOTE).unlink(missing_ok=True)
             self._tmp = None
+
+
+# Names the private temp dir of a cluster whose state dir the service user cannot enter.
+PRIVATE_DIR_NOTE = "postgres-private-dir"
+
+
+def _remove_stale_private_dir(data_dir: Path) -> None:
+    """Remove the private dir a killed stack left behind (about 40 MB in the temp dir)."""
+    note = data_dir / PRIVATE_DIR_NOTE
+    try:
+        stale = Path(note.read_text().strip())
+    except OSError:
+        return
+    # Only ever a directory this module made.
+    if stale.name.startswith("corridor-pg-") and stale.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(stale, ignore_errors=True)
+    note.unlink(missing_ok=True)

@@ -128,6 +128,25 @@ def test_killed_up_leaves_no_orphan_servers(stack) -> None:
     # The kernel delivers each server its parent-death signal.
     _wait_closed([endpoints["nats_url"], endpoints["database_url"]])
 
+    # As root, PostgreSQL's data may sit in a private temp dir the killed stack could not
+    # remove; the next stack on the same state dir does.
+    notes = list(state_dir.rglob("postgres-private-dir"))
+    if not notes:
+        return  # not root: the data is inside the state dir
+    stale = Path(notes[0].read_text().strip())
+    assert stale.exists()
+    (state_dir / "endpoints.json").unlink()  # the killed stack's, left behind too
+    again = subprocess.Popen(
+        [*CORRIDOR, "up", "--no-sim", "--state-dir", str(state_dir)],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_file(state_dir / "endpoints.json", again)
+        assert not stale.exists()
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+
 
 def test_corridors_in_force_are_listed(tmp_path: Path) -> None:
     listed = _run("corridors", "--json")
