@@ -224,15 +224,7 @@ class PostgresEventStore:
         """Recompute every hash from the stored columns; report the first mismatch."""
         checked = 0
         last = after_position
-        prev: bytes | None = None
-        if after_position > 0:
-            async with self._pool.acquire() as conn:
-                prev_raw = await conn.fetchval(
-                    "SELECT hash FROM events WHERE position = $1", after_position
-                )
-            prev = bytes(prev_raw) if prev_raw is not None else None
-        else:
-            prev = GENESIS_HASH
+        prev = await self.hash_at(after_position)
         page = 5000
         while limit is None or checked < limit:
             batch = await self.read_all(

@@ -6,7 +6,7 @@ same worker; ``HealthBoard`` reads the node health reports the workers publish.
 
 from services.executor.health import HealthBoard, HealthReport
 from services.executor.limits import ExecutorLimits
-from services.executor.runner import run_executor
+from services.executor.runner import build_executor
 from services.executor.worker import Executor
 
-__all__ = ["Executor", "ExecutorLimits", "HealthBoard", "HealthReport", "run_executor"]
+__all__ = ["Executor", "ExecutorLimits", "HealthBoard", "HealthReport", "build_executor"]

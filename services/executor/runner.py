@@ -1,4 +1,4 @@
-"""``run_executor``: resolve the node, load the keysend secret, run one worker until stopped."""
+"""``build_executor``: resolve the node and load the keysend secret for one worker."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import os
 import socket
 from pathlib import Path
 
-import structlog
-
 from services.executor.errors import NodeUriError
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.limits import ExecutorLimits
 from services.executor.nodes import NODE_NAME_RE, adapter_for, resolve_node
 from services.executor.worker import Executor
 from services.lightning.port import NodeError
-
-log = structlog.get_logger("corridor.executor")
 
 
 def default_executor_id(region: str, node_name: str) -> str:
@@ -56,27 +52,3 @@ def build_executor(
         limits=limits,
         duplicate_window_s=duplicate_window_s,
     )
-
-
-async def run_executor(
-    *,
-    nats_url: str,
-    region: str,
-    node_uri: str,
-    state_dir: Path,
-    executor_id: str | None = None,
-    node_name: str | None = None,
-    secret_path: Path | None = None,
-    limits: ExecutorLimits | None = None,
-    duplicate_window_s: int = 120,
-) -> None:
-    """Build an executor (see ``build_executor``) and run it until cancelled or stopped."""
-    executor = build_executor(
-        nats_url=nats_url, region=region, node_uri=node_uri, state_dir=state_dir,
-        executor_id=executor_id, node_name=node_name, secret_path=secret_path, limits=limits,
-        duplicate_window_s=duplicate_window_s,
-    )  # fmt: skip
-    try:
-        await executor.run()
-    finally:
-        await executor.close_node()

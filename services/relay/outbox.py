@@ -118,8 +118,8 @@ class OutboxRelay:
             # (last position of the batch, its acks), oldest first. ``self.position`` only
             # moves once a batch and every batch before it are acknowledged.
             in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
-            sent_position = self._sent_position = self.position
-            self._last_hash = await self._store.hash_at(sent_position)
+            self._sent_position = self.position
+            self._last_hash = await self._store.hash_at(self.position)
             try:
                 while True:
                     if conn.is_closed():
@@ -127,17 +127,17 @@ class OutboxRelay:
                         # now, and two publishing at once would interleave positions.
                         raise ConnectionError("the relay's leader connection was lost")
                     self._wake.clear()
-                    batch = self._take_handoff(sent_position)
+                    batch = self._take_handoff()
                     if not batch and self.local_writer_busy():
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), HANDOFF_WAIT_S)
                         self._wake.clear()
-                        batch = self._take_handoff(sent_position)
+                        batch = self._take_handoff()
                     if not batch:
                         batch = [
                             _Outgoing.stored(event)
                             for event in await self._store.read_all(
-                                after_position=sent_position, limit=self._batch_max
+                                after_position=self._sent_position, limit=self._batch_max
                             )
                         ]
                     if not batch:
@@ -154,7 +154,7 @@ class OutboxRelay:
                             await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
                         continue
                     in_flight.append((batch[-1].position, await self._publish(batch)))
-                    sent_position = self._sent_position = batch[-1].position
+                    self._sent_position = batch[-1].position
                     self._last_hash = batch[-1].hash
                     while in_flight and (
                         len(in_flight) > BATCHES_IN_FLIGHT_MAX or in_flight[0][1].done()
@@ -183,8 +183,9 @@ class OutboxRelay:
         self._handoff.extend((first_position + i, event) for i, event in enumerate(events))
         self._wake.set()
 
-    def _take_handoff(self, sent_position: int) -> list[_Outgoing]:
-        """The handed-over events right after ``sent_position``, with their hash chain."""
+    def _take_handoff(self) -> list[_Outgoing]:
+        """The handed-over events right after the sent position, with their hash chain."""
+        sent_position = self._sent_position
         handoff = self._handoff
         while handoff and handoff[0][0] <= sent_position:
             handoff.popleft()
