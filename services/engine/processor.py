@@ -90,6 +90,15 @@ class _Item:
     reload: bool = False
 
 
+def _observe(hook: Callable[..., None], *args: object) -> None:
+    """Tell an observer about a committed batch. The batch is committed: a failing observer
+    must not turn that into an error reply."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("commit_observer_failed", hook=getattr(hook, "__name__", "?"))
+
+
 def _status_of(intent_id: str, state: PaymentIntent) -> PaymentIntentStatus:
     return PaymentIntentStatus(
         intent_id=intent_id,
@@ -257,20 +266,12 @@ class CommandProcessor:
             self._remember(stream_id, state)
         if first_position is not None and plan.events:
             for appended in self.appended_hooks:
-                try:
-                    appended(first_position, plan.events)
-                except Exception:
-                    log.exception("appended_hook_failed")  # committed all the same
+                _observe(appended, first_position, plan.events)
         if plan.policy_changed:
             self._adopt_policy(plan.policy_state)
         if plan.states:
             for hook in self.committed_hooks:
-                try:
-                    hook(plan.states)
-                except Exception:
-                    # The batch is committed; a failing observer must not turn that into an
-                    # error reply.
-                    log.exception("committed_hook_failed", hook=getattr(hook, "__name__", "?"))
+                _observe(hook, plan.states)
         return plan.replies
 
     def _prepare(self, item: _Item) -> None:

@@ -91,15 +91,12 @@ class Payer:
             if record is None:
                 # An order no worker can have seen cannot have been reported on, so the engine
                 # still waits for this attempt's send (ADR 0203); any other order is checked.
-                status = (
-                    AttemptStatus(state="dispatched", attempt=order.attempt)
-                    if first_sight
-                    else await self._status_of(order.intent_id)
-                )
-                if not status.awaits_send(order.attempt):
-                    # Re-routed, resolved or reported already: sending now could pay twice.
-                    log.info("work_order_obsolete", state=status.state, current=status.attempt)
-                    return Disposition.DONE
+                if not first_sight:
+                    status = await self._status_of(order.intent_id)
+                    if not status.awaits_send(order.attempt):
+                        # Re-routed, resolved or reported already: sending now could pay twice.
+                        log.info("work_order_obsolete", state=status.state, current=status.attempt)
+                        return Disposition.DONE
                 checked = msgspec.structs.replace(target.request, node_record_checked=True)
                 record = await self._send(
                     msgspec.structs.replace(target, request=checked),

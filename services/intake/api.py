@@ -68,7 +68,8 @@ class ApiService:
 
     async def _status_now(self, msg: Msg) -> bool:
         """Answer a status query from the state cache right here, without a task (executors
-        ask once per payment); ``False`` leaves it to the general path (errors, cache miss)."""
+        ask for every order they may have seen before); ``False`` leaves it to the general path
+        (errors, cache miss)."""
         try:
             query = codec.decode_request(msg.data)
         except errors.CorridorError:
