@@ -40,10 +40,16 @@ def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
     }
     return [
         StreamConfig(name=subjects.CMD_STREAM, subjects=[subjects.CMD_WILDCARD], **common),
-        StreamConfig(name=subjects.EVT_STREAM, subjects=[subjects.EVT_WILDCARD], **common),
+        # The relay publishes events and work orders in atomic batches (ADR 0013).
+        StreamConfig(
+            name=subjects.EVT_STREAM, subjects=[subjects.EVT_WILDCARD], allow_atomic=True, **common
+        ),
         StreamConfig(name=subjects.DLQ_STREAM, subjects=[subjects.DLQ_WILDCARD], **common),
         StreamConfig(
-            name=subjects.DISPATCH_STREAM, subjects=[subjects.DISPATCH_WILDCARD], **common
+            name=subjects.DISPATCH_STREAM,
+            subjects=[subjects.DISPATCH_WILDCARD],
+            allow_atomic=True,
+            **common,
         ),
     ]
 

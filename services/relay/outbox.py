@@ -25,6 +25,14 @@ from nats.js.errors import NotFoundError
 from schemas.codec import encode
 from schemas.records import EventMetadata, RecordedEvent
 from services.bus import subjects
+from services.bus.atomic_batch import (
+    ATOMIC_BATCH_MSGS_MAX,
+    ERR_ATOMIC_DISABLED,
+    ERR_WRONG_LAST_SEQUENCE,
+    AtomicPublisher,
+    BatchRefused,
+    OutgoingMessage,
+)
 from services.engine.event_codec import subject_for, to_recorded
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import NewEvent, StoredEvent
@@ -56,6 +64,7 @@ class OutboxRelay:
         store: PostgresEventStore,
         js: JetStreamContext,
         *,
+        atomic: AtomicPublisher | None = None,
         dsn: str,
         batch_max: int = 1000,
         poll_s: float = 1.0,
@@ -63,6 +72,15 @@ class OutboxRelay:
     ) -> None:
         self._store = store
         self._js = js
+        # Atomic batches: one acknowledgement and one fsync per batch (ADR 0013). Without it
+        # (or on a server that refuses them) every event is its own JetStream publish.
+        self._atomic = atomic
+        # Positions up to here may already be in JetStream (an earlier run published them):
+        # they go out one by one, as an atomic batch holding a duplicate is refused whole.
+        self._maybe_published_through = 0
+        # Each stream's last sequence as this relay expects it; None when unknown.
+        self._expected_seq: dict[str, int] | None = None
+        self._in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
         self._dsn = dsn
         self._batch_max = batch_max
         self._poll_s = poll_s
@@ -114,10 +132,12 @@ class OutboxRelay:
             await conn.add_listener("corridor_events", self._on_notify)
             self.position = await self._start_position()
             self._saved_position = self.position
+            self._expected_seq = None
             log.info("relay_started", position=self.position)
             # (last position of the batch, its acks), oldest first. ``self.position`` only
             # moves once a batch and every batch before it are acknowledged.
-            in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
+            in_flight = self._in_flight
+            in_flight.clear()
             self._sent_position = self.position
             self._last_hash = await self._store.hash_at(self.position)
             try:
@@ -165,6 +185,7 @@ class OutboxRelay:
             finally:
                 for _, acks in in_flight:
                     acks.cancel()
+                in_flight.clear()
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -241,49 +262,106 @@ class OutboxRelay:
 
     async def _start_position(self) -> int:
         checkpoint = await self._store.get_checkpoint(CHECKPOINT)
-        in_stream = await self._last_position_in_stream()
+        in_stream = await self._last_position_in_stream(subjects.EVT_STREAM)
+        # A work order's batch may have landed while its events' batch did not.
+        self._maybe_published_through = max(
+            in_stream, await self._last_position_in_stream(subjects.DISPATCH_STREAM)
+        )
         if in_stream < checkpoint:
             log.warning("relay_rewind", checkpoint=checkpoint, stream_position=in_stream)
             await self._store.set_checkpoint(CHECKPOINT, in_stream)
             return in_stream
         return checkpoint
 
-    async def _last_position_in_stream(self) -> int:
-        info = await self._js.stream_info(subjects.EVT_STREAM)
+    async def _last_position_in_stream(self, stream: str) -> int:
+        info = await self._js.stream_info(stream)
         if info.state.messages == 0 or not info.state.last_seq:
             return 0
         try:
-            msg = await self._js.get_msg(subjects.EVT_STREAM, seq=info.state.last_seq)
+            msg = await self._js.get_msg(stream, seq=info.state.last_seq)
         except NotFoundError:
             return 0
         return int((msg.headers or {}).get(subjects.HDR_POSITION, 0))
 
     async def _publish(self, batch: list[_Outgoing]) -> asyncio.Future[int]:
-        """Send the batch (pipelined, bounded by the JetStream context's in-flight limit).
-
-        Returns a future of the number of events JetStream stored as new; it fails if any
-        publish of the batch is not acknowledged in time.
-        """
-        futures = []
-        for event in batch:
-            headers = {
-                subjects.HDR_MSG_ID: event.event_id,
-                subjects.HDR_STREAM_ID: event.stream_id,
-                subjects.HDR_POSITION: str(event.position),
-                subjects.HDR_STREAM_VERSION: str(event.stream_version),
-                subjects.HDR_EVENT_TYPE: event.type,
-                subjects.HDR_CORRELATION_ID: event.correlation_id,
+        """Send the batch; returns a future of the number of events JetStream stored as new,
+        which fails if JetStream refuses or does not acknowledge the batch in time."""
+        if self._atomic is None or batch[0].position <= self._maybe_published_through:
+            self._expected_seq = None  # duplicates do not move a stream's sequence
+            return await self._publish_each(batch)
+        if self._expected_seq is None:
+            # Every earlier publish must have landed before the streams' sequences are read.
+            while self._in_flight:
+                await self._acknowledged(self._in_flight.popleft())
+            self._expected_seq = {
+                stream: (await self._js.stream_info(stream)).state.last_seq
+                for stream in (subjects.EVT_STREAM, subjects.DISPATCH_STREAM)
             }
-            futures.append(
-                await self._js.publish_async(subject_for(event.type), event.body, headers=headers)
+        by_stream: dict[str, list[OutgoingMessage]] = {
+            subjects.EVT_STREAM: [], subjects.DISPATCH_STREAM: []
+        }  # fmt: skip
+        for event in batch:
+            headers = event.headers()
+            by_stream[subjects.EVT_STREAM].append(
+                OutgoingMessage(subject_for(event.type), event.body, headers)
             )
             if event.order_subject is not None:
-                if event.position <= self._replayed_through:
-                    headers = {**headers, subjects.HDR_REPLAYED: "true"}
+                by_stream[subjects.DISPATCH_STREAM].append(
+                    OutgoingMessage(event.order_subject, event.body, self._order_headers(event))
+                )
+        acks: list[asyncio.Future[int]] = []
+        for stream, messages in by_stream.items():
+            for first in range(0, len(messages), ATOMIC_BATCH_MSGS_MAX):
+                chunk = messages[first : first + ATOMIC_BATCH_MSGS_MAX]
+                # The fence: a batch lands only if nobody wrote to the stream since this
+                # relay's last batch, so a deposed leader that has not noticed yet is refused.
+                acks.append(
+                    await self._atomic.publish(
+                        stream, chunk, expected_last_seq=self._expected_seq[stream],
+                        timeout_s=PUBLISH_ACK_TIMEOUT_S,
+                    )
+                )  # fmt: skip
+                self._expected_seq[stream] += len(chunk)
+        return asyncio.ensure_future(self._count_atomic(acks, len(batch)))
+
+    async def _count_atomic(self, acks: list[asyncio.Future[int]], events: int) -> int:
+        try:
+            await asyncio.gather(*acks)
+        except BatchRefused as exc:
+            if exc.err_code == ERR_ATOMIC_DISABLED:
+                log.warning("relay_atomic_batches_refused", detail=str(exc))
+                self._atomic = None
+            elif exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+                log.warning("relay_fenced_off", detail=str(exc))
+            raise
+        finally:
+            for ack in acks:
+                ack.cancel()
+        return events
+
+    async def _publish_each(self, batch: list[_Outgoing]) -> asyncio.Future[int]:
+        """One JetStream publish per message, pipelined (bounded by the JetStream context's
+        in-flight limit): duplicates are dropped by message id, one by one."""
+        futures = []
+        for event in batch:
+            futures.append(
+                await self._js.publish_async(
+                    subject_for(event.type), event.body, headers=event.headers()
+                )
+            )
+            if event.order_subject is not None:
                 futures.append(
-                    await self._js.publish_async(event.order_subject, event.body, headers=headers)
+                    await self._js.publish_async(
+                        event.order_subject, event.body, headers=self._order_headers(event)
+                    )
                 )
         return asyncio.ensure_future(_count_new(futures))
+
+    def _order_headers(self, event: _Outgoing) -> dict[str, str]:
+        headers = event.headers()
+        if event.position <= self._replayed_through:
+            headers[subjects.HDR_REPLAYED] = "true"
+        return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +377,16 @@ class _Outgoing:
     body: bytes
     hash: bytes
     order_subject: str | None  # set for IntentDispatched: the work order's subject
+
+    def headers(self) -> dict[str, str]:
+        return {
+            subjects.HDR_MSG_ID: self.event_id,
+            subjects.HDR_STREAM_ID: self.stream_id,
+            subjects.HDR_POSITION: str(self.position),
+            subjects.HDR_STREAM_VERSION: str(self.stream_version),
+            subjects.HDR_EVENT_TYPE: self.type,
+            subjects.HDR_CORRELATION_ID: self.correlation_id,
+        }
 
     @classmethod
     def stored(cls, event: StoredEvent) -> _Outgoing:
