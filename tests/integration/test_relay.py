@@ -159,6 +159,42 @@ async def test_relay_survives_losing_its_stream_while_running(
     await _publishes_every_event_across(nats_url, database_url, nc, delete_stream)
 
 
+async def test_a_foreign_write_fences_the_relay_off_and_it_resumes_in_order(
+    nats_url: str, database_url: str, nc: Client
+) -> None:
+    """Somebody else writes to the event stream (a deposed relay, say): the relay's next
+    atomic batch no longer finds the stream where it left it, is refused whole, and the relay
+    restarts, re-reads the stream and publishes every event once, in order."""
+
+    async def foreign_write(_: Engine) -> None:
+        await nc.jetstream().publish("corridor.evt.v1.intent.Foreign", b"{}")
+
+    engine = await _started_engine(nats_url, database_url)
+    try:
+        await _submit_many(nc, range(3))
+        await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
+        await foreign_write(engine)
+        await _submit_many(nc, range(3, 6))
+        await wait_for(lambda: engine.relay.failures > 0, what="the relay to be refused")
+        await wait_for(lambda: engine.relay.position == 24, what="relay to recover and catch up")
+        events = await _drain_events_skipping(nc, 25, "corridor.evt.v1.intent.Foreign")
+    finally:
+        await engine.stop()
+    assert [e["position"] for e in events] == list(range(1, 25))
+
+
+async def _drain_events_skipping(nc: Client, stored: int, foreign: str) -> list[dict]:
+    js = nc.jetstream()
+    out = []
+    for seq in range(1, stored + 1):
+        msg = await js.get_msg("CORRIDOR_EVT", seq=seq)
+        if msg.subject != foreign:
+            assert msg.headers is not None
+            out.append({"position": int(msg.headers["Corridor-Position"])})
+    assert (await js.stream_info("CORRIDOR_EVT")).state.last_seq == stored
+    return out
+
+
 async def test_relay_saves_its_checkpoint_once_idle(
     nats_url: str, database_url: str, nc: Client
 ) -> None:
