@@ -51,8 +51,10 @@ PUBLISH_ACK_TIMEOUT_S = 30.0
 # this the relay is behind, and it reads the log instead.
 HANDOFF_EVENTS_MAX = 10_000
 # How long a NOTIFY that arrives during this process's own commit waits for its handoff
-# before the relay reads the log after all.
-HANDOFF_WAIT_S = 0.05
+# before the relay reads the log after all. The wait ends as soon as the commit is handed
+# over; the limit only matters if the writer hangs. (A fixed 50 ms lost the race whenever the
+# event loop stalled that long under load, and the relay read back what it was being handed.)
+HANDOFF_WAIT_S_MAX = 1.0
 # Batches published but not yet acknowledged: the next batch is read and sent while the
 # previous acks are on their way, instead of one JetStream round trip per batch.
 BATCHES_IN_FLIGHT_MAX = 4
@@ -148,11 +150,8 @@ class OutboxRelay:
                         raise ConnectionError("the relay's leader connection was lost")
                     self._wake.clear()
                     batch = self._take_handoff()
-                    if not batch and self.local_writer_busy():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), HANDOFF_WAIT_S)
-                        self._wake.clear()
-                        batch = self._take_handoff()
+                    if not batch:
+                        batch = await self._await_own_commit()
                     if not batch:
                         batch = [
                             _Outgoing.stored(event)
@@ -190,6 +189,22 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    async def _await_own_commit(self) -> list[_Outgoing]:
+        """The handoff of the commit this process's writer has under way, if it is the next
+        thing to publish; [] at once if the writer is idle or the handoff shows a gap."""
+        deadline_s = time.monotonic() + HANDOFF_WAIT_S_MAX
+        while not self._handoff and self.local_writer_busy():
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining_s)
+            self._wake.clear()
+            batch = self._take_handoff()
+            if batch:
+                return batch
+        return []
+
     def offer(self, first_position: int, events: Sequence[NewEvent]) -> None:
         """Events this process has just committed, from ``first_position`` on, in order.
 
@@ -200,6 +215,7 @@ class OutboxRelay:
         if not self.leader.is_set():
             return
         if len(self._handoff) + len(events) > HANDOFF_EVENTS_MAX:
+            log.warning("relay_handoff_overflow", held=len(self._handoff), sent=self._sent_position)
             self._handoff.clear()
         self._handoff.extend((first_position + i, event) for i, event in enumerate(events))
         self._wake.set()
