@@ -243,7 +243,7 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
     finally:
         await asyncio.to_thread(stack.stop)
     # A run leaves about 170 MB of server data; it is only worth keeping after a failure.
-    print(work, file=sys.stderr)  # TEMP
+    await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
     result["machine"]["steal_pct_during_run"] = _steal_pct(cpu_before, _host_cpu_ticks())
     _ratios_and_targets(result)
     return result
