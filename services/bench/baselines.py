@@ -12,7 +12,10 @@ import time
 import uuid
 
 import asyncpg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
+
+from services.bus.atomic_batch import AtomicPublisher, OutgoingMessage
 
 _TABLE = """CREATE TABLE IF NOT EXISTS bench_raw (
     position bigint PRIMARY KEY, event_id uuid NOT NULL, stream_id text NOT NULL,
@@ -85,3 +88,28 @@ async def js_pipelined_msgs_per_s(
             futures.clear()
     await asyncio.gather(*futures)
     return messages / (time.perf_counter() - began)
+
+
+async def js_atomic_batched_msgs_per_s(
+    nc: Client, stream: str, subject: str, messages: int, batch: int = 100, window: int = 4
+) -> float:
+    """JetStream atomic batches of ``batch`` messages, ``window`` batches unacknowledged: the
+    technique the relay uses (ADR 0013), without Corridor around it."""
+    publisher = AtomicPublisher(nc)
+    await publisher.start()
+    began = time.perf_counter()
+    acks: list[asyncio.Future[int]] = []
+    try:
+        for start in range(0, messages, batch):
+            chunk = [
+                OutgoingMessage(subject, MESSAGE, {"Nats-Msg-Id": f"atomic-{i}-{began}"})
+                for i in range(start, min(start + batch, messages))
+            ]
+            acks.append(await publisher.publish(stream, chunk, expected_last_seq=None,
+                                                timeout_s=30))  # fmt: skip
+            if len(acks) >= window:
+                await acks.pop(0)
+        await asyncio.gather(*acks)
+        return messages / (time.perf_counter() - began)
+    finally:
+        await publisher.close()

@@ -275,10 +275,10 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
     nc = await connect(stack.nats_url, name="bench-baseline")
     js = nc.jetstream(publish_async_max_pending=4000)
     try:
-        await js.add_stream(name="BENCH_RAW", subjects=["bench.raw.>"])
+        await js.add_stream(name="BENCH_RAW", subjects=["bench.raw.>"], allow_atomic=True)
         out: dict[str, list[float]] = {k: [] for k in (
-            "pg_single_rows_per_s", "pg_batched_rows_per_s",
-            "js_sync_msgs_per_s", "js_pipelined_msgs_per_s")}  # fmt: skip
+            "pg_single_rows_per_s", "pg_batched_rows_per_s", "js_sync_msgs_per_s",
+            "js_pipelined_msgs_per_s", "js_atomic_batched_msgs_per_s")}  # fmt: skip
         for _ in range(runs):
             out["pg_single_rows_per_s"].append(
                 await baselines.pg_single_rows_per_s(url, single_rows)
@@ -291,6 +291,11 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
             )
             out["js_pipelined_msgs_per_s"].append(
                 await baselines.js_pipelined_msgs_per_s(js, "bench.raw.pipe", messages_pipe)
+            )
+            out["js_atomic_batched_msgs_per_s"].append(
+                await baselines.js_atomic_batched_msgs_per_s(
+                    nc, "BENCH_RAW", "bench.raw.atomic", messages_pipe
+                )
             )
         await js.delete_stream("BENCH_RAW")
     finally:
@@ -531,6 +536,10 @@ def _ratios_and_targets(result: dict[str, Any]) -> None:
         ),
         "e2e_events_vs_pg_batched": round(
             median(e2e["events_appended_per_s"]) / median(base["pg_batched_rows_per_s"]), 3
+        ) if e2e else None,
+        # Every event is published once to JetStream, in the relay's atomic batches.
+        "e2e_events_vs_js_atomic_batched": round(
+            median(e2e["events_appended_per_s"]) / median(base["js_atomic_batched_msgs_per_s"]), 3
         ) if e2e else None,
         "e2e_intents_vs_js_sync": round(
             median(e2e["settled_intents_per_s"]) / median(base["js_sync_msgs_per_s"]), 3

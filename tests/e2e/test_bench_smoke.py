@@ -22,7 +22,7 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in ("pg_single_rows_per_s", "pg_batched_rows_per_s", "js_sync_msgs_per_s",
-                "js_pipelined_msgs_per_s"):  # fmt: skip
+                "js_pipelined_msgs_per_s", "js_atomic_batched_msgs_per_s"):  # fmt: skip
         assert result["baselines"][key]["median"] > 0
     for key in ("append_single_events_per_s", "append_batched_events_per_s",
                 "replay_events_per_s"):  # fmt: skip
