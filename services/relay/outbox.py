@@ -313,8 +313,9 @@ class OutboxRelay:
                 stream: (await self._js.stream_info(stream)).state.last_seq
                 for stream in (subjects.EVT_STREAM, subjects.DISPATCH_STREAM)
             }
+        # Work orders first: they are on the way to a payment, the events only to observers.
         by_stream: dict[str, list[OutgoingMessage]] = {
-            subjects.EVT_STREAM: [], subjects.DISPATCH_STREAM: []
+            subjects.DISPATCH_STREAM: [], subjects.EVT_STREAM: []
         }  # fmt: skip
         for event in batch:
             headers = event.headers()
