@@ -394,11 +394,22 @@ async def _end_to_end(
             nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
         )
         open_loop["cost_per_intent"] = await meter.per_intent(open_loop["settled"])
+        # Saturation is measured closed-loop, where every stage batches deeply; an open-loop
+        # load pays more per intent, so the curve's knee can sit below half of it. A quarter
+        # shows which side of the knee half saturation fell on.
+        quarter_rate = max(1.0, saturation / 4)
+        quarter_bodies = await source.bodies("quarter", open_loop_count(quarter_rate, half_s))
+        _progress(f"end to end: latency at {quarter_rate:.0f} intents/s (quarter of saturation)")
+        meter = await _Meter.start(stack, db_url, groups)
+        quarter = await run_open_loop(
+            nc, quarter_bodies, rate_per_s=quarter_rate, settled_at=settled_at
+        )
+        quarter["cost_per_intent"] = await meter.per_intent(quarter["settled"])
         # The floor: one intent at a time, so no queueing anywhere.
         low_bodies = await source.bodies("low", open_loop_count(10.0, low_s))
         _progress("end to end: latency at 10 intents/s")
         low_load = await run_open_loop(nc, low_bodies, rate_per_s=10.0, settled_at=settled_at)
-        for load in (open_loop, low_load):
+        for load in (open_loop, quarter, low_load):
             load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))
             load["stages_ms"] = await _stages(db_url, load.pop("sent_wall_ms"), seen_wall_ms)
         engine_rss = _rss_mib(engine.pid)
@@ -418,6 +429,7 @@ async def _end_to_end(
                 },
             },
             "latency_at_half_saturation": open_loop,
+            "latency_at_quarter_saturation": quarter,
             "latency_at_low_load": low_load,
             "memory": {
                 "engine_peak_rss_mib": engine_rss,

@@ -20,7 +20,8 @@ def render(result: dict[str, Any]) -> str:
 
     sections = (
         "baselines", "event_store", "end_to_end", "latency_at_half_saturation",
-        "latency_at_low_load", "memory", "cost_per_intent", "ratios",
+        "latency_at_quarter_saturation", "latency_at_low_load", "memory", "cost_per_intent",
+        "ratios",
     )  # fmt: skip
     for section in sections:
         if section in result:

@@ -31,6 +31,9 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     half, low = result["latency_at_half_saturation"], result["latency_at_low_load"]
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms", "cost_per_intent"} <= set(half)
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms"} <= set(low)
+    assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms"} <= set(
+        result["latency_at_quarter_saturation"]
+    )
     assert set(half["stages_ms"]) == {
         "submit_to_received", "received_to_payment_reported", "payment_reported_to_seen",
     }  # fmt: skip
