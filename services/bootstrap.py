@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.bus import subjects
-from services.bus.atomic_batch import AtomicPublisher
+from services.bus.fenced_publisher import FencedPublisher
 from services.bus.jetstream import connect, ensure_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
@@ -157,7 +157,7 @@ async def bootstrap(
     relay = OutboxRelay(
         store,
         js,
-        atomic=AtomicPublisher(nc),
+        fenced=FencedPublisher(nc),
         dsn=database_url,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,

@@ -15,7 +15,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from services.bus.atomic_batch import AtomicPublisher, OutgoingMessage
+from services.bus.fenced_publisher import FencedPublisher, OutgoingMessage
 
 _TABLE = """CREATE TABLE IF NOT EXISTS bench_raw (
     position bigint PRIMARY KEY, event_id uuid NOT NULL, stream_id text NOT NULL,
@@ -95,7 +95,7 @@ async def js_atomic_batched_msgs_per_s(
 ) -> float:
     """JetStream atomic batches of ``batch`` messages, ``window`` batches unacknowledged: the
     technique the relay uses (ADR 0013), without Corridor around it."""
-    publisher = AtomicPublisher(nc)
+    publisher = FencedPublisher(nc)
     await publisher.start()
     began = time.perf_counter()
     acks: list[asyncio.Future[int]] = []
@@ -105,7 +105,7 @@ async def js_atomic_batched_msgs_per_s(
                 OutgoingMessage(subject, MESSAGE, {"Nats-Msg-Id": f"atomic-{i}-{began}"})
                 for i in range(start, min(start + batch, messages))
             ]
-            acks.append(await publisher.publish(stream, chunk, expected_last_seq=None,
+            acks.append(await publisher.publish_atomic(stream, chunk, expected_last_seq=None,
                                                 timeout_s=30))  # fmt: skip
             if len(acks) >= window:
                 await acks.pop(0)
