@@ -106,6 +106,9 @@ class OutboxRelay:
         self.handed_over = 0  # events published from the handoff rather than read back
         self._sent_position = 0  # the last position handed to JetStream (acked or not)
         self._replayed_through = 0
+        # The highest position a NOTIFY announced, and whether the log must be read anyway.
+        self._notified_through = 0
+        self._read_log = True
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
@@ -147,6 +150,7 @@ class OutboxRelay:
             in_flight.clear()
             self._sent_position = self.position
             self._last_hash = await self._store.hash_at(self.position)
+            self._read_log = True  # catch up from the checkpoint first
             try:
                 while True:
                     if conn.is_closed():
@@ -157,13 +161,18 @@ class OutboxRelay:
                     batch = self._take_handoff()
                     if not batch:
                         batch = await self._await_own_commit()
-                    if not batch:
+                    if not batch and (
+                        self._read_log or self._notified_through > self._sent_position
+                    ):
+                        # Only when something may be in the log that was not handed over:
+                        # at start, after a NOTIFY from another writer, or on the idle poll.
                         batch = [
                             _Outgoing.stored(event)
                             for event in await self._store.read_all(
                                 after_position=self._sent_position, limit=self._batch_max
                             )
                         ]
+                        self._read_log = len(batch) == self._batch_max  # more may follow
                     if not batch:
                         while in_flight:
                             await self._acknowledged(in_flight.popleft())
@@ -174,8 +183,10 @@ class OutboxRelay:
                         wait_s = self._poll_s
                         if self.position != self._saved_position:
                             wait_s = min(wait_s, max(due_in_s, 0.0))
-                        with contextlib.suppress(TimeoutError):
+                        try:
                             await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                        except TimeoutError:
+                            self._read_log = True  # in case a NOTIFY was lost
                         continue
                     in_flight.append((batch[-1].position, await self._publish(batch)))
                     self._sent_position = batch[-1].position
@@ -265,12 +276,15 @@ class OutboxRelay:
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         # The payload is the commit's last position: a commit already handed over and sent
-        # needs no read of the log.
+        # needs no read of the log, and one that is being handed over needs none either.
         try:
-            if int(str(payload)) <= self._sent_position:
-                return
+            position = int(str(payload))
         except ValueError:
-            pass
+            self._read_log = True
+        else:
+            if position <= self._sent_position:
+                return
+            self._notified_through = max(self._notified_through, position)
         self._wake.set()
 
     async def _become_leader(self, conn: asyncpg.Connection[Any]) -> None:
