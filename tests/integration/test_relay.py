@@ -6,11 +6,13 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
+from services.relay import outbox
 from services.relay.outbox import reset_checkpoint
 from services.settings import Settings
 from tests.conftest import wait_for
@@ -193,6 +195,29 @@ async def _drain_events_skipping(nc: Client, stored: int, foreign: str) -> list[
             out.append({"position": int(msg.headers["Corridor-Position"])})
     assert (await js.stream_info("CORRIDOR_EVT")).state.last_seq == stored
     return out
+
+
+async def test_a_server_refusing_atomic_batches_gets_single_publishes(
+    nats_url: str, database_url: str, nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Atomic batches switched off on the stream: the refused batch is re-sent after the
+    relay restarts, as single publishes from then on, with nothing lost or reordered."""
+    monkeypatch.setattr(outbox, "ATOMIC_BATCH_MSGS_MIN", 1)  # every group would be atomic
+    engine = await _started_engine(nats_url, database_url)
+    try:
+        await _submit_many(nc, range(3))
+        await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
+        js = nc.jetstream()
+        config = (await js.stream_info(subjects.EVT_STREAM)).config
+        config.allow_atomic = False
+        await js.update_stream(config)
+        await _submit_many(nc, range(3, 6))
+        await wait_for(lambda: engine.relay.position == 24, what="relay to publish 24")
+        assert engine.relay.failures > 0
+        events = await _drain_events(nc, 24)
+    finally:
+        await engine.stop()
+    assert [e["position"] for e in events] == list(range(1, 25))
 
 
 async def test_relay_saves_its_checkpoint_once_idle(
