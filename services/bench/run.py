@@ -386,25 +386,21 @@ async def _end_to_end(
             costs = await meter.per_intent(closed[-1].settled)
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
         events_per_intent = costs.get("events", 6.0)
-        half_rate = max(1.0, saturation / 2)
-        half_bodies = await source.bodies("half", open_loop_count(half_rate, half_s))
-        _progress(f"end to end: latency at {half_rate:.0f} intents/s (half of saturation)")
-        meter = await _Meter.start(stack, db_url, groups)
-        open_loop = await run_open_loop(
-            nc, half_bodies, rate_per_s=half_rate, settled_at=settled_at
-        )
-        open_loop["cost_per_intent"] = await meter.per_intent(open_loop["settled"])
+
+        async def at_fraction(divisor: int, tag: str) -> dict[str, Any]:
+            rate = max(1.0, saturation / divisor)
+            bodies = await source.bodies(tag, open_loop_count(rate, half_s))
+            _progress(f"end to end: latency at {rate:.0f} intents/s (1/{divisor} of saturation)")
+            meter = await _Meter.start(stack, db_url, groups)
+            load = await run_open_loop(nc, bodies, rate_per_s=rate, settled_at=settled_at)
+            load["cost_per_intent"] = await meter.per_intent(load["settled"])
+            return load
+
+        open_loop = await at_fraction(2, "half")
         # Saturation is measured closed-loop, where every stage batches deeply; an open-loop
         # load pays more per intent, so the curve's knee can sit below half of it. A quarter
         # shows which side of the knee half saturation fell on.
-        quarter_rate = max(1.0, saturation / 4)
-        quarter_bodies = await source.bodies("quarter", open_loop_count(quarter_rate, half_s))
-        _progress(f"end to end: latency at {quarter_rate:.0f} intents/s (quarter of saturation)")
-        meter = await _Meter.start(stack, db_url, groups)
-        quarter = await run_open_loop(
-            nc, quarter_bodies, rate_per_s=quarter_rate, settled_at=settled_at
-        )
-        quarter["cost_per_intent"] = await meter.per_intent(quarter["settled"])
+        quarter = await at_fraction(4, "quarter")
         # The floor: one intent at a time, so no queueing anywhere.
         low_bodies = await source.bodies("low", open_loop_count(10.0, low_s))
         _progress("end to end: latency at 10 intents/s")

@@ -132,24 +132,17 @@ class FencedPublisher:
         """
         if not 0 < len(messages) <= ATOMIC_BATCH_MSGS_MAX:
             raise ValueError(f"an atomic batch holds 1 to {ATOMIC_BATCH_MSGS_MAX} messages")
-        await self.start()
-        token, waiter = self._waiter(stream, 1, duplicates_fine=False)
-        last = len(messages)
-        try:
-            for number, message in enumerate(messages, start=1):
-                headers = {**message.headers, HDR_BATCH_ID: token,
-                           HDR_BATCH_SEQUENCE: str(number)}  # fmt: skip
-                reply = ""
-                if number == 1 and expected_last_seq is not None:
-                    headers[HDR_EXPECTED_LAST_SEQUENCE] = str(expected_last_seq)
-                if number == last:
-                    headers[HDR_BATCH_COMMIT] = "1"
-                    reply = f"{self._inbox}.{token}"
-                await self._nc.publish(message.subject, message.body, reply=reply, headers=headers)
-        except BaseException:
-            self._waiting.pop(token, None)
-            raise
-        return asyncio.ensure_future(self._acknowledged(token, waiter, timeout_s))
+        token = self._nuid.next().decode()
+        frames = []
+        for number, message in enumerate(messages, start=1):
+            headers = {**message.headers, HDR_BATCH_ID: token, HDR_BATCH_SEQUENCE: str(number)}
+            if number == 1 and expected_last_seq is not None:
+                headers[HDR_EXPECTED_LAST_SEQUENCE] = str(expected_last_seq)
+            if number == len(messages):
+                headers[HDR_BATCH_COMMIT] = "1"
+            frames.append((message, headers, number == len(messages)))
+        return await self._send(stream, token, frames, acks=1, duplicates_fine=False,
+                                timeout_s=timeout_s)  # fmt: skip
 
     async def publish_each(
         self,
@@ -167,34 +160,48 @@ class FencedPublisher:
             raise ValueError("nothing to publish")
         if expected_last_seq is not None and any(HDR_MSG_ID not in m.headers for m in messages):
             raise ValueError("fenced single publishes need a Nats-Msg-Id on every message")
-        await self.start()
+        frames = []
+        previous_id = ""
+        for message in messages:
+            headers = message.headers
+            if expected_last_seq is not None:
+                if previous_id:
+                    headers = {**headers, HDR_EXPECTED_LAST_MSG_ID: previous_id}
+                else:
+                    headers = {**headers, HDR_EXPECTED_LAST_SEQUENCE: str(expected_last_seq)}
+                previous_id = message.headers[HDR_MSG_ID]
+            frames.append((message, headers, True))
         # Without expected sequences a duplicate is just JetStream's deduplication at work.
-        token, waiter = self._waiter(
-            stream, len(messages), duplicates_fine=expected_last_seq is None
-        )
+        return await self._send(
+            stream, self._nuid.next().decode(), frames, acks=len(messages),
+            duplicates_fine=expected_last_seq is None, timeout_s=timeout_s,
+        )  # fmt: skip
+
+    async def _send(
+        self,
+        stream: str,
+        token: str,
+        frames: list[tuple[OutgoingMessage, dict[str, str], bool]],
+        *,
+        acks: int,
+        duplicates_fine: bool,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        """Publish ``(message, headers, wants_ack)`` frames in order; the acknowledgements
+        come back on this publisher's inbox under ``token``."""
+        await self.start()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(stream, acks, future, duplicates_fine)
+        self._waiting[token] = waiter
         reply = f"{self._inbox}.{token}"
         try:
-            previous_id = ""
-            for message in messages:
-                headers = message.headers
-                if expected_last_seq is not None:
-                    if previous_id:
-                        headers = {**headers, HDR_EXPECTED_LAST_MSG_ID: previous_id}
-                    else:
-                        headers = {**headers, HDR_EXPECTED_LAST_SEQUENCE: str(expected_last_seq)}
-                    previous_id = message.headers[HDR_MSG_ID]
-                await self._nc.publish(message.subject, message.body, reply=reply, headers=headers)
+            for message, headers, wants_ack in frames:
+                to = reply if wants_ack else ""
+                await self._nc.publish(message.subject, message.body, reply=to, headers=headers)
         except BaseException:
             self._waiting.pop(token, None)
             raise
         return asyncio.ensure_future(self._acknowledged(token, waiter, timeout_s))
-
-    def _waiter(self, stream: str, acks: int, *, duplicates_fine: bool) -> tuple[str, _Waiter]:
-        token = self._nuid.next().decode()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(stream, acks, future, duplicates_fine)
-        self._waiting[token] = waiter
-        return token, waiter
 
     async def _acknowledged(self, token: str, waiter: _Waiter, timeout_s: float) -> int:
         try:

@@ -131,10 +131,16 @@ async def test_relay_republishes_what_jetstream_lost(
 
 
 async def _publishes_every_event_across(
-    nats_url: str, database_url: str, nc: Client, disrupt: Callable[[Engine], Awaitable[None]]
+    nats_url: str,
+    database_url: str,
+    nc: Client,
+    disrupt: Callable[[Engine], Awaitable[None]],
+    *,
+    foreign_subject: str | None = None,
 ) -> None:
     """12 events, then ``disrupt``, then 12 more: the relay must notice (count a failure),
-    recover, and leave positions 1..24 in order in the stream."""
+    recover, and leave positions 1..24 in order in the stream (besides one message on
+    ``foreign_subject``, if ``disrupt`` wrote one)."""
     engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(3))
@@ -143,7 +149,10 @@ async def _publishes_every_event_across(
         await _submit_many(nc, range(3, 6))
         await wait_for(lambda: engine.relay.failures > 0, what="the relay to notice")
         await wait_for(lambda: engine.relay.position == 24, what="relay to recover and catch up")
-        events = await _drain_events(nc, 24)
+        if foreign_subject is None:
+            events = await _drain_events(nc, 24)
+        else:
+            events = await _drain_events_skipping(nc, 25, foreign_subject)
     finally:
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 25))
@@ -168,21 +177,14 @@ async def test_a_foreign_write_fences_the_relay_off_and_it_resumes_in_order(
     atomic batch no longer finds the stream where it left it, is refused whole, and the relay
     restarts, re-reads the stream and publishes every event once, in order."""
 
-    async def foreign_write(_: Engine) -> None:
-        await nc.jetstream().publish("corridor.evt.v1.intent.Foreign", b"{}")
+    foreign = "corridor.evt.v1.intent.Foreign"
 
-    engine = await _started_engine(nats_url, database_url)
-    try:
-        await _submit_many(nc, range(3))
-        await wait_for(lambda: engine.relay.position == 12, what="relay to publish 12")
-        await foreign_write(engine)
-        await _submit_many(nc, range(3, 6))
-        await wait_for(lambda: engine.relay.failures > 0, what="the relay to be refused")
-        await wait_for(lambda: engine.relay.position == 24, what="relay to recover and catch up")
-        events = await _drain_events_skipping(nc, 25, "corridor.evt.v1.intent.Foreign")
-    finally:
-        await engine.stop()
-    assert [e["position"] for e in events] == list(range(1, 25))
+    async def foreign_write(_: Engine) -> None:
+        await nc.jetstream().publish(foreign, b"{}")
+
+    await _publishes_every_event_across(
+        nats_url, database_url, nc, foreign_write, foreign_subject=foreign
+    )
 
 
 async def _drain_events_skipping(nc: Client, stored: int, foreign: str) -> list[dict]:
