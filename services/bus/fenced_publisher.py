@@ -153,28 +153,34 @@ class FencedPublisher:
         timeout_s: float,
     ) -> asyncio.Future[int]:
         """Send each message as its own publish, pipelined; the future gives the sequence of
-        the last one once all are acknowledged. With ``expected_last_seq`` every message needs
-        a ``Nats-Msg-Id`` (the chain), and a duplicate counts as a refusal: the stream did not
-        move where the publisher thinks."""
+        the last one once all are acknowledged.
+
+        With ``expected_last_seq`` every message needs a ``Nats-Msg-Id`` (the chain), and only
+        the last message asks for an acknowledgement: it can only be stored if the one before
+        it was the stream's last, and so on back to the first, which found the stream at
+        ``expected_last_seq``. A refused message is then silent, but the chain makes the last
+        one refused too. A duplicate counts as a refusal: the stream did not move where the
+        publisher thinks."""
         if not messages:
             raise ValueError("nothing to publish")
         if expected_last_seq is not None and any(HDR_MSG_ID not in m.headers for m in messages):
             raise ValueError("fenced single publishes need a Nats-Msg-Id on every message")
+        fenced = expected_last_seq is not None
         frames = []
         previous_id = ""
-        for message in messages:
+        for number, message in enumerate(messages, start=1):
             headers = message.headers
-            if expected_last_seq is not None:
+            if fenced:
                 if previous_id:
                     headers = {**headers, HDR_EXPECTED_LAST_MSG_ID: previous_id}
                 else:
                     headers = {**headers, HDR_EXPECTED_LAST_SEQUENCE: str(expected_last_seq)}
                 previous_id = message.headers[HDR_MSG_ID]
-            frames.append((message, headers, True))
+            frames.append((message, headers, not fenced or number == len(messages)))
         # Without expected sequences a duplicate is just JetStream's deduplication at work.
         return await self._send(
-            stream, self._nuid.next().decode(), frames, acks=len(messages),
-            duplicates_fine=expected_last_seq is None, timeout_s=timeout_s,
+            stream, self._nuid.next().decode(), frames, acks=1 if fenced else len(messages),
+            duplicates_fine=not fenced, timeout_s=timeout_s,
         )  # fmt: skip
 
     async def _send(

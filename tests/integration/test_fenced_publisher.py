@@ -12,6 +12,7 @@ from services.bus.fenced_publisher import (
     ERR_ATOMIC_DISABLED,
     ERR_DUPLICATE,
     ERR_DUPLICATE_IN_BATCH,
+    ERR_WRONG_LAST_MSG_ID,
     ERR_WRONG_LAST_SEQUENCE,
     FencedPublisher,
     OutgoingMessage,
@@ -124,7 +125,8 @@ async def test_a_stale_single_publish_refuses_everything_after_it(nc: Client) ->
         with pytest.raises(PublishRefused) as caught:
             await refused
         codes.append(caught.value.err_code)
-    assert codes == [ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE]
+    # The first group's answer is its last message's: the chain broke at the refused first.
+    assert codes == [ERR_WRONG_LAST_MSG_ID, ERR_WRONG_LAST_SEQUENCE]
     assert await _stored(nc) == [b"foreign"]
     await publisher.close()
 
@@ -149,4 +151,18 @@ async def test_a_duplicate_single_publish_is_a_refusal_only_when_sequences_are_e
                                             timeout_s=5))  # fmt: skip
     assert refused.value.err_code == ERR_DUPLICATE
     assert await _stored(nc) == [b"a-0"]
+    await publisher.close()
+
+
+async def test_a_refused_message_inside_a_fenced_group_refuses_the_rest(nc: Client) -> None:
+    """Only the last message of a fenced group is acknowledged; a message refused before it
+    (here a duplicate id, which JetStream drops silently) still fails the group."""
+    await _stream(nc)
+    publisher = FencedPublisher(nc)
+    await (await publisher.publish_each("T", _messages("a", 1), expected_last_seq=0, timeout_s=5))
+    group = [*_messages("b", 1), *_messages("a", 1), *_messages("c", 1)]
+    with pytest.raises(PublishRefused) as refused:
+        await (await publisher.publish_each("T", group, expected_last_seq=1, timeout_s=5))
+    assert refused.value.err_code == ERR_WRONG_LAST_MSG_ID
+    assert await _stored(nc) == [b"a-0", b"b-0"]
     await publisher.close()
