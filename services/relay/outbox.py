@@ -333,21 +333,8 @@ class OutboxRelay:
                 stream: (await self._js.stream_info(stream)).state.last_seq
                 for stream in (subjects.EVT_STREAM, subjects.DISPATCH_STREAM)
             }
-        # Work orders first: they are on the way to a payment, the events only to observers.
-        by_stream: dict[str, list[OutgoingMessage]] = {
-            subjects.DISPATCH_STREAM: [], subjects.EVT_STREAM: []
-        }  # fmt: skip
-        for event in batch:
-            headers = event.headers()
-            by_stream[subjects.EVT_STREAM].append(
-                OutgoingMessage(subject_for(event.type), event.body, headers)
-            )
-            if event.order_subject is not None:
-                by_stream[subjects.DISPATCH_STREAM].append(
-                    OutgoingMessage(event.order_subject, event.body, self._order_headers(event))
-                )
         acks: list[asyncio.Future[int]] = []
-        for stream, messages in by_stream.items():
+        for stream, messages in self._messages_by_stream(batch).items():
             for first in range(0, len(messages), ATOMIC_BATCH_MSGS_MAX):
                 chunk = messages[first : first + ATOMIC_BATCH_MSGS_MAX]
                 # The fence: a message lands only if nobody wrote to the stream since this
@@ -383,25 +370,33 @@ class OutboxRelay:
         """One JetStream publish per message, pipelined (bounded by the JetStream context's
         in-flight limit): duplicates are dropped by message id, one by one."""
         futures = []
-        for event in batch:
-            futures.append(
-                await self._js.publish_async(
-                    subject_for(event.type), event.body, headers=event.headers()
-                )
-            )
-            if event.order_subject is not None:
+        for messages in self._messages_by_stream(batch).values():
+            for message in messages:
                 futures.append(
                     await self._js.publish_async(
-                        event.order_subject, event.body, headers=self._order_headers(event)
+                        message.subject, message.body, headers=message.headers
                     )
                 )
         return asyncio.ensure_future(_count_new(futures))
 
-    def _order_headers(self, event: _Outgoing) -> dict[str, str]:
-        headers = event.headers()
-        if event.position <= self._replayed_through:
-            headers[subjects.HDR_REPLAYED] = "true"
-        return headers
+    def _messages_by_stream(self, batch: list[_Outgoing]) -> dict[str, list[OutgoingMessage]]:
+        """Each event for the event stream, and IntentDispatched also as a work order."""
+        # Work orders first: they are on the way to a payment, the events only to observers.
+        by_stream: dict[str, list[OutgoingMessage]] = {
+            subjects.DISPATCH_STREAM: [], subjects.EVT_STREAM: []
+        }  # fmt: skip
+        for event in batch:
+            headers = event.headers()
+            by_stream[subjects.EVT_STREAM].append(
+                OutgoingMessage(subject_for(event.type), event.body, headers)
+            )
+            if event.order_subject is not None:
+                if event.position <= self._replayed_through:
+                    headers = {**headers, subjects.HDR_REPLAYED: "true"}
+                by_stream[subjects.DISPATCH_STREAM].append(
+                    OutgoingMessage(event.order_subject, event.body, headers)
+                )
+        return by_stream
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,13 +55,17 @@ def _wait_closed(urls: list[str], timeout_s: float = 20) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def stack(tmp_path: Path):
-    state_dir = tmp_path / "state"
-    proc = subprocess.Popen(
+def _start_engine(state_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [*CORRIDOR, "up", "--no-sim", "--state-dir", str(state_dir)],
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    state_dir = tmp_path / "state"
+    proc = _start_engine(state_dir)
     try:
         _wait_for_file(state_dir / "endpoints.json", proc)
         yield state_dir, proc
@@ -136,10 +140,7 @@ def test_killed_up_leaves_no_orphan_servers(stack) -> None:
     stale = Path(notes[0].read_text().strip())
     assert stale.exists()
     (state_dir / "endpoints.json").unlink()  # the killed stack's, left behind too
-    again = subprocess.Popen(
-        [*CORRIDOR, "up", "--no-sim", "--state-dir", str(state_dir)],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    again = _start_engine(state_dir)
     try:
         _wait_for_file(state_dir / "endpoints.json", again)
         assert not stale.exists()
