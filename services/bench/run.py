@@ -101,6 +101,24 @@ def _runqueue_wait_s(pid: int) -> float:
     return total_ns / 1e9
 
 
+def _wakeups(pid: int) -> float:
+    """Times the threads of a process went to sleep and were woken again (voluntary context
+    switches): at moderate load each costs more than the work it wakes up for."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return float(total)
+
+
 Snapshot = dict[str, dict[int, float]]
 
 
@@ -131,6 +149,7 @@ class _Meter:
     pg: dict[str, int]
     cpu_s: Snapshot
     wait_s: Snapshot
+    wakeups: Snapshot
 
     @classmethod
     async def start(
@@ -141,6 +160,7 @@ class _Meter:
             stack=stack, db_url=db_url, groups=groups,
             nats=_nats_counters(_monitor_url(stack)), pg=await _pg_counters(db_url),
             cpu_s=_snapshot(now, _cpu_s), wait_s=_snapshot(now, _runqueue_wait_s),
+            wakeups=_snapshot(now, _wakeups),
         )  # fmt: skip
 
     async def per_intent(self, settled: int) -> dict[str, Any]:
@@ -167,6 +187,10 @@ class _Meter:
             "runqueue_wait_ms_by_process": _per_intent_ms(
                 self.wait_s, _snapshot(now, _runqueue_wait_s), n
             ),
+            "wakeups_by_process": {
+                name: round(count / 1000, 1)
+                for name, count in _per_intent_ms(self.wakeups, _snapshot(now, _wakeups), n).items()
+            },
         }
 
 

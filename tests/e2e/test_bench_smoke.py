@@ -40,7 +40,11 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     assert set(half["cost_per_intent"]["runqueue_wait_ms_by_process"]) == set(
         half["cost_per_intent"]["cpu_ms_by_process"]
     )
+    assert set(half["cost_per_intent"]["wakeups_by_process"]) == set(
+        half["cost_per_intent"]["cpu_ms_by_process"]
+    )
     assert "runqueue_wait_ms_by_process" in result["cost_per_intent"]
+    assert "wakeups_by_process" in result["cost_per_intent"]
     assert result["cost_per_intent"]["intents_per_cpu_s"] > 0
     assert (
         0
