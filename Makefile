@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench schemas clean
+.PHONY: install run test lint typecheck unit bench profile schemas clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ unit: install
 
 bench: install
 	$(BIN)/corridor bench --out bench/results.json
+
+# Where the time goes: py-spy profiles of each process during a saturated run (needs ptrace).
+profile: install
+	$(BIN)/corridor bench --runs 1 --profile bench/profile --out bench/profile/results.json
 
 schemas: install
 	$(BIN)/python -m schemas.generate

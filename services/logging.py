@@ -29,7 +29,10 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-def configure_logging(level: str = "info", stream: Any = None) -> None:
+def configure_logging(level: str = "info", stream: Any = None, *, cache: bool = False) -> None:
+    """``cache``: a long-running process binds each module's logger once (a lazy logger costs
+    three times as much per call, even when the level filters the call out); tests that
+    reconfigure logging between cases leave it off."""
     logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, format="%(message)s")
     structlog.configure(
         processors=[
@@ -43,7 +46,7 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
 
 

@@ -15,6 +15,13 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--intents", type=int, default=2000, help="intents per end-to-end run")
     bench.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    bench.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="also sample the engine, the simulated network and the executors with py-spy "
+        "during the first saturation run; collapsed stacks and a summary go to DIR",
+    )
     bench.set_defaults(handler=run)
 
 
@@ -23,8 +30,10 @@ async def run(args: argparse.Namespace) -> int:
     from services.bench.table import render
     from services.logging import configure_logging
 
-    configure_logging("warning")
-    result = await run_bench(runs=args.runs, e2e_intents=args.intents, quick=args.quick)
+    configure_logging("warning", cache=True)
+    result = await run_bench(
+        runs=args.runs, e2e_intents=args.intents, quick=args.quick, profile_dir=args.profile
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")

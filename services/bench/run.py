@@ -31,6 +31,7 @@ from nats.js.api import DeliverPolicy
 
 from services.bench import baselines, store_bench
 from services.bench.e2e import InvoiceSource, open_loop_count, run_closed_loop, run_open_loop
+from services.bench.profile import Profiler
 from services.bench.stats import percentile, summary
 from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
@@ -239,7 +240,9 @@ async def _pg_counters(url: str) -> dict[str, int]:
     return {"xacts": row["xacts"], "tup_inserted": row["tup_inserted"], "events": events}
 
 
-async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, Any]:
+async def run_bench(
+    *, runs: int, e2e_intents: int, quick: bool, profile_dir: Path | None = None
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     # Traversable by PostgreSQL's service user; kept for a post-mortem if the run fails.
     os.chmod(work, 0o755)
@@ -260,7 +263,9 @@ async def run_bench(*, runs: int, e2e_intents: int, quick: bool) -> dict[str, An
         _progress("event store: append and replay")
         result["event_store"] = await _store(stack, runs, quick)
         _progress("end to end: starting the engine and the simulated network")
-        result.update(await _end_to_end(stack, work, runs, e2e_intents, quick=quick))
+        result.update(
+            await _end_to_end(stack, work, runs, e2e_intents, quick=quick, profile_dir=profile_dir)
+        )
     except BaseException:
         _progress(f"failed; servers' data and logs are kept in {work}")
         raise
@@ -350,8 +355,9 @@ async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
 
 
 async def _end_to_end(
-    stack: DevStack, work: Path, runs: int, intents: int, *, quick: bool
-) -> dict[str, Any]:
+    stack: DevStack, work: Path, runs: int, intents: int, *, quick: bool,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     warmup, half_s, low_s = (20, 2.0, 1.0) if quick else (100, 8.0, 3.0)
     db_url = await _create_db(stack.database_url, "corridor")
     engine_dir = work / "engine"
@@ -406,8 +412,17 @@ async def _end_to_end(
             bodies = await source.bodies(f"sat{run}", intents)
             meter = await _Meter.start(stack, db_url, groups)
             _progress(f"end to end: saturation run {run + 1}/{runs}, {intents} intents")
+            profiler = None
+            if profile_dir is not None and run == 0:
+                profiler = Profiler(profile_dir)
+                profiler.start({"engine": engine.pid, "simulated_network": sim.pid,
+                                "executors_and_load": os.getpid()})  # fmt: skip
             closed.append(await run_closed_loop(nc, bodies, window=512, settled=settled_q))
             costs = await meter.per_intent(closed[-1].settled)
+            if profiler is not None:
+                # Before the next run's invoices are made, which would show in the profiles.
+                profiles = await asyncio.to_thread(profiler.finish)
+                _progress(f"profiles of saturation run 1 in {profile_dir}:\n{profiles}")
         saturation = sorted(r.settled_per_s for r in closed)[len(closed) // 2]
         events_per_intent = costs.get("events", 6.0)
 

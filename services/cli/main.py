@@ -120,7 +120,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from services.cli.up import run_up
 
             settings = load_settings()
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, cache=True)
             await run_up(
                 settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
                 seed=args.seed,

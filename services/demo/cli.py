@@ -26,7 +26,7 @@ async def run(args: argparse.Namespace) -> int:
     from services.demo.run import run_demo
     from services.logging import configure_logging
 
-    configure_logging("warning")
+    configure_logging("warning", cache=True)
     report = await run_demo(seed=args.seed, intents=args.intents, state_dir=args.state_dir)
     sys.stdout.write(render_table(report))
     if args.json:

@@ -54,7 +54,7 @@ async def _run(args: argparse.Namespace) -> int:
     from services.settings import load_settings
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, cache=True)
     stack = find_stack(args.state_dir)
     try:
         executor = build_executor(

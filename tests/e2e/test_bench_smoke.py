@@ -16,7 +16,7 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli.main", "bench", "--quick", "--runs", "1",
-         "--intents", "60", "--out", str(out)],
+         "--intents", "60", "--out", str(out), "--profile", str(tmp_path / "profile")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,6 +52,10 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
         < result["cost_per_intent"]["cpu_ms_total"]
     )
     assert "end to end: saturation run 1/1" in proc.stderr  # progress lines
+    # Each process has a profile, or the reason it has none (py-spy needs ptrace rights).
+    summary = (tmp_path / "profile" / "summary.txt").read_text()
+    for process in ("engine", "simulated_network", "executors_and_load"):
+        assert f"== {process}: " in summary
     assert set(result["cost_per_intent"]["cpu_ms_by_process"]) == {
         "engine", "simulated_network", "executors_and_load", "nats_server", "postgres",
     }  # fmt: skip
