@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 from services.bench.stats import percentile
 from services.lightning.factory import adapter_from_uri
-from services.lightning.port import NodePort
+from services.lightning.port import NodePort, PaymentSucceeded, PayRequest
 
 MERCHANTS_USED = 20
 CORRIDORS = ("us-eu", "eu-asia", "us-asia")
@@ -45,19 +45,35 @@ class InvoiceSource:
         out: list[bytes] = [b""] * count
 
         async def one(i: int) -> None:
-            out[i] = await _body(self._adapters[i % len(self._adapters)], tag, i)
+            out[i] = _body(await self._invoice(tag, i), tag, i)
 
         await in_window(one, count, window)
         return out
+
+    async def invoices(self, tag: str, count: int, window: int = 32) -> list[str]:
+        out = [""] * count
+
+        async def one(i: int) -> None:
+            out[i] = await self._invoice(tag, i)
+
+        await in_window(one, count, window)
+        return out
+
+    async def _invoice(self, tag: str, i: int) -> str:
+        merchant = self._adapters[i % len(self._adapters)]
+        invoice = await merchant.create_invoice(_amount_msat(i), f"bench {tag} {i}", 3600)
+        return invoice.payment_request
 
     async def close(self) -> None:
         for adapter in self._adapters:
             await adapter.close()
 
 
-async def _body(merchant: NodePort, tag: str, i: int) -> bytes:
-    amount_msat = 10_000 + (i % 50) * 1_000  # auto tier for a service caller
-    invoice = await merchant.create_invoice(amount_msat, f"bench {tag} {i}", 3600)
+def _amount_msat(i: int) -> int:
+    return 10_000 + (i % 50) * 1_000  # auto tier for a service caller
+
+
+def _body(payment_request: str, tag: str, i: int) -> bytes:
     return json.dumps(
         {
             "type": "SubmitPaymentIntent",
@@ -65,11 +81,39 @@ async def _body(merchant: NodePort, tag: str, i: int) -> bytes:
             "idempotency_key": f"{tag}-{i}",
             "caller": {"id": "bench", "kind": "service"},
             "corridor": CORRIDORS[i % len(CORRIDORS)],
-            "amount_msat": amount_msat,
+            "amount_msat": _amount_msat(i),
             "max_fee_msat": 10_000,
-            "payment_request": invoice.payment_request,
+            "payment_request": payment_request,
         }
     ).encode()
+
+
+async def pay_directly(nodes: list[dict[str, Any]], invoices: list[str], *, window: int) -> float:
+    """Pay ``invoices`` from our own lnd nodes through the production adapter, with nothing of
+    Corridor in between: the simulated network's own cost. Returns the seconds taken."""
+    payers: list[NodePort] = [
+        adapter_from_uri(n["endpoint"])
+        for n in sorted(nodes, key=lambda n: n["name"])
+        if n["role"] == "ours" and n["implementation"] == "lnd"
+    ]
+    failed: list[str] = []
+
+    async def one(i: int) -> None:
+        request = PayRequest(payment_request=invoices[i], max_fee_msat=10_000, timeout_s=30.0,
+                             node_record_checked=True)  # fmt: skip
+        result = await payers[i % len(payers)].pay(request)
+        if not isinstance(result, PaymentSucceeded):
+            failed.append(repr(result)[:200])
+
+    began = time.perf_counter()
+    try:
+        await in_window(one, len(invoices), window)
+    finally:
+        for payer in payers:
+            await payer.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} direct payments did not succeed, first: {failed[0]}")
+    return time.perf_counter() - began
 
 
 async def in_window(job: Callable[[int], Awaitable[None]], count: int, window: int) -> None:

@@ -30,7 +30,13 @@ import asyncpg
 from nats.js.api import DeliverPolicy
 
 from services.bench import baselines, store_bench
-from services.bench.e2e import InvoiceSource, open_loop_count, run_closed_loop, run_open_loop
+from services.bench.e2e import (
+    InvoiceSource,
+    open_loop_count,
+    pay_directly,
+    run_closed_loop,
+    run_open_loop,
+)
 from services.bench.profile import Profiler
 from services.bench.stats import percentile, summary
 from services.bus.jetstream import connect
@@ -402,6 +408,8 @@ async def _end_to_end(
             ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
         await run_closed_loop(nc, await source.bodies("warm", warmup), window=64, settled=settled_q)
+        _progress("end to end: the simulated network alone (its own lnd adapter, no Corridor)")
+        direct = await _direct_payments(nodes, source, sim, runs, intents)
         closed = []
         costs: dict[str, Any] = {}
 
@@ -450,6 +458,7 @@ async def _end_to_end(
         engine_rss = _rss_mib(engine.pid)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
+            "simulated_network": direct,
             "end_to_end": {
                 "settled_intents_per_s": summary(
                     [r.settled_per_s for r in closed], unit="intents/s"
@@ -486,6 +495,37 @@ async def _end_to_end(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _direct_payments(
+    nodes: list[dict[str, Any]],
+    source: InvoiceSource,
+    sim: subprocess.Popen[bytes],
+    runs: int,
+    intents: int,
+) -> dict[str, Any]:
+    """The simulated network's own speed and CPU per payment: invoices paid through the lnd
+    adapter with no Corridor in between. On the bench's shared cores this part of every
+    intent is a fixed cost that a real deployment does not pay on its Corridor host."""
+    per_s: list[float] = []
+    cpu_ms: dict[str, list[float]] = {"simulated_network": [], "lnd_adapter": []}
+    count = max(20, intents // 2)
+    pids = {"simulated_network": sim.pid, "lnd_adapter": os.getpid()}
+    for run in range(runs):
+        invoices = await source.invoices(f"direct{run}", count)
+        before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        seconds = await pay_directly(nodes, invoices, window=64)
+        for name, pid in pids.items():
+            cpu_ms[name].append((_cpu_s(pid) - before[name]) * 1000 / count)
+        per_s.append(count / seconds)
+    return {
+        "payments_per_s": summary(per_s, unit="payments/s"),
+        # What each intent's payment costs before Corridor does anything: the simulator's
+        # servers, and the production adapter's gRPC client (part of the executors' share).
+        "cpu_ms_per_payment": {
+            name: summary(values, unit="ms", digits=3) for name, values in cpu_ms.items()
+        },
+    }
 
 
 # Where an intent's time goes, from the engine's own timestamps (``recorded_at_ms`` is taken
@@ -590,6 +630,10 @@ def _ratios_and_targets(result: dict[str, Any]) -> None:
         ) if e2e else None,
         "e2e_intents_vs_js_sync": round(
             median(e2e["settled_intents_per_s"]) / median(base["js_sync_msgs_per_s"]), 3
+        ) if e2e else None,
+        "e2e_intents_vs_simulated_network_payments": round(
+            median(e2e["settled_intents_per_s"])
+            / median(result["simulated_network"]["payments_per_s"]), 3
         ) if e2e else None,
     }  # fmt: skip
     values = {

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def summary(values: Sequence[float], *, unit: str) -> dict[str, Any]:
+def summary(values: Sequence[float], *, unit: str, digits: int = 1) -> dict[str, Any]:
     ordered = sorted(values)
     return {
-        "median": round(statistics.median(ordered), 1),
-        "min": round(ordered[0], 1),
-        "max": round(ordered[-1], 1),
+        "median": round(statistics.median(ordered), digits),
+        "min": round(ordered[0], digits),
+        "max": round(ordered[-1], digits),
         "runs": len(ordered),
         "unit": unit,
     }

@@ -11,15 +11,19 @@ def render(result: dict[str, Any]) -> str:
     def add(section: str, figures: dict[str, Any]) -> None:
         for name, fig in figures.items():
             if isinstance(fig, dict) and "median" in fig:
-                spread = f"(min {fig['min']:,.1f}, max {fig['max']:,.1f}, n={fig['runs']})"
-                rows.append(
-                    (f"{section}.{name}", f"{fig['median']:>12,.1f} {fig['unit']}  {spread}")
-                )
+                spread = f"(min {fig['min']:,}, max {fig['max']:,}, n={fig['runs']})"
+                rows.append((f"{section}.{name}", f"{fig['median']:>12,} {fig['unit']}  {spread}"))
+            elif (
+                isinstance(fig, dict)
+                and fig
+                and all(isinstance(v, dict) and "median" in v for v in fig.values())
+            ):
+                add(f"{section}.{name}", fig)
             else:
                 rows.append((f"{section}.{name}", str(fig)))
 
     sections = (
-        "baselines", "event_store", "end_to_end", "latency_at_half_saturation",
+        "baselines", "event_store", "simulated_network", "end_to_end", "latency_at_half_saturation",
         "latency_at_quarter_saturation", "latency_at_low_load", "memory", "cost_per_intent",
         "ratios",
     )  # fmt: skip

@@ -28,6 +28,10 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
                 "replay_events_per_s"):  # fmt: skip
         assert result["event_store"][key]["median"] > 0
     assert result["end_to_end"]["settled_intents_per_s"]["median"] > 0
+    assert result["simulated_network"]["payments_per_s"]["median"] > 0
+    for part in ("simulated_network", "lnd_adapter"):
+        assert result["simulated_network"]["cpu_ms_per_payment"][part]["median"] > 0
+    assert result["ratios"]["e2e_intents_vs_simulated_network_payments"] > 0
     half, low = result["latency_at_half_saturation"], result["latency_at_low_load"]
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms", "cost_per_intent"} <= set(half)
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms"} <= set(low)
