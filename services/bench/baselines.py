@@ -2,6 +2,7 @@
 
 Raw asyncpg inserts of rows shaped like our events, and raw nats-py JetStream publishes of
 messages the size of our event messages. Corridor's figures are reported as ratios to these.
+The one-at-a-time operations also give their latencies: the floor under an intent's latency.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import uuid
 
 import asyncpg
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.bus.fenced_publisher import FencedPublisher, OutgoingMessage
@@ -38,7 +40,10 @@ def _rows(start: int, count: int) -> list[tuple[object, ...]]:
     ]
 
 
-async def pg_single_rows_per_s(dsn: str, rows: int) -> float:
+async def pg_single_rows_per_s(
+    dsn: str, rows: int, latencies_ms: list[float] | None = None
+) -> float:
+    """One transaction per row; each commit's latency goes to ``latencies_ms``."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(_TABLE)
@@ -46,7 +51,10 @@ async def pg_single_rows_per_s(dsn: str, rows: int) -> float:
         data = _rows(0, rows)
         began = time.perf_counter()
         for row in data:
+            sent = time.perf_counter()
             await conn.execute(_INSERT, *row)  # autocommit: one transaction per row
+            if latencies_ms is not None:
+                latencies_ms.append((time.perf_counter() - sent) * 1000)
         return rows / (time.perf_counter() - began)
     finally:
         await conn.close()
@@ -67,11 +75,37 @@ async def pg_batched_rows_per_s(dsn: str, rows: int, batch: int = 100) -> float:
         await conn.close()
 
 
-async def js_sync_msgs_per_s(js: JetStreamContext, subject: str, messages: int) -> float:
+async def js_sync_msgs_per_s(
+    js: JetStreamContext, subject: str, messages: int, latencies_ms: list[float] | None = None
+) -> float:
+    """One publish at a time, each waiting for its acknowledgement (stored and fsynced)."""
     began = time.perf_counter()
     for i in range(messages):
+        sent = time.perf_counter()
         await js.publish(subject, MESSAGE, headers={"Nats-Msg-Id": f"sync-{i}-{began}"})
+        if latencies_ms is not None:
+            latencies_ms.append((time.perf_counter() - sent) * 1000)
     return messages / (time.perf_counter() - began)
+
+
+async def nats_round_trips_ms(requester: Client, responder: Client, count: int) -> list[float]:
+    """Core NATS request/reply between two connections, one at a time."""
+
+    async def echo(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data)
+
+    subject = requester.new_inbox()
+    subscription = await responder.subscribe(subject, cb=echo)
+    await responder.flush()
+    latencies_ms = []
+    try:
+        for _ in range(count):
+            sent = time.perf_counter()
+            await requester.request(subject, MESSAGE, timeout=10)
+            latencies_ms.append((time.perf_counter() - sent) * 1000)
+    finally:
+        await subscription.unsubscribe()
+    return latencies_ms
 
 
 async def js_pipelined_msgs_per_s(

@@ -88,7 +88,13 @@ def _body(payment_request: str, tag: str, i: int) -> bytes:
     ).encode()
 
 
-async def pay_directly(nodes: list[dict[str, Any]], invoices: list[str], *, window: int) -> float:
+async def pay_directly(
+    nodes: list[dict[str, Any]],
+    invoices: list[str],
+    *,
+    window: int,
+    latencies_ms: list[float] | None = None,
+) -> float:
     """Pay ``invoices`` from our own lnd nodes through the production adapter, with nothing of
     Corridor in between: the simulated network's own cost. Returns the seconds taken."""
     payers: list[NodePort] = [
@@ -101,7 +107,10 @@ async def pay_directly(nodes: list[dict[str, Any]], invoices: list[str], *, wind
     async def one(i: int) -> None:
         request = PayRequest(payment_request=invoices[i], max_fee_msat=10_000, timeout_s=30.0,
                              node_record_checked=True)  # fmt: skip
+        sent = time.perf_counter()
         result = await payers[i % len(payers)].pay(request)
+        if latencies_ms is not None:
+            latencies_ms.append((time.perf_counter() - sent) * 1000)
         if not isinstance(result, PaymentSucceeded):
             failed.append(repr(result)[:200])
 

@@ -307,8 +307,12 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
     url = await _create_db(stack.database_url, "bench_raw")
     single_rows, batched_rows = (300, 5_000) if quick else (2_000, 30_000)
     messages_sync, messages_pipe = (300, 3_000) if quick else (2_000, 30_000)
+    round_trips = 100 if quick else 1_000
     nc = await connect(stack.nats_url, name="bench-baseline")
+    responder = await connect(stack.nats_url, name="bench-baseline-responder")
     js = nc.jetstream(publish_async_max_pending=4000)
+    latencies_ms: dict[str, list[float]] = {"nats_round_trip": [], "pg_commit": [],
+                                            "js_publish": []}  # fmt: skip
     try:
         await js.add_stream(name="BENCH_RAW", subjects=["bench.raw.>"], allow_atomic=True)
         out: dict[str, list[float]] = {k: [] for k in (
@@ -316,13 +320,15 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
             "js_pipelined_msgs_per_s", "js_atomic_batched_msgs_per_s")}  # fmt: skip
         for _ in range(runs):
             out["pg_single_rows_per_s"].append(
-                await baselines.pg_single_rows_per_s(url, single_rows)
+                await baselines.pg_single_rows_per_s(url, single_rows, latencies_ms["pg_commit"])
             )
             out["pg_batched_rows_per_s"].append(
                 await baselines.pg_batched_rows_per_s(url, batched_rows)
             )
             out["js_sync_msgs_per_s"].append(
-                await baselines.js_sync_msgs_per_s(js, "bench.raw.sync", messages_sync)
+                await baselines.js_sync_msgs_per_s(
+                    js, "bench.raw.sync", messages_sync, latencies_ms["js_publish"]
+                )
             )
             out["js_pipelined_msgs_per_s"].append(
                 await baselines.js_pipelined_msgs_per_s(js, "bench.raw.pipe", messages_pipe)
@@ -332,11 +338,25 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
                     nc, "BENCH_RAW", "bench.raw.atomic", messages_pipe
                 )
             )
+            latencies_ms["nats_round_trip"] += await baselines.nats_round_trips_ms(
+                nc, responder, round_trips
+            )
         await js.delete_stream("BENCH_RAW")
     finally:
         await nc.close()
+        await responder.close()
     unit = {"pg": "rows/s", "js": "msgs/s"}
-    return {k: summary(v, unit=unit[k[:2]]) for k, v in out.items()}
+    result: dict[str, Any] = {k: summary(v, unit=unit[k[:2]]) for k, v in out.items()}
+    # Each operation alone, one at a time: what the parts on an intent's path cost in time.
+    result["one_at_a_time_latency_ms"] = {
+        name: _p50_p95(values) for name, values in latencies_ms.items()
+    }
+    return result
+
+
+def _p50_p95(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": round(percentile(ordered, 50), 2), "p95": round(percentile(ordered, 95), 2)}
 
 
 async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
@@ -518,8 +538,12 @@ async def _direct_payments(
         for name, pid in pids.items():
             cpu_ms[name].append((_cpu_s(pid) - before[name]) * 1000 / count)
         per_s.append(count / seconds)
+    one_at_a_time_ms: list[float] = []
+    await pay_directly(nodes, await source.invoices("direct-one", 50), window=1,
+                       latencies_ms=one_at_a_time_ms)  # fmt: skip
     return {
         "payments_per_s": summary(per_s, unit="payments/s"),
+        "one_at_a_time_latency_ms": _p50_p95(one_at_a_time_ms),
         # What each intent's payment costs before Corridor does anything: the simulator's
         # servers, and the production adapter's gRPC client (part of the executors' share).
         "cpu_ms_per_payment": {
@@ -607,9 +631,33 @@ def _monitor_url(stack: DevStack) -> str:
     return f"http://127.0.0.1:{nats.monitor_port}"
 
 
+# The serial operations on every intent's path from submit to the settled event: the submit
+# and the outcome each cross NATS to the engine, the work order and the settled event each
+# cross JetStream (half a round trip each way, so two round trips in all), two commits (the
+# intake's and the outcome's), two JetStream publishes (work order, settled event), a payment.
+LATENCY_FLOOR_PATH = {"nats_round_trip": 2, "pg_commit": 2, "js_publish": 2, "payment": 1}
+
+
+def _latency_floor(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The sum of the raw parts' one-at-a-time latencies along an intent's path: no Corridor
+    code, no queueing. (A sum of p95s is a rough bound, not the p95 of the sum.)"""
+    parts = dict(result["baselines"].get("one_at_a_time_latency_ms", {}))
+    if "simulated_network" not in result:
+        return None
+    parts["payment"] = result["simulated_network"]["one_at_a_time_latency_ms"]
+    return {
+        "path": dict(LATENCY_FLOOR_PATH),
+        **{
+            q: round(sum(parts[name][q] * n for name, n in LATENCY_FLOOR_PATH.items()), 1)
+            for q in ("p50", "p95")
+        },
+    }
+
+
 def _ratios_and_targets(result: dict[str, Any]) -> None:
     base, store = result["baselines"], result["event_store"]
     e2e = result.get("end_to_end", {})
+    result["latency_floor_ms"] = _latency_floor(result)
 
     def median(figure: dict[str, Any]) -> float:
         return float(figure["median"])

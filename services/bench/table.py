@@ -24,7 +24,8 @@ def render(result: dict[str, Any]) -> str:
 
     sections = (
         "baselines", "event_store", "simulated_network", "end_to_end", "latency_at_half_saturation",
-        "latency_at_quarter_saturation", "latency_at_low_load", "memory", "cost_per_intent",
+        "latency_at_quarter_saturation", "latency_at_low_load", "latency_floor_ms", "memory",
+        "cost_per_intent",
         "ratios",
     )  # fmt: skip
     for section in sections:
