@@ -94,6 +94,7 @@ async def pay_directly(
     *,
     window: int,
     latencies_ms: list[float] | None = None,
+    gap_s: float = 0.0,
 ) -> float:
     """Pay ``invoices`` from our own lnd nodes through the production adapter, with nothing of
     Corridor in between: the simulated network's own cost. Returns the seconds taken."""
@@ -113,6 +114,8 @@ async def pay_directly(
             latencies_ms.append((time.perf_counter() - sent) * 1000)
         if not isinstance(result, PaymentSucceeded):
             failed.append(repr(result)[:200])
+        if gap_s:
+            await asyncio.sleep(gap_s)  # pacing, as the 10 intents/s run does
 
     began = time.perf_counter()
     try:

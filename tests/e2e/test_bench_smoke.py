@@ -32,11 +32,12 @@ def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     for part in ("simulated_network", "lnd_adapter"):
         assert result["simulated_network"]["cpu_ms_per_payment"][part]["median"] > 0
     assert result["ratios"]["e2e_intents_vs_simulated_network_payments"] > 0
-    for part in ("nats_round_trip", "pg_commit", "js_publish"):
-        assert result["baselines"]["one_at_a_time_latency_ms"][part]["p50"] > 0
-    assert result["simulated_network"]["one_at_a_time_latency_ms"]["p95"] > 0
-    floor = result["latency_floor_ms"]
-    assert 0 < floor["p50"] <= floor["p95"]
+    for pacing in ("back_to_back", "paced"):
+        for part in ("nats_round_trip", "pg_commit", "js_publish"):
+            assert result["baselines"]["one_at_a_time_latency_ms"][pacing][part]["p50"] > 0
+        assert result["simulated_network"]["one_at_a_time_latency_ms"][pacing]["p95"] > 0
+        floor = result["latency_floor_ms"][pacing]
+        assert 0 < floor["p50"] <= floor["p95"]
     half, low = result["latency_at_half_saturation"], result["latency_at_low_load"]
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms", "cost_per_intent"} <= set(half)
     assert {"p50_ms", "p95_ms", "p99_ms", "stages_ms"} <= set(low)
