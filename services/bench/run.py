@@ -103,38 +103,43 @@ def _cpu_s(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _runqueue_wait_s(pid: int) -> float:
-    """Seconds the threads of a process spent runnable but waiting for a CPU
-    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
-    total_ns = 0
+def _sum_over_threads(pid: int, read: Callable[[Path], float]) -> float:
+    """``read(/proc/<pid>/task/<tid>)`` summed over the threads of a process; a thread that
+    ends meanwhile counts as zero."""
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return 0.0
+    total = 0.0
     for task in tasks:
         try:
-            total_ns += int((task / "schedstat").read_text().split()[1])
+            total += read(task)
         except (OSError, IndexError, ValueError):
             continue
-    return total_ns / 1e9
+    return total
+
+
+def _runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a CPU
+    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
+
+    def waited_s(task: Path) -> float:
+        return int((task / "schedstat").read_text().split()[1]) / 1e9
+
+    return _sum_over_threads(pid, waited_s)
 
 
 def _wakeups(pid: int) -> float:
     """Times the threads of a process went to sleep and were woken again (voluntary context
     switches): at moderate load each costs more than the work it wakes up for."""
-    total = 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return 0.0
-    for task in tasks:
-        try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return float(total)
+
+    def voluntary_switches(task: Path) -> float:
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+        return 0
+
+    return _sum_over_threads(pid, voluntary_switches)
 
 
 Snapshot = dict[str, dict[int, float]]
