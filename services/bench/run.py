@@ -2,15 +2,14 @@
 
 Everything runs on embedded servers started here with fsync on (``synchronous_commit=on``,
 JetStream ``sync_interval: always``). The engine runs in its own process (`corridor up --no-sim`)
-so its memory is its own; the simulated network (zero hop delay), the region executors and the
-load generator share this process.
+so its memory is its own, the simulated network (zero hop delay) in another; the region
+executors and the load generator share this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -19,9 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,8 +33,17 @@ from services.bench.e2e import (
     run_closed_loop,
     run_open_loop,
 )
+from services.bench.meter import (
+    Meter,
+    cpu_s,
+    host_cpu_ticks,
+    postgres_pids,
+    rss_mib,
+    steal_pct,
+)
 from services.bench.profile import Profiler
 from services.bench.stats import percentile, summary
+from services.bench.verdict import ratios_and_targets
 from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
 from services.devstack import DevStack
@@ -47,25 +52,10 @@ from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.limits import ExecutorLimits
 from services.settings import DEFAULT_CORRIDORS
 
-TARGETS = {
-    "settled_intents_per_s": 1000,
-    "e2e_append_vs_batched_baseline": 0.10,
-    "latency_p95_ms_at_half_saturation": 25,
-    "replay_events_per_s": 50_000,
-    "append_batched_events_per_s": 20_000,
-    "engine_peak_rss_mib": 300,
-}
-
 # One-at-a-time latencies are also taken paced like the 10 intents/s run: a machine waking
 # from idle answers slower than a busy one.
 PACED_SAMPLES = 30
 PACED_GAP_S = 0.1
-
-# The serial operations on every intent's path from submit to the settled event: the submit
-# and the outcome each cross NATS to the engine, the work order and the settled event each
-# cross JetStream (half a round trip each way, so two round trips in all), two commits (the
-# intake's and the outcome's), two JetStream publishes (work order, settled event), a payment.
-LATENCY_FLOOR_PATH = {"nats_round_trip": 2, "pg_commit": 2, "js_publish": 2, "payment": 1}
 
 
 def _progress(step: str) -> None:
@@ -87,136 +77,6 @@ async def _create_db(admin_url: str, name: str) -> str:
     return _db_url(admin_url, name)
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def _cpu_s(pid: int) -> float:
-    """User plus system CPU seconds consumed so far by a process and its reaped children."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _sum_over_threads(pid: int, read: Callable[[Path], float]) -> float:
-    """``read(/proc/<pid>/task/<tid>)`` summed over the threads of a process; a thread that
-    ends meanwhile counts as zero."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return 0.0
-    total = 0.0
-    for task in tasks:
-        try:
-            total += read(task)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-def _runqueue_wait_s(pid: int) -> float:
-    """Seconds the threads of a process spent runnable but waiting for a CPU
-    (the second field of ``/proc/<pid>/task/<tid>/schedstat``)."""
-
-    def waited_s(task: Path) -> float:
-        return int((task / "schedstat").read_text().split()[1]) / 1e9
-
-    return _sum_over_threads(pid, waited_s)
-
-
-def _wakeups(pid: int) -> float:
-    """Times the threads of a process went to sleep and were woken again (voluntary context
-    switches): at moderate load each costs more than the work it wakes up for."""
-
-    def voluntary_switches(task: Path) -> float:
-        for line in (task / "status").read_text().splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-        return 0
-
-    return _sum_over_threads(pid, voluntary_switches)
-
-
-Snapshot = dict[str, dict[int, float]]
-
-
-def _snapshot(groups: dict[str, list[int]], read: Callable[[int], float]) -> Snapshot:
-    return {name: {pid: read(pid) for pid in pids} for name, pids in groups.items()}
-
-
-def _per_intent_ms(before: Snapshot, after: Snapshot, n: int) -> dict[str, float]:
-    # Per process, so that one started during the run (a new database connection) counts
-    # from zero rather than being missed.
-    return {
-        name: round(
-            sum(value - before.get(name, {}).get(pid, 0.0) for pid, value in pids.items())
-            * 1000 / n, 3,
-        )
-        for name, pids in after.items()
-    }  # fmt: skip
-
-
-@dataclass
-class _Meter:
-    """Counters taken before a run, turned into costs per settled intent after it."""
-
-    stack: DevStack
-    db_url: str
-    groups: Callable[[], dict[str, list[int]]]
-    nats: dict[str, int]
-    pg: dict[str, int]
-    cpu_s: Snapshot
-    wait_s: Snapshot
-    wakeups: Snapshot
-
-    @classmethod
-    async def start(
-        cls, stack: DevStack, db_url: str, groups: Callable[[], dict[str, list[int]]]
-    ) -> _Meter:
-        now = groups()
-        return cls(
-            stack=stack, db_url=db_url, groups=groups,
-            nats=_nats_counters(_monitor_url(stack)), pg=await _pg_counters(db_url),
-            cpu_s=_snapshot(now, _cpu_s), wait_s=_snapshot(now, _runqueue_wait_s),
-            wakeups=_snapshot(now, _wakeups),
-        )  # fmt: skip
-
-    async def per_intent(self, settled: int) -> dict[str, Any]:
-        nats, pg = _nats_counters(_monitor_url(self.stack)), await _pg_counters(self.db_url)
-        now = self.groups()
-        n = max(1, settled)
-        cpu_ms = _per_intent_ms(self.cpu_s, _snapshot(now, _cpu_s), n)
-        total_ms = sum(cpu_ms.values())
-        return {
-            # Steadier than intents/s on a shared machine: a slower or busier host stretches
-            # the wall clock far more than the CPU each intent needs.
-            "cpu_ms_total": round(total_ms, 3),
-            "intents_per_cpu_s": round(1000 / total_ms, 1) if total_ms else None,
-            "cpu_ms_without_simulated_network": round(
-                total_ms - cpu_ms.get("simulated_network", 0.0), 3
-            ),
-            "events": round((pg["events"] - self.pg["events"]) / n, 2),
-            "db_transactions": round((pg["xacts"] - self.pg["xacts"]) / n, 2),
-            "nats_messages_in": round((nats["in_msgs"] - self.nats["in_msgs"]) / n, 2),
-            "nats_messages_out": round((nats["out_msgs"] - self.nats["out_msgs"]) / n, 2),
-            "cpu_ms_by_process": cpu_ms,
-            # Time each process was ready to run but waited for a core: on a shared machine
-            # this, not Corridor's own work, is where much of the latency under load goes.
-            "runqueue_wait_ms_by_process": _per_intent_ms(
-                self.wait_s, _snapshot(now, _runqueue_wait_s), n
-            ),
-            "wakeups_by_process": {
-                name: round(count / 1000, 1)
-                for name, count in _per_intent_ms(self.wakeups, _snapshot(now, _wakeups), n).items()
-            },
-        }
-
-
 def _process_groups(
     stack: DevStack, engine: subprocess.Popen[bytes], sim: subprocess.Popen[bytes]
 ) -> dict[str, list[int]]:
@@ -226,40 +86,8 @@ def _process_groups(
         "simulated_network": [sim.pid],
         "executors_and_load": [os.getpid()],
         "nats_server": [nats.proc.pid] if nats is not None and nats.proc is not None else [],
-        "postgres": _postgres_pids(),
+        "postgres": postgres_pids(),
     }
-
-
-def _postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _nats_counters(monitor_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{monitor_url}/varz", timeout=5) as resp:
-        varz = json.loads(resp.read())
-    return {"in_msgs": int(varz["in_msgs"]), "out_msgs": int(varz["out_msgs"])}
-
-
-async def _pg_counters(url: str) -> dict[str, int]:
-    conn = await asyncpg.connect(url)
-    try:
-        row = await conn.fetchrow(
-            "SELECT xact_commit + xact_rollback AS xacts, tup_inserted, tup_fetched"
-            " FROM pg_stat_database WHERE datname = current_database()"
-        )
-        events = await conn.fetchval("SELECT position FROM event_log_head")
-    finally:
-        await conn.close()
-    assert row is not None
-    return {"xacts": row["xacts"], "tup_inserted": row["tup_inserted"], "events": events}
 
 
 async def run_bench(
@@ -278,7 +106,7 @@ async def run_bench(
         },
         "config": {"runs": runs, "e2e_intents": e2e_intents, "fsync": True, "hop_delay_s": 0.0},
     }  # fmt: skip
-    cpu_before = _host_cpu_ticks()
+    cpu_before = host_cpu_ticks()
     try:
         _progress("baselines: raw asyncpg and nats-py")
         result["baselines"] = await _baselines(stack, runs, quick)
@@ -295,28 +123,9 @@ async def run_bench(
         await asyncio.to_thread(stack.stop)
     # A run leaves about 170 MB of server data; it is only worth keeping after a failure.
     await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
-    result["machine"]["steal_pct_during_run"] = _steal_pct(cpu_before, _host_cpu_ticks())
-    _ratios_and_targets(result)
+    result["machine"]["steal_pct_during_run"] = steal_pct(cpu_before, host_cpu_ticks())
+    ratios_and_targets(result)
     return result
-
-
-def _host_cpu_ticks() -> list[int]:
-    """The machine's CPU time counters (``/proc/stat``: user, nice, system, idle, iowait, irq,
-    softirq, steal)."""
-    try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-    except OSError:
-        return []
-    return [int(x) for x in first[1:9]]
-
-
-def _steal_pct(before: list[int], after: list[int]) -> float | None:
-    """Share of the run's CPU time the hypervisor gave to other guests: on a shared VM this is
-    what makes figures move between runs of the same build."""
-    if len(before) < 8 or len(after) < 8:
-        return None
-    total = sum(after) - sum(before)
-    return round(100 * (after[7] - before[7]) / total, 1) if total > 0 else None
 
 
 async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
@@ -465,7 +274,7 @@ async def _end_to_end(
 
         for run in range(runs):
             bodies = await source.bodies(f"sat{run}", intents)
-            meter = await _Meter.start(stack, db_url, groups)
+            meter = await Meter.start(stack, db_url, groups)
             _progress(f"end to end: saturation run {run + 1}/{runs}, {intents} intents")
             profiler = None
             if profile_dir is not None and run == 0:
@@ -485,7 +294,7 @@ async def _end_to_end(
             rate = max(1.0, saturation / divisor)
             bodies = await source.bodies(tag, open_loop_count(rate, half_s))
             _progress(f"end to end: latency at {rate:.0f} intents/s (1/{divisor} of saturation)")
-            meter = await _Meter.start(stack, db_url, groups)
+            meter = await Meter.start(stack, db_url, groups)
             load = await run_open_loop(nc, bodies, rate_per_s=rate, settled_at=settled_at)
             load["cost_per_intent"] = await meter.per_intent(load["settled"])
             return load
@@ -502,7 +311,7 @@ async def _end_to_end(
         for load in (open_loop, quarter, low_load):
             load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))
             load["stages_ms"] = await _stages(db_url, load.pop("sent_wall_ms"), seen_wall_ms)
-        engine_rss = _rss_mib(engine.pid)
+        engine_rss = rss_mib(engine.pid)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
             "simulated_network": direct,
@@ -524,8 +333,8 @@ async def _end_to_end(
             "latency_at_low_load": low_load,
             "memory": {
                 "engine_peak_rss_mib": engine_rss,
-                "simulated_network_peak_rss_mib": _rss_mib(sim.pid),
-                "executors_and_load_peak_rss_mib": _rss_mib(os.getpid()),
+                "simulated_network_peak_rss_mib": rss_mib(sim.pid),
+                "executors_and_load_peak_rss_mib": rss_mib(os.getpid()),
             },
             "cost_per_intent": costs,
         }
@@ -560,10 +369,10 @@ async def _direct_payments(
     pids = {"simulated_network": sim.pid, "lnd_adapter": os.getpid()}
     for run in range(runs):
         invoices = await source.invoices(f"direct{run}", count)
-        before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
         seconds = await pay_directly(nodes, invoices, window=64)
         for name, pid in pids.items():
-            cpu_ms[name].append((_cpu_s(pid) - before[name]) * 1000 / count)
+            cpu_ms[name].append((cpu_s(pid) - before[name]) * 1000 / count)
         per_s.append(count / seconds)
     back_to_back_ms: list[float] = []
     await pay_directly(nodes, await source.invoices("direct-one", 100), window=1,
@@ -656,78 +465,3 @@ async def _wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, log_path:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"a bench process did not start; see {log_path}")
         await asyncio.sleep(0.05)  # waiting for the process's readiness file
-
-
-def _monitor_url(stack: DevStack) -> str:
-    nats = stack._nats  # the embedded server knows its monitoring port
-    assert nats is not None, "cost figures need the embedded nats-server"
-    return f"http://127.0.0.1:{nats.monitor_port}"
-
-
-def _latency_floor(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The sum of the raw parts' one-at-a-time latencies along an intent's path: no Corridor
-    code, no queueing. (A sum of p95s is a rough bound, not the p95 of the sum.)"""
-    if "simulated_network" not in result:
-        return None
-    raw = result["baselines"]["one_at_a_time_latency_ms"]
-    payment = result["simulated_network"]["one_at_a_time_latency_ms"]
-    floor: dict[str, Any] = {"path": dict(LATENCY_FLOOR_PATH)}
-    for pacing in ("back_to_back", "paced"):
-        parts = {**raw[pacing], "payment": payment[pacing]}
-        floor[pacing] = {
-            q: round(sum(parts[name][q] * n for name, n in LATENCY_FLOOR_PATH.items()), 1)
-            for q in ("p50", "p95")
-        }
-    return floor
-
-
-def _ratios_and_targets(result: dict[str, Any]) -> None:
-    base, store = result["baselines"], result["event_store"]
-    e2e = result.get("end_to_end", {})
-    result["latency_floor_ms"] = _latency_floor(result)
-
-    def median(figure: dict[str, Any]) -> float:
-        return float(figure["median"])
-
-    result["ratios"] = {
-        "append_single_vs_pg_single": round(
-            median(store["append_single_events_per_s"]) / median(base["pg_single_rows_per_s"]), 3
-        ),
-        "append_batched_vs_pg_batched": round(
-            median(store["append_batched_events_per_s"]) / median(base["pg_batched_rows_per_s"]), 3
-        ),
-        "e2e_events_vs_pg_batched": round(
-            median(e2e["events_appended_per_s"]) / median(base["pg_batched_rows_per_s"]), 3
-        ) if e2e else None,
-        # Every event is published once to JetStream, in the relay's atomic batches.
-        "e2e_events_vs_js_atomic_batched": round(
-            median(e2e["events_appended_per_s"]) / median(base["js_atomic_batched_msgs_per_s"]), 3
-        ) if e2e else None,
-        "e2e_intents_vs_js_sync": round(
-            median(e2e["settled_intents_per_s"]) / median(base["js_sync_msgs_per_s"]), 3
-        ) if e2e else None,
-        "e2e_intents_vs_simulated_network_payments": round(
-            median(e2e["settled_intents_per_s"])
-            / median(result["simulated_network"]["payments_per_s"]), 3
-        ) if e2e else None,
-    }  # fmt: skip
-    values = {
-        "settled_intents_per_s": median(e2e["settled_intents_per_s"]) if e2e else None,
-        "e2e_append_vs_batched_baseline": result["ratios"]["e2e_events_vs_pg_batched"],
-        "latency_p95_ms_at_half_saturation": result.get("latency_at_half_saturation", {}).get(
-            "p95_ms"
-        ),
-        "replay_events_per_s": median(store["replay_events_per_s"]),
-        "append_batched_events_per_s": median(store["append_batched_events_per_s"]),
-        "engine_peak_rss_mib": result.get("memory", {}).get("engine_peak_rss_mib"),
-    }
-    lower_is_better = {"latency_p95_ms_at_half_saturation", "engine_peak_rss_mib"}
-    result["targets"] = {
-        name: {
-            "target": target,
-            "value": values[name],
-            "met": values[name] is not None
-            and (values[name] <= target if name in lower_is_better else values[name] >= target),
-        }
-        for name, target in TARGETS.items()
-    }
