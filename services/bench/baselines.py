@@ -46,21 +46,11 @@ def _rows(start: int, count: int) -> list[tuple[object, ...]]:
 async def pg_single_rows_per_s(
     dsn: str, rows: int, latencies_ms: list[float] | None = None
 ) -> float:
-    """One transaction per row; each commit's latency goes to ``latencies_ms``."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(_TABLE)
-        await conn.execute("TRUNCATE bench_raw")
-        data = _rows(0, rows)
-        began = time.perf_counter()
-        for row in data:
-            sent = time.perf_counter()
-            await conn.execute(_INSERT, *row)  # autocommit: one transaction per row
-            if latencies_ms is not None:
-                latencies_ms.append((time.perf_counter() - sent) * 1000)
-        return rows / (time.perf_counter() - began)
-    finally:
-        await conn.close()
+    """One transaction per row, back to back; each commit's latency goes to ``latencies_ms``."""
+    timed = await pg_commits_ms(dsn, rows, gap_s=0.0)
+    if latencies_ms is not None:
+        latencies_ms += timed
+    return rows * 1000 / sum(timed)
 
 
 async def pg_batched_rows_per_s(dsn: str, rows: int, batch: int = 100) -> float:
@@ -82,13 +72,10 @@ async def js_sync_msgs_per_s(
     js: JetStreamContext, subject: str, messages: int, latencies_ms: list[float] | None = None
 ) -> float:
     """One publish at a time, each waiting for its acknowledgement (stored and fsynced)."""
-    began = time.perf_counter()
-    for i in range(messages):
-        sent = time.perf_counter()
-        await js.publish(subject, MESSAGE, headers={"Nats-Msg-Id": f"sync-{i}-{began}"})
-        if latencies_ms is not None:
-            latencies_ms.append((time.perf_counter() - sent) * 1000)
-    return messages / (time.perf_counter() - began)
+    timed = await js_publishes_ms(js, subject, messages, gap_s=0.0)
+    if latencies_ms is not None:
+        latencies_ms += timed
+    return messages * 1000 / sum(timed)
 
 
 async def paced_ms(op: Callable[[int], Awaitable[object]], count: int, gap_s: float) -> list[float]:
@@ -104,6 +91,7 @@ async def paced_ms(op: Callable[[int], Awaitable[object]], count: int, gap_s: fl
 
 
 async def pg_commits_ms(dsn: str, count: int, gap_s: float) -> list[float]:
+    """Single-row inserts in autocommit, one transaction each."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(_TABLE)
@@ -119,7 +107,7 @@ async def js_publishes_ms(
 ) -> list[float]:
     tag = NUID().next().decode()
     return await paced_ms(
-        lambda i: js.publish(subject, MESSAGE, headers={"Nats-Msg-Id": f"paced-{tag}-{i}"}),
+        lambda i: js.publish(subject, MESSAGE, headers={"Nats-Msg-Id": f"{tag}-{i}"}),
         count,
         gap_s,
     )

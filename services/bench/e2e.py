@@ -42,13 +42,8 @@ class InvoiceSource:
         self._adapters: list[NodePort] = [adapter_from_uri(n["endpoint"]) for n in merchants]
 
     async def bodies(self, tag: str, count: int, window: int = 32) -> list[bytes]:
-        out: list[bytes] = [b""] * count
-
-        async def one(i: int) -> None:
-            out[i] = _body(await self._invoice(tag, i), tag, i)
-
-        await in_window(one, count, window)
-        return out
+        invoices = await self.invoices(tag, count, window)
+        return [_body(invoice, tag, i) for i, invoice in enumerate(invoices)]
 
     async def invoices(self, tag: str, count: int, window: int = 32) -> list[str]:
         out = [""] * count

@@ -42,7 +42,7 @@ from services.bench.meter import (
     steal_pct,
 )
 from services.bench.profile import Profiler
-from services.bench.stats import percentile, summary
+from services.bench.stats import p50_p95, percentile, summary
 from services.bench.verdict import ratios_and_targets
 from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
@@ -184,15 +184,10 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
     # Each operation alone, one at a time: what the parts on an intent's path cost in time,
     # back to back (the machine busy) and paced like the 10 intents/s run (waking from idle).
     result["one_at_a_time_latency_ms"] = {
-        "back_to_back": {name: _p50_p95(values) for name, values in latencies_ms.items()},
-        "paced": {name: _p50_p95(values) for name, values in paced_ms.items()},
+        "back_to_back": {name: p50_p95(values) for name, values in latencies_ms.items()},
+        "paced": {name: p50_p95(values) for name, values in paced_ms.items()},
     }
     return result
-
-
-def _p50_p95(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": round(percentile(ordered, 50), 2), "p95": round(percentile(ordered, 95), 2)}
 
 
 async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
@@ -383,8 +378,8 @@ async def _direct_payments(
     return {
         "payments_per_s": summary(per_s, unit="payments/s"),
         "one_at_a_time_latency_ms": {
-            "back_to_back": _p50_p95(back_to_back_ms),
-            "paced": _p50_p95(paced_ms),
+            "back_to_back": p50_p95(back_to_back_ms),
+            "paced": p50_p95(paced_ms),
         },
         # What each intent's payment costs before Corridor does anything: the simulator's
         # servers, and the production adapter's gRPC client (part of the executors' share).

@@ -23,3 +23,8 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
         return 0.0
     index = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values)) - 1))
     return float(sorted_values[index])
+
+
+def p50_p95(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": round(percentile(ordered, 50), 2), "p95": round(percentile(ordered, 95), 2)}
