@@ -5,7 +5,9 @@ Run ``make schemas`` after changing a message; a test fails while the files are 
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,30 @@ JSON_DIR = Path(__file__).parent / "json"
 _ENVELOPE = ("type", "version")
 
 
+def normalise_text(text: str) -> str:
+    """One canonical form for a docstring-derived description: paragraphs kept, each folded
+    onto one line. msgspec's own docstring handling changed between releases (0.23 keeps the
+    indentation 0.18 stripped), and the generated files must not follow a library's taste."""
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def _normalised(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: normalise_text(value)
+            if key in ("description", "title") and isinstance(value, str)
+            else _normalised(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_normalised(item) for item in node]
+    return node
+
+
 def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
-    (_ref,), components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    (_ref,), raw_components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    components = _normalised(raw_components)
     name = cls.__name__
     root = dict(components.pop(name))
     if kind in ("command", "reply"):

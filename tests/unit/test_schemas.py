@@ -43,3 +43,13 @@ def test_encoded_command_round_trips() -> None:
     command = codec.decode_command(raw)
     defaults = {"metadata": {}, "deadline_s": None, "payment_request": None}
     assert json.loads(msgspec.json.encode(command)) == json.loads(raw) | defaults
+
+
+def test_descriptions_do_not_depend_on_how_a_library_renders_docstrings() -> None:
+    from schemas.generate import normalise_text
+
+    indented = "First line\n    continues here.\n\n    Second   paragraph."
+    flush = "First line\ncontinues here.\n\nSecond paragraph."
+    assert normalise_text(indented) == normalise_text(flush)
+    assert normalise_text(indented) == "First line continues here.\n\nSecond paragraph."
+    assert normalise_text(normalise_text(indented)) == normalise_text(indented)
