@@ -3,18 +3,33 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip shows its progress on a terminal and stays quiet in logs (CI).
+PIP_QUIET := $(shell test -t 2 || echo -q)
 
-.PHONY: install run test lint typecheck unit bench profile schemas clean
+.PHONY: install lock run test lint typecheck unit bench profile schemas clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	# Compiled LND protos only; see the note in pyproject.toml.
-	$(BIN)/python -m pip install -q --no-deps 'lnd-grpc-client==0.6.0' 'aiogrpc==1.8'
+# The venv is built from the lock alone (hashes checked, no resolution), and rebuilt from scratch
+# when the lock changes, so it never keeps a package the lock dropped. `pip check` proves the
+# set is complete. The project itself goes in editable, built with the locked setuptools.
+$(STAMP): requirements/dev.lock
+	@echo "corridor: installing the locked packages into $(VENV) (first run only; 1-2 minutes)" >&2
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_QUIET) --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/python -m pip install $(PIP_QUIET) --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Re-resolve the dependency ranges in pyproject.toml into the hashed lock files (needs PyPI).
+# dev.lock: everything `make install`, CI and the tests use; runtime.lock: `pip install .` alone,
+# for the container image.
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
+lock:
+	test -x $(BIN)/uv || $(MAKE) install
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/runtime.lock
 
 run: install
 	$(BIN)/corridor demo
