@@ -22,10 +22,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import structlog
-from lndgrpc.compiled import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 
 from services.lightning import lnd_convert
 from services.lightning.lnd_errors import Action, grpc_status_rule
+from services.lightning.lnd_proto import (
+    lightning_pb2,
+    lightning_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 from services.lightning.payments import invoice_target, liquidity_of
 from services.lightning.port import (
     Channel,
@@ -53,6 +58,10 @@ CREDENTIAL_FILE_BYTES_MAX: Final = 64 * 1024
 GRPC_MESSAGE_BYTES_MAX: Final = 50 * 1024 * 1024
 # After a final payment update lnd closes the stream; a node that does not is cut off after this.
 STREAM_END_WAIT_S: Final = 1.0
+
+# grpcio-tools writes the gRPC stub classes without annotations (the messages have .pyi types).
+_LIGHTNING_STUB: Final[Any] = lightning_pb2_grpc.LightningStub
+_ROUTER_STUB: Final[Any] = router_pb2_grpc.RouterStub
 
 
 class _Sent(enum.Enum):
@@ -136,8 +145,8 @@ class LndAdapter:
                 self._credentials,
                 options=[("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX)],
             )
-            self._lightning = lightning_pb2_grpc.LightningStub(self._channel)
-            self._router = router_pb2_grpc.RouterStub(self._channel)
+            self._lightning = _LIGHTNING_STUB(self._channel)
+            self._router = _ROUTER_STUB(self._channel)
 
     async def _unary(self, service: str, method: str, request: Any) -> Any:
         self._connect()

@@ -12,9 +12,9 @@ import hashlib
 from typing import Any, Final
 
 import structlog
-from lndgrpc.compiled import lightning_pb2
 
 from services.lightning.lnd_errors import failure_reason_rule
+from services.lightning.lnd_proto import lightning_pb2
 from services.lightning.port import (
     Channel,
     DecodedInvoice,

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
-from lndgrpc.compiled import lightning_pb2 as ln
-from lndgrpc.compiled import lightning_pb2_grpc
 
 from services.lightning.lnd_convert import MSAT_PER_SAT
+from services.lightning.lnd_proto import lightning_pb2 as ln
+from services.lightning.lnd_proto import lightning_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.lnd_gate import NodeGate
 from services.sim.lnd_payments import lnd_visible
@@ -26,7 +26,7 @@ DEFAULT_INVOICE_EXPIRY_S: Final = 86_400
 LIST_PAYMENTS_MAX: Final = 1000
 
 
-class LightningServicer(lightning_pb2_grpc.LightningServicer):  # type: ignore[misc]
+class LightningServicer(lightning_pb2_grpc.LightningServicer):
     def __init__(self, network: Any, gate: NodeGate) -> None:
         self._network = network
         self._node = gate.node_name
@@ -109,7 +109,7 @@ class LightningServicer(lightning_pb2_grpc.LightningServicer):  # type: ignore[m
         else:
             mine = [p for p in mine if p.attempt_id > request.index_offset][:page_max]
         return ln.ListPaymentsResponse(
-            payments=[lnd_messages.payment(p) for p in mine],
+            payments=[lnd_messages.payment(p, omit_hops=request.omit_hops) for p in mine],
             first_index_offset=mine[0].attempt_id if mine else 0,
             last_index_offset=mine[-1].attempt_id if mine else 0,
             total_num_payments=total if request.count_total_payments else 0,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Final
 
-from lndgrpc.compiled import lightning_pb2 as ln
-
 from services.lightning.lnd_convert import MSAT_PER_SAT, scid_from_str
+from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.port import DecodedInvoice, FailureReason, RouteHop
 from services.sim.records import SimChannel, SimInvoice, SimNode, SimPayment
 
-# The lnd release whose behaviour the simulator follows, in lnd's own version format.
-LND_VERSION: Final = "0.18.0-beta commit=corridor-sim"
+# The lnd version whose API the simulator serves, in lnd's own version format: the protos in
+# services/lightning/lnd_proto come from lnd's master after v0.21.0-beta.rc2 (ADR 0113).
+LND_VERSION: Final = "0.21.0-beta commit=corridor-sim"
 NODE_COLOR: Final = "#3399ff"
 P2P_PORT: Final = 9735
 # BOLT 11's default min_final_cltv_expiry_delta, and lnd's per-hop default CLTV delta.
@@ -30,7 +30,7 @@ _ZERO_PREIMAGE_HEX: Final = "00" * 32
 # How lnd would report each simulated outcome. Some port reasons have no lnd counterpart:
 # a payee rejecting an already-settled or unknown invoice fails the HTLC with
 # incorrect_or_unknown_payment_details (BOLT 4), and an unreachable destination leaves no route.
-LND_FAILURE_REASON: Final[dict[FailureReason, int]] = {
+LND_FAILURE_REASON: Final[dict[FailureReason, ln.PaymentFailureReason]] = {
     FailureReason.NO_ROUTE: ln.FAILURE_REASON_NO_ROUTE,
     FailureReason.INSUFFICIENT_LIQUIDITY: ln.FAILURE_REASON_INSUFFICIENT_BALANCE,
     FailureReason.TIMEOUT: ln.FAILURE_REASON_TIMEOUT,
@@ -68,8 +68,11 @@ def _sat(msat: int) -> int:
     return msat // MSAT_PER_SAT
 
 
-def payment(record: SimPayment) -> Any:
-    """``lnrpc.Payment`` for one payment attempt, as SendPaymentV2/TrackPaymentV2 stream it."""
+def payment(record: SimPayment, *, omit_hops: bool = False) -> Any:
+    """``lnrpc.Payment`` for one payment attempt, as SendPaymentV2/TrackPaymentV2 stream it.
+
+    ``omit_hops`` is ListPayments' option: each HTLC's route keeps its totals but no hops.
+    """
     reason = ln.FAILURE_REASON_NONE
     if record.status == "failed":
         reason = LND_FAILURE_REASON[record.failure_reason or FailureReason.UNKNOWN]
@@ -86,34 +89,58 @@ def payment(record: SimPayment) -> Any:
         fee_sat=_sat(record.fee_msat),
         fee_msat=record.fee_msat,
         creation_time_ns=_ns(record.created_at_s),
-        htlcs=[_htlc(record)] if record.hops else [],
+        htlcs=[_htlc(record, omit_hops=omit_hops)] if record.hops else [],
         payment_index=record.attempt_id,
         failure_reason=reason,
     )
 
 
-def _htlc(record: SimPayment) -> Any:
+def initiated(record: SimPayment) -> Any:
+    """``lnrpc.Payment`` as lnd first reports a send: registered, no HTLC attempted yet.
+
+    SendPaymentV2 registers the payment and subscribes to it before the first HTLC leaves
+    (``router_server.go``), so its stream opens with this ``INITIATED`` state.
+    """
+    return ln.Payment(
+        payment_hash=record.payment_hash,
+        value=_sat(record.amount_msat),
+        creation_date=int(record.created_at_s),
+        payment_preimage=_ZERO_PREIMAGE_HEX,
+        value_sat=_sat(record.amount_msat),
+        value_msat=record.amount_msat,
+        payment_request=record.payment_request or "",
+        status=ln.Payment.INITIATED,
+        creation_time_ns=_ns(record.created_at_s),
+        payment_index=record.attempt_id,
+        failure_reason=ln.FAILURE_REASON_NONE,
+    )
+
+
+def _htlc(record: SimPayment, *, omit_hops: bool) -> Any:
     preimage = bytes.fromhex(record.preimage) if record.preimage else b""
     return ln.HTLCAttempt(
         attempt_id=record.attempt_id,
         status=_HTLC_STATUS[record.status],
-        route=_route(record.hops),
+        route=_route(record.hops, omit_hops=omit_hops),
         attempt_time_ns=_ns(record.created_at_s),
         resolve_time_ns=_ns(record.resolved_at_s),
         preimage=preimage if record.status == "succeeded" else b"",
     )
 
 
-def _route(hops: tuple[RouteHop, ...]) -> Any:
+def _route(hops: tuple[RouteHop, ...], *, omit_hops: bool) -> Any:
     total_fees_msat = sum(hop.fee_msat for hop in hops)
     first_amount_msat = hops[0].amount_msat + hops[0].fee_msat if hops else 0
     return ln.Route(
         total_time_lock=FINAL_CLTV_DELTA + HOP_CLTV_DELTA * max(0, len(hops) - 1),
         total_fees=_sat(total_fees_msat),
         total_amt=_sat(first_amount_msat),
-        hops=[_hop(hop) for hop in hops],
+        hops=[] if omit_hops else [_hop(hop) for hop in hops],
         total_fees_msat=total_fees_msat,
         total_amt_msat=first_amount_msat,
+        # What left over the first channel; differs from total_amt_msat only on custom
+        # (asset) channels, which the simulator has none of.
+        first_hop_amount_msat=first_amount_msat,
     )
 
 
@@ -151,6 +178,8 @@ def get_info(
         synced_to_graph=True,
         chains=[ln.Chain(chain="bitcoin", network=network)],
         uris=[f"{node.pubkey}@127.0.0.1:{P2P_PORT}"],
+        wallet_synced=True,
+        graph_cache_status=ln.GRAPH_CACHE_STATUS_LOADED,
     )
 
 

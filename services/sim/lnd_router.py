@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
-from lndgrpc.compiled import router_pb2_grpc
 
+from services.lightning.lnd_proto import router_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.errors import NodeOffline, PaymentExists
 from services.sim.lnd_gate import NodeGate
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
 
 # lnd's texts for a second send of a hash (payments/db/errors.go); router_server.go returns
-# each as AlreadyExists. The simulator has no INITIATED state, hence no "payment already exists".
+# each as AlreadyExists. A simulated payment locks its HTLC as it is registered, so no record
+# rests in lnd's INITIATED state and "payment already exists" never arises; INITIATED appears
+# only as the opening update of a send's stream.
 ALREADY_EXISTS_TEXT: Final = {
     "succeeded": "invoice is already paid",
     "in_flight": "payment is in transition",
@@ -34,7 +36,7 @@ ALREADY_EXISTS_TEXT: Final = {
 NOT_INITIATED_TEXT: Final = "payment isn't initiated"
 
 
-class RouterServicer(router_pb2_grpc.RouterServicer):  # type: ignore[misc]
+class RouterServicer(router_pb2_grpc.RouterServicer):
     def __init__(self, network: Any, gate: NodeGate) -> None:
         self._network = network
         self._gate = gate
@@ -57,6 +59,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):  # type: ignore[misc]
             decoded = self._network.decode(args.payment_request)
             text = invoice_expired_text(decoded.created_at_s, decoded.expiry_s)
             await context.abort(grpc.StatusCode.UNKNOWN, text)
+        if not args.no_inflight_updates:
+            yield lnd_messages.initiated(payment)
         async for message in self._stream(payment, context, args.no_inflight_updates):
             yield message
 

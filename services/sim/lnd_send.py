@@ -4,6 +4,10 @@ Rules and texts follow ``extractIntentFromSendRequest`` in lnd's
 ``lnrpc/routerrpc/router_backend.go`` and ``UnmarshallAmt`` in ``lnrpc/marshall_utils.go``
 (https://github.com/lightningnetwork/lnd/tree/master/lnrpc). lnd returns these as plain Go
 errors, which a gRPC client sees as status ``UNKNOWN`` with the text.
+
+``cancelable`` is accepted and has no effect here: it only stops lnd from trying further
+routes once the client closes the stream, and a simulated payment locks its one HTLC before
+the stream opens (HTLCs already in flight settle or fail either way).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A simulated LND node served through lnd's real gRPC API, over TLS, behind a macaroon.
 
 One ``grpc.aio`` server per node listens on a free loopback port and registers the
-``lnrpc.Lightning`` and ``routerrpc.Router`` services from ``lndgrpc.compiled``, so any LND
-client (our adapter included) talks to it exactly as to lnd. Every call first passes a gate
-that mirrors what a client of a real lnd meets:
+``lnrpc.Lightning`` and ``routerrpc.Router`` services generated from lnd's own protos
+(``services.lightning.lnd_proto``), so any LND client (our adapter included) talks to it exactly
+as to lnd. Every call first passes a gate that mirrors what a client of a real lnd meets:
 
 1. the macaroon header must match ``admin.macaroon``, else ``UNAUTHENTICATED``;
 2. an offline node answers ``UNAVAILABLE``, as a refused connection would;
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import structlog
-from lndgrpc.compiled import lightning_pb2_grpc, router_pb2_grpc
 
+from services.lightning.lnd_proto import lightning_pb2_grpc, router_pb2_grpc
 from services.sim.lnd_credentials import LndCredentials, write_lnd_credentials
 from services.sim.lnd_gate import NodeGate
 from services.sim.lnd_lightning import LightningServicer
@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 STOP_GRACE_S: Final = 0.5
 # lnd's default; a simulated node serves few clients at a time.
 GRPC_MESSAGE_BYTES_MAX: Final = 200 * 1024 * 1024
+# grpcio-tools writes these registration functions without annotations.
+_ADD_LIGHTNING_SERVICER: Final[Any] = lightning_pb2_grpc.add_LightningServicer_to_server
+_ADD_ROUTER_SERVICER: Final[Any] = router_pb2_grpc.add_RouterServicer_to_server
 
 if TYPE_CHECKING:
     _Handler = grpc.RpcMethodHandler[Any, Any]
@@ -86,8 +89,8 @@ async def start_lnd_node_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    lightning_pb2_grpc.add_LightningServicer_to_server(LightningServicer(network, gate), server)
-    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(network, gate), server)
+    _ADD_LIGHTNING_SERVICER(LightningServicer(network, gate), server)
+    _ADD_ROUTER_SERVICER(RouterServicer(network, gate), server)
     server_credentials = grpc.ssl_server_credentials([(credentials.key_pem, credentials.cert_pem)])
     port = server.add_secure_port(f"{host}:0", server_credentials)
     if port == 0:

@@ -18,12 +18,15 @@ import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 from jsonschema import Draft4Validator
-from lndgrpc.compiled import lightning_pb2 as ln
-from lndgrpc.compiled import lightning_pb2_grpc, router_pb2, router_pb2_grpc
 
+from services.lightning.lnd_proto import lightning_pb2 as ln
+from services.lightning.lnd_proto import lightning_pb2_grpc, router_pb2, router_pb2_grpc
 from tests.lightning.lnd_harness import MAX_FEE_MSAT, LndHarness, lnd_harness, wait_until
 
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+# grpcio-tools writes the stub classes without annotations.
+_LIGHTNING_STUB: Any = lightning_pb2_grpc.LightningStub
+_ROUTER_STUB: Any = router_pb2_grpc.RouterStub
 CONFORMANCE_DIR = Path(__file__).parents[2] / ".." / "shared" / "conformance" / "lnd"
 needs_swagger = pytest.mark.skipif(
     not (CONFORMANCE_DIR / "router.swagger.json").exists(),
@@ -97,8 +100,8 @@ async def raw(tmp_path: Path) -> AsyncIterator[RawLnd]:
         target = f"{harness.server.host}:{harness.server.port}"
         async with grpc.aio.secure_channel(target, channel_credentials) as channel:
             yield RawLnd(
-                lightning=lightning_pb2_grpc.LightningStub(channel),
-                router=router_pb2_grpc.RouterStub(channel),
+                lightning=_LIGHTNING_STUB(channel),
+                router=_ROUTER_STUB(channel),
                 harness=harness,
                 metadata=(("macaroon", credentials.macaroon_path.read_bytes().hex()),),
             )
@@ -128,6 +131,8 @@ async def test_unary_responses_match_the_swagger(raw: RawLnd) -> None:
         await raw.lightning.GetInfo(ln.GetInfoRequest(), metadata=md),
     )
     assert info["chains"] == [{"chain": "bitcoin", "network": "regtest"}]
+    assert info["wallet_synced"] is True
+    assert info["graph_cache_status"] == "GRAPH_CACHE_STATUS_LOADED"
 
     added = await raw.lightning.AddInvoice(ln.Invoice(memo="m", value_msat=12_345), metadata=md)
     assert_conforms("lightning.swagger.json", "lnrpcAddInvoiceResponse", added)
@@ -157,12 +162,18 @@ async def test_payment_stream_matches_the_swagger_and_lnd_order(raw: RawLnd) -> 
     invoice = raw.harness.invoice()
     updates = await raw.send(payment_request=invoice.bolt11)
     documents = [assert_conforms("router.swagger.json", "lnrpcPayment", m) for m in updates]
-    assert [d["status"] for d in documents] == ["IN_FLIGHT", "SUCCEEDED"]
-    final = documents[-1]
+    # lnd registers the payment and subscribes before the first HTLC leaves.
+    assert [d["status"] for d in documents] == ["INITIATED", "IN_FLIGHT", "SUCCEEDED"]
+    registered, in_flight, final = documents
+    assert registered["htlcs"] == [] and registered["value_msat"] == "100000"
+    assert in_flight["htlcs"][0]["status"] == "IN_FLIGHT"
     assert final["failure_reason"] == "FAILURE_REASON_NONE"
     assert final["value_msat"] == "100000" and final["payment_hash"] == invoice.payment_hash
     assert final["htlcs"][0]["status"] == "SUCCEEDED"
-    assert documents[0]["payment_preimage"] == "00" * 32  # lnd's zero preimage while unsettled
+    route = final["htlcs"][0]["route"]
+    assert route["first_hop_amount_msat"] == route["total_amt_msat"]
+    for unsettled in (registered, in_flight):
+        assert unsettled["payment_preimage"] == "00" * 32  # lnd's zero preimage while unsettled
 
     (tracked,) = await raw.track(invoice.payment_hash)
     assert _json(tracked) == final
@@ -174,12 +185,11 @@ async def test_payment_stream_matches_the_swagger_and_lnd_order(raw: RawLnd) -> 
 @needs_swagger
 async def test_failed_payment_matches_the_swagger(raw: RawLnd) -> None:
     invoice = raw.harness.invoice()
-    (update,) = await raw.send(payment_request=invoice.bolt11, fee_limit_msat=0)
-    document = assert_conforms("router.swagger.json", "lnrpcPayment", update)
-    assert (document["status"], document["failure_reason"]) == (
-        "FAILED",
-        "FAILURE_REASON_NO_ROUTE",
-    )
+    updates = await raw.send(payment_request=invoice.bolt11, fee_limit_msat=0)
+    documents = [assert_conforms("router.swagger.json", "lnrpcPayment", m) for m in updates]
+    registered, failed = documents
+    assert registered["status"] == "INITIATED"
+    assert (failed["status"], failed["failure_reason"]) == ("FAILED", "FAILURE_REASON_NO_ROUTE")
 
 
 async def test_no_inflight_updates_sends_only_the_final_state(raw: RawLnd) -> None:
@@ -226,6 +236,7 @@ async def test_second_send_of_an_in_flight_hash_fails_like_lnd(raw: RawLnd) -> N
         ),
         metadata=raw.metadata,
     )
+    assert (await first.read()).status == ln.Payment.INITIATED
     assert (await first.read()).status == ln.Payment.IN_FLIGHT
     error = await _rpc_error(
         raw.router.SendPaymentV2(
@@ -246,7 +257,7 @@ async def test_second_send_of_an_in_flight_hash_fails_like_lnd(raw: RawLnd) -> N
 
 async def test_a_failed_hash_may_be_sent_again(raw: RawLnd) -> None:
     invoice = raw.harness.invoice()
-    (failed,) = await raw.send(payment_request=invoice.bolt11, fee_limit_msat=0)
+    failed = (await raw.send(payment_request=invoice.bolt11, fee_limit_msat=0))[-1]
     assert failed.status == ln.Payment.FAILED
     retried = await raw.send(payment_request=invoice.bolt11)
     assert retried[-1].status == ln.Payment.SUCCEEDED
@@ -339,6 +350,7 @@ async def test_offline_node_refuses_and_breaks_open_streams(raw: RawLnd) -> None
         ),
         metadata=raw.metadata,
     )
+    assert (await sending.read()).status == ln.Payment.INITIATED
     assert (await sending.read()).status == ln.Payment.IN_FLIGHT
     network.faults.set_offline("alice")
     assert (await _rpc_error(sending)).code() is grpc.StatusCode.UNAVAILABLE
@@ -369,3 +381,26 @@ async def test_list_payments_filters_and_pages_like_lnd(raw: RawLnd) -> None:
     assert await hashes(include_incomplete=True) == [*settled, unpaid.payment_hash]
     assert await hashes(max_payments=1) == settled[:1]
     assert await hashes(max_payments=1, reversed=True) == settled[1:]
+
+
+@needs_swagger
+async def test_list_payments_can_omit_hops(raw: RawLnd) -> None:
+    invoice = raw.harness.invoice()
+    await raw.send(payment_request=invoice.bolt11)
+
+    async def route(**fields: Any) -> dict[str, Any]:
+        listed = await raw.lightning.ListPayments(
+            ln.ListPaymentsRequest(**fields), metadata=raw.metadata
+        )
+        document = assert_conforms("lightning.swagger.json", "lnrpcListPaymentsResponse", listed)
+        (payment,) = document["payments"]
+        (htlc,) = payment["htlcs"]
+        found: dict[str, Any] = htlc["route"]
+        return found
+
+    full, bare = await route(), await route(omit_hops=True)
+    assert len(full["hops"]) == 2 and bare["hops"] == []
+    # The route's own totals stay.
+    assert {k: v for k, v in full.items() if k != "hops"} == {
+        k: v for k, v in bare.items() if k != "hops"
+    }

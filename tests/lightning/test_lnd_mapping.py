@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import grpc
 import pytest
-from lndgrpc.compiled import lightning_pb2 as ln
 
 from services.lightning import lnd_convert
 from services.lightning.lnd import parse_lnd_uri
@@ -17,6 +17,7 @@ from services.lightning.lnd_errors import (
     failure_reason_rule,
     grpc_status_rule,
 )
+from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.port import FailureReason, PaymentFailed, PaymentInFlight, PaymentSucceeded
 
 
@@ -28,7 +29,7 @@ from services.lightning.port import FailureReason, PaymentFailed, PaymentInFligh
         (ln.FAILURE_REASON_ERROR, FailureReason.UNKNOWN),
         (ln.FAILURE_REASON_INCORRECT_PAYMENT_DETAILS, FailureReason.INCORRECT_DETAILS),
         (ln.FAILURE_REASON_INSUFFICIENT_BALANCE, FailureReason.INSUFFICIENT_LIQUIDITY),
-        (6, FailureReason.UNKNOWN),  # FAILURE_REASON_CANCELED, newer than our compiled protos
+        (ln.FAILURE_REASON_CANCELED, FailureReason.UNKNOWN),
         (99, FailureReason.UNKNOWN),  # a reason from a future lnd
     ],
 )
@@ -100,8 +101,8 @@ PREIMAGE = "cd" * 32
 PAYMENT_HASH = hashlib.sha256(bytes.fromhex(PREIMAGE)).hexdigest()
 
 
-def _payment(**fields: object) -> object:
-    base: dict[str, object] = {"payment_hash": PAYMENT_HASH, "value_msat": 5_000, "fee_msat": 7}
+def _payment(**fields: Any) -> ln.Payment:
+    base: dict[str, Any] = {"payment_hash": PAYMENT_HASH, "value_msat": 5_000, "fee_msat": 7}
     base.update(fields)
     return ln.Payment(**base)
 
@@ -126,8 +127,9 @@ def test_payment_result_by_status() -> None:
 
     in_flight = lnd_convert.payment_result(_payment(status=ln.Payment.IN_FLIGHT))
     assert in_flight == PaymentInFlight(payment_hash=PAYMENT_HASH, amount_msat=5_000)
-    # UNKNOWN (0) is deprecated and never terminal.
-    assert isinstance(lnd_convert.payment_result(_payment(status=0)), PaymentInFlight)
+    # INITIATED: registered, no HTLC yet. UNKNOWN (0) is deprecated. Neither is terminal.
+    for status in (ln.Payment.INITIATED, ln.Payment.UNKNOWN):
+        assert lnd_convert.payment_result(_payment(status=status)) == in_flight
 
 
 @pytest.mark.parametrize("preimage", ["00" * 32, "ef" * 32, "not hex", ""])
