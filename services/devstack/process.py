@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -52,8 +54,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            user=user,
-            group=_primary_group(user) if user else None,
+            **as_user(user),
             env=env,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop children in order
             preexec_fn=_die_with_parent(stop_signal),
@@ -62,10 +63,23 @@ def spawn(
         log.close()
 
 
-def _primary_group(user: str) -> int:
-    import pwd
+def as_user(user: str | None, cwd: str = "/") -> dict[str, Any]:
+    """``subprocess`` arguments that run a child as ``user`` with only that user's primary group.
 
-    return pwd.getpwnam(user).pw_gid
+    Without ``extra_groups=[]`` the child would keep root's supplementary groups. The working
+    dir is one every user can enter: ours may be inside a clone that user cannot reach.
+    """
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": [], "cwd": cwd}
+
+
+def reachable_by(user: str, path: Path) -> bool:
+    """Whether ``user`` can search/execute ``path``, so can traverse every parent of it."""
+    probe = subprocess.run(
+        ["test", "-x", str(path)], capture_output=True, check=False, **as_user(user)
+    )
+    return probe.returncode == 0
 
 
 def stop(proc: subprocess.Popen[bytes], *, sig: int, timeout_s: float = 10.0) -> None:

@@ -16,6 +16,8 @@ from services.devstack.postgres import PostgresServer
 class DevStack:
     state_dir: Path
     fsync: bool = True
+    # False: a PostgreSQL cluster root keeps outside state_dir is removed at stop (ADR 0040).
+    keep_data: bool = True
     nats_url: str = ""
     database_url: str = ""
     _nats: NatsServer | None = None
@@ -35,7 +37,9 @@ class DevStack:
                 self.nats_url = self._nats.url
             self.database_url = os.environ.get("DATABASE_URL", "")
             if not self.database_url:
-                self._postgres = PostgresServer(self.state_dir / "postgres", fsync=self.fsync)
+                self._postgres = PostgresServer(
+                    self.state_dir / "postgres", fsync=self.fsync, keep_data=self.keep_data
+                )
                 self._postgres.start()
                 self.database_url = self._postgres.url
         except BaseException:
