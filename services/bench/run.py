@@ -96,7 +96,7 @@ async def run_bench(
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     # Traversable by PostgreSQL's service user; kept for a post-mortem if the run fails.
     os.chmod(work, 0o755)
-    stack = DevStack(work / "servers", fsync=True)
+    stack = DevStack(work / "servers", fsync=True, keep_data=False)
     await asyncio.to_thread(stack.start)
     result: dict[str, Any] = {
         "machine": {
