@@ -2,6 +2,10 @@
 
 Precedence (highest first): ``CORRIDOR_*`` env vars (and plain ``NATS_URL``/``DATABASE_URL``),
 the TOML file named by ``CORRIDOR_CONFIG`` (default ``corridor.toml`` if present), defaults.
+
+Every field carries a one-line ``description`` and, where the name's suffix does not already
+say it, a ``unit``: ``docs/configuration.md`` and ``corridor.example.toml`` are generated from
+them (``python -m services.settings_reference``), and a test fails while either is stale.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
+from pydantic.config import JsonDict
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,48 +33,148 @@ DEFAULT_CORRIDORS: dict[str, list[str]] = {
 }
 
 
+def _unit(unit: str) -> JsonDict:
+    """``json_schema_extra`` naming the unit of a setting whose name has no unit suffix."""
+    return {"unit": unit}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRIDOR_", extra="ignore")
 
+    # -- where the stack is ---------------------------------------------------------------
     nats_url: str = Field(
-        default="", validation_alias=AliasChoices("NATS_URL", "CORRIDOR_NATS_URL")
+        default="",
+        validation_alias=AliasChoices("NATS_URL", "CORRIDOR_NATS_URL"),
+        description="NATS URL of a running stack (nats://host:4222, comma-separated for a "
+        "cluster). Commands read the plain NATS_URL variable, else STATE_DIR/endpoints.json; "
+        "the TOML key and CORRIDOR_NATS_URL are not read yet.",
     )
     database_url: SecretStr = Field(
         default=SecretStr(""),
         validation_alias=AliasChoices("DATABASE_URL", "CORRIDOR_DATABASE_URL"),
+        description="PostgreSQL DSN of a running stack (postgresql://user:password@host:5432/db"
+        "). Commands read the plain DATABASE_URL variable, else STATE_DIR/endpoints.json; the "
+        "TOML key and CORRIDOR_DATABASE_URL are not read yet.",
     )
-    state_dir: Path = Path(".corridor")
-    network: Network = "regtest"
-    log_level: str = "info"
+    state_dir: Path = Field(
+        default=Path(".corridor"),
+        description="Directory of endpoints.json and the executors' keysend secret, for "
+        "`corridor executor` without --state-dir.",
+    )
+    network: Network = Field(
+        default="regtest",
+        description="Bitcoin network Corridor pays on: an invoice for any other network is "
+        "refused at intake (wrong_network).",
+    )
+    log_level: str = Field(
+        default="info",
+        description="Level of the JSON log lines (debug, info, warning, error).",
+    )
 
-    # Intake: group commit. A batch closes at this size or when the queue is empty.
-    intake_batch_max: int = Field(default=256, ge=1, le=4096)
-    intake_queue_max: int = Field(default=4096, ge=1)
-    # Intent states kept in memory by the writer loop (a miss costs one query per batch). An
-    # entry is about 1 KiB with its invoice, so 20,000 bound the cache near 20 MiB.
-    state_cache_max: int = Field(default=20_000, ge=100)
-    db_pool_max: int = Field(default=10, ge=2, le=100)
-    command_timeout_s: float = Field(default=10.0, gt=0)
-    # Relay: events per read, and JetStream publishes awaiting an ack at once.
-    relay_batch_max: int = Field(default=1000, ge=1, le=10_000)
-    relay_inflight_max: int = Field(default=1000, ge=1, le=10_000)
-    relay_poll_s: float = Field(default=1.0, gt=0)
-    # Events older than this window may be re-published as duplicates after a relay outage;
-    # consumers must dedupe by event id or position (see README).
-    jetstream_duplicate_window_s: int = Field(default=120, ge=1)
+    # -- engine: intake and the writer loop -----------------------------------------------
+    intake_batch_max: int = Field(
+        default=256,
+        ge=1,
+        le=4096,
+        json_schema_extra=_unit("commands"),
+        description="Group commit: a batch closes at this many commands or when the queue is "
+        "empty.",
+    )
+    intake_queue_max: int = Field(
+        default=4096,
+        ge=1,
+        json_schema_extra=_unit("commands"),
+        description="Commands waiting for the writer loop; when full, intake waits (backpressure).",
+    )
+    # An entry is about 1 KiB with its invoice, so 20,000 bound the cache near 20 MiB.
+    state_cache_max: int = Field(
+        default=20_000,
+        ge=100,
+        json_schema_extra=_unit("intents"),
+        description="Intent states the writer loop keeps in memory (about 1 KiB each); a miss "
+        "costs one query per batch.",
+    )
+    db_pool_max: int = Field(
+        default=10,
+        ge=2,
+        le=100,
+        json_schema_extra=_unit("connections"),
+        description="PostgreSQL connections in the engine's pool.",
+    )
+    command_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Reserved for the time a client waits for a command's reply; no code "
+        "reads it yet.",
+    )
 
-    # Nodes that cannot keysend with a preimage we choose (Core Lightning's keysend picks its
-    # own), so routing sends them invoice payments only.
+    # -- engine: outbox relay -------------------------------------------------------------
+    relay_batch_max: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        json_schema_extra=_unit("events"),
+        description="Events the relay reads from the log at once.",
+    )
+    relay_inflight_max: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        json_schema_extra=_unit("publishes"),
+        description="JetStream publishes awaiting an ack at once.",
+    )
+    relay_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often an idle relay re-reads the log, and a standby relay tries for "
+        "the leader's lock.",
+    )
+    jetstream_duplicate_window_s: int = Field(
+        default=120,
+        ge=1,
+        description="JetStream duplicate window: events older than this may be re-published "
+        "after a relay outage, so consumers dedupe by event id or position.",
+    )
+
+    # -- routing and payments -------------------------------------------------------------
     keysend_unsupported_nodes: list[str] = Field(
-        default_factory=lambda: ["us-cln", "eu-cln", "asia-cln"]
+        default_factory=lambda: ["us-cln", "eu-cln", "asia-cln"],
+        json_schema_extra=_unit("node names"),
+        description="Nodes that cannot keysend with a preimage Corridor chooses (every Core "
+        "Lightning node): routing sends them invoice payments only.",
     )
-    # The policy document in force until a two-person-approved version replaces it.
-    policy_file: Path | None = None
-    # Executors report node health this often; three missed reports make a node unhealthy.
-    health_interval_s: float = Field(default=5.0, gt=0)
-    attempts_max: int = Field(default=3, ge=1, le=16)
-    pay_timeout_s: int = Field(default=60, ge=1, le=3600)
-    corridors: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CORRIDORS))
+    policy_file: Path | None = Field(
+        default=None,
+        examples=["/etc/corridor/policy.yaml"],
+        description="Policy document (YAML or JSON) in force until a two-person-approved "
+        "version replaces it; unset: services/policy/default.yaml.",
+    )
+    health_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Health report interval the engine expects (three missed make a node "
+        "unhealthy); must match the executors', a fixed 5 s.",
+    )
+    attempts_max: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        json_schema_extra=_unit("attempts"),
+        description="Attempts per intent (the first send plus re-routes) before it fails with "
+        "retry_budget_exhausted.",
+    )
+    pay_timeout_s: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Time a node gets to settle one attempt, sent with each work order.",
+    )
+    corridors: dict[str, list[str]] = Field(
+        default_factory=lambda: dict(DEFAULT_CORRIDORS),
+        json_schema_extra=_unit("region/node pairs"),
+        description="Corridor name -> ordered candidate region/node pairs, first preferred; "
+        "a bare region means <region>-lnd.",
+    )
 
     @classmethod
     def settings_customise_sources(
