@@ -265,7 +265,7 @@ def _verify(hrp: str, signed_words: list[int], signature_words: list[int], n: ob
     if n is not None and int.from_bytes(compact[32:], "big") > _SECP256K1_HALF_ORDER:
         raise ReaderError("bad_signature", "signature is not in lower-S form")
     try:
-        recovered = (
+        recovered: str = (
             coincurve.PublicKey.from_signature_and_message(
                 compact + bytes([recovery_id]), message, hasher=None
             )
