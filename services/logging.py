@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,11 +30,29 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-def configure_logging(level: str = "info", stream: Any = None, *, cache: bool = False) -> None:
+def configure_logging(
+    level: str = "info", stream: Any = None, *, cache: bool = False, path: Path | None = None
+) -> None:
     """``cache``: a long-running process binds each module's logger once (a lazy logger costs
     three times as much per call, even when the level filters the call out); tests that
-    reconfigure logging between cases leave it off."""
-    logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, format="%(message)s")
+    reconfigure logging between cases leave it off.
+
+    ``path``: append the JSON lines to this file instead of ``stream``, for commands whose
+    screen belongs to a report (``corridor demo``). Standard-library loggers (nats, asyncio)
+    and Python warnings then go to the file too, so no log line reaches the terminal. The
+    file stays open, line-buffered, for the life of the process.
+    """
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream = path.open("a", encoding="utf-8", buffering=1)
+    target = stream or sys.stderr
+    # ``force`` replaces handlers an earlier import may have installed on the root logger, which
+    # would otherwise keep writing to the terminal.
+    logging.basicConfig(
+        level=level.upper(), stream=target, format="%(message)s", force=path is not None
+    )
+    if path is not None:
+        logging.captureWarnings(True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -45,7 +64,7 @@ def configure_logging(level: str = "info", stream: Any = None, *, cache: bool = 
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(target),
         cache_logger_on_first_use=cache,
     )
 

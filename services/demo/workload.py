@@ -1,11 +1,13 @@
-"""The seeded pilot workload: who pays whom, how much, over which corridor.
+"""The seeded pilot workload: who pays whom, how much, over which corridor, and in what waves.
 
-Pure and deterministic: the same seed gives the same intents in the same order.
+Pure and deterministic: the same seed gives the same intents in the same order, cut into the
+same waves.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 CORRIDORS = ("us-eu", "eu-asia", "us-asia")
@@ -67,4 +69,29 @@ def build_workload(seed: int, intents: int, merchants: int) -> list[IntentSpec]:
                 keysend=rng.randrange(100) < KEYSEND_SHARE_PCT,
             )
         )
+    return out
+
+
+def waves(
+    workload: Sequence[IntentSpec], *, breaks: Collection[int] = ()
+) -> list[list[IntentSpec]]:
+    """Consecutive runs of the workload in which no caller appears twice.
+
+    The demo submits a wave at once and the next only when every intent of the wave has come
+    to rest. Every policy input (spend windows, velocity, known destinations) belongs to one
+    caller, so with one intent per caller a wave's verdicts cannot depend on the order its
+    intents reach the engine. A wave also ends before every index in ``breaks``: that is where
+    a fault is injected, with nothing of the workload in flight.
+    """
+    out: list[list[IntentSpec]] = []
+    current: list[IntentSpec] = []
+    callers: set[str] = set()
+    for spec in workload:
+        if current and (spec.caller_id in callers or spec.index in breaks):
+            out.append(current)
+            current, callers = [], set()
+        current.append(spec)
+        callers.add(spec.caller_id)
+    if current:
+        out.append(current)
     return out
