@@ -73,7 +73,7 @@ async def run_demo(
         health_interval_s=ENGINE_HEALTH_INTERVAL_S, relay_poll_s=0.2, pay_timeout_s=20
     )
     screen.phase(1, "starting NATS, PostgreSQL, the engine, the executors, the simulated network")
-    stack = DevStack(work_dir / "servers")
+    stack = DevStack(work_dir / "servers", keep_data=False)
     await asyncio.to_thread(stack.start)
     sim = SimStack(state_dir=work_dir / "sim", seed=seed)
     engine = fleet = operator = nc = None
