@@ -5,15 +5,18 @@ on a small thread pool owned by the adapter and is bounded by an asyncio timeout
 times out leaves its thread waiting on the socket until the node answers; the pool size bounds
 how many can pile up.
 
-Payments use ``pay`` (schema: doc/schemas/pay.json; deprecated in v26.06, removed in v27.03:
-see ADR 0103). A payment hash is never sent twice: the node's record (``listpays``) is read
-first and answers duplicates. Errors map through ``cln_errors.CLN_ERROR_RULES``. The unix
-socket needs no rune; if a rune is ever used (commando/REST) it must never reach a log line.
+Payments use ``xpay`` (schema: doc/schemas/xpay.json, v24.11+); ``pay`` (deprecated in v26.06,
+removed in v27.03) stays an opt-in, ``cln:///path?pay=pay``. See ADR 0104. A payment hash is
+never sent twice: the node's record (``listpays``) is read first and answers duplicates. Errors
+map through the per-command tables in ``cln_errors``; an xpay failure that is not final by
+itself is confirmed against ``listpays``. The unix socket needs no rune; if a rune is ever used
+(commando/REST) it must never reach a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import math
@@ -46,6 +49,9 @@ from services.lightning.port import (
 log = structlog.get_logger(__name__)
 
 PayCommand = Literal["xpay", "pay"]
+PAY_COMMANDS: Final[tuple[PayCommand, ...]] = ("xpay", "pay")
+# xpay is the successor of the deprecated pay (ADR 0104); pay is the opt-in.
+PAY_COMMAND_DEFAULT: Final[PayCommand] = "xpay"
 
 # Threads per adapter: enough for concurrent pays plus lookups, small enough that calls stuck
 # on a hung node cannot exhaust the process.
@@ -54,6 +60,9 @@ RPC_THREADS_MAX: Final = 8
 ERROR_DETAIL_CHARS_MAX: Final = 200
 # payment_updates waits on the node in slices this long, re-reading the record in between.
 UPDATE_WAIT_SLICE_S: Final = 5
+# ...or, while listpays says pending but no part is out (xpay between two attempts), re-reads
+# the record this often: xpay routes again within milliseconds, so polling stays cheap.
+UPDATE_POLL_S: Final = 0.25
 CLN_NETWORK_TO_OURS: Final = {
     "bitcoin": "mainnet",
     "testnet": "testnet",
@@ -82,33 +91,34 @@ class ClnAdapter:
     """One Core Lightning node behind the NodePort interface."""
 
     def __init__(
-        self, rpc_path: str | Path, *, timeout_s: float = 30.0, pay_command: PayCommand = "pay"
+        self,
+        rpc_path: str | Path,
+        *,
+        timeout_s: float = 30.0,
+        pay_command: PayCommand = PAY_COMMAND_DEFAULT,
     ) -> None:
         assert timeout_s > 0, "timeout_s must be positive"
-        assert pay_command in ("xpay", "pay"), pay_command
+        assert pay_command in PAY_COMMANDS, pay_command
         self._path = Path(rpc_path)
         self._timeout_s = timeout_s
-        # `pay` is what the contract suite proves. It is deprecated from CLN v26.06 and due for
-        # removal in v27.03; `cln:///path?pay=xpay` opts into xpay (v24.11+), whose failures
-        # are coarser (most come back as 209, so timeouts map to `unknown`).
-        self._pay_command = pay_command
+        # The contract suite proves both. pay is deprecated from CLN v26.06 and due for removal
+        # in v27.03; it stays for nodes older than v24.11 (no xpay) or that disable xpay.
+        self._pay_command: PayCommand = pay_command
         self._rpc = LightningRpc(str(self._path))
         self._executor = ThreadPoolExecutor(RPC_THREADS_MAX, thread_name_prefix="cln-rpc")
 
     @classmethod
     def from_uri(cls, uri: str, *, timeout_s: float = 30.0) -> ClnAdapter:
-        """``cln:///abs/path/to/lightning-rpc[?pay=xpay|pay]``."""
-        path, _, query = uri.partition("?")
-        if not path.startswith("cln://") or not path[len("cln://") :].startswith("/"):
-            raise ValueError("expected cln:///absolute/path/to/lightning-rpc")
-        options = dict(part.partition("=")[::2] for part in query.split("&") if part)
-        pay_command = options.pop("pay", "pay")
-        if options or pay_command not in ("xpay", "pay"):
-            raise ValueError("the only cln:// option is pay=xpay|pay")
-        return cls(path[len("cln://") :], timeout_s=timeout_s, pay_command=pay_command)  # type: ignore[arg-type]
+        """``cln:///abs/path/to/lightning-rpc[?pay=xpay|pay]``; xpay when not given."""
+        path, pay_command = parse_cln_uri(uri)
+        return cls(path, timeout_s=timeout_s, pay_command=pay_command)
+
+    @property
+    def pay_command(self) -> PayCommand:
+        return self._pay_command
 
     def __repr__(self) -> str:
-        return f"ClnAdapter(rpc_path={str(self._path)!r})"
+        return f"ClnAdapter(rpc_path={str(self._path)!r}, pay={self._pay_command})"
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -150,12 +160,8 @@ class ClnAdapter:
                 FailureReason.NODE_UNAVAILABLE, f"cln {method}: node unreachable: {exc}"
             ) from None
         except _CallFailed as exc:
-            rule = cln_error_rule(exc.code)
-            reason = (
-                rule.reason
-                if rule.action in (Action.FAIL, Action.BAD_REQUEST)
-                else FailureReason.UNKNOWN
-            )
+            rule = cln_error_rule("waitsendpay", exc.code, exc.message)
+            reason = rule.reason if rule.final else FailureReason.UNKNOWN
             raise NodeError(
                 reason, f"cln {method} failed: {exc.code} {rule.name}: {exc.message}"
             ) from None
@@ -243,73 +249,94 @@ class ClnAdapter:
         asked at all (nothing was sent by this call, but an earlier attempt may exist).
         """
         payment_hash, amount_msat, open_amount = _target(request)
-        log.info("cln_pay_started", payment_hash=payment_hash, node=str(self._path))
+        log.info(
+            "cln_pay_started",
+            payment_hash=payment_hash,
+            node=str(self._path),
+            command=self._pay_command,
+        )
         try:
             async with asyncio.timeout(request.timeout_s):
                 existing = await self.lookup_payment(payment_hash)
                 if existing is not None and not isinstance(existing, PaymentFailed):
-                    return await self._answer_from_record(existing, payment_hash, amount_msat)
+                    return await self._settle(existing, payment_hash, amount_msat)
                 return await self._send(request, payment_hash, amount_msat, open_amount)
         except TimeoutError:
             # The node may still settle it; lookup_payment or payment_updates will tell.
             return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
 
-    async def _answer_from_record(
-        self, existing: PaymentResult, payment_hash: str, amount_msat: int
-    ) -> PaymentResult:
-        if isinstance(existing, PaymentSucceeded) and existing.amount_msat != amount_msat:
-            return PaymentFailed(
-                payment_hash=payment_hash,
-                reason=FailureReason.ALREADY_PAID,
-                detail=f"hash already paid with {existing.amount_msat} msat",
-            )
-        if isinstance(existing, PaymentInFlight):
-            return await self._follow(payment_hash)
-        return existing
-
     async def _send(
         self, request: PayRequest, payment_hash: str, amount_msat: int, open_amount: bool
     ) -> PaymentResult:
-        assert request.payment_request is not None
-        invoice_key = "invstring" if self._pay_command == "xpay" else "bolt11"
-        payload: dict[str, Any] = {
-            invoice_key: request.payment_request,
-            "maxfee": request.max_fee_msat,
-            # retry_for bounds CLN's route search; our own wait is bounded by timeout_s.
-            "retry_for": max(1, math.ceil(request.timeout_s)),
-        }
-        if open_amount:
-            payload["amount_msat"] = amount_msat
+        command = self._pay_command
+        payload = _pay_payload(command, request, amount_msat, open_amount)
         try:
-            result = await self._raw(self._pay_command, payload)
+            result = await self._raw(command, payload)
         except _Unreachable as exc:
             raise NodeError(
-                FailureReason.NODE_UNAVAILABLE, f"cln pay: node unreachable: {exc}"
+                FailureReason.NODE_UNAVAILABLE, f"cln {command}: node unreachable: {exc}"
             ) from None
         except _ConnectionLost:
             log.info("cln_pay_connection_lost", payment_hash=payment_hash)
             return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
         except _CallFailed as exc:
-            rule = cln_error_rule(exc.code)
-            log.info("cln_pay_error", payment_hash=payment_hash, code=exc.code, rule=rule.name)
-            if rule.action in (Action.FAIL, Action.BAD_REQUEST):
-                return PaymentFailed(
-                    payment_hash=payment_hash,
-                    reason=rule.reason,
-                    detail=f"{exc.code}: {exc.message}",
-                )
-            return await self._record_or_in_flight(payment_hash, amount_msat)
+            return await self._after_error(exc, payment_hash, amount_msat)
         # pay answers with status "complete"; xpay answers only when complete, without status.
         if result.get("status", "complete") == "complete" and "payment_preimage" in result:
             return _succeeded(payment_hash, result["payment_preimage"], result)
-        return await self._record_or_in_flight(payment_hash, amount_msat)
+        return await self._from_record(payment_hash, amount_msat)
 
-    async def _record_or_in_flight(self, payment_hash: str, amount_msat: int) -> PaymentResult:
+    async def _after_error(
+        self, exc: _CallFailed, payment_hash: str, amount_msat: int
+    ) -> PaymentResult:
+        """A refused send: final by its code alone, or decided by the node's record."""
+        rule = cln_error_rule(self._pay_command, exc.code, exc.message)
+        log.info(
+            "cln_pay_error",
+            payment_hash=payment_hash,
+            code=exc.code,
+            rule=rule.name,
+            action=rule.action.value,
+        )
+        failed = PaymentFailed(
+            payment_hash=payment_hash, reason=rule.reason, detail=f"{exc.code}: {exc.message}"
+        )
+        if rule.final:
+            return failed
+        return await self._from_record(
+            payment_hash, amount_msat, confirms=failed if rule.action is Action.CONFIRM else None
+        )
+
+    async def _from_record(
+        self, payment_hash: str, amount_msat: int, *, confirms: PaymentFailed | None = None
+    ) -> PaymentResult:
+        """The node's record decides, followed while pending (within the caller's timeout).
+
+        ``confirms`` is a failure the node reported without proof: it stands once the record
+        shows nothing pending for the hash, or shows that nothing was ever sent. Otherwise a
+        missing record leaves the outcome unknown.
+        """
         try:
             record = await self.lookup_payment(payment_hash)
+            if isinstance(record, PaymentInFlight):
+                record = await self._follow(payment_hash)
         except NodeError:
-            record = None
-        return record or PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+        if confirms is not None and (record is None or isinstance(record, PaymentFailed)):
+            return confirms
+        if record is None or isinstance(record, PaymentInFlight):
+            return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+        return _for_amount(record, payment_hash, amount_msat)
+
+    async def _settle(
+        self, existing: PaymentResult, payment_hash: str, amount_msat: int
+    ) -> PaymentResult:
+        """An earlier attempt's record as the answer to this one, followed while pending."""
+        if isinstance(existing, PaymentInFlight):
+            existing = await self._follow(payment_hash)
+            if isinstance(existing, PaymentInFlight):
+                return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
+        return _for_amount(existing, payment_hash, amount_msat)
 
     async def _follow(self, payment_hash: str) -> PaymentResult:
         last: PaymentResult = PaymentInFlight(payment_hash=payment_hash)
@@ -321,6 +348,10 @@ class ClnAdapter:
         return last
 
     async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
+        # listpays, not listsendpays, is the proof: it merges the parts of each attempt, and
+        # since v26.06 the xpay plugin serves it and keeps an attempt "pending" while xpay
+        # still works on it (attempt_ongoing in plugins/xpay/xpay.h), even when every part sent
+        # so far has failed. Only its "failed" says nothing is, or will be, in flight.
         pays = (await self._call("listpays", {"payment_hash": payment_hash}))["pays"]
         if not pays:
             return None
@@ -332,13 +363,63 @@ class ClnAdapter:
         return await self._failure_of(payment_hash)
 
     async def _failure_of(self, payment_hash: str) -> PaymentResult:
-        """Every attempt failed: waitsendpay replays the last failure with its code."""
+        """Every attempt failed: the reason is the last failed part's, replayed by waitsendpay.
+
+        waitsendpay without a part waits for part 0 of the latest group, which xpay never sends
+        (its parts count from 1: 208 "never attempted"), so the part is named from listsendpays.
+        """
+        parts = await self._parts(payment_hash)
+        failed = [part for part in parts if part["status"] == "failed"]
+        if not failed:
+            return PaymentFailed(
+                payment_hash=payment_hash,
+                reason=FailureReason.UNKNOWN,
+                detail="listpays says failed; listsendpays keeps no failed part",
+            )
+        last = max(failed, key=lambda part: int(part["created_index"]))
         try:
-            await self._call("waitsendpay", {"payment_hash": payment_hash, "timeout": 0})
-        except NodeError as exc:
-            return PaymentFailed(payment_hash=payment_hash, reason=exc.reason, detail=str(exc))
-        # The record moved on meanwhile (a new attempt succeeded or is pending).
-        return await self.lookup_payment(payment_hash) or PaymentInFlight(payment_hash=payment_hash)
+            error = await self._wait_part(payment_hash, last, timeout_s=0)
+        except TimeoutError:
+            raise NodeError(FailureReason.TIMEOUT, "cln waitsendpay timed out") from None
+        if error is None:
+            # The part completed after all: the record moved on, so the outcome is open again.
+            return PaymentInFlight(payment_hash=payment_hash)
+        rule = cln_error_rule("waitsendpay", error.code, error.message)
+        return PaymentFailed(
+            payment_hash=payment_hash,
+            reason=rule.reason if rule.final else FailureReason.UNKNOWN,
+            detail=f"{error.code}: {error.message}",
+        )
+
+    async def _parts(self, payment_hash: str) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = (
+            await self._call("listsendpays", {"payment_hash": payment_hash})
+        )["payments"]
+        return parts
+
+    async def _wait_part(
+        self, payment_hash: str, part: dict[str, Any], *, timeout_s: int
+    ) -> _CallFailed | None:
+        """waitsendpay on one part: ``None`` once complete, else the error it answered.
+
+        Raises ``TimeoutError`` if the node does not answer in time, ``NodeError`` if it cannot
+        be reached.
+        """
+        payload = {
+            "payment_hash": payment_hash,
+            "timeout": timeout_s,
+            # pairedWith in the schema: partid and groupid go together.
+            "partid": int(part.get("partid", 0)),
+            "groupid": int(part["groupid"]),
+        }
+        try:
+            async with asyncio.timeout(timeout_s + self._timeout_s):
+                await self._raw("waitsendpay", payload)
+        except _CallFailed as exc:
+            return exc
+        except (_Unreachable, _ConnectionLost) as exc:
+            raise NodeError(FailureReason.NODE_UNAVAILABLE, f"cln waitsendpay: {exc}") from None
+        return None
 
     async def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
         """The node's record, then each change, ending at a final result.
@@ -350,22 +431,75 @@ class ClnAdapter:
             raise NodeError(FailureReason.UNKNOWN, f"cln has no payment {payment_hash}")
         yield last
         while isinstance(last, PaymentInFlight):
-            try:
-                async with asyncio.timeout(UPDATE_WAIT_SLICE_S + self._timeout_s):
-                    await self._raw(
-                        "waitsendpay",
-                        {"payment_hash": payment_hash, "timeout": UPDATE_WAIT_SLICE_S},
-                    )
-            except (_CallFailed, TimeoutError):
-                pass  # still pending, or failed: the record below says which
-            except (_Unreachable, _ConnectionLost) as exc:
-                raise NodeError(FailureReason.NODE_UNAVAILABLE, f"cln waitsendpay: {exc}") from None
+            await self._until_a_part_resolves(payment_hash)
             current = await self.lookup_payment(payment_hash)
             if current is None:
                 raise NodeError(FailureReason.UNKNOWN, f"cln lost payment {payment_hash}")
             if current != last:
                 yield current
             last = current
+
+    async def _until_a_part_resolves(self, payment_hash: str) -> None:
+        """Wait (at most a slice) for the newest pending part; its outcome is read elsewhere."""
+        pending = [part for part in await self._parts(payment_hash) if part["status"] == "pending"]
+        if not pending:
+            # listpays says pending but no part is out: xpay is between two attempts.
+            await asyncio.sleep(UPDATE_POLL_S)
+            return
+        with contextlib.suppress(TimeoutError):
+            await self._wait_part(payment_hash, pending[-1], timeout_s=UPDATE_WAIT_SLICE_S)
+
+
+def parse_cln_uri(uri: str) -> tuple[str, PayCommand]:
+    """``cln:///abs/path/to/lightning-rpc[?pay=xpay|pay]`` -> (socket path, pay command).
+
+    xpay is the default; ``pay=xpay`` is still accepted (it was the opt-in before ADR 0104).
+    """
+    path, _, query = uri.partition("?")
+    if not path.startswith("cln://") or not path[len("cln://") :].startswith("/"):
+        raise ValueError("expected cln:///absolute/path/to/lightning-rpc")
+    options: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if name in options:
+            raise ValueError(f"cln:// option {name!r} given twice")
+        options[name] = value
+    pay_command = options.pop("pay", PAY_COMMAND_DEFAULT)
+    if options:
+        raise ValueError(f"unknown cln:// option {sorted(options)[0]!r}: the only one is pay")
+    for command in PAY_COMMANDS:
+        if pay_command == command:
+            return path[len("cln://") :], command
+    raise ValueError(f"pay={pay_command!r}: use pay=xpay (the default) or pay=pay")
+
+
+def _pay_payload(
+    command: PayCommand, request: PayRequest, amount_msat: int, open_amount: bool
+) -> dict[str, Any]:
+    """The request for ``command`` (doc/schemas/xpay.json, doc/schemas/pay.json)."""
+    assert request.payment_request is not None
+    payload: dict[str, Any] = {
+        "invstring" if command == "xpay" else "bolt11": request.payment_request,
+        "maxfee": request.max_fee_msat,
+        # retry_for bounds CLN's route search; our own wait is bounded by timeout_s.
+        "retry_for": max(1, math.ceil(request.timeout_s)),
+    }
+    if open_amount:
+        payload["amount_msat"] = amount_msat
+    return payload
+
+
+def _for_amount(record: PaymentResult, payment_hash: str, amount_msat: int) -> PaymentResult:
+    """A record of the hash as the answer to paying ``amount_msat``."""
+    if isinstance(record, PaymentSucceeded) and record.amount_msat != amount_msat:
+        return PaymentFailed(
+            payment_hash=payment_hash,
+            reason=FailureReason.ALREADY_PAID,
+            detail=f"hash already paid with {record.amount_msat} msat",
+        )
+    return record
 
 
 def _succeeded(payment_hash: str, preimage: str, entry: dict[str, Any]) -> PaymentResult:

@@ -2,8 +2,13 @@
 
 pyln-client's ``LightningRpc`` talks to it unchanged. Methods, parameters, results and error
 codes follow CLN's schemas (doc/schemas/*.json) and common/jsonrpc_errors.h; see
-shared/conformance/cln/pay-error-codes.md. Offline nodes stop listening (connections are
-refused); slowed nodes answer late.
+shared/conformance/cln/pay-error-codes.md. Unknown parameters are refused, as lightningd does.
+Offline nodes stop listening (connections are refused); slowed nodes answer late.
+
+Payments: ``xpay`` (the default of our adapter) and the deprecated ``pay`` and ``keysend``.
+Each attempt is one sendpay part; xpay's parts count from 1 in a random group
+(plugins/xpay/xpay.c), pay's and keysend's are part 0 of the next group, so ``listsendpays``,
+``listpays`` and ``waitsendpay`` show them as CLN does.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from services.lightning.bolt11 import InvoiceDecodeError
 from services.lightning.port import DecodedInvoice, FailureReason
@@ -27,11 +34,13 @@ from services.sim.jsonrpc import (
     Params,
     RpcFailure,
 )
+from services.sim.keys import derive_bytes
 from services.sim.network import SimNetwork
 from services.sim.payments import DETAIL_TOO_EXPENSIVE
 from services.sim.records import SimPayment
 
 # common/jsonrpc_errors.h
+PLUGIN_ERROR = -3
 PAY_IN_PROGRESS = 200
 PAY_RHASH_ALREADY_USED = 201
 PAY_DESTINATION_PERM_FAIL = 203
@@ -43,6 +52,7 @@ PAY_NO_SUCH_PAYMENT = 208
 PAY_UNSPECIFIED_ERROR = 209
 PAY_STOPPED_RETRYING = 210
 PAY_INSUFFICIENT_FUNDS = 215
+PAY_INJECTPAYMENTONION_ALREADY_PAID = 219
 INVOICE_LABEL_ALREADY_EXISTS = 900
 
 # CLN defaults: invoice expiry one week; pay's maxfeepercent 0.5 % with 5 sat exempt.
@@ -54,10 +64,32 @@ PAY_RETRY_FOR_S_DEFAULT = 60
 # pinning a connection forever in long-running sims.
 PAY_WAIT_S_MAX = 3600.0
 LABEL_CHARS_MAX = 1024
+# xpay's defaults (doc/schemas/xpay.json): maxfee 5 sat or 1 %, whichever is greater.
+XPAY_MAXFEE_MSAT_MIN = 5000
+XPAY_MAXFEE_PERCENT = 1
+# askrene's words when getroutes finds nothing (plugins/askrene/child/explain_failure.c).
+NO_USABLE_PATHS = "We could not find a usable set of paths."
+# The last requests are kept for tests to check against the request schemas; older ones drop.
+REQUEST_LOG_MAX: Final = 1024
+# Scripted answers wait per method; more than this is a test that forgot to consume them.
+SCRIPTED_FAILURES_MAX: Final = 16
+PAYMENT_COMMANDS: Final = ("pay", "xpay", "keysend")
 
-_PARAMS: dict[str, tuple[str, ...]] = {
+# What each method takes, in positional order: the request properties of
+# doc/schemas/<method>.json (hidden, developer-only ones left out). Other names are refused.
+PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "getinfo": (),
-    "invoice": ("amount_msat", "label", "description", "expiry", "fallbacks", "preimage"),
+    "invoice": (
+        "amount_msat",
+        "label",
+        "description",
+        "expiry",
+        "fallbacks",
+        "preimage",
+        "exposeprivatechannels",
+        "cltv",
+        "deschashonly",
+    ),
     "decode": ("string",),
     "pay": (
         "bolt11",
@@ -72,7 +104,9 @@ _PARAMS: dict[str, tuple[str, ...]] = {
         "exclude",
         "maxfee",
         "description",
+        "partial_msat",
     ),
+    # Positional order as in plugins/xpay/xpay.c; label and localinvreqid since v26.06.
     "xpay": (
         "invstring",
         "amount_msat",
@@ -81,6 +115,9 @@ _PARAMS: dict[str, tuple[str, ...]] = {
         "retry_for",
         "partial_msat",
         "maxdelay",
+        "payer_note",
+        "label",
+        "localinvreqid",
     ),
     "keysend": (
         "destination",
@@ -94,12 +131,49 @@ _PARAMS: dict[str, tuple[str, ...]] = {
         "extratlvs",
         "maxfee",
     ),
-    "listpays": ("bolt11", "payment_hash", "status"),
-    "listsendpays": ("bolt11", "payment_hash", "status"),
+    "listpays": ("bolt11", "payment_hash", "status", "index", "start", "limit"),
+    "listsendpays": ("bolt11", "payment_hash", "status", "index", "start", "limit"),
     "waitsendpay": ("payment_hash", "timeout", "partid", "groupid"),
     "listpeerchannels": ("id", "short_channel_id", "channel_id"),
     "listfunds": ("spent",),
 }
+
+
+# Parameters the schema allows but the simulator does not model: refused, never ignored.
+_UNSUPPORTED: dict[str, tuple[str, ...]] = {
+    "invoice": ("fallbacks", "preimage", "exposeprivatechannels", "cltv", "deschashonly"),
+    "pay": ("localinvreqid", "exclude", "partial_msat"),
+    "xpay": ("partial_msat", "localinvreqid"),
+    "listpays": ("index", "start", "limit"),
+    "listsendpays": ("index", "start", "limit"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """How this node sent an attempt: which command, and its sendpay group and part."""
+
+    command: str
+    groupid: int
+    partid: int
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One ``listsendpays`` entry: a sent attempt with its index, group and part."""
+
+    created_index: int
+    groupid: int
+    partid: int
+    label: str | None
+    payment: SimPayment
+
+
+@dataclass(frozen=True, slots=True)
+class _Scripted:
+    failure: RpcFailure
+    after_send: bool
 
 
 class ClnNodeServer:
@@ -109,7 +183,11 @@ class ClnNodeServer:
         assert self._node.implementation == "cln", f"{node} is not a CLN node"
         self._rpc = JsonRpcUnixServer(socket_path, self._handle, name=f"cln:{node}")
         self._labels: dict[str, str] = {}  # invoice label -> payment hash
+        self._sends: dict[int, _Send] = {}  # attempt id -> how this node sent it
+        self._scripted: dict[str, deque[_Scripted]] = {}
         self._state_tasks: set[asyncio.Task[None]] = set()
+        # (method, named params) of the latest requests, for request-schema checks in tests.
+        self.requests: deque[tuple[str, dict[str, Any]]] = deque(maxlen=REQUEST_LOG_MAX)
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getinfo": self._getinfo,
             "invoice": self._invoice,
@@ -140,6 +218,31 @@ class ClnNodeServer:
     def endpoint(self) -> str:
         return f"cln://{self._rpc.path}"
 
+    def fail_next(self, method: str, code: int, message: str, *, after_send: bool = False) -> None:
+        """Answer the next ``method`` call with this error instead of the simulated outcome.
+
+        With ``after_send`` (payment commands only) the payment starts first and its HTLC stays
+        out: what xpay does when it gives up while parts are still in flight. Without, nothing
+        is sent, as for errors raised before the first attempt.
+        """
+        assert method in self._methods, method
+        assert not after_send or method in PAYMENT_COMMANDS, method
+        queue = self._scripted.setdefault(method, deque())
+        assert len(queue) < SCRIPTED_FAILURES_MAX, f"{len(queue)} scripted {method} answers"
+        queue.append(_Scripted(RpcFailure(code, message), after_send))
+
+    def _take_scripted(self, method: str, *, after_send: bool) -> RpcFailure | None:
+        queue = self._scripted.get(method)
+        if not queue or queue[0].after_send != after_send:
+            return None
+        return queue.popleft().failure
+
+    def _raise_scripted_after_send(self, command: str) -> None:
+        """A scripted give-up once the payment started: its HTLC stays out."""
+        scripted = self._take_scripted(command, after_send=True)
+        if scripted is not None:
+            raise scripted
+
     async def start(self) -> None:
         self._network.add_node_listener(self._on_node_state)
         if self._network.is_online(self._node.name):
@@ -168,7 +271,15 @@ class ClnNodeServer:
         handler = self._methods.get(method)
         if handler is None:
             raise RpcFailure(JSONRPC_METHOD_NOT_FOUND, f"Unknown command '{method}'")
-        return await handler(_named(method, params))
+        named = _named(method, params)
+        self.requests.append((method, named))
+        for name in _UNSUPPORTED.get(method, ()):
+            if named.get(name) is not None:
+                raise RpcFailure(JSONRPC_INVALID_PARAMS, f"{name}: not supported by the simulator")
+        scripted = self._take_scripted(method, after_send=False)
+        if scripted is not None:
+            raise scripted
+        return await handler(named)
 
     # Node and channels.
 
@@ -230,8 +341,6 @@ class ClnNodeServer:
         description = _required(params, "description")
         if not isinstance(description, str):
             raise RpcFailure(JSONRPC_INVALID_PARAMS, "description: should be a string")
-        if params.get("preimage") is not None:
-            raise RpcFailure(JSONRPC_INVALID_PARAMS, "preimage: not supported by the simulator")
         expiry_s = _int(params.get("expiry", INVOICE_EXPIRY_S_DEFAULT), "expiry")
         try:
             invoice = self._network.create_invoice(
@@ -265,16 +374,8 @@ class ClnNodeServer:
     # Payments.
 
     async def _pay(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._pay_invoice(params, "bolt11", command="pay")
-
-    async def _xpay(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._pay_invoice(params, "invstring", command="xpay")
-
-    async def _pay_invoice(
-        self, params: dict[str, Any], field: str, *, command: str
-    ) -> dict[str, Any]:
-        bolt11 = _required(params, field)
-        decoded = self._decoded(bolt11, field=field)
+        bolt11 = _required(params, "bolt11")
+        decoded = self._decoded(bolt11, field="bolt11")
         given_msat = params.get("amount_msat")
         if decoded.amount_msat is not None:
             if given_msat is not None:
@@ -284,21 +385,56 @@ class ClnNodeServer:
             if given_msat is None:
                 raise RpcFailure(JSONRPC_INVALID_PARAMS, "amount_msat: parameter required")
             amount_msat = _msat(given_msat, "amount_msat")
-        fee_limit_msat = self._fee_limit(params, amount_msat, command=command)
         started = await self._start(
-            command,
+            "pay",
             payment_request=bolt11,
             amount_msat=None if decoded.amount_msat is not None else amount_msat,
-            max_fee_msat=fee_limit_msat,
+            max_fee_msat=self._fee_limit(params, amount_msat, command="pay"),
             retry_for_s=params.get("retry_for"),
             expected_amount_msat=amount_msat,
+            label=_label(params),
         )
+        self._raise_scripted_after_send("pay")
         final = await self._until_final(started)
         if final.status == "succeeded":
-            if command == "xpay":
-                return views.xpay_result(final)
             return views.pay_result(final, destination_pubkey=decoded.destination)
-        raise self._pay_failure(final, command=command, invoice=decoded)
+        raise self._pay_failure(final, invoice=decoded)
+
+    async def _xpay(self, params: dict[str, Any]) -> dict[str, Any]:
+        """xpay (plugins/xpay/xpay.c): answers when one part succeeds, or when it gives up."""
+        invstring = _required(params, "invstring")
+        decoded = self._decoded(invstring, field="invstring")
+        given_msat = params.get("amount_msat")
+        if decoded.amount_msat is not None:
+            if given_msat is not None:
+                raise RpcFailure(JSONRPC_INVALID_PARAMS, "amount_msat unnecessary")
+            amount_msat = decoded.amount_msat
+        else:
+            if given_msat is None:
+                raise RpcFailure(JSONRPC_INVALID_PARAMS, "amount_msat required")
+            amount_msat = _msat(given_msat, "amount_msat")
+        _int(params.get("maxdelay", 0), "maxdelay")
+        if params.get("payer_note") is not None and not isinstance(params["payer_note"], str):
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "payer_note: should be a string")
+        layers = params.get("layers", [])
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "layers: should be an array")
+        if layers:  # askrene knows only its own layers here; getroutes refuses the rest
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, f"Failed: Unknown layer {layers[0]}")
+        started = await self._start(
+            "xpay",
+            payment_request=invstring,
+            amount_msat=None if decoded.amount_msat is not None else amount_msat,
+            max_fee_msat=self._fee_limit(params, amount_msat, command="xpay"),
+            retry_for_s=params.get("retry_for"),
+            expected_amount_msat=amount_msat,
+            label=_label(params),
+        )
+        self._raise_scripted_after_send("xpay")
+        final = await self._until_final(started)
+        if final.status == "succeeded":
+            return views.xpay_result(final)
+        raise self._xpay_failure(final, invoice=decoded)
 
     async def _keysend(self, params: dict[str, Any]) -> dict[str, Any]:
         destination = _required(params, "destination")
@@ -311,17 +447,19 @@ class ClnNodeServer:
             max_fee_msat=fee_limit_msat,
             retry_for_s=params.get("retry_for"),
             expected_amount_msat=amount_msat,
+            label=_label(params),
         )
+        self._raise_scripted_after_send("keysend")
         final = await self._until_final(started)
         if final.status == "succeeded":
             return views.pay_result(final, destination_pubkey=str(destination))
-        raise self._pay_failure(final, command="keysend", invoice=None)
+        raise self._pay_failure(final, invoice=None)
 
     def _fee_limit(self, params: dict[str, Any], amount_msat: int, *, command: str) -> int:
         if params.get("maxfee") is not None:
             return _msat(params["maxfee"], "maxfee")
-        if command == "xpay":  # xpay's default: 5 sat or 1 %, whichever is greater
-            return max(5000, amount_msat // 100)
+        if command == "xpay":
+            return max(XPAY_MAXFEE_MSAT_MIN, amount_msat * XPAY_MAXFEE_PERCENT // 100)
         percent = params.get("maxfeepercent", PAY_MAXFEEPERCENT_DEFAULT)
         if not isinstance(percent, int | float) or percent < 0:
             raise RpcFailure(JSONRPC_INVALID_PARAMS, "maxfeepercent: should be a positive number")
@@ -335,6 +473,7 @@ class ClnNodeServer:
         max_fee_msat: int,
         retry_for_s: Any,
         expected_amount_msat: int,
+        label: str | None,
         payment_request: str | None = None,
         destination: str | None = None,
         amount_msat: int | None = None,
@@ -343,7 +482,7 @@ class ClnNodeServer:
             PAY_RETRY_FOR_S_DEFAULT if retry_for_s is None else _int(retry_for_s, "retry_for")
         )
         try:
-            return await self._network.send_payment(
+            started = await self._network.send_payment(
                 self._node.name,
                 payment_request=payment_request,
                 destination=destination,
@@ -352,21 +491,57 @@ class ClnNodeServer:
                 timeout_s=max(timeout_s, 1.0),
             )
         except PaymentExists as exists:
-            existing = exists.existing
-            # The pay plugin reads listsendpays first: a same-amount earlier payment is replayed
-            # (complete, or waited for); a different amount is error 201.
-            if existing.amount_msat != expected_amount_msat:
-                raise RpcFailure(
-                    PAY_RHASH_ALREADY_USED,
-                    "Already paid with this hash using different amount or destination",
-                ) from None
-            return existing
+            return self._existing(command, exists.existing, expected_amount_msat)
         except InvalidPaymentRequest as exc:
             raise RpcFailure(JSONRPC_INVALID_PARAMS, str(exc)) from None
         except NodeOffline:
             raise RpcFailure(CATCHALL, "node is shutting down") from None
         except KeyError as exc:  # unknown keysend destination
             raise RpcFailure(PAY_ROUTE_NOT_FOUND, f"Unknown destination: {exc}") from None
+        self._sends[started.attempt_id] = self._send_of(command, started, label)
+        return started
+
+    def _existing(
+        self, command: str, existing: SimPayment, expected_amount_msat: int
+    ) -> SimPayment:
+        """This node already paid the hash, or is paying it: what each command makes of that."""
+        if command == "xpay":
+            # injectpaymentonion refuses the hash: "already paid" is passed on; any other
+            # refusal (here lightningd's PAY_IN_PROGRESS) becomes PLUGIN_ERROR
+            # (update_knowledge_from_error in plugins/xpay/xpay.c).
+            if existing.status == "succeeded":
+                raise RpcFailure(
+                    PAY_INJECTPAYMENTONION_ALREADY_PAID, "Already paid this invoice successfully"
+                )
+            raise RpcFailure(
+                PLUGIN_ERROR,
+                f"Unexpected injectpaymentonion error {PAY_IN_PROGRESS}: "
+                "Already have payment in progress",
+            )
+        # The pay plugin reads listsendpays first: a same-amount earlier payment is replayed
+        # (complete, or waited for); a different amount is error 201.
+        if existing.amount_msat != expected_amount_msat:
+            raise RpcFailure(
+                PAY_RHASH_ALREADY_USED,
+                "Already paid with this hash using different amount or destination",
+            )
+        return existing
+
+    def _send_of(self, command: str, payment: SimPayment, label: str | None) -> _Send:
+        if command == "xpay":
+            # xpay draws a random 63-bit group and numbers its parts from 1 (xpay.c
+            # new_payment, new_attempt); derived from the seed so that runs repeat.
+            raw = derive_bytes(
+                self._network.seed, "xpay-groupid", self._node.name, payment.attempt_id
+            )
+            return _Send(command, int.from_bytes(raw[:8], "big") >> 1, 1, label)
+        # pay and keysend send part 0 of the group after the hash's last one.
+        groups = [
+            part.groupid
+            for part in self._parts({"payment_hash": payment.payment_hash})
+            if part.payment.attempt_id != payment.attempt_id
+        ]
+        return _Send(command, max(groups, default=0) + 1, 0, label)
 
     async def _until_final(self, payment: SimPayment) -> SimPayment:
         if payment.is_final:
@@ -378,9 +553,8 @@ class ClnNodeServer:
             raise RpcFailure(PAY_IN_PROGRESS, "Payment still in progress")
         return final
 
-    def _pay_failure(
-        self, payment: SimPayment, *, command: str, invoice: DecodedInvoice | None
-    ) -> RpcFailure:
+    def _pay_failure(self, payment: SimPayment, *, invoice: DecodedInvoice | None) -> RpcFailure:
+        """pay's and keysend's error for a failed attempt (doc/schemas/pay.json)."""
         reason = payment.failure_reason
         if reason is FailureReason.INVOICE_EXPIRED:
             data = None
@@ -399,19 +573,50 @@ class ClnNodeServer:
                 "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS",
                 self._destination_failure(payment),
             )
-        if reason is FailureReason.TIMEOUT and command != "xpay":
+        if reason is FailureReason.TIMEOUT:
             return RpcFailure(
                 PAY_STOPPED_RETRYING, "Ran out of time: payment timed out", {"attempts": []}
             )
         if reason is FailureReason.NO_ROUTE and payment.failure_detail == DETAIL_TOO_EXPENSIVE:
-            if command != "xpay":
-                return RpcFailure(PAY_ROUTE_TOO_EXPENSIVE, "Route too expensive", None)
-            return RpcFailure(PAY_ROUTE_NOT_FOUND, "Could not find a route within maxfee")
+            return RpcFailure(PAY_ROUTE_TOO_EXPENSIVE, "Route too expensive", None)
         if reason in (FailureReason.NO_ROUTE, FailureReason.NODE_UNAVAILABLE):
             return RpcFailure(
                 PAY_ROUTE_NOT_FOUND, f"Ran out of routes to try: {payment.failure_detail}"
             )
         return RpcFailure(PAY_UNSPECIFIED_ERROR, f"Payment failed: {payment.failure_detail}")
+
+    def _xpay_failure(self, payment: SimPayment, *, invoice: DecodedInvoice) -> RpcFailure:
+        """xpay's error for a failed attempt: the codes of doc/schemas/xpay.json, raised where
+        plugins/xpay/xpay.c raises them."""
+        reason, detail = payment.failure_reason, payment.failure_detail
+        if not payment.hops:
+            # Given up before the first attempt: the invoice had expired (xpay_core), or
+            # askrene's getroutes found nothing and its code is passed on (getroutes_done_err).
+            if reason is FailureReason.INVOICE_EXPIRED:
+                expired_s = int(self._network.now_s()) - (invoice.created_at_s + invoice.expiry_s)
+                return RpcFailure(
+                    PAY_INVOICE_EXPIRED, f"Invoice expired {max(expired_s, 0)} seconds ago"
+                )
+            if reason is FailureReason.INSUFFICIENT_LIQUIDITY:
+                return RpcFailure(PAY_INSUFFICIENT_FUNDS, f"Failed: {NO_USABLE_PATHS} {detail}")
+            if reason in (FailureReason.NO_ROUTE, FailureReason.NODE_UNAVAILABLE):
+                return RpcFailure(PAY_ROUTE_NOT_FOUND, f"Failed: {NO_USABLE_PATHS} {detail}")
+            return RpcFailure(PAY_UNSPECIFIED_ERROR, f"Failed: {detail}")
+        if reason in (
+            FailureReason.INCORRECT_DETAILS,
+            FailureReason.ALREADY_PAID,
+            FailureReason.INVOICE_EXPIRED,
+        ):
+            return RpcFailure(
+                PAY_DESTINATION_PERM_FAIL,
+                "Destination said it doesn't know invoice: incorrect_or_unknown_payment_details",
+            )
+        if reason is FailureReason.TIMEOUT:
+            return RpcFailure(PAY_UNSPECIFIED_ERROR, f"Timed out after 1 attempts. {detail}.")
+        return RpcFailure(
+            PAY_UNSPECIFIED_ERROR,
+            f"Failed after 1 attempts. {detail}. Then routing failed: {NO_USABLE_PATHS}",
+        )
 
     def _destination_failure(self, payment: SimPayment) -> dict[str, Any]:
         last = payment.hops[-1] if payment.hops else None
@@ -423,23 +628,26 @@ class ClnNodeServer:
             failcodename="WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS",
         )
 
-    # Payment records: only attempts that sent an HTLC exist for CLN (pay refuses others
-    # before any sendpay).
+    # Payment records: only attempts that sent an HTLC exist for CLN (pay and xpay refuse
+    # the others before any part is sent).
 
     def _sent_attempts(self) -> list[SimPayment]:
         return [p for p in self._network.payments_of(self._node.name) if p.hops]
 
-    def _indexed(self, params: dict[str, Any]) -> list[tuple[int, int, SimPayment]]:
-        """(created_index, groupid, payment) of sent attempts, filtered like listsendpays."""
+    def _parts(self, params: dict[str, Any]) -> list[_Part]:
+        """Sent attempts as sendpay parts, oldest first, filtered like listsendpays."""
         groups: dict[str, int] = {}
-        indexed = []
+        parts = []
         for index, payment in enumerate(self._sent_attempts(), start=1):
-            groups[payment.payment_hash] = groups.get(payment.payment_hash, 0) + 1
-            indexed.append((index, groups[payment.payment_hash], payment))
+            send = self._sends.get(payment.attempt_id)
+            if send is None:  # sent through the simulator's own API: like pay
+                send = _Send("pay", groups.get(payment.payment_hash, 0) + 1, 0, None)
+            groups[payment.payment_hash] = max(groups.get(payment.payment_hash, 0), send.groupid)
+            parts.append(_Part(index, send.groupid, send.partid, send.label, payment))
         if params.get("payment_hash") is not None:
-            indexed = [i for i in indexed if i[2].payment_hash == params["payment_hash"]]
+            parts = [p for p in parts if p.payment.payment_hash == params["payment_hash"]]
         if params.get("bolt11") is not None:
-            indexed = [i for i in indexed if i[2].payment_request == params["bolt11"]]
+            parts = [p for p in parts if p.payment.payment_request == params["bolt11"]]
         if params.get("status") is not None:
             wanted = {"pending": "in_flight", "complete": "succeeded", "failed": "failed"}.get(
                 params["status"]
@@ -448,45 +656,67 @@ class ClnNodeServer:
                 raise RpcFailure(
                     JSONRPC_INVALID_PARAMS, "status: should be pending, complete or failed"
                 )
-            indexed = [i for i in indexed if i[2].status == wanted]
-        return indexed
+            parts = [p for p in parts if p.payment.status == wanted]
+        return parts
 
     def _destination_pubkey(self, payment: SimPayment) -> str:
         node = self._network.nodes.get(payment.destination)
         return node.pubkey if node is not None else payment.destination
 
+    def _sendpay_view(self, part: _Part) -> dict[str, Any]:
+        return views.sendpay(
+            part.payment,
+            created_index=part.created_index,
+            groupid=part.groupid,
+            partid=part.partid,
+            label=part.label,
+            destination_pubkey=self._destination_pubkey(part.payment),
+        )
+
     async def _listsendpays(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "payments": [
-                views.sendpay(
-                    p, created_index=i, groupid=g, destination_pubkey=self._destination_pubkey(p)
-                )
-                for i, g, p in self._indexed(params)
-            ]
-        }
+        return {"payments": [self._sendpay_view(part) for part in self._parts(params)]}
 
     async def _listpays(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One entry per (hash, group), its parts merged (plugins/xpay/listpays.c)."""
+        groups: dict[tuple[str, int], list[_Part]] = {}
+        for part in self._parts(params):
+            groups.setdefault((part.payment.payment_hash, part.groupid), []).append(part)
         return {
             "pays": [
                 views.listpays_entry(
-                    p, created_index=i, destination_pubkey=self._destination_pubkey(p)
+                    [(p.created_index, p.payment) for p in parts],
+                    label=parts[0].label,
+                    destination_pubkey=self._destination_pubkey(parts[0].payment),
                 )
-                for i, _, p in self._indexed(params)
+                for parts in groups.values()
             ]
         }
 
     async def _waitsendpay(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Waits for one part: ``partid`` (default 0) of ``groupid`` (default: the hash's
+        highest), as lightningd/pay.c does; xpay's parts therefore need both."""
         payment_hash = _required(params, "payment_hash")
         timeout_s = params.get("timeout")
-        indexed = self._indexed({"payment_hash": payment_hash})
-        if params.get("groupid") is not None:
-            indexed = [i for i in indexed if i[1] == params["groupid"]]
-        if not indexed:
-            raise RpcFailure(PAY_NO_SUCH_PAYMENT, f"Never attempted payment to {payment_hash}")
-        index, groupid, payment = indexed[-1]
+        partid = _int(params.get("partid", 0), "partid")
+        parts = self._parts({"payment_hash": payment_hash})
+        groupid = params.get("groupid")
+        if groupid is None:
+            groupid = max((part.groupid for part in parts), default=0)
+        matching = [p for p in parts if p.groupid == groupid and p.partid == partid]
+        if not matching:
+            raise RpcFailure(
+                PAY_NO_SUCH_PAYMENT, f"Never attempted payment part {partid} for '{payment_hash}'"
+            )
+        part = matching[-1]
+        payment = part.payment
         if not payment.is_final:
             wait_s = PAY_WAIT_S_MAX if timeout_s is None else float(_int(timeout_s, "timeout"))
-            payment = await self._network.wait_payment(self._node.name, payment_hash, wait_s)
+            await self._network.wait_payment(self._node.name, payment_hash, wait_s)
+            payment = next(
+                p
+                for p in self._network.payments_of(self._node.name, payment_hash)
+                if p.attempt_id == payment.attempt_id
+            )
         if payment.status == "in_flight":
             raise RpcFailure(PAY_IN_PROGRESS, "Timed out while waiting")
         if payment.status == "failed":
@@ -512,11 +742,8 @@ class ClnNodeServer:
                     failcodename="WIRE_TEMPORARY_CHANNEL_FAILURE",
                 ),
             )
-        return views.sendpay(
-            payment,
-            created_index=index,
-            groupid=groupid,
-            destination_pubkey=self._destination_pubkey(payment),
+        return self._sendpay_view(
+            _Part(part.created_index, part.groupid, part.partid, part.label, payment)
         )
 
 
@@ -530,12 +757,24 @@ async def start_cln_node_server(
 
 
 def _named(method: str, params: Params) -> dict[str, Any]:
+    """Positional or named parameters as a dict; names the method does not take are refused,
+    as lightningd's param() does."""
+    names = PARAMETERS.get(method, ())
     if isinstance(params, dict):
+        for name in params:
+            if name not in names:
+                raise RpcFailure(JSONRPC_INVALID_PARAMS, f"unknown parameter: {name}")
         return params
-    names = _PARAMS.get(method, ())
     if len(params) > len(names):
         raise RpcFailure(JSONRPC_INVALID_PARAMS, f"too many parameters for {method}")
     return {name: value for name, value in zip(names, params, strict=False) if value is not None}
+
+
+def _label(params: dict[str, Any]) -> str | None:
+    label = params.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > LABEL_CHARS_MAX):
+        raise RpcFailure(JSONRPC_INVALID_PARAMS, "label: should be a string")
+    return label
 
 
 def _required(params: dict[str, Any], name: str) -> Any:

@@ -108,9 +108,18 @@ def decoded_bolt11(payment_request: str) -> dict[str, Any]:
 
 
 def sendpay(
-    payment: SimPayment, *, created_index: int, groupid: int, destination_pubkey: str
+    payment: SimPayment,
+    *,
+    created_index: int,
+    groupid: int,
+    partid: int,
+    label: str | None,
+    destination_pubkey: str,
 ) -> dict[str, Any]:
-    """One ``listsendpays``/``waitsendpay`` entry: a sendpay group of one part."""
+    """One ``listsendpays``/``waitsendpay`` entry: one part of a sendpay group.
+
+    lightningd prints ``partid`` only when it is not 0 (xpay's parts count from 1).
+    """
     view: dict[str, Any] = {
         "created_index": created_index,
         "id": created_index,
@@ -122,6 +131,10 @@ def sendpay(
         "created_at": int(payment.created_at_s),
         "amount_sent_msat": payment.amount_msat + payment.fee_msat,
     }
+    if partid:
+        view["partid"] = partid
+    if label is not None:
+        view["label"] = label
     if payment.payment_request is not None:
         view["bolt11"] = payment.payment_request
     if payment.resolved_at_s is not None:
@@ -133,28 +146,42 @@ def sendpay(
 
 
 def listpays_entry(
-    payment: SimPayment, *, created_index: int, destination_pubkey: str
+    parts: list[tuple[int, SimPayment]], *, label: str | None, destination_pubkey: str
 ) -> dict[str, Any]:
+    """One ``listpays`` entry: the parts (created index, attempt) of one (hash, group).
+
+    As plugins/xpay/listpays.c merges them: complete if any part is, else pending if any is,
+    else failed; amounts count complete and pending parts only, so a failed entry sent 0.
+    """
+    assert parts, "a listpays entry has at least one part"
+    first = parts[0][1]
+    statuses = {payment.status for _, payment in parts}
+    live = [payment for _, payment in parts if payment.status != "failed"]
     view: dict[str, Any] = {
-        "created_index": created_index,
-        "payment_hash": payment.payment_hash,
-        "status": _status(payment),
+        "created_index": min(index for index, _ in parts),
+        "payment_hash": first.payment_hash,
         "destination": destination_pubkey,
-        "created_at": int(payment.created_at_s),
+        "created_at": int(first.created_at_s),
+        "amount_sent_msat": sum(p.amount_msat + p.fee_msat for p in live),
     }
-    if payment.payment_request is not None:
-        view["bolt11"] = payment.payment_request
-    if payment.resolved_at_s is not None:
-        view["updated_index"] = created_index
-    if payment.status == "succeeded":
-        assert payment.resolved_at_s is not None
-        view["completed_at"] = int(payment.resolved_at_s)
-        view["amount_msat"] = payment.amount_msat
-        view["amount_sent_msat"] = payment.amount_msat + payment.fee_msat
-        view["preimage"] = payment.preimage
-        view["number_of_parts"] = 1
-    elif payment.status == "failed":
-        view["amount_sent_msat"] = payment.amount_msat + payment.fee_msat
+    if first.payment_request is not None:
+        view["bolt11"] = first.payment_request
+    if label is not None:
+        view["label"] = label
+    resolved = [index for index, payment in parts if payment.resolved_at_s is not None]
+    if resolved:
+        view["updated_index"] = max(resolved)
+    if "succeeded" in statuses:
+        done = [p for p in live if p.status == "succeeded"]
+        view["status"] = "complete"
+        view["completed_at"] = min(int(p.resolved_at_s or 0) for p in done)
+        view["preimage"] = done[0].preimage
+    else:
+        view["status"] = "pending" if "in_flight" in statuses else "failed"
+    if live:
+        view["amount_msat"] = sum(p.amount_msat for p in live)
+    if len(live) > 1:
+        view["number_of_parts"] = len(live)
     return view
 
 

@@ -3,13 +3,16 @@
 Each kind of environment is a factory registered in ``ENV_FACTORIES`` (simulated nodes) or
 ``REAL_ENV_FACTORIES`` (real nodes, skipped unless their environment variables are set). The
 contract suite (test_adapter_contract.py) runs against every simulated kind; test_real_nodes.py
-re-runs the same bodies against the real kinds.
+re-runs the same bodies against the real kinds. CLN runs twice: paying with ``xpay`` (the
+default) and with ``pay`` (the opt-in), and every request the adapter sent to the simulated
+CLN node is checked against CLN's request schema.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -21,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from services.lightning.cln import ClnAdapter
+from services.lightning.cln import ClnAdapter, PayCommand
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import Invoice, NodePort
 from services.sim.cln_server import ClnNodeServer, start_cln_node_server
@@ -29,6 +32,7 @@ from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
 from services.sim.topology import ChannelSpec, NodeSpec, PolicySpec, Topology
 from tests.lightning.lnd_harness import served_lnd_node
+from tests.sim.cln_schema import schema_errors, schemas_available
 
 SEED = 23
 CAPACITY_MSAT = 2_000_000_000  # 0.02 BTC per channel
@@ -140,21 +144,37 @@ async def short_socket_dir() -> AsyncIterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def request_schema_errors(server: ClnNodeServer) -> list[tuple[str, str]]:
+    """Every logged request that CLN's request schema for its method refuses."""
+    if not schemas_available():
+        return []
+    return [
+        (method, error)
+        for method, params in server.requests
+        for error in schema_errors(method, params, part="request")
+    ]
+
+
 @contextlib.asynccontextmanager
-async def cln_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
+async def cln_env(tmp_path: Path, *, pay_command: PayCommand) -> AsyncIterator[AdapterEnv]:
     network = SimNetwork.from_topology(contract_topology("cln"), seed=SEED)
     async with short_socket_dir() as sockets:
         server: ClnNodeServer = await start_cln_node_server(
             network, "alice", socket_path=sockets / "alice.sock"
         )
-        adapter = ClnAdapter(server.socket_path, timeout_s=ADAPTER_TIMEOUT_S)
+        adapter = ClnAdapter(
+            server.socket_path, timeout_s=ADAPTER_TIMEOUT_S, pay_command=pay_command
+        )
         try:
             yield AdapterEnv(
-                kind="cln",
+                kind=f"cln-{pay_command}",
                 adapter=adapter,
                 network=network,
                 _api_reflects=lambda offline: server.listening != offline,
             )
+            sent = {method for method, _ in server.requests}
+            assert not sent & ({"pay", "xpay"} - {pay_command}), sent  # only the chosen command
+            assert not request_schema_errors(server), request_schema_errors(server)
         finally:
             await adapter.close()
             await server.stop()
@@ -162,15 +182,15 @@ async def cln_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
 
 
 @contextlib.asynccontextmanager
-async def real_cln_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
+async def real_cln_env(tmp_path: Path, *, pay_command: PayCommand) -> AsyncIterator[AdapterEnv]:
     rpc_path = os.environ.get("CORRIDOR_CLN_RPC")
     if not rpc_path:
         pytest.skip("set CORRIDOR_CLN_RPC to run the contract against a real CLN node")
     payee_path = os.environ.get("CORRIDOR_PAYEE_CLN_RPC")
-    adapter = ClnAdapter(rpc_path, timeout_s=30.0)
+    adapter = ClnAdapter(rpc_path, timeout_s=30.0, pay_command=pay_command)
     payee = ClnAdapter(payee_path, timeout_s=30.0) if payee_path else None
     try:
-        yield AdapterEnv(kind="real-cln", adapter=adapter, _payee=payee)
+        yield AdapterEnv(kind=f"real-cln-{pay_command}", adapter=adapter, _payee=payee)
     finally:
         await adapter.close()
         if payee is not None:
@@ -206,10 +226,19 @@ async def real_lnd_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
 
 
 EnvFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[AdapterEnv]]
-# Simulated kinds run in test_adapter_contract.py. The LND engineer registers "lnd" here.
-ENV_FACTORIES: dict[str, EnvFactory] = {"cln": cln_env, "lnd": lnd_env}
+# Simulated kinds run in test_adapter_contract.py: CLN paying with xpay (the default) and with
+# pay (the opt-in), and LND.
+ENV_FACTORIES: dict[str, EnvFactory] = {
+    "cln-xpay": functools.partial(cln_env, pay_command="xpay"),
+    "cln-pay": functools.partial(cln_env, pay_command="pay"),
+    "lnd": lnd_env,
+}
 # Real kinds run in test_real_nodes.py and skip unless configured.
-REAL_ENV_FACTORIES: dict[str, EnvFactory] = {"real-cln": real_cln_env, "real-lnd": real_lnd_env}
+REAL_ENV_FACTORIES: dict[str, EnvFactory] = {
+    "real-cln-xpay": functools.partial(real_cln_env, pay_command="xpay"),
+    "real-cln-pay": functools.partial(real_cln_env, pay_command="pay"),
+    "real-lnd": real_lnd_env,
+}
 
 
 @pytest.fixture(params=sorted(ENV_FACTORIES))

@@ -1,14 +1,15 @@
 """One contract for every NodePort adapter, run against each kind of ``adapter_env``.
 
-Simulated kinds script faults and check the network's ground truth; the same bodies run
-against real nodes from test_real_nodes.py (cases that need fault controls skip there).
+Simulated kinds (conftest.ENV_FACTORIES: CLN paying with xpay, the default, and with pay, the
+opt-in; LND) script faults and check the network's ground truth; the same bodies run against
+real nodes from test_real_nodes.py (cases that need fault controls skip there). CLN-only cases
+(the xpay error table, the URI options) are in test_cln_adapter.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -280,27 +281,3 @@ async def test_list_channels_and_liquidity(adapter_env: AdapterEnv) -> None:
         assert summary.max_sendable_msat == max(c.local_balance_msat for c in truth.values())
         adapter_env.network.faults.set_offline("hub")
         assert not any(c.active for c in await adapter_env.adapter.list_channels())
-
-
-async def test_cln_xpay_option_pays_through_xpay(tmp_path: Path) -> None:
-    """`cln:///path?pay=xpay` sends with xpay (the successor of the deprecated pay)."""
-    from services.lightning.cln import ClnAdapter
-    from services.sim.cln_server import start_cln_node_server
-    from services.sim.network import SimNetwork
-    from services.sim.topology import default_topology
-
-    network = SimNetwork.from_topology(default_topology(), seed=5)
-    server = await start_cln_node_server(network, "us-cln", socket_path=tmp_path / "c.sock")
-    adapter = ClnAdapter.from_uri(f"cln://{tmp_path / 'c.sock'}?pay=xpay")
-    try:
-        invoice = network.create_invoice("merchant-02", 25_000, "xpay", 3600)
-        assert invoice.bolt11 is not None
-        result = await adapter.pay(pay_request(invoice.bolt11))
-        assert isinstance(result, PaymentSucceeded), result
-        assert [p.status for p in network.payments()] == ["succeeded"]
-    finally:
-        await adapter.close()
-        await server.stop()
-        await network.aclose()
-    with pytest.raises(ValueError):
-        ClnAdapter.from_uri("cln:///x?pay=keysend")
