@@ -14,7 +14,13 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--runs", type=int, default=3, help="repetitions per figure")
     bench.add_argument("--intents", type=int, default=2000, help="intents per end-to-end run")
     bench.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    bench.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results.json"),
+        metavar="FILE",
+        help="write the figures as JSON to FILE (default bench/results.json)",
+    )
     bench.add_argument(
         "--profile",
         type=Path,

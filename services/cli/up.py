@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -13,11 +14,24 @@ from typing import Any
 import structlog
 
 from services.bootstrap import bootstrap
-from services.cli.endpoints import FILE_NAME, write_endpoints
 from services.devstack import DevStack
-from services.settings import Settings
+from services.endpoints import add_entries, remove_entries
+from services.settings import Settings, load_settings
 
 log = structlog.get_logger("corridor.up")
+
+
+async def run(args: argparse.Namespace) -> int:
+    """The ``corridor up`` handler."""
+    from services.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, cache=True)
+    await run_up(
+        settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
+        seed=args.seed,
+    )  # fmt: skip
+    return 0
 
 
 async def run_up(
@@ -38,10 +52,12 @@ async def run_up(
     engine = None
     sim_stack: Any = None
     fleet: Any = None
+    # What this process wrote to endpoints.json: the only entries it removes (ADR 0020).
+    endpoints: dict[str, Any] = {}
     try:
         engine = await bootstrap(settings, nats_url=stack.nats_url, database_url=stack.database_url)
         await engine.start()
-        endpoints: dict[str, Any] = {
+        endpoints = {
             "nats_url": stack.nats_url,
             "database_url": stack.database_url,
             "pid": os.getpid(),
@@ -51,7 +67,7 @@ async def run_up(
         if sim:
             sim_stack = await _start_sim(state_dir, topology, seed)
             endpoints.update(sim_stack.endpoints())
-        path = write_endpoints(state_dir, endpoints)
+        path = add_entries(state_dir, endpoints)
         if sim:
             # One executor per (region, node) the corridors route to, paying through the sim.
             from services.executor.fleet import ExecutorFleet, targets_from_corridors
@@ -76,8 +92,8 @@ async def run_up(
         if engine is not None:
             await engine.stop()
         await asyncio.to_thread(stack.stop)
-        with contextlib.suppress(FileNotFoundError):
-            (state_dir / FILE_NAME).unlink()
+        if endpoints:
+            remove_entries(state_dir, endpoints)
 
 
 async def _start_sim(state_dir: Path, topology: Path | None, seed: int) -> Any:

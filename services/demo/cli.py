@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.demo.report import render_table
-
 # The demo's screen is for its report; the logs go to a file the report names.
 DEFAULT_LOG_FILE = Path(".corridor/demo/demo.log")
 EXIT_USAGE = 2
@@ -19,8 +17,18 @@ def register(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo", help="run a seeded pilot workload end to end and print a pilot report"
     )
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--intents", type=int, default=300)
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="workload seed: same seed, same intents and faults (default 7)",
+    )
+    demo.add_argument(
+        "--intents",
+        type=int,
+        default=300,
+        help="how many payment intents the workload submits (default 300)",
+    )
     demo.add_argument("--json", type=Path, help="also write the report as JSON to FILE")
     demo.add_argument("--state-dir", type=Path, help="keep servers' data here (default: temp)")
     demo.add_argument(
@@ -31,6 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from services.demo.report import render_table
     from services.demo.run import run_demo
     from services.demo.screen import Screen
     from services.logging import configure_logging

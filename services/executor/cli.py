@@ -10,17 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.executor.errors import NodeUriError
-from services.executor.runner import build_executor
+from services.cli.exit_codes import USAGE as EXIT_USAGE
 
-EXIT_USAGE = 2  # as services/cli/main.py: a mistake in the command line or configuration
+GROUP_HELP = "run a region executor paying dispatched intents through one node"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "executor", help="run a region executor paying dispatched intents through one node"
+    parser = subparsers.add_parser("executor", help=GROUP_HELP, description=GROUP_HELP)
+    parser.add_argument(
+        "--region", required=True, help="region whose work orders to pay (us, eu, ...)"
     )
-    parser.add_argument("--region", required=True, help="region whose work orders to pay")
     parser.add_argument(
         "--node",
         required=True,
@@ -36,7 +35,9 @@ def register(subparsers: Any) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="directory holding endpoints.json (default .corridor/)",
+        metavar="DIR",
+        help="the stack's state directory, holding endpoints.json "
+        "(default: NATS_URL, else .corridor/)",
     )
     parser.add_argument("--executor-id", help="this worker's id (default: region-node-host-pid)")
     parser.add_argument(
@@ -49,7 +50,11 @@ def register(subparsers: Any) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from services.cli.endpoints import find_stack
+    # Imported here: the package and its runner pull in NATS and the node adapters, which
+    # `corridor --help` must not pay for (ADR 0020).
+    from services.endpoints import find_stack
+    from services.executor.errors import NodeUriError
+    from services.executor.runner import build_executor
     from services.logging import configure_logging
     from services.settings import load_settings
 

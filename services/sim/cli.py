@@ -1,8 +1,13 @@
 """``corridor sim ...``: run the simulated network, inspect it, script faults.
 
-``sim up`` serves every node over its real API and writes ``DIR/endpoints.json`` (merged into
-what is there). The other commands find the running sim through that file: node endpoints for
+``sim up`` serves every node over its real API and adds its entries (``nodes``,
+``sim_control``) to ``DIR/endpoints.json``; it removes them, and only them, when it stops
+(ADR 0020). The other commands find the running sim through that file: node endpoints for
 ``sim invoice``, the control socket for ``nodes``, ``payments`` and ``fault``.
+
+Registering the group imports no part of the simulator (``corridor --help`` stays fast); each
+command imports what it needs when it runs. Nothing here imports ``services.cli``: the CLI
+loads this module by name, and the simulator does not depend on the CLI.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.cli.endpoints import FILE_NAME, read_endpoints_file, write_endpoints
-from services.lightning.factory import adapter_from_uri
-from services.lightning.port import FailureReason, NodeError
-from services.sim.control import FAULT_KINDS
-from services.sim.errors import SimError
-from services.sim.jsonrpc import RpcFailure, call_unix
+from services.endpoints import (
+    DEFAULT_STATE_DIR,
+    FILE_NAME,
+    add_entries,
+    read_endpoints_file,
+    remove_entries,
+)
+from services.lightning.port import FailureReason
 
-DEFAULT_STATE_DIR = Path(".corridor")
+GROUP_HELP = "the simulated Lightning network: up, nodes, invoice, payments, fault"
+# The value of services.cli.exit_codes.USAGE (a unit test holds them equal): a user mistake,
+# or no simulator to talk to.
 EXIT_ERROR = 2
 CONTROL_TIMEOUT_S = 10.0
 
@@ -34,33 +44,39 @@ class SimCliError(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sim = subparsers.add_parser("sim", help="simulated Lightning network")
-    commands = sim.add_subparsers(dest="sim_command", required=True)
+    sim = subparsers.add_parser("sim", help=GROUP_HELP, description=GROUP_HELP)
+    commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="serve the simulated network until Ctrl-C/SIGTERM")
     _state_dir(up)
-    up.add_argument("--topology", type=Path, help="YAML or JSON topology (default: built-in map)")
-    up.add_argument("--seed", type=int, default=1, help="same seed, same keys and channel ids")
-    up.add_argument("--hop-delay-s", type=float, default=0.0, help="HTLC time per hop")
+    up.add_argument("--topology", type=Path, metavar="FILE",
+                    help="YAML or JSON topology (default: built-in map)")  # fmt: skip
+    up.add_argument("--seed", type=int, default=1,
+                    help="same seed, same keys and channel ids (default 1)")  # fmt: skip
+    up.add_argument("--hop-delay-s", type=float, default=0.0, metavar="S",
+                    help="HTLC time per hop, seconds (default 0)")  # fmt: skip
     up.set_defaults(handler=_handler(_up))
 
-    nodes = commands.add_parser("nodes", help="list nodes and their endpoints")
+    nodes = commands.add_parser("nodes", help="list nodes: role, region, pubkey, endpoint")
     _state_dir(nodes)
-    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    _json(nodes)
     nodes.set_defaults(handler=_handler(_nodes))
 
     invoice = commands.add_parser("invoice", help="ask a node (through its own API) for an invoice")
     _state_dir(invoice)
-    invoice.add_argument("--node", required=True)
-    invoice.add_argument("--amount-msat", type=int, required=True)
-    invoice.add_argument("--memo", default="corridor sim")
-    invoice.add_argument("--expiry-s", type=int, default=3600)
+    invoice.add_argument("--node", required=True, help="the node that is paid (see `sim nodes`)")
+    invoice.add_argument("--amount-msat", type=int, required=True, metavar="MSAT",
+                         help="invoice amount, msat")  # fmt: skip
+    invoice.add_argument("--memo", default="corridor sim", help="invoice description")
+    invoice.add_argument("--expiry-s", type=int, default=3600, metavar="S",
+                         help="seconds until the invoice expires (default 3600)")  # fmt: skip
+    _json(invoice)
     invoice.set_defaults(handler=_handler(_invoice))
 
     payments = commands.add_parser("payments", help="ground truth: every payment the network saw")
     _state_dir(payments)
-    payments.add_argument("--json", action="store_true", help="machine-readable output")
-    payments.add_argument("--origin", help="only payments sent by this node")
+    _json(payments)
+    payments.add_argument("--origin", metavar="NODE", help="only payments sent by this node")
     payments.set_defaults(handler=_handler(_payments))
 
     fault = commands.add_parser("fault", help="make the network misbehave")
@@ -68,68 +84,99 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="kind", required=True, metavar="{" + ",".join(FAULT_KINDS) + "}"
     )
     for kind, arguments, help_text in _FAULT_ARGUMENTS:
-        parser = kinds.add_parser(kind, help=help_text)
+        parser = kinds.add_parser(kind, help=help_text, description=help_text)
         _state_dir(parser)
         for flags, options in arguments:
             parser.add_argument(*flags, **options)
+        _json(parser)
         parser.set_defaults(handler=_handler(_fault))
 
 
 _REASONS = [r.value for r in FailureReason]
+_NODE = (("node",), {"metavar": "NODE", "help": "node name (see `corridor sim nodes`)"})
+_ONLY_NODE = (("--node",), {"help": "only HTLCs through this node (default: all)"})
 _FAULT_ARGUMENTS: list[tuple[str, list[tuple[tuple[str, ...], dict[str, Any]]], str]] = [
-    ("offline", [(("node",), {})], "take a node offline (RPC refused, channels inactive)"),
-    ("online", [(("node",), {})], "bring a node back"),
-    ("drain", [(("channel_id",), {}), (("--toward",), {"required": True})],
+    ("offline", [_NODE], "take a node offline (RPC refused, channels inactive)"),
+    ("online", [_NODE], "bring a node back"),
+    ("drain", [(("channel_id",), {"metavar": "CHANNEL_ID", "help": "the channel to drain"}),
+               (("--toward",), {"required": True, "metavar": "NODE",
+                                "help": "the end that gets all the liquidity"})],
      "move all liquidity of a channel to one side"),
-    ("delay", [(("seconds",), {"type": float}), (("--node",), {})],
+    ("delay", [(("seconds",), {"type": float, "help": "extra seconds per HTLC resolution"}),
+               _ONLY_NODE],
      "delay HTLC resolutions (through NODE, or all)"),
-    ("drop", [(("--node",), {}), (("--count",), {"type": int, "default": 1}),
-              (("--timeout-s",), {"type": float})],
+    ("drop", [_ONLY_NODE,
+              (("--count",), {"type": int, "default": 1,
+                              "help": "how many resolutions to park (default 1)"}),
+              (("--timeout-s",), {"type": float, "metavar": "S",
+                                  "help": "fail parked HTLCs after S seconds (default: park "
+                                          "until `fault release`)"})],
      "park the next HTLC resolutions (until release, or fail after --timeout-s)"),
     ("release", [], "resolve every parked HTLC"),
-    ("fail-route", [(("--node",), {}), (("--channel-id",), {}),
-                    (("--reason",), {"choices": _REASONS, "default": "no_route"})],
+    ("fail-route", [(("--node",), {"help": "refuse to forward through this node"}),
+                    (("--channel-id",), {"help": "refuse to forward over this channel"}),
+                    (("--reason",), {"choices": _REASONS, "default": "no_route",
+                                     "help": "the failure reported (default no_route)"})],
      "make a node or channel refuse to forward"),
-    ("expire-invoice", [(("payment_hash",), {})], "expire an invoice now"),
-    ("slow", [(("node",), {}), (("seconds",), {"type": float})], "add latency to a node's RPC"),
+    ("expire-invoice", [(("payment_hash",), {"metavar": "PAYMENT_HASH",
+                                             "help": "the invoice's payment hash (hex)"})],
+     "expire an invoice now"),
+    ("slow", [_NODE, (("seconds",), {"type": float, "help": "added latency per RPC, seconds"})],
+     "add latency to a node's RPC"),
     ("clear", [], "remove every fault rule, bring nodes online, release HTLCs"),
 ]  # fmt: skip
-assert tuple(k for k, _, _ in _FAULT_ARGUMENTS) == FAULT_KINDS
-
-
-def _node_line(node: dict[str, Any]) -> str:
-    region = node["region"] or "-"
-    return (
-        f"{node['name']:<14} {node['implementation']:<4} {node['role']:<9} {region:<5} "
-        f"{node['endpoint']}"
-    )
+# Must equal services.sim.control.FAULT_KINDS (tests/sim/test_sim_cli.py checks): not imported
+# here, because the control module pulls in the whole simulator.
+FAULT_KINDS = tuple(kind for kind, _, _ in _FAULT_ARGUMENTS)
 
 
 def _state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR",
         help=f"directory holding {FILE_NAME} (default {DEFAULT_STATE_DIR}/)",
     )  # fmt: skip
+
+
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON, as-is")
 
 
 def _handler(command: Any) -> Any:
     """Wrap a command so user mistakes print one line and return exit code 2."""
 
     async def run(args: argparse.Namespace) -> int:
+        from services.lightning.port import NodeError
+        from services.sim.errors import SimError
+        from services.sim.jsonrpc import RpcFailure
+
         try:
             result: int = await command(args)
             return result
         except (SimCliError, SimError, NodeError, RpcFailure) as exc:
-            print(f"corridor sim: error: {_message(exc)}", file=sys.stderr)
+            message = exc.message if isinstance(exc, RpcFailure) else str(exc)
+            print(f"corridor sim: error: {message}", file=sys.stderr)
             return EXIT_ERROR
 
     return run
 
 
-def _message(exc: Exception) -> str:
-    if isinstance(exc, RpcFailure):
-        return exc.message
-    return str(exc)
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A header row and padded columns (the CLI's own tables look the same)."""
+    cells = [list(headers)] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "".join(
+        "  ".join([c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]])
+        .rstrip() + "\n"
+        for row in cells
+    )  # fmt: skip
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> str:
+    return _table(
+        ["NAME", "IMPL", "ROLE", "REGION", "PUBKEY", "ENDPOINT"],
+        [[n["name"], n["implementation"], n["role"], n["region"], n.get("pubkey"), n["endpoint"]]
+         for n in nodes],
+    )  # fmt: skip
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -151,13 +198,15 @@ async def _up(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         await stack.stop()
         raise SimCliError(f"cannot start the simulated nodes: {exc}") from None
+    entries = stack.endpoints()
     try:
-        path = write_endpoints(args.state_dir, stack.endpoints())
-        for node in stack.describe_nodes():
-            print(_node_line(node))
+        path = add_entries(args.state_dir, entries)
+        sys.stdout.write(_nodes_table(stack.describe_nodes()))
         print(f"control: {stack.control_path}\nendpoints: {path}\nCtrl-C to stop", flush=True)
         await _until_signal()
     finally:
+        # Only our own entries: the engine's (nats_url, ...) stay for its other users.
+        remove_entries(args.state_dir, entries)
         await stack.stop()
     return 0
 
@@ -181,12 +230,13 @@ async def _nodes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(nodes, indent=2))
     else:
-        for node in nodes:
-            print(_node_line(node))
+        sys.stdout.write(_nodes_table(nodes))
     return 0
 
 
 async def _invoice(args: argparse.Namespace) -> int:
+    from services.lightning.factory import adapter_from_uri
+
     if args.amount_msat <= 0:
         raise SimCliError("--amount-msat must be positive")
     node = next(
@@ -199,9 +249,15 @@ async def _invoice(args: argparse.Namespace) -> int:
         invoice = await adapter.create_invoice(args.amount_msat, args.memo, args.expiry_s)
     finally:
         await adapter.close()
-    print(json.dumps({"node": args.node, "payment_request": invoice.payment_request,
-                      "payment_hash": invoice.payment_hash, "amount_msat": invoice.amount_msat,
-                      "expiry_s": invoice.expiry_s}, indent=2))  # fmt: skip
+    result = {"node": args.node, "payment_request": invoice.payment_request,
+              "payment_hash": invoice.payment_hash, "amount_msat": invoice.amount_msat,
+              "expiry_s": invoice.expiry_s}  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        width = max(len(k) for k in result)
+        sys.stdout.write("".join(f"{k.replace('_', ' '):<{width}}  {v}\n"
+                                 for k, v in result.items()))  # fmt: skip
     return 0
 
 
@@ -209,22 +265,33 @@ async def _payments(args: argparse.Namespace) -> int:
     payments = await _control(args.state_dir, "payments", {"origin": args.origin})
     if args.json:
         print(json.dumps(payments, indent=2))
-    else:
-        for p in payments:
-            outcome = p["status"] if p["status"] != "failed" else f"failed:{p['failure_reason']}"
-            print(
-                f"{p['attempt_id']:>5} {p['payment_hash'][:16]} {p['origin']:>12} -> "
-                f"{p['destination']:<12} {p['amount_msat']:>14} msat "
-                f"fee {p['fee_msat']:>8} {outcome}"
-            )
+        return 0
+    if not payments:
+        print("no payments yet" + (f" from {args.origin}" if args.origin else ""))
+        return 0
+    rows = []
+    for p in payments:
+        outcome = p["status"] if p["status"] != "failed" else f"failed:{p['failure_reason']}"
+        rows.append([p["attempt_id"], p["payment_hash"][:16], p["origin"], p["destination"],
+                     p["amount_msat"], p["fee_msat"], outcome])  # fmt: skip
+    sys.stdout.write(_table(
+        ["ATTEMPT", "HASH", "ORIGIN", "DESTINATION", "AMOUNT_MSAT", "FEE_MSAT", "OUTCOME"], rows
+    ))  # fmt: skip
     return 0
 
 
+# Namespace entries that are the CLI's own, not parameters of the fault.
+_NOT_FAULT_PARAMS = {"state_dir", "handler", "command", "sim_command", "func", "json"}
+
+
 async def _fault(args: argparse.Namespace) -> int:
-    params = {k: v for k, v in vars(args).items()
-              if k not in {"state_dir", "handler", "command", "sim_command", "func"}}  # fmt: skip
+    params = {k: v for k, v in vars(args).items() if k not in _NOT_FAULT_PARAMS}
     result = await _control(args.state_dir, "fault", params)
-    print(json.dumps(result))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        detail = result.get("result") if isinstance(result, dict) else result
+        print(f"fault {args.kind}: done" + (f" ({json.dumps(detail)})" if detail else ""))
     return 0
 
 
@@ -241,6 +308,8 @@ def _endpoints(state_dir: Path) -> dict[str, Any]:
 
 
 async def _control(state_dir: Path, method: str, params: dict[str, Any] | None = None) -> Any:
+    from services.sim.jsonrpc import call_unix
+
     control = _endpoints(state_dir).get("sim_control")
     if not control:
         raise SimCliError(f"{state_dir / FILE_NAME} names no sim_control socket")
@@ -254,7 +323,7 @@ async def _control(state_dir: Path, method: str, params: dict[str, Any] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m services.sim.cli sim ...`` until the main CLI is wired."""
+    """``python -m services.sim.cli sim ...``: the group alone, as the main CLI runs it."""
     parser = argparse.ArgumentParser(prog="corridor")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from services.endpoints import add_entries
+
 CORRIDOR = [sys.executable, "-m", "services.cli.main"]
 REPO = Path(__file__).resolve().parents[2]
+DESTINATION = "02" + "22" * 32
 
 
 def _env() -> dict[str, str]:
@@ -24,7 +30,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(
+def run_cli(
     *args: str, stdin: str | None = None, timeout_s: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -62,6 +68,19 @@ def _start_engine(state_dir: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def running_stack(state_dir: Path) -> Iterator[Path]:
+    """`corridor up --no-sim` on ``state_dir`` until the block ends (then SIGTERM)."""
+    proc = _start_engine(state_dir)
+    try:
+        _wait_for_file(state_dir / "endpoints.json", proc)
+        yield state_dir
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
 @pytest.fixture
 def stack(tmp_path: Path):
     state_dir = tmp_path / "state"
@@ -80,48 +99,140 @@ def test_up_submit_watch_replay_and_clean_stop(stack) -> None:
     endpoints = json.loads((state_dir / "endpoints.json").read_text())
     assert {"nats_url", "database_url"} <= set(endpoints)
     sd = ["--state-dir", str(state_dir)]
-    submitted = _run(
+
+    # No --max-fee-msat: the CLI asks the engine what the policy in force allows, and says so.
+    submitted = run_cli(
         "submit", *sd, "--caller-id", "ops", "--idempotency-key", "e2e-1",
-        "--amount-msat", "21000", "--destination", "02" + "22" * 32, "--max-fee-msat", "50",
+        "--amount-msat", "21000", "--destination", DESTINATION, "--json",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     reply = json.loads(submitted.stdout)
     assert reply["ok"] and reply["state"] == "dispatched"
+    (said,) = submitted.stderr.splitlines()
+    assert "10000 msat" in said and "21000 msat" in said and "policy version 1" in said
+
+    readable = run_cli(
+        "submit", *sd, "--caller-id", "ops", "--idempotency-key", "e2e-1",
+        "--amount-msat", "21000", "--destination", DESTINATION, "--max-fee-msat", "10000",
+    )  # fmt: skip
+    assert readable.returncode == 0 and readable.stderr == ""
+    assert f"intent id  {reply['intent_id']}" in readable.stdout
+    assert "duplicate" in readable.stdout
 
     raw = json.dumps({"type": "SubmitPaymentIntent", "version": 7, "caller": {"id": "ops"}})
-    refused = _run("submit", *sd, "--json", "-", stdin=raw)
+    refused = run_cli("submit", *sd, "--file", "-", "--json", stdin=raw)
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["error"]["code"] == "unknown_version"
+    refused = run_cli("submit", *sd, "--file", "-", stdin=raw)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("corridor: refused: unknown_version:")
 
-    watched = _run("watch", *sd, "--all", "--from-start", "--count", "4")
+    watched = run_cli("watch", *sd, "--all", "--from-start", "--count", "4")
     assert watched.returncode == 0, watched.stderr
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert [e["position"] for e in lines] == [1, 2, 3, 4]
 
     out = state_dir / "audit.jsonl"
-    replayed = _run("replay", *sd, "--verify", "--out", str(out))
+    replayed = run_cli("replay", *sd, "--verify", "--out", str(out))
     assert replayed.returncode == 0, replayed.stderr
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["type"] for e in events][:2] == ["IntentReceived", "IntentPolicyChecked"]
+    # Not a terminal: no progress line, only the verification report.
+    assert "\r" not in replayed.stderr
     assert json.loads(replayed.stderr.strip().splitlines()[-1])["ok"] is True
 
-    got = _run("get", *sd, reply["intent_id"])
-    assert json.loads(got.stdout)["stream_version"] == 4
+    # On a terminal, a progress line (carriage returns on stderr, erased at the end).
+    terminal, screen = pty.openpty()
+    try:
+        shown = subprocess.run(
+            [*CORRIDOR, "replay", *sd, "--out", str(out)], stderr=screen, text=True,
+            timeout=30, cwd=REPO, env=_env(),
+        )  # fmt: skip
+        assert shown.returncode == 0
+        progress = os.read(terminal, 4096).decode()
+    finally:
+        os.close(terminal)
+        os.close(screen)
+    assert progress.startswith("\rreplay: 0/") and progress.endswith("\r")
 
+    got = run_cli("get", *sd, reply["intent_id"], "--json")
+    assert json.loads(got.stdout)["stream_version"] == 4
+    got = run_cli("get", *sd, reply["intent_id"])
+    assert got.returncode == 0 and "POSITION" in got.stdout and "IntentDispatched" in got.stdout
+
+    empty = run_cli("exceptions", *sd)
+    assert empty.returncode == 0 and empty.stdout.startswith("no exceptions")
+    assert json.loads(run_cli("exceptions", *sd, "--json").stdout) == []
+
+    # Another process's entries (a simulator's) outlive this stack's graceful stop.
+    foreign = {"nodes": [{"name": "us-lnd"}], "sim_control": str(state_dir / "control.sock")}
+    add_entries(state_dir, foreign)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
-    assert not (state_dir / "endpoints.json").exists()
+    assert json.loads((state_dir / "endpoints.json").read_text()) == foreign
     _wait_closed([endpoints["nats_url"], endpoints["database_url"]])
 
 
+def test_policy_and_corridors_come_from_the_running_engine(stack) -> None:
+    state_dir, _ = stack
+    sd = ["--state-dir", str(state_dir)]
+    listed = run_cli("corridors", *sd, "--json")
+    assert listed.returncode == 0, listed.stderr
+    view = json.loads(listed.stdout)
+    corridors = {row["corridor"]: row["candidates"] for row in view["corridors"]}
+    assert set(corridors) == {"us-eu", "eu-asia", "us-asia"}
+    assert [c["region"] for c in corridors["us-eu"]] == ["us", "eu", "us"]
+    assert corridors["us-eu"][2] == {"rank": 3, "region": "us", "node": "us-cln", "keysend": False}
+    table = run_cli("corridors", *sd).stdout.splitlines()
+    assert table[0].split() == ["CORRIDOR", "RANK", "REGION", "NODE", "KEYSEND"]
+    assert ["us-eu", "3", "us", "us-cln", "no"] in [row.split() for row in table]
+
+    shown = run_cli("policy", "show", *sd)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("policy version 1 in force")
+    assert "no pending proposals" in shown.stdout
+
+    # The document in force, edited, proposed by one operator and approved by another.
+    document = run_cli("policy", "show", *sd, "--document", "--json")
+    next_version = json.loads(document.stdout)
+    next_version["version"] = 2
+    next_version["fees"]["floor_msat"] = 20_000
+    proposal = state_dir / "policy-v2.json"
+    proposal.write_text(json.dumps(next_version))
+    proposed = run_cli("policy", "propose", str(proposal), *sd, "--operator-id", "op-a")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "corridor policy approve 2" in proposed.stdout
+    pending = json.loads(run_cli("policy", "show", *sd, "--json").stdout)["pending"]
+    assert [(p["policy_version"], p["proposed_by"]) for p in pending] == [(2, "op-a")]
+
+    same = run_cli("policy", "approve", "2", *sd, "--operator-id", "op-a")
+    assert same.returncode == 1 and "two_person_rule" in same.stderr
+    approved = run_cli("policy", "approve", "2", *sd, "--operator-id", "op-b")
+    assert approved.returncode == 0, approved.stderr
+    assert "policy version 2 is in force" in approved.stdout
+
+    # The default fee follows the policy now in force.
+    submitted = run_cli(
+        "submit", *sd, "--caller-id", "ops", "--idempotency-key", "after-v2",
+        "--amount-msat", "21000", "--destination", DESTINATION, "--json",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    assert "20000 msat" in submitted.stderr and "policy version 2" in submitted.stderr
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
-    missing = _run("submit", "--state-dir", str(tmp_path), "--caller-id", "x")
+    missing = run_cli("submit", "--state-dir", str(tmp_path), "--caller-id", "x")
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
     assert missing.stderr.startswith("corridor: error:")
-    no_stack = _run("get", "--state-dir", str(tmp_path / "nowhere"), "abc")
-    assert no_stack.returncode == 2
-    assert "no running stack" in no_stack.stderr and "Traceback" not in no_stack.stderr
+    for command in (["get", "abc"], ["corridors"], ["policy", "show"], ["watch"], ["replay"]):
+        no_stack = run_cli(*command, "--state-dir", str(tmp_path / "nowhere"))
+        assert no_stack.returncode == 2, command
+        assert "no running stack" in no_stack.stderr and "Traceback" not in no_stack.stderr
+    # A stack that is named but not there: one line, exit 2, quickly.
+    (tmp_path / "endpoints.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:1"}))
+    gone = run_cli("corridors", "--state-dir", str(tmp_path))
+    assert gone.returncode == 2 and gone.stderr.startswith("corridor: error: cannot reach NATS")
 
 
 def test_killed_up_leaves_no_orphan_servers(stack) -> None:
@@ -147,12 +258,3 @@ def test_killed_up_leaves_no_orphan_servers(stack) -> None:
     finally:
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=30) == 0
-
-
-def test_corridors_in_force_are_listed(tmp_path: Path) -> None:
-    listed = _run("corridors", "--json")
-    assert listed.returncode == 0, listed.stderr
-    corridors = {row["corridor"]: row["candidates"] for row in json.loads(listed.stdout)}
-    assert set(corridors) == {"us-eu", "eu-asia", "us-asia"}
-    assert [c["region"] for c in corridors["us-eu"]] == ["us", "eu", "us"]
-    assert corridors["us-eu"][2] == {"rank": 3, "region": "us", "node": "us-cln", "keysend": False}

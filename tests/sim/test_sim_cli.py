@@ -79,9 +79,19 @@ def test_nodes_invoice_fault_and_payments(
     code, out, _ = run_cli(capsys, "nodes", "--json", "--state-dir", sd)
     assert code == 0 and {n["name"] for n in json.loads(out)} >= {"us-cln", "merchant-02"}
 
+    code, out, _ = run_cli(capsys, "nodes", "--state-dir", sd)
+    header, *rows = out.splitlines()
+    assert header.split() == ["NAME", "IMPL", "ROLE", "REGION", "PUBKEY", "ENDPOINT"]
+    pubkeys = {n["name"]: n["pubkey"] for n in running.stack.describe_nodes()}
+    assert {row.split()[0]: row.split()[4] for row in rows} == pubkeys  # keysend needs them
+
+    code, out, _ = run_cli(capsys, "payments", "--state-dir", sd)
+    assert code == 0 and out.startswith("no payments yet")
+
     code, out, _ = run_cli(
-        capsys, "invoice", "--node", "merchant-02", "--amount-msat", "21000", "--state-dir", sd
-    )
+        capsys, "invoice", "--node", "merchant-02", "--amount-msat", "21000", "--state-dir", sd,
+        "--json",
+    )  # fmt: skip
     assert code == 0
     invoice = json.loads(out)
     network = running.stack.network
@@ -115,6 +125,18 @@ def test_nodes_invoice_fault_and_payments(
     code, out, _ = run_cli(capsys, "payments", "--json", "--state-dir", sd)
     (payment,) = json.loads(out)
     assert payment["payment_hash"] == invoice["payment_hash"] and payment["status"] == "succeeded"
+    code, out, _ = run_cli(capsys, "payments", "--state-dir", sd)
+    header, row = out.splitlines()
+    assert header.split() == [
+        "ATTEMPT", "HASH", "ORIGIN", "DESTINATION", "AMOUNT_MSAT", "FEE_MSAT", "OUTCOME"
+    ]  # fmt: skip
+    assert row.split()[2:4] == ["us-cln", "merchant-02"] and row.split()[-1] == "succeeded"
+
+
+def test_fault_kinds_registered_are_the_control_socket_s() -> None:
+    from services.sim.control import FAULT_KINDS
+
+    assert cli.FAULT_KINDS == FAULT_KINDS
 
 
 def test_user_mistakes_are_one_line(
@@ -167,7 +189,13 @@ def test_up_writes_endpoints_without_clobbering(
             return int(await task)
 
         assert asyncio.run(scenario()) == 0
-        assert "control:" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "control:" in out
+        assert any(line.split()[:2] == ["NAME", "IMPL"] for line in out.splitlines())
+        # Stopped: its own entries are gone, the engine's stay (ADR 0020).
+        assert json.loads((state_dir / "endpoints.json").read_text()) == {
+            "nats_url": "nats://keep-me"
+        }
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 

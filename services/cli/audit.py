@@ -1,0 +1,121 @@
+"""``replay`` (the log as JSON lines, optionally hash-verified) and ``exceptions`` (the
+operator queue), read straight from the event log in PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import msgspec
+
+from schemas.codec import encode
+from services.cli import exit_codes, output
+from services.cli.errors import UsageError
+from services.cli.progress import Progress
+from services.endpoints import find_stack
+from services.engine.event_codec import to_recorded
+from services.eventstore.postgres import PostgresEventStore
+
+# Events verified per call, so the progress line moves while a long chain is checked.
+VERIFY_CHUNK: Final = 20_000
+
+
+async def replay(args: argparse.Namespace) -> int:
+    if args.from_position < 1:
+        raise UsageError("--from-position counts from 1")
+    out: TextIO = args.out.open("w") if args.out else sys.stdout
+    try:
+        return await replay_to(
+            args.state_dir, from_position=args.from_position, stream=args.stream, out=out,
+            verify=args.verify,
+        )  # fmt: skip
+    finally:
+        if args.out:
+            out.close()
+
+
+async def replay_to(
+    state_dir: Path | None, *, from_position: int, stream: str | None, out: TextIO,
+    verify: bool,
+) -> int:  # fmt: skip
+    stack = find_stack(state_dir)
+    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
+    try:
+        if stream:
+            for event in await store.read_stream(stream):
+                if event.position >= from_position:
+                    out.write(encode(to_recorded(event)).decode() + "\n")
+        else:
+            head = await store.head_position()
+            total = max(0, head - from_position + 1)
+            with Progress("replay", total=total, unit="events") as progress:
+                async for batch in store.pages(after_position=from_position - 1):
+                    out.writelines(encode(to_recorded(e)).decode() + "\n" for e in batch)
+                    progress.advance(len(batch))
+        if not verify:
+            return exit_codes.OK
+        report = await _verify(store)
+        sys.stderr.write(msgspec.json.encode(report).decode() + "\n")
+        return exit_codes.OK if report.ok else exit_codes.VERIFICATION_FAILED
+    finally:
+        await store.close()
+
+
+async def _verify(store: PostgresEventStore) -> Any:
+    """The whole chain, in chunks so the progress line can follow; one report at the end."""
+    from services.eventstore.port import ChainReport
+
+    checked, last = 0, 0
+    with Progress("verify", total=await store.head_position(), unit="events") as progress:
+        while True:
+            report = await store.verify_chain(after_position=last, limit=VERIFY_CHUNK)
+            checked += report.checked
+            progress.update(checked)
+            if not report.ok:
+                return ChainReport(
+                    checked=checked, last_position=report.last_position, ok=False,
+                    first_bad_position=report.first_bad_position, problem=report.problem,
+                )  # fmt: skip
+            if report.checked < VERIFY_CHUNK:
+                return ChainReport(checked=checked, last_position=report.last_position, ok=True)
+            last = report.last_position
+
+
+async def exceptions(args: argparse.Namespace) -> int:
+    if args.stuck_after_s < 1:
+        raise UsageError("--stuck-after-s must be at least 1")
+    rows = await exception_rows(args.state_dir, stuck_after_s=args.stuck_after_s)
+    if args.json:
+        output.print_json(rows)
+    elif not rows:
+        print("no exceptions: nothing waits for an operator")
+    else:
+        output.print_table(
+            ["INTENT", "KIND", "SINCE", "REGION", "NODE", "DETAIL"],
+            [[r["intent_id"], r["kind"], output.utc(r.get("since_ms")), r.get("region"),
+              r.get("node"), r["detail"]] for r in rows],
+        )  # fmt: skip
+    return exit_codes.OK
+
+
+async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
+    from projections.exceptions import build
+
+    stack = find_stack(state_dir)
+    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
+    try:
+        events: list[dict[str, Any]] = []
+        with Progress("reading the log", unit="events") as progress:
+            async for batch in store.pages():
+                events.extend(
+                    {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
+                     "data": e.payload}
+                    for e in batch
+                )  # fmt: skip
+                progress.advance(len(batch))
+    finally:
+        await store.close()
+    return build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)

@@ -1,0 +1,295 @@
+"""The ``corridor`` argument parser. Building it imports nothing but argparse (ADR 0020).
+
+Each command names its handler as ``"module:function"``; ``main`` imports the module only when
+the command runs. Plugin groups live in other packages and are known here by module name only:
+``corridor --help`` lists them from ``PLUGINS`` without importing any, and a plugin's module is
+imported when its group is on the command line (or for the full parser, ``build_parser()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from services.cli.exit_codes import epilog
+
+DESCRIPTION: Final = textwrap.fill(
+    "Corridor: an event-sourced Lightning settlement engine. Commands that talk to a stack "
+    "find it through --state-dir DIR (DIR/endpoints.json, written by `corridor up`), else "
+    "NATS_URL and DATABASE_URL, else .corridor/.",
+    width=79,
+)
+
+# (group, module with ``register(subparsers)``, one-line help shown by ``corridor --help``).
+# The help must equal the one the module registers (tests/unit/test_cli_parser.py checks).
+PLUGINS: Final = (
+    (
+        "sim",
+        "services.sim.cli",
+        "the simulated Lightning network: up, nodes, invoice, payments, fault",
+    ),
+    (
+        "executor",
+        "services.executor.cli",
+        "run a region executor paying dispatched intents through one node",
+    ),
+    (
+        "policy",
+        "services.policy.cli",
+        "the policy in force: show it, check a file, propose and approve changes",
+    ),
+    (
+        "demo",
+        "services.demo.cli",
+        "run a seeded pilot workload end to end and print a pilot report",
+    ),
+    ("bench", "services.bench.cli", "measure Corridor against the machine's limits"),
+)
+
+_CALLER_KINDS: Final = ["human", "agent", "service"]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only the plugin group named in it is imported. With ``None``,
+    every plugin is (the full parser, for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="corridor",
+        description=DESCRIPTION,
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _core_commands(sub)
+    wanted = _command_word(argv)
+    for name, module_name, help_text in PLUGINS:
+        if argv is None or wanted == name:
+            importlib.import_module(module_name).register(sub)
+        else:
+            # A stand-in, so the group shows in `corridor --help`; never parsed.
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _command_word(argv: Sequence[str] | None) -> str | None:
+    """The command: the first argument that is not an option (top-level options take none)."""
+    return next((a for a in argv or () if not a.startswith("-")), None)
+
+
+def state_dir_option(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
+    where = f"default {default}/" if default else "default: NATS_URL/DATABASE_URL, else .corridor/"
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help=f"the stack's state directory, holding endpoints.json ({where})",
+    )
+
+
+def json_option(parser: argparse.ArgumentParser, what: str = "the reply") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON, as-is")
+
+
+def _command(
+    sub: Any, name: str, handler: str, help_text: str, *, stack: bool = True
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    if stack:
+        state_dir_option(parser)
+    return parser
+
+
+def _core_commands(sub: Any) -> None:
+    up = _command(
+        sub,
+        "up",
+        "services.cli.up:run",
+        "run NATS, PostgreSQL, the engine and the simulated network until Ctrl-C",
+        stack=False,
+    )
+    state_dir_option(up, Path(".corridor"))
+    up.add_argument(
+        "--no-sim", action="store_true", help="do not start the simulated network or its executors"
+    )
+    up.add_argument(
+        "--topology",
+        type=Path,
+        metavar="FILE",
+        help="simulated network topology, YAML or JSON (default: built-in map)",
+    )
+    up.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="simulator seed: same seed, same keys and channel ids (default 1)",
+    )
+
+    _submit(sub)
+
+    get = _command(sub, "get", "services.cli.intents:get", "show an intent's state and history")
+    get.add_argument("intent_id", metavar="INTENT_ID", help="the id a submit reply returned")
+    json_option(get)
+
+    for verb, what in (("approve", "release"), ("reject", "refuse")):
+        decide = _command(
+            sub,
+            verb,
+            "services.cli.intents:decide",
+            f"{what} an intent waiting for an operator (tier approval)",
+        )
+        decide.add_argument("intent_id", metavar="INTENT_ID", help="the intent to decide")
+        decide.add_argument(
+            "--operator-id",
+            required=True,
+            metavar="OP",
+            help="who decides (names the request subject)",
+        )
+        if verb == "reject":
+            decide.add_argument("--reason", default="", help="why, recorded in the log")
+        else:
+            decide.add_argument("--note", default="", help="a note recorded in the log")
+        json_option(decide)
+
+    cancel = _command(
+        sub,
+        "cancel",
+        "services.cli.intents:cancel",
+        "cancel an intent that is not dispatched to a node yet",
+    )
+    cancel.add_argument("intent_id", metavar="INTENT_ID", help="the intent to cancel")
+    cancel.add_argument(
+        "--caller-id", required=True, metavar="ID", help="the caller that submitted the intent"
+    )
+    cancel.add_argument(
+        "--caller-kind",
+        choices=_CALLER_KINDS,
+        default="service",
+        help="the caller's kind (default service)",
+    )
+    cancel.add_argument("--reason", default="", help="why, recorded in the log")
+    json_option(cancel)
+
+    watch = _command(
+        sub,
+        "watch",
+        "services.cli.watch:run",
+        "print events as JSON lines, in log order, as they happen",
+    )
+    watch.add_argument(
+        "--all", action="store_true", help="every event, not only settlement outcomes"
+    )
+    start = watch.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-start", action="store_true", help="start at the first event the stream holds"
+    )
+    start.add_argument(
+        "--from-position",
+        type=int,
+        metavar="N",
+        help="resume at log position N (an event's `position`)",
+    )
+    watch.add_argument("--count", type=int, metavar="N", help="exit after printing N events")
+
+    replay = _command(
+        sub,
+        "replay",
+        "services.cli.audit:replay",
+        "print the event log as JSON lines, from PostgreSQL (audits, exports)",
+    )
+    replay.add_argument(
+        "--from-position",
+        type=int,
+        default=1,
+        metavar="N",
+        help="first log position to print (default 1)",
+    )
+    replay.add_argument("--stream", metavar="INTENT_ID", help="only this stream (an intent id)")
+    replay.add_argument("--out", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+    replay.add_argument(
+        "--verify",
+        action="store_true",
+        help="verify the whole hash chain too; exit 3 if it is broken",
+    )
+
+    exceptions = _command(
+        sub,
+        "exceptions",
+        "services.cli.audit:exceptions",
+        "the operator exception queue: in doubt, unproven, anomalies",
+    )
+    exceptions.add_argument(
+        "--stuck-after-s",
+        type=int,
+        default=120,
+        metavar="S",
+        help="a payment on the wire longer than S seconds is in doubt (default 120)",
+    )
+    json_option(exceptions, "the queue")
+
+    corridors = _command(
+        sub,
+        "corridors",
+        "services.cli.corridors:run",
+        "the corridors the running engine routes, with ranked candidates",
+    )
+    json_option(corridors)
+
+
+def _submit(sub: Any) -> None:
+    submit = _command(
+        sub,
+        "submit",
+        "services.cli.intents:submit",
+        "submit a payment intent and print the engine's reply",
+    )
+    submit.add_argument(
+        "--file",
+        metavar="FILE",
+        help="send the whole SubmitPaymentIntent from FILE ('-' for stdin) "
+        "instead of the flags below",
+    )
+    submit.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="names the intent with the caller id: the same key again returns the same intent",
+    )
+    submit.add_argument("--caller-id", metavar="ID", help="who pays (names the request subject)")
+    submit.add_argument(
+        "--caller-kind",
+        choices=_CALLER_KINDS,
+        default="service",
+        help="the caller's kind; the policy sets its autonomy (default service)",
+    )
+    submit.add_argument(
+        "--corridor",
+        default="us-eu",
+        help="corridor to route through (see `corridor corridors`; default us-eu)",
+    )
+    submit.add_argument("--amount-msat", type=int, metavar="MSAT", help="amount to pay, msat")
+    submit.add_argument(
+        "--max-fee-msat",
+        type=int,
+        metavar="MSAT",
+        help="fee budget, msat (default: the most the policy in force allows "
+        "for the amount, asked from the engine)",
+    )
+    target = submit.add_mutually_exclusive_group()
+    target.add_argument("--payment-request", metavar="BOLT11", help="the invoice to pay")
+    target.add_argument(
+        "--destination", metavar="PUBKEY", help="pay this node by keysend (66 hex characters)"
+    )
+    submit.add_argument(
+        "--deadline-s", type=int, metavar="S", help="give up if not paid within S seconds"
+    )
+    submit.add_argument(
+        "--metadata",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="caller metadata recorded with the intent",
+    )
+    json_option(submit)
