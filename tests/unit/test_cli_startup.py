@@ -66,14 +66,7 @@ LIGHT_COMMANDS = [
     ["policy", "check", str(DEFAULT_POLICY)],
     ["demo", "--help"],
     ["bench", "--help"],
-    pytest.param(
-        ["executor", "--help"],
-        marks=pytest.mark.xfail(
-            reason="services/executor/__init__.py imports the worker (and NATS) eagerly; "
-            "services/executor/cli.py itself imports it only to run",
-            strict=False,
-        ),
-    ),
+    ["executor", "--help"],
 ]  # fmt: skip
 
 
