@@ -13,7 +13,11 @@ import msgspec
 
 from schemas import errors, limits
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
-from schemas.policy_messages import POLICY_COMMAND_TYPES, PolicyCommand
+from schemas.policy_messages import (
+    POLICY_COMMAND_TYPES,
+    POLICY_QUERY_TYPES,
+    PolicyCommand,
+)
 
 T = TypeVar("T")
 
@@ -26,10 +30,11 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.json.Decoder(_Head)
 _encoder = msgspec.json.Encoder()
 
+# Queries only read; ``decode_command`` refuses them whatever subject they arrive on.
+QUERY_TYPES: tuple[type[Any], ...] = (GetPaymentIntent, GetPaymentIntentStatus, *POLICY_QUERY_TYPES)
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
-    (cls.__name__, 1): cls
-    for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus)
+    (cls.__name__, 1): cls for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, *QUERY_TYPES)
 }
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     cls: msgspec.json.Decoder(cls) for cls in REQUEST_REGISTRY.values()
@@ -99,7 +104,7 @@ def decode_command(
     raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
 ) -> Command | PolicyCommand:
     message = decode_request(raw, bytes_max=bytes_max)
-    if isinstance(message, GetPaymentIntent | GetPaymentIntentStatus):
+    if isinstance(message, QUERY_TYPES):
         raise errors.UnknownType(
             f"{type(message).__name__} is a query, not a command", field="type"
         )

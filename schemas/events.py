@@ -134,9 +134,32 @@ class PaymentInDoubt(EventData, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class NodeFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """One node a failed intent could not pay through, and why.
+
+    ``attempt`` is set when the intent was sent to the node and the node proved it did not pay
+    (``reason`` is then the node's failure reason); it is ``None`` when routing refused the
+    candidate without trying it (``reason`` is then the router's, e.g. ``unhealthy``).
+    """
+
+    region: str
+    node: str
+    reason: str
+    attempt: int | None = None
+
+
 class IntentFailed(EventData, frozen=True, kw_only=True):
+    """The intent is final without payment.
+
+    ``reason`` is a short code: ``retry_budget_exhausted``, ``no_route_candidate``,
+    ``unknown_corridor``, or the last node's final failure reason. ``failures`` names every node
+    tried and every candidate refused, in the corridor's order. Events logged before
+    ``failures`` existed decode with ``()``.
+    """
+
     reason: str
     attempts: int
+    failures: tuple[NodeFailure, ...] = ()
 
 
 class IntentSettled(EventData, frozen=True, kw_only=True):

@@ -17,14 +17,16 @@ import msgspec
 from schemas.commands import COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.events import EVENT_TYPES
 from schemas.policy_document import PolicyDocument
-from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES
+from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
 from schemas.records import RecordedEvent
 from schemas.replies import (
     CommandAccepted,
     CommandRejected,
+    CorridorsView,
     PaymentIntentStatus,
     PaymentIntentView,
     PolicyCommandAccepted,
+    PolicyView,
 )
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -74,7 +76,7 @@ def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
 
 def documents() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for cls in (*COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus):
+    for cls in (*COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus, *POLICY_QUERY_TYPES):
         out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
     for reply_cls in (
         CommandAccepted,
@@ -82,6 +84,8 @@ def documents() -> dict[str, dict[str, Any]]:
         PaymentIntentView,
         PaymentIntentStatus,
         PolicyCommandAccepted,
+        PolicyView,
+        CorridorsView,
     ):
         out[f"replies/{reply_cls.__name__}.v1.json"] = _document(reply_cls, "reply", 1)
     for name, event_cls in EVENT_TYPES.items():

@@ -32,11 +32,26 @@ class ApprovePolicy(Message, frozen=True, kw_only=True):
     version: Literal[1] = 1
 
 
+class GetPolicy(Message, frozen=True, kw_only=True):
+    """Query: the policy document in force in the running engine and pending proposals."""
+
+    version: Literal[1] = 1
+
+
+class ListCorridors(Message, frozen=True, kw_only=True):
+    """Query: the running engine's corridors and their route candidates, in order."""
+
+    version: Literal[1] = 1
+
+
 class PolicyProposed(EventData, frozen=True, kw_only=True):
+    """``proposed_at_ms`` is ``None`` only in events logged before the field existed."""
+
     policy_version: int
     document: PolicyDocument
     proposer_id: str
     note: str = ""
+    proposed_at_ms: int | None = None
 
 
 class PolicyActivated(EventData, frozen=True, kw_only=True):
@@ -52,7 +67,10 @@ class PolicyActivated(EventData, frozen=True, kw_only=True):
 PolicyCommand = ProposePolicy | ApprovePolicy
 PolicyEvent = PolicyProposed | PolicyActivated
 
+PolicyQuery = GetPolicy | ListCorridors
+
 POLICY_COMMAND_TYPES: tuple[type[PolicyCommand], ...] = (ProposePolicy, ApprovePolicy)
+POLICY_QUERY_TYPES: tuple[type[PolicyQuery], ...] = (GetPolicy, ListCorridors)
 POLICY_EVENT_TYPES: dict[str, type[EventData]] = {
     cls.__name__: cls for cls in (PolicyProposed, PolicyActivated)
 }

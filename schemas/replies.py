@@ -7,16 +7,27 @@ from typing import Literal
 import msgspec
 
 from schemas.common import ErrorDetail
+from schemas.events import NodeFailure, RuleFired
+from schemas.policy_document import PolicyDocument
 from schemas.records import RecordedEvent
 
 
 class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """The command is durably committed in PostgreSQL."""
+    """The command is durably committed in PostgreSQL (also for a duplicate of a request).
+
+    For an intent that ended ``rejected`` or ``failed``, ``reason`` is the short code of why.
+    ``explanation`` lists the policy rules that ran (``rule``, ``effect``, ``inputs``) while
+    the policy decides the intent's fate: ``rejected`` by policy or ``awaiting_approval``.
+    ``failures`` names, for a ``failed`` intent, each node tried and each candidate refused.
+    """
 
     ok: Literal[True] = True
     intent_id: str
     state: str
     duplicate: bool = False
+    reason: str | None = None
+    explanation: tuple[RuleFired, ...] = ()
+    failures: tuple[NodeFailure, ...] = ()
     version: Literal[1] = 1
 
 
@@ -44,6 +55,9 @@ class PaymentIntentView(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     state: str
     stream_version: int
     events: list[RecordedEvent]
+    # As in ``CommandAccepted``: why a rejected or failed intent ended, and the nodes it failed on.
+    reason: str | None = None
+    failures: tuple[NodeFailure, ...] = ()
     version: Literal[1] = 1
 
 
@@ -58,10 +72,53 @@ class PaymentIntentStatus(msgspec.Struct, frozen=True, kw_only=True, tag_field="
     version: Literal[1] = 1
 
 
+class PendingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A proposed policy version waiting for a second operator's approval."""
+
+    policy_version: int
+    proposed_by: str
+    proposed_at_ms: int
+
+
+class PolicyView(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Reply to ``GetPolicy``: the policy document the running engine judges intents by."""
+
+    ok: Literal[True] = True
+    policy_version: int
+    document: PolicyDocument
+    pending: tuple[PendingPolicy, ...] = ()
+    version: Literal[1] = 1
+
+
+class CorridorCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    """One route candidate; ``rank`` 1 is tried first. ``keysend`` false: invoices only."""
+
+    rank: int
+    region: str
+    node: str
+    keysend: bool
+
+
+class CorridorRoutes(msgspec.Struct, frozen=True, kw_only=True):
+    corridor: str
+    candidates: tuple[CorridorCandidate, ...]
+
+
+class CorridorsView(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Reply to ``ListCorridors``: the running engine's corridors, by name, and their candidates
+    in the order the engine tries them."""
+
+    ok: Literal[True] = True
+    corridors: tuple[CorridorRoutes, ...]
+    version: Literal[1] = 1
+
+
 Reply = (
     CommandAccepted
     | PolicyCommandAccepted
     | CommandRejected
     | PaymentIntentView
     | PaymentIntentStatus
+    | PolicyView
+    | CorridorsView
 )

@@ -173,7 +173,7 @@ async def bootstrap(
         nc=nc,
         js=js,
         processor=processor,
-        api=ApiService(nc, processor),
+        api=ApiService(nc, processor, corridors=table),
         commands=CommandStreamConsumer(js, processor),
         relay=relay,
         deadlines=deadlines,

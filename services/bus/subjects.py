@@ -12,6 +12,10 @@ API_WILDCARD: Final = f"{API_PREFIX}.>"
 POLICY_API_PREFIX: Final = "corridor.api.v1.policy"
 POLICY_API_WILDCARD: Final = f"{POLICY_API_PREFIX}.>"
 POLICY_VERBS: Final = {"propose": "ProposePolicy", "approve": "ApprovePolicy"}
+# Read-only queries answered from the running engine's memory (what it enforces right now).
+# One token after the prefix, so they can never parse as <verb>.<operator_id> commands.
+POLICY_SHOW: Final = f"{POLICY_API_PREFIX}.show"  # GetPolicy -> PolicyView
+POLICY_CORRIDORS: Final = f"{POLICY_API_PREFIX}.corridors"  # ListCorridors -> CorridorsView
 
 CMD_PREFIX: Final = "corridor.cmd.v1.intents"
 CMD_WILDCARD: Final = "corridor.cmd.v1.>"

@@ -25,6 +25,10 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     rejected: tuple[RejectedCandidate, ...] = ()
 
 
+# A candidate is named by its (region, node) pair: node names are only unique within a region.
+NodeKey = tuple[str, str]
+
+
 class NodeHealth(msgspec.Struct, frozen=True, kw_only=True):
     healthy: bool
     outbound_msat: int | None = None
@@ -36,10 +40,14 @@ class Router(Protocol):
         corridor: str,
         *,
         amount_msat: int,
-        exclude_regions: frozenset[str],
+        exclude_nodes: frozenset[NodeKey],
         keysend: bool = False,
     ) -> RouteDecision | tuple[RejectedCandidate, ...]:
-        """A decision, or every rejected candidate when none is usable."""
+        """A decision, or every rejected candidate (in corridor order) when none is usable.
+
+        ``exclude_nodes`` are the nodes that proved they did not pay this intent: only they
+        are skipped, so another node in the same region may still be chosen (ADR 0014).
+        """
         ...
 
 
@@ -66,13 +74,13 @@ class OrderedRouter:
         corridor: str,
         *,
         amount_msat: int,
-        exclude_regions: frozenset[str],
+        exclude_nodes: frozenset[NodeKey],
         keysend: bool = False,
     ) -> RouteDecision | tuple[RejectedCandidate, ...]:
         rejected: list[RejectedCandidate] = []
         candidates = self._table.corridors.get(corridor, ())
         for candidate in candidates:
-            reason = self._refusal(candidate, amount_msat, exclude_regions, keysend)
+            reason = self._refusal(candidate, amount_msat, exclude_nodes, keysend)
             if reason is None:
                 position = "first" if not rejected else f"after {len(rejected)} rejected"
                 return RouteDecision(
@@ -90,10 +98,10 @@ class OrderedRouter:
         self,
         candidate: RouteCandidate,
         amount_msat: int,
-        exclude_regions: frozenset[str],
+        exclude_nodes: frozenset[NodeKey],
         keysend: bool,
     ) -> str | None:
-        if candidate.region in exclude_regions:
+        if (candidate.region, candidate.node) in exclude_nodes:
             return "already_tried"
         if keysend and not candidate.keysend:
             return "keysend_unsupported"

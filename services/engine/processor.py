@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 import structlog
 
 from schemas import commands as cmd
 from schemas import errors
-from schemas.events import InvoiceFacts
+from schemas.events import EventData, InvoiceFacts
 from schemas.policy_document import WINDOW_S_MAX
-from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.policy_messages import ApprovePolicy, PolicyCommand, PolicyProposed, ProposePolicy
 from schemas.records import EventMetadata
 from schemas.replies import (
     CommandAccepted,
@@ -29,6 +30,7 @@ from schemas.replies import (
     PaymentIntentStatus,
     PaymentIntentView,
     PolicyCommandAccepted,
+    PolicyView,
 )
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
 from services.domain.policy import (
@@ -44,11 +46,13 @@ from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
+from services.engine.views import accepted, policy_view, why_unpaid
 from services.eventstore.port import (
     ClaimConflict,
     ConcurrencyConflict,
     IdempotencyClaim,
     NewEvent,
+    StoredEvent,
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
@@ -350,7 +354,7 @@ class CommandProcessor:
                 continue
             if not new_events:
                 assert state is not None
-                plan.replies.append(_accepted(state, duplicate=True))
+                plan.replies.append(accepted(state, duplicate=True))
                 continue
             new_state = state
             for event in new_events:
@@ -378,14 +382,14 @@ class CommandProcessor:
                     )
                 )
             plan.states[item.stream_id] = new_state
-            plan.replies.append(_accepted(new_state, duplicate=False))
+            plan.replies.append(accepted(new_state, duplicate=False))
         return plan
 
     def _plan_policy(self, plan: _Plan, item: _Item, command: PolicyCommand, now_ms: int) -> Reply:
         state = plan.policy_state
         try:
             new_events = decide_policy(
-                state, command, baseline_version=self._baseline_policy_version
+                state, command, now_ms=now_ms, baseline_version=self._baseline_policy_version
             )
         except errors.CorridorError as exc:
             return _rejected(exc)
@@ -419,7 +423,7 @@ class CommandProcessor:
 
     async def load_policy_state(self) -> None:
         history = await self._store.read_stream(POLICY_STREAM)
-        events = [to_domain(e) for e in history]
+        events = [_policy_event(e) for e in history]
         self._adopt_policy(fold_policy(events) if events else None)  # type: ignore[arg-type]
         self._policy_stale = False
 
@@ -431,6 +435,18 @@ class CommandProcessor:
             log.info("policy_activated", policy_version=state.active_version)
         elif state is None or state.active is None:
             self._active_policy = None
+
+    def policy_view(self) -> PolicyView | CommandRejected:
+        """The document this engine judges intents by, and proposals awaiting approval."""
+        active = self._active_policy or self._policy()
+        if not isinstance(active, PolicyEngine):
+            return _rejected(
+                errors.NotFound(
+                    "this engine judges with a built-in policy, not a policy document",
+                    code="no_policy_document",
+                )
+            )
+        return policy_view(active.document, self._policy_state)
 
     @property
     def active_policy_version(self) -> int | None:
@@ -499,11 +515,14 @@ class CommandProcessor:
             return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
         state = fold(to_domain(e) for e in history)
         assert state is not None
+        reason, failures = why_unpaid(state)
         return PaymentIntentView(
             intent_id=intent_id,
             state=str(state.status),
             stream_version=state.version,
             events=[to_recorded(e) for e in history],
+            reason=reason,
+            failures=failures,
         )
 
 
@@ -519,8 +538,12 @@ def _actor(command: cmd.Command | PolicyCommand) -> str:
             return "corridor"
 
 
-def _accepted(state: PaymentIntent, *, duplicate: bool) -> CommandAccepted:
-    return CommandAccepted(intent_id=state.intent_id, state=str(state.status), duplicate=duplicate)
+def _policy_event(stored: StoredEvent) -> EventData:
+    event = to_domain(stored)
+    if isinstance(event, PolicyProposed) and event.proposed_at_ms is None:
+        # Logged before proposals carried their time: the time it was recorded is that time.
+        return msgspec.structs.replace(event, proposed_at_ms=stored.recorded_at_ms)
+    return event
 
 
 def _rejected(error: errors.CorridorError) -> CommandRejected:

@@ -1,9 +1,12 @@
-"""Request/reply API on core NATS: ``corridor.api.v1.intents.*``. Replies after commit."""
+"""Request/reply API on core NATS: ``corridor.api.v1.intents.*`` and ``corridor.api.v1.policy.*``.
+
+Commands are answered after commit; queries from the engine's own state (see ``subjects``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -12,9 +15,12 @@ from nats.aio.subscription import Subscription
 
 from schemas import codec, errors, limits
 from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus
+from schemas.policy_messages import GetPolicy, ListCorridors
 from schemas.replies import CommandRejected
 from services.bus import subjects
+from services.domain.routing import CorridorTable
 from services.engine.processor import CommandProcessor
+from services.engine.views import corridors_view
 from services.intake.parsing import parse_command
 
 log = structlog.get_logger("corridor.api")
@@ -22,11 +28,28 @@ log = structlog.get_logger("corridor.api")
 # Requests being handled at once; beyond this the subscription stops reading (backpressure).
 INFLIGHT_MAX = 4096
 
+Q = TypeVar("Q")
+
+
+def _query(msg: Msg, expected: type[Q]) -> Q:
+    """Decode a query sent to a subject that answers ``expected`` only."""
+    query = codec.decode_request(msg.data)
+    if not isinstance(query, expected):
+        raise errors.UnknownType(f"{msg.subject} answers {expected.__name__} only", field="type")
+    return query
+
 
 class ApiService:
-    def __init__(self, nc: Client, processor: CommandProcessor) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        processor: CommandProcessor,
+        *,
+        corridors: CorridorTable | None = None,
+    ) -> None:
         self._nc = nc
         self._processor = processor
+        self._corridors = corridors or CorridorTable(corridors={})
         # Set whenever a request finishes. Not an asyncio.Semaphore: on Python 3.11 every
         # acquire() scans the waiters, which cost about 6 % of the engine under load.
         self._room = asyncio.Event()
@@ -90,38 +113,7 @@ class ApiService:
         structlog.contextvars.clear_contextvars()
         reply: Any
         try:
-            if msg.subject == subjects.API_STATUS:
-                query = codec.decode_request(msg.data)
-                if not isinstance(query, GetPaymentIntentStatus):
-                    raise errors.UnknownType(
-                        f"{subjects.API_STATUS} answers GetPaymentIntentStatus only", field="type"
-                    )
-                reply = await self._processor.status(query.intent_id)
-            elif msg.subject == subjects.API_GET:
-                query = codec.decode_request(msg.data)
-                if not isinstance(query, GetPaymentIntent):
-                    raise errors.UnknownType(
-                        f"{subjects.API_GET} answers GetPaymentIntent only", field="type"
-                    )
-                structlog.contextvars.bind_contextvars(intent_id=query.intent_id)
-                reply = await self._processor.view(query.intent_id)
-            elif msg.subject.startswith(subjects.POLICY_API_PREFIX + "."):
-                envelope = parse_command(
-                    msg.subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,
-                    verbs=subjects.POLICY_VERBS,
-                )  # fmt: skip
-                reply = await self._processor.execute(envelope)
-            else:
-                envelope = parse_command(
-                    msg.subject, subjects.API_PREFIX, msg.data, msg.headers,
-                    bytes_max=limits.COMMAND_BYTES_MAX,
-                )  # fmt: skip
-                reply = await self._processor.execute(envelope)
-                structlog.contextvars.bind_contextvars(
-                    intent_id=getattr(reply, "intent_id", None),
-                    correlation_id=envelope.correlation_id,
-                    causation_id=envelope.causation_id,
-                )
+            reply = await self._answer(msg)
         except errors.CorridorError as exc:
             reply = CommandRejected(error=exc.detail())
         except Exception:
@@ -133,4 +125,51 @@ class ApiService:
             log.info("command_refused", subject=msg.subject, code=reply.error.code,
                      field=reply.error.field)  # fmt: skip
         if msg.reply:
-            await msg.respond(codec.encode(reply))
+            await msg.respond(self._encode_reply(reply))
+
+    async def _answer(self, msg: Msg) -> Any:
+        subject = msg.subject
+        if subject == subjects.API_STATUS:
+            status_query = _query(msg, GetPaymentIntentStatus)
+            return await self._processor.status(status_query.intent_id)
+        if subject == subjects.API_GET:
+            get_query = _query(msg, GetPaymentIntent)
+            structlog.contextvars.bind_contextvars(intent_id=get_query.intent_id)
+            return await self._processor.view(get_query.intent_id)
+        # The two policy queries sit under the policy prefix: match them before the verbs.
+        if subject == subjects.POLICY_SHOW:
+            _query(msg, GetPolicy)
+            return self._processor.policy_view()
+        if subject == subjects.POLICY_CORRIDORS:
+            _query(msg, ListCorridors)
+            return corridors_view(self._corridors)
+        if subject.startswith(subjects.POLICY_API_PREFIX + "."):
+            envelope = parse_command(
+                subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,
+                verbs=subjects.POLICY_VERBS,
+            )  # fmt: skip
+            return await self._processor.execute(envelope)
+        envelope = parse_command(
+            subject, subjects.API_PREFIX, msg.data, msg.headers,
+            bytes_max=limits.COMMAND_BYTES_MAX,
+        )  # fmt: skip
+        reply = await self._processor.execute(envelope)
+        structlog.contextvars.bind_contextvars(
+            intent_id=getattr(reply, "intent_id", None),
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+        )
+        return reply
+
+    def _encode_reply(self, reply: Any) -> bytes:
+        data = codec.encode(reply)
+        if len(data) <= self._nc.max_payload:
+            return data
+        # A policy document with a long deny list can outgrow the server's message limit; the
+        # caller gets a coded error instead of silence and a timeout.
+        log.warning("reply_too_large", reply=type(reply).__name__, bytes=len(data))
+        too_large = errors.PayloadTooLarge(
+            f"the reply is {len(data)} bytes, more than the server's max_payload "
+            f"{self._nc.max_payload}"
+        )
+        return codec.encode(CommandRejected(error=too_large.detail()))

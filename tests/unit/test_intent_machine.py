@@ -1,7 +1,9 @@
 """Property tests of the PaymentIntent aggregate over random command sequences.
 
 Invariants: at most one successful payment per intent; terminal states are final; folding the
-recorded events reproduces the state exactly; attempts only re-route with proof of non-payment.
+recorded events reproduces the state exactly; attempts only re-route with proof of non-payment,
+never to a node that proved it did not pay, and in the corridor's order; a failed intent names
+every node it tried.
 """
 
 from __future__ import annotations
@@ -16,24 +18,30 @@ from schemas import commands as cmd
 from schemas import errors
 from schemas import events as ev
 from schemas.common import Caller
-from services.domain.intent import TERMINAL_STATUSES, DecisionContext, decide, evolve, fold
+from services.domain.intent import (
+    TERMINAL_STATUSES,
+    DecisionContext,
+    IntentStatus,
+    PaymentIntent,
+    decide,
+    evolve,
+    fold,
+)
+from services.domain.intent.decide import RETRYABLE_REASONS
 from services.domain.policy import PolicyVerdict
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate
 
 PREIMAGE = hashlib.sha256(b"p").hexdigest()
 PAYMENT_HASH = hashlib.sha256(bytes.fromhex(PREIMAGE)).hexdigest()
 WRONG_PREIMAGE = hashlib.sha256(b"wrong").hexdigest()
-ROUTER = OrderedRouter(
-    CorridorTable(
-        corridors={
-            "us-eu": (
-                RouteCandidate(region="us", node="us-lnd"),
-                RouteCandidate(region="eu", node="eu-lnd"),
-                RouteCandidate(region="asia", node="asia-lnd"),
-            )
-        }
-    )
+# Two candidates share a region, and one cannot keysend (like the default corridor us-eu).
+CANDIDATES = (
+    RouteCandidate(region="us", node="us-lnd"),
+    RouteCandidate(region="eu", node="eu-lnd"),
+    RouteCandidate(region="us", node="us-cln", keysend=False),
+    RouteCandidate(region="asia", node="asia-lnd"),
 )
+ROUTER = OrderedRouter(CorridorTable(corridors={"us-eu": CANDIDATES}))
 INVOICE = ev.InvoiceFacts(
     payment_hash=PAYMENT_HASH, payee="02" + "ab" * 32, network="regtest", amount_msat=10_000,
     created_at_s=1_700_000_000, expires_at_s=1_800_000_000,
@@ -62,13 +70,19 @@ class IntentMachine(RuleBasedStateMachine):
         tier=st.sampled_from(["auto", "review", "approval"]),
         reject=st.booleans(),
         deadline_s=st.none() | st.integers(1, 120),
+        keysend=st.booleans(),
+        attempts_max=st.integers(1, 5),
     )
-    def submit(self, tier: str, reject: bool, deadline_s: int | None) -> None:
+    def submit(
+        self, tier: str, reject: bool, deadline_s: int | None, keysend: bool, attempts_max: int
+    ) -> None:
         self.now_ms = 1_700_000_000_000
+        self.keysend = keysend
+        self.attempts_max = attempts_max
         self.policy = FixedPolicy(tier, reject and tier != "approval")
         self.events: list[ev.EventData] = []
-        self.state = None
-        self.terminal_seen = None
+        self.state: PaymentIntent | None = None
+        self.terminal_seen: IntentStatus | None = None
         self.successes = 0
         command = cmd.SubmitPaymentIntent(
             idempotency_key="k",
@@ -76,7 +90,8 @@ class IntentMachine(RuleBasedStateMachine):
             corridor="us-eu",
             amount_msat=10_000,
             max_fee_msat=100,
-            payment_request="lnbcrt100n1test",
+            payment_request=None if keysend else "lnbcrt100n1test",
+            destination="02" + "cd" * 32 if keysend else None,
             deadline_s=deadline_s,
         )
         self._apply(command)
@@ -84,7 +99,8 @@ class IntentMachine(RuleBasedStateMachine):
     def _ctx(self) -> DecisionContext:
         return DecisionContext(
             now_ms=self.now_ms, policy=self.policy, router=ROUTER,
-            intent_id="intent-1", request_fingerprint="fp", attempts_max=3, invoice=INVOICE,
+            intent_id="intent-1", request_fingerprint="fp", attempts_max=self.attempts_max,
+            invoice=None if self.keysend else INVOICE,
         )  # fmt: skip
 
     def _apply(self, command: cmd.Command) -> None:
@@ -152,11 +168,26 @@ class IntentMachine(RuleBasedStateMachine):
             assert self.state is not None and self.state.status is before.status
             assert all(isinstance(e, ev.OutcomeIgnored) for e in self.events[events_before:])
 
+    @rule(reason=st.sampled_from(sorted(RETRYABLE_REASONS)))
+    def the_node_proves_it_did_not_pay(self, reason: cmd.FailureReasonCode) -> None:
+        # The generic outcome rule rarely chains two proofs; this one walks the corridor.
+        if self.state is None or self.state.node is None:
+            return
+        self._apply(
+            cmd.RecordPaymentOutcome(
+                intent_id="intent-1", attempt=self.state.attempt, outcome="failed",
+                region=self.state.region or "", node=self.state.node,
+                failure_reason=reason, confirmed_not_paid=True,
+            )
+        )  # fmt: skip
+
     @invariant()
     def label_coverage(self) -> None:
         # Shown by --hypothesis-show-statistics: proves the search reaches every state.
         if self.state is not None:
             label(f"status={self.state.status} attempt={self.state.attempt}")
+            if self.state.status == "failed":
+                label(f"failed reason={self.state.failure_reason} named={len(self.state.failures)}")
 
     @invariant()
     def at_most_one_successful_payment(self) -> None:
@@ -190,6 +221,36 @@ class IntentMachine(RuleBasedStateMachine):
         for before, after in zip(self.events, self.events[1:], strict=False):
             if isinstance(after, ev.IntentRouted) and after.attempt > 1:
                 assert isinstance(before, ev.PaymentAttemptFailed) and before.confirmed_not_paid
+
+    @invariant()
+    def reroute_never_returns_to_a_node_that_proved_it_did_not_pay(self) -> None:
+        routed = [(e.region, e.node) for e in self.events if isinstance(e, ev.IntentRouted)]
+        assert len(routed) == len(set(routed))
+
+    @invariant()
+    def attempts_follow_the_corridor_order(self) -> None:
+        # No health data here, so every usable candidate is taken in turn, same region or not.
+        usable = [(c.region, c.node) for c in CANDIDATES if c.keysend or not self.keysend]
+        routed = [(e.region, e.node) for e in self.events if isinstance(e, ev.IntentRouted)]
+        assert routed == usable[: len(routed)]
+
+    @invariant()
+    def a_failed_intent_names_every_node_it_tried(self) -> None:
+        failed = [e for e in self.events if isinstance(e, ev.IntentFailed)]
+        if not failed:
+            return
+        assert self.state is not None and self.state.failures == failed[0].failures
+        proven = [
+            (self.state.tried_nodes[e.attempt - 1], e.reason, e.attempt)
+            for e in self.events
+            if isinstance(e, ev.PaymentAttemptFailed)
+        ]
+        named = [((f.region, f.node), f.reason, f.attempt) for f in failed[0].failures]
+        assert [n for n in named if n[2] is not None] == proven
+        assert len({n[0] for n in named}) == len(named), "each node once"
+        if failed[0].reason == "no_route_candidate":
+            in_corridor = [(c.region, c.node) for c in CANDIDATES]
+            assert [n[0] for n in named] == in_corridor
 
     @invariant()
     def versions_match_event_count(self) -> None:

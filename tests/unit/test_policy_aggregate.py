@@ -21,6 +21,7 @@ from services.domain.policy.aggregate import PolicyDocumentAggregate
 from services.policy.loader import load_default_policy
 
 DEFAULT = load_default_policy()
+NOW_MS = 1_700_000_000_000
 
 
 def doc(version: int) -> PolicyDocument:
@@ -40,8 +41,11 @@ def run(
 ) -> tuple[PolicyDocumentAggregate | None, list[PolicyEvent]]:
     state: PolicyDocumentAggregate | None = None
     log: list[PolicyEvent] = []
-    for command in commands:
-        for event in decide_policy(state, command, baseline_version=baseline_version):
+    for second, command in enumerate(commands):
+        now_ms = NOW_MS + second * 1000
+        for event in decide_policy(
+            state, command, now_ms=now_ms, baseline_version=baseline_version
+        ):
             state = evolve_policy(state, event)
             log.append(event)
     return state, log
@@ -59,32 +63,32 @@ def test_a_second_person_activates_a_proposal() -> None:
 def test_the_proposer_cannot_approve() -> None:
     state, _ = run([propose(2, proposer="ann")])
     with pytest.raises(errors.Forbidden) as refused:
-        decide_policy(state, approve(2, approver="ann"))
+        decide_policy(state, approve(2, approver="ann"), now_ms=NOW_MS)
     assert (refused.value.code, refused.value.field) == ("two_person_rule", "approver_id")
 
 
 @pytest.mark.parametrize("version", [0, 1])
 def test_a_proposal_must_exceed_the_baseline(version: int) -> None:
     with pytest.raises((errors.InvalidTransition, msgspec.ValidationError)):
-        decide_policy(None, propose(version), baseline_version=1)
+        decide_policy(None, propose(version), baseline_version=1, now_ms=NOW_MS)
 
 
 def test_versions_increase_monotonically() -> None:
     state, _ = run([propose(3)])
     with pytest.raises(errors.InvalidTransition) as refused:
-        decide_policy(state, propose(2, proposer="cat"), baseline_version=1)
+        decide_policy(state, propose(2, proposer="cat"), baseline_version=1, now_ms=NOW_MS)
     assert refused.value.code == "policy_version_not_increasing"
     state, _ = run([propose(2), approve(2), propose(3), approve(3)])
     assert state is not None and state.active_version == 3
     with pytest.raises(errors.InvalidTransition):
-        decide_policy(state, propose(3, proposer="cat"))
+        decide_policy(state, propose(3, proposer="cat"), now_ms=NOW_MS)
 
 
 def test_activating_a_newer_version_supersedes_older_proposals() -> None:
     state, _ = run([propose(2), propose(3, proposer="cat"), approve(3)])
     assert state is not None and state.pending == {}
     with pytest.raises(errors.InvalidTransition) as refused:
-        decide_policy(state, approve(2))
+        decide_policy(state, approve(2), now_ms=NOW_MS)
     assert refused.value.code == "policy_version_superseded"
 
 
@@ -97,24 +101,25 @@ def test_an_older_pending_proposal_can_still_be_activated_first() -> None:
 def test_the_version_must_match_the_document() -> None:
     command = ProposePolicy(policy_version=3, document=doc(2), proposer_id="ann")
     with pytest.raises(errors.SchemaViolation) as refused:
-        decide_policy(None, command)
+        decide_policy(None, command, now_ms=NOW_MS)
     assert refused.value.field == "policy_version"
 
 
 def test_approving_an_unknown_version_is_not_found() -> None:
     with pytest.raises(errors.NotFound):
-        decide_policy(None, approve(2))
+        decide_policy(None, approve(2), now_ms=NOW_MS)
 
 
 def test_repeated_commands_are_no_ops() -> None:
     state, _ = run([propose(2)])
-    assert decide_policy(state, propose(2)) == []
+    assert decide_policy(state, propose(2), now_ms=NOW_MS) == []
     with pytest.raises(errors.InvalidTransition):
-        decide_policy(state, ProposePolicy(policy_version=2, document=doc(2), proposer_id="cat"))
+        other = ProposePolicy(policy_version=2, document=doc(2), proposer_id="cat")
+        decide_policy(state, other, now_ms=NOW_MS)
     state, _ = run([propose(2), approve(2)])
-    assert decide_policy(state, approve(2)) == []
+    assert decide_policy(state, approve(2), now_ms=NOW_MS) == []
     with pytest.raises(errors.InvalidTransition):
-        decide_policy(state, approve(2, approver="cat"))
+        decide_policy(state, approve(2, approver="cat"), now_ms=NOW_MS)
 
 
 def test_evolve_refuses_an_activation_that_breaks_the_two_person_rule() -> None:
@@ -131,3 +136,18 @@ def test_messages_round_trip_as_json() -> None:
         assert msgspec.json.decode(wire, type=ProposePolicy | ApprovePolicy) == message
     proposed = PolicyProposed(policy_version=2, document=doc(2), proposer_id="ann")
     assert msgspec.json.decode(msgspec.json.encode(proposed), type=PolicyProposed) == proposed
+
+
+def test_a_proposal_records_when_it_was_made_and_a_repeat_keeps_that_time() -> None:
+    state, log = run([propose(2), propose(3, proposer="cat")])
+    assert [(e.policy_version, e.proposed_at_ms) for e in log] == [  # type: ignore[union-attr]
+        (2, NOW_MS), (3, NOW_MS + 1000),
+    ]  # fmt: skip
+    assert decide_policy(state, propose(2), now_ms=NOW_MS + 60_000) == []
+    assert state is not None and state.pending[2].proposed_at_ms == NOW_MS
+
+
+def test_a_proposal_logged_before_proposals_had_a_time_still_decodes() -> None:
+    old = msgspec.to_builtins(PolicyProposed(policy_version=2, document=doc(2), proposer_id="a"))
+    del old["proposed_at_ms"]
+    assert msgspec.convert(old, PolicyProposed).proposed_at_ms is None

@@ -140,18 +140,22 @@ def _fold_new(events: list[ev.EventData]) -> PaymentIntent:
 
 
 def _route_and_dispatch(state: PaymentIntent, ctx: DecisionContext) -> list[ev.EventData]:
-    """Route the next attempt, or fail the intent when no candidate or no budget is left."""
+    """Route the next attempt, or fail the intent when no candidate or no budget is left.
+
+    Only the nodes already tried are excluded: each of them proved it did not pay, which says
+    nothing about another node in the same region (ADR 0014).
+    """
     if state.attempt >= ctx.attempts_max:
-        return [ev.IntentFailed(reason="retry_budget_exhausted", attempts=state.attempt)]
+        return [_intent_failed(state, "retry_budget_exhausted")]
     choice = ctx.router.choose(
         state.corridor,
         amount_msat=state.amount_msat,
-        exclude_regions=frozenset(state.tried_regions),
+        exclude_nodes=frozenset(state.tried_nodes),
         keysend=state.destination is not None,
     )
     if not isinstance(choice, RouteDecision):
-        reasons = ",".join(f"{c.region}:{c.reason}" for c in choice) or "unknown_corridor"
-        return [ev.IntentFailed(reason=f"no_route_candidate({reasons})", attempts=state.attempt)]
+        reason = "no_route_candidate" if choice else "unknown_corridor"
+        return [_intent_failed(state, reason, refused=choice)]
     attempt = state.attempt + 1
     return [
         ev.IntentRouted(
@@ -329,6 +333,25 @@ def _failed(
     failed = ev.PaymentAttemptFailed(
         attempt=command.attempt, reason=reason, confirmed_not_paid=True, detail=command.detail
     )
+    after = evolve(state, failed)
     if reason not in RETRYABLE_REASONS:
-        return [failed, ev.IntentFailed(reason=reason, attempts=state.attempt)]
-    return [failed, *_route_and_dispatch(evolve(state, failed), ctx)]
+        return [failed, _intent_failed(after, reason)]
+    return [failed, *_route_and_dispatch(after, ctx)]
+
+
+def _intent_failed(
+    state: PaymentIntent, reason: str, *, refused: tuple[ev.RejectedCandidate, ...] = ()
+) -> ev.IntentFailed:
+    """``IntentFailed`` naming every node tried and, when routing found no candidate, every
+    candidate it refused, in the corridor's order (``refused`` is in that order)."""
+    tried: dict[tuple[str, str], ev.NodeFailure | None] = {
+        (f.region, f.node): f for f in state.failures
+    }
+    in_corridor = [
+        tried.pop((c.region, c.node), None)
+        or ev.NodeFailure(region=c.region, node=c.node, reason=c.reason)
+        for c in refused
+    ]
+    # Nodes tried but no longer in the corridor (the table changed) come first, as tried.
+    failures = (*(f for f in tried.values() if f is not None), *in_corridor)
+    return ev.IntentFailed(reason=reason, attempts=state.attempt, failures=failures)

@@ -50,17 +50,22 @@ def evolve(state: PaymentIntent | None, event: ev.EventData) -> PaymentIntent:
 def _changes(state: PaymentIntent, event: ev.EventData) -> dict[str, object]:
     match event:
         case ev.IntentPolicyChecked(tier=tier, policy_version=policy_version):
-            return {"tier": tier, "policy_version": policy_version}
+            return {"tier": tier, "policy_version": policy_version,
+                    "explanation": event.explanation}  # fmt: skip
         case ev.IntentApprovalRequested(approval_deadline_at_ms=deadline):
             return {"approval_deadline_at_ms": deadline}
+        case ev.IntentApproved():
+            return {"explanation": ()}
         case ev.IntentRouted(attempt=attempt, region=region, node=node):
             assert attempt == state.attempt + 1, "attempts are contiguous"
+            assert (region, node) not in state.tried_nodes, "a node that proved it did not pay"
             return {
                 "attempt": attempt,
                 "region": region,
                 "node": node,
-                "tried_regions": (*state.tried_regions, region),
+                "tried_nodes": (*state.tried_nodes, (region, node)),
                 "in_doubt": False,
+                "explanation": (),
             }
         case ev.IntentDispatched(attempt=attempt, payment_hash=payment_hash):
             assert attempt == state.attempt
@@ -70,10 +75,20 @@ def _changes(state: PaymentIntent, event: ev.EventData) -> dict[str, object]:
         case ev.PaymentSucceeded(preimage=preimage, fee_msat=fee_msat):
             assert state.preimage is None, "at most one successful payment per intent"
             return {"preimage": preimage, "fee_msat": fee_msat, "in_doubt": False}
-        case ev.PaymentAttemptFailed(reason=reason):
-            return {"failure_reason": reason}
-        case ev.IntentFailed(reason=reason):
-            return {"failure_reason": reason}
+        case ev.PaymentAttemptFailed(attempt=attempt, reason=reason):
+            assert state.region is not None and state.node is not None
+            failure = ev.NodeFailure(
+                region=state.region, node=state.node, reason=reason, attempt=attempt
+            )
+            return {"failure_reason": reason, "failures": (*state.failures, failure)}
+        case ev.IntentFailed(reason=reason, failures=failures):
+            # The event's list is the whole story (tried and refused nodes); an event logged
+            # before the list existed keeps the attempts folded so far.
+            return {
+                "failure_reason": reason,
+                "failures": failures or state.failures,
+                "explanation": (),
+            }
         case ev.IntentRejected(reason=reason):
             return {"failure_reason": reason}
         case ev.OutcomeIgnored(anomaly=anomaly):

@@ -7,6 +7,7 @@ import enum
 import msgspec
 
 from schemas.common import Caller
+from schemas.events import NodeFailure, RuleFired
 
 
 class IntentStatus(enum.StrEnum):
@@ -68,11 +69,17 @@ class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     region: str | None = None
     node: str | None = None
-    tried_regions: tuple[str, ...] = ()
+    # (region, node) of every attempt so far, in order; each is excluded from re-routing.
+    tried_nodes: tuple[tuple[str, str], ...] = ()
     in_doubt: bool = False
     preimage: str | None = None
     fee_msat: int | None = None
     failure_reason: str | None = None
+    # Nodes that proved they did not pay, in attempt order; once failed, the intent's full list.
+    failures: tuple[NodeFailure, ...] = ()
+    # The policy's explanation while it still decides the intent's fate (rejected, or waiting
+    # for an operator); dropped once the intent is released, so cached states stay small.
+    explanation: tuple[RuleFired, ...] = ()
     ignored_outcomes: int = 0
     anomalies: int = 0
 

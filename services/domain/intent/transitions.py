@@ -20,7 +20,7 @@ TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
     (S.POLICY_CHECKED, "IntentRejected"): S.REJECTED,
     (S.POLICY_CHECKED, "IntentApprovalRequested"): S.AWAITING_APPROVAL,
     (S.POLICY_CHECKED, "IntentRouted"): S.ROUTED,
-    (S.POLICY_CHECKED, "IntentFailed"): S.FAILED,  # no candidate region at all
+    (S.POLICY_CHECKED, "IntentFailed"): S.FAILED,  # no route candidate at all
     (S.AWAITING_APPROVAL, "IntentApproved"): S.POLICY_CHECKED,
     (S.AWAITING_APPROVAL, "IntentRejected"): S.REJECTED,
     (S.ROUTED, "IntentDispatched"): S.DISPATCHED,

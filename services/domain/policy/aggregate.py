@@ -39,18 +39,26 @@ class PolicyDocumentAggregate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def decide(
-    state: PolicyDocumentAggregate | None, command: PolicyCommand, *, baseline_version: int = 0
+    state: PolicyDocumentAggregate | None,
+    command: PolicyCommand,
+    *,
+    now_ms: int,
+    baseline_version: int = 0,
 ) -> list[PolicyEvent]:
+    """``now_ms`` is the time of the decision (a proposal records it); never read here."""
     match command:
         case ProposePolicy():
-            return _propose(state, command, baseline_version)
+            return _propose(state, command, baseline_version, now_ms)
         case ApprovePolicy():
             return _approve(state, command)
     raise AssertionError(f"unhandled command {type(command).__name__}")
 
 
 def _propose(
-    state: PolicyDocumentAggregate | None, command: ProposePolicy, baseline_version: int
+    state: PolicyDocumentAggregate | None,
+    command: ProposePolicy,
+    baseline_version: int,
+    now_ms: int,
 ) -> list[PolicyEvent]:
     version = command.policy_version
     if command.document.version != version:
@@ -75,7 +83,7 @@ def _propose(
     return [
         PolicyProposed(
             policy_version=version, document=command.document,
-            proposer_id=command.proposer_id, note=command.note,
+            proposer_id=command.proposer_id, note=command.note, proposed_at_ms=now_ms,
         )
     ]  # fmt: skip
 
