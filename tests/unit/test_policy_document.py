@@ -10,7 +10,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from services.domain.policy import PolicyDocument
 from services.policy.cli import register
 from services.policy.loader import (
     DEFAULT_POLICY_PATH,
@@ -119,10 +118,3 @@ def test_cli_check(tmp_path: Path) -> None:
     assert code == 1 and "invalid: approval_window_s: required field is missing" in out
     code, out = _cli("policy", "check", str(tmp_path / "missing.yaml"))
     assert code == 1 and "No such file" in out
-
-
-def test_cli_show() -> None:
-    code, out = _cli("policy", "show", "--json")
-    assert code == 0
-    assert msgspec.json.decode(out, type=PolicyDocument) == load_default_policy()
-    assert _cli("policy", "show") == (0, DEFAULT_YAML)
