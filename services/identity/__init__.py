@@ -1,0 +1,1 @@
+"""Who may do what: the credential registry (public keys, roles, ids) and identity checks."""
