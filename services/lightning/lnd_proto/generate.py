@@ -155,6 +155,11 @@ def _rewrite_imports(text: str, local: dict[str, str], where: str) -> str:
 
 
 def _source_label(protos_dir: Path) -> str:
+    # The default folder is named the same way wherever the workspace sits, and whether
+    # ``shared`` is a directory or a symlink to one, so the committed headers never name a
+    # machine's path.
+    if protos_dir.resolve() == DEFAULT_PROTOS_DIR.resolve():
+        return "shared/conformance/lnd/protos"
     try:
         return protos_dir.relative_to(WORKSPACE_DIR).as_posix()
     except ValueError:
