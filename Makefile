@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip shows its progress on a terminal and stays quiet in logs (CI).
 PIP_QUIET := $(shell test -t 2 || echo -q)
 
-.PHONY: install lock run test lint typecheck unit bench profile schemas clean
+.PHONY: install lock audit run test lint typecheck unit bench profile schemas clean
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Security lint: no high-severity finding (the generated LND stubs are not ours to change).
+	$(BIN)/bandit -r services schemas projections -x services/lightning/lnd_proto -lll -q
+
+# Known vulnerabilities in the locked set, from PyPI's advisory data. --strict fails when a package
+# could not be checked, so an unreachable database is a failure, never a silent pass.
+audit: install
+	$(BIN)/pip-audit -r requirements/dev.lock --require-hashes --disable-pip --strict --progress-spinner off
 
 typecheck: install
 	$(BIN)/mypy services schemas projections
