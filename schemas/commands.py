@@ -37,7 +37,11 @@ DeadlineS = Annotated[int, msgspec.Meta(gt=0, le=limits.DEADLINE_S_MAX)]
 
 
 class SubmitPaymentIntent(Message, frozen=True):
-    """Ask Corridor to pay. Exactly one of ``payment_request`` or ``destination`` is set."""
+    """Ask Corridor to pay. Exactly one of ``payment_request`` or ``destination`` is set.
+
+    ``caller`` must be the sender's credential: ``caller.id`` the subject's last token and
+    ``caller.kind`` the kind registered for it, else ``identity_mismatch``.
+    """
 
     idempotency_key: IdempotencyKey
     caller: Caller
@@ -61,7 +65,11 @@ class CancelPaymentIntent(Message, frozen=True):
 
 
 class ApprovePaymentIntent(Message, frozen=True):
-    """An operator releases an intent waiting in tier ``approval``."""
+    """An operator releases an intent waiting in tier ``approval``.
+
+    ``operator_id`` must be the subject's last token (``identity_mismatch``); the intent's own
+    caller cannot approve it (``two_person_rule``).
+    """
 
     intent_id: IntentId
     operator_id: CallerId
@@ -96,6 +104,9 @@ class RecordPaymentOutcome(Message, frozen=True):
 
     ``confirmed_not_paid`` is the executor's proof (from ``lookup_payment``) that a failed
     attempt did not and cannot pay; only then may the intent be re-routed elsewhere.
+    ``node`` must be the subject's last token (an executor's id is its node's name) and
+    ``region`` that node's region, else ``identity_mismatch``. An outcome from a node the
+    attempt did not go to is recorded as ``OutcomeIgnored`` (``wrong_node``) and moves nothing.
     """
 
     intent_id: IntentId
@@ -120,14 +131,22 @@ class ExpirePaymentIntent(Message, frozen=True):
 
 
 class GetPaymentIntent(Message, frozen=True):
-    """Query: the intent's current state and its full event history."""
+    """Query: the intent's current state and its full event history.
+
+    Sent to ``corridor.api.v1.intents.get.<role>.<id>``: answered for the intent's caller,
+    operators and auditors; for anyone else the intent is ``not_found``.
+    """
 
     intent_id: IntentId
     version: Literal[1] = 1
 
 
 class GetPaymentIntentStatus(Message, frozen=True):
-    """Query: the intent's state and current attempt only (cheap; executors ask it per payment)."""
+    """Query: the intent's state and current attempt only (cheap; executors ask it per payment).
+
+    Sent to ``corridor.api.v1.intents.status.<role>.<id>``: answered for the intent's caller,
+    operators, auditors, and the executors of the nodes its attempts went to.
+    """
 
     intent_id: IntentId
     version: Literal[1] = 1

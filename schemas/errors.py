@@ -46,8 +46,12 @@ class SchemaViolation(CorridorError):
     code = "schema_violation"
 
 
-class CallerMismatch(CorridorError):
-    code = "caller_mismatch"
+class IdentityMismatch(CorridorError):
+    """The payload names someone other than the identity the subject (the credential) names:
+    ``caller.id``, ``caller.kind``, ``operator_id``, ``proposer_id``, ``approver_id``, ``node``
+    or ``region`` (ADR 0061). Identity comes from the credential, never from the payload."""
+
+    code = "identity_mismatch"
 
 
 class InvalidInvoice(CorridorError):
@@ -76,3 +80,10 @@ class Unavailable(CorridorError):
 
 class Forbidden(CorridorError):
     code = "forbidden"
+
+
+class TwoPersonRule(Forbidden):
+    """One person cannot both ask and approve: a policy's proposer cannot approve it, and an
+    intent's caller cannot approve it as an operator."""
+
+    code = "two_person_rule"

@@ -7,7 +7,7 @@ Old versions are upcast when read (``schemas.upcasting``), so the domain only se
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -90,8 +90,22 @@ class IntentRouted(EventData, frozen=True, kw_only=True):
     rejected: tuple[RejectedCandidate, ...] = ()
 
 
+# A key id names a key (ours are 16 hex digits; a KMS adapter's may be longer); an Ed25519
+# signature is 86 base64url characters. Bounds well above both, so junk is refused early.
+SigningKeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+OrderSignature = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
 class IntentDispatched(EventData, frozen=True, kw_only=True):
-    """The work order for a region executor. It carries everything needed to pay."""
+    """The work order for a region executor. It carries everything needed to pay.
+
+    Version 2 adds the engine's signature over the order (ADR 0063): ``key_id`` names the
+    engine's Ed25519 key and ``signature`` (unpadded base64url) covers the canonical bytes
+    defined in ``services/signing/orders.py``. Executors pay only orders that verify. A
+    version 1 event (logged before signing) reads as version 2 with neither field.
+    """
+
+    VERSION: ClassVar[int] = 2
 
     attempt: int
     region: str
@@ -105,6 +119,9 @@ class IntentDispatched(EventData, frozen=True, kw_only=True):
     # Whether the invoice fixes the amount (then the executor must not send one). Lets the
     # executor pay without decoding the invoice again; None for keysend.
     invoice_has_amount: bool | None = None
+    # The engine's signing key (16 hex digits of its SHA-256) and its Ed25519 signature.
+    key_id: SigningKeyId | None = None
+    signature: OrderSignature | None = None
 
 
 class PaymentInFlightReported(EventData, frozen=True, kw_only=True):

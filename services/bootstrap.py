@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,12 +26,21 @@ from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
-from services.executor.health import HealthBoard, decode_report
+from services.executor.health import (
+    HEALTH_PENDING_BYTES_MAX,
+    HEALTH_PENDING_MSGS_MAX,
+    HealthBoard,
+    HealthListener,
+)
+from services.identity.lookup import CredentialLookup, lookup_from_settings
 from services.intake.api import ApiService
+from services.intake.identity import Authenticator
 from services.intake.stream_consumer import CommandStreamConsumer
 from services.policy.loader import load_default_policy, load_policy
 from services.relay.outbox import OutboxRelay
 from services.settings import Settings
+from services.signing.file_keys import keys_dir, load_or_create_signer
+from services.signing.port import Signer
 
 log = structlog.get_logger("corridor.engine")
 
@@ -62,6 +72,7 @@ class Engine:
     relay: OutboxRelay
     deadlines: DeadlineScheduler
     health: HealthBoard
+    health_listener: HealthListener
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -70,7 +81,12 @@ class Engine:
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
         self._spawn(self.deadlines.run, "deadlines")
-        await self.nc.subscribe(subjects.HEALTH_WILDCARD, cb=self._on_health)
+        await self.nc.subscribe(
+            subjects.HEALTH_WILDCARD,
+            cb=self._on_health,
+            pending_msgs_limit=HEALTH_PENDING_MSGS_MAX,
+            pending_bytes_limit=HEALTH_PENDING_BYTES_MAX,
+        )
         if intake:
             await self.api.start()
             self._spawn(self.commands.run, "cmd-consumer")
@@ -78,10 +94,8 @@ class Engine:
             self._spawn(self.relay.run, "relay")
 
     async def _on_health(self, msg: Any) -> None:
-        try:
-            self.health.observe(decode_report(msg.data))
-        except Exception:
-            log.warning("bad_health_report", subject=msg.subject)
+        # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
+        self.health_listener.receive(msg.subject, msg.data)
 
     def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         task = asyncio.create_task(fn(), name=name)
@@ -121,9 +135,22 @@ async def bootstrap(
     ids: IdSource | None = None,
     policy: Callable[[], Policy] | None = None,
     router: Callable[[], Router] | None = None,
+    credentials: CredentialLookup | None = None,
+    creds: Path | None = None,
+    signer: Signer | None = None,
 ) -> Engine:
+    """``credentials``: the registry identities are checked against (ADR 0061); by default
+    the file the settings name, and none (nothing verified) when they name none.
+
+    ``signer``: signs every work order (ADR 0063); by default the engine's key in
+    ``<state_dir>/keys/``, created on first use. Loaded first: a bad key file stops the
+    engine before it connects to anything."""
+    order_signer = (
+        signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
+    )
     store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
-    nc = await connect(nats_url, name="corridor-engine")
+    # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
+    nc = await connect(nats_url, name="corridor-engine", creds=creds)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
     await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
@@ -131,8 +158,12 @@ async def bootstrap(
     table = corridor_table(
         settings.corridors, keysend_unsupported=settings.keysend_unsupported_nodes
     )
-    health = HealthBoard(interval_ms=int(settings.health_interval_s * 1000))
     engine_clock = clock or SystemClock()
+    # Only the nodes the corridor table routes to have a place on the board (ADR 0062).
+    health = HealthBoard(
+        nodes={(c.region, c.node) for candidates in table.corridors.values() for c in candidates},
+        interval_ms=int(settings.health_interval_s * 1000),
+    )
 
     def live_router() -> Router:
         # Health snapshots are data: the router itself stays pure.
@@ -151,6 +182,7 @@ async def bootstrap(
         queue_max=settings.intake_queue_max,
         cache_max=settings.state_cache_max,
         baseline_policy_version=document.version,
+        signer=order_signer,
     )
     deadlines = DeadlineScheduler(processor, engine_clock)
     processor.committed_hooks.append(deadlines.observe)
@@ -167,15 +199,19 @@ async def bootstrap(
     )
     processor.appended_hooks.append(relay.offer)
     relay.local_writer_busy = lambda: processor.appending
+    authenticator = Authenticator(
+        credentials if credentials is not None else lookup_from_settings(settings), table
+    )
     return Engine(
         settings=settings,
         store=store,
         nc=nc,
         js=js,
         processor=processor,
-        api=ApiService(nc, processor, corridors=table),
-        commands=CommandStreamConsumer(js, processor),
+        api=ApiService(nc, processor, corridors=table, authenticator=authenticator),
+        commands=CommandStreamConsumer(js, processor, authenticator=authenticator),
         relay=relay,
         deadlines=deadlines,
         health=health,
+        health_listener=HealthListener(health, engine_clock.now_ms),
     )

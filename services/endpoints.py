@@ -1,7 +1,10 @@
 """``endpoints.json``: how scripts and operators find a running stack.
 
 Several processes share one file: ``corridor up`` writes the engine's entries (``nats_url``,
-``database_url``, ...), ``corridor sim up`` the simulator's (``nodes``, ``sim_control``). The
+``database_url``, ...), ``corridor sim up`` the simulator's (``nodes``, ``sim_control``).
+``nats_auth`` is ``"nkey"``: the server takes nkey users only (ADR 0060). For a nats-server
+it runs, ``corridor up`` adds what ``corridor creds`` needs to reload it: ``nats_pid``,
+``nats_auth_file``, ``nats_monitor_url`` and ``credentials`` (the registry's directory). The
 ownership rule (ADR 0020): a process adds only its own entries and, when it stops, removes only
 the entries it added that still hold the value it wrote. It never deletes the file while
 another process's entries are in it.

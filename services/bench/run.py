@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from nats.js.api import DeliverPolicy
@@ -48,9 +48,11 @@ from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
 from services.devstack import DevStack
 from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.roles import RoleUrls, create_database
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.limits import ExecutorLimits
 from services.settings import DEFAULT_CORRIDORS
+from services.signing.file_keys import PUBLIC_KEYS_FILE, keys_dir
 
 # One-at-a-time latencies are also taken paced like the 10 intents/s run: a machine waking
 # from idle answers slower than a busy one.
@@ -63,18 +65,10 @@ def _progress(step: str) -> None:
     print(f"bench {time.strftime('%H:%M:%S')} {step}", file=sys.stderr, flush=True)
 
 
-def _db_url(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _create_db(admin_url: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _db_url(admin_url, name)
+async def _create_db(stack: DevStack, name: str) -> RoleUrls:
+    """A fresh database on the stack's server, migrated, with each role's URL (ADR 0064)."""
+    assert stack.database_urls is not None, "the bench starts its own PostgreSQL"
+    return await create_database(stack.database_urls, name, replace_existing=True)
 
 
 def _process_groups(
@@ -96,7 +90,8 @@ async def run_bench(
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     # Traversable by PostgreSQL's service user; kept for a post-mortem if the run fails.
     os.chmod(work, 0o755)
-    stack = DevStack(work / "servers", fsync=True, keep_data=False)
+    creds = _make_credentials(work)
+    stack = DevStack(work / "servers", fsync=True, keep_data=False, identity_dir=work)
     await asyncio.to_thread(stack.start)
     result: dict[str, Any] = {
         "machine": {
@@ -114,7 +109,9 @@ async def run_bench(
         result["event_store"] = await _store(stack, runs, quick)
         _progress("end to end: starting the engine and the simulated network")
         result.update(
-            await _end_to_end(stack, work, runs, e2e_intents, quick=quick, profile_dir=profile_dir)
+            await _end_to_end(
+                stack, work, runs, e2e_intents, quick=quick, profile_dir=profile_dir, creds=creds
+            )
         )
     except BaseException:
         _progress(f"failed; servers' data and logs are kept in {work}")
@@ -129,12 +126,16 @@ async def run_bench(
 
 
 async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
-    url = await _create_db(stack.database_url, "bench_raw")
+    # The raw baselines make their own table: the owner may.
+    url = (await _create_db(stack, "bench_raw")).owner
     single_rows, batched_rows = (300, 5_000) if quick else (2_000, 30_000)
     messages_sync, messages_pipe = (300, 3_000) if quick else (2_000, 30_000)
     round_trips = 100 if quick else 1_000
-    nc = await connect(stack.nats_url, name="bench-baseline")
-    responder = await connect(stack.nats_url, name="bench-baseline-responder")
+    # The raw baselines make their own stream: the stack's engine credential may.
+    nc = await connect(stack.nats_url, name="bench-baseline", creds=stack.engine_creds)
+    responder = await connect(
+        stack.nats_url, name="bench-baseline-responder", creds=stack.engine_creds
+    )
     js = nc.jetstream(publish_async_max_pending=4000)
     latencies_ms: dict[str, list[float]] = {"nats_round_trip": [], "pg_commit": [],
                                             "js_publish": []}  # fmt: skip
@@ -191,7 +192,7 @@ async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
 
 
 async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
-    url = await _create_db(stack.database_url, "bench_store")
+    url = (await _create_db(stack, "bench_store")).engine
     store = await PostgresEventStore.connect(url, pool_max=4)
     single, batched = (300, 6_000) if quick else (2_000, 60_000)
     names = ("append_single_events_per_s", "append_batched_events_per_s", "replay_events_per_s")
@@ -213,13 +214,16 @@ async def _store(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
 
 async def _end_to_end(
     stack: DevStack, work: Path, runs: int, intents: int, *, quick: bool,
-    profile_dir: Path | None = None,
+    profile_dir: Path | None = None, creds: _Credentials,
 ) -> dict[str, Any]:  # fmt: skip
     warmup, half_s, low_s = (20, 2.0, 1.0) if quick else (100, 8.0, 3.0)
-    db_url = await _create_db(stack.database_url, "corridor")
+    db_url = (await _create_db(stack, "corridor")).engine
     engine_dir = work / "engine"
     env = {**os.environ, "NATS_URL": stack.nats_url, "DATABASE_URL": db_url,
            "CORRIDOR_LOG_LEVEL": "warning", "CORRIDOR_HEALTH_INTERVAL_S": "1"}  # fmt: skip
+    if stack.engine_creds is not None:
+        # The engine process is given our server by NATS_URL, so connects as CORRIDOR_CREDS.
+        env["CORRIDOR_CREDS"] = str(stack.engine_creds)
     sim_dir = work / "sim"
     # Three processes share the two cores: the engine, the simulated network, and this one
     # (load generator plus region executors), so no Python process is the others' bottleneck.
@@ -229,7 +233,7 @@ async def _end_to_end(
         env, work / "sim.log",
     )  # fmt: skip
     fleet = None
-    nc = None
+    nc = watcher = None
     source = None
     try:
         await _wait_ready(engine, engine_dir / "endpoints.json", work / "engine.log")
@@ -237,13 +241,22 @@ async def _end_to_end(
         nodes = read_endpoints_file(sim_dir / "endpoints.json")["nodes"]
         source = InvoiceSource(nodes)
         exec_dir = sim_dir
+        # The executors trust the engine's public signing key, copied as an operator copies it
+        # to an executor host (ADR 0063).
+        keys_dir(exec_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(
+            keys_dir(engine_dir) / PUBLIC_KEYS_FILE, keys_dir(exec_dir) / PUBLIC_KEYS_FILE
+        )
         fleet = ExecutorFleet(
             nats_url=stack.nats_url, state_dir=exec_dir,
             targets=targets_from_corridors(DEFAULT_CORRIDORS),
-            limits=ExecutorLimits(health_interval_s=1.0),
+            limits=ExecutorLimits(health_interval_s=1.0), creds=creds.executors,
         )  # fmt: skip
         await fleet.start()
-        nc = await connect(stack.nats_url, name="bench-load")
+        # The load submits as caller `bench` and sees settlements as an auditor: the server
+        # checks their permissions on every message, a cost the figures include (ADR 0060).
+        nc = await connect(stack.nats_url, name="bench-load", creds=creds.caller)
+        watcher = await connect(stack.nats_url, name="bench-watch", creds=creds.auditor)
         settled_q: asyncio.Queue[str] = asyncio.Queue()
         settled_at: dict[str, float] = {}
         seen_wall_ms: dict[str, float] = {}
@@ -254,7 +267,7 @@ async def _end_to_end(
             seen_wall_ms[intent_id] = time.time() * 1000
             settled_q.put_nowait(intent_id)
 
-        await nc.jetstream().subscribe(
+        await watcher.jetstream().subscribe(
             "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
             ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
         )  # fmt: skip
@@ -334,8 +347,9 @@ async def _end_to_end(
             "cost_per_intent": costs,
         }
     finally:
-        if nc is not None:
-            await nc.close()
+        for client in (nc, watcher):
+            if client is not None:
+                await client.close()
         if source is not None:
             await source.close()
         if fleet is not None:
@@ -346,6 +360,32 @@ async def _end_to_end(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """The bench's seed files; empty under NATS_URL, where CORRIDOR_CREDS serves for all."""
+
+    caller: Path | None = None
+    auditor: Path | None = None
+    executors: dict[str, Path] = field(default_factory=dict)
+
+
+def _make_credentials(work: Path) -> _Credentials:
+    """The load's caller, its settlement watcher and each node's executor, made before the
+    servers start so that nats-server admits them from the first moment."""
+    from services.identity import nats_auth
+
+    if os.environ.get("NATS_URL"):
+        return _Credentials()
+    return _Credentials(
+        caller=nats_auth.ensure(work, role="caller", ident="bench", kind="service"),
+        auditor=nats_auth.ensure(work, role="auditor", ident="bench-watch"),
+        executors={
+            node: nats_auth.ensure(work, role="executor", ident=node, region=region, node=node)
+            for region, node in targets_from_corridors(DEFAULT_CORRIDORS)
+        },
+    )
 
 
 async def _direct_payments(

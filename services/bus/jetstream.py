@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Final
 
 import nats
 import structlog
@@ -21,15 +25,80 @@ async def _quiet_error(exc: Exception) -> None:
     log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
 
 
-async def connect(url: str, *, name: str) -> Client:
+# The seed file every connect uses when it is given none (ADR 0060).
+CREDS_ENV: Final = "CORRIDOR_CREDS"
+
+
+def resolve_creds(creds: Path | None, *, fallback: Path | None = None) -> Path | None:
+    """The seed file to connect with: ``creds``, else ``CORRIDOR_CREDS``, else ``fallback``
+    if that file exists, else none (and the server will refuse the connection)."""
+    if creds is not None:
+        return creds
+    from_env = os.environ.get(CREDS_ENV, "")
+    if from_env:
+        return Path(from_env)
+    if fallback is not None and fallback.exists():
+        return fallback
+    return None
+
+
+def credential_options(creds: Path | None, *, inbox_prefix: str | None = None) -> dict[str, Any]:
+    """``nats.connect`` keywords for ``creds`` (resolved as ``resolve_creds``): the nkey seed,
+    and the user's own inbox prefix, the only subtree its permissions let it subscribe to."""
+    seed = resolve_creds(creds)
+    if seed is None:
+        return {} if inbox_prefix is None else {"inbox_prefix": inbox_prefix}
+    from services.identity.nats_auth import inbox_prefix as own_inbox
+    from services.identity.nats_auth import read_public_key
+
+    prefix = inbox_prefix or own_inbox(read_public_key(seed))
+    return {"nkeys_seed": str(seed), "inbox_prefix": prefix}
+
+
+class CredentialRefused(Exception):
+    """The server refused the credential on the first connect: retrying cannot help."""
+
+
+async def connect(
+    url: str, *, name: str, creds: Path | None = None, inbox_prefix: str | None = None
+) -> Client:
+    """A long-lived connection that reconnects forever, as the nkey user in ``creds``
+    (default ``CORRIDOR_CREDS``).
+
+    Raises ``CredentialRefused`` if the server refuses the credential before the first
+    connect succeeds: nats-py would otherwise retry an unknown or revoked key forever.
+    """
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        error_cb=_quiet_error,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+    options = credential_options(creds, inbox_prefix=inbox_prefix)
+    refused = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower():
+            refused.set()
+        await _quiet_error(exc)
+
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers=servers,
+            name=name,
+            error_cb=on_error,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            **options,
+        )
     )
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait({connecting, refusal}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        who = options.get("nkeys_seed") or "no credential (set CORRIDOR_CREDS)"
+        raise CredentialRefused(f"NATS at {url} refused {who}: not a live credential there")
+    return connecting.result()
 
 
 def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:

@@ -37,6 +37,8 @@ HEALTH_PREFIX: Final = "corridor.health.v1"
 HEALTH_WILDCARD: Final = f"{HEALTH_PREFIX}.>"
 
 DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
+# corridor.dlq.v1.dispatch.<region>.<node>: work orders an executor refused (ADR 0063).
+DLQ_DISPATCH_PREFIX: Final = "corridor.dlq.v1.dispatch"
 DLQ_WILDCARD: Final = "corridor.dlq.v1.>"
 DLQ_STREAM: Final = "CORRIDOR_DLQ"
 

@@ -7,19 +7,23 @@ document, the corridor table. The CLI never reads local settings or bundled file
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
 from services.bus import subjects
-from services.cli.errors import Refused, Unreachable
+from services.cli.credentials import ResolvedCredential, resolve
+from services.cli.errors import Refused, Unreachable, UsageError
 from services.endpoints import find_stack
+
+T = TypeVar("T")
 
 # The engine answers after its commit; a group commit under load stays far below this.
 REQUEST_TIMEOUT_S: Final = 15.0
@@ -29,19 +33,35 @@ CONNECT_ATTEMPTS_MAX: Final = 2
 
 
 class EngineClient:
-    """Open with ``async with EngineClient.open(state_dir) as engine:``."""
+    """Open with ``async with EngineClient.open(state_dir) as engine:``.
 
-    def __init__(self, nc: Client, nats_url: str) -> None:
+    ``credential`` is the one the command connected with; its ``token`` names the subjects
+    the command may publish on (services/cli/credentials.py).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        nats_url: str,
+        credential: ResolvedCredential | None = None,
+        denials: Denials | None = None,
+    ) -> None:
         self._nc = nc
         self.nats_url = nats_url
+        self.credential = credential or ResolvedCredential(path=None)
+        self._denials = denials or Denials()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, state_dir: Path | None) -> AsyncIterator[EngineClient]:
         stack = find_stack(state_dir)
-        nc = await connect(stack.nats_url, name="corridor-cli")
+        credential = resolve(state_dir)
+        denials = Denials()
+        nc = await connect(
+            stack.nats_url, name="corridor-cli", creds=credential.path, on_error=denials.record
+        )
         try:
-            yield cls(nc, stack.nats_url)
+            yield cls(nc, stack.nats_url, credential, denials)
         finally:
             await nc.close()
 
@@ -50,10 +70,16 @@ class EngineClient:
         return self._nc
 
     async def request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The engine's reply, ``ok`` true or false; raises ``Unreachable`` if nobody answers."""
+        """The engine's reply, ``ok`` true or false; raises ``Unreachable`` if nobody answers
+        and ``UsageError`` at once if the server does not let this credential ask."""
+        self._denials.clear()
         try:
-            msg = await self._nc.request(
-                subject, json.dumps(body).encode(), timeout=REQUEST_TIMEOUT_S
+            msg = await self._denials.race(
+                self._nc.request(subject, json.dumps(body).encode(), timeout=REQUEST_TIMEOUT_S),
+                refusal=lambda detail: UsageError(
+                    f"NATS does not let the credential {self.credential.path} publish on "
+                    f"{subject} ({detail}); `corridor creds list` shows what each one is"
+                ),
             )
         except nats.errors.NoRespondersError:
             raise Unreachable(
@@ -90,23 +116,86 @@ class EngineClient:
         )
 
 
-async def connect(nats_url: str, *, name: str) -> Client:
-    """A connection for one command: give up quickly instead of reconnecting forever."""
+class Denials:
+    """The server's permission refusals on one connection: a refused publish is dropped
+    silently (it only reaches the error callback), so a request would wait out its timeout."""
 
-    async def quiet(_: Exception) -> None:
+    def __init__(self) -> None:
+        self._refused = asyncio.Event()
+        self.detail = ""
+
+    async def record(self, exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            self.detail = str(exc).removeprefix("nats: ")
+            self._refused.set()
+
+    def clear(self) -> None:
+        self._refused.clear()
+
+    async def race(self, work: Coroutine[Any, Any, T], *, refusal: Callable[[str], Exception]) -> T:
+        """``work``'s result, unless the server refuses first: then ``refusal(detail)``."""
+        task = asyncio.ensure_future(work)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise refusal(self.detail)
+        return task.result()
+
+
+async def connect(
+    nats_url: str,
+    *,
+    name: str,
+    creds: Path | None = None,
+    on_error: Callable[[Exception], Awaitable[None]] | None = None,
+) -> Client:
+    """A connection for one command, as the nkey user in ``creds`` (if none, the server
+    refuses it and the user is told how to name one): give up quickly instead of
+    reconnecting forever."""
+    from services.bus.jetstream import credential_options
+    from services.identity.nats_auth import CredentialFileError
+
+    async def quiet(exc: Exception) -> None:
         # nats-py's default callback prints a traceback per failed attempt; the CLI reports
         # the outcome once, as one line.
-        return None
+        if on_error is not None:
+            await on_error(exc)
 
     servers = [u.strip() for u in nats_url.split(",") if u.strip()]
+    try:
+        options = credential_options(creds)
+    except CredentialFileError as exc:
+        raise UsageError(str(exc)) from None
     try:
         return await nats.connect(
             servers=servers, name=name, error_cb=quiet, allow_reconnect=False,
             connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=CONNECT_ATTEMPTS_MAX,
-            reconnect_time_wait=0.1,
+            reconnect_time_wait=0.1, **options,
         )  # fmt: skip
     except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
         raise Unreachable(f"cannot reach NATS at {nats_url} ({type(exc).__name__})") from None
+    except nats.errors.Error as exc:
+        if "authorization violation" not in str(exc).lower():
+            raise
+        raise Unreachable(_refused(nats_url, options.get("nkeys_seed"))) from None
+
+
+def _refused(nats_url: str, seed: str | None) -> str:
+    if seed is None:
+        return (
+            f"NATS at {nats_url} refused a connection without a credential: pass --creds FILE, "
+            "set CORRIDOR_CREDS, or use the state dir `corridor up` made its credentials in"
+        )
+    return (
+        f"NATS at {nats_url} refused the credential {seed} (revoked, or not one of this "
+        "stack's: `corridor creds list`)"
+    )
 
 
 def describe_error(reply: dict[str, Any]) -> str:

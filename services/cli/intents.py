@@ -1,7 +1,9 @@
 """``submit``, ``get``, ``approve``/``reject`` and ``cancel``: payment intents, through the engine.
 
 Each prints the engine's reply readably, or as-is with ``--json``; a refusal ends with
-``exit_codes.REFUSED``.
+``exit_codes.REFUSED``. The request subject's last token is the id of the credential the command
+connected with (the only one the server lets it publish under, ADR 0060); ``--caller-id`` and
+``--operator-id`` name the payload's principal, which defaults to that same id.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from services.cli import exit_codes, output
 from services.cli.engine import EngineClient, describe_error, fee_cap_msat
 from services.cli.errors import UsageError
 
-_REQUIRED_WITHOUT_FILE = ("idempotency_key", "caller_id", "amount_msat")
+_REQUIRED_WITHOUT_FILE = ("idempotency_key", "amount_msat")
 # Flags that build the command; --file sends a whole command instead, so they would be ignored.
-_BODY_FLAGS = (*_REQUIRED_WITHOUT_FILE, "max_fee_msat", "payment_request", "destination",
-               "deadline_s", "metadata")  # fmt: skip
+_BODY_FLAGS = (*_REQUIRED_WITHOUT_FILE, "caller_id", "max_fee_msat", "payment_request",
+               "destination", "deadline_s", "metadata")  # fmt: skip
+_CALLER_ROLES = ("caller", "agent")
+_OPERATOR_ROLES = ("operator",)
 
 
 def _flags(names: list[str]) -> str:
@@ -37,14 +41,26 @@ async def submit(args: argparse.Namespace) -> int:
         if ignored:
             raise UsageError(f"--file sends the whole command; leave out {_flags(ignored)}")
     body = _submit_body(args)
-    caller = body.get("caller", {}).get("id") if isinstance(body.get("caller"), dict) else None
-    if not isinstance(caller, str) or not caller:
-        raise UsageError("the command has no caller.id (it names the submit subject)")
+    given = body.get("caller", {}).get("id") if isinstance(body.get("caller"), dict) else None
     async with EngineClient.open(args.state_dir) as engine:
+        caller = engine.credential.token(_CALLER_ROLES, given if isinstance(given, str) else None)
+        if not caller:
+            raise UsageError("say who pays: --caller-id ID (no credential names a caller)")
+        if args.file is None:
+            body["caller"] = _principal(engine, args, caller)
         if args.file is None and args.max_fee_msat is None:
             body["max_fee_msat"] = await _fee_allowed(engine, body["amount_msat"])
         reply = await engine.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
     return show_reply(reply, as_json=args.json)
+
+
+def _principal(engine: EngineClient, args: argparse.Namespace, token: str) -> dict[str, str]:
+    """The payload's caller: ``--caller-id`` if given (the engine refuses one that is not the
+    credential's), else the credential's id; the kind from ``--caller-kind``, else the
+    registry's, else service."""
+    identity = engine.credential.identity
+    kind = args.caller_kind or (identity.kind if identity is not None else None) or "service"
+    return {"id": args.caller_id or token, "kind": kind}
 
 
 async def _fee_allowed(engine: EngineClient, amount_msat: int) -> int:
@@ -77,7 +93,7 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
         "type": "SubmitPaymentIntent",
         "version": 1,
         "idempotency_key": args.idempotency_key,
-        "caller": {"id": args.caller_id, "kind": args.caller_kind},
+        "caller": {"id": args.caller_id, "kind": args.caller_kind or "service"},
         "corridor": args.corridor,
         "amount_msat": args.amount_msat,
         "max_fee_msat": args.max_fee_msat,
@@ -103,7 +119,7 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
 async def get(args: argparse.Namespace) -> int:
     body = {"type": "GetPaymentIntent", "version": 1, "intent_id": args.intent_id}
     async with EngineClient.open(args.state_dir) as engine:
-        reply = await engine.request(subjects.API_GET, body)
+        reply = await engine.request(engine.credential.reader_subject(subjects.API_GET), body)
     if args.json or not reply.get("ok"):
         return show_reply(reply, as_json=args.json)
     shown = {k: v for k, v in reply.items() if k != "events"}
@@ -123,27 +139,32 @@ async def get(args: argparse.Namespace) -> int:
 async def decide(args: argparse.Namespace) -> int:
     """``approve`` or ``reject`` (``args.command``) an intent waiting for an operator."""
     verb = args.command
-    body: dict[str, Any] = {
-        "type": f"{verb.capitalize()}PaymentIntent", "version": 1,
-        "intent_id": args.intent_id, "operator_id": args.operator_id,
-    }  # fmt: skip
-    if verb == "reject":
-        body["reason"] = args.reason
-    else:
-        body["note"] = args.note
-    subject = f"{subjects.API_PREFIX}.{verb}.{args.operator_id}"
     async with EngineClient.open(args.state_dir) as engine:
-        reply = await engine.request(subject, body)
+        operator = engine.credential.token(_OPERATOR_ROLES, args.operator_id)
+        if not operator:
+            raise UsageError("say who decides: --operator-id OP (no credential names one)")
+        body: dict[str, Any] = {
+            "type": f"{verb.capitalize()}PaymentIntent", "version": 1,
+            "intent_id": args.intent_id, "operator_id": args.operator_id or operator,
+        }  # fmt: skip
+        if verb == "reject":
+            body["reason"] = args.reason
+        else:
+            body["note"] = args.note
+        reply = await engine.request(f"{subjects.API_PREFIX}.{verb}.{operator}", body)
     return show_reply(reply, as_json=args.json)
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    body = {
-        "type": "CancelPaymentIntent", "version": 1, "intent_id": args.intent_id,
-        "caller": {"id": args.caller_id, "kind": args.caller_kind}, "reason": args.reason,
-    }  # fmt: skip
     async with EngineClient.open(args.state_dir) as engine:
-        reply = await engine.request(f"{subjects.API_PREFIX}.cancel.{args.caller_id}", body)
+        caller = engine.credential.token(_CALLER_ROLES, args.caller_id)
+        if not caller:
+            raise UsageError("say whose intent: --caller-id ID (no credential names a caller)")
+        body = {
+            "type": "CancelPaymentIntent", "version": 1, "intent_id": args.intent_id,
+            "caller": _principal(engine, args, caller), "reason": args.reason,
+        }  # fmt: skip
+        reply = await engine.request(f"{subjects.API_PREFIX}.cancel.{caller}", body)
     return show_reply(reply, as_json=args.json)
 
 

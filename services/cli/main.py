@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.cli import exit_codes
+from services.cli.credentials import request_for, requested
 from services.cli.parser import build_parser
 
 
@@ -25,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return _call(_handler(args), args)
+        # The credential the command's connections use (services/cli/credentials.py).
+        with requested(request_for(args)):
+            return _call(_handler(args), args)
     except KeyboardInterrupt:
         return exit_codes.INTERRUPTED
     except BrokenPipeError:
@@ -68,9 +71,18 @@ def _one_line(exc: Exception) -> tuple[str | None, int]:
     """The message and exit code for an error a user caused or can fix; ``None`` for a bug."""
     from services.cli.errors import CliError
     from services.endpoints import EndpointsLocked, StackNotFound
+    from services.identity.nats_auth import CredentialFileError
+    from services.identity.registry import InvalidCredential
 
     if isinstance(exc, CliError):
         return str(exc), exc.exit_code
+    if isinstance(exc, CredentialFileError | InvalidCredential):
+        return str(exc), exit_codes.USAGE
+    if type(exc).__module__.startswith("services.bus"):
+        from services.bus.jetstream import CredentialRefused
+
+        if isinstance(exc, CredentialRefused):
+            return str(exc), exit_codes.USAGE
     local_file_errors = FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError
     if isinstance(exc, StackNotFound | EndpointsLocked | local_file_errors):
         return str(exc), exit_codes.USAGE

@@ -20,7 +20,8 @@ from services.cli.exit_codes import epilog
 DESCRIPTION: Final = textwrap.fill(
     "Corridor: an event-sourced Lightning settlement engine. Commands that talk to a stack "
     "find it through --state-dir DIR (DIR/endpoints.json, written by `corridor up`), else "
-    "NATS_URL and DATABASE_URL, else .corridor/.",
+    "NATS_URL and DATABASE_URL, else .corridor/. They connect with --creds FILE, else "
+    "CORRIDOR_CREDS, else the credential `corridor up` made in DIR/auth/ for their role.",
     width=79,
 )
 
@@ -48,6 +49,11 @@ PLUGINS: Final = (
         "run a seeded pilot workload end to end and print a pilot report",
     ),
     ("bench", "services.bench.cli", "measure Corridor against the machine's limits"),
+    (
+        "creds",
+        "services.cli.creds",
+        "NATS credentials: add, list and revoke who may connect, and as what",
+    ),
 )
 
 _CALLER_KINDS: Final = ["human", "agent", "service"]
@@ -79,7 +85,11 @@ def _command_word(argv: Sequence[str] | None) -> str | None:
     return next((a for a in argv or () if not a.startswith("-")), None)
 
 
-def state_dir_option(parser: argparse.ArgumentParser, default: Path | None = None) -> None:
+def state_dir_option(
+    parser: argparse.ArgumentParser, default: Path | None = None, *, creds: bool = True
+) -> None:
+    """``--state-dir``; and ``--creds`` too for a command that connects to NATS (every one
+    that finds a running stack, unless ``creds`` is false: it reads only PostgreSQL)."""
     where = f"default {default}/" if default else "default: NATS_URL/DATABASE_URL, else .corridor/"
     parser.add_argument(
         "--state-dir",
@@ -88,6 +98,18 @@ def state_dir_option(parser: argparse.ArgumentParser, default: Path | None = Non
         metavar="DIR",
         help=f"the stack's state directory, holding endpoints.json ({where})",
     )
+    if creds and default is None:
+        creds_option(parser)
+
+
+def creds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--creds",
+        type=Path,
+        metavar="FILE",
+        help="the NATS credential (nkey seed file) to connect with (default: CORRIDOR_CREDS, "
+        "else the one `corridor up` made in STATE_DIR/auth/ for this command's role)",
+    )
 
 
 def json_option(parser: argparse.ArgumentParser, what: str = "the reply") -> None:
@@ -95,12 +117,12 @@ def json_option(parser: argparse.ArgumentParser, what: str = "the reply") -> Non
 
 
 def _command(
-    sub: Any, name: str, handler: str, help_text: str, *, stack: bool = True
+    sub: Any, name: str, handler: str, help_text: str, *, stack: bool = True, nats: bool = True
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
     if stack:
-        state_dir_option(parser)
+        state_dir_option(parser, creds=nats)
     return parser
 
 
@@ -145,9 +167,9 @@ def _core_commands(sub: Any) -> None:
         decide.add_argument("intent_id", metavar="INTENT_ID", help="the intent to decide")
         decide.add_argument(
             "--operator-id",
-            required=True,
             metavar="OP",
-            help="who decides (names the request subject)",
+            help="who decides (default: the credential's operator; its credential in "
+            "STATE_DIR/auth/ is used if there is one)",
         )
         if verb == "reject":
             decide.add_argument("--reason", default="", help="why, recorded in the log")
@@ -163,13 +185,14 @@ def _core_commands(sub: Any) -> None:
     )
     cancel.add_argument("intent_id", metavar="INTENT_ID", help="the intent to cancel")
     cancel.add_argument(
-        "--caller-id", required=True, metavar="ID", help="the caller that submitted the intent"
+        "--caller-id",
+        metavar="ID",
+        help="the caller that submitted the intent (default: the credential's caller)",
     )
     cancel.add_argument(
         "--caller-kind",
         choices=_CALLER_KINDS,
-        default="service",
-        help="the caller's kind (default service)",
+        help="the caller's kind (default: the registry's, else service)",
     )
     cancel.add_argument("--reason", default="", help="why, recorded in the log")
     json_option(cancel)
@@ -200,6 +223,7 @@ def _core_commands(sub: Any) -> None:
         "replay",
         "services.cli.audit:replay",
         "print the event log as JSON lines, from PostgreSQL (audits, exports)",
+        nats=False,
     )
     replay.add_argument(
         "--from-position",
@@ -221,6 +245,7 @@ def _core_commands(sub: Any) -> None:
         "exceptions",
         "services.cli.audit:exceptions",
         "the operator exception queue: in doubt, unproven, anomalies",
+        nats=False,
     )
     exceptions.add_argument(
         "--stuck-after-s",
@@ -258,12 +283,17 @@ def _submit(sub: Any) -> None:
         metavar="KEY",
         help="names the intent with the caller id: the same key again returns the same intent",
     )
-    submit.add_argument("--caller-id", metavar="ID", help="who pays (names the request subject)")
+    submit.add_argument(
+        "--caller-id",
+        metavar="ID",
+        help="who pays (default: the credential's caller; its credential in STATE_DIR/auth/ "
+        "is used if there is one)",
+    )
     submit.add_argument(
         "--caller-kind",
         choices=_CALLER_KINDS,
-        default="service",
-        help="the caller's kind; the policy sets its autonomy (default service)",
+        help="the caller's kind; the policy sets its autonomy (default: the registry's, "
+        "else service)",
     )
     submit.add_argument(
         "--corridor",

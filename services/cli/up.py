@@ -17,6 +17,7 @@ from services.bootstrap import bootstrap
 from services.devstack import DevStack
 from services.endpoints import add_entries, remove_entries
 from services.settings import Settings, load_settings
+from services.signing.file_keys import keys_dir, load_or_create_signer
 
 log = structlog.get_logger("corridor.up")
 
@@ -47,7 +48,10 @@ async def run_up(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stack = DevStack(state_dir / "servers")
+    # Executors pay through the simulated network's nodes: one per node a corridor routes to.
+    targets = _executor_targets(settings) if sim else []
+    executor_creds = _make_credentials(state_dir, targets)
+    stack = DevStack(state_dir / "servers", identity_dir=state_dir)
     await asyncio.to_thread(stack.start)
     engine = None
     sim_stack: Any = None
@@ -55,10 +59,14 @@ async def run_up(
     # What this process wrote to endpoints.json: the only entries it removes (ADR 0020).
     endpoints: dict[str, Any] = {}
     try:
-        engine = await bootstrap(settings, nats_url=stack.nats_url, database_url=stack.database_url)
+        engine = await bootstrap(
+            settings, nats_url=stack.nats_url, database_url=stack.database_url,
+            creds=stack.engine_creds, **_registry_lookup(stack),
+            signer=load_or_create_signer(keys_dir(state_dir)),
+        )  # fmt: skip
         await engine.start()
         endpoints = {
-            "nats_url": stack.nats_url,
+            **stack.nats_endpoints(),
             "database_url": stack.database_url,
             "pid": os.getpid(),
             "started_at_ms": time.time_ns() // 1_000_000,
@@ -70,11 +78,11 @@ async def run_up(
         path = add_entries(state_dir, endpoints)
         if sim:
             # One executor per (region, node) the corridors route to, paying through the sim.
-            from services.executor.fleet import ExecutorFleet, targets_from_corridors
+            from services.executor.fleet import ExecutorFleet
 
             fleet = ExecutorFleet(
-                nats_url=stack.nats_url, state_dir=state_dir,
-                targets=targets_from_corridors(settings.corridors),
+                nats_url=stack.nats_url, state_dir=state_dir, targets=targets,
+                creds=executor_creds,
             )  # fmt: skip
             await fleet.start()
         log.info("corridor_ready", endpoints=str(path), nats_url=stack.nats_url)
@@ -94,6 +102,51 @@ async def run_up(
         await asyncio.to_thread(stack.stop)
         if endpoints:
             remove_entries(state_dir, endpoints)
+
+
+def _executor_targets(settings: Settings) -> list[tuple[str, str]]:
+    from services.executor.fleet import targets_from_corridors
+
+    return targets_from_corridors(settings.corridors)
+
+
+def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[str, Path]:
+    """The credentials this stack's users start with (ADR 0060): caller ``local``, operators
+    ``operator-1`` and ``operator-2``, auditor ``auditor-1``, and one executor per node in
+    ``targets`` (its seed file by node). The dev stack makes the engine's own. Existing ones
+    are kept.
+
+    Under NATS_URL the server is someone else's: nothing is made here, and every connection
+    this process opens uses CORRIDOR_CREDS, which must then name an engine credential.
+    """
+    from services.cli.credentials import STACK_CREDENTIALS
+    from services.cli.errors import UsageError
+    from services.identity import nats_auth
+
+    if os.environ.get("NATS_URL"):
+        if not os.environ.get("CORRIDOR_CREDS"):
+            raise UsageError(
+                "NATS_URL names a server `corridor up` does not run: set CORRIDOR_CREDS to "
+                "an engine credential's seed file for it"
+            )
+        return {}
+    for role, ident, kind in STACK_CREDENTIALS:
+        nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind)  # type: ignore[arg-type]
+    return {
+        node: nats_auth.ensure(state_dir, role="executor", ident=node, region=region, node=node)
+        for region, node in targets
+    }
+
+
+def _registry_lookup(stack: DevStack) -> dict[str, Any]:
+    """The engine checks identities against the registry this stack's server serves (ADR
+    0061); under NATS_URL, against the one the settings name."""
+    if stack.engine_creds is None:
+        return {}
+    from services.identity.lookup import RegistryFile
+    from services.identity.registry import registry_path
+
+    return {"credentials": RegistryFile(registry_path(stack.home))}
 
 
 async def _start_sim(state_dir: Path, topology: Path | None, seed: int) -> Any:

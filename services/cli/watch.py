@@ -24,6 +24,7 @@ from nats.js.errors import NotFoundError
 
 from services.bus import subjects
 from services.cli import exit_codes
+from services.cli.credentials import resolve
 from services.cli.engine import connect
 from services.cli.errors import UsageError
 from services.endpoints import find_stack
@@ -70,7 +71,8 @@ async def watch(
     out = out or sys.stdout
     err = err or sys.stderr
     stack = find_stack(state_dir)
-    nc = await connect(stack.nats_url, name="corridor-watch")
+    credential = resolve(state_dir, role="auditor")
+    nc = await connect(stack.nats_url, name="corridor-watch", creds=credential.path)
     try:
         js = nc.jetstream()
         wanted = filter_subjects(all_events=all_events)

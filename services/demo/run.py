@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -32,17 +33,18 @@ from services.bus.jetstream import connect
 from services.cli.endpoints import write_endpoints
 from services.cli.progress import Progress
 from services.demo.faults import FaultStep, fault_schedule, holding, inject, seen_by_router
-from services.demo.operator import ScriptedOperator
+from services.demo.operator import OPERATOR_ID, ScriptedOperator
 from services.demo.rest import RestTracker, wait_until
 from services.demo.screen import Screen, Silent
 from services.demo.timeline import FaultMark, build_timeline
-from services.demo.workload import IntentSpec, build_workload, waves
+from services.demo.workload import CALLERS, IntentSpec, build_workload, waves
 from services.devstack import DevStack
 from services.engine.event_codec import to_recorded
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
 from services.executor.limits import ExecutorLimits
 from services.settings import Settings
+from services.signing.file_keys import keys_dir, load_or_create_signer
 from services.sim.runner import SimStack
 
 log = structlog.get_logger("corridor.demo")
@@ -73,35 +75,53 @@ async def run_demo(
         health_interval_s=ENGINE_HEALTH_INTERVAL_S, relay_poll_s=0.2, pay_timeout_s=20
     )
     screen.phase(1, "starting NATS, PostgreSQL, the engine, the executors, the simulated network")
-    stack = DevStack(work_dir / "servers", keep_data=False)
+    targets = targets_from_corridors(settings.corridors)
+    creds = _make_credentials(work_dir, targets)
+    stack = DevStack(work_dir / "servers", keep_data=False, identity_dir=work_dir)
     await asyncio.to_thread(stack.start)
     sim = SimStack(state_dir=work_dir / "sim", seed=seed)
-    engine = fleet = operator = nc = None
+    engine = fleet = operator = operator_nc = None
+    callers: dict[str, Any] = {}
     try:
         await sim.start()
         write_endpoints(
-            work_dir, {"nats_url": stack.nats_url, "database_url": stack.database_url,
+            work_dir, {**stack.nats_endpoints(), "database_url": stack.database_url,
                        **sim.endpoints()},
         )  # fmt: skip
-        engine = await bootstrap(settings, nats_url=stack.nats_url, database_url=stack.database_url)
+        engine = await bootstrap(
+            settings, nats_url=stack.nats_url, database_url=stack.database_url,
+            creds=stack.engine_creds, **_registry_lookup(stack),
+            signer=load_or_create_signer(keys_dir(work_dir)),
+        )  # fmt: skip
         tracker = RestTracker()
         engine.processor.committed_hooks.append(tracker.observe)
         await engine.start()
         fleet = ExecutorFleet(
-            nats_url=stack.nats_url, state_dir=work_dir,
-            targets=targets_from_corridors(settings.corridors),
+            nats_url=stack.nats_url, state_dir=work_dir, targets=targets,
             limits=ExecutorLimits(health_interval_s=EXECUTOR_HEALTH_INTERVAL_S),
+            creds=creds.executors,
         )  # fmt: skip
         await fleet.start()
-        nc = await connect(stack.nats_url, name="corridor-demo")
-        operator = ScriptedOperator(nc, seed=seed)
+        # Each caller and the operator connect as themselves: their subjects are the only
+        # ones their credentials may publish on (ADR 0060).
+        for caller_id, _, _ in CALLERS:
+            callers[caller_id] = await connect(
+                stack.nats_url, name=f"corridor-demo-{caller_id}",
+                creds=creds.callers.get(caller_id),
+            )  # fmt: skip
+        operator_nc = await connect(
+            stack.nats_url, name="corridor-demo-operator", creds=creds.operator
+        )
+        operator = ScriptedOperator(operator_nc, seed=seed)
         await operator.start()
 
         started = time.monotonic()
         merchants = sorted(n.name for n in sim.network.nodes.values() if n.role == "merchant")
         workload = build_workload(seed, intents, len(merchants))
         screen.phase(2, f"submitting {intents} intents in waves; faults follow the workload")
-        driver = _Driver(nc=nc, sim=sim, engine=engine, tracker=tracker, merchants=merchants)
+        driver = _Driver(
+            callers=callers, sim=sim, engine=engine, tracker=tracker, merchants=merchants
+        )
         await driver.run(workload, fault_schedule(intents), screen)
         workload_done = time.monotonic()
 
@@ -119,8 +139,8 @@ async def run_demo(
     finally:
         if operator is not None:
             await operator.stop()
-        if nc is not None:
-            await nc.close()
+        for client in [*callers.values(), *([operator_nc] if operator_nc else [])]:
+            await client.close()
         if fleet is not None:
             await fleet.stop()
         if engine is not None:
@@ -146,7 +166,7 @@ async def run_demo(
 class _Driver:
     """Submits the workload wave by wave and injects each fault between two waves."""
 
-    nc: Any
+    callers: dict[str, Any]  # each caller's own connection, by caller id
     sim: SimStack
     engine: Engine
     tracker: RestTracker
@@ -206,7 +226,7 @@ class _Driver:
             )  # fmt: skip
 
     async def _request(self, spec: IntentSpec, body: dict[str, Any]) -> dict[str, Any]:
-        msg = await self.nc.request(
+        msg = await self.callers[spec.caller_id].request(
             f"corridor.api.v1.intents.submit.{spec.caller_id}",
             json.dumps(body).encode(),
             timeout=SUBMIT_TIMEOUT_S,
@@ -234,6 +254,44 @@ class _Driver:
             "demo_fault_injected", fault=step.kind, node=step.node,
             after_intent=step.after_intent, log_position=position, seen_by_router=seen,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """The demo's seed files; empty under NATS_URL, where CORRIDOR_CREDS serves for all."""
+
+    callers: dict[str, Path] = field(default_factory=dict)
+    executors: dict[str, Path] = field(default_factory=dict)
+    operator: Path | None = None
+
+
+def _make_credentials(work_dir: Path, targets: list[tuple[str, str]]) -> _Credentials:
+    """A credential per caller (agents as agents), the operator, and each node's executor,
+    made before the servers start so that nats-server admits them from the first moment."""
+    from services.identity import nats_auth
+
+    if os.environ.get("NATS_URL"):
+        return _Credentials()
+    callers = {}
+    for caller_id, kind, _ in CALLERS:
+        role = "agent" if kind == "agent" else "caller"
+        callers[caller_id] = nats_auth.ensure(work_dir, role=role, ident=caller_id, kind=kind)  # type: ignore[arg-type]
+    executors = {
+        node: nats_auth.ensure(work_dir, role="executor", ident=node, region=region, node=node)
+        for region, node in targets
+    }
+    operator = nats_auth.ensure(work_dir, role="operator", ident=OPERATOR_ID)
+    return _Credentials(callers=callers, executors=executors, operator=operator)
+
+
+def _registry_lookup(stack: DevStack) -> dict[str, Any]:
+    """The engine checks identities against the registry the demo's server serves."""
+    if stack.engine_creds is None:
+        return {}
+    from services.identity.lookup import RegistryFile
+    from services.identity.registry import registry_path
+
+    return {"credentials": RegistryFile(registry_path(stack.home))}
 
 
 def _report(

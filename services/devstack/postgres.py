@@ -5,21 +5,31 @@ unprivileged user (``postgres`` if it exists, else ``nobody``) owning its data d
 user must reach the binaries and the data dir; from a clone it cannot enter (under /root or a
 ``mktemp -d`` dir) root runs a shared copy of the install and keeps the cluster outside the clone,
 linked from the state dir (ADR 0040). Non-root users run everything in place.
+
+Every connection authenticates with a SCRAM-SHA-256 password over loopback TCP (the server opens
+no Unix socket), never ``trust`` (ADR 0064). The passwords (the superuser's, made for ``initdb``,
+and Corridor's roles') are generated here and kept in ``passwords.json`` (0600) in the state
+dir, which the service user cannot read when we are root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.devstack.pginstall import (
     SHARED_DIR_ENV,
@@ -32,7 +42,18 @@ from services.devstack.pginstall import (
 )
 from services.devstack.process import as_user, free_port, reachable_by, spawn, stop, wait_until
 
-__all__ = ["PostgresServer", "PostgresVersionError", "check_data_dir", "postgres_bin_dir"]
+if TYPE_CHECKING:
+    from services.eventstore.roles import RoleUrls
+
+__all__ = [
+    "PostgresServer",
+    "PostgresVersionError",
+    "check_data_dir",
+    "postgres_bin_dir",
+    "provision_corridor",
+]
+
+T = TypeVar("T")
 
 # In a state dir the service user cannot enter: the path of the cluster's home outside it.
 CLUSTER_LINK = "pgdata-location"
@@ -41,6 +62,22 @@ CLUSTER_LINK = "pgdata-location"
 HOME_OWNER = "state-dir"
 # Under the shared dir: root's homes for clusters whose state dir the service user cannot enter.
 DATA_BASE_NAME = "corridor-pg-data"
+# The cluster's superuser, whose password initdb sets.
+SUPERUSER = "postgres"
+# In the state dir: role -> password, 0600, never logged.
+PASSWORDS_FILE = "passwords.json"
+# 32 random bytes, URL-safe base64: nothing a URL or initdb's password file needs escaped.
+PASSWORD_BYTES = 32
+# The database the dev stack's engine uses (the superuser keeps ``postgres``).
+CORRIDOR_DATABASE = "corridor"
+# Written at every start, so the cluster never accepts a connection without a password: SCRAM
+# on the socket in the data dir and on loopback, nothing else (no replication either).
+PG_HBA = """\
+# Written by the Corridor dev stack at every start (ADR 0064): SCRAM passwords, loopback only.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 def _unprivileged_user() -> str | None:
@@ -86,37 +123,70 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        """The superuser's URL, password included: never log it."""
+        return f"postgresql://{SUPERUSER}:{self.password(SUPERUSER)}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def passwords_path(self) -> Path:
+        return self.data_dir / PASSWORDS_FILE
+
+    def password(self, role: str) -> str:
+        """``role``'s password, generated and kept in :attr:`passwords_path` the first time."""
+        known = self._passwords()
+        if role not in known:
+            known[role] = secrets.token_urlsafe(PASSWORD_BYTES)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".passwords.")  # 0600
+            try:
+                with os.fdopen(fd, "w") as out:
+                    json.dump(known, out, indent=2, sort_keys=True)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, self.passwords_path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return known[role]
+
+    def _passwords(self) -> dict[str, str]:
+        try:
+            loaded = json.loads(self.passwords_path.read_text())
+        except FileNotFoundError:
+            return {}
+        assert isinstance(loaded, dict), f"{self.passwords_path} is not a JSON object"
+        return {str(k): str(v) for k, v in loaded.items()}
 
     def start(self, timeout_s: float = 30.0) -> None:
         source_bin = self.bin_dir or postgres_bin_dir()
         major = check_supported(source_bin)
         pgdata = self.pgdata()
         check_data_dir(pgdata, major, state_dir=self.data_dir)
+        fresh = not (pgdata / "PG_VERSION").exists()
+        if not fresh and SUPERUSER not in self._passwords():
+            # Most likely a cluster from before ADR 0064, which let anyone in (trust).
+            raise RuntimeError(
+                f"{pgdata} holds a cluster whose superuser password is not in "
+                f"{self.passwords_path} (clusters made before ADR 0064 have none): delete "
+                f"{self.data_dir} for a fresh dev cluster, or dump its data first with pg_dump"
+            )
         bin_dir = self._runnable(source_bin)
         log = pgdata.parent / "postgres.log"
-        if not (pgdata / "PG_VERSION").exists():
-            initdb = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--no-sync", "--no-instructions"],
-                capture_output=True, text=True, check=False, **as_user(self.user),
-            )  # fmt: skip
-            if initdb.returncode != 0:
-                raise RuntimeError(
-                    f"initdb -D {pgdata} failed (exit {initdb.returncode}, as "
-                    f"{self.user or 'ourselves'}): {initdb.stderr.strip()[-2000:]}"
-                )
+        if fresh:
+            self._initdb(bin_dir, pgdata)
+        self._write_hba(pgdata)
         settings = {
             "fsync": "on" if self.fsync else "off",
             "synchronous_commit": "on" if self.fsync else "off",
             "full_page_writes": "on" if self.fsync else "off",
             "max_connections": "200",
             "shared_buffers": "128MB",
+            "password_encryption": "scram-sha-256",
         }
-        # The socket goes in the data dir: the service user owns it, and it stays out of the
-        # system's socket folder.
+        # Loopback TCP only, no Unix socket: a socket path is limited to 107 bytes, which a data
+        # dir under a deep clone or pytest's temp dirs exceeds, and every client here uses TCP.
         argv = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(self.port),
-                "-h", "127.0.0.1", "-k", str(pgdata)]  # fmt: skip
+                "-h", "127.0.0.1", "-k", ""]  # fmt: skip
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         # SIGINT is PostgreSQL's "fast shutdown": it does not wait for clients to leave.
@@ -130,6 +200,41 @@ class PostgresServer:
             return probe.returncode == 0
 
         wait_until(ready, timeout_s=timeout_s, what="postgres", proc=self.proc, log_path=log)
+
+    def _initdb(self, bin_dir: Path, pgdata: Path) -> None:
+        """A cluster whose superuser has a password. initdb reads it from a file the service
+        user can open: a 0600 file of that user's beside ``pgdata``, removed straight after."""
+        password = self.password(SUPERUSER)
+        fd, pwfile = tempfile.mkstemp(dir=pgdata.parent, prefix=".initdb-pw.")  # 0600
+        try:
+            if self.user is not None:
+                pw = pwd.getpwnam(self.user)
+                os.fchown(fd, pw.pw_uid, pw.pw_gid)
+            with os.fdopen(fd, "w") as out:
+                out.write(password + "\n")
+            initdb = subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", SUPERUSER,
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync",
+                 "--no-instructions"],
+                capture_output=True, text=True, check=False, **as_user(self.user),
+            )  # fmt: skip
+        finally:
+            os.unlink(pwfile)
+        if initdb.returncode != 0:
+            raise RuntimeError(
+                f"initdb -D {pgdata} failed (exit {initdb.returncode}, as "
+                f"{self.user or 'ourselves'}): {initdb.stderr.strip()[-2000:]}"
+            )
+
+    def _write_hba(self, pgdata: Path) -> None:
+        hba = pgdata / "pg_hba.conf"
+        tmp = pgdata / ".pg_hba.conf.tmp"
+        tmp.write_text(PG_HBA)
+        os.chmod(tmp, 0o600)
+        if self.user is not None:
+            pw = pwd.getpwnam(self.user)
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        os.replace(tmp, hba)
 
     def _runnable(self, bin_dir: Path) -> Path:
         """``bin_dir``, or as root a shared copy of its install when the user cannot reach it."""
@@ -186,6 +291,26 @@ class PostgresServer:
             if home is not None:
                 (self.data_dir / CLUSTER_LINK).unlink(missing_ok=True)
                 shutil.rmtree(home, ignore_errors=True)
+
+
+def provision_corridor(server: PostgresServer, *, database: str = CORRIDOR_DATABASE) -> RoleUrls:
+    """As the superuser of the running ``server``: Corridor's roles (their passwords kept with
+    the superuser's) and ``database``, then its migrations as the owner role. Returns each
+    role's URL for ``database``; the engine's is the one to hand the engine (ADR 0064)."""
+    # Imported here: PostgresServer itself needs only the standard library (the non-root test
+    # runs it from a bare copy of this package), the roles need asyncpg.
+    from services.eventstore.roles import ROLES, provision
+
+    passwords = {role: server.password(role) for role in ROLES}
+    return _run_in_own_loop(provision(server.url, database=database, passwords=passwords))
+
+
+def _run_in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a fresh event loop in a helper thread. The dev stack starts from sync
+    code that may sit in a running loop's thread (a pytest fixture) or in a worker thread
+    (``asyncio.to_thread``): a thread of its own is right for both."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack-pg") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _linked_home(state_dir: Path, base: Path) -> Path | None:

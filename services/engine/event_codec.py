@@ -19,10 +19,19 @@ POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
 _ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES}
 
-# (type, stored version) -> function lifting the payload one version up. Empty while every
-# event is at version 1; add an entry when an event gets a version 2.
+# (type, stored version) -> function lifting the payload one version up. Add an entry when an
+# event gets a new version; the domain then only ever sees the latest shape.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _dispatched_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    # Logged before work orders were signed (ADR 0063): version 2 with no signature.
+    return {**payload, "key_id": None, "signature": None}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("IntentDispatched", 1): _dispatched_v1_to_v2,
+}
 
 
 def to_new_events(

@@ -33,6 +33,7 @@ from schemas.replies import (
     PolicyView,
 )
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
+from services.domain.intent.access import may_read
 from services.domain.policy import (
     Policy,
     PolicyDocumentAggregate,
@@ -42,6 +43,7 @@ from services.domain.policy import (
     fold_policy,
 )
 from services.domain.policy.spend_tracker import SpendTracker
+from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
@@ -56,6 +58,8 @@ from services.eventstore.port import (
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
+from services.signing.orders import sign_orders
+from services.signing.port import Signer
 
 log = structlog.get_logger("corridor.processor")
 
@@ -79,6 +83,16 @@ class CommandEnvelope:
     command: cmd.Command | PolicyCommand
     correlation_id: str | None = None
     causation_id: str | None = None
+    # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
+    # commands (deadlines). The log's ``actor``.
+    principal: Principal | None = None
+
+    def __post_init__(self) -> None:
+        if self.principal is not None:
+            claimed = claimed_identity(self.command)
+            assert claimed is not None and claimed[1] == self.principal.id, (
+                "the intake binds every command to the identity its payload names"
+            )
 
 
 @dataclass(slots=True)
@@ -145,8 +159,12 @@ class CommandProcessor:
         queue_max: int = 4096,
         cache_max: int = 20_000,
         baseline_policy_version: int = 0,
+        signer: Signer | None = None,
     ) -> None:
         self._store = store
+        # Signs every work order before it is appended (ADR 0063); ``None``: orders go unsigned
+        # and executors refuse them (tests of the engine alone).
+        self._signer = signer
         self._clock = clock
         self._ids = ids
         self._policy = policy
@@ -356,6 +374,12 @@ class CommandProcessor:
                 assert state is not None
                 plan.replies.append(accepted(state, duplicate=True))
                 continue
+            if self._signer is not None:
+                # Signed here, after the pure decide and before the append: the key never
+                # reaches the domain, and what is logged is what the executors verify.
+                new_events = sign_orders(
+                    self._signer, item.stream_id, (state.version if state else 0) + 1, new_events
+                )
             new_state = state
             for event in new_events:
                 new_state = evolve(new_state, event)
@@ -365,7 +389,7 @@ class CommandProcessor:
             metadata = EventMetadata(
                 correlation_id=item.envelope.correlation_id or item.stream_id,
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
-                actor=_actor(command),
+                actor=_actor(item.envelope),
                 policy_version=new_state.policy_version,
             )
             plan.events += to_new_events(
@@ -403,13 +427,10 @@ class CommandProcessor:
         for event in new_events:
             new_state = evolve_policy(new_state, event)
         assert new_state is not None
-        operator = (
-            command.proposer_id if isinstance(command, ProposePolicy) else command.approver_id
-        )
         metadata = EventMetadata(
             correlation_id=item.envelope.correlation_id or POLICY_STREAM,
             causation_id=item.envelope.causation_id or self._ids.new_id(),
-            actor=f"operator:{operator}",
+            actor=_actor(item.envelope),
             policy_version=new_state.active_version,
         )
         plan.events += to_new_events(
@@ -488,33 +509,47 @@ class CommandProcessor:
             if item.stream_id == POLICY_STREAM:
                 self._policy_stale = True
 
-    async def status(self, intent_id: str) -> PaymentIntentStatus | CommandRejected:
+    async def status(
+        self, intent_id: str, *, reader: Principal | None = None
+    ) -> PaymentIntentStatus | CommandRejected:
         """From the committed-state cache when it knows the intent, else from the log.
 
         A cached ``None`` ("no such stream" when the writer loop last looked) is not trusted:
         the stream may have been committed since, by this engine or another one, so the log
         answers. This path never writes the cache, so it cannot race the writer loop.
+        ``reader`` ``None`` is the engine itself; anyone else sees only what ``may_read``
+        allows, and an intent it may not read is ``not_found``, as if it did not exist.
         """
-        cached = self.cached_status(intent_id)
+        cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
         history = await self._store.read_stream(intent_id)
         state = fold(to_domain(e) for e in history)
-        if state is None:
-            return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
+        if state is None or not _readable(reader, state, history=False):
+            return _not_found(intent_id)
         return _status_of(intent_id, state)
 
-    def cached_status(self, intent_id: str) -> PaymentIntentStatus | None:
-        """The status from the committed-state cache, or ``None`` if only the log can tell."""
+    def cached_status(
+        self, intent_id: str, *, reader: Principal | None = None
+    ) -> PaymentIntentStatus | None:
+        """The status from the committed-state cache, or ``None`` if only the log can tell
+        (or ``reader`` may not read it: ``status`` then says so)."""
         state = self._cache.get(intent_id)
-        return None if state is None else _status_of(intent_id, state)
+        if state is None or not _readable(reader, state, history=False):
+            return None
+        return _status_of(intent_id, state)
 
-    async def view(self, intent_id: str) -> PaymentIntentView | CommandRejected:
+    async def view(
+        self, intent_id: str, *, reader: Principal | None = None
+    ) -> PaymentIntentView | CommandRejected:
+        """The state and full history; ``reader`` as in ``status``."""
         history = await self._store.read_stream(intent_id)
         if not history:
-            return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
+            return _not_found(intent_id)
         state = fold(to_domain(e) for e in history)
         assert state is not None
+        if not _readable(reader, state, history=True):
+            return _not_found(intent_id)
         reason, failures = why_unpaid(state)
         return PaymentIntentView(
             intent_id=intent_id,
@@ -526,16 +561,17 @@ class CommandProcessor:
         )
 
 
-def _actor(command: cmd.Command | PolicyCommand) -> str:
-    match command:
-        case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
-            return f"caller:{command.caller.id}"
-        case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent():
-            return f"operator:{command.operator_id}"
-        case cmd.RecordPaymentOutcome():
-            return f"executor:{command.region}"
-        case _:
-            return "corridor"
+def _actor(envelope: CommandEnvelope) -> str:
+    """The authenticated sender; for an envelope built inside the engine (deadlines, tests),
+    the sender its command names, in the roles the subjects give them."""
+    if envelope.principal is not None:
+        return envelope.principal.actor
+    claimed = claimed_identity(envelope.command)
+    if claimed is None:
+        return "corridor"
+    field, ident = claimed
+    role = {"caller.id": "caller", "node": "executor"}.get(field, "operator")
+    return f"{role}:{ident}"
 
 
 def _policy_event(stored: StoredEvent) -> EventData:
@@ -544,6 +580,17 @@ def _policy_event(stored: StoredEvent) -> EventData:
         # Logged before proposals carried their time: the time it was recorded is that time.
         return msgspec.structs.replace(event, proposed_at_ms=stored.recorded_at_ms)
     return event
+
+
+def _readable(reader: Principal | None, state: PaymentIntent, *, history: bool) -> bool:
+    return reader is None or may_read(reader, state, history=history)
+
+
+def _not_found(intent_id: str) -> CommandRejected:
+    # The same answer whether the intent does not exist or is not the reader's: intent ids are
+    # derived from (caller id, idempotency key), so a different answer would let anyone probe
+    # for another caller's intents.
+    return _rejected(errors.NotFound(f"no payment intent {intent_id}", field="intent_id"))
 
 
 def _rejected(error: errors.CorridorError) -> CommandRejected:

@@ -20,6 +20,7 @@ from services.eventstore.port import (
     NewEvent,
     StoredEvent,
 )
+from services.eventstore.roles import URL_ERRORS, unusable_url
 
 # Event ids travel as text: building a uuid.UUID per event cost more than the cast.
 _APPEND = (
@@ -61,11 +62,22 @@ class PostgresEventStore:
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_max: int = 10) -> PostgresEventStore:
-        pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=pool_max, reset=_keep_session_as_is
-        )
-        async with pool.acquire() as conn:
-            await migrate(conn)
+        """A pool on ``dsn``: the engine's role (``corridor_engine``), or the auditor's for
+        read-only commands. Pending migrations are applied only if the role may (the owner's,
+        or a superuser's before ADR 0064); otherwise ``MigrationsPending``."""
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=pool_max, reset=_keep_session_as_is
+            )
+        except URL_ERRORS as exc:
+            # asyncpg may quote part of a malformed URL, and so part of its password.
+            raise unusable_url(dsn, exc) from None
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
         return cls(pool)
 
     @property

@@ -41,6 +41,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--executor-id", help="this worker's id (default: region-node-host-pid)")
     parser.add_argument(
+        "--creds",
+        type=Path,
+        metavar="FILE",
+        help="the node's executor credential, an nkey seed file (default: CORRIDOR_CREDS, "
+        "else STATE_DIR/auth/executor-NODE.nk as `corridor up` makes it)",
+    )
+    parser.add_argument(
         "--secret-file",
         type=Path,
         help="keysend secret shared by the node's workers "
@@ -57,6 +64,7 @@ async def _run(args: argparse.Namespace) -> int:
     from services.executor.runner import build_executor
     from services.logging import configure_logging
     from services.settings import load_settings
+    from services.signing.port import KeyFileError
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
@@ -71,8 +79,9 @@ async def _run(args: argparse.Namespace) -> int:
             node_name=args.node_name,
             secret_path=args.secret_file,
             duplicate_window_s=settings.jetstream_duplicate_window_s,
+            creds=args.creds,
         )
-    except (NodeUriError, ValueError) as exc:
+    except (NodeUriError, KeyFileError, ValueError) as exc:
         print(f"corridor: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     loop = asyncio.get_running_loop()

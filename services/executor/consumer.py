@@ -70,6 +70,9 @@ async def bind_consumer(
 ) -> JetStreamContext.PullSubscription:
     config = consumer_config(region, node, limits)
     try:
+        # nats-py sends this on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>, the one create
+        # subject an executor's credential may use: the server checks the body's filter against
+        # the subject's, so a node's credential cannot widen its durable (ADR 0060).
         await js.add_consumer(subjects.DISPATCH_STREAM, config=config)
     except BadRequestError as exc:
         # An existing durable with settings the server will not change in place: keep it.

@@ -26,9 +26,15 @@ log = structlog.get_logger("corridor.executor")
 
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
 _status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
-# A work order proves its intent exists, so "not_found" means the engine has not caught up
-# (or a store was restored behind JetStream): retry, never drop the work order.
+# An outcome is reported only for an order the engine confirmed (status) first, so a
+# "not_found" there means the engine has not caught up (or a store was restored behind
+# JetStream): retry, never drop an outcome.
 _RETRYABLE_CODES = frozenset({"unavailable", "not_found"})
+# The engine commits an order before any executor can receive it, so a status query that finds
+# no intent is final: the order was forged, or the log lost it. Raised as ``OutcomeRefused``
+# (``not_found``), it terminates the order and records it for the operator (ADR 0063) instead
+# of retrying it forever.
+_STATUS_RETRYABLE_CODES = frozenset({"unavailable"})
 # States in which the engine waits for the node's evidence on the current attempt.
 _ON_THE_WIRE = frozenset({"dispatched", "in_flight"})
 
@@ -46,9 +52,13 @@ class AttemptStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EngineClient:
-    def __init__(self, nc: Client, *, executor_id: str, limits: ExecutorLimits) -> None:
+    def __init__(self, nc: Client, *, node: str, limits: ExecutorLimits) -> None:
         self._nc = nc
-        self._subject = f"{subjects.API_PREFIX}.outcome.{executor_id}"
+        # The subject's last token is the node: the one token an executor's credential may
+        # publish outcomes under, so the engine knows which node reported (ADR 0060).
+        self._subject = f"{subjects.API_PREFIX}.outcome.{node}"
+        # A read names its reader: the executor of this node (ADR 0061).
+        self._status_subject = f"{subjects.API_STATUS}.executor.{node}"
         self._limits = limits
 
     async def record(
@@ -56,7 +66,9 @@ class EngineClient:
     ) -> CommandAccepted:
         """Commit ``outcome``; returns once the engine has it durably (duplicates included)."""
         headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
-        reply = await self._request(self._subject, encode(outcome), headers, _command_reply)
+        reply = await self._request(
+            self._subject, encode(outcome), headers, _command_reply, retryable=_RETRYABLE_CODES
+        )
         if isinstance(reply, CommandRejected):
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, CommandAccepted)
@@ -70,14 +82,26 @@ class EngineClient:
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
         query = GetPaymentIntentStatus(intent_id=intent_id)
-        reply = await self._request(subjects.API_STATUS, encode(query), {}, _status_reply)
+        reply = await self._request(
+            self._status_subject,
+            encode(query),
+            {},
+            _status_reply,
+            retryable=_STATUS_RETRYABLE_CODES,
+        )
         if isinstance(reply, CommandRejected):
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, PaymentIntentStatus)
         return AttemptStatus(state=reply.state, attempt=reply.attempt)
 
     async def _request(
-        self, subject: str, body: bytes, headers: dict[str, str], decoder: msgspec.json.Decoder[Any]
+        self,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str],
+        decoder: msgspec.json.Decoder[Any],
+        *,
+        retryable: frozenset[str],
     ) -> Any:
         limits = self._limits
         for attempt in range(1, limits.engine_attempts_max + 1):
@@ -89,9 +113,7 @@ class EngineClient:
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 log.warning("engine_request_retry", attempt=attempt, error=type(exc).__name__)
             else:
-                if not (
-                    isinstance(reply, CommandRejected) and reply.error.code in _RETRYABLE_CODES
-                ):
+                if not (isinstance(reply, CommandRejected) and reply.error.code in retryable):
                     return reply
                 log.warning("engine_request_retry", attempt=attempt, error=reply.error.code)
             if attempt < limits.engine_attempts_max:

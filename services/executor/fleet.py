@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import structlog
@@ -27,8 +27,11 @@ class ExecutorFleet:
         state_dir: Path,
         targets: Iterable[tuple[str, str]],
         limits: ExecutorLimits | None = None,
+        creds: Mapping[str, Path] | None = None,
     ) -> None:
+        """``creds``: each node's executor seed file (default: as ``build_executor``)."""
         self._nats_url = nats_url
+        self._creds = dict(creds or {})
         self._state_dir = state_dir
         self._targets = sorted(set(targets))
         self._limits = limits
@@ -40,7 +43,7 @@ class ExecutorFleet:
             executor = build_executor(
                 nats_url=self._nats_url, region=region, node_uri=f"sim://{node}",
                 state_dir=self._state_dir, node_name=node, limits=self._limits,
-                executor_id=f"{region}-{node}-fleet",
+                executor_id=f"{region}-{node}-fleet", creds=self._creds.get(node),
             )  # fmt: skip
             self.executors.append(executor)
             self._tasks.append(asyncio.create_task(executor.run(), name=f"executor-{node}"))

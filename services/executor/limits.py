@@ -54,9 +54,12 @@ HEALTH_INTERVAL_S: Final = 5.0
 HEALTH_STALE_INTERVALS: Final = 3
 HEALTH_CALL_TIMEOUT_S: Final = 5.0
 
-# An order stored this soon after its durable was created still gets the engine's check: the
-# creation time and the message's time may come from different servers of a cluster.
-FRESH_MARGIN_S: Final = 1.0
+# A refused work order (unsigned, forged, for an unknown intent) is recorded in the dead-letter
+# stream before it is terminated. A record that cannot be written is tried again on this many
+# deliveries; then the order is terminated anyway (logged), so it never loops forever.
+REFUSAL_REPORT_DELIVERIES_MAX: Final = 5
+# One dead-letter publish waits this long for JetStream's ack.
+REFUSAL_REPORT_TIMEOUT_S: Final = 5.0
 
 # Graceful stop: how long running payments get to reach a decision before being abandoned
 # (abandoned work orders are redelivered; nothing is lost).
@@ -87,7 +90,8 @@ class ExecutorLimits:
     health_interval_s: float = HEALTH_INTERVAL_S
     health_call_timeout_s: float = HEALTH_CALL_TIMEOUT_S
     stop_grace_s: float = STOP_GRACE_S
-    fresh_margin_s: float = FRESH_MARGIN_S
+    refusal_report_deliveries_max: int = REFUSAL_REPORT_DELIVERIES_MAX
+    refusal_report_timeout_s: float = REFUSAL_REPORT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         assert self.payments_in_flight_max >= 1
@@ -95,7 +99,7 @@ class ExecutorLimits:
         assert self.ack_wait_s > 0 and self.heartbeat_s > 0
         # A heartbeat slower than ack_wait would let JetStream hand live work to another worker.
         assert self.heartbeat_s < self.ack_wait_s, "heartbeat_s must be below ack_wait_s"
-        assert self.fresh_margin_s >= 0, "fresh_margin_s cannot be negative"
+        assert self.refusal_report_deliveries_max >= 1 and self.refusal_report_timeout_s > 0
         assert self.engine_attempts_max >= 1 and self.node_lookup_attempts_max >= 1
         assert self.send_deliveries_max >= 1
         assert 0 < self.redelivery_delay_s_first <= self.redelivery_delay_s_max

@@ -1,10 +1,14 @@
 """The never-pay-twice procedure for one delivery of one work order (no JetStream here).
 
+The worker has checked the engine's signature before an order gets here (ADR 0063).
+
 1. The payment hash is the idempotency key: on a redelivery the node's record of the hash is
    asked first. A first delivery skips that look-up: no earlier delivery of this attempt can
    have sent anything, and the node itself refuses a second live attempt for one hash.
 2. Only when the node has no record *and* the engine says this attempt is current and still
    waiting for a send does the executor send (``NodePort.pay`` again refuses a second send).
+   The engine is asked on every delivery, the first included (ADR 0063): a signed order
+   proves what the engine dispatched, the answer proves it is still the attempt to send.
 3. Every outcome is taken from the node's answer to this send or from its record. A failure is
    reported only with the node's evidence (a final ``failed`` answer or record, or no record
    at all); without evidence nothing is reported and the delivery is retried later. On a
@@ -50,7 +54,9 @@ StatusOf = Callable[[str], Awaitable[AttemptStatus]]
 class Disposition(enum.Enum):
     DONE = "done"  # the outcome is committed (or the work order is obsolete): ack
     RETRY = "retry"  # no decision possible now: redeliver later
-    TERM = "term"  # the engine refuses the outcome for good: stop redelivering, log an error
+    # Never payable, or refused by the engine for good: stop redelivering; the worker records
+    # it in the dead-letter stream for the operator first.
+    TERM = "term"
 
 
 class Payer:
@@ -69,9 +75,7 @@ class Payer:
         self._report = report
         self._status_of = status_of
 
-    async def process(
-        self, order: WorkOrder, *, delivery: int, first_sight: bool = False
-    ) -> Disposition:
+    async def process(self, order: WorkOrder, *, delivery: int) -> Disposition:
         try:
             target = pay_target(order, self._secret)
         except ValueError as exc:
@@ -89,14 +93,13 @@ class Payer:
         try:
             record = await self._lookup(target.payment_hash) if looked_up else None
             if record is None:
-                # An order no worker can have seen cannot have been reported on, so the engine
-                # still waits for this attempt's send (ADR 0203); any other order is checked.
-                if not first_sight:
-                    status = await self._status_of(order.intent_id)
-                    if not status.awaits_send(order.attempt):
-                        # Re-routed, resolved or reported already: sending now could pay twice.
-                        log.info("work_order_obsolete", state=status.state, current=status.attempt)
-                        return Disposition.DONE
+                # Always asked, first delivery included (ADR 0063): an intent the engine does not
+                # have raises ``OutcomeRefused`` (``not_found``) and the order is terminated.
+                status = await self._status_of(order.intent_id)
+                if not status.awaits_send(order.attempt):
+                    # Re-routed, resolved or reported already: sending now could pay twice.
+                    log.info("work_order_obsolete", state=status.state, current=status.attempt)
+                    return Disposition.DONE
                 checked = msgspec.structs.replace(target.request, node_record_checked=True)
                 record = await self._send(
                     msgspec.structs.replace(target, request=checked),

@@ -6,12 +6,15 @@ import os
 import socket
 from pathlib import Path
 
+from services.bus.jetstream import resolve_creds
 from services.executor.errors import NodeUriError
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.limits import ExecutorLimits
 from services.executor.nodes import NODE_NAME_RE, adapter_for, resolve_node
 from services.executor.worker import Executor
+from services.identity.nats_auth import seed_path
 from services.lightning.port import NodeError
+from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 
 
 def default_executor_id(region: str, node_name: str) -> str:
@@ -30,8 +33,14 @@ def build_executor(
     secret_path: Path | None = None,
     limits: ExecutorLimits | None = None,
     duplicate_window_s: int = 120,
+    creds: Path | None = None,
 ) -> Executor:
-    """Raises ``NodeUriError`` for a node that cannot be resolved or opened."""
+    """Raises ``NodeUriError`` for a node that cannot be resolved or opened, and
+    ``KeyFileError`` when ``state_dir/keys`` holds no engine public key (ADR 0063).
+
+    ``creds``: the nkey seed to connect with; default ``CORRIDOR_CREDS``, else the executor
+    credential ``corridor up`` made for this node in ``state_dir``.
+    """
     resolved = resolve_node(node_uri, region=region, state_dir=state_dir, name=node_name)
     try:
         adapter = adapter_for(resolved.uri)
@@ -51,4 +60,6 @@ def build_executor(
         secret=secret,
         limits=limits,
         duplicate_window_s=duplicate_window_s,
+        creds=resolve_creds(creds, fallback=seed_path(state_dir, "executor", resolved.name)),
+        verifier=FileKeyring(keys_dir(state_dir) / PUBLIC_KEYS_FILE),
     )

@@ -1,15 +1,19 @@
 """``Executor``: one region worker driving one node, started in-process or by the CLI.
 
-Pull work orders, pay through the ``Payer``, and ack only after the outcome is committed.
-While a payment is being decided, ``in_progress()`` heartbeats keep JetStream from handing the
-order to another worker; a cancelled (killed) worker acks nothing and its orders come back.
+Pull work orders, verify the engine's signature on each (ADR 0063), pay through the ``Payer``,
+and ack only after the outcome is committed. While a payment is being decided,
+``in_progress()`` heartbeats keep JetStream from handing the order to another worker; a
+cancelled (killed) worker acks nothing and its orders come back. An order that can never be
+paid (malformed, unsigned, forged, for an intent the engine does not have) is terminated and
+recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
+from pathlib import Path
+from typing import Final
 
 import nats.errors
 import structlog
@@ -20,7 +24,7 @@ from nats.js import JetStreamContext
 from schemas.commands import RecordPaymentOutcome
 from services.bus import subjects
 from services.bus.jetstream import connect
-from services.executor.consumer import bind_consumer, durable_created_at, ensure_dispatch_stream
+from services.executor.consumer import bind_consumer, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
 from services.executor.errors import BadWorkOrder, EngineUnavailable, OutcomeRefused
 from services.executor.health_publisher import publish_health
@@ -28,11 +32,23 @@ from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
+from services.signing.orders import verify_order
+from services.signing.port import KeyFileError, SigningError, Verifier
 
 log = structlog.get_logger("corridor.executor")
 
 # JetStream's default duplicate window; only used when the executor creates the streams.
 DUPLICATE_WINDOW_S_DEFAULT = 120
+# Refused work orders, one subject per node, in the dead-letter stream (CORRIDOR_DLQ takes
+# corridor.dlq.v1.>). The record is the order as it arrived, with the refusal's code and
+# message in the Corridor-Error-* headers; nothing in it reaches the log or an intent.
+REFUSED_ORDERS_PREFIX: Final = subjects.DLQ_DISPATCH_PREFIX
+# Header values are one line; a refusal message longer than this is cut.
+REFUSAL_MESSAGE_CHARS_MAX: Final = 500
+
+
+def refused_orders_subject(region: str, node: str) -> str:
+    return f"{REFUSED_ORDERS_PREFIX}.{region}.{node}"
 
 
 class Executor:
@@ -49,11 +65,18 @@ class Executor:
         secret: bytes,
         limits: ExecutorLimits | None = None,
         duplicate_window_s: int = DUPLICATE_WINDOW_S_DEFAULT,
+        creds: Path | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
+        """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
+        Required to run: without it no order can be trusted, and ``run`` refuses to start."""
         self.region = region
         self.node_name = node_name
         self.executor_id = executor_id
         self._nats_url = nats_url
+        # The node's executor credential (default CORRIDOR_CREDS): it may take this node's
+        # work orders and report its outcomes and health, nothing else (ADR 0060).
+        self._creds = creds
         self._node = node
         self._secret = secret
         self._limits = limits or ExecutorLimits()
@@ -62,8 +85,9 @@ class Executor:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.processed = 0  # deliveries decided (acked or handed back), for tests and metrics
+        self._verifier = verifier
         self._engine: EngineClient | None = None
-        self._fresh_after: datetime.datetime | None = None
+        self._js: JetStreamContext | None = None
         self._payer = Payer(
             node,
             secret=secret,
@@ -81,21 +105,27 @@ class Executor:
         await self._node.close()
 
     async def run(self) -> None:
-        """Run until ``stop()`` or cancellation (a cancelled worker acks nothing)."""
+        """Run until ``stop()`` or cancellation (a cancelled worker acks nothing).
+
+        Raises ``KeyFileError`` before connecting if it trusts no engine key: it would refuse,
+        and so terminate, every genuine order; not starting leaves them waiting in JetStream.
+        """
         structlog.contextvars.bind_contextvars(
             region=self.region, node=self.node_name, executor_id=self.executor_id
         )
-        nc = await connect(self._nats_url, name=f"corridor-executor-{self.executor_id}")
+        if self._verifier is None or not self._verifier.key_ids():
+            log.error("executor_without_engine_keys")
+            raise KeyFileError("the executor trusts no engine signing key (ADR 0063)")
+        nc = await connect(
+            self._nats_url, name=f"corridor-executor-{self.executor_id}", creds=self._creds
+        )
         health: asyncio.Task[None] | None = None
         try:
-            js = nc.jetstream()
+            js = self._js = nc.jetstream()
             await ensure_dispatch_stream(js, duplicate_window_s=self._duplicate_window_s)
             sub = await bind_consumer(js, self.region, self.node_name, self._limits)
-            self._fresh_after = await durable_created_at(
-                js, self.region, self.node_name
-            ) + datetime.timedelta(seconds=self._limits.fresh_margin_s)
             health = asyncio.create_task(self._health(nc), name="executor-health")
-            self._engine = EngineClient(nc, executor_id=self.executor_id, limits=self._limits)
+            self._engine = EngineClient(nc, node=self.node_name, limits=self._limits)
             log.info("executor_started")
             self.ready.set()
             await self._pull(sub)
@@ -170,12 +200,24 @@ class Executor:
             order = decode_work_order(msg.data, bytes_max=self._limits.work_order_bytes_max)
         except BadWorkOrder as exc:
             # A poison message can never become a payment; keep it out of the way for good.
-            log.error("work_order_rejected", detail=str(exc)[:300])
-            await msg.term()
+            await self._refuse(msg, BadWorkOrder.code, str(exc))
             return
         structlog.contextvars.bind_contextvars(
             intent_id=order.intent_id, attempt=order.attempt, correlation_id=order.correlation_id
         )
+        assert self._verifier is not None, "run() does not start without a verifier"
+        try:
+            # Before anything else: an order the engine did not sign, exactly as it arrived,
+            # costs one signature check and never a node look-up, an engine query or a send.
+            verify_order(
+                self._verifier,
+                intent_id=order.intent_id,
+                event_id=order.event_id,
+                order=order.dispatched,
+            )
+        except SigningError as exc:
+            await self._refuse(msg, exc.code, str(exc))
+            return
         if order.region != self.region or order.node != self.node_name:
             # Another node of this region (its own durable sees this order too).
             log.debug("work_order_for_another_node", order_node=order.node)
@@ -183,26 +225,16 @@ class Executor:
             return
         await self._decide(msg, order)
 
-    def _first_sight(self, msg: Msg, delivery: int) -> bool:
-        """True if no worker can have seen this order before (ADR 0203): its first delivery,
-        not a relay replay, and stored after this node's durable was created."""
-        if delivery != 1 or self._fresh_after is None:
-            return False
-        if (msg.headers or {}).get(subjects.HDR_REPLAYED):
-            return False
-        stored_at = msg.metadata.timestamp
-        return stored_at is not None and stored_at > self._fresh_after
-
     async def _decide(self, msg: Msg, order: WorkOrder) -> None:
         delivery = msg.metadata.num_delivered or 1
         heartbeat = asyncio.create_task(self._heartbeat(msg))
+        refused: OutcomeRefused | None = None
         try:
-            disposition = await self._payer.process(
-                order, delivery=delivery, first_sight=self._first_sight(msg, delivery)
-            )
+            disposition = await self._payer.process(order, delivery=delivery)
         except OutcomeRefused as exc:
-            log.error("outcome_refused", code=exc.error_code, detail=str(exc)[:300])
-            disposition = Disposition.TERM
+            # For good: an outcome the engine will not record, or an order for an intent it
+            # does not have (``not_found``: forged, or the log lost it). A person decides.
+            refused, disposition = exc, Disposition.TERM
         except EngineUnavailable as exc:
             log.warning("engine_unavailable", detail=str(exc)[:200])
             disposition = Disposition.RETRY
@@ -211,6 +243,10 @@ class Executor:
             disposition = Disposition.RETRY
         finally:
             heartbeat.cancel()
+        if disposition is Disposition.TERM:
+            assert refused is not None, "an order is terminated only with the engine's refusal"
+            await self._refuse(msg, refused.error_code, str(refused))
+            return
         self.processed += 1
         await self._settle_message(msg, disposition, delivery)
 
@@ -225,6 +261,51 @@ class Executor:
         except Exception as exc:
             # A lost ack only means a redelivery, which is answered from the node's record.
             log.warning("work_order_ack_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _refuse(self, msg: Msg, code: str, detail: str) -> None:
+        """Terminate an order that must never be paid, once the operator has a record of it.
+
+        If the record cannot be written, the order comes back (nak with delay) and is refused
+        again, up to ``refusal_report_deliveries_max`` deliveries; then it is terminated
+        anyway, with an error log: an unpayable order must not loop forever.
+        """
+        self.processed += 1
+        delivery = msg.metadata.num_delivered or 1
+        log.error("work_order_refused", code=code, detail=detail[:300], delivery=delivery)
+        if not await self._dead_letter(msg, code, detail):
+            if delivery < self._limits.refusal_report_deliveries_max:
+                await self._settle_message(msg, Disposition.RETRY, delivery)
+                return
+            log.error("work_order_refusal_unrecorded", code=code, delivery=delivery)
+        await self._settle_message(msg, Disposition.TERM, delivery)
+
+    async def _dead_letter(self, msg: Msg, code: str, detail: str) -> bool:
+        assert self._js is not None, "the JetStream context exists while run() runs"
+        sequence = msg.metadata.sequence.stream if msg.metadata.sequence else None
+        headers = {
+            subjects.HDR_ERROR_CODE: code,
+            # Header values are single lines (the detail may quote a multi-line decode error).
+            subjects.HDR_ERROR_MESSAGE: " ".join(detail.split())[:REFUSAL_MESSAGE_CHARS_MAX],
+            subjects.HDR_ORIGINAL_SUBJECT: msg.subject,
+        }
+        if sequence is not None:
+            # One record per stored order, however often it is refused (duplicate window).
+            headers[subjects.HDR_MSG_ID] = f"refused-{subjects.DISPATCH_STREAM}-{sequence}"
+        # An order over the size limit is not copied: the record says why, the stream has it.
+        body = msg.data if len(msg.data) <= self._limits.work_order_bytes_max else b""
+        try:
+            await self._js.publish(
+                refused_orders_subject(self.region, self.node_name),
+                body,
+                headers=headers,
+                timeout=self._limits.refusal_report_timeout_s,
+            )
+        except Exception as exc:
+            log.warning(
+                "work_order_refusal_record_failed", error=type(exc).__name__, detail=str(exc)[:200]
+            )
+            return False
+        return True
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

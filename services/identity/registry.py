@@ -78,6 +78,13 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
                 return credential
         return None
 
+    def by_public_key(self, public_key: str) -> Credential | None:
+        """The credential holding ``public_key``, revoked or not: a key is issued once."""
+        for credential in self.credentials:
+            if credential.public_key == public_key:
+                return credential
+        return None
+
     def live(self) -> tuple[Credential, ...]:
         return tuple(c for c in self.credentials if not c.revoked)
 

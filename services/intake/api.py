@@ -1,6 +1,7 @@
 """Request/reply API on core NATS: ``corridor.api.v1.intents.*`` and ``corridor.api.v1.policy.*``.
 
 Commands are answered after commit; queries from the engine's own state (see ``subjects``).
+Every command and intent query is bound to the identity its subject names (ADR 0061).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from services.bus import subjects
 from services.domain.routing import CorridorTable
 from services.engine.processor import CommandProcessor
 from services.engine.views import corridors_view
-from services.intake.parsing import parse_command
+from services.intake.identity import Authenticator
+from services.intake.parsing import parse_command, query_of, query_reader
 
 log = structlog.get_logger("corridor.api")
 
@@ -46,10 +48,12 @@ class ApiService:
         processor: CommandProcessor,
         *,
         corridors: CorridorTable | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._nc = nc
         self._processor = processor
         self._corridors = corridors or CorridorTable(corridors={})
+        self._auth = authenticator or Authenticator(None, self._corridors)
         # Set whenever a request finishes. Not an asyncio.Semaphore: on Python 3.11 every
         # acquire() scans the waiters, which cost about 6 % of the engine under load.
         self._room = asyncio.Event()
@@ -78,7 +82,8 @@ class ApiService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_message(self, msg: Msg) -> None:
-        if msg.subject == subjects.API_STATUS and msg.reply and await self._status_now(msg):
+        status = msg.subject.startswith(subjects.API_STATUS)
+        if status and msg.reply and await self._status_now(msg):
             return
         # nats-py runs one callback at a time per subscription; handing each request to its own
         # task lets many commands meet in one group-commit batch.
@@ -93,13 +98,17 @@ class ApiService:
         """Answer a status query from the state cache right here, without a task (executors
         ask for every order they may have seen before); ``False`` leaves it to the general path
         (errors, cache miss)."""
+        asked = query_of(msg.subject)
+        if asked is None or asked[0] != "status":
+            return False
         try:
+            reader = query_reader(*asked, self._auth)
             query = codec.decode_request(msg.data)
         except errors.CorridorError:
             return False
         if not isinstance(query, GetPaymentIntentStatus):
             return False
-        status = self._processor.cached_status(query.intent_id)
+        status = self._processor.cached_status(query.intent_id, reader=reader)
         if status is None:
             return False
         await msg.respond(codec.encode(status))
@@ -129,13 +138,15 @@ class ApiService:
 
     async def _answer(self, msg: Msg) -> Any:
         subject = msg.subject
-        if subject == subjects.API_STATUS:
-            status_query = _query(msg, GetPaymentIntentStatus)
-            return await self._processor.status(status_query.intent_id)
-        if subject == subjects.API_GET:
+        asked = query_of(subject)
+        if asked is not None:
+            reader = query_reader(*asked, self._auth)
+            if asked[0] == "status":
+                status_query = _query(msg, GetPaymentIntentStatus)
+                return await self._processor.status(status_query.intent_id, reader=reader)
             get_query = _query(msg, GetPaymentIntent)
             structlog.contextvars.bind_contextvars(intent_id=get_query.intent_id)
-            return await self._processor.view(get_query.intent_id)
+            return await self._processor.view(get_query.intent_id, reader=reader)
         # The two policy queries sit under the policy prefix: match them before the verbs.
         if subject == subjects.POLICY_SHOW:
             _query(msg, GetPolicy)
@@ -146,12 +157,12 @@ class ApiService:
         if subject.startswith(subjects.POLICY_API_PREFIX + "."):
             envelope = parse_command(
                 subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,
-                verbs=subjects.POLICY_VERBS,
+                authenticator=self._auth, verbs=subjects.POLICY_VERBS,
             )  # fmt: skip
             return await self._processor.execute(envelope)
         envelope = parse_command(
             subject, subjects.API_PREFIX, msg.data, msg.headers,
-            bytes_max=limits.COMMAND_BYTES_MAX,
+            authenticator=self._auth, bytes_max=limits.COMMAND_BYTES_MAX,
         )  # fmt: skip
         reply = await self._processor.execute(envelope)
         structlog.contextvars.bind_contextvars(

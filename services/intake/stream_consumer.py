@@ -20,6 +20,7 @@ from schemas.common import ErrorDetail
 from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.engine.processor import CommandProcessor
+from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command
 
 log = structlog.get_logger("corridor.cmd_consumer")
@@ -31,9 +32,18 @@ NAK_DELAY_S = 1.0
 
 
 class CommandStreamConsumer:
-    def __init__(self, js: JetStreamContext, processor: CommandProcessor) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        processor: CommandProcessor,
+        *,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self._js = js
         self._processor = processor
+        # Publishing on the command stream is permitted per credential too: the subject's last
+        # token is the sender, exactly as on the request/reply subjects (ADR 0061).
+        self._auth = authenticator or Authenticator(None)
         self.dead_lettered = 0
         self._stopping = False
 
@@ -74,7 +84,9 @@ class CommandStreamConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            envelope = parse_command(msg.subject, subjects.CMD_PREFIX, msg.data, msg.headers)
+            envelope = parse_command(
+                msg.subject, subjects.CMD_PREFIX, msg.data, msg.headers, authenticator=self._auth
+            )
         except errors.CorridorError as exc:
             await self._dead_letter(msg, exc.detail())
             return

@@ -1,8 +1,10 @@
 """The outbox relay: publish the event log to JetStream in position order, exactly once per
 event id (``Nats-Msg-Id``), resuming from a checkpoint kept in PostgreSQL.
 
-JetStream is only a transport. At start the relay compares the stream's last position with its
-checkpoint and rewinds if JetStream lost messages, so everything is re-published from the log.
+JetStream is only a transport. At start the relay checks that the stream still holds the message
+its checkpoint names and rewinds if JetStream lost messages, so everything is re-published from
+the log. It trusts no message in the streams that it cannot match against the log (ADR 0062):
+a header someone else wrote never makes it rewind or stop fencing.
 Only one relay publishes at a time (a PostgreSQL advisory lock); others stand by.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from schemas.codec import encode
@@ -43,6 +47,19 @@ log = structlog.get_logger("corridor.relay")
 
 _LEADER_LOCK_KEY = 0x72656C61  # "rela"
 CHECKPOINT = "relay:jetstream"
+# Saved with the checkpoint, in the same statement: the event stream's sequence of the message
+# at the checkpoint's position (0: not known). At the next start that one message proves that
+# the stream still holds everything the checkpoint says was published (ADR 0062).
+CHECKPOINT_SEQ = "relay:jetstream:evt_seq"
+# Messages the relay reads back from a stream's end at start to find the last one it wrote.
+# Nobody else may publish into these streams (ADR 0060), so the last message is nearly always
+# the relay's own; the limit bounds the start against a stream stuffed with foreign messages,
+# beyond which the relay does not guess where its own messages end.
+TAIL_SCAN_MSGS_MAX = 64
+# A Corridor-Position header longer than this is not a position (bigint has 19 digits).
+POSITION_HEADER_CHARS_MAX = 20
+# Foreign messages' subjects and headers are their sender's text: logged no longer than this.
+FOREIGN_LOG_CHARS_MAX = 128
 # Reconnect back-off after a failure: quick first retry, then at most every few seconds.
 CHECKPOINT_INTERVAL_S = 0.5
 RETRY_BACKOFF_S_FIRST = 0.2
@@ -85,9 +102,13 @@ class OutboxRelay:
         # Positions up to here may already be in JetStream (an earlier run published them):
         # they go out one by one, as an atomic batch holding a duplicate is refused whole.
         self._maybe_published_through = 0
+        # The event stream's sequence of the message at ``position`` (0: not known).
+        self._position_seq = 0
+        # Messages found in the streams that the relay did not write (ADR 0062).
+        self.foreign_messages = 0
         # Each stream's last sequence as this relay expects it; None when unknown.
         self._expected_seq: dict[str, int] | None = None
-        self._in_flight: collections.deque[tuple[int, asyncio.Future[int]]] = collections.deque()
+        self._in_flight: collections.deque[tuple[int, asyncio.Future[_Acked]]] = collections.deque()
         self._dsn = dsn
         self._batch_max = batch_max
         self._poll_s = poll_s
@@ -140,7 +161,7 @@ class OutboxRelay:
                 await self._ensure_streams()
             await self._become_leader(conn)
             await conn.add_listener("corridor_events", self._on_notify)
-            self.position = await self._start_position()
+            self.position, self._position_seq = await self._start_position()
             self._saved_position = self.position
             self._expected_seq = None
             log.info("relay_started", position=self.position)
@@ -258,10 +279,12 @@ class OutboxRelay:
         self.handed_over += len(batch)
         return batch
 
-    async def _acknowledged(self, entry: tuple[int, asyncio.Future[int]]) -> None:
+    async def _acknowledged(self, entry: tuple[int, asyncio.Future[_Acked]]) -> None:
         last_position, acks = entry
-        self.published += await acks
+        acked = await acks
+        self.published += acked.new_events
         self.position = last_position
+        self._position_seq = acked.evt_seq
 
     async def _save_checkpoint(self) -> None:
         # Saved at most every CHECKPOINT_INTERVAL_S (busy or idle), not after every batch: a
@@ -270,7 +293,7 @@ class OutboxRelay:
         # A crash only re-publishes what JetStream then drops as duplicates (Nats-Msg-Id) or
         # consumers dedupe by position.
         if self.position != self._saved_position:
-            await self._store.set_checkpoint(CHECKPOINT, self.position)
+            await _save_checkpoint(self._store, self.position, self._position_seq)
             self._saved_position = self.position
         self._saved_at = time.monotonic()
 
@@ -295,32 +318,121 @@ class OutboxRelay:
         self._replayed_through = await self._store.head_position()
         self.leader.set()
 
-    async def _start_position(self) -> int:
-        checkpoint = await self._store.get_checkpoint(CHECKPOINT)
-        in_stream = await self._last_position_in_stream(subjects.EVT_STREAM)
-        # A work order's batch may have landed while its events' batch did not.
-        self._maybe_published_through = max(
-            in_stream, await self._last_position_in_stream(subjects.DISPATCH_STREAM)
-        )
-        if in_stream < checkpoint:
-            log.warning("relay_rewind", checkpoint=checkpoint, stream_position=in_stream)
-            await self._store.set_checkpoint(CHECKPOINT, in_stream)
-            return in_stream
-        return checkpoint
+    @property
+    def maybe_published_through(self) -> int:
+        """Positions up to here may already be in JetStream: they go out unfenced (ADR 0013)."""
+        return self._maybe_published_through
 
-    async def _last_position_in_stream(self, stream: str) -> int:
-        info = await self._js.stream_info(stream)
-        if info.state.messages == 0 or not info.state.last_seq:
-            return 0
+    async def _start_position(self) -> tuple[int, int]:
+        """Where to resume, and the event stream's sequence of that position's message.
+
+        Only what the relay can check decides (ADR 0062): its checkpoint in PostgreSQL, and
+        messages in the streams that match the log's event at their position. A foreign
+        message (whatever its headers claim) is flagged and skipped."""
+        checkpoint, checkpoint_seq = await _load_checkpoint(self._store)
+        head = await self._store.head_position()
+        held = await self._holds_checkpoint(checkpoint, checkpoint_seq, head)
+        evt_end = await self._stream_end(subjects.EVT_STREAM, head)
+        dispatch_end = await self._stream_end(subjects.DISPATCH_STREAM, head)
+        if held is _Held.YES and evt_end.known and evt_end.position < checkpoint:
+            # The stream holds the checkpoint, so an end below it is a replayed copy of an old
+            # message: nothing tells where the relay's own messages end.
+            log.warning("relay_stream_end_contradicts_checkpoint", checkpoint=checkpoint,
+                        stream_position=evt_end.position)  # fmt: skip
+            evt_end = _StreamEnd.unknown()
+        self._maybe_published_through = maybe_published_through(evt_end, dispatch_end, head)
+        position = resume_position(checkpoint, held, evt_end)
+        seq = 0  # the event stream's sequence of the message at ``position``, if known
+        if held is _Held.YES and position == checkpoint:
+            seq = checkpoint_seq
+        elif evt_end.known and evt_end.position == position:
+            seq = evt_end.seq
+        if position < checkpoint:
+            if not evt_end.known:
+                log.error("relay_stream_lost_and_end_unknown", checkpoint=checkpoint)
+            log.warning("relay_rewind", checkpoint=checkpoint, stream_position=position)
+            await _save_checkpoint(self._store, position, seq)
+        return position, seq
+
+    async def _holds_checkpoint(self, checkpoint: int, seq: int, head: int) -> _Held:
+        """Whether the event stream still holds the message at the checkpoint's position."""
+        if checkpoint == 0:
+            return _Held.YES
+        if seq == 0:
+            return _Held.UNCHECKED
         try:
-            msg = await self._js.get_msg(stream, seq=info.state.last_seq)
+            msg = await self._js.get_msg(subjects.EVT_STREAM, seq=seq)
         except NotFoundError:
-            return 0
-        return int((msg.headers or {}).get(subjects.HDR_POSITION, 0))
+            return _Held.NO
+        position = await self._ours(msg, head)
+        if position is None:
+            self._flag_foreign(subjects.EVT_STREAM, seq, msg)
+            return _Held.NO  # the stream was replaced: its sequence now holds something else
+        # Ours at another position: the checkpoint was moved without its sequence (an
+        # operator's reset), so this message proves nothing about it.
+        return _Held.YES if position == checkpoint else _Held.UNCHECKED
 
-    async def _publish(self, batch: list[_Outgoing]) -> asyncio.Future[int]:
-        """Send the batch; returns a future of the number of events JetStream stored as new,
-        which fails if JetStream refuses or does not acknowledge the batch in time."""
+    async def _stream_end(self, stream: str, head: int) -> _StreamEnd:
+        """The last message of the relay's own in ``stream``, read back from its end."""
+        state = (await self._js.stream_info(stream)).state
+        first_seq = max(state.first_seq, 1)
+        seq = state.last_seq if state.messages else 0
+        scanned = 0
+        while seq >= first_seq:
+            if scanned == TAIL_SCAN_MSGS_MAX:
+                log.warning("relay_stream_end_unknown", stream=stream, scanned=scanned)
+                return _StreamEnd.unknown()
+            scanned += 1
+            try:
+                msg = await self._js.get_msg(stream, seq=seq)
+            except NotFoundError:  # deleted from the middle of the stream
+                seq -= 1
+                continue
+            position = await self._ours(msg, head)
+            if position is not None:
+                return _StreamEnd(position=position, seq=seq, known=True)
+            self._flag_foreign(stream, seq, msg)
+            seq -= 1
+        return _StreamEnd(position=0, seq=0, known=True)  # none of the log's events in it
+
+    async def _ours(self, msg: RawStreamMsg, head: int) -> int | None:
+        """The position of the log's event that ``msg`` carries, or None if it carries none:
+        its position header, message id and body must all match the event in the log."""
+        headers = msg.headers or {}
+        raw_position = headers.get(subjects.HDR_POSITION, "")
+        if not (0 < len(raw_position) <= POSITION_HEADER_CHARS_MAX and raw_position.isdigit()):
+            return None
+        position = int(raw_position)
+        if not 0 < position <= head:
+            return None
+        try:
+            stamp = _decode_stamp.decode(msg.data or b"")
+        except (msgspec.DecodeError, ValueError):
+            return None
+        [event] = await self._store.read_all(after_position=position - 1, limit=1)
+        assert event.position == position, "positions in the log are gapless"
+        if not (
+            headers.get(subjects.HDR_MSG_ID) == event.event_id
+            and stamp.event_id == event.event_id
+            and stamp.position == position
+            and stamp.hash == event.hash.hex()
+        ):
+            return None
+        return position
+
+    def _flag_foreign(self, stream: str, seq: int, msg: RawStreamMsg) -> None:
+        self.foreign_messages += 1
+        claimed = (msg.headers or {}).get(subjects.HDR_POSITION, "")
+        log.warning(
+            "relay_foreign_message", stream=stream, seq=seq,
+            subject=(msg.subject or "")[:FOREIGN_LOG_CHARS_MAX],
+            claimed_position=claimed[:FOREIGN_LOG_CHARS_MAX],
+        )  # fmt: skip
+
+    async def _publish(self, batch: list[_Outgoing]) -> asyncio.Future[_Acked]:
+        """Send the batch; returns a future of what JetStream stored (the number of new events
+        and the event stream's sequence of the last one), which fails if JetStream refuses or
+        does not acknowledge the batch in time."""
         fenced = self._fenced
         if fenced is None or batch[0].position <= self._maybe_published_through:
             self._expected_seq = None  # duplicates do not move a stream's sequence
@@ -349,9 +461,11 @@ class OutboxRelay:
                                timeout_s=PUBLISH_ACK_TIMEOUT_S)
                 )  # fmt: skip
                 self._expected_seq[stream] += len(chunk)
-        return asyncio.ensure_future(self._count_fenced(acks, len(batch)))
+        # Every event goes to the event stream, the last one last: it lands at this sequence.
+        evt_seq = self._expected_seq[subjects.EVT_STREAM]
+        return asyncio.ensure_future(self._count_fenced(acks, _Acked(len(batch), evt_seq)))
 
-    async def _count_fenced(self, acks: list[asyncio.Future[int]], events: int) -> int:
+    async def _count_fenced(self, acks: list[asyncio.Future[int]], acked: _Acked) -> _Acked:
         try:
             await asyncio.gather(*acks)
         except PublishRefused as exc:
@@ -364,9 +478,9 @@ class OutboxRelay:
         finally:
             for ack in acks:
                 ack.cancel()
-        return events
+        return acked
 
-    async def _publish_each(self, batch: list[_Outgoing]) -> asyncio.Future[int]:
+    async def _publish_each(self, batch: list[_Outgoing]) -> asyncio.Future[_Acked]:
         """One JetStream publish per message, pipelined (bounded by the JetStream context's
         in-flight limit): duplicates are dropped by message id, one by one."""
         futures = []
@@ -471,11 +585,101 @@ _decode_metadata = msgspec.json.Decoder(EventMetadata)
 _decode_order_target = msgspec.json.Decoder(_OrderTarget)
 
 
-async def _count_new(futures: list[Any]) -> int:
+async def _count_new(futures: list[Any]) -> _Acked:
     acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_ACK_TIMEOUT_S)
-    return sum(1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM)
+    # The event stream's messages go out last, the batch's last event last (a duplicate's
+    # acknowledgement gives the sequence of the message already stored).
+    assert acks and acks[-1].stream == subjects.EVT_STREAM
+    new_events = sum(1 for ack in acks if not ack.duplicate and ack.stream == subjects.EVT_STREAM)
+    return _Acked(new_events, acks[-1].seq)
+
+
+@dataclass(frozen=True, slots=True)
+class _Acked:
+    """What JetStream acknowledged for one batch."""
+
+    new_events: int  # stored as new (not dropped as duplicates)
+    evt_seq: int  # the event stream's sequence of the batch's last event
+
+
+class _Held(enum.Enum):
+    """Whether the event stream still holds the message at the relay's checkpoint."""
+
+    YES = "yes"
+    NO = "no"  # proven lost: the sequence saved with the checkpoint holds nothing of it
+    UNCHECKED = "unchecked"  # no sequence was saved with this checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamEnd:
+    """The last message of the relay's own found in a stream."""
+
+    position: int  # 0: the stream holds none of the log's events
+    seq: int
+    known: bool  # False: only foreign messages within TAIL_SCAN_MSGS_MAX of the end
+
+    @classmethod
+    def unknown(cls) -> _StreamEnd:
+        return cls(position=0, seq=0, known=False)
+
+
+def resume_position(checkpoint: int, held: _Held, evt_end: _StreamEnd) -> int:
+    """Where the relay resumes: its checkpoint, unless the event stream lost messages.
+
+    A stream that holds the checkpoint's message lost nothing the relay would re-publish,
+    whatever else is in it. Without that proof the relay rewinds to its own last message in the
+    stream, if that is below the checkpoint; where that is unknown (only foreign messages at
+    the end) it rewinds to the start if the loss is proven, and otherwise keeps its
+    checkpoint: it does not rewind on what it cannot check."""
+    if held is _Held.YES:
+        return checkpoint
+    if not evt_end.known:
+        return 0 if held is _Held.NO else checkpoint
+    return min(checkpoint, evt_end.position)
+
+
+def maybe_published_through(evt_end: _StreamEnd, dispatch_end: _StreamEnd, head: int) -> int:
+    """Positions that may be in JetStream already. Where a stream's end is unknown, everything
+    committed may be: unfenced publishes only cost the fence, while fencing a message already
+    stored would be refused on every attempt (ADR 0013)."""
+    if not (evt_end.known and dispatch_end.known):
+        return head
+    return max(evt_end.position, dispatch_end.position)
+
+
+class _Stamp(msgspec.Struct):
+    """The fields of a published event that tie it to the log."""
+
+    position: int
+    event_id: str
+    hash: str
+
+
+_decode_stamp = msgspec.json.Decoder(_Stamp)
+
+
+async def _load_checkpoint(store: PostgresEventStore) -> tuple[int, int]:
+    """The relay's checkpoint and the sequence saved with it, read together."""
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT name, position FROM checkpoints WHERE name = ANY($1::text[])",
+            [CHECKPOINT, CHECKPOINT_SEQ],
+        )
+    saved = {row["name"]: int(row["position"]) for row in rows}
+    return saved.get(CHECKPOINT, 0), saved.get(CHECKPOINT_SEQ, 0)
+
+
+async def _save_checkpoint(store: PostgresEventStore, position: int, evt_seq: int) -> None:
+    """The checkpoint and its sequence in one statement: they never disagree."""
+    assert position >= 0 and evt_seq >= 0
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO checkpoints (name, position) VALUES ($1, $2), ($3, $4)"
+            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            CHECKPOINT, position, CHECKPOINT_SEQ, evt_seq,
+        )  # fmt: skip
 
 
 async def reset_checkpoint(store: PostgresEventStore, position: int) -> None:
     """Make the relay re-publish everything after ``position`` (operators' recovery tool)."""
-    await store.set_checkpoint(CHECKPOINT, position)
+    await _save_checkpoint(store, position, 0)

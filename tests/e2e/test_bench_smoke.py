@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_runs_and_reports_every_field(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    # Its own servers and credentials: none of the session's (ADR 0060).
+    unset = ("NATS_URL", "DATABASE_URL", "CORRIDOR_CREDS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli.main", "bench", "--quick", "--runs", "1",
          "--intents", "60", "--out", str(out), "--profile", str(tmp_path / "profile")],

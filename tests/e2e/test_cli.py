@@ -25,7 +25,9 @@ DESTINATION = "02" + "22" * 32
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    # Without CORRIDOR_CREDS the commands use the credentials `corridor up` made (ADR 0060).
+    unset = ("NATS_URL", "DATABASE_URL", "CORRIDOR_CREDS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["CORRIDOR_LOG_LEVEL"] = "warning"
     return env
 
@@ -101,8 +103,9 @@ def test_up_submit_watch_replay_and_clean_stop(stack) -> None:
     sd = ["--state-dir", str(state_dir)]
 
     # No --max-fee-msat: the CLI asks the engine what the policy in force allows, and says so.
+    # No --caller-id: the caller is the credential's, `local`.
     submitted = run_cli(
-        "submit", *sd, "--caller-id", "ops", "--idempotency-key", "e2e-1",
+        "submit", *sd, "--idempotency-key", "e2e-1",
         "--amount-msat", "21000", "--destination", DESTINATION, "--json",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
@@ -112,14 +115,14 @@ def test_up_submit_watch_replay_and_clean_stop(stack) -> None:
     assert "10000 msat" in said and "21000 msat" in said and "policy version 1" in said
 
     readable = run_cli(
-        "submit", *sd, "--caller-id", "ops", "--idempotency-key", "e2e-1",
+        "submit", *sd, "--caller-id", "local", "--idempotency-key", "e2e-1",
         "--amount-msat", "21000", "--destination", DESTINATION, "--max-fee-msat", "10000",
     )  # fmt: skip
     assert readable.returncode == 0 and readable.stderr == ""
     assert f"intent id  {reply['intent_id']}" in readable.stdout
     assert "duplicate" in readable.stdout
 
-    raw = json.dumps({"type": "SubmitPaymentIntent", "version": 7, "caller": {"id": "ops"}})
+    raw = json.dumps({"type": "SubmitPaymentIntent", "version": 7, "caller": {"id": "local"}})
     refused = run_cli("submit", *sd, "--file", "-", "--json", stdin=raw)
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["error"]["code"] == "unknown_version"
@@ -199,21 +202,21 @@ def test_policy_and_corridors_come_from_the_running_engine(stack) -> None:
     next_version["fees"]["floor_msat"] = 20_000
     proposal = state_dir / "policy-v2.json"
     proposal.write_text(json.dumps(next_version))
-    proposed = run_cli("policy", "propose", str(proposal), *sd, "--operator-id", "op-a")
+    proposed = run_cli("policy", "propose", str(proposal), *sd, "--operator-id", "operator-1")
     assert proposed.returncode == 0, proposed.stderr
     assert "corridor policy approve 2" in proposed.stdout
     pending = json.loads(run_cli("policy", "show", *sd, "--json").stdout)["pending"]
-    assert [(p["policy_version"], p["proposed_by"]) for p in pending] == [(2, "op-a")]
+    assert [(p["policy_version"], p["proposed_by"]) for p in pending] == [(2, "operator-1")]
 
-    same = run_cli("policy", "approve", "2", *sd, "--operator-id", "op-a")
+    same = run_cli("policy", "approve", "2", *sd, "--operator-id", "operator-1")
     assert same.returncode == 1 and "two_person_rule" in same.stderr
-    approved = run_cli("policy", "approve", "2", *sd, "--operator-id", "op-b")
+    approved = run_cli("policy", "approve", "2", *sd, "--operator-id", "operator-2")
     assert approved.returncode == 0, approved.stderr
     assert "policy version 2 is in force" in approved.stdout
 
     # The default fee follows the policy now in force.
     submitted = run_cli(
-        "submit", *sd, "--caller-id", "ops", "--idempotency-key", "after-v2",
+        "submit", *sd, "--caller-id", "local", "--idempotency-key", "after-v2",
         "--amount-msat", "21000", "--destination", DESTINATION, "--json",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr

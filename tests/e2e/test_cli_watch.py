@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from services.bus import subjects
 from services.cli.watch import watch
 from services.endpoints import add_entries
 from tests.e2e.test_cli import run_cli, running_stack
+from tests.nats_creds import connect_as
 
 DESTINATION = "02" + "22" * 32
 
@@ -25,17 +25,26 @@ def _positions(stdout: str) -> list[int]:
 
 
 def _submit(sd: list[str], key: str, *, kind: str, amount_msat: int) -> str:
+    # Agents pay as the agent `watcher`, services as `corridor up`'s caller `local`.
+    caller = "watcher" if kind == "agent" else "local"
     done = run_cli(
-        "submit", *sd, "--caller-id", "watcher", "--caller-kind", kind, "--idempotency-key", key,
+        "submit", *sd, "--caller-id", caller, "--caller-kind", kind, "--idempotency-key", key,
         "--amount-msat", str(amount_msat), "--destination", DESTINATION, "--json",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + done.stdout
     reply = json.loads(done.stdout)
     return str(reply["intent_id"])
 
 
 def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path) -> None:
-    with running_stack(tmp_path / "state") as state_dir:
+    # The agent's credential, made before the stack starts, where the CLI looks for the one
+    # --caller-id names.
+    state = tmp_path / "state"
+    agent = state / "auth" / "agent-watcher.nk"
+    added = run_cli("creds", "add", "--role", "agent", "--id", "watcher", "--out", str(agent),
+                    "--state-dir", str(state))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    with running_stack(state) as state_dir:
         sd = ["--state-dir", str(state_dir)]
         # Rejections (by policy, by an operator) and cancellations, interleaved in the log.
         waiting = [_submit(sd, f"big-{i}", kind="agent", amount_msat=15_000_000) for i in range(3)]
@@ -43,7 +52,7 @@ def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path
         cancelled = run_cli("cancel", waiting[0], *sd, "--caller-id", "watcher",
                             "--caller-kind", "agent")  # fmt: skip
         assert cancelled.returncode == 0, cancelled.stderr
-        rejected = run_cli("reject", waiting[1], *sd, "--operator-id", "op-a", "--reason", "no")
+        rejected = run_cli("reject", waiting[1], *sd, "--reason", "no")  # as operator-1
         assert rejected.returncode == 0, rejected.stderr
         cancelled = run_cli("cancel", waiting[2], *sd, "--caller-id", "watcher",
                             "--caller-kind", "agent")  # fmt: skip
@@ -83,7 +92,7 @@ def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path
 async def _stream_with(nats_url: str, positions: list[int]) -> None:
     """CORRIDOR_EVT holding ``positions`` at sequences 1, 2, ...: what a relay leaves after
     re-publishing a tail (duplicates beyond JetStream's window), made by hand."""
-    nc = await nats.connect(nats_url)
+    nc = await connect_as(nats_url)  # the session's engine credential
     try:
         js = nc.jetstream()
         await js.add_stream(name=subjects.EVT_STREAM, subjects=[subjects.EVT_WILDCARD])
@@ -100,7 +109,7 @@ async def _stream_with(nats_url: str, positions: list[int]) -> None:
 
 
 async def _delete(nats_url: str, *seqs: int) -> None:
-    nc = await nats.connect(nats_url)
+    nc = await connect_as(nats_url)
     try:
         for seq in seqs:
             await nc.jetstream().delete_msg(subjects.EVT_STREAM, seq)

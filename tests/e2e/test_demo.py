@@ -38,7 +38,9 @@ class DemoRun:
 def _run_demo(directory: Path) -> DemoRun:
     directory.mkdir()
     report_path, log_path = directory / "report.json", directory / "demo.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    # Its own servers and credentials: none of the session's (ADR 0060).
+    unset = ("NATS_URL", "DATABASE_URL", "CORRIDOR_CREDS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli.main", "demo", "--seed", str(SEED),
          "--intents", str(INTENTS), "--json", str(report_path), "--log-file", str(log_path)],

@@ -152,7 +152,7 @@ async def test_bad_input_gets_a_coded_error_and_nothing_is_written(
          "schema_violation", "metadata"),
         (json.dumps(submit(destination=None)).encode(), "schema_violation", "payment_request"),
         (json.dumps({**submit(), "extra": 1}).encode(), "schema_violation", "extra"),
-        (json.dumps(submit(caller_id="mallory")).encode(), "caller_mismatch", "caller.id"),
+        (json.dumps(submit(caller_id="mallory")).encode(), "identity_mismatch", "caller.id"),
         (b'{"type":"SubmitPaymentIntent","version":1,"pad":"' + b"x" * 70_000 + b'"}',
          "payload_too_large", None),
     ]  # fmt: skip
@@ -248,12 +248,15 @@ async def test_outcome_settles_and_duplicate_outcome_is_recorded(
         "attempt": 1, "outcome": "succeeded", "region": "us", "node": "us-lnd",
         "payment_hash": payment_hash, "preimage": preimage, "fee_msat": 12,
     }  # fmt: skip
-    first = await request(nc, "corridor.api.v1.intents.outcome.exec-us", outcome)
+    # An executor's subject token is its node's name (ADR 0061).
+    first = await request(nc, "corridor.api.v1.intents.outcome.us-lnd", outcome)
     assert first["state"] == "settled"
-    second = await request(nc, "corridor.api.v1.intents.outcome.exec-us", outcome)
+    second = await request(nc, "corridor.api.v1.intents.outcome.us-lnd", outcome)
     assert second["state"] == "settled" and second["ok"]
     types = [e.type for e in await engine.store.read_stream(submitted["intent_id"])]
     assert types[-3:] == ["PaymentSucceeded", "IntentSettled", "OutcomeIgnored"]
+    stream = await engine.store.read_stream(submitted["intent_id"])
+    assert stream[-1].metadata["actor"] == "executor:us-lnd"
 
 
 async def test_spend_survives_an_engine_restart(

@@ -11,20 +11,29 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
-import nats
 import pytest
 
 from services.devstack import DevStack
 from services.devstack.pginstall import cache_name, cached_install, postgres_major
-from services.devstack.postgres import DATA_BASE_NAME, PostgresServer, postgres_bin_dir
+from services.devstack.postgres import (
+    CORRIDOR_DATABASE,
+    DATA_BASE_NAME,
+    PASSWORDS_FILE,
+    PostgresServer,
+    postgres_bin_dir,
+)
 from services.devstack.process import as_user, reachable_by
+from services.eventstore.roles import ENGINE, ROLES
+from tests.nats_creds import connect_as
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,11 +88,13 @@ def private_clone(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(private, ignore_errors=True)
 
 
-def _query(bin_dir: Path, port: int, sql: str) -> str:
+def _query(bin_dir: Path, server: PostgresServer, sql: str) -> str:
+    # The password through the environment of this one child, as libpq reads it.
+    env = {**os.environ, "PGPASSWORD": server.password("postgres")}
     out = subprocess.run(
-        [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+        [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
          "-d", "postgres", "-XAtc", sql],
-        check=True, capture_output=True, text=True, timeout=30,
+        check=True, capture_output=True, text=True, timeout=30, env=env,
     )  # fmt: skip
     return out.stdout.strip()
 
@@ -110,7 +121,7 @@ def test_root_runs_postgres_from_a_private_clone_and_keeps_its_data(
         server.start()
         assert server.proc is not None and server.user is not None
         assert _process_uid(server.proc.pid) == pwd.getpwnam(server.user).pw_uid
-        _query(private_bin, server.port, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+        _query(private_bin, server, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
     finally:
         server.stop()
 
@@ -123,7 +134,7 @@ def test_root_runs_postgres_from_a_private_clone_and_keeps_its_data(
     again = PostgresServer(state, fsync=False, shared_dir=shared_dir)  # the next `corridor up`
     try:
         again.start()
-        assert _query(private_bin, again.port, "SELECT v FROM kept") == "7"
+        assert _query(private_bin, again, "SELECT v FROM kept") == "7"
     finally:
         again.stop()
 
@@ -140,6 +151,7 @@ try:
     answer = subprocess.run(
         [str(psql), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-XAtc",
          "SELECT 40 + 2"], check=True, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PGPASSWORD": server.password("postgres")},
     ).stdout.strip()
     pgdata = server.pgdata()
     print(json.dumps({"user": server.user, "uid": os.geteuid(), "answer": answer,
@@ -196,6 +208,9 @@ def test_a_non_root_user_runs_postgres_in_place(user_owned_dir: Path, shared_dir
         shutil.copytree(REPO / "services" / "devstack", package / "devstack",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         (package / "__init__.py").write_text("")
+        # The package's __init__ brings the whole DevStack (NATS and its credentials, which
+        # need more than the standard library); PostgresServer alone needs only the stdlib.
+        (package / "devstack" / "__init__.py").write_text("")
         pw = pwd.getpwnam(user)
         for path in [user_owned_dir, *user_owned_dir.rglob("*")]:
             os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
@@ -240,7 +255,7 @@ async def test_dev_stack_from_a_private_clone(
             assert await conn.fetchval("SELECT 1") == 1
         finally:
             await conn.close()
-        nc = await nats.connect(stack.nats_url)
+        nc = await connect_as(stack.nats_url, stack.engine_creds)
         try:
             js = nc.jetstream()
             await js.add_stream(name="DEVSTACK", subjects=["devstack.>"])
@@ -249,3 +264,77 @@ async def test_dev_stack_from_a_private_clone(
         finally:
             await nc.close()
     assert any((state / "nats" / "js").rglob("*.blk"))
+
+
+async def test_the_dev_stack_takes_passwords_only_and_keeps_them_out_of_sight(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0064: SCRAM everywhere; the engine gets its own role's URL; passwords sit in one
+    0600 file and nowhere else (not the server's log, not a repr)."""
+    monkeypatch.setenv("CORRIDOR_PG_SHARED_DIR", str(shared_dir))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    state = tmp_path / "servers"
+    with DevStack(state, fsync=False) as stack:
+        urls = stack.database_urls
+        assert urls is not None and urls.database == CORRIDOR_DATABASE
+        server = PostgresServer(state / "postgres", shared_dir=shared_dir)  # reads, starts nothing
+        passwords = [server.password(role) for role in ("postgres", *ROLES)]
+        assert len(set(passwords)) == 4 and all(len(p) >= 40 for p in passwords)
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            assert await conn.fetchval("SELECT current_user") == ENGINE
+            assert await conn.fetchval("SELECT current_database()") == CORRIDOR_DATABASE
+        finally:
+            await conn.close()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(stack.database_url.replace(passwords[2], "not-the-password"))
+        port = urlsplit(stack.database_url).port
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        shown = repr(stack) + repr(urls) + repr(server)
+        log = (server.pgdata().parent / "postgres.log").read_text(errors="replace")
+        hba = (server.pgdata() / "pg_hba.conf").read_text()
+    assert not [p for p in passwords if p in shown or p in log]
+    assert "password authentication failed" in log  # the refusals above were logged
+    rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    assert {rule[-1] for rule in rules} == {"scram-sha-256"}
+    stored = state / "postgres" / PASSWORDS_FILE
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert stored.stat().st_uid == os.geteuid()
+    assert sorted(json.loads(stored.read_text())) == sorted(["postgres", *ROLES])
+
+    # The next start finds the same cluster and passwords; the roles' URLs still work.
+    with DevStack(state, fsync=False) as again:
+        assert urlsplit(again.database_url).password == passwords[2]
+        conn = await asyncpg.connect(again.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+        finally:
+            await conn.close()
+
+
+def test_a_state_dir_deeper_than_a_socket_path_allows() -> None:
+    # A Unix socket path holds at most 107 bytes; a non-root user's pytest temp dir or a deep
+    # clone goes past that, and PostgreSQL refused to start with its socket in the data dir.
+    # The base is traversable, so that as root too the cluster runs in place, in the deep dir.
+    base = Path(tempfile.mkdtemp(prefix="corridor-deep-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    deep = base / ("d" * 60) / ("e" * 60) / "state" / "servers" / "postgres"
+    deep.mkdir(parents=True, mode=0o755)
+    for parent in (deep, *deep.parents):
+        if parent == base:
+            break
+        os.chmod(parent, 0o755)
+    assert len(str(deep / "pgdata" / ".s.PGSQL.65535")) > 107
+    server = PostgresServer(deep, fsync=False)
+    try:
+        server.start()
+        done = subprocess.run(
+            [str(postgres_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port)],
+            check=False,
+        )
+        assert done.returncode == 0
+        assert (deep / "pgdata" / "PG_VERSION").exists()  # in place, in the deep dir
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

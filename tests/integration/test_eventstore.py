@@ -14,6 +14,7 @@ from services.engine.event_codec import to_new_events
 from services.eventstore.migrate import MigrationDrift, available_migrations, migrate
 from services.eventstore.port import ClaimConflict, ConcurrencyConflict, IdempotencyClaim
 from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.roles import RoleUrls
 from tests.conftest import wait_for
 
 META = EventMetadata(correlation_id="c", causation_id="k", actor="test")
@@ -70,17 +71,23 @@ async def test_log_is_append_only(store: PostgresEventStore) -> None:
                 await conn.execute(sql)
 
 
-async def test_hash_chain_detects_tampering(store: PostgresEventStore) -> None:
+async def test_hash_chain_detects_tampering(
+    store: PostgresEventStore, database_urls: RoleUrls
+) -> None:
     for i in range(5):
         await store.append(_events(f"s{i}", 1, 2))
     report = await store.verify_chain()
     assert report.ok and report.checked == 10 and report.last_position == 10
-    async with store.pool.acquire() as conn:
-        # An attacker with table access disables the guard and edits one payload.
+    # An attacker with the owner's password (the engine's cannot: test_db_roles) disables the
+    # guard and edits one payload.
+    conn = await asyncpg.connect(database_urls.owner)
+    try:
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await conn.execute(
             """UPDATE events SET payload = '{"by": "t", "reason": "forged"}' WHERE position = 7"""
         )
+    finally:
+        await conn.close()
     report = await store.verify_chain()
     assert not report.ok
     assert report.first_bad_position == 7
@@ -161,8 +168,10 @@ async def test_tailing_reader_sees_every_position_under_concurrent_appends(
     assert (await store.verify_chain()).ok
 
 
-async def test_migrations_are_versioned_idempotent_and_refuse_drift(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
+async def test_migrations_are_versioned_idempotent_and_refuse_drift(
+    database_urls: RoleUrls,
+) -> None:
+    conn = await asyncpg.connect(database_urls.owner)
     try:
         assert await migrate(conn) == []  # the template already applied them
         applied = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")

@@ -2,6 +2,8 @@
 
 The simulated network is the ground truth: ``network.payments()`` lists every attempt any node
 made, so "never pays twice" is checked where the money moves, not in our own records.
+The engine signs work orders with its key in the test's state dir, and the executors trust
+that key (ADR 0063); tests/integration/test_signed_orders.py covers the orders they refuse.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.bootstrap import Engine
+from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
 from services.executor import Executor, ExecutorLimits, HealthBoard
 from services.executor.consumer import bind_consumer, consumer_config
 from services.executor.health import decode_report, health_subject
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
-from services.executor.runner import build_executor
+from services.executor.nodes import adapter_for, resolve_node
 from services.lightning.port import FailureReason
+from services.settings import Settings
+from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 from services.sim.lnd_server import LndNodeServer, start_lnd_node_server
 from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
@@ -51,8 +55,51 @@ FAST = ExecutorLimits(
     track_poll_s=0.1,
     health_interval_s=0.2,
     stop_grace_s=2.0,
-    fresh_margin_s=0.0,  # one server, one clock
 )
+
+
+def make_executor(
+    state_dir: Path,
+    nats_url: str,
+    region: str,
+    node: str,
+    executor_id: str,
+    limits: ExecutorLimits = FAST,
+) -> Executor:
+    """What ``build_executor`` builds, trusting the engine keys in ``state_dir`` (the runner
+    does not load them yet: ADR 0063, "Wiring")."""
+    resolved = resolve_node(f"sim://{node}", region=region, state_dir=state_dir)
+    return Executor(
+        nats_url=nats_url,
+        region=region,
+        node_name=resolved.name,
+        node=adapter_for(resolved.uri),
+        executor_id=executor_id,
+        secret=load_or_create_secret(state_dir / SECRET_FILE_NAME),
+        limits=limits,
+        verifier=FileKeyring(keys_dir(state_dir) / PUBLIC_KEYS_FILE),
+    )
+
+
+@contextlib.asynccontextmanager
+async def signing_engine(
+    nats_url: str, database_url: str, state_dir: Path
+) -> AsyncIterator[Engine]:
+    """The shared engine, with its signing key created in ``state_dir`` (its default place)."""
+    settings = Settings(relay_poll_s=0.2, state_dir=state_dir)
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+@pytest.fixture
+async def engine(nats_url: str, database_url: str, tmp_path: Path) -> AsyncIterator[Engine]:
+    async with signing_engine(nats_url, database_url, tmp_path) as running:
+        yield running
 
 
 @dataclass
@@ -63,16 +110,9 @@ class SimStack:
     running: list[tuple[Executor, asyncio.Task[None]]] = field(default_factory=list)
 
     def start(
-        self, region: str, node: str, executor_id: str
+        self, region: str, node: str, executor_id: str, limits: ExecutorLimits = FAST
     ) -> tuple[Executor, asyncio.Task[None]]:
-        executor = build_executor(
-            nats_url=self.nats_url,
-            region=region,
-            node_uri=f"sim://{node}",
-            state_dir=self.state_dir,
-            executor_id=executor_id,
-            limits=FAST,
-        )
+        executor = make_executor(self.state_dir, self.nats_url, region, node, executor_id, limits)
         task = asyncio.create_task(executor.run(), name=executor_id)
         self.running.append((executor, task))
         return executor, task
@@ -90,6 +130,13 @@ class SimStack:
 
 @pytest.fixture
 async def sim(tmp_path: Path, nats_url: str) -> AsyncIterator[SimStack]:
+    async with sim_stack(tmp_path, nats_url) as stack:
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def sim_stack(tmp_path: Path, nats_url: str) -> AsyncIterator[SimStack]:
+    """Our two simulated LND nodes, listed in ``tmp_path``'s endpoints.json."""
     network = SimNetwork.from_topology(default_topology(), seed=SEED)
     servers: list[LndNodeServer] = []
     for name in OUR_NODES:
@@ -275,8 +322,8 @@ async def test_publishes_node_health(engine: Engine, nc: Client, sim: SimStack) 
     report = decode_report(await asyncio.wait_for(reports.get(), timeout=SETTLE_TIMEOUT_S))
     assert report.healthy and report.channels == 2 and report.outbound_msat > AMOUNT_MSAT
     assert (report.region, report.node, report.executor_id) == ("eu", "eu-lnd", "eu-1")
-    board = HealthBoard(interval_ms=200, stale_intervals=3)
-    board.observe(report)
+    board = HealthBoard(nodes=[("eu", "eu-lnd")], interval_ms=200, stale_intervals=3)
+    board.observe(health_subject("eu", "eu-lnd"), report, received_at_ms=report.observed_at_ms)
     assert board.health("eu", "eu-lnd", report.observed_at_ms + 100) is not None
     assert msgspec.to_builtins(board.snapshot(report.observed_at_ms + 601)[("eu", "eu-lnd")]) == {
         "healthy": False,
@@ -299,27 +346,27 @@ async def test_a_durable_from_the_region_wide_subject_era_is_moved_to_its_node_s
     assert info.config.filter_subject == subjects.dispatch_subject("us", "us-lnd")
 
 
-async def test_only_an_order_no_worker_can_have_seen_skips_the_engine_check(
+async def test_every_order_is_checked_with_the_engine_before_it_is_sent(
     engine: Engine, nc: Client, sim: SimStack
 ) -> None:
-    # The engine is asked "is this attempt still waiting for a send?" unless the order is at
-    # its first delivery, not a relay replay, and stored after the durable was created.
+    # The first delivery of a fresh order included (ADR 0063, replacing ADR 0203's skip): the
+    # engine confirms the attempt is current and still waits for a send.
     asked: list[str] = []
 
     async def spy(msg: Msg) -> None:
         asked.append(json.loads(msg.data)["intent_id"])
 
-    await nc.subscribe(subjects.API_STATUS, cb=spy)
+    for subject in (subjects.API_STATUS, f"{subjects.API_STATUS}.>"):  # with or without identity
+        await nc.subscribe(subject, cb=spy)
     first, first_task = sim.start("us", "us-lnd", "us-1")
     fresh_id, payment_hash, _ = await _invoice_intent(sim, nc, "fresh")
     await wait_for(_state_is(engine, fresh_id, "settled"), timeout_s=SETTLE_TIMEOUT_S,
                    what="the fresh intent to settle")  # fmt: skip
-    assert fresh_id not in asked
+    assert asked == [fresh_id]
     await sim.kill(first, first_task)
 
-    # A new durable replays the stream: that order was stored before it existed.
+    # A new durable replays the stream: that order is asked about again, found obsolete.
     await nc.jetstream().delete_consumer(subjects.DISPATCH_STREAM, "executor-us-us-lnd")
     sim.start("us", "us-lnd", "us-2")
-    await wait_for(lambda: fresh_id in asked, what="the replayed order to be checked")
-    # Obsolete, so never sent again.
+    await wait_for(lambda: asked == [fresh_id, fresh_id], what="the replayed order's check")
     assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]

@@ -16,7 +16,7 @@ from services.settings import Settings
 from tests.factories import invoice, submit
 
 SUBMIT = "corridor.api.v1.intents.submit.alice"
-OUTCOME = "corridor.api.v1.intents.outcome.exec-{region}"
+OUTCOME = "corridor.api.v1.intents.outcome.{node}"
 GET = "corridor.api.v1.intents.get"
 AMOUNT_MSAT = 50_000
 
@@ -152,7 +152,7 @@ async def test_proof_from_us_lnd_falls_back_to_eu_lnd_then_us_cln(
             "payment_hash": payment_hash, "failure_reason": "no_route",
             "confirmed_not_paid": True,
         }  # fmt: skip
-        replies.append(await request(nc, OUTCOME.format(region=region), outcome))
+        replies.append(await request(nc, OUTCOME.format(node=node), outcome))
     stream = await engine.store.read_stream(intent_id)
     dispatched = [(e.payload["region"], e.payload["node"])
                   for e in stream if e.type == "IntentDispatched"]  # fmt: skip

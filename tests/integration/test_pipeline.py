@@ -74,7 +74,9 @@ class Pipeline:
 async def pipeline(
     tmp_path: Path, nats_url: str, database_url: str, nc: Client
 ) -> AsyncIterator[Pipeline]:
-    settings = Settings(relay_poll_s=0.2, health_interval_s=0.2, pay_timeout_s=5)
+    settings = Settings(
+        relay_poll_s=0.2, health_interval_s=0.2, pay_timeout_s=5, state_dir=tmp_path
+    )
     sim = SimStack(state_dir=tmp_path / "sim", seed=11)
     await sim.start()
     write_endpoints(tmp_path, {"nats_url": nats_url, **sim.endpoints()})

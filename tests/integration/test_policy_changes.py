@@ -50,7 +50,8 @@ async def test_two_person_rule_then_new_version_judges_intents(
         spoofed = await _request(
             nc, "corridor.api.v1.policy.approve.op-a", {**approve, "approver_id": "op-b"}
         )
-        assert spoofed["error"]["code"] == "caller_mismatch"
+        assert spoofed["error"]["code"] == "identity_mismatch"
+        assert spoofed["error"]["field"] == "approver_id"
         approved = await _request(
             nc, "corridor.api.v1.policy.approve.op-b", {**approve, "approver_id": "op-b"}
         )

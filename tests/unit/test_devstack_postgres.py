@@ -30,6 +30,7 @@ from services.devstack.pginstall import (
 from services.devstack.postgres import (
     CLUSTER_LINK,
     DATA_BASE_NAME,
+    PASSWORDS_FILE,
     PostgresServer,
     _unprivileged_user,
     check_data_dir,
@@ -310,3 +311,44 @@ def _assert_owned_by_service_user(pgdata: Path) -> None:
     st = pgdata.stat()
     assert st.st_uid == pwd.getpwnam(user).pw_uid
     assert stat.S_IMODE(st.st_mode) == 0o700
+
+
+# -- passwords (ADR 0064) ------------------------------------------------------------------
+
+
+def test_passwords_are_made_once_and_kept_in_a_private_file(tmp_path: Path) -> None:
+    state = tmp_path / "postgres"
+    server = PostgresServer(state, user=None)
+    first = server.password("postgres")
+    engine = server.password("corridor_engine")
+    stored = state / PASSWORDS_FILE
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert [p.name for p in state.iterdir()] == [PASSWORDS_FILE]  # no temp file left
+    again = PostgresServer(state, user=None)  # the next `corridor up`
+    assert (again.password("postgres"), again.password("corridor_engine")) == (first, engine)
+    assert first != engine and len(first) >= 40
+    assert first in again.url and first not in repr(again)
+
+
+def test_a_cluster_without_a_superuser_password_is_refused_before_anything_runs(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """A cluster from before ADR 0064 (initdb -A trust) has no password on file."""
+    bin_dir = fake_install(tmp_path / "install")  # its initdb and postgres fail if run
+    state = tmp_path / "state" / "postgres"
+    server = PostgresServer(state, bin_dir=bin_dir, shared_dir=shared_dir)
+    pgdata = server.pgdata()
+    (pgdata / "PG_VERSION").write_text(f"{SUPPORTED_PG_MAJOR}\n")
+    hba = pgdata / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 trust\n")
+
+    with pytest.raises(RuntimeError) as refused:
+        server.start()
+
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"{pgdata} holds a cluster whose superuser password is not in" in message
+    assert "ADR 0064" in message and f"delete {state}" in message
+    assert server.proc is None
+    assert not (state / PASSWORDS_FILE).exists()  # no password invented for it
+    assert hba.read_text() == "host all all 127.0.0.1/32 trust\n"  # untouched

@@ -16,7 +16,8 @@ from schemas.commands import RecordPaymentOutcome
 from schemas.events import IntentDispatched
 from services.executor import ExecutorLimits, HealthBoard, HealthReport
 from services.executor.engine_client import AttemptStatus
-from services.executor.errors import BadWorkOrder, NodeUriError
+from services.executor.errors import BadWorkOrder, NodeUriError, OutcomeRefused
+from services.executor.health import health_subject
 from services.executor.keysend import keysend_preimage, load_or_create_secret
 from services.executor.nodes import resolve_node
 from services.executor.payer import Disposition, Payer
@@ -251,10 +252,12 @@ def _report(observed_at_ms: int, healthy: bool = True) -> HealthReport:
 
 
 def test_health_board_keeps_the_newest_report_and_ages_it() -> None:
-    board = HealthBoard(interval_ms=1000, stale_intervals=3)
+    # More on the board's checks (configured nodes, subjects, clocks): test_health_board.py.
+    board = HealthBoard(nodes=[("us", "us-lnd")], interval_ms=1000, stale_intervals=3)
     assert board.health("us", "us-lnd", 0) is None
-    board.observe(_report(10_000))
-    board.observe(_report(9_000, healthy=False))  # late and older: ignored
+    subject = health_subject("us", "us-lnd")
+    board.observe(subject, _report(10_000), received_at_ms=10_000)
+    board.observe(subject, _report(9_000, healthy=False), received_at_ms=10_001)  # older: ignored
     fresh = board.health("us", "us-lnd", 13_000)
     assert fresh is not None and fresh.healthy and fresh.outbound_msat == 5
     stale = board.snapshot(13_001)[("us", "us-lnd")]
@@ -266,7 +269,9 @@ def test_redelivery_backoff_is_capped() -> None:
     assert [limits.redelivery_delay_s(n) for n in (1, 2, 3, 4, 5, 100)] == [1, 2, 4, 8, 8, 8]
 
 
-async def test_only_a_first_sight_order_is_sent_without_asking_the_engine() -> None:
+async def test_every_order_is_confirmed_by_the_engine_before_a_send() -> None:
+    # The first delivery included (ADR 0063): a signed order says what the engine dispatched,
+    # only the engine's answer says it is still the attempt waiting for a send.
     preimage, payment_hash = keysend_preimage(SECRET, "i-1", 1)
     paid = PaymentSucceeded(
         payment_hash=payment_hash, preimage=preimage, amount_msat=1000, fee_msat=0
@@ -274,9 +279,25 @@ async def test_only_a_first_sight_order_is_sent_without_asking_the_engine() -> N
     asked: list[str] = []
     rerouted = AttemptStatus(state="dispatched", attempt=2)
     node, reported = FakeNode(pay_result=paid), []  # type: ignore[var-annotated]
-    # Not first sight: the engine says the attempt moved on, so nothing is sent.
-    await _payer(node, reported, rerouted, asked).process(_order(), delivery=1)
-    assert (asked, node.sends) == (["i-1"], [])
-    # First sight: no question, one send.
-    await _payer(node, reported, rerouted, asked).process(_order(), delivery=1, first_sight=True)
-    assert (asked, len(node.sends)) == (["i-1"], 1)
+    assert await _payer(node, reported, rerouted, asked).process(_order(), delivery=1) is (
+        Disposition.DONE
+    )
+    assert (asked, node.sends, reported) == (["i-1"], [], [])
+    await _payer(node, reported, DISPATCHED, asked).process(_order(), delivery=1)
+    assert (asked, len(node.sends)) == (["i-1", "i-1"], 1)
+
+
+async def test_an_order_for_an_intent_the_engine_does_not_have_is_never_sent() -> None:
+    # The engine answers not_found at once (no retries: it is not "catching up"); the worker
+    # terminates the order and records it for the operator.
+    async def unknown(intent_id: str) -> AttemptStatus:
+        raise OutcomeRefused("not_found", f"no payment intent {intent_id}")
+
+    async def report(order: WorkOrder, outcome: RecordPaymentOutcome) -> None:
+        raise AssertionError("nothing is reported to the engine for an unknown intent")
+
+    node = FakeNode(pay_result=PaymentFailed(payment_hash="", reason=FailureReason.NO_ROUTE))
+    payer = Payer(node, secret=SECRET, limits=LIMITS, report=report, status_of=unknown)  # type: ignore[arg-type]
+    with pytest.raises(OutcomeRefused) as refused:
+        await payer.process(_order(), delivery=1)
+    assert refused.value.error_code == "not_found" and node.sends == []

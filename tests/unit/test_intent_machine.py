@@ -3,7 +3,7 @@
 Invariants: at most one successful payment per intent; terminal states are final; folding the
 recorded events reproduces the state exactly; attempts only re-route with proof of non-payment,
 never to a node that proved it did not pay, and in the corridor's order; a failed intent names
-every node it tried.
+every node it tried; no caller approves its own intent.
 """
 
 from __future__ import annotations
@@ -118,9 +118,20 @@ class IntentMachine(RuleBasedStateMachine):
     def time_passes(self, ms: int) -> None:
         self.now_ms += ms
 
-    @rule()
-    def approve(self) -> None:
-        self._apply(cmd.ApprovePaymentIntent(intent_id="intent-1", operator_id="op"))
+    @rule(by_the_caller=st.sampled_from([False, False, True]))
+    def approve(self, by_the_caller: bool) -> None:
+        # "alice" submitted the intent: as an operator she is still the caller (ADR 0061).
+        operator_id = "alice" if by_the_caller else "op"
+        before = self.state
+        try:
+            decide(before, cmd.ApprovePaymentIntent(intent_id="intent-1", operator_id=operator_id),
+                   self._ctx())  # fmt: skip
+        except errors.TwoPersonRule as refused:
+            assert by_the_caller and refused.field == "operator_id"
+            assert before is not None and before.status is IntentStatus.AWAITING_APPROVAL
+        except errors.CorridorError:
+            pass
+        self._apply(cmd.ApprovePaymentIntent(intent_id="intent-1", operator_id=operator_id))
 
     @rule()
     def reject(self) -> None:
@@ -251,6 +262,11 @@ class IntentMachine(RuleBasedStateMachine):
         if failed[0].reason == "no_route_candidate":
             in_corridor = [(c.region, c.node) for c in CANDIDATES]
             assert [n[0] for n in named] == in_corridor
+
+    @invariant()
+    def no_caller_approves_its_own_intent(self) -> None:
+        approvers = [e.operator_id for e in self.events if isinstance(e, ev.IntentApproved)]
+        assert "alice" not in approvers
 
     @invariant()
     def versions_match_event_count(self) -> None:

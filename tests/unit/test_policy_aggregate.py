@@ -61,10 +61,18 @@ def test_a_second_person_activates_a_proposal() -> None:
 
 
 def test_the_proposer_cannot_approve() -> None:
+    # The ids are the subjects' authenticated identities (the intake refuses a payload that
+    # names anyone else, ADR 0061): the same id is the same credential.
     state, _ = run([propose(2, proposer="ann")])
-    with pytest.raises(errors.Forbidden) as refused:
+    with pytest.raises(errors.TwoPersonRule) as refused:
         decide_policy(state, approve(2, approver="ann"), now_ms=NOW_MS)
     assert (refused.value.code, refused.value.field) == ("two_person_rule", "approver_id")
+    assert isinstance(refused.value, errors.Forbidden)
+    # Nor later, once another proposal is pending beside it.
+    state, _ = run([propose(2, proposer="ann"), propose(3, proposer="bob")])
+    with pytest.raises(errors.TwoPersonRule):
+        decide_policy(state, approve(2, approver="ann"), now_ms=NOW_MS)
+    assert decide_policy(state, approve(3, approver="ann"), now_ms=NOW_MS)
 
 
 @pytest.mark.parametrize("version", [0, 1])

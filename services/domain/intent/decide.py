@@ -203,6 +203,10 @@ def _approve(
 ) -> list[ev.EventData]:
     if state.status is not IntentStatus.AWAITING_APPROVAL:
         raise errors.InvalidTransition(f"cannot approve in state {state.status}", field="intent_id")
+    if command.operator_id == state.caller.id:
+        # The approval tier exists because the caller alone may not spend this much; the same
+        # id approving is the caller alone, whatever role its credential claims (ADR 0061).
+        raise errors.TwoPersonRule("an intent's caller cannot approve it", field="operator_id")
     if _approval_lapsed(state, ctx):
         return [ev.IntentExpired(deadline_at_ms=_effective_deadline(state))]
     approved: list[ev.EventData] = [

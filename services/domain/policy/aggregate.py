@@ -106,10 +106,10 @@ def _approve(state: PolicyDocumentAggregate | None, command: ApprovePolicy) -> l
             )
         raise errors.NotFound(f"no proposed policy version {version}", field="policy_version")
     if command.approver_id == proposal.proposer_id:
-        raise errors.Forbidden(
-            "the two-person rule: the approver must not be the proposer",
-            field="approver_id",
-            code="two_person_rule",
+        # Both ids are the subjects' authenticated identities (the intake refuses a payload
+        # that names anyone else), so two ids mean two credentials (ADR 0061).
+        raise errors.TwoPersonRule(
+            "the two-person rule: the approver must not be the proposer", field="approver_id"
         )
     assert state is not None
     return [

@@ -1,0 +1,394 @@
+"""NATS nkey users: what each role may publish and subscribe to, and their seed files.
+
+NATS does not tell a subscriber who published a message, so identity is the subject's last
+token, made trustworthy by these per-credential publish permissions, which nats-server enforces
+(ADR 0060). ``ROLE_PERMISSIONS`` is the whole policy, as data; ``render_authorization`` turns a
+``Registry`` into the server's ``authorization`` block, and is pure. The rest of the module
+issues credentials: an nkey user seed in a file of its own (mode 0600) and its public key in
+the registry, under a lock so that two ``corridor creds add`` never lose each other's write.
+
+Placeholders in the patterns: ``{id}`` the credential's id, ``{region}`` and ``{node}`` an
+executor's, ``{key}`` the user's public key (each user's request replies arrive under its own
+``_INBOX.{key}`` prefix, so that nobody else can subscribe to them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from services.bus import subjects
+from services.identity.registry import (
+    AUTH_DIR,
+    CallerKind,
+    Credential,
+    InvalidCredential,
+    Registry,
+    Role,
+    load_registry,
+    registry_path,
+    save_registry,
+)
+
+SEED_SUFFIX: Final = ".nk"
+LOCK_NAME: Final = ".credentials.lock"
+# One registry write holds the lock for a read, a key generation and a rename; ten seconds of
+# waiting means a process is stuck holding it, which is worth an error rather than a hang.
+LOCK_WAIT_S: Final = 10.0
+LOCK_POLL_S: Final = 0.01
+# A seed file is one nkey seed (58 characters) and perhaps a newline; anything much larger is
+# not a seed file, and is not read whole.
+SEED_FILE_BYTES_MAX: Final = 4096
+INBOX_PREFIX: Final = "_INBOX"
+
+
+class Permissions(NamedTuple):
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+class CredentialFileError(ValueError):
+    """A seed file that cannot be read as an nkey user seed (a one-line error for a user)."""
+
+
+def inbox_prefix(public_key: str) -> str:
+    """Where a user's request replies and JetStream deliveries arrive: its own subtree."""
+    return f"{INBOX_PREFIX}.{public_key}"
+
+
+_API = subjects.API_PREFIX
+_POLICY = subjects.POLICY_API_PREFIX
+_CMD = subjects.CMD_PREFIX
+_INBOX = f"{INBOX_PREFIX}.{{key}}.>"
+_EVT = subjects.EVT_STREAM
+_DISPATCH = subjects.DISPATCH_STREAM
+_EXECUTOR_DURABLE = "executor-{region}-{node}"  # services/executor/consumer.py consumer_name
+# Reads name their reader: ``<query>.<role>.<id>`` (the engine decides which intents that
+# principal may read, ADR 0061). The bare ``get``/``status`` subjects read everything and are
+# the engine's own. The policy in force is no secret: callers need it to set a fee.
+_QUERIES = (
+    f"{subjects.API_GET}.{{role}}.{{id}}",
+    f"{subjects.API_STATUS}.{{role}}.{{id}}",
+    subjects.POLICY_SHOW,
+    subjects.POLICY_CORRIDORS,
+)
+# Reading CORRIDOR_EVT: ordered (ephemeral push) consumers as `corridor watch` makes them, a
+# pull durable of one's own (``<role>-<id>``), message gets by sequence, flow-control replies.
+# nats-server names an ephemeral consumer itself, but a create request on the stream's plain
+# subject may also name an existing consumer and change it (checked on 2.15.1): every consumer
+# on CORRIDOR_EVT is therefore a reader's convenience, never something Corridor relies on.
+_EVT_READ = (
+    f"$JS.API.STREAM.INFO.{_EVT}",
+    f"$JS.API.STREAM.MSG.GET.{_EVT}",
+    f"$JS.API.DIRECT.GET.{_EVT}",
+    f"$JS.API.DIRECT.GET.{_EVT}.>",
+    f"$JS.API.CONSUMER.CREATE.{_EVT}",
+    f"$JS.API.CONSUMER.CREATE.{_EVT}.{{role}}-{{id}}",
+    f"$JS.API.CONSUMER.CREATE.{_EVT}.{{role}}-{{id}}.>",
+    f"$JS.API.CONSUMER.INFO.{_EVT}.*",
+    f"$JS.API.CONSUMER.MSG.NEXT.{_EVT}.{{role}}-{{id}}",
+    f"$JS.ACK.{_EVT}.{{role}}-{{id}}.>",
+    f"$JS.FC.{_EVT}.>",
+)
+_CALLER = Permissions(
+    publish=(
+        f"{_API}.submit.{{id}}",
+        f"{_API}.cancel.{{id}}",
+        f"{_CMD}.submit.{{id}}",
+        f"{_CMD}.cancel.{{id}}",
+        *_QUERIES,
+    ),
+    subscribe=(_INBOX,),
+)
+
+# The role table: the whole trust boundary on the bus (README "Credentials", ADR 0060).
+ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
+    {
+        "caller": _CALLER,
+        "agent": _CALLER,
+        "operator": Permissions(
+            publish=(
+                f"{_API}.approve.{{id}}",
+                f"{_API}.reject.{{id}}",
+                f"{_POLICY}.propose.{{id}}",
+                f"{_POLICY}.approve.{{id}}",
+                *_QUERIES,
+                *_EVT_READ,
+            ),
+            subscribe=(_INBOX,),
+        ),
+        # One node's work orders only: its durable, created with its own filter (the server
+        # refuses a create whose body's filter differs from the one in the subject), pulled
+        # and acked; no other create form is allowed, since those take any filter.
+        "executor": Permissions(
+            publish=(
+                f"{_API}.outcome.{{node}}",
+                f"{subjects.API_STATUS}.executor.{{node}}",
+                f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
+                # Orders it refused (unsigned, forged...), recorded for the operator (ADR 0063).
+                f"{subjects.DLQ_DISPATCH_PREFIX}.{{region}}.{{node}}",
+                f"$JS.API.STREAM.INFO.{_DISPATCH}",
+                f"$JS.API.CONSUMER.INFO.{_DISPATCH}.{_EXECUTOR_DURABLE}",
+                f"$JS.API.CONSUMER.CREATE.{_DISPATCH}.{_EXECUTOR_DURABLE}."
+                f"{subjects.DISPATCH_PREFIX}.{{region}}.{{node}}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{_DISPATCH}.{_EXECUTOR_DURABLE}",
+                f"$JS.ACK.{_DISPATCH}.{_EXECUTOR_DURABLE}.>",
+            ),
+            subscribe=(_INBOX,),
+        ),
+        "auditor": Permissions(publish=(*_QUERIES, *_EVT_READ), subscribe=(_INBOX,)),
+        # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
+        # request: everything. Another engine process joins with a credential of this role.
+        "engine": Permissions(publish=(">",), subscribe=(">",)),
+    }
+)
+# Denied to every role but the engine even if an allowed pattern is ever widened by mistake:
+# whoever can publish here can forge the log's copy or a work order.
+ENGINE_ONLY: Final = (subjects.EVT_WILDCARD, subjects.DISPATCH_WILDCARD)
+
+
+def user_permissions(credential: Credential) -> Permissions:
+    """``credential``'s role patterns with its own id, region, node and key filled in."""
+    table = ROLE_PERMISSIONS[credential.role]
+    values = {
+        "id": credential.id,
+        "role": credential.role,
+        "key": credential.public_key,
+        "region": credential.region or "",
+        "node": credential.node or "",
+    }
+    return Permissions(
+        publish=tuple(p.format(**values) for p in table.publish),
+        subscribe=tuple(s.format(**values) for s in table.subscribe),
+    )
+
+
+def render_authorization(registry: Registry) -> dict[str, Any]:
+    """The server's ``authorization`` block: one nkey user per live credential. Pure.
+
+    Raises ``InvalidCredential`` for a registry with no live credential: nats-server given an
+    empty users list would accept anonymous connections, which Corridor never does.
+    """
+    live = registry.live()
+    if not live:
+        raise InvalidCredential("no live credential: the server would admit anonymous users")
+    users = []
+    for credential in sorted(live, key=lambda c: (c.role, c.id)):
+        credential.check()
+        permissions = user_permissions(credential)
+        publish: dict[str, list[str]] = {"allow": list(permissions.publish)}
+        if credential.role != "engine":
+            publish["deny"] = list(ENGINE_ONLY)
+        users.append(
+            {
+                "nkey": credential.public_key,
+                "permissions": {
+                    "publish": publish,
+                    "subscribe": {"allow": list(permissions.subscribe)},
+                },
+            }
+        )
+    keys = [u["nkey"] for u in users]
+    if len(set(keys)) != len(keys):
+        raise InvalidCredential("one public key is registered twice")
+    return {"users": users}
+
+
+def authorization_conf(registry: Registry) -> str:
+    """``render_authorization`` as nats-server config text (JSON is valid config syntax)."""
+    return "authorization: " + json.dumps(render_authorization(registry), indent=2) + "\n"
+
+
+# -- seed files --------------------------------------------------------------------------------
+
+
+def seed_path(state_dir: Path, role: Role, ident: str) -> Path:
+    """Where ``corridor up`` keeps the seeds it makes: ``<state_dir>/auth/<role>-<id>.nk``."""
+    return state_dir / AUTH_DIR / f"{role}-{ident}{SEED_SUFFIX}"
+
+
+def new_seed() -> bytes:
+    """A fresh nkey user seed (``SU...``), from the operating system's randomness."""
+    import nacl.signing
+    import nkeys
+
+    private = bytes(nacl.signing.SigningKey.generate())
+    seed: bytes = nkeys.encode_seed(private, nkeys.PREFIX_BYTE_USER)
+    return seed
+
+
+def public_key_of(seed: bytes) -> str:
+    import nkeys
+
+    try:
+        key_pair = nkeys.from_seed(bytearray(seed.strip()))
+    except Exception as exc:  # nkeys raises its own error classes, and binascii's
+        raise CredentialFileError(f"not an nkey seed ({type(exc).__name__})") from None
+    public: str = key_pair.public_key.decode()
+    key_pair.wipe()
+    if not public.startswith("U"):
+        raise CredentialFileError("not an nkey *user* seed (its public key must start with U)")
+    return public
+
+
+def read_public_key(path: Path) -> str:
+    """The public key of the seed in ``path`` (never the seed itself: it is not kept)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(SEED_FILE_BYTES_MAX + 1)
+    except OSError as exc:
+        raise CredentialFileError(f"cannot read credential {path}: {exc.strerror}") from None
+    if len(data) > SEED_FILE_BYTES_MAX:
+        raise CredentialFileError(f"{path} is not an nkey seed file (too large)")
+    try:
+        return public_key_of(data)
+    except CredentialFileError as exc:
+        raise CredentialFileError(f"{path}: {exc}") from None
+
+
+def write_seed(path: Path, seed: bytes) -> None:
+    """Create ``path`` holding ``seed``, mode 0600, atomically; never overwrite a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".seed-")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(seed + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, path)  # fails if path exists: a seed is never replaced in place
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# -- issuing and revoking ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def registry_locked(state_dir: Path) -> Iterator[Path]:
+    """Hold the registry's lock; yields the registry's path."""
+    auth = state_dir / AUTH_DIR
+    auth.mkdir(parents=True, exist_ok=True)
+    fd = os.open(auth / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{auth / LOCK_NAME} held by another process for {LOCK_WAIT_S} s"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+        yield registry_path(state_dir)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _credential(
+    role: Role, ident: str, public_key: str, *, kind: CallerKind | None,
+    region: str | None, node: str | None,
+) -> Credential:  # fmt: skip
+    credential = Credential(
+        id=ident, role=role, public_key=public_key, kind=kind, region=region, node=node,
+        created_at_ms=time.time_ns() // 1_000_000,
+    )  # fmt: skip
+    credential.check()
+    return credential
+
+
+def _add(registry: Registry, credential: Credential) -> Registry:
+    if registry.by_public_key(credential.public_key) is not None:
+        raise InvalidCredential("that public key is registered already")
+    return registry.with_added(credential)
+
+
+def issue(
+    state_dir: Path, *, role: Role, ident: str, out: Path, kind: CallerKind | None = None,
+    region: str | None = None, node: str | None = None,
+) -> Credential:  # fmt: skip
+    """A new credential: its seed written to ``out`` (which must not exist), its public key
+    registered. Raises ``InvalidCredential`` if a live one of that role and id exists."""
+    if out.exists():
+        raise InvalidCredential(f"{out} exists; a seed file is never overwritten")
+    seed = new_seed()
+    credential = _credential(role, ident, public_key_of(seed), kind=kind, region=region, node=node)
+    with registry_locked(state_dir) as path:
+        registry = _add(load_registry(path), credential)
+        write_seed(out, seed)
+        save_registry(path, registry)
+    return credential
+
+
+def ensure(
+    state_dir: Path, *, role: Role, ident: str, kind: CallerKind | None = None,
+    region: str | None = None, node: str | None = None,
+) -> Path:  # fmt: skip
+    """The seed file of ``role``/``ident`` in ``state_dir`` (``seed_path``), made if missing.
+
+    Idempotent: an existing live credential whose seed file is there and whose kind, region
+    and node are the ones asked for is kept. Otherwise the old one is revoked and a new one
+    issued, so a lost seed never leaves a credential nobody can use but nobody revoked.
+    """
+    target = seed_path(state_dir, role, ident)
+    with registry_locked(state_dir) as path:
+        registry = load_registry(path)
+        current = registry.find(role, ident)
+        if current is not None and _matches(current, target, kind, region, node):
+            return target
+        if current is not None:
+            registry = registry.with_revoked(role, ident)
+        seed = new_seed()
+        credential = _credential(
+            role, ident, public_key_of(seed), kind=kind, region=region, node=node
+        )
+        registry = _add(registry, credential)
+        target.unlink(missing_ok=True)  # a stale seed of a revoked (or never saved) key
+        write_seed(target, seed)
+        save_registry(path, registry)
+    return target
+
+
+def _matches(
+    current: Credential, seed_file: Path, kind: str | None, region: str | None, node: str | None
+) -> bool:
+    if (current.kind, current.region, current.node) != (kind, region, node):
+        return False
+    try:
+        return read_public_key(seed_file) == current.public_key
+    except CredentialFileError:
+        return False
+
+
+def register_key(state_dir: Path, *, role: Role, ident: str, public_key: str) -> Credential:
+    """Register a key whose seed is kept elsewhere (a key brought by its holder)."""
+    credential = _credential(role, ident, public_key, kind=None, region=None, node=None)
+    with registry_locked(state_dir) as path:
+        save_registry(path, _add(load_registry(path), credential))
+    return credential
+
+
+def revoke(state_dir: Path, *, role: Role, ident: str) -> Registry:
+    """Mark ``role``/``ident`` revoked; the registry after. Its seed file, if here, goes too."""
+    with registry_locked(state_dir) as path:
+        registry = load_registry(path).with_revoked(role, ident)
+        save_registry(path, registry)
+    seed_path(state_dir, role, ident).unlink(missing_ok=True)
+    return registry
+
+
+def public_view(credential: Credential) -> dict[str, Any]:
+    """A credential as ``corridor creds list --json`` prints it (the registry holds no seed)."""
+    view: dict[str, Any] = msgspec.to_builtins(credential)
+    return view

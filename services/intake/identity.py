@@ -1,0 +1,123 @@
+"""Who sent a message: the subject's identity token, checked against the credential registry.
+
+NATS does not tell a subscriber who published. Each credential may publish only on subjects
+that end in its own id (ADR 0060), so that last token is the authenticated identity. The
+payload's own identity field must agree with it (``identity_mismatch``), and what a token
+cannot carry comes from the registry, never from the payload: a caller's kind, an executor's
+region (ADR 0061).
+
+Without a registry (unit tests, setups from before credentials) the token rules still hold,
+but nothing is verified: a caller's kind is the payload's and an executor's region the corridor
+table's. That is today's trust, and it is logged when the engine starts.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from schemas import commands as cmd
+from schemas import errors
+from schemas.common import Caller
+from schemas.policy_messages import PolicyCommand
+from services.domain.principal import Principal, claimed_identity
+from services.domain.routing import CorridorTable
+from services.identity.lookup import CredentialLookup
+from services.identity.registry import ID_PATTERN, ROLES, Credential, Role
+
+log = structlog.get_logger("corridor.identity")
+
+
+class Authenticator:
+    def __init__(
+        self, credentials: CredentialLookup | None, corridors: CorridorTable | None = None
+    ) -> None:
+        self._credentials = credentials
+        # Without a registry, an executor's region is where the corridor table puts its node.
+        self._regions: dict[str, frozenset[str]] = {}
+        for candidates in corridors.corridors.values() if corridors else ():
+            for c in candidates:
+                self._regions[c.node] = self._regions.get(c.node, frozenset()) | {c.region}
+        if credentials is None:
+            log.warning(
+                "identity_unverified",
+                detail="no credential registry: a caller's kind is taken from the payload",
+            )
+
+    @property
+    def verified(self) -> bool:
+        return self._credentials is not None
+
+    def command(self, token: str, command: cmd.Command | PolicyCommand) -> Principal:
+        """The principal the subject's ``token`` names, once the payload agrees with it."""
+        claimed = claimed_identity(command)
+        assert claimed is not None, "the engine's own commands have no subject verb"
+        field, value = claimed
+        _same(field, value, token)
+        match command:
+            case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
+                return self._caller(token, command.caller)
+            case cmd.RecordPaymentOutcome():
+                self._check_region(token, command.region)
+                return Principal(role="executor", id=token)
+            case _:
+                # Intent approvals and rejections, policy proposals and approvals.
+                self._require("operator", token)
+                return Principal(role="operator", id=token)
+
+    def reader(self, role: str, ident: str, *, history: bool) -> Principal:
+        """The principal of ``<query>.<role>.<id>``; which intents it reads is the domain's
+        rule (``services.domain.intent.access``)."""
+        if role not in ROLES or not ID_PATTERN.match(ident):
+            raise errors.CorridorError(
+                f"the identity tokens must be <role>.<id> with role in {list(ROLES)}",
+                field="subject",
+                code="bad_subject",
+            )
+        if role == "executor" and history:
+            raise errors.Forbidden(
+                "an executor may ask an intent's status, not its history", field="subject"
+            )
+        principal = Principal(role=role, id=ident)
+        self._require(principal.role, ident)
+        return principal
+
+    def _caller(self, token: str, caller: Caller) -> Principal:
+        if self._credentials is None:
+            return Principal(role="caller", id=token)
+        # An id that is both an agent and a caller is judged as the agent: the stricter tier.
+        credential = self._credentials.find("agent", token) or self._credentials.find(
+            "caller", token
+        )
+        if credential is None:
+            raise errors.Forbidden(f"no caller or agent credential {token!r}", field="subject")
+        assert credential.kind is not None, "Credential.check: callers and agents have a kind"
+        _same("caller.kind", caller.kind, credential.kind)
+        return Principal(role=credential.role, id=token)
+
+    def _check_region(self, node: str, claimed: str) -> None:
+        if self._credentials is not None:
+            credential = self._require("executor", node)
+            assert credential is not None and credential.region is not None
+            _same("region", claimed, credential.region)
+            return
+        regions = self._regions.get(node)
+        if regions and claimed not in regions:
+            _same("region", claimed, min(regions))
+
+    def _require(self, role: Role, ident: str) -> Credential | None:
+        """The live credential of ``role`` named ``ident``; ``None`` only without a registry."""
+        if self._credentials is None:
+            return None
+        credential = self._credentials.find(role, ident)
+        if credential is None:
+            raise errors.Forbidden(f"no live {role} credential {ident!r}", field="subject")
+        return credential
+
+
+def _same(field: str, claimed: str, authenticated: str) -> None:
+    if claimed != authenticated:
+        raise errors.IdentityMismatch(
+            f"payload {field} {claimed!r} differs from {authenticated!r}, which the subject's "
+            "credential says",
+            field=field,
+        )
