@@ -32,6 +32,10 @@ log = structlog.get_logger("corridor.identity")
 
 # How often, at most, the file is looked at; a change takes effect within this time.
 CHECK_INTERVAL_S = 1.0
+# A credential added a moment ago (`corridor creds add` returns once nats-server admits it)
+# must not be refused for the rest of CHECK_INTERVAL_S: a miss looks again, at most this often,
+# so a flood of unknown ids costs at most a stat() per interval.
+MISS_RECHECK_INTERVAL_S = 0.05
 
 
 class CredentialLookup(Protocol):
@@ -88,11 +92,16 @@ class RegistryFile:
 
     def find(self, role: Role, ident: str) -> Credential | None:
         self._refresh()
-        return self._current.find(role, ident)
+        found = self._current.find(role, ident)
+        if found is None:
+            self._refresh(interval_s=min(self._check_interval_s, MISS_RECHECK_INTERVAL_S))
+            found = self._current.find(role, ident)
+        return found
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, interval_s: float | None = None) -> None:
         now = self._monotonic()
-        if self._checked_at is not None and now - self._checked_at < self._check_interval_s:
+        interval_s = self._check_interval_s if interval_s is None else interval_s
+        if self._checked_at is not None and now - self._checked_at < interval_s:
             return
         self._checked_at = now
         signature = _signature(self.path)

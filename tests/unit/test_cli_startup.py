@@ -67,6 +67,8 @@ LIGHT_COMMANDS = [
     ["demo", "--help"],
     ["bench", "--help"],
     ["executor", "--help"],
+    ["creds", "--help"],
+    ["creds", "add", "--help"],
 ]  # fmt: skip
 
 

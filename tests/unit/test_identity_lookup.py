@@ -89,3 +89,20 @@ def test_an_indexed_registry_answers_live_credentials_only() -> None:
     registry = IndexedRegistry(Registry(credentials=(ALICE, OP)).with_revoked("operator", "op-a"))
     assert registry.find("caller", "alice") == ALICE
     assert registry.find("operator", "op-a") is None
+
+
+def test_a_credential_added_a_moment_ago_is_found_on_a_miss(tmp_path: Path) -> None:
+    # `corridor creds add` returns once nats-server admits the key; the engine must not refuse
+    # that credential for the rest of its check interval.
+    path = tmp_path / "credentials.json"
+    save_registry(path, Registry(credentials=(ALICE,)))
+    ticks = Ticks()
+    lookup = RegistryFile(path, check_interval_s=1.0, monotonic=ticks)
+    save_registry(path, Registry(credentials=(ALICE,)).with_added(OP))
+    ticks.now += 0.1  # well inside the interval
+    assert lookup.find("operator", "op-a") == OP
+    # Hits do not look at the file again inside the interval; misses at most every 50 ms.
+    reloads = lookup.reloads
+    save_registry(path, Registry(credentials=(ALICE, OP)).with_revoked("operator", "op-a"))
+    assert lookup.find("caller", "nobody") is None  # 0 ms since the last look: not re-read
+    assert lookup.reloads == reloads
