@@ -87,3 +87,30 @@ class TwoPersonRule(Forbidden):
     intent's caller cannot approve it as an operator."""
 
     code = "two_person_rule"
+
+
+class SignatureMissing(CorridorError):
+    """An agent's command without the ``Corridor-Agent-Key-Id`` or ``Corridor-Agent-Signature``
+    header (ADR 0066). ``field`` names the missing header."""
+
+    code = "signature_missing"
+
+
+class SignatureInvalid(CorridorError):
+    """An agent's signature that does not verify: unknown key id, another agent's key, a bad
+    or replayed signature, or a body with no RFC 8785 form (ADR 0066)."""
+
+    code = "signature_invalid"
+
+
+class KeyRevoked(CorridorError):
+    """A good signature by an agent key that is revoked (ADR 0066)."""
+
+    code = "key_revoked"
+
+
+class AgentLimitExceeded(CorridorError):
+    """The command asks more than the agent key's limits allow (ADR 0066); the policy's tiers
+    still judge whatever the key's limits let through."""
+
+    code = "agent_limit_exceeded"

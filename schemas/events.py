@@ -210,6 +210,22 @@ class OutcomeIgnored(EventData, frozen=True, kw_only=True):
     preimage: str | None = None
 
 
+class LogCheckpointSigned(EventData, frozen=True, kw_only=True):
+    """The engine's signature over the log's chain head at ``position`` (ADR 0065).
+
+    ``signature`` is the Ed25519 signature (base64url) by ``key_id`` of the canonical bytes
+    ``["corridor/checkpoint/v1", key_id, position, hash]`` (compact JSON, ``hash`` in hex).
+    Recorded on the stream ``log-checkpoints`` and published to ``CORRIDOR_CHECKPOINTS``.
+    """
+
+    checkpoint_id: str
+    position: int
+    hash: str
+    key_id: str
+    signature: str
+    signed_at_ms: int
+
+
 PaymentIntentEvent = (
     IntentReceived
     | IntentPolicyChecked
@@ -248,5 +264,6 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         IntentCancelled,
         IntentExpired,
         OutcomeIgnored,
+        LogCheckpointSigned,
     )
 }

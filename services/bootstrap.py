@@ -22,6 +22,7 @@ from services.bus.fenced_publisher import FencedPublisher
 from services.bus.jetstream import connect, ensure_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
+from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
@@ -32,7 +33,8 @@ from services.executor.health import (
     HealthBoard,
     HealthListener,
 )
-from services.identity.lookup import CredentialLookup, lookup_from_settings
+from services.identity.agent_keys import AGENT_KEYS_FILE, AgentKeyLookup, AgentKeysFile
+from services.identity.lookup import CredentialLookup, RegistryFile, lookup_from_settings
 from services.intake.api import ApiService
 from services.intake.identity import Authenticator
 from services.intake.stream_consumer import CommandStreamConsumer
@@ -73,6 +75,8 @@ class Engine:
     deadlines: DeadlineScheduler
     health: HealthBoard
     health_listener: HealthListener
+    # Signs the log's chain head (ADR 0065).
+    checkpoints: Checkpointer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -81,6 +85,8 @@ class Engine:
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
         self._spawn(self.deadlines.run, "deadlines")
+        if self.checkpoints is not None:
+            self._spawn(self.checkpoints.run, "checkpoints")
         await self.nc.subscribe(
             subjects.HEALTH_WILDCARD,
             cb=self._on_health,
@@ -138,13 +144,20 @@ async def bootstrap(
     credentials: CredentialLookup | None = None,
     creds: Path | None = None,
     signer: Signer | None = None,
+    agent_keys: AgentKeyLookup | None = None,
+    checkpoint_every_events: int = CHECKPOINT_EVERY_EVENTS,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> Engine:
     """``credentials``: the registry identities are checked against (ADR 0061); by default
     the file the settings name, and none (nothing verified) when they name none.
 
     ``signer``: signs every work order (ADR 0063); by default the engine's key in
     ``<state_dir>/keys/``, created on first use. Loaded first: a bad key file stops the
-    engine before it connects to anything."""
+    engine before it connects to anything.
+
+    ``agent_keys``: the keys agents sign their commands with (ADR 0066); by default the
+    ``agent-keys.json`` beside a credential registry file. With a registry and no agent keys,
+    every agent command is refused."""
     order_signer = (
         signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
     )
@@ -198,10 +211,21 @@ async def bootstrap(
         ),
     )
     processor.appended_hooks.append(relay.offer)
-    relay.local_writer_busy = lambda: processor.appending
-    authenticator = Authenticator(
-        credentials if credentials is not None else lookup_from_settings(settings), table
+    checkpoints = Checkpointer(
+        store,
+        js,
+        order_signer,
+        engine_clock,
+        every_events=checkpoint_every_events,
+        every_s=checkpoint_every_s,
     )
+    processor.appended_hooks.append(checkpoints.observe)
+    checkpoints.appended_hooks.append(relay.offer)
+    relay.local_writer_busy = lambda: processor.appending
+    lookup = credentials if credentials is not None else lookup_from_settings(settings)
+    if agent_keys is None and isinstance(lookup, RegistryFile):
+        agent_keys = AgentKeysFile(lookup.path.parent / AGENT_KEYS_FILE)
+    authenticator = Authenticator(lookup, table, agent_keys=agent_keys)
     return Engine(
         settings=settings,
         store=store,
@@ -214,4 +238,5 @@ async def bootstrap(
         deadlines=deadlines,
         health=health,
         health_listener=HealthListener(health, engine_clock.now_ms),
+        checkpoints=checkpoints,
     )

@@ -120,6 +120,16 @@ def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
             allow_atomic=True,
             **common,
         ),
+        # Signed log checkpoints (ADR 0065): the server refuses deletes and purges, so the
+        # signed heads outlive whoever can write the events table. Kept forever (LIMITS with
+        # no limit): a checkpoint is about 300 bytes, 1 per 1,000 events or 10 s at most.
+        StreamConfig(
+            name=subjects.CHECKPOINT_STREAM,
+            subjects=[subjects.CHECKPOINT_WILDCARD],
+            deny_delete=True,
+            deny_purge=True,
+            **common,
+        ),
     ]
 
 

@@ -32,6 +32,13 @@ DISPATCH_PREFIX: Final = "corridor.dispatch.v1"
 DISPATCH_WILDCARD: Final = f"{DISPATCH_PREFIX}.>"
 DISPATCH_STREAM: Final = "CORRIDOR_DISPATCH"
 
+# Signed checkpoints of the log's hash chain (ADR 0065): a stream nobody may delete from or
+# purge, so whoever can rewrite the events table cannot also remove the signed heads.
+CHECKPOINT_PREFIX: Final = "corridor.checkpoints.v1"
+CHECKPOINT_SUBJECT: Final = f"{CHECKPOINT_PREFIX}.log"
+CHECKPOINT_WILDCARD: Final = f"{CHECKPOINT_PREFIX}.>"
+CHECKPOINT_STREAM: Final = "CORRIDOR_CHECKPOINTS"
+
 # Node health and liquidity, published by region executors (core NATS, latest wins).
 HEALTH_PREFIX: Final = "corridor.health.v1"
 HEALTH_WILDCARD: Final = f"{HEALTH_PREFIX}.>"

@@ -4,6 +4,8 @@ operator queue), read straight from the event log in PostgreSQL."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -13,12 +15,16 @@ import msgspec
 
 from schemas.codec import encode
 from services.cli import exit_codes, output
+from services.cli.credentials import home_of
 from services.cli.errors import UsageError
 from services.cli.progress import Progress
-from services.endpoints import find_stack
+from services.endpoints import DEFAULT_STATE_DIR, StackEndpoints, find_stack
 from services.engine.event_codec import to_recorded
 from services.eventstore.postgres import PostgresEventStore
 
+# Reading the checkpoint stream: a credential without permission sees only timeouts, and a
+# verification must not hang on one.
+STREAM_READ_TIMEOUT_S: Final = 10.0
 # Events verified per call, so the progress line moves while a long chain is checked.
 VERIFY_CHUNK: Final = 20_000
 
@@ -30,7 +36,7 @@ async def replay(args: argparse.Namespace) -> int:
     try:
         return await replay_to(
             args.state_dir, from_position=args.from_position, stream=args.stream, out=out,
-            verify=args.verify,
+            verify=args.verify, keys=getattr(args, "keys", None),
         )  # fmt: skip
     finally:
         if args.out:
@@ -39,7 +45,7 @@ async def replay(args: argparse.Namespace) -> int:
 
 async def replay_to(
     state_dir: Path | None, *, from_position: int, stream: str | None, out: TextIO,
-    verify: bool,
+    verify: bool, keys: Path | None = None,
 ) -> int:  # fmt: skip
     stack = find_stack(state_dir)
     store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
@@ -57,9 +63,15 @@ async def replay_to(
                     progress.advance(len(batch))
         if not verify:
             return exit_codes.OK
-        report = await _verify(store)
+        chain = await _verify(store)
+        checkpoints = await _verify_checkpoints(store, stack, state_dir, keys)
+        # One line: the chain's report, the checkpoints' report (ADR 0065), and ``ok`` for both.
+        report = msgspec.to_builtins(chain)
+        report["chain_ok"] = chain.ok
+        report["checkpoints"] = checkpoints
+        report["ok"] = bool(chain.ok and checkpoints["ok"])
         sys.stderr.write(msgspec.json.encode(report).decode() + "\n")
-        return exit_codes.OK if report.ok else exit_codes.VERIFICATION_FAILED
+        return exit_codes.OK if report["ok"] else exit_codes.VERIFICATION_FAILED
     finally:
         await store.close()
 
@@ -82,6 +94,56 @@ async def _verify(store: PostgresEventStore) -> Any:
             if report.checked < VERIFY_CHUNK:
                 return ChainReport(checked=checked, last_position=report.last_position, ok=True)
             last = report.last_position
+
+
+async def _verify_checkpoints(
+    store: PostgresEventStore, stack: StackEndpoints, state_dir: Path | None, keys: Path | None
+) -> dict[str, Any]:
+    """The log against the engine's signed checkpoints, in the table and in JetStream. The
+    public keys come from ``--keys`` or the state dir; none readable is a failure: an
+    unverifiable log is not a verified one."""
+    from services.eventstore.checkpoint_verify import verify_checkpoints
+    from services.signing.file_keys import PUBLIC_KEYS_FILE, keys_dir, read_public_keys
+    from services.signing.port import KeyFileError
+
+    path = keys or keys_dir(home_of(state_dir) or DEFAULT_STATE_DIR) / PUBLIC_KEYS_FILE
+    try:
+        verifier = read_public_keys(path)
+    except KeyFileError as exc:
+        return {"ok": False, "problems": [f"cannot verify checkpoints: {exc}"]}
+    published, unchecked = await _published_checkpoints(stack, state_dir)
+    report = await verify_checkpoints(
+        store, verifier, published=published, stream_unchecked=unchecked
+    )
+    out: dict[str, Any] = msgspec.to_builtins(report)
+    return out
+
+
+async def _published_checkpoints(
+    stack: StackEndpoints, state_dir: Path | None
+) -> tuple[list[Any] | None, str | None]:
+    """The checkpoints in ``CORRIDOR_CHECKPOINTS``, or why they could not be read (the stack's
+    NATS unreachable, or the credential not allowed to read the stream)."""
+    from services.bus.subjects import CHECKPOINT_STREAM
+    from services.cli.credentials import resolve
+    from services.cli.engine import connect
+    from services.eventstore.checkpoint_verify import read_published
+
+    try:
+        seed = resolve(state_dir, role="auditor").path
+        nc = await connect(stack.nats_url, name="corridor-replay-verify", creds=seed)
+    except Exception as exc:  # unreachable, refused, no credential
+        return None, f"NATS not reachable: {exc}"[:300]
+    try:
+        published = await asyncio.wait_for(
+            read_published(nc.jetstream(), CHECKPOINT_STREAM), STREAM_READ_TIMEOUT_S
+        )
+        return published, None
+    except Exception as exc:  # not permitted (a timeout), no such stream
+        return None, f"{CHECKPOINT_STREAM} not readable: {type(exc).__name__} {exc}"[:300]
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 async def exceptions(args: argparse.Namespace) -> int:

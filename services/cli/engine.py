@@ -69,13 +69,22 @@ class EngineClient:
     def nc(self) -> Client:
         return self._nc
 
-    async def request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def request(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        *,
+        sign: Callable[[bytes], dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         """The engine's reply, ``ok`` true or false; raises ``Unreachable`` if nobody answers
-        and ``UsageError`` at once if the server does not let this credential ask."""
+        and ``UsageError`` at once if the server does not let this credential ask. ``sign``
+        gives the headers that sign the encoded body (an agent's, ADR 0066)."""
         self._denials.clear()
+        data = json.dumps(body).encode()
+        headers = sign(data) if sign is not None else None
         try:
             msg = await self._denials.race(
-                self._nc.request(subject, json.dumps(body).encode(), timeout=REQUEST_TIMEOUT_S),
+                self._nc.request(subject, data, timeout=REQUEST_TIMEOUT_S, headers=headers),
                 refusal=lambda detail: UsageError(
                     f"NATS does not let the credential {self.credential.path} publish on "
                     f"{subject} ({detail}); `corridor creds list` shows what each one is"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ async def submit(args: argparse.Namespace) -> int:
             body["caller"] = _principal(engine, args, caller)
         if args.file is None and args.max_fee_msat is None:
             body["max_fee_msat"] = await _fee_allowed(engine, body["amount_msat"])
-        reply = await engine.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
+        reply = await engine.request(
+            f"{subjects.API_PREFIX}.submit.{caller}", body, sign=_agent_signer(args)
+        )
     return show_reply(reply, as_json=args.json)
 
 
@@ -164,8 +167,21 @@ async def cancel(args: argparse.Namespace) -> int:
             "type": "CancelPaymentIntent", "version": 1, "intent_id": args.intent_id,
             "caller": _principal(engine, args, caller), "reason": args.reason,
         }  # fmt: skip
-        reply = await engine.request(f"{subjects.API_PREFIX}.cancel.{caller}", body)
+        reply = await engine.request(
+            f"{subjects.API_PREFIX}.cancel.{caller}", body, sign=_agent_signer(args)
+        )
     return show_reply(reply, as_json=args.json)
+
+
+def _agent_signer(args: argparse.Namespace) -> Callable[[bytes], dict[str, str]] | None:
+    """With ``--agent-key``, the headers that sign a command as the agent (ADR 0066)."""
+    if args.agent_key is None:
+        return None
+    from services.cli.agents import load_private_key
+    from services.identity.agent_signatures import sign_command
+
+    key = load_private_key(args.agent_key)
+    return lambda data: sign_command(key, data)
 
 
 def show_reply(reply: dict[str, Any], *, as_json: bool) -> int:

@@ -54,6 +54,11 @@ PLUGINS: Final = (
         "services.cli.creds",
         "NATS credentials: add, list and revoke who may connect, and as what",
     ),
+    (
+        "agents",
+        "services.cli.agents",
+        "agent signing keys: register, rotate, revoke, list; keygen and sign",
+    ),
 )
 
 _CALLER_KINDS: Final = ["human", "agent", "service"]
@@ -195,6 +200,13 @@ def _core_commands(sub: Any) -> None:
         help="the caller's kind (default: the registry's, else service)",
     )
     cancel.add_argument("--reason", default="", help="why, recorded in the log")
+    cancel.add_argument(
+        "--agent-key",
+        type=Path,
+        metavar="FILE",
+        help="sign the command with this agent key (PEM, `corridor agents keygen`): agents "
+        "must (ADR 0066)",
+    )
     json_option(cancel)
 
     watch = _command(
@@ -237,7 +249,15 @@ def _core_commands(sub: Any) -> None:
     replay.add_argument(
         "--verify",
         action="store_true",
-        help="verify the whole hash chain too; exit 3 if it is broken",
+        help="verify the whole hash chain and the engine's signed checkpoints too; exit 3 "
+        "if either fails",
+    )
+    replay.add_argument(
+        "--keys",
+        type=Path,
+        metavar="FILE",
+        help="the engine's public keys to verify checkpoints with (default: "
+        "STATE_DIR/keys/engine-signing.pub.json)",
     )
 
     exceptions = _command(
@@ -321,5 +341,12 @@ def _submit(sub: Any) -> None:
         nargs="*",
         metavar="KEY=VALUE",
         help="caller metadata recorded with the intent",
+    )
+    submit.add_argument(
+        "--agent-key",
+        type=Path,
+        metavar="FILE",
+        help="sign the command with this agent key (PEM, `corridor agents keygen`): agents "
+        "must (ADR 0066)",
     )
     json_option(submit)

@@ -43,6 +43,7 @@ from services.engine.event_codec import to_recorded
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
 from services.executor.limits import ExecutorLimits
+from services.identity.agent_signatures import sign_command
 from services.settings import Settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
 from services.sim.runner import SimStack
@@ -120,8 +121,9 @@ async def run_demo(
         workload = build_workload(seed, intents, len(merchants))
         screen.phase(2, f"submitting {intents} intents in waves; faults follow the workload")
         driver = _Driver(
-            callers=callers, sim=sim, engine=engine, tracker=tracker, merchants=merchants
-        )
+            callers=callers, sim=sim, engine=engine, tracker=tracker, merchants=merchants,
+            agent_keys=creds.agent_keys,
+        )  # fmt: skip
         await driver.run(workload, fault_schedule(intents), screen)
         workload_done = time.monotonic()
 
@@ -171,6 +173,8 @@ class _Driver:
     engine: Engine
     tracker: RestTracker
     merchants: list[str]
+    # Each agent's signing key, by caller id: agents sign their commands (ADR 0066).
+    agent_keys: dict[str, Any] = field(default_factory=dict)
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     marks: list[FaultMark] = field(default_factory=list)
     elapsed_s: list[float] = field(default_factory=list)
@@ -226,10 +230,13 @@ class _Driver:
             )  # fmt: skip
 
     async def _request(self, spec: IntentSpec, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        key = self.agent_keys.get(spec.caller_id)
         msg = await self.callers[spec.caller_id].request(
             f"corridor.api.v1.intents.submit.{spec.caller_id}",
-            json.dumps(body).encode(),
+            data,
             timeout=SUBMIT_TIMEOUT_S,
+            headers=sign_command(key, data) if key is not None else None,
         )
         reply: dict[str, Any] = json.loads(msg.data)
         return reply
@@ -263,6 +270,8 @@ class _Credentials:
     callers: dict[str, Path] = field(default_factory=dict)
     executors: dict[str, Path] = field(default_factory=dict)
     operator: Path | None = None
+    # The agents' signing keys (private, in memory only), registered in the key file.
+    agent_keys: dict[str, Any] = field(default_factory=dict)
 
 
 def _make_credentials(work_dir: Path, targets: list[tuple[str, str]]) -> _Credentials:
@@ -281,7 +290,35 @@ def _make_credentials(work_dir: Path, targets: list[tuple[str, str]]) -> _Creden
         for region, node in targets
     }
     operator = nats_auth.ensure(work_dir, role="operator", ident=OPERATOR_ID)
-    return _Credentials(callers=callers, executors=executors, operator=operator)
+    agents = [caller_id for caller_id, kind, _ in CALLERS if kind == "agent"]
+    return _Credentials(
+        callers=callers, executors=executors, operator=operator,
+        agent_keys=_agent_signing_keys(work_dir, agents),
+    )  # fmt: skip
+
+
+def _agent_signing_keys(work_dir: Path, agents: list[str]) -> dict[str, Any]:
+    """A new signing key per agent for this run, registered beside the credential registry
+    where the engine looks (ADR 0066); an agent's key from an earlier run is rotated out."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from services.identity.agent_keys import (
+        agent_key,
+        agent_keys_path,
+        load_agent_keys,
+        save_agent_keys,
+    )
+    from services.signing.port import b64url
+
+    path = agent_keys_path(work_dir)
+    keys = load_agent_keys(path)
+    private: dict[str, Any] = {}
+    for agent in agents:
+        private[agent] = Ed25519PrivateKey.generate()
+        entry = agent_key(agent, b64url(private[agent].public_key().public_bytes_raw()))
+        keys = keys.with_rotated(entry) if keys.live(agent) else keys.with_registered(entry)
+    save_agent_keys(path, keys)
+    return private
 
 
 def _registry_lookup(stack: DevStack) -> dict[str, Any]:

@@ -146,7 +146,16 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
             ),
             subscribe=(_INBOX,),
         ),
-        "auditor": Permissions(publish=(*_QUERIES, *_EVT_READ), subscribe=(_INBOX,)),
+        # Auditors also read the signed checkpoints, to verify the log against them (ADR 0065).
+        "auditor": Permissions(
+            publish=(
+                *_QUERIES,
+                *_EVT_READ,
+                f"$JS.API.STREAM.INFO.{subjects.CHECKPOINT_STREAM}",
+                f"$JS.API.STREAM.MSG.GET.{subjects.CHECKPOINT_STREAM}",
+            ),
+            subscribe=(_INBOX,),
+        ),
         # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
         # request: everything. Another engine process joins with a credential of this role.
         "engine": Permissions(publish=(">",), subscribe=(">",)),

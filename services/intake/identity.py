@@ -9,9 +9,15 @@ region (ADR 0061).
 Without a registry (unit tests, setups from before credentials) the token rules still hold,
 but nothing is verified: a caller's kind is the payload's and an executor's region the corridor
 table's. That is today's trust, and it is logged when the engine starts.
+
+An agent's commands carry its signature too (ADR 0066), checked against the agent key
+registry: with a credential registry and no agent key registry, no agent key is trusted, so
+every agent command is refused. Without a credential registry nobody is an agent.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import structlog
 
@@ -21,6 +27,8 @@ from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import CorridorTable
+from services.identity.agent_keys import AgentKeyLookup, AgentKeys, IndexedAgentKeys
+from services.identity.agent_signatures import verify_agent_command
 from services.identity.lookup import CredentialLookup
 from services.identity.registry import ID_PATTERN, ROLES, Credential, Role
 
@@ -29,9 +37,14 @@ log = structlog.get_logger("corridor.identity")
 
 class Authenticator:
     def __init__(
-        self, credentials: CredentialLookup | None, corridors: CorridorTable | None = None
+        self,
+        credentials: CredentialLookup | None,
+        corridors: CorridorTable | None = None,
+        *,
+        agent_keys: AgentKeyLookup | None = None,
     ) -> None:
         self._credentials = credentials
+        self._agent_keys = agent_keys or IndexedAgentKeys(AgentKeys())
         # Without a registry, an executor's region is where the corridor table puts its node.
         self._regions: dict[str, frozenset[str]] = {}
         for candidates in corridors.corridors.values() if corridors else ():
@@ -63,6 +76,20 @@ class Authenticator:
                 # Intent approvals and rejections, policy proposals and approvals.
                 self._require("operator", token)
                 return Principal(role="operator", id=token)
+
+    def check_signature(
+        self,
+        principal: Principal,
+        command: cmd.Command | PolicyCommand,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        """An agent's command is signed by a live key of that agent, within the key's limits
+        (ADR 0066); anyone else's passes untouched."""
+        if principal.role != "agent":
+            return
+        amount = command.amount_msat if isinstance(command, cmd.SubmitPaymentIntent) else None
+        verify_agent_command(principal.id, data, headers, self._agent_keys, amount_msat=amount)
 
     def reader(self, role: str, ident: str, *, history: bool) -> Principal:
         """The principal of ``<query>.<role>.<id>``; which intents it reads is the domain's

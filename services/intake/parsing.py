@@ -50,6 +50,7 @@ def parse_command(
             code="subject_mismatch",
         )
     principal = authenticator.command(identity_token, command)
+    authenticator.check_signature(principal, command, data, headers)
     headers = headers or {}
     return CommandEnvelope(
         command=command,

@@ -142,7 +142,10 @@ def test_up_submit_watch_replay_and_clean_stop(stack) -> None:
     assert [e["type"] for e in events][:2] == ["IntentReceived", "IntentPolicyChecked"]
     # Not a terminal: no progress line, only the verification report.
     assert "\r" not in replayed.stderr
-    assert json.loads(replayed.stderr.strip().splitlines()[-1])["ok"] is True
+    verified = json.loads(replayed.stderr.strip().splitlines()[-1])
+    assert verified["ok"] is True
+    # The CLI's auditor credential may read the signed checkpoints' stream (ADR 0065).
+    assert verified["checkpoints"]["stream_unchecked"] is None, verified
 
     # On a terminal, a progress line (carriage returns on stderr, erased at the end).
     terminal, screen = pty.openpty()

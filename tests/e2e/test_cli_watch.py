@@ -24,12 +24,14 @@ def _positions(stdout: str) -> list[int]:
     return [json.loads(line)["position"] for line in stdout.splitlines()]
 
 
-def _submit(sd: list[str], key: str, *, kind: str, amount_msat: int) -> str:
-    # Agents pay as the agent `watcher`, services as `corridor up`'s caller `local`.
+def _submit(sd: list[str], key: str, *, kind: str, amount_msat: int, signing: list[str]) -> str:
+    # Agents pay as the agent `watcher` and sign (ADR 0066), services as `corridor up`'s
+    # caller `local`.
     caller = "watcher" if kind == "agent" else "local"
     done = run_cli(
         "submit", *sd, "--caller-id", caller, "--caller-kind", kind, "--idempotency-key", key,
         "--amount-msat", str(amount_msat), "--destination", DESTINATION, "--json",
+        *(signing if kind == "agent" else []),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout
     reply = json.loads(done.stdout)
@@ -44,20 +46,33 @@ def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path
     added = run_cli("creds", "add", "--role", "agent", "--id", "watcher", "--out", str(agent),
                     "--state-dir", str(state))  # fmt: skip
     assert added.returncode == 0, added.stderr
+    # And its signing key, registered beside the credential (ADR 0066).
+    key_file = tmp_path / "watcher.key"
+    made = run_cli("agents", "keygen", "--out", str(key_file), "--json")
+    assert made.returncode == 0, made.stderr
+    public_key = json.loads(made.stdout)["public_key"]
+    registered = run_cli("agents", "register", "--id", "watcher", "--public-key", public_key,
+                         "--state-dir", str(state))  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    signing = ["--agent-key", str(key_file)]
     with running_stack(state) as state_dir:
         sd = ["--state-dir", str(state_dir)]
         # Rejections (by policy, by an operator) and cancellations, interleaved in the log.
-        waiting = [_submit(sd, f"big-{i}", kind="agent", amount_msat=15_000_000) for i in range(3)]
-        _submit(sd, "tiny-1", kind="service", amount_msat=500)  # below the corridor minimum
+        waiting = [
+            _submit(sd, f"big-{i}", kind="agent", amount_msat=15_000_000, signing=signing)
+            for i in range(3)
+        ]
+        # below the corridor minimum
+        _submit(sd, "tiny-1", kind="service", amount_msat=500, signing=signing)
         cancelled = run_cli("cancel", waiting[0], *sd, "--caller-id", "watcher",
-                            "--caller-kind", "agent")  # fmt: skip
+                            "--caller-kind", "agent", *signing)  # fmt: skip
         assert cancelled.returncode == 0, cancelled.stderr
         rejected = run_cli("reject", waiting[1], *sd, "--reason", "no")  # as operator-1
         assert rejected.returncode == 0, rejected.stderr
         cancelled = run_cli("cancel", waiting[2], *sd, "--caller-id", "watcher",
-                            "--caller-kind", "agent")  # fmt: skip
+                            "--caller-kind", "agent", *signing)  # fmt: skip
         assert cancelled.returncode == 0, cancelled.stderr
-        _submit(sd, "tiny-2", kind="service", amount_msat=500)
+        _submit(sd, "tiny-2", kind="service", amount_msat=500, signing=signing)
 
         log = [json.loads(line) for line in run_cli("replay", *sd).stdout.splitlines()]
         outcomes = [e for e in log if e["type"] in ("IntentRejected", "IntentCancelled")]

@@ -14,16 +14,20 @@ from typing import Any
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
 from services.bootstrap import Engine, bootstrap
 from services.domain.principal import Principal
 from services.engine.event_codec import POLICY_STREAM
+from services.identity.agent_keys import AgentKeys, IndexedAgentKeys, agent_key
+from services.identity.agent_signatures import sign_command
 from services.identity.lookup import IndexedRegistry, RegistryFile
 from services.identity.registry import Credential, Registry, Role, save_registry
 from services.policy.loader import load_default_policy
 from services.settings import Settings
+from services.signing.port import b64url
 from tests.conftest import wait_for
 from tests.factories import submit
 from tests.integration.test_api import request
@@ -51,14 +55,28 @@ REGISTRY = Registry(
         credential("executor", "eu-lnd", region="eu", node="eu-lnd"),
     )
 )
+# Agents sign their commands (ADR 0066): one fixed key each.
+AGENT_SIGNING_KEYS = {
+    ident: Ed25519PrivateKey.from_private_bytes(ident.encode().ljust(32, b"\0"))
+    for ident in ("bot-7", "agent-7")
+}
+AGENT_KEYS = IndexedAgentKeys(
+    AgentKeys(
+        keys=tuple(
+            agent_key(ident, b64url(key.public_key().public_bytes_raw()))
+            for ident, key in AGENT_SIGNING_KEYS.items()
+        )
+    )
+)
 # Above the agents' review band (10,000 sat), inside their hourly budget: tier approval.
 APPROVAL_MSAT = 15_000_000
 
 
 async def _engine(nats_url: str, database_url: str, registry: Any) -> Engine:
     engine = await bootstrap(
-        Settings(), nats_url=nats_url, database_url=database_url, credentials=registry
-    )
+        Settings(), nats_url=nats_url, database_url=database_url, credentials=registry,
+        agent_keys=AGENT_KEYS,
+    )  # fmt: skip
     await engine.start(relay=False)
     return engine
 
@@ -83,6 +101,15 @@ def outcome(
 def approve(intent_id: str, operator_id: str) -> dict[str, Any]:
     return {"type": "ApprovePaymentIntent", "version": 1, "intent_id": intent_id,
             "operator_id": operator_id}  # fmt: skip
+
+
+async def signed_request(nc: Client, agent: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``request`` for an agent's submit, signed with its key (ADR 0066)."""
+    data = json.dumps(body).encode()
+    headers = sign_command(AGENT_SIGNING_KEYS[agent], data)
+    msg = await nc.request(f"{API}.submit.{agent}", data, timeout=10, headers=headers)
+    reply: dict[str, Any] = json.loads(msg.data)
+    return reply
 
 
 def refusal(reply: dict[str, Any]) -> tuple[str, str | None]:
@@ -182,7 +209,7 @@ async def test_payload_identities_that_disagree_with_the_subject_are_refused(
 
     # With the kind the registry holds, the agent gets the agents' tier.
     agent = submit(key="big", caller_id="bot-7", kind="agent", amount_msat=APPROVAL_MSAT)
-    reply = await request(nc, f"{API}.submit.bot-7", agent)
+    reply = await signed_request(nc, "bot-7", agent)
     assert reply["state"] == "awaiting_approval", reply
     assert (await _events(secured, reply["intent_id"]))[0] == ("IntentReceived", "agent:bot-7")
 
@@ -190,7 +217,7 @@ async def test_payload_identities_that_disagree_with_the_subject_are_refused(
 async def test_an_operator_cannot_approve_their_own_intent(secured: Engine, nc: Client) -> None:
     """Finding 2: an agent approved its own intent as operator ``agent-7`` and it settled."""
     body = submit(key="self", caller_id="agent-7", kind="agent", amount_msat=APPROVAL_MSAT)
-    waiting = await request(nc, f"{API}.submit.agent-7", body)
+    waiting = await signed_request(nc, "agent-7", body)
     assert waiting["state"] == "awaiting_approval", waiting
     intent_id = waiting["intent_id"]
     self_approved = await request(nc, f"{API}.approve.agent-7", approve(intent_id, "agent-7"))

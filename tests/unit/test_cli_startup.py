@@ -69,6 +69,8 @@ LIGHT_COMMANDS = [
     ["executor", "--help"],
     ["creds", "--help"],
     ["creds", "add", "--help"],
+    ["agents", "--help"],
+    ["agents", "register", "--help"],
 ]  # fmt: skip
 
 

@@ -113,6 +113,7 @@ def test_a_data_dir_of_another_major_is_refused_before_anything_runs(
     state = tmp_path / "state" / "postgres"
     server = PostgresServer(state, bin_dir=bin_dir, shared_dir=shared_dir)
     pgdata = server.pgdata()  # wherever this user keeps it: in place, or root's home for it
+    pgdata.mkdir(parents=True, exist_ok=True)  # as a non-root user it is not made yet
     (pgdata / "PG_VERSION").write_text("17\n")
 
     with pytest.raises(PostgresVersionError) as refused:
@@ -338,6 +339,7 @@ def test_a_cluster_without_a_superuser_password_is_refused_before_anything_runs(
     state = tmp_path / "state" / "postgres"
     server = PostgresServer(state, bin_dir=bin_dir, shared_dir=shared_dir)
     pgdata = server.pgdata()
+    pgdata.mkdir(parents=True, exist_ok=True)  # as a non-root user it is not made yet
     (pgdata / "PG_VERSION").write_text(f"{SUPPORTED_PG_MAJOR}\n")
     hba = pgdata / "pg_hba.conf"
     hba.write_text("host all all 127.0.0.1/32 trust\n")

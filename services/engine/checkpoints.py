@@ -1,0 +1,198 @@
+"""Signed checkpoints of the log's hash chain: tamper evidence beyond the database (ADR 0065).
+
+Whoever can write the events table can rewrite history and recompute the hash chain; they
+cannot sign. At least every ``CHECKPOINT_EVERY_EVENTS`` events or ``CHECKPOINT_EVERY_S``
+seconds (whichever comes first, and only when the log grew) the engine signs the chain head:
+
+    canonical bytes = compact JSON of ["corridor/checkpoint/v1", key_id, position, hash_hex]
+
+records the checkpoint as a ``LogCheckpointSigned`` event on the stream ``log-checkpoints``,
+and publishes it to the JetStream stream ``CORRIDOR_CHECKPOINTS``, created with
+``deny_delete`` and ``deny_purge``, with ``Nats-Msg-Id`` = the checkpoint id. The verifier is
+``services/eventstore/checkpoint_verify.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import asyncpg
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+
+from schemas.events import LogCheckpointSigned
+from schemas.records import EventMetadata
+from services.bus import subjects
+from services.engine.clock import Clock
+from services.engine.event_codec import to_new_events
+from services.eventstore.checkpoint_verify import (
+    CANONICAL_TAG,
+    CHECKPOINT_STREAM_ID,
+    checkpoint_message,
+)
+from services.eventstore.port import ConcurrencyConflict, NewEvent
+from services.eventstore.postgres import PostgresEventStore
+from services.signing.port import Signer, b64url
+
+__all__ = ["CANONICAL_TAG", "CHECKPOINT_STREAM_ID", "Checkpointer", "checkpoint_message"]
+
+log = structlog.get_logger("corridor.checkpoints")
+
+# What a rewrite of the log can touch without failing verification against the engine's key:
+# only the events after the newest checkpoint. 1,000 events bound that to about a tenth of a
+# second of full load, for one signature (~50 us) and one one-row append per 1,000 events.
+CHECKPOINT_EVERY_EVENTS: Final = 1_000
+# A quiet engine still signs its head within 10 s of any new event: the unsigned tail is
+# bounded in time too, and a checkpoint every 10 s at most is ~3 million a year, ~1 GB.
+CHECKPOINT_EVERY_S: Final = 10.0
+# Checkpoints kept for a republish while NATS is away; beyond this the oldest are left to the
+# table alone (verification still checks them there).
+UNPUBLISHED_MAX: Final = 1_000
+_ACTOR: Final = "engine/checkpoints"
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+
+
+def checkpoint_id_for(position: int, hash_hex: str) -> str:
+    """Deterministic: the same head signed twice (two engines, a retry) is one checkpoint."""
+    return f"ckpt-{position}-{hash_hex[:16]}"
+
+
+def sign_checkpoint(
+    signer: Signer, *, position: int, chain_hash: bytes, signed_at_ms: int
+) -> LogCheckpointSigned:
+    hash_hex = chain_hash.hex()
+    signature = signer.sign(checkpoint_message(signer.key_id, position, hash_hex))
+    return LogCheckpointSigned(
+        checkpoint_id=checkpoint_id_for(position, hash_hex),
+        position=position,
+        hash=hash_hex,
+        key_id=signer.key_id,
+        signature=b64url(signature),
+        signed_at_ms=signed_at_ms,
+    )
+
+
+class Checkpointer:
+    """Signs the chain head when ``every_events`` new events were committed here (the
+    processor's appended hook ``observe``) or ``every_s`` passed, if the log grew since."""
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        js: JetStreamContext,
+        signer: Signer,
+        clock: Clock,
+        *,
+        every_events: int = CHECKPOINT_EVERY_EVENTS,
+        every_s: float = CHECKPOINT_EVERY_S,
+    ) -> None:
+        assert every_events >= 1 and every_s > 0
+        self._store = store
+        self._js = js
+        self._signer = signer
+        self._clock = clock
+        self._every_events = every_events
+        self._every_s = every_s
+        self._due = asyncio.Event()
+        self._since = 0  # events committed by this process since the last checkpoint
+        self._version = 0  # of the stream log-checkpoints, as last read or written
+        # The position of the newest checkpoint event: a head no further than this has
+        # nothing new to sign (the checkpoint's own event needs no checkpoint of its own).
+        self._covered = 0
+        self._unpublished: deque[LogCheckpointSigned] = deque(maxlen=UNPUBLISHED_MAX)
+        self.signed = 0
+        # Called with each checkpoint event's position once committed (the outbox relay).
+        self.appended_hooks: list[Callable[[int, Sequence[NewEvent]], None]] = []
+
+    def observe(self, first_position: int, events: Sequence[NewEvent]) -> None:
+        """The processor's appended hook: count, and wake the loop when a checkpoint is due."""
+        self._since += len(events)
+        if self._since >= self._every_events:
+            self._due.set()
+
+    async def load(self) -> None:
+        stored = await self._store.read_stream(CHECKPOINT_STREAM_ID)
+        if stored:
+            self._version = stored[-1].stream_version
+            self._covered = stored[-1].position
+
+    async def run(self) -> None:
+        await self.load()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), timeout=self._every_s)
+            self._due.clear()
+            try:
+                await self.checkpoint_now()
+            except (*_TRANSIENT, ConcurrencyConflict) as exc:
+                # Tried again at the next tick: the head is still unsigned, not lost.
+                log.warning("checkpoint_unavailable", error=type(exc).__name__)
+
+    async def checkpoint_now(self) -> LogCheckpointSigned | None:
+        """Sign, record and publish the current head; ``None`` if nothing new to sign."""
+        await self._publish_pending()
+        # Counted from here: events committed while this one is signed go to the next.
+        self._since = 0
+        head = await self._store.head_position()
+        if head <= self._covered:
+            return None
+        chain_hash = await self._store.hash_at(head)
+        assert chain_hash is not None, "a committed position has a hash"
+        checkpoint = sign_checkpoint(
+            self._signer, position=head, chain_hash=chain_hash, signed_at_ms=self._clock.now_ms()
+        )
+        position = await self._record(checkpoint)
+        self._covered = max(self._covered, position)
+        self.signed += 1
+        self._unpublished.append(checkpoint)
+        await self._publish_pending()
+        return checkpoint
+
+    async def _record(self, checkpoint: LogCheckpointSigned) -> int:
+        meta = EventMetadata(
+            correlation_id=checkpoint.checkpoint_id,
+            causation_id=checkpoint.checkpoint_id,
+            actor=_ACTOR,
+        )
+        for _ in range(3):
+            events = to_new_events(
+                CHECKPOINT_STREAM_ID,
+                self._version + 1,
+                [checkpoint],
+                meta,
+                checkpoint.signed_at_ms,
+            )
+            try:
+                first = await self._store.append(events)
+            except ConcurrencyConflict:
+                await self.load()  # another engine checkpointed: follow its version
+                continue
+            assert first is not None
+            self._version += 1
+            for hook in self.appended_hooks:
+                with contextlib.suppress(Exception):
+                    hook(first, events)
+            return first
+        raise ConcurrencyConflict("log-checkpoints: too much contention")
+
+    async def _publish_pending(self) -> None:
+        """Publish what is not yet acknowledged, oldest first; left for the next tick if NATS
+        is away (the table holds every checkpoint meanwhile)."""
+        while self._unpublished:
+            checkpoint = self._unpublished[0]
+            try:
+                await self._js.publish(
+                    subjects.CHECKPOINT_SUBJECT,
+                    msgspec.json.encode(checkpoint),
+                    stream=subjects.CHECKPOINT_STREAM,
+                    headers={subjects.HDR_MSG_ID: checkpoint.checkpoint_id},
+                )
+            except Exception as exc:  # a timeout, no responders, a lost connection
+                log.warning("checkpoint_publish_failed", error=type(exc).__name__)
+                return
+            self._unpublished.popleft()
