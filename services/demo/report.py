@@ -28,15 +28,15 @@ NEXT_COMMANDS: tuple[tuple[str, str], ...] = (
     ("corridor policy show", "the policy behind the tiers above"),
     ("corridor sim invoice --node merchant-02 --amount-msat 5000000", ""),
     (
-        "corridor submit --caller-id ops-alice --idempotency-key try-1 --corridor us-eu \\\n"
-        "      --amount-msat 5000000 --max-fee-msat 50000 --payment-request <payment_request>",
-        "",
+        "corridor submit --idempotency-key try-1 --corridor us-eu --amount-msat 5000000 \\\n"
+        "      --payment-request <payment_request>",
+        "as caller `local`; the fee budget is the most the policy allows",
     ),
     ("corridor watch --all --from-start", "every event, as JSON lines"),
     ("corridor get <intent_id>", "one intent's history; IntentRouted names refused nodes"),
     ("corridor sim fault offline us-lnd", "wait 5 s, submit with a new key: the route changes"),
     ("corridor exceptions", "what an operator must look at"),
-    ("corridor replay --verify", "the whole log, its hash chain checked"),
+    ("corridor replay --verify", "the whole log, its hash chain and signed checkpoints checked"),
     ("corridor demo --seed 8", "another pilot: the same seed gives the same report"),
 )
 
