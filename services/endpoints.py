@@ -19,15 +19,15 @@ This module imports nothing from ``services.cli`` or ``services.sim``: both use 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from services.filelock import exclusive
 
 FILE_NAME: Final = "endpoints.json"
 LOCK_NAME: Final = ".endpoints.json.lock"
@@ -35,7 +35,6 @@ DEFAULT_STATE_DIR: Final = Path(".corridor")
 # A writer holds the lock for one small read and one rename; ten seconds of waiting means a
 # process is stuck holding it, which is worth an error rather than a hang.
 LOCK_WAIT_S: Final = 10.0
-LOCK_POLL_S: Final = 0.01
 
 
 class StackNotFound(Exception):
@@ -125,24 +124,8 @@ def find_stack(state_dir: Path | None) -> StackEndpoints:
     )
 
 
-@contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise EndpointsLocked(
-                        f"{state_dir / LOCK_NAME} held by another process for {LOCK_WAIT_S} s"
-                    ) from None
-                time.sleep(LOCK_POLL_S)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+def _locked(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+    return exclusive(state_dir / LOCK_NAME, wait_s=LOCK_WAIT_S, refused=EndpointsLocked)
 
 
 def _read_or_empty(path: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Final, Protocol
 import msgspec
 import structlog
 
+from services.identity.followed_file import CHECK_INTERVAL_S, FollowedFile
 from services.identity.registry import AUTH_DIR, ID_PATTERN
 from services.signing.port import PUBLIC_KEY_BYTES, b64url, from_b64url, key_id_for
 
@@ -38,8 +39,6 @@ log = structlog.get_logger("corridor.identity")
 AGENT_KEYS_FILE: Final = "agent-keys.json"
 # Bounded like every input read by the engine: a registry of a few thousand keys at most.
 AGENT_KEYS_BYTES_MAX: Final = 4 * 1024 * 1024
-CHECK_INTERVAL_S: Final = 1.0
-MISS_RECHECK_INTERVAL_S: Final = 0.05
 
 
 class InvalidAgentKey(ValueError):
@@ -211,14 +210,9 @@ class IndexedAgentKeys:
         return self._index.get(key_id)
 
 
-_Signature = tuple[int, int, int]
-
-
 class AgentKeysFile:
     """The registry at ``path``, read again when the file changes, as ``RegistryFile`` reads
-    the credential registry: at most once per ``check_interval_s``, and on a miss at most every
-    50 ms (a key registered a moment ago is found). A file that cannot be read or fails the
-    checks leaves the previous registry in force, and is logged."""
+    the credential registry (``FollowedFile``)."""
 
     def __init__(
         self,
@@ -228,48 +222,21 @@ class AgentKeysFile:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self._check_interval_s = check_interval_s
-        self._monotonic = monotonic
-        self._signature: _Signature | None = None
-        self._loaded = False
-        self._current = IndexedAgentKeys(AgentKeys())
-        self._checked_at: float | None = None
-        self.reloads = 0
-        self._refresh()
+        self._file = FollowedFile(
+            path,
+            load=lambda p: IndexedAgentKeys(load_agent_keys(p)),
+            empty=IndexedAgentKeys(AgentKeys()),
+            refused=(msgspec.DecodeError, msgspec.ValidationError, InvalidAgentKey),
+            what="agent_keys",
+            count=lambda indexed: len(indexed.keys.live()),
+            check_interval_s=check_interval_s,
+            monotonic=monotonic,
+        )
+
+    @property
+    def reloads(self) -> int:
+        return self._file.reloads
 
     def find(self, key_id: str) -> AgentKey | None:
-        self._refresh()
-        found = self._current.find(key_id)
-        if found is None:
-            self._refresh(interval_s=min(self._check_interval_s, MISS_RECHECK_INTERVAL_S))
-            found = self._current.find(key_id)
-        return found
-
-    def _refresh(self, *, interval_s: float | None = None) -> None:
-        now = self._monotonic()
-        interval_s = self._check_interval_s if interval_s is None else interval_s
-        if self._checked_at is not None and now - self._checked_at < interval_s:
-            return
-        self._checked_at = now
-        signature = _stat(self.path)
-        if self._loaded and signature == self._signature:
-            return
-        try:
-            keys = load_agent_keys(self.path)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError, InvalidAgentKey) as exc:
-            log.error("agent_keys_unreadable", path=str(self.path), error=type(exc).__name__,
-                      detail=str(exc)[:200])  # fmt: skip
-            return
-        self._signature = signature
-        self._loaded = True
-        self._current = IndexedAgentKeys(keys)
-        self.reloads += 1
-        log.info("agent_keys_loaded", path=str(self.path), live=len(keys.live()))
-
-
-def _stat(path: Path) -> _Signature | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
+        found = self._file.current.find(key_id)
+        return found if found is not None else self._file.after_miss().find(key_id)

@@ -15,7 +15,6 @@ executor's, ``{key}`` the user's public key (each user's request replies arrive 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from services.bus import subjects
+from services.filelock import exclusive
 from services.identity.registry import (
     AUTH_DIR,
     CallerKind,
@@ -45,7 +45,6 @@ LOCK_NAME: Final = ".credentials.lock"
 # One registry write holds the lock for a read, a key generation and a rename; ten seconds of
 # waiting means a process is stuck holding it, which is worth an error rather than a hang.
 LOCK_WAIT_S: Final = 10.0
-LOCK_POLL_S: Final = 0.01
 # A seed file is one nkey seed (58 characters) and perhaps a newline; anything much larger is
 # not a seed file, and is not read whole.
 SEED_FILE_BYTES_MAX: Final = 4096
@@ -287,22 +286,8 @@ def registry_locked(state_dir: Path) -> Iterator[Path]:
     """Hold the registry's lock; yields the registry's path."""
     auth = state_dir / AUTH_DIR
     auth.mkdir(parents=True, exist_ok=True)
-    fd = os.open(auth / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{auth / LOCK_NAME} held by another process for {LOCK_WAIT_S} s"
-                    ) from None
-                time.sleep(LOCK_POLL_S)
+    with exclusive(auth / LOCK_NAME, wait_s=LOCK_WAIT_S):
         yield registry_path(state_dir)
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _credential(
