@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.upcasting import upcast_record
+
 _CLEARS = {"IntentSettled", "IntentFailed", "IntentCancelled", "IntentExpired", "IntentRejected",
            "IntentRouted"}  # fmt: skip
 
@@ -33,7 +35,8 @@ def build(
 ) -> list[dict[str, Any]]:
     open_: dict[str, _Open] = {}
     anomalies: list[dict[str, Any]] = []
-    for event in events:
+    for recorded in events:
+        event = upcast_record(recorded)  # any stored version, read in today's shape
         kind, stream, data = event["type"], event["stream_id"], event["data"]
         at_ms = int(event["recorded_at_ms"])
         if kind == "IntentDispatched":

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.upcasting import upcast_record
+
 # Value bands for fee rates, by amount in msat (upper bounds inclusive).
 VALUE_BANDS_MSAT: tuple[tuple[str, int | None], ...] = (
     ("up_to_1k_sat", 1_000_000),
@@ -66,7 +68,8 @@ class PilotMetrics:
     anomalies: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
 
-    def apply(self, event: dict[str, Any]) -> None:
+    def apply(self, recorded: dict[str, Any]) -> None:
+        event = upcast_record(recorded)  # any stored version, read in today's shape
         kind, data, stream = event["type"], event["data"], event["stream_id"]
         if kind == "IntentReceived":
             self.intents[stream] = _Intent(

@@ -2,12 +2,13 @@
 
 An event's ``type`` is its class name and its schema version is ``VERSION``. On the wire and in
 ``corridor replay`` each event travels inside a ``RecordedEvent`` envelope (see ``records.py``).
-Old versions are upcast when read (``schemas.upcasting``), so the domain only sees these shapes.
+Old versions are upcast when read (``schemas/upcasting.py``, ADR 0078), so every reader sees only
+these shapes.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 import msgspec
 
@@ -179,11 +180,30 @@ class IntentFailed(EventData, frozen=True, kw_only=True):
     failures: tuple[NodeFailure, ...] = ()
 
 
+# Parts per million: the unit fee rates are quoted in on Lightning.
+PPM: Final = 1_000_000
+
+
+def fee_ppm_of(fee_msat: int, amount_msat: int) -> int:
+    """The fee as parts per million of the amount, rounded down (0 for a zero amount)."""
+    return fee_msat * PPM // amount_msat if amount_msat > 0 else 0
+
+
 class IntentSettled(EventData, frozen=True, kw_only=True):
+    """The payment is proven (the preimage hashes to the payment hash): final.
+
+    Version 2 adds ``fee_ppm``, the fee as parts per million of the amount (rounded down), so
+    a reader sees what a payment cost without arithmetic. A version 1 event reads as version 2
+    with the rate computed from its own amounts (``schemas/upcasting.py``).
+    """
+
+    VERSION: ClassVar[int] = 2
+
     amount_msat: AmountMsat
     fee_msat: AmountMsat
     total_msat: AmountMsat
     preimage: str
+    fee_ppm: int
 
 
 class IntentCancelled(EventData, frozen=True, kw_only=True):

@@ -32,7 +32,8 @@ def _intent_events(stream_id: str, now_ms: int) -> list[NewEvent]:
             destination="02" + "11" * 32, pay_timeout_s=60,
         ),
         ev.PaymentSucceeded(attempt=1, payment_hash="a" * 64, preimage="b" * 64, fee_msat=3),
-        ev.IntentSettled(amount_msat=50_000, fee_msat=3, total_msat=50_003, preimage="b" * 64),
+        ev.IntentSettled(amount_msat=50_000, fee_msat=3, total_msat=50_003, preimage="b" * 64,
+                         fee_ppm=60),
     ]  # fmt: skip
     return to_new_events(stream_id, 1, data, _META, now_ms)
 
@@ -67,7 +68,8 @@ async def replay_per_s(store: PostgresEventStore, page: int = 5000) -> tuple[flo
         for stored in batch:
             streams.setdefault(stored.stream_id, []).append(to_domain(stored))
             metrics.apply(
-                {"type": stored.type, "stream_id": stored.stream_id,
+                {"type": stored.type, "version": stored.schema_version,
+                 "stream_id": stored.stream_id,
                  "recorded_at_ms": stored.recorded_at_ms, "data": stored.payload}
             )  # fmt: skip
         count += len(batch)

@@ -173,8 +173,8 @@ async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[
         with Progress("reading the log", unit="events") as progress:
             async for batch in store.pages():
                 events.extend(
-                    {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
-                     "data": e.payload}
+                    {"type": e.type, "version": e.schema_version, "stream_id": e.stream_id,
+                     "recorded_at_ms": e.recorded_at_ms, "data": e.payload}
                     for e in batch
                 )  # fmt: skip
                 progress.advance(len(batch))

@@ -340,7 +340,7 @@ def _report(
 ) -> dict[str, Any]:
     events = [to_recorded(e) for e in stored]
     dicts = [
-        {"type": e.type, "stream_id": e.stream_id, "position": e.position,
+        {"type": e.type, "version": e.version, "stream_id": e.stream_id, "position": e.position,
          "recorded_at_ms": e.recorded_at_ms, "data": e.data}
         for e in events
     ]  # fmt: skip

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
 from schemas import events as ev
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
+from schemas.upcasting import EventVersionError, decode
 from services.engine.ids import event_id_for
 from services.eventstore.hashing import canonical_json, event_body
 from services.eventstore.port import NewEvent, StoredEvent
@@ -17,21 +17,6 @@ from services.eventstore.port import NewEvent, StoredEvent
 AGGREGATE = "intent"
 POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
-_ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES}
-
-# (type, stored version) -> function lifting the payload one version up. Add an entry when an
-# event gets a new version; the domain then only ever sees the latest shape.
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _dispatched_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
-    # Logged before work orders were signed (ADR 0063): version 2 with no signature.
-    return {**payload, "key_id": None, "signature": None}
-
-
-UPCASTERS: dict[tuple[str, int], Upcaster] = {
-    ("IntentDispatched", 1): _dispatched_v1_to_v2,
-}
 
 
 def to_new_events(
@@ -75,14 +60,14 @@ def to_new_events(
 
 
 def to_domain(stored: StoredEvent) -> ev.EventData:
-    cls = _ALL_EVENT_TYPES.get(stored.type)
-    if cls is None:
-        raise ValueError(f"unknown event type {stored.type!r} at position {stored.position}")
-    payload, version = stored.payload, stored.schema_version
-    while version < cls.VERSION:
-        payload = UPCASTERS[(stored.type, version)](payload)
-        version += 1
-    return msgspec.convert(payload, cls)
+    """The stored event in its current shape (``schemas/upcasting.py``). Raises an
+    ``EventVersionError`` naming the position for an unknown type or an unreadable version."""
+    try:
+        return decode(stored.type, stored.schema_version, stored.payload)
+    except EventVersionError as exc:
+        raise type(exc)(
+            f"{exc} (position {stored.position})", event_type=exc.event_type, version=exc.version
+        ) from None
 
 
 def to_recorded(stored: StoredEvent) -> RecordedEvent:

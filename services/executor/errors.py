@@ -13,6 +13,13 @@ class BadWorkOrder(ExecutorError):
     code = "bad_work_order"
 
 
+class WorkOrderTooNew(BadWorkOrder):
+    """A work order of a version newer than this executor knows (a rolling upgrade is under
+    way): never paid by this executor, never terminated either; redelivered with back-off."""
+
+    code = "work_order_version_too_new"
+
+
 class NodeUriError(ExecutorError):
     """``--node`` names no node we can reach (bad URI, unknown sim node, missing adapter)."""
 

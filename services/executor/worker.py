@@ -26,7 +26,12 @@ from services.bus import subjects
 from services.bus.jetstream import connect
 from services.executor.consumer import bind_consumer, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
-from services.executor.errors import BadWorkOrder, EngineUnavailable, OutcomeRefused
+from services.executor.errors import (
+    BadWorkOrder,
+    EngineUnavailable,
+    OutcomeRefused,
+    WorkOrderTooNew,
+)
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
@@ -198,6 +203,13 @@ class Executor:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         try:
             order = decode_work_order(msg.data, bytes_max=self._limits.work_order_bytes_max)
+        except WorkOrderTooNew as exc:
+            # Written by a newer engine during a rolling upgrade (ADR 0078): an upgraded
+            # executor of this node will pay it, so it comes back later, never terminated.
+            delivery = msg.metadata.num_delivered or 1
+            log.warning("work_order_version_too_new", detail=str(exc), delivery=delivery)
+            await self._settle_message(msg, Disposition.RETRY, delivery)
+            return
         except BadWorkOrder as exc:
             # A poison message can never become a payment; keep it out of the way for good.
             await self._refuse(msg, BadWorkOrder.code, str(exc))

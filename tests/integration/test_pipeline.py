@@ -203,8 +203,8 @@ async def test_payment_in_doubt_goes_to_the_exception_queue_and_is_never_resent(
 
     async def queued() -> list[dict[str, Any]]:
         events = [
-            {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
-             "data": e.payload}
+            {"type": e.type, "version": e.schema_version, "stream_id": e.stream_id,
+             "recorded_at_ms": e.recorded_at_ms, "data": e.payload}
             for e in await pipeline.events(intent_id)
         ]  # fmt: skip
         return build_exceptions(events, now_ms=pipeline_now_ms(), stuck_after_ms=0)

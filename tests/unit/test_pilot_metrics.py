@@ -6,7 +6,9 @@ from projections.pilot_metrics import band_of, build
 
 
 def ev(stream: str, kind: str, at_ms: int = 0, **data: object) -> dict[str, object]:
-    return {"type": kind, "stream_id": stream, "recorded_at_ms": at_ms, "data": data}
+    # Version 1 of each: the projection reads them through the upcasters (ADR 0078).
+    return {"type": kind, "version": 1, "stream_id": stream, "recorded_at_ms": at_ms,
+            "data": data}  # fmt: skip
 
 
 def test_report() -> None:

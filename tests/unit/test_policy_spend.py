@@ -175,7 +175,9 @@ def test_fold_reserves_on_policy_check_and_settles_the_actual_total() -> None:
     assert _used(book) == 10_100  # amount plus fee budget
     book = fold_intent_events(book, "i", [_dispatched()], at_ms=T0_MS)
     assert _used(book) == 10_100  # dispatch of a reserved intent reserves nothing more
-    settled = ev.IntentSettled(amount_msat=10_000, fee_msat=7, total_msat=10_007, preimage="00")
+    settled = ev.IntentSettled(
+        amount_msat=10_000, fee_msat=7, total_msat=10_007, preimage="00", fee_ppm=700
+    )
     book = apply_intent_event(book, "i", settled, at_ms=T0_MS + 10)
     assert _used(book, T0_MS + 10) == 10_007
     assert _used(book, T0_MS + 10 + HOUR_MS) == 0

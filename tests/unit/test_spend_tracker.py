@@ -65,7 +65,7 @@ def test_tracker_matches_the_reference_ledger(
             stage[index] = "reserved"
         elif action == "settle" and current == "reserved":
             apply(index, [ev.IntentSettled(amount_msat=1, fee_msat=0, total_msat=intents[index][1],
-                                           preimage="0" * 64)])  # fmt: skip
+                                           preimage="0" * 64, fee_ppm=0)])  # fmt: skip
             stage[index] = "settled"
         elif action == "release":
             apply(index, [ev.IntentCancelled(by="x")])
@@ -119,7 +119,9 @@ def test_rollback_restores_exactly_the_state_before_the_batch(
             if action in ("checked", "dispatch"):
                 event = ev.IntentPolicyChecked(tier="auto", policy_version=1)
             elif action == "settle" and tracker.is_reserved(intent):
-                event = ev.IntentSettled(amount_msat=1, fee_msat=0, total_msat=7, preimage="0")
+                event = ev.IntentSettled(
+                    amount_msat=1, fee_msat=0, total_msat=7, preimage="0", fee_ppm=0
+                )
             elif action == "release":
                 event = ev.IntentCancelled(by="x")
             else:

@@ -322,6 +322,7 @@ def _succeeded(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> list[
             fee_msat=fee_msat,
             total_msat=state.amount_msat + fee_msat,
             preimage=command.preimage,
+            fee_ppm=ev.fee_ppm_of(fee_msat, state.amount_msat),
         ),
     ]
 
