@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from services.bus import subjects
 from services.bus.fenced_publisher import FencedPublisher
 from services.bus.jetstream import connect, ensure_streams
+from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
@@ -165,7 +166,10 @@ async def bootstrap(
     # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
     nc = await connect(nats_url, name="corridor-engine", creds=creds)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
-    await ensure_streams(js, duplicate_window_s=settings.jetstream_duplicate_window_s)
+    limits = stream_limits(settings)
+    await ensure_streams(
+        js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
+    )
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
     default_policy = PolicyEngine(document)
     table = corridor_table(
@@ -207,7 +211,7 @@ async def bootstrap(
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         ensure_streams=lambda: ensure_streams(
-            js, duplicate_window_s=settings.jetstream_duplicate_window_s
+            js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
         ),
     )
     processor.appended_hooks.append(relay.offer)

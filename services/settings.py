@@ -136,6 +136,72 @@ class Settings(BaseSettings):
         "after a relay outage, so consumers dedupe by event id or position.",
     )
 
+    # -- retention (ADR 0079): what each stream and table keeps -----------------------------
+    # Start-up applies these to a new stream; on an existing one it keeps any limit an
+    # operator changed on the server, and logs it (services/bus/stream_limits.py).
+    cmd_stream_max_msgs: int = Field(
+        default=1_000_000,
+        ge=1,
+        json_schema_extra=_unit("commands"),
+        description="CORRIDOR_CMD (a work queue: a command leaves once handled) holds at most "
+        "this many unhandled commands; a full stream refuses new ones, never drops one.",
+    )
+    cmd_stream_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="CORRIDOR_CMD size limit; a full stream refuses new commands (the caller "
+        "sees the publish fail and retries), so an engine outage cannot fill the disk.",
+    )
+    evt_stream_max_age_s: int = Field(
+        default=7 * 86_400,
+        ge=3_600,
+        description="CORRIDOR_EVT keeps events this long (oldest dropped first): it is a copy "
+        "of the log for watchers; a reader offline longer catches up with `corridor replay`.",
+    )
+    evt_stream_max_bytes: int = Field(
+        default=10 << 30,
+        ge=1 << 20,
+        description="CORRIDOR_EVT size limit (oldest dropped first): the log in PostgreSQL "
+        "keeps every event.",
+    )
+    dispatch_stream_max_age_s: int = Field(
+        default=7 * 86_400,
+        ge=3_600,
+        description="CORRIDOR_DISPATCH keeps work orders this long: far past any pay timeout; "
+        "a node whose executor is away longer has its orders re-issued from the log.",
+    )
+    dispatch_stream_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="CORRIDOR_DISPATCH size limit; a full stream refuses new orders (the relay "
+        "retries) rather than drop one an executor has not taken.",
+    )
+    dlq_stream_max_age_s: int = Field(
+        default=30 * 86_400,
+        ge=86_400,
+        description="CORRIDOR_DLQ keeps a dead letter this long for `corridor dlq list|replay|"
+        "drop`; a month covers a holiday.",
+    )
+    dlq_stream_max_msgs: int = Field(
+        default=100_000,
+        ge=1,
+        json_schema_extra=_unit("messages"),
+        description="CORRIDOR_DLQ holds at most this many dead letters; when full, new ones are "
+        "refused and their commands stay in CORRIDOR_CMD, redelivered, until it has room.",
+    )
+    checkpoint_stream_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="CORRIDOR_CHECKPOINTS size limit (no age limit, deletes denied): about 3.5 "
+        "million signed heads; when full, new ones wait in the log's table.",
+    )
+    idempotency_retention_s: int = Field(
+        default=30 * 86_400,
+        ge=86_400,
+        description="Idempotency claims older than this are pruned. A submit repeated later "
+        "still finds its intent (the intent id is derived from caller and key, ADR 0002).",
+    )
+
     # -- routing and payments -------------------------------------------------------------
     keysend_unsupported_nodes: list[str] = Field(
         default_factory=lambda: ["us-cln", "eu-cln", "asia-cln"],

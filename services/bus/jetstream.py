@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,9 +14,10 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
 from services.bus import subjects
+from services.bus.stream_limits import StreamLimits, apply_stream
+from services.bus.stream_retention import DEFAULT_STREAM_LIMITS
 
 log = structlog.get_logger("corridor.bus")
 
@@ -102,13 +104,20 @@ async def connect(
 
 
 def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
+    """Each stream's shape; its limits come from ``StreamLimits`` (``stream_limits.py``)."""
     common: dict[str, Any] = {
         "storage": StorageType.FILE,
         "duplicate_window": float(duplicate_window_s),
         "retention": RetentionPolicy.LIMITS,
     }
     return [
-        StreamConfig(name=subjects.CMD_STREAM, subjects=[subjects.CMD_WILDCARD], **common),
+        # A work queue (ADR 0079): a command is deleted once the engine's one durable acks it
+        # (committed or dead-lettered), so the stream holds only commands not yet handled.
+        StreamConfig(
+            name=subjects.CMD_STREAM,
+            subjects=[subjects.CMD_WILDCARD],
+            **{**common, "retention": RetentionPolicy.WORK_QUEUE},
+        ),
         # The relay publishes events and work orders in atomic batches (ADR 0013).
         StreamConfig(
             name=subjects.EVT_STREAM, subjects=[subjects.EVT_WILDCARD], allow_atomic=True, **common
@@ -121,8 +130,8 @@ def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
             **common,
         ),
         # Signed log checkpoints (ADR 0065): the server refuses deletes and purges, so the
-        # signed heads outlive whoever can write the events table. Kept forever (LIMITS with
-        # no limit): a checkpoint is about 300 bytes, 1 per 1,000 events or 10 s at most.
+        # signed heads outlive whoever can write the events table. Bounded by size only
+        # (ADR 0079): a checkpoint is about 300 bytes, 1 per 1,000 events or 10 s at most.
         StreamConfig(
             name=subjects.CHECKPOINT_STREAM,
             subjects=[subjects.CHECKPOINT_WILDCARD],
@@ -133,9 +142,15 @@ def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, *, duplicate_window_s: int) -> None:
+async def ensure_streams(
+    js: JetStreamContext,
+    *,
+    duplicate_window_s: int,
+    limits: Mapping[str, StreamLimits] | None = None,
+) -> None:
+    """Create or update every stream; ``limits`` by stream name (default: the settings'
+    defaults). Never overwrites a limit an operator changed (``stream_limits.py``)."""
+    by_name = limits if limits is not None else DEFAULT_STREAM_LIMITS
     for config in stream_configs(duplicate_window_s):
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+        assert config.name is not None
+        await apply_stream(js, config, by_name[config.name])

@@ -17,6 +17,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from services.bus import subjects
 from services.bus.jetstream import stream_configs
+from services.bus.stream_retention import DEFAULT_STREAM_LIMITS
 from services.executor.limits import ExecutorLimits
 
 log = structlog.get_logger("corridor.executor")
@@ -32,7 +33,8 @@ async def ensure_dispatch_stream(js: JetStreamContext, *, duplicate_window_s: in
         ]
         # BadRequest: the engine created it a moment ago, which is just as good.
         with contextlib.suppress(BadRequestError):
-            await js.add_stream(config)
+            # With the default limits (ADR 0079); the engine keeps them from then on.
+            await js.add_stream(DEFAULT_STREAM_LIMITS[subjects.DISPATCH_STREAM].applied_to(config))
 
 
 def consumer_name(region: str, node: str) -> str:
