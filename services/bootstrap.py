@@ -24,6 +24,7 @@ from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
+from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
@@ -78,6 +79,8 @@ class Engine:
     health_listener: HealthListener
     # Signs the log's chain head (ADR 0065).
     checkpoints: Checkpointer | None = None
+    # Prunes old idempotency claims (ADR 0079).
+    claims: ClaimPruner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -88,6 +91,8 @@ class Engine:
         self._spawn(self.deadlines.run, "deadlines")
         if self.checkpoints is not None:
             self._spawn(self.checkpoints.run, "checkpoints")
+        if self.claims is not None:
+            self._spawn(self.claims.run, "claim-pruner")
         await self.nc.subscribe(
             subjects.HEALTH_WILDCARD,
             cb=self._on_health,
@@ -243,4 +248,5 @@ async def bootstrap(
         health=health,
         health_listener=HealthListener(health, engine_clock.now_ms),
         checkpoints=checkpoints,
+        claims=ClaimPruner(store, horizon_s=settings.idempotency_retention_s),
     )

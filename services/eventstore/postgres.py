@@ -121,6 +121,14 @@ class PostgresEventStore:
             raise
         return position
 
+    async def prune_claims(self, *, horizon_s: int, rows_max: int) -> int:
+        """Delete up to ``rows_max`` idempotency claims older than ``horizon_s`` (ADR 0079)."""
+        async with self._pool.acquire() as conn:
+            removed: int = await conn.fetchval(
+                "SELECT prune_idempotency_keys($1, $2)", horizon_s, rows_max
+            )
+        return removed
+
     async def read_stream(self, stream_id: str) -> list[StoredEvent]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(

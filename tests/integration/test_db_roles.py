@@ -388,7 +388,9 @@ async def test_the_migrate_command_runs_as_the_owner_and_never_prints_a_url(
     assert malformed.returncode == 1 and "UnusableDatabaseUrl" not in malformed.stderr
     assert "cannot use the database URL" in malformed.stderr
     assert as_owner.returncode == 0, as_owner.stderr
-    assert as_owner.stdout.strip() == "applied: 0001_event_log, 0002_least_privilege"
+    assert as_owner.stdout.strip() == (
+        "applied: 0001_event_log, 0002_least_privilege, 0003_prune_idempotency_keys"
+    )
     assert again.stdout.strip() == "applied: nothing pending"
     for url in (urls.engine, urls.owner):
         password = urlsplit(url).password
