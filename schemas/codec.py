@@ -53,6 +53,11 @@ def _field_of(message: str) -> tuple[str, str | None]:
     return text, (path or None)
 
 
+def schema_error(exc: msgspec.ValidationError) -> errors.CorridorError:
+    """The coded error (with its field) for a message that fails its schema."""
+    return _violation(exc)
+
+
 def _violation(exc: msgspec.ValidationError) -> errors.CorridorError:
     text, path = _field_of(str(exc))
     if m := _MISSING_RE.match(text):

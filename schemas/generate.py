@@ -15,6 +15,14 @@ from typing import Any
 import msgspec
 
 from schemas.commands import COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus
+from schemas.dead_letters import (
+    DEAD_LETTER_EVENT_TYPES,
+    DeadLetterActionDone,
+    DeadLetterList,
+    DropDeadLetters,
+    ListDeadLetters,
+    ReplayDeadLetters,
+)
 from schemas.events import EVENT_TYPES
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
@@ -98,6 +106,15 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"events/{name}.v{policy_event.VERSION}.json"] = _document(
             policy_event, "event", policy_event.VERSION
         )
+    # The dead-letter desk (ADR 0080): its requests, replies and audit events.
+    for name, dlq_event in DEAD_LETTER_EVENT_TYPES.items():
+        out[f"events/{name}.v{dlq_event.VERSION}.json"] = _document(
+            dlq_event, "event", dlq_event.VERSION
+        )
+    for dlq_cls in (ListDeadLetters, ReplayDeadLetters, DropDeadLetters):
+        out[f"commands/{dlq_cls.__name__}.v1.json"] = _document(dlq_cls, "command", 1)
+    for dlq_reply in (DeadLetterList, DeadLetterActionDone):
+        out[f"replies/{dlq_reply.__name__}.v1.json"] = _document(dlq_reply, "reply", 1)
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
     return out

@@ -26,6 +26,7 @@ from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
+from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
@@ -81,6 +82,8 @@ class Engine:
     checkpoints: Checkpointer | None = None
     # Prunes old idempotency claims (ADR 0079).
     claims: ClaimPruner | None = None
+    # Answers `corridor dlq list|replay|drop` (ADR 0080).
+    dead_letters: DeadLetterDesk | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -100,6 +103,8 @@ class Engine:
             pending_bytes_limit=HEALTH_PENDING_BYTES_MAX,
         )
         if intake:
+            if self.dead_letters is not None:
+                await self.dead_letters.start()
             await self.api.start()
             self._spawn(self.commands.run, "cmd-consumer")
         if relay:
@@ -117,6 +122,8 @@ class Engine:
     async def stop(self, timeout_s: float = 10.0) -> None:
         self.commands.stop()
         await self.api.stop()
+        if self.dead_letters is not None:
+            await self.dead_letters.stop()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -235,6 +242,8 @@ async def bootstrap(
     if agent_keys is None and isinstance(lookup, RegistryFile):
         agent_keys = AgentKeysFile(lookup.path.parent / AGENT_KEYS_FILE)
     authenticator = Authenticator(lookup, table, agent_keys=agent_keys)
+    dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock)
+    dead_letters.appended_hooks.append(relay.offer)
     return Engine(
         settings=settings,
         store=store,
@@ -248,5 +257,6 @@ async def bootstrap(
         health=health,
         health_listener=HealthListener(health, engine_clock.now_ms),
         checkpoints=checkpoints,
+        dead_letters=dead_letters,
         claims=ClaimPruner(store, horizon_s=settings.idempotency_retention_s),
     )

@@ -48,6 +48,8 @@ DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
 DLQ_DISPATCH_PREFIX: Final = "corridor.dlq.v1.dispatch"
 DLQ_WILDCARD: Final = "corridor.dlq.v1.>"
 DLQ_STREAM: Final = "CORRIDOR_DLQ"
+# corridor.api.v1.dlq.<list|replay|drop>.<operator_id>: the dead-letter desk (ADR 0080).
+DLQ_API_PREFIX: Final = "corridor.api.v1.dlq"
 
 INTAKE_QUEUE_GROUP: Final = "corridor-intake"
 

@@ -55,6 +55,11 @@ PLUGINS: Final = (
         "NATS credentials: add, list and revoke who may connect, and as what",
     ),
     (
+        "dlq",
+        "services.cli.dlq",
+        "the dead-letter queue: list, replay or drop messages (audited)",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register, rotate, revoke, list; keygen and sign",

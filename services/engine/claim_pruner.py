@@ -2,7 +2,7 @@
 
 The claims table would otherwise grow by one row per intent forever. Pruning is safe at any
 horizon: a submit repeated after its claim is gone derives the same intent id (ADR 0002), meets
-the intent's stream in the log, and gets the same reply as before (or ``idempotency_conflict``
+the intent's stream in the log, and gets the same reply as before (or ``idempotency_mismatch``
 for a different request). The horizon only bounds how long the cheap claim check answers
 before the log does.
 """

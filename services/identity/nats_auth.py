@@ -121,6 +121,12 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.reject.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
+                # The dead-letter desk, answered by the engine and audited in the log under
+                # this id (ADR 0080): no direct access to CORRIDOR_DLQ or the command stream.
+                *(
+                    f"{subjects.DLQ_API_PREFIX}.{verb}.{{id}}"
+                    for verb in ("list", "replay", "drop")
+                ),
                 *_QUERIES,
                 *_EVT_READ,
             ),

@@ -110,7 +110,12 @@ class CommandStreamConsumer:
 
     async def _dead_letter(self, msg: Msg, error: ErrorDetail) -> None:
         suffix = msg.subject.removeprefix("corridor.cmd.v1.")
+        # The command's own headers travel with it (an agent's signature, ADR 0066), so that
+        # `corridor dlq replay` puts back exactly what was sent; not its message id, which
+        # would make the dead-letter stream's duplicate window swallow a second dead letter.
+        kept = {k: v for k, v in (msg.headers or {}).items() if k != subjects.HDR_MSG_ID}
         headers = {
+            **kept,
             subjects.HDR_ERROR_CODE: error.code,
             subjects.HDR_ERROR_MESSAGE: error.message[:500],
             subjects.HDR_ORIGINAL_SUBJECT: msg.subject,
