@@ -82,6 +82,13 @@ class Forbidden(CorridorError):
     code = "forbidden"
 
 
+class RateLimited(CorridorError):
+    """Too many of this caller's submits were rejected by policy lately; nothing was
+    recorded. Retry later (ADR 0079)."""
+
+    code = "rate_limited"
+
+
 class TwoPersonRule(Forbidden):
     """One person cannot both ask and approve: a policy's proposer cannot approve it, and an
     intent's caller cannot approve it as an operator."""

@@ -212,6 +212,7 @@ async def bootstrap(
         cache_max=settings.state_cache_max,
         baseline_policy_version=document.version,
         signer=order_signer,
+        rejections_per_minute=settings.policy_rejections_per_minute_max,
     )
     deadlines = DeadlineScheduler(processor, engine_clock)
     processor.committed_hooks.append(deadlines.observe)

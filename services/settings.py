@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         description="CORRIDOR_CHECKPOINTS size limit (no age limit, deletes denied): about 3.5 "
         "million signed heads; when full, new ones wait in the log's table.",
     )
+    policy_rejections_per_minute_max: int = Field(
+        default=60,
+        ge=1,
+        json_schema_extra=_unit("rejected submits per caller"),
+        description="Policy-rejected submits (3 events each) a caller may make a minute, with a "
+        "burst of as many; past it a new submit is refused as rate_limited, writing nothing.",
+    )
     idempotency_retention_s: int = Field(
         default=30 * 86_400,
         ge=86_400,

@@ -20,7 +20,7 @@ import structlog
 
 from schemas import commands as cmd
 from schemas import errors
-from schemas.events import EventData, InvoiceFacts
+from schemas.events import EventData, IntentRejected, InvoiceFacts
 from schemas.policy_document import WINDOW_S_MAX
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, PolicyProposed, ProposePolicy
 from schemas.records import EventMetadata
@@ -48,6 +48,7 @@ from services.domain.routing import Router
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
+from services.engine.rejection_budget import RejectionBudget
 from services.engine.views import accepted, policy_view, why_unpaid
 from services.eventstore.port import (
     ClaimConflict,
@@ -73,6 +74,10 @@ _SPEND_EVENTS_SQL = (
     " ORDER BY position"
 )
 
+_THROTTLED = errors.RateLimited(
+    "too many of this caller's submits were rejected by policy lately; retry in a minute",
+    field="caller",
+)
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
 _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
@@ -160,8 +165,11 @@ class CommandProcessor:
         cache_max: int = 20_000,
         baseline_policy_version: int = 0,
         signer: Signer | None = None,
+        rejections_per_minute: int = 60,
     ) -> None:
         self._store = store
+        # Bounds what policy-rejected submits, three events each, cost per caller (ADR 0079).
+        self._rejections = RejectionBudget(rejections_per_minute)
         # Signs every work order before it is appended (ADR 0063); ``None``: orders go unsigned
         # and executors refuse them (tests of the engine alone).
         self._signer = signer
@@ -354,6 +362,10 @@ class CommandProcessor:
                 plan.replies.append(self._plan_policy(plan, item, command, now_ms))
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
+            submit = command if isinstance(command, cmd.SubmitPaymentIntent) else None
+            if submit and state is None and not self._rejections.allows(submit.caller.id, now_ms):
+                plan.replies.append(_rejected(_THROTTLED))
+                continue
             ctx = DecisionContext(
                 now_ms=now_ms,
                 policy=policy,
@@ -374,6 +386,10 @@ class CommandProcessor:
                 assert state is not None
                 plan.replies.append(accepted(state, duplicate=True))
                 continue
+            if submit and any(
+                isinstance(e, IntentRejected) and e.by == "policy" for e in new_events
+            ):
+                self._rejections.charge(submit.caller.id, now_ms)
             if self._signer is not None:
                 # Signed here, after the pure decide and before the append: the key never
                 # reaches the domain, and what is logged is what the executors verify.
