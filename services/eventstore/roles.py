@@ -3,7 +3,8 @@
 - ``corridor_owner`` owns the database and every object in it, and runs the migrations.
 - ``corridor_engine`` is what the engine connects as: it reads the log, appends to it only
   through ``append_events``, and upserts the relay's checkpoint (the grants are in
-  ``migrations/0002_least_privilege.sql``). It owns nothing, so it cannot alter a table or
+  ``migrations/0002_least_privilege.sql``); it prunes old idempotency claims only through
+  ``prune_idempotency_keys`` (``0003_prune_idempotency_keys.sql``, ADR 0079). It owns nothing, so it cannot alter a table or
   disable a trigger.
 - ``corridor_auditor`` reads, for replay and audit commands.
 
