@@ -63,8 +63,12 @@ def _dispatched_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settled_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
-    # The fee rate follows from the amounts every version 1 settlement holds (ADR 0078).
-    return {**payload, "fee_ppm": ev.fee_ppm_of(payload["fee_msat"], payload["amount_msat"])}
+    # The fee rate follows from the amounts every version 1 settlement holds (ADR 0078). A
+    # payload without them is left for the schema check to refuse, by field, not here.
+    fee, amount = payload.get("fee_msat"), payload.get("amount_msat")
+    if not (isinstance(fee, int) and isinstance(amount, int)):
+        return dict(payload)
+    return {**payload, "fee_ppm": ev.fee_ppm_of(fee, amount)}
 
 
 UPCASTERS: Final[Mapping[tuple[str, int], Upcaster]] = MappingProxyType(

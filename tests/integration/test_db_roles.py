@@ -118,6 +118,10 @@ async def test_each_role_holds_exactly_its_grants(owner_conn: asyncpg.Connection
     assert await may_execute(ENGINE, APPEND) is True
     assert await may_execute(AUDITOR, APPEND) is False
     assert await may_execute(ENGINE, "refuse_event_change()") is False
+    # Pruning old idempotency claims (ADR 0079): the engine's only delete, bounded by age.
+    prune = "prune_idempotency_keys(bigint, integer)"
+    assert await may_execute(ENGINE, prune) is True
+    assert await may_execute(AUDITOR, prune) is False
     # Nobody else either: PUBLIC's default EXECUTE is revoked (grantee 0 is PUBLIC).
     grantees = await owner_conn.fetch(
         "SELECT a.grantee::regrole::text AS role FROM pg_proc, aclexplode(proacl) AS a"

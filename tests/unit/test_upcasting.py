@@ -22,6 +22,7 @@ from schemas.upcasting import (
     UPCASTERS,
     EventVersionInvalid,
     EventVersionTooNew,
+    decode,
     upcast,
     upcast_record,
 )
@@ -174,3 +175,8 @@ def test_executors_take_the_current_and_previous_signed_versions_only() -> None:
     # Newer than this executor: left for an upgraded one (the worker naks, never terms).
     with pytest.raises(WorkOrderTooNew, match="v3 is newer"):
         decode_work_order(_order_record(3, {**data, "future_field": 1}), bytes_max=65_536)
+
+
+def test_a_v1_payload_missing_its_amounts_is_a_schema_error_not_a_key_error() -> None:
+    with pytest.raises(msgspec.ValidationError, match="fee_msat"):
+        decode("IntentSettled", 1, {"amount_msat": 1, "total_msat": 1, "preimage": "00"})
