@@ -4,8 +4,8 @@
 - ``corridor_engine`` is what the engine connects as: it reads the log, appends to it only
   through ``append_events``, and upserts the relay's checkpoint (the grants are in
   ``migrations/0002_least_privilege.sql``); it prunes old idempotency claims only through
-  ``prune_idempotency_keys`` (``0003_prune_idempotency_keys.sql``, ADR 0079). It owns nothing, so it cannot alter a table or
-  disable a trigger.
+  ``prune_idempotency_keys`` (``0003_prune_idempotency_keys.sql``, ADR 0079). It owns
+  nothing, so it cannot alter a table or disable a trigger.
 - ``corridor_auditor`` reads, for replay and audit commands.
 
 Creating roles needs CREATEROLE and creating a database CREATEDB: the dev stack and the test
