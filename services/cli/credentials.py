@@ -41,6 +41,7 @@ DEFAULT_IDS: Final = {"caller": "local", "operator": "operator-1", "auditor": "a
 COMMAND_ROLES: Final = {
     "submit": "caller", "cancel": "caller", "get": "caller", "corridors": "caller",
     "approve": "operator", "reject": "operator", "policy": "operator", "watch": "auditor",
+    "agents": "operator",
 }  # fmt: skip
 
 

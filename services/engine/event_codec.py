@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from schemas import events as ev
+from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services.engine.ids import event_id_for
@@ -17,7 +18,12 @@ from services.eventstore.port import NewEvent, StoredEvent
 AGGREGATE = "intent"
 POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
-_ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES}
+AGENT_KEY_AGGREGATE = "agent-key"
+_ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {
+    **ev.EVENT_TYPES,
+    **POLICY_EVENT_TYPES,
+    **AGENT_KEY_EVENT_TYPES,
+}
 
 # (type, stored version) -> function lifting the payload one version up. Add an entry when an
 # event gets a new version; the domain then only ever sees the latest shape.
@@ -102,5 +108,7 @@ def to_recorded(stored: StoredEvent) -> RecordedEvent:
 
 
 def subject_for(event_type: str) -> str:
+    if event_type in AGENT_KEY_EVENT_TYPES:
+        return f"corridor.evt.v1.{AGENT_KEY_AGGREGATE}.{event_type}"
     aggregate = POLICY_AGGREGATE if event_type in POLICY_EVENT_TYPES else AGGREGATE
     return f"corridor.evt.v1.{aggregate}.{event_type}"
