@@ -286,8 +286,10 @@ class CommandProcessor:
                 self._prepare(item)
         if self._policy_stale and any(i.stream_id == POLICY_STREAM for i in items):
             await self.load_policy_state()
-        if self.agent_keys.stale and any(i.stream_id == AGENT_KEYS_STREAM for i in items):
-            await self.agent_keys.load(self._store)
+        if any(i.stream_id == AGENT_KEYS_STREAM for i in items):
+            # Key changes are rare and another engine may have made one a moment ago: decide
+            # on the log's latest (one indexed query when nothing changed).
+            await self.agent_keys.refresh(self._store)
         await self._load(
             [
                 i.stream_id
