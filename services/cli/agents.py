@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
             required=True,
             metavar="B64",
             help="the raw 32-byte Ed25519 public key, unpadded base64url (`agents keygen` "
-            "prints it)",
+            "prints it); write --public-key=B64, since a key may start with '-'",
         )
         parser.add_argument(
             "--amount-msat-max",
