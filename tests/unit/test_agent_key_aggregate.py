@@ -248,3 +248,12 @@ def test_every_trusted_key_has_two_people_behind_it(steps: list[tuple[object, ..
             if record.proposal.proposer_role == "human":
                 assert record.sponsor_id == record.proposal.proposer_id
     assert fold(log) == state  # type: ignore[arg-type]
+
+
+def test_intents_get_shows_whom_an_agent_acted_for() -> None:
+    from services.cli.intents import _agent_facts
+
+    events = [{"type": "IntentReceived", "data": {"on_behalf_of": "alice", "agent_key_id": "k"}},
+              {"type": "IntentDispatched", "data": {}}]  # fmt: skip
+    assert _agent_facts(events) == {"on_behalf_of": "alice", "agent_key_id": "k"}
+    assert _agent_facts([{"type": "IntentReceived", "data": {"on_behalf_of": None}}]) == {}
