@@ -12,6 +12,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from schemas import errors, limits
+from schemas.agent_key_messages import (
+    AGENT_KEY_COMMAND_TYPES,
+    AGENT_KEY_QUERY_TYPES,
+    AgentKeyCommand,
+)
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
@@ -31,10 +36,16 @@ _head_decoder = msgspec.json.Decoder(_Head)
 _encoder = msgspec.json.Encoder()
 
 # Queries only read; ``decode_command`` refuses them whatever subject they arrive on.
-QUERY_TYPES: tuple[type[Any], ...] = (GetPaymentIntent, GetPaymentIntentStatus, *POLICY_QUERY_TYPES)
+QUERY_TYPES: tuple[type[Any], ...] = (
+    GetPaymentIntent,
+    GetPaymentIntentStatus,
+    *POLICY_QUERY_TYPES,
+    *AGENT_KEY_QUERY_TYPES,
+)
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
-    (cls.__name__, 1): cls for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, *QUERY_TYPES)
+    (cls.__name__, 1): cls
+    for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, *AGENT_KEY_COMMAND_TYPES, *QUERY_TYPES)
 }
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     cls: msgspec.json.Decoder(cls) for cls in REQUEST_REGISTRY.values()
@@ -107,7 +118,7 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
 
 def decode_command(
     raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
-) -> Command | PolicyCommand:
+) -> Command | PolicyCommand | AgentKeyCommand:
     message = decode_request(raw, bytes_max=bytes_max)
     if isinstance(message, QUERY_TYPES):
         raise errors.UnknownType(

@@ -37,6 +37,8 @@ class ErrorDetail(msgspec.Struct, frozen=True):
     code: str
     message: str
     field: str | None = None
+    # The limit the command went over, where one did (``agent_limit_exceeded``).
+    limit: int | None = None
 
 
 class Message(

@@ -11,15 +11,23 @@ from schemas.common import ErrorDetail
 class CorridorError(Exception):
     code = "error"
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        limit: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.limit = limit
         if code is not None:
             self.code = code
 
     def detail(self) -> ErrorDetail:
-        return ErrorDetail(code=self.code, message=self.message, field=self.field)
+        return ErrorDetail(code=self.code, message=self.message, field=self.field, limit=self.limit)
 
 
 class MalformedJson(CorridorError):
@@ -117,7 +125,8 @@ class KeyRevoked(CorridorError):
 
 
 class AgentLimitExceeded(CorridorError):
-    """The command asks more than the agent key's limits allow (ADR 0066); the policy's tiers
-    still judge whatever the key's limits let through."""
+    """The command asks more than the agent key's limits allow (ADR 0066, 0068): ``field`` is
+    ``amount_msat``, ``limit`` the key's ``amount_msat_max`` or ``window_msat_max``. Nothing
+    is recorded or paid. The policy's tiers still judge whatever the key's limits let through."""
 
     code = "agent_limit_exceeded"

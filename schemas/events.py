@@ -46,6 +46,10 @@ class IntentReceived(EventData, frozen=True, kw_only=True):
     metadata: Metadata = msgspec.field(default_factory=dict)
     received_at_ms: int
     request_fingerprint: str
+    # An agent's intent: the key that signed it (ADR 0066) and the human principal who
+    # sponsored that key, responsible for the agent (ADR 0068). ``None`` for everyone else.
+    agent_key_id: str | None = None
+    on_behalf_of: str | None = None
 
 
 class RuleFired(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,13 @@ from typing import Any
 
 import msgspec
 
+from schemas.agent_key_messages import (
+    AGENT_KEY_COMMAND_TYPES,
+    AGENT_KEY_EVENT_TYPES,
+    AGENT_KEY_QUERY_TYPES,
+    AgentKeyCommandAccepted,
+    AgentKeysView,
+)
 from schemas.commands import COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.dead_letters import (
     DEAD_LETTER_EVENT_TYPES,
@@ -84,7 +91,14 @@ def _document(cls: type[Any], kind: str, version: int) -> dict[str, Any]:
 
 def documents() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for cls in (*COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus, *POLICY_QUERY_TYPES):
+    for cls in (
+        *COMMAND_TYPES,
+        GetPaymentIntent,
+        GetPaymentIntentStatus,
+        *POLICY_QUERY_TYPES,
+        *AGENT_KEY_COMMAND_TYPES,
+        *AGENT_KEY_QUERY_TYPES,
+    ):
         out[f"commands/{cls.__name__}.v1.json"] = _document(cls, "command", 1)
     for reply_cls in (
         CommandAccepted,
@@ -94,6 +108,8 @@ def documents() -> dict[str, dict[str, Any]]:
         PolicyCommandAccepted,
         PolicyView,
         CorridorsView,
+        AgentKeyCommandAccepted,
+        AgentKeysView,
     ):
         out[f"replies/{reply_cls.__name__}.v1.json"] = _document(reply_cls, "reply", 1)
     for name, event_cls in EVENT_TYPES.items():
@@ -115,6 +131,10 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"commands/{dlq_cls.__name__}.v1.json"] = _document(dlq_cls, "command", 1)
     for dlq_reply in (DeadLetterList, DeadLetterActionDone):
         out[f"replies/{dlq_reply.__name__}.v1.json"] = _document(dlq_reply, "reply", 1)
+    for name, key_event in AGENT_KEY_EVENT_TYPES.items():
+        out[f"events/{name}.v{key_event.VERSION}.json"] = _document(
+            key_event, "event", key_event.VERSION
+        )
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
     return out

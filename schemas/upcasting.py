@@ -22,13 +22,19 @@ from typing import Any, Final
 import msgspec
 
 from schemas import events as ev
+from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
-    {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES, **DEAD_LETTER_EVENT_TYPES}
+    {
+        **ev.EVENT_TYPES,
+        **POLICY_EVENT_TYPES,
+        **DEAD_LETTER_EVENT_TYPES,
+        **AGENT_KEY_EVENT_TYPES,
+    }
 )
 
 

@@ -23,6 +23,7 @@ from services.bus.jetstream import connect, ensure_streams
 from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
+from services.engine.agent_key_book import REFRESH_INTERVAL_S
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
@@ -36,8 +37,8 @@ from services.executor.health import (
     HealthBoard,
     HealthListener,
 )
-from services.identity.agent_keys import AGENT_KEYS_FILE, AgentKeyLookup, AgentKeysFile
-from services.identity.lookup import CredentialLookup, RegistryFile, lookup_from_settings
+from services.identity.agent_keys import AgentKeyLookup
+from services.identity.lookup import CredentialLookup, lookup_from_settings
 from services.intake.api import ApiService
 from services.intake.identity import Authenticator
 from services.intake.stream_consumer import CommandStreamConsumer
@@ -88,7 +89,9 @@ class Engine:
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
         await self.processor.load_policy_state()
+        await self.processor.agent_keys.load(self.store)
         await self.processor.load_spend()
+        self._spawn(self._follow_agent_keys, "agent-keys")
         self._spawn(self.processor.run, "processor")
         await self.deadlines.load(self.store)
         self._spawn(self.deadlines.run, "deadlines")
@@ -109,6 +112,18 @@ class Engine:
             self._spawn(self.commands.run, "cmd-consumer")
         if relay:
             self._spawn(self.relay.run, "relay")
+
+    async def _follow_agent_keys(self) -> None:
+        """Key changes another engine process committed apply here within a second (ADR
+        0068); this engine's own apply at commit."""
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+            try:
+                await self.processor.agent_keys.refresh(self.store)
+            except Exception:
+                # The database may be away for a moment: the keys in force stay, and the
+                # next round tries again.
+                log.warning("agent_keys_refresh_failed", exc_info=True)
 
     async def _on_health(self, msg: Any) -> None:
         # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
@@ -168,9 +183,9 @@ async def bootstrap(
     ``<state_dir>/keys/``, created on first use. Loaded first: a bad key file stops the
     engine before it connects to anything.
 
-    ``agent_keys``: the keys agents sign their commands with (ADR 0066); by default the
-    ``agent-keys.json`` beside a credential registry file. With a registry and no agent keys,
-    every agent command is refused."""
+    ``agent_keys``: the keys agents sign their commands with (ADR 0066); by default the ones
+    the log trusts (ADR 0068), which the engine loads at start and follows. With a registry
+    and no approved agent key, every agent command is refused."""
     order_signer = (
         signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
     )
@@ -240,9 +255,9 @@ async def bootstrap(
     checkpoints.appended_hooks.append(relay.offer)
     relay.local_writer_busy = lambda: processor.appending
     lookup = credentials if credentials is not None else lookup_from_settings(settings)
-    if agent_keys is None and isinstance(lookup, RegistryFile):
-        agent_keys = AgentKeysFile(lookup.path.parent / AGENT_KEYS_FILE)
-    authenticator = Authenticator(lookup, table, agent_keys=agent_keys)
+    if agent_keys is not None:
+        processor.key_lookup = agent_keys
+    authenticator = Authenticator(lookup, table, agent_keys=processor.key_lookup)
     dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock)
     dead_letters.appended_hooks.append(relay.offer)
     return Engine(

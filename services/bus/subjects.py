@@ -17,6 +17,17 @@ POLICY_VERBS: Final = {"propose": "ProposePolicy", "approve": "ApprovePolicy"}
 POLICY_SHOW: Final = f"{POLICY_API_PREFIX}.show"  # GetPolicy -> PolicyView
 POLICY_CORRIDORS: Final = f"{POLICY_API_PREFIX}.corridors"  # ListCorridors -> CorridorsView
 
+# corridor.api.v1.agents.<verb>.<principal_id>: agent signing keys under the two-person rule
+# (ADR 0068); ``list.<role>.<id>`` reads them (the engine decides what each reader sees).
+AGENTS_API_PREFIX: Final = "corridor.api.v1.agents"
+AGENTS_API_WILDCARD: Final = f"{AGENTS_API_PREFIX}.>"
+AGENT_KEY_VERBS: Final = {
+    "propose": "ProposeAgentKey",
+    "approve": "ApproveAgentKey",
+    "revoke": "RevokeAgentKey",
+}
+AGENTS_LIST: Final = f"{AGENTS_API_PREFIX}.list"
+
 CMD_PREFIX: Final = "corridor.cmd.v1.intents"
 CMD_WILDCARD: Final = "corridor.cmd.v1.>"
 CMD_STREAM: Final = "CORRIDOR_CMD"

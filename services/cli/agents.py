@@ -1,10 +1,15 @@
-"""``corridor agents``: the keys agents sign their commands with (ADR 0066).
+"""``corridor agents``: the keys agents sign their commands with (ADR 0066, 0068).
 
-``register``, ``rotate``, ``revoke`` and ``list`` edit ``STATE_DIR/auth/agent-keys.json``
-directly: whoever holds the state dir decides. A running engine reads the change within a
-second. (Proposing a key and having another operator approve it, as events in the log, is a
-later step; ADR 0066 says so.) ``keygen`` and ``sign`` are the integrator's side: make a key,
-and print the headers that sign a command file, to test a client against.
+``register``, ``rotate``, ``approve``, ``revoke`` and ``list`` ask the running engine: a key
+is trusted once two people stood behind it, and every step is an event in the log. A human
+principal (a caller credential of kind ``human``) or an operator proposes a key (``register``,
+or ``rotate`` to replace an agent's live key); a different operator ``approve``s it; an
+operator, or the human who sponsors the agent, ``revoke``s it, at once. ``keygen`` and ``sign``
+are the integrator's side and run locally: make a key, and print the headers that sign a
+command file, to test a client against.
+
+Who acts is the credential's identity (``--creds``, ``CORRIDOR_CREDS``, else ``corridor up``'s
+operator named by ``--as``, by default ``operator-1``).
 
 Registering is stdlib-only; the handlers import what they need when they run (ADR 0020).
 """
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,11 +26,14 @@ from services.cli import exit_codes
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from services.identity.agent_keys import AgentKey, AgentKeys
+    from services.cli.engine import EngineClient
 
-GROUP_HELP: Final = "agent signing keys: register, rotate, revoke, list; keygen and sign"
-DEFAULT_STATE_DIR: Final = Path(".corridor")
+GROUP_HELP: Final = (
+    "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign"
+)
 PRIVATE_KEY_BYTES_MAX: Final = 4096
+# The roles that change agent keys: an operator, or a human principal (a caller of kind human).
+_ACTORS: Final = ("operator", "caller")
 
 
 def register(subparsers: Any) -> None:
@@ -36,9 +43,11 @@ def register(subparsers: Any) -> None:
     sub = group.add_subparsers(dest="agents_command", required=True, metavar="COMMAND")
 
     for name, what, handler in (
-        ("register", "register an agent's first signing key", "register_key"),
-        ("rotate", "register a new key for an agent and revoke its old one", "rotate_key"),
-    ):
+        ("register", "propose an agent's first signing key (another operator approves it)",
+         "register_key"),
+        ("rotate", "propose a new key for an agent; approving it revokes the old one",
+         "rotate_key"),
+    ):  # fmt: skip
         parser = sub.add_parser(name, help=what, description=what)
         _agent_id(parser)
         parser.add_argument(
@@ -46,7 +55,7 @@ def register(subparsers: Any) -> None:
             required=True,
             metavar="B64",
             help="the raw 32-byte Ed25519 public key, unpadded base64url (`agents keygen` "
-            "prints it)",
+            "prints it); write --public-key=B64, since a key may start with '-'",
         )
         parser.add_argument(
             "--amount-msat-max",
@@ -55,21 +64,43 @@ def register(subparsers: Any) -> None:
             help="refuse a command from this key asking more than N msat "
             "(agent_limit_exceeded); the policy still judges the rest",
         )
-        state_dir_option(parser, DEFAULT_STATE_DIR)
-        json_option(parser, "the registered key")
+        parser.add_argument(
+            "--window-s", type=int, metavar="S",
+            help="with --window-msat-max: the key's rolling spend window, seconds",
+        )  # fmt: skip
+        parser.add_argument(
+            "--window-msat-max", type=int, metavar="N",
+            help="the most the key's intents may hold or have spent over --window-s "
+            "(amount plus fee budget)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--sponsor", metavar="ID",
+            help="the human responsible for the agent, recorded on its intents as "
+            "on_behalf_of (an operator may name one; default: the proposer)",
+        )  # fmt: skip
+        if name == "rotate":
+            parser.add_argument("--replaces", required=True, metavar="KEY_ID",
+                                help="the agent's live key this one replaces")  # fmt: skip
+        _common(parser, json_option, state_dir_option, "the proposed key")
         parser.set_defaults(handler=f"services.cli.agents:{handler}")
 
+    approve = sub.add_parser(
+        "approve", help="approve a proposed key: not its proposer, not its sponsor"
+    )
+    approve.add_argument("key_id", metavar="KEY_ID", help="the proposed key's id")
+    _common(approve, json_option, state_dir_option, "the approved key")
+    approve.set_defaults(handler="services.cli.agents:approve_key")
+
     revoke = sub.add_parser(
-        "revoke", help="revoke an agent's live key (or one key): its signatures are refused"
+        "revoke", help="revoke an agent's keys (or one): its signatures are refused at once"
     )
     _agent_id(revoke)
     revoke.add_argument("--key-id", metavar="KEY_ID", help="only this key (default: every one)")
-    state_dir_option(revoke, DEFAULT_STATE_DIR)
+    _common(revoke, json_option, state_dir_option, "the revoked keys")
     revoke.set_defaults(handler="services.cli.agents:revoke_key")
 
-    listing = sub.add_parser("list", help="every registered agent key, revoked ones too")
-    state_dir_option(listing, DEFAULT_STATE_DIR)
-    json_option(listing, "the keys")
+    listing = sub.add_parser("list", help="every agent key the engine knows, with its status")
+    _common(listing, json_option, state_dir_option, "the keys")
     listing.set_defaults(handler="services.cli.agents:list_keys")
 
     keygen = sub.add_parser(
@@ -101,109 +132,124 @@ def _agent_id(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _view(key: AgentKey) -> dict[str, Any]:
-    import msgspec
-
-    view: dict[str, Any] = msgspec.to_builtins(key)
-    return view
-
-
-def _edit(args: argparse.Namespace, change: str) -> tuple[Path, AgentKeys, AgentKey | None]:
-    import time
-
-    from services.cli.errors import UsageError
-    from services.identity.agent_keys import (
-        InvalidAgentKey,
-        agent_key,
-        agent_keys_path,
-        load_agent_keys,
-        save_agent_keys,
-    )
-
-    path = agent_keys_path(args.state_dir)
-    try:
-        keys = load_agent_keys(path)
-        key = None
-        if change == "revoke":
-            keys = keys.with_revoked(args.agent_id, args.key_id)
-        else:
-            key = agent_key(
-                args.agent_id, args.public_key, amount_msat_max=args.amount_msat_max,
-                now_ms=int(time.time() * 1000),
-            )  # fmt: skip
-            keys = keys.with_registered(key) if change == "register" else keys.with_rotated(key)
-        save_agent_keys(path, keys)
-    except InvalidAgentKey as exc:
-        raise UsageError(str(exc)) from None
-    return path, keys, key
-
-
-def _warn_without_credential(state_dir: Path, agent_id: str) -> None:
-    from services.identity.registry import load_registry, registry_path
-
-    path = registry_path(state_dir)
-    if path.exists() and load_registry(path).find("agent", agent_id) is None:
-        print(f"warning: {path} has no live agent credential {agent_id!r}: its commands are "
-              f"refused until `corridor creds add --role agent --id {agent_id}`",
-              file=sys.stderr)  # fmt: skip
-
-
-def register_key(args: argparse.Namespace) -> int:
-    return _add(args, "register")
-
-
-def rotate_key(args: argparse.Namespace) -> int:
-    return _add(args, "rotate")
-
-
-def _add(args: argparse.Namespace, change: str) -> int:
-    path, _, key = _edit(args, change)
-    assert key is not None
-    _warn_without_credential(args.state_dir, args.agent_id)
-    if args.json:
-        from services.cli import output
-
-        output.print_json(_view(key))
-        return exit_codes.OK
-    done = "registered" if change == "register" else "rotated to"
-    print(f"{done} key {key.key_id} for agent {key.agent_id} in {path}")
-    if key.limits.amount_msat_max is not None:
-        print(f"limit: {key.limits.amount_msat_max} msat per command")
-    print("a running engine takes it within a second")
-    return exit_codes.OK
-
-
-def revoke_key(args: argparse.Namespace) -> int:
-    path, _, _ = _edit(args, "revoke")
-    which = f"key {args.key_id}" if args.key_id else "every live key"
-    print(f"revoked {which} of agent {args.agent_id} in {path}")
-    return exit_codes.OK
-
-
-def list_keys(args: argparse.Namespace) -> int:
-    from services.cli import output
-    from services.cli.errors import UsageError
-    from services.identity.agent_keys import InvalidAgentKey, agent_keys_path, load_agent_keys
-
-    path = agent_keys_path(args.state_dir)
-    try:
-        keys = load_agent_keys(path)
-    except InvalidAgentKey as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    rows = sorted(keys.keys, key=lambda k: (k.agent_id, k.created_at_ms))
-    if args.json:
-        output.print_json([_view(k) for k in rows])
-        return exit_codes.OK
-    if not rows:
-        print(f"no agent keys in {path} (`corridor agents register` adds one)")
-        return exit_codes.OK
-    output.print_table(
-        ["AGENT", "KEY ID", "AMOUNT MAX (MSAT)", "CREATED", "STATUS", "PUBLIC KEY"],
-        [[k.agent_id, k.key_id,
-          "-" if k.limits.amount_msat_max is None else k.limits.amount_msat_max,
-          output.utc(k.created_at_ms) if k.created_at_ms else "-",
-          "revoked" if k.revoked else "live", k.public_key] for k in rows],
+def _common(parser: argparse.ArgumentParser, json_option: Any, state_dir_option: Any,
+            what: str) -> None:  # fmt: skip
+    parser.add_argument(
+        "--as", dest="operator_id", metavar="ID",
+        help="who acts (default: the credential's id; `corridor up` makes operator-1 and "
+        "operator-2). Must match the credential, or identity_mismatch",
     )  # fmt: skip
+    parser.add_argument("--note", default="", metavar="TEXT", help=argparse.SUPPRESS)
+    state_dir_option(parser, None)
+    json_option(parser, what)
+
+
+def _actor(engine: EngineClient, args: argparse.Namespace) -> str:
+    from services.cli.errors import UsageError
+
+    actor = engine.credential.token(_ACTORS, args.operator_id)
+    if not actor:
+        raise UsageError("say who acts: --as ID (no credential names one)")
+    return args.operator_id or actor
+
+
+async def _send(args: argparse.Namespace, verb: str, body: dict[str, Any], field: str) -> int:
+    from services.bus import subjects
+    from services.cli.engine import EngineClient
+    from services.cli.intents import show_reply
+
+    async with EngineClient.open(args.state_dir) as engine:
+        actor = _actor(engine, args)
+        reply = await engine.request(
+            f"{subjects.AGENTS_API_PREFIX}.{verb}.{actor}", {**body, field: actor}
+        )
+    if args.json or not reply.get("ok"):
+        return show_reply(reply, as_json=args.json)
+    _print_keys(reply.get("keys") or [])
+    if reply.get("duplicate"):
+        print("(already recorded: nothing changed)")
+    return exit_codes.OK
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    wanted = {"amount_msat_max": args.amount_msat_max, "window_s": args.window_s,
+              "window_msat_max": args.window_msat_max}  # fmt: skip
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+async def _propose(args: argparse.Namespace, replaces: str | None) -> int:
+    body: dict[str, Any] = {
+        "type": "ProposeAgentKey", "version": 1, "agent_id": args.agent_id,
+        "public_key": args.public_key, "limits": _limits(args), "note": args.note,
+    }  # fmt: skip
+    if args.sponsor:
+        body["sponsor_id"] = args.sponsor
+    if replaces:
+        body["replaces_key_id"] = replaces
+    code = await _send(args, "propose", body, "proposer_id")
+    if code == exit_codes.OK and not args.json:
+        print("trusted once another operator runs `corridor agents approve KEY_ID --as OP`")
+    return code
+
+
+async def register_key(args: argparse.Namespace) -> int:
+    return await _propose(args, None)
+
+
+async def rotate_key(args: argparse.Namespace) -> int:
+    return await _propose(args, args.replaces)
+
+
+async def approve_key(args: argparse.Namespace) -> int:
+    body = {"type": "ApproveAgentKey", "version": 1, "key_id": args.key_id, "note": args.note}
+    return await _send(args, "approve", body, "approver_id")
+
+
+async def revoke_key(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"type": "RevokeAgentKey", "version": 1, "agent_id": args.agent_id,
+                            "note": args.note}  # fmt: skip
+    if args.key_id:
+        body["key_id"] = args.key_id
+    return await _send(args, "revoke", body, "revoker_id")
+
+
+def _print_keys(keys: list[dict[str, Any]]) -> None:
+    from services.cli import output
+
+    def limit(k: dict[str, Any]) -> str:
+        lim = k.get("limits") or {}
+        parts = []
+        if lim.get("amount_msat_max") is not None:
+            parts.append(f"{lim['amount_msat_max']}/cmd")
+        if lim.get("window_s") is not None:
+            parts.append(f"{lim['window_msat_max']}/{lim['window_s']}s")
+        return " ".join(parts) or "-"
+
+    output.print_table(
+        ["AGENT", "KEY ID", "STATUS", "LIMITS (MSAT)", "SPONSOR", "PROPOSER", "APPROVER",
+         "PUBLIC KEY"],
+        [[k["agent_id"], k["key_id"], k["status"], limit(k), k["sponsor_id"],
+          k["proposer_id"], k.get("approver_id") or "-", k["public_key"]] for k in keys],
+    )  # fmt: skip
+
+
+async def list_keys(args: argparse.Namespace) -> int:
+    from services.bus import subjects
+    from services.cli.engine import EngineClient
+    from services.cli.intents import show_reply
+
+    async with EngineClient.open(args.state_dir) as engine:
+        reply = await engine.request(
+            engine.credential.reader_subject(subjects.AGENTS_LIST),
+            {"type": "ListAgentKeys", "version": 1},
+        )
+    if args.json or not reply.get("ok"):
+        return show_reply(reply, as_json=args.json)
+    keys = reply.get("keys") or []
+    if not keys:
+        print("no agent keys (`corridor agents register` proposes one)")
+        return exit_codes.OK
+    _print_keys(keys)
     return exit_codes.OK
 
 

@@ -42,6 +42,7 @@ COMMAND_ROLES: Final = {
     "submit": "caller", "cancel": "caller", "get": "caller", "corridors": "caller",
     "approve": "operator", "reject": "operator", "policy": "operator", "watch": "auditor",
     "dlq": "operator",
+    "agents": "operator",
 }  # fmt: skip
 
 

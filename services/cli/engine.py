@@ -213,6 +213,8 @@ def describe_error(reply: dict[str, Any]) -> str:
     text = f"{error.get('code', 'error')}: {error.get('message', '')}".rstrip(": ")
     if error.get("field"):
         text += f" (field {error['field']})"
+    if error.get("limit") is not None:
+        text += f" (limit {error['limit']})"
     return text
 
 

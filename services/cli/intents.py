@@ -126,6 +126,7 @@ async def get(args: argparse.Namespace) -> int:
     if args.json or not reply.get("ok"):
         return show_reply(reply, as_json=args.json)
     shown = {k: v for k, v in reply.items() if k != "events"}
+    shown.update(_agent_facts(reply.get("events") or []))
     sys.stdout.write(readable_reply(shown))
     sys.stdout.write("\n")
     output.print_table(
@@ -137,6 +138,15 @@ async def get(args: argparse.Namespace) -> int:
         ],
     )  # fmt: skip
     return exit_codes.OK
+
+
+def _agent_facts(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """An agent's intent: the key that signed it and the human it acts for (ADR 0068)."""
+    for event in events:
+        if event.get("type") == "IntentReceived":
+            data = event.get("data") or {}
+            return {k: data[k] for k in ("on_behalf_of", "agent_key_id") if data.get(k)}
+    return {}
 
 
 async def decide(args: argparse.Namespace) -> int:

@@ -62,7 +62,7 @@ PLUGINS: Final = (
     (
         "agents",
         "services.cli.agents",
-        "agent signing keys: register, rotate, revoke, list; keygen and sign",
+        "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",
     ),
 )
 

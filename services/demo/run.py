@@ -62,6 +62,8 @@ EXECUTOR_HEALTH_INTERVAL_S = 0.2
 # executor said so, never because the machine was slow.
 ENGINE_HEALTH_INTERVAL_S = 5.0
 FAULT_SEEN_TIMEOUT_S = 10.0
+# Who sponsors each agent of the workload: the human who proposes its key (ADR 0068).
+AGENT_SPONSORS = {"agent-ledger": "ops-alice", "agent-scout": "ops-bob"}
 
 
 async def run_demo(
@@ -119,6 +121,9 @@ async def run_demo(
         )
         operator = ScriptedOperator(operator_nc, seed=seed)
         await operator.start()
+        # The agents' keys go through the two-person rule like anyone's (ADR 0068): the human
+        # who sponsors each agent proposes its key, the operator approves it.
+        agent_keys = await _register_agent_keys(callers, operator_nc, seed=seed)
 
         started = time.monotonic()
         merchants = sorted(n.name for n in sim.network.nodes.values() if n.role == "merchant")
@@ -126,7 +131,7 @@ async def run_demo(
         screen.phase(2, f"submitting {intents} intents in waves; faults follow the workload")
         driver = _Driver(
             callers=callers, sim=sim, engine=engine, tracker=tracker, merchants=merchants,
-            agent_keys=creds.agent_keys,
+            agent_keys=agent_keys,
         )  # fmt: skip
         await driver.run(workload, fault_schedule(intents), screen)
         workload_done = time.monotonic()
@@ -274,8 +279,6 @@ class _Credentials:
     callers: dict[str, Path] = field(default_factory=dict)
     executors: dict[str, Path] = field(default_factory=dict)
     operator: Path | None = None
-    # The agents' signing keys (private, in memory only), registered in the key file.
-    agent_keys: dict[str, Any] = field(default_factory=dict)
 
 
 def _make_credentials(work_dir: Path, targets: list[tuple[str, str]]) -> _Credentials:
@@ -294,35 +297,45 @@ def _make_credentials(work_dir: Path, targets: list[tuple[str, str]]) -> _Creden
         for region, node in targets
     }
     operator = nats_auth.ensure(work_dir, role="operator", ident=OPERATOR_ID)
-    agents = [caller_id for caller_id, kind, _ in CALLERS if kind == "agent"]
-    return _Credentials(
-        callers=callers, executors=executors, operator=operator,
-        agent_keys=_agent_signing_keys(work_dir, agents),
-    )  # fmt: skip
+    return _Credentials(callers=callers, executors=executors, operator=operator)
 
 
-def _agent_signing_keys(work_dir: Path, agents: list[str]) -> dict[str, Any]:
-    """A new signing key per agent for this run, registered beside the credential registry
-    where the engine looks (ADR 0066); an agent's key from an earlier run is rotated out."""
+async def _register_agent_keys(
+    callers: dict[str, Any], operator_nc: Any, *, seed: int
+) -> dict[str, Any]:
+    """Each agent's signing key, proposed by its sponsor and approved by the operator, as
+    events in the log (ADR 0068). The keys derive from the seed, so the same seed logs the same
+    events (ADR 0030); they are a demo's keys, never anyone's real ones."""
+    import hashlib
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from services.identity.agent_keys import (
-        agent_key,
-        agent_keys_path,
-        load_agent_keys,
-        save_agent_keys,
-    )
-    from services.signing.port import b64url
+    from services.bus import subjects
+    from services.signing.port import b64url, key_id_for
 
-    path = agent_keys_path(work_dir)
-    keys = load_agent_keys(path)
     private: dict[str, Any] = {}
-    for agent in agents:
-        private[agent] = Ed25519PrivateKey.generate()
-        entry = agent_key(agent, b64url(private[agent].public_key().public_bytes_raw()))
-        keys = keys.with_rotated(entry) if keys.live(agent) else keys.with_registered(entry)
-    save_agent_keys(path, keys)
+    for agent, sponsor in AGENT_SPONSORS.items():
+        raw = hashlib.sha256(f"corridor-demo-agent-key:{seed}:{agent}".encode()).digest()
+        key = Ed25519PrivateKey.from_private_bytes(raw)
+        propose = {
+            "type": "ProposeAgentKey", "version": 1, "agent_id": agent, "proposer_id": sponsor,
+            "public_key": b64url(key.public_key().public_bytes_raw()),
+        }  # fmt: skip
+        await _ask(callers[sponsor], f"{subjects.AGENTS_API_PREFIX}.propose.{sponsor}", propose)
+        key_id = key_id_for(key.public_key().public_bytes_raw())
+        approve = {"type": "ApproveAgentKey", "version": 1, "key_id": key_id,
+                   "approver_id": OPERATOR_ID}  # fmt: skip
+        await _ask(operator_nc, f"{subjects.AGENTS_API_PREFIX}.approve.{OPERATOR_ID}", approve)
+        private[agent] = key
     return private
+
+
+async def _ask(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    msg = await nc.request(subject, json.dumps(body).encode(), timeout=SUBMIT_TIMEOUT_S)
+    reply: dict[str, Any] = json.loads(msg.data)
+    if not reply.get("ok"):
+        raise RuntimeError(f"the engine refused {subject}: {reply.get('error')}")
+    return reply
 
 
 def _registry_lookup(stack: DevStack) -> dict[str, Any]:

@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import commands as cmd
+from schemas.agent_key_messages import (
+    AgentKeyCommand,
+    ApproveAgentKey,
+    ProposeAgentKey,
+    RevokeAgentKey,
+)
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
 from services.identity.registry import ID_PATTERN, Role
 
@@ -29,7 +35,9 @@ class Principal:
         return f"{self.role}:{self.id}"
 
 
-def claimed_identity(command: cmd.Command | PolicyCommand) -> tuple[str, str] | None:
+def claimed_identity(
+    command: cmd.Command | PolicyCommand | AgentKeyCommand,
+) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
     match command:
@@ -39,8 +47,12 @@ def claimed_identity(command: cmd.Command | PolicyCommand) -> tuple[str, str] | 
             return "operator_id", command.operator_id
         case ProposePolicy():
             return "proposer_id", command.proposer_id
-        case ApprovePolicy():
+        case ApprovePolicy() | ApproveAgentKey():
             return "approver_id", command.approver_id
+        case ProposeAgentKey():
+            return "proposer_id", command.proposer_id
+        case RevokeAgentKey():
+            return "revoker_id", command.revoker_id
         case cmd.RecordPaymentOutcome():
             # An executor's id is the name of the one node it reports for.
             return "node", command.node

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import msgspec
 
 from schemas import events as ev
+from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
@@ -19,6 +20,7 @@ AGGREGATE = "intent"
 POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
 DEAD_LETTER_AGGREGATE = "deadletter"
+AGENT_KEY_AGGREGATE = "agent-key"
 
 
 def to_new_events(
@@ -91,5 +93,7 @@ def to_recorded(stored: StoredEvent) -> RecordedEvent:
 def subject_for(event_type: str) -> str:
     if event_type in DEAD_LETTER_EVENT_TYPES:
         return f"corridor.evt.v1.{DEAD_LETTER_AGGREGATE}.{event_type}"
+    if event_type in AGENT_KEY_EVENT_TYPES:
+        return f"corridor.evt.v1.{AGENT_KEY_AGGREGATE}.{event_type}"
     aggregate = POLICY_AGGREGATE if event_type in POLICY_EVENT_TYPES else AGGREGATE
     return f"corridor.evt.v1.{aggregate}.{event_type}"

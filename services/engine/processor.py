@@ -20,6 +20,7 @@ import structlog
 
 from schemas import commands as cmd
 from schemas import errors
+from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import EventData, IntentRejected, InvoiceFacts
 from schemas.policy_document import WINDOW_S_MAX
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, PolicyProposed, ProposePolicy
@@ -32,6 +33,8 @@ from schemas.replies import (
     PolicyCommandAccepted,
     PolicyView,
 )
+from services.domain.agent_keys import AGENT_KEYS_STREAM
+from services.domain.agent_keys.limits import check_key_limits
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve, fold
 from services.domain.intent.access import may_read
 from services.domain.policy import (
@@ -42,9 +45,11 @@ from services.domain.policy import (
     evolve_policy,
     fold_policy,
 )
-from services.domain.policy.spend_tracker import SpendTracker
+from services.domain.policy.spend_tracker import SpendTracker, by_agent_key
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import Router
+from services.engine.agent_key_book import AgentKeyBook
+from services.engine.agent_key_planning import AGENT_KEY_COMMANDS, plan_agent_key_command
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
@@ -58,13 +63,14 @@ from services.eventstore.port import (
     StoredEvent,
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
+from services.identity.agent_keys import AgentKey, AgentKeyLookup
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 from services.signing.orders import sign_orders
 from services.signing.port import Signer
 
 log = structlog.get_logger("corridor.processor")
 
-Reply = CommandAccepted | PolicyCommandAccepted | CommandRejected
+Reply = CommandAccepted | PolicyCommandAccepted | AgentKeyCommandAccepted | CommandRejected
 
 _SPEND_EVENTS_SQL = (
     f"SELECT {COLUMNS} FROM events WHERE type = ANY(ARRAY['IntentReceived',"
@@ -85,12 +91,15 @@ _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, 
 
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
-    command: cmd.Command | PolicyCommand
+    command: cmd.Command | PolicyCommand | AgentKeyCommand
     correlation_id: str | None = None
     causation_id: str | None = None
     # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
     # commands (deadlines). The log's ``actor``.
     principal: Principal | None = None
+    # The agent key whose signature the intake verified (ADR 0066); its limits and sponsor
+    # are judged again, from the current keys, when the command is decided (ADR 0068).
+    agent_key: AgentKey | None = None
 
     def __post_init__(self) -> None:
         if self.principal is not None:
@@ -135,13 +144,20 @@ def _assumed_new(item: _Item) -> bool:
     """A submit whose intent this engine has not cached is taken to be new, without reading
     the log: most are, and for the others the append fails on the idempotency claim and the
     stream's version, and the batch is decided again with the stream read (``process``)."""
-    return isinstance(item.envelope.command, cmd.SubmitPaymentIntent) and not item.reload
+    # An agent's submit is read all the same: its key's limits are judged only for a new
+    # intent, and a retry of one already logged must get its intent, not a limit refusal.
+    return (
+        isinstance(item.envelope.command, cmd.SubmitPaymentIntent)
+        and not item.reload
+        and item.envelope.agent_key is None
+    )
 
 
 @dataclass(slots=True)
 class _Plan:
     policy_state: PolicyDocumentAggregate | None
     policy_changed: bool = False
+    agent_keys: AgentKeyBook | None = None  # a new view, when the batch changed the keys
     replies: list[Reply] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
@@ -188,6 +204,14 @@ class CommandProcessor:
         # Spend reserved or settled per caller, threaded through every decision so that two
         # intents racing for the last budget are judged one after the other.
         self._spend = SpendTracker()
+        # Agent keys' own windows (ADR 0068), beside the policy's and in the same batches, so
+        # whatever makes one hold across engine processes can make the other hold too.
+        self._key_spend = SpendTracker(account=by_agent_key)
+        # The agent keys the log trusts (ADR 0068); the intake verifies signatures against it.
+        self.agent_keys = AgentKeyBook()
+        # What the writer loop checks an agent submit's key against again: the log's keys, or
+        # a fixed set a test hands the bootstrap.
+        self.key_lookup: AgentKeyLookup = self.agent_keys
         # The policy document aggregate: one stream, loaded at start, kept current here.
         self._baseline_policy_version = baseline_policy_version
         self._policy_state: PolicyDocumentAggregate | None = None
@@ -270,15 +294,22 @@ class CommandProcessor:
                 self._prepare(item)
         if self._policy_stale and any(i.stream_id == POLICY_STREAM for i in items):
             await self.load_policy_state()
+        if any(i.stream_id == AGENT_KEYS_STREAM for i in items):
+            # Key changes are rare and another engine may have made one a moment ago: decide
+            # on the log's latest (one indexed query when nothing changed).
+            await self.agent_keys.refresh(self._store)
         await self._load(
             [
                 i.stream_id
                 for i in items
-                if i.error is None and i.stream_id != POLICY_STREAM and not _assumed_new(i)
+                if i.error is None
+                and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
+                and not _assumed_new(i)
             ]
         )
         self._prune_spend()
         self._spend.begin()
+        self._key_spend.begin()
         try:
             plan = self._plan(items)
             first_position = None
@@ -290,8 +321,12 @@ class CommandProcessor:
                     self.appending = False
         except BaseException:
             self._spend.rollback()  # nothing of this batch was committed
+            self._key_spend.rollback()
             raise
         self._spend.commit()
+        self._key_spend.commit()
+        if plan.agent_keys is not None:
+            self.agent_keys.adopt(plan.agent_keys.state)
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
         if first_position is not None and plan.events:
@@ -310,6 +345,9 @@ class CommandProcessor:
         command = item.envelope.command
         if isinstance(command, ProposePolicy | ApprovePolicy):
             item.stream_id = POLICY_STREAM
+            return
+        if isinstance(command, AGENT_KEY_COMMANDS):
+            item.stream_id = AGENT_KEYS_STREAM
             return
         if not isinstance(command, cmd.SubmitPaymentIntent):
             item.stream_id = command.intent_id
@@ -361,10 +399,24 @@ class CommandProcessor:
             if isinstance(command, ProposePolicy | ApprovePolicy):
                 plan.replies.append(self._plan_policy(plan, item, command, now_ms))
                 continue
+            if isinstance(command, AGENT_KEY_COMMANDS):
+                book = plan.agent_keys or self.agent_keys
+                reply, plan.agent_keys, events = plan_agent_key_command(
+                    book, command, item.envelope, now_ms=now_ms, new_id=self._ids.new_id,
+                    actor=_actor(item.envelope),
+                )  # fmt: skip
+                plan.events += events
+                plan.replies.append(reply)
+                continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             submit = command if isinstance(command, cmd.SubmitPaymentIntent) else None
             if submit and state is None and not self._rejections.allows(submit.caller.id, now_ms):
                 plan.replies.append(_rejected(_THROTTLED))
+                continue
+            try:
+                key = self._agent_key(plan, item) if state is None else None
+            except errors.CorridorError as exc:
+                plan.replies.append(_rejected(exc))
                 continue
             ctx = DecisionContext(
                 now_ms=now_ms,
@@ -376,8 +428,16 @@ class CommandProcessor:
                 invoice=item.invoice,
                 attempts_max=self._attempts_max,
                 pay_timeout_s=self._pay_timeout_s,
+                agent_key_id=key.key_id if key else None,
+                on_behalf_of=key.sponsor_id if key else None,
             )
             try:
+                if key is not None and isinstance(command, cmd.SubmitPaymentIntent):
+                    check_key_limits(
+                        key.key_id, key.limits, amount_msat=command.amount_msat,
+                        budget_msat=command.amount_msat + command.max_fee_msat,
+                        spend=self._key_spend, now_ms=now_ms,
+                    )  # fmt: skip
                 new_events = decide(state, command, ctx)
             except errors.CorridorError as exc:
                 plan.replies.append(_rejected(exc))
@@ -402,6 +462,7 @@ class CommandProcessor:
             assert new_state is not None
             # Applied now, so the next command in this batch sees this one's reservation.
             self._spend.apply(item.stream_id, new_events, at_ms=now_ms)
+            self._key_spend.apply(item.stream_id, new_events, at_ms=now_ms)
             metadata = EventMetadata(
                 correlation_id=item.envelope.correlation_id or item.stream_id,
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
@@ -458,6 +519,21 @@ class CommandProcessor:
             policy_version=command.policy_version, active_version=new_state.active_version
         )
 
+    def _agent_key(self, plan: _Plan, item: _Item) -> AgentKey | None:
+        """The current state of the key that signed a new agent submit (``None`` for others):
+        revoked since the intake checked it, the command is refused all the same."""
+        signed = item.envelope.agent_key
+        if signed is None:
+            return None
+        lookup = plan.agent_keys if plan.agent_keys is not None else self.key_lookup
+        key = lookup.find(signed.key_id)
+        if key is None or key.revoked:
+            raise errors.KeyRevoked(
+                f"key {signed.key_id} of agent {signed.agent_id} is revoked",
+                field="Corridor-Agent-Key-Id",
+            )
+        return key
+
     async def load_policy_state(self) -> None:
         history = await self._store.read_stream(POLICY_STREAM)
         events = [_policy_event(e) for e in history]
@@ -497,19 +573,24 @@ class CommandProcessor:
         if now_ms - self._spend_pruned_at_ms >= 60_000:
             self._spend_pruned_at_ms = now_ms
             self._spend.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
+            self._key_spend.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
 
     async def load_spend(self) -> int:
         """Rebuild the spend book from the log's recent events; returns events folded."""
         horizon_ms = self._clock.now_ms() - WINDOW_S_MAX * 1000
         tracker = SpendTracker()
+        key_tracker = SpendTracker(account=by_agent_key)
         folded = 0
         async with self._store.pool.acquire() as conn, conn.transaction():
             cursor = conn.cursor(_SPEND_EVENTS_SQL, horizon_ms)
             async for record in cursor:
                 stored = row_to_event(record)
-                tracker.apply(stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms)
+                event = [to_domain(stored)]
+                tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
+                key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
                 folded += 1
         self._spend = tracker
+        self._key_spend = key_tracker
         return folded
 
     def _remember(self, stream_id: str, state: PaymentIntent | None) -> None:
@@ -524,6 +605,8 @@ class CommandProcessor:
             self._cache.pop(item.stream_id, None)
             if item.stream_id == POLICY_STREAM:
                 self._policy_stale = True
+            if item.stream_id == AGENT_KEYS_STREAM:
+                self.agent_keys.stale = True
 
     async def status(
         self, intent_id: str, *, reader: Principal | None = None

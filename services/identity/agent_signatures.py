@@ -142,7 +142,8 @@ def verify_agent_command(
     limit = key.limits.amount_msat_max
     if limit is not None and amount_msat is not None and amount_msat > limit:
         raise errors.AgentLimitExceeded(
-            f"amount_msat {amount_msat} is above key {key.key_id}'s limit {limit}",
+            f"amount_msat {amount_msat} is above key {key.key_id}'s amount_msat_max {limit}",
             field="amount_msat",
+            limit=limit,
         )
     return key

@@ -67,6 +67,7 @@ def inbox_prefix(public_key: str) -> str:
 
 _API = subjects.API_PREFIX
 _POLICY = subjects.POLICY_API_PREFIX
+_AGENTS = subjects.AGENTS_API_PREFIX
 _CMD = subjects.CMD_PREFIX
 _INBOX = f"{INBOX_PREFIX}.{{key}}.>"
 _EVT = subjects.EVT_STREAM
@@ -80,7 +81,11 @@ _QUERIES = (
     f"{subjects.API_STATUS}.{{role}}.{{id}}",
     subjects.POLICY_SHOW,
     subjects.POLICY_CORRIDORS,
+    f"{subjects.AGENTS_LIST}.{{role}}.{{id}}",
 )
+# A human principal (a caller of kind ``human``) proposes keys for the agents they sponsor,
+# and revokes them; an operator approves (ADR 0068). Services and agents change no keys.
+HUMAN_EXTRA_PUBLISH: Final = (f"{_AGENTS}.propose.{{id}}", f"{_AGENTS}.revoke.{{id}}")
 # Reading CORRIDOR_EVT: ordered (ephemeral push) consumers as `corridor watch` makes them, a
 # pull durable of one's own (``<role>-<id>``), message gets by sequence, flow-control replies.
 # nats-server names an ephemeral consumer itself, but a create request on the stream's plain
@@ -121,6 +126,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.reject.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
+                f"{_AGENTS}.propose.{{id}}",
+                f"{_AGENTS}.approve.{{id}}",
+                f"{_AGENTS}.revoke.{{id}}",
                 # The dead-letter desk, answered by the engine and audited in the log under
                 # this id (ADR 0080): no direct access to CORRIDOR_DLQ or the command stream.
                 *(
@@ -181,8 +189,11 @@ def user_permissions(credential: Credential) -> Permissions:
         "region": credential.region or "",
         "node": credential.node or "",
     }
+    publish = table.publish
+    if credential.role == "caller" and credential.kind == "human":
+        publish = (*publish, *HUMAN_EXTRA_PUBLISH)
     return Permissions(
-        publish=tuple(p.format(**values) for p in table.publish),
+        publish=tuple(p.format(**values) for p in publish),
         subscribe=tuple(s.format(**values) for s in table.subscribe),
     )
 

@@ -1,4 +1,5 @@
-"""Request/reply API on core NATS: ``corridor.api.v1.intents.*`` and ``corridor.api.v1.policy.*``.
+"""Request/reply API on core NATS: ``corridor.api.v1.intents.*``, ``corridor.api.v1.policy.*``
+and ``corridor.api.v1.agents.*`` (agent keys, ADR 0068).
 
 Commands are answered after commit; queries from the engine's own state (see ``subjects``).
 Every command and intent query is bound to the identity its subject names (ADR 0061).
@@ -15,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from schemas import codec, errors, limits
+from schemas.agent_key_messages import ListAgentKeys
 from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import GetPolicy, ListCorridors
 from schemas.replies import CommandRejected
@@ -61,7 +63,11 @@ class ApiService:
         self._subs: list[Subscription] = []
 
     async def start(self) -> None:
-        for wildcard in (subjects.API_WILDCARD, subjects.POLICY_API_WILDCARD):
+        for wildcard in (
+            subjects.API_WILDCARD,
+            subjects.POLICY_API_WILDCARD,
+            subjects.AGENTS_API_WILDCARD,
+        ):
             self._subs.append(
                 await self._nc.subscribe(
                     wildcard,
@@ -154,6 +160,14 @@ class ApiService:
         if subject == subjects.POLICY_CORRIDORS:
             _query(msg, ListCorridors)
             return corridors_view(self._corridors)
+        if subject == subjects.AGENTS_LIST or subject.startswith(subjects.AGENTS_LIST + "."):
+            return self._agent_keys(msg)
+        if subject.startswith(subjects.AGENTS_API_PREFIX + "."):
+            envelope = parse_command(
+                subject, subjects.AGENTS_API_PREFIX, msg.data, msg.headers,
+                authenticator=self._auth, verbs=subjects.AGENT_KEY_VERBS,
+            )  # fmt: skip
+            return await self._processor.execute(envelope)
         if subject.startswith(subjects.POLICY_API_PREFIX + "."):
             envelope = parse_command(
                 subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,
@@ -171,6 +185,16 @@ class ApiService:
             causation_id=envelope.causation_id,
         )
         return reply
+
+    def _agent_keys(self, msg: Msg) -> Any:
+        """``agents.list.<role>.<id>``: operators and auditors see every key, anyone else the
+        keys they sponsor or sign with; the bare subject is the engine's own."""
+        _query(msg, ListAgentKeys)
+        rest = msg.subject[len(subjects.AGENTS_LIST) :]
+        reader = query_reader("list", tuple(rest[1:].split(".")) if rest else (), self._auth)
+        if reader is None or reader.role in ("operator", "auditor", "engine"):
+            return self._processor.agent_keys.view()
+        return self._processor.agent_keys.view(reader_id=reader.id)
 
     def _encode_reply(self, reply: Any) -> bytes:
         data = codec.encode(reply)

@@ -10,9 +10,13 @@ Without a registry (unit tests, setups from before credentials) the token rules 
 but nothing is verified: a caller's kind is the payload's and an executor's region the corridor
 table's. That is today's trust, and it is logged when the engine starts.
 
-An agent's commands carry its signature too (ADR 0066), checked against the agent key
-registry: with a credential registry and no agent key registry, no agent key is trusted, so
-every agent command is refused. Without a credential registry nobody is an agent.
+An agent's commands carry its signature too (ADR 0066), checked against the agent keys the
+log trusts (ADR 0068): with a credential registry and no agent keys, every agent command is
+refused. Without a credential registry nobody is an agent.
+
+Agent keys are changed by operators and by human principals (a caller credential of kind
+``human``): ``agents.propose|revoke.<id>`` from either, ``agents.approve.<id>`` from operators
+only (ADR 0068). An id that is both is taken as the operator.
 """
 
 from __future__ import annotations
@@ -23,11 +27,17 @@ import structlog
 
 from schemas import commands as cmd
 from schemas import errors
+from schemas.agent_key_messages import (
+    AgentKeyCommand,
+    ApproveAgentKey,
+    ProposeAgentKey,
+    RevokeAgentKey,
+)
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import CorridorTable
-from services.identity.agent_keys import AgentKeyLookup, AgentKeys, IndexedAgentKeys
+from services.identity.agent_keys import AgentKey, AgentKeyLookup, AgentKeys, IndexedAgentKeys
 from services.identity.agent_signatures import verify_agent_command
 from services.identity.lookup import CredentialLookup
 from services.identity.registry import ID_PATTERN, ROLES, Credential, Role
@@ -60,7 +70,9 @@ class Authenticator:
     def verified(self) -> bool:
         return self._credentials is not None
 
-    def command(self, token: str, command: cmd.Command | PolicyCommand) -> Principal:
+    def command(
+        self, token: str, command: cmd.Command | PolicyCommand | AgentKeyCommand
+    ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
@@ -72,6 +84,11 @@ class Authenticator:
             case cmd.RecordPaymentOutcome():
                 self._check_region(token, command.region)
                 return Principal(role="executor", id=token)
+            case ApproveAgentKey():
+                self._require("operator", token)
+                return Principal(role="operator", id=token)
+            case ProposeAgentKey() | RevokeAgentKey():
+                return self._key_changer(token)
             case _:
                 # Intent approvals and rejections, policy proposals and approvals.
                 self._require("operator", token)
@@ -80,16 +97,18 @@ class Authenticator:
     def check_signature(
         self,
         principal: Principal,
-        command: cmd.Command | PolicyCommand,
+        command: cmd.Command | PolicyCommand | AgentKeyCommand,
         data: bytes,
         headers: Mapping[str, str] | None,
-    ) -> None:
-        """An agent's command is signed by a live key of that agent, within the key's limits
-        (ADR 0066); anyone else's passes untouched."""
+    ) -> AgentKey | None:
+        """The live key of the agent that signed its command, within the key's per-command
+        limit (ADR 0066); ``None`` for anyone else's, which passes untouched."""
         if principal.role != "agent":
-            return
+            return None
         amount = command.amount_msat if isinstance(command, cmd.SubmitPaymentIntent) else None
-        verify_agent_command(principal.id, data, headers, self._agent_keys, amount_msat=amount)
+        return verify_agent_command(
+            principal.id, data, headers, self._agent_keys, amount_msat=amount
+        )
 
     def reader(self, role: str, ident: str, *, history: bool) -> Principal:
         """The principal of ``<query>.<role>.<id>``; which intents it reads is the domain's
@@ -120,6 +139,19 @@ class Authenticator:
         assert credential.kind is not None, "Credential.check: callers and agents have a kind"
         _same("caller.kind", caller.kind, credential.kind)
         return Principal(role=credential.role, id=token)
+
+    def _key_changer(self, token: str) -> Principal:
+        """An operator, or a human principal; nobody else proposes or revokes agent keys."""
+        if self._credentials is None or self._credentials.find("operator", token) is not None:
+            return Principal(role="operator", id=token)
+        caller = self._credentials.find("caller", token)
+        if caller is None or caller.kind != "human":
+            raise errors.Forbidden(
+                f"{token!r} is neither an operator nor a human caller: only they propose or "
+                "revoke agent keys",
+                field="subject",
+            )
+        return Principal(role="caller", id=token)
 
     def _check_region(self, node: str, claimed: str) -> None:
         if self._credentials is not None:

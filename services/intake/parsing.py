@@ -50,13 +50,14 @@ def parse_command(
             code="subject_mismatch",
         )
     principal = authenticator.command(identity_token, command)
-    authenticator.check_signature(principal, command, data, headers)
+    agent_key = authenticator.check_signature(principal, command, data, headers)
     headers = headers or {}
     return CommandEnvelope(
         command=command,
         correlation_id=headers.get(subjects.HDR_CORRELATION_ID) or None,
         causation_id=headers.get(subjects.HDR_MSG_ID) or None,
         principal=principal,
+        agent_key=agent_key,
     )
 
 

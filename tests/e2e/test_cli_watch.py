@@ -46,17 +46,25 @@ def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path
     added = run_cli("creds", "add", "--role", "agent", "--id", "watcher", "--out", str(agent),
                     "--state-dir", str(state))  # fmt: skip
     assert added.returncode == 0, added.stderr
-    # And its signing key, registered beside the credential (ADR 0066).
+    # And its signing key (ADR 0066), proposed by operator-1, approved by operator-2 (ADR 0068).
     key_file = tmp_path / "watcher.key"
     made = run_cli("agents", "keygen", "--out", str(key_file), "--json")
     assert made.returncode == 0, made.stderr
     public_key = json.loads(made.stdout)["public_key"]
-    registered = run_cli("agents", "register", "--id", "watcher", "--public-key", public_key,
-                         "--state-dir", str(state))  # fmt: skip
-    assert registered.returncode == 0, registered.stderr
     signing = ["--agent-key", str(key_file)]
     with running_stack(state) as state_dir:
         sd = ["--state-dir", str(state_dir)]
+        # ``=``: a base64url key may start with "-", which argparse would take for an option.
+        registered = run_cli("agents", "register", "--id", "watcher",
+                             f"--public-key={public_key}", *sd)  # fmt: skip
+        assert registered.returncode == 0, registered.stderr + registered.stdout
+        key_id = json.loads(made.stdout)["key_id"]
+        own = run_cli("agents", "approve", key_id, *sd)  # operator-1 proposed it
+        assert own.returncode != 0 and "two_person_rule" in own.stderr, own.stderr
+        approved = run_cli("agents", "approve", key_id, "--as", "operator-2", *sd)
+        assert approved.returncode == 0, approved.stderr + approved.stdout
+        listed = run_cli("agents", "list", "--json", *sd)
+        assert [k["status"] for k in json.loads(listed.stdout)["keys"]] == ["approved"]
         # Rejections (by policy, by an operator) and cancellations, interleaved in the log.
         waiting = [
             _submit(sd, f"big-{i}", kind="agent", amount_msat=15_000_000, signing=signing)

@@ -1,9 +1,9 @@
 """Agents sign their commands (ADR 0066), over real NATS and PostgreSQL.
 
-The engine is built as ``corridor up`` builds it: a credential registry file, and the agent key
-file beside it (``<state_dir>/auth/agent-keys.json``), found by the bootstrap. A signed agent
-submit is accepted; a forged, replayed, revoked or over-limit one is refused with its code, and
-nothing of a refused command reaches the log.
+The engine is built as ``corridor up`` builds it: a credential registry file, and agent keys
+trusted through the log (ADR 0068): each proposed by one operator and approved by another. A
+signed agent submit is accepted; a forged, replayed, revoked or over-limit one is refused with
+its code, and nothing of a refused command reaches the log.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.api import ConsumerConfig
 
+from schemas.agent_key_messages import AgentKeyLimits, ApproveAgentKey, ProposeAgentKey
 from services.bootstrap import Engine, bootstrap
-from services.identity.agent_keys import AgentKeys, agent_key, agent_keys_path, save_agent_keys
+from services.domain.principal import Principal
+from services.engine.processor import CommandEnvelope
 from services.identity.agent_signatures import HDR_KEY_ID, HDR_SIGNATURE, sign_command
 from services.identity.lookup import RegistryFile
 from services.identity.registry import Credential, Registry, registry_path, save_registry
 from services.settings import Settings
-from services.signing.port import b64url
+from services.signing.port import b64url, key_id_for
 from tests.factories import submit
 
 API = "corridor.api.v1.intents"
@@ -53,16 +55,11 @@ async def signed(nats_url: str, database_url: str, tmp_path: Path) -> AsyncItera
                 Credential(id="alice", role="caller", kind="service", public_key=NKEY),
                 Credential(id="bot-7", role="agent", kind="agent", public_key=NKEY),
                 Credential(id="bot-8", role="agent", kind="agent", public_key=NKEY),
+                Credential(id="op-1", role="operator", public_key=NKEY),
+                Credential(id="op-2", role="operator", public_key=NKEY),
             )
         ),
     )
-    keys = (
-        AgentKeys()
-        .with_registered(agent_key("bot-7", _pub(BOT7_OLD)))
-        .with_rotated(agent_key("bot-7", _pub(BOT7), amount_msat_max=LIMIT_MSAT))
-        .with_registered(agent_key("bot-8", _pub(BOT8)))
-    )
-    save_agent_keys(agent_keys_path(tmp_path), keys)
     engine = await bootstrap(
         Settings(state_dir=tmp_path),
         nats_url=nats_url,
@@ -70,8 +67,34 @@ async def signed(nats_url: str, database_url: str, tmp_path: Path) -> AsyncItera
         credentials=RegistryFile(registry_path(tmp_path)),
     )
     await engine.start(relay=False)
+    await register(engine, "bot-7", BOT7_OLD)
+    await register(engine, "bot-7", BOT7, replaces=BOT7_OLD, amount_msat_max=LIMIT_MSAT)
+    await register(engine, "bot-8", BOT8)
     yield engine
     await engine.stop()
+
+
+async def register(
+    engine: Engine,
+    agent: str,
+    key: Ed25519PrivateKey,
+    *,
+    replaces: Ed25519PrivateKey | None = None,
+    amount_msat_max: int | None = None,
+) -> None:
+    """Propose as op-1 and approve as op-2, through the writer loop as the intake would."""
+    propose = ProposeAgentKey(
+        agent_id=agent, public_key=_pub(key), proposer_id="op-1",
+        limits=AgentKeyLimits(amount_msat_max=amount_msat_max),
+        replaces_key_id=key_id_for(replaces.public_key().public_bytes_raw()) if replaces else None,
+    )  # fmt: skip
+    op1, op2 = Principal(role="operator", id="op-1"), Principal(role="operator", id="op-2")
+    proposed = await engine.processor.execute(CommandEnvelope(command=propose, principal=op1))
+    assert proposed.ok, proposed
+    key_id = key_id_for(key.public_key().public_bytes_raw())
+    approve = ApproveAgentKey(key_id=key_id, approver_id="op-2")
+    approved = await engine.processor.execute(CommandEnvelope(command=approve, principal=op2))
+    assert approved.ok, approved
 
 
 async def send(
@@ -150,7 +173,7 @@ async def test_forged_replayed_revoked_and_over_limit_signatures_are_refused(
         "signature_invalid",
         HDR_KEY_ID,
     )
-    assert await signed.store.head_position() == 0
+    assert await intent_events(signed) == 0
 
     # The command the signature was made for still goes through.
     accepted = await send(nc, subject, data, good)
@@ -172,4 +195,11 @@ async def test_the_command_stream_dead_letters_unsigned_agent_commands(
         HDR_KEY_ID,
     )
     await dead.ack()
-    assert await signed.store.head_position() == 0
+    assert await intent_events(signed) == 0
+
+
+async def intent_events(engine: Engine) -> int:
+    """Events in the log besides the agent keys' own stream."""
+    async with engine.store.pool.acquire() as conn:
+        count = await conn.fetchval("SELECT count(*) FROM events WHERE stream_id <> 'agent-keys'")
+    return int(count)

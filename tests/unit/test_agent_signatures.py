@@ -14,16 +14,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas import errors
+from schemas.agent_key_messages import ApproveAgentKey, ProposeAgentKey, RevokeAgentKey
+from services.domain.agent_keys import decide, fold
 from services.domain.principal import Principal
 from services.identity.agent_keys import (
     AgentKeys,
-    AgentKeysFile,
-    AgentLimits,
     IndexedAgentKeys,
     InvalidAgentKey,
     agent_key,
-    load_agent_keys,
-    save_agent_keys,
+    from_registry,
 )
 from services.identity.agent_signatures import (
     HDR_KEY_ID,
@@ -181,79 +180,53 @@ def test_a_registry_without_agent_keys_trusts_no_agent() -> None:
         parse_command(SUBJECT, PREFIX, BODY, headers, authenticator=Authenticator(REGISTRY))
 
 
-# --- the key file ---------------------------------------------------------------------------
-def test_register_rotate_revoke_and_reload(tmp_path: Path) -> None:
-    path = tmp_path / "auth" / "agent-keys.json"
-    now = [0.0]
-    lookup = AgentKeysFile(path, monotonic=lambda: now[0])
-    assert lookup.find(KEY_ID) is None
-    first = agent_key("bot-7", PUBLIC_KEY_B64, amount_msat_max=10)
-    keys = AgentKeys().with_registered(first)
-    with pytest.raises(InvalidAgentKey, match="rotate"):
-        keys.with_registered(agent_key("bot-7", _b64(OTHER)))
-    save_agent_keys(path, keys)
-    now[0] += 0.06  # a miss looks at the file again after 50 ms
-    assert lookup.find(KEY_ID) == first
-
-    rotated = keys.with_rotated(agent_key("bot-7", _b64(OTHER)))
-    assert [(k.key_id == KEY_ID, k.revoked) for k in rotated.keys] == [(True, True), (False, False)]
-    with pytest.raises(InvalidAgentKey, match="not reused"):
-        rotated.with_revoked("bot-7").with_registered(first)
-    save_agent_keys(path, rotated.with_revoked("bot-7"))
-    assert load_agent_keys(path).live() == ()
-    now[0] += 1.0
-    found = lookup.find(KEY_ID)
-    assert found is not None and found.revoked
+# --- the keys the log trusts (ADR 0068) -------------------------------------------------------
+def test_only_approved_keys_verify_and_revoked_ones_say_so() -> None:
+    """A proposal awaiting approval is not trusted at all (``signature_invalid``, as an unknown
+    key); approved, it verifies; revoked, a good signature is ``key_revoked``."""
+    alice, op = Principal(role="caller", id="alice"), Principal(role="operator", id="op-2")
+    headers = {HDR_KEY_ID: KEY_ID, HDR_SIGNATURE: SIGNATURE}
+    propose = ProposeAgentKey(agent_id="bot-7", public_key=PUBLIC_KEY_B64, proposer_id="alice")
+    events = decide(None, propose, actor=alice, now_ms=1)
+    state = fold(events)
+    with pytest.raises(errors.SignatureInvalid):
+        verify_agent_command("bot-7", BODY, headers, from_registry(state))
+    approve = ApproveAgentKey(key_id=KEY_ID, approver_id="op-2")
+    events += decide(state, approve, actor=op, now_ms=2)
+    state = fold(events)
+    key = verify_agent_command("bot-7", BODY, headers, from_registry(state))
+    assert (key.key_id, key.sponsor_id) == (KEY_ID, "alice")
+    events += decide(state, RevokeAgentKey(agent_id="bot-7", revoker_id="alice"), actor=alice,
+                     now_ms=3)  # fmt: skip
+    with pytest.raises(errors.KeyRevoked):
+        verify_agent_command("bot-7", BODY, headers, from_registry(fold(events)))
 
 
-def test_files_the_engine_must_not_trust_are_refused(tmp_path: Path) -> None:
+def test_entries_the_engine_must_not_trust_are_refused() -> None:
     entry = agent_key("bot-7", PUBLIC_KEY_B64)
     with pytest.raises(InvalidAgentKey, match="key_id"):
         AgentKeys(keys=(msgspec.structs.replace(entry, key_id="0" * 16),)).check()
-    windowed = msgspec.structs.replace(entry, limits=AgentLimits(window_s=60))
-    with pytest.raises(InvalidAgentKey, match="not enforced"):
-        AgentKeys(keys=(windowed,)).check()
     with pytest.raises(InvalidAgentKey):
         agent_key("bot-7", PUBLIC_KEY_B64[:-2])
-    # A broken file leaves the previous registry in force.
-    path = tmp_path / "agent-keys.json"
-    save_agent_keys(path, AgentKeys(keys=(entry,)))
-    now = [0.0]
-    lookup = AgentKeysFile(path, monotonic=lambda: now[0])
-    path.write_text('{"keys": [{"agent_id": "bot-7"}]}')
-    now[0] += 5
-    assert lookup.find(KEY_ID) == entry
 
 
 # --- the CLI: an integrator's round trip --------------------------------------------------
-def test_cli_keygen_register_sign_verify_revoke(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_keygen_sign_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from services.cli.main import main
-    from services.identity.agent_keys import agent_keys_path
 
-    state = tmp_path / "state"
     assert main(["agents", "keygen", "--out", str(tmp_path / "bot.key"), "--json"]) == 0
     made = json.loads(capsys.readouterr().out)
     assert (tmp_path / "bot.key").stat().st_mode & 0o077 == 0
-    assert main(["agents", "register", "--id", "bot-7", "--public-key", made["public_key"],
-                 "--amount-msat-max", "60000", "--state-dir", str(state)]) == 0  # fmt: skip
     command = tmp_path / "command.json"
     command.write_bytes(BODY)
-    capsys.readouterr()
     assert main(["agents", "sign", "--key", str(tmp_path / "bot.key"), "--file", str(command),
                  "--json"]) == 0  # fmt: skip
     headers = json.loads(capsys.readouterr().out)
     assert headers[HDR_KEY_ID] == made["key_id"]
-    lookup = AgentKeysFile(agent_keys_path(state))
-    assert verify_agent_command("bot-7", BODY, headers, lookup, amount_msat=50_000)
-    assert main(["agents", "revoke", "--id", "bot-7", "--state-dir", str(state)]) == 0
-    keys = load_agent_keys(agent_keys_path(state))
-    with pytest.raises(errors.KeyRevoked):
-        verify_agent_command("bot-7", BODY, headers, IndexedAgentKeys(keys))
-    # A second register of the same agent without rotating is a usage error, not a traceback.
-    assert main(["agents", "rotate", "--id", "bot-7", "--public-key", made["public_key"],
-                 "--state-dir", str(state)]) == 2  # fmt: skip
+    keys = IndexedAgentKeys(AgentKeys(keys=(agent_key("bot-7", made["public_key"]),)))
+    assert verify_agent_command("bot-7", BODY, headers, keys, amount_msat=50_000)
+    # keygen never overwrites a key: a usage error, not a traceback.
+    assert main(["agents", "keygen", "--out", str(tmp_path / "bot.key")]) == 2
 
 
 def test_the_integrator_guide_signs_the_vector() -> None:

@@ -311,3 +311,23 @@ def test_a_file_that_is_not_a_seed_is_one_line_error(tmp_path: Path) -> None:
         nats_auth.read_public_key(bad)
     with pytest.raises(nats_auth.CredentialFileError, match="cannot read"):
         nats_auth.read_public_key(tmp_path / "missing.nk")
+
+
+def test_agent_keys_humans_propose_and_revoke_operators_also_approve() -> None:
+    """ADR 0068: services and agents change no keys; a human proposes and revokes under its own
+    id; only an operator approves."""
+    human = Credential(id="alice", role="caller", kind="human", public_key=KEYS["g"])
+    rendered = render_authorization(Registry(credentials=(*EVERY_ROLE.credentials, human)))
+    users = {**_users(), "human": next(u for u in rendered["users"] if u["nkey"] == KEYS["g"])}
+    prefix = subjects.AGENTS_API_PREFIX
+    for role, ident in (("caller", "acme"), ("agent", "bot"), ("auditor", "aud-1")):
+        for verb in ("propose", "approve", "revoke"):
+            assert not allowed(users[role], f"{prefix}.{verb}.{ident}"), (role, verb)
+    assert allowed(users["human"], f"{prefix}.propose.alice")
+    assert allowed(users["human"], f"{prefix}.revoke.alice")
+    assert not allowed(users["human"], f"{prefix}.approve.alice")
+    assert not allowed(users["human"], f"{prefix}.propose.bob")
+    for verb in ("propose", "approve", "revoke"):
+        assert allowed(users["operator"], f"{prefix}.{verb}.op-1")
+        assert not allowed(users["operator"], f"{prefix}.{verb}.op-2")
+    assert allowed(users["auditor"], f"{subjects.AGENTS_LIST}.auditor.aud-1")

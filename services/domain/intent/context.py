@@ -22,3 +22,6 @@ class DecisionContext:
     # Bounds the re-route budget: first attempt plus at most two fallbacks.
     attempts_max: int = 3
     pay_timeout_s: int = 60
+    # An agent's submit: the key that signed it and that key's sponsor (ADR 0068).
+    agent_key_id: str | None = None
+    on_behalf_of: str | None = None

@@ -76,6 +76,8 @@ def _submit(
         metadata=command.metadata,
         received_at_ms=ctx.now_ms,
         request_fingerprint=ctx.request_fingerprint,
+        agent_key_id=ctx.agent_key_id,
+        on_behalf_of=ctx.on_behalf_of,
     )
     verdict = ctx.policy.judge(
         command, now_ms=ctx.now_ms, payee=ctx.invoice.payee if ctx.invoice else None

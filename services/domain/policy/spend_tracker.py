@@ -6,6 +6,10 @@ intents). The tracker gives the same answers (a Hypothesis test folds random log
 compares) with per-caller running totals and a time-ordered list of settlements per caller
 with cumulative sums, so a window's settled amount is one binary search.
 
+The same tracker keeps agent keys' windows (ADR 0068): built with ``account=by_agent_key``
+it books each intent to the key that signed it instead of its caller, and ignores intents no
+key signed. The engine keeps the two side by side, in one batch, folded from one log read.
+
 It is mutable and pure (no I/O, no clock). The engine applies events as it decides each
 command of a batch (so the next command sees the reservation), inside ``begin()``; it calls
 ``commit()`` once the batch is durable, or ``rollback()`` to undo the batch's changes.
@@ -21,6 +25,16 @@ from schemas import events as ev
 from services.domain.policy.spend import WindowLimit, WindowUse
 
 _RELEASING = (ev.IntentRejected, ev.IntentFailed, ev.IntentCancelled, ev.IntentExpired)
+
+
+def by_caller(received: ev.IntentReceived) -> str | None:
+    """The policy's spend windows: every intent, booked to its caller."""
+    return received.caller.id
+
+
+def by_agent_key(received: ev.IntentReceived) -> str | None:
+    """Agent keys' windows: an agent's intent, booked to the key that signed it."""
+    return received.agent_key_id
 
 
 @dataclass(slots=True)
@@ -73,7 +87,10 @@ class _Settled:
 
 
 class SpendTracker:
-    def __init__(self) -> None:
+    def __init__(self, *, account: Callable[[ev.IntentReceived], str | None] = by_caller) -> None:
+        # Who an intent's spend is booked to; ``None``: not tracked at all.
+        self._account = account
+        self._every_intent = account is by_caller
         self._facts: dict[str, _Facts] = {}  # intents not final yet
         self._open_msat: dict[str, int] = {}  # caller -> sum of open reservations
         self._open_ids: dict[str, set[str]] = {}  # caller -> reserved intent ids
@@ -139,13 +156,16 @@ class SpendTracker:
         for event in events:
             match event:
                 case ev.IntentReceived():
+                    account = self._account(event)
+                    if account is None:
+                        continue
                     destination = event.destination or (
                         event.invoice.payee if event.invoice else None
                     )
                     self._add_facts(
                         intent_id,
                         _Facts(
-                            caller_id=event.caller.id,
+                            caller_id=account,
                             budget_msat=event.amount_msat + event.max_fee_msat,
                             destination=destination,
                         ),
@@ -169,6 +189,8 @@ class SpendTracker:
 
     def _reserve(self, intent_id: str, at_ms: int) -> None:
         facts = self._facts.get(intent_id)
+        if facts is None and not self._every_intent:
+            return  # an intent this tracker does not book
         assert facts is not None, f"{intent_id}: reservation before IntentReceived"
         if facts.reserved_at_ms is not None:
             return
@@ -206,6 +228,8 @@ class SpendTracker:
 
     def _settle(self, intent_id: str, total_msat: int, at_ms: int) -> None:
         facts = self._facts.pop(intent_id, None)
+        if facts is None and not self._every_intent:
+            return
         assert facts is not None and facts.reserved_at_ms is not None, (
             f"settling {intent_id} which holds no reservation"
         )
