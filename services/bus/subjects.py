@@ -58,6 +58,7 @@ VERBS: Final = {
     "cancel": "CancelPaymentIntent",
     "approve": "ApprovePaymentIntent",
     "reject": "RejectPaymentIntent",
+    "resolve": "ResolvePaymentIntent",
     "outcome": "RecordPaymentOutcome",
 }
 
