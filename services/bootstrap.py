@@ -26,6 +26,7 @@ from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVER
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
+from services.engine.sweeper import Sweeper
 from services.eventstore.postgres import PostgresEventStore
 from services.executor.health import (
     HEALTH_PENDING_BYTES_MAX,
@@ -77,6 +78,8 @@ class Engine:
     health_listener: HealthListener
     # Signs the log's chain head (ADR 0065).
     checkpoints: Checkpointer | None = None
+    # Re-issues quiet work orders and escalates intents that outlived their bound (ADR 0075).
+    sweeper: Sweeper | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -98,6 +101,8 @@ class Engine:
             self._spawn(self.commands.run, "cmd-consumer")
         if relay:
             self._spawn(self.relay.run, "relay")
+            if self.sweeper is not None:
+                self._spawn(self.sweeper.run, "sweeper")
 
     async def _on_health(self, msg: Any) -> None:
         # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
@@ -239,4 +244,13 @@ async def bootstrap(
         health=health,
         health_listener=HealthListener(health, engine_clock.now_ms),
         checkpoints=checkpoints,
+        sweeper=Sweeper(
+            store,
+            processor,
+            relay,
+            engine_clock,
+            interval_s=settings.sweep_interval_s,
+            reissue_after_s=settings.reissue_after_s,
+            life_s=settings.intent_life_s,
+        ),
     )
