@@ -101,6 +101,28 @@ async def test_a_lost_dispatch_stream_is_repaired_from_the_log_at_start(
             assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]
 
 
+async def test_a_running_executor_binds_again_after_its_stream_is_lost(
+    nats_url: str, database_url: str, nc: Client, tmp_path: Path
+) -> None:
+    # Its durable went with the stream: before ADR 0075 every fetch failed from then on.
+    async with sim_stack(tmp_path, nats_url) as sim:
+        async with running_engine(nats_url, database_url, tmp_path) as engine:
+            sim.start("us", "us-lnd", "us-1")
+            before, _, _ = await _invoice_intent(sim, nc, "before")
+            await wait_for(
+                _state_is(engine, before, "settled"), timeout_s=SETTLE_TIMEOUT_S, what="warm-up"
+            )
+        await nc.jetstream().delete_stream(subjects.DISPATCH_STREAM)
+        async with running_engine(nats_url, database_url, tmp_path) as engine:
+            after, payment_hash, _ = await _invoice_intent(sim, nc, "after")
+            await wait_for(
+                _state_is(engine, after, "settled"),
+                timeout_s=SETTLE_TIMEOUT_S,
+                what="the running executor to pay an order from the new stream",
+            )
+        assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]
+
+
 async def _checkpoint_at(engine: Engine, position: int) -> bool:
     return (await engine.store.get_checkpoint(CHECKPOINT) or 0) >= position
 
