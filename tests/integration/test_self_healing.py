@@ -15,6 +15,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from projections.exceptions import build as exception_queue
 from schemas.commands import RecordPaymentOutcome
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
@@ -211,6 +212,14 @@ async def test_a_node_that_never_answers_becomes_an_exception_and_keeps_its_spen
         assert item.data["reason"] == "life_exceeded"
         assert (item.data["region"], item.data["node"], item.data["attempt"]) == ("us", "us-lnd", 1)
         assert _reserved_msat(engine) == reserved_msat, "a timeout alone releases nothing"
+        # ...and in the operator's queue (`corridor exceptions`).
+        logged = [
+            {"type": e.type, "stream_id": e.stream_id, "recorded_at_ms": e.recorded_at_ms,
+             "data": e.payload}
+            for e in await engine.store.read_stream(intent_id)
+        ]  # fmt: skip
+        [row] = exception_queue(logged, now_ms=0, stuck_after_ms=10**12)
+        assert (row["intent_id"], row["kind"]) == (intent_id, "escalated")
 
         # The operator's decision, recorded with its evidence, releases the spend.
         resolve = {
