@@ -21,12 +21,15 @@ READ_CHUNK_STREAMS = 1000
 # Work orders read per page when every open one up to a position is looked for.
 SCAN_PAGE_ORDERS = 10_000
 
-# Work orders in a range of the log, oldest first: the position range walks the primary key.
+# Work orders in a range of the log, oldest first, of intents not ended yet: the position range
+# walks the primary key, the check for an ending event the (stream_id, stream_version) index,
+# so intents settled long ago cost no read of their streams.
 _DISPATCHED_SQL = """
-SELECT stream_id, position, (extract(epoch from recorded_at) * 1000)::bigint AS recorded_at_ms
-  FROM events
- WHERE position > $1 AND position <= $2 AND type = 'IntentDispatched'
- ORDER BY position LIMIT $3
+SELECT d.stream_id, d.position FROM events d
+ WHERE d.position > $1 AND d.position <= $2 AND d.type = 'IntentDispatched'
+   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = d.stream_id
+                    AND t.type IN ('IntentSettled', 'IntentFailed'))
+ ORDER BY d.position LIMIT $3
 """
 _LAST_ORDER_SQL = """
 SELECT position FROM events WHERE position <= $1 AND type = 'IntentDispatched'
@@ -50,19 +53,16 @@ class OpenAttempt:
 class LoggedOrder:
     intent_id: str
     position: int
-    recorded_at_ms: int
 
 
 async def dispatched_between(
     store: PostgresEventStore, *, after_position: int, through_position: int, limit: int
 ) -> list[LoggedOrder]:
-    """The work orders in positions ``(after, through]``, oldest first, at most ``limit``."""
+    """The work orders in positions ``(after, through]`` of intents that have not settled or
+    failed, oldest first, at most ``limit``."""
     async with store.pool.acquire() as conn:
         rows = await conn.fetch(_DISPATCHED_SQL, after_position, through_position, limit)
-    return [
-        LoggedOrder(str(row["stream_id"]), int(row["position"]), int(row["recorded_at_ms"]))
-        for row in rows
-    ]
+    return [LoggedOrder(str(row["stream_id"]), int(row["position"])) for row in rows]
 
 
 async def last_order_position(store: PostgresEventStore, *, through_position: int) -> int:

@@ -12,14 +12,16 @@ Every ``interval_s``, while this engine's relay leads (ADR 0075):
   evidence so far). Nothing is released: only the node's proof or an operator's recorded
   decision ends the intent.
 
-Candidates come from a cursor over the log's work orders (by position, so orders other
-engines dispatched are found too), taken once they are older than the smaller bound. Each
-sweep re-reads the candidates' streams and forgets those that ended.
+Candidates come from a cursor over the log's work orders of intents not yet ended (by
+position, so orders other engines dispatched are found too), up to the head the log had when
+the smaller bound last passed. Each sweep re-reads the candidates' streams and forgets those
+that ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import asyncpg
 import structlog
@@ -61,7 +63,11 @@ class Sweeper:
         self._interval_s = interval_s
         self._reissue_after_ms = reissue_after_s * 1000
         self._life_s = life_s
-        self._cursor = 0  # the position of the last work order taken from the log
+        self._cursor = 0  # the log is taken up to here
+        # (time, head) of each sweep, until the smaller bound has passed since.
+        self._heads: collections.deque[tuple[int, int]] = collections.deque()
+        self._start_head: int | None = None
+        self._old_head = 0  # the newest head the smaller bound has passed since
         self._watched: dict[str, None] = {}  # intents whose attempt may still need us
         self._reissued_at_ms: dict[str, int] = {}
         self.reissued = 0
@@ -121,19 +127,28 @@ class Sweeper:
                     attempt=attempt.state.attempt, state=attempt.state.status)  # fmt: skip
 
     async def _take_candidates(self, now_ms: int) -> None:
-        # An order younger than both bounds needs nothing yet; the cursor stops before it.
-        older_than_ms = now_ms - min(self._reissue_after_ms, self._life_s * 1000)
+        """Watch the open intents among the work orders up to the log's head as it was when
+        the smaller bound last passed: younger orders need nothing yet. At start the whole log
+        up to the head is taken (each intent's own times decide)."""
         head = await self._store.head_position()
-        while len(self._watched) < WATCHED_MAX:
+        self._heads.append((now_ms, head))
+        if self._start_head is None:
+            self._start_head = head
+        older_than_ms = now_ms - min(self._reissue_after_ms, self._life_s * 1000)
+        bound = self._start_head
+        while self._heads and self._heads[0][0] <= older_than_ms:
+            bound = max(bound, self._heads.popleft()[1])
+            self._old_head = bound
+        bound = max(bound, self._old_head)
+        while self._cursor < bound:
+            room = WATCHED_MAX - len(self._watched)
+            if room <= 0:
+                log.error("sweeper_watch_full", watched=len(self._watched), cursor=self._cursor)
+                return
             page = await dispatched_between(
-                self._store, after_position=self._cursor, through_position=head,
-                limit=min(SCAN_PAGE_ORDERS, WATCHED_MAX - len(self._watched)),
+                self._store, after_position=self._cursor, through_position=bound,
+                limit=min(SCAN_PAGE_ORDERS, room),
             )  # fmt: skip
             for order in page:
-                if order.recorded_at_ms > older_than_ms:
-                    return  # in position order: the first young order stops the cursor
                 self._watched[order.intent_id] = None
-                self._cursor = order.position
-            if not page:
-                return
-        log.error("sweeper_watch_full", watched=len(self._watched), cursor=self._cursor)
+            self._cursor = page[-1].position if page else bound
