@@ -4,6 +4,8 @@
   been on the wire (dispatched or in flight) longer than ``stuck_after_ms``. Such a payment is
   never re-sent elsewhere; an operator resolves it with the node's evidence.
 - ``unproven_success``: ``PaymentSucceeded`` without a preimage matching the payment hash.
+- ``escalated``: the engine's sweeper found the attempt past its life bound (``IntentEscalated``,
+  ADR 0076); its spend stays reserved until the node's proof or ``corridor resolve``.
 - ``anomaly``: an outcome that contradicted a final state (``OutcomeIgnored`` with anomaly),
   e.g. a success after a cancel: money may have moved.
 """
@@ -28,6 +30,7 @@ class _Open:
     node: str | None = None
     doubt_reason: str | None = None
     unproven: bool = False
+    escalated: str | None = None  # the detail of the newest IntentEscalated
 
 
 def build(
@@ -47,6 +50,11 @@ def build(
             open_[stream].state = "in_flight"
         elif kind == "PaymentInDoubt" and stream in open_:
             open_[stream].doubt_reason = str(data.get("reason"))
+        elif kind == "IntentEscalated" and stream in open_:
+            open_[stream].escalated = (
+                f"{data.get('state')} past its life bound of {data.get('life_s')} s "
+                f"({data.get('reason')})"
+            )
         elif kind == "PaymentSucceeded" and stream in open_:
             open_[stream].state, open_[stream].unproven = "succeeded", True
         elif kind in _CLEARS:
@@ -59,6 +67,8 @@ def build(
     for intent_id, item in open_.items():
         if item.unproven:
             kind, detail = "unproven_success", "succeeded without a matching preimage"
+        elif item.escalated is not None:
+            kind, detail = "escalated", item.escalated
         elif item.doubt_reason is not None:
             kind, detail = "in_doubt", f"node could not prove the outcome ({item.doubt_reason})"
         elif now_ms - item.since_ms >= stuck_after_ms:

@@ -130,6 +130,36 @@ class ExpirePaymentIntent(Message, frozen=True):
     version: Literal[1] = 1
 
 
+class ResolvePaymentIntent(Message, frozen=True):
+    """An operator ends an intent its node never proved either way, with evidence.
+
+    For an intent on the wire (``dispatched``, ``in_flight``) or ``succeeded`` without a valid
+    preimage. ``settled`` needs the ``preimage`` that hashes to the payment hash; ``not_paid``
+    fails the intent and releases its spend, on the operator's word (``evidence`` says what
+    was checked, e.g. the node's record). ``operator_id`` must be the subject's last token.
+    """
+
+    intent_id: IntentId
+    operator_id: CallerId
+    resolution: Literal["settled", "not_paid"]
+    evidence: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.REASON_CHARS_MAX)]
+    preimage: Hex32 | None = None
+    # The fee the node's record shows, for ``settled`` (0 if unknown).
+    fee_msat: AmountMsat | None = None
+    version: Literal[1] = 1
+
+
+class EscalatePaymentIntent(Message, frozen=True):
+    """Issued by Corridor's own sweeper when an intent outlived its bound without the node's
+    evidence: records an exception item (``IntentEscalated``); never releases spend."""
+
+    intent_id: IntentId
+    # When the current attempt was dispatched, from the log, and the bound it outlived.
+    on_wire_since_ms: Annotated[int, msgspec.Meta(ge=0)]
+    life_s: Annotated[int, msgspec.Meta(ge=1)]
+    version: Literal[1] = 1
+
+
 class GetPaymentIntent(Message, frozen=True):
     """Query: the intent's current state and its full event history.
 
@@ -159,6 +189,8 @@ Command = (
     | RejectPaymentIntent
     | RecordPaymentOutcome
     | ExpirePaymentIntent
+    | ResolvePaymentIntent
+    | EscalatePaymentIntent
 )
 
 COMMAND_TYPES: tuple[type[Command], ...] = (
@@ -168,6 +200,8 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     RejectPaymentIntent,
     RecordPaymentOutcome,
     ExpirePaymentIntent,
+    ResolvePaymentIntent,
+    EscalatePaymentIntent,
 )
 
 __all__ = [
@@ -176,11 +210,13 @@ __all__ = [
     "CancelPaymentIntent",
     "Command",
     "Corridor",
+    "EscalatePaymentIntent",
     "ExpirePaymentIntent",
     "GetPaymentIntent",
     "GetPaymentIntentStatus",
     "Hex32",
     "RecordPaymentOutcome",
     "RejectPaymentIntent",
+    "ResolvePaymentIntent",
     "SubmitPaymentIntent",
 ]

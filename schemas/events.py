@@ -250,6 +250,37 @@ class LogCheckpointSigned(EventData, frozen=True, kw_only=True):
     signed_at_ms: int
 
 
+class IntentEscalated(EventData, frozen=True, kw_only=True):
+    """An exception item: the intent outlived its bound without the node's evidence (on the
+    wire too long, or ``succeeded`` without a preimage that proves it). The status stays as
+    it is and the spend stays reserved: only the node's proof or an operator's recorded
+    decision (``IntentResolved``) ends it. Carries the evidence collected so far."""
+
+    reason: Literal["life_exceeded", "unproven_success"]
+    attempt: int
+    state: str
+    region: str | None = None
+    node: str | None = None
+    on_wire_since_ms: int | None = None
+    life_s: int
+    in_doubt: bool = False
+    payment_hash: str | None = None
+    failures: tuple[NodeFailure, ...] = ()
+    ignored_outcomes: int = 0
+    anomalies: int = 0
+
+
+class IntentResolved(EventData, frozen=True, kw_only=True):
+    """An operator's decision about an intent the node never proved either way, recorded
+    before its effect (``IntentSettled`` with the preimage, or ``IntentFailed``)."""
+
+    operator_id: str
+    resolution: Literal["settled", "not_paid"]
+    evidence: str
+    attempt: int
+    preimage: str | None = None
+
+
 PaymentIntentEvent = (
     IntentReceived
     | IntentPolicyChecked
@@ -267,6 +298,8 @@ PaymentIntentEvent = (
     | IntentCancelled
     | IntentExpired
     | OutcomeIgnored
+    | IntentEscalated
+    | IntentResolved
 )
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -288,6 +321,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         IntentCancelled,
         IntentExpired,
         OutcomeIgnored,
+        IntentEscalated,
+        IntentResolved,
         LogCheckpointSigned,
     )
 }

@@ -30,3 +30,11 @@ METADATA_VALUE_CHARS_MAX: Final = 256
 DEADLINE_S_MAX: Final = 7 * 24 * 3600
 REASON_CHARS_MAX: Final = 512
 OPERATOR_ID_PATTERN: Final = CALLER_ID_PATTERN
+
+# An invoice is created moments before it is paid: a creation time more than an hour ahead of
+# the engine's clock is a wrong clock or a forged date, never an honest invoice. (BOLT 11
+# timestamps have 35 bits, so without this an invoice could claim the year 3058.)
+INVOICE_CLOCK_SKEW_S_MAX: Final = 3600
+# LND's and CLN's longest invoice expiry in practice is a year; an expiry beyond that (BOLT 11
+# allows up to 2**30 s, 34 years, in the field) would keep a stale payee payable for decades.
+INVOICE_EXPIRY_S_MAX: Final = 365 * 24 * 3600

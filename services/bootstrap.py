@@ -30,6 +30,7 @@ from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
+from services.engine.sweeper import Sweeper
 from services.eventstore.postgres import PostgresEventStore
 from services.executor.health import (
     HEALTH_PENDING_BYTES_MAX,
@@ -85,6 +86,8 @@ class Engine:
     claims: ClaimPruner | None = None
     # Answers `corridor dlq list|replay|drop` (ADR 0080).
     dead_letters: DeadLetterDesk | None = None
+    # Re-issues quiet work orders and escalates intents that outlived their bound (ADR 0075).
+    sweeper: Sweeper | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
@@ -112,6 +115,8 @@ class Engine:
             self._spawn(self.commands.run, "cmd-consumer")
         if relay:
             self._spawn(self.relay.run, "relay")
+            if self.sweeper is not None:
+                self._spawn(self.sweeper.run, "sweeper")
 
     async def _follow_agent_keys(self) -> None:
         """Key changes another engine process committed apply here within a second (ADR
@@ -275,4 +280,13 @@ async def bootstrap(
         checkpoints=checkpoints,
         dead_letters=dead_letters,
         claims=ClaimPruner(store, horizon_s=settings.idempotency_retention_s),
+        sweeper=Sweeper(
+            store,
+            processor,
+            relay,
+            engine_clock,
+            interval_s=settings.sweep_interval_s,
+            reissue_after_s=settings.reissue_after_s,
+            life_s=settings.intent_life_s,
+        ),
     )

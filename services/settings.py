@@ -209,6 +209,31 @@ class Settings(BaseSettings):
         "still finds its intent (the intent id is derived from caller and key, ADR 0002).",
     )
 
+    # -- engine: self-healing (ADR 0075) --------------------------------------------------
+    sweep_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often the sweeper looks for work orders to re-issue and intents that "
+        "outlived intent_life_s.",
+    )
+    reissue_after_s: int = Field(
+        default=900,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="An intent on the wire (or succeeded without proof) with no event for this "
+        "long has no live attempt: its work order is re-issued from the log. Above an "
+        "executor's tracking time (600 s) plus a redelivery delay, so a live attempt is left be.",
+    )
+    intent_life_s: int = Field(
+        default=3600,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="An attempt dispatched longer ago than this, without the node's evidence, "
+        "becomes an exception item (IntentEscalated); its spend stays reserved until the node's "
+        "proof or an operator's corridor intents resolve.",
+    )
+
     # -- routing and payments -------------------------------------------------------------
     keysend_unsupported_nodes: list[str] = Field(
         default_factory=lambda: ["us-cln", "eu-cln", "asia-cln"],

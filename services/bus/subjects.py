@@ -71,6 +71,7 @@ VERBS: Final = {
     "cancel": "CancelPaymentIntent",
     "approve": "ApprovePaymentIntent",
     "reject": "RejectPaymentIntent",
+    "resolve": "ResolvePaymentIntent",
     "outcome": "RecordPaymentOutcome",
 }
 
@@ -84,6 +85,8 @@ HDR_CORRELATION_ID: Final = "Corridor-Correlation-Id"
 # On work orders only: the relay may have published this order before (it was committed
 # before the relay took the lead), so an executor must ask the engine before sending.
 HDR_REPLAYED: Final = "Corridor-Replayed"
+# On work orders re-issued from the log (ADR 0075): the relay's token for that round.
+HDR_REISSUED: Final = "Corridor-Reissued"
 HDR_ERROR_CODE: Final = "Corridor-Error-Code"
 HDR_ERROR_FIELD: Final = "Corridor-Error-Field"
 HDR_ERROR_MESSAGE: Final = "Corridor-Error-Message"

@@ -1,4 +1,5 @@
-"""``submit``, ``get``, ``approve``/``reject`` and ``cancel``: payment intents, through the engine.
+"""``submit``, ``get``, ``approve``/``reject``, ``resolve`` and ``cancel``: payment intents,
+through the engine.
 
 Each prints the engine's reply readably, or as-is with ``--json``; a refusal ends with
 ``exit_codes.REFUSED``. The request subject's last token is the id of the credential the command
@@ -165,6 +166,27 @@ async def decide(args: argparse.Namespace) -> int:
         else:
             body["note"] = args.note
         reply = await engine.request(f"{subjects.API_PREFIX}.{verb}.{operator}", body)
+    return show_reply(reply, as_json=args.json)
+
+
+async def resolve(args: argparse.Namespace) -> int:
+    """End an intent its node never proved either way, with evidence (ADR 0076)."""
+    if args.resolution == "settled" and not args.preimage:
+        raise UsageError("settled needs --preimage HEX (the node's proof of payment)")
+    async with EngineClient.open(args.state_dir) as engine:
+        operator = engine.credential.token(_OPERATOR_ROLES, args.operator_id)
+        if not operator:
+            raise UsageError("say who decides: --operator-id OP (no credential names one)")
+        body: dict[str, Any] = {
+            "type": "ResolvePaymentIntent", "version": 1, "intent_id": args.intent_id,
+            "operator_id": args.operator_id or operator, "resolution": args.resolution,
+            "evidence": args.evidence,
+        }  # fmt: skip
+        if args.preimage:
+            body["preimage"] = args.preimage
+        if args.fee_msat is not None:
+            body["fee_msat"] = args.fee_msat
+        reply = await engine.request(f"{subjects.API_PREFIX}.resolve.{operator}", body)
     return show_reply(reply, as_json=args.json)
 
 

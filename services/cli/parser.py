@@ -187,6 +187,31 @@ def _core_commands(sub: Any) -> None:
             decide.add_argument("--note", default="", help="a note recorded in the log")
         json_option(decide)
 
+    resolve = _command(
+        sub,
+        "resolve",
+        "services.cli.intents:resolve",
+        "end an intent its node never proved either way (on the wire, or succeeded without "
+        "a valid preimage), with evidence; recorded as IntentResolved",
+    )
+    resolve.add_argument("intent_id", metavar="INTENT_ID", help="the intent to resolve")
+    resolve.add_argument(
+        "resolution",
+        choices=("settled", "not_paid"),
+        help="settled: paid, proven by --preimage; not_paid: fail it and release its spend",
+    )
+    resolve.add_argument(
+        "--evidence", required=True, help="what was checked (e.g. the node's record), logged"
+    )
+    resolve.add_argument("--preimage", metavar="HEX", help="the payment's preimage (settled)")
+    resolve.add_argument("--fee-msat", type=int, help="the fee the node's record shows (settled)")
+    resolve.add_argument(
+        "--operator-id",
+        metavar="OP",
+        help="who decides (default: the credential's operator)",
+    )
+    json_option(resolve)
+
     cancel = _command(
         sub,
         "cancel",

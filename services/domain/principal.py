@@ -43,7 +43,7 @@ def claimed_identity(
     match command:
         case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
             return "caller.id", command.caller.id
-        case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent():
+        case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent() | cmd.ResolvePaymentIntent():
             return "operator_id", command.operator_id
         case ProposePolicy():
             return "proposer_id", command.proposer_id
@@ -56,6 +56,6 @@ def claimed_identity(
         case cmd.RecordPaymentOutcome():
             # An executor's id is the name of the one node it reports for.
             return "node", command.node
-        case cmd.ExpirePaymentIntent():
+        case cmd.ExpirePaymentIntent() | cmd.EscalatePaymentIntent():
             return None
     raise AssertionError(f"unhandled command {type(command).__name__}")

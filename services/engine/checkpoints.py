@@ -54,6 +54,7 @@ CHECKPOINT_EVERY_S: Final = 10.0
 # table alone (verification still checks them there).
 UNPUBLISHED_MAX: Final = 1_000
 _ACTOR: Final = "engine/checkpoints"
+_decode_checkpoint = msgspec.json.Decoder(LogCheckpointSigned)
 _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -123,6 +124,10 @@ class Checkpointer:
 
     async def run(self) -> None:
         await self.load()
+        try:
+            await self.republish_lost()
+        except Exception as exc:  # NATS away or the stream not readable: the table holds them
+            log.warning("checkpoint_stream_unchecked", error=type(exc).__name__)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), timeout=self._every_s)
@@ -132,6 +137,35 @@ class Checkpointer:
             except (*_TRANSIENT, ConcurrencyConflict) as exc:
                 # Tried again at the next tick: the head is still unsigned, not lost.
                 log.warning("checkpoint_unavailable", error=type(exc).__name__)
+
+    async def republish_lost(self) -> int:
+        """Publish again the checkpoints the stream lost; returns how many.
+
+        The stream refuses deletes and purges (ADR 0065), so it loses messages only when it is
+        deleted whole: then it holds fewer checkpoints than the log, and what it holds (if
+        anything) was published since, after the ones it lost. Those before its first
+        message are published again from the log (ADR 0075)."""
+        state = (await self._js.stream_info(subjects.CHECKPOINT_STREAM)).state
+        if state.messages >= self._version:
+            return 0
+        first_position = None
+        if state.messages:
+            first = await self._js.get_msg(subjects.CHECKPOINT_STREAM, seq=state.first_seq)
+            first_position = _decode_checkpoint.decode(first.data or b"").position
+        logged = [
+            msgspec.convert(stored.payload, LogCheckpointSigned)
+            for stored in await self._store.read_stream(CHECKPOINT_STREAM_ID)
+        ]
+        lost = [c for c in logged if first_position is None or c.position < first_position]
+        for checkpoint in lost:
+            await self._js.publish(
+                subjects.CHECKPOINT_SUBJECT,
+                msgspec.json.encode(checkpoint),
+                stream=subjects.CHECKPOINT_STREAM,
+                headers={subjects.HDR_MSG_ID: checkpoint.checkpoint_id},
+            )
+        log.warning("checkpoint_stream_repaired", republished=len(lost), held=state.messages)
+        return len(lost)
 
     async def checkpoint_now(self) -> LogCheckpointSigned | None:
         """Sign, record and publish the current head; ``None`` if nothing new to sign."""

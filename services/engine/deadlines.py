@@ -16,7 +16,7 @@ import structlog
 
 from schemas.commands import ExpirePaymentIntent
 from services.domain.intent import PaymentIntent, fold
-from services.domain.intent.state import PRE_DISPATCH_STATUSES
+from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadline
 from services.engine.clock import Clock
 from services.engine.event_codec import to_domain
 from services.engine.processor import CommandEnvelope, CommandProcessor
@@ -37,8 +37,7 @@ SELECT DISTINCT stream_id FROM events
 def deadline_of(state: PaymentIntent) -> int | None:
     if state.status not in PRE_DISPATCH_STATUSES:
         return None
-    deadlines = [d for d in (state.deadline_at_ms, state.approval_deadline_at_ms) if d is not None]
-    return min(deadlines) if deadlines else None
+    return effective_deadline(state)
 
 
 class DeadlineScheduler:

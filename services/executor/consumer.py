@@ -82,3 +82,13 @@ async def bind_consumer(
     return await js.pull_subscribe_bind(
         durable=config.durable_name, stream=subjects.DISPATCH_STREAM
     )
+
+
+async def durable_lost(js: JetStreamContext, region: str, node: str) -> bool:
+    """Whether the node's durable is gone (its stream was deleted, and perhaps re-created
+    empty by the engine, ADR 0075). Other failures raise: they say nothing about it."""
+    try:
+        await js.consumer_info(subjects.DISPATCH_STREAM, consumer_name(region, node))
+    except NotFoundError:
+        return True
+    return False

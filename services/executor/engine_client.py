@@ -47,6 +47,11 @@ class AttemptStatus(msgspec.Struct, frozen=True, kw_only=True):
         """True if ``attempt`` is the engine's current attempt and nothing was reported yet."""
         return self.state == "dispatched" and self.attempt == attempt
 
+    def awaits_evidence(self, attempt: int) -> bool:
+        """True if the engine waits for the node's record of ``attempt``, which was reported
+        (in flight, or succeeded without a valid preimage): a re-issued order asks the node."""
+        return self.state in ("in_flight", "succeeded") and self.attempt == attempt
+
     def is_current(self, attempt: int) -> bool:
         return self.state in _ON_THE_WIRE and self.attempt == attempt
 

@@ -98,6 +98,12 @@ class Payer:
                 status = await self._status_of(order.intent_id)
                 if not status.awaits_send(order.attempt):
                     # Re-routed, resolved or reported already: sending now could pay twice.
+                    # An order re-issued because its node went quiet (ADR 0075) asks the node
+                    # for its record instead: evidence only, never a send.
+                    if status.awaits_evidence(order.attempt) and not looked_up:
+                        record = await self._lookup(target.payment_hash)
+                        if record is not None:
+                            return await self._conclude(order, target.payment_hash, record)
                     log.info("work_order_obsolete", state=status.state, current=status.attempt)
                     return Disposition.DONE
                 checked = msgspec.structs.replace(target.request, node_record_checked=True)

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from schemas.commands import RecordPaymentOutcome
 from services.bus import subjects
 from services.bus.jetstream import connect
-from services.executor.consumer import bind_consumer, ensure_dispatch_stream
+from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
 from services.executor.errors import (
     BadWorkOrder,
@@ -185,6 +185,7 @@ class Executor:
             except nats.errors.Error as exc:
                 # Reconnecting or a server hiccup: the durable keeps our place; look again.
                 log.warning("work_fetch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                sub = await self._rebind_if_lost(sub)
                 await asyncio.sleep(limits.fetch_wait_s)
                 continue
             backlog = bool(msgs) and (msgs[-1].metadata.num_pending or 0) > 0
@@ -192,6 +193,25 @@ class Executor:
                 task = asyncio.create_task(self._handle(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _rebind_if_lost(
+        self, sub: JetStreamContext.PullSubscription
+    ) -> JetStreamContext.PullSubscription:
+        """A durable deleted with its stream never comes back by itself: bind a new one. It
+        replays the re-created stream from its start; the engine re-issues the open orders
+        into it (ADR 0075), and each is checked with the engine before it is paid."""
+        assert self._js is not None, "the JetStream context exists while run() runs"
+        try:
+            if not await durable_lost(self._js, self.region, self.node_name):
+                return sub
+            rebound = await bind_consumer(self._js, self.region, self.node_name, self._limits)
+        except Exception as exc:  # the stream not re-created yet, NATS away: next time
+            log.info("executor_rebind_later", error=type(exc).__name__)
+            return sub
+        log.warning("executor_consumer_rebound")
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        return rebound
 
     async def _drain(self) -> None:
         if self._tasks:

@@ -124,6 +124,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
             publish=(
                 f"{_API}.approve.{{id}}",
                 f"{_API}.reject.{{id}}",
+                f"{_API}.resolve.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",

@@ -3,7 +3,9 @@ event id (``Nats-Msg-Id``), resuming from a checkpoint kept in PostgreSQL.
 
 JetStream is only a transport. At start the relay checks that the stream still holds the message
 its checkpoint names and rewinds if JetStream lost messages, so everything is re-published from
-the log. It trusts no message in the streams that it cannot match against the log (ADR 0062):
+the log. If the dispatch stream lost work orders the event stream still holds, it re-issues the
+orders of every attempt still waiting for its node (ADR 0075).
+It trusts no message in the streams that it cannot match against the log (ADR 0062):
 a header someone else wrote never makes it rewind or stop fencing.
 Only one relay publishes at a time (a PostgreSQL advisory lock); others stand by.
 """
@@ -39,6 +41,7 @@ from services.bus.fenced_publisher import (
     PublishRefused,
 )
 from services.engine.event_codec import subject_for, to_recorded
+from services.engine.open_attempts import last_order_position, open_orders_through
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import NewEvent, StoredEvent
 from services.eventstore.postgres import PostgresEventStore
@@ -79,6 +82,9 @@ BATCHES_IN_FLIGHT_MAX = 4
 # Messages for one stream from which an atomic batch is cheaper than single publishes
 # (measured: an atomic batch costs nats-server ~1 ms of CPU, a pipelined publish ~0.05 ms).
 ATOMIC_BATCH_MSGS_MIN = 24
+# Work orders waiting to be re-issued (ADR 0075); beyond this the newest offers are dropped
+# and offered again by the sweeper's next round.
+REISSUE_QUEUE_MAX = 10_000
 
 
 class OutboxRelay:
@@ -133,6 +139,11 @@ class OutboxRelay:
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
+        # Work orders to publish again (ADR 0075), and how many went out.
+        self._reissues: collections.deque[StoredEvent] = collections.deque()
+        self.reissued = 0
+        # Set at start when the dispatch stream lost orders: positions through here to repair.
+        self._repair_through = 0
 
     async def run(self) -> None:
         """Publish until cancelled. A failure (NATS or PostgreSQL away, a stream deleted) never
@@ -162,6 +173,14 @@ class OutboxRelay:
             await self._become_leader(conn)
             await conn.add_listener("corridor_events", self._on_notify)
             self.position, self._position_seq = await self._start_position()
+            if self._repair_through:
+                # The dispatch stream lost orders the event stream did not (ADR 0075).
+                orders = await open_orders_through(self._store, self._repair_through)
+                log.warning(
+                    "relay_dispatch_repair", through=self._repair_through, orders=len(orders)
+                )
+                self._reissues.extend(orders)
+                self._repair_through = 0
             self._saved_position = self.position
             self._expected_seq = None
             log.info("relay_started", position=self.position)
@@ -179,6 +198,10 @@ class OutboxRelay:
                         # now, and two publishing at once would interleave positions.
                         raise ConnectionError("the relay's leader connection was lost")
                     self._wake.clear()
+                    if self._reissues:
+                        while in_flight:
+                            await self._acknowledged(in_flight.popleft())
+                        await self._publish_reissues()
                     batch = self._take_handoff()
                     if not batch:
                         batch = await self._await_own_commit()
@@ -225,6 +248,45 @@ class OutboxRelay:
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    def reissue(self, orders: Sequence[StoredEvent]) -> int:
+        """Publish these logged work orders again (the sweeper, ADR 0075); returns how many
+        were taken. Only the leader publishes; a standby takes none."""
+        if not self.leader.is_set():
+            return 0
+        room = max(0, REISSUE_QUEUE_MAX - len(self._reissues))
+        taken = list(orders)[:room]
+        self._reissues.extend(taken)
+        if taken:
+            self._wake.set()
+        return len(taken)
+
+    async def _publish_reissues(self) -> None:
+        """Publish the queued orders to the dispatch stream, as the log holds them (signed),
+        under new message ids so JetStream's duplicate window does not drop them. Marked
+        replayed: an executor asks the engine before paying, as for every order (ADR 0063)."""
+        self._expected_seq = None  # they move the dispatch stream's sequence
+        token = str(time.time_ns())
+        while self._reissues:
+            chunk = [self._reissues[i] for i in range(min(len(self._reissues), self._batch_max))]
+            acks = []
+            for event in chunk:
+                out = _Outgoing.stored(event)
+                assert out.order_subject is not None, "only work orders are re-issued"
+                headers = {
+                    **out.headers(),
+                    subjects.HDR_REPLAYED: "true",
+                    subjects.HDR_REISSUED: token,
+                    subjects.HDR_MSG_ID: f"{event.event_id}:reissue:{token}",
+                }
+                acks.append(
+                    await self._js.publish_async(out.order_subject, out.body, headers=headers)
+                )
+            await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_S)
+            for _ in chunk:
+                self._reissues.popleft()
+            self.reissued += len(chunk)
+            log.info("relay_reissued_orders", orders=len(chunk))
 
     async def _await_own_commit(self) -> list[_Outgoing]:
         """The handoff of the commit this process's writer has under way, if it is the next
@@ -342,6 +404,14 @@ class OutboxRelay:
             evt_end = _StreamEnd.unknown()
         self._maybe_published_through = maybe_published_through(evt_end, dispatch_end, head)
         position = resume_position(checkpoint, held, evt_end)
+        if dispatch_end.known and position > 0:
+            last_order = await last_order_position(self._store, through_position=position)
+            if last_order > dispatch_end.position:
+                # The event stream holds what the dispatch stream lost (deleted, or emptied by
+                # its limits): events are not re-published, so the open orders are re-issued.
+                log.warning("relay_dispatch_stream_lost", last_order=last_order,
+                            stream_position=dispatch_end.position)  # fmt: skip
+                self._repair_through = position
         seq = 0  # the event stream's sequence of the message at ``position``, if known
         if held is _Held.YES and position == checkpoint:
             seq = checkpoint_seq
@@ -389,6 +459,9 @@ class OutboxRelay:
                 seq -= 1
                 continue
             position = await self._ours(msg, head)
+            if position is not None and (msg.headers or {}).get(subjects.HDR_REISSUED):
+                seq -= 1  # a re-issued old order says nothing about where the stream ends
+                continue
             if position is not None:
                 return _StreamEnd(position=position, seq=seq, known=True)
             self._flag_foreign(stream, seq, msg)
@@ -411,8 +484,11 @@ class OutboxRelay:
             return None
         [event] = await self._store.read_all(after_position=position - 1, limit=1)
         assert event.position == position, "positions in the log are gapless"
+        # A re-issued order (ADR 0075) carries its round's token in its message id.
+        reissued = headers.get(subjects.HDR_REISSUED)
+        msg_id = f"{event.event_id}:reissue:{reissued}" if reissued else event.event_id
         if not (
-            headers.get(subjects.HDR_MSG_ID) == event.event_id
+            headers.get(subjects.HDR_MSG_ID) == msg_id
             and stamp.event_id == event.event_id
             and stamp.position == position
             and stamp.hash == event.hash.hex()

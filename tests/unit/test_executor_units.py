@@ -301,3 +301,31 @@ async def test_an_order_for_an_intent_the_engine_does_not_have_is_never_sent() -
     with pytest.raises(OutcomeRefused) as refused:
         await payer.process(_order(), delivery=1)
     assert refused.value.error_code == "not_found" and node.sends == []
+
+
+async def test_a_reissued_order_of_a_reported_attempt_only_asks_the_node() -> None:
+    # ADR 0075: a re-issued order whose attempt the engine knows as in flight, or succeeded
+    # without a valid preimage, reports the node's record and never sends.
+    preimage, payment_hash = keysend_preimage(SECRET, "i-1", 1)
+    for state in ("in_flight", "succeeded"):
+        node, reported = FakeNode(), []  # type: ignore[var-annotated]
+        node.records[payment_hash] = PaymentSucceeded(
+            payment_hash=payment_hash, preimage=preimage, amount_msat=1000, fee_msat=2
+        )
+        status = AttemptStatus(state=state, attempt=1)
+        assert await _payer(node, reported, status).process(_order(), delivery=1) is (
+            Disposition.DONE
+        )
+        assert node.sends == [] and node.lookups == 1
+        [outcome] = reported
+        assert (outcome.outcome, outcome.preimage) == ("succeeded", preimage)
+
+
+async def test_a_reissued_order_of_an_ended_attempt_asks_nobody() -> None:
+    for status in (AttemptStatus(state="settled", attempt=1),
+                   AttemptStatus(state="in_flight", attempt=2)):  # fmt: skip
+        node, reported = FakeNode(), []  # type: ignore[var-annotated]
+        assert await _payer(node, reported, status).process(_order(), delivery=1) is (
+            Disposition.DONE
+        )
+        assert node.sends == [] and node.lookups == 0 and reported == []

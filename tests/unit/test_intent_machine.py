@@ -3,7 +3,9 @@
 Invariants: at most one successful payment per intent; terminal states are final; folding the
 recorded events reproduces the state exactly; attempts only re-route with proof of non-payment,
 never to a node that proved it did not pay, and in the corridor's order; a failed intent names
-every node it tried; no caller approves its own intent.
+every node it tried; no caller approves its own intent. An intent that outlived its bound is
+escalated (an exception item) without any change of status, and an intent that was on the
+wire fails only with the node's proof or an operator's recorded decision, never on a timeout.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ CANDIDATES = (
 ROUTER = OrderedRouter(CorridorTable(corridors={"us-eu": CANDIDATES}))
 INVOICE = ev.InvoiceFacts(
     payment_hash=PAYMENT_HASH, payee="02" + "ab" * 32, network="regtest", amount_msat=10_000,
-    created_at_s=1_700_000_000, expires_at_s=1_800_000_000,
+    created_at_s=1_700_000_000, expires_at_s=1_702_592_000,  # 30 days
 )  # fmt: skip
 REASONS = ["no_route", "insufficient_liquidity", "timeout", "incorrect_details",
            "invoice_expired", "already_paid", "node_unavailable", "unknown"]  # fmt: skip
@@ -192,6 +194,58 @@ class IntentMachine(RuleBasedStateMachine):
             )
         )  # fmt: skip
 
+    @rule(since_back_ms=st.integers(0, 400_000), life_s=st.integers(1, 300))
+    def the_sweeper_escalates(self, since_back_ms: int, life_s: int) -> None:
+        before, events_before = self.state, len(self.events)
+        self._apply(
+            cmd.EscalatePaymentIntent(
+                intent_id="intent-1", on_wire_since_ms=max(0, self.now_ms - since_back_ms),
+                life_s=life_s,
+            )
+        )  # fmt: skip
+        new = self.events[events_before:]
+        assert all(isinstance(e, ev.IntentEscalated) for e in new)
+        if new:
+            assert before is not None and self.state is not None
+            assert self.state.status is before.status, "an exception item changes no status"
+            assert since_back_ms >= life_s * 1000
+
+    @rule(
+        resolution=st.sampled_from(["settled", "not_paid"]),
+        right_preimage=st.booleans(),
+        by_the_caller=st.sampled_from([False, False, False, True]),
+    )
+    def an_operator_resolves(
+        self, resolution: str, right_preimage: bool, by_the_caller: bool
+    ) -> None:
+        events_before = len(self.events)
+        self._apply(
+            cmd.ResolvePaymentIntent(
+                intent_id="intent-1", operator_id="alice" if by_the_caller else "op",
+                resolution=resolution,  # type: ignore[arg-type]
+                evidence="the node's record",
+                preimage=PREIMAGE if right_preimage else WRONG_PREIMAGE,
+            )
+        )  # fmt: skip
+        new = self.events[events_before:]
+        if new:
+            assert not by_the_caller, "the caller alone never resolves its own intent"
+            assert isinstance(new[0], ev.IntentResolved) and new[0].operator_id == "op"
+            assert self.state is not None and self.state.is_terminal, "a resolution ends it"
+
+    @rule()
+    def the_node_is_asked_again_for_the_preimage(self) -> None:
+        # An executor re-querying its node after a success without proof.
+        if self.state is None or self.state.node is None:
+            return
+        self._apply(
+            cmd.RecordPaymentOutcome(
+                intent_id="intent-1", attempt=self.state.attempt, outcome="succeeded",
+                region=self.state.region or "", node=self.state.node, preimage=PREIMAGE,
+                payment_hash=PAYMENT_HASH,
+            )
+        )  # fmt: skip
+
     @invariant()
     def label_coverage(self) -> None:
         # Shown by --hypothesis-show-statistics: proves the search reaches every state.
@@ -262,6 +316,43 @@ class IntentMachine(RuleBasedStateMachine):
         if failed[0].reason == "no_route_candidate":
             in_corridor = [(c.region, c.node) for c in CANDIDATES]
             assert [n[0] for n in named] == in_corridor
+
+    @invariant()
+    def leaving_the_wire_takes_proof_or_an_operator(self) -> None:
+        # Spend is released by IntentFailed: after a dispatch, only a node's proof of
+        # non-payment or an operator's recorded decision may precede it; never a timeout.
+        dispatched = False
+        for before, after in zip(self.events, self.events[1:], strict=False):
+            dispatched = dispatched or isinstance(before, ev.IntentDispatched)
+            if dispatched and isinstance(after, ev.IntentFailed):
+                proof = isinstance(before, ev.PaymentAttemptFailed) and before.confirmed_not_paid
+                decided = isinstance(before, ev.IntentResolved) and before.resolution == "not_paid"
+                assert proof or decided
+
+    @invariant()
+    def a_success_without_proof_is_no_dead_end(self) -> None:
+        # From succeeded-without-proof, the node's preimage or an operator's decision must
+        # lead out: decide accepts both (checked on a copy, the machine's state is untouched).
+        state = self.state
+        if state is None or state.status is not IntentStatus.SUCCEEDED or state.node is None:
+            return
+        for command in (
+            cmd.ResolvePaymentIntent(intent_id="intent-1", operator_id="op",
+                                     resolution="not_paid", evidence="checked"),
+            cmd.RecordPaymentOutcome(intent_id="intent-1", attempt=state.attempt,
+                                     outcome="succeeded", region=state.region or "",
+                                     node=state.node, preimage=PREIMAGE,
+                                     payment_hash=PAYMENT_HASH),
+        ):  # fmt: skip
+            after = state
+            for event in decide(state, command, self._ctx()):
+                after = evolve(after, event)
+            assert after.is_terminal
+
+    @invariant()
+    def escalated_once_per_attempt(self) -> None:
+        attempts = [e.attempt for e in self.events if isinstance(e, ev.IntentEscalated)]
+        assert len(attempts) == len(set(attempts))
 
     @invariant()
     def no_caller_approves_its_own_intent(self) -> None:

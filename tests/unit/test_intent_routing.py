@@ -30,7 +30,7 @@ NOW_MS = 1_700_000_000_000
 PAYMENT_HASH = hashlib.sha256(b"h").hexdigest()
 INVOICE = ev.InvoiceFacts(
     payment_hash=PAYMENT_HASH, payee="02" + "ab" * 32, network="regtest", amount_msat=10_000,
-    created_at_s=1_700_000_000, expires_at_s=1_800_000_000,
+    created_at_s=1_700_000_000, expires_at_s=1_702_592_000,  # 30 days
 )  # fmt: skip
 # The default corridor us-eu as the engine builds it (services.settings.DEFAULT_CORRIDORS;
 # Core Lightning nodes take invoice payments only, ADR 0008).

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 
 from schemas import commands as cmd
-from schemas import errors
+from schemas import errors, limits
 from schemas import events as ev
 from services.domain.intent.context import DecisionContext
 from services.domain.intent.evolve import evolve
 from services.domain.intent.state import (
+    AWAITING_EVIDENCE_STATUSES,
     ON_THE_WIRE_STATUSES,
     PRE_DISPATCH_STATUSES,
     IntentStatus,
     PaymentIntent,
+    effective_deadline,
 )
 from services.domain.routing import RouteDecision
 
@@ -44,6 +46,10 @@ def decide(
             return _expire(state, ctx)
         case cmd.RecordPaymentOutcome():
             return _record_outcome(state, command, ctx)
+        case cmd.ResolvePaymentIntent():
+            return _resolve(state, command)
+        case cmd.EscalatePaymentIntent():
+            return _escalate(state, command, ctx)
     raise AssertionError(f"unhandled command {type(command).__name__}")
 
 
@@ -126,6 +132,20 @@ def _check_payee(command: cmd.SubmitPaymentIntent, ctx: DecisionContext) -> None
             f"{command.amount_msat}",
             field="amount_msat",
             code="invoice_amount_mismatch",
+        )
+    if invoice.created_at_s > ctx.now_ms // 1000 + limits.INVOICE_CLOCK_SKEW_S_MAX:
+        raise errors.InvalidInvoice(
+            f"invoice is dated {invoice.created_at_s} s, more than "
+            f"{limits.INVOICE_CLOCK_SKEW_S_MAX} s ahead of this engine's clock",
+            field="payment_request.timestamp",
+            code="invoice_from_future",
+        )
+    if invoice.expires_at_s - invoice.created_at_s > limits.INVOICE_EXPIRY_S_MAX:
+        raise errors.InvalidInvoice(
+            f"invoice expiry {invoice.expires_at_s - invoice.created_at_s} s exceeds "
+            f"{limits.INVOICE_EXPIRY_S_MAX} s",
+            field="payment_request.expiry",
+            code="invoice_expiry_too_long",
         )
     if invoice.expires_at_s * 1000 <= ctx.now_ms:
         raise errors.InvalidInvoice(
@@ -210,7 +230,7 @@ def _approve(
         # id approving is the caller alone, whatever role its credential claims (ADR 0061).
         raise errors.TwoPersonRule("an intent's caller cannot approve it", field="operator_id")
     if _approval_lapsed(state, ctx):
-        return [ev.IntentExpired(deadline_at_ms=_effective_deadline(state))]
+        return [ev.IntentExpired(deadline_at_ms=effective_deadline(state))]
     approved: list[ev.EventData] = [
         ev.IntentApproved(operator_id=command.operator_id, note=command.note)
     ]
@@ -225,13 +245,8 @@ def _reject(state: PaymentIntent, command: cmd.RejectPaymentIntent) -> list[ev.E
     ]
 
 
-def _effective_deadline(state: PaymentIntent) -> int | None:
-    deadlines = [d for d in (state.deadline_at_ms, state.approval_deadline_at_ms) if d is not None]
-    return min(deadlines) if deadlines else None
-
-
 def _approval_lapsed(state: PaymentIntent, ctx: DecisionContext) -> bool:
-    deadline = _effective_deadline(state)
+    deadline = effective_deadline(state)
     return deadline is not None and ctx.now_ms >= deadline
 
 
@@ -240,7 +255,7 @@ def _expire(state: PaymentIntent, ctx: DecisionContext) -> list[ev.EventData]:
         return []  # final, or on the wire where only the node's evidence may end it
     if not _approval_lapsed(state, ctx):
         raise errors.InvalidTransition("the intent's deadline has not passed", field="intent_id")
-    return [ev.IntentExpired(deadline_at_ms=_effective_deadline(state))]
+    return [ev.IntentExpired(deadline_at_ms=effective_deadline(state))]
 
 
 def _record_outcome(
@@ -273,8 +288,28 @@ def _stale_reason(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> st
         # when they send an order no worker has seen without asking first (ADR 0203).
         return "wrong_node"
     if state.status not in ON_THE_WIRE_STATUSES:
+        if _proves_unproven_success(state, command):
+            return None  # the node re-queried: the way out of a success without proof
         return "duplicate" if _same_as_recorded(state, command) else f"state_{state.status}"
     return None
+
+
+def _proves(preimage: str | None, payment_hash: str | None) -> bool:
+    return (
+        preimage is not None
+        and payment_hash is not None
+        and hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == payment_hash
+    )
+
+
+def _proves_unproven_success(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> bool:
+    return (
+        state.status is IntentStatus.SUCCEEDED
+        and command.outcome == "succeeded"
+        and not _proves(state.preimage, state.payment_hash)
+        # A keysend hash is known from the node's reports only, as in ``_succeeded``.
+        and _proves(command.preimage, state.payment_hash or command.payment_hash)
+    )
 
 
 def _same_as_recorded(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> bool:
@@ -302,6 +337,9 @@ def _succeeded(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> list[
     if command.preimage is None:
         raise errors.MissingField("a succeeded outcome needs the preimage", field="preimage")
     fee_msat = command.fee_msat or 0
+    if state.status is IntentStatus.SUCCEEDED:
+        # Proven now (``_stale_reason`` let only a proving preimage through): settle.
+        return [_settled(state, command.preimage, command.fee_msat or state.fee_msat or 0)]
     succeeded = ev.PaymentSucceeded(
         attempt=command.attempt,
         payment_hash=command.payment_hash or state.payment_hash,
@@ -317,16 +355,92 @@ def _succeeded(state: PaymentIntent, command: cmd.RecordPaymentOutcome) -> list[
         # Without a preimage that hashes to the payment hash there is no proof of payment:
         # the intent stays in ``succeeded`` for an operator to look at.
         return [succeeded]
+    return [succeeded, _settled(state, command.preimage, fee_msat)]
+
+
+def _settled(state: PaymentIntent, preimage: str, fee_msat: int) -> ev.IntentSettled:
+    return ev.IntentSettled(
+        amount_msat=state.amount_msat,
+        fee_msat=fee_msat,
+        total_msat=state.amount_msat + fee_msat,
+        preimage=preimage,
+        fee_ppm=ev.fee_ppm_of(fee_msat, state.amount_msat),
+    )
+
+
+def _escalate(
+    state: PaymentIntent, command: cmd.EscalatePaymentIntent, ctx: DecisionContext
+) -> list[ev.EventData]:
+    """An exception item for an intent that outlived its bound without the node's evidence.
+    Once per attempt; nothing else changes (spend stays reserved: a timeout is no proof)."""
+    if state.status not in AWAITING_EVIDENCE_STATUSES or state.escalated_attempt == state.attempt:
+        return []  # resolved meanwhile, or already escalated
+    if ctx.now_ms < command.on_wire_since_ms + command.life_s * 1000:
+        raise errors.InvalidTransition("the intent has not outlived its bound", field="intent_id")
+    succeeded = state.status is IntentStatus.SUCCEEDED
     return [
-        succeeded,
-        ev.IntentSettled(
-            amount_msat=state.amount_msat,
-            fee_msat=fee_msat,
-            total_msat=state.amount_msat + fee_msat,
-            preimage=command.preimage,
-            fee_ppm=ev.fee_ppm_of(fee_msat, state.amount_msat),
-        ),
+        ev.IntentEscalated(
+            reason="unproven_success" if succeeded else "life_exceeded",
+            attempt=state.attempt,
+            state=str(state.status),
+            region=state.region,
+            node=state.node,
+            on_wire_since_ms=command.on_wire_since_ms,
+            life_s=command.life_s,
+            in_doubt=state.in_doubt,
+            payment_hash=state.payment_hash,
+            failures=state.failures,
+            ignored_outcomes=state.ignored_outcomes,
+            anomalies=state.anomalies,
+        )
     ]
+
+
+def _resolve(state: PaymentIntent, command: cmd.ResolvePaymentIntent) -> list[ev.EventData]:
+    """An operator's decision, with evidence, for an intent its node never proved either way.
+    ``settled`` only with the preimage that proves it; ``not_paid`` releases the spend on the
+    operator's recorded word, never on a timeout."""
+    if state.status not in AWAITING_EVIDENCE_STATUSES:
+        raise errors.InvalidTransition(
+            f"cannot resolve in state {state.status}: only an intent awaiting the node's "
+            "evidence (dispatched, in_flight, or succeeded without proof)",
+            field="intent_id",
+        )
+    if command.operator_id == state.caller.id:
+        # Releasing or settling the caller's own spend on its own word is the caller alone.
+        raise errors.TwoPersonRule("an intent's caller cannot resolve it", field="operator_id")
+    resolved = ev.IntentResolved(
+        operator_id=command.operator_id,
+        resolution=command.resolution,
+        evidence=command.evidence,
+        attempt=state.attempt,
+        preimage=command.preimage,
+    )
+    if command.resolution == "not_paid":
+        return [resolved, _intent_failed(state, "resolved_not_paid")]
+    if command.preimage is None:
+        raise errors.MissingField("settling needs the payment's preimage", field="preimage")
+    if state.payment_hash is None:
+        raise errors.InvalidTransition(
+            "no payment hash is known for this attempt: a preimage cannot be checked",
+            field="preimage", code="payment_hash_unknown",
+        )  # fmt: skip
+    if not _proves(command.preimage, state.payment_hash):
+        raise errors.InvalidTransition(
+            "the preimage does not hash to the payment hash",
+            field="preimage", code="preimage_mismatch",
+        )  # fmt: skip
+    if state.status is IntentStatus.SUCCEEDED:
+        fee_msat = command.fee_msat or state.fee_msat or 0
+        return [resolved, _settled(state, command.preimage, fee_msat)]
+    fee_msat = command.fee_msat or 0
+    succeeded = ev.PaymentSucceeded(
+        attempt=state.attempt,
+        payment_hash=state.payment_hash,
+        preimage=command.preimage,
+        fee_msat=fee_msat,
+    )
+    return [resolved, succeeded, _settled(state, command.preimage, fee_msat)]
 
 
 def _failed(

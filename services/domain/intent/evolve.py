@@ -70,11 +70,24 @@ def _changes(state: PaymentIntent, event: ev.EventData) -> dict[str, object]:
         case ev.IntentDispatched(attempt=attempt, payment_hash=payment_hash):
             assert attempt == state.attempt
             return {"payment_hash": payment_hash or state.payment_hash}
+        case ev.PaymentInFlightReported(payment_hash=payment_hash):
+            return {"payment_hash": state.payment_hash or payment_hash}
         case ev.PaymentInDoubt():
             return {"in_doubt": True}
         case ev.PaymentSucceeded(preimage=preimage, fee_msat=fee_msat):
             assert state.preimage is None, "at most one successful payment per intent"
-            return {"preimage": preimage, "fee_msat": fee_msat, "in_doubt": False}
+            return {
+                "preimage": preimage,
+                "fee_msat": fee_msat,
+                "in_doubt": False,
+                # A keysend hash is known from the node's report only.
+                "payment_hash": state.payment_hash or event.payment_hash,
+            }
+        case ev.IntentSettled(preimage=preimage):
+            # The proven preimage: the one a success without proof reported is replaced.
+            return {"preimage": preimage}
+        case ev.IntentEscalated(attempt=attempt):
+            return {"escalated_attempt": attempt}
         case ev.PaymentAttemptFailed(attempt=attempt, reason=reason):
             assert state.region is not None and state.node is not None
             failure = ev.NodeFailure(

@@ -45,6 +45,9 @@ PRE_DISPATCH_STATUSES = frozenset(
     }
 )
 ON_THE_WIRE_STATUSES = frozenset({IntentStatus.DISPATCHED, IntentStatus.IN_FLIGHT})
+# Where only the node's evidence, or an operator's recorded decision, may end an intent: on the
+# wire, or ``succeeded`` without a preimage proving it (a proven success settles at once).
+AWAITING_EVIDENCE_STATUSES = ON_THE_WIRE_STATUSES | {IntentStatus.SUCCEEDED}
 
 
 class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,7 +85,16 @@ class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
     explanation: tuple[RuleFired, ...] = ()
     ignored_outcomes: int = 0
     anomalies: int = 0
+    # The attempt an exception item (``IntentEscalated``) was raised for; 0: none.
+    escalated_attempt: int = 0
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+def effective_deadline(state: PaymentIntent) -> int | None:
+    """The earlier of the caller's deadline and the approval deadline (ms), if any: after it
+    an intent before dispatch expires. The one definition, for decide and the scheduler."""
+    deadlines = [d for d in (state.deadline_at_ms, state.approval_deadline_at_ms) if d is not None]
+    return min(deadlines) if deadlines else None

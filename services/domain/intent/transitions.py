@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from services.domain.intent.state import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
+from services.domain.intent.state import PRE_DISPATCH_STATUSES as _PRE_DISPATCH
 from services.domain.intent.state import IntentStatus as S
 
-_PRE_DISPATCH = (S.RECEIVED, S.POLICY_CHECKED, S.AWAITING_APPROVAL, S.ROUTED)
-_ON_WIRE = (S.DISPATCHED, S.IN_FLIGHT)
+_ON_WIRE = tuple(sorted(ON_THE_WIRE_STATUSES))
+_AWAITING_EVIDENCE = tuple(sorted(AWAITING_EVIDENCE_STATUSES))
 
 TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
     (None, "IntentReceived"): S.RECEIVED,
@@ -35,6 +37,13 @@ TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
     **{(s, "IntentRouted"): S.ROUTED for s in _ON_WIRE},
     **{(s, "IntentFailed"): S.FAILED for s in _ON_WIRE},
     **{(s, "OutcomeIgnored"): s for s in S},
+    # The way out of a node that never answers, or of a success without proof: an exception
+    # item (kept status), then the operator's decision, followed by its effect (below).
+    **{(s, "IntentEscalated"): s for s in _AWAITING_EVIDENCE},
+    **{(s, "IntentResolved"): s for s in _AWAITING_EVIDENCE},
+    # A preimage found later (the node re-queried, or the operator's evidence) settles it; an
+    # operator's "not paid" fails it.
+    (S.SUCCEEDED, "IntentFailed"): S.FAILED,
 }
 
 

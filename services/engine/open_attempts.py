@@ -1,0 +1,117 @@
+"""Intents whose current attempt still waits for the node's evidence, read from the log.
+
+The one source the sweeper and the relay's start-up repair re-issue work orders from: the
+current attempt's ``IntentDispatched`` exactly as the log holds it, signed by the engine when
+it was dispatched (ADR 0063), so a re-issued order is the same order, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.domain.intent import PaymentIntent, fold
+from services.domain.intent.state import AWAITING_EVIDENCE_STATUSES
+from services.engine.event_codec import to_domain
+from services.eventstore.port import StoredEvent
+from services.eventstore.postgres import PostgresEventStore
+
+# Streams read in one round trip; the processor loads batches of the same size.
+READ_CHUNK_STREAMS = 1000
+# Work orders read per page when every open one up to a position is looked for.
+SCAN_PAGE_ORDERS = 10_000
+
+# Work orders in a range of the log, oldest first, of intents not ended yet: the position range
+# walks the primary key, the check for an ending event the (stream_id, stream_version) index,
+# so intents settled long ago cost no read of their streams.
+_DISPATCHED_SQL = """
+SELECT d.stream_id, d.position FROM events d
+ WHERE d.position > $1 AND d.position <= $2 AND d.type = 'IntentDispatched'
+   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = d.stream_id
+                    AND t.type IN ('IntentSettled', 'IntentFailed'))
+ ORDER BY d.position LIMIT $3
+"""
+_LAST_ORDER_SQL = """
+SELECT position FROM events WHERE position <= $1 AND type = 'IntentDispatched'
+ ORDER BY position DESC LIMIT 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAttempt:
+    intent_id: str
+    state: PaymentIntent
+    order: StoredEvent  # the current attempt's IntentDispatched, as logged (signed)
+    last_event_at_ms: int  # when anything last happened to the intent
+
+    @property
+    def dispatched_at_ms(self) -> int:
+        return self.order.recorded_at_ms
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOrder:
+    intent_id: str
+    position: int
+
+
+async def dispatched_between(
+    store: PostgresEventStore, *, after_position: int, through_position: int, limit: int
+) -> list[LoggedOrder]:
+    """The work orders in positions ``(after, through]`` of intents that have not settled or
+    failed, oldest first, at most ``limit``."""
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(_DISPATCHED_SQL, after_position, through_position, limit)
+    return [LoggedOrder(str(row["stream_id"]), int(row["position"])) for row in rows]
+
+
+async def last_order_position(store: PostgresEventStore, *, through_position: int) -> int:
+    """The position of the newest work order at or before ``through_position`` (0: none)."""
+    async with store.pool.acquire() as conn:
+        position = await conn.fetchval(_LAST_ORDER_SQL, through_position)
+    return int(position or 0)
+
+
+async def open_attempts(store: PostgresEventStore, intent_ids: Sequence[str]) -> list[OpenAttempt]:
+    """Those of ``intent_ids`` that are on the wire, or ``succeeded`` without proof, now."""
+    found: list[OpenAttempt] = []
+    unique = list(dict.fromkeys(intent_ids))
+    for start in range(0, len(unique), READ_CHUNK_STREAMS):
+        streams = await store.read_streams(unique[start : start + READ_CHUNK_STREAMS])
+        for intent_id, history in streams.items():
+            attempt = _open_attempt(intent_id, history)
+            if attempt is not None:
+                found.append(attempt)
+    return found
+
+
+def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt | None:
+    state = fold(to_domain(e) for e in history)
+    if state is None or state.status not in AWAITING_EVIDENCE_STATUSES:
+        return None
+    order = next(e for e in reversed(history) if e.type == "IntentDispatched")
+    assert order.payload["attempt"] == state.attempt, "the newest order is the current attempt"
+    return OpenAttempt(
+        intent_id=intent_id,
+        state=state,
+        order=order,
+        last_event_at_ms=history[-1].recorded_at_ms,
+    )
+
+
+async def open_orders_through(
+    store: PostgresEventStore, through_position: int
+) -> list[StoredEvent]:
+    """The logged work order of every attempt dispatched at or before ``through_position``
+    that still waits for its node: what to re-issue when the dispatch stream lost orders."""
+    after = 0
+    orders: dict[str, StoredEvent] = {}  # by event id: an intent re-routed shows twice
+    while True:
+        page = await dispatched_between(
+            store, after_position=after, through_position=through_position, limit=SCAN_PAGE_ORDERS
+        )
+        if not page:
+            return list(orders.values())
+        after = page[-1].position
+        for attempt in await open_attempts(store, [order.intent_id for order in page]):
+            orders[attempt.order.event_id] = attempt.order
