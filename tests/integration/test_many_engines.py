@@ -55,13 +55,12 @@ class EngineProcesses:
     def start(self, count: int) -> None:
         for index in range(count):
             log = (self._logs / f"engine-{index}.log").open("w")
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.engine_process"],
-                    cwd=self._cwd, env={**self._env, "PYTHONPATH": str(REPO)},
-                    stdout=subprocess.PIPE, stderr=log, text=True,
-                )  # fmt: skip
-            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.engine_process"],
+                cwd=self._cwd, env={**self._env, "PYTHONPATH": str(REPO)},
+                stdout=subprocess.PIPE, stderr=log, text=True,
+            )  # fmt: skip
+            self.procs.append(proc)
         for proc in self.procs:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # the process exits (EOF) if it cannot start
