@@ -599,17 +599,27 @@ class CommandProcessor:
     async def status(
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentStatus | CommandRejected:
-        """From the committed-state cache when it knows the intent, else from the log.
+        """From the committed-state cache when the log agrees, else from the log.
 
         A cached ``None`` ("no such stream" when the writer loop last looked) is not trusted:
         the stream may have been committed since, by this engine or another one, so the log
-        answers. This path never writes the cache, so it cannot race the writer loop.
-        ``reader`` ``None`` is the engine itself; anyone else sees only what ``may_read``
-        allows, and an intent it may not read is ``not_found``, as if it did not exist.
+        answers. Nor is a cached open state whose version the log has passed: another engine
+        moved the intent (ADR 0073), and an executor asking whether to send must not hear of
+        an attempt that is no longer current. This path never writes the cache, so it cannot
+        race the writer loop. ``reader`` ``None`` is the engine itself; anyone else sees only
+        what ``may_read`` allows, and an intent it may not read is ``not_found``, as if it did
+        not exist.
         """
         cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
+        state = self._cache.get(intent_id)
+        if (
+            state is not None
+            and _readable(reader, state, history=False)
+            and await self._store.stream_version(intent_id) == state.version
+        ):
+            return _status_of(intent_id, state)
         history = await self._store.read_stream(intent_id)
         state = fold(to_domain(e) for e in history)
         if state is None or not _readable(reader, state, history=False):
@@ -619,10 +629,11 @@ class CommandProcessor:
     def cached_status(
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentStatus | None:
-        """The status from the committed-state cache, or ``None`` if only the log can tell
-        (or ``reader`` may not read it: ``status`` then says so)."""
+        """The status from the committed-state cache if it is final, or ``None`` if only the
+        log can tell (another engine may have moved an open intent since, ADR 0073; or
+        ``reader`` may not read it: ``status`` then says so)."""
         state = self._cache.get(intent_id)
-        if state is None or not _readable(reader, state, history=False):
+        if state is None or not state.is_terminal or not _readable(reader, state, history=False):
             return None
         return _status_of(intent_id, state)
 

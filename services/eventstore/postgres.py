@@ -145,6 +145,14 @@ class PostgresEventStore:
             )
         return [row_to_event(r) for r in rows]
 
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's last version, 0 if it has none (one probe of the unique index)."""
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval(
+                "SELECT max(stream_version) FROM events WHERE stream_id = $1", stream_id
+            )
+        return int(value or 0)
+
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
         """Many streams in one round trip (the intake loads a whole batch at once)."""
         async with self._pool.acquire() as conn:
