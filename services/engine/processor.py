@@ -538,6 +538,20 @@ class CommandProcessor:
         elif state is None or state.active is None:
             self._active_policy = None
 
+    async def current_policy_view(self) -> PolicyView | CommandRejected:
+        """``policy_view`` as the log has it: another engine may have recorded a proposal or
+        an activation since this one loaded the stream (ADR 0073). Then the view is read
+        from the log, and the writer loop reloads before it judges again."""
+        known = self._policy_state.version if self._policy_state else 0
+        if await self._store.stream_version(POLICY_STREAM) == known:
+            return self.policy_view()
+        self._policy_stale = True
+        history = await self._store.read_stream(POLICY_STREAM)
+        state = fold_policy([_policy_event(e) for e in history])  # type: ignore[misc]
+        if state is None or state.active is None:
+            return self.policy_view()
+        return policy_view(state.active, state)
+
     def policy_view(self) -> PolicyView | CommandRejected:
         """The document this engine judges intents by, and proposals awaiting approval."""
         active = self._active_policy or self._policy()

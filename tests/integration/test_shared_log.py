@@ -15,7 +15,12 @@ import msgspec
 import pytest
 
 from schemas.codec import decode_request
-from schemas.replies import CommandAccepted, PaymentIntentStatus, PolicyCommandAccepted
+from schemas.replies import (
+    CommandAccepted,
+    PaymentIntentStatus,
+    PolicyCommandAccepted,
+    PolicyView,
+)
 from services.bootstrap import corridor_table
 from services.domain.policy import PolicyEngine
 from services.domain.routing import OrderedRouter
@@ -134,7 +139,9 @@ async def test_a_policy_activated_through_one_engine_is_in_force_on_the_other(
     approve = {"type": "ApprovePolicy", "version": 1, "policy_version": 2, "approver_id": "op-b"}
     approved = await b.send(approve)
     assert isinstance(approved, PolicyCommandAccepted) and approved.active_version == 2, approved
-    # A never saw the activation, yet judges with version 2.
+    # A never saw the activation, yet shows it in force and judges with it.
+    view = await a.processor.current_policy_view()
+    assert isinstance(view, PolicyView) and view.policy_version == 2, view
     reply = await a.send(_agent("v2"))
     assert isinstance(reply, CommandAccepted) and reply.state != "dispatched", reply
     assert a.processor.active_policy_version == 2
