@@ -32,6 +32,7 @@ from services.devstack.postgres import (
     postgres_bin_dir,
 )
 from services.devstack.process import as_user, reachable_by
+from services.eventstore.migrate import available_migrations
 from services.eventstore.roles import ENGINE, ROLES
 from tests.nats_creds import connect_as
 
@@ -308,7 +309,9 @@ async def test_the_dev_stack_takes_passwords_only_and_keeps_them_out_of_sight(
         assert urlsplit(again.database_url).password == passwords[2]
         conn = await asyncpg.connect(again.database_url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(
+                available_migrations()
+            )
         finally:
             await conn.close()
 
