@@ -98,12 +98,14 @@ class SpendSync:
                 rows = await conn.fetch(_CATCH_UP_SQL, after, head, types, CATCH_UP_PAGE)
                 for record in rows:
                     stored = row_to_event(record)
-                    if self._own_position(stored.position):
-                        continue  # folded when this engine decided it
-                    self.tracker.apply(
-                        stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms
-                    )
-                    folded += 1
+                    if not self._own_position(stored.position):  # else folded when decided
+                        self.tracker.apply(
+                            stored.stream_id, [to_domain(stored)], at_ms=stored.recorded_at_ms
+                        )
+                        folded += 1
+                    # Moved per event: a catch-up cut short (the database went away) resumes
+                    # after what it folded, and never folds an event twice.
+                    self.seen_through = max(self.seen_through, stored.position)
                 if len(rows) < CATCH_UP_PAGE:
                     break
                 after = rows[-1]["position"]

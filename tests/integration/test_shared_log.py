@@ -14,7 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from schemas import events as ev
 from schemas.codec import decode_request
+from schemas.common import Caller
+from schemas.records import EventMetadata
 from schemas.replies import (
     CommandAccepted,
     PaymentIntentStatus,
@@ -22,10 +25,12 @@ from schemas.replies import (
     PolicyView,
 )
 from services.bootstrap import corridor_table
-from services.domain.policy import PolicyEngine
+from services.domain.policy import PolicyEngine, WindowLimit
 from services.domain.routing import OrderedRouter
 from services.engine.clock import RandomIds, SystemClock
+from services.engine.event_codec import to_new_events
 from services.engine.processor import CommandEnvelope, CommandProcessor, Reply
+from services.engine.spend_sync import SpendSync
 from services.eventstore.postgres import PostgresEventStore
 from services.policy.loader import load_default_policy
 from services.settings import DEFAULT_CORRIDORS
@@ -145,3 +150,28 @@ async def test_a_policy_activated_through_one_engine_is_in_force_on_the_other(
     reply = await a.send(_agent("v2"))
     assert isinstance(reply, CommandAccepted) and reply.state != "dispatched", reply
     assert a.processor.active_policy_version == 2
+
+
+async def test_a_catch_up_folds_each_other_writers_event_once(store: PostgresEventStore) -> None:
+    meta = EventMetadata(correlation_id="c", causation_id="k", actor="test")
+
+    def reserved(intent_id: str) -> list[Any]:
+        received = ev.IntentReceived(
+            intent_id=intent_id, caller=Caller(id="bot", kind="agent"), idempotency_key=intent_id,
+            corridor="us-eu", amount_msat=AMOUNT_MSAT, max_fee_msat=FEE_MSAT,
+            destination="02" + "11" * 32, received_at_ms=0, request_fingerprint="f",
+        )  # fmt: skip
+        checked = ev.IntentPolicyChecked(tier="auto", policy_version=1)
+        return to_new_events(intent_id, 1, [received, checked], meta, 1_700_000_000_000)
+
+    sync = SpendSync()
+    await store.append(reserved("elsewhere"))
+    assert await sync.catch_up(store) == 2
+    assert await sync.catch_up(store) == 0
+    own = reserved("here")
+    first = await store.append(own)
+    assert first is not None
+    sync.appended(first, len(own), ["bot"])  # as the writer loop reports its own batch
+    assert await sync.catch_up(store) == 0
+    [use] = sync.tracker.window_uses("bot", [WindowLimit(3_600_000, 10**9)], now_ms=1)
+    assert use.used_msat == AMOUNT_MSAT + FEE_MSAT  # "here" was never folded into this book
