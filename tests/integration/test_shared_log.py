@@ -175,3 +175,23 @@ async def test_a_catch_up_folds_each_other_writers_event_once(store: PostgresEve
     assert await sync.catch_up(store) == 0
     [use] = sync.tracker.window_uses("bot", [WindowLimit(3_600_000, 10**9)], now_ms=1)
     assert use.used_msat == AMOUNT_MSAT + FEE_MSAT  # "here" was never folded into this book
+
+
+async def test_an_engine_that_dispatched_attempt_one_reports_the_attempt_another_made(
+    engines: tuple[Engine, Engine],
+) -> None:
+    a, b = engines
+    bolt11, payment_hash, _ = invoice(amount_msat=60_000, label="reroute")
+    body = submit(key="reroute", payment_request=bolt11, destination=None, amount_msat=60_000)
+    reply = await a.send(body)
+    assert isinstance(reply, CommandAccepted) and reply.state == "dispatched", reply
+    failed = {
+        "type": "RecordPaymentOutcome", "version": 1, "intent_id": reply.intent_id,
+        "attempt": 1, "outcome": "failed", "region": "us", "node": "us-lnd",
+        "payment_hash": payment_hash, "failure_reason": "no_route", "confirmed_not_paid": True,
+    }  # fmt: skip
+    assert await b.state(failed) == "dispatched"  # attempt 2, on the next candidate
+    # What an executor asking engine A whether attempt 2 is current hears (ADR 0074).
+    assert a.processor.cached_status(reply.intent_id) is None
+    status = await a.processor.status(reply.intent_id)
+    assert isinstance(status, PaymentIntentStatus) and status.attempt == 2, status
