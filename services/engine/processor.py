@@ -540,7 +540,7 @@ class CommandProcessor:
 
     async def current_policy_view(self) -> PolicyView | CommandRejected:
         """``policy_view`` as the log has it: another engine may have recorded a proposal or
-        an activation since this one loaded the stream (ADR 0073). Then the view is read
+        an activation since this one loaded the stream (ADR 0074). Then the view is read
         from the log, and the writer loop reloads before it judges again."""
         known = self._policy_state.version if self._policy_state else 0
         if await self._store.stream_version(POLICY_STREAM) == known:
@@ -618,7 +618,7 @@ class CommandProcessor:
         A cached ``None`` ("no such stream" when the writer loop last looked) is not trusted:
         the stream may have been committed since, by this engine or another one, so the log
         answers. Nor is a cached open state whose version the log has passed: another engine
-        moved the intent (ADR 0073), and an executor asking whether to send must not hear of
+        moved the intent (ADR 0074), and an executor asking whether to send must not hear of
         an attempt that is no longer current. This path never writes the cache, so it cannot
         race the writer loop. ``reader`` ``None`` is the engine itself; anyone else sees only
         what ``may_read`` allows, and an intent it may not read is ``not_found``, as if it did
@@ -644,7 +644,7 @@ class CommandProcessor:
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentStatus | None:
         """The status from the committed-state cache if it is final, or ``None`` if only the
-        log can tell (another engine may have moved an open intent since, ADR 0073; or
+        log can tell (another engine may have moved an open intent since, ADR 0074; or
         ``reader`` may not read it: ``status`` then says so)."""
         state = self._cache.get(intent_id)
         if state is None or not state.is_terminal or not _readable(reader, state, history=False):
