@@ -258,6 +258,7 @@ async def bootstrap(
     )
     processor.appended_hooks.append(checkpoints.observe)
     checkpoints.appended_hooks.append(relay.offer)
+    checkpoints.appended_hooks.append(processor.note_append)
     relay.local_writer_busy = lambda: processor.appending
     lookup = credentials if credentials is not None else lookup_from_settings(settings)
     if agent_keys is not None:

@@ -4,7 +4,10 @@ Commands from every entry point go through one bounded queue. A single writer lo
 whatever is queued (up to ``batch_max``), decides each command against the state left by the
 previous one, and appends all resulting events in one transaction. Replies are sent only after
 that commit. A conflicting writer elsewhere (another engine instance) makes the append fail as a
-whole; then each command is retried on its own against fresh state.
+whole; then each command is retried on its own against fresh state. Spend limits and the policy
+in force are judged against this engine's view of the log; the append carries fences that
+fail it when another engine moved either since, and the batch is judged again after catching
+up (ADR 0073).
 """
 
 from __future__ import annotations
@@ -54,12 +57,16 @@ from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
 from services.engine.rejection_budget import RejectionBudget
+from services.engine.spend_sync import SPEND_EVENT_TYPES, SpendSync
 from services.engine.views import accepted, policy_view, why_unpaid
 from services.eventstore.port import (
+    AppendFence,
     ClaimConflict,
     ConcurrencyConflict,
     IdempotencyClaim,
     NewEvent,
+    StalePolicy,
+    StaleView,
     StoredEvent,
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
@@ -86,6 +93,10 @@ _THROTTLED = errors.RateLimited(
 )
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
+# A batch judged on a view another engine moved is judged again after catching up; while other
+# engines keep moving the same callers it may lose again, and after this many it goes on one
+# command at a time (``CONFLICT_RETRIES_MAX`` each).
+STALE_RETRIES_MAX = 4
 _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -162,6 +173,11 @@ class _Plan:
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
     states: dict[str, PaymentIntent | None] = field(default_factory=dict)
+    # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
+    spend_callers: set[str] = field(default_factory=set)
+    judged_submits: bool = False
+    # Set by an activation inside this batch: the batch's later submits are judged with it.
+    activated: Policy | None = None
 
 
 class CommandProcessor:
@@ -202,11 +218,11 @@ class CommandProcessor:
         self._cache: OrderedDict[str, PaymentIntent | None] = OrderedDict()
         self._cache_max = cache_max
         # Spend reserved or settled per caller, threaded through every decision so that two
-        # intents racing for the last budget are judged one after the other.
-        self._spend = SpendTracker()
-        # Agent keys' own windows (ADR 0068), beside the policy's and in the same batches, so
-        # whatever makes one hold across engine processes can make the other hold too.
-        self._key_spend = SpendTracker(account=by_agent_key)
+        # intents racing for the last budget are judged one after the other; kept in step
+        # with other engines' appends (ADR 0073). It also books agent keys' own windows (ADR
+        # 0068) beside the policy's: a key belongs to one agent caller, so the caller's fence
+        # covers the key's window too.
+        self._sync = SpendSync()
         # The agent keys the log trusts (ADR 0068); the intake verifies signatures against it.
         self.agent_keys = AgentKeyBook()
         # What the writer loop checks an agent submit's key against again: the log's keys, or
@@ -263,13 +279,13 @@ class CommandProcessor:
         self.commands += len(items)
         try:
             try:
-                return await self._process_batch(items)
+                return await self._process_current(items)
             except (ConcurrencyConflict, ClaimConflict):
                 # Usually a submit assumed new whose intent exists (a retry of an intent no
                 # longer cached): once more with every stream read from the log.
                 self._forget(items)
-                return await self._process_batch(items)
-        except (ConcurrencyConflict, ClaimConflict):
+                return await self._process_current(items)
+        except (ConcurrencyConflict, ClaimConflict, StaleView):
             self._forget(items)
             return [await self._process_alone(item) for item in items]
         except _TRANSIENT as exc:
@@ -277,10 +293,28 @@ class CommandProcessor:
             log.warning("append_unavailable", error=type(exc).__name__)
             return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(items)
 
+    async def _process_current(self, items: Sequence[_Item]) -> list[Reply]:
+        """``_process_batch``, judged again after catching up while its fences fail."""
+        for _ in range(STALE_RETRIES_MAX - 1):
+            try:
+                return await self._process_batch(items)
+            except StaleView as exc:
+                self._stale(exc)
+        return await self._process_batch(items)
+
+    def _stale(self, exc: StaleView) -> None:
+        log.info("view_stale", what=type(exc).__name__)
+        if isinstance(exc, StalePolicy):
+            self._policy_stale = True
+        else:
+            self._sync.stale = True
+
     async def _process_alone(self, item: _Item) -> Reply:
         for _ in range(CONFLICT_RETRIES_MAX):
             try:
                 return (await self._process_batch([item]))[0]
+            except StaleView as exc:
+                self._stale(exc)
             except (ConcurrencyConflict, ClaimConflict):
                 self._forget([item])
             except _TRANSIENT:
@@ -292,7 +326,9 @@ class CommandProcessor:
         for item in items:
             if not item.prepared:
                 self._prepare(item)
-        if self._policy_stale and any(i.stream_id == POLICY_STREAM for i in items):
+        # A policy command is judged against the stream as the log has it: another engine may
+        # have recorded the proposal it approves (rare enough for a read each time).
+        if self._policy_stale or any(i.stream_id == POLICY_STREAM for i in items):
             await self.load_policy_state()
         if any(i.stream_id == AGENT_KEYS_STREAM for i in items):
             # Key changes are rare and another engine may have made one a moment ago: decide
@@ -307,26 +343,33 @@ class CommandProcessor:
                 and not _assumed_new(i)
             ]
         )
+        if self._sync.stale or self._unfolded(items):
+            await self._sync.catch_up(self._store)
         self._prune_spend()
-        self._spend.begin()
-        self._key_spend.begin()
+        tracker, key_tracker = self._sync.tracker, self._sync.key_tracker
+        tracker.begin()
+        key_tracker.begin()
         try:
             plan = self._plan(items)
             first_position = None
             if plan.events or plan.claims:
                 self.appending = True
                 try:
-                    first_position = await self._store.append(plan.events, plan.claims)
+                    first_position = await self._store.append(
+                        plan.events, plan.claims, self._fence(plan)
+                    )
                 finally:
                     self.appending = False
         except BaseException:
-            self._spend.rollback()  # nothing of this batch was committed
-            self._key_spend.rollback()
+            tracker.rollback()  # nothing of this batch was committed
+            key_tracker.rollback()
             raise
-        self._spend.commit()
-        self._key_spend.commit()
+        tracker.commit()
+        key_tracker.commit()
         if plan.agent_keys is not None:
             self.agent_keys.adopt(plan.agent_keys.state)
+        if first_position is not None:
+            self._sync.appended(first_position, len(plan.events), plan.spend_callers)
         for stream_id, state in plan.states.items():
             self._remember(stream_id, state)
         if first_position is not None and plan.events:
@@ -338,6 +381,35 @@ class CommandProcessor:
             for hook in self.committed_hooks:
                 _observe(hook, plan.states)
         return plan.replies
+
+    def _unfolded(self, items: Sequence[_Item]) -> bool:
+        """Whether the batch holds an open intent whose spend this engine never folded:
+        another engine received it after this one's view (ADR 0073). Its reservation must
+        be folded before an outcome settles or releases it."""
+        for item in items:
+            state = self._cache.get(item.stream_id)
+            if (
+                state is not None
+                and not state.is_terminal
+                and not self._sync.tracker.knows(item.stream_id)
+            ):
+                return True
+        return False
+
+    def _fence(self, plan: _Plan) -> AppendFence:
+        callers, known = self._sync.fence(plan.spend_callers)
+        judged = plan.judged_submits
+        return AppendFence(
+            callers=callers,
+            known_positions=known,
+            policy_stream=POLICY_STREAM if judged else None,
+            policy_version=self._policy_state.version if self._policy_state else 0,
+        )
+
+    def note_append(self, first_position: int, events: Sequence[NewEvent]) -> None:
+        """Another writer of this process (the checkpointer) appended: those positions hold
+        no spend, so the view need not catch up over them."""
+        self._sync.appended(first_position, len(events))
 
     def _prepare(self, item: _Item) -> None:
         item.prepared = True
@@ -385,10 +457,11 @@ class CommandProcessor:
         now_ms = self._clock.now_ms()
         plan = _Plan(policy_state=self._policy_state)
         router = self._router()
+        tracker = self._sync.tracker
         for item in items:
-            base_policy = self._active_policy or self._policy()
+            base_policy = plan.activated or self._active_policy or self._policy()
             policy = (
-                base_policy.with_spend(self._spend)
+                base_policy.with_spend(tracker)
                 if isinstance(base_policy, PolicyEngine)
                 else base_policy
             )
@@ -436,7 +509,7 @@ class CommandProcessor:
                     check_key_limits(
                         key.key_id, key.limits, amount_msat=command.amount_msat,
                         budget_msat=command.amount_msat + command.max_fee_msat,
-                        spend=self._key_spend, now_ms=now_ms,
+                        spend=self._sync.key_tracker, now_ms=now_ms,
                     )  # fmt: skip
                 new_events = decide(state, command, ctx)
             except errors.CorridorError as exc:
@@ -461,8 +534,11 @@ class CommandProcessor:
                 new_state = evolve(new_state, event)
             assert new_state is not None
             # Applied now, so the next command in this batch sees this one's reservation.
-            self._spend.apply(item.stream_id, new_events, at_ms=now_ms)
-            self._key_spend.apply(item.stream_id, new_events, at_ms=now_ms)
+            tracker.apply(item.stream_id, new_events, at_ms=now_ms)
+            self._sync.key_tracker.apply(item.stream_id, new_events, at_ms=now_ms)
+            if any(type(e).__name__ in SPEND_EVENT_TYPES for e in new_events):
+                plan.spend_callers.add(new_state.caller.id)
+                plan.judged_submits |= isinstance(command, cmd.SubmitPaymentIntent)
             metadata = EventMetadata(
                 correlation_id=item.envelope.correlation_id or item.stream_id,
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
@@ -515,6 +591,10 @@ class CommandProcessor:
         )
         plan.policy_state = new_state
         plan.policy_changed = True
+        if new_state.active is not None and new_state.active_version != (
+            state.active_version if state else None
+        ):
+            plan.activated = PolicyEngine(new_state.active)
         return PolicyCommandAccepted(
             policy_version=command.policy_version, active_version=new_state.active_version
         )
@@ -549,6 +629,20 @@ class CommandProcessor:
         elif state is None or state.active is None:
             self._active_policy = None
 
+    async def current_policy_view(self) -> PolicyView | CommandRejected:
+        """``policy_view`` as the log has it: another engine may have recorded a proposal or
+        an activation since this one loaded the stream (ADR 0074). Then the view is read
+        from the log, and the writer loop reloads before it judges again."""
+        known = self._policy_state.version if self._policy_state else 0
+        if await self._store.stream_version(POLICY_STREAM) == known:
+            return self.policy_view()
+        self._policy_stale = True
+        history = await self._store.read_stream(POLICY_STREAM)
+        state = fold_policy([_policy_event(e) for e in history])  # type: ignore[misc]
+        if state is None or state.active is None:
+            return self.policy_view()
+        return policy_view(state.active, state)
+
     def policy_view(self) -> PolicyView | CommandRejected:
         """The document this engine judges intents by, and proposals awaiting approval."""
         active = self._active_policy or self._policy()
@@ -572,8 +666,8 @@ class CommandProcessor:
         now_ms = self._clock.now_ms()
         if now_ms - self._spend_pruned_at_ms >= 60_000:
             self._spend_pruned_at_ms = now_ms
-            self._spend.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
-            self._key_spend.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
+            self._sync.tracker.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
+            self._sync.key_tracker.prune(now_ms=now_ms, horizon_ms=WINDOW_S_MAX * 1000)
 
     async def load_spend(self) -> int:
         """Rebuild the spend book from the log's recent events; returns events folded."""
@@ -581,7 +675,13 @@ class CommandProcessor:
         tracker = SpendTracker()
         key_tracker = SpendTracker(account=by_agent_key)
         folded = 0
-        async with self._store.pool.acquire() as conn, conn.transaction():
+        # One snapshot: the head read here is exactly the last position the cursor can see
+        # (positions become visible in commit order, ADR 0001).
+        async with (
+            self._store.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = int(await conn.fetchval("SELECT position FROM event_log_head"))
             cursor = conn.cursor(_SPEND_EVENTS_SQL, horizon_ms)
             async for record in cursor:
                 stored = row_to_event(record)
@@ -589,8 +689,7 @@ class CommandProcessor:
                 tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
                 key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
                 folded += 1
-        self._spend = tracker
-        self._key_spend = key_tracker
+        self._sync.reset(tracker, key_tracker, seen_through=head)
         return folded
 
     def _remember(self, stream_id: str, state: PaymentIntent | None) -> None:
@@ -611,17 +710,27 @@ class CommandProcessor:
     async def status(
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentStatus | CommandRejected:
-        """From the committed-state cache when it knows the intent, else from the log.
+        """From the committed-state cache when the log agrees, else from the log.
 
         A cached ``None`` ("no such stream" when the writer loop last looked) is not trusted:
         the stream may have been committed since, by this engine or another one, so the log
-        answers. This path never writes the cache, so it cannot race the writer loop.
-        ``reader`` ``None`` is the engine itself; anyone else sees only what ``may_read``
-        allows, and an intent it may not read is ``not_found``, as if it did not exist.
+        answers. Nor is a cached open state whose version the log has passed: another engine
+        moved the intent (ADR 0074), and an executor asking whether to send must not hear of
+        an attempt that is no longer current. This path never writes the cache, so it cannot
+        race the writer loop. ``reader`` ``None`` is the engine itself; anyone else sees only
+        what ``may_read`` allows, and an intent it may not read is ``not_found``, as if it did
+        not exist.
         """
         cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
+        state = self._cache.get(intent_id)
+        if (
+            state is not None
+            and _readable(reader, state, history=False)
+            and await self._store.stream_version(intent_id) == state.version
+        ):
+            return _status_of(intent_id, state)
         history = await self._store.read_stream(intent_id)
         state = fold(to_domain(e) for e in history)
         if state is None or not _readable(reader, state, history=False):
@@ -631,10 +740,11 @@ class CommandProcessor:
     def cached_status(
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentStatus | None:
-        """The status from the committed-state cache, or ``None`` if only the log can tell
-        (or ``reader`` may not read it: ``status`` then says so)."""
+        """The status from the committed-state cache if it is final, or ``None`` if only the
+        log can tell (another engine may have moved an open intent since, ADR 0074; or
+        ``reader`` may not read it: ``status`` then says so)."""
         state = self._cache.get(intent_id)
-        if state is None or not _readable(reader, state, history=False):
+        if state is None or not state.is_terminal or not _readable(reader, state, history=False):
             return None
         return _status_of(intent_id, state)
 

@@ -41,6 +41,19 @@ class IdempotencyClaim(msgspec.Struct, frozen=True, kw_only=True):
     fingerprint: str
 
 
+class AppendFence(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch was judged against, checked by the append (ADR 0073).
+
+    ``callers[i]``: a caller whose spend the batch judged or changed; ``known_positions[i]``:
+    the log position up to which the engine had folded that caller's spend. ``policy_version``:
+    the version of ``policy_stream`` the batch was judged with (``None``: not checked)."""
+
+    callers: tuple[str, ...] = ()
+    known_positions: tuple[int, ...] = ()
+    policy_stream: str | None = None
+    policy_version: int = 0
+
+
 class ChainReport(msgspec.Struct, frozen=True, kw_only=True):
     checked: int
     last_position: int
@@ -57,11 +70,27 @@ class ClaimConflict(Exception):
     """An idempotency key in the batch was claimed by a concurrent writer."""
 
 
+class StaleView(Exception):
+    """Another engine changed what this batch was judged against. Catch up, judge again."""
+
+
+class StaleSpend(StaleView):
+    """A caller's spend changed since this engine last folded it (another engine's append)."""
+
+
+class StalePolicy(StaleView):
+    """The policy stream moved since this engine loaded it (an activation elsewhere)."""
+
+
 class EventStore(Protocol):
     async def append(
-        self, events: Sequence[NewEvent], claims: Sequence[IdempotencyClaim] = ()
+        self,
+        events: Sequence[NewEvent],
+        claims: Sequence[IdempotencyClaim] = (),
+        fence: AppendFence | None = None,
     ) -> int | None:
-        """Append atomically; return the first global position (None if no events)."""
+        """Append atomically; return the first global position (None if no events).
+        Raises ``StaleSpend``/``StalePolicy`` when ``fence`` no longer holds."""
         ...
 
     async def read_stream(self, stream_id: str) -> list[StoredEvent]: ...

@@ -13,11 +13,14 @@ import msgspec
 from services.eventstore.hashing import GENESIS_HASH, chain_hash, event_body
 from services.eventstore.migrate import migrate
 from services.eventstore.port import (
+    AppendFence,
     ChainReport,
     ClaimConflict,
     ConcurrencyConflict,
     IdempotencyClaim,
     NewEvent,
+    StalePolicy,
+    StaleSpend,
     StoredEvent,
 )
 from services.eventstore.roles import URL_ERRORS, unusable_url
@@ -25,8 +28,9 @@ from services.eventstore.roles import URL_ERRORS, unusable_url
 # Event ids travel as text: building a uuid.UUID per event cost more than the cast.
 _APPEND = (
     "SELECT append_events($1, $2, $3::text[]::uuid[], $4, $5, $6::text[]::jsonb[],"
-    " $7::text[]::jsonb[], $8, $9, $10, $11, $12, $13)"
+    " $7::text[]::jsonb[], $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 )
+_NO_FENCE = AppendFence()
 COLUMNS = """position, event_id::text, stream_id, stream_version, type, schema_version,
     payload::text, metadata::text,
     (extract(epoch from recorded_at) * 1000)::bigint AS recorded_at_ms, prev_hash, hash"""
@@ -88,10 +92,14 @@ class PostgresEventStore:
         await self._pool.close()
 
     async def append(
-        self, events: Sequence[NewEvent], claims: Sequence[IdempotencyClaim] = ()
+        self,
+        events: Sequence[NewEvent],
+        claims: Sequence[IdempotencyClaim] = (),
+        fence: AppendFence | None = None,
     ) -> int | None:
         if not events and not claims:
             return None
+        fence = fence or _NO_FENCE
         try:
             async with self._pool.acquire() as conn:
                 position: int | None = await conn.fetchval(
@@ -109,6 +117,10 @@ class PostgresEventStore:
                     [c.idempotency_key for c in claims],
                     [c.intent_id for c in claims],
                     [c.fingerprint for c in claims],
+                    list(fence.callers),
+                    list(fence.known_positions),
+                    fence.policy_stream,
+                    fence.policy_version,
                 )
         except asyncpg.UniqueViolationError as exc:
             # Event ids derive from (stream, version), so either key means the same race.
@@ -118,6 +130,10 @@ class PostgresEventStore:
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == "CR001":
                 raise ClaimConflict() from None
+            if exc.sqlstate == "CR002":
+                raise StaleSpend() from None
+            if exc.sqlstate == "CR003":
+                raise StalePolicy() from None
             raise
         return position
 
@@ -136,6 +152,14 @@ class PostgresEventStore:
                 stream_id,
             )
         return [row_to_event(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's last version, 0 if it has none (one probe of the unique index)."""
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval(
+                "SELECT max(stream_version) FROM events WHERE stream_id = $1", stream_id
+            )
+        return int(value or 0)
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
         """Many streams in one round trip (the intake loads a whole batch at once)."""

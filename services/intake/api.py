@@ -156,7 +156,7 @@ class ApiService:
         # The two policy queries sit under the policy prefix: match them before the verbs.
         if subject == subjects.POLICY_SHOW:
             _query(msg, GetPolicy)
-            return self._processor.policy_view()
+            return await self._processor.current_policy_view()
         if subject == subjects.POLICY_CORRIDORS:
             _query(msg, ListCorridors)
             return corridors_view(self._corridors)

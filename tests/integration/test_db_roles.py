@@ -22,7 +22,7 @@ from schemas.records import EventMetadata
 from services.devstack import DevStack
 from services.engine.event_codec import to_new_events
 from services.eventstore.migrate import OWNER_URL_ENV, MigrationsPending
-from services.eventstore.port import IdempotencyClaim
+from services.eventstore.port import AppendFence, IdempotencyClaim
 from services.eventstore.postgres import PostgresEventStore
 from services.eventstore.roles import (
     AUDITOR,
@@ -40,11 +40,14 @@ from services.eventstore.roles import connect as connect_db
 
 REPO = Path(__file__).resolve().parents[2]
 META = EventMetadata(correlation_id="c", causation_id="k", actor="test")
-TABLES = ("events", "event_log_head", "idempotency_keys", "checkpoints", "schema_migrations")
+TABLES = (
+    "events", "event_log_head", "idempotency_keys", "checkpoints", "schema_migrations",
+    "spend_fences",
+)  # fmt: skip
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 APPEND = (
     "append_events(text[], integer[], uuid[], text[], integer[], jsonb[], jsonb[], bigint[],"
-    " bytea[], text[], text[], text[], text[])"
+    " bytea[], text[], text[], text[], text[], text[], bigint[], text, integer)"
 )
 
 
@@ -240,7 +243,7 @@ async def test_the_auditor_only_reads(
     store: PostgresEventStore, database_urls: RoleUrls, auditor_conn: asyncpg.Connection[Any]
 ) -> None:
     claim = IdempotencyClaim(caller_id="a", idempotency_key="k", intent_id="s", fingerprint="f")
-    await store.append(_events("s", 2), [claim])
+    await store.append(_events("s", 2), [claim], AppendFence(callers=("a",), known_positions=(0,)))
     await store.set_checkpoint("relay", 2)
     for table in TABLES:
         assert await auditor_conn.fetchval(f"SELECT count(*) FROM {table}") >= 1, table
@@ -250,7 +253,7 @@ async def test_the_auditor_only_reads(
         "DELETE FROM events",
         "TRUNCATE checkpoints",
         "SELECT append_events('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',"
-        " '{}', '{}', '{}', '{}')",
+        " '{}', '{}', '{}', '{}', '{}', '{}', NULL, NULL)",
         "ALTER TABLE events DISABLE TRIGGER ALL",
         "CREATE TABLE shadow (v int)",
     )
@@ -393,7 +396,8 @@ async def test_the_migrate_command_runs_as_the_owner_and_never_prints_a_url(
     assert "cannot use the database URL" in malformed.stderr
     assert as_owner.returncode == 0, as_owner.stderr
     assert as_owner.stdout.strip() == (
-        "applied: 0001_event_log, 0002_least_privilege, 0003_prune_idempotency_keys"
+        "applied: 0001_event_log, 0002_least_privilege, 0003_prune_idempotency_keys,"
+        " 0004_spend_fences"
     )
     assert again.stdout.strip() == "applied: nothing pending"
     for url in (urls.engine, urls.owner):

@@ -13,6 +13,15 @@ key signed. The engine keeps the two side by side, in one batch, folded from one
 It is mutable and pure (no I/O, no clock). The engine applies events as it decides each
 command of a batch (so the next command sees the reservation), inside ``begin()``; it calls
 ``commit()`` once the batch is durable, or ``rollback()`` to undo the batch's changes.
+
+Several engines share one log (ADR 0073): each folds the others' events when it catches up,
+so events of different intents may arrive out of log order, and an outcome may be decided
+before the events of the engine that reserved it were folded. Per caller the totals do not
+depend on the order; a settlement folded late counts from the latest settlement time seen
+(longer in the window, never shorter). An event for an intent whose ``IntentReceived`` this
+tracker never saw changes nothing: the engine catches up before deciding such an intent and
+the append's fence refuses a batch judged on a stale view, so what remains is an intent
+received before the spend horizon, which no window counts any more.
 """
 
 from __future__ import annotations
@@ -90,7 +99,6 @@ class SpendTracker:
     def __init__(self, *, account: Callable[[ev.IntentReceived], str | None] = by_caller) -> None:
         # Who an intent's spend is booked to; ``None``: not tracked at all.
         self._account = account
-        self._every_intent = account is by_caller
         self._facts: dict[str, _Facts] = {}  # intents not final yet
         self._open_msat: dict[str, int] = {}  # caller -> sum of open reservations
         self._open_ids: dict[str, set[str]] = {}  # caller -> reserved intent ids
@@ -150,6 +158,11 @@ class SpendTracker:
         facts = self._facts.get(intent_id)
         return facts is not None and facts.reserved_at_ms is not None
 
+    def knows(self, intent_id: str) -> bool:
+        """Whether this tracker holds the intent's facts (it saw its ``IntentReceived`` and
+        no final event since)."""
+        return intent_id in self._facts
+
     # Changes, in log order.
 
     def apply(self, intent_id: str, events: Iterable[ev.EventData], *, at_ms: int) -> None:
@@ -189,11 +202,8 @@ class SpendTracker:
 
     def _reserve(self, intent_id: str, at_ms: int) -> None:
         facts = self._facts.get(intent_id)
-        if facts is None and not self._every_intent:
-            return  # an intent this tracker does not book
-        assert facts is not None, f"{intent_id}: reservation before IntentReceived"
-        if facts.reserved_at_ms is not None:
-            return
+        if facts is None or facts.reserved_at_ms is not None:
+            return  # received before the horizon (see the module's docstring), or reserved
         facts.reserved_at_ms = at_ms
         caller = facts.caller_id
         self._open_msat[caller] = self._open_msat.get(caller, 0) + facts.budget_msat
@@ -227,19 +237,21 @@ class SpendTracker:
         self._journal(undo)
 
     def _settle(self, intent_id: str, total_msat: int, at_ms: int) -> None:
-        facts = self._facts.pop(intent_id, None)
-        if facts is None and not self._every_intent:
+        facts = self._facts.get(intent_id)
+        if facts is None or facts.reserved_at_ms is None:
+            # Never folded here, or folded only up to an approval request: a settlement needs
+            # the reservation the log records before it, which the fence makes this engine
+            # fold first (module docstring). Nothing to move.
             return
-        assert facts is not None and facts.reserved_at_ms is not None, (
-            f"settling {intent_id} which holds no reservation"
-        )
+        del self._facts[intent_id]
         self._unreserve(facts, intent_id)
         settled = self._settled.setdefault(facts.caller_id, _Settled())
         settled.add(at_ms=at_ms, reserved_at_ms=facts.reserved_at_ms, amount_msat=total_msat)
         paid_key = (facts.caller_id, facts.destination) if facts.destination else None
         paid_before = self._paid_at_ms.get(paid_key) if paid_key else None
         if paid_key is not None:
-            self._paid_at_ms[paid_key] = at_ms
+            # Folded out of order (another engine's settlement), an older time never wins.
+            self._paid_at_ms[paid_key] = max(at_ms, paid_before or at_ms)
 
         def undo() -> None:
             settled.pop()
