@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from schemas import events as ev
+from schemas.limits import CALLER_ID_PATTERN
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
+from services.bus import subjects
 from services.engine.ids import event_id_for
 from services.eventstore.hashing import canonical_json, event_body
 from services.eventstore.port import NewEvent, StoredEvent
 
 AGGREGATE = "intent"
+CHECKPOINT_EVENT = ev.LogCheckpointSigned.__name__
+# An owner becomes a subject token: a caller id (schemas/limits.py), never '.', '*' or '>'.
+_OWNER_TOKEN = re.compile(CALLER_ID_PATTERN)
 POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
 _ALL_EVENT_TYPES: dict[str, type[ev.EventData]] = {**ev.EVENT_TYPES, **POLICY_EVENT_TYPES}
@@ -101,6 +107,18 @@ def to_recorded(stored: StoredEvent) -> RecordedEvent:
     )
 
 
-def subject_for(event_type: str) -> str:
-    aggregate = POLICY_AGGREGATE if event_type in POLICY_EVENT_TYPES else AGGREGATE
-    return f"corridor.evt.v1.{aggregate}.{event_type}"
+def subject_for(event_type: str, owner: str | None) -> str:
+    """The subject an event is published on (ADR 0067); ``owner`` is its intent's caller."""
+    if event_type in POLICY_EVENT_TYPES:
+        return f"{subjects.EVT_POLICY_PREFIX}.{event_type}"
+    if event_type == CHECKPOINT_EVENT:
+        return f"{subjects.EVT_LOG_PREFIX}.{event_type}"
+    if owner is None or not _OWNER_TOKEN.match(owner):
+        return f"{subjects.EVT_UNOWNED_PREFIX}.{event_type}"
+    return subjects.intent_event_subject(owner, event_type)
+
+
+def owner_of(stored: StoredEvent) -> str | None:
+    """The owner an event names in its metadata (None before ADR 0067, or not an intent's)."""
+    owner = stored.metadata.get("owner")
+    return owner if isinstance(owner, str) else None
