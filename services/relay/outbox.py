@@ -99,7 +99,7 @@ class OutboxRelay:
         self._store = store
         self._js = js
         # Owners of intents whose events predate owners in metadata (ADR 0067).
-        self._owners = OwnerLookup(store)
+        self.owners = OwnerLookup(store)
         # Publishes fenced by the streams' expected sequences, in atomic batches when large
         # (ADR 0013). Without it every event is a plain JetStream publish.
         self._fenced = fenced
@@ -505,7 +505,7 @@ class OutboxRelay:
         missing = {e.stream_id for e in batch if e.owner is None and _names_an_owner(e.type)}
         if not missing:
             return batch  # the steady state: every new intent event names its owner
-        owners = await self._owners.owners(missing)
+        owners = await self.owners.owners(missing)
         return [
             dataclasses.replace(e, owner=owners[e.stream_id])
             if e.owner is None and e.stream_id in owners
