@@ -12,10 +12,14 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     causation_id: str
     actor: str
     policy_version: int | None = None
+    # The caller that submitted the intent, on every event of an intent (ADR 0067): the relay
+    # publishes the event under that caller's subtree without reading the log again. Absent on
+    # events written before it existed, and on policy and checkpoint events.
+    owner: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One event as stored: the body of every ``corridor.evt.v1.*`` message and replay line.
+    """One event as stored: the body of every ``corridor.evt.*`` message and replay line.
 
     ``type``/``version`` name the schema of ``data``. ``hash`` chains to ``prev_hash`` so that
     tampering with the log is detectable (``corridor replay --verify``).

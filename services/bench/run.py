@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from nats.js.api import DeliverPolicy
 
 from services.bench import baselines, store_bench
 from services.bench.e2e import (
@@ -44,6 +43,7 @@ from services.bench.meter import (
 from services.bench.profile import Profiler
 from services.bench.stats import p50_p95, percentile, summary
 from services.bench.verdict import ratios_and_targets
+from services.bus import subjects
 from services.bus.jetstream import connect
 from services.cli.endpoints import read_endpoints_file
 from services.devstack import DevStack
@@ -267,10 +267,9 @@ async def _end_to_end(
             seen_wall_ms[intent_id] = time.time() * 1000
             settled_q.put_nowait(intent_id)
 
-        await watcher.jetstream().subscribe(
-            "corridor.evt.v1.intent.IntentSettled", stream="CORRIDOR_EVT", cb=on_settled,
-            ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
-        )  # fmt: skip
+        # Live settlements of every caller (ADR 0067): a core subscription, no consumer.
+        await watcher.subscribe(subjects.intent_event_subject("*", "IntentSettled"), cb=on_settled)
+        await watcher.flush()
         await run_closed_loop(nc, await source.bodies("warm", warmup), window=64, settled=settled_q)
         _progress("end to end: the simulated network alone (its own lnd adapter, no Corridor)")
         direct = await _direct_payments(nodes, source, sim, runs, intents)

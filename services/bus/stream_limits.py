@@ -22,6 +22,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from services.bus import subjects
+
 log = structlog.get_logger("corridor.bus")
 
 METADATA_KEY: Final = "corridor.limits"
@@ -133,6 +135,16 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
             info = await js.stream_info(wanted.name)  # created by another process meanwhile
     existing = info.config
     config, kept = reconcile(existing, wanted, limits)
+    if wanted.name == subjects.CHECKPOINT_STREAM:
+        # Nobody may update it, the engine included (ADR 0067): an update could set limits
+        # that drop signed checkpoints. The stream in place is kept as it is.
+        if (
+            kept
+            or existing.subjects != config.subjects
+            or _own(existing.metadata) != _own(config.metadata)
+        ):
+            log.warning("checkpoint_stream_config_differs", stream=wanted.name)
+        return
     for item in kept:
         log.warning(
             "stream_limit_kept",
@@ -154,6 +166,11 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
         )
         config = replace(config, retention=existing.retention)
     await js.update_stream(config)
+
+
+def _own(metadata: dict[str, str] | None) -> dict[str, str]:
+    # nats-server adds its own keys (``_nats.*``) to every stream's metadata.
+    return {k: v for k, v in (metadata or {}).items() if not k.startswith("_nats.")}
 
 
 def _retention(value: RetentionPolicy | str | None) -> str:

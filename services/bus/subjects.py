@@ -33,8 +33,20 @@ CMD_WILDCARD: Final = "corridor.cmd.v1.>"
 CMD_STREAM: Final = "CORRIDOR_CMD"
 CMD_CONSUMER: Final = "corridor-intake"
 
-EVT_PREFIX: Final = "corridor.evt.v1"
-EVT_WILDCARD: Final = f"{EVT_PREFIX}.>"
+# Events, version 2 (ADR 0067): an intent's events under its owner's subtree,
+# corridor.evt.v2.intent.<owner_caller_id>.<EventType>, so a caller's permissions can name
+# exactly its own; policy events on corridor.evt.v2.policy.<EventType>, checkpoints on
+# corridor.evt.v2.log.<EventType>. Version 1 (corridor.evt.v1.intent.<EventType>) is what
+# the stream holds from before; CORRIDOR_EVT takes both (EVT_WILDCARD).
+EVT_ROOT: Final = "corridor.evt"
+EVT_WILDCARD: Final = f"{EVT_ROOT}.>"
+EVT_V1_PREFIX: Final = f"{EVT_ROOT}.v1"
+EVT_PREFIX: Final = f"{EVT_ROOT}.v2"
+EVT_INTENT_PREFIX: Final = f"{EVT_PREFIX}.intent"
+EVT_POLICY_PREFIX: Final = f"{EVT_PREFIX}.policy"
+EVT_LOG_PREFIX: Final = f"{EVT_PREFIX}.log"
+# An intent event whose owner cannot be found (a log written by hand): no caller's subtree.
+EVT_UNOWNED_PREFIX: Final = f"{EVT_PREFIX}.unowned"
 EVT_STREAM: Final = "CORRIDOR_EVT"
 
 # Work orders for region executors: every IntentDispatched event is also published here,
@@ -96,3 +108,18 @@ HDR_ORIGINAL_SUBJECT: Final = "Corridor-Original-Subject"
 def dispatch_subject(region: str, node: str) -> str:
     """Where the work orders for one node go: each node's durable sees only its own."""
     return f"{DISPATCH_PREFIX}.{region}.{node}"
+
+
+def intent_event_subject(owner: str, event_type: str) -> str:
+    """Where an event of ``owner``'s intent goes: the caller's own subtree (ADR 0067)."""
+    return f"{EVT_INTENT_PREFIX}.{owner}.{event_type}"
+
+
+def owner_events(owner: str) -> str:
+    """Every event of ``owner``'s intents: what that caller may subscribe and filter on."""
+    return f"{EVT_INTENT_PREFIX}.{owner}.>"
+
+
+def event_type_of(subject: str) -> str:
+    """An event message's type: its subject's last token, in every version of the subject."""
+    return subject.rsplit(".", 1)[-1]

@@ -1,13 +1,17 @@
-"""``corridor watch``: events from JetStream as JSON lines, in log order.
+"""``corridor watch``: events as JSON lines, in log order, as far as the credential may see.
 
-One ordered consumer with several filter subjects (never one consumer per event type, whose
-interleaving would follow delivery, not the log). The output is strictly increasing in log
-position: a message at or below the last printed position is a re-publication after a relay
-outage (README: consumers dedupe by ``Corridor-Position``) and is skipped.
+Live events come by core subscription, history (``--from-start``, ``--from-position``) through
+the reader's own consumer (services/bus/event_reader.py, ADR 0067). An auditor or operator
+sees every event; a caller or agent the events of its own intents. The output is strictly
+increasing in log position: a message at or below the last printed position is a
+re-publication after a relay outage (README: consumers dedupe by ``Corridor-Position``), or
+the overlap between history and live, and is skipped.
 
 ``--from-position N`` resumes at log position N. A stream sequence is not a log position
-(messages can age out, be deleted or be re-published), so the start sequence is found by
-asking the stream, and every message is checked against N anyway (``start_sequence``).
+(messages can age out, be deleted or be re-published), so a reader of the whole stream finds
+the start sequence by asking the stream, and every message is checked against N anyway
+(``start_sequence``). A caller, who may not probe the stream, reads its own events from the
+first and skips those before N.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import sys
 from typing import Any, Final, TextIO
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.bus import subjects
+from services.bus.event_reader import OWN_EVENTS_ROLES, events_subject, read_history
 from services.cli import exit_codes
 from services.cli.credentials import resolve
 from services.cli.engine import connect
@@ -32,7 +36,8 @@ from services.endpoints import find_stack
 # Settlement outcomes: what `corridor watch` shows unless --all is given.
 SETTLEMENT_EVENTS: Final = ("IntentSettled", "IntentFailed", "IntentCancelled", "IntentExpired",
                             "IntentRejected", "PaymentInDoubt", "OutcomeIgnored")  # fmt: skip
-# Messages received but not printed yet; a slow terminal makes the consumer wait, not memory grow.
+# Live messages received but not printed yet; a slow terminal makes the subscription wait
+# (and nats-py hold them, up to its pending limits), not this queue grow.
 QUEUE_MAX: Final = 10_000
 # Sequence probes to find where a position starts: a binary search over 2**64 needs 64.
 PROBES_MAX: Final = 64
@@ -52,10 +57,8 @@ async def run(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def filter_subjects(*, all_events: bool) -> list[str]:
-    if all_events:
-        return [subjects.EVT_WILDCARD]
-    return [f"{subjects.EVT_PREFIX}.intent.{name}" for name in SETTLEMENT_EVENTS]
+def wanted_type(event_type: str, *, all_events: bool) -> bool:
+    return all_events or event_type in SETTLEMENT_EVENTS
 
 
 async def watch(
@@ -68,62 +71,83 @@ async def watch(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> None:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    """Print events as JSON lines, in log order: the history asked for, then live ones.
+
+    What is printed is what the credential may read (ADR 0067): every event for an auditor or
+    operator, the events of its own intents for a caller or agent."""
     stack = find_stack(state_dir)
     credential = resolve(state_dir, role="auditor")
+    identity = credential.identity
+    role, ident = (identity.role, identity.id) if identity else ("engine", "watch")
+    printer = _Printer(
+        out=out or sys.stdout, err=err or sys.stderr, from_position=from_position or 1,
+        check_first=from_position is not None and all_events and role not in OWN_EVENTS_ROLES,
+        all_events=all_events, count=count,
+    )  # fmt: skip
     nc = await connect(stack.nats_url, name="corridor-watch", creds=credential.path)
     try:
-        js = nc.jetstream()
-        wanted = filter_subjects(all_events=all_events)
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
-        if from_start:
-            config.deliver_policy = DeliverPolicy.ALL
-        elif from_position is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = await start_sequence(js, from_position)
-        if len(wanted) == 1:
-            config.filter_subject = wanted[0]
-        else:
-            config.filter_subjects = wanted
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_MAX)
+        live: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_MAX)
 
-        async def on_msg(msg: Any) -> None:
-            await queue.put(msg)
+        async def on_live(msg: Any) -> None:
+            await live.put(msg)
 
-        await js.subscribe(
-            wanted[0], stream=subjects.EVT_STREAM, cb=on_msg, ordered_consumer=True,
-            config=config,
-        )  # fmt: skip
-        await _print_in_order(queue, out=out, err=err, from_position=from_position or 1,
-                              resuming=from_position is not None, all_events=all_events,
-                              count=count)  # fmt: skip
+        # Subscribed before the history is read: whatever the history misses arrives here,
+        # and what both hold is printed once (positions only rise).
+        await nc.subscribe(events_subject(role, ident), cb=on_live)
+        await nc.flush()
+        if from_start or from_position is not None:
+            start_seq = None
+            if from_position is not None and role not in OWN_EVENTS_ROLES:
+                start_seq = await start_sequence(nc.jetstream(), from_position)
+
+            async def on_stored(msg: Any) -> bool:
+                return printer.offer(msg)
+
+            await read_history(nc, role=role, ident=ident, start_seq=start_seq, on_msg=on_stored)
+        while not printer.done:
+            printer.offer(await live.get())
     finally:
         await nc.close()
 
 
-async def _print_in_order(
-    queue: asyncio.Queue[Any], *, out: TextIO, err: TextIO, from_position: int,
-    resuming: bool, all_events: bool, count: int | None,
-) -> None:  # fmt: skip
-    printed = 0
-    last_position = from_position - 1
-    while count is None or printed < count:
-        msg = await queue.get()
+class _Printer:
+    """Prints each wanted event once, in rising log position, until ``count`` are printed."""
+
+    def __init__(
+        self, *, out: TextIO, err: TextIO, from_position: int, check_first: bool,
+        all_events: bool, count: int | None,
+    ) -> None:  # fmt: skip
+        self._out, self._err = out, err
+        self._from_position = from_position
+        self._check_first = check_first
+        self._all_events = all_events
+        self._count = count
+        self._last_position = from_position - 1
+        self.printed = 0
+
+    @property
+    def done(self) -> bool:
+        return self._count is not None and self.printed >= self._count
+
+    def offer(self, msg: Any) -> bool:
+        """Print ``msg`` if it is wanted and new; True once enough are printed."""
         position = message_position(msg.headers, msg.data)
-        if position <= last_position:
-            continue  # before the start, or a re-publication already printed
-        if resuming and all_events and printed == 0 and position != from_position:
+        if position <= self._last_position:
+            return self.done  # before the start, or a re-publication already printed
+        self._last_position = position
+        if not wanted_type(subjects.event_type_of(msg.subject), all_events=self._all_events):
+            return self.done
+        if self._check_first and self.printed == 0 and position != self._from_position:
             # Every event is wanted, so the first must be N itself; the stream has lost it.
-            err.write(
+            self._err.write(
                 f"corridor: the event stream starts at position {position}, not "
-                f"{from_position}; `corridor replay --from-position {from_position}` reads "
-                "the log itself\n"
+                f"{self._from_position}; `corridor replay --from-position "
+                f"{self._from_position}` reads the log itself\n"
             )
-        out.write(msg.data.decode() + "\n")
-        out.flush()
-        last_position = position
-        printed += 1
+        self._out.write(msg.data.decode() + "\n")
+        self._out.flush()
+        self.printed += 1
+        return self.done
 
 
 def message_position(headers: dict[str, str] | None, body: bytes) -> int:

@@ -9,7 +9,6 @@ from typing import Any
 
 import structlog
 from nats.aio.client import Client
-from nats.js.api import DeliverPolicy
 
 from services.bus import subjects
 
@@ -29,14 +28,12 @@ class ScriptedOperator:
         self._sub: Any = None
 
     async def start(self) -> None:
-        js = self._nc.jetstream()
-        self._sub = await js.subscribe(
-            f"{subjects.EVT_PREFIX}.intent.IntentApprovalRequested",
-            stream=subjects.EVT_STREAM,
-            cb=self._on_event,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
+        # Every caller's approval requests, live (ADR 0067): started before the workload, so
+        # no request is published before this subscription exists.
+        self._sub = await self._nc.subscribe(
+            subjects.intent_event_subject("*", "IntentApprovalRequested"), cb=self._on_event
         )
+        await self._nc.flush()
 
     async def stop(self) -> None:
         if self._sub is not None:

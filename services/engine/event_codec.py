@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -9,14 +10,19 @@ import msgspec
 from schemas import events as ev
 from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
+from schemas.limits import CALLER_ID_PATTERN
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from schemas.upcasting import EventVersionError, decode
+from services.bus import subjects
 from services.engine.ids import event_id_for
 from services.eventstore.hashing import canonical_json, event_body
 from services.eventstore.port import NewEvent, StoredEvent
 
 AGGREGATE = "intent"
+CHECKPOINT_EVENT = ev.LogCheckpointSigned.__name__
+# An owner becomes a subject token: a caller id (schemas/limits.py), never '.', '*' or '>'.
+_OWNER_TOKEN = re.compile(CALLER_ID_PATTERN)
 POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
 DEAD_LETTER_AGGREGATE = "deadletter"
@@ -90,10 +96,23 @@ def to_recorded(stored: StoredEvent) -> RecordedEvent:
     )
 
 
-def subject_for(event_type: str) -> str:
+def subject_for(event_type: str, owner: str | None) -> str:
+    """The subject an event is published on (ADR 0067); ``owner`` is its intent's caller."""
+    if event_type in POLICY_EVENT_TYPES:
+        return f"{subjects.EVT_POLICY_PREFIX}.{event_type}"
+    # Operators' desks (ADR 0068, 0080): readable by operators and auditors, by no caller.
     if event_type in DEAD_LETTER_EVENT_TYPES:
-        return f"corridor.evt.v1.{DEAD_LETTER_AGGREGATE}.{event_type}"
+        return f"{subjects.EVT_PREFIX}.{DEAD_LETTER_AGGREGATE}.{event_type}"
     if event_type in AGENT_KEY_EVENT_TYPES:
-        return f"corridor.evt.v1.{AGENT_KEY_AGGREGATE}.{event_type}"
-    aggregate = POLICY_AGGREGATE if event_type in POLICY_EVENT_TYPES else AGGREGATE
-    return f"corridor.evt.v1.{aggregate}.{event_type}"
+        return f"{subjects.EVT_PREFIX}.{AGENT_KEY_AGGREGATE}.{event_type}"
+    if event_type == CHECKPOINT_EVENT:
+        return f"{subjects.EVT_LOG_PREFIX}.{event_type}"
+    if owner is None or not _OWNER_TOKEN.match(owner):
+        return f"{subjects.EVT_UNOWNED_PREFIX}.{event_type}"
+    return subjects.intent_event_subject(owner, event_type)
+
+
+def owner_of(stored: StoredEvent) -> str | None:
+    """The owner an event names in its metadata (None before ADR 0067, or not an intent's)."""
+    owner = stored.metadata.get("owner")
+    return owner if isinstance(owner, str) else None

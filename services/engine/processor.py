@@ -544,6 +544,7 @@ class CommandProcessor:
                 causation_id=item.envelope.causation_id or self._ids.new_id(),
                 actor=_actor(item.envelope),
                 policy_version=new_state.policy_version,
+                owner=new_state.caller.id,  # the relay's subject token (ADR 0067)
             )
             plan.events += to_new_events(
                 item.stream_id, (state.version if state else 0) + 1, new_events, metadata, now_ms

@@ -86,24 +86,36 @@ _QUERIES = (
 # A human principal (a caller of kind ``human``) proposes keys for the agents they sponsor,
 # and revokes them; an operator approves (ADR 0068). Services and agents change no keys.
 HUMAN_EXTRA_PUBLISH: Final = (f"{_AGENTS}.propose.{{id}}", f"{_AGENTS}.revoke.{{id}}")
-# Reading CORRIDOR_EVT: ordered (ephemeral push) consumers as `corridor watch` makes them, a
-# pull durable of one's own (``<role>-<id>``), message gets by sequence, flow-control replies.
-# nats-server names an ephemeral consumer itself, but a create request on the stream's plain
-# subject may also name an existing consumer and change it (checked on 2.15.1): every consumer
-# on CORRIDOR_EVT is therefore a reader's convenience, never something Corridor relies on.
+# Every reader's consumer on CORRIDOR_EVT is named after it (``<role>-<id>``), and only that
+# name is granted: a create request may name an existing consumer and change it (checked on
+# nats-server 2.15.1), so the plain ``CONSUMER.CREATE.<stream>`` subject, whose body names
+# the consumer, is granted to nobody, and nobody can alter or delete another's (ADR 0067).
+_EVT_OWN = f"{_EVT}.{{role}}-{{id}}"
+_EVT_OWN_CONSUMER = (
+    f"$JS.API.CONSUMER.INFO.{_EVT_OWN}",
+    f"$JS.API.CONSUMER.DELETE.{_EVT_OWN}",
+    f"$JS.API.CONSUMER.MSG.NEXT.{_EVT_OWN}",
+    f"$JS.ACK.{_EVT_OWN}.>",
+    f"$JS.FC.{_EVT_OWN}.>",
+)
+# Operators and auditors read the whole stream: live by core subscription, the history through
+# their own consumer (any filter) or message gets by sequence.
 _EVT_READ = (
     f"$JS.API.STREAM.INFO.{_EVT}",
     f"$JS.API.STREAM.MSG.GET.{_EVT}",
     f"$JS.API.DIRECT.GET.{_EVT}",
     f"$JS.API.DIRECT.GET.{_EVT}.>",
-    f"$JS.API.CONSUMER.CREATE.{_EVT}",
-    f"$JS.API.CONSUMER.CREATE.{_EVT}.{{role}}-{{id}}",
-    f"$JS.API.CONSUMER.CREATE.{_EVT}.{{role}}-{{id}}.>",
-    f"$JS.API.CONSUMER.INFO.{_EVT}.*",
-    f"$JS.API.CONSUMER.MSG.NEXT.{_EVT}.{{role}}-{{id}}",
-    f"$JS.ACK.{_EVT}.{{role}}-{{id}}.>",
-    f"$JS.FC.{_EVT}.>",
+    f"$JS.API.CONSUMER.CREATE.{_EVT_OWN}",
+    f"$JS.API.CONSUMER.CREATE.{_EVT_OWN}.>",
+    *_EVT_OWN_CONSUMER,
 )
+_EVT_SUBSCRIBE_ALL = subjects.EVT_WILDCARD
+# Callers and agents read their own intents' events only: live on their own subtree, and the
+# history through their own consumer, created only on the subject that carries their own
+# subtree as the filter (nats-server refuses a body whose filter differs, err 10131, and a
+# body with ``filter_subjects``, err 10137). No message get, no stream info, no other filter.
+_OWN_EVENTS = subjects.owner_events("{id}")
+_EVT_READ_OWN = (f"$JS.API.CONSUMER.CREATE.{_EVT_OWN}.{_OWN_EVENTS}", *_EVT_OWN_CONSUMER)
 _CALLER = Permissions(
     publish=(
         f"{_API}.submit.{{id}}",
@@ -111,8 +123,9 @@ _CALLER = Permissions(
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         *_QUERIES,
+        *_EVT_READ_OWN,
     ),
-    subscribe=(_INBOX,),
+    subscribe=(_INBOX, _OWN_EVENTS),
 )
 
 # The role table: the whole trust boundary on the bus (README "Credentials", ADR 0060).
@@ -139,7 +152,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 *_QUERIES,
                 *_EVT_READ,
             ),
-            subscribe=(_INBOX,),
+            subscribe=(_INBOX, _EVT_SUBSCRIBE_ALL),
         ),
         # One node's work orders only: its durable, created with its own filter (the server
         # refuses a create whose body's filter differs from the one in the subject), pulled
@@ -168,7 +181,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"$JS.API.STREAM.INFO.{subjects.CHECKPOINT_STREAM}",
                 f"$JS.API.STREAM.MSG.GET.{subjects.CHECKPOINT_STREAM}",
             ),
-            subscribe=(_INBOX,),
+            subscribe=(_INBOX, _EVT_SUBSCRIBE_ALL),
         ),
         # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
         # request: everything. Another engine process joins with a credential of this role.
@@ -178,6 +191,19 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
 # Denied to every role but the engine even if an allowed pattern is ever widened by mistake:
 # whoever can publish here can forge the log's copy or a work order.
 ENGINE_ONLY: Final = (subjects.EVT_WILDCARD, subjects.DISPATCH_WILDCARD)
+# Denied even to the engine: the signed checkpoints outlive whoever holds the database *and*
+# the engine's credential (ADR 0065, 0067). The stream's deny_delete/deny_purge stop message
+# deletes and purges; these stop deleting the stream, purging it, changing its limits (an
+# update may set max_msgs or max_age, which would drop checkpoints; it may not cancel
+# deny_delete, checked on 2.15.1) and restoring a snapshot over it. Creating it stays allowed.
+_CHECKPOINTS = subjects.CHECKPOINT_STREAM
+CHECKPOINTS_PROTECTED: Final = (
+    f"$JS.API.STREAM.DELETE.{_CHECKPOINTS}",
+    f"$JS.API.STREAM.PURGE.{_CHECKPOINTS}",
+    f"$JS.API.STREAM.UPDATE.{_CHECKPOINTS}",
+    f"$JS.API.STREAM.MSG.DELETE.{_CHECKPOINTS}",
+    f"$JS.API.STREAM.RESTORE.{_CHECKPOINTS}",
+)
 
 
 def user_permissions(credential: Credential) -> Permissions:
@@ -213,8 +239,9 @@ def render_authorization(registry: Registry) -> dict[str, Any]:
         credential.check()
         permissions = user_permissions(credential)
         publish: dict[str, list[str]] = {"allow": list(permissions.publish)}
-        if credential.role != "engine":
-            publish["deny"] = list(ENGINE_ONLY)
+        publish["deny"] = list(
+            CHECKPOINTS_PROTECTED if credential.role == "engine" else ENGINE_ONLY
+        )
         users.append(
             {
                 "nkey": credential.public_key,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from schemas.codec import encode
+from schemas.events import EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services.bus import subjects
 from services.bus.fenced_publisher import (
@@ -40,11 +42,12 @@ from services.bus.fenced_publisher import (
     OutgoingMessage,
     PublishRefused,
 )
-from services.engine.event_codec import subject_for, to_recorded
+from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, subject_for, to_recorded
 from services.engine.open_attempts import last_order_position, open_orders_through
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import NewEvent, StoredEvent
 from services.eventstore.postgres import PostgresEventStore
+from services.relay.owners import OwnerLookup
 
 log = structlog.get_logger("corridor.relay")
 
@@ -101,6 +104,8 @@ class OutboxRelay:
     ) -> None:
         self._store = store
         self._js = js
+        # Owners of intents whose events predate owners in metadata (ADR 0067).
+        self.owners = OwnerLookup(store)
         # Publishes fenced by the streams' expected sequences, in atomic batches when large
         # (ADR 0013). Without it every event is a plain JetStream publish.
         self._fenced = fenced
@@ -232,6 +237,7 @@ class OutboxRelay:
                         except TimeoutError:
                             self._read_log = True  # in case a NOTIFY was lost
                         continue
+                    batch = await self._with_owners(batch)
                     in_flight.append((batch[-1].position, await self._publish(batch)))
                     self._sent_position = batch[-1].position
                     self._last_hash = batch[-1].hash
@@ -569,6 +575,20 @@ class OutboxRelay:
                 )
         return asyncio.ensure_future(_count_new(futures))
 
+    async def _with_owners(self, batch: list[_Outgoing]) -> list[_Outgoing]:
+        """The batch with every intent event's owner: events logged before owners were
+        recorded (ADR 0067) get theirs from the log, one read per batch that has any."""
+        missing = {e.stream_id for e in batch if e.owner is None and _names_an_owner(e.type)}
+        if not missing:
+            return batch  # the steady state: every new intent event names its owner
+        owners = await self.owners.owners(missing)
+        return [
+            dataclasses.replace(e, owner=owners[e.stream_id])
+            if e.owner is None and e.stream_id in owners
+            else e
+            for e in batch
+        ]
+
     def _messages_by_stream(self, batch: list[_Outgoing]) -> dict[str, list[OutgoingMessage]]:
         """Each event for the event stream, and IntentDispatched also as a work order."""
         # Work orders first: they are on the way to a payment, the events only to observers.
@@ -578,7 +598,7 @@ class OutboxRelay:
         for event in batch:
             headers = event.headers()
             by_stream[subjects.EVT_STREAM].append(
-                OutgoingMessage(subject_for(event.type), event.body, headers)
+                OutgoingMessage(subject_for(event.type, event.owner), event.body, headers)
             )
             if event.order_subject is not None:
                 if event.position <= self._replayed_through:
@@ -602,6 +622,7 @@ class _Outgoing:
     body: bytes
     hash: bytes
     order_subject: str | None  # set for IntentDispatched: the work order's subject
+    owner: str | None  # the intent's caller, the event subject's token (ADR 0067)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -625,6 +646,7 @@ class _Outgoing:
             stream_version=event.stream_version, type=event.type,
             correlation_id=str(event.metadata.get("correlation_id", "")),
             body=encode(to_recorded(event)), hash=event.hash, order_subject=order,
+            owner=owner_of(event),
         )  # fmt: skip
 
     @classmethod
@@ -648,8 +670,14 @@ class _Outgoing:
             position=position, event_id=event.event_id, stream_id=event.stream_id,
             stream_version=event.stream_version, type=event.type,
             correlation_id=metadata.correlation_id or "", body=encode(recorded),
-            hash=event_hash, order_subject=order,
+            hash=event_hash, order_subject=order, owner=metadata.owner,
         )  # fmt: skip
+
+
+def _names_an_owner(event_type: str) -> bool:
+    """Whether an event of this type belongs to an intent (policy, checkpoints, agent keys and
+    dead letters do not)."""
+    return event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT
 
 
 class _OrderTarget(msgspec.Struct):

@@ -1,5 +1,6 @@
-"""``corridor watch``: one ordered consumer, output strictly increasing in log position, and
-``--from-position`` resuming exactly, also where stream sequences and positions differ."""
+"""``corridor watch``: output strictly increasing in log position, ``--from-position`` resuming
+exactly, also where stream sequences and positions differ, and a caller's credential showing
+that caller's events only."""
 
 from __future__ import annotations
 
@@ -95,6 +96,18 @@ def test_settlement_events_of_several_types_come_out_in_log_order(tmp_path: Path
 
         everything = run_cli("watch", *sd, "--all", "--from-start", "--count", str(len(log)))
         assert _positions(everything.stdout) == list(range(1, len(log) + 1))
+
+        # As the agent `watcher` (a caller's credential): the events of its own intents, and
+        # nobody else's, through the consumer its permissions pin to its subtree (ADR 0067).
+        own = [e for e in log if e["stream_id"] in set(waiting)]
+        as_agent = ["--creds", str(agent)]
+        mine = run_cli("watch", *sd, *as_agent, "--all", "--from-start", "--count", str(len(own)))
+        assert mine.returncode == 0, mine.stderr
+        assert _positions(mine.stdout) == [e["position"] for e in own]
+        own_outcomes = [e for e in outcomes if e["stream_id"] in set(waiting)]
+        mine = run_cli("watch", *sd, *as_agent, "--from-start", "--count", str(len(own_outcomes)))
+        assert _positions(mine.stdout) == [e["position"] for e in own_outcomes]
+        assert len(own_outcomes) < len(outcomes)  # the caller `local`'s were there to leak
 
         # Resume: exactly from the given position, every event or outcomes only.
         middle = outcomes[2]["position"]

@@ -291,17 +291,18 @@ async def test_an_auditor_reads_events_and_publishes_nothing_but_queries(bus: Bu
         async def got(msg: Msg) -> None:
             seen.append(msg.data)
 
-        await auditor.nc.jetstream().subscribe(
-            subjects.EVT_WILDCARD, stream=subjects.EVT_STREAM, cb=got, ordered_consumer=True
-        )
-        await engine.jetstream().publish("corridor.evt.v1.intent.IntentSettled", b'{"n": 1}')
-        await wait_for(lambda: seen == [b'{"n": 1}'], what="the event, through an ordered consumer")
+        # Live, every caller's events (ADR 0067); the history is test_event_scope.py's.
+        await auditor.nc.subscribe(subjects.EVT_WILDCARD, cb=got)
+        await auditor.nc.flush()
+        await engine.jetstream().publish("corridor.evt.v2.intent.acme.IntentSettled", b'{"n": 1}')
+        await wait_for(lambda: seen == [b'{"n": 1}'], what="the event, live")
         for forbidden in ("corridor.api.v1.intents.submit.aud-1",
                           "corridor.cmd.v1.intents.submit.aud-1",
                           "corridor.api.v1.intents.approve.aud-1",
                           "corridor.api.v1.policy.propose.aud-1",
                           "corridor.health.v1.us.us-lnd",
                           f"$JS.API.CONSUMER.CREATE.{subjects.DISPATCH_STREAM}",
+                          f"$JS.API.CONSUMER.CREATE.{subjects.EVT_STREAM}",
                           f"$JS.API.STREAM.DELETE.{subjects.EVT_STREAM}",
                           f"$JS.API.STREAM.PURGE.{subjects.EVT_STREAM}",
                           # The bare read is the engine's; a reader names itself.
@@ -340,6 +341,7 @@ async def test_nobody_but_the_engine_writes_events_or_work_orders(bus: Bus, name
     try:
         await forger.publish_refused(subjects.dispatch_subject("us", "us-lnd"), FORGED_ORDER)
         await forger.publish_refused("corridor.evt.v1.intent.IntentDispatched", FORGED_ORDER)
+        await forger.publish_refused("corridor.evt.v2.intent.acme.IntentDispatched", FORGED_ORDER)
         assert await _stream_messages(bus, subjects.DISPATCH_STREAM) == 0
         assert await _stream_messages(bus, subjects.EVT_STREAM) == 0
     finally:

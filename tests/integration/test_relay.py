@@ -22,7 +22,7 @@ from tests.factories import submit
 async def _drain_events(nc: Client, expected: int) -> list[dict]:
     js = nc.jetstream()
     sub = await js.pull_subscribe(
-        "corridor.evt.v1.>", stream="CORRIDOR_EVT",
+        subjects.EVT_WILDCARD, stream="CORRIDOR_EVT",
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
     )  # fmt: skip
     out: list[dict] = []
@@ -75,7 +75,7 @@ async def test_events_are_published_in_order_with_headers(
         await engine.stop()
     assert [e["position"] for e in events] == list(range(1, 41))
     first = events[0]
-    assert first["subject"] == "corridor.evt.v1.intent.IntentReceived"
+    assert first["subject"] == "corridor.evt.v2.intent.alice.IntentReceived"
     assert first["body"]["type"] == "IntentReceived" and first["body"]["version"] == 1
     assert first["body"]["event_id"] == first["msg_id"]
     assert first["body"]["stream_id"] == first["stream_id"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,12 @@ from projections.exceptions import build as exception_queue
 from schemas.commands import RecordPaymentOutcome
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
+from services.bus.jetstream import CREDS_ENV
+from services.devstack.nats import NatsServer
 from services.domain.policy.spend import WindowLimit
 from services.engine.processor import CommandEnvelope
+from services.identity import nats_auth
+from services.identity.registry import load_registry, registry_path
 from services.relay.outbox import CHECKPOINT
 from services.settings import Settings
 from tests.conftest import wait_for
@@ -31,6 +37,7 @@ from tests.integration.test_executor import (
     _state_is,
     sim_stack,
 )
+from tests.nats_creds import connect_as
 
 INTENTS = 5
 WRONG_PREIMAGE = "00" * 32
@@ -60,7 +67,7 @@ async def _event_types(engine: Engine, intent_id: str) -> list[str]:
 def _reserved_msat(engine: Engine, caller_id: str = "alice") -> int:
     """What the engine's spend book holds for the caller (nothing settles in these tests)."""
     limits = (WindowLimit(window_ms=3_600_000, limit_msat=1),)
-    [use] = engine.processor._spend.window_uses(caller_id, limits, now_ms=0)
+    [use] = engine.processor._sync.tracker.window_uses(caller_id, limits, now_ms=0)
     return use.used_msat
 
 
@@ -317,35 +324,57 @@ async def test_an_invoice_dated_in_the_far_future_is_refused_with_the_field(
 
 
 async def test_a_lost_checkpoint_stream_is_refilled_from_the_log(
-    nats_url: str, database_url: str, nc: Client, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
-    js = nc.jetstream()
-    settings = Settings(relay_poll_s=0.2, state_dir=tmp_path)
-    engine = await bootstrap(
-        settings, nats_url=nats_url, database_url=database_url, checkpoint_every_events=4
-    )
-    await engine.start()
+    # Nobody's credential may delete CORRIDOR_CHECKPOINTS, the engine's included (ADR 0067), so
+    # the loss is what the server's administrator or a disk failure causes: the stream's files
+    # gone while the server is down.
+    home = tmp_path / "auth-home"
+    key = nats_auth.read_public_key(Path(os.environ[CREDS_ENV]))
+    nats_auth.register_key(home, role="engine", ident="harness", public_key=key)
+    server = NatsServer(tmp_path / "nats", registry=load_registry(registry_path(home)))
+    server.start()
     try:
-        for i in range(3):
-            reply = await _request(nc, "corridor.api.v1.intents.submit.alice", submit(key=f"c{i}"))
-            assert reply["ok"]
-        assert engine.checkpoints is not None
-        await wait_for(lambda: engine.checkpoints.signed >= 2, what="two checkpoints")  # type: ignore[union-attr]
-        logged = len(await engine.store.read_stream("log-checkpoints"))
+        settings = Settings(relay_poll_s=0.2, state_dir=tmp_path)
+        engine = await bootstrap(
+            settings, nats_url=server.url, database_url=database_url, checkpoint_every_events=4
+        )
+        await engine.start()
+        try:
+            nc = await connect_as(server.url)
+            try:
+                for i in range(3):
+                    reply = await _request(
+                        nc, "corridor.api.v1.intents.submit.alice", submit(key=f"c{i}")
+                    )
+                    assert reply["ok"]
+            finally:
+                await nc.close()
+            assert engine.checkpoints is not None
+            await wait_for(lambda: engine.checkpoints.signed >= 2, what="two checkpoints")  # type: ignore[union-attr]
+            logged = len(await engine.store.read_stream("log-checkpoints"))
+        finally:
+            await engine.stop()
+        server.stop()
+        [stream_dir] = (tmp_path / "nats").rglob(f"streams/{subjects.CHECKPOINT_STREAM}")
+        shutil.rmtree(stream_dir)
+        server.start()
+
+        engine = await bootstrap(
+            settings, nats_url=server.url, database_url=database_url, checkpoint_every_events=10_000
+        )
+        await engine.start()
+        nc = await connect_as(server.url)
+        try:
+            js = nc.jetstream()
+
+            async def refilled() -> bool:
+                state = (await js.stream_info(subjects.CHECKPOINT_STREAM)).state
+                return bool(state.messages >= logged)
+
+            await wait_for(refilled, what="the stream to hold every logged checkpoint")
+        finally:
+            await nc.close()
+            await engine.stop()
     finally:
-        await engine.stop()
-    await js.delete_stream(subjects.CHECKPOINT_STREAM)
-
-    engine = await bootstrap(
-        settings, nats_url=nats_url, database_url=database_url, checkpoint_every_events=10_000
-    )
-    await engine.start()
-    try:
-
-        async def refilled() -> bool:
-            state = (await js.stream_info(subjects.CHECKPOINT_STREAM)).state
-            return bool(state.messages >= logged)
-
-        await wait_for(refilled, what="the stream to hold every logged checkpoint")
-    finally:
-        await engine.stop()
+        server.stop()

@@ -96,7 +96,14 @@ def test_a_caller_publishes_under_its_own_id_only() -> None:
         "corridor.api.v1.policy.propose.acme",
         "corridor.health.v1.us.us-lnd",
         "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme.corridor.evt.>",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme.corridor.evt.v2.intent.globex.>",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme.corridor.evt.v2.intent.*.>",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-globex.corridor.evt.v2.intent.acme.>",
         "$JS.API.DIRECT.GET.CORRIDOR_EVT",
+        "$JS.API.STREAM.MSG.GET.CORRIDOR_EVT",
+        "$JS.API.CONSUMER.MSG.NEXT.CORRIDOR_EVT.caller-globex",
         "$JS.API.STREAM.INFO.CORRIDOR_CMD",
         # The bare reads are the engine's (they read every intent); nor as another reader.
         subjects.API_GET,
@@ -117,14 +124,15 @@ def test_replies_go_to_each_user_s_own_inbox() -> None:
         others = [u["nkey"] for r, u in users.items() if r != role]
         for key in others:
             assert not allowed(user, f"_INBOX.{key}.abc.1", what="subscribe"), role
-        assert not allowed(user, "corridor.evt.v1.intent.IntentSettled", what="subscribe")
     assert nats_auth.inbox_prefix(KEYS["a"]) == f"_INBOX.{KEYS['a']}"
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "engine"])
 def test_nobody_but_the_engine_writes_events_or_work_orders(role: str) -> None:
     user = _users()[role]
-    for subject in ("corridor.evt.v1.intent.IntentDispatched", "corridor.dispatch.v1.us.us-lnd"):
+    for subject in ("corridor.evt.v1.intent.IntentDispatched",
+                    "corridor.evt.v2.intent.acme.IntentDispatched",
+                    "corridor.dispatch.v1.us.us-lnd"):  # fmt: skip
         assert not allowed(user, subject), (role, subject)
     assert set(ENGINE_ONLY) <= set(user["permissions"]["publish"]["deny"])
 
@@ -171,12 +179,16 @@ def test_an_auditor_only_asks_and_reads_events() -> None:
     for subject in (
         "corridor.api.v1.intents.get.auditor.aud-1",
         "corridor.api.v1.intents.status.auditor.aud-1",
-        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.auditor-aud-1",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.auditor-aud-1.corridor.evt.>",
         "$JS.API.STREAM.MSG.GET.CORRIDOR_EVT",
-        "$JS.FC.CORRIDOR_EVT.x.y",
+        "$JS.FC.CORRIDOR_EVT.auditor-aud-1.y",
         "$JS.API.CONSUMER.MSG.NEXT.CORRIDOR_EVT.auditor-aud-1",
+        "$JS.API.CONSUMER.DELETE.CORRIDOR_EVT.auditor-aud-1",
     ):
         assert allowed(auditor, subject), subject
+    assert allowed(auditor, "corridor.evt.v2.intent.acme.IntentSettled", what="subscribe")
+    assert allowed(auditor, "corridor.evt.v1.intent.IntentSettled", what="subscribe")
     for subject in (
         "corridor.api.v1.intents.submit.aud-1",
         "corridor.cmd.v1.intents.submit.aud-1",
@@ -186,6 +198,11 @@ def test_an_auditor_only_asks_and_reads_events() -> None:
         "$JS.API.STREAM.DELETE.CORRIDOR_EVT",
         "$JS.API.CONSUMER.DELETE.CORRIDOR_EVT.x",
         "$JS.API.CONSUMER.MSG.NEXT.CORRIDOR_EVT.someone-else",
+        # The plain create names its consumer in the body: any consumer (ADR 0067).
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme",
+        "$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.caller-acme.corridor.evt.v2.intent.acme.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.CORRIDOR_EVT.auditor-aud-1",
     ):
         assert not allowed(auditor, subject), subject
 
@@ -331,3 +348,36 @@ def test_agent_keys_humans_propose_and_revoke_operators_also_approve() -> None:
         assert allowed(users["operator"], f"{prefix}.{verb}.op-1")
         assert not allowed(users["operator"], f"{prefix}.{verb}.op-2")
     assert allowed(users["auditor"], f"{subjects.AGENTS_LIST}.auditor.aud-1")
+
+
+def test_a_caller_reads_its_own_events_only() -> None:
+    """Live on its own subtree; history through its own consumer with its own subtree as the
+    filter, in the create subject (ADR 0067)."""
+    for role, ident in (("caller", "acme"), ("agent", "bot")):
+        user = _users()[role]
+        own = f"corridor.evt.v2.intent.{ident}"
+        assert allowed(user, f"{own}.IntentSettled", what="subscribe")
+        assert allowed(user, f"{own}.>", what="subscribe")
+        for other in (
+            "corridor.evt.>", "corridor.evt.v2.intent.*.IntentSettled",
+            "corridor.evt.v2.intent.globex.IntentSettled", "corridor.evt.v1.intent.IntentSettled",
+            "corridor.evt.v2.policy.>",
+        ):  # fmt: skip
+            assert not allowed(user, other, what="subscribe"), (role, other)
+        name = f"{role}-{ident}"
+        for subject in (
+            f"$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.{name}.{own}.>",
+            f"$JS.API.CONSUMER.CREATE.CORRIDOR_EVT.{name}.{own}.IntentSettled",
+            f"$JS.API.CONSUMER.MSG.NEXT.CORRIDOR_EVT.{name}",
+            f"$JS.API.CONSUMER.DELETE.CORRIDOR_EVT.{name}",
+        ):
+            assert allowed(user, subject), subject
+
+
+def test_the_engine_cannot_remove_checkpoints() -> None:
+    engine = _users()["engine"]
+    assert allowed(engine, "$JS.API.STREAM.CREATE.CORRIDOR_CHECKPOINTS")
+    assert allowed(engine, "corridor.checkpoints.v1.log")
+    for verb in ("DELETE", "PURGE", "UPDATE", "MSG.DELETE", "RESTORE"):
+        assert not allowed(engine, f"$JS.API.STREAM.{verb}.CORRIDOR_CHECKPOINTS"), verb
+    assert allowed(engine, "$JS.API.STREAM.UPDATE.CORRIDOR_EVT")
