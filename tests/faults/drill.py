@@ -39,9 +39,11 @@ async def drive(
     fault_after: int | None = FAULT_AFTER,
     bodies: list[dict[str, Any]] | None = None,
     notes: dict[str, Any] | None = None,
+    extra_accepted: list[str] | None = None,
 ) -> Outcome:
     """Run the seeded load (or ``bodies``) with ``fault``, then wait for every accepted intent
-    to come to rest. Records the drill's counts in ``OBSERVED`` whatever the verdict."""
+    to come to rest. ``extra_accepted``: intents the fault got accepted some other way (filled
+    in by the time it ends). Records the drill's counts in ``OBSERVED`` whatever the verdict."""
     began = time.monotonic()
     nc = await connect(harness.stack.nats_url, name=f"drill-{name}", creds=harness.caller_creds)
     try:
@@ -51,6 +53,7 @@ async def drive(
     finally:
         await nc.close()
     accepted = [s.intent_id for s in submits if s.intent_id is not None]
+    accepted += extra_accepted or []
     verdict = await wait_for_rest(harness.auditor_url, control_path(harness), accepted)
     outcome = Outcome(submits=submits, verdict=verdict, notes=dict(notes or {}))
     retried = Counter(code for s in submits for code in s.retried_codes)
