@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from services.bus.jetstream import connect
 from tests.faults.harness import Harness
-from tests.faults.ledger import Verdict, wait_for_rest
+from tests.faults.ledger import Verdict, check, wait_for_rest
 from tests.faults.load import Fault, Submit, invoices, run_load, submit_body
 
 # Intents per drill, and after how many acceptances a workload-triggered fault strikes: a
@@ -45,17 +45,30 @@ async def drive(
     to come to rest. ``extra_accepted``: intents the fault got accepted some other way (filled
     in by the time it ends). Records the drill's counts in ``OBSERVED`` whatever the verdict."""
     began = time.monotonic()
+    observed_notes: dict[str, Any] = {}
     nc = await connect(harness.stack.nats_url, name=f"drill-{name}", creds=harness.caller_creds)
     try:
         if bodies is None:
             bodies = await honest_bodies(harness, name, INTENTS)
-        submits = await run_load(nc, bodies, fault_after=fault_after, fault=fault)
+        so_far: list[str] = []
+
+        async def observed() -> None:
+            # What the fault meets: intents accepted and not yet at rest at that moment.
+            at = await check(harness.auditor_url, control_path(harness), list(so_far))
+            observed_notes["at_fault"] = {"accepted": at.accepted, "in_motion": len(at.not_at_rest)}
+            assert fault is not None
+            await fault()
+
+        workload_fault = observed if fault is not None and fault_after is not None else fault
+        submits = await run_load(
+            nc, bodies, fault_after=fault_after, fault=workload_fault, accepted=so_far
+        )
     finally:
         await nc.close()
     accepted = [s.intent_id for s in submits if s.intent_id is not None]
     accepted += extra_accepted or []
     verdict = await wait_for_rest(harness.auditor_url, control_path(harness), accepted)
-    outcome = Outcome(submits=submits, verdict=verdict, notes=dict(notes or {}))
+    outcome = Outcome(submits=submits, verdict=verdict, notes={**observed_notes, **(notes or {})})
     retried = Counter(code for s in submits for code in s.retried_codes)
     OBSERVED.append(
         {

@@ -3,8 +3,9 @@
 The network's ledger (the sim control socket's ``payments``, every attempt any node made) is
 ground truth for money; the event log (read as the auditor role) is what Corridor believes.
 A drill passes when no invoice hash was paid twice, every accepted intent is in the log, and
-every one of them is at rest: terminal, or in a named exception. ``wait_for_rest`` waits on
-that condition with a deadline, and gives up early once nothing has moved for ``STALL_S``.
+every one of them is at rest: terminal, or in the operator exception queue on evidence.
+``wait_for_rest`` waits on that condition with a deadline, and gives up early once nothing has
+moved for ``STALL_S``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import Any, Final
 
 import asyncpg
 
+from projections.exceptions import build as exception_queue
 from services.domain.intent.state import TERMINAL_STATUSES
 from services.domain.intent.transitions import next_status
 from services.sim.jsonrpc import call_unix
 
-# Events that leave an intent in a named exception an operator owns (none exist yet: the
-# self-heal branch adds the exception item for an intent whose node never answers; name its
-# event here when it merges).
-EXCEPTION_EVENTS: Final[frozenset[str]] = frozenset()
+# An intent not terminal is at rest only in the operator exception queue
+# (``projections/exceptions.py``: in doubt with the node's word, a success without proof, an
+# anomaly), and only on evidence: never merely for having been on the wire a long time.
+STUCK_NEVER_MS: Final = 2**62
 # Failure deadlines. Executors retry within seconds (tests/faults/executor_main.py); the
 # longest quiet a healthy stack may keep is the relay's wait for acknowledgements JetStream
 # lost in a restart (services/relay/outbox.py PUBLISH_ACK_TIMEOUT_S, 30 s). A log and a
@@ -43,6 +45,7 @@ class Verdict:
     statuses: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)  # accepted, not in the log
     not_at_rest: dict[str, str] = field(default_factory=dict)  # intent -> status
+    exceptions: Counter[str] = field(default_factory=Counter)  # by the queue's kind
     double_payments: int = 0  # extra successful payments of one hash, network-wide
     paid_not_settled: list[str] = field(default_factory=list)
     settled_not_paid: list[str] = field(default_factory=list)
@@ -59,6 +62,7 @@ class Verdict:
             "statuses": dict(sorted(self.statuses.items())),
             "lost": len(self.lost),
             "not_at_rest": len(self.not_at_rest),
+            "exceptions": dict(sorted(self.exceptions.items())),
             "double_payments": self.double_payments,
             "paid_not_settled": len(self.paid_not_settled),
             "settled_not_paid": len(self.settled_not_paid),
@@ -87,23 +91,32 @@ async def check(auditor_url: str, control: Path, accepted: list[str]) -> Verdict
     conn = await asyncpg.connect(auditor_url)
     try:
         rows = await conn.fetch(
-            "SELECT stream_id, type, payload FROM events WHERE stream_id = ANY($1::text[]) "
-            "ORDER BY position",
+            "SELECT stream_id, type, payload, "
+            "(extract(epoch FROM recorded_at) * 1000)::bigint AS recorded_at_ms "
+            "FROM events WHERE stream_id = ANY($1::text[]) ORDER BY position",
             accepted,
         )
     finally:
         await conn.close()
     status: dict[str, Any] = {}
-    last_type: dict[str, str] = {}
     hash_of: dict[str, str] = {}
+    events = []
     for row in rows:
-        intent = row["stream_id"]
+        intent, data = row["stream_id"], json.loads(row["payload"])
         status[intent] = next_status(status.get(intent), row["type"])
         assert status[intent] is not None, f"{intent}: {row['type']} is not a transition"
-        last_type[intent] = row["type"]
         if row["type"] == "IntentReceived":
-            invoice = json.loads(row["payload"]).get("invoice") or {}
-            hash_of[intent] = invoice.get("payment_hash", "")
+            hash_of[intent] = (data.get("invoice") or {}).get("payment_hash", "")
+        events.append(
+            {
+                "type": row["type"],
+                "stream_id": intent,
+                "data": data,
+                "recorded_at_ms": row["recorded_at_ms"],
+            }
+        )
+    queue = exception_queue(events, now_ms=0, stuck_after_ms=STUCK_NEVER_MS)
+    in_queue = {item["intent_id"]: item["kind"] for item in queue}
     payments = await call_unix(control, "payments", {}, timeout_s=CONTROL_TIMEOUT_S)
     succeeded = Counter(p["payment_hash"] for p in payments if p["status"] == "succeeded")
     verdict.network_succeeded = sum(succeeded.values())
@@ -115,7 +128,9 @@ async def check(auditor_url: str, control: Path, accepted: list[str]) -> Verdict
             continue
         state = str(status[intent])
         verdict.statuses[state] += 1
-        if status[intent] not in TERMINAL_STATUSES and last_type[intent] not in EXCEPTION_EVENTS:
+        if intent in in_queue:
+            verdict.exceptions[in_queue[intent]] += 1
+        elif status[intent] not in TERMINAL_STATUSES:
             verdict.not_at_rest[intent] = state
         paid = succeeded[hash_of.get(intent, "")] > 0
         if paid and state != "settled":

@@ -110,12 +110,14 @@ async def run_load(
     *,
     fault_after: int | None = None,
     fault: Fault | None = None,
+    accepted: list[str] | None = None,
 ) -> list[Submit]:
     """Submit ``bodies`` in order, ``WINDOW`` at a time; ``fault()`` starts once
     ``fault_after`` of them are accepted (or at once when ``fault_after`` is None) and runs
-    beside the load, which goes on through it. Returns when both are done."""
+    beside the load, which goes on through it. Returns when both are done. ``accepted`` gets
+    each intent id as it is accepted (for a fault that wants to know what is in motion)."""
     results: list[Submit | None] = [None] * len(bodies)
-    accepted = 0
+    accepted_count = 0
     fault_task: asyncio.Task[Any] | None = None
 
     def start_fault() -> None:
@@ -128,12 +130,14 @@ async def run_load(
     jobs = iter(range(len(bodies)))
 
     async def worker() -> None:
-        nonlocal accepted
+        nonlocal accepted_count
         for i in jobs:
-            results[i] = await submit(nc, bodies[i])
-            if results[i].intent_id is not None:  # type: ignore[union-attr]
-                accepted += 1
-                if fault_after is not None and accepted >= fault_after:
+            result = results[i] = await submit(nc, bodies[i])
+            if result.intent_id is not None:
+                accepted_count += 1
+                if accepted is not None:
+                    accepted.append(result.intent_id)
+                if fault_after is not None and accepted_count >= fault_after:
                     start_fault()
 
     await asyncio.gather(*(worker() for _ in range(WINDOW)))

@@ -56,7 +56,9 @@ async def test_nul_flood(harness: Harness) -> None:
         try:
             await _flood(nc, flood, codes)
             js = nc.jetstream()
-            for body in [b for pair in zip(streamed_poison, streamed_honest) for b in pair]:
+            for body in [
+                b for pair in zip(streamed_poison, streamed_honest, strict=True) for b in pair
+            ]:
                 await js.publish(
                     f"{subjects.CMD_PREFIX}.submit.{CALLER}",
                     json.dumps(body).encode(),

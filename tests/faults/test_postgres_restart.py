@@ -27,4 +27,5 @@ async def test_postgres_crash_and_recovery(harness: Harness) -> None:
 
     outcome = await drive(harness, "postgres-immediate-restart", fault=fault, notes=notes)
     assert notes["recovered"], "PostgreSQL did not go through crash recovery"
+    assert notes["starting_up_refusals"], "nobody met 'the database system is starting up'"
     outcome.verdict.assert_holds()
