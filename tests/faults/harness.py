@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
+
 from services.devstack import DevStack
 from services.devstack.process import spawn
 from services.failpoints import ENV as FAILPOINTS_ENV
@@ -196,7 +198,14 @@ class Harness:
         pg.proc.send_signal(signal.SIGQUIT)
         await _exited(pg.proc)
         pg.proc = None
-        await asyncio.to_thread(pg.start)
+        starting = asyncio.ensure_future(asyncio.to_thread(pg.start))
+        # Knock while it recovers, as a client in a hurry would: each refusal is logged, so the
+        # log shows "the database system is starting up" whenever there was such a window.
+        while not starting.done():
+            with contextlib.suppress(Exception):
+                await (await asyncpg.connect(self.auditor_url, timeout=1)).close()
+            await asyncio.sleep(0.005)  # a poll interval, not synchronisation
+        await starting
         with log.open("rb") as f:
             f.seek(offset)
             return f.read().decode(errors="replace")
