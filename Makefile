@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip shows its progress on a terminal and stays quiet in logs (CI).
 PIP_QUIET := $(shell test -t 2 || echo -q)
 
-.PHONY: install lock audit run test lint typecheck unit bench profile schemas clean
+.PHONY: install lock audit run test drills lint typecheck unit bench profile schemas clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Real-process fault drills (tests/faults/, README "Testing"): kill -9 and restarts of every
+# part under steady load, each checked against the simulated network's own ledger.
+drills: install
+	$(BIN)/python -m pytest -q -m drill --timeout 300 tests/faults
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -35,6 +35,7 @@ from services.executor.errors import NodeUnreachable
 from services.executor.limits import ExecutorLimits
 from services.executor.target import PayTarget, pay_target
 from services.executor.work_order import WorkOrder
+from services.failpoints import failpoint
 from services.lightning.port import (
     FailureReason,
     NodeError,
@@ -125,9 +126,11 @@ class Payer:
         """The node's answer to a send; ``None`` if the decision must wait for a redelivery."""
         result: PaymentResult | None = None
         log.info("payment_sending", delivery=delivery)
+        failpoint("executor.before_send")
         try:
             async with asyncio.timeout(target.request.timeout_s + self._limits.pay_grace_s):
                 result = await self._node.pay(target.request)
+                failpoint("executor.after_send")
         except (NodeError, TimeoutError) as exc:
             log.warning("payment_send_error", error=type(exc).__name__, detail=str(exc)[:200])
         except ValueError as exc:
@@ -174,6 +177,7 @@ class Payer:
             assert isinstance(record, PaymentFailed)
             log.info("payment_failed", reason=str(record.reason))
             await self._report(order, outcomes.failed_with_proof(order, payment_hash, record))
+        failpoint("executor.after_outcome")
         return Disposition.DONE
 
     async def _lookup(self, payment_hash: str) -> PaymentResult | None:
