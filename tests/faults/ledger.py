@@ -91,7 +91,7 @@ async def check(auditor_url: str, control: Path, accepted: list[str]) -> Verdict
     conn = await asyncpg.connect(auditor_url)
     try:
         rows = await conn.fetch(
-            "SELECT stream_id, type, payload, "
+            "SELECT stream_id, type, schema_version, payload, "
             "(extract(epoch FROM recorded_at) * 1000)::bigint AS recorded_at_ms "
             "FROM events WHERE stream_id = ANY($1::text[]) ORDER BY position",
             accepted,
@@ -110,6 +110,7 @@ async def check(auditor_url: str, control: Path, accepted: list[str]) -> Verdict
         events.append(
             {
                 "type": row["type"],
+                "version": row["schema_version"],
                 "stream_id": intent,
                 "data": data,
                 "recorded_at_ms": row["recorded_at_ms"],

@@ -3,22 +3,12 @@ runbooks/jetstream-lost-events.md says. The executors keep running: nobody told 
 
 from __future__ import annotations
 
-import pytest
-
 from services.bus import subjects
 from services.bus.jetstream import connect
 from tests.faults.drill import drive
 from tests.faults.harness import Harness
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lost CORRIDOR_DISPATCH: at start the relay checks only CORRIDOR_EVT, so work "
-    "orders lost with the stream are never re-issued (issue 13 #3); and the executors' durables "
-    "went with the stream, so they fetch nothing more (work_fetch_failed forever): fixed on "
-    "branch self-heal",
-)
 async def test_dispatch_stream_deleted(harness: Harness) -> None:
     await harness.start()
     notes: dict[str, object] = {}
