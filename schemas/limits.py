@@ -30,3 +30,16 @@ METADATA_VALUE_CHARS_MAX: Final = 256
 DEADLINE_S_MAX: Final = 7 * 24 * 3600
 REASON_CHARS_MAX: Final = 512
 OPERATOR_ID_PATTERN: Final = CALLER_ID_PATTERN
+
+# PostgreSQL stores no U+0000: a text column refuses the byte (SQLSTATE 22021) and jsonb the
+# \u0000 escape (22P05). One such string fails the transaction, and the engine commits many
+# commands in one, so it is refused at the edge in every string and key (schemas/storable.py).
+# Lone surrogates (\ud800) cannot be UTF-8 at all; the JSON decoder already refuses them.
+TEXT_CHARS_FORBIDDEN: Final = "\x00"
+# The deepest message we define (a policy document) nests under 10 levels. The JSON decoder
+# recurses once per level and raises RecursionError near 1,000; a limit far below that keeps
+# every refusal coded.
+NESTING_DEPTH_MAX: Final = 32
+# Correlation and causation ids arrive in headers and land in every event's metadata; a UUID
+# is 36 characters, and no id needs more than 256.
+HEADER_ID_CHARS_MAX: Final = 256

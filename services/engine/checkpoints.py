@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
@@ -37,6 +36,7 @@ from services.eventstore.checkpoint_verify import (
 )
 from services.eventstore.port import ConcurrencyConflict, NewEvent
 from services.eventstore.postgres import PostgresEventStore
+from services.failures import is_transient
 from services.signing.port import Signer, b64url
 
 __all__ = ["CANONICAL_TAG", "CHECKPOINT_STREAM_ID", "Checkpointer", "checkpoint_message"]
@@ -54,7 +54,6 @@ CHECKPOINT_EVERY_S: Final = 10.0
 # table alone (verification still checks them there).
 UNPUBLISHED_MAX: Final = 1_000
 _ACTOR: Final = "engine/checkpoints"
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 def checkpoint_id_for(position: int, hash_hex: str) -> str:
@@ -129,9 +128,15 @@ class Checkpointer:
             self._due.clear()
             try:
                 await self.checkpoint_now()
-            except (*_TRANSIENT, ConcurrencyConflict) as exc:
-                # Tried again at the next tick: the head is still unsigned, not lost.
+            except ConcurrencyConflict as exc:
                 log.warning("checkpoint_unavailable", error=type(exc).__name__)
+            except Exception as exc:
+                # Tried again at the next tick either way: the head is still unsigned, not
+                # lost. A definite failure is a fault to see, and must not end the task.
+                if not is_transient(exc):
+                    log.error("checkpoint_failed", error=type(exc).__name__, exc_info=exc)
+                else:
+                    log.warning("checkpoint_unavailable", error=type(exc).__name__)
 
     async def checkpoint_now(self) -> LogCheckpointSigned | None:
         """Sign, record and publish the current head; ``None`` if nothing new to sign."""

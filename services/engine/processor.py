@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
 import structlog
 
@@ -45,6 +44,7 @@ from services.domain.policy import (
 from services.domain.policy.spend_tracker import SpendTracker
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import Router
+from services.engine import isolation
 from services.engine.clock import Clock, IdSource
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_new_events, to_recorded
 from services.engine.ids import fingerprint, intent_id_for
@@ -57,6 +57,7 @@ from services.eventstore.port import (
     StoredEvent,
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
+from services.failures import is_transient
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 from services.signing.orders import sign_orders
 from services.signing.port import Signer
@@ -75,7 +76,6 @@ _SPEND_EVENTS_SQL = (
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +240,15 @@ class CommandProcessor:
         except (ConcurrencyConflict, ClaimConflict):
             self._forget(items)
             return [await self._process_alone(item) for item in items]
-        except _TRANSIENT as exc:
+        except Exception as exc:
             self._forget(items)
-            log.warning("append_unavailable", error=type(exc).__name__)
-            return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(items)
+            if is_transient(exc):
+                log.warning("append_unavailable", error=type(exc).__name__)
+                return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(
+                    items
+                )
+            # One command's data or a bug it trips: only that command is refused (ADR 0070).
+            return await isolation.one_by_one(items, self._process_alone, exc)
 
     async def _process_alone(self, item: _Item) -> Reply:
         for _ in range(CONFLICT_RETRIES_MAX):
@@ -251,9 +256,11 @@ class CommandProcessor:
                 return (await self._process_batch([item]))[0]
             except (ConcurrencyConflict, ClaimConflict):
                 self._forget([item])
-            except _TRANSIENT:
+            except Exception as exc:
                 self._forget([item])
-                return _rejected(errors.Unavailable("event store unavailable; retry"))
+                if is_transient(exc):
+                    return _rejected(errors.Unavailable("event store unavailable; retry"))
+                return _rejected(isolation.refusal(exc))
         return _rejected(errors.Unavailable("too much contention on this intent; retry"))
 
     async def _process_batch(self, items: Sequence[_Item]) -> list[Reply]:

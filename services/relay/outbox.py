@@ -42,6 +42,7 @@ from services.engine.event_codec import subject_for, to_recorded
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import NewEvent, StoredEvent
 from services.eventstore.postgres import PostgresEventStore
+from services.failures import is_transient
 
 log = structlog.get_logger("corridor.relay")
 
@@ -146,8 +147,13 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 self.failures += 1
-                log.warning("relay_failed", error=type(exc).__name__, detail=str(exc)[:200],
-                            retry_in_s=backoff_s)  # fmt: skip
+                # Retried either way: what is committed must be published. A definite failure
+                # (services/failures.py) will not pass by itself, so it is logged as an error.
+                transient = is_transient(exc)
+                (log.warning if transient else log.error)(
+                    "relay_failed", error=type(exc).__name__, detail=str(exc)[:200],
+                    transient=transient, retry_in_s=backoff_s,
+                )  # fmt: skip
                 self.leader.clear()
                 await asyncio.sleep(backoff_s)  # back-off before reconnecting, not synchronisation
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
