@@ -5,7 +5,8 @@ and ack only after the outcome is committed. While a payment is being decided,
 ``in_progress()`` heartbeats keep JetStream from handing the order to another worker; a
 cancelled (killed) worker acks nothing and its orders come back. An order that can never be
 paid (malformed, unsigned, forged, for an intent the engine does not have) is terminated and
-recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator.
+recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator. Any other refusal
+from the engine holds the order instead: recorded there too, and retried (ADR 0072).
 """
 
 from __future__ import annotations
