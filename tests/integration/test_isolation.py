@@ -210,3 +210,32 @@ async def test_outcomes_are_never_lost_to_someone_elses_poison(
     for payment_hash in hashes.values():
         paid = [p for p in sim.network.payments() if p.payment_hash == payment_hash]
         assert [p.status for p in paid] == ["succeeded"]
+
+
+async def test_a_bug_one_command_trips_fails_that_command_alone(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    from services.bootstrap import bootstrap
+    from services.domain.policy import AllowAllPolicy
+    from services.settings import Settings
+
+    class BuggyPolicy(AllowAllPolicy):
+        def judge(self, command, *, now_ms, payee=None):  # type: ignore[no-untyped-def]
+            if command.idempotency_key.startswith("boom"):
+                raise RuntimeError("a bug in a rule")
+            return super().judge(command, now_ms=now_ms, payee=payee)
+
+    policy = BuggyPolicy()
+    engine = await bootstrap(
+        Settings(state_dir=tmp_path), nats_url=nats_url, database_url=database_url,
+        policy=lambda: policy,
+    )  # fmt: skip
+    await engine.start(relay=False)
+    try:
+        envelopes = [_inside(f"boom-{i}" if i % 10 == 3 else f"ok-{i}") for i in range(50)]
+        replies = await asyncio.gather(*(engine.processor.execute(e) for e in envelopes))
+        codes = [r.error.code for r in replies if isinstance(r, CommandRejected)]
+        assert codes == ["internal_error"] * 5
+        assert await _stream_count(engine) == 45
+    finally:
+        await engine.stop()
