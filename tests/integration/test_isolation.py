@@ -239,3 +239,17 @@ async def test_a_bug_one_command_trips_fails_that_command_alone(
         assert await _stream_count(engine) == 45
     finally:
         await engine.stop()
+
+
+async def test_every_other_character_is_stored(engine: Engine, nc: Client) -> None:
+    # Only U+0000 is refused: noncharacters, the last code point, astral characters, control
+    # characters and the six characters "\u0000" are text PostgreSQL stores as given.
+    odd = "\uffff\ufffe\U0010ffff\U0001f600\x01\x1f\x7f\u2028\\u0000 é"
+    body = submit(key=f"k-{odd}", metadata={f"m-{odd}": odd})
+    msg = await nc.request(SUBMIT_SUBJECT, json.dumps(body).encode(), timeout=10)
+    reply = json.loads(msg.data)
+    assert reply["ok"], reply
+    [received, *_] = await engine.store.read_stream(reply["intent_id"])
+    assert received.payload["metadata"] == {f"m-{odd}": odd}
+    claim = await engine.store.find_claim("alice", f"k-{odd}")
+    assert claim is not None and claim.intent_id == reply["intent_id"]
