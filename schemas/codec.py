@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas import errors, limits
+from schemas import errors, limits, storable
 from schemas.agent_key_messages import (
     AGENT_KEY_COMMAND_TYPES,
     AGENT_KEY_QUERY_TYPES,
@@ -88,6 +88,7 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
     """Decode one command or query. Raises a ``CorridorError`` subclass on any problem."""
     if len(raw) > bytes_max:
         raise errors.PayloadTooLarge(f"message is {len(raw)} bytes, limit is {bytes_max}")
+    storable.check_nesting(raw)  # before any decoder recurses into it
     try:
         head = _head_decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -111,9 +112,11 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
             field="version",
         )
     try:
-        return _decoders[cls].decode(raw)
+        message = _decoders[cls].decode(raw)
     except msgspec.ValidationError as exc:
         raise _violation(exc) from None
+    storable.check_text(raw, message)
+    return message
 
 
 def decode_command(

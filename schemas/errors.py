@@ -54,6 +54,26 @@ class SchemaViolation(CorridorError):
     code = "schema_violation"
 
 
+class UnstorableText(CorridorError):
+    """A string or key holds text PostgreSQL cannot store (U+0000, or a header that is not
+    UTF-8); ``field`` is its path, e.g. ``metadata.note`` (``schemas/storable.py``)."""
+
+    code = "unstorable_text"
+
+
+class NestingTooDeep(CorridorError):
+    """JSON nested deeper than ``limits.NESTING_DEPTH_MAX``, unknown fields included."""
+
+    code = "nesting_too_deep"
+
+
+class StoreRefused(CorridorError):
+    """The event store refused this command for a reason a retry cannot fix (a definite
+    failure in ``services/failures.py``); nothing of it was committed."""
+
+    code = "store_refused"
+
+
 class IdentityMismatch(CorridorError):
     """The payload names someone other than the identity the subject (the credential) names:
     ``caller.id``, ``caller.kind``, ``operator_id``, ``proposer_id``, ``approver_id``, ``node``

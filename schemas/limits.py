@@ -38,3 +38,15 @@ INVOICE_CLOCK_SKEW_S_MAX: Final = 3600
 # LND's and CLN's longest invoice expiry in practice is a year; an expiry beyond that (BOLT 11
 # allows up to 2**30 s, 34 years, in the field) would keep a stale payee payable for decades.
 INVOICE_EXPIRY_S_MAX: Final = 365 * 24 * 3600
+# PostgreSQL stores no U+0000: a text column refuses the byte (SQLSTATE 22021) and jsonb the
+# \u0000 escape (22P05). One such string fails the transaction, and the engine commits many
+# commands in one, so it is refused at the edge in every string and key (schemas/storable.py).
+# Lone surrogates (\ud800) cannot be UTF-8 at all; the JSON decoder already refuses them.
+TEXT_CHARS_FORBIDDEN: Final = "\x00"
+# The deepest message we define (a policy document) nests under 10 levels. The JSON decoder
+# recurses once per level and raises RecursionError near 1,000; a limit far below that keeps
+# every refusal coded.
+NESTING_DEPTH_MAX: Final = 32
+# Correlation and causation ids arrive in headers and land in every event's metadata; a UUID
+# is 36 characters, and no id needs more than 256.
+HEADER_ID_CHARS_MAX: Final = 256

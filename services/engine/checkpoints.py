@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
@@ -37,6 +36,7 @@ from services.eventstore.checkpoint_verify import (
 )
 from services.eventstore.port import ConcurrencyConflict, NewEvent
 from services.eventstore.postgres import PostgresEventStore
+from services.failures import is_transient
 from services.signing.port import Signer, b64url
 
 __all__ = ["CANONICAL_TAG", "CHECKPOINT_STREAM_ID", "Checkpointer", "checkpoint_message"]
@@ -55,7 +55,6 @@ CHECKPOINT_EVERY_S: Final = 10.0
 UNPUBLISHED_MAX: Final = 1_000
 _ACTOR: Final = "engine/checkpoints"
 _decode_checkpoint = msgspec.json.Decoder(LogCheckpointSigned)
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 def checkpoint_id_for(position: int, hash_hex: str) -> str:
@@ -134,9 +133,15 @@ class Checkpointer:
             self._due.clear()
             try:
                 await self.checkpoint_now()
-            except (*_TRANSIENT, ConcurrencyConflict) as exc:
-                # Tried again at the next tick: the head is still unsigned, not lost.
+            except ConcurrencyConflict as exc:
                 log.warning("checkpoint_unavailable", error=type(exc).__name__)
+            except Exception as exc:
+                # Tried again at the next tick either way: the head is still unsigned, not
+                # lost. A definite failure is a fault to see, and must not end the task.
+                if not is_transient(exc):
+                    log.error("checkpoint_failed", error=type(exc).__name__, exc_info=exc)
+                else:
+                    log.warning("checkpoint_unavailable", error=type(exc).__name__)
 
     async def republish_lost(self) -> int:
         """Publish again the checkpoints the stream lost; returns how many.

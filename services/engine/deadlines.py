@@ -15,6 +15,8 @@ import heapq
 import structlog
 
 from schemas.commands import ExpirePaymentIntent
+from schemas.errors import Unavailable
+from schemas.replies import CommandRejected
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadline
 from services.engine.clock import Clock
@@ -27,6 +29,8 @@ log = structlog.get_logger("corridor.deadlines")
 # Pending deadlines held in memory; beyond this the farthest are dropped and picked up by the
 # next start-up scan (a restart is the only way to lose them, and the scan finds them again).
 DEADLINES_MAX = 100_000
+# An expiry the store could not commit is sent again this much later (on the engine's clock).
+EXPIRY_RETRY_MS = 1_000
 _SCAN_SQL = """
 SELECT DISTINCT stream_id FROM events
  WHERE (type = 'IntentReceived' AND payload->>'deadline_at_ms' IS NOT NULL)
@@ -85,6 +89,10 @@ class DeadlineScheduler:
                 )
                 self.expired_sent += 1
                 log.info("deadline_reached", intent_id=intent_id, ok=reply.ok)
+                if isinstance(reply, CommandRejected) and reply.error.code == Unavailable.code:
+                    # Not committed (PostgreSQL away: services/failures.py): due again soon,
+                    # or the intent would wait for the next start-up scan.
+                    heapq.heappush(self._heap, (now_ms + EXPIRY_RETRY_MS, intent_id))
             wait_s = (self._heap[0][0] - now_ms) / 1000 if self._heap else 60.0
             # A timer until the next deadline, woken early when a nearer one arrives.
             with contextlib.suppress(TimeoutError):

@@ -17,7 +17,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
 import structlog
 
@@ -51,6 +50,7 @@ from services.domain.policy import (
 from services.domain.policy.spend_tracker import SpendTracker, by_agent_key
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import Router
+from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS, plan_agent_key_command
 from services.engine.clock import Clock, IdSource
@@ -70,6 +70,7 @@ from services.eventstore.port import (
     StoredEvent,
 )
 from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
+from services.failures import is_transient
 from services.identity.agent_keys import AgentKey, AgentKeyLookup
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 from services.signing.orders import sign_orders
@@ -97,7 +98,6 @@ CONFLICT_RETRIES_MAX = 5
 # engines keep moving the same callers it may lose again, and after this many it goes on one
 # command at a time (``CONFLICT_RETRIES_MAX`` each).
 STALE_RETRIES_MAX = 4
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +288,15 @@ class CommandProcessor:
         except (ConcurrencyConflict, ClaimConflict, StaleView):
             self._forget(items)
             return [await self._process_alone(item) for item in items]
-        except _TRANSIENT as exc:
+        except Exception as exc:
             self._forget(items)
-            log.warning("append_unavailable", error=type(exc).__name__)
-            return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(items)
+            if is_transient(exc):
+                log.warning("append_unavailable", error=type(exc).__name__)
+                return [_rejected(errors.Unavailable("event store unavailable; retry"))] * len(
+                    items
+                )
+            # One command's data or a bug it trips: only that command is refused (ADR 0070).
+            return await isolation.one_by_one(items, self._process_alone, exc)
 
     async def _process_current(self, items: Sequence[_Item]) -> list[Reply]:
         """``_process_batch``, judged again after catching up while its fences fail."""
@@ -317,9 +322,11 @@ class CommandProcessor:
                 self._stale(exc)
             except (ConcurrencyConflict, ClaimConflict):
                 self._forget([item])
-            except _TRANSIENT:
+            except Exception as exc:
                 self._forget([item])
-                return _rejected(errors.Unavailable("event store unavailable; retry"))
+                if is_transient(exc):
+                    return _rejected(errors.Unavailable("event store unavailable; retry"))
+                return _rejected(isolation.refusal(exc))
         return _rejected(errors.Unavailable("too much contention on this intent; retry"))
 
     async def _process_batch(self, items: Sequence[_Item]) -> list[Reply]:

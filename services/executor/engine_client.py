@@ -2,7 +2,8 @@
 
 Both go over core NATS request/reply (``corridor.api.v1.intents.*``); the engine replies after
 commit. Timeouts, missing responders and ``unavailable`` replies are retried with capped
-exponential backoff; any other refusal is a bug on one side and raises ``OutcomeRefused``.
+exponential backoff; any other refusal raises ``OutcomeRefused``, final only for a status
+query's ``not_found`` (ADR 0063); the worker holds and retries the order on any other.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _RETRYABLE_CODES = frozenset({"unavailable", "not_found"})
 # (``not_found``), it terminates the order and records it for the operator (ADR 0063) instead
 # of retrying it forever.
 _STATUS_RETRYABLE_CODES = frozenset({"unavailable"})
+# The only refusal an executor lets an order go for; any other is held and retried (ADR 0072).
+_STATUS_FINAL_CODES = frozenset({"not_found"})
 # States in which the engine waits for the node's evidence on the current attempt.
 _ON_THE_WIRE = frozenset({"dispatched", "in_flight"})
 
@@ -95,7 +98,8 @@ class EngineClient:
             retryable=_STATUS_RETRYABLE_CODES,
         )
         if isinstance(reply, CommandRejected):
-            raise OutcomeRefused(reply.error.code, reply.error.message)
+            final = reply.error.code in _STATUS_FINAL_CODES
+            raise OutcomeRefused(reply.error.code, reply.error.message, final=final)
         assert isinstance(reply, PaymentIntentStatus)
         return AttemptStatus(state=reply.state, attempt=reply.attempt)
 

@@ -39,10 +39,16 @@ class EngineUnavailable(ExecutorError):
 
 
 class OutcomeRefused(ExecutorError):
-    """The engine refused an outcome for a reason a retry cannot fix (a bug on one side)."""
+    """The engine refused an outcome or a status query with ``error_code``.
+
+    ``final`` only where the executor knows the refusal is for good and nothing was paid: a
+    status query answered ``not_found`` before any send (ADR 0063), and the order is then
+    terminated. Any other refusal is not understood: the order is held and retried, since its
+    payment may have left (ADR 0072)."""
 
     code = "outcome_refused"
 
-    def __init__(self, error_code: str, message: str) -> None:
+    def __init__(self, error_code: str, message: str, *, final: bool = False) -> None:
         super().__init__(f"{error_code}: {message}")
         self.error_code = error_code
+        self.final = final

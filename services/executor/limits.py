@@ -61,6 +61,14 @@ REFUSAL_REPORT_DELIVERIES_MAX: Final = 5
 # One dead-letter publish waits this long for JetStream's ack.
 REFUSAL_REPORT_TIMEOUT_S: Final = 5.0
 
+# An order whose outcome or status the engine refuses for a reason the executor does not
+# understand is held, never terminated: its payment may have left (ADR 0072). It comes back
+# after a delay doubled per delivery up to the cap, less up to a quarter at random, so that many
+# orders refused at once (an engine fault) do not all return together.
+HELD_DELAY_S_FIRST: Final = 2.0
+HELD_DELAY_S_MAX: Final = 120.0
+HELD_JITTER_FRACTION: Final = 0.25
+
 # Graceful stop: how long running payments get to reach a decision before being abandoned
 # (abandoned work orders are redelivered; nothing is lost).
 STOP_GRACE_S: Final = 10.0
@@ -92,6 +100,9 @@ class ExecutorLimits:
     stop_grace_s: float = STOP_GRACE_S
     refusal_report_deliveries_max: int = REFUSAL_REPORT_DELIVERIES_MAX
     refusal_report_timeout_s: float = REFUSAL_REPORT_TIMEOUT_S
+    held_delay_s_first: float = HELD_DELAY_S_FIRST
+    held_delay_s_max: float = HELD_DELAY_S_MAX
+    held_jitter_fraction: float = HELD_JITTER_FRACTION
 
     def __post_init__(self) -> None:
         assert self.payments_in_flight_max >= 1
@@ -103,9 +114,17 @@ class ExecutorLimits:
         assert self.engine_attempts_max >= 1 and self.node_lookup_attempts_max >= 1
         assert self.send_deliveries_max >= 1
         assert 0 < self.redelivery_delay_s_first <= self.redelivery_delay_s_max
+        assert 0 < self.held_delay_s_first <= self.held_delay_s_max
+        assert 0 <= self.held_jitter_fraction < 1
 
     def redelivery_delay_s(self, delivery: int) -> float:
         """Backoff for the ``delivery``-th delivery (from 1) of a work order."""
         exponent = min(max(delivery - 1, 0), 16)
         delay_s: float = self.redelivery_delay_s_first * 2**exponent
         return min(delay_s, self.redelivery_delay_s_max)
+
+    def held_delay_s(self, delivery: int, jitter: float) -> float:
+        """Backoff for a held order's ``delivery``-th delivery; ``jitter`` is in [0, 1)."""
+        exponent = min(max(delivery - 1, 0), 16)
+        delay_s: float = min(self.held_delay_s_first * 2**exponent, self.held_delay_s_max)
+        return delay_s * (1 - self.held_jitter_fraction * jitter)

@@ -40,7 +40,7 @@ def failed_with_proof(
         payment_hash=payment_hash,
         failure_reason=FailureReason(result.reason).value,
         confirmed_not_paid=True,
-        detail=result.detail[: limits.REASON_CHARS_MAX],
+        detail=_storable(result.detail)[: limits.REASON_CHARS_MAX],
     )
 
 
@@ -53,3 +53,11 @@ def in_flight(order: WorkOrder, payment_hash: str) -> RecordPaymentOutcome:
         outcome="in_flight",
         payment_hash=payment_hash,
     )
+
+
+def _storable(text: str) -> str:
+    """A node's error text as the engine stores it: its own outcome must never be refused
+    for a character in a node's message (schemas/storable.py refuses U+0000)."""
+    if not text.isascii():
+        text = text.encode(errors="replace").decode()  # a lone surrogate becomes "?"
+    return text.replace(limits.TEXT_CHARS_FORBIDDEN, "\ufffd")

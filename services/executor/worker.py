@@ -5,13 +5,15 @@ and ack only after the outcome is committed. While a payment is being decided,
 ``in_progress()`` heartbeats keep JetStream from handing the order to another worker; a
 cancelled (killed) worker acks nothing and its orders come back. An order that can never be
 paid (malformed, unsigned, forged, for an intent the engine does not have) is terminated and
-recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator.
+recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator. Any other refusal
+from the engine holds the order instead: recorded there too, and retried (ADR 0072).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from pathlib import Path
 from typing import Final
 
@@ -48,6 +50,8 @@ DUPLICATE_WINDOW_S_DEFAULT = 120
 # corridor.dlq.v1.>). The record is the order as it arrived, with the refusal's code and
 # message in the Corridor-Error-* headers; nothing in it reaches the log or an intent.
 REFUSED_ORDERS_PREFIX: Final = subjects.DLQ_DISPATCH_PREFIX
+# On an exception item for an order the executor keeps retrying (ADR 0072), not terminated.
+HDR_ORDER_HELD: Final = "Corridor-Order-Held"
 # Header values are one line; a refusal message longer than this is cut.
 REFUSAL_MESSAGE_CHARS_MAX: Final = 500
 
@@ -92,6 +96,8 @@ class Executor:
         self.processed = 0  # deliveries decided (acked or handed back), for tests and metrics
         self._verifier = verifier
         self._engine: EngineClient | None = None
+        # Jitter for held orders' back-off only: no decision depends on it.
+        self._jitter = random.Random()
         self._js: JetStreamContext | None = None
         self._payer = Payer(
             node,
@@ -264,8 +270,13 @@ class Executor:
         try:
             disposition = await self._payer.process(order, delivery=delivery)
         except OutcomeRefused as exc:
-            # For good: an outcome the engine will not record, or an order for an intent it
-            # does not have (``not_found``: forged, or the log lost it). A person decides.
+            if not exc.final:
+                # Not understood, and the payment may have left: never let go of the order.
+                # Held for a person to see, and retried (ADR 0072).
+                await self._hold(msg, exc, delivery)
+                return
+            # For good: an order for an intent the engine does not have (``not_found`` before
+            # any send: forged, or the log lost it). A person decides.
             refused, disposition = exc, Disposition.TERM
         except EngineUnavailable as exc:
             log.warning("engine_unavailable", detail=str(exc)[:200])
@@ -294,6 +305,20 @@ class Executor:
             # A lost ack only means a redelivery, which is answered from the node's record.
             log.warning("work_order_ack_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
+    async def _hold(self, msg: Msg, refused: OutcomeRefused, delivery: int) -> None:
+        """Record an exception item for an order the engine refused in a way the executor does
+        not understand, then hand the order back with a jittered back-off (never ``term``)."""
+        self.processed += 1
+        log.error("work_order_held", code=refused.error_code, detail=str(refused)[:300],
+                  delivery=delivery)  # fmt: skip
+        await self._dead_letter(msg, refused.error_code, str(refused), held=True)
+        delay_s = self._limits.held_delay_s(delivery, self._jitter.random())
+        try:
+            await msg.nak(delay=delay_s)
+        except Exception as exc:
+            # A lost nak only means the redelivery comes after ack_wait instead.
+            log.warning("work_order_ack_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
     async def _refuse(self, msg: Msg, code: str, detail: str) -> None:
         """Terminate an order that must never be paid, once the operator has a record of it.
 
@@ -311,7 +336,9 @@ class Executor:
             log.error("work_order_refusal_unrecorded", code=code, delivery=delivery)
         await self._settle_message(msg, Disposition.TERM, delivery)
 
-    async def _dead_letter(self, msg: Msg, code: str, detail: str) -> bool:
+    async def _dead_letter(self, msg: Msg, code: str, detail: str, *, held: bool = False) -> bool:
+        """``held``: the order is kept and retried; the record is an exception item for a
+        person, marked ``Corridor-Order-Held: true``."""
         assert self._js is not None, "the JetStream context exists while run() runs"
         sequence = msg.metadata.sequence.stream if msg.metadata.sequence else None
         headers = {
@@ -320,9 +347,12 @@ class Executor:
             subjects.HDR_ERROR_MESSAGE: " ".join(detail.split())[:REFUSAL_MESSAGE_CHARS_MAX],
             subjects.HDR_ORIGINAL_SUBJECT: msg.subject,
         }
+        if held:
+            headers[HDR_ORDER_HELD] = "true"
         if sequence is not None:
             # One record per stored order, however often it is refused (duplicate window).
-            headers[subjects.HDR_MSG_ID] = f"refused-{subjects.DISPATCH_STREAM}-{sequence}"
+            kind = "held" if held else "refused"
+            headers[subjects.HDR_MSG_ID] = f"{kind}-{subjects.DISPATCH_STREAM}-{sequence}"
         # An order over the size limit is not copied: the record says why, the stream has it.
         body = msg.data if len(msg.data) <= self._limits.work_order_bytes_max else b""
         try:

@@ -24,6 +24,7 @@ from services.bus import subjects
 from services.domain.routing import CorridorTable
 from services.engine.processor import CommandProcessor
 from services.engine.views import corridors_view
+from services.failures import is_transient
 from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command, query_of, query_reader
 
@@ -131,11 +132,15 @@ class ApiService:
             reply = await self._answer(msg)
         except errors.CorridorError as exc:
             reply = CommandRejected(error=exc.detail())
-        except Exception:
-            log.exception("api_internal_error", subject=msg.subject)
-            reply = CommandRejected(
-                error=errors.CorridorError("internal error", code="internal_error").detail()
-            )
+        except Exception as exc:
+            if is_transient(exc):  # a read while PostgreSQL restarts: ask again
+                log.warning("api_unavailable", subject=msg.subject, error=type(exc).__name__)
+                reply = CommandRejected(error=errors.Unavailable("unavailable; retry").detail())
+            else:
+                log.exception("api_internal_error", subject=msg.subject)
+                reply = CommandRejected(
+                    error=errors.CorridorError("internal error", code="internal_error").detail()
+                )
         if isinstance(reply, CommandRejected):
             log.info("command_refused", subject=msg.subject, code=reply.error.code,
                      field=reply.error.field)  # fmt: skip

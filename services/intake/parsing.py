@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from schemas import codec, errors, limits
+from schemas import codec, errors, limits, storable
 from services.bus import subjects
 from services.domain.principal import Principal
 from services.engine.processor import CommandEnvelope
@@ -52,10 +52,17 @@ def parse_command(
     principal = authenticator.command(identity_token, command)
     agent_key = authenticator.check_signature(principal, command, data, headers)
     headers = headers or {}
+    correlation_id = headers.get(subjects.HDR_CORRELATION_ID) or None
+    causation_id = headers.get(subjects.HDR_MSG_ID) or None
+    # Both land in every event's metadata: the same rule as the payload's text.
+    for name, value in ((subjects.HDR_CORRELATION_ID, correlation_id),
+                        (subjects.HDR_MSG_ID, causation_id)):  # fmt: skip
+        if value is not None:
+            storable.check_header(name, value)
     return CommandEnvelope(
         command=command,
-        correlation_id=headers.get(subjects.HDR_CORRELATION_ID) or None,
-        causation_id=headers.get(subjects.HDR_MSG_ID) or None,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
         principal=principal,
         agent_key=agent_key,
     )

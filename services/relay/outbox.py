@@ -47,6 +47,7 @@ from services.engine.open_attempts import last_order_position, open_orders_throu
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import NewEvent, StoredEvent
 from services.eventstore.postgres import PostgresEventStore
+from services.failures import is_transient
 from services.relay.owners import OwnerLookup
 
 log = structlog.get_logger("corridor.relay")
@@ -162,8 +163,13 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 self.failures += 1
-                log.warning("relay_failed", error=type(exc).__name__, detail=str(exc)[:200],
-                            retry_in_s=backoff_s)  # fmt: skip
+                # Retried either way: what is committed must be published. A definite failure
+                # (services/failures.py) will not pass by itself, so it is logged as an error.
+                transient = is_transient(exc)
+                (log.warning if transient else log.error)(
+                    "relay_failed", error=type(exc).__name__, detail=str(exc)[:200],
+                    transient=transient, retry_in_s=backoff_s,
+                )  # fmt: skip
                 self.leader.clear()
                 await asyncio.sleep(backoff_s)  # back-off before reconnecting, not synchronisation
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
