@@ -11,7 +11,6 @@ from collections import Counter
 from typing import Any
 
 import asyncpg
-import pytest
 
 from services.bus import subjects
 from services.bus.jetstream import connect
@@ -31,13 +30,6 @@ def poisoned(tag: str, invoice: str, i: int) -> dict[str, Any]:
     return submit_body(f"{tag}-{i:04d}", invoice, i, metadata={"note": "nul\u0000here"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NUL flood: text PostgreSQL cannot store passes validation and fails the whole group "
-    "commit, so honest commands get internal_error, are dead-lettered or stranded (issue 13 "
-    "#1): fixed on branch isolation",
-)
 async def test_nul_flood(harness: Harness) -> None:
     await harness.start()
     made = await invoices(harness.sim_endpoints()["nodes"], "poison", POISONED + 2 * STREAMED)

@@ -3,19 +3,10 @@ recovery at the next start) and started again under steady load."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.faults.drill import drive
 from tests.faults.harness import Harness
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="PostgreSQL restart: CannotConnectNowError is not transient (submits get "
-    "internal_error) and the executor terms orders on internal_error, stranding paid intents in "
-    "dispatched (issue 13 #2): fixed on branch isolation",
-)
 async def test_postgres_crash_and_recovery(harness: Harness) -> None:
     await harness.start()
     notes: dict[str, object] = {}
