@@ -62,7 +62,9 @@ class PublishRefused(Exception):
 
     def __init__(self, stream: str, err_code: int, description: str) -> None:
         super().__init__(f"{stream}: {description} (err_code {err_code})")
+        self.stream = stream
         self.err_code = err_code
+        self.description = description
 
 
 class _Error(msgspec.Struct):
