@@ -21,12 +21,20 @@ import collections
 import contextlib
 import itertools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from services.bus.fenced_publisher import HDR_EXPECTED_LAST_MSG_ID, HDR_EXPECTED_LAST_SEQUENCE
+from services.bus.fenced_publisher import (
+    ATOMIC_BATCH_MSGS_MAX,
+    ERR_ATOMIC_DISABLED,
+    ERR_DUPLICATE,
+    ERR_DUPLICATE_IN_BATCH,
+    HDR_EXPECTED_LAST_MSG_ID,
+    HDR_EXPECTED_LAST_SEQUENCE,
+    chain_frames,
+)
 from services.bus.port import (
     DELIVER_FOREVER,
     ERR_WRONG_LAST_MSG_ID,
@@ -38,6 +46,7 @@ from services.bus.port import (
     Message,
     NoResponders,
     NotFound,
+    OutgoingMessage,
     PubAck,
     PublishRefused,
     PullConsumer,
@@ -361,6 +370,97 @@ class MemoryBus:
             stream.ids[msg_id] = (seq, now_s)
         self.wake()
         return PubAck(stream=name, seq=seq, duplicate=False)
+
+    async def publish_each(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        if not messages:
+            raise ValueError("nothing to publish")
+        fenced = expected_last_seq is not None
+        last_seq = 0
+        refusal: PublishRefused | None = None
+        for message, headers, wants_ack in chain_frames(
+            messages, expected_last_seq=expected_last_seq
+        ):
+            # A message that asks for no acknowledgement is stored or dropped in silence.
+            outcome = await self._store_one(stream, message.subject, message.body, headers)
+            if not wants_ack or refusal is not None:
+                continue
+            if isinstance(outcome, PublishRefused):
+                refusal = outcome
+            elif outcome.stream != stream:
+                refusal = PublishRefused(stream, 0, f"stored by stream {outcome.stream!r}")
+            elif outcome.duplicate and fenced:
+                refusal = PublishRefused(stream, ERR_DUPLICATE, "message id already stored")
+            else:
+                last_seq = max(last_seq, outcome.seq)
+        return self._settled(refusal, last_seq)
+
+    async def publish_atomic(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        if not 0 < len(messages) <= ATOMIC_BATCH_MSGS_MAX:
+            raise ValueError(f"an atomic batch holds 1 to {ATOMIC_BATCH_MSGS_MAX} messages")
+        target = self._stream_for(messages[0].subject)
+        if target is None:
+            return self._settled(PublishRefused(stream, 0, "no stream answered"), 0)
+        refusal = self._batch_refusal(target, messages, expected_last_seq)
+        if refusal is not None:
+            return self._settled(PublishRefused(stream, refusal[0], refusal[1]), 0)
+        last_seq = 0
+        for message in messages:
+            ack = await self.publish(
+                message.subject, message.body, headers=message.headers, timeout_s=timeout_s
+            )
+            last_seq = ack.seq
+        if target.spec.name != stream:
+            return self._settled(PublishRefused(stream, 0, f"stored by {target.spec.name!r}"), 0)
+        return self._settled(None, last_seq)
+
+    def _batch_refusal(
+        self, target: _Stream, messages: Sequence[OutgoingMessage], expected_last_seq: int | None
+    ) -> tuple[int, str] | None:
+        """Why JetStream would refuse this batch whole, or None."""
+        if not target.spec.allow_atomic:
+            return ERR_ATOMIC_DISABLED, "atomic publish is disabled"
+        if expected_last_seq is not None and expected_last_seq != target.last_seq:
+            return ERR_WRONG_LAST_SEQUENCE, f"wrong last sequence: {target.last_seq}"
+        if any(self._stream_for(m.subject) is not target for m in messages):
+            return 0, "an atomic batch goes to one stream"
+        target.forget_old_ids(self.now_s())
+        ids = [m.headers[HDR_MSG_ID] for m in messages if HDR_MSG_ID in m.headers]
+        if len(set(ids)) != len(ids) or any(msg_id in target.ids for msg_id in ids):
+            return ERR_DUPLICATE_IN_BATCH, "duplicate message id is in process"
+        return None
+
+    async def _store_one(
+        self, stream: str, subject: str, data: bytes, headers: Mapping[str, str]
+    ) -> PubAck | PublishRefused:
+        try:
+            return await self.publish(subject, data, headers=headers, timeout_s=0.0)
+        except PublishRefused as exc:
+            return PublishRefused(stream, exc.err_code, exc.description)
+        except NoResponders:
+            return PublishRefused(stream, 0, "no stream answered")
+
+    @staticmethod
+    def _settled(refusal: PublishRefused | None, last_seq: int) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if refusal is not None:
+            future.set_exception(refusal)
+        else:
+            future.set_result(last_seq)
+        return future
 
     async def send(
         self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None

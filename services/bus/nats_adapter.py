@@ -7,8 +7,9 @@ with JetStream's error code, as ``fenced_publisher`` raises it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -20,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 from nats.js.errors import NotFoundError as JsNotFound
 
+from services.bus.fenced_publisher import FencedPublisher
 from services.bus.port import (
     Delivery,
     Durable,
@@ -27,6 +29,7 @@ from services.bus.port import (
     Message,
     NoResponders,
     NotFound,
+    OutgoingMessage,
     PubAck,
     PublishRefused,
     PullConsumer,
@@ -135,6 +138,35 @@ class NatsBus:
     def __init__(self, nc: Client, js: JetStreamContext | None = None) -> None:
         self.nc = nc
         self.js = js or nc.jetstream()
+        self.fenced = FencedPublisher(nc)
+
+    async def close(self) -> None:
+        """Stop listening for fenced publishes' acknowledgements (the connection stays)."""
+        await self.fenced.close()
+
+    async def publish_each(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        return await self.fenced.publish_each(
+            stream, messages, expected_last_seq=expected_last_seq, timeout_s=timeout_s
+        )
+
+    async def publish_atomic(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        return await self.fenced.publish_atomic(
+            stream, messages, expected_last_seq=expected_last_seq, timeout_s=timeout_s
+        )
 
     async def add_stream(self, spec: StreamSpec) -> None:
         retention = RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS
@@ -143,6 +175,7 @@ class NatsBus:
             subjects=list(spec.subjects),
             duplicate_window=spec.duplicate_window_s,
             retention=retention,
+            allow_atomic=spec.allow_atomic,
         )
         try:
             await self.js.stream_info(spec.name)

@@ -20,7 +20,8 @@ raises the same type with the same codes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -30,6 +31,7 @@ from services.bus.fenced_publisher import (
     HDR_EXPECTED_LAST_MSG_ID,
     HDR_EXPECTED_LAST_SEQUENCE,
     HDR_MSG_ID,
+    OutgoingMessage,
     PublishRefused,
 )
 
@@ -41,9 +43,11 @@ __all__ = [
     "BusError",
     "Delivery",
     "Durable",
+    "FencedPublishing",
     "Message",
     "NoResponders",
     "NotFound",
+    "OutgoingMessage",
     "PubAck",
     "PublishRefused",
     "PullConsumer",
@@ -81,6 +85,8 @@ class StreamSpec:
     duplicate_window_s: float
     # A work queue deletes a message once its consumer acks it (CORRIDOR_CMD, ADR 0079).
     work_queue: bool = False
+    # Takes atomic batches (CORRIDOR_EVT and CORRIDOR_DISPATCH, ADR 0013).
+    allow_atomic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +180,38 @@ class Subscription(Protocol):
 Handler = Callable[[Message], Awaitable[None]]
 
 
-class Bus(Protocol):
+class FencedPublishing(Protocol):
+    """The relay's publishes (ADR 0011-0013): every message is on the wire, in order, when
+    the call returns; the future gives the stream sequence of the last one, or fails with
+    ``PublishRefused`` (JetStream's code, or ``ERR_DUPLICATE`` for a duplicate under a fence)
+    or ``TimeoutError``. ``FencedPublisher`` is the NATS implementation."""
+
+    async def publish_each(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        """One publish per message; fenced (``expected_last_seq``), each further message
+        expects the previous one's ``Nats-Msg-Id`` as the stream's last (a chain)."""
+        ...
+
+    async def publish_atomic(
+        self,
+        stream: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        expected_last_seq: int | None,
+        timeout_s: float,
+    ) -> asyncio.Future[int]:
+        """All or nothing, one acknowledgement (``ERR_ATOMIC_DISABLED`` where the stream
+        takes no batches, ``ERR_DUPLICATE_IN_BATCH`` if any message id is stored)."""
+        ...
+
+
+class Bus(FencedPublishing, Protocol):
     async def add_stream(self, spec: StreamSpec) -> None:
         """Create the stream if it does not exist (an existing one is kept as it is)."""
         ...

@@ -20,6 +20,12 @@ from typing import TypeVar
 
 import pytest
 
+from services.bus.fenced_publisher import (
+    ATOMIC_BATCH_MSGS_MAX,
+    ERR_ATOMIC_DISABLED,
+    ERR_DUPLICATE,
+    ERR_DUPLICATE_IN_BATCH,
+)
 from services.bus.memory import MemoryBus
 from services.bus.nats_adapter import NatsBus
 from services.bus.port import (
@@ -32,6 +38,7 @@ from services.bus.port import (
     Message,
     NoResponders,
     NotFound,
+    OutgoingMessage,
     PublishRefused,
     PullConsumer,
     StreamSpec,
@@ -53,6 +60,7 @@ LONG_DELAY_S = 60.0
 STREAM = "CONTRACT"
 ORDERS = "contract.orders"
 QUEUE_STREAM = "CONTRACT_WQ"
+PLAIN_STREAM = "CONTRACT_PLAIN"  # takes no atomic batches
 T = TypeVar("T")
 
 
@@ -89,7 +97,8 @@ class BusEnv:
 
 def _streams() -> list[StreamSpec]:
     return [
-        StreamSpec(STREAM, ("contract.>",), DUPLICATE_WINDOW_S),
+        StreamSpec(STREAM, ("contract.>",), DUPLICATE_WINDOW_S, allow_atomic=True),
+        StreamSpec(PLAIN_STREAM, ("plain.>",), DUPLICATE_WINDOW_S),
         StreamSpec(QUEUE_STREAM, ("wq.>",), DUPLICATE_WINDOW_S, work_queue=True),
     ]
 
@@ -263,6 +272,97 @@ async def test_the_order_of_the_fence_and_duplicate_checks(env: BusEnv) -> None:
                             timeout_s=DEADLINE_S)  # fmt: skip
     assert (ack.duplicate, ack.seq) == (True, 1)
     assert (await bus.stream_state(STREAM)).last_seq == 2
+
+
+# --- the relay's fenced publishes (ADR 0011-0013; tests/integration/test_fenced_publisher.py)
+
+
+def _outgoing(tag: str, count: int, subject: str = f"{ORDERS}.x") -> list[OutgoingMessage]:
+    return [
+        OutgoingMessage(subject, f"{tag}-{i}".encode(), {HDR_MSG_ID: f"{tag}-{i}"})
+        for i in range(count)
+    ]
+
+
+async def _stored(bus: Bus, stream: str = STREAM) -> list[bytes]:
+    last = (await bus.stream_state(stream)).last_seq
+    return [(await bus.get_message(stream, seq)).data for seq in range(1, last + 1)]
+
+
+async def _refusal_code(pending: Awaitable[int]) -> int:
+    with pytest.raises(PublishRefused) as refused:
+        await pending
+    return refused.value.err_code
+
+
+async def test_an_atomic_batch_lands_whole_and_answers_once(env: BusEnv) -> None:
+    bus = env.bus
+    first = await bus.publish_atomic(STREAM, _outgoing("a", 3), expected_last_seq=0,
+                                     timeout_s=DEADLINE_S)  # fmt: skip
+    then = await bus.publish_each(STREAM, _outgoing("b", 2), expected_last_seq=3,
+                                  timeout_s=DEADLINE_S)  # fmt: skip
+    assert (await first, await then) == (3, 5)
+    assert await _stored(bus) == [b"a-0", b"a-1", b"a-2", b"b-0", b"b-1"]
+
+
+async def test_an_atomic_batch_refused_stores_nothing(env: BusEnv) -> None:
+    bus = env.bus
+    await (await bus.publish_atomic(STREAM, _outgoing("a", 2), expected_last_seq=0,
+                                    timeout_s=DEADLINE_S))  # fmt: skip
+    stale = await bus.publish_atomic(STREAM, _outgoing("b", 3), expected_last_seq=1,
+                                     timeout_s=DEADLINE_S)  # fmt: skip
+    assert await _refusal_code(stale) == ERR_WRONG_LAST_SEQUENCE
+    again = [*_outgoing("a", 1), *_outgoing("new", 1)]
+    duplicate = await bus.publish_atomic(STREAM, again, expected_last_seq=None,
+                                         timeout_s=DEADLINE_S)  # fmt: skip
+    assert await _refusal_code(duplicate) == ERR_DUPLICATE_IN_BATCH
+    assert await _stored(bus) == [b"a-0", b"a-1"]
+
+
+async def test_a_stream_without_atomic_batches_refuses_them(env: BusEnv) -> None:
+    refused = await env.bus.publish_atomic(
+        PLAIN_STREAM, _outgoing("a", 2, "plain.x"), expected_last_seq=0, timeout_s=DEADLINE_S
+    )
+    assert await _refusal_code(refused) == ERR_ATOMIC_DISABLED
+
+
+async def test_an_atomic_batch_is_bounded(env: BusEnv) -> None:
+    for count in (0, ATOMIC_BATCH_MSGS_MAX + 1):
+        with pytest.raises(ValueError, match="atomic batch"):
+            await env.bus.publish_atomic(
+                STREAM, _outgoing("a", count), expected_last_seq=0, timeout_s=DEADLINE_S
+            )
+
+
+async def test_a_stale_fenced_chain_refuses_everything_after_it(env: BusEnv) -> None:
+    bus = env.bus
+    await _publish(bus, f"{ORDERS}.x", b"foreign")
+    first = await bus.publish_each(STREAM, _outgoing("a", 2), expected_last_seq=0,
+                                   timeout_s=DEADLINE_S)  # fmt: skip
+    then = await bus.publish_each(STREAM, _outgoing("b", 1), expected_last_seq=2,
+                                  timeout_s=DEADLINE_S)  # fmt: skip
+    # The first chain's answer is its last message's: the chain broke at the refused first.
+    assert [await _refusal_code(first), await _refusal_code(then)] == [
+        ERR_WRONG_LAST_MSG_ID, ERR_WRONG_LAST_SEQUENCE,
+    ]  # fmt: skip
+    assert await _stored(bus) == [b"foreign"]
+
+
+async def test_a_duplicate_in_a_chain_is_a_refusal_only_when_fenced(env: BusEnv) -> None:
+    bus = env.bus
+    once = await bus.publish_each(STREAM, _outgoing("a", 1), expected_last_seq=None,
+                                  timeout_s=DEADLINE_S)  # fmt: skip
+    twice = await bus.publish_each(STREAM, _outgoing("a", 1), expected_last_seq=None,
+                                   timeout_s=DEADLINE_S)  # fmt: skip
+    assert (await once, await twice) == (1, 1)
+    fenced = await bus.publish_each(STREAM, _outgoing("a", 1), expected_last_seq=1,
+                                    timeout_s=DEADLINE_S)  # fmt: skip
+    assert await _refusal_code(fenced) == ERR_DUPLICATE
+    # Inside a chain a duplicate is dropped in silence, and the next link finds it missing.
+    chain = [*_outgoing("b", 1), *_outgoing("a", 1), *_outgoing("c", 1)]
+    broken = await bus.publish_each(STREAM, chain, expected_last_seq=1, timeout_s=DEADLINE_S)
+    assert await _refusal_code(broken) == ERR_WRONG_LAST_MSG_ID
+    assert await _stored(bus) == [b"a-0", b"b-0"]
 
 
 # --- durable pull consumers -----------------------------------------------------------------
