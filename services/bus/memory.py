@@ -60,6 +60,9 @@ from services.bus.port import (
 log = structlog.get_logger("corridor.bus.memory")
 
 INBOX_PREFIX = "_INBOX.memory"
+# Messages a subscription holds before its handler takes them; beyond this the twin drops
+# them as nats-py does for a slow consumer (its default pending_msgs_limit).
+SUBSCRIPTION_PENDING_MSGS_MAX = 512 * 1024
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -266,8 +269,13 @@ class _Subscription:
         self._inbox: collections.deque[Message] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self.active = True
+        self.dropped = 0
 
     def deliver(self, message: Message) -> None:
+        if len(self._inbox) >= SUBSCRIPTION_PENDING_MSGS_MAX:
+            self.dropped += 1
+            log.warning("memory_bus_slow_consumer", subject=self.pattern, dropped=self.dropped)
+            return
         self._inbox.append(message)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain())
