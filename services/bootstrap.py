@@ -18,8 +18,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.bus import subjects
-from services.bus.fenced_publisher import FencedPublisher
 from services.bus.jetstream import connect, ensure_streams
+from services.bus.nats_adapter import NatsBus
 from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
@@ -239,7 +239,8 @@ async def bootstrap(
     relay = OutboxRelay(
         store,
         js,
-        fenced=FencedPublisher(nc),
+        # The bus port's NATS adapter (ADR 0092): its fenced publishes are FencedPublisher's.
+        fenced=NatsBus(nc, js),
         dsn=database_url,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,

@@ -57,12 +57,37 @@ class OutgoingMessage:
     headers: dict[str, str]
 
 
+def chain_frames(
+    messages: Sequence[OutgoingMessage], *, expected_last_seq: int | None
+) -> list[tuple[OutgoingMessage, dict[str, str], bool]]:
+    """``(message, headers, wants_ack)`` for single publishes (``publish_each``): fenced, the
+    first expects the stream's last sequence, each further one the previous message's id, and
+    only the last asks for an acknowledgement."""
+    if expected_last_seq is not None and any(HDR_MSG_ID not in m.headers for m in messages):
+        raise ValueError("fenced single publishes need a Nats-Msg-Id on every message")
+    fenced = expected_last_seq is not None
+    frames = []
+    previous_id = ""
+    for number, message in enumerate(messages, start=1):
+        headers = message.headers
+        if fenced:
+            if previous_id:
+                headers = {**headers, HDR_EXPECTED_LAST_MSG_ID: previous_id}
+            else:
+                headers = {**headers, HDR_EXPECTED_LAST_SEQUENCE: str(expected_last_seq)}
+            previous_id = message.headers[HDR_MSG_ID]
+        frames.append((message, headers, not fenced or number == len(messages)))
+    return frames
+
+
 class PublishRefused(Exception):
     """JetStream did not store (all of) what was sent."""
 
     def __init__(self, stream: str, err_code: int, description: str) -> None:
         super().__init__(f"{stream}: {description} (err_code {err_code})")
+        self.stream = stream
         self.err_code = err_code
+        self.description = description
 
 
 class _Error(msgspec.Struct):
@@ -163,20 +188,8 @@ class FencedPublisher:
         publisher thinks."""
         if not messages:
             raise ValueError("nothing to publish")
-        if expected_last_seq is not None and any(HDR_MSG_ID not in m.headers for m in messages):
-            raise ValueError("fenced single publishes need a Nats-Msg-Id on every message")
         fenced = expected_last_seq is not None
-        frames = []
-        previous_id = ""
-        for number, message in enumerate(messages, start=1):
-            headers = message.headers
-            if fenced:
-                if previous_id:
-                    headers = {**headers, HDR_EXPECTED_LAST_MSG_ID: previous_id}
-                else:
-                    headers = {**headers, HDR_EXPECTED_LAST_SEQUENCE: str(expected_last_seq)}
-                previous_id = message.headers[HDR_MSG_ID]
-            frames.append((message, headers, not fenced or number == len(messages)))
+        frames = chain_frames(messages, expected_last_seq=expected_last_seq)
         # Without expected sequences a duplicate is just JetStream's deduplication at work.
         return await self._send(
             stream, self._nuid.next().decode(), frames, acks=1 if fenced else len(messages),

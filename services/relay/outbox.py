@@ -38,10 +38,10 @@ from services.bus.fenced_publisher import (
     ERR_ATOMIC_DISABLED,
     ERR_WRONG_LAST_MSG_ID,
     ERR_WRONG_LAST_SEQUENCE,
-    FencedPublisher,
     OutgoingMessage,
     PublishRefused,
 )
+from services.bus.port import FencedPublishing
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, subject_for, to_recorded
 from services.engine.open_attempts import last_order_position, open_orders_through
 from services.eventstore.hashing import chain_hash
@@ -97,7 +97,7 @@ class OutboxRelay:
         store: PostgresEventStore,
         js: JetStreamContext,
         *,
-        fenced: FencedPublisher | None = None,
+        fenced: FencedPublishing | None = None,
         dsn: str,
         batch_max: int = 1000,
         poll_s: float = 1.0,
