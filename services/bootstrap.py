@@ -31,6 +31,7 @@ from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.engine.sweeper import Sweeper
+from services.eventstore.port import EventStore
 from services.eventstore.postgres import PostgresEventStore
 from services.executor.health import (
     HEALTH_PENDING_BYTES_MAX,
@@ -70,7 +71,7 @@ def corridor_table(
 @dataclass
 class Engine:
     settings: Settings
-    store: PostgresEventStore
+    store: EventStore
     nc: Client
     js: JetStreamContext
     processor: CommandProcessor
@@ -240,7 +241,6 @@ async def bootstrap(
         store,
         js,
         fenced=FencedPublisher(nc),
-        dsn=database_url,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         ensure_streams=lambda: ensure_streams(
