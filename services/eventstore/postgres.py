@@ -92,9 +92,10 @@ class PostgresLease:
         return self._conn
 
     async def acquire(self) -> bool:
-        conn = await self._connection()
-        if not self._locked:
-            self._locked = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key))
+        if self.held:
+            return True  # asked again (the lock is re-entrant): held once, not twice
+        conn = await self._connection()  # a lost one raises on the query, as it did before
+        self._locked = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key))
         return self._locked
 
     @property
