@@ -186,6 +186,40 @@ async def test_scan_recent_sees_one_snapshot_of_recent_events_of_its_types(
     assert seen == [2, 3]
 
 
+async def test_a_tailing_reader_sees_every_position_under_concurrent_appends(
+    store_env: StoreEnv,
+) -> None:
+    store = store_env.store
+    writers, per_writer = 8, 25
+    done = asyncio.Event()
+    seen: list[int] = []
+
+    async def tail() -> None:
+        position = 0
+        while True:
+            finished = done.is_set()
+            batch = await store.read_all(after_position=position, limit=50)
+            for event in batch:
+                # A reader that only moves forward must see a contiguous sequence.
+                assert event.position == position + 1, (position, event.position)
+                position = event.position
+                seen.append(position)
+            if finished and not batch:
+                return
+            await asyncio.sleep(0)
+
+    async def write(w: int) -> None:
+        for i in range(per_writer):
+            await store.append([new_event(f"w{w}-{i}", 1)])
+
+    reader = asyncio.create_task(tail())
+    await asyncio.gather(*(write(w) for w in range(writers)))
+    done.set()
+    await reader
+    assert seen == list(range(1, writers * per_writer + 1))
+    assert (await store.verify_chain()).ok
+
+
 # -- optimistic concurrency and claims -------------------------------------------------------
 
 
