@@ -65,7 +65,7 @@ def row_to_event(record: asyncpg.Record) -> StoredEvent:
 
 
 async def _keep_session_as_is(conn: asyncpg.Connection[Any]) -> None:
-    """Pooled connections hold no session state (no LISTEN, advisory lock or SET: the relay
+    """Pooled connections hold no session state (no LISTEN, advisory lock or SET: a lease
     uses its own connection for those), so asyncpg's default reset, a round trip of
     RESET ALL / UNLISTEN * / unlock-all on every release, is skipped. It was 19 % of the
     engine's CPU in `corridor bench`."""
