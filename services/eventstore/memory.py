@@ -159,6 +159,7 @@ class InMemoryEventStore:
         self._rows: list[_Row] = []  # position p is self._rows[p - 1]
         self._streams: dict[str, list[_Row]] = {}
         self._event_ids: set[str] = set()
+        self._versions: set[tuple[str, int]] = set()  # the unique (stream, version) index
         self._head_hash = GENESIS_HASH
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._spend_fences: dict[str, int] = {}
@@ -198,6 +199,7 @@ class InMemoryEventStore:
             self._rows.append(row)
             self._streams.setdefault(row.stream_id, []).append(row)
             self._event_ids.add(row.event_id)
+            self._versions.add((row.stream_id, row.stream_version))
         self._head_hash = rows[-1].hash
         last = rows[-1].position
         if fence is not None:
@@ -238,7 +240,7 @@ class InMemoryEventStore:
                 version_key in taken_versions
                 or event_id in taken_ids
                 or event_id in self._event_ids
-                or self._has_version(*version_key)
+                or version_key in self._versions
             ):
                 raise ConcurrencyConflict(f"{event.stream_id} version {event.stream_version}")
             taken_versions.add(version_key)
@@ -262,9 +264,6 @@ class InMemoryEventStore:
             )
             prev = event_hash
         return rows
-
-    def _has_version(self, stream_id: str, version: int) -> bool:
-        return any(row.stream_version == version for row in self._streams.get(stream_id, ()))
 
     async def prune_claims(self, *, horizon_s: int, rows_max: int) -> int:
         check_prune_bounds(horizon_s, rows_max)
