@@ -31,6 +31,7 @@ from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
 from services.engine.sweeper import Sweeper
+from services.eventstore.port import EventStore
 from services.eventstore.postgres import PostgresEventStore
 from services.executor.health import (
     HEALTH_PENDING_BYTES_MAX,
@@ -70,7 +71,7 @@ def corridor_table(
 @dataclass
 class Engine:
     settings: Settings
-    store: PostgresEventStore
+    store: EventStore
     nc: Client
     js: JetStreamContext
     processor: CommandProcessor
@@ -169,7 +170,8 @@ async def bootstrap(
     settings: Settings,
     *,
     nats_url: str,
-    database_url: str,
+    database_url: str | None = None,
+    store: EventStore | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
     policy: Callable[[], Policy] | None = None,
@@ -190,11 +192,16 @@ async def bootstrap(
 
     ``agent_keys``: the keys agents sign their commands with (ADR 0066); by default the ones
     the log trusts (ADR 0068), which the engine loads at start and follows. With a registry
-    and no approved agent key, every agent command is refused."""
+    and no approved agent key, every agent command is refused.
+
+    ``store``: the event log, if not PostgreSQL at ``database_url`` (the in-memory twin,
+    ``services/eventstore/memory.py``, ADR 0090); the engine closes it when it stops."""
     order_signer = (
         signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
     )
-    store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
+    if store is None:
+        assert database_url is not None, "the engine needs a store or a database to build one"
+        store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
     # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
     nc = await connect(nats_url, name="corridor-engine", creds=creds)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
@@ -241,7 +248,6 @@ async def bootstrap(
         js,
         # The bus port's NATS adapter (ADR 0092): its fenced publishes are FencedPublisher's.
         fenced=NatsBus(nc, js),
-        dsn=database_url,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         ensure_streams=lambda: ensure_streams(

@@ -10,8 +10,7 @@ from schemas.common import Caller
 from schemas.records import EventMetadata
 from services.domain.intent import fold
 from services.engine.event_codec import to_domain, to_new_events
-from services.eventstore.port import NewEvent
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore, NewEvent
 
 _META = EventMetadata(correlation_id="bench", causation_id="bench", actor="bench")
 
@@ -38,7 +37,7 @@ def _intent_events(stream_id: str, now_ms: int) -> list[NewEvent]:
     return to_new_events(stream_id, 1, data, _META, now_ms)
 
 
-async def append_single_per_s(store: PostgresEventStore, events: int, tag: str) -> float:
+async def append_single_per_s(store: EventStore, events: int, tag: str) -> float:
     pending = [e for i in range(events // 6 + 1) for e in _intent_events(f"{tag}-{i}", 0)]
     pending = pending[:events]
     began = time.perf_counter()
@@ -47,9 +46,7 @@ async def append_single_per_s(store: PostgresEventStore, events: int, tag: str) 
     return events / (time.perf_counter() - began)
 
 
-async def append_batched_per_s(
-    store: PostgresEventStore, events: int, tag: str, batch: int = 120
-) -> float:
+async def append_batched_per_s(store: EventStore, events: int, tag: str, batch: int = 120) -> float:
     pending = [e for i in range(events // 6 + 1) for e in _intent_events(f"{tag}-{i}", 0)]
     pending = pending[:events]
     began = time.perf_counter()
@@ -58,7 +55,7 @@ async def append_batched_per_s(
     return events / (time.perf_counter() - began)
 
 
-async def replay_per_s(store: PostgresEventStore, page: int = 5000) -> tuple[float, int]:
+async def replay_per_s(store: EventStore, page: int = 5000) -> tuple[float, int]:
     """Read the whole log and fold it into the aggregate states and the pilot metrics."""
     began = time.perf_counter()
     count = 0

@@ -20,6 +20,7 @@ from services.cli.errors import UsageError
 from services.cli.progress import Progress
 from services.endpoints import DEFAULT_STATE_DIR, StackEndpoints, find_stack
 from services.engine.event_codec import to_recorded
+from services.eventstore.port import EventStore
 from services.eventstore.postgres import PostgresEventStore
 
 # Reading the checkpoint stream: a credential without permission sees only timeouts, and a
@@ -76,7 +77,7 @@ async def replay_to(
         await store.close()
 
 
-async def _verify(store: PostgresEventStore) -> Any:
+async def _verify(store: EventStore) -> Any:
     """The whole chain, in chunks so the progress line can follow; one report at the end."""
     from services.eventstore.port import ChainReport
 
@@ -97,7 +98,7 @@ async def _verify(store: PostgresEventStore) -> Any:
 
 
 async def _verify_checkpoints(
-    store: PostgresEventStore, stack: StackEndpoints, state_dir: Path | None, keys: Path | None
+    store: EventStore, stack: StackEndpoints, state_dir: Path | None, keys: Path | None
 ) -> dict[str, Any]:
     """The log against the engine's signed checkpoints, in the table and in JetStream. The
     public keys come from ``--keys`` or the state dir; none readable is a failure: an

@@ -19,7 +19,7 @@ import structlog
 from schemas.agent_key_messages import AgentKeyEvent, AgentKeysView
 from services.domain.agent_keys import AGENT_KEYS_STREAM, AgentKeyRegistry, fold
 from services.engine.event_codec import to_domain
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore
 from services.identity.agent_keys import AgentKey, IndexedAgentKeys, from_registry
 
 log = structlog.get_logger("corridor.agent_keys")
@@ -27,8 +27,6 @@ log = structlog.get_logger("corridor.agent_keys")
 # How soon a key change made by another engine process on the same database applies here.
 # A revocation must hold "within seconds"; one cheap query a second is nothing.
 REFRESH_INTERVAL_S: Final = 1.0
-
-_HEAD_SQL = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1"
 
 
 class AgentKeyBook:
@@ -52,17 +50,16 @@ class AgentKeyBook:
         self._lookup = from_registry(state)
         self.stale = False
 
-    async def load(self, store: PostgresEventStore) -> int:
+    async def load(self, store: EventStore) -> int:
         history = await store.read_stream(AGENT_KEYS_STREAM)
         events: list[AgentKeyEvent] = [to_domain(e) for e in history]  # type: ignore[misc]
         self.state = None  # the log is the authority: replace, do not merge
         self.adopt(fold(events))
         return len(events)
 
-    async def refresh(self, store: PostgresEventStore) -> bool:
+    async def refresh(self, store: EventStore) -> bool:
         """Read the stream again if the log holds more of it than this view; ``True`` if so."""
-        async with store.pool.acquire() as conn:
-            head = await conn.fetchval(_HEAD_SQL, AGENT_KEYS_STREAM)
+        head = await store.stream_version(AGENT_KEYS_STREAM)
         if head <= self.version and not self.stale:
             return False
         await self.load(store)

@@ -34,8 +34,7 @@ from services.eventstore.checkpoint_verify import (
     CHECKPOINT_STREAM_ID,
     checkpoint_message,
 )
-from services.eventstore.port import ConcurrencyConflict, NewEvent
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import ConcurrencyConflict, EventStore, NewEvent
 from services.failures import is_transient
 from services.signing.port import Signer, b64url
 
@@ -83,7 +82,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         js: JetStreamContext,
         signer: Signer,
         clock: Clock,

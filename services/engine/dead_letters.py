@@ -50,8 +50,7 @@ from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.engine.clock import Clock
 from services.engine.event_codec import to_new_events
-from services.eventstore.port import ConcurrencyConflict, NewEvent
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import ConcurrencyConflict, EventStore, NewEvent
 from services.intake.identity import Authenticator
 
 log = structlog.get_logger("corridor.dlq")
@@ -82,7 +81,7 @@ class DeadLetterDesk:
         self,
         nc: Client,
         js: JetStreamContext,
-        store: PostgresEventStore,
+        store: EventStore,
         authenticator: Authenticator,
         clock: Clock,
     ) -> None:
@@ -241,12 +240,7 @@ class DeadLetterDesk:
         raise errors.Unavailable("the audit record could not be appended; nothing was done")
 
     async def _stream_version(self) -> int:
-        async with self._store.pool.acquire() as conn:
-            version = await conn.fetchval(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
-                DEAD_LETTER_STREAM_ID,
-            )
-        return int(version)
+        return await self._store.stream_version(DEAD_LETTER_STREAM_ID)
 
 
 def _parse_subject(subject: str) -> tuple[str, str]:

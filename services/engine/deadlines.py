@@ -22,7 +22,7 @@ from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadli
 from services.engine.clock import Clock
 from services.engine.event_codec import to_domain
 from services.engine.processor import CommandEnvelope, CommandProcessor
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore
 
 log = structlog.get_logger("corridor.deadlines")
 
@@ -31,11 +31,6 @@ log = structlog.get_logger("corridor.deadlines")
 DEADLINES_MAX = 100_000
 # An expiry the store could not commit is sent again this much later (on the engine's clock).
 EXPIRY_RETRY_MS = 1_000
-_SCAN_SQL = """
-SELECT DISTINCT stream_id FROM events
- WHERE (type = 'IntentReceived' AND payload->>'deadline_at_ms' IS NOT NULL)
-    OR type = 'IntentApprovalRequested'
-"""
 
 
 def deadline_of(state: PaymentIntent) -> int | None:
@@ -65,10 +60,8 @@ class DeadlineScheduler:
         """Re-check now (a simulated clock moved)."""
         self._wake.set()
 
-    async def load(self, store: PostgresEventStore) -> None:
-        async with store.pool.acquire() as conn:
-            rows = await conn.fetch(_SCAN_SQL)
-        ids = [r["stream_id"] for r in rows]
+    async def load(self, store: EventStore) -> None:
+        ids = await store.deadline_streams()
         for start in range(0, len(ids), 1000):
             streams = await store.read_streams(ids[start : start + 1000])
             states: dict[str, PaymentIntent | None] = {}

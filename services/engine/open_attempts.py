@@ -13,28 +13,12 @@ from dataclasses import dataclass
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.state import AWAITING_EVIDENCE_STATUSES
 from services.engine.event_codec import to_domain
-from services.eventstore.port import StoredEvent
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore, StoredEvent
 
 # Streams read in one round trip; the processor loads batches of the same size.
 READ_CHUNK_STREAMS = 1000
 # Work orders read per page when every open one up to a position is looked for.
 SCAN_PAGE_ORDERS = 10_000
-
-# Work orders in a range of the log, oldest first, of intents not ended yet: the position range
-# walks the primary key, the check for an ending event the (stream_id, stream_version) index,
-# so intents settled long ago cost no read of their streams.
-_DISPATCHED_SQL = """
-SELECT d.stream_id, d.position FROM events d
- WHERE d.position > $1 AND d.position <= $2 AND d.type = 'IntentDispatched'
-   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = d.stream_id
-                    AND t.type IN ('IntentSettled', 'IntentFailed'))
- ORDER BY d.position LIMIT $3
-"""
-_LAST_ORDER_SQL = """
-SELECT position FROM events WHERE position <= $1 AND type = 'IntentDispatched'
- ORDER BY position DESC LIMIT 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +40,22 @@ class LoggedOrder:
 
 
 async def dispatched_between(
-    store: PostgresEventStore, *, after_position: int, through_position: int, limit: int
+    store: EventStore, *, after_position: int, through_position: int, limit: int
 ) -> list[LoggedOrder]:
     """The work orders in positions ``(after, through]`` of intents that have not settled or
     failed, oldest first, at most ``limit``."""
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(_DISPATCHED_SQL, after_position, through_position, limit)
-    return [LoggedOrder(str(row["stream_id"]), int(row["position"])) for row in rows]
+    rows = await store.open_orders_between(
+        after_position=after_position, through_position=through_position, limit=limit
+    )
+    return [LoggedOrder(stream_id, position) for stream_id, position in rows]
 
 
-async def last_order_position(store: PostgresEventStore, *, through_position: int) -> int:
+async def last_order_position(store: EventStore, *, through_position: int) -> int:
     """The position of the newest work order at or before ``through_position`` (0: none)."""
-    async with store.pool.acquire() as conn:
-        position = await conn.fetchval(_LAST_ORDER_SQL, through_position)
-    return int(position or 0)
+    return await store.last_position_of("IntentDispatched", through_position=through_position)
 
 
-async def open_attempts(store: PostgresEventStore, intent_ids: Sequence[str]) -> list[OpenAttempt]:
+async def open_attempts(store: EventStore, intent_ids: Sequence[str]) -> list[OpenAttempt]:
     """Those of ``intent_ids`` that are on the wire, or ``succeeded`` without proof, now."""
     found: list[OpenAttempt] = []
     unique = list(dict.fromkeys(intent_ids))
@@ -99,9 +82,7 @@ def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt
     )
 
 
-async def open_orders_through(
-    store: PostgresEventStore, through_position: int
-) -> list[StoredEvent]:
+async def open_orders_through(store: EventStore, through_position: int) -> list[StoredEvent]:
     """The logged work order of every attempt dispatched at or before ``through_position``
     that still waits for its node: what to re-issue when the dispatch stream lost orders."""
     after = 0

@@ -63,13 +63,13 @@ from services.eventstore.port import (
     AppendFence,
     ClaimConflict,
     ConcurrencyConflict,
+    EventStore,
     IdempotencyClaim,
     NewEvent,
     StalePolicy,
     StaleView,
     StoredEvent,
 )
-from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
 from services.failures import is_transient
 from services.identity.agent_keys import AgentKey, AgentKeyLookup
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
@@ -79,14 +79,6 @@ from services.signing.port import Signer
 log = structlog.get_logger("corridor.processor")
 
 Reply = CommandAccepted | PolicyCommandAccepted | AgentKeyCommandAccepted | CommandRejected
-
-_SPEND_EVENTS_SQL = (
-    f"SELECT {COLUMNS} FROM events WHERE type = ANY(ARRAY['IntentReceived',"
-    " 'IntentPolicyChecked', 'IntentDispatched', 'IntentSettled', 'IntentRejected',"
-    " 'IntentFailed', 'IntentCancelled', 'IntentExpired'])"
-    " AND recorded_at >= timestamptz 'epoch' + $1 * interval '1 millisecond'"
-    " ORDER BY position"
-)
 
 _THROTTLED = errors.RateLimited(
     "too many of this caller's submits were rejected by policy lately; retry in a minute",
@@ -183,7 +175,7 @@ class _Plan:
 class CommandProcessor:
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         *,
         clock: Clock,
         ids: IdSource,
@@ -683,20 +675,18 @@ class CommandProcessor:
         tracker = SpendTracker()
         key_tracker = SpendTracker(account=by_agent_key)
         folded = 0
-        # One snapshot: the head read here is exactly the last position the cursor can see
-        # (positions become visible in commit order, ADR 0001).
-        async with (
-            self._store.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            head = int(await conn.fetchval("SELECT position FROM event_log_head"))
-            cursor = conn.cursor(_SPEND_EVENTS_SQL, horizon_ms)
-            async for record in cursor:
-                stored = row_to_event(record)
-                event = [to_domain(stored)]
-                tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
-                key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
-                folded += 1
+
+        def fold_spend(stored: StoredEvent) -> None:
+            nonlocal folded
+            event = [to_domain(stored)]
+            tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
+            key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
+            folded += 1
+
+        # One snapshot: every spend event at or below ``head`` is folded.
+        head = await self._store.scan_recent(
+            types=SPEND_EVENT_TYPES, recorded_since_ms=horizon_ms, visit=fold_spend
+        )
         self._sync.reset(tracker, key_tracker, seen_through=head)
         return folded
 

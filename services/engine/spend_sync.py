@@ -22,7 +22,7 @@ from typing import Final
 
 from services.domain.policy.spend_tracker import SpendTracker, by_agent_key
 from services.engine.event_codec import to_domain
-from services.eventstore.postgres import COLUMNS, PostgresEventStore, row_to_event
+from services.eventstore.port import EventStore
 
 # The events that change or judge a caller's spend (services/domain/policy/spend_fold.py).
 SPEND_EVENT_TYPES: Final = frozenset(
@@ -36,12 +36,6 @@ CATCH_UP_PAGE: Final = 5_000
 # Own appends remembered above ``seen_through`` (while another writer leaves gaps below them);
 # past this, the next batch catches up first, which moves ``seen_through`` to the head.
 OWN_RANGES_MAX: Final = 1_024
-
-_HEAD_SQL = "SELECT position FROM event_log_head"
-_CATCH_UP_SQL = (
-    f"SELECT {COLUMNS} FROM events WHERE position > $1 AND position <= $2"
-    " AND type = ANY($3::text[]) ORDER BY position LIMIT $4"
-)
 
 
 class SpendSync:
@@ -98,28 +92,28 @@ class SpendSync:
         at = bisect.bisect_right(self._own, (position, float("inf"))) - 1
         return at >= 0 and self._own[at][0] <= position <= self._own[at][1]
 
-    async def catch_up(self, store: PostgresEventStore) -> int:
+    async def catch_up(self, store: EventStore) -> int:
         """Fold every other writer's spend events up to the head; returns how many."""
         folded = 0
-        async with store.pool.acquire() as conn:
-            head = int(await conn.fetchval(_HEAD_SQL))
-            after = self.seen_through
-            types = sorted(SPEND_EVENT_TYPES)
-            while after < head:
-                rows = await conn.fetch(_CATCH_UP_SQL, after, head, types, CATCH_UP_PAGE)
-                for record in rows:
-                    stored = row_to_event(record)
-                    if not self._own_position(stored.position):  # else folded when decided
-                        event = [to_domain(stored)]
-                        self.tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
-                        self.key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
-                        folded += 1
-                    # Moved per event: a catch-up cut short (the database went away) resumes
-                    # after what it folded, and never folds an event twice.
-                    self.seen_through = max(self.seen_through, stored.position)
-                if len(rows) < CATCH_UP_PAGE:
-                    break
-                after = rows[-1]["position"]
+        head = await store.head_position()
+        after = self.seen_through
+        while after < head:
+            rows = await store.read_from(
+                after_position=after, through_position=head, types=SPEND_EVENT_TYPES,
+                limit=CATCH_UP_PAGE,
+            )  # fmt: skip
+            for stored in rows:
+                if not self._own_position(stored.position):  # else folded when decided
+                    event = [to_domain(stored)]
+                    self.tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
+                    self.key_tracker.apply(stored.stream_id, event, at_ms=stored.recorded_at_ms)
+                    folded += 1
+                # Moved per event: a catch-up cut short (the database went away) resumes
+                # after what it folded, and never folds an event twice.
+                self.seen_through = max(self.seen_through, stored.position)
+            if len(rows) < CATCH_UP_PAGE:
+                break
+            after = rows[-1].position
         self.seen_through = max(self.seen_through, head)
         self._own = [r for r in self._own if r[1] > self.seen_through]
         self._own_last = {c: p for c, p in self._own_last.items() if p > self.seen_through}

@@ -30,7 +30,7 @@ from schemas.commands import EscalatePaymentIntent
 from services.engine.clock import Clock
 from services.engine.open_attempts import OpenAttempt, dispatched_between, open_attempts
 from services.engine.processor import CommandEnvelope, CommandProcessor
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore
 from services.relay.outbox import OutboxRelay
 
 log = structlog.get_logger("corridor.sweeper")
@@ -46,7 +46,7 @@ _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, 
 class Sweeper:
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         processor: CommandProcessor,
         relay: OutboxRelay,
         clock: Clock,

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 
 from schemas.events import LogCheckpointSigned
 from services.eventstore.hashing import canonical_json
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore
 from services.signing.port import SigningError, Verifier, from_b64url
 
 CANONICAL_TAG: Final = "corridor/checkpoint/v1"
@@ -75,7 +75,7 @@ def check_signature(verifier: Verifier, checkpoint: LogCheckpointSigned) -> str 
     return None
 
 
-async def table_checkpoints(store: PostgresEventStore) -> list[LogCheckpointSigned]:
+async def table_checkpoints(store: EventStore) -> list[LogCheckpointSigned]:
     """The checkpoints recorded in the log itself (undecodable ones are reported as such by
     ``verify_checkpoints``, via a placeholder with an empty signature)."""
     out = []
@@ -88,7 +88,7 @@ async def table_checkpoints(store: PostgresEventStore) -> list[LogCheckpointSign
 
 
 async def verify_checkpoints(
-    store: PostgresEventStore,
+    store: EventStore,
     verifier: Verifier,
     *,
     published: Sequence[LogCheckpointSigned] | None = None,
@@ -141,9 +141,7 @@ async def verify_checkpoints(
     )
 
 
-async def _check_hash(
-    store: PostgresEventStore, checkpoint: LogCheckpointSigned, head: int
-) -> str | None:
+async def _check_hash(store: EventStore, checkpoint: LogCheckpointSigned, head: int) -> str | None:
     if checkpoint.position > head:
         return (
             f"checkpoint {checkpoint.checkpoint_id}: signed position {checkpoint.position} is "

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import Any, Final
 
 import asyncpg
 import msgspec
 
-from services.eventstore.hashing import GENESIS_HASH, chain_hash, event_body
+from services.eventstore.announcements import Announcements, parse_position
+from services.eventstore.chain import verify_chain
+from services.eventstore.hashing import GENESIS_HASH
 from services.eventstore.migrate import migrate
 from services.eventstore.port import (
+    LEASE_NAMES,
+    RELAY_LEASE,
     AppendFence,
     ChainReport,
     ClaimConflict,
@@ -22,6 +26,7 @@ from services.eventstore.port import (
     StalePolicy,
     StaleSpend,
     StoredEvent,
+    check_prune_bounds,
 )
 from services.eventstore.roles import URL_ERRORS, unusable_url
 
@@ -35,6 +40,12 @@ COLUMNS = """position, event_id::text, stream_id, stream_version, type, schema_v
     payload::text, metadata::text,
     (extract(epoch from recorded_at) * 1000)::bigint AS recorded_at_ms, prev_hash, hash"""
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
+# The channel append_events announces each commit's last position on (0001_event_log.sql).
+COMMIT_CHANNEL: Final = "corridor_events"
+# Each lease is an advisory lock; the relay's key is the one it always used ("rela"), so a
+# relay from before the port and one after still exclude each other during an upgrade.
+ADVISORY_LOCK_KEYS: Final = {RELAY_LEASE: 0x72656C61}
+assert set(ADVISORY_LOCK_KEYS) == LEASE_NAMES
 
 
 def row_to_event(record: asyncpg.Record) -> StoredEvent:
@@ -54,15 +65,73 @@ def row_to_event(record: asyncpg.Record) -> StoredEvent:
 
 
 async def _keep_session_as_is(conn: asyncpg.Connection[Any]) -> None:
-    """Pooled connections hold no session state (no LISTEN, advisory lock or SET: the relay
+    """Pooled connections hold no session state (no LISTEN, advisory lock or SET: a lease
     uses its own connection for those), so asyncpg's default reset, a round trip of
     RESET ALL / UNLISTEN * / unlock-all on every release, is skipped. It was 19 % of the
     engine's CPU in `corridor bench`."""
 
 
+class PostgresLease:
+    """An advisory lock held on a connection of its own (pooled ones keep no session state),
+    which also LISTENs for commits. Losing the connection loses the lock."""
+
+    def __init__(self, dsn: str, key: int) -> None:
+        self._dsn = dsn
+        self._key = key
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._locked = False
+        self._listening = False
+        self._announcements = Announcements()
+
+    async def _connection(self) -> asyncpg.Connection[Any]:
+        if self._conn is None:
+            try:
+                self._conn = await asyncpg.connect(self._dsn)
+            except URL_ERRORS as exc:
+                raise unusable_url(self._dsn, exc) from None
+        return self._conn
+
+    async def acquire(self) -> bool:
+        if self.held:
+            return True  # asked again (the lock is re-entrant): held once, not twice
+        conn = await self._connection()  # a lost one raises on the query, as it did before
+        self._locked = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key))
+        return self._locked
+
+    @property
+    def held(self) -> bool:
+        return self._locked and self._conn is not None and not self._conn.is_closed()
+
+    async def listen(self, callback: Callable[[int | None], None]) -> None:
+        self._announcements.listen(callback)
+        await self._ensure_listening()
+
+    async def wait_commit(self, *, after_position: int) -> int | None:
+        await self._ensure_listening()
+        return await self._announcements.wait_after(after_position)
+
+    async def _ensure_listening(self) -> None:
+        if not self._listening:
+            conn = await self._connection()
+            await conn.add_listener(COMMIT_CHANNEL, self._on_notify)
+            self._listening = True
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        self._announcements.announce(parse_position(payload))
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        self._locked = False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
         self._pool = pool
+        # Leases connect on their own (``PostgresLease``); a store built on a bare pool has none.
+        self._dsn = dsn
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_max: int = 10) -> PostgresEventStore:
@@ -82,7 +151,7 @@ class PostgresEventStore:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, dsn)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -139,6 +208,7 @@ class PostgresEventStore:
 
     async def prune_claims(self, *, horizon_s: int, rows_max: int) -> int:
         """Delete up to ``rows_max`` idempotency claims older than ``horizon_s`` (ADR 0079)."""
+        check_prune_bounds(horizon_s, rows_max)
         async with self._pool.acquire() as conn:
             removed: int = await conn.fetchval(
                 "SELECT prune_idempotency_keys($1, $2)", horizon_s, rows_max
@@ -266,44 +336,119 @@ class PostgresEventStore:
         self, *, after_position: int = 0, limit: int | None = None
     ) -> ChainReport:
         """Recompute every hash from the stored columns; report the first mismatch."""
-        checked = 0
-        last = after_position
-        prev = await self.hash_at(after_position)
-        page = 5000
-        while limit is None or checked < limit:
-            batch = await self.read_all(
-                after_position=last, limit=page if limit is None else min(page, limit - checked)
+        return await verify_chain(
+            self.hash_at, self.read_all, after_position=after_position, limit=limit
+        )
+
+    async def read_from(
+        self,
+        *,
+        after_position: int,
+        through_position: int,
+        types: Collection[str],
+        limit: int,
+    ) -> list[StoredEvent]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_READ_FROM_SQL, after_position, through_position,
+                                    sorted(types), limit)  # fmt: skip
+        return [row_to_event(r) for r in rows]
+
+    async def scan_recent(
+        self,
+        *,
+        types: Collection[str],
+        recorded_since_ms: int,
+        visit: Callable[[StoredEvent], None],
+    ) -> int:
+        # One snapshot: the head read here is exactly the last position the cursor can see
+        # (positions become visible in commit order, ADR 0001).
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = int(await conn.fetchval("SELECT position FROM event_log_head"))
+            async for record in conn.cursor(_RECENT_SQL, sorted(types), recorded_since_ms):
+                visit(row_to_event(record))
+        return head
+
+    async def get_checkpoints(self, names: Collection[str]) -> dict[str, int]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT name, position FROM checkpoints WHERE name = ANY($1::text[])",
+                list(names),
             )
-            if not batch:
-                break
-            for event in batch:
-                problem = _check_link(event, prev, expected_position=last + 1)
-                if problem:
-                    return ChainReport(
-                        checked=checked, last_position=last, ok=False,
-                        first_bad_position=event.position, problem=problem,
-                    )  # fmt: skip
-                prev = event.hash
-                last = event.position
-                checked += 1
-        return ChainReport(checked=checked, last_position=last, ok=True)
+        return {row["name"]: int(row["position"]) for row in rows}
+
+    async def set_checkpoints(self, positions: Mapping[str, int]) -> None:
+        if not positions:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO checkpoints (name, position)"
+                " SELECT * FROM unnest($1::text[], $2::bigint[])"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET position = EXCLUDED.position, updated_at = now()",
+                list(positions), list(positions.values()),
+            )  # fmt: skip
+
+    async def open_orders_between(
+        self, *, after_position: int, through_position: int, limit: int
+    ) -> list[tuple[str, int]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_OPEN_ORDERS_SQL, after_position, through_position, limit)
+        return [(str(row["stream_id"]), int(row["position"])) for row in rows]
+
+    async def last_position_of(self, event_type: str, *, through_position: int) -> int:
+        async with self._pool.acquire() as conn:
+            position = await conn.fetchval(
+                "SELECT position FROM events WHERE position <= $1 AND type = $2"
+                " ORDER BY position DESC LIMIT 1",
+                through_position, event_type,
+            )  # fmt: skip
+        return int(position or 0)
+
+    async def owners_of(self, stream_ids: Collection[str]) -> dict[str, str | None]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_OWNERS_SQL, list(stream_ids))
+        return {row["stream_id"]: row["owner"] for row in rows}
+
+    async def deadline_streams(self) -> list[str]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_DEADLINE_STREAMS_SQL)
+        return [row["stream_id"] for row in rows]
+
+    def lease(self, name: str) -> PostgresLease:
+        if name not in ADVISORY_LOCK_KEYS:
+            raise ValueError(f"no lease named {name!r}")
+        assert self._dsn is not None, "a store made from a bare pool hands out no leases"
+        return PostgresLease(self._dsn, ADVISORY_LOCK_KEYS[name])
 
 
-def _check_link(event: StoredEvent, prev: bytes | None, *, expected_position: int) -> str | None:
-    if event.position != expected_position:
-        return f"position gap: expected {expected_position}, found {event.position}"
-    if prev is not None and event.prev_hash != prev:
-        return "prev_hash does not match the previous event's hash"
-    body = event_body(
-        event_id=event.event_id,
-        stream_id=event.stream_id,
-        stream_version=event.stream_version,
-        type=event.type,
-        schema_version=event.schema_version,
-        recorded_at_ms=event.recorded_at_ms,
-        payload=event.payload,
-        metadata=event.metadata,
-    )
-    if chain_hash(event.prev_hash, event.position, body) != event.hash:
-        return "hash does not match the event's contents"
-    return None
+_READ_FROM_SQL: Final = (
+    f"SELECT {COLUMNS} FROM events WHERE position > $1 AND position <= $2"
+    " AND type = ANY($3::text[]) ORDER BY position LIMIT $4"
+)
+_RECENT_SQL: Final = (
+    f"SELECT {COLUMNS} FROM events WHERE type = ANY($1::text[])"
+    " AND recorded_at >= timestamptz 'epoch' + $2 * interval '1 millisecond'"
+    " ORDER BY position"
+)
+# Work orders in a range of the log, oldest first, of intents not ended yet: the position range
+# walks the primary key, the check for an ending event the (stream_id, stream_version) index,
+# so intents settled long ago cost no read of their streams.
+_OPEN_ORDERS_SQL: Final = """
+SELECT d.stream_id, d.position FROM events d
+ WHERE d.position > $1 AND d.position <= $2 AND d.type = 'IntentDispatched'
+   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = d.stream_id
+                    AND t.type IN ('IntentSettled', 'IntentFailed'))
+ ORDER BY d.position LIMIT $3
+"""
+_OWNERS_SQL: Final = (
+    "SELECT stream_id, payload->'caller'->>'id' AS owner FROM events"
+    " WHERE stream_id = ANY($1::text[]) AND stream_version = 1 AND type = 'IntentReceived'"
+)
+_DEADLINE_STREAMS_SQL: Final = """
+SELECT DISTINCT stream_id FROM events
+ WHERE (type = 'IntentReceived' AND payload->>'deadline_at_ms' IS NOT NULL)
+    OR type = 'IntentApprovalRequested'
+"""

@@ -7,7 +7,7 @@ the log. If the dispatch stream lost work orders the event stream still holds, i
 orders of every attempt still waiting for its node (ADR 0075).
 It trusts no message in the streams that it cannot match against the log (ADR 0062):
 a header someone else wrote never makes it rewind or stop fencing.
-Only one relay publishes at a time (a PostgreSQL advisory lock); others stand by.
+Only one relay publishes at a time (the store's relay lease); others stand by.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
@@ -45,14 +44,12 @@ from services.bus.port import FencedPublishing
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, subject_for, to_recorded
 from services.engine.open_attempts import last_order_position, open_orders_through
 from services.eventstore.hashing import chain_hash
-from services.eventstore.port import NewEvent, StoredEvent
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import RELAY_LEASE, EventStore, Lease, NewEvent, StoredEvent
 from services.failures import is_transient
 from services.relay.owners import OwnerLookup
 
 log = structlog.get_logger("corridor.relay")
 
-_LEADER_LOCK_KEY = 0x72656C61  # "rela"
 CHECKPOINT = "relay:jetstream"
 # Saved with the checkpoint, in the same statement: the event stream's sequence of the message
 # at the checkpoint's position (0: not known). At the next start that one message proves that
@@ -94,11 +91,10 @@ REISSUE_QUEUE_MAX = 10_000
 class OutboxRelay:
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         js: JetStreamContext,
         *,
         fenced: FencedPublishing | None = None,
-        dsn: str,
         batch_max: int = 1000,
         poll_s: float = 1.0,
         ensure_streams: Callable[[], Awaitable[None]] | None = None,
@@ -121,7 +117,6 @@ class OutboxRelay:
         # Each stream's last sequence as this relay expects it; None when unknown.
         self._expected_seq: dict[str, int] | None = None
         self._in_flight: collections.deque[tuple[int, asyncio.Future[_Acked]]] = collections.deque()
-        self._dsn = dsn
         self._batch_max = batch_max
         self._poll_s = poll_s
         # Re-declares the streams on every (re)start: a deleted stream comes back and is refilled.
@@ -177,12 +172,12 @@ class OutboxRelay:
                 return
 
     async def _run_once(self) -> None:
-        conn: asyncpg.Connection[Any] = await asyncpg.connect(self._dsn)
+        lease = self._store.lease(RELAY_LEASE)
         try:
             if self._ensure_streams is not None:
                 await self._ensure_streams()
-            await self._become_leader(conn)
-            await conn.add_listener("corridor_events", self._on_notify)
+            await self._become_leader(lease)
+            await lease.listen(self._on_notify)
             self.position, self._position_seq = await self._start_position()
             if self._repair_through:
                 # The dispatch stream lost orders the event stream did not (ADR 0075).
@@ -204,9 +199,9 @@ class OutboxRelay:
             self._read_log = True  # catch up from the checkpoint first
             try:
                 while True:
-                    if conn.is_closed():
-                        # The leader lock lived on that connection: another relay may hold it
-                        # now, and two publishing at once would interleave positions.
+                    if not lease.held:
+                        # The lease lived on a lost session: another relay may hold it now,
+                        # and two publishing at once would interleave positions.
                         raise ConnectionError("the relay's leader connection was lost")
                     self._wake.clear()
                     if self._reissues:
@@ -259,7 +254,7 @@ class OutboxRelay:
                 in_flight.clear()
         finally:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await lease.release()
 
     def reissue(self, orders: Sequence[StoredEvent]) -> int:
         """Publish these logged work orders again (the sweeper, ADR 0075); returns how many
@@ -371,12 +366,10 @@ class OutboxRelay:
             self._saved_position = self.position
         self._saved_at = time.monotonic()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        # The payload is the commit's last position: a commit already handed over and sent
-        # needs no read of the log, and one that is being handed over needs none either.
-        try:
-            position = int(str(payload))
-        except ValueError:
+    def _on_notify(self, position: int | None) -> None:
+        # The commit's last position: a commit already handed over and sent needs no read of
+        # the log, and one that is being handed over needs none either.
+        if position is None:
             self._read_log = True
         else:
             if position <= self._sent_position:
@@ -384,9 +377,9 @@ class OutboxRelay:
             self._notified_through = max(self._notified_through, position)
         self._wake.set()
 
-    async def _become_leader(self, conn: asyncpg.Connection[Any]) -> None:
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK_KEY):
-            await asyncio.sleep(self._poll_s)  # standby: poll for the leader's lock
+    async def _become_leader(self, lease: Lease) -> None:
+        while not await lease.acquire():
+            await asyncio.sleep(self._poll_s)  # standby: poll for the leader's lease
         # Everything committed so far may have been published by an earlier leader (or an
         # earlier run of this one): work orders up to here go out marked as replays.
         self._replayed_through = await self._store.head_position()
@@ -768,28 +761,18 @@ class _Stamp(msgspec.Struct):
 _decode_stamp = msgspec.json.Decoder(_Stamp)
 
 
-async def _load_checkpoint(store: PostgresEventStore) -> tuple[int, int]:
+async def _load_checkpoint(store: EventStore) -> tuple[int, int]:
     """The relay's checkpoint and the sequence saved with it, read together."""
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT name, position FROM checkpoints WHERE name = ANY($1::text[])",
-            [CHECKPOINT, CHECKPOINT_SEQ],
-        )
-    saved = {row["name"]: int(row["position"]) for row in rows}
+    saved = await store.get_checkpoints([CHECKPOINT, CHECKPOINT_SEQ])
     return saved.get(CHECKPOINT, 0), saved.get(CHECKPOINT_SEQ, 0)
 
 
-async def _save_checkpoint(store: PostgresEventStore, position: int, evt_seq: int) -> None:
+async def _save_checkpoint(store: EventStore, position: int, evt_seq: int) -> None:
     """The checkpoint and its sequence in one statement: they never disagree."""
     assert position >= 0 and evt_seq >= 0
-    async with store.pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO checkpoints (name, position) VALUES ($1, $2), ($3, $4)"
-            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-            CHECKPOINT, position, CHECKPOINT_SEQ, evt_seq,
-        )  # fmt: skip
+    await store.set_checkpoints({CHECKPOINT: position, CHECKPOINT_SEQ: evt_seq})
 
 
-async def reset_checkpoint(store: PostgresEventStore, position: int) -> None:
+async def reset_checkpoint(store: EventStore, position: int) -> None:
     """Make the relay re-publish everything after ``position`` (operators' recovery tool)."""
     await _save_checkpoint(store, position, 0)

@@ -13,23 +13,18 @@ import collections
 from collections.abc import Collection
 from typing import Final
 
-from services.eventstore.postgres import PostgresEventStore
+from services.eventstore.port import EventStore
 
 # Owners remembered between batches while an old log is caught up: an intent's events are
 # spread over time, so a later batch often needs an owner an earlier one found. Bounded, as a
 # log holds any number of intents; a forgotten owner is only read again.
 OWNERS_CACHED_MAX: Final = 10_000
 
-_OWNERS_SQL: Final = (
-    "SELECT stream_id, payload->'caller'->>'id' AS owner FROM events"
-    " WHERE stream_id = ANY($1::text[]) AND stream_version = 1 AND type = 'IntentReceived'"
-)
-
 
 class OwnerLookup:
     """Intent id -> owner caller id, from the log's ``IntentReceived`` events."""
 
-    def __init__(self, store: PostgresEventStore) -> None:
+    def __init__(self, store: EventStore) -> None:
         self._store = store
         self._known: collections.OrderedDict[str, str | None] = collections.OrderedDict()
         self.reads = 0  # round trips to the log, for tests and the bench's curiosity
@@ -40,9 +35,7 @@ class OwnerLookup:
         missing = [s for s in stream_ids if s not in result]
         if missing:
             self.reads += 1
-            async with self._store.pool.acquire() as conn:
-                rows = await conn.fetch(_OWNERS_SQL, missing)
-            found = {row["stream_id"]: row["owner"] for row in rows}
+            found = await self._store.owners_of(missing)
             for stream_id in missing:
                 result[stream_id] = found.get(stream_id)
                 self._remember(stream_id, result[stream_id])
