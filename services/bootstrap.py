@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from services.bus import subjects
 from services.bus.fenced_publisher import FencedPublisher
 from services.bus.jetstream import connect, ensure_streams
+from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
@@ -196,7 +197,8 @@ async def bootstrap(
     )
     store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
     # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
-    nc = await connect(nats_url, name="corridor-engine", creds=creds)
+    reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
+    nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
     limits = stream_limits(settings)
     await ensure_streams(
@@ -243,6 +245,7 @@ async def bootstrap(
         dsn=database_url,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
+        reconnects=reconnects,
         ensure_streams=lambda: ensure_streams(
             js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
         ),
