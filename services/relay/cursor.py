@@ -53,6 +53,9 @@ class Cursor:
     replayed_through: int = 0
     # The highest position a NOTIFY announced.
     notified_through: int = 0
+    # > 0: the dispatch stream lost work orders through here, and the open ones are still to
+    # be re-issued (ADR 0075). Kept across sessions until done.
+    repair_through: int = 0
 
     def __post_init__(self) -> None:
         assert 0 <= self.published_through <= self.sent_through, (
@@ -63,7 +66,7 @@ class Cursor:
             f"checkpoint {self.saved_through} beyond published {self.published_through}"
         )
         assert min(self.maybe_published_through, self.replayed_through) >= 0
-        assert self.notified_through >= 0
+        assert self.notified_through >= 0 and self.repair_through >= 0
 
     @property
     def leading(self) -> bool:
@@ -101,6 +104,16 @@ def started(
         sent_through=position, sent_hash=sent_hash, saved_through=position,
         maybe_published_through=maybe_published_through, replayed_through=replayed_through,
     )  # fmt: skip
+
+
+def repair_found(cursor: Cursor, through: int) -> Cursor:
+    """A start check found the dispatch stream short of work orders through ``through``."""
+    return dataclasses.replace(cursor, repair_through=max(cursor.repair_through, through))
+
+
+def repaired(cursor: Cursor) -> Cursor:
+    """The open work orders are queued for re-issue."""
+    return dataclasses.replace(cursor, repair_through=0)
 
 
 def sent(cursor: Cursor, through: int, last_hash: bytes) -> Cursor:

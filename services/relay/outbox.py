@@ -190,13 +190,13 @@ class OutboxRelay:
             # A reconnect from here on ends this session (ADR 0097).
             self._watch_reconnects()
             start = await self._start.start_point()
-            if start.repair_through:
+            self.cursor = cursors.repair_found(self.cursor, start.repair_through)
+            if repair_through := self.cursor.repair_through:
                 # The dispatch stream lost orders the event stream did not (ADR 0075).
-                orders = await open_orders_through(self._store, start.repair_through)
-                log.warning(
-                    "relay_dispatch_repair", through=start.repair_through, orders=len(orders)
-                )
+                orders = await open_orders_through(self._store, repair_through)
+                log.warning("relay_dispatch_repair", through=repair_through, orders=len(orders))
                 self._reissues.extend(orders)
+                self.cursor = cursors.repaired(self.cursor)
             self._publisher.forget_sequences()
             log.info("relay_started", position=start.position)
             in_flight = self._in_flight

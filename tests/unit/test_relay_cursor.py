@@ -60,6 +60,13 @@ def test_what_may_be_published_and_what_is_a_replay() -> None:
     assert c.is_replay(8) and not c.is_replay(9)
 
 
+def test_a_repair_the_start_found_waits_until_done_across_sessions() -> None:
+    c = cursors.repair_found(_started(10), 8)
+    c = cursors.repair_found(cursors.ended(c, Phase.FAILED), 0)  # the next start found none
+    assert c.repair_through == 8
+    assert cursors.repaired(c).repair_through == 0
+
+
 def test_an_ended_session_gives_up_what_is_in_flight() -> None:
     c = cursors.acknowledged(cursors.sent(_started(10), 15, H), 12, 3)
     ended = cursors.ended(c, Phase.STEPPING_DOWN)
