@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from services.bus import subjects
 from services.bus.jetstream import connect, ensure_streams
 from services.bus.nats_adapter import NatsBus
+from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
@@ -203,7 +204,8 @@ async def bootstrap(
         assert database_url is not None, "the engine needs a store or a database to build one"
         store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
     # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
-    nc = await connect(nats_url, name="corridor-engine", creds=creds)
+    reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
+    nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
     limits = stream_limits(settings)
     await ensure_streams(
@@ -250,6 +252,7 @@ async def bootstrap(
         fenced=NatsBus(nc, js),
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
+        reconnects=reconnects,
         ensure_streams=lambda: ensure_streams(
             js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
         ),

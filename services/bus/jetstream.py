@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from services.bus import subjects
+from services.bus.reconnects import Reconnects
 from services.bus.stream_limits import StreamLimits, apply_stream
 from services.bus.stream_retention import DEFAULT_STREAM_LIMITS
 
@@ -62,10 +63,15 @@ class CredentialRefused(Exception):
 
 
 async def connect(
-    url: str, *, name: str, creds: Path | None = None, inbox_prefix: str | None = None
+    url: str,
+    *,
+    name: str,
+    creds: Path | None = None,
+    inbox_prefix: str | None = None,
+    reconnects: Reconnects | None = None,
 ) -> Client:
     """A long-lived connection that reconnects forever, as the nkey user in ``creds``
-    (default ``CORRIDOR_CREDS``).
+    (default ``CORRIDOR_CREDS``); ``reconnects`` counts its reconnects.
 
     Raises ``CredentialRefused`` if the server refuses the credential before the first
     connect succeeds: nats-py would otherwise retry an unknown or revoked key forever.
@@ -86,6 +92,7 @@ async def connect(
             error_cb=on_error,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            **({"reconnected_cb": reconnects.reconnected} if reconnects is not None else {}),
             **options,
         )
     )

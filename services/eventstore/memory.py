@@ -414,10 +414,16 @@ class InMemoryEventStore:
                 )
         return owners
 
-    async def deadline_streams(self) -> list[str]:
+    async def deadline_streams(
+        self, *, after_position: int = 0, through_position: int | None = None
+    ) -> list[str]:
         await self._round_trip()
         found: dict[str, None] = {}
         for row in self._rows:
+            if row.position <= after_position or (
+                through_position is not None and row.position > through_position
+            ):
+                continue
             if row.type == "IntentApprovalRequested" or (
                 row.type == "IntentReceived"
                 and _decode_obj.decode(row.payload).get("deadline_at_ms") is not None

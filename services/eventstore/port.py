@@ -252,9 +252,12 @@ class EventStore(Protocol):
         ``payload.caller.id`` (``None`` if it names none). Other streams are absent."""
         ...
 
-    async def deadline_streams(self) -> list[str]:
+    async def deadline_streams(
+        self, *, after_position: int = 0, through_position: int | None = None
+    ) -> list[str]:
         """Every stream with an ``IntentReceived`` that carries a ``deadline_at_ms`` or with an
-        ``IntentApprovalRequested``, each once, in no particular order."""
+        ``IntentApprovalRequested``, each once, in no particular order; only such events in
+        positions ``(after_position, through_position]`` count (``None``: to the head)."""
         ...
 
     async def verify_chain(

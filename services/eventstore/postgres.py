@@ -412,9 +412,15 @@ class PostgresEventStore:
             rows = await conn.fetch(_OWNERS_SQL, list(stream_ids))
         return {row["stream_id"]: row["owner"] for row in rows}
 
-    async def deadline_streams(self) -> list[str]:
+    async def deadline_streams(
+        self, *, after_position: int = 0, through_position: int | None = None
+    ) -> list[str]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_DEADLINE_STREAMS_SQL)
+            if after_position == 0 and through_position is None:
+                rows = await conn.fetch(_DEADLINE_STREAMS_SQL)
+            else:
+                through = (1 << 62) if through_position is None else through_position
+                rows = await conn.fetch(_DEADLINE_STREAMS_BETWEEN_SQL, after_position, through)
         return [row["stream_id"] for row in rows]
 
     def lease(self, name: str) -> PostgresLease:
@@ -447,6 +453,14 @@ _OWNERS_SQL: Final = (
     "SELECT stream_id, payload->'caller'->>'id' AS owner FROM events"
     " WHERE stream_id = ANY($1::text[]) AND stream_version = 1 AND type = 'IntentReceived'"
 )
+# Other engines' intents with deadlines written since a scan (ADR 0097): the range walks the
+# primary key.
+_DEADLINE_STREAMS_BETWEEN_SQL: Final = """
+SELECT DISTINCT stream_id FROM events
+ WHERE position > $1 AND position <= $2
+   AND ((type = 'IntentReceived' AND payload->>'deadline_at_ms' IS NOT NULL)
+        OR type = 'IntentApprovalRequested')
+"""
 _DEADLINE_STREAMS_SQL: Final = """
 SELECT DISTINCT stream_id FROM events
  WHERE (type = 'IntentReceived' AND payload->>'deadline_at_ms' IS NOT NULL)

@@ -12,7 +12,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
-from services.relay import outbox
+from services.relay import publisher
 from services.relay.outbox import reset_checkpoint
 from services.settings import Settings
 from tests.conftest import wait_for
@@ -204,7 +204,7 @@ async def test_a_server_refusing_atomic_batches_gets_single_publishes(
 ) -> None:
     """Atomic batches switched off on the stream: the refused batch is re-sent after the
     relay restarts, as single publishes from then on, with nothing lost or reordered."""
-    monkeypatch.setattr(outbox, "ATOMIC_BATCH_MSGS_MIN", 1)  # every group would be atomic
+    monkeypatch.setattr(publisher, "ATOMIC_BATCH_MSGS_MIN", 1)  # every group would be atomic
     engine = await _started_engine(nats_url, database_url)
     try:
         await _submit_many(nc, range(3))

@@ -206,15 +206,15 @@ async def test_a_foreign_tail_longer_than_the_scan_is_not_trusted(
 ) -> None:
     """More foreign messages than the relay reads back: it cannot tell where its own end, and
     it neither rewinds nor fences what may already be in the stream."""
-    from services.relay import outbox
+    from services.relay import start
 
-    monkeypatch.setattr(outbox, "TAIL_SCAN_MSGS_MAX", 3)
+    monkeypatch.setattr(start, "TAIL_SCAN_MSGS_MAX", 3)
     head = await _published_and_saved(nats_url, database_url, nc, intents=2)
     js = nc.jetstream()
-    for _ in range(outbox.TAIL_SCAN_MSGS_MAX + 1):
+    for _ in range(start.TAIL_SCAN_MSGS_MAX + 1):
         await js.publish(
             "corridor.evt.v1.intent.IntentReceived", b"{}", headers={subjects.HDR_POSITION: "1"}
         )
     seen, engine = await _resume_and_publish_one_more(nats_url, database_url, nc, head)
     assert seen.positions == list(range(head + 1, head + EVENTS_PER_INTENT + 1))
-    assert engine.relay.foreign_messages == outbox.TAIL_SCAN_MSGS_MAX
+    assert engine.relay.foreign_messages == start.TAIL_SCAN_MSGS_MAX
