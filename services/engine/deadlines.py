@@ -1,9 +1,10 @@
 """Expire intents whose deadline passed before they reached the network.
 
 The scheduler keeps a bounded heap of (deadline, intent) for intents still before dispatch. It
-is fed by the processor after every commit and, at start, by scanning the log for intents that
-carry a deadline. When a deadline passes it sends ``ExpirePaymentIntent`` through the normal
-command path, so expiry is an ordinary, recorded, idempotent command.
+is fed by the writer loop's commits (the committed-batches channel, ADR 0095) and, at start,
+by scanning the log for intents that carry a deadline. When a deadline passes it sends
+``ExpirePaymentIntent`` through the normal command path, so expiry is an ordinary, recorded,
+idempotent command.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+from collections.abc import Mapping
 
 import structlog
 
@@ -20,6 +22,7 @@ from schemas.replies import CommandRejected
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadline
 from services.engine.clock import Clock
+from services.engine.committed import CommittedBatch, CommittedBatches
 from services.engine.event_codec import to_domain
 from services.engine.processor import CommandEnvelope, CommandProcessor
 from services.eventstore.postgres import PostgresEventStore
@@ -45,14 +48,24 @@ def deadline_of(state: PaymentIntent) -> int | None:
 
 
 class DeadlineScheduler:
-    def __init__(self, processor: CommandProcessor, clock: Clock) -> None:
+    def __init__(
+        self,
+        processor: CommandProcessor,
+        clock: Clock,
+        committed: CommittedBatches | None = None,
+    ) -> None:
         self._processor = processor
+        if committed is not None:
+            committed.subscribe("deadlines", self._committed)
         self._clock = clock
         self._heap: list[tuple[int, str]] = []
         self._wake = asyncio.Event()
         self.expired_sent = 0
 
-    def observe(self, states: dict[str, PaymentIntent | None]) -> None:
+    def _committed(self, batch: CommittedBatch) -> None:
+        self.observe(batch.states)
+
+    def observe(self, states: Mapping[str, PaymentIntent | None]) -> None:
         for intent_id, state in states.items():
             deadline = deadline_of(state) if state is not None else None
             if deadline is not None:

@@ -42,6 +42,7 @@ from services.bus.fenced_publisher import (
     OutgoingMessage,
     PublishRefused,
 )
+from services.engine.committed import CommittedBatches
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, subject_for, to_recorded
 from services.engine.open_attempts import last_order_position, open_orders_through
 from services.eventstore.hashing import chain_hash
@@ -102,7 +103,9 @@ class OutboxRelay:
         batch_max: int = 1000,
         poll_s: float = 1.0,
         ensure_streams: Callable[[], Awaitable[None]] | None = None,
+        committed: CommittedBatches | None = None,
     ) -> None:
+        """``committed``: this process's commits, handed to ``offer`` (ADR 0095)."""
         self._store = store
         self._js = js
         # Owners of intents whose events predate owners in metadata (ADR 0067).
@@ -145,6 +148,9 @@ class OutboxRelay:
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
+        if committed is not None:
+            committed.subscribe("relay", lambda b: self.offer(b.first_position, b.events))
+            self.local_writer_busy = committed.busy
         # Work orders to publish again (ADR 0075), and how many went out.
         self._reissues: collections.deque[StoredEvent] = collections.deque()
         self.reissued = 0
