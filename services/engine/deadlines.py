@@ -20,7 +20,8 @@ from schemas.commands import ExpirePaymentIntent
 from schemas.errors import Unavailable
 from schemas.replies import CommandRejected
 from services.domain.intent import PaymentIntent, fold
-from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadline
+from services.domain.intent.state import effective_deadline
+from services.domain.intent.transitions import PRE_DISPATCH_STATUSES
 from services.engine.clock import Clock
 from services.engine.committed import CommittedBatch, CommittedBatches
 from services.engine.event_codec import to_domain
