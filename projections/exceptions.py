@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.upcasting import upcast_record
-
-_CLEARS = {"IntentSettled", "IntentFailed", "IntentCancelled", "IntentExpired", "IntentRejected",
-           "IntentRouted"}  # fmt: skip
+from services.domain.intent.transitions import OFF_THE_WIRE_EVENTS, STATUS_AFTER
 
 
 @dataclass
@@ -44,10 +42,11 @@ def build(
         at_ms = int(event["recorded_at_ms"])
         if kind == "IntentDispatched":
             open_[stream] = _Open(
-                state="dispatched", since_ms=at_ms, region=data.get("region"), node=data.get("node")
-            )
+                state=str(STATUS_AFTER[kind]), since_ms=at_ms, region=data.get("region"),
+                node=data.get("node"),
+            )  # fmt: skip
         elif kind == "PaymentInFlightReported" and stream in open_:
-            open_[stream].state = "in_flight"
+            open_[stream].state = str(STATUS_AFTER[kind])
         elif kind == "PaymentInDoubt" and stream in open_:
             open_[stream].doubt_reason = str(data.get("reason"))
         elif kind == "IntentEscalated" and stream in open_:
@@ -56,8 +55,8 @@ def build(
                 f"({data.get('reason')})"
             )
         elif kind == "PaymentSucceeded" and stream in open_:
-            open_[stream].state, open_[stream].unproven = "succeeded", True
-        elif kind in _CLEARS:
+            open_[stream].state, open_[stream].unproven = str(STATUS_AFTER[kind]), True
+        elif kind in OFF_THE_WIRE_EVENTS:  # it ended, or was routed anew after a proven failure
             open_.pop(stream, None)
         elif kind == "OutcomeIgnored" and data.get("anomaly"):
             anomalies.append({"intent_id": stream, "kind": "anomaly", "since_ms": at_ms,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.upcasting import upcast_record
+from services.domain.intent.transitions import STATUS_AFTER
 
 # Value bands for fee rates, by amount in msat (upper bounds inclusive).
 VALUE_BANDS_MSAT: tuple[tuple[str, int | None], ...] = (
@@ -20,24 +21,6 @@ VALUE_BANDS_MSAT: tuple[tuple[str, int | None], ...] = (
     ("10k_to_100k_sat", 100_000_000),
     ("above_100k_sat", None),
 )
-_TERMINAL = {
-    "IntentSettled": "settled",
-    "IntentFailed": "failed",
-    "IntentCancelled": "cancelled",
-    "IntentExpired": "expired",
-    "IntentRejected": "rejected",
-}
-_PROGRESS = {
-    "IntentReceived": "received",
-    "IntentPolicyChecked": "policy_checked",
-    "IntentApprovalRequested": "awaiting_approval",
-    "IntentApproved": "policy_checked",
-    "IntentRouted": "routed",
-    "IntentDispatched": "dispatched",
-    "PaymentInFlightReported": "in_flight",
-    "PaymentInDoubt": "in_flight",
-    "PaymentSucceeded": "succeeded",
-}
 
 
 def band_of(amount_msat: int) -> str:
@@ -79,10 +62,8 @@ class PilotMetrics:
         intent = self.intents.get(stream)
         if intent is None:
             return  # a stream whose start is outside the replayed range
-        if kind in _TERMINAL:
-            intent.state = _TERMINAL[kind]
-        elif kind in _PROGRESS:
-            intent.state = _PROGRESS[kind]
+        if kind in STATUS_AFTER:  # annotations keep the status as it is
+            intent.state = str(STATUS_AFTER[kind])
         match kind:
             case "IntentPolicyChecked":
                 intent.tier = data["tier"]

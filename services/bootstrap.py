@@ -28,6 +28,7 @@ from services.engine.agent_key_book import REFRESH_INTERVAL_S
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
+from services.engine.committed import CommittedBatches
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
@@ -76,6 +77,8 @@ class Engine:
     nc: Client
     js: JetStreamContext
     processor: CommandProcessor
+    # This process's commits, from every writer to every listener (ADR 0095).
+    committed: CommittedBatches
     api: ApiService
     commands: CommandStreamConsumer
     relay: OutboxRelay
@@ -227,6 +230,10 @@ async def bootstrap(
         # Health snapshots are data: the router itself stays pure.
         return OrderedRouter(table, health.snapshot(engine_clock.now_ms()))
 
+    # One channel for everything this process commits: the writer loop, the checkpointer and
+    # the dead-letter desk publish; the relay, the checkpointer, the deadline scheduler and the
+    # spend book listen (ADR 0095). Each gets it in its constructor.
+    committed = CommittedBatches()
     processor = CommandProcessor(
         store,
         clock=engine_clock,
@@ -242,9 +249,10 @@ async def bootstrap(
         baseline_policy_version=document.version,
         signer=order_signer,
         rejections_per_minute=settings.policy_rejections_per_minute_max,
+        committed=committed,
+        key_lookup=agent_keys,
     )
-    deadlines = DeadlineScheduler(processor, engine_clock)
-    processor.committed_hooks.append(deadlines.observe)
+    deadlines = DeadlineScheduler(processor, engine_clock, committed)
     relay = OutboxRelay(
         store,
         js,
@@ -256,8 +264,8 @@ async def bootstrap(
         ensure_streams=lambda: ensure_streams(
             js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
         ),
+        committed=committed,
     )
-    processor.appended_hooks.append(relay.offer)
     checkpoints = Checkpointer(
         store,
         js,
@@ -265,23 +273,18 @@ async def bootstrap(
         engine_clock,
         every_events=checkpoint_every_events,
         every_s=checkpoint_every_s,
+        committed=committed,
     )
-    processor.appended_hooks.append(checkpoints.observe)
-    checkpoints.appended_hooks.append(relay.offer)
-    checkpoints.appended_hooks.append(processor.note_append)
-    relay.local_writer_busy = lambda: processor.appending
     lookup = credentials if credentials is not None else lookup_from_settings(settings)
-    if agent_keys is not None:
-        processor.key_lookup = agent_keys
     authenticator = Authenticator(lookup, table, agent_keys=processor.key_lookup)
-    dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock)
-    dead_letters.appended_hooks.append(relay.offer)
+    dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock, committed)
     return Engine(
         settings=settings,
         store=store,
         nc=nc,
         js=js,
         processor=processor,
+        committed=committed,
         api=ApiService(nc, processor, corridors=table, authenticator=authenticator),
         commands=CommandStreamConsumer(js, processor, authenticator=authenticator),
         relay=relay,

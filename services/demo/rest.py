@@ -1,7 +1,7 @@
 """Waiting for intents to come to rest, and for routing to see a fault: conditions with deadlines.
 
-``RestTracker`` hangs on the engine's commit hook, so a wait ends the moment the deciding batch
-is committed; nothing polls the database.
+``RestTracker`` listens to the engine's committed batches (ADR 0095), so a wait ends the
+moment the deciding batch is committed; nothing polls the database.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class RestTracker:
         self._changed = asyncio.Event()
 
     def observe(self, states: Mapping[str, PaymentIntent | None]) -> None:
-        """The engine's ``committed_hooks`` entry: runs on the writer loop, after each commit."""
+        """The states of a committed batch: runs on the writer loop, after each commit."""
         for intent_id, state in states.items():
             if state is not None and state.is_terminal:
                 self._final.add(intent_id)

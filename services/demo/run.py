@@ -101,7 +101,7 @@ async def run_demo(
             checkpoint_every_events=10**9, checkpoint_every_s=86_400.0,
         )  # fmt: skip
         tracker = RestTracker()
-        engine.processor.committed_hooks.append(tracker.observe)
+        engine.committed.subscribe("demo-rest", lambda batch: tracker.observe(batch.states))
         await engine.start()
         fleet = ExecutorFleet(
             nats_url=stack.nats_url, state_dir=work_dir, targets=targets,

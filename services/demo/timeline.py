@@ -16,16 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.demo.faults import FaultStep
+from services.domain.intent.transitions import STATUS_AFTER, TERMINAL_STATUSES
 
 # The reason the router gives for skipping a node under each fault (services/domain/routing.py).
 _SKIP_REASON = {"drain": "insufficient_liquidity", "offline": "unhealthy"}
-_FINAL = {
-    "IntentSettled": "settled",
-    "IntentFailed": "failed",
-    "IntentCancelled": "cancelled",
-    "IntentExpired": "expired",
-    "IntentRejected": "rejected",
-}
+# The events that end an intent, and the final status each leaves.
+_FINAL = {e: str(s) for e, s in STATUS_AFTER.items() if s in TERMINAL_STATUSES}
 # Events after which an attempt is no longer on the wire.
 _OFF_WIRE = {"PaymentSucceeded", "PaymentAttemptFailed", *_FINAL}
 

@@ -26,7 +26,7 @@ from services.engine.event_codec import to_new_events
 from services.eventstore.port import NewEvent
 
 if TYPE_CHECKING:
-    from services.engine.processor import CommandEnvelope
+    from services.engine.commands import CommandEnvelope
 
 AGENT_KEY_COMMANDS: Final = (ProposeAgentKey, ApproveAgentKey, RevokeAgentKey)
 
@@ -82,7 +82,7 @@ def _touched(
 
 def _internal_principal(command: ProposeAgentKey | ApproveAgentKey | RevokeAgentKey) -> Principal:
     # Envelopes built inside the engine (tests, tools) carry no principal: the sender is the
-    # operator the command names, as for the engine's other commands (``processor._actor``).
+    # operator the command names, as for the engine's other commands (``commands.actor``).
     claimed = claimed_identity(command)
     assert claimed is not None
     return Principal(role="operator", id=claimed[1])

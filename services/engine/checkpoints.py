@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
@@ -28,13 +27,14 @@ from schemas.events import LogCheckpointSigned
 from schemas.records import EventMetadata
 from services.bus import subjects
 from services.engine.clock import Clock
+from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import to_new_events
 from services.eventstore.checkpoint_verify import (
     CANONICAL_TAG,
     CHECKPOINT_STREAM_ID,
     checkpoint_message,
 )
-from services.eventstore.port import ConcurrencyConflict, EventStore, NewEvent
+from services.eventstore.port import ConcurrencyConflict, EventStore
 from services.failures import is_transient
 from services.signing.port import Signer, b64url
 
@@ -77,8 +77,9 @@ def sign_checkpoint(
 
 
 class Checkpointer:
-    """Signs the chain head when ``every_events`` new events were committed here (the
-    processor's appended hook ``observe``) or ``every_s`` passed, if the log grew since."""
+    """Signs the chain head when ``every_events`` new events were committed here by the
+    writer loop (heard on ``committed``) or ``every_s`` passed, if the log grew since. Its own
+    checkpoint events are published on ``committed`` too (for the relay)."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class Checkpointer:
         *,
         every_events: int = CHECKPOINT_EVERY_EVENTS,
         every_s: float = CHECKPOINT_EVERY_S,
+        committed: CommittedBatches | None = None,
     ) -> None:
         assert every_events >= 1 and every_s > 0
         self._store = store
@@ -105,12 +107,14 @@ class Checkpointer:
         self._covered = 0
         self._unpublished: deque[LogCheckpointSigned] = deque(maxlen=UNPUBLISHED_MAX)
         self.signed = 0
-        # Called with each checkpoint event's position once committed (the outbox relay).
-        self.appended_hooks: list[Callable[[int, Sequence[NewEvent]], None]] = []
+        self._committed = committed if committed is not None else CommittedBatches()
+        self._committed.subscribe("checkpoints", self.observe)
 
-    def observe(self, first_position: int, events: Sequence[NewEvent]) -> None:
-        """The processor's appended hook: count, and wake the loop when a checkpoint is due."""
-        self._since += len(events)
+    def observe(self, batch: CommittedBatch) -> None:
+        """The writer loop's commits: count, and wake the loop when a checkpoint is due."""
+        if batch.writer is not Writer.COMMANDS:
+            return
+        self._since += len(batch.events)
         if self._since >= self._every_events:
             self._due.set()
 
@@ -212,9 +216,7 @@ class Checkpointer:
                 continue
             assert first is not None
             self._version += 1
-            for hook in self.appended_hooks:
-                with contextlib.suppress(Exception):
-                    hook(first, events)
+            self._committed.publish(CommittedBatch(Writer.CHECKPOINTS, first, events))
             return first
         raise ConcurrencyConflict("log-checkpoints: too much contention")
 

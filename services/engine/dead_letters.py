@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -49,8 +49,9 @@ from schemas.records import EventMetadata
 from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.engine.clock import Clock
+from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import to_new_events
-from services.eventstore.port import ConcurrencyConflict, EventStore, NewEvent
+from services.eventstore.port import ConcurrencyConflict, EventStore
 from services.intake.identity import Authenticator
 
 log = structlog.get_logger("corridor.dlq")
@@ -84,6 +85,7 @@ class DeadLetterDesk:
         store: EventStore,
         authenticator: Authenticator,
         clock: Clock,
+        committed: CommittedBatches | None = None,
     ) -> None:
         self._nc, self._js, self._store = nc, js, store
         self._auth = authenticator
@@ -91,7 +93,8 @@ class DeadLetterDesk:
         self._version: int | None = None
         self._lock = asyncio.Lock()  # one audit append at a time from this engine
         self._sub: Subscription | None = None
-        self.appended_hooks: list[Callable[[int, Sequence[NewEvent]], None]] = []
+        # The audit events it appends are published here (for the relay, ADR 0095).
+        self._committed = committed if committed is not None else CommittedBatches()
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(
@@ -233,9 +236,7 @@ class DeadLetterDesk:
                     continue
                 self._version += 1
                 assert first is not None
-                for hook in self.appended_hooks:
-                    with contextlib.suppress(Exception):
-                        hook(first, events)
+                self._committed.publish(CommittedBatch(Writer.DEAD_LETTERS, first, events))
                 return
         raise errors.Unavailable("the audit record could not be appended; nothing was done")
 

@@ -1,9 +1,10 @@
 """Expire intents whose deadline passed before they reached the network.
 
 The scheduler keeps a bounded heap of (deadline, intent) for intents still before dispatch. It
-is fed by the processor after every commit and, at start, by scanning the log for intents that
-carry a deadline. When a deadline passes it sends ``ExpirePaymentIntent`` through the normal
-command path, so expiry is an ordinary, recorded, idempotent command.
+is fed by the writer loop's commits (the committed-batches channel, ADR 0095) and, at start,
+by scanning the log for intents that carry a deadline. When a deadline passes it sends
+``ExpirePaymentIntent`` through the normal command path, so expiry is an ordinary, recorded,
+idempotent command.
 
 With several engines on one log (ADR 0073) each also adopts the others' intents: it scans the
 log written since its last scan, and expires an intent it did not accept a grace period after
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+from collections.abc import Mapping
 
 import structlog
 
@@ -24,8 +26,10 @@ from schemas.commands import ExpirePaymentIntent
 from schemas.errors import Unavailable
 from schemas.replies import CommandRejected
 from services.domain.intent import PaymentIntent, fold
-from services.domain.intent.state import PRE_DISPATCH_STATUSES, effective_deadline
+from services.domain.intent.state import effective_deadline
+from services.domain.intent.transitions import PRE_DISPATCH_STATUSES
 from services.engine.clock import Clock
+from services.engine.committed import CommittedBatch, CommittedBatches
 from services.engine.event_codec import to_domain
 from services.engine.processor import CommandEnvelope, CommandProcessor
 from services.eventstore.port import EventStore
@@ -58,11 +62,14 @@ class DeadlineScheduler:
         self,
         processor: CommandProcessor,
         clock: Clock,
+        committed: CommittedBatches | None = None,
         *,
         adopt_every_ms: int = ADOPT_EVERY_MS,
         adopted_grace_ms: int = ADOPTED_GRACE_MS,
     ) -> None:
         self._processor = processor
+        if committed is not None:
+            committed.subscribe("deadlines", self._committed)
         self._clock = clock
         self._heap: list[tuple[int, str]] = []
         # The intents in the heap: a scan does not adopt what this engine already follows.
@@ -76,7 +83,10 @@ class DeadlineScheduler:
         self._scanned_at_ms = 0
         self.adopted = 0  # intents found by a scan after start (other engines' intents)
 
-    def observe(self, states: dict[str, PaymentIntent | None], *, grace_ms: int = 0) -> None:
+    def _committed(self, batch: CommittedBatch) -> None:
+        self.observe(batch.states)
+
+    def observe(self, states: Mapping[str, PaymentIntent | None], *, grace_ms: int = 0) -> None:
         for intent_id, state in states.items():
             deadline = deadline_of(state) if state is not None else None
             if deadline is not None:

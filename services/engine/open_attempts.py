@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.domain.intent import PaymentIntent, fold
-from services.domain.intent.state import AWAITING_EVIDENCE_STATUSES
+from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES
 from services.engine.event_codec import to_domain
 from services.eventstore.port import EventStore, StoredEvent
 

@@ -20,6 +20,7 @@ from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
 from services.bus import subjects
+from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
 
@@ -38,8 +39,6 @@ _RETRYABLE_CODES = frozenset({"unavailable", "not_found"})
 _STATUS_RETRYABLE_CODES = frozenset({"unavailable"})
 # The only refusal an executor lets an order go for; any other is held and retried (ADR 0072).
 _STATUS_FINAL_CODES = frozenset({"not_found"})
-# States in which the engine waits for the node's evidence on the current attempt.
-_ON_THE_WIRE = frozenset({"dispatched", "in_flight"})
 
 
 class AttemptStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,10 +52,12 @@ class AttemptStatus(msgspec.Struct, frozen=True, kw_only=True):
     def awaits_evidence(self, attempt: int) -> bool:
         """True if the engine waits for the node's record of ``attempt``, which was reported
         (in flight, or succeeded without a valid preimage): a re-issued order asks the node."""
-        return self.state in ("in_flight", "succeeded") and self.attempt == attempt
+        reported = self.state in AWAITING_EVIDENCE_STATUSES and self.state != "dispatched"
+        return reported and self.attempt == attempt
 
     def is_current(self, attempt: int) -> bool:
-        return self.state in _ON_THE_WIRE and self.attempt == attempt
+        # The engine waits for the node's evidence on the current attempt.
+        return self.state in ON_THE_WIRE_STATUSES and self.attempt == attempt
 
 
 class EngineClient:

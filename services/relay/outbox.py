@@ -30,6 +30,7 @@ from services.bus.fenced_publisher import (
 )
 from services.bus.port import FencedPublishing
 from services.bus.reconnects import Reconnects
+from services.engine.committed import CommittedBatches
 from services.engine.open_attempts import open_orders_through
 from services.eventstore.hashing import chain_hash
 from services.eventstore.port import EventStore, NewEvent, StoredEvent
@@ -92,7 +93,9 @@ class OutboxRelay:
         poll_s: float = 1.0,
         ensure_streams: Callable[[], Awaitable[None]] | None = None,
         reconnects: Reconnects | None = None,
+        committed: CommittedBatches | None = None,
     ) -> None:
+        """``committed``: this process's commits, handed to ``offer`` (ADR 0095)."""
         self._store = store
         # Owners of intents whose events predate owners in metadata (ADR 0067).
         self.owners = OwnerLookup(store)
@@ -121,6 +124,9 @@ class OutboxRelay:
         # True while this process's writer is committing: a NOTIFY then most likely announces
         # that very commit, whose events are about to be handed over.
         self.local_writer_busy: Callable[[], bool] = lambda: False
+        if committed is not None:
+            committed.subscribe("relay", lambda b: self.offer(b.first_position, b.events))
+            self.local_writer_busy = committed.busy
         # Work orders to publish again (ADR 0075).
         self._reissues: collections.deque[StoredEvent] = collections.deque()
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from services.demo.report import render_table
+from services.domain.intent.transitions import TERMINAL_STATUSES
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 3
@@ -69,7 +70,7 @@ def test_demo_reports_every_key_and_pays_nothing_twice(runs: tuple[DemoRun, Demo
     assert report["paid_but_not_settled"] == []
     assert sum(report["by_state"].values()) == INTENTS
     # Every intent reached a final state, and the network paid exactly the settled ones.
-    assert set(report["by_state"]) <= {"settled", "failed", "rejected", "cancelled", "expired"}
+    assert set(report["by_state"]) <= TERMINAL_STATUSES
     assert report["network_payments"]["succeeded"] == report["settled"]
     assert report["interventions_by_tier"]["approval"] > 0
     assert {"p50", "p95"} <= set(report["timings"]["latency_ms"])

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.domain.intent.transitions import TERMINAL_STATUSES
 from tests.e2e import secrets_inventory as inventory
 from tests.e2e.test_cli import CORRIDOR, REPO, _env
 
@@ -36,7 +37,7 @@ INVOICE_MSAT = 150_000
 KEYSEND_MSAT = 21_000
 # Above the `trusted` level's review_max_msat (10,000 sat): tier approval for caller `local`.
 APPROVAL_MSAT = 20_000_000
-TERMINAL = ("settled", "failed", "rejected", "cancelled", "expired")
+TERMINAL = TERMINAL_STATUSES
 
 
 def _debug_env() -> dict[str, str]:

@@ -21,8 +21,7 @@ from typing import Any, Final
 import asyncpg
 
 from projections.exceptions import build as exception_queue
-from services.domain.intent.state import TERMINAL_STATUSES
-from services.domain.intent.transitions import next_status
+from services.domain.intent.transitions import TERMINAL_STATUSES, next_status
 from services.sim.jsonrpc import call_unix
 
 # An intent not terminal is at rest only in the operator exception queue

@@ -296,7 +296,7 @@ async def test_status_right_after_commit_is_never_not_found(engine: Engine, nc: 
 
     intent_id = intent_id_for("alice", "window-1")
     processor = engine.processor
-    await processor._load([intent_id])  # what the writer loop does before planning a submit
+    await processor.cache.load([intent_id])  # what the writer loop does before planning a submit
     received = ev.IntentReceived(
         intent_id=intent_id, caller=Caller(id="alice", kind="service"), idempotency_key="window-1",
         corridor="us-eu", amount_msat=50_000, max_fee_msat=1_000, destination="02" + "11" * 32,

@@ -26,6 +26,7 @@ from services.bus import subjects
 from services.bus.jetstream import ensure_streams
 from services.engine.checkpoints import CHECKPOINT_STREAM_ID, Checkpointer
 from services.engine.clock import SystemClock
+from services.engine.committed import CommittedBatch, Writer
 from services.engine.event_codec import to_new_events
 from services.eventstore.checkpoint_verify import read_published, verify_checkpoints
 from services.eventstore.hashing import chain_hash, event_body
@@ -68,11 +69,11 @@ def checkpointer(
 
 
 async def _commit(store: PostgresEventStore, checkpointer: Checkpointer, stream: str, n: int):
-    """Append as the processor does, and hand the events to the checkpointer's hook."""
+    """Append as the writer loop does, and publish the batch on the committed channel."""
     events = _events(stream, n)
     first = await store.append(events)
     assert first is not None
-    checkpointer.observe(first, events)
+    checkpointer._committed.publish(CommittedBatch(Writer.COMMANDS, first, events))
 
 
 async def test_a_checkpoint_every_n_events_in_the_log_and_the_stream(

@@ -67,7 +67,7 @@ async def _event_types(engine: Engine, intent_id: str) -> list[str]:
 def _reserved_msat(engine: Engine, caller_id: str = "alice") -> int:
     """What the engine's spend book holds for the caller (nothing settles in these tests)."""
     limits = (WindowLimit(window_ms=3_600_000, limit_msat=1),)
-    [use] = engine.processor._sync.tracker.window_uses(caller_id, limits, now_ms=0)
+    [use] = engine.processor.spend.tracker.window_uses(caller_id, limits, now_ms=0)
     return use.used_msat
 
 

@@ -3,7 +3,8 @@
 from services.domain.intent.context import DecisionContext
 from services.domain.intent.decide import decide
 from services.domain.intent.evolve import evolve, fold
-from services.domain.intent.state import TERMINAL_STATUSES, IntentStatus, PaymentIntent
+from services.domain.intent.state import IntentStatus, PaymentIntent
+from services.domain.intent.transitions import TERMINAL_STATUSES
 
 __all__ = [
     "TERMINAL_STATUSES",

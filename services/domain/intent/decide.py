@@ -14,13 +14,11 @@ from schemas import errors, limits
 from schemas import events as ev
 from services.domain.intent.context import DecisionContext
 from services.domain.intent.evolve import evolve
-from services.domain.intent.state import (
+from services.domain.intent.state import IntentStatus, PaymentIntent, effective_deadline
+from services.domain.intent.transitions import (
     AWAITING_EVIDENCE_STATUSES,
     ON_THE_WIRE_STATUSES,
     PRE_DISPATCH_STATUSES,
-    IntentStatus,
-    PaymentIntent,
-    effective_deadline,
 )
 from services.domain.routing import RouteDecision
 

@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-import enum
-
 import msgspec
 
 from schemas.common import Caller
 from schemas.events import NodeFailure, RuleFired
+from services.domain.intent.status import IntentStatus
+from services.domain.intent.transitions import TERMINAL_STATUSES
 
-
-class IntentStatus(enum.StrEnum):
-    RECEIVED = "received"
-    POLICY_CHECKED = "policy_checked"
-    AWAITING_APPROVAL = "awaiting_approval"
-    ROUTED = "routed"
-    DISPATCHED = "dispatched"
-    IN_FLIGHT = "in_flight"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SETTLED = "settled"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    REJECTED = "rejected"
-
-
-TERMINAL_STATUSES = frozenset(
-    {
-        IntentStatus.SETTLED,
-        IntentStatus.FAILED,
-        IntentStatus.CANCELLED,
-        IntentStatus.EXPIRED,
-        IntentStatus.REJECTED,
-    }
-)
-
-# Before dispatch nothing can be on the wire, so cancelling or expiring is safe.
-PRE_DISPATCH_STATUSES = frozenset(
-    {
-        IntentStatus.RECEIVED,
-        IntentStatus.POLICY_CHECKED,
-        IntentStatus.AWAITING_APPROVAL,
-        IntentStatus.ROUTED,
-    }
-)
-ON_THE_WIRE_STATUSES = frozenset({IntentStatus.DISPATCHED, IntentStatus.IN_FLIGHT})
-# Where only the node's evidence, or an operator's recorded decision, may end an intent: on the
-# wire, or ``succeeded`` without a preimage proving it (a proven success settles at once).
-AWAITING_EVIDENCE_STATUSES = ON_THE_WIRE_STATUSES | {IntentStatus.SUCCEEDED}
+__all__ = ["IntentStatus", "PaymentIntent", "effective_deadline"]
 
 
 class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,18 +1,34 @@
-"""Every allowed transition, in one table. Anything not listed here is refused.
+"""The intent state machine, in one place: every allowed transition, the sets of statuses the
+rest of the code asks about, and the status each event leads to. Anything not listed in
+``TRANSITIONS`` is refused.
 
 Key: (status before, event type) -> status after. ``None`` is "no stream yet".
 Annotation events (``OutcomeIgnored``, ``PaymentAttemptFailed``) keep the status as it is and
 are listed explicitly for each status where they may occur.
+
+Everything else imports from here (the aggregate, the deadline scheduler, the projections, the
+drills' ledger check); ``tests/unit/test_state_machine_source.py`` fails if a module spells a
+status set or an event-to-status map of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
-from services.domain.intent.state import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
-from services.domain.intent.state import PRE_DISPATCH_STATUSES as _PRE_DISPATCH
-from services.domain.intent.state import IntentStatus as S
+from services.domain.intent.status import IntentStatus as S
 
+TERMINAL_STATUSES: Final = frozenset({S.SETTLED, S.FAILED, S.CANCELLED, S.EXPIRED, S.REJECTED})
+# Before dispatch nothing can be on the wire, so cancelling or expiring is safe.
+PRE_DISPATCH_STATUSES: Final = frozenset(
+    {S.RECEIVED, S.POLICY_CHECKED, S.AWAITING_APPROVAL, S.ROUTED}
+)
+ON_THE_WIRE_STATUSES: Final = frozenset({S.DISPATCHED, S.IN_FLIGHT})
+# Where only the node's evidence, or an operator's recorded decision, may end an intent: on the
+# wire, or ``succeeded`` without a preimage proving it (a proven success settles at once).
+AWAITING_EVIDENCE_STATUSES: Final = ON_THE_WIRE_STATUSES | {S.SUCCEEDED}
+
+_PRE_DISPATCH = tuple(sorted(PRE_DISPATCH_STATUSES))
 _ON_WIRE = tuple(sorted(ON_THE_WIRE_STATUSES))
 _AWAITING_EVIDENCE = tuple(sorted(AWAITING_EVIDENCE_STATUSES))
 
@@ -45,6 +61,24 @@ TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
     # operator's "not paid" fails it.
     (S.SUCCEEDED, "IntentFailed"): S.FAILED,
 }
+
+
+def _status_after() -> dict[str, S]:
+    targets: dict[str, set[S]] = {}
+    for (_, event_type), after in TRANSITIONS.items():
+        targets.setdefault(event_type, set()).add(after)
+    return {event: next(iter(after)) for event, after in targets.items() if len(after) == 1}
+
+
+# The status an event leads to whatever the status before: every event of the machine except
+# the annotations, which keep the status as it is. For folds that follow statuses without the
+# aggregate (projections over recorded events, by type name).
+STATUS_AFTER: Final[Mapping[str, S]] = _status_after()
+# The events after which an intent is no longer awaiting the node's evidence: it ended, or it
+# was routed anew after a failure proven not to have paid.
+OFF_THE_WIRE_EVENTS: Final = frozenset(
+    e for e, s in STATUS_AFTER.items() if s not in AWAITING_EVIDENCE_STATUSES
+)
 
 
 def next_status(status: S | None, event_type: str) -> S | None:

@@ -1,0 +1,28 @@
+"""What planning one batch produces: the events and claims to append, the replies to give once
+they commit, and the new views to adopt then. Nothing is adopted before the commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.domain.intent import PaymentIntent
+from services.domain.policy import Policy, PolicyDocumentAggregate
+from services.engine.agent_key_book import AgentKeyBook
+from services.engine.commands import Reply
+from services.eventstore.port import IdempotencyClaim, NewEvent
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    policy_state: PolicyDocumentAggregate | None
+    policy_changed: bool = False
+    agent_keys: AgentKeyBook | None = None  # a new view, when the batch changed the keys
+    replies: list[Reply] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    claims: list[IdempotencyClaim] = field(default_factory=list)
+    states: dict[str, PaymentIntent | None] = field(default_factory=dict)
+    # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
+    spend_callers: set[str] = field(default_factory=set)
+    judged_submits: bool = False
+    # Set by an activation inside this batch: the batch's later submits are judged with it.
+    activated: Policy | None = None

@@ -1,0 +1,121 @@
+"""A command on its way through the writer loop: the envelope, what is derived from it before
+it is queued, and the replies the loop gives."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from schemas import commands as cmd
+from schemas import errors
+from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
+from schemas.events import InvoiceFacts
+from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccepted
+from services.domain.agent_keys import AGENT_KEYS_STREAM
+from services.domain.principal import Principal, claimed_identity
+from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
+from services.engine.event_codec import POLICY_STREAM
+from services.engine.ids import fingerprint, intent_id_for
+from services.identity.agent_keys import AgentKey
+from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
+
+Reply = CommandAccepted | PolicyCommandAccepted | AgentKeyCommandAccepted | CommandRejected
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEnvelope:
+    command: cmd.Command | PolicyCommand | AgentKeyCommand
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
+    # commands (deadlines). The log's ``actor``.
+    principal: Principal | None = None
+    # The agent key whose signature the intake verified (ADR 0066); its limits and sponsor
+    # are judged again, from the current keys, when the command is decided (ADR 0068).
+    agent_key: AgentKey | None = None
+
+    def __post_init__(self) -> None:
+        if self.principal is not None:
+            claimed = claimed_identity(self.command)
+            assert claimed is not None and claimed[1] == self.principal.id, (
+                "the intake binds every command to the identity its payload names"
+            )
+
+
+@dataclass(slots=True)
+class QueuedCommand:
+    envelope: CommandEnvelope
+    future: asyncio.Future[Reply] | None = None
+    stream_id: str = ""
+    request_fingerprint: str | None = None
+    invoice: InvoiceFacts | None = None
+    error: errors.CorridorError | None = None
+    prepared: bool = False
+    # Set after a conflict: read this item's stream from the log even if it is a submit.
+    reload: bool = False
+
+
+def prepare(item: QueuedCommand) -> None:
+    """The stream, fingerprint and decoded invoice: they depend on no state."""
+    item.prepared = True
+    item.error = None
+    command = item.envelope.command
+    if isinstance(command, ProposePolicy | ApprovePolicy):
+        item.stream_id = POLICY_STREAM
+        return
+    if isinstance(command, AGENT_KEY_COMMANDS):
+        item.stream_id = AGENT_KEYS_STREAM
+        return
+    if not isinstance(command, cmd.SubmitPaymentIntent):
+        item.stream_id = command.intent_id
+        return
+    item.stream_id = intent_id_for(command.caller.id, command.idempotency_key)
+    item.request_fingerprint = fingerprint(command)
+    if command.payment_request is not None and item.invoice is None:
+        try:
+            decoded = decode_invoice(command.payment_request)
+        except InvoiceDecodeError as exc:
+            item.error = errors.InvalidInvoice(
+                f"payment_request is not a valid BOLT 11 invoice: {exc.message}",
+                field="payment_request",
+            )
+            return
+        item.invoice = InvoiceFacts(
+            payment_hash=decoded.payment_hash,
+            payee=decoded.destination,
+            network=decoded.network,
+            amount_msat=decoded.amount_msat,
+            created_at_s=decoded.created_at_s,
+            expires_at_s=decoded.created_at_s + decoded.expiry_s,
+        )
+
+
+def assumed_new(item: QueuedCommand) -> bool:
+    """A submit whose intent this engine has not cached is taken to be new, without reading
+    the log: most are, and for the others the append fails on the idempotency claim and the
+    stream's version, and the batch is decided again with the stream read (``WriterLoop``)."""
+    # An agent's submit is read all the same: its key's limits are judged only for a new
+    # intent, and a retry of one already logged must get its intent, not a limit refusal.
+    return (
+        isinstance(item.envelope.command, cmd.SubmitPaymentIntent)
+        and not item.reload
+        and item.envelope.agent_key is None
+    )
+
+
+def actor(envelope: CommandEnvelope) -> str:
+    """The authenticated sender; for an envelope built inside the engine (deadlines, tests),
+    the sender its command names, in the roles the subjects give them."""
+    if envelope.principal is not None:
+        return envelope.principal.actor
+    claimed = claimed_identity(envelope.command)
+    if claimed is None:
+        return "corridor"
+    field, ident = claimed
+    role = {"caller.id": "caller", "node": "executor"}.get(field, "operator")
+    return f"{role}:{ident}"
+
+
+def rejected(error: errors.CorridorError) -> CommandRejected:
+    return CommandRejected(error=error.detail())

@@ -1,0 +1,90 @@
+"""Planning one batch: each command decided against the state the previous one left, and
+handed to its aggregate's planner (``intent_planning``, ``policy_planning``,
+``agent_key_planning``). Nothing here touches the store: the plan is what the writer loop
+appends, and what it adopts once that commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from schemas.policy_messages import ApprovePolicy, ProposePolicy
+from services.domain.policy import PolicyEngine
+from services.domain.routing import Router
+from services.engine.agent_key_book import AgentKeyBook
+from services.engine.agent_key_planning import AGENT_KEY_COMMANDS, plan_agent_key_command
+from services.engine.batch_plan import BatchPlan
+from services.engine.clock import Clock
+from services.engine.commands import QueuedCommand, actor, rejected
+from services.engine.intent_cache import IntentCache
+from services.engine.intent_planning import IntentPlanner
+from services.engine.policy_book import PolicyBook
+from services.engine.policy_planning import plan_policy_command
+from services.engine.spend_book import SpendBook
+from services.identity.agent_keys import AgentKeyLookup
+
+
+class Planner:
+    def __init__(
+        self,
+        intents: IntentPlanner,
+        *,
+        clock: Clock,
+        new_id: Callable[[], str],
+        router: Callable[[], Router],
+        cache: IntentCache,
+        policy: PolicyBook,
+        spend: SpendBook,
+        agent_keys: AgentKeyBook,
+        key_lookup: AgentKeyLookup,
+    ) -> None:
+        self._intents = intents
+        self._clock = clock
+        self._new_id = new_id
+        self._router = router
+        self._cache = cache
+        self._policy = policy
+        self._spend = spend
+        self._agent_keys = agent_keys
+        # What an agent submit's key is checked against again: the log's keys, or a fixed set
+        # a test hands the bootstrap.
+        self.key_lookup = key_lookup
+
+    def plan(self, items: Sequence[QueuedCommand]) -> BatchPlan:
+        now_ms = self._clock.now_ms()
+        plan = BatchPlan(policy_state=self._policy.state)
+        router = self._router()
+        tracker = self._spend.tracker
+        for item in items:
+            base_policy = plan.activated or self._policy.in_force()
+            policy = (
+                base_policy.with_spend(tracker)
+                if isinstance(base_policy, PolicyEngine)
+                else base_policy
+            )
+            if item.error is not None:
+                plan.replies.append(rejected(item.error))
+                continue
+            command = item.envelope.command
+            if isinstance(command, ProposePolicy | ApprovePolicy):
+                reply = plan_policy_command(
+                    plan, item, command, now_ms=now_ms, new_id=self._new_id,
+                    baseline_version=self._policy.baseline_version,
+                )  # fmt: skip
+                plan.replies.append(reply)
+                continue
+            if isinstance(command, AGENT_KEY_COMMANDS):
+                book = plan.agent_keys or self._agent_keys
+                reply, plan.agent_keys, events = plan_agent_key_command(
+                    book, command, item.envelope, now_ms=now_ms, new_id=self._new_id,
+                    actor=actor(item.envelope),
+                )  # fmt: skip
+                plan.events += events
+                plan.replies.append(reply)
+                continue
+            state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
+            keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup
+            self._intents.plan(
+                plan, item, command, state, policy=policy, router=router, keys=keys,
+                now_ms=now_ms,
+            )  # fmt: skip
+        return plan
