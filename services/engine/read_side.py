@@ -14,6 +14,7 @@ from services.engine.commands import rejected
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_recorded
 from services.engine.intent_cache import IntentCache
 from services.engine.policy_book import PolicyBook, policy_event
+from services.engine.version_probe import VersionProbe
 from services.engine.views import policy_view, why_unpaid
 from services.eventstore.port import EventStore
 
@@ -23,6 +24,8 @@ class ReadSide:
         self._store = store
         self._cache = cache
         self._policy = policy
+        # Open intents' versions, checked many per round trip (ADR 0074's check, batched).
+        self.versions = VersionProbe(store)
 
     async def status(
         self, intent_id: str, *, reader: Principal | None = None
@@ -45,7 +48,7 @@ class ReadSide:
         if (
             state is not None
             and _readable(reader, state, history=False)
-            and await self._store.stream_version(intent_id) == state.version
+            and await self.versions.version(intent_id) == state.version
         ):
             return _status_of(intent_id, state)
         history = await self._store.read_stream(intent_id)

@@ -301,6 +301,15 @@ class InMemoryEventStore:
         await self._round_trip()
         return max((row.stream_version for row in self._streams.get(stream_id, ())), default=0)
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        await self._round_trip()
+        return {
+            stream_id: max(
+                (row.stream_version for row in self._streams.get(stream_id, ())), default=0
+            )
+            for stream_id in stream_ids
+        }
+
     async def read_all(self, *, after_position: int, limit: int) -> list[StoredEvent]:
         await self._round_trip()
         start = max(after_position, 0)

@@ -165,6 +165,11 @@ class EventStore(Protocol):
         """The stream's last version, 0 if it has none."""
         ...
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Each stream's last version, 0 for one with none, in one round trip (the read side
+        checks many cached states at once, ``services/engine/version_probe.py``)."""
+        ...
+
     async def read_all(self, *, after_position: int, limit: int) -> list[StoredEvent]:
         """At most ``limit`` events after ``after_position``, in position order."""
         ...

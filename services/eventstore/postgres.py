@@ -231,6 +231,16 @@ class PostgresEventStore:
             )
         return int(value or 0)
 
+    async def stream_versions(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT stream_id, max(stream_version) AS version FROM events"
+                " WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
+                list(stream_ids),
+            )
+        found = {row["stream_id"]: int(row["version"]) for row in rows}
+        return {stream_id: found.get(stream_id, 0) for stream_id in stream_ids}
+
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
         """Many streams in one round trip (the intake loads a whole batch at once)."""
         async with self._pool.acquire() as conn:

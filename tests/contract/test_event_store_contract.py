@@ -127,6 +127,8 @@ async def test_streams_read_in_version_order(store_env: StoreEnv) -> None:
     assert await store.read_stream("none") == []
     assert await store.stream_version("x") == 3
     assert await store.stream_version("none") == 0
+    assert await store.stream_versions(["x", "none", "x"]) == {"x": 3, "none": 0}
+    assert await store.stream_versions([]) == {}
     many = await store.read_streams(["y", "none", "x"])
     assert set(many) == {"x", "y"}
     assert [e.position for e in many["x"]] == [1, 3, 5]
