@@ -17,9 +17,7 @@ import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-import msgspec
+from typing import Final
 
 from schemas import commands as cmd
 from schemas.common import Caller
@@ -44,6 +42,9 @@ from services.simulation.scheduler import RunQueue, SeededIds, VirtualClock
 # Steps of faulted traffic per seed, then steps for the faults to heal and the work to drain.
 STEPS: Final = 60
 HEAL_STEPS_MAX: Final = 200
+# Between steps (no command in flight) the invariants that hold at any time are checked this
+# often; the rest once faults have healed.
+CHECK_EVERY: Final = 10
 # Tasks run together in one step: enough to fill writer batches, few enough to interleave.
 STEP_TASKS_MAX: Final = 6
 # Virtual time per step, at most (ms): the agent's hourly limit is reached within a run.
@@ -89,16 +90,6 @@ class SeedResult:
     intents: int = 0
     trace: list[str] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "intents": self.intents,
-            "faults_injected": dict(sorted(self.faults_injected.items())),
-            "violations": [msgspec.structs.asdict(v) if isinstance(v, msgspec.Struct)
-                           else {"invariant": v.invariant, "evidence": v.evidence,
-                                 "subject": v.subject} for v in self.violations],
-        }  # fmt: skip
-
 
 class Simulation:
     def __init__(self, seed: int, *, steps: int = STEPS) -> None:
@@ -123,6 +114,12 @@ class Simulation:
         self._node_faults: dict[str, str] = {}  # node -> failure reason, for this step
         # Nodes down for the whole run (a scenario's choice, not the plan's): node -> reason.
         self.down_nodes: dict[str, str] = {}
+        # Nodes whose executor, having paid, reports a failure with proof (a broken executor
+        # the tests plant; never set by a run).
+        self.false_proof_nodes: frozenset[str] = frozenset()
+        self.violations: list[invariants.Violation] = []
+        self.violation_steps: list[int] = []
+        self.rerouted: dict[str, None] = {}  # intents routed anew, in order (stale callbacks)
         self.engine = self._new_engine()
         self._task: asyncio.Task[None] | None = None
 
@@ -156,6 +153,8 @@ class Simulation:
                 self.step = step
                 self._workload()
                 await self._step(self.plan.at(step))
+                if step % CHECK_EVERY == CHECK_EVERY - 1:
+                    await self._check_midway()
             await self.drain()
         finally:
             await self.stop()
@@ -187,7 +186,6 @@ class Simulation:
                 self._node_faults[node] = reason
                 self.injected[kind.value] += 1
         if FaultKind.STALE_CALLBACK in faults and self.accepted:
-            self.injected[FaultKind.STALE_CALLBACK.value] += 1
             self._push_stale_callback()
         if FaultKind.EXPIRY in faults and self.accepted:
             self.injected[FaultKind.EXPIRY.value] += 1
@@ -308,14 +306,18 @@ class Simulation:
             return
         assert state.node is not None and state.region is not None
         assert state.payment_hash is not None
+        # The node's own record, as ``LookupPayment``/``listpays`` answer: per origin and hash.
         paid = next((p for p in self.ledger if p.payment_hash == state.payment_hash
-                     and p.status == "succeeded"), None)  # fmt: skip
+                     and p.origin == state.node and p.status == "succeeded"), None)  # fmt: skip
         reason = self._node_faults.get(state.node) or self.down_nodes.get(state.node)
         if paid is None and reason is None:
             fee_msat = self.rng.randrange(MAX_FEE_MSAT // 2)
             paid = NetPayment(state.payment_hash, state.node, state.amount_msat, fee_msat,
                               "succeeded", self.preimages[state.payment_hash])  # fmt: skip
             self.ledger.append(paid)
+        if paid is not None and state.node in self.false_proof_nodes:
+            # A broken executor (tests only): it paid, and says it proved it did not.
+            paid, reason = None, "no_route"
         if paid is not None:
             outcome = cmd.RecordPaymentOutcome(
                 intent_id=intent_id, attempt=state.attempt, outcome="succeeded",
@@ -332,25 +334,49 @@ class Simulation:
         if reply is None:
             self.queue.push(f"pay {intent_id[:8]}", lambda: self._pay(intent_id))
         elif isinstance(reply, CommandAccepted):
+            if paid is None and reply.state == IntentStatus.DISPATCHED:
+                self.rerouted[intent_id] = None
             self._after(reply)
 
     def _push_stale_callback(self) -> None:
-        intent_id = self._some_intent()
+        if not self.rerouted:
+            return
+        ids = list(self.rerouted)
+        intent_id = ids[self.rng.randrange(len(ids))]
         self.queue.push(f"stale {intent_id[:8]}", lambda: self._stale(intent_id))
 
     async def _stale(self, intent_id: str) -> None:
-        """An executor's late word on an attempt already superseded or ended."""
+        """An executor's late, true word on an attempt already superseded: the earlier
+        attempt failed with proof (else there would be no later one)."""
         state = await self._state(intent_id)
-        if state is None or state.node is None or state.region is None:
+        if state is None or state.attempt < 2:
             return
+        self.injected[FaultKind.STALE_CALLBACK.value] += 1
+        earlier = state.tried_nodes[state.attempt - 2]
         outcome = cmd.RecordPaymentOutcome(
-            intent_id=intent_id, attempt=max(1, state.attempt - 1), outcome="failed",
-            region=state.region, node=state.node, failure_reason="timeout",
+            intent_id=intent_id, attempt=state.attempt - 1, outcome="failed",
+            region=earlier[0], node=earlier[1], failure_reason="no_route",
             confirmed_not_paid=True,
         )  # fmt: skip
         await self._send(outcome)
 
     # The verdict.
+
+    def _reported(self) -> dict[str, PaymentIntent]:
+        return {i: s for i in self.accepted if (s := self.engine.cache.get(i)) is not None}
+
+    async def _check_midway(self) -> None:
+        events = await self.store.read_all(after_position=0, limit=10**9)
+        found = [
+            *invariants.hash_chain(events),
+            *invariants.known_transitions(events),
+            *invariants.replay_equals_states(events, self._reported()),
+            *invariants.reroute_proven(events),
+            *invariants.spend_limits(events, self.document),
+            *invariants.no_hash_paid_twice(self.ledger),
+        ]
+        self.violations.extend(found)
+        self.violation_steps.extend([self.step] * len(found))
 
     async def check(self) -> SeedResult:
         events = await self.store.read_all(after_position=0, limit=10**9)
@@ -362,8 +388,9 @@ class Simulation:
         ]  # fmt: skip
         self.injected.update(self.store.injected)
         return SeedResult(
-            seed=self.seed, plan=self.plan, violations=violations,
-            violation_steps=[self.step] * len(violations), faults_injected=self.injected,
+            seed=self.seed, plan=self.plan, violations=[*self.violations, *violations],
+            violation_steps=[*self.violation_steps, *[self.step] * len(violations)],
+            faults_injected=self.injected,
             intents=len(self.accepted), trace=self.queue.trace,
         )  # fmt: skip
 

@@ -34,3 +34,18 @@ def test_a_violation_prints_the_seed_and_schedule_and_exits_1(
     assert violation["seed"] == 7 and violation["invariant"] == inv.NO_HASH_PAID_TWICE
     assert violation["schedule"].startswith("seed 7: ") and violation["step"] > 0
     assert "seed 7: 1 violations" in capsys.readouterr().err
+
+
+def test_a_violation_midway_names_the_step_it_was_seen_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_chain(events: object) -> list[inv.Violation]:
+        return [inv.Violation(inv.HASH_CHAIN, "hash does not match", "1")]
+
+    monkeypatch.setattr(runner.invariants, "hash_chain", broken_chain)
+    out = tmp_path / "sim.json"
+    assert cli.main(["--seeds", "1", "--seed", "2", "--json", str(out)]) == 1
+    steps = [v["step"] for v in json.loads(out.read_text())["violations"]]
+    assert steps[: runner.STEPS // runner.CHECK_EVERY] == list(
+        range(runner.CHECK_EVERY - 1, runner.STEPS, runner.CHECK_EVERY)
+    )

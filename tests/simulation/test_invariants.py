@@ -11,7 +11,7 @@ from services.domain.intent.status import IntentStatus
 from services.domain.policy.spend import WindowUse
 from services.domain.policy.spend_tracker import SpendTracker
 from services.simulation import invariants as inv
-from services.simulation.runner import NetPayment
+from services.simulation.runner import NetPayment, Simulation
 from tests.simulation.scenarios import FIRST_NODES_DOWN, log_of, run
 
 
@@ -149,3 +149,21 @@ async def test_a_spend_check_that_reads_stale_state_is_caught(
     found = inv.spend_limits(await log_of(broken), broken.document)
     assert found and {v.invariant for v in found} == {inv.SPEND_LIMITS}
     assert all("bot:" in v.evidence for v in found)  # the agent's 20,000 sat an hour
+
+
+async def test_a_reroute_on_a_false_proof_shows_on_the_ledger_as_an_intent_paid_twice() -> None:
+    """An executor that paid but reports "failed, proven not paid": the engine re-routes (the
+    log looks proven), and the network's own ledger shows the intent paid by two nodes."""
+    sim = Simulation(21, steps=0)
+    sim.false_proof_nodes = frozenset({"us-lnd", "eu-lnd"})
+    await sim.start()
+    try:
+        for _ in range(4):
+            sim.submit()
+        await sim.drain()
+    finally:
+        await sim.stop()
+    events = await log_of(sim)
+    assert inv.reroute_proven(events) == []
+    found = {v.invariant for v in inv.check_network(sim.ledger, events)}
+    assert inv.NO_INTENT_PAID_TWICE in found and inv.VALUE_CONSERVED in found
