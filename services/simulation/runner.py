@@ -54,7 +54,7 @@ PAYEE_KEY: Final = hashlib.sha256(b"corridor-simulation-payee").digest()
 CALLERS: Final = (
     ("shop", "service", 10_000, 2_000_000),
     ("ann", "human", 10_000, 900_000),
-    ("bot", "agent", 400_000, 1_000_000),
+    ("bot", "agent", 600_000, 1_000_000),
 )
 CORRIDORS: Final = tuple(sorted(DEFAULT_CORRIDORS))
 MAX_FEE_MSAT: Final = 1_000
@@ -119,7 +119,10 @@ class Simulation:
         self.false_proof_nodes: frozenset[str] = frozenset()
         self.violations: list[invariants.Violation] = []
         self.violation_steps: list[int] = []
-        self.rerouted: dict[str, None] = {}  # intents routed anew, in order (stale callbacks)
+        # Intents routed anew (stale callbacks replay their earlier attempt) and intents that
+        # went to an operator (cancels aim at them), in order.
+        self.rerouted: dict[str, None] = {}
+        self.waiting: dict[str, None] = {}
         self.engine = self._new_engine()
         self._task: asyncio.Task[None] | None = None
 
@@ -222,10 +225,16 @@ class Simulation:
     # The workload.
 
     def _workload(self) -> None:
-        for _ in range(self.rng.randrange(3)):
+        for _ in range(self.rng.randrange(4)):
             self._push_submit()
         if self.accepted and self.rng.random() < 0.1:
-            intent_id = self._some_intent()
+            # Half the cancels go to intents an operator has not approved yet (they end
+            # cancelled); the rest to any intent (most are on the wire and are refused).
+            waiting = list(self.waiting)
+            if waiting and self.rng.random() < 0.5:
+                intent_id = waiting[self.rng.randrange(len(waiting))]
+            else:
+                intent_id = self._some_intent()
             self.queue.push(f"cancel {intent_id[:8]}", lambda: self._cancel(intent_id))
 
     def _some_intent(self) -> str:
@@ -275,6 +284,8 @@ class Simulation:
             self._after(reply)
 
     def _after(self, reply: CommandAccepted) -> None:
+        if reply.state == IntentStatus.AWAITING_APPROVAL:
+            self.waiting[reply.intent_id] = None
         if reply.state == IntentStatus.DISPATCHED:
             intent_id = reply.intent_id
             self.queue.push(f"pay {intent_id[:8]}", lambda: self._pay(intent_id))
