@@ -29,8 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=STEPS, help="faulted steps per seed")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
-    # The engine logs every injected failure; thousands of lines would bury the verdict.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     violations: list[dict[str, Any]] = []
     faults: Counter[str] = Counter()
     intents = 0
@@ -72,4 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # The engine logs every injected failure; thousands of lines would bury the verdict. Set
+    # here, not in ``main``, so that a test calling ``main`` leaves the process's logging alone.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     sys.exit(main())
