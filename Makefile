@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip shows its progress on a terminal and stays quiet in logs (CI).
 PIP_QUIET := $(shell test -t 2 || echo -q)
 
-.PHONY: install lock audit run test drills lint typecheck unit bench profile schemas clean
+.PHONY: install lock audit run test drills lint typecheck unit bench profile schemas sim clean
 
 install: $(STAMP)
 
@@ -65,6 +65,12 @@ bench: install
 # Where the time goes: py-spy profiles of each process during a saturated run (needs ptrace).
 profile: install
 	$(BIN)/corridor bench --runs 1 --profile bench/profile --out bench/profile/results.json
+
+# The deterministic simulation (ADR 0099): SEEDS seeds, each replayable alone with --seed S.
+SEEDS ?= 300
+sim: install
+	mkdir -p .corridor
+	$(BIN)/python -m services.simulation --seeds $(SEEDS) --json .corridor/sim.json
 
 schemas: install
 	$(BIN)/python -m schemas.generate

@@ -1,0 +1,1 @@
+"""A deterministic simulation of the engine, replayable by seed (ADR 0099)."""
