@@ -70,7 +70,7 @@ profile: install
 SEEDS ?= 300
 sim: install
 	mkdir -p .corridor
-	$(BIN)/python -m services.simulation --seeds $(SEEDS) --json .corridor/sim.json
+	$(BIN)/corridor simulate --seeds $(SEEDS) --json .corridor/sim.json
 
 schemas: install
 	$(BIN)/python -m schemas.generate

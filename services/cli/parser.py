@@ -50,6 +50,11 @@ PLUGINS: Final = (
     ),
     ("bench", "services.bench.cli", "measure Corridor against the machine's limits"),
     (
+        "simulate",
+        "services.simulation.cli",
+        "the deterministic simulation: seeded schedules and faults, checked invariants",
+    ),
+    (
         "creds",
         "services.cli.creds",
         "NATS credentials: add, list and revoke who may connect, and as what",

@@ -49,3 +49,16 @@ def test_a_violation_midway_names_the_step_it_was_seen_at(
     assert steps[: runner.STEPS // runner.CHECK_EVERY] == list(
         range(runner.CHECK_EVERY - 1, runner.STEPS, runner.CHECK_EVERY)
     )
+
+
+def test_corridor_simulate_runs_the_same_simulation(tmp_path: Path) -> None:
+    """``corridor simulate`` (what ``make sim`` calls) gives the report the module gives."""
+    from services.cli.main import main as corridor
+
+    via_cli, via_module = tmp_path / "cli.json", tmp_path / "module.json"
+    assert corridor(["simulate", "--seeds", "2", "--seed", "9", "--json", str(via_cli)]) == 0
+    assert cli.main(["--seeds", "2", "--seed", "9", "--json", str(via_module)]) == 0
+    a, b = json.loads(via_cli.read_text()), json.loads(via_module.read_text())
+    for report in (a, b):
+        report.pop("seeds_per_s")
+    assert a == b and a["seeds"] == 2
