@@ -210,6 +210,8 @@ async def bootstrap(
     reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
     nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
     js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
+    # The bus port over this connection (ADR 0092, 0098): what has moved onto it takes it.
+    bus = NatsBus(nc, js)
     limits = stream_limits(settings)
     await ensure_streams(
         js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
@@ -257,7 +259,7 @@ async def bootstrap(
         store,
         js,
         # The bus port's NATS adapter (ADR 0092): its fenced publishes are FencedPublisher's.
-        fenced=NatsBus(nc, js),
+        fenced=bus,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         reconnects=reconnects,
@@ -285,8 +287,8 @@ async def bootstrap(
         js=js,
         processor=processor,
         committed=committed,
-        api=ApiService(nc, processor, corridors=table, authenticator=authenticator),
-        commands=CommandStreamConsumer(js, processor, authenticator=authenticator),
+        api=ApiService(bus, processor, corridors=table, authenticator=authenticator),
+        commands=CommandStreamConsumer(bus, processor, authenticator=authenticator),
         relay=relay,
         deadlines=deadlines,
         health=health,

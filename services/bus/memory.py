@@ -63,6 +63,9 @@ INBOX_PREFIX = "_INBOX.memory"
 # Messages a subscription holds before its handler takes them; beyond this the twin drops
 # them as nats-py does for a slow consumer (its default pending_msgs_limit).
 SUBSCRIPTION_PENDING_MSGS_MAX = 512 * 1024
+# nats-server's default ``max_payload`` (1 MiB), which the twin reports so that callers size
+# their replies as against the server (it does not refuse larger messages itself).
+MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -261,8 +264,11 @@ class _PullConsumer:
 
 
 class _Subscription:
-    def __init__(self, bus: MemoryBus, pattern: str, handler: Handler, queue: str) -> None:
+    def __init__(
+        self, bus: MemoryBus, pattern: str, handler: Handler, queue: str, pending_msgs_max: int
+    ) -> None:
         self.bus = bus
+        self.pending_msgs_max = pending_msgs_max
         self.pattern = pattern
         self.queue = queue
         self._handler = handler
@@ -272,7 +278,7 @@ class _Subscription:
         self.dropped = 0
 
     def deliver(self, message: Message) -> None:
-        if len(self._inbox) >= SUBSCRIPTION_PENDING_MSGS_MAX:
+        if len(self._inbox) >= self.pending_msgs_max:
             self.dropped += 1
             log.warning("memory_bus_slow_consumer", subject=self.pattern, dropped=self.dropped)
             return
@@ -542,8 +548,20 @@ class MemoryBus:
             answer["duplicate"] = True
         return json.dumps(answer).encode()
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
-        subscription = _Subscription(self, subject, handler, queue)
+    @property
+    def max_payload(self) -> int:
+        return MAX_PAYLOAD_BYTES
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+    ) -> Subscription:
+        limit = SUBSCRIPTION_PENDING_MSGS_MAX if pending_msgs_max is None else pending_msgs_max
+        subscription = _Subscription(self, subject, handler, queue, limit)
         self._subscriptions.append(subscription)
         return subscription
 

@@ -232,11 +232,27 @@ class NatsBus:
             raise TimeoutError(str(exc)) from None
         return _CoreMessage(msg)
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+    @property
+    def max_payload(self) -> int:
+        return self.nc.max_payload
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+    ) -> Subscription:
         async def deliver(msg: Msg) -> None:
             await handler(_CoreMessage(msg))
 
-        sub = await self.nc.subscribe(subject, queue=queue, cb=deliver)
+        if pending_msgs_max is None:
+            sub = await self.nc.subscribe(subject, queue=queue, cb=deliver)
+        else:
+            sub = await self.nc.subscribe(
+                subject, queue=queue, cb=deliver, pending_msgs_limit=pending_msgs_max
+            )
         # A round trip: the subscription is live on the server when this returns.
         await self.nc.flush()
         return _Subscription(sub)

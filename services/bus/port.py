@@ -250,9 +250,24 @@ class Bus(FencedPublishing, Protocol):
         if nobody answers within ``timeout_s``."""
         ...
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+    @property
+    def max_payload(self) -> int:
+        """The largest message the bus carries, in bytes (the server's ``max_payload``): a
+        reply larger than this is never delivered, so the API answers a coded error instead."""
+        ...
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+    ) -> Subscription:
         """``handler`` gets each message on ``subject`` (wildcards ``*`` and ``>``), one at a
-        time in order; within a ``queue`` group each message goes to one member only."""
+        time in order; within a ``queue`` group each message goes to one member only.
+        ``pending_msgs_max``: messages held for a handler that has fallen behind; beyond it
+        they are dropped (a slow consumer), default the client's own limit."""
         ...
 
     async def consumer(self, durable: Durable) -> PullConsumer:

@@ -589,3 +589,48 @@ async def test_a_request_on_a_stream_subject_is_answered_by_the_stream(env: BusE
         timeout_s=DEADLINE_S,
     )  # fmt: skip
     assert json.loads(refused.data)["error"]["err_code"] == ERR_WRONG_LAST_SEQUENCE
+
+
+async def test_a_handler_that_falls_behind_loses_what_exceeds_its_pending_limit(
+    env: BusEnv,
+) -> None:
+    """The API bounds what waits for its handler (``INFLIGHT_MAX * 4``): beyond the limit the
+    bus drops messages rather than queueing without end, and the subscription lives on."""
+    limit = 2
+    received: list[bytes] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    drained = asyncio.Event()  # the last message the limit kept has been handled
+    caught_up = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        received.append(msg.data)
+        if msg.data == str(limit).encode():
+            drained.set()
+        if msg.data == b"last":
+            caught_up.set()
+        if msg.data == b"0":
+            holding.set()
+            await release.wait()
+
+    async def echo(msg: Message) -> None:
+        await msg.respond(b"")
+
+    await env.bus.subscribe("rpc.slow", slow, pending_msgs_max=limit)
+    await env.bus.subscribe("rpc.sync", echo)
+    await env.bus.send("rpc.slow", b"0")
+    await asyncio.wait_for(holding.wait(), DEADLINE_S)
+    for n in range(1, 11):
+        await env.bus.send("rpc.slow", str(n).encode())
+    # A round trip on the same connection: everything sent before it has reached the client.
+    await env.bus.request("rpc.sync", b"", timeout_s=DEADLINE_S)
+    release.set()
+    await asyncio.wait_for(drained.wait(), DEADLINE_S)
+    await env.bus.send("rpc.slow", b"last")
+    await asyncio.wait_for(caught_up.wait(), DEADLINE_S)
+    assert received == [b"0", b"1", b"2", b"last"]
+
+
+async def test_the_bus_names_its_largest_message(env: BusEnv) -> None:
+    # nats-server's default, which the harness keeps and the twin reports.
+    assert env.bus.max_payload == 1024 * 1024
