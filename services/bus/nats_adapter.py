@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import nats.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -23,6 +24,7 @@ from nats.js.errors import NotFoundError as JsNotFound
 
 from services.bus.fenced_publisher import FencedPublisher
 from services.bus.port import (
+    BusError,
     Delivery,
     Durable,
     Handler,
@@ -39,6 +41,8 @@ from services.bus.port import (
     Subscription,
     fence_headers,
 )
+
+log = structlog.get_logger("corridor.bus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ class _PullConsumer:
             msgs = await self._sub.fetch(batch, timeout=timeout_s)
         except nats.errors.TimeoutError as exc:
             raise TimeoutError(str(exc)) from None
+        except nats.errors.Error as exc:
+            # Reconnecting, a server hiccup, the durable deleted: the caller looks again.
+            raise BusError(f"{type(exc).__name__}: {exc}") from exc
         return [_Delivery(msg) for msg in msgs]
 
     async def close(self) -> None:
@@ -272,8 +279,9 @@ class NatsBus:
             await self.js.add_consumer(durable.stream, config=config)
         except JsNotFound:
             raise NotFound(f"no stream {durable.stream}") from None
-        except BadRequestError:
-            pass  # an existing durable with settings the server will not change in place
+        except BadRequestError as exc:
+            # An existing durable with settings the server will not change in place: kept.
+            log.warning("bus_consumer_kept", consumer=durable.name, detail=str(exc)[:200])
         sub = await self.js.pull_subscribe_bind(durable=durable.name, stream=durable.stream)
         return _PullConsumer(sub)
 
