@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from services.bus import subjects
 from services.bus.jetstream import connect, ensure_streams
 from services.bus.nats_adapter import NatsBus
+from services.bus.port import Bus, Message
 from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
 from services.domain.policy import Policy, PolicyEngine
@@ -76,6 +77,8 @@ class Engine:
     store: EventStore
     nc: Client
     js: JetStreamContext
+    # The bus port over ``nc`` (ADR 0092, 0098); ``nc`` and ``js`` serve what has not moved.
+    bus: Bus
     processor: CommandProcessor
     # This process's commits, from every writer to every listener (ADR 0095).
     committed: CommittedBatches
@@ -107,11 +110,11 @@ class Engine:
             self._spawn(self.checkpoints.run, "checkpoints")
         if self.claims is not None:
             self._spawn(self.claims.run, "claim-pruner")
-        await self.nc.subscribe(
+        await self.bus.subscribe(
             subjects.HEALTH_WILDCARD,
-            cb=self._on_health,
-            pending_msgs_limit=HEALTH_PENDING_MSGS_MAX,
-            pending_bytes_limit=HEALTH_PENDING_BYTES_MAX,
+            self._on_health,
+            pending_msgs_max=HEALTH_PENDING_MSGS_MAX,
+            pending_bytes_max=HEALTH_PENDING_BYTES_MAX,
         )
         if intake:
             if self.dead_letters is not None:
@@ -135,7 +138,7 @@ class Engine:
                 # next round tries again.
                 log.warning("agent_keys_refresh_failed", exc_info=True)
 
-    async def _on_health(self, msg: Any) -> None:
+    async def _on_health(self, msg: Message) -> None:
         # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
         self.health_listener.receive(msg.subject, msg.data)
 
@@ -270,7 +273,7 @@ async def bootstrap(
     )
     checkpoints = Checkpointer(
         store,
-        js,
+        bus,
         order_signer,
         engine_clock,
         every_events=checkpoint_every_events,
@@ -285,6 +288,7 @@ async def bootstrap(
         store=store,
         nc=nc,
         js=js,
+        bus=bus,
         processor=processor,
         committed=committed,
         api=ApiService(bus, processor, corridors=table, authenticator=authenticator),

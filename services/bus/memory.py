@@ -63,6 +63,7 @@ INBOX_PREFIX = "_INBOX.memory"
 # Messages a subscription holds before its handler takes them; beyond this the twin drops
 # them as nats-py does for a slow consumer (its default pending_msgs_limit).
 SUBSCRIPTION_PENDING_MSGS_MAX = 512 * 1024
+SUBSCRIPTION_PENDING_BYTES_MAX = 128 * 1024 * 1024  # nats-py's pending_bytes_limit default
 # nats-server's default ``max_payload`` (1 MiB), which the twin reports so that callers size
 # their replies as against the server (it does not refuse larger messages itself).
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -265,10 +266,19 @@ class _PullConsumer:
 
 class _Subscription:
     def __init__(
-        self, bus: MemoryBus, pattern: str, handler: Handler, queue: str, pending_msgs_max: int
+        self,
+        bus: MemoryBus,
+        pattern: str,
+        handler: Handler,
+        queue: str,
+        *,
+        pending_msgs_max: int,
+        pending_bytes_max: int,
     ) -> None:
         self.bus = bus
         self.pending_msgs_max = pending_msgs_max
+        self.pending_bytes_max = pending_bytes_max
+        self._pending_bytes = 0
         self.pattern = pattern
         self.queue = queue
         self._handler = handler
@@ -278,11 +288,14 @@ class _Subscription:
         self.dropped = 0
 
     def deliver(self, message: Message) -> None:
-        if len(self._inbox) >= self.pending_msgs_max:
+        # nats-py's rule: a message that would bring the held bytes to the limit is dropped.
+        too_many_bytes = self._pending_bytes + len(message.data) >= self.pending_bytes_max
+        if len(self._inbox) >= self.pending_msgs_max or too_many_bytes:
             self.dropped += 1
             log.warning("memory_bus_slow_consumer", subject=self.pattern, dropped=self.dropped)
             return
         self._inbox.append(message)
+        self._pending_bytes += len(message.data)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
@@ -290,6 +303,7 @@ class _Subscription:
         # One message at a time, in order, as nats-py runs a subscription's callback.
         while self._inbox and self.active:
             message = self._inbox.popleft()
+            self._pending_bytes -= len(message.data)
             try:
                 await self._handler(message)
             except Exception as exc:
@@ -299,6 +313,7 @@ class _Subscription:
     async def unsubscribe(self) -> None:
         self.active = False
         self._inbox.clear()
+        self._pending_bytes = 0
         self.bus.drop(self)
 
 
@@ -559,9 +574,20 @@ class MemoryBus:
         *,
         queue: str = "",
         pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
     ) -> Subscription:
-        limit = SUBSCRIPTION_PENDING_MSGS_MAX if pending_msgs_max is None else pending_msgs_max
-        subscription = _Subscription(self, subject, handler, queue, limit)
+        subscription = _Subscription(
+            self,
+            subject,
+            handler,
+            queue,
+            pending_msgs_max=(
+                SUBSCRIPTION_PENDING_MSGS_MAX if pending_msgs_max is None else pending_msgs_max
+            ),
+            pending_bytes_max=(
+                SUBSCRIPTION_PENDING_BYTES_MAX if pending_bytes_max is None else pending_bytes_max
+            ),
+        )
         self._subscriptions.append(subscription)
         return subscription
 

@@ -16,6 +16,10 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import (
+    DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    DEFAULT_SUB_PENDING_MSGS_LIMIT,
+)
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
@@ -250,16 +254,22 @@ class NatsBus:
         *,
         queue: str = "",
         pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
     ) -> Subscription:
         async def deliver(msg: Msg) -> None:
             await handler(_CoreMessage(msg))
 
-        if pending_msgs_max is None:
-            sub = await self.nc.subscribe(subject, queue=queue, cb=deliver)
-        else:
-            sub = await self.nc.subscribe(
-                subject, queue=queue, cb=deliver, pending_msgs_limit=pending_msgs_max
-            )
+        sub = await self.nc.subscribe(
+            subject,
+            queue=queue,
+            cb=deliver,
+            pending_msgs_limit=(
+                DEFAULT_SUB_PENDING_MSGS_LIMIT if pending_msgs_max is None else pending_msgs_max
+            ),
+            pending_bytes_limit=(
+                DEFAULT_SUB_PENDING_BYTES_LIMIT if pending_bytes_max is None else pending_bytes_max
+            ),
+        )
         # A round trip: the subscription is live on the server when this returns.
         await self.nc.flush()
         return _Subscription(sub)

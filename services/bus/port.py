@@ -263,11 +263,13 @@ class Bus(FencedPublishing, Protocol):
         *,
         queue: str = "",
         pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
     ) -> Subscription:
         """``handler`` gets each message on ``subject`` (wildcards ``*`` and ``>``), one at a
         time in order; within a ``queue`` group each message goes to one member only.
-        ``pending_msgs_max``: messages held for a handler that has fallen behind; beyond it
-        they are dropped (a slow consumer), default the client's own limit."""
+        ``pending_msgs_max`` / ``pending_bytes_max``: messages (payload bytes) held for a
+        handler that has fallen behind; a message that would reach either limit is dropped
+        (a slow consumer). Default: the client's own limits."""
         ...
 
     async def consumer(self, durable: Durable) -> PullConsumer:

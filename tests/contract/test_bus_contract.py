@@ -591,44 +591,52 @@ async def test_a_request_on_a_stream_subject_is_answered_by_the_stream(env: BusE
     assert json.loads(refused.data)["error"]["err_code"] == ERR_WRONG_LAST_SEQUENCE
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"pending_msgs_max": 2}, {"pending_bytes_max": 25}],
+    ids=["messages", "bytes"],
+)
 async def test_a_handler_that_falls_behind_loses_what_exceeds_its_pending_limit(
-    env: BusEnv,
+    env: BusEnv, limits: dict[str, int]
 ) -> None:
-    """The API bounds what waits for its handler (``INFLIGHT_MAX * 4``): beyond the limit the
-    bus drops messages rather than queueing without end, and the subscription lives on."""
-    limit = 2
+    """The API and the health listener bound what waits for their handler: beyond the limit
+    the bus drops messages rather than queueing without end, and the subscription lives on.
+    Payloads of 10 bytes: two fit under 25 bytes, a third would reach it."""
     received: list[bytes] = []
     holding = asyncio.Event()
     release = asyncio.Event()
     drained = asyncio.Event()  # the last message the limit kept has been handled
     caught_up = asyncio.Event()
 
+    def payload(n: int) -> bytes:
+        return f"{n:010d}".encode()
+
     async def slow(msg: Message) -> None:
         received.append(msg.data)
-        if msg.data == str(limit).encode():
+        if msg.data == payload(2):
             drained.set()
         if msg.data == b"last":
             caught_up.set()
-        if msg.data == b"0":
+        if msg.data == payload(0):
             holding.set()
             await release.wait()
 
     async def echo(msg: Message) -> None:
         await msg.respond(b"")
 
-    await env.bus.subscribe("rpc.slow", slow, pending_msgs_max=limit)
+    await env.bus.subscribe("rpc.slow", slow, **limits)
     await env.bus.subscribe("rpc.sync", echo)
-    await env.bus.send("rpc.slow", b"0")
+    await env.bus.send("rpc.slow", payload(0))
     await asyncio.wait_for(holding.wait(), DEADLINE_S)
     for n in range(1, 11):
-        await env.bus.send("rpc.slow", str(n).encode())
+        await env.bus.send("rpc.slow", payload(n))
     # A round trip on the same connection: everything sent before it has reached the client.
     await env.bus.request("rpc.sync", b"", timeout_s=DEADLINE_S)
     release.set()
     await asyncio.wait_for(drained.wait(), DEADLINE_S)
     await env.bus.send("rpc.slow", b"last")
     await asyncio.wait_for(caught_up.wait(), DEADLINE_S)
-    assert received == [b"0", b"1", b"2", b"last"]
+    assert received == [payload(0), payload(1), payload(2), b"last"]
 
 
 async def test_the_bus_names_its_largest_message(env: BusEnv) -> None:
