@@ -282,7 +282,7 @@ async def bootstrap(
     )
     lookup = credentials if credentials is not None else lookup_from_settings(settings)
     authenticator = Authenticator(lookup, table, agent_keys=processor.key_lookup)
-    dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock, committed)
+    dead_letters = DeadLetterDesk(bus, store, authenticator, engine_clock, committed)
     return Engine(
         settings=settings,
         store=store,

@@ -19,6 +19,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import datetime
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -392,7 +393,8 @@ class MemoryBus:
         stream.last_seq += 1
         seq = stream.last_seq
         # JetStream keeps the fence headers with the message; so does the twin.
-        stream.messages[seq] = StoredMessage(name, seq, subject, data, fenced)
+        stored_at = datetime.datetime.fromtimestamp(now_s, tz=datetime.UTC)
+        stream.messages[seq] = StoredMessage(name, seq, subject, data, fenced, stored_at)
         stream.seqs.append(seq)
         stream.last_msg_id = msg_id
         if msg_id:
@@ -606,12 +608,27 @@ class MemoryBus:
             raise NotFound(f"no stream {stream}")
         return found.state()
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
         found = self._streams.get(stream)
         message = found.messages.get(seq) if found is not None else None
+        if found is not None and next_on is not None:
+            message = None
+            for stored in found.seqs[bisect.bisect_left(found.seqs, seq) :]:
+                if subject_matches(next_on, found.messages[stored].subject):
+                    message = found.messages[stored]
+                    break
         if message is None:
             raise NotFound(f"{stream} holds nothing at {seq}")
         return message
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        found = self._streams.get(stream)
+        if found is None or seq not in found.messages:
+            raise NotFound(f"{stream} holds nothing at {seq}")
+        found.remove(seq)
+        self.wake()
 
     def delete_stream(self, stream: str) -> None:
         """A stream loss (a fault the simulation injects): its messages and durables go."""

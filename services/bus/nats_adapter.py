@@ -48,6 +48,10 @@ from services.bus.port import (
 
 log = structlog.get_logger("corridor.bus")
 
+# JetStream's JSSequenceNotFoundErrF: a delete of a sequence the stream does not hold
+# (https://github.com/nats-io/nats-server/blob/main/server/errors.json).
+ERR_SEQUENCE_NOT_FOUND = 10043
+
 
 @dataclass(frozen=True, slots=True)
 class _CoreMessage:
@@ -304,9 +308,14 @@ class NatsBus:
             first_seq=state.first_seq, last_seq=state.last_seq, messages=state.messages
         )
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
         try:
-            msg = await self.js.get_msg(stream, seq=seq)
+            if next_on is None:
+                msg = await self.js.get_msg(stream, seq=seq)
+            else:
+                msg = await self.js.get_msg(stream, seq=seq, subject=next_on, next=True)
         except JsNotFound:
             raise NotFound(f"{stream} holds nothing at {seq}") from None
         return StoredMessage(
@@ -315,4 +324,15 @@ class NatsBus:
             subject=msg.subject or "",
             data=msg.data or b"",
             headers=dict(msg.headers or {}),
+            stored_at=msg.time,
         )
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        try:
+            await self.js.delete_msg(stream, seq)
+        except JsNotFound:
+            raise NotFound(f"no stream {stream}") from None
+        except BadRequestError as exc:
+            if exc.err_code != ERR_SEQUENCE_NOT_FOUND:
+                raise
+            raise NotFound(f"{stream} holds nothing at {seq}") from None

@@ -21,6 +21,7 @@ raises the same type with the same codes.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -123,6 +124,8 @@ class StoredMessage:
     subject: str
     data: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    # When the stream stored it, on the server's clock (the twin's: its injected one).
+    stored_at: datetime.datetime | None = None
 
 
 class Message(Protocol):
@@ -280,8 +283,16 @@ class Bus(FencedPublishing, Protocol):
         """Raises ``NotFound`` for a stream that does not exist."""
         ...
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
-        """Raises ``NotFound`` for a stream or sequence that holds nothing."""
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
+        """The message at ``seq``; with ``next_on`` (a subject, wildcards allowed) the first at
+        or after ``seq`` on a subject it matches. Raises ``NotFound`` if there is none."""
+        ...
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        """Remove one stored message (the dead-letter desk's drop and replay, ADR 0080).
+        Raises ``NotFound`` for a stream or sequence that holds nothing."""
         ...
 
 

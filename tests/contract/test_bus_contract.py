@@ -166,6 +166,32 @@ async def test_a_missing_stream_or_message_is_not_found(env: BusEnv) -> None:
         await env.bus.get_message(STREAM, 99)
 
 
+async def test_the_next_message_on_a_subject_from_a_sequence(env: BusEnv) -> None:
+    for subject in (f"{ORDERS}.a", "contract.other", f"{ORDERS}.b", "contract.other"):
+        await _publish(env.bus, subject)
+    found = await env.bus.get_message(STREAM, 2, next_on=f"{ORDERS}.>")
+    assert (found.seq, found.subject) == (3, f"{ORDERS}.b")
+    assert (await env.bus.get_message(STREAM, 1, next_on=f"{ORDERS}.>")).seq == 1
+    with pytest.raises(NotFound):
+        await env.bus.get_message(STREAM, 4, next_on=f"{ORDERS}.>")
+    stored_at = (await env.bus.get_message(STREAM, 1)).stored_at
+    assert stored_at is not None and stored_at.tzinfo is not None
+
+
+async def test_a_deleted_message_is_gone_and_the_others_stay(env: BusEnv) -> None:
+    for _ in range(3):
+        await _publish(env.bus, ORDERS)
+    await env.bus.delete_message(STREAM, 2)
+    state = await env.bus.stream_state(STREAM)
+    assert (state.first_seq, state.last_seq, state.messages) == (1, 3, 2)
+    with pytest.raises(NotFound):
+        await env.bus.get_message(STREAM, 2)
+    with pytest.raises(NotFound):
+        await env.bus.delete_message(STREAM, 2)
+    assert (await env.bus.get_message(STREAM, 1, next_on=">")).seq == 1
+    assert (await env.bus.get_message(STREAM, 2, next_on=">")).seq == 3
+
+
 async def test_a_publish_no_stream_takes_has_no_responders(env: BusEnv) -> None:
     with pytest.raises(NoResponders):
         await env.bus.publish("nowhere.at.all", b"x", timeout_s=DEADLINE_S)
