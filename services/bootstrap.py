@@ -261,6 +261,7 @@ async def bootstrap(
     relay = OutboxRelay(
         store,
         js,
+        bus=bus,
         # The bus port's NATS adapter (ADR 0092): its fenced publishes are FencedPublisher's.
         fenced=bus,
         batch_max=settings.relay_batch_max,

@@ -21,7 +21,7 @@ from services.bus.fenced_publisher import (
     OutgoingMessage,
     PublishRefused,
 )
-from services.bus.port import FencedPublishing
+from services.bus.port import Bus, FencedPublishing
 from services.engine.event_codec import subject_for
 from services.eventstore.port import StoredEvent
 from services.relay.cursor import Cursor
@@ -35,8 +35,10 @@ ATOMIC_BATCH_MSGS_MIN = 24
 
 
 class Publisher:
-    def __init__(self, js: JetStreamContext, fenced: FencedPublishing | None) -> None:
+    def __init__(self, js: JetStreamContext, bus: Bus, fenced: FencedPublishing | None) -> None:
+        # Plain publishes are still nats-py's pipelined publish_async (ADR 0098).
         self._js = js
+        self._bus = bus
         # Publishes fenced by the streams' expected sequences, in atomic batches when large
         # (ADR 0013). Without it every event is a plain JetStream publish.
         self._fenced = fenced
@@ -64,7 +66,7 @@ class Publisher:
             # Every earlier publish must have landed before the streams' sequences are read.
             await settle()
             self._expected_seq = {
-                stream: (await self._js.stream_info(stream)).state.last_seq
+                stream: (await self._bus.stream_state(stream)).last_seq
                 for stream in (subjects.EVT_STREAM, subjects.DISPATCH_STREAM)
             }
         acks: list[asyncio.Future[int]] = []
