@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from services.bus.nats_adapter import NatsBus
 from services.bus.port import Bus, Message
 from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
+from services.bus.stream_specs import declare_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.agent_key_book import REFRESH_INTERVAL_S
@@ -75,8 +76,9 @@ def corridor_table(
 class Engine:
     settings: Settings
     store: EventStore
-    nc: Client
-    js: JetStreamContext
+    # None when the engine runs over a bus that is not a nats-server (``bootstrap(bus=)``).
+    nc: Client | None
+    js: JetStreamContext | None
     # The bus port over ``nc`` (ADR 0092, 0098); ``nc`` and ``js`` serve what has not moved.
     bus: Bus
     processor: CommandProcessor
@@ -160,10 +162,11 @@ class Engine:
                 log.warning("engine_task_did_not_stop", task=task.get_name())
         # Every publish was awaited already, so a flush and close is enough; drain() can wait
         # out its whole timeout on subscriptions that were just removed.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.flush(), timeout=timeout_s)
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.flush(), timeout=timeout_s)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), timeout=timeout_s)
 
@@ -176,9 +179,10 @@ def _crash_log(task: asyncio.Task[None]) -> None:
 async def bootstrap(
     settings: Settings,
     *,
-    nats_url: str,
+    nats_url: str | None = None,
     database_url: str | None = None,
     store: EventStore | None = None,
+    bus: Bus | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
     policy: Callable[[], Policy] | None = None,
@@ -202,23 +206,40 @@ async def bootstrap(
     and no approved agent key, every agent command is refused.
 
     ``store``: the event log, if not PostgreSQL at ``database_url`` (the in-memory twin,
-    ``services/eventstore/memory.py``, ADR 0090); the engine closes it when it stops."""
+    ``services/eventstore/memory.py``, ADR 0090); the engine closes it when it stops.
+
+    ``bus``: the bus, if not NATS at ``nats_url`` (the in-memory twin,
+    ``services/bus/memory.py``, ADR 0093, 0098): the engine then opens no connection and
+    declares its streams through the port."""
     order_signer = (
         signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
     )
     if store is None:
         assert database_url is not None, "the engine needs a store or a database to build one"
         store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
-    # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
-    reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
-    nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
-    js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
-    # The bus port over this connection (ADR 0092, 0098): what has moved onto it takes it.
-    bus = NatsBus(nc, js)
     limits = stream_limits(settings)
-    await ensure_streams(
-        js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
-    )
+    window_s = settings.jetstream_duplicate_window_s
+    nc: Client | None = None
+    js: JetStreamContext | None = None
+    reconnects: Reconnects | None = None
+    if bus is None:
+        assert nats_url is not None, "the engine needs a bus or a NATS URL to connect to"
+        # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
+        reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
+        nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
+        nats_js = js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
+        # The bus port over this connection (ADR 0092, 0098): what has moved onto it takes it.
+        bus = NatsBus(nc, js)
+
+        def declare() -> Awaitable[None]:
+            return ensure_streams(nats_js, duplicate_window_s=window_s, limits=limits)
+    else:
+        port = bus
+
+        def declare() -> Awaitable[None]:
+            return declare_streams(port, duplicate_window_s=window_s)
+
+    await declare()
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
     default_policy = PolicyEngine(document)
     table = corridor_table(
@@ -267,9 +288,7 @@ async def bootstrap(
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         reconnects=reconnects,
-        ensure_streams=lambda: ensure_streams(
-            js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
-        ),
+        ensure_streams=declare,
         committed=committed,
     )
     checkpoints = Checkpointer(

@@ -86,7 +86,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: EventStore,
-        js: JetStreamContext,
+        js: JetStreamContext | None,
         *,
         bus: Bus,
         fenced: FencedPublishing | None = None,
