@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,10 @@ from nats.js import JetStreamContext
 from services.bus import subjects
 from services.bus.jetstream import connect, ensure_streams
 from services.bus.nats_adapter import NatsBus
+from services.bus.port import Bus, Message
 from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
+from services.bus.stream_specs import declare_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.agent_key_book import REFRESH_INTERVAL_S
@@ -74,8 +76,11 @@ def corridor_table(
 class Engine:
     settings: Settings
     store: EventStore
-    nc: Client
-    js: JetStreamContext
+    # None when the engine runs over a bus that is not a nats-server (``bootstrap(bus=)``).
+    nc: Client | None
+    js: JetStreamContext | None
+    # The bus port over ``nc`` (ADR 0092, 0098); ``nc`` and ``js`` serve what has not moved.
+    bus: Bus
     processor: CommandProcessor
     # This process's commits, from every writer to every listener (ADR 0095).
     committed: CommittedBatches
@@ -107,11 +112,11 @@ class Engine:
             self._spawn(self.checkpoints.run, "checkpoints")
         if self.claims is not None:
             self._spawn(self.claims.run, "claim-pruner")
-        await self.nc.subscribe(
+        await self.bus.subscribe(
             subjects.HEALTH_WILDCARD,
-            cb=self._on_health,
-            pending_msgs_limit=HEALTH_PENDING_MSGS_MAX,
-            pending_bytes_limit=HEALTH_PENDING_BYTES_MAX,
+            self._on_health,
+            pending_msgs_max=HEALTH_PENDING_MSGS_MAX,
+            pending_bytes_max=HEALTH_PENDING_BYTES_MAX,
         )
         if intake:
             if self.dead_letters is not None:
@@ -135,7 +140,7 @@ class Engine:
                 # next round tries again.
                 log.warning("agent_keys_refresh_failed", exc_info=True)
 
-    async def _on_health(self, msg: Any) -> None:
+    async def _on_health(self, msg: Message) -> None:
         # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
         self.health_listener.receive(msg.subject, msg.data)
 
@@ -157,10 +162,11 @@ class Engine:
                 log.warning("engine_task_did_not_stop", task=task.get_name())
         # Every publish was awaited already, so a flush and close is enough; drain() can wait
         # out its whole timeout on subscriptions that were just removed.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.flush(), timeout=timeout_s)
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.flush(), timeout=timeout_s)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), timeout=timeout_s)
 
@@ -173,9 +179,10 @@ def _crash_log(task: asyncio.Task[None]) -> None:
 async def bootstrap(
     settings: Settings,
     *,
-    nats_url: str,
+    nats_url: str | None = None,
     database_url: str | None = None,
     store: EventStore | None = None,
+    bus: Bus | None = None,
     clock: Clock | None = None,
     ids: IdSource | None = None,
     policy: Callable[[], Policy] | None = None,
@@ -199,21 +206,40 @@ async def bootstrap(
     and no approved agent key, every agent command is refused.
 
     ``store``: the event log, if not PostgreSQL at ``database_url`` (the in-memory twin,
-    ``services/eventstore/memory.py``, ADR 0090); the engine closes it when it stops."""
+    ``services/eventstore/memory.py``, ADR 0090); the engine closes it when it stops.
+
+    ``bus``: the bus, if not NATS at ``nats_url`` (the in-memory twin,
+    ``services/bus/memory.py``, ADR 0093, 0098): the engine then opens no connection and
+    declares its streams through the port."""
     order_signer = (
         signer if signer is not None else load_or_create_signer(keys_dir(settings.state_dir))
     )
     if store is None:
         assert database_url is not None, "the engine needs a store or a database to build one"
         store = await PostgresEventStore.connect(database_url, pool_max=settings.db_pool_max)
-    # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
-    reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
-    nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
-    js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
     limits = stream_limits(settings)
-    await ensure_streams(
-        js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
-    )
+    window_s = settings.jetstream_duplicate_window_s
+    nc: Client | None = None
+    js: JetStreamContext | None = None
+    reconnects: Reconnects | None = None
+    if bus is None:
+        assert nats_url is not None, "the engine needs a bus or a NATS URL to connect to"
+        # ``creds``: the engine's nkey seed file (default CORRIDOR_CREDS; ADR 0060).
+        reconnects = Reconnects()  # the relay gives up lost acks on a reconnect (ADR 0097)
+        nc = await connect(nats_url, name="corridor-engine", creds=creds, reconnects=reconnects)
+        nats_js = js = nc.jetstream(publish_async_max_pending=settings.relay_inflight_max)
+        # The bus port over this connection (ADR 0092, 0098): what has moved onto it takes it.
+        bus = NatsBus(nc, js)
+
+        def declare() -> Awaitable[None]:
+            return ensure_streams(nats_js, duplicate_window_s=window_s, limits=limits)
+    else:
+        port = bus
+
+        def declare() -> Awaitable[None]:
+            return declare_streams(port, duplicate_window_s=window_s)
+
+    await declare()
     document = load_policy(settings.policy_file) if settings.policy_file else load_default_policy()
     default_policy = PolicyEngine(document)
     table = corridor_table(
@@ -256,19 +282,18 @@ async def bootstrap(
     relay = OutboxRelay(
         store,
         js,
+        bus=bus,
         # The bus port's NATS adapter (ADR 0092): its fenced publishes are FencedPublisher's.
-        fenced=NatsBus(nc, js),
+        fenced=bus,
         batch_max=settings.relay_batch_max,
         poll_s=settings.relay_poll_s,
         reconnects=reconnects,
-        ensure_streams=lambda: ensure_streams(
-            js, duplicate_window_s=settings.jetstream_duplicate_window_s, limits=limits
-        ),
+        ensure_streams=declare,
         committed=committed,
     )
     checkpoints = Checkpointer(
         store,
-        js,
+        bus,
         order_signer,
         engine_clock,
         every_events=checkpoint_every_events,
@@ -277,16 +302,17 @@ async def bootstrap(
     )
     lookup = credentials if credentials is not None else lookup_from_settings(settings)
     authenticator = Authenticator(lookup, table, agent_keys=processor.key_lookup)
-    dead_letters = DeadLetterDesk(nc, js, store, authenticator, engine_clock, committed)
+    dead_letters = DeadLetterDesk(bus, store, authenticator, engine_clock, committed)
     return Engine(
         settings=settings,
         store=store,
         nc=nc,
         js=js,
+        bus=bus,
         processor=processor,
         committed=committed,
-        api=ApiService(nc, processor, corridors=table, authenticator=authenticator),
-        commands=CommandStreamConsumer(js, processor, authenticator=authenticator),
+        api=ApiService(bus, processor, corridors=table, authenticator=authenticator),
+        commands=CommandStreamConsumer(bus, processor, authenticator=authenticator),
         relay=relay,
         deadlines=deadlines,
         health=health,

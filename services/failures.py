@@ -26,6 +26,8 @@ import nats.errors
 import nats.js.errors
 from asyncpg.exceptions import _base as asyncpg_base
 
+from services.bus.port import NoResponders, NotFound, PublishRefused
+
 
 class Kind(enum.Enum):
     TRANSIENT = "transient"
@@ -88,6 +90,10 @@ TYPES: tuple[tuple[type[BaseException], Verdict], ...] = (
     (nats.js.errors.APIError, Verdict(D, "JetStream 4xx (bad request, not found): the same "
                                          "request is refused again")),
     (nats.errors.NoRespondersError, Verdict(T, "nobody subscribed yet: a restart under way")),
+    # The bus port's own (ADR 0092), judged as the nats-py errors the adapter maps to them.
+    (NoResponders, Verdict(T, "nobody subscribed yet, or no stream leader: a restart under way")),
+    (NotFound, Verdict(D, "no such stream or message: the same request is refused again")),
+    (PublishRefused, Verdict(D, "JetStream refused the publish: refused again as it is")),
     (nats.errors.ConnectionClosedError, Verdict(T, "connection closed: reconnect and retry")),
     (nats.errors.ConnectionReconnectingError, Verdict(T, "reconnecting to the server")),
     (nats.errors.ConnectionDrainingError, Verdict(T, "draining: a new connection will serve")),

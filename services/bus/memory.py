@@ -19,6 +19,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import datetime
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,10 @@ INBOX_PREFIX = "_INBOX.memory"
 # Messages a subscription holds before its handler takes them; beyond this the twin drops
 # them as nats-py does for a slow consumer (its default pending_msgs_limit).
 SUBSCRIPTION_PENDING_MSGS_MAX = 512 * 1024
+SUBSCRIPTION_PENDING_BYTES_MAX = 128 * 1024 * 1024  # nats-py's pending_bytes_limit default
+# nats-server's default ``max_payload`` (1 MiB), which the twin reports so that callers size
+# their replies as against the server (it does not refuse larger messages itself).
+MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -261,8 +266,20 @@ class _PullConsumer:
 
 
 class _Subscription:
-    def __init__(self, bus: MemoryBus, pattern: str, handler: Handler, queue: str) -> None:
+    def __init__(
+        self,
+        bus: MemoryBus,
+        pattern: str,
+        handler: Handler,
+        queue: str,
+        *,
+        pending_msgs_max: int,
+        pending_bytes_max: int,
+    ) -> None:
         self.bus = bus
+        self.pending_msgs_max = pending_msgs_max
+        self.pending_bytes_max = pending_bytes_max
+        self._pending_bytes = 0
         self.pattern = pattern
         self.queue = queue
         self._handler = handler
@@ -272,11 +289,14 @@ class _Subscription:
         self.dropped = 0
 
     def deliver(self, message: Message) -> None:
-        if len(self._inbox) >= SUBSCRIPTION_PENDING_MSGS_MAX:
+        # nats-py's rule: a message that would bring the held bytes to the limit is dropped.
+        too_many_bytes = self._pending_bytes + len(message.data) >= self.pending_bytes_max
+        if len(self._inbox) >= self.pending_msgs_max or too_many_bytes:
             self.dropped += 1
             log.warning("memory_bus_slow_consumer", subject=self.pattern, dropped=self.dropped)
             return
         self._inbox.append(message)
+        self._pending_bytes += len(message.data)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
@@ -284,6 +304,7 @@ class _Subscription:
         # One message at a time, in order, as nats-py runs a subscription's callback.
         while self._inbox and self.active:
             message = self._inbox.popleft()
+            self._pending_bytes -= len(message.data)
             try:
                 await self._handler(message)
             except Exception as exc:
@@ -293,6 +314,7 @@ class _Subscription:
     async def unsubscribe(self) -> None:
         self.active = False
         self._inbox.clear()
+        self._pending_bytes = 0
         self.bus.drop(self)
 
 
@@ -371,7 +393,8 @@ class MemoryBus:
         stream.last_seq += 1
         seq = stream.last_seq
         # JetStream keeps the fence headers with the message; so does the twin.
-        stream.messages[seq] = StoredMessage(name, seq, subject, data, fenced)
+        stored_at = datetime.datetime.fromtimestamp(now_s, tz=datetime.UTC)
+        stream.messages[seq] = StoredMessage(name, seq, subject, data, fenced, stored_at)
         stream.seqs.append(seq)
         stream.last_msg_id = msg_id
         if msg_id:
@@ -542,8 +565,31 @@ class MemoryBus:
             answer["duplicate"] = True
         return json.dumps(answer).encode()
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
-        subscription = _Subscription(self, subject, handler, queue)
+    @property
+    def max_payload(self) -> int:
+        return MAX_PAYLOAD_BYTES
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
+    ) -> Subscription:
+        subscription = _Subscription(
+            self,
+            subject,
+            handler,
+            queue,
+            pending_msgs_max=(
+                SUBSCRIPTION_PENDING_MSGS_MAX if pending_msgs_max is None else pending_msgs_max
+            ),
+            pending_bytes_max=(
+                SUBSCRIPTION_PENDING_BYTES_MAX if pending_bytes_max is None else pending_bytes_max
+            ),
+        )
         self._subscriptions.append(subscription)
         return subscription
 
@@ -562,12 +608,27 @@ class MemoryBus:
             raise NotFound(f"no stream {stream}")
         return found.state()
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
         found = self._streams.get(stream)
         message = found.messages.get(seq) if found is not None else None
+        if found is not None and next_on is not None:
+            message = None
+            for stored in found.seqs[bisect.bisect_left(found.seqs, seq) :]:
+                if subject_matches(next_on, found.messages[stored].subject):
+                    message = found.messages[stored]
+                    break
         if message is None:
             raise NotFound(f"{stream} holds nothing at {seq}")
         return message
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        found = self._streams.get(stream)
+        if found is None or seq not in found.messages:
+            raise NotFound(f"{stream} holds nothing at {seq}")
+        found.remove(seq)
+        self.wake()
 
     def delete_stream(self, stream: str) -> None:
         """A stream loss (a fault the simulation injects): its messages and durables go."""

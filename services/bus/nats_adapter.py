@@ -13,8 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import nats.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import (
+    DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    DEFAULT_SUB_PENDING_MSGS_LIMIT,
+)
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
@@ -23,6 +28,7 @@ from nats.js.errors import NotFoundError as JsNotFound
 
 from services.bus.fenced_publisher import FencedPublisher
 from services.bus.port import (
+    BusError,
     Delivery,
     Durable,
     Handler,
@@ -39,6 +45,12 @@ from services.bus.port import (
     Subscription,
     fence_headers,
 )
+
+log = structlog.get_logger("corridor.bus")
+
+# JetStream's JSSequenceNotFoundErrF: a delete of a sequence the stream does not hold
+# (https://github.com/nats-io/nats-server/blob/main/server/errors.json).
+ERR_SEQUENCE_NOT_FOUND = 10043
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,9 @@ class _PullConsumer:
             msgs = await self._sub.fetch(batch, timeout=timeout_s)
         except nats.errors.TimeoutError as exc:
             raise TimeoutError(str(exc)) from None
+        except nats.errors.Error as exc:
+            # Reconnecting, a server hiccup, the durable deleted: the caller looks again.
+            raise BusError(f"{type(exc).__name__}: {exc}") from exc
         return [_Delivery(msg) for msg in msgs]
 
     async def close(self) -> None:
@@ -232,11 +247,33 @@ class NatsBus:
             raise TimeoutError(str(exc)) from None
         return _CoreMessage(msg)
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+    @property
+    def max_payload(self) -> int:
+        return self.nc.max_payload
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
+    ) -> Subscription:
         async def deliver(msg: Msg) -> None:
             await handler(_CoreMessage(msg))
 
-        sub = await self.nc.subscribe(subject, queue=queue, cb=deliver)
+        sub = await self.nc.subscribe(
+            subject,
+            queue=queue,
+            cb=deliver,
+            pending_msgs_limit=(
+                DEFAULT_SUB_PENDING_MSGS_LIMIT if pending_msgs_max is None else pending_msgs_max
+            ),
+            pending_bytes_limit=(
+                DEFAULT_SUB_PENDING_BYTES_LIMIT if pending_bytes_max is None else pending_bytes_max
+            ),
+        )
         # A round trip: the subscription is live on the server when this returns.
         await self.nc.flush()
         return _Subscription(sub)
@@ -256,8 +293,9 @@ class NatsBus:
             await self.js.add_consumer(durable.stream, config=config)
         except JsNotFound:
             raise NotFound(f"no stream {durable.stream}") from None
-        except BadRequestError:
-            pass  # an existing durable with settings the server will not change in place
+        except BadRequestError as exc:
+            # An existing durable with settings the server will not change in place: kept.
+            log.warning("bus_consumer_kept", consumer=durable.name, detail=str(exc)[:200])
         sub = await self.js.pull_subscribe_bind(durable=durable.name, stream=durable.stream)
         return _PullConsumer(sub)
 
@@ -270,9 +308,14 @@ class NatsBus:
             first_seq=state.first_seq, last_seq=state.last_seq, messages=state.messages
         )
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
         try:
-            msg = await self.js.get_msg(stream, seq=seq)
+            if next_on is None:
+                msg = await self.js.get_msg(stream, seq=seq)
+            else:
+                msg = await self.js.get_msg(stream, seq=seq, subject=next_on, next=True)
         except JsNotFound:
             raise NotFound(f"{stream} holds nothing at {seq}") from None
         return StoredMessage(
@@ -281,4 +324,15 @@ class NatsBus:
             subject=msg.subject or "",
             data=msg.data or b"",
             headers=dict(msg.headers or {}),
+            stored_at=msg.time,
         )
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        try:
+            await self.js.delete_msg(stream, seq)
+        except JsNotFound:
+            raise NotFound(f"no stream {stream}") from None
+        except BadRequestError as exc:
+            if exc.err_code != ERR_SEQUENCE_NOT_FOUND:
+                raise
+            raise NotFound(f"{stream} holds nothing at {seq}") from None

@@ -21,6 +21,7 @@ raises the same type with the same codes.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -123,6 +124,8 @@ class StoredMessage:
     subject: str
     data: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    # When the stream stored it, on the server's clock (the twin's: its injected one).
+    stored_at: datetime.datetime | None = None
 
 
 class Message(Protocol):
@@ -250,9 +253,26 @@ class Bus(FencedPublishing, Protocol):
         if nobody answers within ``timeout_s``."""
         ...
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+    @property
+    def max_payload(self) -> int:
+        """The largest message the bus carries, in bytes (the server's ``max_payload``): a
+        reply larger than this is never delivered, so the API answers a coded error instead."""
+        ...
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str = "",
+        pending_msgs_max: int | None = None,
+        pending_bytes_max: int | None = None,
+    ) -> Subscription:
         """``handler`` gets each message on ``subject`` (wildcards ``*`` and ``>``), one at a
-        time in order; within a ``queue`` group each message goes to one member only."""
+        time in order; within a ``queue`` group each message goes to one member only.
+        ``pending_msgs_max`` / ``pending_bytes_max``: messages (payload bytes) held for a
+        handler that has fallen behind; a message that would reach either limit is dropped
+        (a slow consumer). Default: the client's own limits."""
         ...
 
     async def consumer(self, durable: Durable) -> PullConsumer:
@@ -263,8 +283,16 @@ class Bus(FencedPublishing, Protocol):
         """Raises ``NotFound`` for a stream that does not exist."""
         ...
 
-    async def get_message(self, stream: str, seq: int) -> StoredMessage:
-        """Raises ``NotFound`` for a stream or sequence that holds nothing."""
+    async def get_message(
+        self, stream: str, seq: int, *, next_on: str | None = None
+    ) -> StoredMessage:
+        """The message at ``seq``; with ``next_on`` (a subject, wildcards allowed) the first at
+        or after ``seq`` on a subject it matches. Raises ``NotFound`` if there is none."""
+        ...
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        """Remove one stored message (the dead-letter desk's drop and replay, ADR 0080).
+        Raises ``NotFound`` for a stream or sequence that holds nothing."""
         ...
 
 

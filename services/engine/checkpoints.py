@@ -21,11 +21,11 @@ from typing import Final
 
 import msgspec
 import structlog
-from nats.js import JetStreamContext
 
 from schemas.events import LogCheckpointSigned
 from schemas.records import EventMetadata
 from services.bus import subjects
+from services.bus.port import Bus
 from services.engine.clock import Clock
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import to_new_events
@@ -53,6 +53,10 @@ CHECKPOINT_EVERY_S: Final = 10.0
 # table alone (verification still checks them there).
 UNPUBLISHED_MAX: Final = 1_000
 _ACTOR: Final = "engine/checkpoints"
+# nats-py's default JetStream publish timeout, which checkpoint publishes always had.
+PUBLISH_TIMEOUT_S: Final = 5.0
+# JetStream stores a message carrying this only in the stream it names.
+HDR_EXPECTED_STREAM: Final = "Nats-Expected-Stream"
 _decode_checkpoint = msgspec.json.Decoder(LogCheckpointSigned)
 
 
@@ -84,7 +88,7 @@ class Checkpointer:
     def __init__(
         self,
         store: EventStore,
-        js: JetStreamContext,
+        bus: Bus,
         signer: Signer,
         clock: Clock,
         *,
@@ -94,7 +98,7 @@ class Checkpointer:
     ) -> None:
         assert every_events >= 1 and every_s > 0
         self._store = store
-        self._js = js
+        self._bus = bus
         self._signer = signer
         self._clock = clock
         self._every_events = every_events
@@ -153,25 +157,20 @@ class Checkpointer:
         deleted whole: then it holds fewer checkpoints than the log, and what it holds (if
         anything) was published since, after the ones it lost. Those before its first
         message are published again from the log (ADR 0075)."""
-        state = (await self._js.stream_info(subjects.CHECKPOINT_STREAM)).state
+        state = await self._bus.stream_state(subjects.CHECKPOINT_STREAM)
         if state.messages >= self._version:
             return 0
         first_position = None
         if state.messages:
-            first = await self._js.get_msg(subjects.CHECKPOINT_STREAM, seq=state.first_seq)
-            first_position = _decode_checkpoint.decode(first.data or b"").position
+            first = await self._bus.get_message(subjects.CHECKPOINT_STREAM, state.first_seq)
+            first_position = _decode_checkpoint.decode(first.data).position
         logged = [
             msgspec.convert(stored.payload, LogCheckpointSigned)
             for stored in await self._store.read_stream(CHECKPOINT_STREAM_ID)
         ]
         lost = [c for c in logged if first_position is None or c.position < first_position]
         for checkpoint in lost:
-            await self._js.publish(
-                subjects.CHECKPOINT_SUBJECT,
-                msgspec.json.encode(checkpoint),
-                stream=subjects.CHECKPOINT_STREAM,
-                headers={subjects.HDR_MSG_ID: checkpoint.checkpoint_id},
-            )
+            await self._publish(checkpoint)
         log.warning("checkpoint_stream_repaired", republished=len(lost), held=state.messages)
         return len(lost)
 
@@ -226,13 +225,22 @@ class Checkpointer:
         while self._unpublished:
             checkpoint = self._unpublished[0]
             try:
-                await self._js.publish(
-                    subjects.CHECKPOINT_SUBJECT,
-                    msgspec.json.encode(checkpoint),
-                    stream=subjects.CHECKPOINT_STREAM,
-                    headers={subjects.HDR_MSG_ID: checkpoint.checkpoint_id},
-                )
+                await self._publish(checkpoint)
             except Exception as exc:  # a timeout, no responders, a lost connection
                 log.warning("checkpoint_publish_failed", error=type(exc).__name__)
                 return
             self._unpublished.popleft()
+
+    async def _publish(self, checkpoint: LogCheckpointSigned) -> None:
+        headers = {
+            subjects.HDR_MSG_ID: checkpoint.checkpoint_id,
+            # Stored in the checkpoint stream or refused, never in another that took the
+            # subject (nats-py's ``stream=``, ADR 0065).
+            HDR_EXPECTED_STREAM: subjects.CHECKPOINT_STREAM,
+        }
+        await self._bus.publish(
+            subjects.CHECKPOINT_SUBJECT,
+            msgspec.json.encode(checkpoint),
+            headers=headers,
+            timeout_s=PUBLISH_TIMEOUT_S,
+        )

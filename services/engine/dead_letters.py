@@ -21,12 +21,6 @@ from typing import Any, Final
 
 import msgspec
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
-from nats.js.errors import NotFoundError
 
 from schemas import errors
 from schemas.codec import encode, schema_error
@@ -48,6 +42,7 @@ from schemas.limits import COMMAND_BYTES_MAX
 from schemas.records import EventMetadata
 from schemas.replies import CommandRejected
 from services.bus import subjects
+from services.bus.port import Bus, Message, NotFound, StoredMessage, Subscription
 from services.engine.clock import Clock
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import to_new_events
@@ -80,14 +75,13 @@ _decoder = msgspec.json.Decoder(DeadLetterRequest)
 class DeadLetterDesk:
     def __init__(
         self,
-        nc: Client,
-        js: JetStreamContext,
+        bus: Bus,
         store: EventStore,
         authenticator: Authenticator,
         clock: Clock,
         committed: CommittedBatches | None = None,
     ) -> None:
-        self._nc, self._js, self._store = nc, js, store
+        self._bus, self._store = bus, store
         self._auth = authenticator
         self._clock = clock
         self._version: int | None = None
@@ -97,10 +91,10 @@ class DeadLetterDesk:
         self._committed = committed if committed is not None else CommittedBatches()
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(
-            API_WILDCARD, queue=subjects.INTAKE_QUEUE_GROUP, cb=self._on_message
+        # Live on the server when this returns (the port's subscribe round-trips).
+        self._sub = await self._bus.subscribe(
+            API_WILDCARD, self._on_message, queue=subjects.INTAKE_QUEUE_GROUP
         )
-        await self._nc.flush()
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -108,7 +102,7 @@ class DeadLetterDesk:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, msg: Message) -> None:
         if not msg.reply:
             return
         try:
@@ -140,25 +134,24 @@ class DeadLetterDesk:
         raise AssertionError("unreachable")
 
     async def list(self, request: ListDeadLetters) -> DeadLetterList:
-        info = await self._js.stream_info(subjects.DLQ_STREAM)
+        state = await self._bus.stream_state(subjects.DLQ_STREAM)
         entries: list[DeadLetterEntry] = []
-        seq = max(request.from_sequence, info.state.first_seq or 1)
-        last = info.state.last_seq or 0
+        seq = max(request.from_sequence, state.first_seq or 1)
+        last = state.last_seq
         while seq <= last and len(entries) < request.limit:
             try:
-                raw = await self._js.get_msg(
-                    subjects.DLQ_STREAM, seq=seq, subject=subjects.DLQ_WILDCARD, next=True
+                raw = await self._bus.get_message(
+                    subjects.DLQ_STREAM, seq, next_on=subjects.DLQ_WILDCARD
                 )
-            except NotFoundError:
+            except NotFound:
                 break
-            assert raw.seq is not None
             entries.append(_entry(raw))
             seq = raw.seq + 1
         more = seq <= last and len(entries) == request.limit
         return DeadLetterList(
             entries=tuple(entries),
             next_sequence=seq if more else None,
-            messages=info.state.messages,
+            messages=state.messages,
         )
 
     async def _act(
@@ -175,10 +168,10 @@ class DeadLetterDesk:
 
     async def _one(self, action: str, operator: str, seq: int, reason: str) -> DeadLetterResult:
         try:
-            raw = await self._js.get_msg(subjects.DLQ_STREAM, seq=seq)
-        except NotFoundError:
+            raw = await self._bus.get_message(subjects.DLQ_STREAM, seq)
+        except NotFound:
             return DeadLetterResult(sequence=seq, outcome="not_found")
-        headers = raw.headers or {}
+        headers = raw.headers
         original = headers.get(subjects.HDR_ORIGINAL_SUBJECT)
         code = headers.get(subjects.HDR_ERROR_CODE)
         if action == "drop":
@@ -186,7 +179,7 @@ class DeadLetterDesk:
                 DeadLetterDropped(operator_id=operator, reason=reason, sequence=seq,
                                   original_subject=original, error_code=code), operator, seq,
             )  # fmt: skip
-            await self._js.delete_msg(subjects.DLQ_STREAM, seq)
+            await self._bus.delete_message(subjects.DLQ_STREAM, seq)
             log.info("dead_letter_dropped", sequence=seq, operator_id=operator)
             return DeadLetterResult(sequence=seq, outcome="dropped")
         target = _replay_target(original)
@@ -211,8 +204,8 @@ class DeadLetterDesk:
         if target.startswith(subjects.DISPATCH_PREFIX):
             # The executor must ask the engine before it sends (the order may be stale).
             kept[subjects.HDR_REPLAYED] = "true"
-        await self._js.publish(target, raw.data, headers=kept, timeout=BUS_TIMEOUT_S)
-        await self._js.delete_msg(subjects.DLQ_STREAM, seq)
+        await self._bus.publish(target, raw.data, headers=kept, timeout_s=BUS_TIMEOUT_S)
+        await self._bus.delete_message(subjects.DLQ_STREAM, seq)
         log.info("dead_letter_replayed", sequence=seq, operator_id=operator, to=target)
         return DeadLetterResult(sequence=seq, outcome="replayed")
 
@@ -278,21 +271,20 @@ def _replay_target(original: str | None) -> str | None:
     return None
 
 
-def _entry(raw: RawStreamMsg) -> DeadLetterEntry:
-    headers = raw.headers or {}
+def _entry(raw: StoredMessage) -> DeadLetterEntry:
+    headers = raw.headers
 
     def cut(name: str) -> str | None:
         value = headers.get(name)
         return None if value is None else str(value)[:DLQ_ERROR_CHARS_MAX]
 
-    assert raw.seq is not None
     return DeadLetterEntry(
         sequence=raw.seq,
-        subject=raw.subject or "",
+        subject=raw.subject,
         original_subject=cut(subjects.HDR_ORIGINAL_SUBJECT),
         error_code=cut(subjects.HDR_ERROR_CODE),
         error_field=cut(subjects.HDR_ERROR_FIELD),
         error_message=cut(subjects.HDR_ERROR_MESSAGE),
-        stored_at=raw.time.isoformat() if raw.time else None,
-        bytes=len(raw.data or b""),
+        stored_at=raw.stored_at.isoformat() if raw.stored_at else None,
+        bytes=len(raw.data),
     )

@@ -17,6 +17,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from services.bus import subjects
 from services.bus.jetstream import stream_configs
+from services.bus.port import DELIVER_FOREVER, Bus, Durable, PullConsumer
 from services.bus.stream_retention import DEFAULT_STREAM_LIMITS
 from services.executor.limits import ExecutorLimits
 
@@ -67,21 +68,25 @@ async def durable_created_at(js: JetStreamContext, region: str, node: str) -> da
     return created
 
 
-async def bind_consumer(
-    js: JetStreamContext, region: str, node: str, limits: ExecutorLimits
-) -> JetStreamContext.PullSubscription:
-    config = consumer_config(region, node, limits)
-    try:
-        # nats-py sends this on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>, the one create
-        # subject an executor's credential may use: the server checks the body's filter against
-        # the subject's, so a node's credential cannot widen its durable (ADR 0060).
-        await js.add_consumer(subjects.DISPATCH_STREAM, config=config)
-    except BadRequestError as exc:
-        # An existing durable with settings the server will not change in place: keep it.
-        log.warning("executor_consumer_kept", consumer=config.durable_name, detail=str(exc)[:200])
-    return await js.pull_subscribe_bind(
-        durable=config.durable_name, stream=subjects.DISPATCH_STREAM
+def consumer_durable(region: str, node: str, limits: ExecutorLimits) -> Durable:
+    """``consumer_config`` as the bus port names it."""
+    return Durable(
+        stream=subjects.DISPATCH_STREAM,
+        name=consumer_name(region, node),
+        filter_subject=subjects.dispatch_subject(region, node),
+        ack_wait_s=limits.ack_wait_s,
+        # Never give up on a work order: money may be on the wire (unknown is a state).
+        max_deliver=DELIVER_FOREVER,
+        max_ack_pending=limits.consumer_ack_pending_max,
     )
+
+
+async def bind_consumer(bus: Bus, region: str, node: str, limits: ExecutorLimits) -> PullConsumer:
+    # Over NATS the durable is created on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>,
+    # the one create subject an executor's credential may use: the server checks the body's
+    # filter against the subject's, so a node's credential cannot widen its durable (ADR
+    # 0060). An existing durable the server will not change in place is kept.
+    return await bus.consumer(consumer_durable(region, node, limits))
 
 
 async def durable_lost(js: JetStreamContext, region: str, node: str) -> bool:

@@ -12,14 +12,13 @@ import asyncio
 from typing import Any
 
 import msgspec
-import nats.errors
 import structlog
-from nats.aio.client import Client
 
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
 from services.bus import subjects
+from services.bus.port import Bus, NoResponders
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
@@ -61,8 +60,8 @@ class AttemptStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EngineClient:
-    def __init__(self, nc: Client, *, node: str, limits: ExecutorLimits) -> None:
-        self._nc = nc
+    def __init__(self, bus: Bus, *, node: str, limits: ExecutorLimits) -> None:
+        self._bus = bus
         # The subject's last token is the node: the one token an executor's credential may
         # publish outcomes under, so the engine knows which node reported (ADR 0060).
         self._subject = f"{subjects.API_PREFIX}.outcome.{node}"
@@ -116,11 +115,11 @@ class EngineClient:
         limits = self._limits
         for attempt in range(1, limits.engine_attempts_max + 1):
             try:
-                msg = await self._nc.request(
-                    subject, body, timeout=limits.engine_request_timeout_s, headers=headers
+                msg = await self._bus.request(
+                    subject, body, headers=headers, timeout_s=limits.engine_request_timeout_s
                 )
                 reply = decoder.decode(msg.data)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            except (TimeoutError, NoResponders) as exc:
                 log.warning("engine_request_retry", attempt=attempt, error=type(exc).__name__)
             else:
                 if not (isinstance(reply, CommandRejected) and reply.error.code in retryable):

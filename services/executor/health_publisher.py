@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import structlog
-from nats.aio.client import Client
 
 from schemas.codec import encode
+from services.bus.port import Bus
 from services.executor.health import HealthReport, health_subject
 from services.executor.limits import ExecutorLimits
 from services.lightning.port import NodeError, NodePort
@@ -48,7 +48,7 @@ async def observe_node(
 
 
 async def publish_health(
-    nc: Client,
+    bus: Bus,
     node: NodePort,
     *,
     region: str,
@@ -67,7 +67,7 @@ async def publish_health(
             timeout_s=limits.health_call_timeout_s,
         )
         try:
-            await nc.publish(subject, encode(report))
+            await bus.send(subject, encode(report))
         except Exception as exc:  # a reconnecting client must not end the loop
             log.warning("health_publish_failed", error=type(exc).__name__)
         await asyncio.sleep(limits.health_interval_s)

@@ -17,15 +17,14 @@ import random
 from pathlib import Path
 from typing import Final
 
-import nats.errors
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from schemas.commands import RecordPaymentOutcome
 from services.bus import subjects
 from services.bus.jetstream import connect
+from services.bus.nats_adapter import NatsBus
+from services.bus.port import Bus, BusError, Delivery, PullConsumer
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
 from services.executor.errors import (
@@ -99,6 +98,7 @@ class Executor:
         # Jitter for held orders' back-off only: no decision depends on it.
         self._jitter = random.Random()
         self._js: JetStreamContext | None = None
+        self._bus: Bus | None = None
         self._payer = Payer(
             node,
             secret=secret,
@@ -133,10 +133,12 @@ class Executor:
         health: asyncio.Task[None] | None = None
         try:
             js = self._js = nc.jetstream()
+            # The bus port (ADR 0092, 0098); the stream and durable checks still use ``js``.
+            bus = self._bus = NatsBus(nc, js)
             await ensure_dispatch_stream(js, duplicate_window_s=self._duplicate_window_s)
-            sub = await bind_consumer(js, self.region, self.node_name, self._limits)
-            health = asyncio.create_task(self._health(nc), name="executor-health")
-            self._engine = EngineClient(nc, node=self.node_name, limits=self._limits)
+            sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
+            health = asyncio.create_task(self._health(bus), name="executor-health")
+            self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
             log.info("executor_started")
             self.ready.set()
             await self._pull(sub)
@@ -161,9 +163,9 @@ class Executor:
             outcome, causation_id=order.event_id, correlation_id=order.correlation_id
         )
 
-    async def _health(self, nc: Client) -> None:
+    async def _health(self, bus: Bus) -> None:
         await publish_health(
-            nc,
+            bus,
             self._node,
             region=self.region,
             node_name=self.node_name,
@@ -171,7 +173,7 @@ class Executor:
             limits=self._limits,
         )
 
-    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _pull(self, sub: PullConsumer) -> None:
         limits = self._limits
         backlog = True  # whether orders were waiting behind the last one fetched
         while not self._stopping.is_set():
@@ -184,39 +186,36 @@ class Executor:
             # second request, three messages per order instead of one.
             batch = min(free, limits.fetch_batch_max) if backlog else 1
             try:
-                msgs = await sub.fetch(batch, timeout=limits.fetch_wait_s)
-            except TimeoutError:  # nats-py raises both its own and asyncio's: no work yet
+                msgs = await sub.fetch(batch, timeout_s=limits.fetch_wait_s)
+            except TimeoutError:  # no work yet
                 backlog = False
                 continue
-            except nats.errors.Error as exc:
+            except BusError as exc:
                 # Reconnecting or a server hiccup: the durable keeps our place; look again.
                 log.warning("work_fetch_failed", error=type(exc).__name__, detail=str(exc)[:200])
                 sub = await self._rebind_if_lost(sub)
                 await asyncio.sleep(limits.fetch_wait_s)
                 continue
-            backlog = bool(msgs) and (msgs[-1].metadata.num_pending or 0) > 0
+            backlog = bool(msgs) and msgs[-1].num_pending > 0
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _rebind_if_lost(
-        self, sub: JetStreamContext.PullSubscription
-    ) -> JetStreamContext.PullSubscription:
+    async def _rebind_if_lost(self, sub: PullConsumer) -> PullConsumer:
         """A durable deleted with its stream never comes back by itself: bind a new one. It
         replays the re-created stream from its start; the engine re-issues the open orders
         into it (ADR 0075), and each is checked with the engine before it is paid."""
-        assert self._js is not None, "the JetStream context exists while run() runs"
+        assert self._js is not None and self._bus is not None, "they exist while run() runs"
         try:
             if not await durable_lost(self._js, self.region, self.node_name):
                 return sub
-            rebound = await bind_consumer(self._js, self.region, self.node_name, self._limits)
+            rebound = await bind_consumer(self._bus, self.region, self.node_name, self._limits)
         except Exception as exc:  # the stream not re-created yet, NATS away: next time
             log.info("executor_rebind_later", error=type(exc).__name__)
             return sub
         log.warning("executor_consumer_rebound")
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await sub.close()
         return rebound
 
     async def _drain(self) -> None:
@@ -225,14 +224,14 @@ class Executor:
             for task in pending:
                 log.warning("executor_payment_abandoned_at_stop", task=task.get_name())
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Delivery) -> None:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         try:
             order = decode_work_order(msg.data, bytes_max=self._limits.work_order_bytes_max)
         except WorkOrderTooNew as exc:
             # Written by a newer engine during a rolling upgrade (ADR 0078): an upgraded
             # executor of this node will pay it, so it comes back later, never terminated.
-            delivery = msg.metadata.num_delivered or 1
+            delivery = msg.num_delivered
             log.warning("work_order_version_too_new", detail=str(exc), delivery=delivery)
             await self._settle_message(msg, Disposition.RETRY, delivery)
             return
@@ -263,8 +262,8 @@ class Executor:
             return
         await self._decide(msg, order)
 
-    async def _decide(self, msg: Msg, order: WorkOrder) -> None:
-        delivery = msg.metadata.num_delivered or 1
+    async def _decide(self, msg: Delivery, order: WorkOrder) -> None:
+        delivery = msg.num_delivered
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         refused: OutcomeRefused | None = None
         try:
@@ -293,19 +292,19 @@ class Executor:
         self.processed += 1
         await self._settle_message(msg, disposition, delivery)
 
-    async def _settle_message(self, msg: Msg, disposition: Disposition, delivery: int) -> None:
+    async def _settle_message(self, msg: Delivery, disposition: Disposition, delivery: int) -> None:
         try:
             if disposition is Disposition.DONE:
                 await msg.ack()
             elif disposition is Disposition.RETRY:
-                await msg.nak(delay=self._limits.redelivery_delay_s(delivery))
+                await msg.nak(self._limits.redelivery_delay_s(delivery))
             else:
                 await msg.term()
         except Exception as exc:
             # A lost ack only means a redelivery, which is answered from the node's record.
             log.warning("work_order_ack_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
-    async def _hold(self, msg: Msg, refused: OutcomeRefused, delivery: int) -> None:
+    async def _hold(self, msg: Delivery, refused: OutcomeRefused, delivery: int) -> None:
         """Record an exception item for an order the engine refused in a way the executor does
         not understand, then hand the order back with a jittered back-off (never ``term``)."""
         self.processed += 1
@@ -314,12 +313,12 @@ class Executor:
         await self._dead_letter(msg, refused.error_code, str(refused), held=True)
         delay_s = self._limits.held_delay_s(delivery, self._jitter.random())
         try:
-            await msg.nak(delay=delay_s)
+            await msg.nak(delay_s)
         except Exception as exc:
             # A lost nak only means the redelivery comes after ack_wait instead.
             log.warning("work_order_ack_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
-    async def _refuse(self, msg: Msg, code: str, detail: str) -> None:
+    async def _refuse(self, msg: Delivery, code: str, detail: str) -> None:
         """Terminate an order that must never be paid, once the operator has a record of it.
 
         If the record cannot be written, the order comes back (nak with delay) and is refused
@@ -327,7 +326,7 @@ class Executor:
         anyway, with an error log: an unpayable order must not loop forever.
         """
         self.processed += 1
-        delivery = msg.metadata.num_delivered or 1
+        delivery = msg.num_delivered
         log.error("work_order_refused", code=code, detail=detail[:300], delivery=delivery)
         if not await self._dead_letter(msg, code, detail):
             if delivery < self._limits.refusal_report_deliveries_max:
@@ -336,11 +335,13 @@ class Executor:
             log.error("work_order_refusal_unrecorded", code=code, delivery=delivery)
         await self._settle_message(msg, Disposition.TERM, delivery)
 
-    async def _dead_letter(self, msg: Msg, code: str, detail: str, *, held: bool = False) -> bool:
+    async def _dead_letter(
+        self, msg: Delivery, code: str, detail: str, *, held: bool = False
+    ) -> bool:
         """``held``: the order is kept and retried; the record is an exception item for a
         person, marked ``Corridor-Order-Held: true``."""
-        assert self._js is not None, "the JetStream context exists while run() runs"
-        sequence = msg.metadata.sequence.stream if msg.metadata.sequence else None
+        assert self._bus is not None, "the bus exists while run() runs"
+        sequence = msg.stream_seq or None
         headers = {
             subjects.HDR_ERROR_CODE: code,
             # Header values are single lines (the detail may quote a multi-line decode error).
@@ -356,11 +357,11 @@ class Executor:
         # An order over the size limit is not copied: the record says why, the stream has it.
         body = msg.data if len(msg.data) <= self._limits.work_order_bytes_max else b""
         try:
-            await self._js.publish(
+            await self._bus.publish(
                 refused_orders_subject(self.region, self.node_name),
                 body,
                 headers=headers,
-                timeout=self._limits.refusal_report_timeout_s,
+                timeout_s=self._limits.refusal_report_timeout_s,
             )
         except Exception as exc:
             log.warning(
@@ -369,7 +370,7 @@ class Executor:
             return False
         return True
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, msg: Delivery) -> None:
         while True:
             await asyncio.sleep(self._limits.heartbeat_s)
             with contextlib.suppress(Exception):

@@ -11,9 +11,6 @@ import asyncio
 from typing import Any, TypeVar
 
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from schemas import codec, errors, limits
 from schemas.agent_key_messages import ListAgentKeys
@@ -21,6 +18,7 @@ from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import GetPolicy, ListCorridors
 from schemas.replies import CommandRejected
 from services.bus import subjects
+from services.bus.port import Bus, Message, Subscription
 from services.domain.routing import CorridorTable
 from services.engine.processor import CommandProcessor
 from services.engine.views import corridors_view
@@ -36,7 +34,7 @@ INFLIGHT_MAX = 4096
 Q = TypeVar("Q")
 
 
-def _query(msg: Msg, expected: type[Q]) -> Q:
+def _query(msg: Message, expected: type[Q]) -> Q:
     """Decode a query sent to a subject that answers ``expected`` only."""
     query = codec.decode_request(msg.data)
     if not isinstance(query, expected):
@@ -47,13 +45,13 @@ def _query(msg: Msg, expected: type[Q]) -> Q:
 class ApiService:
     def __init__(
         self,
-        nc: Client,
+        bus: Bus,
         processor: CommandProcessor,
         *,
         corridors: CorridorTable | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
-        self._nc = nc
+        self._bus = bus
         self._processor = processor
         self._corridors = corridors or CorridorTable(corridors={})
         self._auth = authenticator or Authenticator(None, self._corridors)
@@ -70,16 +68,15 @@ class ApiService:
             subjects.AGENTS_API_WILDCARD,
         ):
             self._subs.append(
-                await self._nc.subscribe(
+                await self._bus.subscribe(
                     wildcard,
+                    self._on_message,
                     queue=subjects.INTAKE_QUEUE_GROUP,
-                    cb=self._on_message,
-                    pending_msgs_limit=INFLIGHT_MAX * 4,
+                    pending_msgs_max=INFLIGHT_MAX * 4,
                 )
             )
-        # A flush round-trips to the server, so the subscriptions are live when start returns:
-        # a request sent right after start must not meet "no responders".
-        await self._nc.flush()
+        # The port's subscribe returns once the subscription is live: a request sent right
+        # after start does not meet "no responders".
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -88,7 +85,7 @@ class ApiService:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, msg: Message) -> None:
         status = msg.subject.startswith(subjects.API_STATUS)
         if status and msg.reply and await self._status_now(msg):
             return
@@ -101,7 +98,7 @@ class ApiService:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def _status_now(self, msg: Msg) -> bool:
+    async def _status_now(self, msg: Message) -> bool:
         """Answer a status query from the state cache right here, without a task (executors
         ask for every order they may have seen before); ``False`` leaves it to the general path
         (errors, cache miss)."""
@@ -125,7 +122,7 @@ class ApiService:
         self._tasks.discard(task)
         self._room.set()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Message) -> None:
         structlog.contextvars.clear_contextvars()
         reply: Any
         try:
@@ -147,7 +144,7 @@ class ApiService:
         if msg.reply:
             await msg.respond(self._encode_reply(reply))
 
-    async def _answer(self, msg: Msg) -> Any:
+    async def _answer(self, msg: Message) -> Any:
         subject = msg.subject
         asked = query_of(subject)
         if asked is not None:
@@ -191,7 +188,7 @@ class ApiService:
         )
         return reply
 
-    def _agent_keys(self, msg: Msg) -> Any:
+    def _agent_keys(self, msg: Message) -> Any:
         """``agents.list.<role>.<id>``: operators and auditors see every key, anyone else the
         keys they sponsor or sign with; the bare subject is the engine's own."""
         _query(msg, ListAgentKeys)
@@ -203,13 +200,13 @@ class ApiService:
 
     def _encode_reply(self, reply: Any) -> bytes:
         data = codec.encode(reply)
-        if len(data) <= self._nc.max_payload:
+        if len(data) <= self._bus.max_payload:
             return data
         # A policy document with a long deny list can outgrow the server's message limit; the
         # caller gets a coded error instead of silence and a timeout.
         log.warning("reply_too_large", reply=type(reply).__name__, bytes=len(data))
         too_large = errors.PayloadTooLarge(
             f"the reply is {len(data)} bytes, more than the server's max_payload "
-            f"{self._nc.max_payload}"
+            f"{self._bus.max_payload}"
         )
         return codec.encode(CommandRejected(error=too_large.detail()))

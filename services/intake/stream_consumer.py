@@ -10,15 +10,12 @@ import asyncio
 import contextlib
 
 import structlog
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from schemas import errors
 from schemas.common import ErrorDetail
 from schemas.replies import CommandRejected
 from services.bus import subjects
+from services.bus.port import Bus, Delivery, Durable
 from services.engine.processor import CommandProcessor
 from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command
@@ -29,17 +26,21 @@ FETCH_BATCH_MAX = 256
 # After this many deliveries a message that keeps failing unexpectedly is dead-lettered.
 DELIVERIES_MAX = 10
 NAK_DELAY_S = 1.0
+# JetStream redelivers a command not settled within this (a crash mid-command).
+ACK_WAIT_S = 30.0
+# nats-py's default JetStream publish timeout, which the dead-letter publish always had.
+DEAD_LETTER_TIMEOUT_S = 5.0
 
 
 class CommandStreamConsumer:
     def __init__(
         self,
-        js: JetStreamContext,
+        bus: Bus,
         processor: CommandProcessor,
         *,
         authenticator: Authenticator | None = None,
     ) -> None:
-        self._js = js
+        self._bus = bus
         self._processor = processor
         # Publishing on the command stream is permitted per credential too: the subject's last
         # token is the sender, exactly as on the request/reply subjects (ADR 0061).
@@ -62,27 +63,28 @@ class CommandStreamConsumer:
                 await asyncio.sleep(NAK_DELAY_S)  # back-off before binding again
 
     async def _consume(self) -> None:
-        psub = await self._js.pull_subscribe(
-            subjects.CMD_WILDCARD,
-            durable=subjects.CMD_CONSUMER,
-            stream=subjects.CMD_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+        consumer = await self._bus.consumer(
+            Durable(
+                stream=subjects.CMD_STREAM,
+                name=subjects.CMD_CONSUMER,
+                filter_subject=subjects.CMD_WILDCARD,
+                ack_wait_s=ACK_WAIT_S,
                 max_ack_pending=FETCH_BATCH_MAX * 8,
-            ),
+            )
         )
-        # nats-py's fetch can turn a cancellation into its own TimeoutError, so the loop also
-        # watches a stop flag instead of relying on cancellation alone.
-        while not self._stopping:
-            try:
-                msgs = await psub.fetch(batch=FETCH_BATCH_MAX, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            await asyncio.gather(*(self._handle(m) for m in msgs))
+        try:
+            # nats-py's fetch can turn a cancellation into its own TimeoutError, so the loop
+            # also watches a stop flag instead of relying on cancellation alone.
+            while not self._stopping:
+                try:
+                    msgs = await consumer.fetch(FETCH_BATCH_MAX, timeout_s=1.0)
+                except TimeoutError:
+                    continue
+                await asyncio.gather(*(self._handle(m) for m in msgs))
+        finally:
+            await consumer.close()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Delivery) -> None:
         try:
             envelope = parse_command(
                 msg.subject, subjects.CMD_PREFIX, msg.data, msg.headers, authenticator=self._auth
@@ -94,21 +96,21 @@ class CommandStreamConsumer:
             reply = await self._processor.execute(envelope)
         except Exception:
             log.exception("cmd_internal_error", subject=msg.subject)
-            if msg.metadata.num_delivered >= DELIVERIES_MAX:
+            if msg.num_delivered >= DELIVERIES_MAX:
                 detail = ErrorDetail(code="internal_error", message="failed repeatedly")
                 await self._dead_letter(msg, detail)
             else:
-                await msg.nak(delay=NAK_DELAY_S)
+                await msg.nak(NAK_DELAY_S)
             return
         if isinstance(reply, CommandRejected):
             if reply.error.code == errors.Unavailable.code:
-                await msg.nak(delay=NAK_DELAY_S)
+                await msg.nak(NAK_DELAY_S)
                 return
             await self._dead_letter(msg, reply.error)
             return
         await msg.ack()
 
-    async def _dead_letter(self, msg: Msg, error: ErrorDetail) -> None:
+    async def _dead_letter(self, msg: Delivery, error: ErrorDetail) -> None:
         suffix = msg.subject.removeprefix("corridor.cmd.v1.")
         # The command's own headers travel with it (an agent's signature, ADR 0066), so that
         # `corridor dlq replay` puts back exactly what was sent; not its message id, which
@@ -123,12 +125,17 @@ class CommandStreamConsumer:
         if error.field:
             headers[subjects.HDR_ERROR_FIELD] = error.field
         try:
-            await self._js.publish(f"{subjects.DLQ_PREFIX}.{suffix}", msg.data, headers=headers)
+            await self._bus.publish(
+                f"{subjects.DLQ_PREFIX}.{suffix}",
+                msg.data,
+                headers=headers,
+                timeout_s=DEAD_LETTER_TIMEOUT_S,
+            )
         except Exception:
             # Not dead-lettered, so not acked: it will be redelivered.
             log.warning("dead_letter_failed", subject=msg.subject)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=NAK_DELAY_S)
+                await msg.nak(NAK_DELAY_S)
             return
         self.dead_lettered += 1
         log.info("dead_lettered", subject=msg.subject, code=error.code, field=error.field)

@@ -28,7 +28,7 @@ from services.bus.fenced_publisher import (
     ERR_WRONG_LAST_SEQUENCE,
     PublishRefused,
 )
-from services.bus.port import FencedPublishing
+from services.bus.port import Bus, FencedPublishing
 from services.bus.reconnects import Reconnects
 from services.engine.committed import CommittedBatches
 from services.engine.open_attempts import open_orders_through
@@ -86,8 +86,9 @@ class OutboxRelay:
     def __init__(
         self,
         store: EventStore,
-        js: JetStreamContext,
+        js: JetStreamContext | None,
         *,
+        bus: Bus,
         fenced: FencedPublishing | None = None,
         batch_max: int = 1000,
         poll_s: float = 1.0,
@@ -99,8 +100,8 @@ class OutboxRelay:
         self._store = store
         # Owners of intents whose events predate owners in metadata (ADR 0067).
         self.owners = OwnerLookup(store)
-        self._publisher = Publisher(js, fenced)
-        self._start = StartCheck(store, js)
+        self._publisher = Publisher(js, bus, fenced)
+        self._start = StartCheck(store, bus)
         self._batch_max = batch_max
         self._poll_s = poll_s
         # Re-declares the streams on every (re)start: a deleted stream comes back and is refilled.

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
@@ -21,7 +22,7 @@ from services.bus.fenced_publisher import (
     OutgoingMessage,
     PublishRefused,
 )
-from services.bus.port import FencedPublishing
+from services.bus.port import Bus, FencedPublishing
 from services.engine.event_codec import subject_for
 from services.eventstore.port import StoredEvent
 from services.relay.cursor import Cursor
@@ -35,8 +36,14 @@ ATOMIC_BATCH_MSGS_MIN = 24
 
 
 class Publisher:
-    def __init__(self, js: JetStreamContext, fenced: FencedPublishing | None) -> None:
+    def __init__(
+        self, js: JetStreamContext | None, bus: Bus, fenced: FencedPublishing | None
+    ) -> None:
+        # Plain publishes are nats-py's pipelined publish_async where there is a JetStream
+        # context; without one (the in-memory bus) the port's publish, one task each in
+        # order (ADR 0098).
         self._js = js
+        self._bus = bus
         # Publishes fenced by the streams' expected sequences, in atomic batches when large
         # (ADR 0013). Without it every event is a plain JetStream publish.
         self._fenced = fenced
@@ -64,7 +71,7 @@ class Publisher:
             # Every earlier publish must have landed before the streams' sequences are read.
             await settle()
             self._expected_seq = {
-                stream: (await self._js.stream_info(stream)).state.last_seq
+                stream: (await self._bus.stream_state(stream)).last_seq
                 for stream in (subjects.EVT_STREAM, subjects.DISPATCH_STREAM)
             }
         acks: list[asyncio.Future[int]] = []
@@ -109,11 +116,18 @@ class Publisher:
         for messages in messages_by_stream(batch, cursor).values():
             for message in messages:
                 futures.append(
-                    await self._js.publish_async(
-                        message.subject, message.body, headers=message.headers
-                    )
+                    await self._publish_async(message.subject, message.body, message.headers)
                 )
         return asyncio.ensure_future(count_new(futures))
+
+    async def _publish_async(
+        self, subject: str, body: bytes, headers: dict[str, str] | None
+    ) -> asyncio.Future[Any]:
+        if self._js is not None:
+            return await self._js.publish_async(subject, body, headers=headers)
+        return asyncio.ensure_future(
+            self._bus.publish(subject, body, headers=headers, timeout_s=PUBLISH_ACK_TIMEOUT_S)
+        )
 
     async def publish_reissues(
         self,
@@ -140,9 +154,7 @@ class Publisher:
                     subjects.HDR_REISSUED: token,
                     subjects.HDR_MSG_ID: f"{event.event_id}:reissue:{token}",
                 }
-                acks.append(
-                    await self._js.publish_async(out.order_subject, out.body, headers=headers)
-                )
+                acks.append(await self._publish_async(out.order_subject, out.body, headers))
             await settled(asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_S))
             for _ in chunk:
                 queue.popleft()

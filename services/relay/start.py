@@ -15,11 +15,9 @@ from dataclasses import dataclass
 
 import msgspec
 import structlog
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
-from nats.js.errors import NotFoundError
 
 from services.bus import subjects
+from services.bus.port import Bus, NotFound, StoredMessage
 from services.engine.open_attempts import last_order_position
 from services.eventstore.port import EventStore
 from services.relay.checkpoint import load_checkpoint, save_checkpoint
@@ -50,9 +48,9 @@ class StartPoint:
 class StartCheck:
     """Reads the checkpoint and the streams' ends, and decides where to resume."""
 
-    def __init__(self, store: EventStore, js: JetStreamContext) -> None:
+    def __init__(self, store: EventStore, bus: Bus) -> None:
         self._store = store
-        self._js = js
+        self._bus = bus
         # Messages found in the streams that the relay did not write (ADR 0062).
         self.foreign_messages = 0
 
@@ -106,8 +104,8 @@ class StartCheck:
         if seq == 0:
             return Held.UNCHECKED
         try:
-            msg = await self._js.get_msg(subjects.EVT_STREAM, seq=seq)
-        except NotFoundError:
+            msg = await self._bus.get_message(subjects.EVT_STREAM, seq)
+        except NotFound:
             return Held.NO
         position = await self.ours(msg, head)
         if position is None:
@@ -119,7 +117,7 @@ class StartCheck:
 
     async def _stream_end(self, stream: str, head: int) -> StreamEnd:
         """The last message of the relay's own in ``stream``, read back from its end."""
-        state = (await self._js.stream_info(stream)).state
+        state = await self._bus.stream_state(stream)
         first_seq = max(state.first_seq, 1)
         seq = state.last_seq if state.messages else 0
         scanned = 0
@@ -129,12 +127,12 @@ class StartCheck:
                 return StreamEnd.unknown()
             scanned += 1
             try:
-                msg = await self._js.get_msg(stream, seq=seq)
-            except NotFoundError:  # deleted from the middle of the stream
+                msg = await self._bus.get_message(stream, seq)
+            except NotFound:  # deleted from the middle of the stream
                 seq -= 1
                 continue
             position = await self.ours(msg, head)
-            if position is not None and (msg.headers or {}).get(subjects.HDR_REISSUED):
+            if position is not None and msg.headers.get(subjects.HDR_REISSUED):
                 seq -= 1  # a re-issued old order says nothing about where the stream ends
                 continue
             if position is not None:
@@ -143,10 +141,10 @@ class StartCheck:
             seq -= 1
         return StreamEnd(position=0, seq=0, known=True)  # none of the log's events in it
 
-    async def ours(self, msg: RawStreamMsg, head: int) -> int | None:
+    async def ours(self, msg: StoredMessage, head: int) -> int | None:
         """The position of the log's event that ``msg`` carries, or None if it carries none:
         its position header, message id and body must all match the event in the log."""
-        headers = msg.headers or {}
+        headers = msg.headers
         raw_position = headers.get(subjects.HDR_POSITION, "")
         if not (0 < len(raw_position) <= POSITION_HEADER_CHARS_MAX and raw_position.isdigit()):
             return None
@@ -154,7 +152,7 @@ class StartCheck:
         if not 0 < position <= head:
             return None
         try:
-            stamp = _decode_stamp.decode(msg.data or b"")
+            stamp = _decode_stamp.decode(msg.data)
         except (msgspec.DecodeError, ValueError):
             return None
         [event] = await self._store.read_all(after_position=position - 1, limit=1)
@@ -171,12 +169,12 @@ class StartCheck:
             return None
         return position
 
-    def flag_foreign(self, stream: str, seq: int, msg: RawStreamMsg) -> None:
+    def flag_foreign(self, stream: str, seq: int, msg: StoredMessage) -> None:
         self.foreign_messages += 1
-        claimed = (msg.headers or {}).get(subjects.HDR_POSITION, "")
+        claimed = msg.headers.get(subjects.HDR_POSITION, "")
         log.warning(
             "relay_foreign_message", stream=stream, seq=seq,
-            subject=(msg.subject or "")[:FOREIGN_LOG_CHARS_MAX],
+            subject=msg.subject[:FOREIGN_LOG_CHARS_MAX],
             claimed_position=claimed[:FOREIGN_LOG_CHARS_MAX],
         )  # fmt: skip
 

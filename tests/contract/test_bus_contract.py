@@ -166,6 +166,32 @@ async def test_a_missing_stream_or_message_is_not_found(env: BusEnv) -> None:
         await env.bus.get_message(STREAM, 99)
 
 
+async def test_the_next_message_on_a_subject_from_a_sequence(env: BusEnv) -> None:
+    for subject in (f"{ORDERS}.a", "contract.other", f"{ORDERS}.b", "contract.other"):
+        await _publish(env.bus, subject)
+    found = await env.bus.get_message(STREAM, 2, next_on=f"{ORDERS}.>")
+    assert (found.seq, found.subject) == (3, f"{ORDERS}.b")
+    assert (await env.bus.get_message(STREAM, 1, next_on=f"{ORDERS}.>")).seq == 1
+    with pytest.raises(NotFound):
+        await env.bus.get_message(STREAM, 4, next_on=f"{ORDERS}.>")
+    stored_at = (await env.bus.get_message(STREAM, 1)).stored_at
+    assert stored_at is not None and stored_at.tzinfo is not None
+
+
+async def test_a_deleted_message_is_gone_and_the_others_stay(env: BusEnv) -> None:
+    for _ in range(3):
+        await _publish(env.bus, ORDERS)
+    await env.bus.delete_message(STREAM, 2)
+    state = await env.bus.stream_state(STREAM)
+    assert (state.first_seq, state.last_seq, state.messages) == (1, 3, 2)
+    with pytest.raises(NotFound):
+        await env.bus.get_message(STREAM, 2)
+    with pytest.raises(NotFound):
+        await env.bus.delete_message(STREAM, 2)
+    assert (await env.bus.get_message(STREAM, 1, next_on=">")).seq == 1
+    assert (await env.bus.get_message(STREAM, 2, next_on=">")).seq == 3
+
+
 async def test_a_publish_no_stream_takes_has_no_responders(env: BusEnv) -> None:
     with pytest.raises(NoResponders):
         await env.bus.publish("nowhere.at.all", b"x", timeout_s=DEADLINE_S)
@@ -589,3 +615,56 @@ async def test_a_request_on_a_stream_subject_is_answered_by_the_stream(env: BusE
         timeout_s=DEADLINE_S,
     )  # fmt: skip
     assert json.loads(refused.data)["error"]["err_code"] == ERR_WRONG_LAST_SEQUENCE
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"pending_msgs_max": 2}, {"pending_bytes_max": 25}],
+    ids=["messages", "bytes"],
+)
+async def test_a_handler_that_falls_behind_loses_what_exceeds_its_pending_limit(
+    env: BusEnv, limits: dict[str, int]
+) -> None:
+    """The API and the health listener bound what waits for their handler: beyond the limit
+    the bus drops messages rather than queueing without end, and the subscription lives on.
+    Payloads of 10 bytes: two fit under 25 bytes, a third would reach it."""
+    received: list[bytes] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    drained = asyncio.Event()  # the last message the limit kept has been handled
+    caught_up = asyncio.Event()
+
+    def payload(n: int) -> bytes:
+        return f"{n:010d}".encode()
+
+    async def slow(msg: Message) -> None:
+        received.append(msg.data)
+        if msg.data == payload(2):
+            drained.set()
+        if msg.data == b"last":
+            caught_up.set()
+        if msg.data == payload(0):
+            holding.set()
+            await release.wait()
+
+    async def echo(msg: Message) -> None:
+        await msg.respond(b"")
+
+    await env.bus.subscribe("rpc.slow", slow, **limits)
+    await env.bus.subscribe("rpc.sync", echo)
+    await env.bus.send("rpc.slow", payload(0))
+    await asyncio.wait_for(holding.wait(), DEADLINE_S)
+    for n in range(1, 11):
+        await env.bus.send("rpc.slow", payload(n))
+    # A round trip on the same connection: everything sent before it has reached the client.
+    await env.bus.request("rpc.sync", b"", timeout_s=DEADLINE_S)
+    release.set()
+    await asyncio.wait_for(drained.wait(), DEADLINE_S)
+    await env.bus.send("rpc.slow", b"last")
+    await asyncio.wait_for(caught_up.wait(), DEADLINE_S)
+    assert received == [payload(0), payload(1), payload(2), b"last"]
+
+
+async def test_the_bus_names_its_largest_message(env: BusEnv) -> None:
+    # nats-server's default, which the harness keeps and the twin reports.
+    assert env.bus.max_payload == 1024 * 1024

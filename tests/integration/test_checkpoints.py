@@ -24,6 +24,7 @@ from schemas.records import EventMetadata
 from services.bootstrap import bootstrap
 from services.bus import subjects
 from services.bus.jetstream import ensure_streams
+from services.bus.nats_adapter import NatsBus
 from services.engine.checkpoints import CHECKPOINT_STREAM_ID, Checkpointer
 from services.engine.clock import SystemClock
 from services.engine.committed import CommittedBatch, Writer
@@ -48,12 +49,17 @@ def _events(stream_id: str, count: int) -> list:
 
 
 @pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    client: Client = await connect_as(nats_url)  # the engine's credential
+async def client(nats_url: str) -> AsyncIterator[Client]:
+    connection: Client = await connect_as(nats_url)  # the engine's credential
+    yield connection
+    await connection.drain()
+
+
+@pytest.fixture
+async def js(client: Client) -> JetStreamContext:
     context = client.jetstream()
     await ensure_streams(context, duplicate_window_s=120)
-    yield context
-    await client.drain()
+    return context
 
 
 @pytest.fixture
@@ -63,9 +69,10 @@ def signer() -> Ed25519Signer:
 
 @pytest.fixture
 def checkpointer(
-    store: PostgresEventStore, js: JetStreamContext, signer: Ed25519Signer
+    store: PostgresEventStore, client: Client, js: JetStreamContext, signer: Ed25519Signer
 ) -> Checkpointer:
-    return Checkpointer(store, js, signer, SystemClock(), every_events=EVERY, every_s=3600)
+    bus = NatsBus(client, js)
+    return Checkpointer(store, bus, signer, SystemClock(), every_events=EVERY, every_s=3600)
 
 
 async def _commit(store: PostgresEventStore, checkpointer: Checkpointer, stream: str, n: int):

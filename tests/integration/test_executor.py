@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
+from services.bus.nats_adapter import NatsBus
 from services.executor import Executor, ExecutorLimits, HealthBoard
 from services.executor.consumer import bind_consumer, consumer_config
 from services.executor.health import decode_report, health_subject
@@ -341,7 +342,7 @@ async def test_a_durable_from_the_region_wide_subject_era_is_moved_to_its_node_s
     old = consumer_config("us", "us-lnd", limits)
     old_config = old.evolve(filter_subject=f"{subjects.DISPATCH_PREFIX}.us")
     await js.add_consumer(subjects.DISPATCH_STREAM, config=old_config)
-    await bind_consumer(js, "us", "us-lnd", limits)
+    await bind_consumer(NatsBus(nc, js), "us", "us-lnd", limits)
     info = await js.consumer_info(subjects.DISPATCH_STREAM, old.durable_name or "")
     assert info.config.filter_subject == subjects.dispatch_subject("us", "us-lnd")
 

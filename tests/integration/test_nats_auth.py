@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from services.bus import subjects
 from services.bus.jetstream import CREDS_ENV, CredentialRefused, connect, ensure_streams
+from services.bus.nats_adapter import NatsBus
 from services.devstack.nats import NatsServer
 from services.executor.consumer import bind_consumer, durable_created_at, ensure_dispatch_stream
 from services.executor.limits import ExecutorLimits
@@ -235,7 +236,7 @@ async def test_an_executor_takes_and_reports_for_its_own_node_only(bus: Bus) -> 
         for executor, region, node in ((eu, "eu", "eu-lnd"), (us, "us", "us-lnd")):
             js = executor.nc.jetstream()
             await ensure_dispatch_stream(js, duplicate_window_s=60)
-            await bind_consumer(js, region, node, limits)
+            await bind_consumer(NatsBus(executor.nc, js), region, node, limits)
             await durable_created_at(js, region, node)
         ejs = engine.jetstream()
         await ejs.publish(subjects.dispatch_subject("us", "us-lnd"), b'{"for": "us"}')

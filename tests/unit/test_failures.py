@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services import failures
+from services.bus.port import NoResponders, NotFound, PublishRefused
 from services.executor.limits import ExecutorLimits
 
 TRANSIENT = [
@@ -29,6 +30,7 @@ TRANSIENT = [
     nats.errors.NoRespondersError(),
     nats.errors.ConnectionClosedError(),
     nats.js.errors.ServiceUnavailableError(),
+    NoResponders("no stream takes corridor.evt.v1.x"),  # the bus port's (ADR 0098)
 ]
 DEFINITE = [
     asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence 0x00"),  # 22021
@@ -39,6 +41,8 @@ DEFINITE = [
     asyncpg.exceptions.InternalServerError("XX000"),
     nats.js.errors.BadRequestError(),
     nats.errors.MaxPayloadError(),
+    NotFound("no stream CORRIDOR_DLQ"),
+    PublishRefused("CORRIDOR_EVT", 10071, "wrong last sequence"),
     AssertionError("a bug"),
     UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogates not allowed"),
 ]
