@@ -10,7 +10,7 @@ from typing import Any
 def register(subparsers: Any) -> None:
     sim = subparsers.add_parser(
         "simulate",
-        help="run the deterministic simulation: seeded schedules and faults, checked invariants",
+        help="the deterministic simulation: seeded schedules and faults, checked invariants",
     )
     sim.add_argument("--seeds", type=int, default=300, help="how many seeds to run (default 300)")
     sim.add_argument("--seed", type=int, default=0, help="the first seed (replay one: --seeds 1)")
