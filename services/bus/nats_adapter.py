@@ -54,7 +54,9 @@ ERR_SEQUENCE_NOT_FOUND = 10043
 
 
 @dataclass(frozen=True, slots=True)
-class _CoreMessage:
+class _Received:
+    """What every message read from nats-py carries, core or JetStream."""
+
     msg: Msg
 
     @property
@@ -69,6 +71,9 @@ class _CoreMessage:
     def headers(self) -> Mapping[str, str]:
         return self.msg.headers or {}
 
+
+@dataclass(frozen=True, slots=True)
+class _CoreMessage(_Received):
     @property
     def reply(self) -> str:
         return self.msg.reply
@@ -78,21 +83,7 @@ class _CoreMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class _Delivery:
-    msg: Msg
-
-    @property
-    def subject(self) -> str:
-        return self.msg.subject
-
-    @property
-    def data(self) -> bytes:
-        return self.msg.data
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.msg.headers or {}
-
+class _Delivery(_Received):
     @property
     def num_delivered(self) -> int:
         return self.msg.metadata.num_delivered or 1
