@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 
-import asyncpg
 import structlog
 
 from schemas.commands import EscalatePaymentIntent
@@ -31,6 +30,7 @@ from services.engine.clock import Clock
 from services.engine.open_attempts import OpenAttempt, dispatched_between, open_attempts
 from services.engine.processor import CommandEnvelope, CommandProcessor
 from services.eventstore.port import EventStore
+from services.failures import is_transient
 from services.relay.outbox import OutboxRelay
 
 log = structlog.get_logger("corridor.sweeper")
@@ -40,7 +40,6 @@ log = structlog.get_logger("corridor.sweeper")
 WATCHED_MAX = 100_000
 # Work orders taken from the log per query.
 SCAN_PAGE_ORDERS = 5_000
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Sweeper:
@@ -77,8 +76,14 @@ class Sweeper:
         while True:
             try:
                 await self.sweep()
-            except _TRANSIENT as exc:
-                log.warning("sweep_unavailable", error=type(exc).__name__)
+            except Exception as exc:
+                # Tried again next round either way (the log still holds what it looks for);
+                # a definite failure is a fault to see, and must not end the sweeper
+                # (services/failures.py, as for the checkpointer).
+                if is_transient(exc):
+                    log.warning("sweep_unavailable", error=type(exc).__name__)
+                else:
+                    log.error("sweep_failed", error=type(exc).__name__, exc_info=exc)
             await asyncio.sleep(self._interval_s)  # the sweep's timer, not synchronisation
 
     async def sweep(self) -> None:
