@@ -22,8 +22,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from services.bus import subjects
-
 log = structlog.get_logger("corridor.bus")
 
 METADATA_KEY: Final = "corridor.limits"
@@ -135,9 +133,10 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
             info = await js.stream_info(wanted.name)  # created by another process meanwhile
     existing = info.config
     config, kept = reconcile(existing, wanted, limits)
-    if wanted.name == subjects.CHECKPOINT_STREAM:
-        # Nobody may update it, the engine included (ADR 0067): an update could set limits
-        # that drop signed checkpoints. The stream in place is kept as it is.
+    if wanted.deny_delete:
+        # A stream that refuses deletes (the signed checkpoints) is never updated, by the
+        # engine either (ADR 0067): an update could set limits that drop what no delete may.
+        # The stream in place is kept as it is.
         if (
             kept
             or existing.subjects != config.subjects
