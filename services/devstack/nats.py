@@ -48,6 +48,11 @@ def nats_server_binary() -> str:
     return found
 
 
+# A first start whose ports were taken between choosing and binding tries new ones this often.
+PORT_ATTEMPTS_MAX = 3
+PORT_IN_USE = "address already in use"
+
+
 @dataclass
 class NatsServer:
     data_dir: Path
@@ -58,6 +63,8 @@ class NatsServer:
     # "always" fsyncs every JetStream write; the default (2 min) can lose acked messages.
     sync_interval: str = "always"
     proc: subprocess.Popen[bytes] | None = None
+    # Set by the first successful start: a restart keeps its ports (clients reconnect there).
+    started: bool = False
 
     @property
     def url(self) -> str:
@@ -77,6 +84,21 @@ class NatsServer:
         return self.proc.pid
 
     def start(self, timeout_s: float = 15.0) -> None:
+        for attempt in range(1, PORT_ATTEMPTS_MAX + 1):
+            try:
+                self._start_once(timeout_s)
+            except RuntimeError as exc:
+                self.proc = None
+                if self.started or attempt == PORT_ATTEMPTS_MAX or PORT_IN_USE not in str(exc):
+                    raise
+                # free_port() only found the ports free a moment ago: another process (often a
+                # client's ephemeral port) took one before the bind. Choose again.
+                self.port, self.monitor_port = free_port(), free_port()
+            else:
+                self.started = True
+                return
+
+    def _start_once(self, timeout_s: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_authorization(self.auth_file, self.registry)
         config = self.data_dir / "nats.conf"
