@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -193,8 +192,8 @@ class Payer:
 
     async def _track(self, payment_hash: str) -> PaymentResult | None:
         """The final record, or ``None`` if still in flight after ``track_s_max``."""
-        deadline_s = time.monotonic() + self._limits.track_s_max
-        while (remaining_s := deadline_s - time.monotonic()) > 0:
+        deadline_s = asyncio.get_running_loop().time() + self._limits.track_s_max
+        while (remaining_s := deadline_s - asyncio.get_running_loop().time()) > 0:
             try:
                 async with asyncio.timeout(remaining_s):
                     async for update in self._node.payment_updates(payment_hash):

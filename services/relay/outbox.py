@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -241,7 +240,11 @@ class OutboxRelay:
                     if not batch:
                         await self._settle_all()
                         # Idle: save now if the last save is old enough, else wake up for it.
-                        due_in_s = self._saved_at + CHECKPOINT_INTERVAL_S - time.monotonic()
+                        due_in_s = (
+                            self._saved_at
+                            + CHECKPOINT_INTERVAL_S
+                            - asyncio.get_running_loop().time()
+                        )
                         if due_in_s <= 0:
                             await self._save_checkpoint()
                         wait_s = self._poll_s
@@ -260,7 +263,7 @@ class OutboxRelay:
                         len(in_flight) > BATCHES_IN_FLIGHT_MAX or in_flight[0][1].done()
                     ):
                         await self._acknowledged()
-                    if time.monotonic() - self._saved_at >= CHECKPOINT_INTERVAL_S:
+                    if asyncio.get_running_loop().time() - self._saved_at >= CHECKPOINT_INTERVAL_S:
                         await self._save_checkpoint()
             finally:
                 if in_flight and self._reconnected is not None and self._reconnected.done():
@@ -322,9 +325,9 @@ class OutboxRelay:
     async def _await_own_commit(self) -> list[Outgoing]:
         """The handoff of the commit this process's writer has under way, if it is the next
         thing to publish; [] at once if the writer is idle or the handoff shows a gap."""
-        deadline_s = time.monotonic() + HANDOFF_WAIT_S_MAX
+        deadline_s = asyncio.get_running_loop().time() + HANDOFF_WAIT_S_MAX
         while not self._handoff and self.local_writer_busy():
-            remaining_s = deadline_s - time.monotonic()
+            remaining_s = deadline_s - asyncio.get_running_loop().time()
             if remaining_s <= 0:
                 break
             with contextlib.suppress(TimeoutError):
@@ -393,7 +396,7 @@ class OutboxRelay:
             await save_checkpoint(self._store, cursor.published_through, cursor.published_seq)
             # Only the notify handler ran meanwhile: the published position is what was saved.
             self.cursor = cursors.saved(self.cursor)
-        self._saved_at = time.monotonic()
+        self._saved_at = asyncio.get_running_loop().time()
 
     def _on_notify(self, position: int | None) -> None:
         # The commit's last position: a commit already handed over and sent needs no read of
