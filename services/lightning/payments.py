@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from services.lightning.bolt11 import invoice_facts
-from services.lightning.port import Channel, LiquiditySummary, PayRequest
+from services.lightning.port import (
+    Channel,
+    FailureReason,
+    LiquiditySummary,
+    PaymentFailed,
+    PaymentResult,
+    PaymentSucceeded,
+    PayRequest,
+)
 
 
 def invoice_target(request: PayRequest) -> tuple[str, int, bool]:
@@ -24,6 +33,31 @@ def invoice_target(request: PayRequest) -> tuple[str, int, bool]:
     if request.amount_msat not in (None, facts.amount_msat):
         raise ValueError("amount_msat differs from the invoice amount")
     return facts.payment_hash, facts.amount_msat, False
+
+
+def keysend_target(request: PayRequest) -> tuple[str, int]:
+    """(payment hash, amount) of a keysend whose preimage the caller chose; raises
+    ``ValueError`` before any node call."""
+    if request.destination is None or request.amount_msat is None or request.amount_msat <= 0:
+        raise ValueError("a payment needs payment_request, or destination and amount_msat")
+    if request.keysend_preimage is None:
+        raise ValueError("keysend needs keysend_preimage so that retries reuse one hash")
+    derived = hashlib.sha256(bytes.fromhex(request.keysend_preimage)).hexdigest()
+    if request.payment_hash is not None and request.payment_hash != derived:
+        raise ValueError("payment_hash is not the hash of keysend_preimage")
+    return derived, request.amount_msat
+
+
+def for_amount(record: PaymentResult, amount_msat: int) -> PaymentResult:
+    """A node's record of a hash as the answer to paying ``amount_msat`` with it: a success
+    for another amount paid someone else's request, not this one."""
+    if isinstance(record, PaymentSucceeded) and record.amount_msat != amount_msat:
+        return PaymentFailed(
+            payment_hash=record.payment_hash,
+            reason=FailureReason.ALREADY_PAID,
+            detail=f"hash already paid with {record.amount_msat} msat",
+        )
+    return record
 
 
 def liquidity_of(channels: Sequence[Channel]) -> LiquiditySummary:

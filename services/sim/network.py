@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from types import MappingProxyType
 
 from services.lightning.bolt11 import decode_invoice
@@ -236,7 +236,9 @@ class SimNetwork:
         """Ground truth: every attempt the network saw, in start order."""
         return self._ledger.all()
 
-    async def subscribe_payment(self, origin: str, payment_hash: str) -> AsyncIterator[SimPayment]:
+    async def subscribe_payment(
+        self, origin: str, payment_hash: str
+    ) -> AsyncGenerator[SimPayment, None]:
         """Yield the current record and each change after it; end at the first final state."""
         self._ensure_driver()
         key = (origin, payment_hash)

@@ -27,6 +27,7 @@ import pytest
 from services.lightning.cln import ClnAdapter, PayCommand
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import Invoice, NodePort
+from services.lightning.sim_direct import SimNodeAdapter
 from services.sim.cln_server import ClnNodeServer, start_cln_node_server
 from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
@@ -210,6 +211,18 @@ async def lnd_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
 
 
 @contextlib.asynccontextmanager
+async def sim_direct_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
+    """The in-process adapter of the deterministic simulation (ADR 0302): no server at all."""
+    network = SimNetwork.from_topology(contract_topology("lnd"), seed=SEED)
+    adapter = SimNodeAdapter(network, "alice", timeout_s=ADAPTER_TIMEOUT_S)
+    try:
+        yield AdapterEnv(kind="sim-direct", adapter=adapter, network=network)
+    finally:
+        await adapter.close()
+        await network.aclose()
+
+
+@contextlib.asynccontextmanager
 async def real_lnd_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
     uri = os.environ.get("CORRIDOR_LND_URI")
     if not uri:
@@ -227,11 +240,12 @@ async def real_lnd_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
 
 EnvFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[AdapterEnv]]
 # Simulated kinds run in test_adapter_contract.py: CLN paying with xpay (the default) and with
-# pay (the opt-in), and LND.
+# pay (the opt-in), LND, and the in-process adapter the deterministic simulation uses.
 ENV_FACTORIES: dict[str, EnvFactory] = {
     "cln-xpay": functools.partial(cln_env, pay_command="xpay"),
     "cln-pay": functools.partial(cln_env, pay_command="pay"),
     "lnd": lnd_env,
+    "sim-direct": sim_direct_env,
 }
 # Real kinds run in test_real_nodes.py and skip unless configured.
 REAL_ENV_FACTORIES: dict[str, EnvFactory] = {
