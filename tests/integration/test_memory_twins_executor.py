@@ -21,6 +21,7 @@ from pathlib import Path
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
 from services.bus.memory import MemoryBus
+from services.bus.stream_specs import stream_spec
 from services.engine.clock import SystemClock
 from services.eventstore.memory import InMemoryEventStore
 from services.executor import Executor
@@ -43,6 +44,7 @@ from tests.integration.test_executor import (
 from tests.integration.test_memory_twins_engine import REQUEST_TIMEOUT_S
 
 SUBMIT = "corridor.api.v1.intents.submit.alice"
+DUPLICATE_WINDOW_S = 120  # the settings' default
 
 
 @contextlib.asynccontextmanager
@@ -144,3 +146,31 @@ async def test_a_worker_killed_on_the_twin_leaves_its_order_to_the_next(tmp_path
             what="the intent to settle",
         )
         assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]
+
+
+async def test_an_executor_on_the_twin_rebinds_a_durable_lost_with_its_stream(
+    tmp_path: Path,
+) -> None:
+    """The dispatch stream deleted and re-created (ADR 0075): the twin refuses the old
+    binding's fetches as the server does, and the executor binds its durable again through
+    the port (``has_durable``), then pays what the new stream brings."""
+    bus = MemoryBus()
+    async with sim_stack(tmp_path, nats_url="") as sim, twin_engine(bus, tmp_path) as engine:
+        executor = twin_executor(bus, tmp_path, "us-1")
+        sim.running.append((executor, asyncio.create_task(executor.run())))
+        await wait_for(executor.ready.is_set, what="the executor to bind its durable")
+        durable = consumer_name("us", "us-lnd")
+        bus.delete_stream(subjects.DISPATCH_STREAM)
+        assert not await bus.has_durable(subjects.DISPATCH_STREAM, durable)
+        await bus.add_stream(stream_spec(subjects.DISPATCH_STREAM, DUPLICATE_WINDOW_S))
+        await wait_for(
+            lambda: bus.has_durable(subjects.DISPATCH_STREAM, durable),
+            timeout_s=SETTLE_TIMEOUT_S,
+            what="the executor to bind its durable again",
+        )
+        intent_id, _, _ = await _submit_invoice(bus, sim, "twin-rebind")
+        await wait_for(
+            lambda: _state_is(engine, intent_id, "settled"),
+            timeout_s=SETTLE_TIMEOUT_S,
+            what="the rebound executor to settle a new intent",
+        )
