@@ -1,7 +1,8 @@
 """The bus port: what Corridor asks of NATS and JetStream, and nothing more (ADR 0092).
 
 Two implementations keep it: ``NatsBus`` (``nats_adapter.py``) over nats-py and a real server,
-and ``MemoryBus`` (``memory.py``), a deterministic twin on an injected clock for simulations.
+and ``MemoryBus`` (``memory.py``), a deterministic twin on the event loop's clock or an injected
+one, for simulations (ADR 0093, 0303).
 One contract suite (``tests/contract/test_bus_contract.py``) runs against both.
 
 What the callers use, and so what the port names:
