@@ -7,10 +7,14 @@ sequence, then the duplicate window, then the expected last message id, subject
 wildcards, durable pull consumers with filters, ack / nak with delay / term / in-progress,
 redelivery after ``ack_wait`` and ``max_deliver``, request/reply with "no responders".
 
-Nothing in it reads the wall clock or sleeps. Time is ``now_s()``; whoever moves that clock
-calls ``tick()`` so that fetches and requests waiting on it look again (a deadline reached
-gives ``TimeoutError``, a redelivery that came due is handed out). Everything else happens in
-the order the caller's tasks run, so a seeded scheduler replays it exactly.
+Nothing in it reads the wall clock. Time is the event loop's by default
+(``loop.time()``): a fetch or request waiting on the bus also waits for its deadline and for
+the next redelivery to come due on a loop timer, so the loop drives it, a virtual-time loop
+as well as a real one (ADR 0303). With a clock of its own (``now_s``), whoever moves that
+clock calls ``tick()`` so that waiting fetches and requests look again (a deadline reached
+gives ``TimeoutError``, a redelivery that came due is handed out); no timer is armed then.
+Everything else happens in the order the caller's tasks run, so a seeded scheduler replays it
+exactly.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from services.bus.port import (
     ERR_WRONG_LAST_MSG_ID,
     ERR_WRONG_LAST_SEQUENCE,
     HDR_MSG_ID,
+    BusError,
     Delivery,
     Durable,
     Handler,
@@ -68,6 +73,10 @@ SUBSCRIPTION_PENDING_BYTES_MAX = 128 * 1024 * 1024  # nats-py's pending_bytes_li
 # nats-server's default ``max_payload`` (1 MiB), which the twin reports so that callers size
 # their replies as against the server (it does not refuse larger messages itself).
 MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -171,6 +180,18 @@ class _Consumer:
             out.append(self._delivery(message, 1))
         return out
 
+    def next_due_s(self) -> float | None:
+        """When the earliest delivery not yet settled comes due again, if any."""
+        return min((p.due_s for p in self._pending.values()), default=None)
+
+    def bound(self) -> bool:
+        """Whether this durable still exists (not deleted with its stream)."""
+        stream = self._stream
+        return (
+            self._bus.stream_named(stream.spec.name) is stream
+            and stream.consumers.get(self.durable.name) is self
+        )
+
     def _next_new(self) -> StoredMessage | None:
         seqs = self._stream.seqs
         for index in range(bisect.bisect_right(seqs, self._cursor), len(seqs)):
@@ -195,7 +216,9 @@ class _Consumer:
     def settle(self, seq: int, *, due_in_s: float | None) -> None:
         """``due_in_s`` None: settled for good (ack or term); else hand out again then."""
         if due_in_s is None:
-            self._pending.pop(seq, None)
+            # Room under max_ack_pending: a fetch waiting for it looks again.
+            if self._pending.pop(seq, None) is not None:
+                self._bus.wake()
             return
         pending = self._pending.get(seq)
         if pending is not None:
@@ -254,12 +277,16 @@ class _PullConsumer:
             raise ValueError("fetch at least one message")
         deadline_s = self._bus.now_s() + timeout_s
         while True:
+            if not self._consumer.bound():
+                # As the server answers a pull on a deleted durable: the caller binds again.
+                raise BusError(f"consumer {self._consumer.durable.name} deleted")
             out = self._consumer.take(batch)
             if out:
                 return out
             if self._bus.now_s() >= deadline_s:
                 raise TimeoutError("no messages")
-            await self._bus.changed()
+            due_s = self._consumer.next_due_s()
+            await self._bus.changed(until_s=deadline_s if due_s is None else min(deadline_s, due_s))
 
     async def close(self) -> None:
         return None
@@ -321,8 +348,10 @@ class _Subscription:
 class MemoryBus:
     """The bus port in one process. ``now_s``: the injected clock, in seconds."""
 
-    def __init__(self, now_s: Callable[[], float]) -> None:
-        self.now_s = now_s
+    def __init__(self, now_s: Callable[[], float] | None = None) -> None:
+        """``now_s`` None: the running event loop's clock, with timers for the waits."""
+        self.now_s = now_s or _loop_time
+        self._timed = now_s is None
         self._streams: dict[str, _Stream] = {}
         self._subscriptions: list[_Subscription] = []
         self._queue_turns: dict[tuple[str, str], int] = collections.defaultdict(int)
@@ -338,8 +367,17 @@ class MemoryBus:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self) -> None:
-        await self._changed.wait()
+    async def changed(self, *, until_s: float | None = None) -> None:
+        """Until the bus changes or, on the loop's clock, ``until_s`` comes."""
+        changed = self._changed
+        if until_s is None or not self._timed:
+            await changed.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), max(0.0, until_s - self.now_s()))
+
+    def stream_named(self, name: str) -> _Stream | None:
+        return self._streams.get(name)
 
     def drop(self, subscription: _Subscription) -> None:
         if subscription in self._subscriptions:
@@ -547,7 +585,7 @@ class MemoryBus:
             while not reply.done():
                 if self.now_s() >= deadline_s:
                     raise TimeoutError(f"no reply on {subject}")
-                await self.changed()
+                await self.changed(until_s=deadline_s)
             return reply.result()
         finally:
             self._replies.pop(inbox, None)
@@ -601,6 +639,10 @@ class MemoryBus:
         if consumer is None:
             consumer = stream.consumers[durable.name] = _Consumer(self, stream, durable)
         return _PullConsumer(self, consumer)
+
+    async def has_durable(self, stream: str, name: str) -> bool:
+        found = self._streams.get(stream)
+        return found is not None and name in found.consumers
 
     async def stream_state(self, stream: str) -> StreamState:
         found = self._streams.get(stream)

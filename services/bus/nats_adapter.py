@@ -22,7 +22,14 @@ from nats.aio.subscription import (
 )
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 from nats.js.errors import NotFoundError as JsNotFound
 
@@ -179,10 +186,15 @@ class NatsBus:
         config = StreamConfig(
             name=spec.name,
             subjects=list(spec.subjects),
+            storage=StorageType.FILE,
             duplicate_window=spec.duplicate_window_s,
             retention=retention,
             allow_atomic=spec.allow_atomic,
         )
+        if spec.limits is not None:
+            # With the limits' record in the metadata, so the engine keeps them from then on
+            # and never overwrites one an operator changed (``stream_limits.py``).
+            config = spec.limits.applied_to(config)
         try:
             await self.js.stream_info(spec.name)
         except JsNotFound:
@@ -289,6 +301,13 @@ class NatsBus:
             log.warning("bus_consumer_kept", consumer=durable.name, detail=str(exc)[:200])
         sub = await self.js.pull_subscribe_bind(durable=durable.name, stream=durable.stream)
         return _PullConsumer(sub)
+
+    async def has_durable(self, stream: str, name: str) -> bool:
+        try:
+            await self.js.consumer_info(stream, name)
+        except JsNotFound:  # the durable, or its stream (JetStream answers 404 for both)
+            return False
+        return True
 
     async def stream_state(self, stream: str) -> StreamState:
         try:

@@ -1,7 +1,8 @@
 """The bus port: what Corridor asks of NATS and JetStream, and nothing more (ADR 0092).
 
 Two implementations keep it: ``NatsBus`` (``nats_adapter.py``) over nats-py and a real server,
-and ``MemoryBus`` (``memory.py``), a deterministic twin on an injected clock for simulations.
+and ``MemoryBus`` (``memory.py``), a deterministic twin on the event loop's clock or an injected
+one, for simulations (ADR 0093, 0303).
 One contract suite (``tests/contract/test_bus_contract.py``) runs against both.
 
 What the callers use, and so what the port names:
@@ -12,7 +13,9 @@ What the callers use, and so what the port names:
   executors' engine client);
 - a durable pull consumer: fetch, ack, nak with a delay, term, in-progress, redelivery after
   ``ack_wait``, ``max_deliver`` (executors and the command stream);
-- a stream's state and one stored message by sequence (the relay's start-up checks).
+- a stream's state and one stored message by sequence (the relay's start-up checks);
+- a stream created if absent and never changed, and whether a durable still exists (the
+  executors: the dispatch stream before the engine made it, a durable lost with its stream).
 
 Refusals are JetStream's own, as ``PublishRefused`` with the server's error code; the twin
 raises the same type with the same codes.
@@ -35,6 +38,7 @@ from services.bus.fenced_publisher import (
     OutgoingMessage,
     PublishRefused,
 )
+from services.bus.stream_limits import StreamLimits
 
 __all__ = [
     "ERR_WRONG_LAST_MSG_ID",
@@ -88,6 +92,9 @@ class StreamSpec:
     work_queue: bool = False
     # Takes atomic batches (CORRIDOR_EVT and CORRIDOR_DISPATCH, ADR 0013).
     allow_atomic: bool = False
+    # How much the stream keeps (ADR 0079), applied when it is created on a server. The twin
+    # keeps everything: a simulation never fills a stream (ADR 0093).
+    limits: StreamLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +223,8 @@ class FencedPublishing(Protocol):
 
 class Bus(FencedPublishing, Protocol):
     async def add_stream(self, spec: StreamSpec) -> None:
-        """Create the stream if it does not exist (an existing one is kept as it is)."""
+        """Create the stream if it does not exist; an existing one is kept as it is, never
+        changed (one created a moment ago by somebody else too)."""
         ...
 
     async def publish(
@@ -277,6 +285,11 @@ class Bus(FencedPublishing, Protocol):
 
     async def consumer(self, durable: Durable) -> PullConsumer:
         """Create the durable if missing (an existing one keeps its settings) and bind to it."""
+        ...
+
+    async def has_durable(self, stream: str, name: str) -> bool:
+        """Whether the durable ``name`` exists on ``stream``: false once it or its stream is
+        deleted (a stream re-created since has no durables). Other failures raise."""
         ...
 
     async def stream_state(self, stream: str) -> StreamState:

@@ -7,35 +7,24 @@ any instant, leaves its orders unacked and JetStream hands them to the next work
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, NotFoundError
 
 from services.bus import subjects
-from services.bus.jetstream import stream_configs
 from services.bus.port import DELIVER_FOREVER, Bus, Durable, PullConsumer
-from services.bus.stream_retention import DEFAULT_STREAM_LIMITS
+from services.bus.stream_specs import stream_spec
 from services.executor.limits import ExecutorLimits
 
 log = structlog.get_logger("corridor.executor")
 
 
-async def ensure_dispatch_stream(js: JetStreamContext, *, duplicate_window_s: int) -> None:
-    """Create the dispatch stream if the engine has not yet; never change the engine's streams."""
-    try:
-        await js.stream_info(subjects.DISPATCH_STREAM)
-    except NotFoundError:
-        [config] = [
-            c for c in stream_configs(duplicate_window_s) if c.name == subjects.DISPATCH_STREAM
-        ]
-        # BadRequest: the engine created it a moment ago, which is just as good.
-        with contextlib.suppress(BadRequestError):
-            # With the default limits (ADR 0079); the engine keeps them from then on.
-            await js.add_stream(DEFAULT_STREAM_LIMITS[subjects.DISPATCH_STREAM].applied_to(config))
+async def ensure_dispatch_stream(bus: Bus, *, duplicate_window_s: int) -> None:
+    """Create the dispatch stream if the engine has not yet, with the default limits (ADR
+    0079; the engine keeps them from then on); never change the engine's streams."""
+    await bus.add_stream(stream_spec(subjects.DISPATCH_STREAM, duplicate_window_s))
 
 
 def consumer_name(region: str, node: str) -> str:
@@ -89,11 +78,7 @@ async def bind_consumer(bus: Bus, region: str, node: str, limits: ExecutorLimits
     return await bus.consumer(consumer_durable(region, node, limits))
 
 
-async def durable_lost(js: JetStreamContext, region: str, node: str) -> bool:
+async def durable_lost(bus: Bus, region: str, node: str) -> bool:
     """Whether the node's durable is gone (its stream was deleted, and perhaps re-created
     empty by the engine, ADR 0075). Other failures raise: they say nothing about it."""
-    try:
-        await js.consumer_info(subjects.DISPATCH_STREAM, consumer_name(region, node))
-    except NotFoundError:
-        return True
-    return False
+    return not await bus.has_durable(subjects.DISPATCH_STREAM, consumer_name(region, node))

@@ -7,6 +7,13 @@ cancelled (killed) worker acks nothing and its orders come back. An order that c
 paid (malformed, unsigned, forged, for an intent the engine does not have) is terminated and
 recorded on ``corridor.dlq.v1.dispatch.<region>.<node>`` for the operator. Any other refusal
 from the engine holds the order instead: recorded there too, and retried (ADR 0072).
+
+Everything it asks of NATS goes through the bus port (ADR 0092, 0098): the dispatch stream
+created if absent, the durable, deliveries, health reports, the engine client's requests,
+dead-letter records, and the check for a lost durable. By default ``run`` connects to
+``nats_url`` and wraps the connection in ``NatsBus``; given a ``bus`` (the in-memory twin of
+a simulation, or a connection its owner shares) it runs on that one, opens nothing and
+closes nothing: the code path is the same, only the construction differs.
 """
 
 from __future__ import annotations
@@ -14,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
 import structlog
-from nats.js import JetStreamContext
 
 from schemas.commands import RecordPaymentOutcome
 from services.bus import subjects
@@ -65,7 +72,7 @@ class Executor:
     def __init__(
         self,
         *,
-        nats_url: str,
+        nats_url: str | None = None,
         region: str,
         node_name: str,
         node: NodePort,
@@ -75,9 +82,15 @@ class Executor:
         duplicate_window_s: int = DUPLICATE_WINDOW_S_DEFAULT,
         creds: Path | None = None,
         verifier: Verifier | None = None,
+        bus: Bus | None = None,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
-        Required to run: without it no order can be trusted, and ``run`` refuses to start."""
+        Required to run: without it no order can be trusted, and ``run`` refuses to start.
+
+        ``bus``: run on this bus instead of connecting to ``nats_url`` (then ``nats_url`` and
+        ``creds`` are unused); its owner closes it. One of the two is required."""
+        if bus is None and not nats_url:
+            raise ValueError("an executor needs a nats_url to connect to, or a bus")
         self.region = region
         self.node_name = node_name
         self.executor_id = executor_id
@@ -97,7 +110,7 @@ class Executor:
         self._engine: EngineClient | None = None
         # Jitter for held orders' back-off only: no decision depends on it.
         self._jitter = random.Random()
-        self._js: JetStreamContext | None = None
+        self._given_bus = bus
         self._bus: Bus | None = None
         self._payer = Payer(
             node,
@@ -127,31 +140,42 @@ class Executor:
         if self._verifier is None or not self._verifier.key_ids():
             log.error("executor_without_engine_keys")
             raise KeyFileError("the executor trusts no engine signing key (ADR 0063)")
+        health: asyncio.Task[None] | None = None
+        async with self._open_bus() as bus:
+            self._bus = bus
+            try:
+                await ensure_dispatch_stream(bus, duplicate_window_s=self._duplicate_window_s)
+                sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
+                health = asyncio.create_task(self._health(bus), name="executor-health")
+                self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
+                log.info("executor_started")
+                self.ready.set()
+                await self._pull(sub)
+                await self._drain()
+            finally:
+                for task in [*self._tasks, *([health] if health else [])]:
+                    task.cancel()
+                await asyncio.gather(
+                    *self._tasks, *([health] if health else []), return_exceptions=True
+                )
+                log.info("executor_stopped")
+
+    @contextlib.asynccontextmanager
+    async def _open_bus(self) -> AsyncIterator[Bus]:
+        """The bus given at construction, left open; else a connection of our own, closed
+        when ``run`` ends."""
+        if self._given_bus is not None:
+            yield self._given_bus
+            return
+        assert self._nats_url, "checked at construction"
         nc = await connect(
             self._nats_url, name=f"corridor-executor-{self.executor_id}", creds=self._creds
         )
-        health: asyncio.Task[None] | None = None
         try:
-            js = self._js = nc.jetstream()
-            # The bus port (ADR 0092, 0098); the stream and durable checks still use ``js``.
-            bus = self._bus = NatsBus(nc, js)
-            await ensure_dispatch_stream(js, duplicate_window_s=self._duplicate_window_s)
-            sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
-            health = asyncio.create_task(self._health(bus), name="executor-health")
-            self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
-            log.info("executor_started")
-            self.ready.set()
-            await self._pull(sub)
-            await self._drain()
+            yield NatsBus(nc)
         finally:
-            for task in [*self._tasks, *([health] if health else [])]:
-                task.cancel()
-            await asyncio.gather(
-                *self._tasks, *([health] if health else []), return_exceptions=True
-            )
             with contextlib.suppress(Exception):
                 await nc.close()
-            log.info("executor_stopped")
 
     async def _attempt_status(self, intent_id: str) -> AttemptStatus:
         assert self._engine is not None, "the engine client exists while run() runs"
@@ -206,9 +230,9 @@ class Executor:
         """A durable deleted with its stream never comes back by itself: bind a new one. It
         replays the re-created stream from its start; the engine re-issues the open orders
         into it (ADR 0075), and each is checked with the engine before it is paid."""
-        assert self._js is not None and self._bus is not None, "they exist while run() runs"
+        assert self._bus is not None, "the bus exists while run() runs"
         try:
-            if not await durable_lost(self._js, self.region, self.node_name):
+            if not await durable_lost(self._bus, self.region, self.node_name):
                 return sub
             rebound = await bind_consumer(self._bus, self.region, self.node_name, self._limits)
         except Exception as exc:  # the stream not re-created yet, NATS away: next time

@@ -11,6 +11,7 @@ than the ack wait, on the real server, and not at all on the twin, whose clock h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,7 +46,7 @@ from services.bus.port import (
 )
 from services.devstack.nats import NatsServer
 from services.sim.clock import ManualClock
-from tests.conftest import session_registry
+from tests.conftest import session_registry, wait_for
 from tests.nats_creds import connect_as
 
 # Short enough that the real server's tests stay quick, long enough that a loaded machine does
@@ -103,6 +104,23 @@ def _streams() -> list[StreamSpec]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def _nats_env(tmp_path: Path, identity_home: Path) -> AsyncIterator[BusEnv]:
+    """The harness's server (tests/conftest.py ``nats_url``), started here because only one of
+    each fixture's parameters needs it: nkey users only, as in every test."""
+    server = NatsServer(tmp_path / "nats", registry=session_registry(identity_home))
+    await asyncio.to_thread(server.start)
+    nc = await connect_as(server.url)
+    try:
+        nats_bus = NatsBus(nc)
+        for spec in _streams():
+            await nats_bus.add_stream(spec)
+        yield BusEnv(nats_bus, lambda _s: None, quiet_s=ACK_WAIT_S * 1.5, wait_s=DEADLINE_S)
+    finally:
+        await nc.close()
+        await asyncio.to_thread(server.stop)
+
+
 @pytest.fixture(params=["memory", "nats"])
 async def env(
     request: pytest.FixtureRequest, tmp_path: Path, identity_home: Path
@@ -119,19 +137,24 @@ async def env(
             await bus.add_stream(spec)
         yield BusEnv(bus, advance, quiet_s=0.0, wait_s=0.0)
         return
-    # The harness's server (tests/conftest.py ``nats_url``), started here because only one of
-    # the two parameters needs it: nkey users only, as in every test.
-    server = NatsServer(tmp_path / "nats", registry=session_registry(identity_home))
-    await asyncio.to_thread(server.start)
-    nc = await connect_as(server.url)
-    try:
-        nats_bus = NatsBus(nc)
-        for spec in _streams():
-            await nats_bus.add_stream(spec)
-        yield BusEnv(nats_bus, lambda _s: None, quiet_s=ACK_WAIT_S * 1.5, wait_s=DEADLINE_S)
-    finally:
-        await nc.close()
-        await asyncio.to_thread(server.stop)
+    async with _nats_env(tmp_path, identity_home) as nats_env:
+        yield nats_env
+
+
+@pytest.fixture(params=["memory-on-the-loop-clock", "nats"])
+async def timed(
+    request: pytest.FixtureRequest, tmp_path: Path, identity_home: Path
+) -> AsyncIterator[BusEnv]:
+    """Time passes by itself on both: the twin on the event loop's clock, which nobody ticks
+    (as in a simulation on a virtual-time loop, ADR 0303), and the real server."""
+    if request.param == "nats":
+        async with _nats_env(tmp_path, identity_home) as nats_env:
+            yield nats_env
+        return
+    bus = MemoryBus()
+    for spec in _streams():
+        await bus.add_stream(spec)
+    yield BusEnv(bus, lambda _s: None, quiet_s=ACK_WAIT_S * 1.5, wait_s=DEADLINE_S)
 
 
 def _durable(name: str = "worker", filter_subject: str = "contract.>", **kw: int) -> Durable:
@@ -527,6 +550,94 @@ async def test_a_work_queue_forgets_what_its_consumer_acked(env: BusEnv) -> None
 async def test_a_durable_on_a_missing_stream_is_not_found(env: BusEnv) -> None:
     with pytest.raises(NotFound):
         await env.bus.consumer(Durable("NO_SUCH_STREAM", "w", "x.>", ACK_WAIT_S))
+
+
+async def test_whether_a_durable_exists(env: BusEnv) -> None:
+    assert not await env.bus.has_durable(STREAM, "worker")
+    assert not await env.bus.has_durable("NO_SUCH_STREAM", "worker")
+    consumer = await env.bus.consumer(_durable())
+    assert await env.bus.has_durable(STREAM, "worker")
+    await consumer.close()  # unbinding keeps the durable
+    assert await env.bus.has_durable(STREAM, "worker")
+    assert not await env.bus.has_durable(PLAIN_STREAM, "worker")
+
+
+async def test_adding_a_stream_that_exists_keeps_it_as_it_is(env: BusEnv) -> None:
+    await _publish(env.bus, f"{ORDERS}.a")
+    await env.bus.add_stream(StreamSpec(STREAM, ("elsewhere.>",), DUPLICATE_WINDOW_S * 2))
+    assert (await env.bus.stream_state(STREAM)).messages == 1
+    assert await _publish(env.bus, f"{ORDERS}.b") == 2  # its subjects are its own still
+    with pytest.raises(NoResponders):
+        await env.bus.publish("elsewhere.x", b"x", timeout_s=DEADLINE_S)
+
+
+# --- time passing by itself: nobody ticks the twin's clock ---------------------------------
+
+
+async def _within_deadline(call: Awaitable[T]) -> T:
+    """``call``'s result or exception, or an AssertionError if it takes past DEADLINE_S (not
+    a TimeoutError: the calls here must raise their own)."""
+    task = asyncio.ensure_future(call)
+    await asyncio.wait({task}, timeout=DEADLINE_S)
+    if not task.done():
+        task.cancel()
+        raise AssertionError("still waiting at the deadline: nothing woke it")
+    return task.result()
+
+
+async def test_a_waiting_fetch_times_out_by_itself(timed: BusEnv) -> None:
+    consumer = await timed.bus.consumer(_durable())
+    with pytest.raises(TimeoutError):
+        await _within_deadline(consumer.fetch(1, timeout_s=ACK_WAIT_S / 4))
+
+
+async def test_a_waiting_fetch_gets_the_redelivery_when_the_ack_wait_ends(timed: BusEnv) -> None:
+    await _publish(timed.bus, f"{ORDERS}.a", b"order")
+    consumer = await timed.bus.consumer(_durable())
+    first = await timed.fetch_one(consumer)
+    # One fetch, waiting from before the ack wait ends until after it.
+    again = await _within_deadline(timed.fetch_one(consumer))
+    assert (again.stream_seq, again.data, again.num_delivered) == (first.stream_seq, b"order", 2)
+    await again.ack()
+
+
+async def test_what_a_cancelled_worker_held_comes_back_to_the_next_one(timed: BusEnv) -> None:
+    """A worker killed mid-work (its task cancelled) settles nothing: after the ack wait its
+    deliveries go to whoever binds the durable next (the executors' crash, ADR 0201)."""
+    for n in range(2):
+        await _publish(timed.bus, f"{ORDERS}.{n}")
+    took: list[int] = []
+
+    async def worker() -> None:
+        consumer = await timed.bus.consumer(_durable())
+        took.extend(d.stream_seq for d in await consumer.fetch(2, timeout_s=DEADLINE_S))
+        await asyncio.Event().wait()  # paying, until killed
+
+    killed = asyncio.create_task(worker())
+    await wait_for(lambda: len(took) == 2, what="the first worker to take both")
+    killed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await killed
+    successor = await timed.bus.consumer(_durable())
+    got: list[Delivery] = []
+    while len(got) < 2:
+        got.extend(await _within_deadline(successor.fetch(2, timeout_s=DEADLINE_S)))
+    assert sorted((d.stream_seq, d.num_delivered) for d in got) == [(1, 2), (2, 2)]
+    for delivery in got:
+        await delivery.ack()
+    await timed.assert_nothing(successor)
+
+
+async def test_a_request_nobody_answers_times_out_by_itself(timed: BusEnv) -> None:
+    async def silent(_: Message) -> None:
+        return None
+
+    sub = await timed.bus.subscribe("rpc.silent", silent)
+    try:
+        with pytest.raises(TimeoutError):
+            await _within_deadline(timed.bus.request("rpc.silent", b"?", timeout_s=ACK_WAIT_S / 4))
+    finally:
+        await sub.unsubscribe()
 
 
 # --- core messaging -------------------------------------------------------------------------

@@ -235,7 +235,7 @@ async def test_an_executor_takes_and_reports_for_its_own_node_only(bus: Bus) -> 
         # What the worker calls at start, as the executor credential of each node.
         for executor, region, node in ((eu, "eu", "eu-lnd"), (us, "us", "us-lnd")):
             js = executor.nc.jetstream()
-            await ensure_dispatch_stream(js, duplicate_window_s=60)
+            await ensure_dispatch_stream(NatsBus(executor.nc, js), duplicate_window_s=60)
             await bind_consumer(NatsBus(executor.nc, js), region, node, limits)
             await durable_created_at(js, region, node)
         ejs = engine.jetstream()

@@ -14,7 +14,7 @@ import pytest
 
 from schemas.commands import RecordPaymentOutcome
 from schemas.events import IntentDispatched
-from services.executor import ExecutorLimits, HealthBoard, HealthReport
+from services.executor import Executor, ExecutorLimits, HealthBoard, HealthReport
 from services.executor.engine_client import AttemptStatus
 from services.executor.errors import BadWorkOrder, NodeUriError, OutcomeRefused
 from services.executor.health import health_subject
@@ -329,3 +329,9 @@ async def test_a_reissued_order_of_an_ended_attempt_asks_nobody() -> None:
             Disposition.DONE
         )
         assert node.sends == [] and node.lookups == 0 and reported == []
+
+
+def test_an_executor_needs_a_nats_url_or_a_bus() -> None:
+    with pytest.raises(ValueError, match="nats_url"):
+        Executor(region="us", node_name="us-lnd", node=FakeNode(), executor_id="us-1",
+                 secret=b"s" * 32)  # fmt: skip

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import selectors
+from typing import Any
 
 import pytest
 
 from services.bus.memory import MemoryBus, subject_matches
-from services.bus.port import HDR_MSG_ID, Durable, Message, StreamSpec
+from services.bus.port import HDR_MSG_ID, BusError, Durable, Message, StreamSpec
 from services.sim.clock import ManualClock
 
 ACK_WAIT_S = 10.0
@@ -165,3 +167,73 @@ async def test_a_seeded_run_replays_exactly() -> None:
     kinds = {entry[0] for entry in first}
     assert {"pub", "got", "none"} <= kinds
     assert any(entry[0] == "got" and entry[3] > 1 for entry in first)  # redeliveries happened
+
+
+async def test_a_durable_deleted_with_its_stream_refuses_fetches_until_bound_again() -> None:
+    """As the server answers a pull on a deleted durable, so the executor binds again (ADR
+    0075); a durable of the same name on the re-created stream starts from its beginning."""
+    bus, _ = await _bus()
+    await bus.publish("s.a", b"old", timeout_s=1.0)
+    durable = Durable("S", "w", "s.>", ACK_WAIT_S)
+    consumer = await bus.consumer(durable)
+    assert [d.data for d in await consumer.fetch(1, timeout_s=0.0)] == [b"old"]
+    bus.delete_stream("S")
+    assert not await bus.has_durable("S", "w")
+    with pytest.raises(BusError):
+        await consumer.fetch(1, timeout_s=0.0)
+    await bus.add_stream(StreamSpec("S", ("s.>",), WINDOW_S))
+    await bus.publish("s.b", b"new", timeout_s=1.0)
+    with pytest.raises(BusError):  # the old binding stays dead: the stream is another one
+        await consumer.fetch(1, timeout_s=0.0)
+    rebound = await bus.consumer(durable)
+    assert [d.data for d in await rebound.fetch(1, timeout_s=0.0)] == [b"new"]
+
+
+class _VirtualTimeSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Never sleeps: with nothing ready, the loop's time jumps to its next timer."""
+
+    def __init__(self, loop: _VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready: list[Any] = super().select(0)
+        if not ready and timeout:
+            self._loop.virtual_s += timeout
+        elif not ready and timeout is None:
+            raise RuntimeError("nothing ready and no timer: every task waits for another")
+        return ready
+
+
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """What a simulation's event loop does with time (ADR 0303)."""
+
+    def __init__(self) -> None:
+        self.virtual_s = 0.0
+        super().__init__(_VirtualTimeSelector(self))
+
+    def time(self) -> float:
+        return self.virtual_s
+
+
+def test_on_a_virtual_time_loop_the_ack_wait_passes_and_nothing_waits_for_it() -> None:
+    """The twin on the loop's clock, on a loop whose time jumps: a delivery left unsettled
+    comes back after exactly ``ack_wait`` of loop time, to a fetch that waited for it."""
+    loop = _VirtualTimeLoop()
+
+    async def scenario() -> tuple[int, float]:
+        bus = MemoryBus()
+        await bus.add_stream(StreamSpec("S", ("s.>",), WINDOW_S))
+        await bus.publish("s.a", b"x", timeout_s=1.0)
+        consumer = await bus.consumer(Durable("S", "w", "s.>", ack_wait_s=30.0))
+        await consumer.fetch(1, timeout_s=1.0)  # and never settled: a killed worker
+        started_s = loop.time()
+        [again] = await consumer.fetch(1, timeout_s=3600.0)
+        return again.num_delivered, loop.time() - started_s
+
+    try:
+        delivered, waited_s = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert delivered == 2
+    assert waited_s == pytest.approx(30.0, abs=0.01)
