@@ -10,7 +10,7 @@ redelivery after ``ack_wait`` and ``max_deliver``, request/reply with "no respon
 Nothing in it reads the wall clock. Time is the event loop's by default
 (``loop.time()``): a fetch or request waiting on the bus also waits for its deadline and for
 the next redelivery to come due on a loop timer, so the loop drives it, a virtual-time loop
-as well as a real one (ADR 0303). With a clock of its own (``now_s``), whoever moves that
+as well as a real one (ADR 0105). With a clock of its own (``now_s``), whoever moves that
 clock calls ``tick()`` so that waiting fetches and requests look again (a deadline reached
 gives ``TimeoutError``, a redelivery that came due is handed out); no timer is armed then.
 Everything else happens in the order the caller's tasks run, so a seeded scheduler replays it

@@ -2,7 +2,7 @@
 
 Two implementations keep it: ``NatsBus`` (``nats_adapter.py``) over nats-py and a real server,
 and ``MemoryBus`` (``memory.py``), a deterministic twin on the event loop's clock or an injected
-one, for simulations (ADR 0093, 0303).
+one, for simulations (ADR 0093, 0105).
 One contract suite (``tests/contract/test_bus_contract.py``) runs against both.
 
 What the callers use, and so what the port names:

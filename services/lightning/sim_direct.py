@@ -1,5 +1,5 @@
 """NodePort adapter that drives one node of a ``SimNetwork`` in process, for the deterministic
-whole-engine simulation (ADR 0302).
+whole-engine simulation (ADR 0114).
 
 No socket, thread or RPC library: every call reads the network directly, and every wait is an
 asyncio wait on the network's own events (a payment subscription, a node going offline) or on

@@ -146,7 +146,7 @@ async def timed(
     request: pytest.FixtureRequest, tmp_path: Path, identity_home: Path
 ) -> AsyncIterator[BusEnv]:
     """Time passes by itself on both: the twin on the event loop's clock, which nobody ticks
-    (as in a simulation on a virtual-time loop, ADR 0303), and the real server."""
+    (as in a simulation on a virtual-time loop, ADR 0105), and the real server."""
     if request.param == "nats":
         async with _nats_env(tmp_path, identity_home) as nats_env:
             yield nats_env

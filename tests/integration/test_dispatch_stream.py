@@ -1,5 +1,5 @@
 """The dispatch stream an executor creates when it starts before the engine, through the bus
-port (ADR 0303): over NATS it is the production stream, file storage and the default limits
+port (ADR 0105): over NATS it is the production stream, file storage and the default limits
 with their record (ADR 0079), and an existing stream is never changed."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The engine and a real region executor on one in-memory bus twin (issue 14, ADR 0098,
-0303): no NATS, no PostgreSQL. The engine is the production ``bootstrap`` on
+0105): no NATS, no PostgreSQL. The engine is the production ``bootstrap`` on
 ``InMemoryEventStore`` + ``MemoryBus``; the executor is the production ``Executor`` given the
 same bus, paying through the LND adapter against the simulated network.
 

@@ -212,7 +212,7 @@ async def lnd_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
 
 @contextlib.asynccontextmanager
 async def sim_direct_env(tmp_path: Path) -> AsyncIterator[AdapterEnv]:
-    """The in-process adapter of the deterministic simulation (ADR 0302): no server at all."""
+    """The in-process adapter of the deterministic simulation (ADR 0114): no server at all."""
     network = SimNetwork.from_topology(contract_topology("lnd"), seed=SEED)
     adapter = SimNodeAdapter(network, "alice", timeout_s=ADAPTER_TIMEOUT_S)
     try:

@@ -1,4 +1,4 @@
-"""The in-process adapter (ADR 0302) beyond the shared contract: virtual time, lnd's reasons,
+"""The in-process adapter (ADR 0114) beyond the shared contract: virtual time, lnd's reasons,
 keysend per implementation, and no RPC machinery.
 
 The contract suite (test_adapter_contract.py, kind ``sim-direct``) proves its port semantics
@@ -35,8 +35,8 @@ from services.sim import lnd_messages
 from services.sim.lnd_payments import invoice_expired_text, rejected_before_send
 from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
+from services.simulation.virtual_loop import WouldBlockForever, run_virtual, virtual_loop
 from tests.lightning.conftest import MAX_FEE_MSAT, SEED, contract_topology
-from tests.lightning.virtual_time import WouldBlockForever, run_virtual, virtual_loop
 
 HOP_DELAY_S = 0.5  # two hops from alice to bob or carol: one second per payment
 SLOW_RESOLUTION_S = 600.0

@@ -206,7 +206,7 @@ class _VirtualTimeSelector(selectors.DefaultSelector):  # type: ignore[misc,vali
 
 
 class _VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """What a simulation's event loop does with time (ADR 0303)."""
+    """What a simulation's event loop does with time (ADR 0105)."""
 
     def __init__(self) -> None:
         self.virtual_s = 0.0

@@ -84,3 +84,16 @@ def run_virtual(main: Coroutine[Any, Any, T]) -> T:
 
 async def _settle(tasks: set[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class LoopClock:
+    """The engine's ``Clock`` (``services/engine/clock.py``) on a virtual-time loop's wall."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._loop = loop
+
+    def now_ms(self) -> int:
+        return int(self._loop.wall_s() * 1000)
+
+    def now_s(self) -> float:
+        return self._loop.wall_s()
