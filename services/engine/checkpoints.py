@@ -49,6 +49,8 @@ CHECKPOINT_EVERY_EVENTS: Final = 1_000
 # A quiet engine still signs its head within 10 s of any new event: the unsigned tail is
 # bounded in time too, and a checkpoint every 10 s at most is ~3 million a year, ~1 GB.
 CHECKPOINT_EVERY_S: Final = 10.0
+# Events read at a time when looking for anything but checkpoints since the last one signed.
+NEWS_PAGE_EVENTS: Final = 64
 # Checkpoints kept for a republish while NATS is away; beyond this the oldest are left to the
 # table alone (verification still checks them there).
 UNPUBLISHED_MAX: Final = 1_000
@@ -182,6 +184,11 @@ class Checkpointer:
         head = await self._store.head_position()
         if head <= self._covered:
             return None
+        if not await self._news_since(self._covered, head):
+            # Only checkpoints since (another engine's too): signing them would give that
+            # engine a new head to sign in turn, for ever (found by the simulation, ADR 0100).
+            self._covered = head
+            return None
         chain_hash = await self._store.hash_at(head)
         assert chain_hash is not None, "a committed position has a hash"
         checkpoint = sign_checkpoint(
@@ -193,6 +200,21 @@ class Checkpointer:
         self._unpublished.append(checkpoint)
         await self._publish_pending()
         return checkpoint
+
+    async def _news_since(self, covered: int, head: int) -> bool:
+        """Whether anything but a checkpoint was committed in (``covered``, ``head``]: mostly
+        the first event read says so."""
+        after = covered
+        while after < head:
+            page = await self._store.read_all(
+                after_position=after, limit=min(head - after, NEWS_PAGE_EVENTS)
+            )
+            if not page:
+                return False
+            if any(stored.stream_id != CHECKPOINT_STREAM_ID for stored in page):
+                return True
+            after = page[-1].position
+        return False
 
     async def _record(self, checkpoint: LogCheckpointSigned) -> int:
         meta = EventMetadata(

@@ -83,12 +83,15 @@ class Executor:
         creds: Path | None = None,
         verifier: Verifier | None = None,
         bus: Bus | None = None,
+        jitter: random.Random | None = None,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
 
         ``bus``: run on this bus instead of connecting to ``nats_url`` (then ``nats_url`` and
-        ``creds`` are unused); its owner closes it. One of the two is required."""
+        ``creds`` are unused); its owner closes it. One of the two is required.
+
+        ``jitter``: draws held orders' back-off (a seeded one in the simulation)."""
         if bus is None and not nats_url:
             raise ValueError("an executor needs a nats_url to connect to, or a bus")
         self.region = region
@@ -109,7 +112,7 @@ class Executor:
         self._verifier = verifier
         self._engine: EngineClient | None = None
         # Jitter for held orders' back-off only: no decision depends on it.
-        self._jitter = random.Random()
+        self._jitter = jitter or random.Random()
         self._given_bus = bus
         self._bus: Bus | None = None
         self._payer = Payer(

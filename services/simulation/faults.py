@@ -29,6 +29,8 @@ class FaultKind(enum.StrEnum):
     DATABASE_RESTART = "database_restart"
     # Components.
     ENGINE_CRASH = "engine_crash"
+    RELAY_CRASH = "relay_crash"
+    EXECUTOR_CRASH = "executor_crash"
     STREAM_LOSS = "stream_loss"
     # The network.
     NODE_OUTAGE = "node_outage"
@@ -84,6 +86,10 @@ class FaultPlan:
                 duration = RESTART_STEPS if kind == FaultKind.DATABASE_RESTART else 1
                 faults.append(Fault(step, kind, duration))
         return cls(seed, tuple(faults))
+
+    def at_start(self, step: int) -> list[FaultKind]:
+        """The faults that strike at ``step`` (the world keeps their durations itself)."""
+        return [f.kind for f in self.faults if f.step == step]
 
     def at(self, step: int) -> list[FaultKind]:
         return [f.kind for f in self.faults if f.step <= step < f.step + f.duration]
