@@ -112,6 +112,7 @@ class _Verification:
         self.wanted: set[int] = set()
         self.seen: dict[int, tuple[bytes, int]] = {}
         self.listed_ids: set[str] = set()
+        self.unreadable = 0  # lines holding no readable event since the last one that did
 
     def report(self, line: int, code: str, message: str) -> None:
         self.problems_total += 1
@@ -168,24 +169,25 @@ class _Verification:
         self.last_line = number
         body = self._body(number, raw)
         if body is None:
+            self.unreadable += 1
             return
         self.content.update(raw)
         self.events += 1
         try:
             event = _event_decoder.decode(body)
         except msgspec.ValidationError as exc:
-            self.report(number, "malformed_event", f"not an event line: {exc}")
+            self._unreadable(number, "malformed_event", f"not an event line: {exc}")
             return
         except msgspec.DecodeError as exc:
-            self.report(number, "not_json", f"not JSON: {exc}")
-            return
-        if encode_line(event) != raw:
-            self.report(number, "not_canonical", "the line is not in canonical form (edited)")
+            self._unreadable(number, "not_json", f"not JSON: {exc}")
             return
         field_problem = _event_problem(event)
         if field_problem:
-            self.report(number, "malformed_event", field_problem)
+            self._unreadable(number, "malformed_event", field_problem)
             return
+        if encode_line(event) != raw:
+            # Still checked below: the hash covers the values, not their spelling.
+            self.report(number, "not_canonical", "the line is not in canonical form (edited)")
         if not self._in_sequence(number, event):
             return
         self._check_hashes(number, event)
@@ -196,6 +198,13 @@ class _Verification:
         self.last_event = event
         if event.position in self.wanted:
             self.seen[event.position] = (self.prev, number)
+
+    def _unreadable(self, number: int, code: str, message: str) -> None:
+        """A line with no event in it: a garbled event or an inserted line. The next readable
+        line may hold the position expected or one up to the unreadable lines' count beyond,
+        and chains to what it says."""
+        self.report(number, code, message)
+        self.unreadable += 1
 
     def _body(self, number: int, raw: bytes) -> bytes | None:
         """The line without its newline, or ``None`` (reported) if it cannot be read."""
@@ -215,6 +224,10 @@ class _Verification:
         """Whether this line is the next position; if not, say so and resynchronise."""
         if self.expected is None:  # no manifest to start from: the first line starts
             self.expected = event.position
+        skipped, self.unreadable = self.unreadable, 0
+        if skipped and self.expected <= event.position <= self.expected + skipped:
+            self.expected = event.position
+            self.prev = None
         if event.position < self.expected:
             # An inserted, duplicated or moved line: skipped, the chain goes on without it.
             self.report(
