@@ -130,8 +130,8 @@ class _Verification:
             return
         try:
             fields = _any_json.decode(body)
-        except msgspec.DecodeError as exc:
-            self.report(1, "not_json", f"the manifest is not JSON: {exc}")
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self.report(1, "not_json", f"the manifest is not JSON: {_why(exc)}")
             return
         if not isinstance(fields, dict) or fields.get("format") != FORMAT:
             self.report(1, "not_a_bundle", f"line 1 is not a {FORMAT} manifest")
@@ -178,14 +178,19 @@ class _Verification:
         except msgspec.ValidationError as exc:
             self._unreadable(number, "malformed_event", f"not an event line: {exc}")
             return
-        except msgspec.DecodeError as exc:
-            self._unreadable(number, "not_json", f"not JSON: {exc}")
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self._unreadable(number, "not_json", f"not JSON: {_why(exc)}")
             return
         field_problem = _event_problem(event)
         if field_problem:
             self._unreadable(number, "malformed_event", field_problem)
             return
-        if encode_line(event) != raw:
+        try:
+            canonical = encode_line(event) == raw
+        except (RecursionError, OverflowError, TypeError, ValueError) as exc:
+            self._unreadable(number, "malformed_event", f"not an event line: {_why(exc)}")
+            return
+        if not canonical:
             # Still checked below: the hash covers the values, not their spelling.
             self.report(number, "not_canonical", "the line is not in canonical form (edited)")
         if not self._in_sequence(number, event):
@@ -437,6 +442,12 @@ def _signature_problem(verifier: Verifier, checkpoint: BundleCheckpoint) -> str 
     except SigningError as exc:
         return f"{exc.code}: {exc}"
     return None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)[:200]
 
 
 def _is_hash_hex(value: Any) -> bool:

@@ -302,6 +302,30 @@ def test_malformed_event_lines_are_named(lines: list[bytes]) -> None:
     assert _codes(verify_bundle([])) == [(1, "empty")]
 
 
+def test_hostile_json_is_a_problem_not_a_crash(lines: list[bytes]) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    nested_payload = lines[4].replace(b'"payload":{', b'"payload":{"x":' + nested[:-1] + b",")
+    tampered = [nested, *lines[1:4], nested_payload, b'{"a":1e999}\n', *lines[6:]]
+    assert _codes(verify_bundle(tampered)) == [
+        (1, "not_json"),
+        (5, "not_json"),
+        (6, "malformed_event"),
+    ]
+    assert "nested too deeply" in verify_bundle(tampered).problems[0].message
+
+
+def test_without_a_manifest_the_lines_are_still_checked(lines: list[bytes]) -> None:
+    tampered = [b"not json\n", *lines[1:4], _edit(lines[4], reason="forged"), *lines[5:]]
+    assert _codes(verify_bundle(tampered)) == [(1, "not_json"), (5, "hash_mismatch")]
+
+
+async def test_a_line_appended_beyond_the_range_is_named(tmp_path: Path) -> None:
+    store = await _log(10)
+    longer = await _bundle(tmp_path, store)
+    lines = await _bundle(tmp_path, store, to_position=11)
+    assert _codes(verify_bundle([*lines, longer[12]])) == [(13, "outside_range")]
+
+
 def test_the_manifest_must_agree_with_itself() -> None:
     manifest = Manifest(
         format="corridor-audit-bundle", version=1, exported_at_ms=0, from_position=1,
