@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import events as ev
 from schemas.records import EventMetadata
@@ -372,3 +374,19 @@ async def test_a_time_range_exports_the_events_recorded_in_it(tmp_path: Path) ->
     with pytest.raises(ExportError):
         await export_bundle(store, tmp_path / "none", now_ms=T0, from_ms=T0 + 10**9)
     assert not (tmp_path / "none").exists()
+
+
+# -- the README's claim: canonical JSON is what Python's json module prints -----------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_canonical_json_is_what_the_readme_says(value: Any) -> None:
+    readme = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == readme.encode("utf-8")
