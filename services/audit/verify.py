@@ -48,6 +48,8 @@ from services.signing.port import SigningError, Verifier, from_b64url
 # As ``corridor replay --verify`` allows (services/eventstore/checkpoint_verify.py): the
 # engine checkpoints every 1,000 events, and batches committed while it signs overshoot.
 GAP_EVENTS_MAX: Final = 2_000
+# A message quotes at most this much of a parser's error (which names a path, not values).
+MESSAGE_DETAIL_CHARS_MAX: Final = 200
 # Problems listed one by one; beyond this only counted (a rewritten bundle would otherwise
 # list one per line).
 PROBLEMS_LISTED_MAX: Final = 1_000
@@ -147,7 +149,7 @@ class _Verification:
         try:
             manifest = msgspec.convert(fields, Manifest)
         except msgspec.ValidationError as exc:
-            self.report(1, "malformed_manifest", f"the manifest does not parse: {exc}")
+            self.report(1, "malformed_manifest", f"the manifest does not parse: {_why(exc)}")
             return
         if manifest_digest(manifest) != manifest.manifest_sha256:
             self.report(1, "manifest_edited", "manifest_sha256 is not the manifest's digest")
@@ -176,7 +178,7 @@ class _Verification:
         try:
             event = _event_decoder.decode(body)
         except msgspec.ValidationError as exc:
-            self._unreadable(number, "malformed_event", f"not an event line: {exc}")
+            self._unreadable(number, "malformed_event", f"not an event line: {_why(exc)}")
             return
         except (msgspec.DecodeError, RecursionError) as exc:
             self._unreadable(number, "not_json", f"not JSON: {_why(exc)}")
@@ -296,7 +298,7 @@ class _Verification:
         try:
             checkpoint = checkpoint_of(event.payload)
         except msgspec.ValidationError as exc:
-            self.report(number, "checkpoint_malformed", f"not a checkpoint: {exc}")
+            self.report(number, "checkpoint_malformed", f"not a checkpoint: {_why(exc)}")
             return
         low, high = self.manifest.from_position - 1, self.manifest.to_position
         if low <= checkpoint.position <= high and checkpoint.checkpoint_id not in self.listed_ids:
@@ -440,14 +442,14 @@ def _signature_problem(verifier: Verifier, checkpoint: BundleCheckpoint) -> str 
     except ValueError:
         return "the signature is not base64url"
     except SigningError as exc:
-        return f"{exc.code}: {exc}"
+        return f"{exc.code}: {_why(exc)}"
     return None
 
 
 def _why(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
-    return str(exc)[:200]
+    return str(exc)[:MESSAGE_DETAIL_CHARS_MAX]
 
 
 def _is_hash_hex(value: Any) -> bool:
