@@ -13,7 +13,8 @@ OK: Final = 0
 REFUSED: Final = 1
 # A mistake in the command line, or no stack to talk to (not found, not reachable).
 USAGE: Final = 2
-# The hash chain of the log is broken (`replay --verify`), or the demo saw a double payment.
+# The hash chain of the log is broken (`replay --verify`), an audit bundle is (`audit
+# verify`), or the demo saw a double payment.
 VERIFICATION_FAILED: Final = 3
 # Ctrl-C: 128 + SIGINT, as shells report it.
 INTERRUPTED: Final = 130
@@ -22,7 +23,10 @@ TABLE: Final = (
     (OK, "ok"),
     (REFUSED, "refused by Corridor (the reply or the policy check says why)"),
     (USAGE, "usage mistake, or the stack is not found or not reachable"),
-    (VERIFICATION_FAILED, "verification failed (replay --verify found a broken hash chain)"),
+    (
+        VERIFICATION_FAILED,
+        "verification failed (replay --verify or audit verify found a broken chain or bundle)",
+    ),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 

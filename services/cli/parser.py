@@ -65,6 +65,11 @@ PLUGINS: Final = (
         "the dead-letter queue: list, replay or drop messages (audited)",
     ),
     (
+        "audit",
+        "services.audit.cli",
+        "audit bundles: export a range of the log to one file, verify one offline",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",

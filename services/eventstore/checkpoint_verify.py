@@ -25,11 +25,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from schemas.events import LogCheckpointSigned
-from services.eventstore.hashing import canonical_json
+from services.eventstore.checkpoint_message import CANONICAL_TAG as CANONICAL_TAG
+from services.eventstore.checkpoint_message import checkpoint_message as checkpoint_message
 from services.eventstore.port import EventStore
 from services.signing.port import SigningError, Verifier, from_b64url
 
-CANONICAL_TAG: Final = "corridor/checkpoint/v1"
 CHECKPOINT_STREAM_ID: Final = "log-checkpoints"
 # The engine checkpoints every 1,000 events (services/engine/checkpoints.py); the trigger is
 # asynchronous, so batches committed while a checkpoint is signed and appended overshoot it.
@@ -38,12 +38,6 @@ GAP_EVENTS_MAX: Final = 2_000
 # Problems listed one by one in a report; beyond this only counted (a wholesale rewrite
 # would otherwise print one line per checkpoint).
 PROBLEMS_LISTED_MAX: Final = 50
-
-
-def checkpoint_message(key_id: str, position: int, hash_hex: str) -> bytes:
-    """The canonical bytes a checkpoint's signature covers: compact JSON of
-    ``["corridor/checkpoint/v1", key_id, position, hash_hex]``."""
-    return canonical_json([CANONICAL_TAG, key_id, position, hash_hex])
 
 
 class CheckpointReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -71,6 +71,8 @@ LIGHT_COMMANDS = [
     ["creds", "add", "--help"],
     ["agents", "--help"],
     ["agents", "register", "--help"],
+    ["audit", "export", "--help"],
+    ["audit", "verify", "--help"],
 ]  # fmt: skip
 
 
