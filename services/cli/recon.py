@@ -10,6 +10,7 @@ recorded in the log with the operator's identity and reason.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any, Final
 
@@ -61,33 +62,39 @@ def register(subparsers: Any) -> None:
 async def run_pass(args: argparse.Namespace) -> int:
     from services.bus.nats_adapter import NatsBus
     from services.cli import output
-    from services.cli.engine import EngineClient
+    from services.cli.engine import connect
     from services.endpoints import DEFAULT_STATE_DIR, find_stack
     from services.eventstore.postgres import PostgresEventStore
     from services.executor.nodes import adapter_for
+    from services.logging import configure_logging
     from services.reconciliation.client import EngineReporter
     from services.reconciliation.worker import ReconciliationWorker
     from services.settings import Settings
 
     settings = Settings()
+    # Log lines go to stderr: stdout is the findings (tables, or JSON with --json).
+    configure_logging(settings.log_level, stream=sys.stderr)
     stack = find_stack(args.state_dir)
     targets = _targets(args, args.state_dir or DEFAULT_STATE_DIR)
     results = []
     store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
     try:
-        async with EngineClient.open(args.state_dir) as engine:
-            for region, name, uri in targets:
-                adapter = adapter_for(uri)
-                try:
-                    worker = ReconciliationWorker(
-                        node=name, region=region, adapter=adapter, store=store,
-                        report=EngineReporter(NatsBus(engine.nc), node=name),
-                        now_ms=lambda: time.time_ns() // 1_000_000,
-                        config=pass_config(settings, region),
-                    )  # fmt: skip
-                    results.append(await worker.run_once())
-                finally:
-                    await adapter.close()
+        for region, name, uri in targets:
+            # Each node's reconciler reports under its own credential (ADR 0151).
+            nc = await connect(stack.nats_url, name="corridor-recon",
+                               creds=_reconciler_creds(args, name))  # fmt: skip
+            adapter = adapter_for(uri)
+            try:
+                worker = ReconciliationWorker(
+                    node=name, region=region, adapter=adapter, store=store,
+                    report=EngineReporter(NatsBus(nc), node=name),
+                    now_ms=lambda: time.time_ns() // 1_000_000,
+                    config=pass_config(settings, region),
+                )  # fmt: skip
+                results.append(await worker.run_once())
+            finally:
+                await adapter.close()
+                await nc.close()
     finally:
         await store.close()
     rows: list[dict[str, Any]] = [
@@ -108,6 +115,25 @@ async def run_pass(args: argparse.Namespace) -> int:
              for r in rows],
         )  # fmt: skip
     return 0
+
+
+def _reconciler_creds(args: argparse.Namespace, node: str) -> Any:
+    """``--creds``, else ``CORRIDOR_CREDS``, else the reconciler credential `corridor up` made
+    for ``node`` in STATE_DIR/auth/."""
+    import os
+    from pathlib import Path
+
+    from services.bus.jetstream import CREDS_ENV
+    from services.cli.credentials import home_of
+    from services.identity.nats_auth import seed_path
+
+    if args.creds is not None:
+        return args.creds
+    if os.environ.get(CREDS_ENV):
+        return Path(os.environ[CREDS_ENV])
+    home = home_of(args.state_dir)
+    made = None if home is None else seed_path(home, "reconciler", node)
+    return made if made is not None and made.exists() else None
 
 
 def pass_config(settings: Any, region: str) -> Any:
