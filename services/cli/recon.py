@@ -10,6 +10,7 @@ recorded in the log with the operator's identity and reason.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from typing import Any, Final
@@ -33,6 +34,12 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--region", help="the node's region (needed for lnd:// and cln://)")
     run.add_argument("--node-name", help="the node's name in the corridor table (URIs)")
+    run.add_argument(
+        "--every",
+        type=float,
+        metavar="S",
+        help="keep running: a pass every S seconds until Ctrl-C (default: one pass)",
+    )
     state_dir_option(run)
     json_option(run, "the findings")
     run.set_defaults(handler="services.cli.recon:run_pass")
@@ -63,6 +70,7 @@ async def run_pass(args: argparse.Namespace) -> int:
     from services.bus.nats_adapter import NatsBus
     from services.cli import output
     from services.cli.engine import connect
+    from services.cli.errors import UsageError
     from services.endpoints import DEFAULT_STATE_DIR, find_stack
     from services.eventstore.postgres import PostgresEventStore
     from services.executor.nodes import adapter_for
@@ -91,6 +99,10 @@ async def run_pass(args: argparse.Namespace) -> int:
                     now_ms=lambda: time.time_ns() // 1_000_000,
                     config=pass_config(settings, region),
                 )  # fmt: skip
+                if args.every is not None:
+                    if args.every <= 0 or len(targets) != 1:
+                        raise UsageError("--every needs a positive S and one --node")
+                    await worker.run(interval_s=args.every, stop=asyncio.Event())
                 results.append(await worker.run_once())
             finally:
                 await adapter.close()

@@ -14,9 +14,11 @@ nothing new (one item per key).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -28,15 +30,20 @@ from schemas.reconciliation_messages import (
     reconciliation_stream,
 )
 from schemas.upcasting import upcast_record
+from services.bus.port import NoResponders
 from services.domain.reconciliation.attempts import ATTEMPT_EVENTS, Folded, fold_attempts
 from services.domain.reconciliation.compare import Category, Mismatch, NodeRecord, compare, merge
 from services.domain.reconciliation.ledger import NodeLedger, evolve
 from services.engine.event_codec import to_domain
 from services.eventstore.port import EventStore, StoredEvent
-from services.lightning.port import NodePaymentRecord, NodePort
+from services.lightning.port import NodeError, NodePaymentRecord, NodePort
+from services.reconciliation.client import ReportRefused
 from services.reconciliation.node_view import from_list, look_up
 
 log = structlog.get_logger("corridor.reconciliation")
+
+# Error texts copied into log lines are bounded: a node's message can be long.
+ERROR_CHARS_MAX: Final = 200
 
 Report = Callable[[ReportReconciliation], Awaitable[ReconciliationCommandAccepted]]
 
@@ -127,6 +134,19 @@ class ReconciliationWorker:
             resolved=sum(r.resolved for r in result.replies),
         )  # fmt: skip
         return result
+
+    async def run(self, *, interval_s: float, stop: asyncio.Event) -> None:
+        """A pass every ``interval_s`` until ``stop``; a pass the node or the engine could not
+        finish is logged and tried again next time (its cursors did not move)."""
+        assert interval_s > 0, "interval_s must be positive"
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except (NodeError, TimeoutError, NoResponders, ReportRefused) as exc:
+                detail = str(exc)[:ERROR_CHARS_MAX]
+                log.warning("reconciliation_pass_failed", node=self._node, detail=detail)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
 
     async def _page(self, after_index: int) -> tuple[list[NodePaymentRecord], int]:
         """The node's records after the cursor, and the cursor to store: past the last record
