@@ -4,14 +4,13 @@ and `exceptions`, trips the node's breaker, and `recon clear` ends it with the r
 
 from __future__ import annotations
 
-import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from services.executor.nodes import adapter_for, resolve_node
-from services.lightning.port import PaymentSucceeded, PayRequest
-from tests.e2e.test_cli import run_cli
+from tests.e2e.test_cli import REPO, _env, run_cli
 from tests.e2e.test_first_payment import _invoice, stack_with_sim  # noqa: F401 (fixture)
 
 NODE, REGION = "us-lnd", "us"
@@ -23,24 +22,44 @@ def _json(*args: str) -> Any:
     return json.loads(done.stdout)
 
 
-async def _pay_behind_our_back(state_dir: Path, payment_request: str) -> str:
-    """Pay through the node's own API (lnd gRPC), not through Corridor."""
-    node = adapter_for(resolve_node(f"sim://{NODE}", region=REGION, state_dir=state_dir).uri)
+# Run in a child process: gRPC channels in the test process make its later forks (nats-server,
+# PostgreSQL) crash on a known grpcio bug (grpc/grpc#43055).
+_PAY = """
+import asyncio, sys
+from pathlib import Path
+from services.executor.nodes import adapter_for, resolve_node
+from services.lightning.port import PaymentSucceeded, PayRequest
+
+async def main() -> None:
+    state_dir, node, region, bolt11 = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    adapter = adapter_for(resolve_node(f"sim://{node}", region=region, state_dir=state_dir).uri)
     try:
-        paid = await node.pay(
-            PayRequest(payment_request=payment_request, max_fee_msat=10_000, timeout_s=10)
-        )
+        paid = await adapter.pay(PayRequest(payment_request=bolt11, max_fee_msat=10_000,
+                                            timeout_s=10))
     finally:
-        await node.close()
+        await adapter.close()
     assert isinstance(paid, PaymentSucceeded), paid
-    return paid.payment_hash
+    print(paid.payment_hash)
+
+asyncio.run(main())
+"""
+
+
+def _pay_behind_our_back(state_dir: Path, payment_request: str) -> str:
+    """Pay through the node's own API (lnd gRPC), not through Corridor."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PAY, str(state_dir), NODE, REGION, payment_request],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
 
 def test_recon_finds_a_payment_behind_our_back_and_clears_the_breaker(
     stack_with_sim: Path,  # noqa: F811
 ) -> None:
     sd = ["--state-dir", str(stack_with_sim)]
-    payment_hash = asyncio.run(_pay_behind_our_back(stack_with_sim, _invoice(sd, 9_000)))
+    payment_hash = _pay_behind_our_back(stack_with_sim, _invoice(sd, 9_000))
 
     found = _json("recon", "run", *sd, "--node", NODE)
     assert [(f["category"], f["payment_hash"]) for f in found] == [
