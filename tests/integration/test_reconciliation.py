@@ -54,19 +54,26 @@ async def sim(tmp_path: Path, nats_url: str) -> AsyncIterator[SimStack]:
         yield stack
 
 
-def worker(
+async def reconcile(
     sim: SimStack, store: PostgresEventStore, nc: Client, *, bound_ms: int, trip: bool
-) -> ReconciliationWorker:
+) -> PassResult:
+    """One pass by a fresh worker (as after a restart: only the stored cursors carry over)."""
     resolved = resolve_node(f"sim://{NODE}", region=REGION, state_dir=sim.state_dir)
     config = PassConfig(
         in_flight_bound_ms=bound_ms, lookback_ms=HOUR_MS, page_max=2, pages_max=100,
         trip_breaker=trip,
     )  # fmt: skip
-    return ReconciliationWorker(
-        node=NODE, region=REGION, adapter=adapter_for(resolved.uri), store=store,
-        report=EngineReporter(NatsBus(nc), node=NODE), now_ms=lambda: time.time_ns() // 10**6,
-        config=config,
-    )  # fmt: skip
+    adapter = adapter_for(resolved.uri)
+    try:
+        worker = ReconciliationWorker(
+            node=NODE, region=REGION, adapter=adapter, store=store,
+            report=EngineReporter(NatsBus(nc), node=NODE),
+            now_ms=lambda: time.time_ns() // 10**6, config=config,
+        )  # fmt: skip
+        return await worker.run_once()
+    finally:
+        # An open gRPC channel makes the process's later forks crash (grpc/grpc#43055).
+        await adapter.close()
 
 
 async def dispatched(engine: Engine, sim: SimStack, nc: Client, key: str) -> tuple[str, Any]:
@@ -129,7 +136,7 @@ async def test_every_category_found_once_and_resolved_later(
     stray = sim.network.create_invoice(MERCHANT, 7_000, "stray", 3600)
     await pay_behind_our_back(sim, stray.bolt11)
 
-    first = await worker(sim, store, nc, bound_ms=1, trip=False).run_once()
+    first = await reconcile(sim, store, nc, bound_ms=1, trip=False)
     assert categories(first) == {
         invoice_a.payment_hash: "failed_but_node_paid",
         invoice_b.payment_hash: "paid_but_node_not",
@@ -144,7 +151,7 @@ async def test_every_category_found_once_and_resolved_later(
     assert by_hash[invoice_a.payment_hash].intent_id == failed_paid
 
     # A second pass (a fresh worker: a restart) finds the same, records nothing new.
-    second = await worker(sim, store, nc, bound_ms=1, trip=False).run_once()
+    second = await reconcile(sim, store, nc, bound_ms=1, trip=False)
     assert categories(second) == categories(first) and second.new_items == 0
     # It resumed after the stored cursor: the node's final records were not listed again.
     assert second.listed == 0 and second.looked_up == 5
@@ -154,7 +161,7 @@ async def test_every_category_found_once_and_resolved_later(
 
     # The stuck attempt ends; the next pass finds it consistent and resolves its item.
     await report_outcome(nc, stuck, "failed", failure_reason="no_route", confirmed_not_paid=True)
-    third = await worker(sim, store, nc, bound_ms=1, trip=False).run_once()
+    third = await reconcile(sim, store, nc, bound_ms=1, trip=False)
     assert invoice_d.payment_hash not in categories(third)
     assert sum(r.resolved for r in third.replies) == 1
     resolved = [e for e in await recon_events(store) if e.type == "ReconciliationMismatchResolved"]
@@ -169,7 +176,7 @@ async def test_breaker_trips_on_a_payment_behind_our_back_and_an_operator_clears
 ) -> None:
     stray = sim.network.create_invoice(MERCHANT, 7_000, "stray", 3600)
     await pay_behind_our_back(sim, stray.bolt11)
-    result = await worker(sim, store, nc, bound_ms=HOUR_MS, trip=True).run_once()
+    result = await reconcile(sim, store, nc, bound_ms=HOUR_MS, trip=True)
     assert categories(result) == {stray.payment_hash: "unexpected_payment"}
     assert any(reply.breaker_tripped for reply in result.replies)
     assert (REGION, NODE) in engine.processor.recon.tripped()
@@ -185,7 +192,7 @@ async def test_breaker_trips_on_a_payment_behind_our_back_and_an_operator_clears
         "rejected"
     ]
     # Another pass keeps it tripped and adds nothing.
-    again = await worker(sim, store, nc, bound_ms=HOUR_MS, trip=True).run_once()
+    again = await reconcile(sim, store, nc, bound_ms=HOUR_MS, trip=True)
     assert again.new_items == 0 and not any(r.breaker_tripped for r in again.replies)
 
     clear = {"type": "ClearNodeBreaker", "version": 1, "node": NODE, "operator_id": "op-1",
