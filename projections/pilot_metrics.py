@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from projections.reconciliation_time import ReconciliationTimes
 from schemas.upcasting import upcast_record
 from services.domain.intent.transitions import STATUS_AFTER
 
@@ -50,10 +51,12 @@ class PilotMetrics:
     operator_rejected: int = 0
     anomalies: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
+    reconciliation: ReconciliationTimes = field(default_factory=ReconciliationTimes)
 
     def apply(self, recorded: dict[str, Any]) -> None:
         event = upcast_record(recorded)  # any stored version, read in today's shape
         kind, data, stream = event["type"], event["data"], event["stream_id"]
+        self.reconciliation.apply(event)
         if kind == "IntentReceived":
             self.intents[stream] = _Intent(
                 amount_msat=data["amount_msat"], received_at_ms=data["received_at_ms"]
@@ -121,6 +124,8 @@ class PilotMetrics:
             },
             "failures_by_reason": dict(sorted(self.failure_reasons.items())),
             "anomalies": self.anomalies,
+            # Found -> resolved per reconciliation item (ADR 0151), the fifth pilot metric.
+            "reconciliation_time_ms": self.reconciliation.report(),
         }
 
 

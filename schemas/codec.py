@@ -23,6 +23,7 @@ from schemas.policy_messages import (
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
+from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
 
 T = TypeVar("T")
 
@@ -45,7 +46,13 @@ QUERY_TYPES: tuple[type[Any], ...] = (
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
     (cls.__name__, 1): cls
-    for cls in (*COMMAND_TYPES, *POLICY_COMMAND_TYPES, *AGENT_KEY_COMMAND_TYPES, *QUERY_TYPES)
+    for cls in (
+        *COMMAND_TYPES,
+        *POLICY_COMMAND_TYPES,
+        *AGENT_KEY_COMMAND_TYPES,
+        *RECONCILIATION_COMMAND_TYPES,
+        *QUERY_TYPES,
+    )
 }
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     cls: msgspec.json.Decoder(cls) for cls in REQUEST_REGISTRY.values()
@@ -121,7 +128,7 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
 
 def decode_command(
     raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
-) -> Command | PolicyCommand | AgentKeyCommand:
+) -> Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand:
     message = decode_request(raw, bytes_max=bytes_max)
     if isinstance(message, QUERY_TYPES):
         raise errors.UnknownType(

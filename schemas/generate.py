@@ -33,6 +33,11 @@ from schemas.dead_letters import (
 from schemas.events import EVENT_TYPES
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
+from schemas.reconciliation_messages import (
+    RECONCILIATION_COMMAND_TYPES,
+    RECONCILIATION_EVENT_TYPES,
+    ReconciliationCommandAccepted,
+)
 from schemas.records import RecordedEvent
 from schemas.replies import (
     CommandAccepted,
@@ -135,6 +140,16 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"events/{name}.v{key_event.VERSION}.json"] = _document(
             key_event, "event", key_event.VERSION
         )
+    # Reconciliation against the nodes' records (ADR 0151).
+    for recon_cmd in RECONCILIATION_COMMAND_TYPES:
+        out[f"commands/{recon_cmd.__name__}.v1.json"] = _document(recon_cmd, "command", 1)
+    for name, recon_event in RECONCILIATION_EVENT_TYPES.items():
+        out[f"events/{name}.v{recon_event.VERSION}.json"] = _document(
+            recon_event, "event", recon_event.VERSION
+        )
+    out["replies/ReconciliationCommandAccepted.v1.json"] = _document(
+        ReconciliationCommandAccepted, "reply", 1
+    )
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
     return out

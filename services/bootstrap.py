@@ -103,6 +103,7 @@ class Engine:
     async def start(self, *, relay: bool = True, intake: bool = True) -> None:
         await self.processor.load_policy_state()
         await self.processor.agent_keys.load(self.store)
+        await self.processor.recon.load(self.store)
         await self.processor.load_spend()
         self._spawn(self._follow_agent_keys, "agent-keys")
         self._spawn(self.processor.run, "processor")
@@ -254,7 +255,9 @@ async def bootstrap(
 
     def live_router() -> Router:
         # Health snapshots are data: the router itself stays pure.
-        return OrderedRouter(table, health.snapshot(engine_clock.now_ms()))
+        return OrderedRouter(
+            table, health.snapshot(engine_clock.now_ms()), blocked=processor.recon.tripped()
+        )
 
     # One channel for everything this process commits: the writer loop, the checkpointer and
     # the dead-letter desk publish; the relay, the checkpointer, the deadline scheduler and the

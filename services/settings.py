@@ -274,6 +274,44 @@ class Settings(BaseSettings):
         "a bare region means <region>-lnd.",
     )
 
+    # -- reconciliation against the nodes' records (ADR 0151) ------------------------------
+    reconciliation_breaker_regions: list[str] = Field(
+        default_factory=lambda: ["us", "eu", "asia"],
+        json_schema_extra=_unit("regions"),
+        description="Regions whose nodes stop new sends when reconciliation finds a payment "
+        "we never dispatched, until an operator runs corridor recon clear; other regions only "
+        "record the item.",
+    )
+    reconciliation_in_flight_bound_s: int = Field(
+        default=3600,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="An attempt still in flight on our side this long after dispatch becomes a "
+        "stuck_in_flight reconciliation item.",
+    )
+    reconciliation_lookback_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=3600,
+        le=90 * 24 * 3600,
+        description="How far back each pass reads our attempts from the log; node payments "
+        "older than this are never judged as ones we did not dispatch.",
+    )
+    reconciliation_page_max: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        json_schema_extra=_unit("payments"),
+        description="Node payments asked for per page (LND max_payments, CLN limit).",
+    )
+    reconciliation_pages_max: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        json_schema_extra=_unit("pages"),
+        description="Pages one pass reads from the node's list; the rest waits for the next "
+        "pass, which resumes at the stored cursor.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -66,6 +66,16 @@ CHECKPOINT_STREAM: Final = "CORRIDOR_CHECKPOINTS"
 HEALTH_PREFIX: Final = "corridor.health.v1"
 HEALTH_WILDCARD: Final = f"{HEALTH_PREFIX}.>"
 
+# corridor.api.v1.recon.<verb>.<id>: reconciliation against the nodes' records (ADR 0151).
+# ``report.<node>`` is a region's reconciler; ``resolve``/``clear.<operator_id>`` an operator.
+RECON_API_PREFIX: Final = "corridor.api.v1.recon"
+RECON_API_WILDCARD: Final = f"{RECON_API_PREFIX}.>"
+RECON_VERBS: Final = {
+    "report": "ReportReconciliation",
+    "resolve": "ResolveReconciliationMismatch",
+    "clear": "ClearNodeBreaker",
+}
+
 DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
 # corridor.dlq.v1.dispatch.<region>.<node>: work orders an executor refused (ADR 0063).
 DLQ_DISPATCH_PREFIX: Final = "corridor.dlq.v1.dispatch"

@@ -164,6 +164,10 @@ async def exceptions(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
+# The reconciliation events' names begin with these (schemas/reconciliation_messages.py).
+RECON_EVENT_PREFIXES = ("Reconciliation", "NodeBreaker")
+
+
 async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
     from projections.exceptions import build
 
@@ -181,4 +185,12 @@ async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[
                 progress.advance(len(batch))
     finally:
         await store.close()
-    return build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)
+    from projections.reconciliation_items import exception_rows as reconciliation_rows
+    from schemas.upcasting import upcast_record
+
+    rows = build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)
+    # Open reconciliation items are exceptions too (ADR 0151).
+    upcast = [upcast_record(e) for e in events if e["type"].startswith(RECON_EVENT_PREFIXES)]
+    return sorted(
+        rows + reconciliation_rows(upcast), key=lambda row: (row["since_ms"], row["intent_id"])
+    )

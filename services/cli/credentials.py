@@ -43,6 +43,7 @@ COMMAND_ROLES: Final = {
     "approve": "operator", "reject": "operator", "policy": "operator", "watch": "auditor",
     "dlq": "operator",
     "agents": "operator",
+    "recon": "operator",
 }  # fmt: skip
 
 

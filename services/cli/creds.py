@@ -83,7 +83,7 @@ def add(args: argparse.Namespace) -> int:
     from services.cli.errors import UsageError
     from services.identity import nats_auth
 
-    ident = args.ident or (args.node if args.role == "executor" else None)
+    ident = args.ident or (args.node if args.role in ("executor", "reconciler") else None)
     if not ident:
         raise UsageError("say whose credential it is: --id ID")
     if args.kind is not None and args.role != "caller":

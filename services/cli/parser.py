@@ -55,6 +55,11 @@ PLUGINS: Final = (
         "the deterministic simulation: seeded schedules and faults, checked invariants",
     ),
     (
+        "recon",
+        "services.cli.recon",
+        "reconciliation with the nodes' records: run a pass, list, resolve, clear",
+    ),
+    (
         "creds",
         "services.cli.creds",
         "NATS credentials: add, list and revoke who may connect, and as what",

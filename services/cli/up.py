@@ -132,6 +132,9 @@ def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[s
         return {}
     for role, ident, kind in STACK_CREDENTIALS:
         nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind)  # type: ignore[arg-type]
+    for region, node in targets:
+        # Each node's reconciler, for `corridor recon run` (ADR 0151).
+        nats_auth.ensure(state_dir, role="reconciler", ident=node, region=region, node=node)
     return {
         node: nats_auth.ensure(state_dir, role="executor", ident=node, region=region, node=node)
         for region, node in targets

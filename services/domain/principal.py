@@ -18,6 +18,12 @@ from schemas.agent_key_messages import (
     RevokeAgentKey,
 )
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.reconciliation_messages import (
+    ClearNodeBreaker,
+    ReconciliationCommand,
+    ReportReconciliation,
+    ResolveReconciliationMismatch,
+)
 from services.identity.registry import ID_PATTERN, Role
 
 
@@ -36,7 +42,7 @@ class Principal:
 
 
 def claimed_identity(
-    command: cmd.Command | PolicyCommand | AgentKeyCommand,
+    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
 ) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
@@ -53,6 +59,11 @@ def claimed_identity(
             return "proposer_id", command.proposer_id
         case RevokeAgentKey():
             return "revoker_id", command.revoker_id
+        case ReportReconciliation():
+            # A reconciler's id is the name of the one node it reconciles.
+            return "node", command.node
+        case ResolveReconciliationMismatch() | ClearNodeBreaker():
+            return "operator_id", command.operator_id
         case cmd.RecordPaymentOutcome():
             # An executor's id is the name of the one node it reports for.
             return "node", command.node

@@ -65,9 +65,13 @@ class OrderedRouter:
         self,
         table: CorridorTable,
         health: Mapping[tuple[str, str], NodeHealth] | None = None,
+        *,
+        blocked: frozenset[NodeKey] = frozenset(),
     ) -> None:
         self._table = table
         self._health = health or {}
+        # Nodes whose reconciliation breaker is tripped (ADR 0151): no new sends there.
+        self._blocked = blocked
 
     def choose(
         self,
@@ -105,6 +109,8 @@ class OrderedRouter:
             return "already_tried"
         if keysend and not candidate.keysend:
             return "keysend_unsupported"
+        if (candidate.region, candidate.node) in self._blocked:
+            return "reconciliation_breaker"
         health = self._health.get((candidate.region, candidate.node))
         if health is None:
             return None

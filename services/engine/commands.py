@@ -11,21 +11,33 @@ from schemas import errors
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.reconciliation_messages import (
+    ReconciliationCommand,
+    ReconciliationCommandAccepted,
+    reconciliation_stream,
+)
 from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccepted
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.ids import fingerprint, intent_id_for
+from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.identity.agent_keys import AgentKey
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 
-Reply = CommandAccepted | PolicyCommandAccepted | AgentKeyCommandAccepted | CommandRejected
+Reply = (
+    CommandAccepted
+    | PolicyCommandAccepted
+    | AgentKeyCommandAccepted
+    | ReconciliationCommandAccepted
+    | CommandRejected
+)
 
 
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
-    command: cmd.Command | PolicyCommand | AgentKeyCommand
+    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand
     correlation_id: str | None = None
     causation_id: str | None = None
     # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
@@ -66,6 +78,9 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, AGENT_KEY_COMMANDS):
         item.stream_id = AGENT_KEYS_STREAM
+        return
+    if isinstance(command, RECONCILIATION_COMMANDS):
+        item.stream_id = reconciliation_stream(command.node)
         return
     if not isinstance(command, cmd.SubmitPaymentIntent):
         item.stream_id = command.intent_id
@@ -114,6 +129,8 @@ def actor(envelope: CommandEnvelope) -> str:
         return "corridor"
     field, ident = claimed
     role = {"caller.id": "caller", "node": "executor"}.get(field, "operator")
+    if isinstance(envelope.command, RECONCILIATION_COMMANDS) and field == "node":
+        role = "reconciler"
     return f"{role}:{ident}"
 
 

@@ -12,6 +12,7 @@ from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.limits import CALLER_ID_PATTERN
 from schemas.policy_messages import POLICY_EVENT_TYPES
+from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from schemas.upcasting import EventVersionError, decode
 from services.bus import subjects
@@ -27,6 +28,7 @@ POLICY_AGGREGATE = "policy"
 POLICY_STREAM = "policy-document"
 DEAD_LETTER_AGGREGATE = "deadletter"
 AGENT_KEY_AGGREGATE = "agent-key"
+RECONCILIATION_AGGREGATE = "reconciliation"
 
 
 def to_new_events(
@@ -105,6 +107,8 @@ def subject_for(event_type: str, owner: str | None) -> str:
         return f"{subjects.EVT_PREFIX}.{DEAD_LETTER_AGGREGATE}.{event_type}"
     if event_type in AGENT_KEY_EVENT_TYPES:
         return f"{subjects.EVT_PREFIX}.{AGENT_KEY_AGGREGATE}.{event_type}"
+    if event_type in RECONCILIATION_EVENT_TYPES:  # ADR 0151
+        return f"{subjects.EVT_PREFIX}.{RECONCILIATION_AGGREGATE}.{event_type}"
     if event_type == CHECKPOINT_EVENT:
         return f"{subjects.EVT_LOG_PREFIX}.{event_type}"
     if owner is None or not _OWNER_TOKEN.match(owner):

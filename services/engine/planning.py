@@ -19,6 +19,11 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
+from services.engine.reconciliation_book import ReconciliationBook
+from services.engine.reconciliation_planning import (
+    RECONCILIATION_COMMANDS,
+    plan_reconciliation_command,
+)
 from services.engine.spend_book import SpendBook
 from services.identity.agent_keys import AgentKeyLookup
 
@@ -36,7 +41,9 @@ class Planner:
         spend: SpendBook,
         agent_keys: AgentKeyBook,
         key_lookup: AgentKeyLookup,
+        recon: ReconciliationBook,
     ) -> None:
+        self._recon = recon
         self._intents = intents
         self._clock = clock
         self._new_id = new_id
@@ -78,6 +85,17 @@ class Planner:
                     book, command, item.envelope, now_ms=now_ms, new_id=self._new_id,
                     actor=actor(item.envelope),
                 )  # fmt: skip
+                plan.events += events
+                plan.replies.append(reply)
+                continue
+            if isinstance(command, RECONCILIATION_COMMANDS):
+                ledger = plan.ledgers.get(command.node) or self._recon.get(command.node)
+                reply, after, events = plan_reconciliation_command(
+                    ledger, command, item.envelope, now_ms=now_ms, new_id=self._new_id,
+                    actor=actor(item.envelope),
+                )  # fmt: skip
+                if after is not None:
+                    plan.ledgers[command.node] = after
                 plan.events += events
                 plan.replies.append(reply)
                 continue

@@ -30,6 +30,7 @@ from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
+from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.rejection_budget import RejectionBudget
 from services.engine.spend_book import SpendBook
 from services.engine.writer import WriterLoop
@@ -71,6 +72,8 @@ class CommandProcessor:
         self.committed.subscribe("spend-book", self.spend.note)
         # The agent keys the log trusts (ADR 0068); the intake verifies signatures against it.
         self.agent_keys = AgentKeyBook()
+        # Every node's reconciliation ledger; its tripped breakers are routed around (ADR 0151).
+        self.recon = ReconciliationBook()
         self.key_lookup: AgentKeyLookup = key_lookup if key_lookup is not None else self.agent_keys
         intents = IntentPlanner(
             IntentRules(network=network, attempts_max=attempts_max, pay_timeout_s=pay_timeout_s),
@@ -82,12 +85,12 @@ class CommandProcessor:
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
-            key_lookup=self.key_lookup,
+            key_lookup=self.key_lookup, recon=self.recon,
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
-            queue_max=queue_max,
+            queue_max=queue_max, recon=self.recon,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import structlog
 
 from schemas import errors
+from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
@@ -37,6 +38,7 @@ from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
+from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.spend_book import SpendBook
 from services.eventstore.port import (
     AppendFence,
@@ -49,6 +51,8 @@ from services.eventstore.port import (
 from services.failures import is_transient
 
 log = structlog.get_logger("corridor.processor")
+
+RECON = RECONCILIATION_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -71,7 +75,9 @@ class WriterLoop:
         committed: CommittedBatches,
         batch_max: int,
         queue_max: int,
+        recon: ReconciliationBook,
     ) -> None:
+        self._recon = recon
         assert batch_max >= 1 and queue_max >= 1
         self._store = store
         self._planner = planner
@@ -181,12 +187,18 @@ class WriterLoop:
             # Key changes are rare and another engine may have made one a moment ago: decide
             # on the log's latest (one indexed query when nothing changed).
             await self._agent_keys.refresh(self._store)
+        recon_nodes = [
+            i.stream_id.removeprefix(RECON) for i in items if i.stream_id.startswith(RECON)
+        ]
+        if recon_nodes:
+            await self._recon.refresh(self._store, recon_nodes)
         await self._cache.load(
             [
                 i.stream_id
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
+                and not i.stream_id.startswith(RECON)
                 and not assumed_new(i)
             ]
         )
@@ -207,6 +219,8 @@ class WriterLoop:
         self._spend.commit()
         if plan.agent_keys is not None:
             self._agent_keys.adopt(plan.agent_keys.state)
+        for ledger in plan.ledgers.values():
+            self._recon.adopt(ledger)
         if first_position is not None:
             self._spend.appended(first_position, len(plan.events), plan.spend_callers)
         for stream_id, state in plan.states.items():

@@ -143,6 +143,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_AGENTS}.propose.{{id}}",
                 f"{_AGENTS}.approve.{{id}}",
                 f"{_AGENTS}.revoke.{{id}}",
+                f"{subjects.RECON_API_PREFIX}.resolve.{{id}}",
+                f"{subjects.RECON_API_PREFIX}.clear.{{id}}",
                 # The dead-letter desk, answered by the engine and audited in the log under
                 # this id (ADR 0080): no direct access to CORRIDOR_DLQ or the command stream.
                 *(
@@ -171,6 +173,12 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"$JS.API.CONSUMER.MSG.NEXT.{_DISPATCH}.{_EXECUTOR_DURABLE}",
                 f"$JS.ACK.{_DISPATCH}.{_EXECUTOR_DURABLE}.>",
             ),
+            subscribe=(_INBOX,),
+        ),
+        # One node's reconciler: reports what it found on that node, nothing else (ADR 0151).
+        # It reads the log from PostgreSQL and the node through NodePort, not from the bus.
+        "reconciler": Permissions(
+            publish=(f"{subjects.RECON_API_PREFIX}.report.{{node}}",),
             subscribe=(_INBOX,),
         ),
         # Auditors also read the signed checkpoints, to verify the log against them (ADR 0065).

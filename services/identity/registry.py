@@ -19,10 +19,18 @@ from typing import Literal
 
 import msgspec
 
-Role = Literal["caller", "agent", "operator", "executor", "auditor", "engine"]
+Role = Literal["caller", "agent", "operator", "executor", "auditor", "engine", "reconciler"]
 CallerKind = Literal["service", "human", "agent"]
 
-ROLES: tuple[Role, ...] = ("caller", "agent", "operator", "executor", "auditor", "engine")
+ROLES: tuple[Role, ...] = (
+    "caller",
+    "agent",
+    "operator",
+    "executor",
+    "auditor",
+    "engine",
+    "reconciler",
+)
 # An id is a NATS subject token: no dots, wildcards or spaces; bounded like every input.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REGISTRY_FILE = "credentials.json"
@@ -51,15 +59,16 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidCredential(f"id {self.id!r} must match {ID_PATTERN.pattern}")
         if not self.public_key.startswith("U"):
             raise InvalidCredential("public_key must be an nkey user key (U...)")
-        if self.role == "executor":
+        if self.role in ("executor", "reconciler"):
+            # A reconciler, like an executor, speaks for the one node it reconciles (ADR 0151).
             if not (self.region and self.node):
-                raise InvalidCredential("an executor credential names its region and node")
+                raise InvalidCredential(f"an {self.role} credential names its region and node")
             if not (ID_PATTERN.match(self.region) and ID_PATTERN.match(self.node)):
                 raise InvalidCredential("region and node must be subject tokens")
             if self.id != self.node:
-                raise InvalidCredential("an executor's id is its node's name")
+                raise InvalidCredential(f"an {self.role}'s id is its node's name")
         elif self.region is not None or self.node is not None:
-            raise InvalidCredential("only executors name a region and node")
+            raise InvalidCredential("only executors and reconcilers name a region and node")
         if self.role == "caller" and self.kind not in ("service", "human"):
             raise InvalidCredential("a caller's kind is service or human")
         if self.role == "agent" and self.kind != "agent":

@@ -66,6 +66,7 @@ class ApiService:
             subjects.API_WILDCARD,
             subjects.POLICY_API_WILDCARD,
             subjects.AGENTS_API_WILDCARD,
+            subjects.RECON_API_WILDCARD,
         ):
             self._subs.append(
                 await self._bus.subscribe(
@@ -168,6 +169,12 @@ class ApiService:
             envelope = parse_command(
                 subject, subjects.AGENTS_API_PREFIX, msg.data, msg.headers,
                 authenticator=self._auth, verbs=subjects.AGENT_KEY_VERBS,
+            )  # fmt: skip
+            return await self._processor.execute(envelope)
+        if subject.startswith(subjects.RECON_API_PREFIX + "."):
+            envelope = parse_command(
+                subject, subjects.RECON_API_PREFIX, msg.data, msg.headers,
+                authenticator=self._auth, verbs=subjects.RECON_VERBS,
             )  # fmt: skip
             return await self._processor.execute(envelope)
         if subject.startswith(subjects.POLICY_API_PREFIX + "."):

@@ -35,6 +35,7 @@ from schemas.agent_key_messages import (
 )
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
+from schemas.reconciliation_messages import ReconciliationCommand, ReportReconciliation
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import CorridorTable
 from services.identity.agent_keys import AgentKey, AgentKeyLookup, AgentKeys, IndexedAgentKeys
@@ -71,7 +72,9 @@ class Authenticator:
         return self._credentials is not None
 
     def command(
-        self, token: str, command: cmd.Command | PolicyCommand | AgentKeyCommand
+        self,
+        token: str,
+        command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         claimed = claimed_identity(command)
@@ -84,6 +87,9 @@ class Authenticator:
             case cmd.RecordPaymentOutcome():
                 self._check_region(token, command.region)
                 return Principal(role="executor", id=token)
+            case ReportReconciliation():
+                self._check_region(token, command.region, role="reconciler")
+                return Principal(role="reconciler", id=token)
             case ApproveAgentKey():
                 self._require("operator", token)
                 return Principal(role="operator", id=token)
@@ -97,7 +103,7 @@ class Authenticator:
     def check_signature(
         self,
         principal: Principal,
-        command: cmd.Command | PolicyCommand | AgentKeyCommand,
+        command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> AgentKey | None:
@@ -153,9 +159,9 @@ class Authenticator:
             )
         return Principal(role="caller", id=token)
 
-    def _check_region(self, node: str, claimed: str) -> None:
+    def _check_region(self, node: str, claimed: str, *, role: Role = "executor") -> None:
         if self._credentials is not None:
-            credential = self._require("executor", node)
+            credential = self._require(role, node)
             assert credential is not None and credential.region is not None
             _same("region", claimed, credential.region)
             return

@@ -32,6 +32,7 @@ from pyln.client import LightningRpc, RpcError
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.payments import invoice_target, liquidity_of
 from services.lightning.port import (
+    PAYMENT_PAGE_MAX,
     Channel,
     DecodedInvoice,
     FailureReason,
@@ -39,6 +40,8 @@ from services.lightning.port import (
     LiquiditySummary,
     NodeError,
     NodeInfo,
+    NodePaymentPage,
+    NodePaymentRecord,
     PaymentFailed,
     PaymentInFlight,
     PaymentResult,
@@ -362,6 +365,23 @@ class ClnAdapter:
             return PaymentInFlight(payment_hash=payment_hash)
         return await self._failure_of(payment_hash)
 
+    async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
+        """Pages ``listsendpays`` by ``created_index`` (exact: one entry per part, v23.11+),
+        then reads each hash's merged record from ``listpays``: a part alone says neither the
+        payment's amount (xpay splits it) nor its outcome (another part may have paid it)."""
+        assert after_index >= 0 and 1 <= limit <= PAYMENT_PAGE_MAX, (after_index, limit)
+        page = {"index": "created", "start": after_index + 1, "limit": limit}
+        parts: list[dict[str, Any]] = (await self._call("listsendpays", page))["payments"]
+        first_index: dict[str, int] = {}
+        for part in parts:
+            first_index.setdefault(part["payment_hash"], int(part["created_index"]))
+        records = []
+        for payment_hash, index in first_index.items():
+            entries = (await self._call("listpays", {"payment_hash": payment_hash}))["pays"]
+            records.append(_record_of(payment_hash, index, entries))
+        next_index = max((int(part["created_index"]) for part in parts), default=after_index)
+        return NodePaymentPage(records=tuple(records), next_index=next_index)
+
     async def _failure_of(self, payment_hash: str) -> PaymentResult:
         """Every attempt failed: the reason is the last failed part's, replayed by waitsendpay.
 
@@ -500,6 +520,34 @@ def _for_amount(record: PaymentResult, payment_hash: str, amount_msat: int) -> P
             detail=f"hash already paid with {record.amount_msat} msat",
         )
     return record
+
+
+def _record_of(payment_hash: str, index: int, entries: list[dict[str, Any]]) -> NodePaymentRecord:
+    """The merged ``listpays`` entries of one hash as the node's record: complete if any
+    group is (as ``lookup_payment`` reads it), else pending if any is, else failed."""
+    created_at_s = min((int(e.get("created_at", 0)) for e in entries), default=0)
+    for entry in entries:
+        if entry["status"] == "complete":
+            succeeded = _succeeded(payment_hash, entry["preimage"], entry)
+            if isinstance(succeeded, PaymentSucceeded):
+                return NodePaymentRecord(
+                    index=index, payment_hash=payment_hash, status="succeeded",
+                    amount_msat=succeeded.amount_msat, fee_msat=succeeded.fee_msat,
+                    created_at_s=created_at_s, preimage=succeeded.preimage,
+                )  # fmt: skip
+            return NodePaymentRecord(
+                index=index, payment_hash=payment_hash, status="in_flight", amount_msat=0,
+                fee_msat=0, created_at_s=created_at_s,
+            )  # fmt: skip
+    pending = [e for e in entries if e["status"] == "pending"]
+    return NodePaymentRecord(
+        index=index,
+        payment_hash=payment_hash,
+        status="in_flight" if pending or not entries else "failed",
+        amount_msat=sum(int(e.get("amount_msat", 0)) for e in pending),
+        fee_msat=0,
+        created_at_s=created_at_s,
+    )
 
 
 def _succeeded(payment_hash: str, preimage: str, entry: dict[str, Any]) -> PaymentResult:

@@ -33,6 +33,7 @@ from services.lightning.lnd_proto import (
 )
 from services.lightning.payments import invoice_target, liquidity_of
 from services.lightning.port import (
+    PAYMENT_PAGE_MAX,
     Channel,
     DecodedInvoice,
     FailureReason,
@@ -40,6 +41,7 @@ from services.lightning.port import (
     LiquiditySummary,
     NodeError,
     NodeInfo,
+    NodePaymentPage,
     PaymentFailed,
     PaymentInFlight,
     PaymentResult,
@@ -204,6 +206,19 @@ class LndAdapter:
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
+
+    async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
+        # include_incomplete: in-flight and failed payments are part of the record we compare;
+        # index_offset is exclusive and pages by payment_index (lightning.proto).
+        assert after_index >= 0 and 1 <= limit <= PAYMENT_PAGE_MAX, (after_index, limit)
+        request = lightning_pb2.ListPaymentsRequest(
+            include_incomplete=True, index_offset=after_index, max_payments=limit, omit_hops=True
+        )
+        listed = await self._unary("lightning", "ListPayments", request)
+        records = tuple(lnd_convert.payment_record(payment) for payment in listed.payments)
+        return NodePaymentPage(
+            records=records, next_index=listed.last_index_offset if records else after_index
+        )
 
     # -- payments ---------------------------------------------------------------------------
 

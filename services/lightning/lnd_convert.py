@@ -18,6 +18,7 @@ from services.lightning.lnd_proto import lightning_pb2
 from services.lightning.port import (
     Channel,
     DecodedInvoice,
+    NodePaymentRecord,
     PaymentFailed,
     PaymentInFlight,
     PaymentResult,
@@ -109,6 +110,22 @@ def payment_result(payment: Any) -> PaymentResult:
         )
     return PaymentInFlight(
         payment_hash=payment.payment_hash, amount_msat=payment.value_msat or None
+    )
+
+
+def payment_record(payment: Any) -> NodePaymentRecord:
+    """An ``lnrpc.Payment`` from ListPayments as the node's record (``payment_index`` order)."""
+    result = payment_result(payment)
+    status = {PaymentSucceeded: "succeeded", PaymentFailed: "failed"}.get(type(result), "in_flight")
+    return NodePaymentRecord(
+        index=payment.payment_index,
+        payment_hash=payment.payment_hash,
+        status=status,  # type: ignore[arg-type]
+        amount_msat=payment.value_msat,
+        # lnd keeps a failed payment's attempted fee; only a paid one cost anything.
+        fee_msat=payment.fee_msat if status == "succeeded" else 0,
+        created_at_s=payment.creation_date,
+        preimage=result.preimage if isinstance(result, PaymentSucceeded) else None,
     )
 
 

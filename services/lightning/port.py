@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -121,6 +121,40 @@ class LiquiditySummary(msgspec.Struct, frozen=True, kw_only=True):
     max_sendable_msat: int  # largest single local balance on an active channel
 
 
+# One page of the node's payment list: LND's ListPayments and CLN's listsendpays answer a
+# thousand records in well under a megabyte, and a reconciliation pass asks page by page.
+PAYMENT_PAGE_MAX: Final = 1000
+
+NodePaymentStatus = Literal["succeeded", "failed", "in_flight"]
+
+
+class NodePaymentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One outgoing payment as the node's own list holds it (for reconciliation).
+
+    ``index`` is the node's creation index (LND ``payment_index``, CLN ``created_index``):
+    strictly increasing along the list, so a cursor can resume after it. Amounts are what the
+    node recorded: ``amount_msat`` delivered, ``fee_msat`` paid to the route (0 unless paid).
+    """
+
+    index: int
+    payment_hash: str
+    status: NodePaymentStatus
+    amount_msat: int
+    fee_msat: int
+    created_at_s: int
+    preimage: str | None = None
+
+
+class NodePaymentPage(msgspec.Struct, frozen=True, kw_only=True):
+    """``records`` in index order; pass ``next_index`` back as ``after_index`` to go on.
+
+    An empty page ends the list, and then ``next_index`` is the ``after_index`` asked for.
+    """
+
+    records: tuple[NodePaymentRecord, ...]
+    next_index: int
+
+
 class NodeError(Exception):
     """Raised for a node call that failed as a whole (not a payment outcome).
 
@@ -157,6 +191,12 @@ class NodePort(Protocol):
 
     async def lookup_payment(self, payment_hash: str) -> PaymentResult | None:
         """The node's own record of a payment; ``None`` if the node never attempted it."""
+        ...
+
+    async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
+        """The node's outgoing payments with index above ``after_index``, oldest first, at
+        most ``limit`` (1 to ``PAYMENT_PAGE_MAX``) of them: its whole record, paid or not,
+        whoever asked it to pay (LND ListPayments, CLN listsendpays with ``index=created``)."""
         ...
 
     async def list_channels(self) -> list[Channel]: ...

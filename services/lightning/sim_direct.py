@@ -32,6 +32,7 @@ from services.lightning.payments import (
     liquidity_of,
 )
 from services.lightning.port import (
+    PAYMENT_PAGE_MAX,
     Channel,
     DecodedInvoice,
     FailureReason,
@@ -39,6 +40,8 @@ from services.lightning.port import (
     LiquiditySummary,
     NodeError,
     NodeInfo,
+    NodePaymentPage,
+    NodePaymentRecord,
     PaymentFailed,
     PaymentInFlight,
     PaymentResult,
@@ -46,7 +49,7 @@ from services.lightning.port import (
     PayRequest,
 )
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
-from services.sim.lnd_payments import latest_visible, rejected_before_send
+from services.sim.lnd_payments import latest_visible, lnd_visible, rejected_before_send
 from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
 
@@ -225,6 +228,21 @@ class SimNodeAdapter:
         record = self._record(payment_hash)
         return None if record is None else result_of(record)
 
+    async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
+        """The node's attempts by ledger order (``attempt_id``), as lnd's ListPayments pages
+        them by ``payment_index``."""
+        assert after_index >= 0 and 1 <= limit <= PAYMENT_PAGE_MAX, (after_index, limit)
+        await self._answer("listpays")
+        attempts = [
+            p
+            for p in self._network.payments_of(self._node.name)
+            if lnd_visible(p) and p.attempt_id > after_index
+        ][:limit]
+        records = tuple(record_of(attempt) for attempt in attempts)
+        return NodePaymentPage(
+            records=records, next_index=records[-1].index if records else after_index
+        )
+
     async def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
         """The node's record, then each change, ending at a final result.
 
@@ -343,6 +361,19 @@ def result_of(payment: SimPayment) -> PaymentResult:
             payment_hash=payment.payment_hash, reason=reason, detail=payment.failure_detail
         )
     return PaymentInFlight(payment_hash=payment.payment_hash, amount_msat=payment.amount_msat)
+
+
+def record_of(payment: SimPayment) -> NodePaymentRecord:
+    """A simulated attempt as an entry of the node's payment list."""
+    return NodePaymentRecord(
+        index=payment.attempt_id,
+        payment_hash=payment.payment_hash,
+        status=payment.status,
+        amount_msat=payment.amount_msat,
+        fee_msat=payment.fee_msat if payment.status == "succeeded" else 0,
+        created_at_s=int(payment.created_at_s),
+        preimage=payment.preimage if payment.status == "succeeded" else None,
+    )
 
 
 async def _next_or_offline(

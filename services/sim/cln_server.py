@@ -145,7 +145,6 @@ _UNSUPPORTED: dict[str, tuple[str, ...]] = {
     "pay": ("localinvreqid", "exclude", "partial_msat"),
     "xpay": ("partial_msat", "localinvreqid"),
     "listpays": ("index", "start", "limit"),
-    "listsendpays": ("index", "start", "limit"),
 }
 
 
@@ -674,7 +673,8 @@ class ClnNodeServer:
         )
 
     async def _listsendpays(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"payments": [self._sendpay_view(part) for part in self._parts(params)]}
+        parts = _created_page(self._parts(params), params)
+        return {"payments": [self._sendpay_view(part) for part in parts]}
 
     async def _listpays(self, params: dict[str, Any]) -> dict[str, Any]:
         """One entry per (hash, group), its parts merged (plugins/xpay/listpays.c)."""
@@ -754,6 +754,26 @@ async def start_cln_node_server(
     server = ClnNodeServer(network, node, socket_path)
     await server.start()
     return server
+
+
+def _created_page(parts: list[_Part], params: dict[str, Any]) -> list[_Part]:
+    """``index=created`` with ``start``/``limit``, as lightningd/pay.c json_listsendpays
+    checks them: start and limit need index, and index excludes payment_hash and bolt11."""
+    index = params.get("index")
+    start = _int(params.get("start", 0), "start")
+    limit = params.get("limit")
+    if index is None:
+        if start or limit is not None:
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "Can only specify {start} with {index}")
+        return parts
+    if index == "updated":
+        raise RpcFailure(JSONRPC_INVALID_PARAMS, "index: updated is not supported by the simulator")
+    if index != "created":
+        raise RpcFailure(JSONRPC_INVALID_PARAMS, "index: should be created or updated")
+    if params.get("payment_hash") is not None or params.get("bolt11") is not None:
+        raise RpcFailure(JSONRPC_INVALID_PARAMS, "Cannot use index with payment_hash or bolt11")
+    page = [part for part in parts if part.created_index >= start]
+    return page if limit is None else page[: _int(limit, "limit")]
 
 
 def _named(method: str, params: Params) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 
 from services.lightning.bolt11 import encode_invoice
 from services.lightning.port import (
+    PAYMENT_PAGE_MAX,
     FailureReason,
     NodeError,
     PaymentFailed,
@@ -281,3 +282,63 @@ async def test_list_channels_and_liquidity(adapter_env: AdapterEnv) -> None:
         assert summary.max_sendable_msat == max(c.local_balance_msat for c in truth.values())
         adapter_env.network.faults.set_offline("hub")
         assert not any(c.active for c in await adapter_env.adapter.list_channels())
+
+
+async def _list_end(adapter_env: AdapterEnv) -> int:
+    """The index after which nothing is listed yet (real nodes may have history)."""
+    cursor = 0
+    while True:
+        page = await adapter_env.adapter.list_payments(after_index=cursor, limit=PAYMENT_PAGE_MAX)
+        if not page.records:
+            assert page.next_index == cursor
+            return cursor
+        cursor = page.next_index
+
+
+async def test_list_payments_pages_the_whole_record(adapter_env: AdapterEnv) -> None:
+    start = await _list_end(adapter_env)
+    paid = []
+    for amount_msat in (11_000, 12_000, 13_000):
+        invoice = await adapter_env.merchant_invoice(amount_msat)
+        result = await adapter_env.adapter.pay(pay_request(invoice.payment_request))
+        assert isinstance(result, PaymentSucceeded), result
+        paid.append(result)
+    first = await adapter_env.adapter.list_payments(after_index=start, limit=2)
+    second = await adapter_env.adapter.list_payments(after_index=first.next_index, limit=2)
+    end = await adapter_env.adapter.list_payments(after_index=second.next_index, limit=2)
+    # The page boundary: two, then the one left, then an empty page that keeps the cursor.
+    assert len(first.records) == 2 and len(second.records) == 1
+    assert end.records == () and end.next_index == second.next_index
+    records = first.records + second.records
+    indexes = [record.index for record in records]
+    assert indexes == sorted(set(indexes)) and indexes[0] > start
+    assert first.next_index == indexes[1] and second.next_index == indexes[2]
+    for record, result in zip(records, paid, strict=True):
+        assert record.payment_hash == result.payment_hash and record.status == "succeeded"
+        assert (record.amount_msat, record.fee_msat) == (result.amount_msat, result.fee_msat)
+        assert record.preimage == result.preimage
+
+
+async def test_list_payments_shows_failures_and_sends_we_never_made(
+    adapter_env: AdapterEnv,
+) -> None:
+    sim = adapter_env.sim
+    start = await _list_end(adapter_env)
+    sim.faults.drop_resolution(timeout_s=0.05)
+    failed_invoice = await adapter_env.merchant_invoice(10_000)
+    failed = await adapter_env.adapter.pay(pay_request(failed_invoice.payment_request))
+    assert_failed(failed, FailureReason.TIMEOUT)
+    # A payment made on the node behind the adapter's back is on the node's list all the same.
+    behind = await adapter_env.merchant_invoice(21_000)
+    sent = await sim.send_payment(
+        adapter_env.node, payment_request=behind.payment_request, max_fee_msat=MAX_FEE_MSAT,
+        timeout_s=5.0,
+    )  # fmt: skip
+    await sim.wait_payment(adapter_env.node, sent.payment_hash, timeout_s=5.0)
+    page = await adapter_env.adapter.list_payments(after_index=start, limit=PAYMENT_PAGE_MAX)
+    by_hash = {record.payment_hash: record for record in page.records}
+    assert set(by_hash) == {failed_invoice.payment_hash, behind.payment_hash}
+    assert by_hash[failed_invoice.payment_hash].status == "failed"
+    assert by_hash[failed_invoice.payment_hash].fee_msat == 0
+    assert by_hash[behind.payment_hash].status == "succeeded"
+    assert by_hash[behind.payment_hash].amount_msat == 21_000

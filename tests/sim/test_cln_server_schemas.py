@@ -308,6 +308,29 @@ async def test_framing_several_requests_on_one_connection(node: Node) -> None:
         writer.close()
 
 
+async def test_listsendpays_pages_by_created_index(node: Node) -> None:
+    net = node.network
+    for amount_msat in (1000, 2000, 3000):
+        invoice = net.create_invoice("bob", amount_msat, "page", 3600)
+        await node.call("pay", {"bolt11": invoice.bolt11, "maxfee": FEE_MSAT})
+    first = (await node.call("listsendpays", {"index": "created", "start": 0, "limit": 2}))[
+        "payments"
+    ]
+    assert [p["created_index"] for p in first] == [1, 2]
+    rest = (await node.call("listsendpays", {"index": "created", "start": 3, "limit": 2}))[
+        "payments"
+    ]
+    assert [(p["created_index"], p["amount_msat"]) for p in rest] == [(3, 3000)]
+    assert (await node.call("listsendpays", {"index": "created", "start": 4, "limit": 2})) == {
+        "payments": []
+    }
+    # As lightningd/pay.c: start needs index, and index cannot name one payment.
+    assert (await node.error("listsendpays", {"start": 2}))["code"] == -32602
+    invoice = first[0]["bolt11"]
+    refused = await node.error("listsendpays", {"index": "created", "bolt11": invoice})
+    assert refused["code"] == -32602
+
+
 async def _until(condition: Any, timeout_s: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():

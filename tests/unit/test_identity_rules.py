@@ -40,6 +40,7 @@ REGISTRY = Registry(
         credential("auditor", "aud-1"),
         credential("executor", "us-lnd", region="us", node="us-lnd"),
         credential("executor", "eu-lnd", region="eu", node="eu-lnd"),
+        credential("reconciler", "us-lnd", region="us", node="us-lnd"),
     )
 )
 TABLE = CorridorTable(
@@ -147,6 +148,23 @@ def test_an_outcome_comes_from_the_executor_of_the_node_the_token_names() -> Non
     # Another executor speaking for us-lnd, or us-lnd claiming another region.
     assert refused(VERIFIED, "eu-lnd", outcome()) == ("identity_mismatch", "node")
     assert refused(VERIFIED, "us-lnd", outcome("eu", "us-lnd")) == ("identity_mismatch", "region")
+
+
+def test_a_reconciliation_report_comes_from_the_reconciler_of_its_node() -> None:
+    from schemas.reconciliation_messages import ClearNodeBreaker, ReportReconciliation
+
+    def report(region: str = "us", node: str = "us-lnd") -> ReportReconciliation:
+        return ReportReconciliation(node=node, region=region, found=(), consistent=())
+
+    assert VERIFIED.command("us-lnd", report()) == Principal(role="reconciler", id="us-lnd")
+    # eu-lnd's executor is no reconciler; us-lnd's reconciler cannot claim another region.
+    assert refused(VERIFIED, "eu-lnd", report("eu", "eu-lnd")) == ("forbidden", "subject")
+    assert refused(VERIFIED, "eu-lnd", report()) == ("identity_mismatch", "node")
+    assert refused(VERIFIED, "us-lnd", report("eu")) == ("identity_mismatch", "region")
+    clear = ClearNodeBreaker(node="us-lnd", operator_id="op-a", reason="checked")
+    assert VERIFIED.command("op-a", clear) == Principal(role="operator", id="op-a")
+    not_an_operator = ClearNodeBreaker(node="us-lnd", operator_id="us-lnd", reason="x")
+    assert refused(VERIFIED, "us-lnd", not_an_operator) == ("forbidden", "subject")
 
 
 def test_without_a_registry_an_executors_region_is_the_corridor_tables() -> None:

@@ -28,7 +28,7 @@ from services.identity.registry import (
     registry_path,
 )
 
-KEYS = {name: nats_auth.public_key_of(nats_auth.new_seed()) for name in "abcdefgh"}
+KEYS = {name: nats_auth.public_key_of(nats_auth.new_seed()) for name in "abcdefghi"}
 
 
 def _credential(role: str, ident: str, key: str, **extra: str) -> Credential:
@@ -44,6 +44,7 @@ EVERY_ROLE = Registry(
         _credential("executor", "us-lnd", KEYS["d"], region="us", node="us-lnd"),
         _credential("auditor", "aud-1", KEYS["e"]),
         _credential("engine", "engine-1", KEYS["f"]),
+        _credential("reconciler", "us-lnd", KEYS["i"], region="us", node="us-lnd"),
     )
 )
 
@@ -70,6 +71,22 @@ def _users() -> dict[str, dict]:
     rendered = render_authorization(EVERY_ROLE)
     by_key = {u["nkey"]: u for u in rendered["users"]}
     return {c.role: by_key[c.public_key] for c in EVERY_ROLE.credentials}
+
+
+def test_a_reconciler_reports_for_its_own_node_only() -> None:
+    reconciler = _users()["reconciler"]
+    assert allowed(reconciler, f"{subjects.RECON_API_PREFIX}.report.us-lnd")
+    for subject in (
+        f"{subjects.RECON_API_PREFIX}.report.eu-cln",
+        f"{subjects.RECON_API_PREFIX}.clear.us-lnd",
+        f"{subjects.RECON_API_PREFIX}.resolve.us-lnd",
+        "corridor.api.v1.intents.outcome.us-lnd",
+        "corridor.api.v1.intents.submit.us-lnd",
+    ):
+        assert not allowed(reconciler, subject), subject
+    operator = _users()["operator"]
+    assert allowed(operator, f"{subjects.RECON_API_PREFIX}.clear.op-1")
+    assert not allowed(operator, f"{subjects.RECON_API_PREFIX}.report.us-lnd")
 
 
 def test_every_role_has_a_row() -> None:

@@ -50,3 +50,23 @@ def test_bands_are_inclusive_upper_bounds() -> None:
     assert band_of(1_000_000) == "up_to_1k_sat"
     assert band_of(1_000_001) == "1k_to_10k_sat"
     assert band_of(10**12) == "above_100k_sat"
+
+
+def test_reconciliation_time_from_found_to_resolved() -> None:
+    from projections.reconciliation_time import reconciliation_time
+
+    def event(kind: str, key: str, **data: object) -> dict[str, object]:
+        return {"type": kind, "version": 1, "stream_id": "reconciliation-us-lnd",
+                "recorded_at_ms": 0, "data": {"node": "us-lnd", "key": key, **data}}  # fmt: skip
+
+    events = [
+        event("ReconciliationMismatchFound", "a", found_at_ms=1_000),
+        event("ReconciliationMismatchFound", "b", found_at_ms=2_000),
+        event("ReconciliationMismatchFound", "c", found_at_ms=3_000),
+        event("ReconciliationMismatchResolved", "a", found_at_ms=1_000, resolved_at_ms=61_000),
+        event("ReconciliationMismatchResolved", "b", found_at_ms=2_000, resolved_at_ms=7_000),
+    ]
+    figures = reconciliation_time(events, now_ms=10_000)
+    assert figures == {"resolved": 2, "p50": 5_000, "p95": 60_000, "max": 60_000, "open": 1,
+                       "oldest_open_age_ms": 7_000}  # fmt: skip
+    assert build(events)["reconciliation_time_ms"]["p95"] == 60_000
