@@ -373,8 +373,11 @@ class MemoryBus:
         if until_s is None or not self._timed:
             await changed.wait()
             return
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+        # arrives as the event is set, and a killed worker would then fetch on for ever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), max(0.0, until_s - self.now_s()))
+            async with asyncio.timeout(max(0.0, until_s - self.now_s())):
+                await changed.wait()
 
     def stream_named(self, name: str) -> _Stream | None:
         return self._streams.get(name)

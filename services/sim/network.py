@@ -327,4 +327,5 @@ class SimNetwork:
                 await asyncio.sleep(0)  # let RPC handlers run between batches
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), delay_s)
+                async with asyncio.timeout(delay_s):  # not wait_for: it can swallow a cancel
+                    await wake.wait()

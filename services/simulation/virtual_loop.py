@@ -23,6 +23,10 @@ T = TypeVar("T")
 EPOCH_S_DEFAULT: Final = 1_700_000_000.0
 
 
+# Virtual time one turn of the loop takes when something is ready.
+TURN_S: Final = 1e-6
+
+
 class WouldBlockForever(RuntimeError):
     """Every task waits and no timer is due: in a closed simulation, a deadlock."""
 
@@ -35,6 +39,10 @@ class _VirtualSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)  # the loop's own self-pipe: never a real wait
         if ready or timeout == 0:
+            # Every turn of the loop takes a moment, as on a real CPU. Without it a deadline
+            # a few ulps ahead (a wait of 7e-15 s) is due at once and never reached: a loop
+            # that waits for it spins at one instant for ever (found by the simulation).
+            self._advance(TURN_S)
             return ready
         if timeout is None:
             raise WouldBlockForever("every task waits and no timer is due")
