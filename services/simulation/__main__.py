@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from services.simulation.runner import STEPS, run_seed
+from services.simulation.world import STEPS, run_world
 
 # Lines of a failing seed's trace printed (the whole trace is in the JSON).
 TRACE_TAIL = 40
@@ -31,13 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     violations: list[dict[str, Any]] = []
     faults: Counter[str] = Counter()
-    intents = 0
+    intents = settled = two_engine_seeds = 0
+    virtual_s = 0.0
     # Throughput is the one wall-clock reading, and only for the report: no run depends on it.
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
-        result = run_seed(seed, steps=args.steps)
+        result = run_world(seed, steps=args.steps)
         faults.update(result.faults_injected)
         intents += result.intents
+        settled += result.settled
+        virtual_s += result.virtual_s
+        two_engine_seeds += result.engines > 1
         schedule = result.plan.text()
         for violation, step in zip(result.violations, result.violation_steps, strict=True):
             violations.append({
@@ -61,10 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         "seeds_per_s": round(args.seeds / elapsed, 2) if elapsed > 0 else None,
         "faults_injected": dict(sorted(faults.items())),
         "intents": intents,
+        "settled": settled,
+        "two_engine_seeds": two_engine_seeds,
+        "virtual_s": round(virtual_s, 1),
     }
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.seeds} seeds, {intents} intents, {len(violations)} violations, "
+    print(f"{args.seeds} seeds ({two_engine_seeds} with two engines), {intents} intents "
+          f"({settled} settled), {len(violations)} violations, "
           f"{report['seeds_per_s']} seeds/s; faults {report['faults_injected']}")  # fmt: skip
     return 1 if violations else 0
 

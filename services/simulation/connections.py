@@ -300,14 +300,10 @@ class BusConnection:
             await asyncio.sleep(self.weather.delay_s())
         if kind is FaultKind.MESSAGE_DUPLICATE:
             # Delivered twice (as a retry that overtook the first): both are answered.
-            first, _ = await asyncio.gather(
-                self.bus.request(subject, data, headers=headers, timeout_s=timeout_s),
-                self.bus.request(subject, data, headers=headers, timeout_s=timeout_s),
-                return_exceptions=True,
+            twin = asyncio.ensure_future(
+                self.bus.request(subject, data, headers=headers, timeout_s=timeout_s)
             )
-            if isinstance(first, BaseException):
-                raise first
-            return first
+            twin.add_done_callback(_unheard)
         reply = await self.bus.request(subject, data, headers=headers, timeout_s=timeout_s)
         self.check_open()
         return reply
@@ -357,6 +353,12 @@ class BusConnection:
     async def delete_message(self, stream: str, seq: int) -> None:
         self.check_open()
         await self.bus.delete_message(stream, seq)
+
+
+def _unheard(future: asyncio.Future[Any]) -> None:
+    """The second answer to a duplicated request goes nowhere, like its failure."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(future: asyncio.Future[int]) -> None:

@@ -49,6 +49,8 @@ from services.simulation.virtual_loop import (
 
 # Faulted steps per seed; each lasts up to STEP_S_MAX virtual seconds.
 STEPS: Final = 40
+# Every this many steps the invariants that hold at any instant are checked.
+CHECK_EVERY: Final = 10
 STEP_S_MAX: Final = 3.0
 # Once faults heal, every accepted intent must be at rest within this (virtual seconds): past
 # the sweeper's re-issue bound, short of the intent's life (which would end it as escalated).
@@ -68,8 +70,12 @@ CORRIDORS: Final = tuple(sorted(DEFAULT_CORRIDORS))
 MAX_FEE_MSAT: Final = 5_000
 # A component crashed by the plan comes back after 1..RESTART_STEPS_MAX steps.
 RESTART_STEPS_MAX: Final = 3
+# An expiry strikes one of the newest intents.
+RECENT_INTENTS: Final = 4
 # Steps a node outage lasts, at most.
-OUTAGE_STEPS_MAX: Final = 4
+OUTAGE_STEPS_MAX: Final = 8
+# The share of steps a fault strikes at.
+FAULT_RATE: Final = 0.25
 # Seeds run this share with two engines on the one store.
 TWO_ENGINES_SHARE: Final = 0.3
 WORLD_KINDS: Final = (
@@ -93,6 +99,7 @@ class WorldResult:
     intents: int = 0
     settled: int = 0
     virtual_s: float = 0.0
+    log_hash: str = ""  # the chain's head: equal for two runs of one seed
     trace: list[str] = field(default_factory=list)
 
 
@@ -107,7 +114,7 @@ class World:
         self.seed = seed
         self.steps = steps
         self.rng = random.Random(f"workload:{seed}")
-        self.plan = FaultPlan.draw(seed, steps=steps, kinds=WORLD_KINDS)
+        self.plan = FaultPlan.draw(seed, steps=steps, rate=FAULT_RATE, kinds=WORLD_KINDS)
         self.engine_count = engines or (2 if self.rng.random() < TWO_ENGINES_SHARE else 1)
         self.weather = Weather(random.Random(f"messages:{seed}"))
         self.document = load_default_policy()
@@ -229,6 +236,8 @@ class World:
                 self._workload()
                 await asyncio.sleep(self.rng.uniform(0.5, STEP_S_MAX))
                 self._heal_step_faults()
+                if step % CHECK_EVERY == CHECK_EVERY - 1:
+                    await self._check_midway()
             await self._heal()
         except WouldBlockForever as exc:
             self._violate(STALLED, f"the loop stalled: {exc}")
@@ -296,10 +305,10 @@ class World:
                 self._note(f"node {node} offline")
             elif kind is FaultKind.LIQUIDITY_DEPLETION:
                 node = self._pick(sorted(self.ours))
-                channels = {c.channel_id: c.peer for c in self.network.channels_of(node)}
-                channel = self._pick(sorted(channels))
-                self.network.faults.drain_channel(channel, toward=channels[channel])
-                self._note(f"channel {channel} of {node} drained")
+                # Every channel of the node: it can pay nobody until the run ends.
+                for channel in sorted(self.network.channels_of(node), key=lambda c: c.channel_id):
+                    self.network.faults.drain_channel(channel.channel_id, toward=channel.peer)
+                self._note(f"node {node} drained")
             elif kind is FaultKind.STALE_CALLBACK:
                 self._stale_callback()
             elif kind is FaultKind.EXPIRY:
@@ -335,7 +344,8 @@ class World:
     def _expire_an_invoice(self) -> None:
         if not self.accepted:
             return
-        intent_id = self._pick(list(self.accepted))
+        # One of the newest: the older ones are paid already.
+        intent_id = self._pick(list(self.accepted)[-RECENT_INTENTS:])
         payment_hash = self._hashes.get(intent_id)
         if payment_hash is None:
             return
@@ -476,6 +486,19 @@ class World:
                     await engine.stop(timeout_s=1.0)
         await self.network.aclose()
 
+    async def _check_midway(self) -> None:
+        """What holds at any instant, faults or not (the rest once they have healed)."""
+        events = await self._log()
+        found = [
+            *invariants.hash_chain(events),
+            *invariants.known_transitions(events),
+            *invariants.reroute_proven(events),
+            *invariants.spend_limits(events, self.document),
+            *invariants.no_hash_paid_twice(self.network.payments()),
+        ]
+        self.violations.extend(found)
+        self.violation_steps.extend([self.step] * len(found))
+
     def _violate(self, invariant: str, evidence: str) -> None:
         self.violations.append(invariants.Violation(invariant, evidence))
         self.violation_steps.append(self.step)
@@ -512,6 +535,7 @@ class World:
             violations=self.violations, violation_steps=self.violation_steps,
             faults_injected=self.injected, intents=len(states), settled=settled,
             virtual_s=self.loop.time(), trace=self.trace,
+            log_hash=events[-1].hash.hex() if events else "",
         )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from services.simulation import __main__ as cli
 from services.simulation import invariants as inv
-from services.simulation import runner
+from services.simulation import world
 
 
 def test_a_clean_run_reports_seeds_faults_and_intents(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_a_violation_prints_the_seed_and_schedule_and_exits_1(
     def paid_twice(payments: object, events: object) -> list[inv.Violation]:
         return [inv.Violation(inv.NO_HASH_PAID_TWICE, "two succeeded payments", "ab" * 32)]
 
-    monkeypatch.setattr(runner.invariants, "check_network", paid_twice)
+    monkeypatch.setattr(world.invariants, "check_network", paid_twice)
     out = tmp_path / "sim.json"
     assert cli.main(["--seeds", "1", "--seed", "7", "--json", str(out)]) == 1
     [violation] = json.loads(out.read_text())["violations"]
@@ -42,12 +42,12 @@ def test_a_violation_midway_names_the_step_it_was_seen_at(
     def broken_chain(events: object) -> list[inv.Violation]:
         return [inv.Violation(inv.HASH_CHAIN, "hash does not match", "1")]
 
-    monkeypatch.setattr(runner.invariants, "hash_chain", broken_chain)
+    monkeypatch.setattr(world.invariants, "hash_chain", broken_chain)
     out = tmp_path / "sim.json"
     assert cli.main(["--seeds", "1", "--seed", "2", "--json", str(out)]) == 1
     steps = [v["step"] for v in json.loads(out.read_text())["violations"]]
-    assert steps[: runner.STEPS // runner.CHECK_EVERY] == list(
-        range(runner.CHECK_EVERY - 1, runner.STEPS, runner.CHECK_EVERY)
+    assert steps[: world.STEPS // world.CHECK_EVERY] == list(
+        range(world.CHECK_EVERY - 1, world.STEPS, world.CHECK_EVERY)
     )
 
 
