@@ -1,4 +1,4 @@
-"""``python -m services.simulation --seeds N [--seed S] [--json FILE]`` (ADR 0099).
+"""``python -m services.simulation --seeds N [--seed S] [--json FILE]`` (ADR 0099, 0100).
 
 Runs seeds ``S .. S+N-1``; prints each failing seed with its fault schedule and trace tail;
 exits 1 on any violation."""

@@ -1,4 +1,4 @@
-"""``corridor simulate``: the deterministic simulation (ADR 0099), as a CLI command."""
+"""``corridor simulate``: the deterministic simulation (ADR 0099, 0100), as a CLI command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One seed's run: the engine's writer loop over the in-memory store, driven and faulted by
+"""One seed's run: the engine's writer loop over the in-memory store (the invariants' unit-test harness; the CLI runs the whole engine, world.py, ADR 0100), driven and faulted by
 the seed, then checked against the invariants (ADR 0099).
 
 What runs is the production ``CommandProcessor`` (writer loop, planning, spend book, cache)
