@@ -1,5 +1,6 @@
-"""One seed's run: the engine's writer loop over the in-memory store (the invariants' unit-test harness; the CLI runs the whole engine, world.py, ADR 0100), driven and faulted by
-the seed, then checked against the invariants (ADR 0099).
+"""One seed's run: the engine's writer loop over the in-memory store, driven and faulted by
+the seed, then checked against the invariants (ADR 0099). The invariants' unit tests use it;
+``corridor simulate`` runs the whole engine instead (``world.py``, ADR 0100).
 
 What runs is the production ``CommandProcessor`` (writer loop, planning, spend book, cache)
 over ``FaultyStore`` with a ``VirtualClock`` and ``SeededIds``. Callers submit, cancel and
