@@ -30,7 +30,7 @@ import structlog
 from pyln.client import LightningRpc, RpcError
 
 from services.lightning.cln_errors import Action, cln_error_rule
-from services.lightning.payments import invoice_target, liquidity_of
+from services.lightning.payments import for_amount, invoice_target, liquidity_of
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
@@ -329,7 +329,7 @@ class ClnAdapter:
             return confirms
         if record is None or isinstance(record, PaymentInFlight):
             return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
-        return _for_amount(record, payment_hash, amount_msat)
+        return for_amount(record, amount_msat)
 
     async def _settle(
         self, existing: PaymentResult, payment_hash: str, amount_msat: int
@@ -339,7 +339,7 @@ class ClnAdapter:
             existing = await self._follow(payment_hash)
             if isinstance(existing, PaymentInFlight):
                 return PaymentInFlight(payment_hash=payment_hash, amount_msat=amount_msat)
-        return _for_amount(existing, payment_hash, amount_msat)
+        return for_amount(existing, amount_msat)
 
     async def _follow(self, payment_hash: str) -> PaymentResult:
         last: PaymentResult = PaymentInFlight(payment_hash=payment_hash)
@@ -509,17 +509,6 @@ def _pay_payload(
     if open_amount:
         payload["amount_msat"] = amount_msat
     return payload
-
-
-def _for_amount(record: PaymentResult, payment_hash: str, amount_msat: int) -> PaymentResult:
-    """A record of the hash as the answer to paying ``amount_msat``."""
-    if isinstance(record, PaymentSucceeded) and record.amount_msat != amount_msat:
-        return PaymentFailed(
-            payment_hash=payment_hash,
-            reason=FailureReason.ALREADY_PAID,
-            detail=f"hash already paid with {record.amount_msat} msat",
-        )
-    return record
 
 
 def _record_of(payment_hash: str, index: int, entries: list[dict[str, Any]]) -> NodePaymentRecord:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from services.lightning.lnd_proto import (
     router_pb2,
     router_pb2_grpc,
 )
-from services.lightning.payments import invoice_target, liquidity_of
+from services.lightning.payments import invoice_target, keysend_target, liquidity_of
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
@@ -389,14 +388,8 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
     if request.payment_request is not None:
         # Read locally: the hash is needed before the node is asked anything.
         return invoice_target(request)
-    if request.destination is None or request.amount_msat is None or request.amount_msat <= 0:
-        raise ValueError("a payment needs payment_request, or destination and amount_msat")
-    if request.keysend_preimage is None:
-        raise ValueError("keysend needs keysend_preimage so that retries reuse one hash")
-    derived = hashlib.sha256(bytes.fromhex(request.keysend_preimage)).hexdigest()
-    if request.payment_hash is not None and request.payment_hash != derived:
-        raise ValueError("payment_hash is not the hash of keysend_preimage")
-    return derived, request.amount_msat, True
+    payment_hash, amount_msat = keysend_target(request)
+    return payment_hash, amount_msat, True
 
 
 def _send_request(request: PayRequest, payment_hash: str, amt_msat: int) -> Any:
