@@ -17,6 +17,7 @@ import pytest
 
 from services import bootstrap as bootstrap_module
 from services.engine.intent_cache import IntentCache
+from services.engine.spend_sync import SpendSync
 from services.eventstore import memory as memory_store
 from services.lightning import sim_direct
 from services.relay.outbox import OutboxRelay
@@ -24,6 +25,7 @@ from services.simulation import invariants as inv
 from services.simulation import world
 from services.simulation.world import run_world
 
+SPEND_SEED = 11
 STEPS = 20  # enough traffic to settle dozens of intents, short enough for many tests
 
 
@@ -123,3 +125,33 @@ def test_a_store_that_chains_one_event_wrongly_breaks_the_hash_chain(
     monkeypatch.setattr(memory_store, "chain_hash", broken)
     result = run_world(10, steps=STEPS)
     assert inv.HASH_CHAIN in _invariants(result)
+
+
+# Only the agent submits, below its approval tier and fast enough that what both engines
+# dispatch passes its hourly window within a run (20,000,000 msat in the default policy).
+_BIG_SPENDER = (("bot", "agent", 900_000, 1_000_000),)
+
+
+def _spend_unfenced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spend check that reads stale state: no fence on the callers' spend at append, and no
+    catch-up with what the other engine appended."""
+
+    def no_fence(self: SpendSync, callers: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        return (), ()
+
+    async def no_catch_up(self: SpendSync, store: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(SpendSync, "fence", no_fence)
+    monkeypatch.setattr(SpendSync, "catch_up", no_catch_up)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["fenced", "stale"])
+def test_two_engines_with_a_stale_spend_check_exceed_a_window_and_are_caught(
+    monkeypatch: pytest.MonkeyPatch, broken: bool
+) -> None:
+    monkeypatch.setattr(world, "CALLERS", _BIG_SPENDER)
+    if broken:
+        _spend_unfenced(monkeypatch)
+    result = run_world(SPEND_SEED, steps=STEPS, engines=2)
+    assert (inv.SPEND_LIMITS in _invariants(result)) is broken
