@@ -129,7 +129,7 @@ class World:
         self._keys = 0
         self._hashes: dict[str, str] = {}  # intent id -> its invoice's payment hash
         self._tasks: list[asyncio.Task[Any]] = []
-        self._restarts: list[tuple[int, str]] = []  # (step, what) to bring back
+        self._restarts: list[tuple[int, str]] = []  # (step, "kind:name") to bring back
 
     # Building the world, on the running virtual loop.
 
@@ -174,7 +174,7 @@ class World:
             # The database is restarting: this engine comes up a step later.
             self._note(f"engine-{i} start failed: {type(exc).__name__}")
             await conn.close()
-            self._restarts.append((self.step + 1, f"engine-{i}"))
+            self._later(1, f"engine:{i}")
             self.engines[i] = None
             return
         self.engines[i] = engine
@@ -235,7 +235,7 @@ class World:
                 await self._faults(self.plan.at_start(step))
                 self._workload()
                 await asyncio.sleep(self.rng.uniform(0.5, STEP_S_MAX))
-                self._heal_step_faults()
+                self.weather.kinds = ()  # message faults last one step
                 if step % CHECK_EVERY == CHECK_EVERY - 1:
                     await self._check_midway()
             await self._heal()
@@ -252,8 +252,8 @@ class World:
         self._restarts = [(at, what) for at, what in self._restarts if at > self.step]
         for what in due:
             kind, _, name = what.partition(":")
-            if what.startswith("engine-"):
-                await self._start_engine(int(what.removeprefix("engine-")))
+            if kind == "engine":
+                await self._start_engine(int(name))
             elif kind == "executor":
                 if self.executors.get(name) is None:
                     self._start_executor(name)
@@ -287,7 +287,7 @@ class World:
                 i = self.rng.randrange(self.engine_count)
                 if self.engines.get(i) is not None:
                     await self._crash_engine(i)
-                    self._later(1 + self.rng.randrange(RESTART_STEPS_MAX), f"engine-{i}")
+                    self._later(1 + self.rng.randrange(RESTART_STEPS_MAX), f"engine:{i}")
             elif kind is FaultKind.RELAY_CRASH:
                 self._crash_relay()
             elif kind is FaultKind.EXECUTOR_CRASH:
@@ -313,9 +313,6 @@ class World:
                 self._stale_callback()
             elif kind is FaultKind.EXPIRY:
                 self._expire_an_invoice()
-
-    def _heal_step_faults(self) -> None:
-        self.weather.kinds = ()
 
     def _crash_relay(self) -> None:
         """The relay task dies mid-flight; its engine's supervisor would start a new one."""
