@@ -58,6 +58,8 @@ def build(
             open_[stream].state, open_[stream].unproven = str(STATUS_AFTER[kind]), True
         elif kind in OFF_THE_WIRE_EVENTS:  # it ended, or was routed anew after a proven failure
             open_.pop(stream, None)
+        elif kind == "AnomalyAcknowledged":  # an operator's word closes the open ones
+            anomalies = [a for a in anomalies if a["intent_id"] != stream]
         elif kind == "OutcomeIgnored" and data.get("anomaly"):
             anomalies.append({"intent_id": stream, "kind": "anomaly", "since_ms": at_ms,
                               "detail": f"{data.get('outcome')} while {data.get('state')}: "

@@ -149,6 +149,24 @@ class ResolvePaymentIntent(Message, frozen=True):
     version: Literal[1] = 1
 
 
+Evidence = Annotated[str, msgspec.Meta(max_length=limits.EVIDENCE_CHARS_MAX)]
+
+
+class AcknowledgeAnomaly(Message, frozen=True):
+    """An operator acknowledges the open anomalies of an intent (an outcome that contradicted
+    a final state, e.g. a success after a cancel) with the reason and evidence they hold.
+
+    An annotation: the intent's status does not change. ``operator_id`` must be the subject's
+    last token; the intent's own caller cannot acknowledge it (``two_person_rule``).
+    """
+
+    intent_id: IntentId
+    operator_id: CallerId
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.REASON_CHARS_MAX)]
+    evidence: Evidence = ""
+    version: Literal[1] = 1
+
+
 class EscalatePaymentIntent(Message, frozen=True):
     """Issued by Corridor's own sweeper when an intent outlived its bound without the node's
     evidence: records an exception item (``IntentEscalated``); never releases spend."""
@@ -191,6 +209,7 @@ Command = (
     | ExpirePaymentIntent
     | ResolvePaymentIntent
     | EscalatePaymentIntent
+    | AcknowledgeAnomaly
 )
 
 COMMAND_TYPES: tuple[type[Command], ...] = (
@@ -202,10 +221,12 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     ExpirePaymentIntent,
     ResolvePaymentIntent,
     EscalatePaymentIntent,
+    AcknowledgeAnomaly,
 )
 
 __all__ = [
     "COMMAND_TYPES",
+    "AcknowledgeAnomaly",
     "ApprovePaymentIntent",
     "CancelPaymentIntent",
     "Command",

@@ -281,6 +281,17 @@ class IntentResolved(EventData, frozen=True, kw_only=True):
     preimage: str | None = None
 
 
+class AnomalyAcknowledged(EventData, frozen=True, kw_only=True):
+    """An operator looked at the intent's open anomalies (``OutcomeIgnored`` with ``anomaly``)
+    and recorded why they need nothing more. An annotation: the status stays as it is.
+    ``anomalies`` is how many this acknowledgement covers (the intent's count so far)."""
+
+    operator_id: str
+    reason: str
+    evidence: str = ""
+    anomalies: int = 0
+
+
 PaymentIntentEvent = (
     IntentReceived
     | IntentPolicyChecked
@@ -300,6 +311,7 @@ PaymentIntentEvent = (
     | OutcomeIgnored
     | IntentEscalated
     | IntentResolved
+    | AnomalyAcknowledged
 )
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -323,6 +335,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OutcomeIgnored,
         IntentEscalated,
         IntentResolved,
+        AnomalyAcknowledged,
         LogCheckpointSigned,
     )
 }

@@ -29,6 +29,10 @@ METADATA_VALUE_CHARS_MAX: Final = 256
 # Deadlines longer than a week are almost certainly unit mistakes (ms given as s).
 DEADLINE_S_MAX: Final = 7 * 24 * 3600
 REASON_CHARS_MAX: Final = 512
+# Evidence an operator attaches to an exception's resolution (a node's record as JSON, a
+# ticket's text), stored in the event: a few KiB holds any node's payment record with room to
+# spare and keeps one command far below COMMAND_BYTES_MAX.
+EVIDENCE_CHARS_MAX: Final = 4096
 OPERATOR_ID_PATTERN: Final = CALLER_ID_PATTERN
 
 # An invoice is created moments before it is paid: a creation time more than an hour ahead of

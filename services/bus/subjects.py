@@ -94,6 +94,7 @@ VERBS: Final = {
     "approve": "ApprovePaymentIntent",
     "reject": "RejectPaymentIntent",
     "resolve": "ResolvePaymentIntent",
+    "acknowledge": "AcknowledgeAnomaly",
     "outcome": "RecordPaymentOutcome",
 }
 

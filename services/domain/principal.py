@@ -49,7 +49,12 @@ def claimed_identity(
     match command:
         case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
             return "caller.id", command.caller.id
-        case cmd.ApprovePaymentIntent() | cmd.RejectPaymentIntent() | cmd.ResolvePaymentIntent():
+        case (
+            cmd.ApprovePaymentIntent()
+            | cmd.RejectPaymentIntent()
+            | cmd.ResolvePaymentIntent()
+            | cmd.AcknowledgeAnomaly()
+        ):
             return "operator_id", command.operator_id
         case ProposePolicy():
             return "proposer_id", command.proposer_id

@@ -138,6 +138,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.approve.{{id}}",
                 f"{_API}.reject.{{id}}",
                 f"{_API}.resolve.{{id}}",
+                f"{_API}.acknowledge.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",

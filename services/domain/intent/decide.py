@@ -48,6 +48,8 @@ def decide(
             return _resolve(state, command)
         case cmd.EscalatePaymentIntent():
             return _escalate(state, command, ctx)
+        case cmd.AcknowledgeAnomaly():
+            return _acknowledge(state, command)
     raise AssertionError(f"unhandled command {type(command).__name__}")
 
 
@@ -439,6 +441,29 @@ def _resolve(state: PaymentIntent, command: cmd.ResolvePaymentIntent) -> list[ev
         fee_msat=fee_msat,
     )
     return [resolved, succeeded, _settled(state, command.preimage, fee_msat)]
+
+
+def _acknowledge(state: PaymentIntent, command: cmd.AcknowledgeAnomaly) -> list[ev.EventData]:
+    """An operator's word on the intent's open anomalies; the status stays as it is. Nothing
+    open is refused (``nothing_to_acknowledge``): an acknowledgement always covers something."""
+    if state.anomalies <= state.anomalies_acknowledged:
+        raise errors.InvalidTransition(
+            "the intent has no anomaly waiting for an operator",
+            field="intent_id", code="nothing_to_acknowledge",
+        )  # fmt: skip
+    if command.operator_id == state.caller.id:
+        # Money may have moved against the caller's own intent: not the caller's call alone.
+        raise errors.TwoPersonRule(
+            "an intent's caller cannot acknowledge its anomalies", field="operator_id"
+        )
+    return [
+        ev.AnomalyAcknowledged(
+            operator_id=command.operator_id,
+            reason=command.reason,
+            evidence=command.evidence,
+            anomalies=state.anomalies,
+        )
+    ]
 
 
 def _failed(

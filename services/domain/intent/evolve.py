@@ -109,6 +109,8 @@ def _changes(state: PaymentIntent, event: ev.EventData) -> dict[str, object]:
                 "ignored_outcomes": state.ignored_outcomes + 1,
                 "anomalies": state.anomalies + (1 if anomaly else 0),
             }
+        case ev.AnomalyAcknowledged():
+            return {"anomalies_acknowledged": state.anomalies}
         case _:
             return {}
 

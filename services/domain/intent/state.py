@@ -47,6 +47,8 @@ class PaymentIntent(msgspec.Struct, frozen=True, kw_only=True):
     explanation: tuple[RuleFired, ...] = ()
     ignored_outcomes: int = 0
     anomalies: int = 0
+    # How many of ``anomalies`` an operator has acknowledged (``AnomalyAcknowledged``).
+    anomalies_acknowledged: int = 0
     # The attempt an exception item (``IntentEscalated``) was raised for; 0: none.
     escalated_attempt: int = 0
 

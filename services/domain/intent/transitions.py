@@ -3,8 +3,8 @@ rest of the code asks about, and the status each event leads to. Anything not li
 ``TRANSITIONS`` is refused.
 
 Key: (status before, event type) -> status after. ``None`` is "no stream yet".
-Annotation events (``OutcomeIgnored``, ``PaymentAttemptFailed``) keep the status as it is and
-are listed explicitly for each status where they may occur.
+Annotation events (``OutcomeIgnored``, ``AnomalyAcknowledged``, ``PaymentAttemptFailed``) keep
+the status as it is and are listed explicitly for each status where they may occur.
 
 Everything else imports from here (the aggregate, the deadline scheduler, the projections, the
 drills' ledger check); ``tests/unit/test_state_machine_source.py`` fails if a module spells a
@@ -53,6 +53,8 @@ TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
     **{(s, "IntentRouted"): S.ROUTED for s in _ON_WIRE},
     **{(s, "IntentFailed"): S.FAILED for s in _ON_WIRE},
     **{(s, "OutcomeIgnored"): s for s in S},
+    # An operator's acknowledgement of the anomalies above: an annotation wherever they occur.
+    **{(s, "AnomalyAcknowledged"): s for s in S},
     # The way out of a node that never answers, or of a success without proof: an exception
     # item (kept status), then the operator's decision, followed by its effect (below).
     **{(s, "IntentEscalated"): s for s in _AWAITING_EVIDENCE},
