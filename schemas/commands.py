@@ -142,14 +142,11 @@ class ResolvePaymentIntent(Message, frozen=True):
     intent_id: IntentId
     operator_id: CallerId
     resolution: Literal["settled", "not_paid"]
-    evidence: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.REASON_CHARS_MAX)]
+    evidence: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.EVIDENCE_CHARS_MAX)]
     preimage: Hex32 | None = None
     # The fee the node's record shows, for ``settled`` (0 if unknown).
     fee_msat: AmountMsat | None = None
     version: Literal[1] = 1
-
-
-Evidence = Annotated[str, msgspec.Meta(max_length=limits.EVIDENCE_CHARS_MAX)]
 
 
 class AcknowledgeAnomaly(Message, frozen=True):
@@ -163,7 +160,7 @@ class AcknowledgeAnomaly(Message, frozen=True):
     intent_id: IntentId
     operator_id: CallerId
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.REASON_CHARS_MAX)]
-    evidence: Evidence = ""
+    evidence: Annotated[str, msgspec.Meta(max_length=limits.EVIDENCE_CHARS_MAX)] = ""
     version: Literal[1] = 1
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from schemas import limits
 from schemas.common import CallerId, Hex32, IntentId, Message, Reason, Region
 from schemas.events import EventData
 
@@ -75,6 +76,8 @@ class ResolveReconciliationMismatch(Message, frozen=True, kw_only=True):
     key: MismatchKey
     operator_id: CallerId
     reason: Reason
+    # What the operator checked (a node's record, a ticket), kept in the event.
+    evidence: Annotated[str, msgspec.Meta(max_length=limits.EVIDENCE_CHARS_MAX)] = ""
     version: Literal[1] = 1
 
 
@@ -106,6 +109,7 @@ class ReconciliationMismatchResolved(EventData, frozen=True, kw_only=True):
     by: Literal["reconciler", "operator"]
     operator_id: str | None = None
     reason: str = ""
+    evidence: str = ""
     found_at_ms: int
     resolved_at_ms: int
 

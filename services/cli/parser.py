@@ -305,21 +305,7 @@ def _core_commands(sub: Any) -> None:
         "STATE_DIR/keys/engine-signing.pub.json)",
     )
 
-    exceptions = _command(
-        sub,
-        "exceptions",
-        "services.cli.audit:exceptions",
-        "the operator exception queue: in doubt, unproven, anomalies",
-        nats=False,
-    )
-    exceptions.add_argument(
-        "--stuck-after-s",
-        type=int,
-        default=120,
-        metavar="S",
-        help="a payment on the wire longer than S seconds is in doubt (default 120)",
-    )
-    json_option(exceptions, "the queue")
+    _exceptions(sub)
 
     corridors = _command(
         sub,
@@ -328,6 +314,66 @@ def _core_commands(sub: Any) -> None:
         "the corridors the running engine routes, with ranked candidates",
     )
     json_option(corridors)
+
+
+def _exceptions(sub: Any) -> None:
+    """``exceptions [list|show|resolve|reprocess]``: bare ``exceptions`` lists (ADR 0161)."""
+    group = _command(
+        sub,
+        "exceptions",
+        "services.cli.audit:exceptions",
+        "the operator exception queue: list, show, resolve, reprocess",
+        nats=False,
+    )
+    _stuck_after_option(group)
+    json_option(group, "the queue")
+    actions = group.add_subparsers(dest="exceptions_command", metavar="ACTION")
+    listing = _command(actions, "list", "services.cli.audit:exceptions",
+                       "in doubt, unproven, escalated, anomalies, reconciliation items",
+                       nats=False)  # fmt: skip
+    _stuck_after_option(listing)
+    json_option(listing, "the queue")
+    for verb, text in (
+        ("show", "an exception with its intent's attempts, operator actions and timeline"),
+        ("resolve", "close an exception with your reason and evidence (an operator command)"),
+        ("reprocess", "ask the node again and act only on its proof; safe to repeat"),
+    ):
+        action = _command(actions, verb, f"services.cli.exception_actions:{verb}", text)
+        action.add_argument("id", metavar="ID", help="an intent id, or a reconciliation item's key")
+        _stuck_after_option(action)
+        if verb != "show":
+            action.add_argument("--kind", help="which of the ID's exceptions (see `show`)")
+            action.add_argument("--operator-id", metavar="OP",
+                                help="who acts (default: the credential's operator)")  # fmt: skip
+        if verb == "resolve":
+            action.add_argument("--reason", required=True, help="why, recorded in the log")
+            action.add_argument(
+                "--evidence", metavar="FILE_OR_TEXT",
+                help="what you checked: a file's contents, or the text (kept in the event)",
+            )  # fmt: skip
+            outcome = action.add_mutually_exclusive_group()
+            outcome.add_argument(
+                "--settled", metavar="PREIMAGE", help="on the wire or unproven: paid, proven so"
+            )
+            outcome.add_argument(
+                "--not-paid", action="store_true", help="on the wire or unproven: fail it"
+            )
+            action.add_argument("--fee-msat", type=int, help="the fee the node's record shows")
+        if verb == "reprocess":
+            action.add_argument("--node-uri", metavar="URI",
+                                help="reach the node here (lnd://, cln://; default: the "
+                                "simulated node of that name in STATE_DIR)")  # fmt: skip
+        json_option(action)
+
+
+def _stuck_after_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stuck-after-s",
+        type=int,
+        default=120,
+        metavar="S",
+        help="a payment on the wire longer than S seconds is in doubt (default 120)",
+    )
 
 
 def _submit(sub: Any) -> None:

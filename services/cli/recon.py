@@ -58,6 +58,11 @@ def register(subparsers: Any) -> None:
         if verb == "resolve":
             action.add_argument("key", metavar="KEY", help="the item's key (recon list)")
         action.add_argument("--reason", required=True, help="why, recorded in the log")
+        if verb == "resolve":
+            action.add_argument(
+                "--evidence", metavar="FILE_OR_TEXT",
+                help="what you checked (a file's contents, or the text), kept in the event",
+            )  # fmt: skip
         action.add_argument(
             "--operator-id", metavar="OP", help="who acts (default: the credential's operator)"
         )
@@ -67,48 +72,23 @@ def register(subparsers: Any) -> None:
 
 
 async def run_pass(args: argparse.Namespace) -> int:
-    from services.bus.nats_adapter import NatsBus
     from services.cli import output
-    from services.cli.engine import connect
     from services.cli.errors import UsageError
-    from services.endpoints import DEFAULT_STATE_DIR, find_stack
-    from services.eventstore.postgres import PostgresEventStore
-    from services.executor.nodes import adapter_for
+    from services.endpoints import DEFAULT_STATE_DIR
     from services.logging import configure_logging
-    from services.reconciliation.client import EngineReporter
-    from services.reconciliation.worker import ReconciliationWorker
     from services.settings import Settings
 
     settings = Settings()
     # Log lines go to stderr: stdout is the findings (tables, or JSON with --json).
     configure_logging(settings.log_level, stream=sys.stderr)
-    stack = find_stack(args.state_dir)
     targets = _targets(args, args.state_dir or DEFAULT_STATE_DIR)
-    results = []
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    try:
-        for region, name, uri in targets:
-            # Each node's reconciler reports under its own credential (ADR 0151).
-            nc = await connect(stack.nats_url, name="corridor-recon",
-                               creds=_reconciler_creds(args, name))  # fmt: skip
-            adapter = adapter_for(uri)
-            try:
-                worker = ReconciliationWorker(
-                    node=name, region=region, adapter=adapter, store=store,
-                    report=EngineReporter(NatsBus(nc), node=name),
-                    now_ms=lambda: time.time_ns() // 1_000_000,
-                    config=pass_config(settings, region),
-                )  # fmt: skip
-                if args.every is not None:
-                    if args.every <= 0 or len(targets) != 1:
-                        raise UsageError("--every needs a positive S and one --node")
-                    await worker.run(interval_s=args.every, stop=asyncio.Event())
-                results.append(await worker.run_once())
-            finally:
-                await adapter.close()
-                await nc.close()
-    finally:
-        await store.close()
+    if args.every is not None and (args.every <= 0 or len(targets) != 1):
+        raise UsageError("--every needs a positive S and one --node")
+    results = [
+        await pass_over(args.state_dir, settings, target,
+                        creds=_reconciler_creds(args, target[1]), every_s=args.every)
+        for target in targets
+    ]  # fmt: skip
     rows: list[dict[str, Any]] = [
         {"node": r.node, "category": str(m.category), "payment_hash": m.payment_hash,
          "intent_id": m.intent_id, "evidence": m.evidence}
@@ -129,9 +109,48 @@ async def run_pass(args: argparse.Namespace) -> int:
     return 0
 
 
+async def pass_over(
+    state_dir: Any, settings: Any, target: tuple[str, str, str], *, creds: Any,
+    every_s: float | None = None,
+) -> Any:  # fmt: skip
+    """One pass over ``target`` (region, node name, adapter URI) as that node's reconciler
+    (``creds``); with ``every_s``, a pass every ``every_s`` seconds until Ctrl-C first."""
+    from services.bus.nats_adapter import NatsBus
+    from services.cli.engine import connect
+    from services.endpoints import find_stack
+    from services.eventstore.postgres import PostgresEventStore
+    from services.executor.nodes import adapter_for
+    from services.reconciliation.client import EngineReporter
+    from services.reconciliation.worker import ReconciliationWorker
+
+    region, name, uri = target
+    stack = find_stack(state_dir)
+    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
+    # Each node's reconciler reports under its own credential (ADR 0151).
+    nc = await connect(stack.nats_url, name="corridor-recon", creds=creds)
+    adapter = adapter_for(uri)
+    try:
+        worker = ReconciliationWorker(
+            node=name, region=region, adapter=adapter, store=store,
+            report=EngineReporter(NatsBus(nc), node=name),
+            now_ms=lambda: time.time_ns() // 1_000_000, config=pass_config(settings, region),
+        )  # fmt: skip
+        if every_s is not None:
+            await worker.run(interval_s=every_s, stop=asyncio.Event())
+        return await worker.run_once()
+    finally:
+        await adapter.close()
+        await nc.close()
+        await store.close()
+
+
 def _reconciler_creds(args: argparse.Namespace, node: str) -> Any:
-    """``--creds``, else ``CORRIDOR_CREDS``, else the reconciler credential `corridor up` made
-    for ``node`` in STATE_DIR/auth/."""
+    return reconciler_creds(args.state_dir, node, explicit=args.creds)
+
+
+def reconciler_creds(state_dir: Any, node: str, *, explicit: Any = None) -> Any:
+    """``explicit`` (``--creds``), else ``CORRIDOR_CREDS``, else the reconciler credential
+    `corridor up` made for ``node`` in STATE_DIR/auth/."""
     import os
     from pathlib import Path
 
@@ -139,11 +158,11 @@ def _reconciler_creds(args: argparse.Namespace, node: str) -> Any:
     from services.cli.credentials import home_of
     from services.identity.nats_auth import seed_path
 
-    if args.creds is not None:
-        return args.creds
+    if explicit is not None:
+        return explicit
     if os.environ.get(CREDS_ENV):
         return Path(os.environ[CREDS_ENV])
-    home = home_of(args.state_dir)
+    home = home_of(state_dir)
     made = None if home is None else seed_path(home, "reconciler", node)
     return made if made is not None and made.exists() else None
 
@@ -189,15 +208,16 @@ def _targets(args: argparse.Namespace, state_dir: Any) -> list[tuple[str, str, s
     ]  # fmt: skip
 
 
-async def list_items(args: argparse.Namespace) -> int:
+async def open_items(state_dir: Any) -> dict[str, Any]:
+    """``{"items": [...], "breakers": [...]}``: open reconciliation items and tripped breakers,
+    folded from the reconciliation events of the log."""
     from projections.reconciliation_items import build
     from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
     from schemas.upcasting import upcast_record
-    from services.cli import output
     from services.endpoints import find_stack
     from services.eventstore.postgres import PostgresEventStore
 
-    stack = find_stack(args.state_dir)
+    stack = find_stack(state_dir)
     store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
     try:
         head = await store.head_position()
@@ -212,7 +232,13 @@ async def list_items(args: argparse.Namespace) -> int:
             after = page[-1].position
     finally:
         await store.close()
-    view = build(events)
+    return build(events)
+
+
+async def list_items(args: argparse.Namespace) -> int:
+    from services.cli import output
+
+    view = await open_items(args.state_dir)
     if args.json:
         output.print_json(view)
         return 0
@@ -238,8 +264,11 @@ def _record(stored: Any, upcast: Any) -> dict[str, Any]:
 
 
 async def resolve(args: argparse.Namespace) -> int:
-    return await _operator(args, "resolve", {"type": "ResolveReconciliationMismatch",
-                                              "key": args.key})  # fmt: skip
+    from services.cli.exception_actions import evidence_text
+
+    body = {"type": "ResolveReconciliationMismatch", "key": args.key,
+            "evidence": evidence_text(args.evidence)}  # fmt: skip
+    return await _operator(args, "resolve", body)
 
 
 async def clear(args: argparse.Namespace) -> int:

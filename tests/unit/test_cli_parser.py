@@ -39,11 +39,14 @@ COMMANDS = {" ".join(words): (parser, help_text) for words, parser, help_text in
 
 # Commands that find a running stack (or simulator) and so take --state-dir.
 TALK_TO_A_STACK = {"up", "submit", "get", "approve", "reject", "cancel", "watch", "replay",
-                   "exceptions", "corridors", "policy show", "policy propose", "policy approve",
+                   "exceptions list", "exceptions show", "exceptions resolve",
+                   "exceptions reprocess", "corridors", "policy show", "policy propose",
+                   "policy approve",
                    "sim up", "sim nodes", "sim invoice", "sim payments", "executor",
                    "audit export"}  # fmt: skip
 # Commands whose output is data a script may want; watch and replay print JSON lines already.
-PRINT_DATA = {"submit", "get", "approve", "reject", "cancel", "exceptions", "corridors",
+PRINT_DATA = {"submit", "get", "approve", "reject", "cancel", "exceptions list",
+              "exceptions show", "exceptions resolve", "exceptions reprocess", "corridors",
               "policy show", "policy propose", "policy approve", "policy check",
               "sim nodes", "sim invoice", "sim payments", "audit export",
               "audit verify"}  # fmt: skip

@@ -48,7 +48,10 @@ def decide(state: NodeLedger, command: ReconciliationCommand, *, now_ms: int) ->
             item = state.open.get(command.key)
             if item is None:
                 raise errors.NotFound(f"no open reconciliation item {command.key!r}", field="key")
-            return [_resolved(item, now_ms, operator_id=command.operator_id, reason=command.reason)]
+            return [
+                _resolved(item, now_ms, operator_id=command.operator_id, reason=command.reason,
+                          evidence=command.evidence)
+            ]  # fmt: skip
         case ClearNodeBreaker():
             if not state.tripped:
                 return []
@@ -111,7 +114,12 @@ def _report(state: NodeLedger, command: ReportReconciliation, now_ms: int) -> li
 
 
 def _resolved(
-    item: ReconciliationMismatchFound, now_ms: int, *, operator_id: str | None, reason: str
+    item: ReconciliationMismatchFound,
+    now_ms: int,
+    *,
+    operator_id: str | None,
+    reason: str,
+    evidence: str = "",
 ) -> ReconciliationMismatchResolved:
     return ReconciliationMismatchResolved(
         node=item.node,
@@ -120,6 +128,7 @@ def _resolved(
         by="operator" if operator_id is not None else "reconciler",
         operator_id=operator_id,
         reason=reason,
+        evidence=evidence,
         found_at_ms=item.found_at_ms,
         resolved_at_ms=now_ms,
     )
