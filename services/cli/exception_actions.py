@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -229,6 +230,11 @@ async def _send(args: argparse.Namespace, prefix: str, body: dict[str, Any]) -> 
 
 async def reprocess(args: argparse.Namespace) -> int:
     """Ask again where the answer lives; act only on proof; change nothing otherwise."""
+    from services.logging import configure_logging
+    from services.settings import Settings
+
+    # Log lines (a reconciliation pass logs) go to stderr: stdout is the outcome.
+    configure_logging(Settings().log_level, stream=sys.stderr)
     targets = _chosen(
         await targets_of(args.state_dir, args.id, stuck_after_s=args.stuck_after_s),
         args.kind,
@@ -359,7 +365,7 @@ async def _reprocess_item(args: argparse.Namespace, target: dict[str, Any]) -> d
     """A fresh pass over the item's node, as its reconciler: an item the node's record no
     longer contradicts is closed by the engine; one still true stays open (one item per key,
     so the pass adds nothing)."""
-    from services.cli.recon import open_items, pass_over
+    from services.cli.recon import open_items, pass_over, reconciler_creds
     from services.endpoints import DEFAULT_STATE_DIR
     from services.executor.nodes import resolve_node
     from services.identity.nats_auth import seed_path
@@ -367,8 +373,10 @@ async def _reprocess_item(args: argparse.Namespace, target: dict[str, Any]) -> d
 
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     node, region = target["node"], target["region"]
-    seed = seed_path(state_dir, "reconciler", node)
-    if not seed.exists():
+    # The node's reconciler credential `corridor up` made, else CORRIDOR_CREDS.
+    made = seed_path(state_dir, "reconciler", node)
+    seed = made if made.exists() else reconciler_creds(args.state_dir, node)
+    if seed is None:
         raise UsageError(
             f"no reconciler credential for {node} in {state_dir}/auth/ "
             f"(corridor creds add --role reconciler --region {region} --node {node})"
