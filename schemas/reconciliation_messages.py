@@ -28,6 +28,9 @@ EVIDENCE_TEXT_CHARS_MAX: Final = 64
 # "<category>:<payment hash>": the longest category is 20 characters.
 MISMATCH_KEY_CHARS_MAX: Final = 96
 RECONCILIATION_STREAM_PREFIX: Final = "reconciliation-"
+# A cursor is a node's creation index (LND uint64, CLN u64) or a log position (bigint), stored
+# in a bigint checkpoint: larger values cannot be stored, so they are refused at the edge.
+CURSOR_MAX: Final = 2**63 - 1
 
 Category = Literal[
     "failed_but_node_paid",
@@ -57,15 +60,30 @@ class MismatchFinding(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     evidence: Evidence = msgspec.field(default_factory=dict)
 
 
+Cursor = Annotated[int, msgspec.Meta(ge=0, le=CURSOR_MAX)]
+
+
+class PassCursor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the node's next pass resumes (ADR 0163): past the node's records that are final
+    (``index_after``, the node's own creation index) and past the log positions whose attempts
+    were all looked up (``log_after``)."""
+
+    index_after: Cursor
+    log_after: Cursor
+
+
 class ReportReconciliation(Message, frozen=True, kw_only=True):
     """A reconciler's pass over one node: the disagreements it found, and the keys of open
-    items it found consistent now. ``trip_breaker``: the region enables the breaker."""
+    items it found consistent now. ``trip_breaker``: the region enables the breaker.
+    ``cursor``, on a pass's last report: the engine stores it once the report is committed,
+    so the reconciler needs no write access to the database."""
 
     node: CallerId
     region: Region
     found: Annotated[tuple[MismatchFinding, ...], msgspec.Meta(max_length=FINDINGS_PER_REPORT_MAX)]
     consistent: Annotated[tuple[MismatchKey, ...], msgspec.Meta(max_length=FINDINGS_PER_REPORT_MAX)]
     trip_breaker: bool = False
+    cursor: PassCursor | None = None
     version: Literal[1] = 1
 
 

@@ -34,6 +34,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.processor import CommandProcessor
+from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.sweeper import Sweeper
 from services.eventstore.port import EventStore
 from services.eventstore.postgres import PostgresEventStore
@@ -314,7 +315,13 @@ async def bootstrap(
         bus=bus,
         processor=processor,
         committed=committed,
-        api=ApiService(bus, processor, corridors=table, authenticator=authenticator),
+        api=ApiService(
+            bus,
+            processor,
+            corridors=table,
+            authenticator=authenticator,
+            recon_cursors=ReconciliationCursors(store),
+        ),
         commands=CommandStreamConsumer(bus, processor, authenticator=authenticator),
         relay=relay,
         deadlines=deadlines,

@@ -21,6 +21,7 @@ from services.bus import subjects
 from services.bus.port import Bus, Message, Subscription
 from services.domain.routing import CorridorTable
 from services.engine.processor import CommandProcessor
+from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.views import corridors_view
 from services.failures import is_transient
 from services.intake.identity import Authenticator
@@ -50,9 +51,12 @@ class ApiService:
         *,
         corridors: CorridorTable | None = None,
         authenticator: Authenticator | None = None,
+        recon_cursors: ReconciliationCursors | None = None,
     ) -> None:
         self._bus = bus
         self._processor = processor
+        # Stores a reconciler's cursor after its report commits (ADR 0163).
+        self._recon_cursors = recon_cursors
         self._corridors = corridors or CorridorTable(corridors={})
         self._auth = authenticator or Authenticator(None, self._corridors)
         # Set whenever a request finishes. Not an asyncio.Semaphore: on Python 3.11 every
@@ -176,7 +180,10 @@ class ApiService:
                 subject, subjects.RECON_API_PREFIX, msg.data, msg.headers,
                 authenticator=self._auth, verbs=subjects.RECON_VERBS,
             )  # fmt: skip
-            return await self._processor.execute(envelope)
+            recon_reply = await self._processor.execute(envelope)
+            if self._recon_cursors is not None:
+                await self._recon_cursors.after(envelope.command, recon_reply)
+            return recon_reply
         if subject.startswith(subjects.POLICY_API_PREFIX + "."):
             envelope = parse_command(
                 subject, subjects.POLICY_API_PREFIX, msg.data, msg.headers,

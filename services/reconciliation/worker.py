@@ -7,9 +7,10 @@ back. The node's list is paged from a stored cursor (``checkpoints``
 ``recon-index-<node>``), which moves only past records that are final, so a payment in flight
 is listed again until it ends, and a restart resumes where the last pass stopped. Our attempts
 that became final since the last pass (``recon-log-<node>``), and hashes of items still open,
-are looked up one by one. Findings go to the engine as a command (ADR 0151); the cursors are
-stored only after it committed them, so a crash between the two repeats a pass, which finds
-nothing new (one item per key).
+are looked up one by one. Findings go to the engine as a command (ADR 0151), and the cursors
+with the pass's last report: the engine stores them once it committed the report (ADR 0163),
+so a crash between the two repeats a pass, which finds nothing new (one item per key), and the
+worker itself only reads the database (the auditor role will do).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import structlog
 from schemas.reconciliation_messages import (
     FINDINGS_PER_REPORT_MAX,
     MismatchFinding,
+    PassCursor,
     ReconciliationCommandAccepted,
     ReportReconciliation,
     reconciliation_stream,
@@ -35,6 +37,7 @@ from services.domain.reconciliation.attempts import ATTEMPT_EVENTS, Folded, fold
 from services.domain.reconciliation.compare import Category, Mismatch, NodeRecord, compare, merge
 from services.domain.reconciliation.ledger import NodeLedger, evolve
 from services.engine.event_codec import to_domain
+from services.engine.reconciliation_cursor import index_checkpoint, log_checkpoint
 from services.eventstore.port import EventStore, StoredEvent
 from services.lightning.port import NodeError, NodePaymentRecord, NodePort
 from services.reconciliation.client import ReportRefused
@@ -69,14 +72,6 @@ class PassResult:
     @property
     def new_items(self) -> int:
         return sum(reply.found for reply in self.replies)
-
-
-def index_checkpoint(node: str) -> str:
-    return f"recon-index-{node}"
-
-
-def log_checkpoint(node: str) -> str:
-    return f"recon-log-{node}"
 
 
 class ReconciliationWorker:
@@ -123,11 +118,9 @@ class ReconciliationWorker:
             unexpected_since_s=since_ms // 1000,
         )  # fmt: skip
         result.consistent = _consistent(ledger, result.mismatches, records.keys())
-        result.replies = await self._send(result.mismatches, result.consistent)
         # A capped look-up leaves our log cursor where it was: the rest are asked next pass.
-        await self._store.set_checkpoints(
-            {names[0]: index_next, names[1]: log_head if complete else log_after}
-        )
+        cursor = PassCursor(index_after=index_next, log_after=log_head if complete else log_after)
+        result.replies = await self._send(result.mismatches, result.consistent, cursor)
         log.info(
             "reconciliation_pass", node=node, listed=result.listed, looked_up=result.looked_up,
             mismatches=len(result.mismatches), new_items=result.new_items,
@@ -185,16 +178,20 @@ class ReconciliationWorker:
         return ledger
 
     async def _send(
-        self, mismatches: Sequence[Mismatch], consistent: Sequence[str]
+        self, mismatches: Sequence[Mismatch], consistent: Sequence[str], cursor: PassCursor
     ) -> list[ReconciliationCommandAccepted]:
+        """The findings in reports of at most ``FINDINGS_PER_REPORT_MAX``; the last one (at
+        least one, even with nothing found) carries the cursor, stored once it is committed."""
         findings = [_finding(m) for m in mismatches]
         replies = []
         step = FINDINGS_PER_REPORT_MAX
-        for start in range(0, max(len(findings), len(consistent)), step):
+        starts = range(0, max(len(findings), len(consistent), 1), step)
+        for start in starts:
             report = ReportReconciliation(
                 node=self._node, region=self._region, found=tuple(findings[start : start + step]),
                 consistent=tuple(consistent[start : start + step]),
                 trip_breaker=self._config.trip_breaker,
+                cursor=cursor if start == starts[-1] else None,
             )  # fmt: skip
             replies.append(await self._report(report))
         return replies
