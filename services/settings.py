@@ -311,6 +311,13 @@ class Settings(BaseSettings):
         description="Pages one pass reads from the node's list; the rest waits for the next "
         "pass, which resumes at the stored cursor.",
     )
+    reconciliation_interval_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=24 * 3600.0,
+        description="Seconds between the passes each node's reconciler makes under corridor "
+        "up (one pass lists the node's new payments and looks up our changed attempts).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -56,6 +56,7 @@ async def run_up(
     engine = None
     sim_stack: Any = None
     fleet: Any = None
+    reconcilers: Any = None
     # What this process wrote to endpoints.json: the only entries it removes (ADR 0020).
     endpoints: dict[str, Any] = {}
     try:
@@ -85,12 +86,20 @@ async def run_up(
                 creds=executor_creds,
             )  # fmt: skip
             await fleet.start()
+            reconcilers = await _start_reconcilers(settings, stack, state_dir, targets)
+            if reconcilers is not None:
+                listed = {"reconcilers": reconcilers.status()}
+                add_entries(state_dir, listed)
+                endpoints.update(listed)
         log.info("corridor_ready", endpoints=str(path), nats_url=stack.nats_url)
         if ready_line:
             print(f"corridor is up; endpoints in {path}. Ctrl-C to stop.", flush=True)
         await stop.wait()
     finally:
         log.info("corridor_stopping")
+        if reconcilers is not None:
+            with contextlib.suppress(Exception):
+                await reconcilers.stop()
         if fleet is not None:
             with contextlib.suppress(Exception):
                 await fleet.stop()
@@ -133,12 +142,38 @@ def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[s
     for role, ident, kind in STACK_CREDENTIALS:
         nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind)  # type: ignore[arg-type]
     for region, node in targets:
-        # Each node's reconciler, for `corridor recon run` (ADR 0151).
+        # Each node's reconciler: the loop `corridor up` runs and `corridor recon run` (ADR 0151).
         nats_auth.ensure(state_dir, role="reconciler", ident=node, region=region, node=node)
     return {
         node: nats_auth.ensure(state_dir, role="executor", ident=node, region=region, node=node)
         for region, node in targets
     }
+
+
+async def _start_reconcilers(
+    settings: Settings, stack: DevStack, state_dir: Path, targets: list[tuple[str, str]]
+) -> Any:
+    """One reconciliation loop per node (ADR 0163), reading the log as the auditor role;
+    ``None`` when this process made no credentials (NATS_URL) or runs no database of its own
+    (DATABASE_URL: the auditor's URL is not known here)."""
+    if os.environ.get("NATS_URL") or stack.database_urls is None or not targets:
+        log.info("reconcilers_not_started", reason="the stack's servers are given, not run here")
+        return None
+    from services.cli.recon import pass_config
+    from services.identity import nats_auth
+    from services.reconciliation.fleet import ReconcilerFleet
+
+    creds = {
+        node: nats_auth.ensure(state_dir, role="reconciler", ident=node, region=region, node=node)
+        for region, node in targets
+    }
+    reconcilers = ReconcilerFleet(
+        nats_url=stack.nats_url, database_url=stack.database_urls.auditor, state_dir=state_dir,
+        targets=targets, creds=creds, config_for=lambda region: pass_config(settings, region),
+        interval_s=settings.reconciliation_interval_s,
+    )  # fmt: skip
+    await reconcilers.start()
+    return reconcilers
 
 
 def _registry_lookup(stack: DevStack) -> dict[str, Any]:

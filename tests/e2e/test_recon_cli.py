@@ -61,10 +61,12 @@ def test_recon_finds_a_payment_behind_our_back_and_clears_the_breaker(
     sd = ["--state-dir", str(stack_with_sim)]
     payment_hash = _pay_behind_our_back(stack_with_sim, _invoice(sd, 9_000))
 
+    # The stack's own loop (ADR 0163) may find it first: then this pass lists it no more, and
+    # either way the item is recorded once.
     found = _json("recon", "run", *sd, "--node", NODE)
-    assert [(f["category"], f["payment_hash"]) for f in found] == [
-        ("unexpected_payment", payment_hash)
-    ]
+    assert [(f["category"], f["payment_hash"]) for f in found] in (
+        [("unexpected_payment", payment_hash)], [],
+    )  # fmt: skip
     listed = _json("recon", "list", *sd)
     assert [i["key"] for i in listed["items"]] == [f"unexpected_payment:{payment_hash}"]
     assert [b["node"] for b in listed["breakers"]] == [NODE]
