@@ -117,6 +117,7 @@ def test_without_a_registry_the_token_rules_hold_and_the_kind_is_the_payloads() 
     [
         (cmd.ApprovePaymentIntent(intent_id="i", operator_id="op-b"), "operator_id"),
         (cmd.RejectPaymentIntent(intent_id="i", operator_id="op-b", reason="no"), "operator_id"),
+        (cmd.AcknowledgeAnomaly(intent_id="i", operator_id="op-b", reason="ok"), "operator_id"),
         (ApprovePolicy(policy_version=2, approver_id="op-b"), "approver_id"),
         (
             ProposePolicy(policy_version=2, document=load_default_policy(), proposer_id="op-b"),

@@ -398,3 +398,12 @@ def test_the_engine_cannot_remove_checkpoints() -> None:
     for verb in ("DELETE", "PURGE", "UPDATE", "MSG.DELETE", "RESTORE"):
         assert not allowed(engine, f"$JS.API.STREAM.{verb}.CORRIDOR_CHECKPOINTS"), verb
     assert allowed(engine, "$JS.API.STREAM.UPDATE.CORRIDOR_EVT")
+
+
+def test_only_an_operator_acknowledges_an_anomaly_and_under_its_own_id() -> None:
+    users = _users()
+    assert allowed(users["operator"], f"{subjects.API_PREFIX}.acknowledge.op-1")
+    assert not allowed(users["operator"], f"{subjects.API_PREFIX}.acknowledge.op-2")
+    for role, ident in (("caller", "acme"), ("agent", "bot"), ("executor", "us-lnd"),
+                        ("auditor", "aud-1"), ("reconciler", "us-lnd")):  # fmt: skip
+        assert not allowed(users[role], f"{subjects.API_PREFIX}.acknowledge.{ident}"), role
