@@ -45,6 +45,7 @@ COMMAND_ROLES: Final = {
     "agents": "operator",
     "recon": "operator",
     "exceptions": "operator",
+    "resolve": "operator",
 }  # fmt: skip
 
 

@@ -38,3 +38,19 @@ def test_bare_exceptions_still_lists() -> None:
     listing = build_parser(["exceptions"]).parse_args(["exceptions", "list", "--json"])
     assert bare.handler == listing.handler == "services.cli.audit:exceptions"
     assert bare.json and listing.json
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["exceptions", "resolve", "i-1", "--reason", "r"],
+        ["exceptions", "reprocess", "i-1"],
+        ["resolve", "i-1", "not_paid", "--evidence", "e"],
+    ],
+)
+def test_operator_actions_connect_with_the_operators_credential(argv: list[str]) -> None:
+    """Without it they used the caller's seed `corridor up` made, which may not publish there."""
+    from services.cli.credentials import request_for
+
+    request = request_for(build_parser(argv).parse_args(argv))
+    assert request is not None and request.role == "operator"
