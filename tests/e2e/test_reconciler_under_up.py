@@ -73,3 +73,17 @@ def test_the_stacks_reconciler_finds_a_payment_behind_our_back_by_itself(
     assert [(e["kind"], e["key"]) for e in shown["exceptions"]] == [
         ("reconciliation:unexpected_payment", key)
     ]
+
+    # The operator closes it through the queue, with the credential `corridor up` made.
+    closed = _json("exceptions", "resolve", key, *sd, "--reason", "our own test payment",
+                   "--evidence", "paid by hand through lncli")  # fmt: skip
+    assert closed["ok"] and closed["resolved"] == 1, closed
+    assert key not in {i["key"] for i in _json("recon", "list", *sd)["items"]}
+    log = run_cli("replay", *sd, "--stream", f"reconciliation-{NODE}")
+    assert log.returncode == 0, log.stderr
+    [resolved] = [json.loads(line) for line in log.stdout.splitlines()
+                  if '"ReconciliationMismatchResolved"' in line]  # fmt: skip
+    assert resolved["metadata"]["actor"] == "operator:operator-1"
+    assert resolved["data"]["evidence"] == "paid by hand through lncli"
+    again = _json("exceptions", "reprocess", key, *sd)
+    assert [o["action"] for o in again] == ["none"]
