@@ -346,6 +346,9 @@ class ProjectionRunner:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The database restarting: try again at the next wake, nothing was half-written.
                 log.warning("projection_step_failed", error=type(exc).__name__)
+            except PositionGap as exc:
+                # Never folded past; said loudly and tried again, the rows stay where they were.
+                log.error("projection_position_gap", error=str(exc))
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waits, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED)

@@ -207,8 +207,10 @@ async def test_rebuild_equals_live_after_a_mixed_workload_with_faults(
         assert await rows(store, projection) == before[projection.name]
 
 
-async def submit_dispatched(engine: Engine, sim: SimStack, nc: Client, n: int) -> list[str]:
-    ids = [(await dispatched(engine, sim, nc, f"d-{i}"))[0] for i in range(n)]
+async def submit_dispatched(
+    engine: Engine, sim: SimStack, nc: Client, n: int, prefix: str = "d"
+) -> list[str]:
+    ids = [(await dispatched(engine, sim, nc, f"{prefix}-{i}"))[0] for i in range(n)]
     for intent_id in ids:  # each attempt fails unproven: a counter a double fold would double
         await report_outcome(nc, intent_id, "failed", failure_reason="no_route")
     return ids
@@ -302,3 +304,33 @@ async def test_events_read_through_the_upcasters(store: PostgresEventStore) -> N
         }
     )
     assert record["version"] == 2 and record["data"]["fee_ppm"] == 10_000
+
+
+async def test_the_runner_survives_its_connections_being_killed(
+    engine: Engine, sim: SimStack, nc: Client, store: PostgresEventStore, database_url: str
+) -> None:
+    """What a database restart does to the runner: every connection of its pool dropped."""
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=2, server_settings={"application_name": "runner"}
+    )
+    runner = ProjectionRunner(pool, ALL, idle_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await submit_dispatched(engine, sim, nc, 2)
+        await wait_for(lambda: at_head(store), what="the runner to reach the head")
+        async with store.pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'runner'"
+            )
+        assert killed >= 1
+        await submit_dispatched(engine, sim, nc, 2, prefix="after")
+        await wait_for(lambda: at_head(store), what="the runner to reach the head again")
+        assert not task.done()
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+    for projection in ALL:
+        assert (await check(store.pool, projection)).equal
