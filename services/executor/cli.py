@@ -88,8 +88,14 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, executor.stop)
+    # /metrics (this worker's payments), /healthz and /readyz (ADR 0153).
+    from services.metrics.server import MetricsServer
+
+    metrics = MetricsServer.start(host=settings.metrics_host, port=settings.metrics_port)
+    print(f"executor metrics on {metrics.url}/metrics", file=sys.stderr, flush=True)
     try:
         await executor.run()
     finally:
+        metrics.stop()
         await executor.close_node()
     return 0

@@ -45,6 +45,7 @@ from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
+from services.metrics.series import EXECUTOR_PAYMENTS
 from services.signing.orders import verify_order
 from services.signing.port import KeyFileError, SigningError, Verifier
 
@@ -189,6 +190,7 @@ class Executor:
         await self._engine.record(
             outcome, causation_id=order.event_id, correlation_id=order.correlation_id
         )
+        EXECUTOR_PAYMENTS.labels(self.region, self.node_name, outcome.outcome).inc()
 
     async def _health(self, bus: Bus) -> None:
         await publish_health(
