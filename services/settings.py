@@ -323,6 +323,7 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=65_535,
+        json_schema_extra=_unit("TCP port"),
         description="Their port; 0 picks a free one, written to endpoints.json as metrics_url.",
     )
     metrics_sample_s: float = Field(
@@ -337,6 +338,12 @@ class Settings(BaseSettings):
         ge=1,
         description="A payment on the wire longer than this counts as in_doubt in "
         "corridor_exceptions_open, as corridor exceptions counts it by default.",
+    )
+    tracing_exporter: Literal["none", "console"] = Field(
+        default="none",
+        description="Where spans go (ADR 0154): none (trace context is still passed on), or "
+        "console (JSON on stderr). Spans are made only for commands that arrive with a W3C "
+        "traceparent header.",
     )
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from services import tracing
 from services.bootstrap import bootstrap
 from services.cli.read_models import running_projections
 from services.devstack import DevStack
@@ -30,6 +31,7 @@ async def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
+    tracing.configure(settings.tracing_exporter)
     await run_up(
         settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
         seed=args.seed,

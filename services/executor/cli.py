@@ -68,6 +68,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
+    from services import tracing
+
+    tracing.configure(settings.tracing_exporter)
     stack = find_stack(args.state_dir)
     try:
         executor = build_executor(
