@@ -75,6 +75,12 @@ class IntentPlanner:
         keys: AgentKeyLookup,
         now_ms: int,
     ) -> None:
+        if item.envelope.traceparent is None:  # untraced: no span, no context manager
+            self._plan(
+                plan, item, command, state, policy=policy, router=router, keys=keys,
+                now_ms=now_ms, traceparent=None,
+            )  # fmt: skip
+            return
         # A traced command is decided in a child span of its sender's (ADR 0154).
         attributes = {
             "corridor.command": type(command).__name__,
