@@ -1,65 +1,60 @@
 """Reconciliation time, the fifth pilot metric: from a mismatch found to its resolution.
 
-A pure fold over the reconciliation events (``ReconciliationMismatchFound`` and
-``ReconciliationMismatchResolved``, ADR 0151), so it can be rebuilt by replay like the other
-pilot metrics. Times are the events' own ``found_at_ms``/``resolved_at_ms`` (the engine's clock
-at commit), so a replay gives the same figures.
+The log is folded into one document per reconciliation item (``node``, ``key``,
+``found_at_ms``, ``resolved_at_ms``: the shape the projection runner keeps), and the figures
+come from ``services.domain.pilot.figures``, the code ``corridor pilot report`` uses. Times are
+the events' own ``found_at_ms``/``resolved_at_ms`` (the engine's clock at commit), so a replay
+gives the same figures (ADR 0151).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final
+
+import msgspec
 
 from schemas.reconciliation_messages import (
     ReconciliationMismatchFound,
     ReconciliationMismatchResolved,
 )
+from services.domain.pilot.figures import reconciliation_figures
 
 FOUND: Final = ReconciliationMismatchFound.__name__
 RESOLVED: Final = ReconciliationMismatchResolved.__name__
 
 
-@dataclass
-class ReconciliationTimes:
-    resolved_ms: list[int] = field(default_factory=list)  # found -> resolved, per item
-    open_since_ms: dict[tuple[str, str], int] = field(default_factory=dict)  # (node, key)
+def apply_item(items: dict[tuple[str, str], dict[str, Any]], event: dict[str, Any]) -> None:
+    """One reconciliation event into ``items`` (by node and key); other events are ignored."""
+    kind, data = event["type"], event["data"]
+    if kind == FOUND:
+        items[(data["node"], data["key"])] = {
+            "kind": "item", "node": data["node"], "region": data.get("region"),
+            "key": data["key"], "category": data.get("category"),
+            "intent_id": data.get("intent_id"), "found_at_ms": int(data["found_at_ms"]),
+            "resolved_at_ms": None,
+        }  # fmt: skip
+    elif kind == RESOLVED:
+        item = items.get((data["node"], data["key"]))
+        if item is not None:  # a resolution whose finding is outside what was folded
+            items[(data["node"], data["key"])] = {
+                **item,
+                "resolved_at_ms": int(data["resolved_at_ms"]),
+            }
 
-    def apply(self, event: dict[str, Any]) -> None:
-        kind, data = event["type"], event["data"]
-        if kind == FOUND:
-            self.open_since_ms[(data["node"], data["key"])] = int(data["found_at_ms"])
-        elif kind == RESOLVED:
-            self.open_since_ms.pop((data["node"], data["key"]), None)
-            self.resolved_ms.append(int(data["resolved_at_ms"]) - int(data["found_at_ms"]))
 
-    def report(self, *, now_ms: int | None = None) -> dict[str, Any]:
-        """``p50``/``p95``/``max`` over resolved items; ``open`` items and, given ``now_ms``,
-        the age of the oldest (an item never resolved must not flatter the figure)."""
-        times = sorted(self.resolved_ms)
-        oldest = min(self.open_since_ms.values(), default=None)
-        return {
-            "resolved": len(times),
-            "p50": _nearest_rank(times, 50),
-            "p95": _nearest_rank(times, 95),
-            "max": times[-1] if times else None,
-            "open": len(self.open_since_ms),
-            "oldest_open_age_ms": None if oldest is None or now_ms is None else now_ms - oldest,
-        }
+def reconciliation_items(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        apply_item(items, event)
+    return list(items.values())
 
 
 def reconciliation_time(
     events: Iterable[dict[str, Any]], *, now_ms: int | None = None
 ) -> dict[str, Any]:
-    """The metric over recorded events (upcast, any streams, each in version order)."""
-    times = ReconciliationTimes()
-    for event in events:
-        times.apply(event)
-    return times.report(now_ms=now_ms)
-
-
-def _nearest_rank(sorted_values: list[int], pct: int) -> int | None:
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, -(-len(sorted_values) * pct // 100) - 1)]
+    """The metric over recorded events (upcast, any streams, each in version order):
+    ``p50``/``p95``/``max`` over resolved items; ``open`` items and, given ``now_ms``, the age
+    of the oldest (an item never resolved must not flatter the figure)."""
+    figures = reconciliation_figures(reconciliation_items(events), age_at_ms=now_ms)
+    return msgspec.to_builtins(figures)  # type: ignore[no-any-return]
