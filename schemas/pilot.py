@@ -31,6 +31,7 @@ TierName = Literal["auto", "review", "approval"]
 TIERS: Final[tuple[TierName, ...]] = ("auto", "review", "approval")
 Verdict = Literal["go", "no-go"]
 Outcome = Literal["pass", "fail", "not_measured"]
+Bound = Literal["at_least", "at_most"]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,11 +127,13 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Check(msgspec.Struct, frozen=True, kw_only=True):
-    """One threshold held against one figure: the evidence is the figure and the limit."""
+    """One threshold held against one figure: the evidence is the figure and the limit.
+    ``bound`` says whether the figure must be at least or at most the limit."""
 
     name: str
     outcome: Outcome
     figure: int | None
+    bound: Bound
     limit: int
     unit: str
     detail: str

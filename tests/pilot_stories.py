@@ -77,6 +77,15 @@ class Story:
     def failed(self, at_ms: int, reason: str = "retry_budget_exhausted") -> Story:
         return self._add(at_ms, ev.IntentFailed(reason=reason, attempts=self.attempt))
 
+    def resolved(self, at_ms: int, resolution: str = "not_paid") -> Story:
+        """An operator settles an in-doubt attempt with evidence (and the intent fails, for
+        ``not_paid``)."""
+        self._add(at_ms, ev.IntentResolved(
+            operator_id="ops-bob", resolution=resolution,  # type: ignore[arg-type]
+            evidence="node says no payment", attempt=self.attempt,
+        ))  # fmt: skip
+        return self.failed(at_ms, "resolved_not_paid") if resolution == "not_paid" else self
+
     def approval_requested(self, at_ms: int) -> Story:
         return self._add(at_ms, ev.IntentApprovalRequested())
 
@@ -134,3 +143,31 @@ def recon_events(
                     "stream_id": stream, "recorded_at_ms": resolved_at_ms,
                     "data": msgspec.to_builtins(resolved)})  # fmt: skip
     return out
+
+
+class FoldedSource:
+    """The pilot report's source over recorded events, folded as the projection runner does
+    (``projections.intents.apply`` per intent, one document per reconciliation item)."""
+
+    def __init__(self, recorded: Iterable[dict[str, Any]]) -> None:
+        from projections.reconciliation_time import reconciliation_items
+        from schemas.upcasting import upcast_record
+
+        upcast = [upcast_record(e) for e in recorded]
+        self.docs: dict[str, dict[str, Any]] = {}
+        for event in upcast:
+            stream = event["stream_id"]
+            if stream in self.docs or event["type"] == intents.STARTS_INTENT:
+                doc = intents.apply(self.docs.get(stream), event)
+                if doc is not None:
+                    self.docs[stream] = doc
+        self.items = reconciliation_items(upcast)
+
+    async def intent_docs(
+        self, *, received_from_ms: int, received_to_ms: int
+    ) -> list[dict[str, Any]]:
+        return [d for d in self.docs.values()
+                if received_from_ms <= d["received_at_ms"] < received_to_ms]  # fmt: skip
+
+    async def reconciliation_docs(self) -> list[dict[str, Any]]:
+        return list(self.items)

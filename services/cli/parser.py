@@ -75,6 +75,11 @@ PLUGINS: Final = (
         "audit bundles: export a range of the log to one file, verify one offline",
     ),
     (
+        "pilot",
+        "services.pilot.cli",
+        "pilot metrics per corridor and window, judged go or no-go against thresholds",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",

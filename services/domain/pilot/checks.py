@@ -17,6 +17,7 @@ from schemas.pilot import (
     BPS,
     PPM,
     TIERS,
+    Bound,
     Check,
     CorridorVerdict,
     Figures,
@@ -92,8 +93,9 @@ def _latency(f: Figures, t: PilotThresholds) -> Check:
     if f.intents == 0:
         return _unmeasured("latency_p95", t.latency_p95_max_ms, "ms", "no intents")
     # Intents came and none settled: that is evidence, and it is against the pilot.
-    return Check(name="latency_p95", outcome="fail", figure=None, limit=t.latency_p95_max_ms,
-                 unit="ms", detail=f"none of {f.intents} intents settled")  # fmt: skip
+    return Check(name="latency_p95", outcome="fail", figure=None, bound="at_most",
+                 limit=t.latency_p95_max_ms, unit="ms",
+                 detail=f"none of {f.intents} intents settled")  # fmt: skip
 
 
 def _fee_rate(band: str, f: Figures, limit_ppm: int) -> Check:
@@ -129,7 +131,7 @@ def _ratio_max(name: str, r: Ratio, limit_bps: int, what: str, nothing: str) -> 
 
 def _ratio_min(name: str, r: Ratio, limit_bps: int, what: str, nothing: str) -> Check:
     if r.denominator == 0:
-        return _unmeasured(name, limit_bps, "bp", nothing)
+        return _unmeasured(name, limit_bps, "bp", nothing, bound="at_least")
     figure = r.numerator * BPS // r.denominator  # down: against the pilot
     return _at_least(name, figure, limit_bps, "bp", f"{r.numerator} of {r.denominator} {what}")
 
@@ -143,14 +145,16 @@ def _exact_max(
 
 def _at_most(name: str, figure: int, limit: int, unit: str, detail: str) -> Check:
     outcome: Outcome = "pass" if figure <= limit else "fail"
-    return Check(name=name, outcome=outcome, figure=figure, limit=limit, unit=unit, detail=detail)
+    return Check(name=name, outcome=outcome, figure=figure, bound="at_most", limit=limit,
+                 unit=unit, detail=detail)  # fmt: skip
 
 
 def _at_least(name: str, figure: int, limit: int, unit: str, detail: str) -> Check:
     outcome: Outcome = "pass" if figure >= limit else "fail"
-    return Check(name=name, outcome=outcome, figure=figure, limit=limit, unit=unit, detail=detail)
+    return Check(name=name, outcome=outcome, figure=figure, bound="at_least", limit=limit,
+                 unit=unit, detail=detail)  # fmt: skip
 
 
-def _unmeasured(name: str, limit: int, unit: str, detail: str) -> Check:
-    return Check(name=name, outcome="not_measured", figure=None, limit=limit, unit=unit,
-                 detail=detail)  # fmt: skip
+def _unmeasured(name: str, limit: int, unit: str, detail: str, bound: Bound = "at_most") -> Check:
+    return Check(name=name, outcome="not_measured", figure=None, bound=bound, limit=limit,
+                 unit=unit, detail=detail)  # fmt: skip
