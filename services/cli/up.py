@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from services.bootstrap import bootstrap
+from services.cli.read_models import running_projections
 from services.devstack import DevStack
 from services.endpoints import add_entries, remove_entries
 from services.settings import Settings, load_settings
@@ -58,6 +59,7 @@ async def run_up(
     fleet: Any = None
     # What this process wrote to endpoints.json: the only entries it removes (ADR 0020).
     endpoints: dict[str, Any] = {}
+    exits = contextlib.AsyncExitStack()
     try:
         engine = await bootstrap(
             settings, nats_url=stack.nats_url, database_url=stack.database_url,
@@ -65,6 +67,11 @@ async def run_up(
             signer=load_or_create_signer(keys_dir(state_dir)),
         )  # fmt: skip
         await engine.start()
+        # The read models the CLI answers from, kept at the log's head (ADR 0152).
+        await exits.enter_async_context(
+            running_projections(nats_url=stack.nats_url, database_url=stack.database_url,
+                                creds=stack.engine_creds)
+        )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
             "database_url": stack.database_url,
@@ -97,6 +104,8 @@ async def run_up(
         if sim_stack is not None:
             with contextlib.suppress(Exception):
                 await sim_stack.stop()
+        with contextlib.suppress(Exception):
+            await exits.aclose()
         if engine is not None:
             await engine.stop()
         await asyncio.to_thread(stack.stop)
