@@ -2,8 +2,8 @@
 
 A pure fold over recorded events (any order of streams, each stream in version order), so the
 figures can be rebuilt from ``corridor replay`` output or straight from the log. The events are
-folded into the intent documents of ``projections.intents`` and the reconciliation items of
-``projections.reconciliation_time``, and the figures come from ``services.domain.pilot``: the
+folded into the documents the projection runner stores (``projections.catalog``: intents and
+reconciliation items), and the figures come from ``services.domain.pilot``: the
 code ``corridor pilot report`` runs over the stored documents, so the demo's report and the
 pilot report agree by construction (ADR 0155).
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from projections import intents
-from projections.reconciliation_time import apply_item
+from projections.catalog import INTENTS, RECONCILIATION
+from projections.runner import fold
 from schemas.pilot import TIERS, Ratio
 from schemas.upcasting import upcast_record
 from services.domain.pilot.figures import VALUE_BANDS_MSAT, band_of, figures
@@ -27,20 +27,20 @@ __all__ = ["VALUE_BANDS_MSAT", "PilotMetrics", "band_of", "build"]
 
 @dataclass
 class PilotMetrics:
-    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # by intent id
-    items: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (node, key)
+    # The projection runner's documents, by its keys (None: a stream begun outside the fold).
+    docs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    items: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def apply(self, recorded: dict[str, Any]) -> None:
         event = upcast_record(recorded)  # any stored version, read in today's shape
-        stream = event["stream_id"]
-        apply_item(self.items, event)
-        if stream in self.docs or event["type"] == intents.STARTS_INTENT:
-            doc = intents.apply(self.docs.get(stream), event)
-            if doc is not None:
-                self.docs[stream] = doc
+        fold(INTENTS, self.docs, (event,))
+        fold(RECONCILIATION, self.items, (event,))
 
     def report(self) -> dict[str, Any]:
-        f = figures(self.docs.values(), self.items.values())
+        f = figures(
+            (d for d in self.docs.values() if d is not None),
+            (i for i in self.items.values() if i is not None),
+        )
         return {
             "intents": f.intents,
             "by_state": f.by_state,

@@ -146,21 +146,19 @@ def recon_events(
 
 
 class FoldedSource:
-    """The pilot report's source over recorded events, folded as the projection runner does
-    (``projections.intents.apply`` per intent, one document per reconciliation item)."""
+    """The pilot report's source over recorded events, folded with the projection runner's
+    own fold (``projections.runner.fold``) into the documents it stores."""
 
     def __init__(self, recorded: Iterable[dict[str, Any]]) -> None:
+        from projections.catalog import INTENTS
         from projections.reconciliation_time import reconciliation_items
+        from projections.runner import fold
         from schemas.upcasting import upcast_record
 
         upcast = [upcast_record(e) for e in recorded]
-        self.docs: dict[str, dict[str, Any]] = {}
-        for event in upcast:
-            stream = event["stream_id"]
-            if stream in self.docs or event["type"] == intents.STARTS_INTENT:
-                doc = intents.apply(self.docs.get(stream), event)
-                if doc is not None:
-                    self.docs[stream] = doc
+        docs: dict[str, dict[str, Any] | None] = {}
+        fold(INTENTS, docs, upcast)
+        self.docs = {k: d for k, d in docs.items() if d is not None}
         self.items = reconciliation_items(upcast)
 
     async def intent_docs(

@@ -146,20 +146,12 @@ def configured_corridors() -> dict[str, set[str]]:
 
 @asynccontextmanager
 async def open_source(state_dir: Path | None) -> AsyncIterator[PilotSource]:
-    """The projection store of the stack at ``state_dir`` (its PostgreSQL)."""
-    from services.cli.errors import UsageError
-    from services.endpoints import find_stack
+    """The projection store of the stack at ``state_dir``, caught up first where the role may
+    write the rows (``services.cli.projection_reads``, ADR 0152)."""
+    from services.cli.projection_reads import projection_store
 
-    try:
-        from projections.store import ProjectionStore
-    except ImportError:
-        raise UsageError("this build has no projection store (projections/store.py)") from None
-    stack = find_stack(state_dir)
-    store = await ProjectionStore.connect(stack.database_url)
-    try:
-        yield store
-    finally:
-        await store.close()
+    async with projection_store(state_dir) as reader:
+        yield reader
 
 
 def _now_ms() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from projections.pilot_metrics import band_of, build
 from tests import pilot_stories
-from tests.pilot_stories import Story
+from tests.pilot_stories import Story, recon_events
 
 
 def test_report() -> None:
@@ -40,16 +40,10 @@ def test_bands_are_inclusive_upper_bounds() -> None:
 def test_reconciliation_time_from_found_to_resolved() -> None:
     from projections.reconciliation_time import reconciliation_time
 
-    def event(kind: str, key: str, **data: object) -> dict[str, object]:
-        return {"type": kind, "version": 1, "stream_id": "reconciliation-us-lnd",
-                "recorded_at_ms": 0, "data": {"node": "us-lnd", "key": key, **data}}  # fmt: skip
-
     events = [
-        event("ReconciliationMismatchFound", "a", found_at_ms=1_000),
-        event("ReconciliationMismatchFound", "b", found_at_ms=2_000),
-        event("ReconciliationMismatchFound", "c", found_at_ms=3_000),
-        event("ReconciliationMismatchResolved", "a", found_at_ms=1_000, resolved_at_ms=61_000),
-        event("ReconciliationMismatchResolved", "b", found_at_ms=2_000, resolved_at_ms=7_000),
+        *recon_events("us-lnd", "a", found_at_ms=1_000, resolved_at_ms=61_000),
+        *recon_events("us-lnd", "b", found_at_ms=2_000, resolved_at_ms=7_000),
+        *recon_events("us-lnd", "c", found_at_ms=3_000),
     ]
     figures = reconciliation_time(events, now_ms=10_000)
     assert figures == {"resolved": 2, "p50": 5_000, "p95": 60_000, "max": 60_000, "open": 1,
