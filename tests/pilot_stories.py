@@ -35,6 +35,7 @@ class Story:
         self.intent_id, self.amount_msat, self.at_ms = intent_id, amount_msat, received_at_ms
         self.attempt = 0
         self.events: list[dict[str, Any]] = []
+        self.typed: list[tuple[int, Any]] = []  # (recorded_at_ms, event data), for a real log
         self._add(received_at_ms, ev.IntentReceived(
             intent_id=intent_id, caller=Caller(id="acme", kind="service"),
             idempotency_key=intent_id, corridor=corridor, amount_msat=amount_msat,
@@ -45,6 +46,7 @@ class Story:
             self._add(received_at_ms, ev.IntentPolicyChecked(tier=tier, policy_version=1))  # type: ignore[arg-type]
 
     def _add(self, at_ms: int, data: Any) -> Story:
+        self.typed.append((at_ms, data))
         self.events.append({
             "type": type(data).__name__, "version": data.VERSION, "stream_id": self.intent_id,
             "recorded_at_ms": at_ms, "data": msgspec.to_builtins(data),
@@ -113,36 +115,34 @@ def events(stories: Iterable[Story]) -> list[dict[str, Any]]:
     return [e for story in stories for e in story.events]
 
 
+def recon_typed(
+    node: str, key: str, *, found_at_ms: int, resolved_at_ms: int | None = None
+) -> list[tuple[int, Any]]:
+    """A reconciliation item found (and resolved) on ``node``: (recorded_at_ms, event)."""
+    out: list[tuple[int, Any]] = [(found_at_ms, rm.ReconciliationMismatchFound(
+        node=node, region="eu", key=key, category="unexpected_payment", payment_hash="cd" * 32,
+        found_at_ms=found_at_ms,
+    ))]  # fmt: skip
+    if resolved_at_ms is not None:
+        out.append((resolved_at_ms, rm.ReconciliationMismatchResolved(
+            node=node, key=key, category="unexpected_payment", by="operator",
+            operator_id="ops-bob", reason="checked", found_at_ms=found_at_ms,
+            resolved_at_ms=resolved_at_ms,
+        )))  # fmt: skip
+    return out
+
+
 def recon_events(
     node: str, key: str, *, found_at_ms: int, resolved_at_ms: int | None = None
 ) -> list[dict[str, Any]]:
-    """A reconciliation item found (and resolved) on ``node``, as recorded events."""
-    stream = f"reconciliation-{node}"
-    found = rm.ReconciliationMismatchFound(
-        node=node,
-        region="eu",
-        key=key,
-        category="unexpected_payment",
-        payment_hash="cd" * 32,
-        found_at_ms=found_at_ms,
-    )
-    out = [{"type": "ReconciliationMismatchFound", "version": 1, "stream_id": stream,
-            "recorded_at_ms": found_at_ms, "data": msgspec.to_builtins(found)}]  # fmt: skip
-    if resolved_at_ms is not None:
-        resolved = rm.ReconciliationMismatchResolved(
-            node=node,
-            key=key,
-            category="unexpected_payment",
-            by="operator",
-            operator_id="ops-bob",
-            reason="checked",
-            found_at_ms=found_at_ms,
-            resolved_at_ms=resolved_at_ms,
-        )
-        out.append({"type": "ReconciliationMismatchResolved", "version": 1,
-                    "stream_id": stream, "recorded_at_ms": resolved_at_ms,
-                    "data": msgspec.to_builtins(resolved)})  # fmt: skip
-    return out
+    """The same, as recorded events."""
+    return [
+        {"type": type(data).__name__, "version": data.VERSION,
+         "stream_id": f"reconciliation-{node}", "recorded_at_ms": at_ms,
+         "data": msgspec.to_builtins(data)}
+        for at_ms, data in recon_typed(node, key, found_at_ms=found_at_ms,
+                                       resolved_at_ms=resolved_at_ms)
+    ]  # fmt: skip
 
 
 class FoldedSource:
