@@ -6,7 +6,7 @@ from __future__ import annotations
 from schemas.pilot import Check, CorridorVerdict, PilotReport
 from services.cli import output
 
-_MARK = {"pass": "ok", "fail": "FAIL", "not_measured": "-"}
+_MARK = {"pass": "ok", "fail": "FAIL"}
 
 
 def render_report(report: PilotReport) -> str:
@@ -40,7 +40,8 @@ def _corridor(corridor: CorridorVerdict) -> list[str]:
     lines += ["  " + line for line in table.rstrip("\n").splitlines()]
     for w in corridor.windows:
         lines += [
-            f"  window {w.index} {c.name}: {_cell(c)} against {_limit(c)} ({c.detail})"
+            f"  window {w.index} {c.name}: {'-' if c.figure is None else c.figure} {c.unit}, "
+            f"limit {_limit(c)} ({c.detail})"
             for c in w.checks
             if c.outcome == "fail"
         ]
@@ -53,5 +54,7 @@ def _limit(check: Check) -> str:
 
 
 def _cell(check: Check) -> str:
+    if check.outcome == "not_measured":
+        return "n/a"
     figure = "-" if check.figure is None else str(check.figure)
     return f"{figure} {_MARK[check.outcome]}"
