@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from projections.pilot_metrics import build as build_pilot_metrics
 from schemas.pilot import PilotReport, PilotThresholds
@@ -417,3 +419,27 @@ def _toml(raw: dict[str, Any]) -> str:
         if isinstance(v, dict)
     ]
     return "\n".join(flat) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+# Properties: windows partition the span, corridors partition each window.
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(-3 * DAY_MS - HOUR_MS, HOUR_MS), st.sampled_from(sorted(NODES))),
+        max_size=30,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_windows_and_corridors_partition_the_intents(received: list[tuple[int, str]]) -> None:
+    stories = [
+        Story(f"i{n}", received_at_ms=NOW_MS + offset, corridor=corridor)
+        for n, (offset, corridor) in enumerate(received)
+    ]
+    report = _report(stories, count=3, only=None)
+    in_span = sum(1 for offset, _ in received if -3 * DAY_MS <= offset < 0)
+    assert sum(f.intents for f in report.all_corridors) == in_span
+    for index, total in enumerate(report.all_corridors):
+        assert sum(c.windows[index].figures.intents for c in report.corridors) == total.intents
+    # Nothing here settles: a window either lacks intents or fails latency, never passes.
+    assert report.verdict == "no-go"
