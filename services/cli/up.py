@@ -13,10 +13,12 @@ from typing import Any
 
 import structlog
 
+from services import tracing
 from services.bootstrap import bootstrap
 from services.cli.read_models import running_projections
 from services.devstack import DevStack
 from services.endpoints import add_entries, remove_entries
+from services.metrics.wiring import engine_metrics
 from services.settings import Settings, load_settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
 
@@ -29,6 +31,7 @@ async def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
+    tracing.configure(settings.tracing_exporter)
     await run_up(
         settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
         seed=args.seed,
@@ -72,8 +75,14 @@ async def run_up(
             running_projections(nats_url=stack.nats_url, database_url=stack.database_url,
                                 creds=stack.engine_creds)
         )  # fmt: skip
+        # /metrics, /healthz and /readyz for the whole process (ADR 0153).
+        metrics = await exits.enter_async_context(
+            engine_metrics(engine, settings, nats_url=stack.nats_url,
+                           database_url=stack.database_url, creds=stack.engine_creds)
+        )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
+            "metrics_url": metrics.url,
             "database_url": stack.database_url,
             "pid": os.getpid(),
             "started_at_ms": time.time_ns() // 1_000_000,
