@@ -80,6 +80,11 @@ PLUGINS: Final = (
         "read models: keep them live, rebuild them (or prove rebuild equals live)",
     ),
     (
+        "pilot",
+        "services.pilot.cli",
+        "pilot metrics per corridor and window, judged go or no-go against thresholds",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",
