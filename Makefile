@@ -74,6 +74,7 @@ sim: install
 
 schemas: install
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m services.bus.asyncapi
 
 clean:
 	rm -rf $(VENV) .corridor .pytest_cache .mypy_cache .ruff_cache

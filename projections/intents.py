@@ -217,7 +217,8 @@ def _expired(doc: IntentDoc, data: dict[str, Any], _at_ms: int) -> str:
 def _ignored(doc: IntentDoc, data: dict[str, Any], at_ms: int) -> str:
     what = f"{data['outcome']} of attempt {data['attempt']} while {data['state']}: {data['reason']}"
     if data.get("anomaly"):
-        doc["anomalies"] = [*doc["anomalies"], {"at_ms": at_ms, "detail": what[:WHAT_CHARS_MAX]}]
+        detail = f"{data['outcome']} while {data['state']}: {data['reason']}"
+        doc["anomalies"] = [*doc["anomalies"], {"at_ms": at_ms, "detail": detail[:WHAT_CHARS_MAX]}]
         return f"ANOMALY: {what}"
     return f"ignored {what}"
 
@@ -283,7 +284,7 @@ def exception_of(doc: IntentDoc, *, now_ms: int, stuck_after_ms: int) -> list[di
     (``projections/exceptions.py``), applied to one document."""
     rows = [
         {"intent_id": doc["intent_id"], "kind": "anomaly", "since_ms": a["at_ms"],
-         "region": doc["region"], "node": doc["node"], "detail": a["detail"]}
+         "detail": a["detail"]}
         for a in doc["anomalies"]
     ]  # fmt: skip
     since = doc["on_wire_since_ms"]

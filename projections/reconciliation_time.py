@@ -1,65 +1,37 @@
 """Reconciliation time, the fifth pilot metric: from a mismatch found to its resolution.
 
-A pure fold over the reconciliation events (``ReconciliationMismatchFound`` and
-``ReconciliationMismatchResolved``, ADR 0151), so it can be rebuilt by replay like the other
-pilot metrics. Times are the events' own ``found_at_ms``/``resolved_at_ms`` (the engine's clock
-at commit), so a replay gives the same figures.
+The log is folded into one document per reconciliation item by the projection runner's own
+fold (``projections.catalog``), and the figures come from ``services.domain.pilot.figures``,
+the code ``corridor pilot report`` uses. Times are the events' own ``found_at_ms`` and
+``resolved_at_ms`` (the engine's clock at commit), so a replay gives the same figures (ADR
+0151).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from schemas.reconciliation_messages import (
-    ReconciliationMismatchFound,
-    ReconciliationMismatchResolved,
-)
+import msgspec
 
-FOUND: Final = ReconciliationMismatchFound.__name__
-RESOLVED: Final = ReconciliationMismatchResolved.__name__
+from projections.catalog import RECONCILIATION
+from projections.runner import fold
+from services.domain.pilot.figures import reconciliation_figures
 
 
-@dataclass
-class ReconciliationTimes:
-    resolved_ms: list[int] = field(default_factory=list)  # found -> resolved, per item
-    open_since_ms: dict[tuple[str, str], int] = field(default_factory=dict)  # (node, key)
-
-    def apply(self, event: dict[str, Any]) -> None:
-        kind, data = event["type"], event["data"]
-        if kind == FOUND:
-            self.open_since_ms[(data["node"], data["key"])] = int(data["found_at_ms"])
-        elif kind == RESOLVED:
-            self.open_since_ms.pop((data["node"], data["key"]), None)
-            self.resolved_ms.append(int(data["resolved_at_ms"]) - int(data["found_at_ms"]))
-
-    def report(self, *, now_ms: int | None = None) -> dict[str, Any]:
-        """``p50``/``p95``/``max`` over resolved items; ``open`` items and, given ``now_ms``,
-        the age of the oldest (an item never resolved must not flatter the figure)."""
-        times = sorted(self.resolved_ms)
-        oldest = min(self.open_since_ms.values(), default=None)
-        return {
-            "resolved": len(times),
-            "p50": _nearest_rank(times, 50),
-            "p95": _nearest_rank(times, 95),
-            "max": times[-1] if times else None,
-            "open": len(self.open_since_ms),
-            "oldest_open_age_ms": None if oldest is None or now_ms is None else now_ms - oldest,
-        }
+def reconciliation_items(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reconciliation items and breakers (``kind`` says which) folded from upcast events, with
+    the projection runner's own fold, so they are the documents it stores."""
+    docs: dict[str, dict[str, Any] | None] = {}
+    fold(RECONCILIATION, docs, events)
+    return [doc for doc in docs.values() if doc is not None]
 
 
 def reconciliation_time(
     events: Iterable[dict[str, Any]], *, now_ms: int | None = None
 ) -> dict[str, Any]:
-    """The metric over recorded events (upcast, any streams, each in version order)."""
-    times = ReconciliationTimes()
-    for event in events:
-        times.apply(event)
-    return times.report(now_ms=now_ms)
-
-
-def _nearest_rank(sorted_values: list[int], pct: int) -> int | None:
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, -(-len(sorted_values) * pct // 100) - 1)]
+    """The metric over recorded events (upcast, any streams, each in version order):
+    ``p50``/``p95``/``max`` over resolved items; ``open`` items and, given ``now_ms``, the age
+    of the oldest (an item never resolved must not flatter the figure)."""
+    figures = reconciliation_figures(reconciliation_items(events), age_at_ms=now_ms)
+    return msgspec.to_builtins(figures)  # type: ignore[no-any-return]

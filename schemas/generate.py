@@ -31,6 +31,7 @@ from schemas.dead_letters import (
     ReplayDeadLetters,
 )
 from schemas.events import EVENT_TYPES
+from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
 from schemas.reconciliation_messages import (
@@ -151,6 +152,9 @@ def documents() -> dict[str, dict[str, Any]]:
         ReconciliationCommandAccepted, "reply", 1
     )
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
+    # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
+    out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)
+    out["pilot/PilotThresholds.v1.json"] = _document(PilotThresholds, "config", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
     return out
 

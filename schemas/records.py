@@ -16,6 +16,9 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     # publishes the event under that caller's subtree without reading the log again. Absent on
     # events written before it existed, and on policy and checkpoint events.
     owner: str | None = None
+    # The W3C trace context of the span that decided this event (ADR 0154), when the command
+    # that caused it carried one: the relay and the executor continue the trace from it.
+    traceparent: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

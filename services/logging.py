@@ -1,5 +1,6 @@
-"""structlog JSON logs. Every line carries ``intent_id``, ``correlation_id`` and ``causation_id``
-(null when not bound), bound once per message with contextvars."""
+"""structlog JSON logs on stderr. Every line carries ``component`` (the logger's name, e.g.
+``corridor.relay``), and ``intent_id``, ``correlation_id`` and ``causation_id`` (null when not
+bound), bound once per message with contextvars."""
 
 from __future__ import annotations
 
@@ -20,6 +21,29 @@ def _always_present(
 ) -> MutableMapping[str, Any]:
     for key in _ALWAYS:
         event_dict.setdefault(key, None)
+    return event_dict
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A print logger that remembers the name it was asked for, for ``_component``."""
+
+    def __init__(self, file: Any, name: str | None) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else None)
+
+
+def _component(
+    logger: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.setdefault("component", getattr(logger, "name", None))
     return event_dict
 
 
@@ -56,6 +80,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _component,
             _always_present,
             _redact,
             structlog.processors.add_log_level,
@@ -64,7 +89,7 @@ def configure_logging(
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(target),
+        logger_factory=_NamedPrintLoggerFactory(target),
         cache_logger_on_first_use=cache,
     )
 

@@ -319,6 +319,40 @@ class Settings(BaseSettings):
         "up (one pass lists the node's new payments and looks up our changed attempts).",
     )
 
+    # -- metrics and probes (ADR 0153) -----------------------------------------------------
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        max_length=255,
+        description="Where /metrics, /healthz and /readyz listen (loopback by default: put a "
+        "scraper beside the process, or set 0.0.0.0 behind a network policy).",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65_535,
+        json_schema_extra=_unit("TCP port"),
+        description="Their port; 0 picks a free one, written to endpoints.json as metrics_url.",
+    )
+    metrics_sample_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How often the sampled series (intents by state, lags, exceptions, "
+        "breakers, consumers) are read from PostgreSQL and JetStream.",
+    )
+    metrics_stuck_after_s: int = Field(
+        default=120,
+        ge=1,
+        description="A payment on the wire longer than this counts as in_doubt in "
+        "corridor_exceptions_open, as corridor exceptions counts it by default.",
+    )
+    tracing_exporter: Literal["none", "console"] = Field(
+        default="none",
+        description="Where spans go (ADR 0154): none (trace context is still passed on), or "
+        "console (JSON on stderr). Spans are made only for commands that arrive with a W3C "
+        "traceparent header.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -18,7 +18,9 @@ from typing import IO, TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from services.signing.port import Verifier
 
-GROUP_HELP: Final = "audit bundles: export a range of the log to one file, verify one offline"
+GROUP_HELP: Final = (
+    "audit: export a range of the log to one file, verify one offline, an intent's timeline"
+)
 TIME_HELP: Final = "ISO-8601, e.g. 2026-11-30T12:00:00Z or 2026-11-30T13:00+01:00 (no zone: UTC)"
 # An ISO-8601 time is at most ~35 characters; anything far longer is not one.
 TIME_CHARS_MAX: Final = 64
@@ -72,6 +74,23 @@ def register(subparsers: Any) -> None:
     )
     json_option(verify, "the problems as a list of {line, problem, message}")
     verify.set_defaults(handler="services.audit.cli:verify")
+
+    timeline = sub.add_parser(
+        "timeline",
+        help="an intent's audit timeline (who asked, policy, routes, attempts, operators), or "
+        "the intents matching --caller/--corridor/--from/--to",
+        description="From the projection tables, never a scan of the log (ADR 0152). Times "
+        "are " + TIME_HELP + "; --from/--to filter on the time an intent was received.",
+    )
+    timeline.add_argument("intent_id", nargs="?", metavar="INTENT_ID", help="one intent")
+    timeline.add_argument("--caller", metavar="ID", help="the caller's authenticated id")
+    timeline.add_argument("--corridor", metavar="C", help="the corridor, e.g. us-eu")
+    timeline.add_argument("--from", dest="from_time", metavar="T", help="received at or after T")
+    timeline.add_argument("--to", dest="to_time", metavar="T", help="received before T")
+    timeline.add_argument("--limit", type=int, default=50, metavar="N", help="rows (default 50)")
+    state_dir_option(timeline, creds=False)
+    json_option(timeline, "the intent's document (or the matching documents)")
+    timeline.set_defaults(handler="services.audit.timeline:timeline")
 
 
 def parse_time(text: str, flag: str) -> int:

@@ -164,33 +164,34 @@ async def exceptions(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-# The reconciliation events' names begin with these (schemas/reconciliation_messages.py).
-RECON_EVENT_PREFIXES = ("Reconciliation", "NodeBreaker")
-
-
 async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
-    from projections.exceptions import build
+    """The exception queue, from the projection tables (ADR 0152): intents on the wire or with
+    an anomaly, judged against now, and open reconciliation items (ADR 0151)."""
+    from projections.intents import exception_of
+    from services.cli.projection_reads import projection_store
 
-    stack = find_stack(state_dir)
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    try:
-        events: list[dict[str, Any]] = []
-        with Progress("reading the log", unit="events") as progress:
-            async for batch in store.pages():
-                events.extend(
-                    {"type": e.type, "version": e.schema_version, "stream_id": e.stream_id,
-                     "recorded_at_ms": e.recorded_at_ms, "data": e.payload}
-                    for e in batch
-                )  # fmt: skip
-                progress.advance(len(batch))
-    finally:
-        await store.close()
-    from projections.reconciliation_items import exception_rows as reconciliation_rows
-    from schemas.upcasting import upcast_record
+    now_ms = time.time_ns() // 1_000_000
+    async with projection_store(state_dir) as reader:
+        intents = await reader.open_intent_docs()
+        recon = await reader.reconciliation_docs(open_only=True)
+    rows = [
+        row
+        for doc in intents
+        for row in exception_of(doc, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000)
+    ]
+    rows += [reconciliation_row(item) for item in recon if item["kind"] == "item"]
+    return sorted(rows, key=lambda row: (row["since_ms"], row["intent_id"]))
 
-    rows = build(events, now_ms=time.time_ns() // 1_000_000, stuck_after_ms=stuck_after_s * 1000)
-    # Open reconciliation items are exceptions too (ADR 0151).
-    upcast = [upcast_record(e) for e in events if e["type"].startswith(RECON_EVENT_PREFIXES)]
-    return sorted(
-        rows + reconciliation_rows(upcast), key=lambda row: (row["since_ms"], row["intent_id"])
-    )
+
+def reconciliation_row(item: dict[str, Any]) -> dict[str, Any]:
+    """An open reconciliation item as an exception row."""
+    evidence = " ".join(f"{k}={v}" for k, v in sorted(item["evidence"].items()) if v is not None)
+    return {
+        "intent_id": item["intent_id"] or "-",
+        "kind": f"reconciliation:{item['category']}",
+        "since_ms": item["found_at_ms"],
+        "region": item["region"],
+        "node": item["node"],
+        "detail": f"hash {item['payment_hash'][:16]}.. {evidence}".strip(),
+        "key": item["key"],
+    }

@@ -146,23 +146,14 @@ def _print_intent(doc: dict[str, Any]) -> None:
 
 
 async def _intent_doc(state_dir: Path | None, intent_id: str | None) -> dict[str, Any] | None:
-    """The intent's document (``projections.intents``), folded from the engine's reply; None
-    when there is no such intent."""
+    """The intent's document (``projections.intents``) from the projection tables, caught up
+    first (ADR 0152); None when there is no such intent."""
     if intent_id is None:
         return None
-    from projections.intents import apply
-    from schemas.upcasting import upcast_record
-    from services.cli.engine import EngineClient
+    from services.cli.projection_reads import projection_store
 
-    body = {"type": "GetPaymentIntent", "version": 1, "intent_id": intent_id}
-    async with EngineClient.open(state_dir) as engine:
-        reply = await engine.request(engine.credential.reader_subject(subjects.API_GET), body)
-    if not reply.get("ok"):
-        return None
-    doc = None
-    for event in reply.get("events") or ():
-        doc = apply(doc, upcast_record(event))
-    return doc
+    async with projection_store(state_dir) as reader:
+        return await reader.intent_doc(intent_id)
 
 
 async def resolve(args: argparse.Namespace) -> int:

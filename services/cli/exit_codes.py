@@ -16,6 +16,9 @@ USAGE: Final = 2
 # The hash chain of the log is broken (`replay --verify`), an audit bundle is (`audit
 # verify`), or the demo saw a double payment.
 VERIFICATION_FAILED: Final = 3
+# `pilot report` answered and said no-go for some corridor it shows (ADR 0155): an answer, not
+# an error, and distinct from both, so a script can gate on it.
+NO_GO: Final = 4
 # Ctrl-C: 128 + SIGINT, as shells report it.
 INTERRUPTED: Final = 130
 
@@ -27,6 +30,7 @@ TABLE: Final = (
         VERIFICATION_FAILED,
         "verification failed (replay --verify or audit verify found a broken chain or bundle)",
     ),
+    (NO_GO, "pilot report: no-go for at least one corridor shown"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 

@@ -72,7 +72,17 @@ PLUGINS: Final = (
     (
         "audit",
         "services.audit.cli",
-        "audit bundles: export a range of the log to one file, verify one offline",
+        "audit: export a range of the log to one file, verify one offline, an intent's timeline",
+    ),
+    (
+        "projections",
+        "services.cli.read_models",
+        "read models: keep them live, rebuild them (or prove rebuild equals live)",
+    ),
+    (
+        "pilot",
+        "services.pilot.cli",
+        "pilot metrics per corridor and window, judged go or no-go against thresholds",
     ),
     (
         "agents",

@@ -210,29 +210,24 @@ def _targets(args: argparse.Namespace, state_dir: Any) -> list[tuple[str, str, s
 
 async def open_items(state_dir: Any) -> dict[str, Any]:
     """``{"items": [...], "breakers": [...]}``: open reconciliation items and tripped breakers,
-    folded from the reconciliation events of the log."""
-    from projections.reconciliation_items import build
-    from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
-    from schemas.upcasting import upcast_record
-    from services.endpoints import find_stack
-    from services.eventstore.postgres import PostgresEventStore
+    from the projection tables (ADR 0152)."""
+    from services.cli.projection_reads import projection_store
 
-    stack = find_stack(state_dir)
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    try:
-        head = await store.head_position()
-        events: list[dict[str, Any]] = []
-        after = 0
-        while after < head:
-            page = await store.read_from(after_position=after, through_position=head,
-                                         types=RECONCILIATION_EVENT_TYPES, limit=5000)  # fmt: skip
-            if not page:
-                break
-            events += [_record(e, upcast_record) for e in page]
-            after = page[-1].position
-    finally:
-        await store.close()
-    return build(events)
+    async with projection_store(state_dir) as reader:
+        docs = await reader.reconciliation_docs(open_only=True)
+    return {
+        "items": [
+            {"node": d["node"], "region": d["region"], "key": d["key"], "category": d["category"],
+             "payment_hash": d["payment_hash"], "intent_id": d["intent_id"],
+             "attempt": d["attempt"], "since_ms": d["found_at_ms"], "evidence": d["evidence"]}
+            for d in docs if d["kind"] == "item"
+        ],
+        "breakers": sorted(
+            ({"node": d["node"], "region": d["region"], "key": d["key"],
+              "since_ms": d["tripped_at_ms"]} for d in docs if d["kind"] == "breaker"),
+            key=lambda b: b["node"],
+        ),
+    }  # fmt: skip
 
 
 async def list_items(args: argparse.Namespace) -> int:
@@ -254,13 +249,6 @@ async def list_items(args: argparse.Namespace) -> int:
          for i in view["items"]],
     )  # fmt: skip
     return 0
-
-
-def _record(stored: Any, upcast: Any) -> dict[str, Any]:
-    return upcast(  # type: ignore[no-any-return]
-        {"type": stored.type, "version": stored.schema_version, "stream_id": stored.stream_id,
-         "data": stored.payload, "recorded_at_ms": stored.recorded_at_ms}
-    )  # fmt: skip
 
 
 async def resolve(args: argparse.Namespace) -> int:

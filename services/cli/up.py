@@ -13,9 +13,12 @@ from typing import Any
 
 import structlog
 
+from services import tracing
 from services.bootstrap import bootstrap
+from services.cli.read_models import running_projections
 from services.devstack import DevStack
 from services.endpoints import add_entries, remove_entries
+from services.metrics.wiring import engine_metrics
 from services.settings import Settings, load_settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
 
@@ -28,6 +31,7 @@ async def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
+    tracing.configure(settings.tracing_exporter)
     await run_up(
         settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
         seed=args.seed,
@@ -59,6 +63,7 @@ async def run_up(
     reconcilers: Any = None
     # What this process wrote to endpoints.json: the only entries it removes (ADR 0020).
     endpoints: dict[str, Any] = {}
+    exits = contextlib.AsyncExitStack()
     try:
         engine = await bootstrap(
             settings, nats_url=stack.nats_url, database_url=stack.database_url,
@@ -66,8 +71,19 @@ async def run_up(
             signer=load_or_create_signer(keys_dir(state_dir)),
         )  # fmt: skip
         await engine.start()
+        # The read models the CLI answers from, kept at the log's head (ADR 0152).
+        await exits.enter_async_context(
+            running_projections(nats_url=stack.nats_url, database_url=stack.database_url,
+                                creds=stack.engine_creds)
+        )  # fmt: skip
+        # /metrics, /healthz and /readyz for the whole process (ADR 0153).
+        metrics = await exits.enter_async_context(
+            engine_metrics(engine, settings, nats_url=stack.nats_url,
+                           database_url=stack.database_url, creds=stack.engine_creds)
+        )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
+            "metrics_url": metrics.url,
             "database_url": stack.database_url,
             "pid": os.getpid(),
             "started_at_ms": time.time_ns() // 1_000_000,
@@ -106,6 +122,8 @@ async def run_up(
         if sim_stack is not None:
             with contextlib.suppress(Exception):
                 await sim_stack.stop()
+        with contextlib.suppress(Exception):
+            await exits.aclose()
         if engine is not None:
             await engine.stop()
         await asyncio.to_thread(stack.stop)

@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--json", type=Path, help="also write the report as JSON to FILE")
     demo.add_argument("--state-dir", type=Path, help="keep servers' data here (default: temp)")
     demo.add_argument(
+        "--events", type=Path, metavar="FILE",
+        help="also write the event log to FILE as JSON lines, as `corridor replay` prints it",
+    )  # fmt: skip
+    demo.add_argument(
         "--log-file", type=Path,
         help=f"write the logs here (default: STATE_DIR/demo.log, or {DEFAULT_LOG_FILE})",
     )  # fmt: skip
@@ -52,8 +56,9 @@ async def run(args: argparse.Namespace) -> int:
     screen = Screen(sys.stderr)
     screen.say(f"corridor demo: seed {args.seed}, {args.intents} intents; logs in {log_file}")
     report = await run_demo(
-        seed=args.seed, intents=args.intents, state_dir=args.state_dir, screen=screen
-    )
+        seed=args.seed, intents=args.intents, state_dir=args.state_dir, screen=screen,
+        events_path=args.events,
+    )  # fmt: skip
     sys.stdout.write(render_table(report, log_path=log_file))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

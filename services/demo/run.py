@@ -67,9 +67,16 @@ AGENT_SPONSORS = {"agent-ledger": "ops-alice", "agent-scout": "ops-bob"}
 
 
 async def run_demo(
-    *, seed: int, intents: int, state_dir: Path | None = None, screen: Screen | None = None
+    *,
+    seed: int,
+    intents: int,
+    state_dir: Path | None = None,
+    screen: Screen | None = None,
+    events_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the pilot and return the report (``render_table`` prints it)."""
+    """Run the pilot and return the report (``render_table`` prints it); with
+    ``events_path``, also write the log there as ``corridor replay`` prints it, so the pilot
+    report can be run over the same events after the demo's servers are gone."""
     assert intents >= 1
     screen = screen or Silent()
     began = time.monotonic()
@@ -138,6 +145,8 @@ async def run_demo(
 
         screen.phase(3, "reading the event log and the network's ledger; stopping")
         stored = await _all_events(engine)
+        if events_path is not None:
+            await asyncio.to_thread(_write_events, events_path, stored)
         report = _report(
             stored, sim, driver,
             secret=load_or_create_secret(work_dir / SECRET_FILE_NAME),
@@ -374,6 +383,14 @@ def _report(
         log_position_at_end=events[-1].position if events else 0,
     )
     return report
+
+
+def _write_events(path: Path, stored: list[Any]) -> None:
+    import msgspec
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        out.writelines(msgspec.json.encode(to_recorded(e)) + b"\n" for e in stored)
 
 
 def _now_ms() -> int:

@@ -46,6 +46,8 @@ class CommandEnvelope:
     # The agent key whose signature the intake verified (ADR 0066); its limits and sponsor
     # are judged again, from the current keys, when the command is decided (ADR 0068).
     agent_key: AgentKey | None = None
+    # The sender's W3C trace context, if it sent one (ADR 0154): the decision is its child.
+    traceparent: str | None = None
 
     def __post_init__(self) -> None:
         if self.principal is not None:

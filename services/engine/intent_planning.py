@@ -12,6 +12,7 @@ from schemas import commands as cmd
 from schemas import errors
 from schemas.events import IntentRejected
 from schemas.records import EventMetadata
+from services import tracing
 from services.domain.agent_keys.limits import check_key_limits
 from services.domain.intent import DecisionContext, PaymentIntent, decide, evolve
 from services.domain.policy import Policy
@@ -74,6 +75,38 @@ class IntentPlanner:
         keys: AgentKeyLookup,
         now_ms: int,
     ) -> None:
+        if item.envelope.traceparent is None:  # untraced: no span, no context manager
+            self._plan(
+                plan, item, command, state, policy=policy, router=router, keys=keys,
+                now_ms=now_ms, traceparent=None,
+            )  # fmt: skip
+            return
+        # A traced command is decided in a child span of its sender's (ADR 0154).
+        attributes = {
+            "corridor.command": type(command).__name__,
+            "corridor.intent_id": item.stream_id,
+        }
+        with tracing.child_span(
+            "corridor.engine.decide", item.envelope.traceparent, attributes
+        ) as traceparent:
+            self._plan(
+                plan, item, command, state, policy=policy, router=router, keys=keys,
+                now_ms=now_ms, traceparent=traceparent,
+            )  # fmt: skip
+
+    def _plan(
+        self,
+        plan: BatchPlan,
+        item: QueuedCommand,
+        command: cmd.Command,
+        state: PaymentIntent | None,
+        *,
+        policy: Policy,
+        router: Router,
+        keys: AgentKeyLookup,
+        now_ms: int,
+        traceparent: str | None,
+    ) -> None:
         submit = command if isinstance(command, cmd.SubmitPaymentIntent) else None
         if submit and state is None and not self._rejections.allows(submit.caller.id, now_ms):
             plan.replies.append(rejected(_THROTTLED))
@@ -135,6 +168,7 @@ class IntentPlanner:
             actor=actor(item.envelope),
             policy_version=new_state.policy_version,
             owner=new_state.caller.id,  # the relay's subject token (ADR 0067)
+            traceparent=traceparent,
         )
         plan.events += to_new_events(
             item.stream_id, (state.version if state else 0) + 1, new_events, metadata, now_ms

@@ -68,6 +68,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_level, cache=True)
+    from services import tracing
+
+    tracing.configure(settings.tracing_exporter)
     stack = find_stack(args.state_dir)
     try:
         executor = build_executor(
@@ -88,8 +91,14 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, executor.stop)
+    # /metrics (this worker's payments), /healthz and /readyz (ADR 0153).
+    from services.metrics.server import MetricsServer
+
+    metrics = MetricsServer.start(host=settings.metrics_host, port=settings.metrics_port)
+    print(f"executor metrics on {metrics.url}/metrics", file=sys.stderr, flush=True)
     try:
         await executor.run()
     finally:
+        metrics.stop()
         await executor.close_node()
     return 0

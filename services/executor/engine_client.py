@@ -22,6 +22,7 @@ from services.bus.port import Bus, NoResponders
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
+from services.tracing import TRACEPARENT
 
 log = structlog.get_logger("corridor.executor")
 
@@ -70,10 +71,17 @@ class EngineClient:
         self._limits = limits
 
     async def record(
-        self, outcome: RecordPaymentOutcome, *, causation_id: str, correlation_id: str
+        self,
+        outcome: RecordPaymentOutcome,
+        *,
+        causation_id: str,
+        correlation_id: str,
+        traceparent: str | None = None,
     ) -> CommandAccepted:
         """Commit ``outcome``; returns once the engine has it durably (duplicates included)."""
         headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        if traceparent is not None:
+            headers[TRACEPARENT] = traceparent
         reply = await self._request(
             self._subject, encode(outcome), headers, _command_reply, retryable=_RETRYABLE_CODES
         )

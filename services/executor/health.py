@@ -186,6 +186,11 @@ class HealthBoard:
             return NodeHealth(healthy=False, outbound_msat=None)
         return NodeHealth(healthy=held.report.healthy, outbound_msat=held.report.outbound_msat)
 
+    def reports(self) -> Mapping[NodeKey, tuple[HealthReport, int]]:
+        """The newest report per node and when the engine takes it as observed (its clock):
+        what the metrics show of node health and liquidity."""
+        return {key: (held.report, held.observed_at_ms) for key, held in self._held.items()}
+
     def snapshot(self, now_ms: int) -> Mapping[NodeKey, NodeHealth]:
         """Every reported node's health at ``now_ms``, in the shape ``OrderedRouter`` takes."""
         snapshot = {}

@@ -8,6 +8,7 @@ executor knows raises ``WorkOrderTooNew``, which the worker leaves for an upgrad
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import msgspec
@@ -15,6 +16,7 @@ import msgspec
 from schemas.events import IntentDispatched
 from schemas.records import RecordedEvent
 from schemas.upcasting import upcast
+from services import tracing
 from services.executor.errors import BadWorkOrder, WorkOrderTooNew
 
 # Work orders are signed from IntentDispatched v2 on (ADR 0063); an older one is never paid.
@@ -40,6 +42,8 @@ class WorkOrder(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str  # the IntentDispatched event: causation of every outcome we report
     correlation_id: str
     dispatched: IntentDispatched
+    # The W3C trace context to continue (ADR 0154): the relay's header, else the event's.
+    traceparent: str | None = None
 
     @property
     def attempt(self) -> int:
@@ -54,7 +58,9 @@ class WorkOrder(msgspec.Struct, frozen=True, kw_only=True):
         return self.dispatched.node
 
 
-def decode_work_order(raw: bytes, *, bytes_max: int) -> WorkOrder:
+def decode_work_order(
+    raw: bytes, *, bytes_max: int, headers: Mapping[str, str] | None = None
+) -> WorkOrder:
     """Raises ``BadWorkOrder`` for an oversized, malformed or foreign message."""
     if len(raw) > bytes_max:
         raise BadWorkOrder(f"work order is {len(raw)} bytes, limit is {bytes_max}")
@@ -89,4 +95,6 @@ def decode_work_order(raw: bytes, *, bytes_max: int) -> WorkOrder:
         event_id=record.event_id,
         correlation_id=record.metadata.correlation_id,
         dispatched=dispatched,
+        traceparent=tracing.valid((headers or {}).get(tracing.TRACEPARENT))
+        or record.metadata.traceparent,
     )

@@ -28,6 +28,7 @@ from typing import Final
 import structlog
 
 from schemas.commands import RecordPaymentOutcome
+from services import tracing
 from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
@@ -45,6 +46,7 @@ from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
+from services.metrics.series import EXECUTOR_PAYMENTS
 from services.signing.orders import verify_order
 from services.signing.port import KeyFileError, SigningError, Verifier
 
@@ -187,8 +189,10 @@ class Executor:
     async def _report(self, order: WorkOrder, outcome: RecordPaymentOutcome) -> None:
         assert self._engine is not None, "the engine client exists while run() runs"
         await self._engine.record(
-            outcome, causation_id=order.event_id, correlation_id=order.correlation_id
-        )
+            outcome, causation_id=order.event_id, correlation_id=order.correlation_id,
+            traceparent=tracing.current() if order.traceparent else None,
+        )  # fmt: skip
+        EXECUTOR_PAYMENTS.labels(self.region, self.node_name, outcome.outcome).inc()
 
     async def _health(self, bus: Bus) -> None:
         await publish_health(
@@ -254,7 +258,9 @@ class Executor:
     async def _handle(self, msg: Delivery) -> None:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         try:
-            order = decode_work_order(msg.data, bytes_max=self._limits.work_order_bytes_max)
+            order = decode_work_order(
+                msg.data, bytes_max=self._limits.work_order_bytes_max, headers=msg.headers
+            )
         except WorkOrderTooNew as exc:
             # Written by a newer engine during a rolling upgrade (ADR 0078): an upgraded
             # executor of this node will pay it, so it comes back later, never terminated.
@@ -294,7 +300,13 @@ class Executor:
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         refused: OutcomeRefused | None = None
         try:
-            disposition = await self._payer.process(order, delivery=delivery)
+            # A traced order is paid in a child span of the relay's (ADR 0154); the outcome
+            # report carries this span's context (``_report``).
+            attributes: tracing.Attributes = {
+                "corridor.intent_id": order.intent_id, "corridor.attempt": order.attempt,
+            }  # fmt: skip
+            with tracing.child_span("corridor.executor.pay", order.traceparent, attributes):
+                disposition = await self._payer.process(order, delivery=delivery)
         except OutcomeRefused as exc:
             if not exc.final:
                 # Not understood, and the payment may have left: never let go of the order.

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 
 from schemas import codec, errors, limits, storable
+from services import tracing
 from services.bus import subjects
 from services.domain.principal import Principal
 from services.engine.processor import CommandEnvelope
@@ -65,6 +66,7 @@ def parse_command(
         causation_id=causation_id,
         principal=principal,
         agent_key=agent_key,
+        traceparent=tracing.valid(headers.get(tracing.TRACEPARENT)),
     )
 
 

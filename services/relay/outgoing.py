@@ -12,6 +12,7 @@ import msgspec
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
+from services import tracing
 from services.bus import subjects
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
@@ -34,9 +35,11 @@ class Outgoing:
     hash: bytes
     order_subject: str | None  # set for IntentDispatched: the work order's subject
     owner: str | None  # the intent's caller, the event subject's token (ADR 0067)
+    # The relay's span for a traced event, a child of the deciding span (ADR 0154).
+    traceparent: str | None = None
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             subjects.HDR_MSG_ID: self.event_id,
             subjects.HDR_STREAM_ID: self.stream_id,
             subjects.HDR_POSITION: str(self.position),
@@ -44,6 +47,9 @@ class Outgoing:
             subjects.HDR_EVENT_TYPE: self.type,
             subjects.HDR_CORRELATION_ID: self.correlation_id,
         }
+        if self.traceparent is not None:
+            headers[tracing.TRACEPARENT] = self.traceparent
+        return headers
 
     @classmethod
     def stored(cls, event: StoredEvent) -> Outgoing:
@@ -58,6 +64,7 @@ class Outgoing:
             correlation_id=str(event.metadata.get("correlation_id", "")),
             body=encode(to_recorded(event)), hash=event.hash, order_subject=order,
             owner=owner_of(event),
+            traceparent=_relay_span(event.metadata.get("traceparent"), event.type),
         )  # fmt: skip
 
     @classmethod
@@ -82,7 +89,18 @@ class Outgoing:
             stream_version=event.stream_version, type=event.type,
             correlation_id=metadata.correlation_id or "", body=encode(recorded),
             hash=event_hash, order_subject=order, owner=metadata.owner,
+            traceparent=_relay_span(metadata.traceparent, event.type),
         )  # fmt: skip
+
+
+def _relay_span(traceparent: object, event_type: str) -> str | None:
+    """The moment the relay took a traced event for publishing, as a span (ADR 0154)."""
+    if not isinstance(traceparent, str):
+        return None
+    with tracing.child_span(
+        "corridor.relay.publish", tracing.valid(traceparent), {"corridor.event": event_type}
+    ) as mine:
+        return mine
 
 
 def names_an_owner(event_type: str) -> bool:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +46,13 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 6
     while not path.exists():
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else "corridor up died"
         assert time.monotonic() < deadline, "corridor up did not become ready"
+        time.sleep(0.05)
+
+
+def _wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
 
@@ -165,6 +172,28 @@ def test_up_submit_watch_replay_and_clean_stop(stack) -> None:
     assert json.loads(got.stdout)["stream_version"] == 4
     got = run_cli("get", *sd, reply["intent_id"])
     assert got.returncode == 0 and "POSITION" in got.stdout and "IntentDispatched" in got.stdout
+
+    # `corridor up` keeps the read models at the log's head by itself (`status` only reads).
+    def projections_at_head() -> bool:
+        rows = json.loads(run_cli("projections", "status", *sd, "--json").stdout)
+        return {r["projection"] for r in rows} == {"intents", "reconciliation"} and all(
+            r["behind"] == 0 for r in rows
+        )
+
+    _wait_until(projections_at_head, what="the projections to reach the log's head")
+    timeline = json.loads(run_cli("audit", "timeline", *sd, reply["intent_id"], "--json").stdout)
+    assert (timeline["caller_id"], timeline["caller_kind"], timeline["state"]) == (
+        "local", "service", "dispatched",
+    )  # fmt: skip
+    assert [e["type"] for e in timeline["timeline"]] == [
+        "IntentReceived", "IntentPolicyChecked", "IntentRouted", "IntentDispatched",
+    ]  # fmt: skip
+    shown = run_cli("audit", "timeline", *sd, reply["intent_id"])
+    assert shown.returncode == 0 and "policy     v1, tier auto" in shown.stdout, shown.stdout
+    by_caller = json.loads(run_cli("audit", "timeline", *sd, "--caller", "local", "--json").stdout)
+    assert [d["intent_id"] for d in by_caller] == [reply["intent_id"]]
+    checked = run_cli("projections", "rebuild", *sd, "--check")
+    assert checked.returncode == 0 and "intents: rebuild equals live" in checked.stdout, checked
 
     empty = run_cli("exceptions", *sd)
     assert empty.returncode == 0 and empty.stdout.startswith("no exceptions")

@@ -6,6 +6,9 @@ The demo runs twice at a reduced size, as a user runs it (a subprocess with its 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
 import json
 import os
 import subprocess
@@ -16,8 +19,13 @@ from typing import Any
 
 import pytest
 
+from services.cli import exit_codes
 from services.demo.report import render_table
+from services.demo.workload import CORRIDORS
 from services.domain.intent.transitions import TERMINAL_STATUSES
+from services.pilot.cli import answer
+from tests.pilot_stories import FoldedSource
+from tests.unit.test_pilot_report import assert_same_figures
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 3
@@ -34,21 +42,26 @@ class DemoRun:
     stdout: str
     stderr: str
     log_path: Path
+    events_path: Path
 
 
 def _run_demo(directory: Path) -> DemoRun:
     directory.mkdir()
     report_path, log_path = directory / "report.json", directory / "demo.log"
+    events_path = directory / "events.jsonl"
     # Its own servers and credentials: none of the session's (ADR 0060).
     unset = ("NATS_URL", "DATABASE_URL", "CORRIDOR_CREDS")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli.main", "demo", "--seed", str(SEED),
-         "--intents", str(INTENTS), "--json", str(report_path), "--log-file", str(log_path)],
+         "--intents", str(INTENTS), "--json", str(report_path), "--log-file", str(log_path),
+         "--events", str(events_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return DemoRun(json.loads(report_path.read_text()), proc.stdout, proc.stderr, log_path)
+    return DemoRun(
+        json.loads(report_path.read_text()), proc.stdout, proc.stderr, log_path, events_path
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +122,23 @@ def test_stdout_is_the_report_and_the_logs_go_to_the_file(runs: tuple[DemoRun, D
     assert lines, "the log file is empty"
     events = [json.loads(line)["event"] for line in lines]
     assert "demo_fault_injected" in events
+
+
+def test_the_pilot_report_over_the_demo_s_log_has_the_demo_s_figures(
+    runs: tuple[DemoRun, DemoRun],
+) -> None:
+    """Issue 15's "done": the pilot report answers for the seeded workload, and over one window
+    holding all of it its figures are the demo report's (ADR 0155)."""
+    run = runs[0]
+    recorded = [json.loads(line) for line in run.events_path.read_text().splitlines()]
+    assert recorded and recorded[-1]["position"] == run.report["log_position_at_end"]
+    now_ms = max(e["recorded_at_ms"] for e in recorded) + 1
+    args = argparse.Namespace(window="90d", windows=1, corridor=None, thresholds=None, json=True)
+    out = io.StringIO()
+    code = asyncio.run(answer(args, FoldedSource(recorded), now_ms=now_ms, out=out))
+    report = json.loads(out.getvalue())
+    assert code in (exit_codes.OK, exit_codes.NO_GO)
+    assert_same_figures(run.report, report["all_corridors"][0])
+    shown = {c["corridor"]: c["windows"][0]["figures"]["intents"] for c in report["corridors"]}
+    assert set(CORRIDORS) <= set(shown)
+    assert sum(shown.values()) == run.report["intents"]

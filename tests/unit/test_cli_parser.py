@@ -43,13 +43,13 @@ TALK_TO_A_STACK = {"up", "submit", "get", "approve", "reject", "cancel", "watch"
                    "exceptions reprocess", "corridors", "policy show", "policy propose",
                    "policy approve",
                    "sim up", "sim nodes", "sim invoice", "sim payments", "executor",
-                   "audit export"}  # fmt: skip
+                   "audit export", "pilot report"}  # fmt: skip
 # Commands whose output is data a script may want; watch and replay print JSON lines already.
 PRINT_DATA = {"submit", "get", "approve", "reject", "cancel", "exceptions list",
               "exceptions show", "exceptions resolve", "exceptions reprocess", "corridors",
               "policy show", "policy propose", "policy approve", "policy check",
               "sim nodes", "sim invoice", "sim payments", "audit export",
-              "audit verify"}  # fmt: skip
+              "audit verify", "pilot report"}  # fmt: skip
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
@@ -101,7 +101,7 @@ def test_only_the_named_plugin_is_registered() -> None:
 
 
 def test_exit_codes_are_defined_once() -> None:
-    assert [code for code, _ in exit_codes.TABLE] == [0, 1, 2, 3, 130]
+    assert [code for code, _ in exit_codes.TABLE] == [0, 1, 2, 3, 4, 130]
     assert len({code for code, _ in exit_codes.TABLE}) == len(exit_codes.TABLE)
     # The simulator keeps a copy (it must not import services.cli); the others import it.
     assert importlib.import_module("services.sim.cli").EXIT_ERROR == exit_codes.USAGE

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 from projections.pilot_metrics import band_of, build
-
-
-def ev(stream: str, kind: str, at_ms: int = 0, **data: object) -> dict[str, object]:
-    # Version 1 of each: the projection reads them through the upcasters (ADR 0078).
-    return {"type": kind, "version": 1, "stream_id": stream, "recorded_at_ms": at_ms,
-            "data": data}  # fmt: skip
+from tests import pilot_stories
+from tests.pilot_stories import Story, recon_events
 
 
 def test_report() -> None:
-    events = [
-        ev("a", "IntentReceived", amount_msat=500_000, received_at_ms=1000),
-        ev("a", "IntentPolicyChecked", tier="auto"),
-        ev("a", "IntentDispatched"),
-        ev("a", "IntentSettled", 1100, fee_msat=50, amount_msat=500_000),
-        ev("b", "IntentReceived", amount_msat=5_000_000, received_at_ms=1000),
-        ev("b", "IntentPolicyChecked", tier="review"),
-        ev("b", "IntentDispatched"),
-        ev("b", "PaymentAttemptFailed", reason="node_unavailable"),
-        ev("b", "IntentDispatched"),
-        ev("b", "IntentSettled", 1300, fee_msat=1000, amount_msat=5_000_000),
-        ev("c", "IntentReceived", amount_msat=50_000_000, received_at_ms=1000),
-        ev("c", "IntentPolicyChecked", tier="approval"),
-        ev("c", "IntentApprovalRequested"),
-        ev("c", "IntentRejected", by="operator", reason="no"),
-        ev("d", "IntentReceived", amount_msat=7, received_at_ms=1000),
-        ev("d", "IntentPolicyChecked", tier="auto"),
-        ev("d", "IntentDispatched"),
-        ev("d", "PaymentInDoubt", reason="timeout"),
-    ]
+    # Each history in the shape the engine writes (the fold reads the events' real fields).
+    events = pilot_stories.events([
+        Story("a", amount_msat=500_000, received_at_ms=1000).dispatched(1050).settled(1100, 50),
+        Story("b", amount_msat=5_000_000, received_at_ms=1000, tier="review")
+        .dispatched(1010).attempt_failed(1020).dispatched(1030).settled(1300, 1000),
+        Story("c", amount_msat=50_000_000, received_at_ms=1000, tier="approval")
+        .approval_requested(1000).rejected_by_operator(1200),
+        Story("d", amount_msat=7, received_at_ms=1000).dispatched(1010).in_doubt(1020),
+    ])  # fmt: skip
     report = build(events)
     assert report["intents"] == 4
     assert report["by_state"] == {"in_flight": 1, "rejected": 1, "settled": 2}
@@ -55,16 +40,10 @@ def test_bands_are_inclusive_upper_bounds() -> None:
 def test_reconciliation_time_from_found_to_resolved() -> None:
     from projections.reconciliation_time import reconciliation_time
 
-    def event(kind: str, key: str, **data: object) -> dict[str, object]:
-        return {"type": kind, "version": 1, "stream_id": "reconciliation-us-lnd",
-                "recorded_at_ms": 0, "data": {"node": "us-lnd", "key": key, **data}}  # fmt: skip
-
     events = [
-        event("ReconciliationMismatchFound", "a", found_at_ms=1_000),
-        event("ReconciliationMismatchFound", "b", found_at_ms=2_000),
-        event("ReconciliationMismatchFound", "c", found_at_ms=3_000),
-        event("ReconciliationMismatchResolved", "a", found_at_ms=1_000, resolved_at_ms=61_000),
-        event("ReconciliationMismatchResolved", "b", found_at_ms=2_000, resolved_at_ms=7_000),
+        *recon_events("us-lnd", "a", found_at_ms=1_000, resolved_at_ms=61_000),
+        *recon_events("us-lnd", "b", found_at_ms=2_000, resolved_at_ms=7_000),
+        *recon_events("us-lnd", "c", found_at_ms=3_000),
     ]
     figures = reconciliation_time(events, now_ms=10_000)
     assert figures == {"resolved": 2, "p50": 5_000, "p95": 60_000, "max": 60_000, "open": 1,

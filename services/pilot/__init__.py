@@ -1,0 +1,1 @@
+"""``corridor pilot``: the pilot report over the projections, and its thresholds file."""
