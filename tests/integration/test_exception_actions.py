@@ -16,6 +16,7 @@ are reported as the node's executor would, so each exception is made on purpose.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from tests.integration.test_reconciliation import (  # noqa: F401 (fixtures)
 )
 
 OPERATOR = "op-1"
+# structlog's console line: "2026-11-30 15:59:04 [warning  ] ..."
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 @pytest.fixture
@@ -59,7 +62,12 @@ async def corridor(state_dir: Path, capsys: pytest.CaptureFixture[str], *argv: s
     args = build_parser().parse_args(["exceptions", *argv, "--state-dir", str(state_dir), "--json"])
     capsys.readouterr()
     code = await _handler(args)(args)
-    return json.loads(capsys.readouterr().out), code
+    # Another test's leftover client may log to stdout here; the command's JSON is the rest.
+    out = "".join(
+        line for line in capsys.readouterr().out.splitlines(keepends=True)
+        if not LOG_LINE.match(line)
+    )  # fmt: skip
+    return json.loads(out), code
 
 
 def _act(*argv: str) -> list[str]:
