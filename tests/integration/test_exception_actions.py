@@ -16,6 +16,7 @@ are reported as the node's executor would, so each exception is made on purpose.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +53,13 @@ def state_dir(sim: SimStack, nats_url: str, database_url: str) -> Iterator[Path]
     path = sim.state_dir / "endpoints.json"
     endpoints = json.loads(path.read_text())
     path.write_text(json.dumps({**endpoints, "nats_url": nats_url, "database_url": database_url}))
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     yield sim.state_dir
-    # ``reprocess`` points the logs at the (captured, now closed) stderr, as the CLI does.
+    # ``reprocess`` points the logs at stderr, as the CLI does: here the captured one, closed
+    # after the test. Later tests must not log into it (each line would cost a traceback).
+    root.handlers[:] = handlers
+    root.setLevel(level)
     structlog.reset_defaults()
 
 
