@@ -233,6 +233,27 @@ class IntentMachine(RuleBasedStateMachine):
             assert isinstance(new[0], ev.IntentResolved) and new[0].operator_id == "op"
             assert self.state is not None and self.state.is_terminal, "a resolution ends it"
 
+    @rule(by_the_caller=st.sampled_from([False, False, True]))
+    def an_operator_acknowledges_the_anomalies(self, by_the_caller: bool) -> None:
+        before = self.state
+        events_before = len(self.events)
+        self._apply(
+            cmd.AcknowledgeAnomaly(
+                intent_id="intent-1", operator_id="alice" if by_the_caller else "op",
+                reason="refunded",
+            )
+        )  # fmt: skip
+        new = self.events[events_before:]
+        if not new:
+            return
+        assert before is not None and self.state is not None
+        assert not by_the_caller, "the caller alone never acknowledges its own anomaly"
+        assert before.anomalies > before.anomalies_acknowledged, "it always covers something"
+        [acked] = new
+        assert isinstance(acked, ev.AnomalyAcknowledged) and acked.anomalies == before.anomalies
+        assert self.state.status is before.status, "an acknowledgement changes no status"
+        label("anomaly acknowledged")
+
     @rule()
     def the_node_is_asked_again_for_the_preimage(self) -> None:
         # An executor re-querying its node after a success without proof.
