@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from projections.store import ProjectionStore
 from services.http import errors
@@ -43,6 +44,10 @@ def openapi_config() -> OpenAPIConfig:
         description="Corridor's HTTP API: payment intents and operator actions, forwarded to "
         "the engine's NATS API as the identity of the API key (Authorization: Bearer).",
         render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+        components=Components(
+            security_schemes={"ApiKey": SecurityScheme(type="http", scheme="bearer")}
+        ),
+        security=[{"ApiKey": []}],
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from services.cli.endpoints import write_endpoints
 from services.devstack.nats import NatsServer
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.http.limits import BODY_BYTES_MAX, IDEMPOTENCY_KEY_CHARS_MAX
+from services.http.openapi import DOCUMENT
 from services.http.server import serving
 from services.identity import nats_auth
 from services.identity.api_keys import http_path, read_token
@@ -169,6 +171,8 @@ async def test_no_key_or_a_bad_key_is_401_and_open_paths_answer(api: Api) -> Non
         assert "ck_not-a-key" not in bad.text
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             assert (await anonymous.get(path)).status_code == 200, path
+        served = (await anonymous.get("/openapi.json")).json()
+        assert served == json.loads(DOCUMENT.read_text())
 
 
 async def test_a_caller_other_than_the_keys_is_403(api: Api) -> None:

@@ -6,25 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 
-from services.http.errors import ApiError
-from services.http.gateway import Gateway
+from services.http.gateway import Gateway, unavailable
 
 
-@get("/healthz", summary="The process serves", include_in_schema=True)
+@get("/healthz", summary="The process serves", security=[{}])
 async def healthz() -> dict[str, Any]:
     return {"ok": True}
 
 
-@get("/readyz", summary="The process serves and reaches NATS")
-async def readyz(gateway: Gateway) -> dict[str, Any]:
+@get("/readyz", summary="The process serves and reaches NATS", security=[{}])
+async def readyz(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     if not gateway.connected:
-        raise ApiError(503, "unavailable", "not connected to NATS", headers={"Retry-After": "2"})
+        raise unavailable("not connected to NATS")
     return {"ok": True}
 
 
-@get("/metrics", summary="Prometheus metrics (none yet)", media_type=MediaType.TEXT)
+@get("/metrics", summary="Prometheus metrics (none yet)", media_type=MediaType.TEXT, security=[{}])
 async def metrics() -> Response[str]:
     return Response("", media_type="text/plain; version=0.0.4")
 

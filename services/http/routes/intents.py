@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from projections.catalog import INTENTS
 from projections.store import ProjectionStore
@@ -31,8 +32,8 @@ READ_ALL = ("operator", "auditor")
 
 IdempotencyKey = Annotated[
     str,
-    Parameter(
-        header="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_CHARS_MAX,
+    HeaderParameter(
+        name="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_CHARS_MAX,
         description="The command's idempotency key: the same key and body give the same reply.",
     ),
 ]  # fmt: skip
@@ -55,9 +56,9 @@ def _caller(principal: ApiPrincipal, given: Any) -> dict[str, Any]:
 @post("/", summary="Submit a payment intent", status_code=201)
 async def submit(
     request: Request[Any, Any, Any],
-    data: SubmitIntentBody,  # type: ignore[valid-type]
+    data: JSONBody[SubmitIntentBody],  # type: ignore[valid-type]
     idempotency_key: IdempotencyKey,
-    gateway: Gateway,
+    gateway: NamedDependency[Gateway],
 ) -> Response[dict[str, Any]]:
     principal = _principal(request)
     require(principal, SUBMITTERS)
@@ -73,7 +74,9 @@ async def submit(
 
 
 @get("/{intent_id:str}", summary="An intent's state and events (the engine's view)")
-async def read(request: Request[Any, Any, Any], intent_id: str, gateway: Gateway) -> dict[str, Any]:
+async def read(
+    request: Request[Any, Any, Any], intent_id: FromPath[str], gateway: NamedDependency[Gateway]
+) -> dict[str, Any]:
     principal = _principal(request)
     require(principal, READERS)
     subject = f"{subjects.API_GET}.{principal.role}.{principal.id}"
@@ -84,7 +87,9 @@ async def read(request: Request[Any, Any, Any], intent_id: str, gateway: Gateway
 
 @get("/{intent_id:str}/timeline", summary="An intent's audit timeline (the read model)")
 async def timeline(
-    request: Request[Any, Any, Any], intent_id: str, projections: ProjectionStore
+    request: Request[Any, Any, Any],
+    intent_id: FromPath[str],
+    projections: NamedDependency[ProjectionStore],
 ) -> dict[str, Any]:
     principal = _principal(request)
     require(principal, READERS)
@@ -102,9 +107,9 @@ async def timeline(
 @post("/{intent_id:str}/cancel", summary="Cancel an intent not yet dispatched", status_code=200)
 async def cancel(
     request: Request[Any, Any, Any],
-    intent_id: str,
-    data: CancelIntentBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    intent_id: FromPath[str],
+    data: JSONBody[CancelIntentBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:
     principal = _principal(request)
     require(principal, SUBMITTERS)

@@ -9,7 +9,8 @@ import time
 from typing import Annotated, Any
 
 from litestar import Request, Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from projections.catalog import INTENTS, RECONCILIATION
 from projections.intents import exception_of
@@ -45,7 +46,11 @@ def _operator(request: Request[Any, Any, Any], roles: tuple[str, ...] = OPERATOR
 
 
 async def _decide(
-    request: Request[Any, Any, Any], gateway: Gateway, verb: str, intent_id: str, data: Any
+    request: Request[Any, Any, Any],
+    gateway: NamedDependency[Gateway],
+    verb: str,
+    intent_id: FromPath[str],
+    data: Any,
 ) -> dict[str, Any]:
     operator = _operator(request)
     body = fields_of(data) | {
@@ -57,36 +62,36 @@ async def _decide(
 
 @post("/{intent_id:str}/approve", summary="Release an intent waiting for approval", status_code=200)
 async def approve(
-    request: Request[Any, Any, Any], intent_id: str,
-    data: ApproveIntentBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], intent_id: FromPath[str],
+    data: JSONBody[ApproveIntentBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     return await _decide(request, gateway, "approve", intent_id, data)
 
 
 @post("/{intent_id:str}/reject", summary="Refuse an intent waiting for approval", status_code=200)
 async def reject(
-    request: Request[Any, Any, Any], intent_id: str,
-    data: RejectIntentBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], intent_id: FromPath[str],
+    data: JSONBody[RejectIntentBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     return await _decide(request, gateway, "reject", intent_id, data)
 
 
 @post("/{intent_id:str}/resolve", summary="End an unproven intent with evidence", status_code=200)
 async def resolve(
-    request: Request[Any, Any, Any], intent_id: str,
-    data: ResolveIntentBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], intent_id: FromPath[str],
+    data: JSONBody[ResolveIntentBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     return await _decide(request, gateway, "resolve", intent_id, data)
 
 
 @get("/", summary="Dead letters, oldest first")
 async def list_dead_letters(
-    request: Request[Any, Any, Any], gateway: Gateway,
-    from_sequence: Annotated[int, Parameter(ge=1)] = 1,
-    limit: Annotated[int, Parameter(ge=1, le=DLQ_LIST_MAX)] = 20,
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway],
+    from_sequence: Annotated[int, QueryParameter(ge=1)] = 1,
+    limit: Annotated[int, QueryParameter(ge=1, le=DLQ_LIST_MAX)] = 20,
 ) -> dict[str, Any]:  # fmt: skip
     operator = _operator(request)
     body = {"type": "ListDeadLetters", "version": 1, "from_sequence": from_sequence,
@@ -97,8 +102,8 @@ async def list_dead_letters(
 @post("/replay", summary="Put dead letters back where they came from (audited)", status_code=200)
 async def replay_dead_letters(
     request: Request[Any, Any, Any],
-    data: ReplayDeadLettersBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    data: JSONBody[ReplayDeadLettersBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:
     operator = _operator(request)
     body = fields_of(data) | {"type": "ReplayDeadLetters", "version": 1}
@@ -108,8 +113,8 @@ async def replay_dead_letters(
 @post("/drop", summary="Delete dead letters for good (audited)", status_code=200)
 async def drop_dead_letters(
     request: Request[Any, Any, Any],
-    data: DropDeadLettersBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    data: JSONBody[DropDeadLettersBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:
     operator = _operator(request)
     body = fields_of(data) | {"type": "DropDeadLetters", "version": 1}
@@ -117,7 +122,9 @@ async def drop_dead_letters(
 
 
 @get("/", summary="The policy in force and pending proposals")
-async def show_policy(request: Request[Any, Any, Any], gateway: Gateway) -> dict[str, Any]:
+async def show_policy(
+    request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]
+) -> dict[str, Any]:
     _operator(request, ("caller", "operator", "auditor"))
     return await gateway.command(subjects.POLICY_SHOW, {"type": "GetPolicy", "version": 1})
 
@@ -125,8 +132,8 @@ async def show_policy(request: Request[Any, Any, Any], gateway: Gateway) -> dict
 @post("/proposals", summary="Propose a policy document (two-person rule)", status_code=200)
 async def propose_policy(
     request: Request[Any, Any, Any],
-    data: ProposePolicyBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    data: JSONBody[ProposePolicyBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:
     operator = _operator(request)
     body = fields_of(data) | {"type": "ProposePolicy", "version": 1, "proposer_id": operator}
@@ -139,9 +146,9 @@ async def propose_policy(
     status_code=200,
 )
 async def approve_policy(
-    request: Request[Any, Any, Any], policy_version: int,
-    data: ApprovePolicyBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], policy_version: FromPath[int],
+    data: JSONBody[ApprovePolicyBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     operator = _operator(request)
     body = fields_of(data) | {
@@ -157,9 +164,9 @@ async def approve_policy(
     status_code=200,
 )
 async def resolve_mismatch(
-    request: Request[Any, Any, Any], node: str, key: str,
-    data: ResolveMismatchBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], node: FromPath[str], key: FromPath[str],
+    data: JSONBody[ResolveMismatchBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     operator = _operator(request)
     body = fields_of(data) | {
@@ -171,9 +178,9 @@ async def resolve_mismatch(
 
 @post("/{node:str}/breaker/clear", summary="Let a node send again", status_code=200)
 async def clear_breaker(
-    request: Request[Any, Any, Any], node: str,
-    data: ClearBreakerBody,  # type: ignore[valid-type]
-    gateway: Gateway,
+    request: Request[Any, Any, Any], node: FromPath[str],
+    data: JSONBody[ClearBreakerBody],  # type: ignore[valid-type]
+    gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:  # fmt: skip
     operator = _operator(request)
     body = fields_of(data) | {
@@ -184,8 +191,8 @@ async def clear_breaker(
 
 @get("/", summary="The exception queue: intents on the wire too long or with an anomaly")
 async def exceptions(
-    request: Request[Any, Any, Any], projections: ProjectionStore,
-    stuck_after_s: Annotated[int, Parameter(ge=1)] = STUCK_AFTER_S_DEFAULT,
+    request: Request[Any, Any, Any], projections: NamedDependency[ProjectionStore],
+    stuck_after_s: Annotated[int, QueryParameter(ge=1)] = STUCK_AFTER_S_DEFAULT,
 ) -> dict[str, Any]:  # fmt: skip
     """The rows of ``corridor exceptions`` (services/cli/audit.py ``exception_rows``)."""
     _operator(request, WATCHERS)
