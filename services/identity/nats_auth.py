@@ -490,6 +490,8 @@ def revoke(state_dir: Path, *, role: Role, ident: str) -> Registry:
 
 
 def public_view(credential: Credential) -> dict[str, Any]:
-    """A credential as ``corridor creds list --json`` prints it (the registry holds no seed)."""
+    """A credential as ``corridor creds list --json`` prints it (the registry holds no seed);
+    whether it has an API key, not the key's hash."""
     view: dict[str, Any] = msgspec.to_builtins(credential)
+    view["api_key"] = view.pop("api_key_sha256") is not None
     return view
