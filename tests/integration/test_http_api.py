@@ -45,6 +45,7 @@ PRINCIPALS = (
     ("caller", "alice", "service"),
     ("caller", "bob", "service"),
     ("operator", "op-a", None),
+    ("operator", "op-b", None),
     ("auditor", "aud-1", None),
 )
 
@@ -300,3 +301,40 @@ async def test_an_intent_approved_over_http_settles(
         paid = [p for p in api.sim.network.payments()
                 if p.payment_hash == invoice.payment_hash and p.status == "succeeded"]  # fmt: skip
         assert len(paid) == 1
+
+
+async def test_concurrent_submits_with_one_key_make_one_intent(api: Api) -> None:
+    async with api.client("alice") as alice:
+        replies = await asyncio.gather(
+            *(alice.post("/v1/intents", json=intent(), headers={"Idempotency-Key": "race"})
+              for _ in range(8))
+        )  # fmt: skip
+    assert all(r.status_code in (200, 201) for r in replies), [r.text for r in replies]
+    assert len({r.json()["intent_id"] for r in replies}) == 1
+
+
+async def test_operators_reject_and_change_policy_under_the_two_person_rule(api: Api) -> None:
+    async with api.client("alice") as alice:
+        big = intent(amount_msat=APPROVAL_MSAT, max_fee_msat=MAX_FEE_MSAT)
+        created = await alice.post("/v1/intents", json=big, headers={"Idempotency-Key": "rj"})
+        assert created.json()["state"] == "awaiting_approval", created.text
+        intent_id = created.json()["intent_id"]
+    async with api.client("aud-1") as auditor:
+        refused = await auditor.post(f"/v1/intents/{intent_id}/reject", json={"reason": "no"})
+        assert error_of(refused)[:2] == (403, "forbidden")
+    async with api.client("op-a") as op_a, api.client("op-b") as op_b:
+        rejected = await op_a.post(f"/v1/intents/{intent_id}/reject",
+                                   json={"reason": "unknown payee"})  # fmt: skip
+        assert rejected.status_code == 200 and rejected.json()["state"] == "rejected"
+        again = await op_b.post(f"/v1/intents/{intent_id}/approve", json={})
+        assert error_of(again)[:2] == (409, "invalid_transition")
+
+        document = (await op_a.get("/v1/policy")).json()["document"]
+        document["version"] = 2
+        proposed = await op_a.post("/v1/policy/proposals",
+                                   json={"policy_version": 2, "document": document})  # fmt: skip
+        assert proposed.status_code == 200, proposed.text
+        own = await op_a.post("/v1/policy/proposals/2/approve", json={})
+        assert error_of(own)[:2] == (403, "two_person_rule")
+        approved = await op_b.post("/v1/policy/proposals/2/approve", json={"note": "ok"})
+        assert approved.json()["active_version"] == 2, approved.text
