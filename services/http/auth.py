@@ -49,7 +49,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         token = header[len(_SCHEME) :].strip()
         if not token or len(token) > TOKEN_CHARS_MAX:
             raise unauthorized("that is not an API key")
-        credential = self._registry.registry.by_api_key_hash(token_hash(token))
+        credential = self._registry.by_api_key_hash(token_hash(token))
         if credential is None or credential.role not in API_KEY_ROLES:
             raise unauthorized("unknown or revoked API key")
         principal = ApiPrincipal(role=credential.role, id=credential.id, kind=credential.kind)

@@ -4,8 +4,8 @@
 The token is 32 random bytes, URL-safe base64 with a ``ck_`` prefix (a scanner that finds one
 in a log knows what it is). The registry keeps only its SHA-256, in hex: a leaked registry
 (mode 0644, readable by the stack's processes) lets nobody in. A lookup hashes the presented
-token and compares that hash with every stored one in constant time
-(``Registry.by_api_key_hash``).
+token and finds the credential by that hash (``services.identity.lookup``): the attacker
+chooses the token, not its hash, so a lookup's timing tells them nothing about stored hashes.
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
     def by_api_key_hash(self, digest: str) -> Credential | None:
-        """The live credential whose API key hashes to ``digest`` (compared in constant
-        time, services.identity.api_keys)."""
+        """The live credential whose API key hashes to ``digest``, by a scan with constant-time
+        compares (the HTTP server uses the indexed ``services.identity.lookup`` instead)."""
         from services.identity.api_keys import same_hash
 
         for credential in self.credentials:
