@@ -62,5 +62,8 @@ def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=BODY_BYTES_MAX,
         openapi_config=openapi_config(),
+        # The process's logging is ours (services/logging.py, JSON lines); Litestar's default
+        # config would install its own format on the standard-library loggers.
+        logging_config=None,
         debug=False,
     )

@@ -80,7 +80,11 @@ async def serving(
 @contextlib.asynccontextmanager
 async def _served(app: Any, host: str, port: int) -> AsyncIterator[str]:
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        # No access log (it would print every request line, Authorization aside, in uvicorn's
+        # text format); uvicorn's own notices only from warnings up: `http_serving` says the
+        # rest as a JSON line.
+        app, host=host, port=port, log_config=None, log_level="warning", access_log=False,
+        lifespan="on",
         timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT_S),
     )  # fmt: skip
     server = _EmbeddedServer(config)
