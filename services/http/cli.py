@@ -40,6 +40,10 @@ async def run(args: argparse.Namespace) -> int:
     from services.endpoints import DEFAULT_STATE_DIR, add_entries, find_stack, remove_entries
     from services.http.server import serving
     from services.identity.registry import registry_path
+    from services.logging import configure_logging
+    from services.settings import load_settings
+
+    configure_logging(load_settings().log_level, cache=True)
 
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     stack = find_stack(state_dir)
@@ -54,7 +58,8 @@ async def run(args: argparse.Namespace) -> int:
     ) as served:  # fmt: skip
         entries = {"http_url": served.url}
         add_entries(state_dir, entries)
-        print(f"corridor HTTP API on {served.url} (OpenAPI: {served.url}/openapi.json)")
+        print(f"corridor HTTP API on {served.url} (OpenAPI: {served.url}/openapi.json)",
+              flush=True)  # fmt: skip
         try:
             await stop.wait()
         finally:

@@ -42,9 +42,13 @@ class Gateway:
             )
         except nats.errors.NoRespondersError:
             raise unavailable("no engine answers; retry later") from None
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+        except nats.errors.TimeoutError:
             log.warning("http_engine_timeout", subject=subject)
             raise unavailable("the engine did not answer in time; retry later") from None
+        except nats.errors.Error as exc:
+            # Closed, reconnecting, a full outbound buffer: the link to NATS, not the request.
+            log.warning("http_nats_unavailable", subject=subject, error=type(exc).__name__)
+            raise unavailable("not connected to the engine; retry later") from None
         reply = json.loads(msg.data)
         if not isinstance(reply, dict):
             raise unavailable("the engine's reply was not an object")
