@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 
 log = structlog.get_logger("corridor.http")
 
@@ -43,6 +45,36 @@ STATUS_OF_CODE: Final = {
     "unavailable": 503,
 }
 STATUS_UNLISTED: Final = 422
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every error answer: ``code`` is the contract (the NATS codes), ``message`` is for
+    people, ``field`` names the input at fault when there is one."""
+
+    error: ErrorDetail
+
+
+_ERROR_STATUSES: Final = {
+    400: "Invalid input (schema_violation, missing_field, malformed_json, invalid_invoice...)",
+    401: "No API key, or an unknown or revoked one (unauthorized)",
+    403: "identity_mismatch, forbidden (the key's role), two_person_rule",
+    404: "not_found (another caller's intent reads as missing)",
+    409: "idempotency_mismatch (same key, another body), invalid_transition",
+    413: "payload_too_large",
+    422: "Refused by the engine for another reason (see code)",
+    503: "unavailable: no engine answered; retry after Retry-After (same Idempotency-Key)",
+}
+# What every authenticated route may answer, in the OpenAPI document.
+ERROR_RESPONSES: Final = {
+    status: ResponseSpec(data_container=ErrorBody, description=what, generate_examples=False)
+    for status, what in _ERROR_STATUSES.items()
+}
 
 
 class ApiError(Exception):

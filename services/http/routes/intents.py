@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from projections.catalog import INTENTS
@@ -19,7 +20,7 @@ from projections.store import ProjectionStore
 from services.bus import subjects
 from services.http.auth import ApiPrincipal, require
 from services.http.bodies import CancelIntentBody, SubmitIntentBody, fields_of
-from services.http.errors import ApiError
+from services.http.errors import ERROR_RESPONSES, ApiError
 from services.http.gateway import Gateway
 from services.http.limits import IDEMPOTENCY_KEY_CHARS_MAX
 
@@ -53,7 +54,21 @@ def _caller(principal: ApiPrincipal, given: Any) -> dict[str, Any]:
     return {"id": principal.id, "kind": principal.kind or "service"}
 
 
-@post("/", summary="Submit a payment intent", status_code=201)
+_REPLAYED = ResponseSpec(
+    data_container=dict[str, Any], generate_examples=False,
+    description="The original reply: the same Idempotency-Key and body were sent before "
+    "(header Idempotent-Replayed: true)",
+)  # fmt: skip
+
+
+@post(
+    "/",
+    responses={**ERROR_RESPONSES, 200: _REPLAYED},
+    summary="Submit a payment intent",
+    description="201 with the engine's reply when new; the same key and body again give the "
+    "original reply (200); the same key with another body is 409 idempotency_mismatch.",
+    status_code=201,
+)
 async def submit(
     request: Request[Any, Any, Any],
     data: JSONBody[SubmitIntentBody],  # type: ignore[valid-type]
@@ -73,7 +88,11 @@ async def submit(
     return Response(reply, status_code=201)
 
 
-@get("/{intent_id:str}", summary="An intent's state and events (the engine's view)")
+@get(
+    "/{intent_id:str}",
+    responses=ERROR_RESPONSES,
+    summary="An intent's state and events (the engine's view)",
+)
 async def read(
     request: Request[Any, Any, Any], intent_id: FromPath[str], gateway: NamedDependency[Gateway]
 ) -> dict[str, Any]:
@@ -85,7 +104,11 @@ async def read(
     )
 
 
-@get("/{intent_id:str}/timeline", summary="An intent's audit timeline (the read model)")
+@get(
+    "/{intent_id:str}/timeline",
+    responses=ERROR_RESPONSES,
+    summary="An intent's audit timeline (the read model)",
+)
 async def timeline(
     request: Request[Any, Any, Any],
     intent_id: FromPath[str],
@@ -104,7 +127,12 @@ async def timeline(
     }  # fmt: skip
 
 
-@post("/{intent_id:str}/cancel", summary="Cancel an intent not yet dispatched", status_code=200)
+@post(
+    "/{intent_id:str}/cancel",
+    responses=ERROR_RESPONSES,
+    summary="Cancel an intent not yet dispatched",
+    status_code=200,
+)
 async def cancel(
     request: Request[Any, Any, Any],
     intent_id: FromPath[str],

@@ -31,6 +31,7 @@ from services.http.bodies import (
     ResolveMismatchBody,
     fields_of,
 )
+from services.http.errors import ERROR_RESPONSES
 from services.http.gateway import Gateway
 from services.http.limits import STUCK_AFTER_S_DEFAULT
 
@@ -60,7 +61,12 @@ async def _decide(
     return await gateway.command(f"{subjects.API_PREFIX}.{verb}.{operator}", body)
 
 
-@post("/{intent_id:str}/approve", summary="Release an intent waiting for approval", status_code=200)
+@post(
+    "/{intent_id:str}/approve",
+    responses=ERROR_RESPONSES,
+    summary="Release an intent waiting for approval",
+    status_code=200,
+)
 async def approve(
     request: Request[Any, Any, Any], intent_id: FromPath[str],
     data: JSONBody[ApproveIntentBody],  # type: ignore[valid-type]
@@ -69,7 +75,12 @@ async def approve(
     return await _decide(request, gateway, "approve", intent_id, data)
 
 
-@post("/{intent_id:str}/reject", summary="Refuse an intent waiting for approval", status_code=200)
+@post(
+    "/{intent_id:str}/reject",
+    responses=ERROR_RESPONSES,
+    summary="Refuse an intent waiting for approval",
+    status_code=200,
+)
 async def reject(
     request: Request[Any, Any, Any], intent_id: FromPath[str],
     data: JSONBody[RejectIntentBody],  # type: ignore[valid-type]
@@ -78,7 +89,12 @@ async def reject(
     return await _decide(request, gateway, "reject", intent_id, data)
 
 
-@post("/{intent_id:str}/resolve", summary="End an unproven intent with evidence", status_code=200)
+@post(
+    "/{intent_id:str}/resolve",
+    responses=ERROR_RESPONSES,
+    summary="End an unproven intent with evidence",
+    status_code=200,
+)
 async def resolve(
     request: Request[Any, Any, Any], intent_id: FromPath[str],
     data: JSONBody[ResolveIntentBody],  # type: ignore[valid-type]
@@ -87,7 +103,7 @@ async def resolve(
     return await _decide(request, gateway, "resolve", intent_id, data)
 
 
-@get("/", summary="Dead letters, oldest first")
+@get("/", responses=ERROR_RESPONSES, summary="Dead letters, oldest first")
 async def list_dead_letters(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway],
     from_sequence: Annotated[int, QueryParameter(ge=1)] = 1,
@@ -99,7 +115,12 @@ async def list_dead_letters(
     return await gateway.command(f"{subjects.DLQ_API_PREFIX}.list.{operator}", body)
 
 
-@post("/replay", summary="Put dead letters back where they came from (audited)", status_code=200)
+@post(
+    "/replay",
+    responses=ERROR_RESPONSES,
+    summary="Put dead letters back where they came from (audited)",
+    status_code=200,
+)
 async def replay_dead_letters(
     request: Request[Any, Any, Any],
     data: JSONBody[ReplayDeadLettersBody],  # type: ignore[valid-type]
@@ -110,7 +131,12 @@ async def replay_dead_letters(
     return await gateway.command(f"{subjects.DLQ_API_PREFIX}.replay.{operator}", body)
 
 
-@post("/drop", summary="Delete dead letters for good (audited)", status_code=200)
+@post(
+    "/drop",
+    responses=ERROR_RESPONSES,
+    summary="Delete dead letters for good (audited)",
+    status_code=200,
+)
 async def drop_dead_letters(
     request: Request[Any, Any, Any],
     data: JSONBody[DropDeadLettersBody],  # type: ignore[valid-type]
@@ -121,7 +147,7 @@ async def drop_dead_letters(
     return await gateway.command(f"{subjects.DLQ_API_PREFIX}.drop.{operator}", body)
 
 
-@get("/", summary="The policy in force and pending proposals")
+@get("/", responses=ERROR_RESPONSES, summary="The policy in force and pending proposals")
 async def show_policy(
     request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]
 ) -> dict[str, Any]:
@@ -129,7 +155,12 @@ async def show_policy(
     return await gateway.command(subjects.POLICY_SHOW, {"type": "GetPolicy", "version": 1})
 
 
-@post("/proposals", summary="Propose a policy document (two-person rule)", status_code=200)
+@post(
+    "/proposals",
+    responses=ERROR_RESPONSES,
+    summary="Propose a policy document (two-person rule)",
+    status_code=200,
+)
 async def propose_policy(
     request: Request[Any, Any, Any],
     data: JSONBody[ProposePolicyBody],  # type: ignore[valid-type]
@@ -142,6 +173,7 @@ async def propose_policy(
 
 @post(
     "/proposals/{policy_version:int}/approve",
+    responses=ERROR_RESPONSES,
     summary="Approve another operator's proposal: it comes into force",
     status_code=200,
 )
@@ -160,6 +192,7 @@ async def approve_policy(
 
 @post(
     "/{node:str}/mismatches/{key:str}/resolve",
+    responses=ERROR_RESPONSES,
     summary="Close one open reconciliation item",
     status_code=200,
 )
@@ -176,7 +209,12 @@ async def resolve_mismatch(
     return await gateway.command(f"{subjects.RECON_API_PREFIX}.resolve.{operator}", body)
 
 
-@post("/{node:str}/breaker/clear", summary="Let a node send again", status_code=200)
+@post(
+    "/{node:str}/breaker/clear",
+    responses=ERROR_RESPONSES,
+    summary="Let a node send again",
+    status_code=200,
+)
 async def clear_breaker(
     request: Request[Any, Any, Any], node: FromPath[str],
     data: JSONBody[ClearBreakerBody],  # type: ignore[valid-type]
@@ -189,7 +227,11 @@ async def clear_breaker(
     return await gateway.command(f"{subjects.RECON_API_PREFIX}.clear.{operator}", body)
 
 
-@get("/", summary="The exception queue: intents on the wire too long or with an anomaly")
+@get(
+    "/",
+    responses=ERROR_RESPONSES,
+    summary="The exception queue: intents on the wire too long or with an anomaly",
+)
 async def exceptions(
     request: Request[Any, Any, Any], projections: NamedDependency[ProjectionStore],
     stuck_after_s: Annotated[int, QueryParameter(ge=1)] = STUCK_AFTER_S_DEFAULT,
