@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from services.identity.registry import CallerKind, Credential
 
 GROUP_HELP: Final = "NATS credentials: add, list and revoke who may connect, and as what"
-ROLES: Final = ("caller", "agent", "operator", "executor", "auditor", "engine")
+ROLES: Final = ("caller", "agent", "operator", "executor", "auditor", "engine", "gateway")
 DEFAULT_STATE_DIR: Final = Path(".corridor")
 
 
@@ -93,20 +93,27 @@ def add(args: argparse.Namespace) -> int:
         kind = "human" if args.kind == "human" else "service"
     elif args.role == "agent":
         kind = "agent"
+    from services.identity.api_keys import API_KEY_ROLES, http_path
+
+    api_key = args.role in API_KEY_ROLES
     credential = nats_auth.issue(
         args.state_dir, role=args.role, ident=ident, out=args.out, kind=kind,
-        region=args.region, node=args.node,
+        region=args.region, node=args.node, api_key=api_key,
     )  # fmt: skip
     served = _serve(args.state_dir)
+    token_file = str(http_path(args.out)) if api_key else None
     if args.json:
         from services.cli import output
 
         output.print_json({**nats_auth.public_view(credential), "seed_file": str(args.out),
-                           "served": served})  # fmt: skip
+                           "api_key_file": token_file, "served": served})  # fmt: skip
         return exit_codes.OK
     print(f"added {_name(credential)}, public key {credential.public_key}")
     print(f"seed in {args.out} (mode 0600): its holder connects with --creds {args.out} "
           f"or CORRIDOR_CREDS={args.out}")  # fmt: skip
+    if token_file is not None:
+        print(f"HTTP API key in {token_file} (mode 0600): send it as "
+              "`Authorization: Bearer <key>`")  # fmt: skip
     print(served)
     return exit_codes.OK
 

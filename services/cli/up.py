@@ -34,7 +34,7 @@ async def run(args: argparse.Namespace) -> int:
     tracing.configure(settings.tracing_exporter)
     await run_up(
         settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
-        seed=args.seed,
+        seed=args.seed, http_port=args.http_port,
     )  # fmt: skip
     return 0
 
@@ -47,6 +47,7 @@ async def run_up(
     topology: Path | None,
     seed: int,
     ready_line: bool = True,
+    http_port: int = 0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,6 +89,8 @@ async def run_up(
             "started_at_ms": time.time_ns() // 1_000_000,
             "network": settings.network,
         }
+        # The HTTP API (ADR 0174), as the stack's gateway credential (ADR 0172).
+        endpoints["http_url"] = await _serve_http(exits, stack, state_dir, http_port)
         if sim:
             sim_stack = await _start_sim(state_dir, topology, seed)
             endpoints.update(sim_stack.endpoints())
@@ -149,7 +152,9 @@ def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[s
             )
         return {}
     for role, ident, kind in STACK_CREDENTIALS:
-        nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind)  # type: ignore[arg-type]
+        # Each with its HTTP API key beside its seed (`<seed>.http`, ADR 0171).
+        nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind, api_key=True)  # type: ignore[arg-type]
+    nats_auth.ensure(state_dir, role="gateway", ident="http")
     for region, node in targets:
         # Each node's reconciler, for `corridor recon run` (ADR 0151).
         nats_auth.ensure(state_dir, role="reconciler", ident=node, region=region, node=node)
@@ -168,6 +173,21 @@ def _registry_lookup(stack: DevStack) -> dict[str, Any]:
     from services.identity.registry import registry_path
 
     return {"credentials": RegistryFile(registry_path(stack.home))}
+
+
+async def _serve_http(
+    exits: contextlib.AsyncExitStack, stack: DevStack, state_dir: Path, port: int
+) -> str:
+    from services.http.cli import gateway_creds
+    from services.http.server import serving
+    from services.identity.registry import registry_path
+
+    served = await exits.enter_async_context(
+        serving(nats_url=stack.nats_url, database_url=stack.database_url,
+                registry_file=registry_path(stack.home), port=port,
+                creds=gateway_creds(state_dir) or stack.engine_creds)
+    )  # fmt: skip
+    return served.url
 
 
 async def _start_sim(state_dir: Path, topology: Path | None, seed: int) -> Any:

@@ -8,6 +8,8 @@ canonical form), never by value, so a failing test does not itself leak what it 
 Where each secret lives (read from the code that writes it):
 
 - nkey seeds: ``DIR/auth/<role>-<id>.nk`` (services/identity/nats_auth.py ``seed_path``).
+- HTTP API keys: ``DIR/auth/<role>-<id>.nk.http`` (services/identity/api_keys.py); the
+  registry holds only their SHA-256.
 - PostgreSQL passwords: ``DIR/servers/postgres/passwords.json``, role -> password
   (services/devstack/postgres.py ``PASSWORDS_FILE``); the engine's is in the database URL
   that ``endpoints.json`` carries (ADR 0064).
@@ -48,11 +50,12 @@ KEYSEND: Final = "keysend secret"
 RUNE: Final = "cln rune"
 NODE_KEY: Final = "sim node private key"
 OTHER_KEY: Final = "other private key"
+API_KEY: Final = "http api key"
 # A seed or key file is a few hundred bytes; the sweep reads no larger file.
 SMALL_FILE_BYTES_MAX: Final = 16384
 NKEY_SEED_CHARS: Final = 58
 # Categories the stack must hold at least one secret of, or the test proves nothing.
-REQUIRED: Final = (SEEDS, PG_PASSWORD, SIGNING_KEY, MACAROON, TLS_KEY, KEYSEND, NODE_KEY)
+REQUIRED: Final = (SEEDS, PG_PASSWORD, SIGNING_KEY, MACAROON, TLS_KEY, KEYSEND, NODE_KEY, API_KEY)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,13 @@ def nkey_seed(path: Path, origin: str) -> Secret:
     # decode_seed gives the 32-byte Ed25519 private seed under the base32 "SU..." form.
     _, raw = nkeys.decode_seed(bytearray(text.encode()))
     return Secret(SEEDS, origin, text.encode(), _forms(text, *_raw_forms(bytes(raw))))
+
+
+def api_key(path: Path, origin: str) -> Secret:
+    text = path.read_text().strip()
+    body = text.removeprefix("ck_")
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return Secret(API_KEY, origin, text.encode(), _forms(text, body, *_raw_forms(raw)))
 
 
 def pg_password(role: str, password: str, origin: str) -> Secret:
@@ -220,6 +230,7 @@ def collect(state_dir: Path, *, sim_seed: int = 1) -> Inventory:
 
     The allow-list, and why each entry may hold its secret:
     - ``auth/<role>-<id>.nk``: the seed itself, the credential's holder reads it to connect.
+    - ``auth/<role>-<id>.nk.http``: the HTTP API key, sent as a bearer token (ADR 0171).
     - ``servers/postgres/passwords.json``: the passwords, kept 0600 for the stack to
       connect with; the service user running PostgreSQL cannot read it (ADR 0064).
     - ``endpoints.json``: the engine role's password only, inside the database URL, which is
@@ -234,6 +245,9 @@ def collect(state_dir: Path, *, sim_seed: int = 1) -> Inventory:
     for path in sorted((state_dir / "auth").glob("*.nk")):
         rel = _rel(path, state_dir)
         inv.add(nkey_seed(path, rel), rel)
+    for path in sorted((state_dir / "auth").glob("*.nk.http")):
+        rel = _rel(path, state_dir)
+        inv.add(api_key(path, rel), rel)
 
     passwords_path = state_dir / "servers" / "postgres" / "passwords.json"
     if passwords_path.exists():

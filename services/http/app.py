@@ -1,0 +1,69 @@
+"""The composition root of the HTTP API: ``build_app`` wires the routers to their
+dependencies. A later router (webhooks, the console...) is one more entry in ``ROUTERS`` or
+``extra``; it is behind the API key unless its path is in ``auth.OPEN_PATHS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from projections.store import ProjectionStore
+from services.http import errors
+from services.http.auth import ApiKeyMiddleware
+from services.http.gateway import Gateway
+from services.http.limits import BODY_BYTES_MAX
+from services.http.routes import health, intents, operations
+from services.identity.lookup import RegistryFile
+
+API_TITLE: Final = "Corridor"
+API_VERSION: Final = "1"
+ROUTERS: Final[Sequence[Any]] = (*health.ROUTES, intents.router, *operations.ROUTERS)
+
+
+@dataclass(frozen=True)
+class HttpDeps:
+    """What the routes use: the engine over NATS, the read models, the API keys."""
+
+    gateway: Gateway
+    projections: ProjectionStore
+    registry: RegistryFile
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title=API_TITLE, version=API_VERSION, path="/",
+        description="Corridor's HTTP API: payment intents and operator actions, forwarded to "
+        "the engine's NATS API as the identity of the API key (Authorization: Bearer).",
+        render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+        components=Components(
+            security_schemes={"ApiKey": SecurityScheme(type="http", scheme="bearer")}
+        ),
+        security=[{"ApiKey": []}],
+    )  # fmt: skip
+
+
+def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
+    return Litestar(
+        route_handlers=[*ROUTERS, *extra],
+        dependencies={
+            "gateway": Provide(lambda: deps.gateway, sync_to_thread=False),
+            "projections": Provide(lambda: deps.projections, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(ApiKeyMiddleware, registry=deps.registry)],
+        exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=BODY_BYTES_MAX,
+        openapi_config=openapi_config(),
+        # The process's logging is ours (services/logging.py, JSON lines); Litestar's default
+        # config would install its own format on the standard-library loggers.
+        logging_config=None,
+        debug=False,
+    )
