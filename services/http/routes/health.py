@@ -1,5 +1,6 @@
-"""``/healthz`` (the process serves), ``/readyz`` (and its NATS link is up), ``/metrics``
-(a stub until the metrics issue fills it). No key needed (``auth.OPEN_PATHS``)."""
+"""``/healthz`` (the process serves), ``/readyz`` (and its NATS link is up), ``/metrics`` (the
+process's Prometheus series, ADR 0153: under ``corridor up`` the engine's too). No key needed
+(``auth.OPEN_PATHS``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from services.http.gateway import Gateway, unavailable
 
@@ -24,9 +26,9 @@ async def readyz(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     return {"ok": True}
 
 
-@get("/metrics", summary="Prometheus metrics (none yet)", media_type=MediaType.TEXT, security=[{}])
-async def metrics() -> Response[str]:
-    return Response("", media_type="text/plain; version=0.0.4")
+@get("/metrics", summary="Prometheus metrics", media_type=MediaType.TEXT, security=[{}])
+async def metrics() -> Response[bytes]:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 ROUTES = (healthz, readyz, metrics)
