@@ -6,7 +6,7 @@ dependencies. A later router (webhooks, the console...) is one more entry in ``R
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from litestar import Litestar
@@ -21,12 +21,18 @@ from services.http import errors
 from services.http.auth import ApiKeyMiddleware
 from services.http.gateway import Gateway
 from services.http.limits import BODY_BYTES_MAX
-from services.http.routes import health, intents, operations
+from services.http.node_health import NodeHealthFeed
+from services.http.routes import console, health, intents, operations
 from services.identity.lookup import RegistryFile
 
 API_TITLE: Final = "Corridor"
 API_VERSION: Final = "1"
-ROUTERS: Final[Sequence[Any]] = (*health.ROUTES, intents.router, *operations.ROUTERS)
+ROUTERS: Final[Sequence[Any]] = (
+    *health.ROUTES,
+    intents.router,
+    *operations.ROUTERS,
+    *console.ROUTES,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class HttpDeps:
     gateway: Gateway
     projections: ProjectionStore
     registry: RegistryFile
+    # The executors' health reports, for the console's nodes page.
+    node_health: NodeHealthFeed = field(default_factory=NodeHealthFeed)
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -57,6 +65,7 @@ def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
         dependencies={
             "gateway": Provide(lambda: deps.gateway, sync_to_thread=False),
             "projections": Provide(lambda: deps.projections, sync_to_thread=False),
+            "node_health": Provide(lambda: deps.node_health, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(ApiKeyMiddleware, registry=deps.registry)],
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]

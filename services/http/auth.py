@@ -19,7 +19,8 @@ from services.identity.api_keys import API_KEY_ROLES, TOKEN_CHARS_MAX, token_has
 from services.identity.lookup import RegistryFile
 
 # Health, metrics and the API's own description answer without a key.
-OPEN_PATHS: Final = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+# The console's page is its login page: it holds no data, and fetches everything with the key.
+OPEN_PATHS: Final = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/console")
 _OPEN_PATTERN: Final = "^(" + "|".join(p.replace(".", r"\.") for p in OPEN_PATHS) + ")$"
 _SCHEME: Final = "bearer "
 

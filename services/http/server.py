@@ -68,6 +68,7 @@ async def serving(
             projections=ProjectionStore(store.pool),
             registry=RegistryFile(registry_file),
         )
+        await deps.node_health.start(nc)
         async with _served(build_app(deps, extra=extra), host, port) as url:
             log.info("http_serving", url=url)
             yield Served(url=url, deps=deps)

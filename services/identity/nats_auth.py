@@ -213,7 +213,10 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
         # The HTTP API (ADR 0172): forwards, under the subject token of the caller or operator
         # whose API key it checked, the request/reply commands and reads those roles may send.
         # Not: outcomes, reconciliation reports, agent keys, the command stream, events.
-        "gateway": Permissions(publish=GATEWAY_PUBLISH, subscribe=(_INBOX,)),
+        # It also hears the executors' node health reports, for the console's nodes page.
+        "gateway": Permissions(
+            publish=GATEWAY_PUBLISH, subscribe=(_INBOX, subjects.HEALTH_WILDCARD)
+        ),
         # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
         # request: everything. Another engine process joins with a credential of this role.
         "engine": Permissions(publish=(">",), subscribe=(">",)),
