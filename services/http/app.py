@@ -17,12 +17,13 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from projections.store import ProjectionStore
+from services.eventstore.port import EventStore
 from services.http import errors
 from services.http.auth import ApiKeyMiddleware
 from services.http.gateway import Gateway
 from services.http.limits import BODY_BYTES_MAX
 from services.http.node_health import NodeHealthFeed
-from services.http.routes import console, health, intents, operations
+from services.http.routes import console, health, intents, operations, reports
 from services.identity.lookup import RegistryFile
 
 API_TITLE: Final = "Corridor"
@@ -32,6 +33,7 @@ ROUTERS: Final[Sequence[Any]] = (
     intents.router,
     *operations.ROUTERS,
     *console.ROUTES,
+    *reports.ROUTES,
 )
 
 
@@ -42,6 +44,8 @@ class HttpDeps:
     gateway: Gateway
     projections: ProjectionStore
     registry: RegistryFile
+    # The log itself, for audit exports (None: the export answers 503).
+    events: EventStore | None = None
     # The executors' health reports, for the console's nodes page.
     node_health: NodeHealthFeed = field(default_factory=NodeHealthFeed)
 
@@ -59,6 +63,12 @@ def openapi_config() -> OpenAPIConfig:
     )  # fmt: skip
 
 
+def _events(deps: HttpDeps) -> EventStore:
+    if deps.events is None:
+        raise errors.ApiError(503, "unavailable", "this server has no event store")
+    return deps.events
+
+
 def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
     return Litestar(
         route_handlers=[*ROUTERS, *extra],
@@ -66,6 +76,7 @@ def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
             "gateway": Provide(lambda: deps.gateway, sync_to_thread=False),
             "projections": Provide(lambda: deps.projections, sync_to_thread=False),
             "node_health": Provide(lambda: deps.node_health, sync_to_thread=False),
+            "events": Provide(lambda: _events(deps), sync_to_thread=False),
         },
         middleware=[DefineMiddleware(ApiKeyMiddleware, registry=deps.registry)],
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]

@@ -139,6 +139,9 @@ def on_http_exception(_request: Request[Any, Any, Any], exc: HTTPException) -> R
         code = "missing_field" if "missing required" in message.lower() else "schema_violation"
         return _response(ApiError(400, code, message, field=field))
     status = exc.status_code
+    if status >= 500:  # a fault of ours (e.g. a dependency failing its check): say which
+        cause = exc.__cause__ or exc.__context__
+        log.error("http_internal_error", status=status, cause=type(cause).__name__)
     if status == 413:
         return _response(ApiError(413, "payload_too_large", "the request body is too large"))
     if status == 400:

@@ -67,6 +67,7 @@ async def serving(
             gateway=Gateway(nc),
             projections=ProjectionStore(store.pool),
             registry=RegistryFile(registry_file),
+            events=store,
         )
         await deps.node_health.start(nc)
         async with _served(build_app(deps, extra=extra), host, port) as url:
