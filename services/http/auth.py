@@ -14,7 +14,9 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
+from services import tracing
 from services.http.errors import ApiError
+from services.http.gateway import INCOMING_TRACEPARENT
 from services.identity.api_keys import API_KEY_ROLES, TOKEN_CHARS_MAX, token_hash
 from services.identity.lookup import RegistryFile
 
@@ -44,6 +46,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         self._registry = registry
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
+        INCOMING_TRACEPARENT.set(tracing.valid(connection.headers.get(tracing.TRACEPARENT)))
         header = connection.headers.get("authorization") or ""
         if not header[: len(_SCHEME)].lower() == _SCHEME:
             raise unauthorized("send the API key as `Authorization: Bearer <key>`")

@@ -7,12 +7,14 @@ proved. The engine judges it exactly as if that identity had sent it over NATS: 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.client import Client
 
+from services import tracing
 from services.http.errors import ApiError, refusal
 from services.http.limits import ENGINE_TIMEOUT_S, RETRY_AFTER_S
 
@@ -21,6 +23,10 @@ log = structlog.get_logger("corridor.http")
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+# The request's `traceparent` header, if valid: set by the API key middleware for the request.
+INCOMING_TRACEPARENT: ContextVar[str | None] = ContextVar("incoming_traceparent", default=None)
 
 
 class Gateway:
@@ -36,10 +42,16 @@ class Gateway:
         """The engine's reply to ``body`` on ``subject``, ``ok`` true or false; 503 if no
         engine answers in time (the command may or may not have been committed: a retry with
         the same Idempotency-Key is safe)."""
+        # A request that came with W3C trace context continues it over NATS (ADR 0154).
+        incoming = INCOMING_TRACEPARENT.get()
         try:
-            msg = await self._nc.request(
-                subject, json.dumps(body).encode(), timeout=self._timeout_s
-            )
+            with tracing.child_span(
+                "corridor.http.forward", incoming, {"corridor.subject": subject}
+            ) as traceparent:
+                headers = {tracing.TRACEPARENT: traceparent} if traceparent else None
+                msg = await self._nc.request(
+                    subject, json.dumps(body).encode(), timeout=self._timeout_s, headers=headers
+                )
         except nats.errors.NoRespondersError:
             raise unavailable("no engine answers; retry later") from None
         except nats.errors.TimeoutError:
