@@ -80,6 +80,11 @@ PLUGINS: Final = (
         "read models: keep them live, rebuild them (or prove rebuild equals live)",
     ),
     (
+        "webhooks",
+        "services.cli.webhooks",
+        "webhooks for your settlement events: add, list, remove, history",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",
