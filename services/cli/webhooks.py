@@ -11,9 +11,7 @@ import argparse
 import sys
 from typing import Any, Final
 
-GROUP_HELP: Final = (
-    "webhooks for your settlement events: add (shows the secret once), list, remove, history"
-)
+GROUP_HELP: Final = "webhooks for your settlement events: add, list, remove, history"
 _CALLER_ROLES: Final = ("caller", "agent")
 
 
@@ -33,10 +31,12 @@ def register(subparsers: Any) -> None:
     add.add_argument("--idempotency-key", help="the same key registers the same endpoint")
     listing = sub.add_parser("list", help="your endpoints (never their secrets)")
     remove = sub.add_parser("remove", help="stop one of your endpoints")
-    remove.add_argument("endpoint_id", metavar="ENDPOINT_ID")
+    remove.add_argument("endpoint_id", metavar="ENDPOINT_ID", help="as `webhooks list` shows")
     history = sub.add_parser("history", help="your settlement events from a position, as sent")
-    history.add_argument("--from-position", type=int, default=1, metavar="N")
-    history.add_argument("--limit", type=int, default=100, metavar="N")
+    history.add_argument(
+        "--from-position", type=int, default=1, metavar="N", help="the first log position"
+    )
+    history.add_argument("--limit", type=int, default=100, metavar="N", help="entries at most")
     for parser, verb in ((add, "add"), (listing, "list"), (remove, "remove"), (history, "history")):
         parser.add_argument("--caller-id", help="who acts (default: the credential's caller)")
         state_dir_option(parser)
