@@ -52,6 +52,8 @@ async def run_up(
     seed: int,
     ready_line: bool = True,
 ) -> None:
+    # The stack's own directory, for what the engine keeps there (the webhook key, ADR 0176).
+    settings = settings.model_copy(update={"state_dir": state_dir})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
