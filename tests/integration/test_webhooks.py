@@ -279,3 +279,22 @@ async def test_a_retry_period_ends_in_a_recorded_failure_and_history_catches_up(
     assert page["next_position"] is None
     listed = await operations.list_endpoints(asker(nc), caller_id="alice")
     assert listed["endpoints"][0]["failed_deliveries"] == 1
+
+
+async def test_a_failing_endpoint_does_not_hold_back_another(
+    hooks: tuple[Engine, WebhookDispatcher], nc: Client, receiver: Receiver
+) -> None:
+    healthy = Receiver()
+    healthy.start()
+    try:
+        receiver.status = 503  # down for the whole test, and retried meanwhile
+        await add_endpoint(nc, "alice", receiver)
+        await add_endpoint(nc, "alice", healthy, idempotency_key="second")
+        failed_before = counted("failed")
+        settled = {await settle(nc, "alice", f"iso-{i}") for i in range(3)}
+        await wait_for(lambda: healthy.intents() == settled, timeout_s=WAIT_S,
+                       what="every settlement at the healthy endpoint")  # fmt: skip
+        assert counted("failed") > failed_before  # the other one was being retried
+        assert receiver.accepted == {} and healthy.refused == 0
+    finally:
+        healthy.stop()
