@@ -6,6 +6,8 @@ webhook id, `list` shows the endpoint without its secret, `remove` stops it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli import run_cli
+from tests.e2e.test_cli import REPO, _env, run_cli
 from tests.e2e.test_first_payment import (  # noqa: F401 (fixture)
     AMOUNT_MSAT,
     SETTLE_DEADLINE_S,
@@ -72,3 +74,37 @@ def test_a_settlement_arrives_signed_and_is_in_the_history(
     removed = _json("webhooks", "remove", *sd, lines["endpoint"])
     assert removed["ok"]
     assert not _json("webhooks", "list", *sd)["endpoints"][0]["active"]
+
+
+def test_the_example_receiver_verifies_and_dedupes(
+    stack_with_sim: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    sd = ["--state-dir", str(stack_with_sim)]
+    secret_file, state = tmp_path / "secret", tmp_path / "seen"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "webhook_receiver.py"), "--secret-file",
+         str(secret_file), "--state", str(state), "--count", "1"],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # The secret is known only once the endpoint exists, and the URL only once the example
+        # listens: it reads the secret file at its first request.
+        assert proc.stderr is not None and proc.stdout is not None
+        url = proc.stderr.readline().split()[-1] + "hooks"
+        added = run_cli("webhooks", "add", *sd, "--url", url, "--events", "all")
+        assert added.returncode == 0, added.stderr
+        secret_file.write_text(dict(ln.split(" ", 1) for ln in added.stdout.splitlines())["secret"])
+        submitted = _json(
+            "submit", *sd, "--caller-id", "local", "--idempotency-key", "hook-ex",
+            "--amount-msat", str(AMOUNT_MSAT), "--payment-request", _invoice(sd, AMOUNT_MSAT),
+        )  # fmt: skip
+        out, err = proc.communicate(timeout=SETTLE_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    [line] = [json.loads(x) for x in out.splitlines()]
+    assert (line["type"], line["intent_id"]) == ("IntentSettled", submitted["intent_id"])
+    assert state.read_text().split() == [line["webhook_id"]]
