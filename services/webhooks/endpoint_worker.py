@@ -50,6 +50,10 @@ FETCH_WAIT_S: Final = 1.0
 # Unacknowledged this long, a message is redelivered; a retry in progress says so every
 # ACK_WAIT_S / 3, so only a dead dispatcher's messages come back.
 ACK_WAIT_S: Final = 30.0
+# A new endpoint's consumer starts this long before its registration's time: the time is the
+# engine's clock, the stream's timestamps the NATS server's, and a few seconds of events from
+# before the registration (at least once) beat missing the first one after it.
+START_MARGIN_MS: Final = 5_000
 
 Execute = Callable[[WebhookCommand], Awaitable[Any]]
 
@@ -69,7 +73,9 @@ async def ensure_consumer(js: JetStreamContext, endpoint: Endpoint) -> str:
                 name=name, durable_name=name,
                 filter_subject=subjects.owner_events(endpoint.owner),
                 deliver_policy=DeliverPolicy.BY_START_TIME,
-                opt_start_time=datetime.fromtimestamp(endpoint.registered_at_ms / 1000, tz=UTC),
+                opt_start_time=datetime.fromtimestamp(
+                    (endpoint.registered_at_ms - START_MARGIN_MS) / 1000, tz=UTC
+                ),
                 ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S, max_ack_pending=FETCH_MAX,
             ),
         )  # fmt: skip
