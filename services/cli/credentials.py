@@ -44,6 +44,7 @@ COMMAND_ROLES: Final = {
     "dlq": "operator",
     "agents": "operator",
     "recon": "operator",
+    "webhooks": "caller",
 }  # fmt: skip
 
 

@@ -90,6 +90,11 @@ PLUGINS: Final = (
         "serve the HTTP API (OpenAPI at /openapi.json) in front of a running stack",
     ),
     (
+        "webhooks",
+        "services.cli.webhooks",
+        "webhooks for your settlement events: add, list, remove, history",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",

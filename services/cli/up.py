@@ -21,6 +21,7 @@ from services.endpoints import add_entries, remove_entries
 from services.metrics.wiring import engine_metrics
 from services.settings import Settings, load_settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
+from services.webhooks.running import running_dispatcher
 
 log = structlog.get_logger("corridor.up")
 
@@ -30,6 +31,9 @@ async def run(args: argparse.Namespace) -> int:
     from services.logging import configure_logging
 
     settings = load_settings()
+    if "webhooks_allow_loopback" not in settings.model_fields_set:
+        # Everything of the dev stack runs on this machine, receivers too (ADR 0177).
+        settings = settings.model_copy(update={"webhooks_allow_loopback": True})
     configure_logging(settings.log_level, cache=True)
     tracing.configure(settings.tracing_exporter)
     await run_up(
@@ -49,6 +53,8 @@ async def run_up(
     ready_line: bool = True,
     http_port: int = 0,
 ) -> None:
+    # The stack's own directory, for what the engine keeps there (the webhook key, ADR 0176).
+    settings = settings.model_copy(update={"state_dir": state_dir})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +82,7 @@ async def run_up(
             running_projections(nats_url=stack.nats_url, database_url=stack.database_url,
                                 creds=stack.engine_creds)
         )  # fmt: skip
+        await exits.enter_async_context(running_dispatcher(engine, settings))  # ADR 0175
         # /metrics, /healthz and /readyz for the whole process (ADR 0153).
         metrics = await exits.enter_async_context(
             engine_metrics(engine, settings, nats_url=stack.nats_url,

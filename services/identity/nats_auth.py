@@ -123,6 +123,11 @@ _CALLER = Permissions(
         f"{_API}.cancel.{{id}}",
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
+        # Their own webhook endpoints (ADR 0175).
+        *(
+            f"{subjects.WEBHOOKS_API_PREFIX}.{verb}.{{id}}"
+            for verb in ("register", "remove", "list")
+        ),
         *_QUERIES,
         *_EVT_READ_OWN,
     ),
