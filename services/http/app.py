@@ -23,7 +23,7 @@ from services.http.auth import ApiKeyMiddleware
 from services.http.gateway import Gateway
 from services.http.limits import BODY_BYTES_MAX
 from services.http.node_health import NodeHealthFeed
-from services.http.routes import console, health, intents, operations, reports
+from services.http.routes import console, health, intents, operations, reports, webhooks
 from services.identity.lookup import RegistryFile
 
 API_TITLE: Final = "Corridor"
@@ -34,6 +34,7 @@ ROUTERS: Final[Sequence[Any]] = (
     *operations.ROUTERS,
     *console.ROUTES,
     *reports.ROUTES,
+    *webhooks.ROUTES,
 )
 
 

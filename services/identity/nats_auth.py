@@ -140,6 +140,8 @@ GATEWAY_PUBLISH: Final = (
     f"{_POLICY}.propose.{_ANY}",
     f"{_POLICY}.approve.{_ANY}",
     f"{subjects.RECON_API_PREFIX}.resolve.{_ANY}",
+    # A caller's webhook endpoints over HTTP (ADR 0175): register, remove, list as its key.
+    *(f"{subjects.WEBHOOKS_API_PREFIX}.{verb}.{_ANY}" for verb in ("register", "remove", "list")),
     f"{subjects.RECON_API_PREFIX}.clear.{_ANY}",
     *(f"{subjects.DLQ_API_PREFIX}.{verb}.{_ANY}" for verb in ("list", "replay", "drop")),
     # Reads as the roles an API key may have: never as an engine or an executor.
