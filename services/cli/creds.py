@@ -49,6 +49,13 @@ def register(subparsers: Any) -> None:
     add.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="where to write the seed (new)"
     )
+    add.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="the credential stops working after this long, e.g. 90d or 12h (default: never); "
+        "corridor_credential_expiry_timestamp_seconds and the CredentialExpiringSoon alert "
+        "warn a week before",
+    )
     state_dir_option(add, DEFAULT_STATE_DIR)
     json_option(add, "the registered credential")
     add.set_defaults(handler="services.cli.creds:add")
@@ -79,6 +86,23 @@ def _role_and_id(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A credential's lifetime: whole hours or days, from an hour to ten years.
+_LIFETIME_UNITS_MS: Final = {"h": 3_600_000, "d": 86_400_000}
+LIFETIME_MS_MAX: Final = 3650 * 86_400_000
+
+
+def _lifetime_ms(text: str) -> int:
+    from services.cli.errors import UsageError
+
+    number, unit = text[:-1], text[-1:]
+    if len(text) > 8 or unit not in _LIFETIME_UNITS_MS or not number.isdigit():
+        raise UsageError(f"--expires-in: {text[:8]!r} is not a duration like 90d or 12h")
+    lifetime_ms = int(number) * _LIFETIME_UNITS_MS[unit]
+    if not 3_600_000 <= lifetime_ms <= LIFETIME_MS_MAX:
+        raise UsageError("--expires-in: between 1h and 3650d")
+    return lifetime_ms
+
+
 def add(args: argparse.Namespace) -> int:
     from services.cli.errors import UsageError
     from services.identity import nats_auth
@@ -96,9 +120,14 @@ def add(args: argparse.Namespace) -> int:
     from services.identity.api_keys import API_KEY_ROLES, http_path
 
     api_key = args.role in API_KEY_ROLES
+    expires_at_ms = None
+    if args.expires_in is not None:
+        import time
+
+        expires_at_ms = time.time_ns() // 1_000_000 + _lifetime_ms(args.expires_in)
     credential = nats_auth.issue(
         args.state_dir, role=args.role, ident=ident, out=args.out, kind=kind,
-        region=args.region, node=args.node, api_key=api_key,
+        region=args.region, node=args.node, api_key=api_key, expires_at_ms=expires_at_ms,
     )  # fmt: skip
     served = _serve(args.state_dir)
     token_file = str(http_path(args.out)) if api_key else None
@@ -119,6 +148,8 @@ def add(args: argparse.Namespace) -> int:
 
 
 def list_credentials(args: argparse.Namespace) -> int:
+    import time
+
     from services.cli import output
     from services.identity import nats_auth
     from services.identity.registry import load_registry, registry_path
@@ -131,11 +162,14 @@ def list_credentials(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no credentials in {registry_path(args.state_dir)} (`corridor up` makes some)")
         return exit_codes.OK
+    now_ms = time.time_ns() // 1_000_000
     output.print_table(
-        ["ROLE", "ID", "KIND", "REGION", "NODE", "CREATED", "STATUS", "PUBLIC KEY"],
+        ["ROLE", "ID", "KIND", "REGION", "NODE", "CREATED", "EXPIRES", "STATUS", "PUBLIC KEY"],
         [[c.role, c.id, c.kind or "-", c.region or "-", c.node or "-",
           output.utc(c.created_at_ms) if c.created_at_ms else "-",
-          "revoked" if c.revoked else "live", c.public_key] for c in rows],
+          output.utc(c.expires_at_ms) if c.expires_at_ms else "-",
+          "revoked" if c.revoked else "expired" if c.expired(now_ms) else "live", c.public_key]
+         for c in rows],
     )  # fmt: skip
     return exit_codes.OK
 

@@ -86,7 +86,8 @@ async def run_up(
         # /metrics, /healthz and /readyz for the whole process (ADR 0153).
         metrics = await exits.enter_async_context(
             engine_metrics(engine, settings, nats_url=stack.nats_url,
-                           database_url=stack.database_url, creds=stack.engine_creds)
+                           database_url=stack.database_url, creds=stack.engine_creds,
+                           registry_file=_registry_file(stack))
         )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
@@ -169,6 +170,13 @@ def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[s
         node: nats_auth.ensure(state_dir, role="executor", ident=node, region=region, node=node)
         for region, node in targets
     }
+
+
+def _registry_file(stack: DevStack) -> Path | None:
+    """The credential registry this stack's server serves (None under NATS_URL)."""
+    from services.identity.registry import registry_path
+
+    return registry_path(stack.home) if stack.engine_creds is not None else None
 
 
 def _registry_lookup(stack: DevStack) -> dict[str, Any]:

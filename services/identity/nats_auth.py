@@ -272,7 +272,9 @@ def render_authorization(registry: Registry) -> dict[str, Any]:
     Raises ``InvalidCredential`` for a registry with no live credential: nats-server given an
     empty users list would accept anonymous connections, which Corridor never does.
     """
-    live = registry.live()
+    # Expired credentials leave the users list at the next reload (the engine and the HTTP API
+    # refuse them from the moment they expire).
+    live = registry.live(now_ms=time.time_ns() // 1_000_000)
     if not live:
         raise InvalidCredential("no live credential: the server would admit anonymous users")
     users = []
@@ -397,6 +399,7 @@ def _add(registry: Registry, credential: Credential) -> Registry:
 def issue(
     state_dir: Path, *, role: Role, ident: str, out: Path, kind: CallerKind | None = None,
     region: str | None = None, node: str | None = None, api_key: bool = False,
+    expires_at_ms: int | None = None,
 ) -> Credential:  # fmt: skip
     """A new credential: its seed written to ``out`` (which must not exist), its public key
     registered. With ``api_key``, its HTTP bearer token goes to ``out.http`` (ADR 0171).
@@ -407,6 +410,8 @@ def issue(
             raise InvalidCredential(f"{path} exists; a secret file is never overwritten")
     seed = new_seed()
     credential = _credential(role, ident, public_key_of(seed), kind=kind, region=region, node=node)
+    if expires_at_ms is not None:
+        credential = msgspec.structs.replace(credential, expires_at_ms=expires_at_ms)
     token = api_keys.new_token() if api_key else None
     if token is not None:
         credential = msgspec.structs.replace(credential, api_key_sha256=api_keys.token_hash(token))

@@ -62,6 +62,13 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     # SHA-256 (hex) of the credential's HTTP API key, if it has one (ADR 0171): the same
     # identity and role over HTTP. The token itself is never stored here.
     api_key_sha256: str | None = None
+    # When the credential stops working (ms since the epoch), if it was issued with an expiry:
+    # the engine and the HTTP API refuse it from then on, and the server's users list drops it
+    # at its next reload. ``corridor_credential_expiry_timestamp_seconds`` warns before.
+    expires_at_ms: int | None = None
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_at_ms is not None and now_ms >= self.expires_at_ms
 
     def check(self) -> None:
         if not ID_PATTERN.match(self.id):
@@ -116,8 +123,12 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
                 return credential
         return None
 
-    def live(self) -> tuple[Credential, ...]:
-        return tuple(c for c in self.credentials if not c.revoked)
+    def live(self, now_ms: int | None = None) -> tuple[Credential, ...]:
+        """Not revoked, and (given ``now_ms``) not expired."""
+        return tuple(
+            c for c in self.credentials
+            if not c.revoked and (now_ms is None or not c.expired(now_ms))
+        )  # fmt: skip
 
     def with_added(self, credential: Credential) -> Registry:
         credential.check()
