@@ -72,9 +72,12 @@ sim: install
 	mkdir -p .corridor
 	$(BIN)/corridor simulate --seeds $(SEEDS) --json .corridor/sim.json
 
+# JSON Schema of the NATS messages and the HTTP API's OpenAPI document (docs/api/openapi.json);
+# tests fail when either is stale.
 schemas: install
 	$(BIN)/python -m schemas.generate
 	$(BIN)/python -m services.bus.asyncapi
+	$(BIN)/python -m services.http.openapi
 
 clean:
 	rm -rf $(VENV) .corridor .pytest_cache .mypy_cache .ruff_cache

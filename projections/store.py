@@ -102,6 +102,17 @@ class ProjectionStore:
             limit,
         )
 
+    async def intents_in_state(self, state: str, *, limit: int = 100) -> list[Doc]:
+        """Intents now in ``state`` (e.g. ``awaiting_approval``), oldest first."""
+        limit = max(1, min(limit, SEARCH_ROWS_MAX))
+        return await self._docs(
+            "SELECT doc::text AS doc FROM projection_rows WHERE projection = $1"
+            " AND doc->>'state' = $2 ORDER BY sort_ms, key LIMIT $3",
+            INTENTS.name,
+            state,
+            limit,
+        )
+
     async def open_intent_docs(self) -> list[Doc]:
         """Intents on the wire or with an unacknowledged anomaly: the exception candidates."""
         return await self._docs(

@@ -24,6 +24,12 @@ from schemas.policy_messages import (
     PolicyCommand,
 )
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
+from schemas.webhook_messages import (
+    CallerWebhookCommand,
+    ListWebhookEndpoints,
+    RegisterWebhookEndpoint,
+    RemoveWebhookEndpoint,
+)
 
 T = TypeVar("T")
 
@@ -42,6 +48,7 @@ QUERY_TYPES: tuple[type[Any], ...] = (
     GetPaymentIntentStatus,
     *POLICY_QUERY_TYPES,
     *AGENT_KEY_QUERY_TYPES,
+    ListWebhookEndpoints,
 )
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
@@ -51,6 +58,9 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         *POLICY_COMMAND_TYPES,
         *AGENT_KEY_COMMAND_TYPES,
         *RECONCILIATION_COMMAND_TYPES,
+        # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
+        RegisterWebhookEndpoint,
+        RemoveWebhookEndpoint,
         *QUERY_TYPES,
     )
 }
@@ -128,7 +138,7 @@ def decode_request(raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX) -> 
 
 def decode_command(
     raw: bytes, *, bytes_max: int = limits.COMMAND_BYTES_MAX
-) -> Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand:
+) -> Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand | CallerWebhookCommand:
     message = decode_request(raw, bytes_max=bytes_max)
     if isinstance(message, QUERY_TYPES):
         raise errors.UnknownType(

@@ -49,6 +49,14 @@ from schemas.replies import (
     PolicyCommandAccepted,
     PolicyView,
 )
+from schemas.webhook_messages import (
+    WEBHOOK_EVENT_TYPES,
+    ListWebhookEndpoints,
+    RegisterWebhookEndpoint,
+    RemoveWebhookEndpoint,
+    WebhookCommandAccepted,
+    WebhookEndpointsView,
+)
 
 JSON_DIR = Path(__file__).parent / "json"
 _ENVELOPE = ("type", "version")
@@ -151,6 +159,15 @@ def documents() -> dict[str, dict[str, Any]]:
     out["replies/ReconciliationCommandAccepted.v1.json"] = _document(
         ReconciliationCommandAccepted, "reply", 1
     )
+    # Webhook endpoints (ADR 0175): a caller's commands and query, the events, the replies.
+    for hook_cls in (RegisterWebhookEndpoint, RemoveWebhookEndpoint, ListWebhookEndpoints):
+        out[f"commands/{hook_cls.__name__}.v1.json"] = _document(hook_cls, "command", 1)
+    for name, hook_event in WEBHOOK_EVENT_TYPES.items():
+        out[f"events/{name}.v{hook_event.VERSION}.json"] = _document(
+            hook_event, "event", hook_event.VERSION
+        )
+    for hook_reply in (WebhookCommandAccepted, WebhookEndpointsView):
+        out[f"replies/{hook_reply.__name__}.v1.json"] = _document(hook_reply, "reply", 1)
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)

@@ -26,6 +26,7 @@ from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
+from schemas.webhook_messages import WEBHOOK_EVENT_TYPES
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -36,6 +37,7 @@ EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
         **DEAD_LETTER_EVENT_TYPES,
         **AGENT_KEY_EVENT_TYPES,
         **RECONCILIATION_EVENT_TYPES,
+        **WEBHOOK_EVENT_TYPES,
     }
 )
 

@@ -54,6 +54,7 @@ from services.relay.outbox import OutboxRelay
 from services.settings import Settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
 from services.signing.port import Signer
+from services.webhooks.running import engine_book
 
 log = structlog.get_logger("corridor.engine")
 
@@ -105,6 +106,7 @@ class Engine:
         await self.processor.load_policy_state()
         await self.processor.agent_keys.load(self.store)
         await self.processor.recon.load(self.store)
+        await self.processor.webhooks.catch_up(self.store)
         await self.processor.load_spend()
         self._spawn(self._follow_agent_keys, "agent-keys")
         self._spawn(self.processor.run, "processor")
@@ -281,6 +283,7 @@ async def bootstrap(
         rejections_per_minute=settings.policy_rejections_per_minute_max,
         committed=committed,
         key_lookup=agent_keys,
+        webhooks=engine_book(settings),  # ADR 0175, 0176
     )
     deadlines = DeadlineScheduler(processor, engine_clock, committed)
     relay = OutboxRelay(

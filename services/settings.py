@@ -353,6 +353,46 @@ class Settings(BaseSettings):
         "traceparent header.",
     )
 
+    # -- webhooks (ADR 0175-0179) ------------------------------------------------------------
+    webhooks_allow_loopback: bool = Field(
+        default=False,
+        description="Let webhook URLs name a loopback host (localhost, 127.0.0.1, ::1). Off by "
+        "default: on a server it lets any caller reach services on its loopback; corridor up "
+        "turns it on unless set, since everything there runs on this machine (ADR 0177).",
+    )
+    webhooks_retry_period_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How long one message is retried before its failure is recorded (a "
+        "WebhookDeliveryFailed event) and the receiver is left to catch up from the history.",
+    )
+    webhooks_backoff_first_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="The first retry's delay; each next one doubles, with full jitter.",
+    )
+    webhooks_backoff_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=24 * 3600,
+        description="The longest delay between two tries of one message.",
+    )
+    webhooks_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="One delivery's HTTP timeout (connect, send and the receiver's answer).",
+    )
+    webhooks_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the dispatcher reads new endpoint registrations and removals "
+        "from the log.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -53,6 +53,14 @@ from schemas.replies import (
     PolicyCommandAccepted,
     PolicyView,
 )
+from schemas.webhook_messages import (
+    WEBHOOK_EVENT_TYPES,
+    ListWebhookEndpoints,
+    RegisterWebhookEndpoint,
+    RemoveWebhookEndpoint,
+    WebhookCommandAccepted,
+    WebhookEndpointsView,
+)
 from services.bus import subjects
 
 OUT: Final = Path(__file__).resolve().parents[2] / "docs" / "api" / "asyncapi.json"
@@ -282,6 +290,24 @@ def document() -> dict[str, Any]:
             (ReconciliationCommandAccepted, CommandRejected),
             type_name,
         )
+    # A caller's webhook endpoints (ADR 0175).
+    for verb, cls in (("register", RegisterWebhookEndpoint), ("remove", RemoveWebhookEndpoint)):
+        request(
+            f"webhooks_{verb}",
+            f"{subjects.WEBHOOKS_API_PREFIX}.{verb}.{{principal}}",
+            {"principal": _PRINCIPAL},
+            cls,
+            (WebhookCommandAccepted, CommandRejected),
+            cls.__name__,
+        )
+    request(
+        "webhooks_list",
+        f"{subjects.WEBHOOKS_LIST}.{{principal}}",
+        {"principal": _PRINCIPAL},
+        ListWebhookEndpoints,
+        (WebhookEndpointsView, CommandRejected),
+        "the caller's webhook endpoints",
+    )
     dlq_requests: tuple[tuple[str, type[Any]], ...] = (
         ("list", ListDeadLetters),
         ("replay", ReplayDeadLetters),
@@ -317,6 +343,12 @@ def document() -> dict[str, Any]:
             f"{subjects.EVT_UNOWNED_PREFIX}.{{eventType}}",
             {**AGENT_KEY_EVENT_TYPES, **DEAD_LETTER_EVENT_TYPES, **RECONCILIATION_EVENT_TYPES},
             "Agent keys, dead-letter actions and reconciliation: no caller's subtree.",
+        ),
+        (
+            "webhook_events",
+            f"{subjects.EVT_PREFIX}.webhook.{{eventType}}",
+            WEBHOOK_EVENT_TYPES,
+            "Webhook endpoints registered, disabled, and deliveries that failed (ADR 0175).",
         ),
     )
     for channel_id, address, types, description in event_groups:
@@ -366,6 +398,9 @@ def document() -> dict[str, Any]:
         *AGENT_KEY_COMMAND_TYPES,
         ListAgentKeys,
         *RECONCILIATION_COMMAND_TYPES,
+        RegisterWebhookEndpoint,
+        RemoveWebhookEndpoint,
+        ListWebhookEndpoints,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,
@@ -379,6 +414,8 @@ def document() -> dict[str, Any]:
         AgentKeyCommandAccepted,
         AgentKeysView,
         ReconciliationCommandAccepted,
+        WebhookCommandAccepted,
+        WebhookEndpointsView,
         DeadLetterList,
         DeadLetterActionDone,
         RecordedEvent,
@@ -387,6 +424,7 @@ def document() -> dict[str, Any]:
         *AGENT_KEY_EVENT_TYPES.values(),
         *DEAD_LETTER_EVENT_TYPES.values(),
         *RECONCILIATION_EVENT_TYPES.values(),
+        *WEBHOOK_EVENT_TYPES.values(),
     ]
     return {
         "asyncapi": "3.0.0",

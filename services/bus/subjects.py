@@ -76,6 +76,12 @@ RECON_VERBS: Final = {
     "clear": "ClearNodeBreaker",
 }
 
+# corridor.api.v1.webhooks.<verb>.<caller_id>: a caller's webhook endpoints (ADR 0175).
+WEBHOOKS_API_PREFIX: Final = "corridor.api.v1.webhooks"
+WEBHOOKS_API_WILDCARD: Final = f"{WEBHOOKS_API_PREFIX}.>"
+WEBHOOK_VERBS: Final = {"register": "RegisterWebhookEndpoint", "remove": "RemoveWebhookEndpoint"}
+WEBHOOKS_LIST: Final = f"{WEBHOOKS_API_PREFIX}.list"  # .<caller_id>: ListWebhookEndpoints
+
 DLQ_PREFIX: Final = "corridor.dlq.v1.cmd"
 # corridor.dlq.v1.dispatch.<region>.<node>: work orders an executor refused (ADR 0063).
 DLQ_DISPATCH_PREFIX: Final = "corridor.dlq.v1.dispatch"

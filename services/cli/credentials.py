@@ -46,6 +46,7 @@ COMMAND_ROLES: Final = {
     "recon": "operator",
     "exceptions": "operator",
     "resolve": "operator",
+    "webhooks": "caller",
 }  # fmt: skip
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from services.identity.registry import CallerKind, Credential
 
 GROUP_HELP: Final = "NATS credentials: add, list and revoke who may connect, and as what"
-ROLES: Final = ("caller", "agent", "operator", "executor", "auditor", "engine")
+ROLES: Final = ("caller", "agent", "operator", "executor", "auditor", "engine", "gateway")
 DEFAULT_STATE_DIR: Final = Path(".corridor")
 
 
@@ -48,6 +48,13 @@ def register(subparsers: Any) -> None:
     add.add_argument("--node", help="an executor's node, as the corridor table names it")
     add.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="where to write the seed (new)"
+    )
+    add.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="the credential stops working after this long, e.g. 90d or 12h (default: never); "
+        "corridor_credential_expiry_timestamp_seconds and the CredentialExpiringSoon alert "
+        "warn a week before",
     )
     state_dir_option(add, DEFAULT_STATE_DIR)
     json_option(add, "the registered credential")
@@ -79,6 +86,23 @@ def _role_and_id(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A credential's lifetime: whole hours or days, from an hour to ten years.
+_LIFETIME_UNITS_MS: Final = {"h": 3_600_000, "d": 86_400_000}
+LIFETIME_MS_MAX: Final = 3650 * 86_400_000
+
+
+def _lifetime_ms(text: str) -> int:
+    from services.cli.errors import UsageError
+
+    number, unit = text[:-1], text[-1:]
+    if len(text) > 8 or unit not in _LIFETIME_UNITS_MS or not number.isdigit():
+        raise UsageError(f"--expires-in: {text[:8]!r} is not a duration like 90d or 12h")
+    lifetime_ms = int(number) * _LIFETIME_UNITS_MS[unit]
+    if not 3_600_000 <= lifetime_ms <= LIFETIME_MS_MAX:
+        raise UsageError("--expires-in: between 1h and 3650d")
+    return lifetime_ms
+
+
 def add(args: argparse.Namespace) -> int:
     from services.cli.errors import UsageError
     from services.identity import nats_auth
@@ -93,25 +117,39 @@ def add(args: argparse.Namespace) -> int:
         kind = "human" if args.kind == "human" else "service"
     elif args.role == "agent":
         kind = "agent"
+    from services.identity.api_keys import API_KEY_ROLES, http_path
+
+    api_key = args.role in API_KEY_ROLES
+    expires_at_ms = None
+    if args.expires_in is not None:
+        import time
+
+        expires_at_ms = time.time_ns() // 1_000_000 + _lifetime_ms(args.expires_in)
     credential = nats_auth.issue(
         args.state_dir, role=args.role, ident=ident, out=args.out, kind=kind,
-        region=args.region, node=args.node,
+        region=args.region, node=args.node, api_key=api_key, expires_at_ms=expires_at_ms,
     )  # fmt: skip
     served = _serve(args.state_dir)
+    token_file = str(http_path(args.out)) if api_key else None
     if args.json:
         from services.cli import output
 
         output.print_json({**nats_auth.public_view(credential), "seed_file": str(args.out),
-                           "served": served})  # fmt: skip
+                           "api_key_file": token_file, "served": served})  # fmt: skip
         return exit_codes.OK
     print(f"added {_name(credential)}, public key {credential.public_key}")
     print(f"seed in {args.out} (mode 0600): its holder connects with --creds {args.out} "
           f"or CORRIDOR_CREDS={args.out}")  # fmt: skip
+    if token_file is not None:
+        print(f"HTTP API key in {token_file} (mode 0600): send it as "
+              "`Authorization: Bearer <key>`")  # fmt: skip
     print(served)
     return exit_codes.OK
 
 
 def list_credentials(args: argparse.Namespace) -> int:
+    import time
+
     from services.cli import output
     from services.identity import nats_auth
     from services.identity.registry import load_registry, registry_path
@@ -124,11 +162,14 @@ def list_credentials(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no credentials in {registry_path(args.state_dir)} (`corridor up` makes some)")
         return exit_codes.OK
+    now_ms = time.time_ns() // 1_000_000
     output.print_table(
-        ["ROLE", "ID", "KIND", "REGION", "NODE", "CREATED", "STATUS", "PUBLIC KEY"],
+        ["ROLE", "ID", "KIND", "REGION", "NODE", "CREATED", "EXPIRES", "STATUS", "PUBLIC KEY"],
         [[c.role, c.id, c.kind or "-", c.region or "-", c.node or "-",
           output.utc(c.created_at_ms) if c.created_at_ms else "-",
-          "revoked" if c.revoked else "live", c.public_key] for c in rows],
+          output.utc(c.expires_at_ms) if c.expires_at_ms else "-",
+          "revoked" if c.revoked else "expired" if c.expired(now_ms) else "live", c.public_key]
+         for c in rows],
     )  # fmt: skip
     return exit_codes.OK
 

@@ -85,6 +85,16 @@ PLUGINS: Final = (
         "pilot metrics per corridor and window, judged go or no-go against thresholds",
     ),
     (
+        "http",
+        "services.http.cli",
+        "serve the HTTP API (OpenAPI at /openapi.json) in front of a running stack",
+    ),
+    (
+        "webhooks",
+        "services.cli.webhooks",
+        "webhooks for your settlement events: add, list, remove, history",
+    ),
+    (
         "agents",
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",
@@ -185,6 +195,10 @@ def _core_commands(sub: Any) -> None:
         default=1,
         help="simulator seed: same seed, same keys and channel ids (default 1)",
     )
+    up.add_argument(
+        "--http-port", type=int, default=0, metavar="PORT",
+        help="the HTTP API's port on 127.0.0.1 (default: a free one; http_url in endpoints.json)",
+    )  # fmt: skip
 
     _submit(sub)
 

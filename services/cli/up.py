@@ -21,6 +21,7 @@ from services.endpoints import add_entries, remove_entries
 from services.metrics.wiring import engine_metrics
 from services.settings import Settings, load_settings
 from services.signing.file_keys import keys_dir, load_or_create_signer
+from services.webhooks.running import running_dispatcher
 
 log = structlog.get_logger("corridor.up")
 
@@ -30,11 +31,14 @@ async def run(args: argparse.Namespace) -> int:
     from services.logging import configure_logging
 
     settings = load_settings()
+    if "webhooks_allow_loopback" not in settings.model_fields_set:
+        # Everything of the dev stack runs on this machine, receivers too (ADR 0177).
+        settings = settings.model_copy(update={"webhooks_allow_loopback": True})
     configure_logging(settings.log_level, cache=True)
     tracing.configure(settings.tracing_exporter)
     await run_up(
         settings, state_dir=args.state_dir, sim=not args.no_sim, topology=args.topology,
-        seed=args.seed,
+        seed=args.seed, http_port=args.http_port,
     )  # fmt: skip
     return 0
 
@@ -47,7 +51,10 @@ async def run_up(
     topology: Path | None,
     seed: int,
     ready_line: bool = True,
+    http_port: int = 0,
 ) -> None:
+    # The stack's own directory, for what the engine keeps there (the webhook key, ADR 0176).
+    settings = settings.model_copy(update={"state_dir": state_dir})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,10 +83,12 @@ async def run_up(
             running_projections(nats_url=stack.nats_url, database_url=stack.database_url,
                                 creds=stack.engine_creds)
         )  # fmt: skip
+        await exits.enter_async_context(running_dispatcher(engine, settings))  # ADR 0175
         # /metrics, /healthz and /readyz for the whole process (ADR 0153).
         metrics = await exits.enter_async_context(
             engine_metrics(engine, settings, nats_url=stack.nats_url,
-                           database_url=stack.database_url, creds=stack.engine_creds)
+                           database_url=stack.database_url, creds=stack.engine_creds,
+                           registry_file=_registry_file(stack))
         )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
@@ -89,6 +98,8 @@ async def run_up(
             "started_at_ms": time.time_ns() // 1_000_000,
             "network": settings.network,
         }
+        # The HTTP API (ADR 0174), as the stack's gateway credential (ADR 0172).
+        endpoints["http_url"] = await _serve_http(exits, stack, state_dir, http_port)
         if sim:
             sim_stack = await _start_sim(state_dir, topology, seed)
             endpoints.update(sim_stack.endpoints())
@@ -158,7 +169,9 @@ def _make_credentials(state_dir: Path, targets: list[tuple[str, str]]) -> dict[s
             )
         return {}
     for role, ident, kind in STACK_CREDENTIALS:
-        nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind)  # type: ignore[arg-type]
+        # Each with its HTTP API key beside its seed (`<seed>.http`, ADR 0171).
+        nats_auth.ensure(state_dir, role=role, ident=ident, kind=kind, api_key=True)  # type: ignore[arg-type]
+    nats_auth.ensure(state_dir, role="gateway", ident="http")
     for region, node in targets:
         # Each node's reconciler: the loop `corridor up` runs and `corridor recon run` (ADR 0151).
         nats_auth.ensure(state_dir, role="reconciler", ident=node, region=region, node=node)
@@ -194,6 +207,13 @@ async def _start_reconcilers(
     return reconcilers
 
 
+def _registry_file(stack: DevStack) -> Path | None:
+    """The credential registry this stack's server serves (None under NATS_URL)."""
+    from services.identity.registry import registry_path
+
+    return registry_path(stack.home) if stack.engine_creds is not None else None
+
+
 def _registry_lookup(stack: DevStack) -> dict[str, Any]:
     """The engine checks identities against the registry this stack's server serves (ADR
     0061); under NATS_URL, against the one the settings name."""
@@ -203,6 +223,21 @@ def _registry_lookup(stack: DevStack) -> dict[str, Any]:
     from services.identity.registry import registry_path
 
     return {"credentials": RegistryFile(registry_path(stack.home))}
+
+
+async def _serve_http(
+    exits: contextlib.AsyncExitStack, stack: DevStack, state_dir: Path, port: int
+) -> str:
+    from services.http.cli import gateway_creds
+    from services.http.server import serving
+    from services.identity.registry import registry_path
+
+    served = await exits.enter_async_context(
+        serving(nats_url=stack.nats_url, database_url=stack.database_url,
+                registry_file=registry_path(stack.home), port=port,
+                creds=gateway_creds(state_dir) or stack.engine_creds)
+    )  # fmt: skip
+    return served.url
 
 
 async def _start_sim(state_dir: Path, topology: Path | None, seed: int) -> Any:

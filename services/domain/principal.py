@@ -24,6 +24,13 @@ from schemas.reconciliation_messages import (
     ReportReconciliation,
     ResolveReconciliationMismatch,
 )
+from schemas.webhook_messages import (
+    DisableWebhookEndpoint,
+    RecordWebhookDeliveryFailed,
+    RegisterWebhookEndpoint,
+    RemoveWebhookEndpoint,
+    WebhookCommand,
+)
 from services.identity.registry import ID_PATTERN, Role
 
 
@@ -42,7 +49,7 @@ class Principal:
 
 
 def claimed_identity(
-    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
+    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand | WebhookCommand,
 ) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
@@ -72,6 +79,11 @@ def claimed_identity(
         case cmd.RecordPaymentOutcome():
             # An executor's id is the name of the one node it reports for.
             return "node", command.node
+        case RegisterWebhookEndpoint() | RemoveWebhookEndpoint():
+            return "caller_id", command.caller_id
         case cmd.ExpirePaymentIntent() | cmd.EscalatePaymentIntent():
+            return None
+        case DisableWebhookEndpoint() | RecordWebhookDeliveryFailed():
+            # The dispatcher's, inside the engine's deployment (ADR 0175).
             return None
     raise AssertionError(f"unhandled command {type(command).__name__}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from services.domain.intent import PaymentIntent
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.reconciliation.ledger import NodeLedger
+from services.domain.webhooks.endpoint import Endpoint
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.commands import Reply
 from services.eventstore.port import IdempotencyClaim, NewEvent
@@ -19,6 +20,7 @@ class BatchPlan:
     policy_changed: bool = False
     agent_keys: AgentKeyBook | None = None  # a new view, when the batch changed the keys
     ledgers: dict[str, NodeLedger] = field(default_factory=dict)  # nodes' reconciliation
+    webhooks: dict[str, Endpoint] = field(default_factory=dict)  # endpoints (ADR 0175)
     replies: list[Reply] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)

@@ -17,12 +17,14 @@ from schemas.reconciliation_messages import (
     reconciliation_stream,
 )
 from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccepted
+from schemas.webhook_messages import WebhookCommand, WebhookCommandAccepted, webhook_stream
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.ids import fingerprint, intent_id_for
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
+from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
 from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 
@@ -31,13 +33,14 @@ Reply = (
     | PolicyCommandAccepted
     | AgentKeyCommandAccepted
     | ReconciliationCommandAccepted
+    | WebhookCommandAccepted
     | CommandRejected
 )
 
 
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
-    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand
+    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand | WebhookCommand
     correlation_id: str | None = None
     causation_id: str | None = None
     # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
@@ -83,6 +86,9 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, RECONCILIATION_COMMANDS):
         item.stream_id = reconciliation_stream(command.node)
+        return
+    if isinstance(command, WEBHOOK_COMMANDS):
+        item.stream_id = webhook_stream(endpoint_of(command))
         return
     if not isinstance(command, cmd.SubmitPaymentIntent):
         item.stream_id = command.intent_id
@@ -130,7 +136,7 @@ def actor(envelope: CommandEnvelope) -> str:
     if claimed is None:
         return "corridor"
     field, ident = claimed
-    role = {"caller.id": "caller", "node": "executor"}.get(field, "operator")
+    role = {"caller.id": "caller", "caller_id": "caller", "node": "executor"}.get(field, "operator")
     if isinstance(envelope.command, RECONCILIATION_COMMANDS) and field == "node":
         role = "reconciler"
     return f"{role}:{ident}"

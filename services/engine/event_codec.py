@@ -15,6 +15,7 @@ from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from schemas.upcasting import EventVersionError, decode
+from schemas.webhook_messages import WEBHOOK_EVENT_TYPES
 from services.bus import subjects
 from services.engine.ids import event_id_for
 from services.eventstore.hashing import canonical_json, event_body
@@ -29,6 +30,7 @@ POLICY_STREAM = "policy-document"
 DEAD_LETTER_AGGREGATE = "deadletter"
 AGENT_KEY_AGGREGATE = "agent-key"
 RECONCILIATION_AGGREGATE = "reconciliation"
+WEBHOOK_AGGREGATE = "webhook"
 
 
 def to_new_events(
@@ -109,6 +111,8 @@ def subject_for(event_type: str, owner: str | None) -> str:
         return f"{subjects.EVT_PREFIX}.{AGENT_KEY_AGGREGATE}.{event_type}"
     if event_type in RECONCILIATION_EVENT_TYPES:  # ADR 0151
         return f"{subjects.EVT_PREFIX}.{RECONCILIATION_AGGREGATE}.{event_type}"
+    if event_type in WEBHOOK_EVENT_TYPES:  # ADR 0175: URLs stay off every caller's subtree
+        return f"{subjects.EVT_PREFIX}.{WEBHOOK_AGGREGATE}.{event_type}"
     if event_type == CHECKPOINT_EVENT:
         return f"{subjects.EVT_LOG_PREFIX}.{event_type}"
     if owner is None or not _OWNER_TOKEN.match(owner):

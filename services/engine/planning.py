@@ -25,6 +25,8 @@ from services.engine.reconciliation_planning import (
     plan_reconciliation_command,
 )
 from services.engine.spend_book import SpendBook
+from services.engine.webhook_book import WebhookBook
+from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of, plan_webhook_command
 from services.identity.agent_keys import AgentKeyLookup
 
 
@@ -42,8 +44,10 @@ class Planner:
         agent_keys: AgentKeyBook,
         key_lookup: AgentKeyLookup,
         recon: ReconciliationBook,
+        webhooks: WebhookBook | None = None,
     ) -> None:
         self._recon = recon
+        self._webhooks = webhooks or WebhookBook()
         self._intents = intents
         self._clock = clock
         self._new_id = new_id
@@ -96,6 +100,18 @@ class Planner:
                 )  # fmt: skip
                 if after is not None:
                     plan.ledgers[command.node] = after
+                plan.events += events
+                plan.replies.append(reply)
+                continue
+            if isinstance(command, WEBHOOK_COMMANDS):
+                endpoint_id = endpoint_of(command)
+                endpoint = plan.webhooks.get(endpoint_id) or self._webhooks.get(endpoint_id)
+                reply, endpoint, events = plan_webhook_command(
+                    endpoint, command, item.envelope, book=self._webhooks, now_ms=now_ms,
+                    new_id=self._new_id, actor=actor(item.envelope),
+                )  # fmt: skip
+                if endpoint is not None:
+                    plan.webhooks[endpoint_id] = endpoint
                 plan.events += events
                 plan.replies.append(reply)
                 continue

@@ -33,6 +33,7 @@ from services.engine.read_side import ReadSide
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.rejection_budget import RejectionBudget
 from services.engine.spend_book import SpendBook
+from services.engine.webhook_book import WebhookBook
 from services.engine.writer import WriterLoop
 from services.eventstore.port import EventStore
 from services.identity.agent_keys import AgentKeyLookup
@@ -61,6 +62,7 @@ class CommandProcessor:
         rejections_per_minute: int = 60,
         committed: CommittedBatches | None = None,
         key_lookup: AgentKeyLookup | None = None,
+        webhooks: WebhookBook | None = None,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -74,6 +76,9 @@ class CommandProcessor:
         self.agent_keys = AgentKeyBook()
         # Every node's reconciliation ledger; its tripped breakers are routed around (ADR 0151).
         self.recon = ReconciliationBook()
+        # Webhook endpoints (ADR 0175): their rules and the secrets shown on registration.
+        self.webhooks = webhooks if webhooks is not None else WebhookBook()
+        self.store = store  # the webhook list catches up from it (services/intake/webhooks.py)
         self.key_lookup: AgentKeyLookup = key_lookup if key_lookup is not None else self.agent_keys
         intents = IntentPlanner(
             IntentRules(network=network, attempts_max=attempts_max, pay_timeout_s=pay_timeout_s),
@@ -85,12 +90,12 @@ class CommandProcessor:
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
-            key_lookup=self.key_lookup, recon=self.recon,
+            key_lookup=self.key_lookup, recon=self.recon, webhooks=self.webhooks,
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
-            queue_max=queue_max, recon=self.recon,
+            queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -21,6 +21,7 @@ import structlog
 
 from schemas import errors
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
+from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
@@ -40,6 +41,7 @@ from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.spend_book import SpendBook
+from services.engine.webhook_book import WebhookBook
 from services.eventstore.port import (
     AppendFence,
     ClaimConflict,
@@ -53,6 +55,7 @@ from services.failures import is_transient
 log = structlog.get_logger("corridor.processor")
 
 RECON = RECONCILIATION_STREAM_PREFIX
+HOOK = WEBHOOK_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -76,8 +79,10 @@ class WriterLoop:
         batch_max: int,
         queue_max: int,
         recon: ReconciliationBook,
+        webhooks: WebhookBook | None = None,
     ) -> None:
         self._recon = recon
+        self._webhooks = webhooks or WebhookBook()
         assert batch_max >= 1 and queue_max >= 1
         self._store = store
         self._planner = planner
@@ -192,13 +197,17 @@ class WriterLoop:
         ]
         if recon_nodes:
             await self._recon.refresh(self._store, recon_nodes)
+        hooks = [i.stream_id.removeprefix(HOOK) for i in items if i.stream_id.startswith(HOOK)]
+        if hooks:
+            # Every endpoint, not only these: the per-owner limit counts the owner's others.
+            await self._webhooks.catch_up(self._store)
         await self._cache.load(
             [
                 i.stream_id
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith(RECON)
+                and not i.stream_id.startswith((RECON, HOOK))
                 and not assumed_new(i)
             ]
         )
@@ -221,6 +230,8 @@ class WriterLoop:
             self._agent_keys.adopt(plan.agent_keys.state)
         for ledger in plan.ledgers.values():
             self._recon.adopt(ledger)
+        for endpoint in plan.webhooks.values():
+            self._webhooks.adopt(endpoint)
         if first_position is not None:
             self._spend.appended(first_position, len(plan.events), plan.spend_callers)
         for stream_id, state in plan.states.items():

@@ -33,15 +33,32 @@ class CredentialLookup(Protocol):
     def find(self, role: Role, ident: str) -> Credential | None: ...
 
 
-class IndexedRegistry:
-    """A fixed registry with a lookup that does not scan (tests, and the file's current one)."""
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, registry: Registry) -> None:
+
+class IndexedRegistry:
+    """A fixed registry with a lookup that does not scan (tests, and the file's current one).
+    A credential past its ``expires_at_ms`` is not found, as a revoked one is not."""
+
+    def __init__(self, registry: Registry, *, now_ms: Callable[[], int] = _now_ms) -> None:
         self.registry = registry
+        self._now_ms = now_ms
         self._index = {(c.role, c.id): c for c in registry.live()}
+        # By the SHA-256 of the HTTP API key (ADR 0171). A dict lookup's timing says nothing
+        # an attacker can use: they choose a token, not its hash.
+        self._by_api_key = {c.api_key_sha256: c for c in registry.live() if c.api_key_sha256}
 
     def find(self, role: Role, ident: str) -> Credential | None:
-        return self._index.get((role, ident))
+        return self._unexpired(self._index.get((role, ident)))
+
+    def by_api_key_hash(self, digest: str) -> Credential | None:
+        return self._unexpired(self._by_api_key.get(digest))
+
+    def _unexpired(self, credential: Credential | None) -> Credential | None:
+        if credential is None or credential.expires_at_ms is None:
+            return credential
+        return None if credential.expired(self._now_ms()) else credential
 
 
 class RegistryFile:
@@ -81,6 +98,12 @@ class RegistryFile:
     def find(self, role: Role, ident: str) -> Credential | None:
         found = self._file.current.find(role, ident)
         return found if found is not None else self._file.after_miss().find(role, ident)
+
+    def by_api_key_hash(self, digest: str) -> Credential | None:
+        """The live credential whose API key hashes to ``digest``; a miss looks at the file
+        again sooner (a key added a moment ago is found), as ``find`` does."""
+        found = self._file.current.by_api_key_hash(digest)
+        return found if found is not None else self._file.after_miss().by_api_key_hash(digest)
 
 
 def lookup_from_settings(settings: object) -> CredentialLookup | None:

@@ -28,6 +28,7 @@ import msgspec
 
 from services.bus import subjects
 from services.filelock import exclusive
+from services.identity import api_keys
 from services.identity.registry import (
     AUTH_DIR,
     CallerKind,
@@ -122,10 +123,35 @@ _CALLER = Permissions(
         f"{_API}.cancel.{{id}}",
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
+        # Their own webhook endpoints (ADR 0175).
+        *(
+            f"{subjects.WEBHOOKS_API_PREFIX}.{verb}.{{id}}"
+            for verb in ("register", "remove", "list")
+        ),
         *_QUERIES,
         *_EVT_READ_OWN,
     ),
     subscribe=(_INBOX, _OWN_EVENTS),
+)
+
+_ANY = "*"
+GATEWAY_PUBLISH: Final = (
+    *(f"{_API}.{verb}.{_ANY}" for verb in ("submit", "cancel", "approve", "reject", "resolve")),
+    f"{_POLICY}.propose.{_ANY}",
+    f"{_POLICY}.approve.{_ANY}",
+    f"{subjects.RECON_API_PREFIX}.resolve.{_ANY}",
+    # A caller's webhook endpoints over HTTP (ADR 0175): register, remove, list as its key.
+    *(f"{subjects.WEBHOOKS_API_PREFIX}.{verb}.{_ANY}" for verb in ("register", "remove", "list")),
+    f"{subjects.RECON_API_PREFIX}.clear.{_ANY}",
+    *(f"{subjects.DLQ_API_PREFIX}.{verb}.{_ANY}" for verb in ("list", "replay", "drop")),
+    # Reads as the roles an API key may have: never as an engine or an executor.
+    *(
+        f"{query}.{role}.{_ANY}"
+        for query in (subjects.API_GET, subjects.API_STATUS)
+        for role in ("caller", "agent", "operator", "auditor")
+    ),
+    subjects.POLICY_SHOW,
+    subjects.POLICY_CORRIDORS,
 )
 
 # The role table: the whole trust boundary on the bus (README "Credentials", ADR 0060).
@@ -192,6 +218,13 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
             ),
             subscribe=(_INBOX, _EVT_SUBSCRIBE_ALL),
         ),
+        # The HTTP API (ADR 0172): forwards, under the subject token of the caller or operator
+        # whose API key it checked, the request/reply commands and reads those roles may send.
+        # Not: outcomes, reconciliation reports, agent keys, the command stream, events.
+        # It also hears the executors' node health reports, for the console's nodes page.
+        "gateway": Permissions(
+            publish=GATEWAY_PUBLISH, subscribe=(_INBOX, subjects.HEALTH_WILDCARD)
+        ),
         # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
         # request: everything. Another engine process joins with a credential of this role.
         "engine": Permissions(publish=(">",), subscribe=(">",)),
@@ -240,7 +273,9 @@ def render_authorization(registry: Registry) -> dict[str, Any]:
     Raises ``InvalidCredential`` for a registry with no live credential: nats-server given an
     empty users list would accept anonymous connections, which Corridor never does.
     """
-    live = registry.live()
+    # Expired credentials leave the users list at the next reload (the engine and the HTTP API
+    # refuse them from the moment they expire).
+    live = registry.live(now_ms=time.time_ns() // 1_000_000)
     if not live:
         raise InvalidCredential("no live credential: the server would admit anonymous users")
     users = []
@@ -364,24 +399,35 @@ def _add(registry: Registry, credential: Credential) -> Registry:
 
 def issue(
     state_dir: Path, *, role: Role, ident: str, out: Path, kind: CallerKind | None = None,
-    region: str | None = None, node: str | None = None,
+    region: str | None = None, node: str | None = None, api_key: bool = False,
+    expires_at_ms: int | None = None,
 ) -> Credential:  # fmt: skip
     """A new credential: its seed written to ``out`` (which must not exist), its public key
-    registered. Raises ``InvalidCredential`` if a live one of that role and id exists."""
-    if out.exists():
-        raise InvalidCredential(f"{out} exists; a seed file is never overwritten")
+    registered. With ``api_key``, its HTTP bearer token goes to ``out.http`` (ADR 0171).
+    Raises ``InvalidCredential`` if a live one of that role and id exists."""
+    token_out = api_keys.http_path(out)
+    for path in (out, token_out) if api_key else (out,):
+        if path.exists():
+            raise InvalidCredential(f"{path} exists; a secret file is never overwritten")
     seed = new_seed()
     credential = _credential(role, ident, public_key_of(seed), kind=kind, region=region, node=node)
+    if expires_at_ms is not None:
+        credential = msgspec.structs.replace(credential, expires_at_ms=expires_at_ms)
+    token = api_keys.new_token() if api_key else None
+    if token is not None:
+        credential = msgspec.structs.replace(credential, api_key_sha256=api_keys.token_hash(token))
     with registry_locked(state_dir) as path:
         registry = _add(load_registry(path), credential)
         write_seed(out, seed)
+        if token is not None:
+            api_keys.write_token(token_out, token)
         save_registry(path, registry)
     return credential
 
 
 def ensure(
     state_dir: Path, *, role: Role, ident: str, kind: CallerKind | None = None,
-    region: str | None = None, node: str | None = None,
+    region: str | None = None, node: str | None = None, api_key: bool = False,
 ) -> Path:  # fmt: skip
     """The seed file of ``role``/``ident`` in ``state_dir`` (``seed_path``), made if missing.
 
@@ -393,7 +439,12 @@ def ensure(
     with registry_locked(state_dir) as path:
         registry = load_registry(path)
         current = registry.find(role, ident)
-        if current is not None and _matches(current, target, kind, region, node):
+        token_file = api_keys.http_path(target)
+        if (
+            current is not None
+            and _matches(current, target, kind, region, node)
+            and (not api_key or _has_api_key(current, token_file))
+        ):
             return target
         if current is not None:
             registry = registry.with_revoked(role, ident)
@@ -401,11 +452,28 @@ def ensure(
         credential = _credential(
             role, ident, public_key_of(seed), kind=kind, region=region, node=node
         )
+        token = api_keys.new_token() if api_key else None
+        if token is not None:
+            digest = api_keys.token_hash(token)
+            credential = msgspec.structs.replace(credential, api_key_sha256=digest)
         registry = _add(registry, credential)
         target.unlink(missing_ok=True)  # a stale seed of a revoked (or never saved) key
+        token_file.unlink(missing_ok=True)
         write_seed(target, seed)
+        if token is not None:
+            api_keys.write_token(token_file, token)
         save_registry(path, registry)
     return target
+
+
+def _has_api_key(current: Credential, token_file: Path) -> bool:
+    if current.api_key_sha256 is None:
+        return False
+    try:
+        token = api_keys.read_token(token_file)
+    except OSError:
+        return False
+    return api_keys.same_hash(api_keys.token_hash(token), current.api_key_sha256)
 
 
 def _matches(
@@ -433,10 +501,13 @@ def revoke(state_dir: Path, *, role: Role, ident: str) -> Registry:
         registry = load_registry(path).with_revoked(role, ident)
         save_registry(path, registry)
     seed_path(state_dir, role, ident).unlink(missing_ok=True)
+    api_keys.http_path(seed_path(state_dir, role, ident)).unlink(missing_ok=True)
     return registry
 
 
 def public_view(credential: Credential) -> dict[str, Any]:
-    """A credential as ``corridor creds list --json`` prints it (the registry holds no seed)."""
+    """A credential as ``corridor creds list --json`` prints it (the registry holds no seed);
+    whether it has an API key, not the key's hash."""
     view: dict[str, Any] = msgspec.to_builtins(credential)
+    view["api_key"] = view.pop("api_key_sha256") is not None
     return view

@@ -19,7 +19,9 @@ from typing import Literal
 
 import msgspec
 
-Role = Literal["caller", "agent", "operator", "executor", "auditor", "engine", "reconciler"]
+Role = Literal[
+    "caller", "agent", "operator", "executor", "auditor", "engine", "reconciler", "gateway"
+]
 CallerKind = Literal["service", "human", "agent"]
 
 ROLES: tuple[Role, ...] = (
@@ -30,9 +32,13 @@ ROLES: tuple[Role, ...] = (
     "auditor",
     "engine",
     "reconciler",
+    # The HTTP API's process: forwards the commands of the callers and operators it
+    # authenticated by their API keys (ADR 0172).
+    "gateway",
 )
 # An id is a NATS subject token: no dots, wildcards or spaces; bounded like every input.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 REGISTRY_FILE = "credentials.json"
 AUTH_DIR = "auth"
 
@@ -53,6 +59,16 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     node: str | None = None
     revoked: bool = False
     created_at_ms: int = 0
+    # SHA-256 (hex) of the credential's HTTP API key, if it has one (ADR 0171): the same
+    # identity and role over HTTP. The token itself is never stored here.
+    api_key_sha256: str | None = None
+    # When the credential stops working (ms since the epoch), if it was issued with an expiry:
+    # the engine and the HTTP API refuse it from then on, and the server's users list drops it
+    # at its next reload. ``corridor_credential_expiry_timestamp_seconds`` warns before.
+    expires_at_ms: int | None = None
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_at_ms is not None and now_ms >= self.expires_at_ms
 
     def check(self) -> None:
         if not ID_PATTERN.match(self.id):
@@ -75,6 +91,8 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidCredential("an agent's kind is agent")
         if self.role not in ("caller", "agent") and self.kind is not None:
             raise InvalidCredential("only callers and agents have a kind")
+        if self.api_key_sha256 is not None and not _SHA256_HEX.match(self.api_key_sha256):
+            raise InvalidCredential("api_key_sha256 must be 64 lowercase hex digits")
 
 
 class Registry(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,8 +112,23 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
                 return credential
         return None
 
-    def live(self) -> tuple[Credential, ...]:
-        return tuple(c for c in self.credentials if not c.revoked)
+    def by_api_key_hash(self, digest: str) -> Credential | None:
+        """The live credential whose API key hashes to ``digest``, by a scan with constant-time
+        compares (the HTTP server uses the indexed ``services.identity.lookup`` instead)."""
+        from services.identity.api_keys import same_hash
+
+        for credential in self.credentials:
+            stored = credential.api_key_sha256
+            if stored is not None and not credential.revoked and same_hash(digest, stored):
+                return credential
+        return None
+
+    def live(self, now_ms: int | None = None) -> tuple[Credential, ...]:
+        """Not revoked, and (given ``now_ms``) not expired."""
+        return tuple(
+            c for c in self.credentials
+            if not c.revoked and (now_ms is None or not c.expired(now_ms))
+        )  # fmt: skip
 
     def with_added(self, credential: Credential) -> Registry:
         credential.check()

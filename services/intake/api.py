@@ -26,6 +26,7 @@ from services.engine.views import corridors_view
 from services.failures import is_transient
 from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command, query_of, query_reader
+from services.intake.webhooks import answer_webhooks
 
 log = structlog.get_logger("corridor.api")
 
@@ -71,6 +72,7 @@ class ApiService:
             subjects.POLICY_API_WILDCARD,
             subjects.AGENTS_API_WILDCARD,
             subjects.RECON_API_WILDCARD,
+            subjects.WEBHOOKS_API_WILDCARD,
         ):
             self._subs.append(
                 await self._bus.subscribe(
@@ -175,6 +177,8 @@ class ApiService:
                 authenticator=self._auth, verbs=subjects.AGENT_KEY_VERBS,
             )  # fmt: skip
             return await self._processor.execute(envelope)
+        if subject.startswith(subjects.WEBHOOKS_API_PREFIX + "."):
+            return await answer_webhooks(msg, self._auth, self._processor)
         if subject.startswith(subjects.RECON_API_PREFIX + "."):
             envelope = parse_command(
                 subject, subjects.RECON_API_PREFIX, msg.data, msg.headers,

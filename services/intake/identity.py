@@ -36,6 +36,11 @@ from schemas.agent_key_messages import (
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
 from schemas.reconciliation_messages import ReconciliationCommand, ReportReconciliation
+from schemas.webhook_messages import (
+    CallerWebhookCommand,
+    RegisterWebhookEndpoint,
+    RemoveWebhookEndpoint,
+)
 from services.domain.principal import Principal, claimed_identity
 from services.domain.routing import CorridorTable
 from services.identity.agent_keys import AgentKey, AgentKeyLookup, AgentKeys, IndexedAgentKeys
@@ -74,7 +79,11 @@ class Authenticator:
     def command(
         self,
         token: str,
-        command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
+        command: cmd.Command
+        | PolicyCommand
+        | AgentKeyCommand
+        | ReconciliationCommand
+        | CallerWebhookCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         claimed = claimed_identity(command)
@@ -90,6 +99,8 @@ class Authenticator:
             case ReportReconciliation():
                 self._check_region(token, command.region, role="reconciler")
                 return Principal(role="reconciler", id=token)
+            case RegisterWebhookEndpoint() | RemoveWebhookEndpoint():
+                return self.owner(token)
             case ApproveAgentKey():
                 self._require("operator", token)
                 return Principal(role="operator", id=token)
@@ -103,7 +114,11 @@ class Authenticator:
     def check_signature(
         self,
         principal: Principal,
-        command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand,
+        command: cmd.Command
+        | PolicyCommand
+        | AgentKeyCommand
+        | ReconciliationCommand
+        | CallerWebhookCommand,
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> AgentKey | None:
@@ -132,6 +147,17 @@ class Authenticator:
         principal = Principal(role=role, id=ident)
         self._require(principal.role, ident)
         return principal
+
+    def owner(self, token: str) -> Principal:
+        """A caller or agent acting on what it owns (its webhook endpoints, ADR 0175)."""
+        if self._credentials is None:
+            return Principal(role="caller", id=token)
+        credential = self._credentials.find("agent", token) or self._credentials.find(
+            "caller", token
+        )
+        if credential is None:
+            raise errors.Forbidden(f"no caller or agent credential {token!r}", field="subject")
+        return Principal(role=credential.role, id=token)
 
     def _caller(self, token: str, caller: Caller) -> Principal:
         if self._credentials is None:

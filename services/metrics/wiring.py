@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
 
 from services.metrics.engine_view import HealthBoardCollector, observe_commits
 from services.metrics.sampled import SampledCollector, jetstream_consumers
@@ -35,6 +36,7 @@ async def engine_metrics(
     nats_url: str,
     database_url: str,
     creds: Path | None = None,
+    registry_file: Path | None = None,
 ) -> AsyncIterator[MetricsServer]:
     from services.bus import subjects
     from services.bus.jetstream import connect
@@ -51,8 +53,14 @@ async def engine_metrics(
     )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(sampled.run(stop), name="metrics-sampler")
-    REGISTRY.register(board)
-    REGISTRY.register(sampled)
+    collectors: list[Collector] = [board, sampled]
+    if registry_file is not None:
+        from services.identity.lookup import RegistryFile
+        from services.metrics.credentials import CredentialExpiryCollector
+
+        collectors.append(CredentialExpiryCollector(RegistryFile(registry_file)))
+    for collector in collectors:
+        REGISTRY.register(collector)
     stale_s = settings.metrics_sample_s * READY_SAMPLE_INTERVALS
 
     def ready() -> str | None:
@@ -65,8 +73,8 @@ async def engine_metrics(
         yield server
     finally:
         server.stop()
-        REGISTRY.unregister(sampled)
-        REGISTRY.unregister(board)
+        for collector in collectors:
+            REGISTRY.unregister(collector)
         stop.set()
         await task
         await nc.close()

@@ -8,6 +8,8 @@ canonical form), never by value, so a failing test does not itself leak what it 
 Where each secret lives (read from the code that writes it):
 
 - nkey seeds: ``DIR/auth/<role>-<id>.nk`` (services/identity/nats_auth.py ``seed_path``).
+- HTTP API keys: ``DIR/auth/<role>-<id>.nk.http`` (services/identity/api_keys.py); the
+  registry holds only their SHA-256.
 - PostgreSQL passwords: ``DIR/servers/postgres/passwords.json``, role -> password
   (services/devstack/postgres.py ``PASSWORDS_FILE``); the engine's is in the database URL
   that ``endpoints.json`` carries (ADR 0064).
@@ -16,6 +18,8 @@ Where each secret lives (read from the code that writes it):
 - Simulated LND nodes: ``DIR/sim/lnd/<node>/admin.macaroon`` (raw bytes; sent hex-encoded in
   the ``macaroon`` gRPC header) and ``tls.key`` (PKCS#8 PEM, ECDSA P-256)
   (services/sim/lnd_credentials.py).
+- The webhook master key: ``DIR/keys/webhooks.key``, 32 raw bytes; every endpoint's signing
+  secret is derived from it (services/webhooks/secrets.py, ADR 0176).
 - The executors' keysend secret: ``DIR/executor-keysend.secret``, hex
   (services/executor/keysend.py ``SECRET_FILE_NAME``).
 - CLN runes: none. The simulated CLN nodes serve JSON-RPC on a unix socket, which needs no
@@ -48,11 +52,15 @@ KEYSEND: Final = "keysend secret"
 RUNE: Final = "cln rune"
 NODE_KEY: Final = "sim node private key"
 OTHER_KEY: Final = "other private key"
+API_KEY: Final = "http api key"
+WEBHOOK_KEY: Final = "webhook master key"
 # A seed or key file is a few hundred bytes; the sweep reads no larger file.
 SMALL_FILE_BYTES_MAX: Final = 16384
 NKEY_SEED_CHARS: Final = 58
 # Categories the stack must hold at least one secret of, or the test proves nothing.
-REQUIRED: Final = (SEEDS, PG_PASSWORD, SIGNING_KEY, MACAROON, TLS_KEY, KEYSEND, NODE_KEY)
+REQUIRED: Final = (
+    SEEDS, PG_PASSWORD, SIGNING_KEY, MACAROON, TLS_KEY, KEYSEND, NODE_KEY, API_KEY, WEBHOOK_KEY,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,13 @@ def nkey_seed(path: Path, origin: str) -> Secret:
     return Secret(SEEDS, origin, text.encode(), _forms(text, *_raw_forms(bytes(raw))))
 
 
+def api_key(path: Path, origin: str) -> Secret:
+    text = path.read_text().strip()
+    body = text.removeprefix("ck_")
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return Secret(API_KEY, origin, text.encode(), _forms(text, body, *_raw_forms(raw)))
+
+
 def pg_password(role: str, password: str, origin: str) -> Secret:
     from urllib.parse import quote
 
@@ -183,6 +198,11 @@ def keysend_secret(path: Path, origin: str) -> Secret:
     return Secret(KEYSEND, origin, raw, _forms(text, *_raw_forms(raw)))
 
 
+def webhook_key(path: Path, origin: str) -> Secret:
+    raw = path.read_bytes()
+    return Secret(WEBHOOK_KEY, origin, raw, _forms(*_raw_forms(raw)))
+
+
 def rune(path: Path, origin: str) -> Secret:
     text = path.read_text().strip()
     return Secret(RUNE, origin, text.encode(), _forms(text))
@@ -220,12 +240,15 @@ def collect(state_dir: Path, *, sim_seed: int = 1) -> Inventory:
 
     The allow-list, and why each entry may hold its secret:
     - ``auth/<role>-<id>.nk``: the seed itself, the credential's holder reads it to connect.
+    - ``auth/<role>-<id>.nk.http``: the HTTP API key, sent as a bearer token (ADR 0171).
     - ``servers/postgres/passwords.json``: the passwords, kept 0600 for the stack to
       connect with; the service user running PostgreSQL cannot read it (ADR 0064).
     - ``endpoints.json``: the engine role's password only, inside the database URL, which is
       how the stack's own commands reach the database (0600; ADR 0064). Not the superuser's
       nor the other roles'.
     - ``keys/engine-signing.key``: the engine's private key (0600), signing work orders.
+    - ``keys/webhooks.key``: the webhook master key (0600), read by the engine and the
+      dispatcher to derive each endpoint's secret (ADR 0176).
     - ``sim/lnd/<node>/admin.macaroon`` and ``tls.key``: what lnd itself writes, where
       lnd's clients (the adapters) expect them.
     - ``executor-keysend.secret``: the secret every worker of a node shares (ADR 0202).
@@ -234,6 +257,9 @@ def collect(state_dir: Path, *, sim_seed: int = 1) -> Inventory:
     for path in sorted((state_dir / "auth").glob("*.nk")):
         rel = _rel(path, state_dir)
         inv.add(nkey_seed(path, rel), rel)
+    for path in sorted((state_dir / "auth").glob("*.nk.http")):
+        rel = _rel(path, state_dir)
+        inv.add(api_key(path, rel), rel)
 
     passwords_path = state_dir / "servers" / "postgres" / "passwords.json"
     if passwords_path.exists():
@@ -249,6 +275,11 @@ def collect(state_dir: Path, *, sim_seed: int = 1) -> Inventory:
     if key_path.exists():
         rel = _rel(key_path, state_dir)
         inv.add(signing_key(key_path, rel), rel)
+
+    hooks_path = state_dir / "keys" / "webhooks.key"
+    if hooks_path.exists():
+        rel = _rel(hooks_path, state_dir)
+        inv.add(webhook_key(hooks_path, rel), rel)
 
     for node_dir in sorted((state_dir / "sim" / "lnd").glob("*")):
         if (node_dir / "admin.macaroon").exists():

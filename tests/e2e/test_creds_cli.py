@@ -10,6 +10,7 @@ import stat
 import time
 from pathlib import Path
 
+import httpx
 import nats
 import nats.errors
 import pytest
@@ -46,6 +47,12 @@ def _submitted(sd: list[str], creds: Path, key: str) -> dict[str, object]:
             return dict(reply)
 
 
+async def _http_status(url: str, headers: dict[str, str], *, want: int | None = None) -> object:
+    async with httpx.AsyncClient(headers=headers) as client:
+        status = (await client.get(url)).status_code
+    return status if want is None else status == want
+
+
 async def test_add_list_and_revoke_a_caller(tmp_path: Path) -> None:
     acme = tmp_path / "acme.nk"
     with running_stack(tmp_path / "state") as state_dir:
@@ -71,6 +78,15 @@ async def test_add_list_and_revoke_a_caller(tmp_path: Path) -> None:
         assert stat.S_IMODE(acme.stat().st_mode) == 0o600
         seed = acme.read_text().strip()
         assert seed.startswith("SU") and seed not in added.stdout
+        # The HTTP API key beside it (ADR 0171): the same identity, the bare token, 0600.
+        token_file = tmp_path / "acme.nk.http"
+        assert record["api_key_file"] == str(token_file)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert (
+            token not in added.stdout
+            and token not in (state_dir / "auth").joinpath("credentials.json").read_text()
+        )
 
         again = run_cli("creds", "add", "--role", "caller", "--id", "acme", "--out",
                         str(tmp_path / "again.nk"), *sd)  # fmt: skip
@@ -99,6 +115,9 @@ async def test_add_list_and_revoke_a_caller(tmp_path: Path) -> None:
         assert "does not let the credential" in approve.stderr
         assert "corridor.api.v1.intents.approve.acme" in approve.stderr
         assert time.monotonic() - started < 10  # refused at once, not after a timeout
+        http_read = f"{endpoints['http_url']}/v1/intents/{reply['intent_id']}"
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert await _http_status(http_read, bearer) == 200
 
         holder = await connect_as(
             endpoints["nats_url"], acme, error_cb=quiet, max_reconnect_attempts=2,
@@ -117,6 +136,11 @@ async def test_add_list_and_revoke_a_caller(tmp_path: Path) -> None:
         assert code == 2 and "refused the credential" in err, err
         listed = json.loads(run_cli("creds", "list", *sd, "--json").stdout)
         assert [c["revoked"] for c in listed if c["id"] == "acme"] == [True]
+        # The revoked key stops working over HTTP too, without a restart.
+        await wait_for(
+            lambda: _http_status(http_read, bearer, want=401),
+            timeout_s=5, what="the revoked API key refused",
+        )  # fmt: skip
 
 
 def test_executor_credentials_and_mistakes(tmp_path: Path) -> None:

@@ -54,12 +54,31 @@ def test_submit_and_follow_settlements_with_the_examples(
     assert changed.returncode == 1
     assert json.loads(changed.stdout)["error"]["code"] == "idempotency_mismatch"
 
+    # The same over HTTP, with the API key `creds add` wrote beside the seed.
+    http_url = json.loads((stack_with_sim / "endpoints.json").read_text())["http_url"]
+    over_http = ["--url", http_url, "--key-file", f"{creds}.http"]
+    http_invoice = _invoice(sd, AMOUNT_MSAT)
+    order_h = [*over_http, "--idempotency-key", "order-h", "--payment-request", http_invoice]
+    posted = example("submit_over_http.py", *order_h, "--amount-msat", str(AMOUNT_MSAT))
+    assert posted.returncode == 0, posted.stderr + posted.stdout
+    created = json.loads(posted.stdout)
+    assert (created["status"], created["replayed"]) == (201, False), created
+    again_h = example("submit_over_http.py", *order_h, "--amount-msat", str(AMOUNT_MSAT))
+    replayed = json.loads(again_h.stdout)
+    assert (replayed["status"], replayed["replayed"]) == (200, True)
+    assert replayed["reply"]["intent_id"] == created["reply"]["intent_id"]
+    conflict = example("submit_over_http.py", *order_h, "--amount-msat", str(AMOUNT_MSAT + 5))
+    assert conflict.returncode == 1 and json.loads(conflict.stdout)["status"] == 409
+
     state = tmp_path / "position"
     follow = [*who, "--state", str(state), "--count", "1"]
-    seen = example("settlement_subscriber.py", *follow)
+    follow_two = [*who, "--state", str(state), "--count", "2"]
+    seen = example("settlement_subscriber.py", *follow_two)
     assert seen.returncode == 0, seen.stderr
-    (line,) = [json.loads(x) for x in seen.stdout.splitlines()]
-    assert (line["type"], line["intent_id"]) == ("IntentSettled", first["intent_id"])
+    lines = [json.loads(x) for x in seen.stdout.splitlines()]
+    assert {(x["type"], x["intent_id"]) for x in lines} == {
+        ("IntentSettled", first["intent_id"]), ("IntentSettled", created["reply"]["intent_id"]),
+    }  # fmt: skip
 
     # A second intent; the subscriber, started again, resumes after what it acknowledged.
     second = submit("order-2", _invoice(sd, AMOUNT_MSAT))

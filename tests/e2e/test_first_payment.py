@@ -82,6 +82,19 @@ def test_the_first_payment_settles_with_no_fee_flag(stack_with_sim: Path) -> Non
         assert time.monotonic() < deadline, f"still {view['state']} after {SETTLE_DEADLINE_S} s"
         time.sleep(0.1)
     assert view["state"] == "settled", view
+    _read_over_http(stack_with_sim, reply["intent_id"])
+
+
+def _read_over_http(state_dir: Path, intent_id: str) -> None:
+    """`corridor up` serves the HTTP API at endpoints.json's http_url; the caller's API key
+    is beside its seed (ADR 0171, 0174)."""
+    import httpx
+
+    url = json.loads((state_dir / "endpoints.json").read_text())["http_url"]
+    token = (state_dir / "auth" / "caller-local.nk.http").read_text().strip()
+    read = httpx.get(f"{url}/v1/intents/{intent_id}", headers={"Authorization": f"Bearer {token}"})
+    assert read.status_code == 200 and read.json()["state"] == "settled", read.text
+    assert httpx.get(f"{url}/v1/intents/{intent_id}").status_code == 401
 
 
 def test_a_fee_budget_over_the_cap_is_refused_with_the_rule_and_numbers(

@@ -70,3 +70,7 @@ def test_metrics_show_a_settled_payment(stack_with_sim: Path) -> None:  # noqa: 
     status, body = get(f"{url}/readyz")
     assert (status, body) == (200, "ready\n")
     assert get(f"{url}/nope")[0] == 404
+    # The HTTP API serves the same registry, without a key.
+    http_url = json.loads((stack_with_sim / "endpoints.json").read_text())["http_url"]
+    status, text = get(f"{http_url}/metrics")
+    assert status == 200 and 'corridor_intents{state="settled"} 1.0' in text

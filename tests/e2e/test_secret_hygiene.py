@@ -198,6 +198,32 @@ def _drive(t: Transcript, replay_out: Path) -> None:
     assert watched.returncode == 0, watched.stderr[-2000:]
     assert len(watched.stdout.splitlines()) == len(events)
     assert t.run("replay", *sd).returncode == 0  # to stdout, as an auditor would read it
+    _drive_http(t, paid["intent_id"])
+
+
+def _drive_http(t: Transcript, intent_id: str) -> None:
+    """The HTTP API (ADR 0171): a read, a refused body, a bad key, an operator's action; the
+    keys must not show up in any answer or the stack's log."""
+    import httpx
+
+    url = json.loads((t.state_dir / "endpoints.json").read_text())["http_url"]
+    auth = t.state_dir / "auth"
+    caller = {"Authorization": f"Bearer {(auth / 'caller-local.nk.http').read_text().strip()}"}
+    operator = {
+        "Authorization": f"Bearer {(auth / 'operator-operator-1.nk.http').read_text().strip()}"
+    }
+    answers = [
+        httpx.get(f"{url}/v1/intents/{intent_id}", headers=caller),
+        httpx.get(f"{url}/v1/intents/{intent_id}/timeline", headers=operator),
+        httpx.post(f"{url}/v1/intents", headers={**caller, "Idempotency-Key": "h"},
+                   json={"corridor": "us-eu", "amount_msat": "x", "max_fee_msat": 1}),
+        httpx.get(f"{url}/v1/intents/{intent_id}", headers={"Authorization": "Bearer ck_nope"}),
+        httpx.get(f"{url}/v1/exceptions", headers=operator),
+    ]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200, 400, 401, 200], answers
+    for i, answer in enumerate(answers):
+        done = subprocess.CompletedProcess(["http", str(i)], 0, answer.text, str(answer.headers))
+        t.runs.append((f"http answer {i}", done))
 
 
 def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:

@@ -130,3 +130,24 @@ async def test_untraced_commands_make_no_spans(engine: Engine, nc: Client, sim: 
     assert _EXPORTER.get_finished_spans() == ()
     events = await engine.store.read_stream(intent_id)
     assert all("traceparent" not in e.metadata for e in events)
+
+
+async def test_an_http_request_with_trace_context_continues_over_nats(
+    tmp_path: Path, identity_home: Path, database_url: str
+) -> None:
+    from tests.integration.test_http_api import api_stack, intent
+
+    _EXPORTER.clear()
+    async with api_stack(tmp_path, identity_home, database_url, executors=False) as api:
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("client.http") as root:
+            headers = {tracing.TRACEPARENT: tracing.current() or "", "Idempotency-Key": "t-1"}
+            async with api.client("alice") as alice:
+                created = await alice.post("/v1/intents", json=intent(), headers=headers)
+        assert created.status_code == 201, created.text
+        trace_id = root.get_span_context().trace_id
+        events = await api.engine.store.read_stream(created.json()["intent_id"])
+    received = events[0].metadata.get("traceparent")
+    assert received and received.split("-")[1] == f"{trace_id:032x}"
+    names = [s.name for s in _EXPORTER.get_finished_spans() if s.context.trace_id == trace_id]
+    assert {"client.http", "corridor.http.forward", "corridor.engine.decide"} <= set(names)

@@ -18,7 +18,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.executor.health import HealthBoard, HealthReport, health_subject
+from services.identity.lookup import IndexedRegistry
+from services.identity.registry import Credential, Registry
 from services.metrics import series
+from services.metrics.credentials import CredentialExpiryCollector
 from services.metrics.engine_view import HealthBoardCollector
 from services.metrics.sampled import ConsumerLag, Sample, SampledCollector
 
@@ -81,6 +84,9 @@ def exposed_names() -> set[str]:
         consumers=[ConsumerLag("executor-us-lnd", 0, 0, 1)],
     )  # fmt: skip
     registry.register(sampled)
+    expiring = Credential(id="acme", role="caller", public_key="U" + "A" * 55, kind="service",
+                          expires_at_ms=10**13)  # fmt: skip
+    registry.register(CredentialExpiryCollector(IndexedRegistry(Registry(credentials=(expiring,)))))
     for metric in (series.INTENT_EVENTS, series.SETTLEMENT_LATENCY, series.EXECUTOR_PAYMENTS,
                    series.WEBHOOK_DELIVERIES):  # fmt: skip
         registry.register(metric)

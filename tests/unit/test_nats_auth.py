@@ -28,7 +28,7 @@ from services.identity.registry import (
     registry_path,
 )
 
-KEYS = {name: nats_auth.public_key_of(nats_auth.new_seed()) for name in "abcdefghi"}
+KEYS = {name: nats_auth.public_key_of(nats_auth.new_seed()) for name in "abcdefghij"}
 
 
 def _credential(role: str, ident: str, key: str, **extra: str) -> Credential:
@@ -45,6 +45,7 @@ EVERY_ROLE = Registry(
         _credential("auditor", "aud-1", KEYS["e"]),
         _credential("engine", "engine-1", KEYS["f"]),
         _credential("reconciler", "us-lnd", KEYS["i"], region="us", node="us-lnd"),
+        _credential("gateway", "http", KEYS["j"]),
     )
 )
 
@@ -87,6 +88,38 @@ def test_a_reconciler_reports_for_its_own_node_only() -> None:
     operator = _users()["operator"]
     assert allowed(operator, f"{subjects.RECON_API_PREFIX}.clear.op-1")
     assert not allowed(operator, f"{subjects.RECON_API_PREFIX}.report.us-lnd")
+
+
+def test_the_gateway_forwards_api_requests_for_anyone_and_nothing_else() -> None:
+    """ADR 0172: the HTTP API forwards as any caller or operator whose key it checked; it
+    cannot report outcomes or reconciliations, change agent keys, write the command stream,
+    read events, or read as the engine or an executor."""
+    gateway = _users()["gateway"]
+    for subject in (
+        "corridor.api.v1.intents.submit.acme",
+        "corridor.api.v1.intents.approve.op-1",
+        "corridor.api.v1.intents.resolve.op-1",
+        f"{subjects.POLICY_API_PREFIX}.approve.op-1",
+        f"{subjects.DLQ_API_PREFIX}.replay.op-1",
+        f"{subjects.RECON_API_PREFIX}.clear.op-1",
+        f"{subjects.API_GET}.caller.acme",
+        f"{subjects.API_GET}.auditor.aud-1",
+        subjects.POLICY_SHOW,
+    ):
+        assert allowed(gateway, subject), subject
+    for subject in (
+        "corridor.api.v1.intents.outcome.us-lnd",
+        f"{subjects.RECON_API_PREFIX}.report.us-lnd",
+        f"{subjects.AGENTS_API_PREFIX}.approve.op-1",
+        "corridor.cmd.v1.intents.submit.acme",
+        subjects.API_GET,
+        f"{subjects.API_GET}.engine.engine-1",
+        f"{subjects.API_STATUS}.executor.us-lnd",
+        "$JS.API.STREAM.INFO.CORRIDOR_EVT",
+        "corridor.health.v1.us.us-lnd",
+    ):
+        assert not allowed(gateway, subject), subject
+    assert not allowed(gateway, "corridor.evt.v2.intent.acme.IntentSettled", what="subscribe")
 
 
 def test_every_role_has_a_row() -> None:

@@ -1,0 +1,1 @@
+"""Webhook endpoints as an aggregate: pure decide and evolve (ADR 0175)."""

@@ -1,0 +1,1 @@
+"""The console page, served by ``services/http/routes/console.py``."""

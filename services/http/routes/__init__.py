@@ -1,0 +1,1 @@
+"""The API's routers, one module per area; ``services.http.app.ROUTERS`` lists them."""
