@@ -23,6 +23,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -255,10 +256,34 @@ async def reprocess(args: argparse.Namespace) -> int:
 
 
 async def _reprocess_intent(args: argparse.Namespace, target: dict[str, Any]) -> dict[str, Any]:
+    async def lookup(payment_hash: str) -> Any:
+        return await _lookup(args, target, payment_hash)
+
+    async def send(body: dict[str, Any]) -> dict[str, Any]:
+        return await _request(args, f"{subjects.API_PREFIX}.resolve", body)
+
+    async def reread(intent_id: str) -> dict[str, Any] | None:
+        return await _intent_doc(args.state_dir, intent_id)
+
+    return await reprocess_intent(
+        target, await reread(target["intent_id"]), lookup=lookup, send=send, reread=reread
+    )
+
+
+async def reprocess_intent(
+    target: dict[str, Any],
+    doc: dict[str, Any] | None,
+    *,
+    lookup: Callable[[str], Awaitable[Any]],
+    send: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    reread: Callable[[str], Awaitable[dict[str, Any] | None]],
+) -> dict[str, Any]:
+    """One intent awaiting evidence, asked again of its node (``lookup``): resolved through
+    ``send`` (a ``ResolvePaymentIntent`` without version and operator) only on the node's
+    proof; unchanged otherwise. Whatever the transport: the CLI's, the HTTP API's."""
     from services.lightning.port import PaymentFailed, PaymentSucceeded
 
     intent_id, kind = target["intent_id"], target["kind"]
-    doc = await _intent_doc(args.state_dir, intent_id)
     payment_hash = doc.get("payment_hash") if doc else None
     if doc is None or payment_hash is None:
         return {
@@ -267,7 +292,7 @@ async def _reprocess_intent(args: argparse.Namespace, target: dict[str, Any]) ->
             "action": "none",
             "detail": "no payment hash known for its attempt: nothing to ask the node",
         }
-    record = await _lookup(args, target, payment_hash)
+    record = await lookup(payment_hash)
     proven = isinstance(record, PaymentSucceeded) and _proves(record.preimage, payment_hash)
     if not proven and not isinstance(record, PaymentFailed):
         said = "has no record of it" if record is None else f"says {type(record).__name__}"
@@ -277,21 +302,21 @@ async def _reprocess_intent(args: argparse.Namespace, target: dict[str, Any]) ->
             "action": "none",
             "detail": f"node {target['node']} {said}: unchanged",
         }
-    evidence = _node_evidence(target, payment_hash, record)
+    evidence = node_evidence(target, payment_hash, record)
     body: dict[str, Any] = {"type": "ResolvePaymentIntent", "intent_id": intent_id,
                             "evidence": evidence}  # fmt: skip
     if isinstance(record, PaymentSucceeded):
         body |= {"resolution": "settled", "preimage": record.preimage, "fee_msat": record.fee_msat}
     else:
         body["resolution"] = "not_paid"
-    reply = await _request(args, f"{subjects.API_PREFIX}.resolve", body)
+    reply = await send(body)
     if reply.get("ok"):
         return {"id": intent_id, "kind": kind, "action": "resolved",
                 "detail": f"{body['resolution']} on node {target['node']}'s record; "
                           f"now {reply.get('state')}"}  # fmt: skip
     # Another operator (or the executor's own report) ended it between our read and our
     # command: the engine refuses a second resolution, which is the replay-safe outcome.
-    after = await _intent_doc(args.state_dir, intent_id)
+    after = await reread(intent_id)
     if after is not None and after["on_wire_since_ms"] is None:
         return {
             "id": intent_id,
@@ -315,7 +340,7 @@ def _proves(preimage: str, payment_hash: str) -> bool:
         return False
 
 
-def _node_evidence(target: dict[str, Any], payment_hash: str, record: Any) -> str:
+def node_evidence(target: dict[str, Any], payment_hash: str, record: Any) -> str:
     """The node's record as compact JSON: what the resolution rests on, kept in the log."""
     from services.lightning.port import PaymentSucceeded
 

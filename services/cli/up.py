@@ -235,7 +235,7 @@ async def _serve_http(
     served = await exits.enter_async_context(
         serving(nats_url=stack.nats_url, database_url=stack.database_url,
                 registry_file=registry_path(stack.home), port=port,
-                creds=gateway_creds(state_dir) or stack.engine_creds)
+                creds=gateway_creds(state_dir) or stack.engine_creds, state_dir=state_dir)
     )  # fmt: skip
     return served.url
 

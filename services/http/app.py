@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from litestar import Litestar
@@ -23,7 +24,15 @@ from services.http.auth import ApiKeyMiddleware
 from services.http.gateway import Gateway
 from services.http.limits import BODY_BYTES_MAX
 from services.http.node_health import NodeHealthFeed
-from services.http.routes import console, health, intents, operations, reports, webhooks
+from services.http.routes import (
+    console,
+    exception_actions,
+    health,
+    intents,
+    operations,
+    reports,
+    webhooks,
+)
 from services.identity.lookup import RegistryFile
 
 API_TITLE: Final = "Corridor"
@@ -35,6 +44,7 @@ ROUTERS: Final[Sequence[Any]] = (
     *console.ROUTES,
     *reports.ROUTES,
     *webhooks.ROUTES,
+    *exception_actions.ROUTES,
 )
 
 
@@ -47,6 +57,8 @@ class HttpDeps:
     registry: RegistryFile
     # The log itself, for audit exports (None: the export answers 503).
     events: EventStore | None = None
+    # The stack's state dir: where the nodes' endpoints are, for an exception's reprocess.
+    state_dir: Path | None = None
     # The executors' health reports, for the console's nodes page.
     node_health: NodeHealthFeed = field(default_factory=NodeHealthFeed)
 
@@ -78,6 +90,7 @@ def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
             "projections": Provide(lambda: deps.projections, sync_to_thread=False),
             "node_health": Provide(lambda: deps.node_health, sync_to_thread=False),
             "events": Provide(lambda: _events(deps), sync_to_thread=False),
+            "deps": Provide(lambda: deps, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(ApiKeyMiddleware, registry=deps.registry)],
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ async def run(args: argparse.Namespace) -> int:
     async with serving(
         nats_url=stack.nats_url, database_url=stack.database_url,
         registry_file=registry_path(state_dir), creds=args.creds or gateway_creds(state_dir),
-        host=args.host, port=args.http_port,
+        host=args.host, port=args.http_port, state_dir=state_dir,
     ) as served:  # fmt: skip
         entries = {"http_url": served.url}
         add_entries(state_dir, entries)

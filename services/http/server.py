@@ -54,6 +54,7 @@ async def serving(
     host: str = DEFAULT_HOST,
     port: int = 0,
     extra: tuple[Any, ...] = (),
+    state_dir: Path | None = None,
 ) -> AsyncIterator[Served]:
     """The API on ``host``:``port`` (0: a free port) until the block ends; yields its URL."""
     from services.bus.jetstream import connect
@@ -68,6 +69,7 @@ async def serving(
             projections=ProjectionStore(store.pool),
             registry=RegistryFile(registry_file),
             events=store,
+            state_dir=state_dir,
         )
         await deps.node_health.start(nc)
         async with _served(build_app(deps, extra=extra), host, port) as url:

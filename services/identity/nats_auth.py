@@ -136,7 +136,10 @@ _CALLER = Permissions(
 
 _ANY = "*"
 GATEWAY_PUBLISH: Final = (
-    *(f"{_API}.{verb}.{_ANY}" for verb in ("submit", "cancel", "approve", "reject", "resolve")),
+    *(
+        f"{_API}.{verb}.{_ANY}"
+        for verb in ("submit", "cancel", "approve", "reject", "resolve", "acknowledge")
+    ),
     f"{_POLICY}.propose.{_ANY}",
     f"{_POLICY}.approve.{_ANY}",
     f"{subjects.RECON_API_PREFIX}.resolve.{_ANY}",
