@@ -150,6 +150,7 @@ async def test_a_caller_receives_its_own_intents_events_live_and_nobody_elses(bu
             await engine.publish(subject, b"{}")
         probe = subjects.intent_event_subject("acme", "Probe")
         await engine.publish(probe, b"")
+        await engine.flush()  # out of the client's buffer now, not at its flusher's next turn
         await wait_for(lambda: probe in received, what="the probe on acme's own subtree")
         assert received == [
             subjects.intent_event_subject("acme", "IntentReceived"),
