@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ log = structlog.get_logger("corridor.projections")
 BATCH_EVENTS: Final = 500
 # The liveness fallback: a step at least this often even if no event notification arrives.
 IDLE_S: Final = 1.0
+STEP_INTERVAL_S: Final = 0.25
 SHADOW_SUFFIX: Final = "#shadow"
 # What ``check`` reports at most; the count of differences is always exact.
 CHECK_DIFFERENCES_SHOWN_MAX: Final = 50
@@ -187,12 +189,13 @@ async def catch_up(
     target: str | None = None,
     through_position: int | None = None,
     batch: int = BATCH_EVENTS,
+    check_version: bool = True,
 ) -> int:
     """Fold until the checkpoint reaches ``through_position`` (default: the head when called).
     Returns the number of events applied. A live projection whose version is not the fold's
-    is rebuilt first (``ensure_current``)."""
+    is rebuilt first (``ensure_current``; a runner checks once, at its start)."""
     async with pool.acquire() as conn:
-        if target is None:
+        if target is None and check_version:
             await ensure_current(pool, projection)
         goal = await head_position(conn) if through_position is None else through_position
         applied = 0
@@ -332,17 +335,24 @@ class ProjectionRunner:
     pool: asyncpg.Pool
     projections: Sequence[Projection]
     idle_s: float = IDLE_S
+    # At most one step per this interval: under load the events of many commits go in one
+    # transaction instead of one each (readers catch up themselves before they answer).
+    step_interval_s: float = STEP_INTERVAL_S
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake(self, *_: object) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        checked = False
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
+            started = loop.time()
             try:
                 for projection in self.projections:
-                    await catch_up(self.pool, projection)
+                    await catch_up(self.pool, projection, check_version=not checked)
+                checked = True
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The database restarting: try again at the next wake, nothing was half-written.
                 log.warning("projection_step_failed", error=type(exc).__name__)
@@ -352,6 +362,10 @@ class ProjectionRunner:
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waits, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED)
+                rest = self.step_interval_s - (loop.time() - started)
+                if rest > 0 and not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=rest)
             finally:
                 for w in waits:
                     w.cancel()
