@@ -334,11 +334,12 @@ class Settings(BaseSettings):
         description="Their port; 0 picks a free one, written to endpoints.json as metrics_url.",
     )
     metrics_sample_s: float = Field(
-        default=5.0,
+        default=30.0,
         gt=0,
         le=300,
         description="How often the sampled series (intents by state, lags, exceptions, "
-        "breakers, consumers) are read from PostgreSQL and JetStream.",
+        "breakers, consumers) are read from PostgreSQL and JetStream: each sample counts the "
+        "intents projection, so more often costs the database more.",
     )
     metrics_stuck_after_s: int = Field(
         default=120,

@@ -37,7 +37,7 @@ from services.relay.checkpoint import CHECKPOINT as RELAY_CHECKPOINT
 
 log = structlog.get_logger("corridor.metrics")
 
-SAMPLE_INTERVAL_S: Final = 5.0
+SAMPLE_INTERVAL_S: Final = 30.0
 _decode = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -88,10 +88,16 @@ async def take_sample(
             " WHERE projection = 'intents' GROUP BY 1"
         ):
             sample.intents_by_state[str(row["state"])] = int(row["n"])
+        # Only the fields the exception rules read, not the documents with their timelines.
         open_docs = [
             _decode.decode(r["doc"])
             for r in await conn.fetch(
-                "SELECT doc::text AS doc FROM projection_rows WHERE projection = 'intents' AND open"
+                "SELECT jsonb_build_object("
+                "'intent_id', doc->'intent_id', 'state', doc->'state', 'region', doc->'region',"
+                " 'node', doc->'node', 'on_wire_since_ms', doc->'on_wire_since_ms',"
+                " 'doubt_reason', doc->'doubt_reason', 'unproven', doc->'unproven',"
+                " 'escalated', doc->'escalated', 'anomalies', doc->'anomalies')::text AS doc"
+                " FROM projection_rows WHERE projection = 'intents' AND open"
             )
         ]
         for row in await conn.fetch(

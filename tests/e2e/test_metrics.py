@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_cli import run_cli
@@ -16,6 +17,12 @@ from tests.e2e.test_first_payment import _cli_json, _invoice, stack_with_sim  # 
 
 AMOUNT_MSAT = 50_000
 DEADLINE_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _sample_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack samples every second here (30 s by default), so the test waits little."""
+    monkeypatch.setenv("CORRIDOR_METRICS_SAMPLE_S", "1")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
