@@ -343,15 +343,25 @@ async def test_a_lost_checkpoint_stream_is_refilled_from_the_log(
         try:
             nc = await connect_as(server.url)
             try:
+                checkpoints = engine.checkpoints
+                assert checkpoints is not None
                 for i in range(3):
                     reply = await _request(
                         nc, "corridor.api.v1.intents.submit.alice", submit(key=f"c{i}")
                     )
                     assert reply["ok"]
+                    # Each intent's events are due a checkpoint (every 4): waited for one by
+                    # one, since a loaded machine may otherwise commit all three before the
+                    # checkpointer's first turn, which then signs once.
+                    if i < 2:
+                        wanted = i + 1
+                        await wait_for(
+                            lambda: checkpoints.signed >= wanted,  # noqa: B023 (awaited here)
+                            what=f"checkpoint {wanted}",
+                        )
             finally:
                 await nc.close()
-            assert engine.checkpoints is not None
-            await wait_for(lambda: engine.checkpoints.signed >= 2, what="two checkpoints")  # type: ignore[union-attr]
+            await wait_for(lambda: checkpoints.signed >= 2, what="two checkpoints")
             logged = len(await engine.store.read_stream("log-checkpoints"))
         finally:
             await engine.stop()
