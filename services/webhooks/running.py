@@ -23,7 +23,7 @@ def engine_book(settings: Settings) -> WebhookBook:
     """The engine's view of the endpoints, with the URL rules and the master key (ADR 0176)."""
     return WebhookBook(
         rules=WebhookRules(allow_loopback=settings.webhooks_allow_loopback),
-        secrets=secrets.load_or_create(settings.state_dir),
+        secrets=secrets.LazyWebhookSecrets(settings.state_dir),
     )
 
 

@@ -48,6 +48,29 @@ class WebhookSecrets:
         return "WebhookSecrets(<hidden>)"
 
 
+class LazyWebhookSecrets(WebhookSecrets):
+    """The master key in ``state_dir``, read (or made) the first time a secret is derived: an
+    engine that never registers an endpoint never touches the file (the deterministic
+    simulation runs the production engine with no state dir at all)."""
+
+    __slots__ = ("_loaded", "_state_dir")
+
+    def __init__(self, state_dir: Path) -> None:  # no key yet: nothing to pass up
+        self._state_dir = state_dir
+        self._loaded: WebhookSecrets | None = None
+
+    def _secrets(self) -> WebhookSecrets:
+        if self._loaded is None:
+            self._loaded = load_or_create(self._state_dir)
+        return self._loaded
+
+    def secret_bytes(self, endpoint_id: str, rotation: int) -> bytes:
+        return self._secrets().secret_bytes(endpoint_id, rotation)
+
+    def secret(self, endpoint_id: str, rotation: int) -> str:
+        return self._secrets().secret(endpoint_id, rotation)
+
+
 def master_key_path(state_dir: Path) -> Path:
     return keys_dir(state_dir) / MASTER_KEY_FILE
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -24,7 +25,11 @@ from tests.e2e.test_recon_cli import NODE, _pay_behind_our_back
 
 # README "System packages for tests": .ci/run installs Debian's `chromium`.
 DEBIAN_PACKAGE = "chromium"
-SCREENSHOT_DIR = Path(os.environ.get("CORRIDOR_ARTIFACTS", "/tmp/corridor-artifacts"))
+# Per user: a directory another user (root in CI) made first is not writable here.
+SCREENSHOT_DIR = Path(
+    os.environ.get("CORRIDOR_ARTIFACTS")
+    or Path(tempfile.gettempdir()) / f"corridor-artifacts-{os.getuid()}"
+)
 APPROVAL_MSAT = 15_000_000  # above a service caller's review_max_msat: approval tier
 DEADLINE_S = 30.0
 
