@@ -58,7 +58,13 @@ def test_metrics_show_a_settled_payment(stack_with_sim: Path) -> None:  # noqa: 
     deadline = time.monotonic() + DEADLINE_S
     while True:  # the sampler reads the read models every few seconds
         series = scrape(url)
-        if series.get(("corridor_intents", (("state", "settled"),))) == 1:
+        # Settled in the read model, and the relay's saved position and the projections at
+        # the head (the relay saves its position lazily, after it has published).
+        if (
+            series.get(("corridor_intents", (("state", "settled"),))) == 1
+            and series.get(("corridor_relay_lag_events", ())) == 0
+            and series.get(("corridor_projection_lag_events", (("projection", "intents"),))) == 0
+        ):
             break
         assert time.monotonic() < deadline, {k: v for k, v in series.items() if "intents" in k[0]}
         time.sleep(0.2)
