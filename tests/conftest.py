@@ -24,6 +24,13 @@ import os
 import sys
 import time
 import uuid
+
+# The test process runs simulated lnd nodes (gRPC servers) and adapters in-process, and forks
+# nats-server and PostgreSQL: gRPC's fork handlers then run in the child before its exec and
+# can abort it (grpc/grpc#43055: "Check failed: next_worker->state == KICKED", the server
+# dies with SIGSEGV). Each child execs at once and never uses gRPC, so the handlers are off.
+# Set before anything imports grpc, which reads it once.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
