@@ -165,33 +165,12 @@ async def exceptions(args: argparse.Namespace) -> int:
 
 
 async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
-    """The exception queue, from the projection tables (ADR 0152): intents on the wire or with
-    an anomaly, judged against now, and open reconciliation items (ADR 0151)."""
-    from projections.intents import exception_of
+    """The exception queue, from the projection tables (``projections.exception_queue``)."""
+    from projections.exception_queue import exception_queue
     from services.cli.projection_reads import projection_store
 
     now_ms = time.time_ns() // 1_000_000
     async with projection_store(state_dir) as reader:
         intents = await reader.open_intent_docs()
         recon = await reader.reconciliation_docs(open_only=True)
-    rows = [
-        row
-        for doc in intents
-        for row in exception_of(doc, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000)
-    ]
-    rows += [reconciliation_row(item) for item in recon if item["kind"] == "item"]
-    return sorted(rows, key=lambda row: (row["since_ms"], row["intent_id"]))
-
-
-def reconciliation_row(item: dict[str, Any]) -> dict[str, Any]:
-    """An open reconciliation item as an exception row."""
-    evidence = " ".join(f"{k}={v}" for k, v in sorted(item["evidence"].items()) if v is not None)
-    return {
-        "intent_id": item["intent_id"] or "-",
-        "kind": f"reconciliation:{item['category']}",
-        "since_ms": item["found_at_ms"],
-        "region": item["region"],
-        "node": item["node"],
-        "detail": f"hash {item['payment_hash'][:16]}.. {evidence}".strip(),
-        "key": item["key"],
-    }
+    return exception_queue(intents, recon, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000)

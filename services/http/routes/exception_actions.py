@@ -18,11 +18,11 @@ from projections.intents import exception_of
 from projections.store import ProjectionStore
 from schemas import limits
 from services.bus import subjects
-from services.cli.exception_actions import AWAITING_EVIDENCE_KINDS, reprocess_intent
 from services.http.auth import ApiPrincipal, require
 from services.http.errors import ERROR_RESPONSES, ApiError
 from services.http.gateway import Gateway
 from services.http.limits import STUCK_AFTER_S_DEFAULT
+from services.reconciliation.reprocess import AWAITING_EVIDENCE_KINDS, reprocess_intent
 
 OPERATORS: Final = ("operator",)
 

@@ -13,11 +13,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from projections.catalog import INTENTS, RECONCILIATION
-from projections.intents import exception_of
+from projections.exception_queue import exception_queue
 from projections.store import ProjectionStore
 from schemas.dead_letters import DLQ_LIST_MAX
 from services.bus import subjects
-from services.cli.audit import reconciliation_row
 from services.http.auth import ApiPrincipal, require
 from services.http.bodies import (
     ApproveIntentBody,
@@ -236,18 +235,16 @@ async def exceptions(
     request: Request[Any, Any, Any], projections: NamedDependency[ProjectionStore],
     stuck_after_s: Annotated[int, QueryParameter(ge=1)] = STUCK_AFTER_S_DEFAULT,
 ) -> dict[str, Any]:  # fmt: skip
-    """The rows of ``corridor exceptions`` (services/cli/audit.py ``exception_rows``)."""
+    """The rows of ``corridor exceptions`` (``projections.exception_queue``)."""
     _operator(request, WATCHERS)
     await projections.refresh((INTENTS, RECONCILIATION))
-    now_ms = time.time_ns() // 1_000_000
-    rows = [
-        row
-        for doc in await projections.open_intent_docs()
-        for row in exception_of(doc, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000)
-    ]
-    recon = await projections.reconciliation_docs(open_only=True)
-    rows += [reconciliation_row(item) for item in recon if item["kind"] == "item"]
-    return {"exceptions": sorted(rows, key=lambda row: (row["since_ms"], row["intent_id"]))}
+    rows = exception_queue(
+        await projections.open_intent_docs(),
+        await projections.reconciliation_docs(open_only=True),
+        now_ms=time.time_ns() // 1_000_000,
+        stuck_after_ms=stuck_after_s * 1000,
+    )
+    return {"exceptions": rows}
 
 
 decisions = Router(
@@ -264,5 +261,5 @@ policy = Router(
 reconciliation = Router(
     path="/v1/recon", route_handlers=[resolve_mismatch, clear_breaker], tags=["operators"]
 )
-exception_queue = Router(path="/v1/exceptions", route_handlers=[exceptions], tags=["operators"])
-ROUTERS = (decisions, dead_letters, policy, reconciliation, exception_queue)
+exceptions_router = Router(path="/v1/exceptions", route_handlers=[exceptions], tags=["operators"])
+ROUTERS = (decisions, dead_letters, policy, reconciliation, exceptions_router)

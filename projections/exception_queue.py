@@ -1,0 +1,44 @@
+"""The operator's exception queue, read from the projection rows (ADR 0152): intents on the wire
+too long or with an anomaly, judged against now, and open reconciliation items (ADR 0151).
+
+One function for every window onto the queue (``corridor exceptions``, ``GET
+/v1/exceptions``), so the CLI and the HTTP API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from projections.intents import exception_of
+
+
+def exception_queue(
+    intent_docs: Iterable[dict[str, Any]],
+    reconciliation_docs: Iterable[dict[str, Any]],
+    *,
+    now_ms: int,
+    stuck_after_ms: int,
+) -> list[dict[str, Any]]:
+    """The queue's rows, oldest first (ties by intent id)."""
+    rows = [
+        row
+        for doc in intent_docs
+        for row in exception_of(doc, now_ms=now_ms, stuck_after_ms=stuck_after_ms)
+    ]
+    rows += [reconciliation_row(item) for item in reconciliation_docs if item["kind"] == "item"]
+    return sorted(rows, key=lambda row: (row["since_ms"], row["intent_id"]))
+
+
+def reconciliation_row(item: dict[str, Any]) -> dict[str, Any]:
+    """An open reconciliation item as an exception row."""
+    evidence = " ".join(f"{k}={v}" for k, v in sorted(item["evidence"].items()) if v is not None)
+    return {
+        "intent_id": item["intent_id"] or "-",
+        "kind": f"reconciliation:{item['category']}",
+        "since_ms": item["found_at_ms"],
+        "region": item["region"],
+        "node": item["node"],
+        "detail": f"hash {item['payment_hash'][:16]}.. {evidence}".strip(),
+        "key": item["key"],
+    }
