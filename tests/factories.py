@@ -6,7 +6,7 @@ import hashlib
 import time
 from typing import Any
 
-from services.lightning.bolt11 import encode_invoice
+from services.bolt11.codec import encode_invoice
 
 PAYEE_KEY = hashlib.sha256(b"corridor-test-payee").digest()
 

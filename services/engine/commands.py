@@ -18,6 +18,7 @@ from schemas.reconciliation_messages import (
 )
 from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccepted
 from schemas.webhook_messages import WebhookCommand, WebhookCommandAccepted, webhook_stream
+from services.bolt11.codec import InvoiceDecodeError, decode_invoice
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
@@ -26,7 +27,6 @@ from services.engine.ids import fingerprint, intent_id_for
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
-from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice
 
 Reply = (
     CommandAccepted

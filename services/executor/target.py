@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
+from services.bolt11.codec import decode_invoice
 from services.executor.keysend import keysend_preimage
 from services.executor.work_order import WorkOrder
-from services.lightning.bolt11 import decode_invoice
 from services.lightning.port import PayRequest
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from services.lightning.bolt11 import invoice_facts
+from services.bolt11.codec import invoice_facts
 from services.lightning.port import (
     Channel,
     FailureReason,

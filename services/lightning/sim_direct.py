@@ -24,7 +24,7 @@ from typing import Final
 
 import structlog
 
-from services.lightning.bolt11 import InvoiceDecodeError
+from services.bolt11.codec import InvoiceDecodeError
 from services.lightning.payments import (
     for_amount,
     invoice_target,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from services.lightning.bolt11 import InvoiceDecodeError
+from services.bolt11.codec import InvoiceDecodeError
 from services.lightning.port import DecodedInvoice, FailureReason
 from services.sim import cln_views as views
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists

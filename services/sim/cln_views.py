@@ -11,7 +11,7 @@ from typing import Any
 
 import bolt11 as b11_package
 
-from services.lightning.bolt11 import NETWORK_TO_CURRENCY
+from services.bolt11.codec import NETWORK_TO_CURRENCY
 from services.sim.records import SimChannel, SimInvoice, SimPayment
 
 # CLN names mainnet "bitcoin" in getinfo.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from services.lightning.bolt11 import (
+from services.bolt11.codec import (
     CURRENCY_TO_NETWORK,
     DEFAULT_MIN_FINAL_CLTV_EXPIRY,
     encode_invoice,

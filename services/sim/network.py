@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from types import MappingProxyType
 
-from services.lightning.bolt11 import decode_invoice
+from services.bolt11.codec import decode_invoice
 from services.lightning.port import DecodedInvoice
 from services.sim.errors import NodeOffline, SimError
 from services.sim.faults import SimFaults

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from services.lightning.bolt11 import InvoiceDecodeError, decode_invoice, payment_hash_of
+from services.bolt11.codec import InvoiceDecodeError, decode_invoice, payment_hash_of
 from services.lightning.port import FailureReason, RouteHop
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
 from services.sim.faults import SimFaults

@@ -23,6 +23,7 @@ from typing import Final
 from schemas import commands as cmd
 from schemas.common import Caller
 from schemas.replies import CommandAccepted, CommandRejected
+from services.bolt11.codec import encode_invoice
 from services.bootstrap import corridor_table
 from services.domain.intent.evolve import fold
 from services.domain.intent.state import PaymentIntent
@@ -33,7 +34,6 @@ from services.domain.routing import OrderedRouter
 from services.engine.event_codec import to_domain
 from services.engine.ids import intent_id_for
 from services.engine.processor import CommandEnvelope, CommandProcessor, Reply
-from services.lightning.bolt11 import encode_invoice
 from services.policy.loader import load_default_policy
 from services.settings import DEFAULT_CORRIDORS
 from services.simulation import invariants

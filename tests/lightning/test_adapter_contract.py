@@ -13,7 +13,7 @@ import hashlib
 
 import pytest
 
-from services.lightning.bolt11 import encode_invoice
+from services.bolt11.codec import encode_invoice
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     FailureReason,

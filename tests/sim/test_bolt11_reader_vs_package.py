@@ -8,7 +8,7 @@ import bolt11 as reference
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.lightning.bolt11 import decode_invoice, encode_invoice, peek_invoice, pubkey_of
+from services.bolt11.codec import decode_invoice, encode_invoice, peek_invoice, pubkey_of
 
 KEYS = [hashlib.sha256(f"k{i}".encode()).digest() for i in range(4)]
 
@@ -63,6 +63,6 @@ def test_peek_agrees_with_the_full_decode_on_every_valid_vector() -> None:
 def test_table_polymod_equals_the_reference(values: list[int]) -> None:
     import bech32
 
-    from services.lightning.bolt11_reader import bech32_polymod
+    from services.bolt11.reader import bech32_polymod
 
     assert bech32_polymod(values) == bech32.bech32_polymod(values)

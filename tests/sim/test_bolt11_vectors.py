@@ -9,7 +9,7 @@ from typing import Any
 import bolt11 as b11_package
 import pytest
 
-from services.lightning.bolt11 import (
+from services.bolt11.codec import (
     InvoiceDecodeError,
     InvoiceErrorCode,
     decode_invoice,

@@ -16,8 +16,8 @@ import bech32
 import coincurve
 import msgspec
 
-from services.lightning.bolt11_reader import ReaderError, read_invoice
-from services.lightning.bolt11_reader import peek_invoice as _peek
+from services.bolt11.reader import ReaderError, read_invoice
+from services.bolt11.reader import peek_invoice as _peek
 from services.lightning.port import DecodedInvoice
 
 # HRP currency prefix -> network name used across Corridor (port.NodeInfo.network).
