@@ -9,6 +9,7 @@ does, so "accepted" means a reply with ``ok``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ BACKOFF_S_FIRST: Final = 0.1
 BACKOFF_S_MAX: Final = 1.0
 # Intents open at once: every stage busy, never one burst.
 WINDOW: Final = 4
+# Submits per second. A drill needs traffic spread over its phases (intents routed before, during
+# and after a fault), not a burst that is all accepted and routed in the first second.
+RATE_PER_S_DEFAULT: Final = 5.0
+RATE_PER_S_MAX: Final = 1_000.0
 # Invoices asked for at once from the merchants' nodes.
 INVOICE_WINDOW: Final = 8
 # A drill's load is small by design: it proves behaviour under load, it is not a benchmark.
@@ -43,12 +48,14 @@ def amount_msat(i: int) -> int:
 
 @dataclass
 class SteadyLoad:
-    """``count`` payments, ``WINDOW`` at a time, from ``start()`` until done or ``stop()``."""
+    """``count`` payments at ``rate_per_s``, at most ``WINDOW`` open at a time, from
+    ``start()`` until done or ``stop()``."""
 
     target: Target
     tag: str
     count: int
     nc: Client
+    rate_per_s: float = RATE_PER_S_DEFAULT
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
     retried: int = 0
@@ -57,6 +64,7 @@ class SteadyLoad:
 
     def __post_init__(self) -> None:
         assert 1 <= self.count <= INTENTS_MAX, f"1..{INTENTS_MAX} intents"
+        assert 0 < self.rate_per_s <= RATE_PER_S_MAX, f"0..{RATE_PER_S_MAX} submits/s"
 
     async def start(self) -> None:
         source = InvoiceSource(self.target.sim_nodes)
@@ -97,9 +105,15 @@ class SteadyLoad:
 
     async def _run(self, invoices: list[str]) -> None:
         jobs = iter(enumerate(invoices))
+        began = time.monotonic()
 
         async def worker() -> None:
             for i, invoice in jobs:
+                # Pacing: submit i is due i / rate seconds in (a rate, not synchronisation).
+                due = began + i / self.rate_per_s
+                if (wait_s := due - time.monotonic()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), wait_s)
                 if self._stop.is_set():
                     return
                 await self._submit(self.body(i, invoice))

@@ -44,7 +44,7 @@ OUR_ROLE: Final = "ours"
 @dataclass(frozen=True)
 class Options:
     region: str = "us"
-    intents: int = 60  # the load's budget: it stops early once the region is back
+    intents: int = 200  # the load's budget at 5/s: it stops early once the region is back
     deadline_s: float = 90.0
     tag: str = ""
     before_settled: int = 3
