@@ -49,6 +49,8 @@ REST_DEADLINE_S: Final = 120.0
 class Options:
     intents: int = 30
     backup_after: int = 10
+    # Faster than the failover drill's load: more intents in motion when the snapshot is taken.
+    rate_per_s: float = 20.0
     work_dir: Path | None = None  # None: a temporary directory, removed afterwards
     tag: str = ""  # the load's idempotency-key prefix (default: from the time)
     # Run against the restored copy before it is checked: a test's way to prove a check fails.
@@ -112,11 +114,13 @@ async def _backup_under_load(
     tag = options.tag or f"drill-backup-{time.time_ns() // 1_000_000}"
     nc = await nats_connect(target.nats_url, name="corridor-drill-load", creds=target.caller_creds)
     try:
-        load = SteadyLoad(target, tag, options.intents, nc)
+        load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
         await load.start()
         began = await load.wait_accepted(options.backup_after, timeout_s=ACCEPT_DEADLINE_S)
         report.checks["load flowing before the backup"] = began
         before = len(load.accepted)
+        # Intents accepted and not yet at rest: the backup meets them mid-flight.
+        moving = await ledger.check(target.database_url, target.sim_control, load.accepted)
         backup = await dump(target.database_url, work / "backup.dump")
         during = len(load.accepted) - before
         await load.done()
@@ -125,7 +129,10 @@ async def _backup_under_load(
     report.figures["load"] = {
         "submitted": options.intents,
         "accepted": len(load.accepted),
+        "accepted_before_backup": before,
+        "in_motion_at_backup": moving.not_at_rest,
         "accepted_during_backup": during,
+        "accepted_after_backup": len(load.accepted) - before - during,
         "refused": load.refused,
     }
     report.figures["backup"] = {"bytes": backup.bytes, "dump_ms": backup.dump_ms}
@@ -163,6 +170,7 @@ async def _compare_exports(
     now_ms = time.time_ns() // 1_000_000  # one export time for both: the bytes can be equal
     source = await PostgresEventStore.connect(target.database_url, pool_max=2)
     try:
+        live_head = await source.head_position()
         await export_bundle(
             cast(EventStore, _AsOf(source, last)), (work / "source.bundle").resolve(),
             to_position=last, now_ms=now_ms,
@@ -176,6 +184,8 @@ async def _compare_exports(
         )
     finally:
         await restored.close()
+    report.figures["live_head_when_compared"] = live_head
+    report.checks["the live log went on past the backup"] = live_head > last
     digests = {name: _sha256(work / f"{name}.bundle") for name in ("source", "restored")}
     report.figures["export_sha256"] = digests
     report.figures["export_events"] = manifest.event_count

@@ -72,9 +72,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--intents",
         type=int,
         metavar="N",
-        help="payments in the load, 5 a second (default 30; region-failover: 200, stopped "
-        "once the region is back)",
+        help="payments in the load (default 30; region-failover: 200, stopped once the "
+        "region is back)",
     )
+    parser.add_argument(
+        "--rate", type=float, metavar="N",
+        help="submits per second (default 20; region-failover: 5)",
+    )  # fmt: skip
     parser.add_argument("--tag", default="", help="idempotency-key prefix of the load "
                         "(default: from the time)")  # fmt: skip
 
@@ -109,6 +113,16 @@ def _intents(args: argparse.Namespace, default: int) -> int:
     return int(n)
 
 
+def _rate(args: argparse.Namespace, default: float) -> float:
+    from services.cli.errors import UsageError
+    from services.drills.load import RATE_PER_S_MAX
+
+    rate = default if args.rate is None else args.rate
+    if not 0 < rate <= RATE_PER_S_MAX:
+        raise UsageError(f"--rate: above 0, at most {RATE_PER_S_MAX:.0f}")
+    return float(rate)
+
+
 async def backup_restore(args: argparse.Namespace) -> int:
     from services.cli.errors import UsageError
     from services.drills import backup_restore as drill
@@ -117,8 +131,9 @@ async def backup_restore(args: argparse.Namespace) -> int:
     if not 1 <= args.backup_after <= intents:
         raise UsageError("--backup-after: 1..--intents")
     options = drill.Options(
-        intents=intents, backup_after=args.backup_after, work_dir=args.work_dir, tag=args.tag
-    )
+        intents=intents, backup_after=args.backup_after, work_dir=args.work_dir, tag=args.tag,
+        rate_per_s=_rate(args, 20.0),
+    )  # fmt: skip
     report = await drill.run(_target(args), options)
     report.print(as_json=args.json)
     return report.exit_code()
@@ -131,8 +146,9 @@ async def region_failover(args: argparse.Namespace) -> int:
     if not 1.0 <= args.deadline_s <= drill.DEADLINE_S_MAX:
         raise UsageError(f"--deadline-s: 1..{drill.DEADLINE_S_MAX:.0f}")
     options = drill.Options(
-        region=args.region, intents=_intents(args, 200), deadline_s=args.deadline_s, tag=args.tag
-    )
+        region=args.region, intents=_intents(args, 200), deadline_s=args.deadline_s,
+        tag=args.tag, rate_per_s=_rate(args, 5.0),
+    )  # fmt: skip
     report = await drill.run(_target(args), options)
     report.print(as_json=args.json)
     return report.exit_code()

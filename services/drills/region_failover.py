@@ -46,6 +46,7 @@ class Options:
     region: str = "us"
     intents: int = 200  # the load's budget at 5/s: it stops early once the region is back
     deadline_s: float = 90.0
+    rate_per_s: float = 5.0
     tag: str = ""
     before_settled: int = 3
     moved_settled: int = 3
@@ -130,7 +131,7 @@ async def run(target: Target, options: Options) -> DrillReport:
     nc = await nats_connect(target.nats_url, name="corridor-drill-load", creds=target.caller_creds)
     down = False
     try:
-        load = SteadyLoad(target, tag, options.intents, nc)
+        load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
         await load.start()
         watch = _Observer(target, load)
         region = options.region
