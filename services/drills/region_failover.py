@@ -177,6 +177,7 @@ async def run(target: Target, options: Options) -> DrillReport:
     report.figures["load"] = {
         "accepted": len(load.accepted), "refused": load.refused, "client_retries": load.retried,
     }  # fmt: skip
+    report.figures["routes_passing_over_region"] = _passed_over(watch.metrics, region)
     pilot = watch.metrics.report()
     report.figures["pilot_metrics"] = {
         k: pilot[k] for k in ("intents", "by_state", "route_failure_ratio", "auto_recovery_rate",
@@ -188,6 +189,18 @@ async def run(target: Target, options: Options) -> DrillReport:
     report.figures["ledger"] = rest.summary()
     report.checks["ledger holds (no double payment, no lost intent)"] = rest.holds
     return report
+
+
+def _passed_over(metrics: PilotMetrics, region: str) -> dict[str, int]:
+    """Why routing passed over the region's nodes, counted over every route decision: the
+    intents' own record of the move (``IntentRouted.rejected``)."""
+    reasons: Counter[str] = Counter()
+    for doc in metrics.docs.values():
+        for route in (doc or {}).get("routes", ()):
+            for rejected in route.get("rejected", ()):
+                if rejected.get("region") == region:
+                    reasons[f"{rejected['node']}: {rejected['reason']}"] += 1
+    return dict(sorted(reasons.items()))
 
 
 def _timings(

@@ -50,6 +50,8 @@ async def test_region_failover_drill_passes(harness: Harness) -> None:
     assert by_phase["after"].get("us", 0) >= 1, by_phase
     assert report["time_to_move_ms"] is not None and report["time_to_return_ms"] is not None
     assert report["ledger"]["double_payments"] == 0 and report["ledger"]["lost"] == 0
+    # The intents' own routes say why: the region's node was passed over while it was down.
+    assert any(k.startswith("us-lnd:") for k in report["routes_passing_over_region"]), report
 
 
 async def test_region_failover_drill_fails_when_the_region_never_returns(
@@ -75,5 +77,6 @@ async def test_region_failover_drill_fails_when_the_region_never_returns(
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("time_to_move_ms", "time_to_return_ms", "settled_by_region",
-            "share_elsewhere_while_down_pct", "pilot_metrics", "load", "checks")  # fmt: skip
+            "share_elsewhere_while_down_pct", "routes_passing_over_region", "pilot_metrics",
+            "load", "checks")  # fmt: skip
     return {k: report.get(k) for k in keys}
