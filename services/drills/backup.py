@@ -78,6 +78,8 @@ async def dump(database_url: str, out: Path) -> Backup:
     """A custom-format dump of the database at ``database_url`` (any role that can read every
     table: the engine's and the auditor's can) as one consistent snapshot."""
     args, env = _tool_args(database_url)
+    # The backup holds the whole log: readable by us alone (pg_dump keeps the mode it finds).
+    await asyncio.to_thread(out.touch, mode=0o600)
     began = time.monotonic()
     argv = [str(postgres_bin_dir() / "pg_dump"), *args, "-Fc", "-Z", "6", "-f", str(out)]
     await _run(argv, env, f"pg_dump of {redact_url(database_url)}")

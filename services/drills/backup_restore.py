@@ -113,8 +113,8 @@ async def _backup_under_load(
 ) -> list[str]:
     tag = options.tag or f"drill-backup-{time.time_ns() // 1_000_000}"
     nc = await nats_connect(target.nats_url, name="corridor-drill-load", creds=target.caller_creds)
+    load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
     try:
-        load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
         await load.start()
         began = await load.wait_accepted(options.backup_after, timeout_s=ACCEPT_DEADLINE_S)
         report.checks["load flowing before the backup"] = began
@@ -125,6 +125,7 @@ async def _backup_under_load(
         during = len(load.accepted) - before
         await load.done()
     finally:
+        await load.cancel()
         await nc.close()
     report.figures["load"] = {
         "submitted": options.intents,

@@ -91,6 +91,15 @@ class SteadyLoad:
         if self._task is not None:
             await self._task
 
+    async def cancel(self) -> None:
+        """End the load now (a drill that stops early): submits in flight are abandoned, and
+        whatever they got accepted stays in the log, as a client that went away leaves it."""
+        self._stop.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
     def body(self, i: int, invoice: str) -> dict[str, Any]:
         return {
             "type": "SubmitPaymentIntent",

@@ -130,8 +130,8 @@ async def run(target: Target, options: Options) -> DrillReport:
     tag = options.tag or f"drill-failover-{_now_ms()}"
     nc = await nats_connect(target.nats_url, name="corridor-drill-load", creds=target.caller_creds)
     down = False
+    load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
     try:
-        load = SteadyLoad(target, tag, options.intents, nc, rate_per_s=options.rate_per_s)
         await load.start()
         watch = _Observer(target, load)
         region = options.region
@@ -169,6 +169,7 @@ async def run(target: Target, options: Options) -> DrillReport:
         load.stop()
         await load.done()
     finally:
+        await load.cancel()
         if down:
             await _set_region(target, nodes, online=True)  # never leave the stack cut
         await nc.close()

@@ -50,6 +50,8 @@ async def test_backup_restore_drill_passes(harness: Harness, tmp_path: Path) -> 
     assert report["republish"]["published_through"] == report["last_position"]
     assert report["load"]["accepted"] == INTENTS
     assert report["ledger"]["holds"] and report["ledger"]["double_payments"] == 0
+    # The backup holds the whole log: nobody else may read it.
+    assert (tmp_path / "work" / "backup.dump").stat().st_mode & 0o777 == 0o600
 
 
 async def test_backup_restore_drill_fails_on_a_corrupted_restore(
