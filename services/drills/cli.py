@@ -87,20 +87,20 @@ def _target(args: argparse.Namespace) -> Any:
     import sys
 
     from services.cli.errors import UsageError
+    from services.drills.target import TargetError, find_target
     from services.logging import configure_logging
     from services.settings import Settings
 
-    # Log lines go to stderr: stdout is the report.
-    configure_logging(Settings().log_level, stream=sys.stderr)
-    from services.drills.target import TargetError, find_target
-
     try:
-        return find_target(
+        target = find_target(
             args.state_dir, args.sim_state_dir, creds=args.creds,
             caller_id=args.caller_id, corridor=args.corridor,
         )  # fmt: skip
     except TargetError as exc:
         raise UsageError(str(exc)) from None
+    # Log lines go to stderr: stdout is the report. Set once the drill will run.
+    configure_logging(Settings().log_level, stream=sys.stderr)
+    return target
 
 
 def _intents(args: argparse.Namespace, default: int) -> int:
