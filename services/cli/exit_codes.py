@@ -14,7 +14,7 @@ REFUSED: Final = 1
 # A mistake in the command line, or no stack to talk to (not found, not reachable).
 USAGE: Final = 2
 # The hash chain of the log is broken (`replay --verify`), an audit bundle is (`audit
-# verify`), or the demo saw a double payment.
+# verify`), the demo saw a double payment, or a check of `corridor drill` failed.
 VERIFICATION_FAILED: Final = 3
 # `pilot report` answered and said no-go for some corridor it shows (ADR 0155): an answer, not
 # an error, and distinct from both, so a script can gate on it.
@@ -28,7 +28,8 @@ TABLE: Final = (
     (USAGE, "usage mistake, or the stack is not found or not reachable"),
     (
         VERIFICATION_FAILED,
-        "verification failed (replay --verify or audit verify found a broken chain or bundle)",
+        "verification failed (replay --verify or audit verify found a broken chain or bundle; "
+        "a drill's check failed)",
     ),
     (NO_GO, "pilot report: no-go for at least one corridor shown"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),

@@ -99,6 +99,7 @@ PLUGINS: Final = (
         "services.cli.agents",
         "agent signing keys: register/rotate (propose), approve, revoke, list; keygen and sign",
     ),
+    ("drill", "services.drills.cli", "operator drills under load: backup-restore, region-failover"),
 )
 
 _CALLER_KINDS: Final = ["human", "agent", "service"]

@@ -1,0 +1,1 @@
+"""Operator drills against a running stack: ``corridor drill backup-restore|region-failover``."""
