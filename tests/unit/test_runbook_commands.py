@@ -61,7 +61,7 @@ def test_commands_are_found_where_a_shell_runs_them() -> None:
         "mkdir -p e && corridor dlq list --json > e/x.json\n"
         'KEY=$(cat k) corridor get "$INTENT_ID" 2>/dev/null | jq .\n'
         "echo corridor not-a-command  # corridor neither\n"
-        "corridor audit export --to-position \"$(jq -r .to_position m.json)\" \\\n  --out b\n"
+        'corridor audit export --to-position "$(jq -r .to_position m.json)" \\\n  --out b\n'
     )
     assert corridor_commands(script) == [
         ["dlq", "list", "--json"],
