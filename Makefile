@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip shows its progress on a terminal and stays quiet in logs (CI).
 PIP_QUIET := $(shell test -t 2 || echo -q)
 
-.PHONY: install lock audit run test drills lint typecheck unit bench profile schemas sim clean
+.PHONY: install lock audit run test drills lint typecheck unit bench profile schemas sim release clean
 
 install: $(STAMP)
 
@@ -79,5 +79,32 @@ schemas: install
 	$(BIN)/python -m services.bus.asyncapi
 	$(BIN)/python -m services.http.openapi
 
+# A signed release in dist/release/ (ADR 0185): the wheel, the image context and a CycloneDX SBOM
+# of the runtime lock, all from the tracked files of HEAD only, and manifest.json (each
+# artefact's size and sha256) signed with RELEASE_KEY. Offline; everything is stamped with the
+# commit's time, so the same commit gives the same bytes. Without RELEASE_KEY a development key
+# is made in .corridor/release/: never publish a release signed with it.
+RELEASE_DIR := dist/release
+RELEASE_BUILD := build/release-src
+RELEASE_DEV_KEY := .corridor/release/dev-release.key
+RELEASE_KEY ?= $(RELEASE_DEV_KEY)
+RELEASE_KEYRING ?= $(RELEASE_KEY).pub.json
+release: install
+	@test -z "$$(git status --porcelain --untracked-files=no)" || echo "corridor: release: uncommitted changes are not in the release (it is built from HEAD)" >&2
+	@test -f $(RELEASE_KEY) || test "$(RELEASE_KEY)" != "$(RELEASE_DEV_KEY)" || $(BIN)/corridor release keygen --out $(RELEASE_DEV_KEY) --comment "development key: never publish"
+	rm -rf $(RELEASE_DIR) $(RELEASE_BUILD)
+	mkdir -p $(RELEASE_DIR) $(RELEASE_BUILD)
+	$(eval VERSION := $(shell git show HEAD:pyproject.toml | $(BIN)/python -c 'import sys, tomllib; print(tomllib.loads(sys.stdin.read())["project"]["version"])'))
+	$(eval COMMIT := $(shell git rev-parse HEAD))
+	$(eval export SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct HEAD))
+	git archive --format=tar HEAD | gzip -n -9 > $(RELEASE_DIR)/corridor-$(VERSION)-image-context.tar.gz
+	tar -xzf $(RELEASE_DIR)/corridor-$(VERSION)-image-context.tar.gz -C $(RELEASE_BUILD)
+	cd $(RELEASE_BUILD) && $(CURDIR)/$(BIN)/python -m pip wheel $(PIP_QUIET) --disable-pip-version-check --no-deps --no-build-isolation -w $(abspath $(RELEASE_DIR)) .
+	$(BIN)/cyclonedx-py requirements --output-reproducible --pyproject $(RELEASE_BUILD)/pyproject.toml -o $(RELEASE_DIR)/corridor-$(VERSION)-sbom.cdx.json $(RELEASE_BUILD)/requirements/runtime.lock
+	cp $(RELEASE_KEYRING) $(RELEASE_DIR)/release-keys.json
+	$(BIN)/corridor release sign --key $(RELEASE_KEY) --dir $(RELEASE_DIR) --version $(VERSION) --git-commit $(COMMIT) --created-at "$$(git log -1 --format=%cI HEAD)"
+	rm -rf $(RELEASE_BUILD)
+	$(BIN)/corridor release verify --dir $(RELEASE_DIR) --keyring $(RELEASE_KEYRING)
+
 clean:
-	rm -rf $(VENV) .corridor .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .corridor .pytest_cache .mypy_cache .ruff_cache build dist

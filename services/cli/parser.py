@@ -75,6 +75,11 @@ PLUGINS: Final = (
         "audit: export a range of the log to one file, verify one offline, an intent's timeline",
     ),
     (
+        "release",
+        "services.release.cli",
+        "signed releases: keygen, sign a release directory, verify one (ADR 0185)",
+    ),
+    (
         "projections",
         "services.cli.read_models",
         "read models: keep them live, rebuild them (or prove rebuild equals live)",
