@@ -12,7 +12,9 @@ intent lost, every one at rest, and the caller's spend limit held.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -20,7 +22,7 @@ import asyncpg
 from services.bus import subjects
 from services.bus.jetstream import connect
 from tests.faults.cluster import ENGINES, REPLICAS, SPEND_LIMIT_MSAT, STREAMS, ClusterHarness
-from tests.faults.drill import drive
+from tests.faults.drill import drive, honest_bodies
 from tests.faults.load import amount_msat
 
 INTENTS: Final = 90
@@ -43,8 +45,6 @@ async def head(harness: ClusterHarness) -> int:
 
 async def progressed(harness: ClusterHarness, what: str) -> None:
     """Wait (deadline, no sleep-to-sync) until the log moved ``PROGRESS_EVENTS`` on."""
-    import asyncio
-
     start = await head(harness)
     deadline = time.monotonic() + PROGRESS_TIMEOUT_S
     while await head(harness) < start + PROGRESS_EVENTS:
@@ -52,10 +52,8 @@ async def progressed(harness: ClusterHarness, what: str) -> None:
         await asyncio.sleep(0.1)  # a poll interval, not synchronisation
 
 
-async def test_cluster_engines_relay_and_nats_node_killed(tmp_path: object) -> None:
-    from pathlib import Path
-
-    harness = ClusterHarness(Path(str(tmp_path)) / "cluster")
+async def test_cluster_engines_relay_and_nats_node_killed(tmp_path: Path) -> None:
+    harness = ClusterHarness(tmp_path / "cluster")
     notes: dict[str, object] = {}
     try:
         await harness.start()
@@ -77,7 +75,7 @@ async def test_cluster_engines_relay_and_nats_node_killed(tmp_path: object) -> N
             cluster.kill(leader)
             notes["nats_node_killed"] = f"n{leader}"
             await progressed(harness, "a nats-server was killed")
-            await asyncio_to_thread(cluster.restart, leader)
+            await asyncio.to_thread(cluster.restart, leader)
             await progressed(harness, "the nats-server rejoined")
             relay = await harness.relay_leader()
             assert relay is not None, "no engine holds the relay lease"
@@ -117,8 +115,6 @@ async def test_cluster_engines_relay_and_nats_node_killed(tmp_path: object) -> N
 
 async def _new_relay_leader(harness: ClusterHarness, killed: int) -> int:
     """A standby's relay takes the lease once PostgreSQL ends the killed one's session."""
-    import asyncio
-
     deadline = time.monotonic() + PROGRESS_TIMEOUT_S
     while (leader := await harness.relay_leader()) in (None, killed):
         assert time.monotonic() < deadline, "no standby relay took the lease"
@@ -128,8 +124,6 @@ async def _new_relay_leader(harness: ClusterHarness, killed: int) -> int:
 
 
 async def _bodies(harness: ClusterHarness) -> list[dict[str, object]]:
-    from tests.faults.drill import honest_bodies
-
     return await honest_bodies(harness, "cluster", INTENTS)
 
 
@@ -144,9 +138,3 @@ async def _settled_msat(harness: ClusterHarness, intents: list[str]) -> int:
     finally:
         await conn.close()
     return int(value)
-
-
-async def asyncio_to_thread(fn: object, *args: object) -> None:
-    import asyncio
-
-    await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
