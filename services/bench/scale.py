@@ -44,6 +44,8 @@ from services.identity.registry import load_registry, registry_path
 HOLD_SAMPLES: Final = 600
 HOLD_SAMPLES_QUICK: Final = 100
 CONTENDED_APPENDERS: Final = 4
+# Appends as a busier engine groups them (its batch limit is 512 commands, ADR 0003).
+LARGER_APPENDS_EVENTS: Final = (60, 240)
 PUBLISHES_SYNC: Final = 1_000
 PUBLISHES_PIPELINED: Final = 10_000
 PUBLISHES_QUICK: Final = 200
@@ -82,6 +84,19 @@ def _batch(tag: str, index: int, size: int) -> list[Any]:
     return events[:size]
 
 
+async def _holds_ms(
+    store: PostgresEventStore, size: int, samples: int, round_trip_ms: float, tag: str
+) -> list[float]:
+    """Sorted hold times of ``samples`` appends of ``size`` events, one at a time."""
+    batches = [_batch(tag, i, size) for i in range(samples)]
+    append_ms = []
+    for batch in batches:
+        began = time.perf_counter()
+        await store.append(batch)
+        append_ms.append((time.perf_counter() - began) * 1000)
+    return sorted(max(0.0, ms - round_trip_ms) for ms in append_ms)
+
+
 async def head_lock_hold(
     db_url: str, *, events_per_append: float, appends_per_intent: float, quick: bool
 ) -> dict[str, Any]:
@@ -89,7 +104,6 @@ async def head_lock_hold(
     size = max(1, round(events_per_append))
     store = await PostgresEventStore.connect(db_url, pool_max=CONTENDED_APPENDERS)
     try:
-        batches = [_batch("hold", i, size) for i in range(samples)]
         await store.append(_batch("warm", 0, size))
         # The empty statement's round trip on a pooled connection, as the append takes one.
         empty_ms = []
@@ -98,13 +112,17 @@ async def head_lock_hold(
             async with store.pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
             empty_ms.append((time.perf_counter() - began) * 1000)
-        append_ms = []
-        for batch in batches:
-            began = time.perf_counter()
-            await store.append(batch)
-            append_ms.append((time.perf_counter() - began) * 1000)
         round_trip_ms = percentile(sorted(empty_ms), 50)
-        hold_ms = sorted(max(0.0, ms - round_trip_ms) for ms in append_ms)
+        hold_ms = await _holds_ms(store, size, samples, round_trip_ms, "hold")
+        # A busier engine groups more per append (ADR 0003): how the hold grows with size.
+        by_size = {}
+        for larger in LARGER_APPENDS_EVENTS:
+            held = await _holds_ms(store, larger, samples // 4, round_trip_ms, f"hold{larger}")
+            p50_larger = percentile(held, 50)
+            by_size[str(larger)] = {
+                "hold_ms_p50": round(p50_larger, 3),
+                "ceiling_events_per_s": round(larger * 1000 / p50_larger) if p50_larger else None,
+            }
         # Cross-check: appenders at once, each waiting on the head lock for the others.
         contended = [
             [_batch(f"c{a}", i, size) for i in range(samples // CONTENDED_APPENDERS)]
@@ -135,6 +153,7 @@ async def head_lock_hold(
         "ceiling_appends_per_s": round(ceiling) if ceiling else None,
         "ceiling_events_per_s": round(ceiling * size) if ceiling else None,
         "ceiling_intents_per_s": round(ceiling * intents_per_append) if ceiling else None,
+        "larger_appends": by_size,
         "contended_appends_per_s": round(contended_per_s),
         "contended_appenders": CONTENDED_APPENDERS,
     }
