@@ -145,8 +145,7 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
     if wanted.deny_delete:
         # A stream that refuses deletes (the signed checkpoints) is never updated, by the
         # engine either (ADR 0067): an update could set limits that drop what no delete may.
-        # The stream in place is kept as it is, except for its number of copies, which drops
-        # nothing (ADR 0195).
+        # The stream in place is kept as it is.
         if (
             kept
             or existing.subjects != config.subjects
@@ -154,7 +153,16 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
         ):
             log.warning("checkpoint_stream_config_differs", stream=wanted.name)
         if _replicas(existing) != _replicas(wanted):
-            await _update(js, replace(existing, num_replicas=_replicas(wanted)), existing)
+            # Its copies too: the engine's credential may not update it (ADR 0067), so an
+            # operator moves it, once, with an admin credential (ADR 0195).
+            log.error(
+                "stream_replicas_kept",
+                stream=wanted.name,
+                server=_replicas(existing),
+                configured=_replicas(wanted),
+                detail=f"nats stream edit {wanted.name} --replicas {_replicas(wanted)}, as an "
+                "operator: the engine may not update this stream",
+            )
         return
     for item in kept:
         log.warning(

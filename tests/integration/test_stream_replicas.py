@@ -63,17 +63,28 @@ async def test_on_a_cluster_an_existing_stream_moves_to_the_configured_copies(
         ack = await js.publish(subjects.intent_event_subject("alice", "IntentReceived"), b"{}")
         with structlog.testing.capture_logs() as logs:
             await ensure_streams(js, duplicate_window_s=120, replicas=3)
-        for name in STREAMS:
+        moved = [n for n in STREAMS if n != subjects.CHECKPOINT_STREAM]
+        for name in moved:
             info = await js.stream_info(name)
             assert info.config.num_replicas == 3, name
         changed = sorted(e["stream"] for e in logs if e["event"] == "stream_replicas_changed")
-        assert changed == sorted(STREAMS)
+        assert changed == sorted(moved)
+        # The signed checkpoints' stream refuses the engine's updates (ADR 0067): kept, and
+        # the operator is told the one command that moves it.
+        checkpoints = await js.stream_info(subjects.CHECKPOINT_STREAM)
+        assert checkpoints.config.num_replicas == 1
+        [kept] = [e for e in logs if e["event"] == "stream_replicas_kept"]
+        assert kept["stream"] == subjects.CHECKPOINT_STREAM and kept["configured"] == 3
+        assert "--replicas 3" in kept["detail"]
         # Nothing stored was lost in the move.
         evt = await js.stream_info(subjects.EVT_STREAM)
         assert evt.state.messages == 1 and ack.seq == 1
-        # At the next start nothing changes.
+        # At the next start nothing else changes.
         with structlog.testing.capture_logs() as logs:
             await ensure_streams(js, duplicate_window_s=120, replicas=3)
         assert not [e for e in logs if e["event"] == "stream_replicas_changed"]
+        assert [e["stream"] for e in logs if e["event"] == "stream_replicas_kept"] == [
+            subjects.CHECKPOINT_STREAM
+        ]
     finally:
         await nc.close()
