@@ -107,7 +107,9 @@ async def test_cluster_engines_relay_and_nats_node_killed(tmp_path: Path) -> Non
         # the rest (the run is far shorter than the hour the window spans).
         settled = await _settled_msat(harness, outcome.accepted)
         assert settled <= SPEND_LIMIT_MSAT, f"settled {settled} msat, limit {SPEND_LIMIT_MSAT}"
-        assert outcome.verdict.statuses["rejected"] > 0, outcome.verdict.summary()
+        refused = await _rejections(harness, outcome.accepted)
+        assert refused and set(refused) == {"spend_limit_exceeded"}, refused
+        assert len(refused) == outcome.verdict.statuses["rejected"]
     finally:
         if hasattr(harness, "stack"):
             await harness.stop()
@@ -138,3 +140,17 @@ async def _settled_msat(harness: ClusterHarness, intents: list[str]) -> int:
     finally:
         await conn.close()
     return int(value)
+
+
+async def _rejections(harness: ClusterHarness, intents: list[str]) -> list[str]:
+    """The reason of each policy rejection among ``intents``."""
+    conn = await asyncpg.connect(harness.auditor_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT payload->>'reason' AS reason FROM events"
+            " WHERE type = 'IntentRejected' AND stream_id = ANY($1::text[])",
+            intents,
+        )
+    finally:
+        await conn.close()
+    return [str(row["reason"]) for row in rows]
