@@ -236,7 +236,12 @@ async def bootstrap(
         bus = NatsBus(nc, js)
 
         def declare() -> Awaitable[None]:
-            return ensure_streams(nats_js, duplicate_window_s=window_s, limits=limits)
+            return ensure_streams(
+                nats_js,
+                duplicate_window_s=window_s,
+                limits=limits,
+                replicas=settings.bus_stream_replicas,  # ADR 0195
+            )
     else:
         port = bus
 

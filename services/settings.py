@@ -129,6 +129,15 @@ class Settings(BaseSettings):
         description="How often an idle relay re-reads the log, and a standby relay tries for "
         "the leader's lock.",
     )
+    bus_stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        json_schema_extra=_unit("servers"),
+        description="Copies JetStream keeps of each Corridor stream: 1 on a single nats-server, "
+        "3 on a cluster (a stream then survives one server's loss). Start-up moves an existing "
+        "stream to this count; a server that cannot hold that many copies stops the engine.",
+    )
     jetstream_duplicate_window_s: int = Field(
         default=120,
         ge=1,

@@ -28,6 +28,13 @@ def register(subparsers: Any) -> None:
         help="also sample the engine, the simulated network and the executors with py-spy "
         "during the first saturation run; collapsed stacks and a summary go to DIR",
     )
+    bench.add_argument(
+        "--scale",
+        action="store_true",
+        help="measure what limits scale-out instead of the baselines: the head-lock hold per "
+        "append and its ceiling, CPU per intent by process, a 3-node R3 NATS cluster against "
+        "one node (ADR 0197)",
+    )
     bench.set_defaults(handler=run)
 
 
@@ -38,7 +45,11 @@ async def run(args: argparse.Namespace) -> int:
 
     configure_logging("warning", cache=True)
     result = await run_bench(
-        runs=args.runs, e2e_intents=args.intents, quick=args.quick, profile_dir=args.profile
+        runs=args.runs,
+        e2e_intents=args.intents,
+        quick=args.quick,
+        profile_dir=args.profile,
+        scale=args.scale,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

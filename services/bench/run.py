@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from services.bench import baselines, store_bench
+from services.bench import baselines, scale, store_bench
 from services.bench.e2e import (
     InvoiceSource,
     open_loop_count,
@@ -85,8 +85,15 @@ def _process_groups(
 
 
 async def run_bench(
-    *, runs: int, e2e_intents: int, quick: bool, profile_dir: Path | None = None
+    *,
+    runs: int,
+    e2e_intents: int,
+    quick: bool,
+    profile_dir: Path | None = None,
+    scale: bool = False,
 ) -> dict[str, Any]:
+    """``scale``: the end-to-end run, then what limits scale-out (``scale.py``, ADR 0197),
+    instead of the raw baselines and the event store figures."""
     work = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     # Traversable by PostgreSQL's service user; kept for a post-mortem if the run fails.
     os.chmod(work, 0o755)
@@ -103,16 +110,19 @@ async def run_bench(
     }  # fmt: skip
     cpu_before = host_cpu_ticks()
     try:
-        _progress("baselines: raw asyncpg and nats-py")
-        result["baselines"] = await _baselines(stack, runs, quick)
-        _progress("event store: append and replay")
-        result["event_store"] = await _store(stack, runs, quick)
+        if not scale:
+            _progress("baselines: raw asyncpg and nats-py")
+            result["baselines"] = await _baselines(stack, runs, quick)
+            _progress("event store: append and replay")
+            result["event_store"] = await _store(stack, runs, quick)
         _progress("end to end: starting the engine and the simulated network")
         result.update(
             await _end_to_end(
                 stack, work, runs, e2e_intents, quick=quick, profile_dir=profile_dir, creds=creds
             )
         )
+        if scale:
+            result["scale"] = await _scale(stack, result, quick)
     except BaseException:
         _progress(f"failed; servers' data and logs are kept in {work}")
         raise
@@ -121,8 +131,32 @@ async def run_bench(
     # A run leaves about 170 MB of server data; it is only worth keeping after a failure.
     await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
     result["machine"]["steal_pct_during_run"] = steal_pct(cpu_before, host_cpu_ticks())
-    ratios_and_targets(result)
+    if not scale:
+        ratios_and_targets(result)
     return result
+
+
+async def _scale(stack: DevStack, result: dict[str, Any], quick: bool) -> dict[str, Any]:
+    shape = result["append_shape"]
+    _progress("scale: head-lock hold per append")
+    hold = await scale.head_lock_hold(
+        (await _create_db(stack, "bench_lock")).engine,
+        events_per_append=shape["events_per_append"],
+        appends_per_intent=shape["appends_per_intent"],
+        quick=quick,
+    )
+    _progress("scale: publishes on one nats-server (R1) and a 3-node cluster (R3)")
+    cluster = await scale.cluster_cost(stack, quick=quick)
+    cpu_ms = result["cost_per_intent"]["cpu_ms_by_process"]
+    engine_ms = cpu_ms.get("engine", 0.0)
+    return {
+        "append_shape": shape,
+        "head_lock": hold,
+        "cpu_ms_per_intent_by_process": cpu_ms,
+        # The engine process runs the intake, the writer loop and the relay: one core of it.
+        "intents_per_engine_core_s": round(1000 / engine_ms) if engine_ms else None,
+        "nats_cluster": cluster,
+    }
 
 
 async def _baselines(stack: DevStack, runs: int, quick: bool) -> dict[str, Any]:
@@ -319,6 +353,7 @@ async def _end_to_end(
             load["unsettled_last_event"] = await _last_events(db_url, load.pop("unsettled_ids"))
             load["stages_ms"] = await _stages(db_url, load.pop("sent_wall_ms"), seen_wall_ms)
         engine_rss = rss_mib(engine.pid)
+        shape = await scale.append_shape(db_url)
         submit_ms = sorted(ms for r in closed for ms in r.submit_latency_ms)
         return {
             "simulated_network": direct,
@@ -344,6 +379,8 @@ async def _end_to_end(
                 "executors_and_load_peak_rss_mib": rss_mib(os.getpid()),
             },
             "cost_per_intent": costs,
+            # How the engine grouped the whole run's log into appends (group commit).
+            "append_shape": shape,
         }
     finally:
         for client in (nc, watcher):

@@ -26,10 +26,13 @@ def render(result: dict[str, Any]) -> str:
         "baselines", "event_store", "simulated_network", "end_to_end", "latency_at_half_saturation",
         "latency_at_quarter_saturation", "latency_at_low_load", "latency_floor_ms", "memory",
         "cost_per_intent",
-        "ratios",
+        "ratios", "scale",
     )  # fmt: skip
     for section in sections:
-        if section in result:
+        if section == "scale" and section in result:
+            # Plain figures, nested by what they measure: one row per leaf.
+            rows.extend(_leaves("scale", result[section]))
+        elif section in result:
             add(section, result[section])
     width = max(len(name) for name, _ in rows)
     machine = result["machine"]
@@ -43,6 +46,16 @@ def render(result: dict[str, Any]) -> str:
     lines.append("")
     lines += [
         f"target {name:<40} {'met' if t['met'] else 'NOT met'}: {t['value']} (target {t['target']})"
-        for name, t in result["targets"].items()
+        for name, t in result.get("targets", {}).items()
     ]
     return "\n".join(lines) + "\n"
+
+
+def _leaves(prefix: str, figures: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, fig in figures.items():
+        if isinstance(fig, dict):
+            out += _leaves(f"{prefix}.{name}", fig)
+        else:
+            out.append((f"{prefix}.{name}", str(fig)))
+    return out

@@ -110,10 +110,12 @@ async def connect(
     return connecting.result()
 
 
-def stream_configs(duplicate_window_s: int) -> list[StreamConfig]:
-    """Each stream's shape; its limits come from ``StreamLimits`` (``stream_limits.py``)."""
+def stream_configs(duplicate_window_s: int, *, replicas: int = 1) -> list[StreamConfig]:
+    """Each stream's shape; its limits come from ``StreamLimits`` (``stream_limits.py``).
+    ``replicas``: copies on a cluster (``bus_stream_replicas``, ADR 0195)."""
     common: dict[str, Any] = {
         "storage": StorageType.FILE,
+        "num_replicas": replicas,
         "duplicate_window": float(duplicate_window_s),
         "retention": RetentionPolicy.LIMITS,
     }
@@ -154,10 +156,12 @@ async def ensure_streams(
     *,
     duplicate_window_s: int,
     limits: Mapping[str, StreamLimits] | None = None,
+    replicas: int = 1,
 ) -> None:
     """Create or update every stream; ``limits`` by stream name (default: the settings'
-    defaults). Never overwrites a limit an operator changed (``stream_limits.py``)."""
+    defaults). Never overwrites a limit an operator changed (``stream_limits.py``); moves a
+    stream to ``replicas`` copies (ADR 0195)."""
     by_name = limits if limits is not None else DEFAULT_STREAM_LIMITS
-    for config in stream_configs(duplicate_window_s):
+    for config in stream_configs(duplicate_window_s, replicas=replicas):
         assert config.name is not None
         await apply_stream(js, config, by_name[config.name])

@@ -120,6 +120,12 @@ def reconcile(
     return replace(config, metadata=metadata), kept
 
 
+class ReplicasRefused(RuntimeError):
+    """The server cannot hold a stream with the configured number of copies (a single server
+    asked for 3, or a cluster with fewer servers up than copies): the engine stops, because
+    running with fewer copies than the operator asked for would be a silent downgrade."""
+
+
 async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: StreamLimits) -> None:
     """Create the stream with ``limits``, or bring an existing one in line (``reconcile``)."""
     assert wanted.name is not None
@@ -129,8 +135,11 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
         try:
             await js.add_stream(limits.applied_to(wanted))
             return
-        except APIError:
-            info = await js.stream_info(wanted.name)  # created by another process meanwhile
+        except APIError as exc:
+            try:
+                info = await js.stream_info(wanted.name)  # created by another process meanwhile
+            except NotFoundError:
+                raise _refused(wanted, exc) from None
     existing = info.config
     config, kept = reconcile(existing, wanted, limits)
     if wanted.deny_delete:
@@ -143,6 +152,17 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
             or _own(existing.metadata) != _own(config.metadata)
         ):
             log.warning("checkpoint_stream_config_differs", stream=wanted.name)
+        if _replicas(existing) != _replicas(wanted):
+            # Its copies too: the engine's credential may not update it (ADR 0067), so an
+            # operator moves it, once, with an admin credential (ADR 0195).
+            log.error(
+                "stream_replicas_kept",
+                stream=wanted.name,
+                server=_replicas(existing),
+                configured=_replicas(wanted),
+                detail=f"nats stream edit {wanted.name} --replicas {_replicas(wanted)}, as an "
+                "operator: the engine may not update this stream",
+            )
         return
     for item in kept:
         log.warning(
@@ -164,7 +184,38 @@ async def apply_stream(js: JetStreamContext, wanted: StreamConfig, limits: Strea
             detail="runbooks/retention.md: drain and recreate the stream to change it",
         )
         config = replace(config, retention=existing.retention)
-    await js.update_stream(config)
+    await _update(js, config, existing)
+
+
+async def _update(js: JetStreamContext, config: StreamConfig, existing: StreamConfig) -> None:
+    """``update_stream``; a change of copies is logged, and refused copies stop the engine."""
+    try:
+        await js.update_stream(config)
+    except APIError as exc:
+        if _replicas(existing) != _replicas(config):
+            raise _refused(config, exc) from None
+        raise
+    if _replicas(existing) != _replicas(config):
+        # The server adds or drops peers and catches the new ones up from the leader while
+        # the stream keeps taking publishes (nats-server scales a stream in place).
+        log.warning(
+            "stream_replicas_changed",
+            stream=config.name,
+            before=_replicas(existing),
+            after=_replicas(config),
+        )
+
+
+def _replicas(config: StreamConfig) -> int:
+    return int(config.num_replicas or 1)
+
+
+def _refused(config: StreamConfig, exc: APIError) -> ReplicasRefused:
+    return ReplicasRefused(
+        f"nats-server refused stream {config.name} with {_replicas(config)} replicas "
+        f"(bus_stream_replicas): {exc.description or exc}; a single server holds 1, a "
+        "cluster at most as many as it has servers up"
+    )
 
 
 def _own(metadata: dict[str, str] | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from services.devstack.process import free_port, spawn, stop, wait_until
 from services.identity.nats_auth import authorization_conf
@@ -65,6 +65,9 @@ class NatsServer:
     proc: subprocess.Popen[bytes] | None = None
     # Set by the first successful start: a restart keeps its ports (clients reconnect there).
     started: bool = False
+    # A cluster member's name and ``cluster`` block (``nats_cluster.py``); none when alone.
+    server_name: str | None = None
+    cluster: dict[str, Any] | None = None
 
     @property
     def url(self) -> str:
@@ -99,6 +102,19 @@ class NatsServer:
                 return
 
     def _start_once(self, timeout_s: float) -> None:
+        self.launch()
+        assert self.proc is not None
+        wait_until(
+            self._healthy,
+            timeout_s=timeout_s,
+            what="nats-server",
+            proc=self.proc,
+            log_path=self.data_dir / "nats.log",
+        )
+
+    def launch(self) -> None:
+        """Start the process without waiting for it: a cluster member is healthy only once
+        its peers are up too (``nats_cluster.py`` launches all, then waits on each)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_authorization(self.auth_file, self.registry)
         config = self.data_dir / "nats.conf"
@@ -112,20 +128,24 @@ class NatsServer:
                 "sync_interval": self.sync_interval,
             },
         }
+        if self.server_name is not None:
+            settings["server_name"] = self.server_name
+        if self.cluster is not None:
+            settings["cluster"] = self.cluster
         lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
         # Relative to this file; the block is rewritten on every credential change.
         lines.append(f"include {json.dumps(AUTH_FILE)}")
         config.write_text("\n".join(lines) + "\n")
         log = self.data_dir / "nats.log"
         self.proc = spawn([nats_server_binary(), "-c", str(config)], log_path=log)
-        wait_until(
-            self._healthy, timeout_s=timeout_s, what="nats-server", proc=self.proc, log_path=log
-        )
 
     def reload(self, registry: Registry) -> None:
         """Serve ``registry``'s users from now on; returns once the server has loaded them."""
         self.registry = registry
         reload_authorization(self.auth_file, registry, pid=self.pid, monitor_url=self.monitor_url)
+
+    def healthy(self) -> bool:
+        return self._healthy()
 
     def _healthy(self) -> bool:
         try:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from services.devstack.nats import NatsServer
+from services.devstack.nats_cluster import NatsCluster
 from services.devstack.postgres import PostgresServer, provision_corridor
 
 if TYPE_CHECKING:
@@ -42,7 +43,10 @@ class DevStack:
     identity_dir: Path | None = None
     # The engine's seed file, once started with an embedded server (None with NATS_URL).
     engine_creds: Path | None = None
+    # More than 1: a nats-server cluster of that many members (ADR 0196); nats_url names all.
+    nats_cluster_size: int = 1
     _nats: NatsServer | None = None
+    _cluster: NatsCluster | None = None
     _postgres: PostgresServer | None = None
     _started: list[str] = field(default_factory=list)
 
@@ -51,7 +55,16 @@ class DevStack:
         atexit.register(self.stop)
         try:
             self.nats_url = os.environ.get("NATS_URL", "")
-            if not self.nats_url:
+            if not self.nats_url and self.nats_cluster_size > 1:
+                self._cluster = NatsCluster(
+                    self.state_dir / "nats",
+                    registry=self._registry(),
+                    size=self.nats_cluster_size,
+                    sync_interval="always" if self.fsync else "2m",
+                )
+                self._cluster.start()
+                self.nats_url = self._cluster.url
+            elif not self.nats_url:
                 self._nats = NatsServer(
                     self.state_dir / "nats",
                     registry=self._registry(),
@@ -122,7 +135,15 @@ class DevStack:
         assert self._nats is not None, "only an embedded server is reloaded"
         self._nats.reload(load_registry(registry_path(self.home)))
 
+    @property
+    def cluster(self) -> NatsCluster:
+        assert self._cluster is not None, "started with nats_cluster_size > 1"
+        return self._cluster
+
     def stop(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
         if self._nats is not None:
             self._nats.stop()
             self._nats = None

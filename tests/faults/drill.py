@@ -40,6 +40,7 @@ async def drive(
     bodies: list[dict[str, Any]] | None = None,
     notes: dict[str, Any] | None = None,
     extra_accepted: list[str] | None = None,
+    pause_s: float = 0.0,
 ) -> Outcome:
     """Run the seeded load (or ``bodies``) with ``fault``, then wait for every accepted intent
     to come to rest. ``extra_accepted``: intents the fault got accepted some other way (filled
@@ -61,7 +62,12 @@ async def drive(
 
         workload_fault = observed if fault is not None and fault_after is not None else fault
         submits = await run_load(
-            nc, bodies, fault_after=fault_after, fault=workload_fault, accepted=so_far
+            nc,
+            bodies,
+            fault_after=fault_after,
+            fault=workload_fault,
+            accepted=so_far,
+            pause_s=pause_s,
         )
     finally:
         await nc.close()

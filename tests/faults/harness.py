@@ -152,9 +152,12 @@ class Harness:
         self.engine.send_signal(signal.SIGTERM)
         await _exited(self.engine)
 
-    async def start_executor(self, node: str, *, failpoints: str = "") -> None:
+    async def start_executor(self, node: str, *, failpoints: str = "", copy: int = 0) -> None:
+        """``copy``: a further executor of the same node (its key is ``node#copy``), as a
+        region runs more than one for a node (tests/faults/cluster.py)."""
         region = dict((n, r) for r, n in NODES)[node]
-        ready = self.work / f"executor-{node}.ready"
+        name = node if copy == 0 else f"{node}#{copy}"
+        ready = self.work / f"executor-{name}.ready"
         ready.unlink(missing_ok=True)
         env = self._env(
             **{FAILPOINTS_ENV: failpoints, FAILPOINTS_RECORD_ENV: str(self.failpoint_record)}
@@ -176,12 +179,12 @@ class Harness:
             "--ready",
             str(ready),
         ]
-        proc = self.executors[node] = spawn(argv, log_path=self.log(f"executor-{node}"), env=env)
+        proc = self.executors[name] = spawn(argv, log_path=self.log(f"executor-{name}"), env=env)
         await _until(
             lambda: _read_text(ready).strip() == str(proc.pid),
-            what=f"executor {node}",
+            what=f"executor {name}",
             proc=proc,
-            log=self.log(f"executor-{node}"),
+            log=self.log(f"executor-{name}"),
         )
 
     async def executor_exit(self, node: str, *, timeout_s: float) -> int:

@@ -111,11 +111,14 @@ async def run_load(
     fault_after: int | None = None,
     fault: Fault | None = None,
     accepted: list[str] | None = None,
+    pause_s: float = 0.0,
 ) -> list[Submit]:
     """Submit ``bodies`` in order, ``WINDOW`` at a time; ``fault()`` starts once
     ``fault_after`` of them are accepted (or at once when ``fault_after`` is None) and runs
     beside the load, which goes on through it. Returns when both are done. ``accepted`` gets
-    each intent id as it is accepted (for a fault that wants to know what is in motion)."""
+    each intent id as it is accepted (for a fault that wants to know what is in motion).
+    ``pause_s``: each of the ``WINDOW`` clients waits this long between its submits, so a
+    load of faults in turn meets every fault with intents still arriving."""
     results: list[Submit | None] = [None] * len(bodies)
     accepted_count = 0
     fault_task: asyncio.Task[Any] | None = None
@@ -139,6 +142,8 @@ async def run_load(
                     accepted.append(result.intent_id)
                 if fault_after is not None and accepted_count >= fault_after:
                     start_fault()
+            if pause_s:
+                await asyncio.sleep(pause_s)  # the load's pace, not synchronisation
 
     await asyncio.gather(*(worker() for _ in range(WINDOW)))
     if fault_task is not None:
