@@ -23,6 +23,11 @@ from services.cli.parser import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Commands such as `up`, `demo` and `bench` run simulated lnd nodes (gRPC servers) in this
+    # process and start nats-server and PostgreSQL as children: gRPC's fork handlers would run
+    # in each child before its exec and can abort it (grpc/grpc#43055). No child of ours uses
+    # gRPC, so the handlers are off. Set before anything imports grpc, which reads it once.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     try:
