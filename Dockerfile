@@ -13,24 +13,27 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY requirements/runtime.lock requirements/dev.lock requirements/
-# The locked set first (its own layer: it changes less often than the code), hashes required,
-# no resolution: exactly what the lock says, or the build fails.
-RUN python -m venv /opt/corridor \
-    && /opt/corridor/bin/pip install --require-hashes --no-deps -r requirements/runtime.lock
-# The build backend (setuptools, wheel) comes from the dev lock with its hashes too, into a venv
-# of its own that never reaches the final stage: pip's isolated build would fetch it unpinned.
+# The build backend (setuptools, wheel) from the dev lock, with its hashes: nkeys ships only an
+# sdist, and pip's isolated build would fetch an unpinned setuptools to build it (and our own
+# wheel). It builds them here, without isolation, and leaves before the final stage.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN awk '/^(setuptools|wheel)==/ {keep = 1} keep && /^ +#/ {keep = 0} keep' \
         requirements/dev.lock > requirements/build.lock \
-    && python -m venv /opt/build \
-    && /opt/build/bin/pip install --require-hashes --no-deps -r requirements/build.lock
+    && python -m venv /opt/corridor \
+    && /opt/corridor/bin/pip install --require-hashes --no-deps -r requirements/build.lock
+# The locked set (its own layer: it changes less often than the code), hashes required, no
+# resolution: exactly what the lock says, or the build fails.
+RUN /opt/corridor/bin/pip install --require-hashes --no-deps --no-build-isolation \
+        -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY services services
 COPY schemas schemas
 COPY projections projections
-# The project's own wheel, then installed with --no-deps: every dependency is already there.
-RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+# The project's own wheel, installed with --no-deps: every dependency is already there. Then the
+# build backend goes, and `pip check` proves the set complete without it.
+RUN /opt/corridor/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && /opt/corridor/bin/pip install --no-deps /wheels/corridor-*.whl \
+    && /opt/corridor/bin/pip uninstall --yes setuptools wheel \
     && /opt/corridor/bin/pip check
 
 FROM ${PYTHON_IMAGE}
