@@ -84,3 +84,15 @@ def test_the_base_image_is_pinned_to_an_exact_version() -> None:
     assert pinned, f"{image}: pin an exact patch version (or a digest), never a moving tag"
     froms = [args for word, args in instructions(DOCKERFILE.read_text()) if word == "FROM"]
     assert all(f.startswith("${PYTHON_IMAGE}") for f in froms), froms
+
+
+def test_the_builder_installs_only_the_locks_with_hashes() -> None:
+    """What tests/deploy/test_image_contents.py repeats offline: every locked install requires
+    hashes and resolves nothing, and the build backend leaves before the venv is copied."""
+    runs = [args for word, args in instructions(DOCKERFILE.read_text()) if word == "RUN"]
+    installs = [c for r in runs for c in r.split("&&") if "pip install" in c and " -r " in c]
+    assert len(installs) == 2, installs  # build.lock, runtime.lock
+    for command in installs:
+        assert "--require-hashes" in command and "--no-deps" in command, command
+    assert any("pip uninstall --yes setuptools wheel" in r for r in runs)
+    assert any("pip check" in r for r in runs)

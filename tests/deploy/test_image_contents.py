@@ -119,8 +119,9 @@ def image_root() -> Iterator[tuple[Path, str | None]]:
                 context.mkdir(exist_ok=True)
                 shutil.copy(source, context / item)
         wheels = root / "wheels"
-        built = _as(None, [sys.executable, "-m", "pip", "wheel", "--no-deps",
-                           "--no-build-isolation", "--wheel-dir", str(wheels), str(context)])  # fmt: skip
+        pip_root = [sys.executable, "-m", "pip"]
+        built = _as(None, [*pip_root, "wheel", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(wheels), str(context)])  # fmt: skip
         assert built.returncode == 0, built.stdout + built.stderr
         build_lock = root / "build.lock"
         build_lock.write_text(_build_lock())

@@ -48,8 +48,10 @@ def workloads() -> list[dict[str, Any]]:
 
 def containers() -> list[tuple[str, dict[str, Any]]]:
     return [
-        (w["metadata"]["name"], c) for w in workloads() for c in w["spec"]["template"]["spec"]["containers"]
-    ]  # fmt: skip
+        (w["metadata"]["name"], c)
+        for w in workloads()
+        for c in w["spec"]["template"]["spec"]["containers"]
+    ]
 
 
 def corridor_argv(container: dict[str, Any]) -> list[str]:
@@ -143,7 +145,7 @@ def test_executors_are_pinned_to_the_region_they_pay_for() -> None:
         assert expressions == [
             {"key": "topology.kubernetes.io/region", "operator": "In", "values": [region]}
         ], name
-        seeds = [v for v in spec["volumes"] if v["name"] == "seed"][0]["secret"]["items"]
+        seeds = next(v for v in spec["volumes"] if v["name"] == "seed")["secret"]["items"]
         assert seeds == [{"key": f"executor-{node}.nk", "path": "executor.nk"}], name
 
 
@@ -156,16 +158,22 @@ def test_what_a_pod_mounts_exists_in_the_manifests() -> None:
 
     def check(kind: str, name: str, keys: list[str]) -> None:
         assert (kind, name) in data, f"{kind} {name} is not defined"
-        assert set(keys) <= data[(kind, name)], f"{kind} {name} lacks {set(keys) - data[(kind, name)]}"
+        assert set(keys) <= data[(kind, name)], (
+            f"{kind} {name} lacks {set(keys) - data[(kind, name)]}"
+        )
 
     for workload in workloads():
         spec = workload["spec"]["template"]["spec"]
         for volume in spec["volumes"]:
-            sources = [volume] + volume.get("projected", {}).get("sources", [])
+            sources = [volume, *volume.get("projected", {}).get("sources", [])]
             for source in sources:
                 if "secret" in source:
                     s = source["secret"]
-                    check("Secret", s.get("secretName") or s["name"], [i["key"] for i in s.get("items", [])])
+                    check(
+                        "Secret",
+                        s.get("secretName") or s["name"],
+                        [i["key"] for i in s.get("items", [])],
+                    )
                 if "configMap" in source:
                     c = source["configMap"]
                     check("ConfigMap", c["name"], [i["key"] for i in c.get("items", [])])
@@ -207,6 +215,8 @@ def test_the_manifests_and_the_image_agree_on_the_run_script(tmp_path: Path) -> 
     compose_run = (K8S_DIR.parents[1] / "compose" / "production" / "run.sh").read_text()
 
     def body(text: str) -> list[str]:
-        return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        return [
+            line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
 
     assert body(config["data"]["run.sh"]) == body(compose_run)
