@@ -220,3 +220,18 @@ def test_the_manifests_and_the_image_agree_on_the_run_script(tmp_path: Path) -> 
         ]
 
     assert body(config["data"]["run.sh"]) == body(compose_run)
+
+
+def test_the_engine_key_reaches_the_engine_0600() -> None:
+    """load_signer refuses a group-readable key, and Secret volumes under fsGroup are: an init
+    container copies it, mode 0600, to the state volume the engine reads keys from."""
+    engine = next(w for w in workloads() if w["metadata"]["name"] == "engine")
+    spec = engine["spec"]["template"]["spec"]
+    main = spec["containers"][0]
+    state = next(m for m in main["volumeMounts"] if m["name"] == "state")["mountPath"]
+    assert main["args"][main["args"].index("--state-dir") + 1] == state
+    assert not any(m["mountPath"].startswith(state + "/keys") for m in main["volumeMounts"])
+    (init,) = spec["initContainers"]
+    script = " ".join(init["args"])
+    assert f"install -m 0600 /etc/corridor/signing/engine-signing.key {state}/keys/" in script
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
