@@ -28,9 +28,6 @@ COMPOSE_FILES: Final = (COMPOSE_DIR / "regtest.yaml", COMPOSE_DIR / "production.
 K8S_DIR: Final = ROOT / "deploy" / "k8s"
 BIN: Final = Path(sys.executable).parent
 
-# Settings the artefacts may name before they exist, each with who adds it. A pending key that
-# exists is checked like any other; one that does not is allowed, and only this one.
-PENDING_SETTINGS: Final = {"bus_stream_replicas": "the scale-out work of issue 17 (R3 streams)"}
 # Environment variables Corridor reads outside the CORRIDOR_ settings model, with the reader.
 OTHER_CORRIDOR_ENV: Final = {
     "CORRIDOR_CREDS": "services/bus/jetstream.py credential_options",
@@ -83,7 +80,7 @@ def unknown_settings_env(names: Iterable[str]) -> list[str]:
 
 
 def unknown_settings_keys(keys: Iterable[str]) -> list[str]:
-    known = set(Settings.model_fields) | set(PENDING_SETTINGS)
+    known = set(Settings.model_fields)
     return sorted(k for k in keys if k not in known)
 
 
