@@ -250,6 +250,13 @@ class Settings(BaseSettings):
         description="Nodes that cannot keysend with a preimage Corridor chooses (every Core "
         "Lightning node): routing sends them invoice payments only.",
     )
+    credentials_file: Path | None = Field(
+        default=None,
+        examples=["/var/lib/corridor/auth/registry.json"],
+        description="The credential registry (`corridor creds` writes it) the engine checks "
+        "every caller against: kind, expiry, revocation (ADR 0061). Required when the NATS "
+        "server is given (NATS_URL); unset, `corridor up` uses the one its own server serves.",
+    )
     policy_file: Path | None = Field(
         default=None,
         examples=["/etc/corridor/policy.yaml"],

@@ -51,6 +51,7 @@ from services.eventstore.postgres import PostgresEventStore
 from services.eventstore.roles import RoleUrls, create_database
 from services.executor.fleet import ExecutorFleet, targets_from_corridors
 from services.executor.limits import ExecutorLimits
+from services.identity.registry import registry_path
 from services.settings import DEFAULT_CORRIDORS
 from services.signing.file_keys import PUBLIC_KEYS_FILE, keys_dir
 
@@ -258,6 +259,7 @@ async def _end_to_end(
     if stack.engine_creds is not None:
         # The engine process is given our server by NATS_URL, so connects as CORRIDOR_CREDS.
         env["CORRIDOR_CREDS"] = str(stack.engine_creds)
+        env["CORRIDOR_CREDENTIALS_FILE"] = str(registry_path(stack.home))
     sim_dir = work / "sim"
     # Three processes share the two cores: the engine, the simulated network, and this one
     # (load generator plus region executors), so no Python process is the others' bottleneck.

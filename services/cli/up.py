@@ -16,6 +16,7 @@ import structlog
 from services import tracing
 from services.bootstrap import bootstrap
 from services.cli.read_models import running_projections
+from services.cli.stack_registry import registry_file, registry_lookup
 from services.devstack import DevStack
 from services.endpoints import add_entries, remove_entries
 from services.metrics.wiring import engine_metrics
@@ -74,7 +75,7 @@ async def run_up(
     try:
         engine = await bootstrap(
             settings, nats_url=stack.nats_url, database_url=stack.database_url,
-            creds=stack.engine_creds, **_registry_lookup(stack),
+            creds=stack.engine_creds, **registry_lookup(stack, settings),
             signer=load_or_create_signer(keys_dir(state_dir)),
         )  # fmt: skip
         await engine.start()
@@ -88,7 +89,7 @@ async def run_up(
         metrics = await exits.enter_async_context(
             engine_metrics(engine, settings, nats_url=stack.nats_url,
                            database_url=stack.database_url, creds=stack.engine_creds,
-                           registry_file=_registry_file(stack))
+                           registry_file=registry_file(stack, settings))
         )  # fmt: skip
         endpoints = {
             **stack.nats_endpoints(),
@@ -99,7 +100,7 @@ async def run_up(
             "network": settings.network,
         }
         # The HTTP API (ADR 0174), as the stack's gateway credential (ADR 0172).
-        endpoints["http_url"] = await _serve_http(exits, stack, state_dir, http_port)
+        endpoints["http_url"] = await _serve_http(exits, stack, settings, http_port)
         if sim:
             sim_stack = await _start_sim(state_dir, topology, seed)
             endpoints.update(sim_stack.endpoints())
@@ -207,34 +208,18 @@ async def _start_reconcilers(
     return reconcilers
 
 
-def _registry_file(stack: DevStack) -> Path | None:
-    """The credential registry this stack's server serves (None under NATS_URL)."""
-    from services.identity.registry import registry_path
-
-    return registry_path(stack.home) if stack.engine_creds is not None else None
-
-
-def _registry_lookup(stack: DevStack) -> dict[str, Any]:
-    """The engine checks identities against the registry this stack's server serves (ADR
-    0061); under NATS_URL, against the one the settings name."""
-    if stack.engine_creds is None:
-        return {}
-    from services.identity.lookup import RegistryFile
-    from services.identity.registry import registry_path
-
-    return {"credentials": RegistryFile(registry_path(stack.home))}
-
-
 async def _serve_http(
-    exits: contextlib.AsyncExitStack, stack: DevStack, state_dir: Path, port: int
+    exits: contextlib.AsyncExitStack, stack: DevStack, settings: Settings, port: int
 ) -> str:
     from services.http.cli import gateway_creds
     from services.http.server import serving
-    from services.identity.registry import registry_path
 
+    state_dir = settings.state_dir
+    registry = registry_file(stack, settings)
+    assert registry is not None, "the engine refused to start without a registry"
     served = await exits.enter_async_context(
         serving(nats_url=stack.nats_url, database_url=stack.database_url,
-                registry_file=registry_path(stack.home), port=port,
+                registry_file=registry, port=port,
                 creds=gateway_creds(state_dir) or stack.engine_creds, state_dir=state_dir)
     )  # fmt: skip
     return served.url

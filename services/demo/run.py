@@ -32,6 +32,7 @@ from services.bootstrap import Engine, bootstrap
 from services.bus.jetstream import connect
 from services.cli.endpoints import write_endpoints
 from services.cli.progress import Progress
+from services.cli.stack_registry import registry_lookup
 from services.demo.faults import FaultStep, fault_schedule, holding, inject, seen_by_router
 from services.demo.operator import OPERATOR_ID, ScriptedOperator
 from services.demo.rest import RestTracker, wait_until
@@ -100,7 +101,7 @@ async def run_demo(
         )  # fmt: skip
         engine = await bootstrap(
             settings, nats_url=stack.nats_url, database_url=stack.database_url,
-            creds=stack.engine_creds, **_registry_lookup(stack),
+            creds=stack.engine_creds, **registry_lookup(stack, settings),
             signer=load_or_create_signer(keys_dir(work_dir)),
             # No automatic checkpoints: they are appended asynchronously, so their log positions
             # (and every position after them in the report's timeline) would vary from run to
@@ -345,16 +346,6 @@ async def _ask(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     if not reply.get("ok"):
         raise RuntimeError(f"the engine refused {subject}: {reply.get('error')}")
     return reply
-
-
-def _registry_lookup(stack: DevStack) -> dict[str, Any]:
-    """The engine checks identities against the registry the demo's server serves."""
-    if stack.engine_creds is None:
-        return {}
-    from services.identity.lookup import RegistryFile
-    from services.identity.registry import registry_path
-
-    return {"credentials": RegistryFile(registry_path(stack.home))}
 
 
 def _report(

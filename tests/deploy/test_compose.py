@@ -232,3 +232,18 @@ def test_compose_runs_under_this_interpreter_version() -> None:
     """The image's Python is the one the lock and this suite use (ADR 0180)."""
     base = re.search(r"python:(\d+\.\d+)\.\d+-slim", DOCKERFILE.read_text())
     assert base is not None and base.group(1) == f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_every_engine_checks_callers_against_a_registry_it_can_read(path: Path) -> None:
+    # On given servers an engine without CORRIDOR_CREDENTIALS_FILE refuses to start: NATS
+    # permissions bind subjects, not caller kind, expiry or revocation (ADR 0061).
+    engines = {n: s for n, s in services(path).items() if (corridor_argv(s) or [""])[0] == "up"}
+    assert engines
+    for name, service in engines.items():
+        registry = service["environment"].get("CORRIDOR_CREDENTIALS_FILE")
+        assert registry, f"{name} names no credential registry"
+        mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if ":" in str(v)]
+        assert any(registry == m or registry.startswith(m.rstrip("/") + "/") for m in mounts), (
+            f"{name}: {registry} is on no volume"
+        )

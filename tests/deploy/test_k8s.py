@@ -235,3 +235,15 @@ def test_the_engine_key_reaches_the_engine_0600() -> None:
     script = " ".join(init["args"])
     assert f"install -m 0600 /etc/corridor/signing/engine-signing.key {state}/keys/" in script
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_every_engine_checks_callers_against_a_mounted_registry() -> None:
+    # On given servers an engine without CORRIDOR_CREDENTIALS_FILE refuses to start (ADR 0061).
+    engines = [(w, c) for w, c in containers() if corridor_argv(c)[:1] == ["up"]]
+    assert engines
+    for workload, container in engines:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        registry = env.get("CORRIDOR_CREDENTIALS_FILE")
+        assert registry, f"{workload} names no credential registry"
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        assert any(registry.startswith(m.rstrip("/") + "/") for m in mounts), workload

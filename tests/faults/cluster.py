@@ -30,6 +30,7 @@ from services.devstack.process import spawn
 from services.eventstore.port import RELAY_LEASE
 from services.eventstore.postgres import ADVISORY_LOCK_KEYS
 from services.identity import nats_auth
+from services.identity.registry import registry_path
 from services.signing.file_keys import PUBLIC_KEYS_FILE, keys_dir, load_or_create_signer
 from tests.faults.harness import (
     CALLER,
@@ -158,6 +159,7 @@ class ClusterHarness(Harness):
             NATS_URL=self.stack.nats_url,  # every member of the cluster
             DATABASE_URL=self._database_url(index),
             CORRIDOR_CREDS=str(self.stack.engine_creds),
+            CORRIDOR_CREDENTIALS_FILE=str(registry_path(self.stack.home)),
             CORRIDOR_STATE_DIR=str(state),
             CORRIDOR_BUS_STREAM_REPLICAS=str(REPLICAS),
             CORRIDOR_CORRIDORS=json.dumps({CORRIDOR: [f"{r}/{n}" for r, n in NODES]}),

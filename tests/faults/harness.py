@@ -29,6 +29,7 @@ from services.devstack.process import spawn
 from services.failpoints import ENV as FAILPOINTS_ENV
 from services.failpoints import RECORD_ENV as FAILPOINTS_RECORD_ENV
 from services.identity import nats_auth
+from services.identity.registry import registry_path
 from services.signing.file_keys import PUBLIC_KEYS_FILE, keys_dir
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -124,6 +125,8 @@ class Harness:
             NATS_URL=self.stack.nats_url,
             DATABASE_URL=self.stack.database_url,
             CORRIDOR_CREDS=str(self.stack.engine_creds),
+            # The registry the test's nats-server serves: the engine checks callers against it.
+            CORRIDOR_CREDENTIALS_FILE=str(registry_path(self.stack.home)),
             CORRIDOR_CORRIDORS=json.dumps({CORRIDOR: [f"{r}/{n}" for r, n in NODES]}),
             CORRIDOR_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S),
             **self.engine_env,

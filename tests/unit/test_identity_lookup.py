@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.identity.lookup import IndexedRegistry, RegistryFile, lookup_from_settings
 from services.identity.registry import Credential, Registry, save_registry
 
@@ -106,3 +108,33 @@ def test_a_credential_added_a_moment_ago_is_found_on_a_miss(tmp_path: Path) -> N
     save_registry(path, Registry(credentials=(ALICE, OP)).with_revoked("operator", "op-a"))
     assert lookup.find("caller", "nobody") is None  # 0 ms since the last look: not re-read
     assert lookup.reloads == reloads
+
+
+def test_the_settings_name_the_registry_an_engine_on_outside_servers_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found from outside: `corridor up --no-sim` on given servers (NATS_URL, the compose and
+    # k8s deployments) read a `credentials_file` setting that did not exist, so the engine ran
+    # with no registry at all: no caller kind, expiry or revocation check.
+    from services.settings import load_settings
+
+    path = tmp_path / "registry.json"
+    monkeypatch.setenv("CORRIDOR_CREDENTIALS_FILE", str(path))
+    found = lookup_from_settings(load_settings())
+    assert isinstance(found, RegistryFile) and found.path == path
+
+
+def test_an_engine_on_outside_servers_without_a_registry_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.cli.errors import UsageError
+    from services.cli.stack_registry import registry_lookup
+    from services.settings import load_settings
+
+    class OutsideServers:
+        engine_creds = None  # NATS_URL: this process runs no nats-server of its own
+        home = Path("/nonexistent")
+
+    monkeypatch.delenv("CORRIDOR_CREDENTIALS_FILE", raising=False)
+    with pytest.raises(UsageError, match="credentials_file"):
+        registry_lookup(OutsideServers(), load_settings())  # type: ignore[arg-type]
