@@ -252,7 +252,7 @@ class Settings(BaseSettings):
     )
     credentials_file: Path | None = Field(
         default=None,
-        examples=["/var/lib/corridor/auth/registry.json"],
+        examples=["/etc/corridor/credentials.json"],
         description="The credential registry (`corridor creds` writes it) the engine checks "
         "every caller against: kind, expiry, revocation (ADR 0061). Required when the NATS "
         "server is given (NATS_URL); unset, `corridor up` uses the one its own server serves.",
