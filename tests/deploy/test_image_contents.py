@@ -125,6 +125,9 @@ def image_root() -> Iterator[tuple[Path, str | None]]:
         assert built.returncode == 0, built.stdout + built.stderr
         build_lock = root / "build.lock"
         build_lock.write_text(_build_lock())
+        # A copy the unprivileged user can read: CI's clone sits in a private (0700) directory.
+        runtime_lock = root / "runtime.lock"
+        shutil.copy(RUNTIME_LOCK, runtime_lock)
         for lock in (build_lock, RUNTIME_LOCK):
             fetched = _as(None, [sys.executable, "-m", "pip", "download", "--require-hashes",
                                  "--no-deps", "--dest", str(wheels), "-r", str(lock)])  # fmt: skip
@@ -149,7 +152,7 @@ def image_root() -> Iterator[tuple[Path, str | None]]:
             [base_python, "-m", "venv", str(venv)],
             [*pip, "install", *offline, "--require-hashes", "--no-deps", "-r", str(build_lock)],
             [*pip, "install", *offline, "--require-hashes", "--no-deps", "--no-build-isolation",
-             "-r", str(RUNTIME_LOCK)],
+             "-r", str(runtime_lock)],
             [*pip, "install", "--no-index", "--no-deps", *map(str, wheels.glob("corridor-*.whl"))],
             [*pip, "uninstall", "--yes", "setuptools", "wheel"],
             [*pip, "check"],
