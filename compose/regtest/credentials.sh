@@ -1,7 +1,8 @@
 #!/bin/sh
 # The regtest stack's NATS credentials and the engine's signing key, made once in the shared
 # state volume by the `credentials` job of compose/regtest.yaml (the Corridor image):
-#   - one nkey credential per process, with `corridor creds add` (seed in auth/, mode 0600);
+#   - one nkey credential per process, with `corridor creds add` (seed in auth/, mode 0600):
+#     each node has an executor's and a reconciler's;
 #   - the nats-server authorization block rendered from the registry into $NATS_AUTH_DIR;
 #   - the engine's Ed25519 work-order key in keys/ (executors read its public half).
 # Idempotent: an existing seed is kept. Regtest only: every process shares one volume here;
@@ -31,6 +32,7 @@ add caller local
 for region in $REGIONS; do
     for impl in lnd cln; do
         add executor "$region-$impl" --region "$region" --node "$region-$impl"
+        add reconciler "$region-$impl" --region "$region" --node "$region-$impl"
     done
 done
 

@@ -21,7 +21,18 @@ if TYPE_CHECKING:
     from services.identity.registry import CallerKind, Credential
 
 GROUP_HELP: Final = "NATS credentials: add, list and revoke who may connect, and as what"
-ROLES: Final = ("caller", "agent", "operator", "executor", "auditor", "engine", "gateway")
+# The registry's roles (services/identity/registry.py ROLES), copied so registering stays
+# stdlib-only; tests/unit/test_creds_cli_roles.py keeps the two equal.
+ROLES: Final = (
+    "caller",
+    "agent",
+    "operator",
+    "executor",
+    "auditor",
+    "engine",
+    "reconciler",
+    "gateway",
+)
 DEFAULT_STATE_DIR: Final = Path(".corridor")
 
 
@@ -44,8 +55,10 @@ def register(subparsers: Any) -> None:
         choices=["service", "human"],
         help="a caller's kind, which sets its policy tier (default service; agents are agent)",
     )
-    add.add_argument("--region", help="an executor's region (us, eu, ...)")
-    add.add_argument("--node", help="an executor's node, as the corridor table names it")
+    add.add_argument("--region", help="an executor's or reconciler's region (us, eu, ...)")
+    add.add_argument(
+        "--node", help="an executor's or reconciler's node, as the corridor table names it"
+    )
     add.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="where to write the seed (new)"
     )

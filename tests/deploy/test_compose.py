@@ -161,6 +161,7 @@ def test_the_regtest_credentials_make_configs_nats_server_accepts(tmp_path: Path
     missing = sorted(n for n in named if not (state / n).exists())
     assert not missing, f"the credentials job makes none of {missing}"
     assert (state / "keys" / "engine-signing.pub.json").exists()
+    _reconcilers_are_registered_for_their_node(state)
     shutil.copy(COMPOSE_DIR / "nats" / "regtest.conf", tmp_path / "nats" / "regtest.conf")
     _nats_accepts(nats_server, tmp_path / "nats" / "regtest.conf")
     # Production: the same authorization, with throwaway TLS files where the secrets go.
@@ -173,6 +174,25 @@ def test_the_regtest_credentials_make_configs_nats_server_accepts(tmp_path: Path
     conf = production / "production.conf"
     conf.write_text(text.replace("/run/secrets/", f"{production}/"))
     _nats_accepts(nats_server, conf)
+
+
+def _reconcilers_are_registered_for_their_node(state: Path) -> None:
+    """Each regtest reconciler's seed is a reconciler credential for its node and region."""
+    from services.identity.nats_auth import read_public_key
+    from services.identity.registry import load_registry, registry_path
+
+    registered = {c.public_key: c for c in load_registry(registry_path(state)).credentials}
+    reconcilers = 0
+    for service in services(COMPOSE_DIR / "regtest.yaml").values():
+        argv = corridor_argv(service) or []
+        if argv[:2] != ["recon", "run"]:
+            continue
+        reconcilers += 1
+        seed = state / service["environment"]["CORRIDOR_CREDS"].removeprefix("/var/lib/corridor/")
+        region, node = argv[argv.index("--region") + 1], argv[argv.index("--node-name") + 1]
+        made = registered[read_public_key(seed)]
+        assert (made.role, made.id, made.region, made.node) == ("reconciler", node, region, node)
+    assert reconcilers == 6, reconcilers
 
 
 def _nats_accepts(nats_server: str, conf: Path) -> None:
