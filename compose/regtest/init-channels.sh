@@ -9,7 +9,7 @@
 # and the LND nodes form a ring us -> eu -> asia -> us, so every corridor in the default table
 # (services/settings.py DEFAULT_CORRIDORS) has a route both ways. Idempotent enough to re-run:
 # an existing channel to a peer is skipped. Not run here (no container engine); checked by
-# tests/unit/test_deploy_compose.py (syntax, and every service it names exists).
+# tests/deploy/test_compose.py (syntax, and every service it names exists).
 set -eu
 
 COMPOSE=${COMPOSE:-docker-compose -f "$(dirname "$0")/../regtest.yaml"}
