@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -339,6 +340,8 @@ class ProjectionRunner:
     # transaction instead of one each (readers catch up themselves before they answer).
     step_interval_s: float = STEP_INTERVAL_S
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Monotonic time of the last step that reached the head: what a readiness probe judges.
+    last_step_at: float | None = None
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -353,6 +356,7 @@ class ProjectionRunner:
                 for projection in self.projections:
                     await catch_up(self.pool, projection, check_version=not checked)
                 checked = True
+                self.last_step_at = time.monotonic()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # The database restarting: try again at the next wake, nothing was half-written.
                 log.warning("projection_step_failed", error=type(exc).__name__)

@@ -13,9 +13,16 @@ import argparse
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from projections.runner import ProjectionRunner
 
 GROUP_HELP: Final = "read models: keep them live, rebuild them (or prove rebuild equals live)"
+# `/readyz` of `projections run` fails when no step reached the head for this long. The runner
+# steps at least every second; a minute leaves room for a long first catch-up batch and a
+# database restart, and still shows a wedged loop within a probe period or two.
+STEP_STALE_S: Final = 60.0
 
 
 def register(subparsers: Any) -> None:
@@ -55,22 +62,38 @@ async def run(args: argparse.Namespace) -> int:
     import signal
 
     from services.endpoints import find_stack
+    from services.metrics.freshness import finished_within
+    from services.metrics.server import MetricsServer
+    from services.settings import load_settings
 
     stack = find_stack(args.state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_projections(nats_url=stack.nats_url, database_url=stack.database_url):
-        print("projections running; Ctrl-C to stop.", flush=True)
-        await stop.wait()
+    settings = load_settings()
+    async with running_projections(
+        nats_url=stack.nats_url, database_url=stack.database_url
+    ) as runner:
+        # /metrics, /healthz, and /readyz that fails once the runner stops stepping (a probe
+        # for compose and k8s; ADR 0153).
+        metrics = MetricsServer.start(
+            host=settings.metrics_host, port=settings.metrics_port,
+            ready=finished_within(lambda: runner.last_step_at, max_age_s=STEP_STALE_S,
+                                  what="projection step"),
+        )  # fmt: skip
+        print(f"projections running (probes on {metrics.url}); Ctrl-C to stop.", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            metrics.stop()
     return 0
 
 
 @contextlib.asynccontextmanager
 async def running_projections(
     *, nats_url: str, database_url: str, creds: Path | None = None
-) -> AsyncIterator[None]:
+) -> AsyncIterator[ProjectionRunner]:
     """The projection runner as a task, woken by every event on ``CORRIDOR_EVT`` (a core
     subscription; the runner also steps every second without one). ``corridor up`` runs it."""
     import asyncio
@@ -94,7 +117,7 @@ async def running_projections(
 
         await nc.subscribe(subjects.EVT_WILDCARD, cb=woken)
         task = asyncio.create_task(runner.run(stop), name="projections")
-        yield
+        yield runner
     finally:
         stop.set()
         if task is not None:

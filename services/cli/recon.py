@@ -17,6 +17,9 @@ from typing import Any, Final
 
 GROUP_HELP: Final = "reconciliation with the nodes' records: run a pass, list, resolve, clear"
 _OPERATOR_ROLES: Final = ("operator",)
+# `recon run --every S` is not ready once no pass finished for 2 S plus this: one failed pass
+# (a node briefly away) is tolerated, a loop stuck on a node that never answers is not.
+PASS_GRACE_S: Final = 60.0
 
 
 def register(subparsers: Any) -> None:
@@ -136,7 +139,22 @@ async def pass_over(
             now_ms=lambda: time.time_ns() // 1_000_000, config=pass_config(settings, region),
         )  # fmt: skip
         if every_s is not None:
-            await worker.run(interval_s=every_s, stop=asyncio.Event())
+            # /metrics, /healthz, and /readyz that fails once passes stop finishing (ADR 0153).
+            from services.metrics.freshness import finished_within
+            from services.metrics.server import MetricsServer
+
+            metrics = MetricsServer.start(
+                host=settings.metrics_host, port=settings.metrics_port,
+                ready=finished_within(lambda: worker.last_pass_at,
+                                      max_age_s=2 * every_s + PASS_GRACE_S,
+                                      what="reconciliation pass"),
+            )  # fmt: skip
+            print(f"reconciling {name} every {every_s:g} s (probes on {metrics.url})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            try:
+                await worker.run(interval_s=every_s, stop=asyncio.Event())
+            finally:
+                metrics.stop()
         return await worker.run_once()
     finally:
         await adapter.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -93,6 +94,8 @@ class ReconciliationWorker:
         self._report = report
         self._now_ms = now_ms
         self._config = config
+        # Monotonic time of the last pass that finished: what a readiness probe judges.
+        self.last_pass_at: float | None = None
 
     async def run_once(self) -> PassResult:
         node = self._node
@@ -135,6 +138,7 @@ class ReconciliationWorker:
         while not stop.is_set():
             try:
                 await self.run_once()
+                self.last_pass_at = time.monotonic()
             except (NodeError, TimeoutError, NoResponders, ReportRefused) as exc:
                 detail = str(exc)[:ERROR_CHARS_MAX]
                 log.warning("reconciliation_pass_failed", node=self._node, detail=detail)

@@ -105,16 +105,24 @@ def test_health_checks_ask_paths_corridor_serves(path: Path) -> None:
             assert service["command"][0] in {"up", "executor"}, f"{name} serves no metrics"
             continue
         port, probe = re.findall(r"http://127\.0\.0\.1:(\d+)(/[a-z]+)", test)[0]
+        if service["command"][0] in ("projections", "recon"):  # their metrics server
+            assert port == "9100" and metrics_probe_status(probe) == "200 OK", name
+            continue
         assert service["command"][0] == "http" and port in service["command"], name
         assert probe in http_api_paths(), f"{name}: {probe} is not served"
 
 
-def test_the_projector_has_no_check_the_image_would_fail() -> None:
-    """`corridor projections run` serves no /healthz: the image's check must be off for it."""
+def test_the_projector_and_the_reconcilers_are_judged_by_their_loops_readiness() -> None:
+    """`projections run` and `recon run --every` serve /readyz on metrics_port, failing once
+    their loop stops finishing rounds (tests/e2e/test_loop_probes.py): compose checks that."""
     for path in COMPOSE_FILES:
-        projector = services(path)["projector"]
-        assert projector["command"] == ["projections", "run"]
-        assert projector["healthcheck"] == {"disable": True}, path.name
+        loops = {n: s for n, s in services(path).items()
+                 if (corridor_argv(s) or [""])[0] in ("projections", "recon")}  # fmt: skip
+        assert "projector" in loops and len(loops) == 7, path.name
+        for name, service in loops.items():
+            test = " ".join(service["healthcheck"]["test"])
+            assert "http://127.0.0.1:9100/readyz" in test, f"{path.name}: {name}"
+            assert metrics_probe_status("/readyz") == "200 OK"
 
 
 def test_the_stack_runs_as_the_image_user_except_the_credentials_job() -> None:
