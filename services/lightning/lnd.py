@@ -34,9 +34,11 @@ from services.lightning.payments import invoice_target, keysend_target, liquidit
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
+    ChannelOpening,
     DecodedInvoice,
     FailureReason,
     Invoice,
+    InvoiceStatus,
     LiquiditySummary,
     NodeError,
     NodeInfo,
@@ -46,6 +48,8 @@ from services.lightning.port import (
     PaymentResult,
     PaymentSucceeded,
     PayRequest,
+    PendingChannel,
+    WalletBalance,
 )
 
 log = structlog.get_logger(__name__)
@@ -176,7 +180,11 @@ class LndAdapter:
             block_height=info.block_height,
         )
 
-    async def create_invoice(self, amount_msat: int | None, memo: str, expiry_s: int) -> Invoice:
+    async def create_invoice(
+        self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
+    ) -> Invoice:
+        if preimage is not None:
+            raise NodeError(FailureReason.UNKNOWN, "caller-chosen preimage: not implemented yet")
         assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
         assert expiry_s > 0, "expiry_s must be positive"
         request = lightning_pb2.Invoice(memo=memo, value_msat=amount_msat or 0, expiry=expiry_s)
@@ -205,6 +213,29 @@ class LndAdapter:
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
+
+    # -- receiving and channel operations (issue 18): not served yet ------------------------
+
+    async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
+        raise NodeError(FailureReason.UNKNOWN, "lookup_invoice is not implemented yet")
+
+    async def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
+        raise NodeError(FailureReason.UNKNOWN, "invoice_updates is not implemented yet")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    async def pending_channels(self) -> list[PendingChannel]:
+        raise NodeError(FailureReason.UNKNOWN, "pending_channels is not implemented yet")
+
+    async def wallet_balance(self) -> WalletBalance:
+        raise NodeError(FailureReason.UNKNOWN, "wallet_balance is not implemented yet")
+
+    async def open_channel(
+        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+    ) -> ChannelOpening:
+        raise NodeError(FailureReason.UNKNOWN, "open_channel is not implemented yet")
+
+    async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
+        raise NodeError(FailureReason.UNKNOWN, "close_channel is not implemented yet")
 
     async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
         # include_incomplete: in-flight and failed payments are part of the record we compare;

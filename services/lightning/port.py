@@ -111,6 +111,69 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     local_balance_msat: int
     remote_balance_msat: int
     active: bool
+    # The funding outpoint ``txid:index`` ("" if the adapter cannot tell).
+    channel_point: str = ""
+    # HTLCs in flight on the channel, both directions (LND pending_htlcs, CLN htlcs).
+    pending_htlcs_msat: int = 0
+    # Our fee policy for forwarding out over this channel (None if the node did not say).
+    fee_base_msat: int | None = None
+    fee_ppm: int | None = None
+    # Whether we opened it (None if the node did not say).
+    initiator: bool | None = None
+
+
+InvoiceState = Literal["open", "accepted", "paid", "cancelled", "expired"]
+
+
+class InvoiceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One invoice of ours as the node holds it (LND LookupInvoiceV2/SubscribeInvoices, CLN
+    listinvoices/waitanyinvoice).
+
+    ``state``: ``open`` (payable), ``accepted`` (a hold invoice's HTLCs are held, not yet
+    settled), ``paid`` (settled: ``preimage`` and ``amount_received_msat`` set), ``cancelled``
+    (cancelled by us) or ``expired`` (past its expiry unpaid; lnd reports these CANCELED).
+    ``pay_index`` is the node's settlement index (LND ``settle_index``, CLN ``pay_index``):
+    strictly increasing in settlement order, 0 while unpaid, so a follower resumes after it.
+    """
+
+    payment_hash: str
+    state: InvoiceState
+    payment_request: str
+    amount_msat: int | None  # what the invoice asks; None for "any amount"
+    amount_received_msat: int = 0
+    preimage: str | None = None
+    created_at_s: int
+    expires_at_s: int
+    paid_at_s: int | None = None
+    pay_index: int = 0
+
+
+class PendingChannel(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel being opened (funding not yet confirmed deep enough) or closed (closing
+    transaction not yet confirmed): LND PendingChannels, CLN listpeerchannels' states."""
+
+    channel_point: str  # funding outpoint txid:index
+    peer_pubkey: str
+    capacity_msat: int
+    local_balance_msat: int
+    state: Literal["opening", "closing"]
+    confirmations: int = 0
+    closing_txid: str | None = None
+
+
+class WalletBalance(msgspec.Struct, frozen=True, kw_only=True):
+    """The node's on-chain wallet (LND WalletBalance, CLN listfunds' outputs), in msat."""
+
+    confirmed_msat: int
+    unconfirmed_msat: int
+
+
+class ChannelOpening(msgspec.Struct, frozen=True, kw_only=True):
+    """What a channel open returns at once: its funding outpoint, unconfirmed."""
+
+    channel_point: str  # txid:index
+    funding_txid: str
+    output_index: int
 
 
 class LiquiditySummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,8 +237,23 @@ class NodePort(Protocol):
     async def get_info(self) -> NodeInfo: ...
 
     async def create_invoice(
-        self, amount_msat: int | None, memo: str, expiry_s: int
-    ) -> Invoice: ...
+        self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
+    ) -> Invoice:
+        """A new invoice (LND AddInvoice, CLN invoice). ``preimage`` (hex, 32 bytes) is the
+        caller's choice when given (LND ``r_preimage``, CLN ``preimage``), so a retry after a
+        crash asks for the same payment hash and the node refuses the duplicate."""
+        ...
+
+    async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
+        """The node's record of an invoice of ours; ``None`` if it has none for the hash."""
+        ...
+
+    def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
+        """Every invoice paid after ``after_pay_index``, in pay order, then each newly paid
+        one as it is paid (LND SubscribeInvoices with ``settle_index``, CLN waitanyinvoice
+        with ``lastpay_index``). Does not end on its own; raises ``NodeError`` if the node
+        goes away."""
+        ...
 
     async def decode(self, payment_request: str) -> DecodedInvoice: ...
 
@@ -202,6 +280,21 @@ class NodePort(Protocol):
     async def list_channels(self) -> list[Channel]: ...
 
     async def liquidity_summary(self) -> LiquiditySummary: ...
+
+    async def pending_channels(self) -> list[PendingChannel]: ...
+
+    async def wallet_balance(self) -> WalletBalance: ...
+
+    async def open_channel(
+        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+    ) -> ChannelOpening:
+        """Open a channel to a peer the node knows (LND OpenChannelSync, CLN fundchannel)."""
+        ...
+
+    async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
+        """Close a channel cooperatively; the closing transaction's txid (LND CloseChannel,
+        CLN close)."""
+        ...
 
     def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
         """Stream of updates for one payment, ending at a final result (LND TrackPaymentV2)."""

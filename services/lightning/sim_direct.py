@@ -34,9 +34,11 @@ from services.lightning.payments import (
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
+    ChannelOpening,
     DecodedInvoice,
     FailureReason,
     Invoice,
+    InvoiceStatus,
     LiquiditySummary,
     NodeError,
     NodeInfo,
@@ -47,6 +49,8 @@ from services.lightning.port import (
     PaymentResult,
     PaymentSucceeded,
     PayRequest,
+    PendingChannel,
+    WalletBalance,
 )
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
 from services.sim.lnd_payments import latest_visible, lnd_visible, rejected_before_send
@@ -101,7 +105,11 @@ class SimNodeAdapter:
             block_height=self._network.block_height,
         )
 
-    async def create_invoice(self, amount_msat: int | None, memo: str, expiry_s: int) -> Invoice:
+    async def create_invoice(
+        self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
+    ) -> Invoice:
+        if preimage is not None:
+            raise NodeError(FailureReason.UNKNOWN, "caller-chosen preimage: not implemented yet")
         assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
         assert expiry_s > 0, "expiry_s must be positive"
         await self._answer("invoice")
@@ -143,6 +151,29 @@ class SimNodeAdapter:
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
+
+    # -- receiving and channel operations (issue 18): not served yet ------------------------
+
+    async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
+        raise NodeError(FailureReason.UNKNOWN, "lookup_invoice is not implemented yet")
+
+    async def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
+        raise NodeError(FailureReason.UNKNOWN, "invoice_updates is not implemented yet")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    async def pending_channels(self) -> list[PendingChannel]:
+        raise NodeError(FailureReason.UNKNOWN, "pending_channels is not implemented yet")
+
+    async def wallet_balance(self) -> WalletBalance:
+        raise NodeError(FailureReason.UNKNOWN, "wallet_balance is not implemented yet")
+
+    async def open_channel(
+        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+    ) -> ChannelOpening:
+        raise NodeError(FailureReason.UNKNOWN, "open_channel is not implemented yet")
+
+    async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
+        raise NodeError(FailureReason.UNKNOWN, "close_channel is not implemented yet")
 
     # -- payments ---------------------------------------------------------------------------
 
