@@ -277,10 +277,25 @@ class ClnAdapter:
         return WalletBalance(confirmed_msat=confirmed, unconfirmed_msat=unconfirmed)
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
-        """fundchannel: answers once the funding transaction is broadcast."""
+        """fundchannel: answers once the funding transaction is broadcast.
+
+        Core Lightning keeps no note with a channel, so a ``memo`` is refused before anything
+        is spent: a caller that needs to find its open again uses another node (ADR 0233).
+        """
         local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
+        if onchain.check_memo(memo):
+            raise NodeError(
+                FailureReason.INCORRECT_DETAILS,
+                "cln keeps no channel memo: open without one, or on an lnd node",
+            )
         payload: dict[str, Any] = {
             "id": peer_pubkey,
             "amount": local_sat,

@@ -244,7 +244,13 @@ class LndAdapter:
         )
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
         """OpenChannelSync: answers once the funding transaction is published."""
         local_sat, push_sat = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
@@ -253,6 +259,7 @@ class LndAdapter:
             local_funding_amount=local_sat,
             push_sat=push_sat,
             sat_per_vbyte=sat_per_vbyte,
+            memo=onchain.check_memo(memo),
         )
         self._connect()
         try:

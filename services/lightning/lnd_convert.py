@@ -190,6 +190,7 @@ def channel(chan: Any, fees: Any | None = None) -> Channel:
         fee_base_msat=None if fees is None else fees.base_fee_msat,
         fee_ppm=None if fees is None else fees.fee_per_mil,
         initiator=chan.initiator,
+        memo=chan.memo,
     )
 
 
@@ -209,6 +210,7 @@ def pending_channels(pending: Any, tip_height: int) -> list[PendingChannel]:
             local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
             state="opening",
             confirmations=confirmations(item.confirmation_height, tip_height),
+            memo=item.channel.memo,
         )
         for item in pending.pending_open_channels
     ]
@@ -221,6 +223,7 @@ def pending_channels(pending: Any, tip_height: int) -> list[PendingChannel]:
             state="closing",
             confirmations=confirmations(item.close_height, tip_height),
             closing_txid=item.closing_txid or None,
+            memo=item.channel.memo,
         )
         for item in pending.waiting_close_channels
     ]

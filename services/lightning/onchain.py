@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from services.lightning.port import CHANNEL_MEMO_CHARS_MAX
+
 MSAT_PER_SAT: Final = 1000
 # A fee rate above this is a unit mistake (sat/kvB given as sat/vB), not a choice.
 SAT_PER_VBYTE_MAX: Final = 10_000
@@ -32,3 +34,9 @@ def split_channel_point(channel_point: str) -> tuple[str, int]:
         raise ValueError(f"not a channel point (txid:index): {channel_point[:80]!r}")
     bytes.fromhex(txid)
     return txid, int(index)
+
+
+def check_memo(memo: str) -> str:
+    if len(memo) > CHANNEL_MEMO_CHARS_MAX:
+        raise ValueError(f"memo longer than {CHANNEL_MEMO_CHARS_MAX} characters")
+    return memo

@@ -153,6 +153,7 @@ class SimNodeAdapter:
                 fee_base_msat=chan.fee_base_msat,
                 fee_ppm=chan.fee_ppm,
                 initiator=chan.opener_is_local,
+                memo=chan.memo,
             )
             for chan in self._network.channels_of(self._node.name)
         ]
@@ -180,6 +181,7 @@ class SimNodeAdapter:
                 state="opening" if p.state == "opening" else "closing",
                 confirmations=p.confirmations,
                 closing_txid=p.closing_txid or None,
+                memo=p.memo,
             )
             for p in self._network.pending_channels_of(self._node.name)
             if p.state != "closed"
@@ -193,7 +195,13 @@ class SimNodeAdapter:
         )
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
         local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
         if len(peer_pubkey) != 2 * PUBKEY_BYTES:
@@ -206,6 +214,7 @@ class SimNodeAdapter:
                 amount_sat=local_sat,
                 push_msat=push_msat,
                 sat_per_vbyte=sat_per_vbyte,
+                memo=onchain.check_memo(memo),
             )
         except ChannelRefused as exc:
             raise channel_errors.sim_error("openchannel", exc.code, str(exc)) from None
