@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from schemas import channel_messages
 from services.sim.keys import derive_bytes
 
 MSAT_PER_SAT: Final = 1000
@@ -21,8 +22,8 @@ MSAT_PER_SAT: Final = 1000
 # funding: 1 P2WPKH input, a P2WSH 2-of-2 funding output and a P2WPKH change output
 #   (125 bytes x 4 + 2 marker/flag + 108 witness = 610 weight units, rounded up);
 # closing: the 2-of-2 P2WSH input with two signatures and two P2WPKH outputs (674 WU).
-FUNDING_TX_VSIZE: Final = 153
-CLOSING_TX_VSIZE: Final = 169
+FUNDING_TX_VSIZE: Final = channel_messages.FUNDING_TX_VSIZE
+CLOSING_TX_VSIZE: Final = channel_messages.CLOSING_TX_VSIZE
 # A fee rate above this is a unit mistake (sat/kvB given as sat/vB), not a choice.
 SAT_PER_VBYTE_MAX: Final = 10_000
 # Seconds between simulated blocks' timestamps when the caller's clock does not move (a
