@@ -34,6 +34,12 @@ from schemas.events import EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
+from schemas.receive_messages import (
+    RECEIVE_COMMAND_TYPES,
+    RECEIVE_EVENT_TYPES,
+    GetInvoiceCursor,
+    InvoiceCursor,
+)
 from schemas.reconciliation_messages import (
     RECONCILIATION_COMMAND_TYPES,
     RECONCILIATION_EVENT_TYPES,
@@ -168,6 +174,14 @@ def documents() -> dict[str, dict[str, Any]]:
         )
     for hook_reply in (WebhookCommandAccepted, WebhookEndpointsView):
         out[f"replies/{hook_reply.__name__}.v1.json"] = _document(hook_reply, "reply", 1)
+    # Receive intents (issue 18, ADR 0220).
+    for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor):
+        out[f"commands/{rcv_cls.__name__}.v1.json"] = _document(rcv_cls, "command", 1)
+    for name, rcv_event in RECEIVE_EVENT_TYPES.items():
+        out[f"events/{name}.v{rcv_event.VERSION}.json"] = _document(
+            rcv_event, "event", rcv_event.VERSION
+        )
+    out["replies/InvoiceCursor.v1.json"] = _document(InvoiceCursor, "reply", 1)
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)
