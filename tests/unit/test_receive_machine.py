@@ -43,12 +43,13 @@ PREIMAGE = hashlib.sha256(b"p").hexdigest()
 PAYMENT_HASH = hashlib.sha256(bytes.fromhex(PREIMAGE)).hexdigest()
 OTHER_PREIMAGE = hashlib.sha256(b"other").hexdigest()
 OTHER_HASH = hashlib.sha256(bytes.fromhex(OTHER_PREIMAGE)).hexdigest()
+US_LND = RouteCandidate(region="us", node="us-lnd")
 TABLE = CorridorTable(
     corridors={
-        "us-eu": (RouteCandidate(region="us", node="us-lnd"), RouteCandidate(region="eu", node="eu-lnd")),
-        "eu-us": (RouteCandidate(region="eu", node="eu-cln"), RouteCandidate(region="us", node="us-lnd")),
+        "us-eu": (US_LND, RouteCandidate(region="eu", node="eu-lnd")),
+        "eu-us": (RouteCandidate(region="eu", node="eu-cln"), US_LND),
     }
-)  # fmt: skip
+)
 ROUTER = OrderedRouter(TABLE)
 ALICE = Caller(id="alice", kind="service")
 CREATE = CreateReceiveIntent(idempotency_key="k", caller=ALICE, amount_msat=50_000, region="us")
@@ -105,7 +106,7 @@ def test_region_and_corridor_are_exclusive() -> None:
         CreateReceiveIntent(idempotency_key="k", caller=ALICE, amount_msat=1),
         CreateReceiveIntent(
             idempotency_key="k", caller=ALICE, amount_msat=1, region="us", corridor="us-eu"
-        ),  # fmt: skip
+        ),
     ):
         with pytest.raises(errors.SchemaViolation) as refused:
             decide(None, command, CTX)
@@ -148,7 +149,7 @@ def test_every_transition_outside_the_table_is_refused() -> None:
             for e in [
                 *decide(_run(None, decide(None, CREATE, CTX)), _report("paid"), CTX),
             ]
-        },  # fmt: skip
+        },
     }
     samples["InvoiceExpired"] = InvoiceExpired(node="us-lnd", payment_hash=PAYMENT_HASH)
     base = _run(None, [samples["ReceiveRequested"]])
