@@ -412,6 +412,7 @@ def document() -> dict[str, Any]:
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,
         ListWebhookEndpoints,
+        *RECEIVE_COMMAND_TYPES,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,

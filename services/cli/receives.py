@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser("receive", help=GROUP_HELP, description=GROUP_HELP)
     parser.set_defaults(handler="services.cli.receives:receive")
-    parser.add_argument("--amount-msat", type=int, required=True, metavar="MSAT")
+    parser.add_argument(
+        "--amount-msat", type=int, required=True, metavar="MSAT", help="amount to receive, msat"
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--region", metavar="R", help="a region of ours (default us)")
     where.add_argument("--corridor", metavar="C", help="or: the first usable node of a corridor")

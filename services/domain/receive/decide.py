@@ -25,7 +25,7 @@ from schemas.receive_messages import (
     RecordInvoiceState,
 )
 from services.domain.receive.state import ReceiveIntent
-from services.domain.receive.status import ReceiveStatus as S
+from services.domain.receive.status import ReceiveStatus as R
 from services.domain.routing import RouteDecision, Router
 
 
@@ -99,7 +99,7 @@ def _report(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]
         case "expired":
             return _expired(state, report)
         case "failed":
-            if state.status is S.DISPATCHED:
+            if state.status is R.DISPATCHED:
                 return [ReceiveFailed(reason="node_refused", detail=report.detail)]
             return []  # issued already (a stale report of an earlier delivery)
     raise AssertionError(report.state)
@@ -130,9 +130,9 @@ def _same_invoice(state: ReceiveIntent, report: RecordInvoiceState) -> None:
 
 
 def _issued(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]:
-    if state.status is S.DISPATCHED:
+    if state.status is R.DISPATCHED:
         return [_issued_event(state, report)]
-    if state.status is S.FAILED:
+    if state.status is R.FAILED:
         raise errors.InvalidTransition(
             f"receive {state.intent_id} failed: no invoice is recorded for it", field="state"
         )
@@ -142,9 +142,9 @@ def _issued(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]
 
 def _paid(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]:
     _same_invoice(state, report)
-    if state.status is S.PAID:
+    if state.status is R.PAID:
         return []  # credited once: a redelivery or a resumed follower reports it again
-    if state.status is S.FAILED:
+    if state.status is R.FAILED:
         raise errors.InvalidTransition(
             f"receive {state.intent_id} failed, yet its node reports it paid", field="state"
         )
@@ -166,23 +166,23 @@ def _paid(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]:
             code="underpaid",
         )
     events: list[EventData] = []
-    if state.status is S.DISPATCHED:
+    if state.status is R.DISPATCHED:
         # Paid before its issue was recorded (an order redelivered after a crash): both facts.
         events.append(_issued_event(state, report))
     paid = InvoicePaid(
         node=report.node, payment_hash=report.payment_hash,
         amount_received_msat=report.amount_received_msat, preimage=report.preimage,
-        pay_index=report.pay_index, paid_at_s=report.paid_at_s, late=state.status is S.EXPIRED,
+        pay_index=report.pay_index, paid_at_s=report.paid_at_s, late=state.status is R.EXPIRED,
     )  # fmt: skip
     return [*events, paid]
 
 
 def _expired(state: ReceiveIntent, report: RecordInvoiceState) -> list[EventData]:
     _same_invoice(state, report)
-    if state.status is S.ISSUED:
+    if state.status is R.ISSUED:
         assert state.payment_hash is not None
         return [InvoiceExpired(node=report.node, payment_hash=state.payment_hash)]
-    if state.status is S.DISPATCHED:
+    if state.status is R.DISPATCHED:
         raise errors.InvalidTransition(
             f"receive {state.intent_id}: no invoice was recorded to expire", field="state"
         )

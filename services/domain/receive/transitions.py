@@ -10,21 +10,21 @@ from __future__ import annotations
 
 from typing import Final
 
-from services.domain.receive.status import ReceiveStatus as S
+from services.domain.receive.status import ReceiveStatus as R
 
-TERMINAL_STATUSES: Final = frozenset({S.PAID, S.FAILED})
+TERMINAL_STATUSES: Final = frozenset({R.PAID, R.FAILED})
 # Final for the caller; only the node's late settlement can still move an expired receive.
-FINAL_STATUSES: Final = frozenset({S.PAID, S.FAILED, S.EXPIRED})
+FINAL_STATUSES: Final = frozenset({R.PAID, R.FAILED, R.EXPIRED})
 
-TRANSITIONS: Final[dict[tuple[S | None, str], S]] = {
-    (None, "ReceiveRequested"): S.REQUESTED,
-    (S.REQUESTED, "ReceiveDispatched"): S.DISPATCHED,
-    (S.REQUESTED, "ReceiveFailed"): S.FAILED,
-    (S.DISPATCHED, "InvoiceIssued"): S.ISSUED,
-    (S.DISPATCHED, "ReceiveFailed"): S.FAILED,
-    (S.ISSUED, "InvoicePaid"): S.PAID,
-    (S.ISSUED, "InvoiceExpired"): S.EXPIRED,
-    (S.EXPIRED, "InvoicePaid"): S.PAID,
+TRANSITIONS: Final[dict[tuple[R | None, str], R]] = {
+    (None, "ReceiveRequested"): R.REQUESTED,
+    (R.REQUESTED, "ReceiveDispatched"): R.DISPATCHED,
+    (R.REQUESTED, "ReceiveFailed"): R.FAILED,
+    (R.DISPATCHED, "InvoiceIssued"): R.ISSUED,
+    (R.DISPATCHED, "ReceiveFailed"): R.FAILED,
+    (R.ISSUED, "InvoicePaid"): R.PAID,
+    (R.ISSUED, "InvoiceExpired"): R.EXPIRED,
+    (R.EXPIRED, "InvoicePaid"): R.PAID,
 }
 
 # The status each event leads to, for folds over recorded events by type name (projections).
