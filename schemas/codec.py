@@ -23,7 +23,7 @@ from schemas.policy_messages import (
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
-from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetInvoiceCursor
+from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetExpiredInvoices, GetInvoiceCursor
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
 from schemas.webhook_messages import (
     CallerWebhookCommand,
@@ -51,6 +51,7 @@ QUERY_TYPES: tuple[type[Any], ...] = (
     *AGENT_KEY_QUERY_TYPES,
     ListWebhookEndpoints,
     GetInvoiceCursor,
+    GetExpiredInvoices,
 )
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {

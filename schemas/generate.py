@@ -37,6 +37,8 @@ from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, PO
 from schemas.receive_messages import (
     RECEIVE_COMMAND_TYPES,
     RECEIVE_EVENT_TYPES,
+    ExpiredInvoices,
+    GetExpiredInvoices,
     GetInvoiceCursor,
     InvoiceCursor,
 )
@@ -175,13 +177,14 @@ def documents() -> dict[str, dict[str, Any]]:
     for hook_reply in (WebhookCommandAccepted, WebhookEndpointsView):
         out[f"replies/{hook_reply.__name__}.v1.json"] = _document(hook_reply, "reply", 1)
     # Receive intents (issue 18, ADR 0220).
-    for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor):
+    for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):
         out[f"commands/{rcv_cls.__name__}.v1.json"] = _document(rcv_cls, "command", 1)
     for name, rcv_event in RECEIVE_EVENT_TYPES.items():
         out[f"events/{name}.v{rcv_event.VERSION}.json"] = _document(
             rcv_event, "event", rcv_event.VERSION
         )
     out["replies/InvoiceCursor.v1.json"] = _document(InvoiceCursor, "reply", 1)
+    out["replies/ExpiredInvoices.v1.json"] = _document(ExpiredInvoices, "reply", 1)
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)

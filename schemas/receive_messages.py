@@ -102,6 +102,34 @@ class InvoiceCursor(msgspec.Struct, frozen=True, kw_only=True, tag_field="type")
     version: Literal[1] = 1
 
 
+# Expired invoices one query answers; the executor asks again for the rest.
+EXPIRED_INVOICES_PER_QUERY_MAX: Final = 100
+
+
+class GetExpiredInvoices(Message, frozen=True, kw_only=True):
+    """Query (an executor's expiry watch, on its status subject): ``node``'s issued invoices,
+    neither paid nor expired in the log, whose expiry is before ``before_s`` (ADR 0221)."""
+
+    node: NodeName
+    before_s: TimestampS
+    limit: Annotated[int, msgspec.Meta(ge=1, le=EXPIRED_INVOICES_PER_QUERY_MAX)] = (
+        EXPIRED_INVOICES_PER_QUERY_MAX
+    )
+    version: Literal[1] = 1
+
+
+class OpenInvoice(msgspec.Struct, frozen=True, kw_only=True):
+    intent_id: str
+    payment_hash: str
+
+
+class ExpiredInvoices(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    ok: Literal[True] = True
+    node: str
+    invoices: tuple[OpenInvoice, ...] = ()
+    version: Literal[1] = 1
+
+
 RECEIVE_COMMAND_TYPES: Final = (CreateReceiveIntent, RecordInvoiceState)
 ReceiveCommand = CreateReceiveIntent | RecordInvoiceState
 

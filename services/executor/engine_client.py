@@ -16,7 +16,14 @@ import structlog
 
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
-from schemas.receive_messages import GetInvoiceCursor, InvoiceCursor, RecordInvoiceState
+from schemas.receive_messages import (
+    ExpiredInvoices,
+    GetExpiredInvoices,
+    GetInvoiceCursor,
+    InvoiceCursor,
+    OpenInvoice,
+    RecordInvoiceState,
+)
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
 from services.bus import subjects
 from services.bus.port import Bus, NoResponders
@@ -30,6 +37,7 @@ log = structlog.get_logger("corridor.executor")
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
 _status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
 _cursor_reply = msgspec.json.Decoder(InvoiceCursor | CommandRejected)
+_expired_reply = msgspec.json.Decoder(ExpiredInvoices | CommandRejected)
 # An outcome is reported only for an order the engine confirmed (status) first, so a
 # "not_found" there means the engine has not caught up (or a store was restored behind
 # JetStream): retry, never drop an outcome.
@@ -127,6 +135,18 @@ class EngineClient:
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, InvoiceCursor)
         return reply.pay_index
+
+    async def expired_invoices(self, *, before_s: int) -> tuple[OpenInvoice, ...]:
+        """This node's open invoices past their expiry, as the log has them (ADR 0221)."""
+        query = GetExpiredInvoices(node=self._node, before_s=before_s)
+        reply = await self._request(
+            self._status_subject, encode(query), {}, _expired_reply,
+            retryable=_STATUS_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, ExpiredInvoices)
+        return reply.invoices
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
         query = GetPaymentIntentStatus(intent_id=intent_id)

@@ -1,8 +1,7 @@
 """The executor's side of receive intents (ADR 0220, 0221): a receive order from the dispatch
 stream is decoded, its signature checked, and handed to the ``Receiver``; the order is acked
-once the invoice's end is committed, else handed back with the receiver's delay (the dispatch
-stream is the durable timer that brings it back at the invoice's expiry). The node's
-settlement follower runs beside the worker."""
+once the invoice's issue is committed. The node's settlement follower and expiry watch run
+beside the worker."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import structlog
 from services.bus.port import Delivery
 from services.executor.engine_client import EngineClient
 from services.executor.errors import BadWorkOrder, EngineUnavailable, OutcomeRefused
+from services.executor.expiry_watch import ExpiryWatch
 from services.executor.invoice_follower import InvoiceFollower
 from services.executor.payer import Disposition
 from services.executor.receive_order import decode_receive_order
@@ -39,14 +39,20 @@ class ReceiveOrders:
             node, secret=secret, region=executor.region, node_name=executor.node_name,
             engine=self._engine,
         )  # fmt: skip
+        self.expiry = ExpiryWatch(
+            node, region=executor.region, node_name=executor.node_name, engine=self._engine
+        )
 
     def _engine(self) -> EngineClient:
         engine = self._executor._engine
         assert engine is not None, "the engine client exists while run() runs"
         return engine
 
-    def start_follower(self) -> asyncio.Task[None]:
-        return asyncio.create_task(self.follower.run(), name="executor-invoice-follower")
+    def start_watchers(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self.follower.run(), name="executor-invoice-follower"),
+            asyncio.create_task(self.expiry.run(), name="executor-expiry-watch"),
+        ]
 
     async def handle(self, msg: Delivery) -> None:
         executor = self._executor
@@ -75,7 +81,7 @@ class ReceiveOrders:
             return
         heartbeat = asyncio.create_task(executor._heartbeat(msg))
         try:
-            decision = await self.receiver.process(order, delivery=delivery)
+            disposition = await self.receiver.process(order)
         except (EngineUnavailable, OutcomeRefused) as exc:
             log.warning("receive_report_retry", error=type(exc).__name__, detail=str(exc)[:200])
             await executor._settle_message(msg, Disposition.RETRY, delivery)
@@ -87,10 +93,4 @@ class ReceiveOrders:
         finally:
             heartbeat.cancel()
         executor.processed += 1
-        if decision.disposition is Disposition.RETRY and decision.delay_s is not None:
-            try:
-                await msg.nak(decision.delay_s)
-            except Exception as exc:  # a lost nak: the order comes back after ack_wait
-                log.warning("work_order_ack_failed", error=type(exc).__name__)
-            return
-        await executor._settle_message(msg, decision.disposition, delivery)
+        await executor._settle_message(msg, disposition, delivery)

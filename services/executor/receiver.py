@@ -5,19 +5,16 @@
    is the idempotency key. The record is asked first; only without one is the invoice created,
    with that preimage. A creation that fails is looked up again before anything is reported:
    the node may have created it before the error reached us.
-2. ``InvoiceIssued`` is reported from the node's record (the engine records it once).
-3. The order then waits, handed back with a delay, until the invoice's expiry: the dispatch
-   stream is the durable timer. On each later delivery the node's record decides: paid is
-   reported paid (the settlement follower usually did so first; the engine records it once);
-   expired or cancelled is reported expired; still open, the order waits again. Expiry is
-   never decided from our clock alone: a payment racing the expiry is the node's to settle.
+2. ``InvoiceIssued`` is reported from the node's record (the engine records it once); if the
+   node already holds it paid or expired (a redelivery after a crash), that is reported too.
+   Then the order is done: the settlement follower credits the payment, and the expiry watch
+   (``expiry_watch.py``) ends an invoice the node holds expired. An order is never held open
+   until its invoice's expiry: it would take a JetStream ack slot of the node for hours.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -32,20 +29,9 @@ from services.lightning.port import FailureReason, InvoiceStatus, NodeError, Nod
 
 log = structlog.get_logger("corridor.executor")
 
-# After an invoice's expiry the node is asked again after this long, then ever less often: a
-# node marks an invoice expired within seconds of its expiry (lnd's expiry watcher, CLN's
-# autoclean of expired invoices' state), and an HTLC it accepted just before must settle first.
-EXPIRY_CHECK_S_FIRST: Final = 2.0
-EXPIRY_CHECK_S_MAX: Final = 300.0
 # Refusals that say the report can never be recorded (the receive ended otherwise): the order
 # is done; anything else is retried.
 FINAL_REFUSALS: Final = frozenset({"invalid_transition", "not_found", "wrong_node"})
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiveDecision:
-    disposition: Disposition
-    delay_s: float | None = None  # for RETRY: when to look again (None: the usual back-off)
 
 
 class Receiver:
@@ -57,16 +43,14 @@ class Receiver:
         region: str,
         node_name: str,
         engine: Callable[[], EngineClient],
-        now_s: Callable[[], float] = time.time,
     ) -> None:
         self._node = node
         self._secret = secret
         self._region = region
         self._node_name = node_name
         self._engine = engine
-        self._now_s = now_s
 
-    async def process(self, order: ReceiveOrder, *, delivery: int) -> ReceiveDecision:
+    async def process(self, order: ReceiveOrder) -> Disposition:
         preimage = preimage_for(self._secret, order.intent_id)
         payment_hash = payment_hash_of(preimage)
         try:
@@ -75,21 +59,16 @@ class Receiver:
                 record = await self._create(order, preimage, payment_hash)
         except NodeUnreachable as exc:
             log.warning("receive_node_unreachable", detail=str(exc)[:200])
-            return ReceiveDecision(Disposition.RETRY)
+            return Disposition.RETRY
         if isinstance(record, str):  # the node refused the invoice for good
             return await self._report(order, self._failed(order, record)) or _DONE
         refused = await self._report(order, self._issued(order, record))
         if refused is not None:  # the engine will never take this receive's reports
             return refused
-        match record.state:
-            case "paid":
-                return await self._report(order, self._paid(order, record)) or _DONE
-            case "expired" | "cancelled":
-                return await self._report(order, self._expired(order, record)) or _DONE
-        # Open (or a hold invoice's HTLCs accepted): look again after its expiry.
-        wait_s = max(record.expires_at_s - self._now_s(), 0.0)
-        later = min(EXPIRY_CHECK_S_FIRST * 2 ** max(delivery - 1, 0), EXPIRY_CHECK_S_MAX)
-        return ReceiveDecision(Disposition.RETRY, delay_s=wait_s + later)
+        ended = ended_report(order.intent_id, self._node_name, self._region, record)
+        if ended is not None:
+            return await self._report(order, ended) or _DONE
+        return _DONE  # open: the follower or the expiry watch takes it from here
 
     async def _create(
         self, order: ReceiveOrder, preimage: str, payment_hash: str
@@ -117,9 +96,7 @@ class Receiver:
         except NodeError as exc:
             raise NodeUnreachable(str(exc)) from None
 
-    async def _report(
-        self, order: ReceiveOrder, report: RecordInvoiceState
-    ) -> ReceiveDecision | None:
+    async def _report(self, order: ReceiveOrder, report: RecordInvoiceState) -> Disposition | None:
         """``None`` once committed; a decision when the engine refused it."""
         try:
             await self._engine().record_invoice(
@@ -137,15 +114,6 @@ class Receiver:
             intent_id=order.intent_id, node=self._node_name, region=self._region,
             state="issued", payment_hash=record.payment_hash,
             payment_request=record.payment_request, expires_at_s=record.expires_at_s,
-        )  # fmt: skip
-
-    def _paid(self, order: ReceiveOrder, record: InvoiceStatus) -> RecordInvoiceState:
-        return paid_report(order.intent_id, self._node_name, self._region, record)
-
-    def _expired(self, order: ReceiveOrder, record: InvoiceStatus) -> RecordInvoiceState:
-        return RecordInvoiceState(
-            intent_id=order.intent_id, node=self._node_name, region=self._region,
-            state="expired", payment_hash=record.payment_hash,
         )  # fmt: skip
 
     def _failed(self, order: ReceiveOrder, reason: str) -> RecordInvoiceState:
@@ -167,4 +135,19 @@ def paid_report(
     )  # fmt: skip
 
 
-_DONE: Final = ReceiveDecision(Disposition.DONE)
+def ended_report(
+    intent_id: str, node_name: str, region: str, record: InvoiceStatus
+) -> RecordInvoiceState | None:
+    """What the node's record says ended, if it did: paid, or expired (lnd reports an expired
+    invoice cancelled). ``None`` while it is open or its HTLCs are held."""
+    if record.state == "paid":
+        return paid_report(intent_id, node_name, region, record)
+    if record.state in ("expired", "cancelled"):
+        return RecordInvoiceState(
+            intent_id=intent_id, node=node_name, region=region, state="expired",
+            payment_hash=record.payment_hash,
+        )  # fmt: skip
+    return None
+
+
+_DONE: Final = Disposition.DONE

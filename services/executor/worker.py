@@ -98,8 +98,8 @@ class Executor:
 
         ``jitter``: draws held orders' back-off (a seeded one in the simulation).
 
-        ``follow_invoices``: run the node's settlement follower (ADR 0221); without it a paid
-        receive is credited when its order comes back at the invoice's expiry."""
+        ``follow_invoices``: run the node's settlement follower and expiry watch (ADR 0221);
+        without them receives stay ``issued`` (the simulation, which drives none)."""
         if bus is None and not nats_url:
             raise ValueError("an executor needs a nats_url to connect to, or a bus")
         self.region = region
@@ -154,7 +154,7 @@ class Executor:
         if self._verifier is None or not self._verifier.key_ids():
             log.error("executor_without_engine_keys")
             raise KeyFileError("the executor trusts no engine signing key (ADR 0063)")
-        side: list[asyncio.Task[None]] = []  # health reports, the settlement follower
+        side: list[asyncio.Task[None]] = []  # health reports, the receive watchers
         async with self._open_bus() as bus:
             self._bus = bus
             try:
@@ -164,7 +164,7 @@ class Executor:
                 health = asyncio.create_task(self._health(bus), name="executor-health")
                 side.append(health)
                 if self._follow_invoices:
-                    side.append(self._receives.start_follower())
+                    side += self._receives.start_watchers()
                 log.info("executor_started")
                 self.ready.set()
                 await self._pull(sub)

@@ -16,7 +16,6 @@ from schemas import codec, errors, limits
 from schemas.agent_key_messages import ListAgentKeys
 from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import GetPolicy, ListCorridors
-from schemas.receive_messages import GetInvoiceCursor
 from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.bus.port import Bus, Message, Subscription
@@ -27,7 +26,7 @@ from services.engine.views import corridors_view
 from services.failures import is_transient
 from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command, query_of, query_reader
-from services.intake.receives import answer_cursor
+from services.intake.receives import RECEIVE_QUERIES, answer_receive_query
 from services.intake.webhooks import answer_webhooks
 
 log = structlog.get_logger("corridor.api")
@@ -162,8 +161,8 @@ class ApiService:
             reader = query_reader(*asked, self._auth)
             if asked[0] == "status":
                 query = codec.decode_request(msg.data)
-                if isinstance(query, GetInvoiceCursor):  # an executor's follower (ADR 0221)
-                    return await answer_cursor(query, reader, self._processor)
+                if isinstance(query, RECEIVE_QUERIES):  # an executor's receives (ADR 0221)
+                    return await answer_receive_query(query, reader, self._processor)
                 status_query = _query(msg, GetPaymentIntentStatus)
                 return await self._processor.status(status_query.intent_id, reader=reader)
             get_query = _query(msg, GetPaymentIntent)

@@ -21,6 +21,7 @@ from schemas.receive_messages import ReceiveDispatched
 from services.bootstrap import Engine
 from services.bus.nats_adapter import NatsBus
 from services.executor.engine_client import EngineClient
+from services.executor.expiry_watch import ExpiryWatch
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.payer import Disposition
 from services.executor.receive_order import ReceiveOrder
@@ -117,35 +118,35 @@ def _order(intent_id: str, event_id: str) -> ReceiveOrder:
 
 
 async def test_redelivered_orders_reuse_the_invoice_and_expiry_waits_for_the_node(
-    engine: Engine, nc: Client, sim: SimStack, nats_url: str
+    engine: Engine, nc: Client, sim: SimStack
 ) -> None:
-    """The receiver alone (no follower), against the engine: a redelivery asks the node for the
-    same hash and creates nothing; the order waits until after the invoice's expiry, and an
-    invoice the node still holds open is not expired on our clock's word."""
+    """The receiver and the expiry watch alone (no follower), against the engine: a redelivery
+    asks the node for the same hash and creates nothing; an invoice past its expiry on our
+    clock but open on the node is not expired; once the node says expired, it is, once."""
     created = await request(nc, RECEIVE.format(caller="alice"), receive("e2e-3", AMOUNT_MSAT))
     intent_id = created["intent_id"]
     dispatched = next(e for e in await _events(engine, intent_id) if e.type == "ReceiveDispatched")
     order = _order(intent_id, dispatched.event_id)
-    clock = [1_000.0]
-    bus = NatsBus(nc)
-    client = EngineClient(bus, node="us-lnd", limits=FAST)
+    client = EngineClient(NatsBus(nc), node="us-lnd", limits=FAST)
+    adapter = SimNodeAdapter(sim.network, "us-lnd")
     receiver = Receiver(
-        SimNodeAdapter(sim.network, "us-lnd"), secret=b"s" * 32, region="us",
-        node_name="us-lnd", engine=lambda: client, now_s=lambda: clock[0],
-    )  # fmt: skip
-    first = await receiver.process(order, delivery=1)
-    assert first.disposition is Disposition.RETRY and first.delay_s is not None
-    invoice = sim.network.invoices_of("us-lnd")[0]
-    # The order comes back after the invoice's expiry, not before.
-    assert first.delay_s >= invoice.created_at_s + invoice.expiry_s - clock[0]
-    assert await _state(engine, intent_id) == "issued"
-    clock[0] = invoice.created_at_s + invoice.expiry_s + 10.0  # our clock says expired...
-    second = await receiver.process(order, delivery=2)
-    assert second.disposition is Disposition.RETRY  # ...the node does not: it waits again
-    assert await _state(engine, intent_id) == "issued"
+        adapter, secret=b"s" * 32, region="us", node_name="us-lnd", engine=lambda: client
+    )
+    for _ in range(3):  # the first delivery and two redeliveries
+        assert await receiver.process(order) is Disposition.DONE
     assert len(sim.network.invoices_of("us-lnd")) == 1
+    assert await _state(engine, intent_id) == "issued"
+    invoice = sim.network.invoices_of("us-lnd")[0]
+    clock = [float(invoice.created_at_s)]
+    watch = ExpiryWatch(
+        adapter, region="us", node_name="us-lnd", engine=lambda: client, now_s=lambda: clock[0]
+    )
+    assert await watch.scan_once() == 0  # not due yet
+    clock[0] = invoice.created_at_s + invoice.expiry_s + 60.0  # our clock says expired...
+    assert await watch.scan_once() == 0  # ...the node does not: nothing is reported
+    assert await _state(engine, intent_id) == "issued"
     sim.network.faults.expire_invoice(invoice.payment_hash)
-    third = await receiver.process(order, delivery=3)
-    assert third.disposition is Disposition.DONE
+    assert await watch.scan_once() == 1
     assert await _state(engine, intent_id) == "expired"
-    assert [e.type for e in await _events(engine, intent_id)][-1] == "InvoiceExpired"
+    assert await watch.scan_once() == 0  # no longer open in the log
+    assert [e.type for e in await _events(engine, intent_id)].count("InvoiceExpired") == 1
