@@ -30,6 +30,7 @@ from services.bus.port import Bus, NoResponders
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
+from services.metrics.series import EXECUTOR_INVOICES
 from services.tracing import TRACEPARENT
 
 log = structlog.get_logger("corridor.executor")
@@ -120,6 +121,7 @@ class EngineClient:
         if isinstance(reply, CommandRejected):
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, CommandAccepted)
+        EXECUTOR_INVOICES.labels(report.region, report.node, report.state).inc()
         log.info("invoice_report_committed", report=report.state, state=reply.state,
                  duplicate=reply.duplicate)  # fmt: skip
         return reply

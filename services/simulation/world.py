@@ -200,6 +200,7 @@ class World:
             secret=hashlib.sha256(f"keysend:{node}".encode()).digest(),
             limits=ExecutorLimits(), verifier=Ed25519Keyring([self.signer.public_key]),
             jitter=random.Random(f"jitter:{self.seed}:{node}:{self.step}"),
+            follow_invoices=False,  # the simulation drives no receives (ADR 0221)
         )  # fmt: skip
         process = _Process(conn, asyncio.create_task(executor.run(), name=f"executor-{node}"))
         self.executors[node] = (executor, process)

@@ -28,6 +28,7 @@ from services.executor.receive_order import ReceiveOrder
 from services.executor.receive_preimage import intent_of, payment_hash_of, preimage_for
 from services.executor.receiver import Receiver
 from services.lightning.sim_direct import SimNodeAdapter
+from services.metrics.series import EXECUTOR_INVOICES
 from tests.conftest import wait_for
 from tests.integration.test_api import request
 from tests.integration.test_executor import FAST, SimStack, sim_stack
@@ -95,6 +96,7 @@ async def test_a_receive_is_issued_paid_by_an_outside_node_and_credited_once(
     assert intent_of(secret, preimage) == intent_id
     stored = sim.network.lookup_invoice("us-lnd", issued.payload["payment_hash"])
     assert stored is not None and paid[0].payload["pay_index"] == stored.pay_index
+    assert EXECUTOR_INVOICES.labels("us", "us-lnd", "paid")._value.get() >= 1
 
     # A restarted executor resumes its follower from the log's cursor and a retried receive
     # returns the same intent: nothing is created or credited again.
