@@ -6,6 +6,7 @@ beside the worker."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -29,7 +30,9 @@ log = structlog.get_logger("corridor.executor")
 
 
 class ReceiveOrders:
-    def __init__(self, executor: Executor, node: NodePort, *, secret: bytes) -> None:
+    def __init__(
+        self, executor: Executor, node: NodePort, *, secret: bytes, now_s: Callable[[], float]
+    ) -> None:
         self._executor = executor
         self.receiver = Receiver(
             node, secret=secret, region=executor.region, node_name=executor.node_name,
@@ -40,8 +43,9 @@ class ReceiveOrders:
             engine=self._engine,
         )  # fmt: skip
         self.expiry = ExpiryWatch(
-            node, region=executor.region, node_name=executor.node_name, engine=self._engine
-        )
+            node, region=executor.region, node_name=executor.node_name, engine=self._engine,
+            now_s=now_s,
+        )  # fmt: skip
 
     def _engine(self) -> EngineClient:
         engine = self._executor._engine

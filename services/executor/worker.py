@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
@@ -89,6 +90,7 @@ class Executor:
         bus: Bus | None = None,
         jitter: random.Random | None = None,
         follow_invoices: bool = True,
+        now_s: Callable[[], float] = time.time,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
@@ -99,7 +101,8 @@ class Executor:
         ``jitter``: draws held orders' back-off (a seeded one in the simulation).
 
         ``follow_invoices``: run the node's settlement follower and expiry watch (ADR 0221);
-        without them receives stay ``issued`` (the simulation, which drives none)."""
+        without them receives stay ``issued``. ``now_s``: the wall clock the expiry watch
+        compares invoices' expiry with (the simulation's virtual one)."""
         if bus is None and not nats_url:
             raise ValueError("an executor needs a nats_url to connect to, or a bus")
         self.region = region
@@ -131,7 +134,7 @@ class Executor:
             status_of=self._attempt_status,
         )
         # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
-        self._receives = ReceiveOrders(self, node, secret=secret)
+        self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
         self._follow_invoices = follow_invoices
 
     def stop(self) -> None:
