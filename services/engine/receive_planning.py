@@ -16,10 +16,18 @@ from services.domain.routing import Router
 from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.event_codec import to_new_events
+from services.engine.rejection_budget import RejectionBudget
 from services.signing.port import Signer
 from services.signing.receive_orders import sign_receive_orders
 
 RECEIVE_COMMANDS: Final = (CreateReceiveIntent, RecordInvoiceState)
+# New receives one caller may create a minute, per engine: each is an invoice a node holds
+# until it expires. A checkout makes one per customer; ten a second per credential is far
+# above a pilot's traffic and still bounds what one credential can make our nodes store.
+RECEIVES_PER_CALLER_PER_MINUTE: Final = 600
+_THROTTLED: Final = errors.RateLimited(
+    "too many new receives from this caller; retry in a minute", field="caller"
+)
 
 
 def receive_accepted(state: ReceiveIntent, *, duplicate: bool) -> CommandAccepted:
@@ -30,8 +38,15 @@ def receive_accepted(state: ReceiveIntent, *, duplicate: bool) -> CommandAccepte
 
 
 class ReceivePlanner:
-    def __init__(self, *, new_id: Callable[[], str], signer: Signer | None) -> None:
+    def __init__(
+        self,
+        *,
+        new_id: Callable[[], str],
+        signer: Signer | None,
+        per_minute: int = RECEIVES_PER_CALLER_PER_MINUTE,
+    ) -> None:
         self._new_id = new_id
+        self._budget = RejectionBudget(per_minute)
         # ``None``: orders go unsigned and executors refuse them (tests of the engine alone).
         self._signer = signer
 
@@ -45,6 +60,11 @@ class ReceivePlanner:
         router: Router,
         now_ms: int,
     ) -> None:
+        create = command if isinstance(command, CreateReceiveIntent) else None
+        new = create is not None and state is None
+        if new and create is not None and not self._budget.allows(create.caller.id, now_ms):
+            plan.replies.append(rejected(_THROTTLED))
+            return
         ctx = ReceiveContext(
             now_ms=now_ms, router=router, intent_id=item.stream_id,
             request_fingerprint=item.request_fingerprint,
@@ -58,6 +78,8 @@ class ReceivePlanner:
             assert state is not None
             plan.replies.append(receive_accepted(state, duplicate=True))
             return
+        if create is not None:
+            self._budget.charge(create.caller.id, now_ms)
         first_version = (state.version if state else 0) + 1
         if self._signer is not None:
             new_events = sign_receive_orders(
