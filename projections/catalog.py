@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from projections import intents
 from schemas.events import PaymentIntentEvent
+from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
 
 Doc = dict[str, Any]
@@ -39,7 +40,9 @@ class Projection:
 
 # An intent's stream holds these types only; the exception action of issue 15 adds one.
 INTENT_EVENT_TYPES: Final = frozenset(
-    {cls.__name__ for cls in typing.get_args(PaymentIntentEvent)} | {"AnomalyAcknowledged"}
+    {cls.__name__ for cls in typing.get_args(PaymentIntentEvent)}
+    | {"AnomalyAcknowledged"}
+    | set(RECEIVE_EVENT_TYPES)  # receives (ADR 0220), folded by projections/receives.py
 )
 
 
@@ -58,7 +61,7 @@ def _intent_columns(doc: Doc) -> Columns:
 
 
 INTENTS: Final = Projection(
-    name="intents", version=1, keys=_intent_keys, apply=intents.apply, columns=_intent_columns
+    name="intents", version=2, keys=_intent_keys, apply=intents.apply, columns=_intent_columns
 )
 
 

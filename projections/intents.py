@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from projections.receives import STARTS_RECEIVE, apply_receive, is_receive, new_receive_doc
 from services.domain.intent.transitions import OFF_THE_WIRE_EVENTS, STATUS_AFTER
 
 IntentDoc = dict[str, Any]
@@ -86,6 +87,10 @@ def apply(doc: IntentDoc | None, event: dict[str, Any]) -> IntentDoc | None:
     """The document after ``event`` (upcast). ``None`` until the stream's ``IntentReceived``."""
     kind, data = event["type"], event["data"]
     at_ms = int(event["recorded_at_ms"])
+    if doc is None and kind == STARTS_RECEIVE:
+        doc = new_receive_doc(event)
+    if doc is not None and is_receive(doc):  # a receive (ADR 0220): its own fold
+        return apply_receive(doc, event)
     if doc is None:
         if kind != STARTS_INTENT:
             return None  # a stream whose start is outside what was folded

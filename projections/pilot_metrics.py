@@ -10,6 +10,7 @@ pilot report agree by construction (ADR 0155).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,21 @@ class PilotMetrics:
             "anomalies": f.anomalies,
             # Found -> resolved per reconciliation item (ADR 0151), the fifth pilot metric.
             "reconciliation_time_ms": msgspec.to_builtins(f.reconciliation_time_ms),
+            "receives": receive_figures(d for d in self.docs.values() if d is not None),
         }
+
+
+def receive_figures(docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Receives (ADR 0220): how many, by state, and what was credited."""
+    receives = [d for d in docs if d.get("kind") == "receive"]
+    paid = [d for d in receives if d["state"] == "paid"]
+    return {
+        "receives": len(receives),
+        "by_state": dict(sorted(Counter(str(d["state"]) for d in receives).items())),
+        "paid": len(paid),
+        "received_msat": sum(int(d["amount_received_msat"]) for d in paid),
+        "paid_late": sum(1 for d in paid if d.get("paid_late")),
+    }
 
 
 def _ratio(r: Ratio) -> float | None:

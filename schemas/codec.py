@@ -23,6 +23,7 @@ from schemas.policy_messages import (
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
+from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetExpiredInvoices, GetInvoiceCursor
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
 from schemas.webhook_messages import (
     CallerWebhookCommand,
@@ -49,6 +50,8 @@ QUERY_TYPES: tuple[type[Any], ...] = (
     *POLICY_QUERY_TYPES,
     *AGENT_KEY_QUERY_TYPES,
     ListWebhookEndpoints,
+    GetInvoiceCursor,
+    GetExpiredInvoices,
 )
 # (type, version) -> class. A new version of a command is a new class registered here.
 REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
@@ -61,6 +64,7 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,
+        *RECEIVE_COMMAND_TYPES,
         *QUERY_TYPES,
     )
 }

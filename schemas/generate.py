@@ -35,6 +35,14 @@ from schemas.events import EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
+from schemas.receive_messages import (
+    RECEIVE_COMMAND_TYPES,
+    RECEIVE_EVENT_TYPES,
+    ExpiredInvoices,
+    GetExpiredInvoices,
+    GetInvoiceCursor,
+    InvoiceCursor,
+)
 from schemas.reconciliation_messages import (
     RECONCILIATION_COMMAND_TYPES,
     RECONCILIATION_EVENT_TYPES,
@@ -176,6 +184,15 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
             channel_event, "event", channel_event.VERSION
         )
+    # Receive intents (issue 18, ADR 0220).
+    for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):
+        out[f"commands/{rcv_cls.__name__}.v1.json"] = _document(rcv_cls, "command", 1)
+    for name, rcv_event in RECEIVE_EVENT_TYPES.items():
+        out[f"events/{name}.v{rcv_event.VERSION}.json"] = _document(
+            rcv_event, "event", rcv_event.VERSION
+        )
+    out["replies/InvoiceCursor.v1.json"] = _document(InvoiceCursor, "reply", 1)
+    out["replies/ExpiredInvoices.v1.json"] = _document(ExpiredInvoices, "reply", 1)
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)

@@ -54,3 +54,20 @@ NESTING_DEPTH_MAX: Final = 32
 # Correlation and causation ids arrive in headers and land in every event's metadata; a UUID
 # is 36 characters, and no id needs more than 256.
 HEADER_ID_CHARS_MAX: Final = 256
+
+# Receive intents (issue 18, ADR 0220).
+# BOLT 11's description field is at most 639 bytes (1023 five-bit groups); a memo longer than
+# that cannot be put in an invoice, so it is refused before any node is asked.
+RECEIVE_MEMO_CHARS_MAX: Final = 639
+# An invoice that lives under a minute cannot reach a payer; one that lives longer than a week
+# is a unit mistake (ms given as s) or a liability: the node keeps it payable all that time.
+RECEIVE_EXPIRY_S_MIN: Final = 60
+RECEIVE_EXPIRY_S_MAX: Final = 7 * 24 * 3600
+# LND's and Core Lightning's default invoice expiry.
+RECEIVE_EXPIRY_S_DEFAULT: Final = 3600
+# Most a node can hold for us in one channel without wumbo (2**24 sat); a larger receive cannot
+# be paid into a standard channel, and an invoice asking for it is a unit mistake.
+RECEIVE_AMOUNT_MSAT_MAX: Final = (2**24 - 1) * 1000
+# A node's settlement index (LND settle_index, CLN pay_index) is a uint64 counting from 1; the
+# JSON Schema tooling holds integers to int64, which no node's count of settlements reaches.
+PAY_INDEX_MAX: Final = 2**63 - 1

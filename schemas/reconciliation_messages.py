@@ -25,7 +25,7 @@ FINDINGS_PER_REPORT_MAX: Final = 100
 EVIDENCE_ENTRIES_MAX: Final = 12
 EVIDENCE_KEY_CHARS_MAX: Final = 32
 EVIDENCE_TEXT_CHARS_MAX: Final = 64
-# "<category>:<payment hash>": the longest category is 20 characters.
+# "<category>:<payment hash>": the longest category is 21 characters.
 MISMATCH_KEY_CHARS_MAX: Final = 96
 RECONCILIATION_STREAM_PREFIX: Final = "reconciliation-"
 # A cursor is a node's creation index (LND uint64, CLN u64) or a log position (bigint), stored
@@ -38,6 +38,9 @@ Category = Literal[
     "stuck_in_flight",
     "amount_mismatch",
     "unexpected_payment",
+    # A receive's invoice (ADR 0220): settled on the node, not credited in the log; or the reverse.
+    "paid_not_credited",
+    "credited_but_node_not",
 ]
 MismatchKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MISMATCH_KEY_CHARS_MAX)]
 EvidenceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=EVIDENCE_KEY_CHARS_MAX)]

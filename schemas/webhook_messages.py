@@ -30,9 +30,17 @@ WEBHOOK_ENDPOINT_ID_PATTERN: Final = r"^wh_[0-9a-f]{24}$"
 # response body or an exception text, which could carry anything.
 WEBHOOK_ERROR_CHARS_MAX: Final = 32
 
-# The settlement events a webhook can carry: an intent's final outcomes.
+# The settlement events a webhook can carry: an intent's final outcomes, a send's and a
+# receive's (ADR 0220: paid, expired, or no invoice issued).
 SettlementEventType = Literal[
-    "IntentSettled", "IntentFailed", "IntentCancelled", "IntentExpired", "IntentRejected"
+    "IntentSettled",
+    "IntentFailed",
+    "IntentCancelled",
+    "IntentExpired",
+    "IntentRejected",
+    "InvoicePaid",
+    "InvoiceExpired",
+    "ReceiveFailed",
 ]
 SETTLEMENT_EVENT_TYPES: Final[tuple[str, ...]] = (
     "IntentSettled",
@@ -40,6 +48,9 @@ SETTLEMENT_EVENT_TYPES: Final[tuple[str, ...]] = (
     "IntentCancelled",
     "IntentExpired",
     "IntentRejected",
+    "InvoicePaid",
+    "InvoiceExpired",
+    "ReceiveFailed",
 )
 WebhookUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=WEBHOOK_URL_CHARS_MAX)]
 EndpointId = Annotated[str, msgspec.Meta(pattern=WEBHOOK_ENDPOINT_ID_PATTERN)]

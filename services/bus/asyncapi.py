@@ -38,6 +38,7 @@ from schemas.policy_messages import (
     GetPolicy,
     ListCorridors,
 )
+from schemas.receive_messages import RECEIVE_COMMAND_TYPES, RECEIVE_EVENT_TYPES
 from schemas.reconciliation_messages import (
     RECONCILIATION_COMMAND_TYPES,
     RECONCILIATION_EVENT_TYPES,
@@ -220,6 +221,16 @@ def document() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/commands_{verb}"},
             "messages": [{"$ref": f"#/channels/commands_{verb}/messages/{type_name}"}],
         }
+    # Receive intents (ADR 0220): request/reply only.
+    for verb, type_name in subjects.RECEIVE_VERBS.items():
+        request(
+            f"intents_{verb}",
+            f"{subjects.API_PREFIX}.{verb}.{{principal}}",
+            {"principal": _PRINCIPAL},
+            _named(RECEIVE_COMMAND_TYPES, type_name),
+            intent_replies,
+            f"{type_name}, answered once committed",
+        )
     request(
         "intents_get",
         f"{subjects.API_GET}.{{role}}.{{id}}",
@@ -329,7 +340,7 @@ def document() -> dict[str, Any]:
         (
             "intent_events",
             f"{subjects.EVT_INTENT_PREFIX}.{{owner}}.{{eventType}}",
-            EVENT_TYPES,
+            {**EVENT_TYPES, **RECEIVE_EVENT_TYPES},
             "An intent's events, under the subtree of the caller who submitted it (ADR 0067).",
         ),
         (
@@ -401,6 +412,7 @@ def document() -> dict[str, Any]:
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,
         ListWebhookEndpoints,
+        *RECEIVE_COMMAND_TYPES,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,
@@ -425,6 +437,7 @@ def document() -> dict[str, Any]:
         *DEAD_LETTER_EVENT_TYPES.values(),
         *RECONCILIATION_EVENT_TYPES.values(),
         *WEBHOOK_EVENT_TYPES.values(),
+        *RECEIVE_EVENT_TYPES.values(),
     ]
     return {
         "asyncapi": "3.0.0",

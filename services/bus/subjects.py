@@ -104,6 +104,10 @@ VERBS: Final = {
     "outcome": "RecordPaymentOutcome",
 }
 
+# Receive intents (ADR 0220), request/reply only under the intents prefix: a caller's
+# ``receive.<caller_id>``, an executor's ``invoice.<node>`` report. Not on CORRIDOR_CMD.
+RECEIVE_VERBS: Final = {"receive": "CreateReceiveIntent", "invoice": "RecordInvoiceState"}
+
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_STREAM_ID: Final = "Corridor-Stream-Id"

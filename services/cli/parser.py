@@ -95,6 +95,11 @@ PLUGINS: Final = (
         "serve the HTTP API (OpenAPI at /openapi.json) in front of a running stack",
     ),
     (
+        "receive",
+        "services.cli.receives",
+        "receive: an invoice on a node of a region, paid to us (prints JSON)",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",

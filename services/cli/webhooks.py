@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     add.add_argument(
         "--events", required=True, metavar="TYPES",
         help="comma-separated: IntentSettled,IntentFailed,IntentCancelled,IntentExpired,"
-        "IntentRejected (or all)",
+        "IntentRejected,InvoicePaid,InvoiceExpired,ReceiveFailed (or all)",
     )  # fmt: skip
     add.add_argument("--idempotency-key", help="the same key registers the same endpoint")
     listing = sub.add_parser("list", help="your endpoints (never their secrets)")

@@ -18,6 +18,7 @@ from schemas.agent_key_messages import (
     RevokeAgentKey,
 )
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ClearNodeBreaker,
     ReconciliationCommand,
@@ -49,12 +50,17 @@ class Principal:
 
 
 def claimed_identity(
-    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand | WebhookCommand,
+    command: cmd.Command
+    | PolicyCommand
+    | AgentKeyCommand
+    | ReconciliationCommand
+    | WebhookCommand
+    | ReceiveCommand,
 ) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
     match command:
-        case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
+        case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent() | CreateReceiveIntent():
             return "caller.id", command.caller.id
         case (
             cmd.ApprovePaymentIntent()
@@ -76,7 +82,7 @@ def claimed_identity(
             return "node", command.node
         case ResolveReconciliationMismatch() | ClearNodeBreaker():
             return "operator_id", command.operator_id
-        case cmd.RecordPaymentOutcome():
+        case cmd.RecordPaymentOutcome() | RecordInvoiceState():
             # An executor's id is the name of the one node it reports for.
             return "node", command.node
         case RegisterWebhookEndpoint() | RemoveWebhookEndpoint():

@@ -50,6 +50,13 @@ class Router(Protocol):
         """
         ...
 
+    def choose_in_region(
+        self, region: str, *, amount_msat: int
+    ) -> RouteDecision | tuple[RejectedCandidate, ...]:
+        """A node of ``region`` to receive on (ADR 0220): the first usable one in corridor
+        order, or every refused node of the region."""
+        ...
+
 
 class CorridorTable(msgspec.Struct, frozen=True):
     """Corridor name -> ordered candidates (first is preferred)."""
@@ -96,6 +103,34 @@ class OrderedRouter:
             rejected.append(
                 RejectedCandidate(region=candidate.region, node=candidate.node, reason=reason)
             )
+        return tuple(rejected)
+
+    def choose_in_region(
+        self, region: str, *, amount_msat: int
+    ) -> RouteDecision | tuple[RejectedCandidate, ...]:
+        # Receiving needs no outbound liquidity: a node is usable when it is healthy and not
+        # behind a tripped breaker, whatever it could send.
+        rejected: list[RejectedCandidate] = []
+        seen: set[NodeKey] = set()
+        for name in sorted(self._table.corridors):
+            for candidate in self._table.corridors[name]:
+                key = (candidate.region, candidate.node)
+                if candidate.region != region or key in seen:
+                    continue
+                seen.add(key)
+                health = self._health.get(key)
+                if key in self._blocked:
+                    reason = "reconciliation_breaker"
+                elif health is not None and not health.healthy:
+                    reason = "unhealthy"
+                else:
+                    return RouteDecision(
+                        region=candidate.region, node=candidate.node,
+                        reason=f"receiving node of region {region}", rejected=tuple(rejected),
+                    )  # fmt: skip
+                rejected.append(
+                    RejectedCandidate(region=candidate.region, node=candidate.node, reason=reason)
+                )
         return tuple(rejected)
 
     def _refusal(

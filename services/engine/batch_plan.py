@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.domain.intent import PaymentIntent
 from services.domain.policy import Policy, PolicyDocumentAggregate
+from services.domain.receive import ReceiveIntent
 from services.domain.reconciliation.ledger import NodeLedger
 from services.domain.webhooks.endpoint import Endpoint
 from services.engine.agent_key_book import AgentKeyBook
@@ -25,6 +26,7 @@ class BatchPlan:
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
     states: dict[str, PaymentIntent | None] = field(default_factory=dict)
+    receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

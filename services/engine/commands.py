@@ -11,6 +11,7 @@ from schemas import errors
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ReconciliationCommand,
     ReconciliationCommandAccepted,
@@ -23,7 +24,7 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
-from services.engine.ids import fingerprint, intent_id_for
+from services.engine.ids import fingerprint, intent_id_for, receive_id_for
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
@@ -40,7 +41,14 @@ Reply = (
 
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
-    command: cmd.Command | PolicyCommand | AgentKeyCommand | ReconciliationCommand | WebhookCommand
+    command: (
+        cmd.Command
+        | PolicyCommand
+        | AgentKeyCommand
+        | ReconciliationCommand
+        | WebhookCommand
+        | ReceiveCommand
+    )
     correlation_id: str | None = None
     causation_id: str | None = None
     # Who sent it, as the intake authenticated it (ADR 0061); ``None`` for the engine's own
@@ -89,6 +97,13 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, WEBHOOK_COMMANDS):
         item.stream_id = webhook_stream(endpoint_of(command))
+        return
+    if isinstance(command, CreateReceiveIntent):
+        item.stream_id = receive_id_for(command.caller.id, command.idempotency_key)
+        item.request_fingerprint = fingerprint(command)
+        return
+    if isinstance(command, RecordInvoiceState):
+        item.stream_id = command.intent_id
         return
     if not isinstance(command, cmd.SubmitPaymentIntent):
         item.stream_id = command.intent_id

@@ -38,3 +38,12 @@ def _uuid5(namespace: bytes, name: str) -> str:
 
 def fingerprint(request: Any) -> str:
     return hashlib.sha256(canonical_json(request)).hexdigest()
+
+
+_RECEIVE_NS_BYTES = uuid.UUID("2d7e0c4a-9b1f-4e63-8a55-7c0f3e9d1b42").bytes
+
+
+def receive_id_for(caller_id: str, idempotency_key: str) -> str:
+    """A receive's stream: ``rcv-`` and a UUID of (caller id, key), in a namespace of its own,
+    so a payment and a receive with the same key are two intents (ADR 0220)."""
+    return "rcv-" + _uuid5(_RECEIVE_NS_BYTES, f"{caller_id}\x1f{idempotency_key}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from schemas import errors
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
 from services.domain.policy import PolicyEngine
 from services.domain.routing import Router
@@ -19,6 +20,8 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
+from services.engine.receive_cache import ReceiveCache
+from services.engine.receive_planning import RECEIVE_COMMANDS, ReceivePlanner
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.reconciliation_planning import (
     RECONCILIATION_COMMANDS,
@@ -45,7 +48,11 @@ class Planner:
         key_lookup: AgentKeyLookup,
         recon: ReconciliationBook,
         webhooks: WebhookBook | None = None,
+        receives: ReceivePlanner | None = None,
+        receive_cache: ReceiveCache | None = None,
     ) -> None:
+        self._receives = receives
+        self._receive_cache = receive_cache
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         self._intents = intents
@@ -114,6 +121,15 @@ class Planner:
                     plan.webhooks[endpoint_id] = endpoint
                 plan.events += events
                 plan.replies.append(reply)
+                continue
+            if isinstance(command, RECEIVE_COMMANDS):
+                if self._receives is None or self._receive_cache is None:
+                    plan.replies.append(rejected(errors.Unavailable("receiving is not set up")))
+                    continue
+                held = plan.receives.get(item.stream_id) or self._receive_cache.get(item.stream_id)
+                self._receives.plan(
+                    plan, item, command, held, router=router, now_ms=now_ms
+                )  # fmt: skip
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

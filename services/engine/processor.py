@@ -27,9 +27,12 @@ from services.engine.commands import CommandEnvelope, Reply
 from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
+from services.engine.invoice_cursors import InvoiceCursors
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
+from services.engine.receive_cache import ReceiveCache
+from services.engine.receive_planning import ReceivePlanner
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.rejection_budget import RejectionBudget
 from services.engine.spend_book import SpendBook
@@ -87,15 +90,21 @@ class CommandProcessor:
             signer=signer,
             rejections=RejectionBudget(rejections_per_minute),
         )
+        # Receive intents (ADR 0220): their own committed-state cache and planner.
+        self.receives = ReceiveCache(store, cache_max=cache_max)
+        self.invoice_cursors = InvoiceCursors()
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
             key_lookup=self.key_lookup, recon=self.recon, webhooks=self.webhooks,
+            receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
+            receive_cache=self.receives,
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
+            receives=self.receives,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -5,6 +5,7 @@ cache or the policy book's state, so it cannot race the writer loop."""
 from __future__ import annotations
 
 from schemas import errors
+from schemas.receive_messages import is_receive_stream
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.access import may_read
@@ -14,6 +15,7 @@ from services.engine.commands import rejected
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_recorded
 from services.engine.intent_cache import IntentCache
 from services.engine.policy_book import PolicyBook, policy_event
+from services.engine.receive_reads import receive_status, receive_view
 from services.engine.version_probe import VersionProbe
 from services.engine.views import policy_view, why_unpaid
 from services.eventstore.port import EventStore
@@ -41,6 +43,8 @@ class ReadSide:
         what ``may_read`` allows, and an intent it may not read is ``not_found``, as if it did
         not exist.
         """
+        if is_receive_stream(intent_id):  # ADR 0220
+            return await receive_status(self._store, intent_id, reader)
         cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
@@ -72,6 +76,8 @@ class ReadSide:
         self, intent_id: str, *, reader: Principal | None = None
     ) -> PaymentIntentView | CommandRejected:
         """The state and full history; ``reader`` as in ``status``."""
+        if is_receive_stream(intent_id):  # ADR 0220
+            return await receive_view(self._store, intent_id, reader)
         history = await self._store.read_stream(intent_id)
         if not history:
             return _not_found(intent_id)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import structlog
 
 from schemas import errors
+from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
 from services.domain.agent_keys import AGENT_KEYS_STREAM
@@ -39,6 +40,7 @@ from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
+from services.engine.receive_cache import ReceiveCache
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.spend_book import SpendBook
 from services.engine.webhook_book import WebhookBook
@@ -56,6 +58,7 @@ log = structlog.get_logger("corridor.processor")
 
 RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
+RCV = RECEIVE_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -80,7 +83,9 @@ class WriterLoop:
         queue_max: int,
         recon: ReconciliationBook,
         webhooks: WebhookBook | None = None,
+        receives: ReceiveCache | None = None,
     ) -> None:
+        self._receives = receives
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         assert batch_max >= 1 and queue_max >= 1
@@ -207,10 +212,14 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK))
+                and not i.stream_id.startswith((RECON, HOOK, RCV))
                 and not assumed_new(i)
             ]
         )
+        if self._receives is not None:  # receive intents (ADR 0220): always read
+            await self._receives.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(RCV)]
+            )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -236,6 +245,9 @@ class WriterLoop:
             self._spend.appended(first_position, len(plan.events), plan.spend_callers)
         for stream_id, state in plan.states.items():
             self._cache.remember(stream_id, state)
+        for stream_id, receive in plan.receives.items():
+            assert self._receives is not None
+            self._receives.remember(stream_id, receive)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -257,6 +269,8 @@ class WriterLoop:
         for item in items:
             item.reload = True
             self._cache.forget(item.stream_id)
+            if self._receives is not None:
+                self._receives.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

@@ -16,18 +16,29 @@ import structlog
 
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
+from schemas.receive_messages import (
+    ExpiredInvoices,
+    GetExpiredInvoices,
+    GetInvoiceCursor,
+    InvoiceCursor,
+    OpenInvoice,
+    RecordInvoiceState,
+)
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
 from services.bus import subjects
 from services.bus.port import Bus, NoResponders
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.limits import ExecutorLimits
+from services.metrics.series import EXECUTOR_INVOICES
 from services.tracing import TRACEPARENT
 
 log = structlog.get_logger("corridor.executor")
 
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
 _status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
+_cursor_reply = msgspec.json.Decoder(InvoiceCursor | CommandRejected)
+_expired_reply = msgspec.json.Decoder(ExpiredInvoices | CommandRejected)
 # An outcome is reported only for an order the engine confirmed (status) first, so a
 # "not_found" there means the engine has not caught up (or a store was restored behind
 # JetStream): retry, never drop an outcome.
@@ -68,6 +79,8 @@ class EngineClient:
         self._subject = f"{subjects.API_PREFIX}.outcome.{node}"
         # A read names its reader: the executor of this node (ADR 0061).
         self._status_subject = f"{subjects.API_STATUS}.executor.{node}"
+        self._invoice_subject = f"{subjects.API_PREFIX}.invoice.{node}"
+        self._node = node
         self._limits = limits
 
     async def record(
@@ -95,6 +108,47 @@ class EngineClient:
             duplicate=reply.duplicate,
         )
         return reply
+
+    async def record_invoice(
+        self, report: RecordInvoiceState, *, causation_id: str, correlation_id: str
+    ) -> CommandAccepted:
+        """Commit a receive's invoice report (ADR 0220); ``OutcomeRefused`` if refused."""
+        headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        reply = await self._request(
+            self._invoice_subject, encode(report), headers, _command_reply,
+            retryable=frozenset({"unavailable"}),
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, CommandAccepted)
+        EXECUTOR_INVOICES.labels(report.region, report.node, report.state).inc()
+        log.info("invoice_report_committed", report=report.state, state=reply.state,
+                 duplicate=reply.duplicate)  # fmt: skip
+        return reply
+
+    async def invoice_cursor(self) -> int:
+        """Where this node's settlement follower resumes (ADR 0221)."""
+        query = GetInvoiceCursor(node=self._node)
+        reply = await self._request(
+            self._status_subject, encode(query), {}, _cursor_reply,
+            retryable=_STATUS_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, InvoiceCursor)
+        return reply.pay_index
+
+    async def expired_invoices(self, *, before_s: int) -> tuple[OpenInvoice, ...]:
+        """This node's open invoices past their expiry, as the log has them (ADR 0221)."""
+        query = GetExpiredInvoices(node=self._node, before_s=before_s)
+        reply = await self._request(
+            self._status_subject, encode(query), {}, _expired_reply,
+            retryable=_STATUS_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, ExpiredInvoices)
+        return reply.invoices
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
         query = GetPaymentIntentStatus(intent_id=intent_id)

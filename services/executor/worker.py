@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
@@ -44,6 +45,8 @@ from services.executor.errors import (
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
+from services.executor.receive_order import is_receive_order
+from services.executor.receive_worker import ReceiveOrders
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
 from services.metrics.series import EXECUTOR_PAYMENTS
@@ -86,6 +89,8 @@ class Executor:
         verifier: Verifier | None = None,
         bus: Bus | None = None,
         jitter: random.Random | None = None,
+        follow_invoices: bool = True,
+        now_s: Callable[[], float] = time.time,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
@@ -93,7 +98,11 @@ class Executor:
         ``bus``: run on this bus instead of connecting to ``nats_url`` (then ``nats_url`` and
         ``creds`` are unused); its owner closes it. One of the two is required.
 
-        ``jitter``: draws held orders' back-off (a seeded one in the simulation)."""
+        ``jitter``: draws held orders' back-off (a seeded one in the simulation).
+
+        ``follow_invoices``: run the node's settlement follower and expiry watch (ADR 0221);
+        without them receives stay ``issued``. ``now_s``: the wall clock the expiry watch
+        compares invoices' expiry with (the simulation's virtual one)."""
         if bus is None and not nats_url:
             raise ValueError("an executor needs a nats_url to connect to, or a bus")
         self.region = region
@@ -124,6 +133,9 @@ class Executor:
             report=self._report,
             status_of=self._attempt_status,
         )
+        # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
+        self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
+        self._follow_invoices = follow_invoices
 
     def stop(self) -> None:
         """Stop taking work; running payments get ``stop_grace_s`` to reach a decision."""
@@ -145,24 +157,25 @@ class Executor:
         if self._verifier is None or not self._verifier.key_ids():
             log.error("executor_without_engine_keys")
             raise KeyFileError("the executor trusts no engine signing key (ADR 0063)")
-        health: asyncio.Task[None] | None = None
+        side: list[asyncio.Task[None]] = []  # health reports, the receive watchers
         async with self._open_bus() as bus:
             self._bus = bus
             try:
                 await ensure_dispatch_stream(bus, duplicate_window_s=self._duplicate_window_s)
                 sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
-                health = asyncio.create_task(self._health(bus), name="executor-health")
                 self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
+                health = asyncio.create_task(self._health(bus), name="executor-health")
+                side.append(health)
+                if self._follow_invoices:
+                    side += self._receives.start_watchers()
                 log.info("executor_started")
                 self.ready.set()
                 await self._pull(sub)
                 await self._drain()
             finally:
-                for task in [*self._tasks, *([health] if health else [])]:
+                for task in [*self._tasks, *side]:
                     task.cancel()
-                await asyncio.gather(
-                    *self._tasks, *([health] if health else []), return_exceptions=True
-                )
+                await asyncio.gather(*self._tasks, *side, return_exceptions=True)
                 log.info("executor_stopped")
 
     @contextlib.asynccontextmanager
@@ -257,6 +270,9 @@ class Executor:
 
     async def _handle(self, msg: Delivery) -> None:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
+        if is_receive_order(msg.data):  # a receive's invoice to create or watch (ADR 0220)
+            await self._receives.handle(msg)
+            return
         try:
             order = decode_work_order(
                 msg.data, bytes_max=self._limits.work_order_bytes_max, headers=msg.headers

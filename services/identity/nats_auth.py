@@ -121,6 +121,7 @@ _CALLER = Permissions(
     publish=(
         f"{_API}.submit.{{id}}",
         f"{_API}.cancel.{{id}}",
+        f"{_API}.receive.{{id}}",  # receive intents (ADR 0220)
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         # Their own webhook endpoints (ADR 0175).
@@ -138,7 +139,7 @@ _ANY = "*"
 GATEWAY_PUBLISH: Final = (
     *(
         f"{_API}.{verb}.{_ANY}"
-        for verb in ("submit", "cancel", "approve", "reject", "resolve", "acknowledge")
+        for verb in ("submit", "cancel", "receive", "approve", "reject", "resolve", "acknowledge")
     ),
     f"{_POLICY}.propose.{_ANY}",
     f"{_POLICY}.approve.{_ANY}",
@@ -192,6 +193,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
         "executor": Permissions(
             publish=(
                 f"{_API}.outcome.{{node}}",
+                f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 # Orders it refused (unsigned, forged...), recorded for the operator (ADR 0063).

@@ -26,6 +26,7 @@ from services.engine.views import corridors_view
 from services.failures import is_transient
 from services.intake.identity import Authenticator
 from services.intake.parsing import parse_command, query_of, query_reader
+from services.intake.receives import RECEIVE_QUERIES, answer_receive_query
 from services.intake.webhooks import answer_webhooks
 
 log = structlog.get_logger("corridor.api")
@@ -34,6 +35,8 @@ log = structlog.get_logger("corridor.api")
 INFLIGHT_MAX = 4096
 
 Q = TypeVar("Q")
+# Payments' verbs and receives' (ADR 0220): request/reply under one prefix.
+_INTENT_VERBS = {**subjects.VERBS, **subjects.RECEIVE_VERBS}
 
 
 def _query(msg: Message, expected: type[Q]) -> Q:
@@ -157,6 +160,9 @@ class ApiService:
         if asked is not None:
             reader = query_reader(*asked, self._auth)
             if asked[0] == "status":
+                query = codec.decode_request(msg.data)
+                if isinstance(query, RECEIVE_QUERIES):  # an executor's receives (ADR 0221)
+                    return await answer_receive_query(query, reader, self._processor)
                 status_query = _query(msg, GetPaymentIntentStatus)
                 return await self._processor.status(status_query.intent_id, reader=reader)
             get_query = _query(msg, GetPaymentIntent)
@@ -196,7 +202,7 @@ class ApiService:
             return await self._processor.execute(envelope)
         envelope = parse_command(
             subject, subjects.API_PREFIX, msg.data, msg.headers,
-            authenticator=self._auth, bytes_max=limits.COMMAND_BYTES_MAX,
+            authenticator=self._auth, bytes_max=limits.COMMAND_BYTES_MAX, verbs=_INTENT_VERBS,
         )  # fmt: skip
         reply = await self._processor.execute(envelope)
         structlog.contextvars.bind_contextvars(

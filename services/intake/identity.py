@@ -35,6 +35,7 @@ from schemas.agent_key_messages import (
 )
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
+from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import ReconciliationCommand, ReportReconciliation
 from schemas.webhook_messages import (
     CallerWebhookCommand,
@@ -83,7 +84,8 @@ class Authenticator:
         | PolicyCommand
         | AgentKeyCommand
         | ReconciliationCommand
-        | CallerWebhookCommand,
+        | CallerWebhookCommand
+        | ReceiveCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         claimed = claimed_identity(command)
@@ -91,9 +93,9 @@ class Authenticator:
         field, value = claimed
         _same(field, value, token)
         match command:
-            case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent():
+            case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent() | CreateReceiveIntent():
                 return self._caller(token, command.caller)
-            case cmd.RecordPaymentOutcome():
+            case cmd.RecordPaymentOutcome() | RecordInvoiceState():
                 self._check_region(token, command.region)
                 return Principal(role="executor", id=token)
             case ReportReconciliation():
@@ -118,7 +120,8 @@ class Authenticator:
         | PolicyCommand
         | AgentKeyCommand
         | ReconciliationCommand
-        | CallerWebhookCommand,
+        | CallerWebhookCommand
+        | ReceiveCommand,
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> AgentKey | None:

@@ -31,12 +31,14 @@ from pyln.client import LightningRpc, RpcError
 
 from services.lightning import channel_errors, onchain
 from services.lightning.cln_errors import Action, cln_error_rule
+from services.lightning.cln_receive import cln_invoice_status
 from services.lightning.payments import for_amount, invoice_target, liquidity_of
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
     ChannelOpening,
     DecodedInvoice,
+    DuplicateInvoice,
     FailureReason,
     Invoice,
     InvoiceStatus,
@@ -71,6 +73,13 @@ UPDATE_WAIT_SLICE_S: Final = 5
 # ...or, while listpays says pending but no part is out (xpay between two attempts), re-reads
 # the record this often: xpay routes again within milliseconds, so polling stays cheap.
 UPDATE_POLL_S: Final = 0.25
+# lightningd/invoice.c: 900 "Duplicate label", 901 "preimage already used"
+# (doc/schemas/invoice.json).
+DUPLICATE_INVOICE_CODES: Final = frozenset({900, 901})
+# waitanyinvoice's ``timeout`` per call while following settlements: a closed adapter's
+# follower (a thread blocked in the call) ends within this; 904 "Timed out" just loops.
+INVOICE_WAIT_SLICE_S: Final = 5
+INVOICE_WAIT_TIMED_OUT: Final = 904
 CLN_NETWORK_TO_OURS: Final = {
     "bitcoin": "mainnet",
     "testnet": "testnet",
@@ -106,6 +115,10 @@ class _CallFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message[:ERROR_DETAIL_CHARS_MAX]
+
+
+class _Duplicate(_CallFailed):
+    """The node refused to create something it already holds."""
 
 
 class ClnAdapter:
@@ -167,11 +180,27 @@ class ClnAdapter:
         except ValueError as exc:  # malformed reply (pyln raises ValueError/TypeError)
             raise _ConnectionLost(f"malformed reply: {str(exc)[:ERROR_DETAIL_CHARS_MAX]}") from None
 
-    async def _call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
-        """An RPC whose failure is a NodeError (everything but the pay send itself)."""
+    async def _call(
+        self,
+        method: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        duplicate_codes: frozenset[int] = frozenset(),
+        timeout_s: float | None = None,
+    ) -> Any:
+        """An RPC whose failure is a NodeError (everything but the pay send itself); a code
+        in ``duplicate_codes`` raises ``_Duplicate`` instead."""
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(timeout_s or self._timeout_s):
                 return await self._raw(method, payload or {})
+        except _CallFailed as exc:
+            if exc.code in duplicate_codes:
+                raise _Duplicate(exc.code, exc.message) from None
+            rule = cln_error_rule("waitsendpay", exc.code, exc.message)
+            reason = rule.reason if rule.final else FailureReason.UNKNOWN
+            raise NodeError(
+                reason, f"cln {method} failed: {exc.code} {rule.name}: {exc.message}"
+            ) from None
         except TimeoutError:
             raise NodeError(
                 FailureReason.TIMEOUT, f"cln {method} timed out after {self._timeout_s} s"
@@ -179,12 +208,6 @@ class ClnAdapter:
         except (_Unreachable, _ConnectionLost) as exc:
             raise NodeError(
                 FailureReason.NODE_UNAVAILABLE, f"cln {method}: node unreachable: {exc}"
-            ) from None
-        except _CallFailed as exc:
-            rule = cln_error_rule("waitsendpay", exc.code, exc.message)
-            reason = rule.reason if rule.final else FailureReason.UNKNOWN
-            raise NodeError(
-                reason, f"cln {method} failed: {exc.code} {rule.name}: {exc.message}"
             ) from None
 
     # -- node and invoices ------------------------------------------------------------------
@@ -201,21 +224,24 @@ class ClnAdapter:
     async def create_invoice(
         self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
     ) -> Invoice:
-        if preimage is not None:
-            raise NodeError(FailureReason.UNKNOWN, "caller-chosen preimage: not implemented yet")
         assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
         assert expiry_s > 0, "expiry_s must be positive"
-        # CLN needs a unique label; the payment hash, not the label, identifies the invoice.
-        label = f"corridor-{secrets.token_hex(12)}"
-        created = await self._call(
-            "invoice",
-            {
-                "amount_msat": "any" if amount_msat is None else amount_msat,
-                "label": label,
-                "description": memo,
-                "expiry": expiry_s,
-            },
-        )
+        payload: dict[str, Any] = {
+            "amount_msat": "any" if amount_msat is None else amount_msat,
+            # CLN needs a unique label; the payment hash, not the label, identifies the
+            # invoice. With a chosen preimage the label is the hash's, so a retry meets the
+            # node's own refusal (900 for the label, checked first, or 901 for the preimage).
+            "label": f"corridor-{secrets.token_hex(12)}",
+            "description": memo,
+            "expiry": expiry_s,
+        }
+        if preimage is not None:
+            payload["preimage"] = preimage
+            payload["label"] = f"corridor-{hashlib.sha256(bytes.fromhex(preimage)).hexdigest()}"
+        try:
+            created = await self._call("invoice", payload, duplicate_codes=DUPLICATE_INVOICE_CODES)
+        except _Duplicate as exc:
+            raise DuplicateInvoice(f"cln invoice refused: {exc.code} {exc.message}") from None
         return Invoice(
             payment_request=created["bolt11"],
             payment_hash=created["payment_hash"],
@@ -254,11 +280,32 @@ class ClnAdapter:
     # -- receiving and channel operations (issue 18): not served yet ------------------------
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
-        raise NodeError(FailureReason.UNKNOWN, "lookup_invoice is not implemented yet")
+        listed = await self._call("listinvoices", {"payment_hash": payment_hash})
+        invoices = listed.get("invoices", [])
+        return cln_invoice_status(invoices[0]) if invoices else None
 
     async def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
-        raise NodeError(FailureReason.UNKNOWN, "invoice_updates is not implemented yet")
-        yield  # pragma: no cover  (makes this an async generator)
+        """waitanyinvoice from ``lastpay_index``, one bounded wait after another (ADR 0210):
+        each call answers the next invoice paid after the index, at once if there is one."""
+        assert after_pay_index >= 0, after_pay_index
+        cursor = after_pay_index
+        while True:
+            try:
+                paid = await self._call(
+                    "waitanyinvoice",
+                    {"lastpay_index": cursor, "timeout": INVOICE_WAIT_SLICE_S},
+                    duplicate_codes=frozenset({INVOICE_WAIT_TIMED_OUT}),
+                    timeout_s=INVOICE_WAIT_SLICE_S + self._timeout_s,
+                )
+            except _Duplicate:
+                continue  # 904: nothing paid within the slice; ask again
+            status = cln_invoice_status(paid)
+            if status.state != "paid" or status.pay_index <= cursor:
+                raise NodeError(
+                    FailureReason.UNKNOWN, f"cln waitanyinvoice answered {status.state} invoice"
+                )
+            cursor = status.pay_index
+            yield status
 
     async def pending_channels(self) -> list[PendingChannel]:
         listed = await self._call("listpeerchannels")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import structlog
 
-from services.lightning import channel_errors, lnd_convert, onchain
+from services.lightning import channel_errors, lnd_convert, lnd_receive, onchain
 from services.lightning.lnd_errors import Action, grpc_status_rule
 from services.lightning.lnd_proto import (
     lightning_pb2,
@@ -36,6 +37,7 @@ from services.lightning.port import (
     Channel,
     ChannelOpening,
     DecodedInvoice,
+    DuplicateInvoice,
     FailureReason,
     Invoice,
     InvoiceStatus,
@@ -64,9 +66,14 @@ GRPC_MESSAGE_BYTES_MAX: Final = 50 * 1024 * 1024
 # After a final payment update lnd closes the stream; a node that does not is cut off after this.
 STREAM_END_WAIT_S: Final = 1.0
 
+# While no settlement is known (cursor 0) lnd's SubscribeInvoices sends no backlog, so the
+# follower listens this long, then reads ListInvoices again (ADR 0210).
+INVOICE_LISTEN_SLICE_S: Final = 5.0
+
 # grpcio-tools writes the gRPC stub classes without annotations (the messages have .pyi types).
 _LIGHTNING_STUB: Final[Any] = lightning_pb2_grpc.LightningStub
 _ROUTER_STUB: Final[Any] = router_pb2_grpc.RouterStub
+_EOF: Final[Any] = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class _Sent(enum.Enum):
@@ -153,7 +160,11 @@ class LndAdapter:
             self._lightning = _LIGHTNING_STUB(self._channel)
             self._router = _ROUTER_STUB(self._channel)
 
-    async def _unary(self, service: str, method: str, request: Any) -> Any:
+    async def _unary(
+        self, service: str, method: str, request: Any, *, raw_errors: bool = False
+    ) -> Any:
+        """One unary call; a failure is a ``NodeError`` (the ``AioRpcError`` itself with
+        ``raw_errors``, for callers that read lnd's text)."""
         self._connect()
         stub = self._lightning if service == "lightning" else self._router
         try:
@@ -161,6 +172,8 @@ class LndAdapter:
                 request, timeout=self._timeout_s, metadata=self._auth.metadata
             )
         except grpc.aio.AioRpcError as exc:
+            if raw_errors:
+                raise
             raise _node_error(method, exc) from None
 
     async def close(self) -> None:
@@ -183,12 +196,20 @@ class LndAdapter:
     async def create_invoice(
         self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
     ) -> Invoice:
-        if preimage is not None:
-            raise NodeError(FailureReason.UNKNOWN, "caller-chosen preimage: not implemented yet")
         assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
         assert expiry_s > 0, "expiry_s must be positive"
-        request = lightning_pb2.Invoice(memo=memo, value_msat=amount_msat or 0, expiry=expiry_s)
-        added = await self._unary("lightning", "AddInvoice", request)
+        request = lightning_pb2.Invoice(
+            memo=memo,
+            value_msat=amount_msat or 0,
+            expiry=expiry_s,
+            r_preimage=b"" if preimage is None else bytes.fromhex(preimage),
+        )
+        try:
+            added = await self._unary("lightning", "AddInvoice", request, raw_errors=True)
+        except grpc.aio.AioRpcError as exc:
+            if (exc.details() or "").startswith(lnd_receive.DUPLICATE_INVOICE_TEXT):
+                raise DuplicateInvoice(f"lnd AddInvoice refused: {_detail(exc)}") from None
+            raise _node_error("AddInvoice", exc) from None
         # AddInvoiceResponse carries no creation time; the node's own invoice record does.
         stored = await self._unary(
             "lightning", "LookupInvoice", lightning_pb2.PaymentHash(r_hash=added.r_hash)
@@ -217,14 +238,86 @@ class LndAdapter:
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
 
-    # -- receiving and channel operations (issue 18): not served yet ------------------------
+    # -- receiving ---------------------------------------------------------------------------
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
-        raise NodeError(FailureReason.UNKNOWN, "lookup_invoice is not implemented yet")
+        request = lightning_pb2.PaymentHash(r_hash=bytes.fromhex(payment_hash))
+        try:
+            found = await self._unary("lightning", "LookupInvoice", request, raw_errors=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None  # ErrInvoiceNotFound / ErrNoInvoicesCreated (rpcserver.go)
+            raise _node_error("LookupInvoice", exc) from None
+        return lnd_receive.invoice_status(found, now_s=time.time())
 
     async def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
-        raise NodeError(FailureReason.UNKNOWN, "invoice_updates is not implemented yet")
-        yield  # pragma: no cover  (makes this an async generator)
+        """SubscribeInvoices from ``settle_index``, which sends the settlements after it first.
+
+        lnd reads ``settle_index`` 0 as "no backlog", so until the node's first settlement
+        is known the adapter reads ListInvoices for it and listens only a slice at a time,
+        then reads again (ADR 0210). A gap in the indexes (a settlement missed between the
+        read and the subscription) starts the round again from the cursor.
+        """
+        assert after_pay_index >= 0, after_pay_index
+        cursor = after_pay_index
+        while True:
+            if cursor == 0:
+                for status in await self._settled_from_list():
+                    if status.pay_index != cursor + 1:
+                        break
+                    cursor = status.pay_index
+                    yield status
+            async for invoice in self._subscribe_settlements(cursor):
+                if invoice.settle_index != cursor + 1:
+                    break  # a gap: read again from the cursor
+                cursor = invoice.settle_index
+                yield lnd_receive.invoice_status(invoice, now_s=time.time())
+
+    async def _settled_from_list(self) -> list[InvoiceStatus]:
+        """Every settled invoice of the node, in settle order (ListInvoices, page by page)."""
+        settled: list[InvoiceStatus] = []
+        offset = 0
+        while True:
+            request = lightning_pb2.ListInvoiceRequest(
+                index_offset=offset, num_max_invoices=lnd_receive.LIST_INVOICES_PAGE
+            )
+            page = await self._unary("lightning", "ListInvoices", request)
+            settled += [
+                lnd_receive.invoice_status(invoice, now_s=time.time())
+                for invoice in page.invoices
+                if lnd_receive.is_settlement_after(invoice, 0)
+            ]
+            if not page.invoices:
+                return sorted(settled, key=lambda status: status.pay_index)
+            offset = page.last_index_offset
+
+    async def _subscribe_settlements(self, cursor: int) -> AsyncIterator[Any]:
+        """Settled invoices after ``cursor`` from one SubscribeInvoices stream. With cursor 0
+        the stream is closed after ``INVOICE_LISTEN_SLICE_S`` (the caller reads again)."""
+        self._connect()
+        request = lightning_pb2.InvoiceSubscription(settle_index=cursor)
+        call = self._lightning.SubscribeInvoices(request, metadata=self._auth.metadata)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + INVOICE_LISTEN_SLICE_S if cursor == 0 else None
+        try:
+            while True:
+                # The deadline bounds each read only: a timeout around a yield would cancel
+                # the consumer's task wherever it is when the timer fires.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        invoice = await call.read()
+                except TimeoutError:
+                    return
+                if invoice is _EOF:
+                    raise NodeError(FailureReason.NODE_UNAVAILABLE, "lnd ended SubscribeInvoices")
+                if lnd_receive.is_settlement_after(invoice, cursor):
+                    yield invoice
+        except grpc.aio.AioRpcError as exc:
+            raise _node_error("SubscribeInvoices", exc) from None
+        finally:
+            call.cancel()
+
+    # -- channel operations (issue 18): not served yet --------------------------------------
 
     async def pending_channels(self) -> list[PendingChannel]:
         pending = await self._unary(

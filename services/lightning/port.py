@@ -236,6 +236,15 @@ class NodeError(Exception):
         self.reason = reason
 
 
+class DuplicateInvoice(NodeError):
+    """The node already holds an invoice with this payment hash (LND "invoice with payment
+    hash already exists", CLN 901): a retry that chose the same preimage. Nothing was created;
+    ``lookup_invoice`` answers with the one that exists."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FailureReason.INCORRECT_DETAILS, message)
+
+
 @runtime_checkable
 class NodePort(Protocol):
     """One Lightning node, whatever its implementation."""

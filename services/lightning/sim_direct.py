@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -37,8 +37,10 @@ from services.lightning.port import (
     Channel,
     ChannelOpening,
     DecodedInvoice,
+    DuplicateInvoice,
     FailureReason,
     Invoice,
+    InvoiceState,
     InvoiceStatus,
     LiquiditySummary,
     NodeError,
@@ -54,10 +56,16 @@ from services.lightning.port import (
     WalletBalance,
 )
 from services.sim.channel_ops import ChannelRefused
-from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
+from services.sim.errors import (
+    InvalidPaymentRequest,
+    InvoiceExists,
+    NodeOffline,
+    PaymentExists,
+    UnknownNode,
+)
 from services.sim.lnd_payments import latest_visible, lnd_visible, rejected_before_send
 from services.sim.network import SimNetwork
-from services.sim.records import SimPayment
+from services.sim.records import SimInvoice, SimPayment
 
 log = structlog.get_logger(__name__)
 
@@ -110,15 +118,17 @@ class SimNodeAdapter:
     async def create_invoice(
         self, amount_msat: int | None, memo: str, expiry_s: int, *, preimage: str | None = None
     ) -> Invoice:
-        if preimage is not None:
-            raise NodeError(FailureReason.UNKNOWN, "caller-chosen preimage: not implemented yet")
         assert amount_msat is None or amount_msat > 0, "amount_msat must be positive or None"
         assert expiry_s > 0, "expiry_s must be positive"
         await self._answer("invoice")
         try:
-            created = self._network.create_invoice(self._node.name, amount_msat, memo, expiry_s)
+            created = self._network.create_invoice(
+                self._node.name, amount_msat, memo, expiry_s, preimage=preimage
+            )
         except NodeOffline:
             raise self._offline("invoice") from None
+        except InvoiceExists as exc:
+            raise DuplicateInvoice(f"sim invoice: {exc}") from None
         except ValueError as exc:
             raise NodeError(FailureReason.INCORRECT_DETAILS, f"sim invoice: {exc}") from None
         assert created.bolt11 is not None
@@ -161,14 +171,32 @@ class SimNodeAdapter:
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
 
-    # -- receiving and channel operations (issue 18): not served yet ------------------------
+    # -- receiving ---------------------------------------------------------------------------
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceStatus | None:
-        raise NodeError(FailureReason.UNKNOWN, "lookup_invoice is not implemented yet")
+        await self._answer("lookupinvoice")
+        record = self._network.lookup_invoice(self._node.name, payment_hash)
+        return None if record is None else invoice_status(record)
 
     async def invoice_updates(self, *, after_pay_index: int) -> AsyncIterator[InvoiceStatus]:
-        raise NodeError(FailureReason.UNKNOWN, "invoice_updates is not implemented yet")
-        yield  # pragma: no cover  (makes this an async generator)
+        """The network's settlements of this node in pay order; raises ``NodeError`` once the
+        node goes offline, as the RPC adapters' streams break when their node stops."""
+        assert after_pay_index >= 0, after_pay_index
+        await self._answer("subscribeinvoices")
+        subscription = self._network.subscribe_invoices(
+            self._node.name, after_pay_index=after_pay_index
+        )
+        try:
+            with self._offline_signal() as offline:
+                while True:
+                    record = await _next_or_offline(subscription, offline)
+                    if record is None:
+                        raise self._offline("subscribeinvoices")
+                    yield invoice_status(record)
+        finally:
+            await subscription.aclose()
+
+    # -- channel operations (issue 18): not served yet --------------------------------------
 
     async def pending_channels(self) -> list[PendingChannel]:
         await self._answer("pendingchannels")
@@ -473,9 +501,37 @@ def record_of(payment: SimPayment) -> NodePaymentRecord:
     )
 
 
-async def _next_or_offline(
-    subscription: AsyncIterator[SimPayment], offline: asyncio.Event
-) -> SimPayment | None:
+# The sim's invoice states as the port names them (an expired invoice is its own state here,
+# as in CLN; the LND adapter derives it from lnd's CANCELED past the expiry).
+INVOICE_STATE: Final[dict[str, InvoiceState]] = {
+    "open": "open",
+    "accepted": "accepted",
+    "settled": "paid",
+    "canceled": "cancelled",
+    "expired": "expired",
+}
+
+
+def invoice_status(record: SimInvoice) -> InvoiceStatus:
+    paid = record.state == "settled"
+    return InvoiceStatus(
+        payment_hash=record.payment_hash,
+        state=INVOICE_STATE[record.state],
+        payment_request=record.bolt11 or "",
+        amount_msat=record.amount_msat,
+        amount_received_msat=record.amount_received_msat,
+        preimage=record.preimage if paid else None,
+        created_at_s=record.created_at_s,
+        expires_at_s=record.created_at_s + record.expiry_s,
+        paid_at_s=record.settled_at_s if paid else None,
+        pay_index=record.pay_index,
+    )
+
+
+_T = TypeVar("_T")
+
+
+async def _next_or_offline(subscription: AsyncIterator[_T], offline: asyncio.Event) -> _T | None:
     """The subscription's next update, or ``None`` once the node is offline."""
     if offline.is_set():
         return None

@@ -31,6 +31,11 @@ EXECUTOR_PAYMENTS: Final = Counter(
     "Work orders an executor finished, by the outcome it reported to the engine.",
     ["region", "node", "outcome"],
 )
+EXECUTOR_INVOICES: Final = Counter(
+    "corridor_executor_invoices",
+    "Receive invoice reports an executor committed (issued, paid, expired, failed; ADR 0220).",
+    ["region", "node", "report"],
+)
 WEBHOOK_DELIVERIES: Final = Counter(
     "corridor_webhook_deliveries",
     "Webhook delivery attempts, by result (delivered, failed, disabled).",

@@ -43,6 +43,7 @@ from services.eventstore.port import EventStore, StoredEvent
 from services.lightning.port import NodeError, NodePaymentRecord, NodePort
 from services.reconciliation.client import ReportRefused
 from services.reconciliation.node_view import from_list, look_up
+from services.reconciliation.receipts_pass import receipt_mismatches
 
 log = structlog.get_logger("corridor.reconciliation")
 
@@ -120,7 +121,18 @@ class ReconciliationWorker:
             in_flight_bound_ms=self._config.in_flight_bound_ms,
             unexpected_since_s=since_ms // 1000,
         )  # fmt: skip
-        result.consistent = _consistent(ledger, result.mismatches, records.keys())
+        # Receives (ADR 0220): our receipts against the node's invoices.
+        receipts, invoices_asked = await receipt_mismatches(
+            self._store, self._adapter, node=node, since_ms=since_ms, log_after=log_after,
+            open_hashes={i.payment_hash for i in ledger.open.values()}, now_ms=now_ms,
+            settle_bound_ms=self._config.in_flight_bound_ms,
+        )  # fmt: skip
+        result.looked_up += len(invoices_asked)
+        result.mismatches = sorted(
+            [*result.mismatches, *receipts], key=lambda m: (m.payment_hash, m.category)
+        )
+        examined = set(records) | invoices_asked
+        result.consistent = _consistent(ledger, result.mismatches, examined)
         # A capped look-up leaves our log cursor where it was: the rest are asked next pass.
         cursor = PassCursor(index_after=index_next, log_after=log_head if complete else log_after)
         result.replies = await self._send(result.mismatches, result.consistent, cursor)

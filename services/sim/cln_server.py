@@ -5,6 +5,8 @@ codes follow CLN's schemas (doc/schemas/*.json) and common/jsonrpc_errors.h; see
 shared/conformance/cln/pay-error-codes.md. Unknown parameters are refused, as lightningd does.
 Offline nodes stop listening (connections are refused); slowed nodes answer late.
 
+Invoices: ``invoice``, ``listinvoices``, ``waitanyinvoice``, ``waitinvoice`` (``cln_invoices.py``).
+
 Payments: ``xpay`` (the default of our adapter) and the deprecated ``pay`` and ``keysend``.
 Each attempt is one sendpay part; xpay's parts count from 1 in a random group
 (plugins/xpay/xpay.c), pay's and keysend's are part 0 of the next group, so ``listsendpays``,
@@ -27,6 +29,10 @@ from services.lightning.port import DecodedInvoice, FailureReason
 from services.sim import cln_chain
 from services.sim import cln_views as views
 from services.sim.cln_chain import ClnChainMethods
+from services.sim.cln_invoices import ClnInvoices
+from services.sim.cln_params import msat as _msat
+from services.sim.cln_params import non_negative_int as _int
+from services.sim.cln_params import required as _required
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists
 from services.sim.jsonrpc import (
     CATCHALL,
@@ -55,10 +61,8 @@ PAY_UNSPECIFIED_ERROR = 209
 PAY_STOPPED_RETRYING = 210
 PAY_INSUFFICIENT_FUNDS = 215
 PAY_INJECTPAYMENTONION_ALREADY_PAID = 219
-INVOICE_LABEL_ALREADY_EXISTS = 900
 
-# CLN defaults: invoice expiry one week; pay's maxfeepercent 0.5 % with 5 sat exempt.
-INVOICE_EXPIRY_S_DEFAULT = 604_800
+# CLN defaults: pay's maxfeepercent 0.5 % with 5 sat exempt.
 PAY_MAXFEEPERCENT_DEFAULT = 0.5
 PAY_EXEMPTFEE_MSAT_DEFAULT = 5000
 PAY_RETRY_FOR_S_DEFAULT = 60
@@ -139,12 +143,15 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "listpeerchannels": ("id", "short_channel_id", "channel_id"),
     "listfunds": ("spent",),
     **cln_chain.PARAMETERS,
+    "listinvoices": ("label", "invstring", "payment_hash", "offer_id", "index", "start", "limit"),
+    "waitanyinvoice": ("lastpay_index", "timeout"),
+    "waitinvoice": ("label",),
 }
 
 
 # Parameters the schema allows but the simulator does not model: refused, never ignored.
 _UNSUPPORTED: dict[str, tuple[str, ...]] = {
-    "invoice": ("fallbacks", "preimage", "exposeprivatechannels", "cltv", "deschashonly"),
+    "invoice": ("fallbacks", "exposeprivatechannels", "cltv", "deschashonly"),
     "pay": ("localinvreqid", "exclude", "partial_msat"),
     "xpay": ("partial_msat", "localinvreqid"),
     "listpays": ("index", "start", "limit"),
@@ -185,7 +192,7 @@ class ClnNodeServer:
         self._node = network.node(node)
         assert self._node.implementation == "cln", f"{node} is not a CLN node"
         self._rpc = JsonRpcUnixServer(socket_path, self._handle, name=f"cln:{node}")
-        self._labels: dict[str, str] = {}  # invoice label -> payment hash
+        self._invoices = ClnInvoices(network, node)
         self._sends: dict[int, _Send] = {}  # attempt id -> how this node sent it
         self._scripted: dict[str, deque[_Scripted]] = {}
         self._state_tasks: set[asyncio.Task[None]] = set()
@@ -193,7 +200,7 @@ class ClnNodeServer:
         self.requests: deque[tuple[str, dict[str, Any]]] = deque(maxlen=REQUEST_LOG_MAX)
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getinfo": self._getinfo,
-            "invoice": self._invoice,
+            **self._invoices.methods(),
             "decode": self._decode,
             "pay": self._pay,
             "xpay": self._xpay,
@@ -311,30 +318,6 @@ class ClnNodeServer:
         return self._network.is_online(peer)
 
     # Invoices.
-
-    async def _invoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        label = _required(params, "label")
-        if not isinstance(label, str | int) or len(str(label)) > LABEL_CHARS_MAX:
-            raise RpcFailure(JSONRPC_INVALID_PARAMS, "label: should be a string or integer")
-        label = str(label)
-        if label in self._labels:
-            raise RpcFailure(INVOICE_LABEL_ALREADY_EXISTS, "Duplicate label")
-        raw_amount = _required(params, "amount_msat")
-        amount_msat = None if raw_amount == "any" else _msat(raw_amount, "amount_msat")
-        description = _required(params, "description")
-        if not isinstance(description, str):
-            raise RpcFailure(JSONRPC_INVALID_PARAMS, "description: should be a string")
-        expiry_s = _int(params.get("expiry", INVOICE_EXPIRY_S_DEFAULT), "expiry")
-        try:
-            invoice = self._network.create_invoice(
-                self._node.name, amount_msat, description, expiry_s
-            )
-        except ValueError as exc:
-            raise RpcFailure(JSONRPC_INVALID_PARAMS, str(exc)) from None
-        except NodeOffline:
-            raise RpcFailure(CATCHALL, "node is shutting down") from None
-        self._labels[label] = invoice.payment_hash
-        return views.invoice_created(invoice)
 
     async def _decode(self, params: dict[str, Any]) -> dict[str, Any]:
         string = _required(params, "string")
@@ -779,24 +762,3 @@ def _label(params: dict[str, Any]) -> str | None:
     if label is not None and (not isinstance(label, str) or len(label) > LABEL_CHARS_MAX):
         raise RpcFailure(JSONRPC_INVALID_PARAMS, "label: should be a string")
     return label
-
-
-def _required(params: dict[str, Any], name: str) -> Any:
-    if params.get(name) is None:
-        raise RpcFailure(JSONRPC_INVALID_PARAMS, f"missing required parameter: {name}")
-    return params[name]
-
-
-def _msat(value: Any, name: str) -> int:
-    """CLN's msat parameter: an integer, or a string with an ``msat`` suffix."""
-    if isinstance(value, str) and value.endswith("msat") and value[:-4].isdigit():
-        value = int(value[:-4])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RpcFailure(JSONRPC_INVALID_PARAMS, f"{name}: should be a millisatoshi amount")
-    return value
-
-
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RpcFailure(JSONRPC_INVALID_PARAMS, f"{name}: should be a non-negative integer")
-    return value

@@ -11,7 +11,7 @@ from typing import Any
 import bolt11 as b11_package
 
 from services.bolt11.codec import NETWORK_TO_CURRENCY
-from services.sim.records import SimChannel, SimInvoice, SimPayment
+from services.sim.records import SimChannel, SimPayment
 
 # CLN names mainnet "bitcoin" in getinfo.
 CLN_NETWORK_NAME = {
@@ -61,17 +61,6 @@ def getinfo(
             "channel": "",
             "invoice": "024100",
         },
-    }
-
-
-def invoice_created(invoice: SimInvoice) -> dict[str, Any]:
-    assert invoice.bolt11 is not None
-    return {
-        "bolt11": invoice.bolt11,
-        "payment_hash": invoice.payment_hash,
-        "payment_secret": invoice.payment_secret,
-        "expires_at": invoice.created_at_s + invoice.expiry_s,
-        "created_index": invoice.add_index,
     }
 
 

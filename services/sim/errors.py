@@ -59,3 +59,20 @@ class InvalidPaymentRequest(SimError, ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class InvoiceExists(SimError):
+    """The payee already holds an invoice with this payment hash (a preimage chosen twice)."""
+
+    def __init__(self, payee: str, payment_hash: str) -> None:
+        super().__init__(f"node {payee!r} already has an invoice with hash {payment_hash}")
+        self.payment_hash = payment_hash
+
+
+class InvoiceNotOpen(SimError):
+    """A settle or cancel found the invoice in a state that does not allow it."""
+
+    def __init__(self, payment_hash: str, state: str) -> None:
+        super().__init__(f"invoice {payment_hash} is {state}")
+        self.payment_hash = payment_hash
+        self.state = state

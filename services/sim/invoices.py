@@ -1,7 +1,9 @@
-"""Invoices held by payee nodes: creation, lookup with expiry, settlement."""
+"""Invoices held by payee nodes: creation (with a caller-chosen preimage if given), lookup with
+expiry, settlement in pay-index order, and a listener told of each settlement."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,11 +16,13 @@ from services.bolt11.codec import (
     payment_hash_of,
 )
 from services.lightning.port import DecodedInvoice
+from services.sim.errors import InvoiceExists
 from services.sim.keys import derive_bytes
 from services.sim.records import InvoiceState, SimInvoice
 
 # A node refuses absurd expiries instead of storing them (LND caps at one year).
 INVOICE_EXPIRY_S_MAX = 365 * 24 * 3600
+_PREIMAGE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(slots=True)
@@ -36,6 +40,10 @@ class InvoiceBook:
         self._now_s = now_s
         self._invoices: dict[tuple[str, str], _InvoiceState] = {}
         self._count_by_payee: dict[str, int] = {}
+        self._paid_by_payee: dict[str, int] = {}
+        # Told of every new invoice and every change of state (SimNetwork feeds its invoice
+        # subscriptions from it); an expiry is no event, it is read from the clock.
+        self.on_change: Callable[[SimInvoice], None] | None = None
         self._forced_expired_hashes: set[str] = set()
         # What decoding our own invoices would give; saves the (slow) package decode per payment.
         self._decoded: dict[str, DecodedInvoice] = {}
@@ -50,14 +58,23 @@ class InvoiceBook:
         amount_msat: int | None,
         memo: str,
         expiry_s: int,
+        preimage: str | None = None,
     ) -> SimInvoice:
+        """A new open invoice; raises ``ValueError`` for bad arguments and ``InvoiceExists``
+        when ``preimage`` (the caller's, hex) hashes to an invoice the payee already has."""
         if amount_msat is not None and amount_msat <= 0:
             raise ValueError("amount_msat must be positive or None")
         if not 0 < expiry_s <= INVOICE_EXPIRY_S_MAX:
             raise ValueError(f"expiry_s must be in (0, {INVOICE_EXPIRY_S_MAX}]")
+        if preimage is not None:
+            if not _PREIMAGE.fullmatch(preimage):
+                raise ValueError("preimage must be 32 bytes of lower-case hex")
+            if (payee, payment_hash_of(preimage)) in self._invoices:
+                raise InvoiceExists(payee, payment_hash_of(preimage))
         index = self._count_by_payee.get(payee, 0) + 1
         self._count_by_payee[payee] = index
-        preimage = derive_bytes(self._seed, "preimage", payee, index).hex()
+        if preimage is None:
+            preimage = derive_bytes(self._seed, "preimage", payee, index).hex()
         payment_secret = derive_bytes(self._seed, "payment-secret", payee, index).hex()
         payment_hash = payment_hash_of(preimage)
         created_at_s = int(self._now_s())
@@ -96,6 +113,7 @@ class InvoiceBook:
             description=memo,
             min_final_cltv_expiry=DEFAULT_MIN_FINAL_CLTV_EXPIRY,
         )
+        self._changed(record)
         return record
 
     def decoded(self, bolt11: str) -> DecodedInvoice | None:
@@ -122,8 +140,10 @@ class InvoiceBook:
             amount_received_msat=amount_msat,
             settled_at_s=now_s,
             is_keysend=True,
+            pay_index=self._next_pay_index(payee),
         )
         self._invoices[(payee, record.payment_hash)] = _InvoiceState(record)
+        self._changed(record)
         return record
 
     def lookup(self, payee: str, payment_hash: str) -> SimInvoice | None:
@@ -136,6 +156,15 @@ class InvoiceBook:
         found = [s for (p, _), s in self._invoices.items() if p == payee]
         return [msgspec.structs.replace(s.record, state=self._state_of(s)) for s in found]
 
+    def settled_after(self, payee: str, after_pay_index: int) -> list[SimInvoice]:
+        """The payee's settled invoices with a pay index above ``after_pay_index``, in order."""
+        found = [
+            s.record
+            for (p, _), s in self._invoices.items()
+            if p == payee and s.record.pay_index > after_pay_index
+        ]
+        return sorted(found, key=lambda record: record.pay_index)
+
     def settle(self, payee: str, payment_hash: str, amount_msat: int) -> None:
         state = self._invoices[(payee, payment_hash)]
         assert self._state_of(state) == "open", (payee, payment_hash)
@@ -144,7 +173,18 @@ class InvoiceBook:
             state="settled",
             amount_received_msat=amount_msat,
             settled_at_s=int(self._now_s()),
+            pay_index=self._next_pay_index(payee),
         )
+        self._changed(state.record)
+
+    def _next_pay_index(self, payee: str) -> int:
+        index = self._paid_by_payee.get(payee, 0) + 1
+        self._paid_by_payee[payee] = index
+        return index
+
+    def _changed(self, record: SimInvoice) -> None:
+        if self.on_change is not None:
+            self.on_change(record)
 
     def force_expire(self, payment_hash: str) -> int:
         """Expire every open invoice with this hash; returns how many were touched."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -59,3 +59,25 @@ class NodeGate:
         if name == self.node_name and not online:
             for event in self._offline_events:
                 event.set()
+
+
+_T = TypeVar("_T")
+
+
+async def next_or_offline(updates: AsyncIterator[_T], offline: asyncio.Event) -> _T | None:
+    """The next item of ``updates``, or ``None`` once ``offline`` is set (a stream of a real
+    node breaks when it stops). An item that arrived with the outage still counts."""
+    if offline.is_set():
+        return None
+    next_update = asyncio.ensure_future(anext(updates))
+    went_offline = asyncio.ensure_future(offline.wait())
+    try:
+        await asyncio.wait({next_update, went_offline}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (next_update, went_offline):
+            task.cancel()
+        # Let a cancelled read leave the iterator before anyone closes it.
+        await asyncio.wait({next_update, went_offline})
+    if next_update.done() and not next_update.cancelled():
+        return next_update.result()
+    return None

@@ -10,26 +10,27 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
-from services.lightning.lnd_convert import MSAT_PER_SAT
 from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.lnd_proto import lightning_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.lnd_chain import ChainServicerMixin, full_channel
 from services.sim.lnd_gate import NodeGate
+from services.sim.lnd_invoices import LightningInvoices
 from services.sim.lnd_payments import lnd_visible
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
 
-# lnd's default invoice expiry when the request leaves it 0 (invoicesrpc: 24 hours).
-DEFAULT_INVOICE_EXPIRY_S: Final = 86_400
 # ListPayments page size when max_payments is 0; lnd pages without a bound, we keep one.
 LIST_PAYMENTS_MAX: Final = 1000
 
 
-class LightningServicer(ChainServicerMixin, lightning_pb2_grpc.LightningServicer):
+class LightningServicer(
+    ChainServicerMixin, LightningInvoices, lightning_pb2_grpc.LightningServicer
+):
     def __init__(self, network: Any, gate: NodeGate) -> None:
         self._network = network
+        self._gate = gate
         self._node = gate.node_name
 
     async def GetInfo(self, request: Any, context: _Context) -> Any:
@@ -43,36 +44,6 @@ class LightningServicer(ChainServicerMixin, lightning_pb2_grpc.LightningServicer
                 p.state != "closed" for p in self._network.pending_channels_of(self._node)
             ),
         )
-
-    async def AddInvoice(self, request: Any, context: _Context) -> Any:
-        if request.value and request.value_msat:
-            # lnrpc.UnmarshallAmt's ErrSatMsatMutualExclusive.
-            await context.abort(
-                grpc.StatusCode.UNKNOWN, "sat and msat arguments are mutually exclusive"
-            )
-        if request.r_preimage or request.r_hash:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, "the simulator chooses invoice preimages itself"
-            )
-        amount_msat = request.value_msat or request.value * MSAT_PER_SAT
-        try:
-            invoice = self._network.create_invoice(
-                self._node,
-                amount_msat or None,
-                request.memo,
-                request.expiry or DEFAULT_INVOICE_EXPIRY_S,
-            )
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.UNKNOWN, str(exc))
-        return lnd_messages.add_invoice_response(invoice)
-
-    async def LookupInvoice(self, request: Any, context: _Context) -> Any:
-        payment_hash = request.r_hash.hex() or request.r_hash_str
-        invoice = self._network.lookup_invoice(self._node, payment_hash)
-        if invoice is None:
-            # invoices.ErrInvoiceNotFound, which rpcserver.go returns as NotFound.
-            await context.abort(grpc.StatusCode.NOT_FOUND, "unable to locate invoice")
-        return lnd_messages.invoice(invoice)
 
     async def DecodePayReq(self, request: Any, context: _Context) -> Any:
         try:

@@ -216,7 +216,7 @@ def invoice(record: SimInvoice) -> Any:
         expiry=record.expiry_s,
         cltv_expiry=FINAL_CLTV_DELTA,
         add_index=record.add_index,
-        settle_index=record.add_index if settled else 0,
+        settle_index=record.pay_index,
         amt_paid=record.amount_received_msat,
         amt_paid_sat=_sat(record.amount_received_msat),
         amt_paid_msat=record.amount_received_msat,

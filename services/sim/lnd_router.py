@@ -8,7 +8,6 @@ the terminal one; a second send of a hash that succeeded or is in flight fails w
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,7 +16,7 @@ import grpc
 from services.lightning.lnd_proto import router_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.errors import NodeOffline, PaymentExists
-from services.sim.lnd_gate import NodeGate
+from services.sim.lnd_gate import NodeGate, next_or_offline
 from services.sim.lnd_payments import invoice_expired_text, latest_visible, rejected_before_send
 from services.sim.lnd_send import SendArgs, send_args
 from services.sim.records import SimPayment
@@ -102,7 +101,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         try:
             with self._gate.offline_signal() as offline:
                 while not last.is_final:
-                    update = await _next_or_offline(updates, offline)
+                    update = await next_or_offline(updates, offline)
                     if update is None:
                         await self._gate.abort_offline(context)
                         return
@@ -113,20 +112,3 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                         yield lnd_messages.payment(update)
         finally:
             await updates.aclose()
-
-
-async def _next_or_offline(
-    updates: AsyncIterator[SimPayment], offline: asyncio.Event
-) -> SimPayment | None:
-    """The next update of the subscription, or ``None`` once the node is offline."""
-    next_update = asyncio.ensure_future(anext(updates))
-    went_offline = asyncio.ensure_future(offline.wait())
-    try:
-        await asyncio.wait({next_update, went_offline}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (next_update, went_offline):
-            task.cancel()
-    if went_offline.done() and not went_offline.cancelled():
-        return None
-    # A subscription ends only after the final state, which the loop above stops at first.
-    return next_update.result()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 
 from services.bolt11.codec import decode_invoice
@@ -69,6 +69,8 @@ class SimNetwork:
         # Set (and dropped) at each new block: waiters for confirmations take a fresh one.
         self._block_events: set[asyncio.Event] = set()
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
+        self._invoice_watchers: dict[str, set[asyncio.Queue[SimInvoice]]] = {}
+        state.invoices.on_change = self._invoice_changed
         self._wake: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
 
@@ -202,8 +204,19 @@ class SimNetwork:
     # Invoices.
 
     def create_invoice(
-        self, node: str, amount_msat: int | None, memo: str, expiry_s: int
+        self,
+        node: str,
+        amount_msat: int | None,
+        memo: str,
+        expiry_s: int,
+        *,
+        preimage: str | None = None,
     ) -> SimInvoice:
+        """A new invoice of ``node``; ``preimage`` (hex) is the caller's choice when given.
+
+        Raises ``InvoiceExists`` if ``node`` already has an invoice for that preimage's hash,
+        ``ValueError`` for bad arguments, ``NodeOffline``.
+        """
         payee = self._state.node(node)
         if not self._state.is_online(node):
             raise NodeOffline(node)
@@ -214,6 +227,7 @@ class SimNetwork:
             amount_msat=amount_msat,
             memo=memo,
             expiry_s=expiry_s,
+            preimage=preimage,
         )
 
     def lookup_invoice(self, node: str, payment_hash: str) -> SimInvoice | None:
@@ -223,6 +237,51 @@ class SimNetwork:
     def invoices_of(self, node: str) -> list[SimInvoice]:
         self._state.node(node)
         return sorted(self._state.invoices.of_payee(node), key=lambda i: i.add_index)
+
+    def settled_invoices(self, node: str, *, after_pay_index: int = 0) -> list[SimInvoice]:
+        """``node``'s settled invoices with a pay index above ``after_pay_index``, in order."""
+        self._state.node(node)
+        return self._state.invoices.settled_after(node, after_pay_index)
+
+    async def subscribe_invoices(
+        self, node: str, *, after_pay_index: int
+    ) -> AsyncGenerator[SimInvoice, None]:
+        """Yield ``node``'s invoices settled after ``after_pay_index`` in pay order, then each
+        one settled later, as it settles. Never ends on its own."""
+        async with self._invoice_queue(node) as queue:
+            last = after_pay_index
+            # Registered before the backlog is read, so nothing settles unseen in between.
+            for record in self._state.invoices.settled_after(node, last):
+                last = record.pay_index
+                yield record
+            while True:
+                record = await queue.get()
+                if record.state != "settled" or record.pay_index <= last:
+                    continue  # not a settlement, or already yielded from the backlog
+                last = record.pay_index
+                yield record
+
+    async def invoice_changes(self, node: str) -> AsyncGenerator[SimInvoice, None]:
+        """Yield each of ``node``'s invoices as it is added or changes state, from now on."""
+        async with self._invoice_queue(node) as queue:
+            while True:
+                yield await queue.get()
+
+    @contextlib.asynccontextmanager
+    async def _invoice_queue(self, node: str) -> AsyncIterator[asyncio.Queue[SimInvoice]]:
+        self._state.node(node)
+        # Unbounded, as the payment watchers: one entry per invoice change of one node, and
+        # the reader is a stream that drains it as fast as the changes come.
+        queue: asyncio.Queue[SimInvoice] = asyncio.Queue()
+        self._invoice_watchers.setdefault(node, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            watchers = self._invoice_watchers.get(node)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._invoice_watchers[node]
 
     def decode(self, payment_request: str) -> DecodedInvoice:
         """Decode a BOLT 11 string; raises ``InvoiceDecodeError``."""
@@ -380,6 +439,10 @@ class SimNetwork:
         for queue in self._watchers.get((payment.origin, payment.payment_hash), ()):
             queue.put_nowait(payment)
         self._kick()
+
+    def _invoice_changed(self, record: SimInvoice) -> None:
+        for queue in self._invoice_watchers.get(record.payee, ()):
+            queue.put_nowait(record)
 
     def _kick(self) -> None:
         if self._wake is not None:

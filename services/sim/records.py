@@ -78,6 +78,8 @@ class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
     amount_received_msat: int = 0
     settled_at_s: int | None = None
     is_keysend: bool = False
+    # Per payee, from 1, in settlement order (LND settle_index, CLN pay_index); 0 unpaid.
+    pay_index: int = 0
 
 
 class SimPayment(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     violations: list[dict[str, Any]] = []
     faults: Counter[str] = Counter()
-    intents = settled = two_engine_seeds = 0
+    intents = settled = two_engine_seeds = receives = receives_paid = 0
     virtual_s = 0.0
     # Throughput is the one wall-clock reading, and only for the report: no run depends on it.
     started = time.perf_counter()
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         faults.update(result.faults_injected)
         intents += result.intents
         settled += result.settled
+        receives += result.receives
+        receives_paid += result.receives_paid
         virtual_s += result.virtual_s
         two_engine_seeds += result.engines > 1
         schedule = result.plan.text()
@@ -66,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         "faults_injected": dict(sorted(faults.items())),
         "intents": intents,
         "settled": settled,
+        "receives": receives,
+        "receives_paid": receives_paid,
         "two_engine_seeds": two_engine_seeds,
         "virtual_s": round(virtual_s, 1),
     }
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{args.seeds} seeds ({two_engine_seeds} with two engines), {intents} intents "
-          f"({settled} settled), {len(violations)} violations, "
+          f"({settled} settled), {receives} receives ({receives_paid} paid), "
+          f"{len(violations)} violations, "
           f"{report['seeds_per_s']} seeds/s; faults {report['faults_injected']}")  # fmt: skip
     return 1 if violations else 0
 

@@ -39,6 +39,7 @@ from services.sim.topology import default_topology
 from services.simulation import invariants
 from services.simulation.connections import BusConnection, Database, StoreHandle, Weather
 from services.simulation.faults import FaultKind, FaultPlan, FaultyStore
+from services.simulation.receives import ReceiveWorkload, node_invoices, receive_invariants
 from services.simulation.scheduler import SeededIds
 from services.simulation.virtual_loop import (
     LoopClock,
@@ -100,6 +101,8 @@ class WorldResult:
     settled: int = 0
     virtual_s: float = 0.0
     log_hash: str = ""  # the chain's head: equal for two runs of one seed
+    receives: int = 0  # receive intents in the log (ADR 0220)
+    receives_paid: int = 0  # of them credited (InvoicePaid)
     trace: list[str] = field(default_factory=list)
 
 
@@ -157,6 +160,10 @@ class World:
         self.callers = {c[0]: BusConnection(self.bus, f"caller-{c[0]}", self.weather)
                         for c in CALLERS}  # fmt: skip
         self.operator = BusConnection(self.bus, f"operator-{OPERATOR}", self.weather)
+        # Receives (ADR 0220): callers ask for invoices, merchants pay most of them.
+        self.receives = ReceiveWorkload(
+            self.seed, network=self.network, regions=self.ours.values(), merchants=self.merchants
+        )
         for i in range(self.engine_count):
             await self._start_engine(i)
         for node in sorted(self.ours):
@@ -200,6 +207,7 @@ class World:
             secret=hashlib.sha256(f"keysend:{node}".encode()).digest(),
             limits=ExecutorLimits(), verifier=Ed25519Keyring([self.signer.public_key]),
             jitter=random.Random(f"jitter:{self.seed}:{node}:{self.step}"),
+            now_s=self.loop.wall_s,
         )  # fmt: skip
         process = _Process(conn, asyncio.create_task(executor.run(), name=f"executor-{node}"))
         self.executors[node] = (executor, process)
@@ -361,6 +369,7 @@ class World:
     def _workload(self) -> None:
         for _ in range(self.rng.randrange(4)):
             self._submit_one()
+        self.receives.step(self._spawn, self._ask_as, [(c[0], c[1]) for c in CALLERS])
         if self.waiting and self.rng.random() < 0.3:
             intent_id = self._pick(list(self.waiting))
             verb = "approve" if self.rng.random() < 0.6 else "reject"
@@ -401,6 +410,9 @@ class World:
                 await asyncio.sleep(RETRY_S)
                 continue
             return answer
+
+    async def _ask_as(self, caller_id: str, subject: str, body: dict[str, Any]) -> Any:
+        return await self._ask(self.callers[caller_id], subject, body)
 
     async def _submit(self, caller_id: str, body: dict[str, Any], payment_hash: str) -> None:
         answer = await self._ask(self.callers[caller_id],
@@ -461,8 +473,12 @@ class World:
         self._note("not at rest by the heal deadline")
 
     async def _at_rest(self) -> bool:
-        states = invariants.replay(await self._log())
-        return not invariants.at_rest(self._intents(states), states)
+        events = await self._log()
+        states = invariants.replay(events)
+        receipts = receive_invariants(
+            events, node_invoices(self.network, events), at_rest=True
+        )  # every settled receive credited too
+        return not invariants.at_rest(self._intents(states), states) and not receipts
 
     def _intents(self, states: dict[str, Any]) -> list[str]:
         # Every intent in the log, whether or not its caller heard it was accepted.
@@ -492,6 +508,7 @@ class World:
             *invariants.reroute_proven(events),
             *invariants.spend_limits(events, self.document),
             *invariants.no_hash_paid_twice(self.network.payments()),
+            *receive_invariants(events, node_invoices(self.network, events), at_rest=False),
         ]
         self.violations.extend(found)
         self.violation_steps.extend([self.step] * len(found))
@@ -515,7 +532,9 @@ class World:
         found = [
             *invariants.check_log(events, reported, accepted=self._intents(states),
                                   document=self.document),
-            *invariants.check_network(payments, events),
+            # Our nodes' payments: outside payers paying our receives move no value of ours.
+            *invariants.check_network([p for p in payments if p.origin in self.ours], events),
+            *receive_invariants(events, node_invoices(self.network, events), at_rest=True),
         ]  # fmt: skip
         try:
             self.network.check_invariants()
@@ -533,6 +552,8 @@ class World:
             faults_injected=self.injected, intents=len(states), settled=settled,
             virtual_s=self.loop.time(), trace=self.trace,
             log_hash=events[-1].hash.hex() if events else "",
+            receives=sum(1 for e in events if e.type == "ReceiveRequested"),
+            receives_paid=sum(1 for e in events if e.type == "InvoicePaid"),
         )  # fmt: skip
 
 

@@ -370,3 +370,29 @@ async def test_a_revoked_credential_is_cut_off_within_seconds(bus: Bus, tmp_path
     finally:
         for nc in (acme.nc, globex.nc, engine):
             await nc.close()
+
+
+async def test_receives_are_published_under_ones_own_id_only(bus: Bus) -> None:
+    """ADR 0220: a caller creates receives as itself, an executor reports invoices for its
+    own node; neither can do the other's, nor act for another."""
+    spy = Spy()
+    engine = await spy.start(bus, "corridor.api.>")
+    acme = await user(bus, "acme")
+    eu = await user(bus, "eu-lnd")
+    try:
+        for forged in ("corridor.api.v1.intents.receive.globex",
+                       "corridor.api.v1.intents.invoice.us-lnd",
+                       "corridor.cmd.v1.intents.receive.acme"):  # fmt: skip
+            await acme.publish_refused(forged)
+        for forged in ("corridor.api.v1.intents.invoice.us-lnd",
+                       "corridor.api.v1.intents.receive.eu-lnd"):  # fmt: skip
+            await eu.publish_refused(forged)
+        await acme.nc.publish("corridor.api.v1.intents.receive.acme", b"{}")
+        await eu.nc.publish("corridor.api.v1.intents.invoice.eu-lnd", b"{}")
+        await wait_for(lambda: len(spy.subjects) == 2, what="the two own publishes")
+        assert sorted(spy.subjects) == [
+            "corridor.api.v1.intents.invoice.eu-lnd", "corridor.api.v1.intents.receive.acme",
+        ]  # fmt: skip
+    finally:
+        for nc in (acme.nc, eu.nc, engine):
+            await nc.close()

@@ -16,6 +16,7 @@ import pytest
 
 from tests.lightning.conftest import REAL_ENV_FACTORIES, AdapterEnv
 from tests.lightning.test_adapter_contract import *  # noqa: F403  (the same test bodies)
+from tests.lightning.test_adapter_contract_receive import *  # noqa: F403
 
 pytestmark = pytest.mark.real_nodes
 

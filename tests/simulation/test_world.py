@@ -155,3 +155,43 @@ def test_two_engines_with_a_stale_spend_check_exceed_a_window_and_are_caught(
         _spend_unfenced(monkeypatch)
     result = run_world(SPEND_SEED, steps=STEPS, engines=2)
     assert (inv.SPEND_LIMITS in _invariants(result)) is broken
+
+
+def test_receives_are_created_paid_from_outside_and_credited_once() -> None:
+    result = run_world(3, steps=STEPS)
+    assert result.violations == []
+    assert result.receives > 5 and 0 < result.receives_paid <= result.receives
+
+
+def test_a_settlement_follower_that_reports_nothing_leaves_paid_receives_uncredited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.executor.invoice_follower import InvoiceFollower
+    from services.simulation.receives import RECEIVE_PAID_IS_CREDITED
+
+    async def deaf(self: InvoiceFollower, update: Any) -> None:
+        return None
+
+    monkeypatch.setattr(InvoiceFollower, "_settled", deaf)
+    result = run_world(3, steps=STEPS)
+    assert RECEIVE_PAID_IS_CREDITED in _invariants(result)
+
+
+def test_an_executor_that_reports_more_than_the_node_received_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.executor import invoice_follower, receiver
+    from services.simulation.receives import RECEIVE_CREDIT_MATCHES_NODE
+
+    honest = receiver.paid_report
+
+    def inflated(*args: Any) -> Any:
+        report = honest(*args)
+        return msgspec.structs.replace(
+            report, amount_received_msat=(report.amount_received_msat or 0) + 1
+        )
+
+    monkeypatch.setattr(invoice_follower, "paid_report", inflated)
+    monkeypatch.setattr(receiver, "paid_report", inflated)
+    result = run_world(3, steps=STEPS)
+    assert RECEIVE_CREDIT_MATCHES_NODE in _invariants(result)

@@ -56,7 +56,8 @@ def figures(
     """Figures over ``docs`` (the caller chose them: one corridor, one window) and the
     reconciliation ``items`` resolved in ``[start_ms, end_ms)`` or open at ``end_ms`` (all of
     them, and no open age, without bounds)."""
-    intents = list(docs)
+    # Receives (ADR 0220) share the intents projection; the send figures are about sends.
+    intents = [d for d in docs if d.get("kind") != "receive"]
     settled = [d for d in intents if d["state"] == "settled"]
     latencies = sorted(
         int(d["settled_at_ms"]) - int(d["received_at_ms"])

@@ -23,6 +23,10 @@ class Category(enum.StrEnum):
     STUCK_IN_FLIGHT = "stuck_in_flight"  # in flight on our side past the bound
     AMOUNT_MISMATCH = "amount_mismatch"  # amount or fee differ from what we recorded
     UNEXPECTED_PAYMENT = "unexpected_payment"  # the node paid something we never dispatched
+    # Receives (ADR 0220, ``receipts.py``): the node settled our invoice and our log did not
+    # credit it, or the reverse.
+    PAID_NOT_CREDITED = "paid_not_credited"
+    CREDITED_BUT_NODE_NOT = "credited_but_node_not"
 
 
 @dataclass(frozen=True, slots=True)
