@@ -227,12 +227,6 @@ class SimNetwork:
                 last = record.pay_index
                 yield record
 
-    async def invoice_changes(self, node: str) -> AsyncGenerator[SimInvoice, None]:
-        """Yield each of ``node``'s invoices as it is added or changes state, from now on."""
-        async with self.watch_invoices(node) as queue:
-            while True:
-                yield await queue.get()
-
     @contextlib.asynccontextmanager
     async def watch_invoices(self, node: str) -> AsyncIterator[asyncio.Queue[SimInvoice]]:
         """A queue that receives each of ``node``'s invoices as it is added or changes state,
