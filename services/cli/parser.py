@@ -31,7 +31,7 @@ PLUGINS: Final = (
     (
         "sim",
         "services.sim.cli",
-        "the simulated Lightning network: up, nodes, invoice, payments, fault",
+        "the simulated Lightning network: up, nodes, invoice, pay, payments, fault",
     ),
     (
         "executor",

@@ -164,7 +164,11 @@ class ClnAdapter:
         loop = asyncio.get_running_loop()
         call = functools.partial(self._rpc.call, method, payload)
         try:
-            return await loop.run_in_executor(self._executor, call)
+            future = loop.run_in_executor(self._executor, call)
+        except RuntimeError:  # the pool is shut down: close() was called
+            raise _Unreachable("adapter closed") from None
+        try:
+            return await future
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise _Unreachable(exc.strerror or type(exc).__name__) from None
         except OSError as exc:

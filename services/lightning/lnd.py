@@ -175,6 +175,8 @@ class LndAdapter:
             if raw_errors:
                 raise
             raise _node_error(method, exc) from None
+        except asyncio.CancelledError:
+            raise _closed_unless_cancelled(method) from None
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -314,6 +316,8 @@ class LndAdapter:
                     yield invoice
         except grpc.aio.AioRpcError as exc:
             raise _node_error("SubscribeInvoices", exc) from None
+        except asyncio.CancelledError:
+            raise _closed_unless_cancelled("SubscribeInvoices") from None
         finally:
             call.cancel()
 
@@ -626,6 +630,17 @@ def _send_request(request: PayRequest, payment_hash: str, amt_msat: int) -> Any:
 
 def _detail(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {(exc.details() or '')[:ERROR_DETAIL_CHARS_MAX]}"
+
+
+def _closed_unless_cancelled(method: str) -> BaseException:
+    """What to raise when a call ends in ``CancelledError``: the same cancel if our caller's
+    task is being cancelled, else ``NodeError``. grpc cancels a channel's calls when
+    ``close()`` closes it, and that is the node going away for the caller, not a cancel of
+    its task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return NodeError(FailureReason.NODE_UNAVAILABLE, f"lnd {method} ended: adapter closed")
 
 
 def _node_error(method: str, exc: grpc.aio.AioRpcError) -> NodeError:

@@ -97,12 +97,18 @@ class SimNodeAdapter:
         self._network = network
         self._node = network.node(node)  # raises UnknownNode for a name not in the network
         self._timeout_s = timeout_s
+        self._closed = False
+        self._followers: set[asyncio.Event] = set()  # set by close(): followers end
 
     def __repr__(self) -> str:
         return f"SimNodeAdapter(node={self._node.name!r})"
 
     async def close(self) -> None:
-        """Nothing to release: the network belongs to whoever built it."""
+        """Ends the invoice followers, as an RPC adapter's close ends its streams; the network
+        belongs to whoever built it."""
+        self._closed = True
+        for event in self._followers:
+            event.set()
 
     # -- node and invoices ------------------------------------------------------------------
 
@@ -187,14 +193,29 @@ class SimNodeAdapter:
             self._node.name, after_pay_index=after_pay_index
         )
         try:
-            with self._offline_signal() as offline:
+            with self._offline_signal() as stop, self._follower(stop):
                 while True:
-                    record = await _next_or_offline(subscription, offline)
+                    record = await _next_or_offline(subscription, stop)
                     if record is None:
+                        if self._closed:
+                            raise NodeError(
+                                FailureReason.NODE_UNAVAILABLE, "sim subscribeinvoices: closed"
+                            )
                         raise self._offline("subscribeinvoices")
                     yield invoice_status(record)
         finally:
             await subscription.aclose()
+
+    @contextlib.contextmanager
+    def _follower(self, stop: asyncio.Event) -> Iterator[None]:
+        """``stop`` is set when the adapter closes (at once if it is closed)."""
+        self._followers.add(stop)
+        if self._closed:
+            stop.set()
+        try:
+            yield
+        finally:
+            self._followers.discard(stop)
 
     # -- channel operations (issue 18): not served yet --------------------------------------
 

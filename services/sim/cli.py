@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,18 @@ from services.endpoints import (
 )
 from services.lightning.port import FailureReason
 
-GROUP_HELP = "the simulated Lightning network: up, nodes, invoice, payments, fault"
+GROUP_HELP = "the simulated Lightning network: up, nodes, invoice, pay, payments, fault"
 # The value of services.cli.exit_codes.USAGE (a unit test holds them equal): a user mistake,
 # or no simulator to talk to.
 EXIT_ERROR = 2
+# The value of services.cli.exit_codes.REFUSED: `sim pay` answered, and the invoice is not
+# paid (the payment failed, or was still in flight when --timeout-s ran out).
+EXIT_NOT_PAID = 1
 CONTROL_TIMEOUT_S = 10.0
+# `sim pay` defaults: a fee limit that covers any route of the built-in topologies (their
+# hubs charge 1 sat + 100 ppm), and a wait long enough for a slowed simulation.
+PAY_MAX_FEE_MSAT_DEFAULT = 100_000
+PAY_TIMEOUT_S_DEFAULT = 30.0
 
 
 class SimCliError(Exception):
@@ -75,6 +82,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="seconds until the invoice expires (default 3600)")  # fmt: skip
     _json(invoice)
     invoice.set_defaults(handler=_handler(_invoice))
+
+    pay = commands.add_parser(
+        "pay", help="pay an invoice from an outside node (hub or merchant), as a customer would"
+    )
+    _state_dir(pay)
+    pay.add_argument("--node", required=True,
+                     help="the paying node: a hub or merchant (see `sim nodes`)")  # fmt: skip
+    pay.add_argument("--payment-request", required=True, metavar="BOLT11",
+                     help="the invoice to pay")  # fmt: skip
+    pay.add_argument("--amount-msat", type=int, metavar="MSAT",
+                     help="amount, msat: only for an invoice without one")  # fmt: skip
+    pay.add_argument("--max-fee-msat", type=int, default=PAY_MAX_FEE_MSAT_DEFAULT,
+                     metavar="MSAT",
+                     help=f"fee limit, msat (default {PAY_MAX_FEE_MSAT_DEFAULT})")  # fmt: skip
+    pay.add_argument("--timeout-s", type=float, default=PAY_TIMEOUT_S_DEFAULT, metavar="S",
+                     help=f"outcome wait, seconds (default {PAY_TIMEOUT_S_DEFAULT:g})")  # fmt: skip
+    _json(pay)
+    pay.set_defaults(handler=_handler(_pay))
 
     payments = commands.add_parser("payments", help="ground truth: every payment the network saw")
     _state_dir(payments)
@@ -269,6 +294,80 @@ async def _invoice(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(f"{k.replace('_', ' '):<{width}}  {v}\n"
                                  for k, v in result.items()))  # fmt: skip
     return 0
+
+
+async def _pay(args: argparse.Namespace) -> int:
+    """Pay through the outside node's own API (its LND gRPC or CLN JSON-RPC endpoint), with
+    the same adapter Corridor's executors use: what a customer's wallet on that node does."""
+    from services.lightning.factory import adapter_from_uri
+    from services.lightning.port import PaymentFailed, PaymentInFlight, PaymentSucceeded, PayRequest
+
+    statuses = {
+        PaymentSucceeded: "succeeded",
+        PaymentFailed: "failed",
+        PaymentInFlight: "in_flight",
+    }
+
+    if args.amount_msat is not None and args.amount_msat <= 0:
+        raise SimCliError("--amount-msat must be positive")
+    if args.max_fee_msat < 0 or args.timeout_s <= 0:
+        raise SimCliError("--max-fee-msat must be >= 0 and --timeout-s positive")
+    node = _node_entry(args.state_dir, args.node)
+    if node["role"] == "ours":
+        outside = [n["name"] for n in _endpoints(args.state_dir)["nodes"] if n["role"] != "ours"]
+        raise SimCliError(
+            f"{args.node} is one of our nodes; a customer pays from an outside node: "
+            + ", ".join(outside)
+        )
+    request = PayRequest(
+        payment_request=args.payment_request.strip(),
+        amount_msat=args.amount_msat,
+        max_fee_msat=args.max_fee_msat,
+        timeout_s=args.timeout_s,
+    )
+    adapter = adapter_from_uri(node["endpoint"], timeout_s=CONTROL_TIMEOUT_S)
+    try:
+        with _logs_to_stderr():
+            result = await adapter.pay(request)
+    except ValueError as exc:  # not a usable invoice (InvoiceDecodeError is one)
+        raise SimCliError(f"cannot pay that invoice: {exc}") from None
+    finally:
+        await adapter.close()
+    shown: dict[str, Any] = {"node": args.node, "payment_hash": result.payment_hash,
+                             "status": statuses[type(result)]}  # fmt: skip
+    if isinstance(result, PaymentSucceeded):
+        shown.update(amount_msat=result.amount_msat, fee_msat=result.fee_msat,
+                     preimage=result.preimage)  # fmt: skip
+    elif isinstance(result, PaymentFailed):
+        shown.update(reason=result.reason.value, detail=result.detail)
+    if args.json:
+        print(json.dumps(shown, indent=2))
+    else:
+        width = max(len(k) for k in shown)
+        sys.stdout.write("".join(f"{k.replace('_', ' '):<{width}}  {v}\n"
+                                 for k, v in shown.items()))  # fmt: skip
+    return 0 if isinstance(result, PaymentSucceeded) else EXIT_NOT_PAID
+
+
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """The adapter logs each payment; stdout belongs to the result (--json is parsed). Only
+    for this call: the caller's own logging stays as it was."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+def _node_entry(state_dir: Path, name: str) -> dict[str, Any]:
+    for node in _endpoints(state_dir).get("nodes", []):
+        if isinstance(node, dict) and node.get("name") == name:
+            return node
+    raise SimCliError(f"unknown node {name!r} (see `corridor sim nodes`)")
 
 
 async def _payments(args: argparse.Namespace) -> int:

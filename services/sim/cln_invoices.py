@@ -13,13 +13,12 @@ doc/schemas/<command>.json (shared/conformance/cln/schemas):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Final
 
 from services.sim.cln_params import msat, non_negative_int, required
 from services.sim.errors import InvoiceExists, NodeOffline
 from services.sim.jsonrpc import CATCHALL, JSONRPC_INVALID_PARAMS, RpcFailure
-from services.sim.network import SimNetwork
+from services.sim.network import SimNetwork, wait_for_change
 from services.sim.records import SimInvoice
 
 # common/jsonrpc_errors.h
@@ -139,29 +138,26 @@ class ClnInvoices:
         payment_hash = self._labels.get(label)
         if payment_hash is None:
             raise RpcFailure(CATCHALL, "Label not found")
-        changes = self._network.invoice_changes(self._node)
-        try:
-            async with asyncio.timeout(WAIT_S_MAX):
-                while True:
-                    invoice = self._network.lookup_invoice(self._node, payment_hash)
-                    assert invoice is not None, payment_hash
-                    if invoice.state == "settled":
-                        return self._view(invoice)
-                    if invoice.state in ("expired", "canceled"):
-                        raise RpcFailure(
-                            INVOICE_EXPIRED_DURING_WAIT,
-                            "invoice expired during wait",
-                            self._view(invoice),
-                        )
-                    # Woken by any change of this node's invoices, or by the expiry time.
-                    expires_in_s = invoice.created_at_s + invoice.expiry_s - self._network.now_s()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(max(expires_in_s, 0) + 1):
-                            await anext(changes)
-        except TimeoutError:
-            raise RpcFailure(CATCHALL, "Timed out waiting for the invoice") from None
-        finally:
-            await changes.aclose()
+        deadline_s = self._network.now_s() + WAIT_S_MAX
+        async with self._network.watch_invoices(self._node) as changes:
+            while True:
+                invoice = self._network.lookup_invoice(self._node, payment_hash)
+                assert invoice is not None, payment_hash
+                if invoice.state == "settled":
+                    return self._view(invoice)
+                if invoice.state in ("expired", "canceled"):
+                    raise RpcFailure(
+                        INVOICE_EXPIRED_DURING_WAIT,
+                        "invoice expired during wait",
+                        self._view(invoice),
+                    )
+                now_s = self._network.now_s()
+                if now_s > deadline_s:
+                    raise RpcFailure(CATCHALL, "Timed out waiting for the invoice")
+                # Woken by any change of this node's invoices, or by the expiry (read from the
+                # clock, not announced).
+                expires_in_s = invoice.created_at_s + invoice.expiry_s - now_s
+                await wait_for_change(changes, None, min(max(expires_in_s, 0) + 1, WAIT_S_MAX))
 
     def _view(self, invoice: SimInvoice) -> dict[str, Any]:
         """One invoice as listinvoices, waitanyinvoice and waitinvoice show it."""

@@ -5,7 +5,9 @@ codes follow CLN's schemas (doc/schemas/*.json) and common/jsonrpc_errors.h; see
 shared/conformance/cln/pay-error-codes.md. Unknown parameters are refused, as lightningd does.
 Offline nodes stop listening (connections are refused); slowed nodes answer late.
 
-Invoices: ``invoice``, ``listinvoices``, ``waitanyinvoice``, ``waitinvoice`` (``cln_invoices.py``).
+Served: ``help``, ``getinfo``, ``listpeerchannels``, ``listfunds``, ``decode``; invoices
+(``cln_invoices.py``): ``invoice``, ``listinvoices``, ``waitanyinvoice``, ``waitinvoice``;
+every other command is ``Unknown command``.
 
 Payments: ``xpay`` (the default of our adapter) and the deprecated ``pay`` and ``keysend``.
 Each attempt is one sendpay part; xpay's parts count from 1 in a random group
@@ -146,6 +148,21 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "listinvoices": ("label", "invstring", "payment_hash", "offer_id", "index", "start", "limit"),
     "waitanyinvoice": ("lastpay_index", "timeout"),
     "waitinvoice": ("label",),
+    # doc/schemas/help.json upstream (not among the conformance copies).
+    "help": ("command",),
+}
+# How many of a method's leading parameters are required (the schema's ``required``, which
+# CLN lists first); ``help`` shows the rest in brackets. Unlisted methods: none required.
+REQUIRED_PARAMETERS: Final[dict[str, int]] = {
+    "invoice": 3,
+    "decode": 1,
+    "pay": 1,
+    "xpay": 1,
+    "keysend": 2,
+    "waitsendpay": 1,
+    "waitinvoice": 1,
+    "fundchannel": 2,
+    "close": 1,
 }
 
 
@@ -208,6 +225,7 @@ class ClnNodeServer:
             "listpays": self._listpays,
             "listsendpays": self._listsendpays,
             "waitsendpay": self._waitsendpay,
+            "help": self._help,
         }
         # On-chain and channel-lifecycle commands, listpeerchannels and listfunds among them.
         self._chain = ClnChainMethods(network, self._node.name, self._node.pubkey)
@@ -291,6 +309,15 @@ class ClnNodeServer:
         if scripted is not None:
             raise scripted
         return await handler(named)
+
+    async def _help(self, params: dict[str, Any]) -> dict[str, Any]:
+        """lightningd's help (doc/schemas/help.json): each command with its parameters,
+        optional ones in brackets; a command it does not have is -32601."""
+        wanted = params.get("command")
+        if wanted is not None and wanted not in self._methods:
+            raise RpcFailure(JSONRPC_METHOD_NOT_FOUND, f"Unknown command {wanted}")
+        names = sorted(self._methods) if wanted is None else [wanted]
+        return {"help": [{"command": _usage(name)} for name in names], "format-hint": "simple"}
 
     # Node and channels.
 
@@ -755,6 +782,12 @@ def _named(method: str, params: Params) -> dict[str, Any]:
     if len(params) > len(names):
         raise RpcFailure(JSONRPC_INVALID_PARAMS, f"too many parameters for {method}")
     return {name: value for name, value in zip(names, params, strict=False) if value is not None}
+
+
+def _usage(method: str) -> str:
+    names = PARAMETERS.get(method, ())
+    required = REQUIRED_PARAMETERS.get(method, 0)
+    return " ".join([method, *names[:required], *(f"[{name}]" for name in names[required:])])
 
 
 def _label(params: dict[str, Any]) -> str | None:

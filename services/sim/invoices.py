@@ -16,7 +16,7 @@ from services.bolt11.codec import (
     payment_hash_of,
 )
 from services.lightning.port import DecodedInvoice
-from services.sim.errors import InvoiceExists
+from services.sim.errors import InvoiceExists, InvoiceNotOpen
 from services.sim.keys import derive_bytes
 from services.sim.records import InvoiceState, SimInvoice
 
@@ -59,9 +59,20 @@ class InvoiceBook:
         memo: str,
         expiry_s: int,
         preimage: str | None = None,
+        hold_hash: str | None = None,
     ) -> SimInvoice:
         """A new open invoice; raises ``ValueError`` for bad arguments and ``InvoiceExists``
-        when ``preimage`` (the caller's, hex) hashes to an invoice the payee already has."""
+        when ``preimage`` (the caller's, hex) hashes to an invoice the payee already has.
+
+        With ``hold_hash`` it is a hold invoice for that hash, whose preimage only the caller
+        knows until it settles the invoice.
+        """
+        assert preimage is None or hold_hash is None, "a hold invoice has no preimage yet"
+        if hold_hash is not None:
+            if not _PREIMAGE.fullmatch(hold_hash):
+                raise ValueError("payment hash must be 32 bytes of lower-case hex")
+            if (payee, hold_hash) in self._invoices:
+                raise InvoiceExists(payee, hold_hash)
         if amount_msat is not None and amount_msat <= 0:
             raise ValueError("amount_msat must be positive or None")
         if not 0 < expiry_s <= INVOICE_EXPIRY_S_MAX:
@@ -73,10 +84,11 @@ class InvoiceBook:
                 raise InvoiceExists(payee, payment_hash_of(preimage))
         index = self._count_by_payee.get(payee, 0) + 1
         self._count_by_payee[payee] = index
-        if preimage is None:
+        if preimage is None and hold_hash is None:
             preimage = derive_bytes(self._seed, "preimage", payee, index).hex()
         payment_secret = derive_bytes(self._seed, "payment-secret", payee, index).hex()
-        payment_hash = payment_hash_of(preimage)
+        payment_hash = hold_hash if preimage is None else payment_hash_of(preimage)
+        assert payment_hash is not None
         created_at_s = int(self._now_s())
         bolt11 = encode_invoice(
             privkey=privkey,
@@ -91,7 +103,7 @@ class InvoiceBook:
         record = SimInvoice(
             bolt11=bolt11,
             payment_hash=payment_hash,
-            preimage=preimage,
+            preimage=preimage or "",
             payment_secret=payment_secret,
             amount_msat=amount_msat,
             memo=memo,
@@ -100,6 +112,7 @@ class InvoiceBook:
             payee=payee,
             state="open",
             add_index=index,
+            is_hold=hold_hash is not None,
         )
         self._invoices[(payee, payment_hash)] = _InvoiceState(record)
         self._decoded[bolt11] = DecodedInvoice(
@@ -176,6 +189,47 @@ class InvoiceBook:
             pay_index=self._next_pay_index(payee),
         )
         self._changed(state.record)
+
+    def accept(self, payee: str, payment_hash: str, amount_msat: int) -> None:
+        """A hold invoice's HTLC arrived and is held: the invoice is ACCEPTED, not paid."""
+        state = self._invoices[(payee, payment_hash)]
+        assert state.record.is_hold and self._state_of(state) == "open", (payee, payment_hash)
+        state.record = msgspec.structs.replace(
+            state.record, state="accepted", amount_received_msat=amount_msat
+        )
+        self._changed(state.record)
+
+    def settle_held(self, payee: str, preimage: str) -> SimInvoice:
+        """Settle an accepted hold invoice with its preimage; raises ``KeyError`` if the payee
+        has no invoice for the preimage's hash, ``InvoiceNotOpen`` unless it is accepted."""
+        payment_hash = payment_hash_of(preimage)
+        state = self._invoices[(payee, payment_hash)]
+        current = self._state_of(state)
+        if current != "accepted":
+            raise InvoiceNotOpen(payment_hash, current)
+        state.record = msgspec.structs.replace(
+            state.record,
+            state="settled",
+            preimage=preimage,
+            settled_at_s=int(self._now_s()),
+            pay_index=self._next_pay_index(payee),
+        )
+        self._changed(state.record)
+        return state.record
+
+    def cancel(self, payee: str, payment_hash: str) -> SimInvoice:
+        """Cancel an open or accepted invoice (its held HTLC fails back); cancelling twice is
+        allowed. Raises ``KeyError`` for an unknown hash, ``InvoiceNotOpen`` if settled."""
+        state = self._invoices[(payee, payment_hash)]
+        current = self._state_of(state)
+        if current == "settled":
+            raise InvoiceNotOpen(payment_hash, current)
+        if state.record.state != "canceled":
+            state.record = msgspec.structs.replace(
+                state.record, state="canceled", amount_received_msat=0
+            )
+            self._changed(state.record)
+        return state.record
 
     def _next_pay_index(self, payee: str) -> int:
         index = self._paid_by_payee.get(payee, 0) + 1

@@ -23,7 +23,7 @@ from services.lightning.lnd_convert import MSAT_PER_SAT
 from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.sim import lnd_messages
 from services.sim.errors import InvoiceExists, NodeOffline
-from services.sim.lnd_gate import next_or_offline
+from services.sim.network import wait_for_change
 from services.sim.records import SimInvoice
 
 if TYPE_CHECKING:
@@ -113,10 +113,9 @@ class LightningInvoices:
         )
 
     async def SubscribeInvoices(self, request: Any, context: _Context) -> AsyncIterator[Any]:
-        changes = self._network.invoice_changes(self._node)
-        try:
-            # Opened before the backlog is read: an invoice that settles meanwhile is either in
-            # the backlog or in the changes, and the indexes drop the copy.
+        # Watching before the backlog is read: an invoice that settles meanwhile is in the
+        # backlog or among the changes, or both, and the indexes drop the copy.
+        async with self._network.watch_invoices(self._node) as changes:
             last_added = request.add_index
             last_settled = request.settle_index
             backlog: list[SimInvoice] = []
@@ -134,10 +133,12 @@ class LightningInvoices:
                     last_added = max(last_added, invoice.add_index)
                     last_settled = max(last_settled, invoice.pay_index)
                 while True:
-                    change = await next_or_offline(changes, offline)
-                    if change is None:
+                    waited = await wait_for_change(changes, offline, None)
+                    if waited.offline:
                         await self._gate.abort_offline(context)
                         return
+                    change = waited.change
+                    assert change is not None  # an unbounded wait ends with a change
                     if change.state == "open" and change.add_index > last_added:
                         last_added = change.add_index
                     elif change.state == "settled" and change.pay_index > last_settled:
@@ -145,5 +146,3 @@ class LightningInvoices:
                     else:
                         continue  # lnd notifies these clients of additions and settlements only
                     yield lnd_messages.invoice(change)
-        finally:
-            await changes.aclose()

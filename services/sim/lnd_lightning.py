@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
+from services.lightning.lnd_convert import MSAT_PER_SAT
 from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.lnd_proto import lightning_pb2_grpc
 from services.sim import lnd_messages
@@ -43,6 +44,24 @@ class LightningServicer(
             pending_channels=sum(
                 p.state != "closed" for p in self._network.pending_channels_of(self._node)
             ),
+        )
+
+    async def ChannelBalance(self, request: Any, context: _Context) -> Any:
+        # rpcserver.go sums every open channel, active or not: our and their commitment
+        # balances, and the HTLCs in flight (ours out: unsettled local; theirs in: remote).
+        # Channels still being opened are the chain's (pending_open_*), none in this sum.
+        channels = self._network.channels_of(self._node)
+        local_msat = sum(chan.local_balance_msat for chan in channels)
+        remote_msat = sum(chan.remote_balance_msat for chan in channels)
+        outgoing_msat, incoming_msat = self._network.unsettled_htlcs_msat(self._node)
+        return ln.ChannelBalanceResponse(
+            balance=local_msat // MSAT_PER_SAT,
+            local_balance=_amount(local_msat),
+            remote_balance=_amount(remote_msat),
+            unsettled_local_balance=_amount(outgoing_msat),
+            unsettled_remote_balance=_amount(incoming_msat),
+            pending_open_local_balance=_amount(0),
+            pending_open_remote_balance=_amount(0),
         )
 
     async def DecodePayReq(self, request: Any, context: _Context) -> Any:
@@ -90,3 +109,8 @@ class LightningServicer(
             last_index_offset=mine[-1].attempt_id if mine else 0,
             total_num_payments=total if request.count_total_payments else 0,
         )
+
+
+def _amount(msat: int) -> Any:
+    """``lnrpc.Amount``: sat floored, and exact msat."""
+    return ln.Amount(sat=msat // MSAT_PER_SAT, msat=msat)

@@ -53,6 +53,7 @@ _HTLC_STATUS: Final = {
 }
 _INVOICE_STATE: Final = {
     "open": ln.Invoice.OPEN,
+    "accepted": ln.Invoice.ACCEPTED,
     "settled": ln.Invoice.SETTLED,
     "canceled": ln.Invoice.CANCELED,
     # lnd cancels an invoice when it expires (invoices/invoiceregistry.go).

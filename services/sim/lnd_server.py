@@ -1,11 +1,22 @@
-"""A simulated LND node served through lnd's real gRPC API, over TLS, behind a macaroon.
+"""A simulated LND node served through lnd's gRPC API, over TLS, behind a macaroon.
 
-One ``grpc.aio`` server per node listens on a free loopback port and registers the
-``lnrpc.Lightning`` and ``routerrpc.Router`` services generated from lnd's own protos
-(``services.lightning.lnd_proto``), so any LND client (our adapter included) talks to it exactly
-as to lnd. Every call first passes a gate that mirrors what a client of a real lnd meets:
+One ``grpc.aio`` server per node listens on a free loopback port and registers services
+generated from lnd's own protos (``services.lightning.lnd_proto``). Only these calls are
+served, with lnd's semantics (each handler module names its source); every other call of these
+services, and every other lnd service, answers ``UNIMPLEMENTED``, so an LND client talks to it
+as to lnd only as far as it uses these:
 
-1. the macaroon header must match ``admin.macaroon``, else ``UNAUTHENTICATED``;
+- ``lnrpc.Lightning`` (``lnd_lightning.py``, ``lnd_invoices.py``): GetInfo, ChannelBalance,
+  ListChannels, ListPayments, DecodePayReq, AddInvoice, LookupInvoice, ListInvoices,
+  SubscribeInvoices;
+- ``routerrpc.Router`` (``lnd_router.py``): SendPaymentV2, TrackPaymentV2;
+- ``invoicesrpc.Invoices`` (``lnd_invoicesrpc.py``): AddHoldInvoice, SettleInvoice,
+  CancelInvoice, LookupInvoiceV2 (by payment hash), SubscribeSingleInvoice.
+
+Every call first passes a gate that mirrors what a client of a real lnd meets:
+
+1. the macaroon header must match ``admin.macaroon``, else ``UNAUTHENTICATED`` (the simulator
+   has one admin macaroon and checks no per-call permission);
 2. an offline node answers ``UNAVAILABLE``, as a refused connection would;
 3. a slow node answers after its added latency.
 """
@@ -22,9 +33,10 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 import structlog
 
-from services.lightning.lnd_proto import lightning_pb2_grpc, router_pb2_grpc
+from services.lightning.lnd_proto import invoices_pb2_grpc, lightning_pb2_grpc, router_pb2_grpc
 from services.sim.lnd_credentials import LndCredentials, write_lnd_credentials
 from services.sim.lnd_gate import NodeGate
+from services.sim.lnd_invoicesrpc import InvoicesServicer
 from services.sim.lnd_lightning import LightningServicer
 from services.sim.lnd_router import RouterServicer
 
@@ -37,6 +49,7 @@ GRPC_MESSAGE_BYTES_MAX: Final = 200 * 1024 * 1024
 # grpcio-tools writes these registration functions without annotations.
 _ADD_LIGHTNING_SERVICER: Final[Any] = lightning_pb2_grpc.add_LightningServicer_to_server
 _ADD_ROUTER_SERVICER: Final[Any] = router_pb2_grpc.add_RouterServicer_to_server
+_ADD_INVOICES_SERVICER: Final[Any] = invoices_pb2_grpc.add_InvoicesServicer_to_server
 
 if TYPE_CHECKING:
     _Handler = grpc.RpcMethodHandler[Any, Any]
@@ -91,6 +104,7 @@ async def start_lnd_node_server(
     )
     _ADD_LIGHTNING_SERVICER(LightningServicer(network, gate), server)
     _ADD_ROUTER_SERVICER(RouterServicer(network, gate), server)
+    _ADD_INVOICES_SERVICER(InvoicesServicer(network, gate), server)
     server_credentials = grpc.ssl_server_credentials([(credentials.key_pem, credentials.cert_pem)])
     port = server.add_secure_port(f"{host}:0", server_credentials)
     if port == 0:

@@ -13,6 +13,9 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import MappingProxyType
+from typing import Any
+
+import msgspec
 
 from services.bolt11.codec import decode_invoice
 from services.lightning.port import DecodedInvoice
@@ -133,6 +136,17 @@ class SimNetwork:
     def channels_of(self, node: str) -> list[SimChannel]:
         return self._state.channels_of(node)
 
+    def unsettled_htlcs_msat(self, node: str) -> tuple[int, int]:
+        """(outgoing, incoming) msat in HTLCs on ``node``'s channels."""
+        outgoing = incoming = 0
+        for channel in self._state.channels_by_node[self._state.node(node).name]:
+            for htlc in channel.htlcs.values():
+                if htlc.sender == node:
+                    outgoing += htlc.amount_msat
+                else:
+                    incoming += htlc.amount_msat
+        return outgoing, incoming
+
     def channel(self, channel_id: str, *, side: str) -> SimChannel:
         return self._state.channel_view(self._state.channel(channel_id), side)
 
@@ -230,6 +244,36 @@ class SimNetwork:
             preimage=preimage,
         )
 
+    def create_hold_invoice(
+        self, node: str, payment_hash: str, amount_msat: int | None, memo: str, expiry_s: int
+    ) -> SimInvoice:
+        """A hold invoice (LND AddHoldInvoice): a payment's HTLC is held at ``node`` (the
+        invoice ``accepted``) until ``settle_invoice`` or ``cancel_invoice``."""
+        payee = self._state.node(node)
+        if not self._state.is_online(node):
+            raise NodeOffline(node)
+        return self._state.invoices.create(
+            payee=node,
+            payee_pubkey=payee.pubkey,
+            privkey=payee.privkey,
+            amount_msat=amount_msat,
+            memo=memo,
+            expiry_s=expiry_s,
+            hold_hash=payment_hash,
+        )
+
+    def settle_invoice(self, node: str, preimage: str) -> None:
+        """Settle ``node``'s accepted hold invoice for ``preimage``; raises ``KeyError`` if it
+        has none, ``InvoiceNotOpen`` unless the invoice is accepted."""
+        self._state.node(node)
+        self._engine.settle_held(node, preimage)
+
+    def cancel_invoice(self, node: str, payment_hash: str) -> None:
+        """Cancel ``node``'s open or accepted invoice (a held HTLC fails back); raises
+        ``KeyError`` for an unknown hash, ``InvoiceNotOpen`` for a settled invoice."""
+        self._state.node(node)
+        self._engine.cancel_invoice(node, payment_hash)
+
     def lookup_invoice(self, node: str, payment_hash: str) -> SimInvoice | None:
         self._state.node(node)
         return self._state.invoices.lookup(node, payment_hash)
@@ -248,7 +292,7 @@ class SimNetwork:
     ) -> AsyncGenerator[SimInvoice, None]:
         """Yield ``node``'s invoices settled after ``after_pay_index`` in pay order, then each
         one settled later, as it settles. Never ends on its own."""
-        async with self._invoice_queue(node) as queue:
+        async with self.watch_invoices(node) as queue:
             last = after_pay_index
             # Registered before the backlog is read, so nothing settles unseen in between.
             for record in self._state.invoices.settled_after(node, last):
@@ -261,14 +305,11 @@ class SimNetwork:
                 last = record.pay_index
                 yield record
 
-    async def invoice_changes(self, node: str) -> AsyncGenerator[SimInvoice, None]:
-        """Yield each of ``node``'s invoices as it is added or changes state, from now on."""
-        async with self._invoice_queue(node) as queue:
-            while True:
-                yield await queue.get()
-
     @contextlib.asynccontextmanager
-    async def _invoice_queue(self, node: str) -> AsyncIterator[asyncio.Queue[SimInvoice]]:
+    async def watch_invoices(self, node: str) -> AsyncIterator[asyncio.Queue[SimInvoice]]:
+        """A queue that receives each of ``node``'s invoices as it is added or changes state,
+        while the context is open. Waiting on it with a timeout is safe (unlike a generator,
+        which a cancelled read closes)."""
         self._state.node(node)
         # Unbounded, as the payment watchers: one entry per invoice change of one node, and
         # the reader is a stream that drains it as fast as the changes come.
@@ -471,3 +512,36 @@ class SimNetwork:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):  # not wait_for: it can swallow a cancel
                     await wake.wait()
+
+
+class InvoiceWait(msgspec.Struct, frozen=True):
+    """What ``wait_for_change`` saw: the change taken (None if none came in time), and whether
+    the node went offline first."""
+
+    change: SimInvoice | None
+    offline: bool = False
+
+
+async def wait_for_change(
+    changes: asyncio.Queue[SimInvoice], offline: asyncio.Event | None, wait_s: float | None
+) -> InvoiceWait:
+    """Take the next entry of ``changes`` (a ``watch_invoices`` queue), waiting at most
+    ``wait_s`` (None: without bound), unless ``offline`` is set first."""
+    if offline is not None and offline.is_set():
+        return InvoiceWait(None, offline=True)
+    got: asyncio.Task[SimInvoice] = asyncio.ensure_future(changes.get())
+    waits: set[asyncio.Future[Any]] = {got}
+    went_offline: asyncio.Future[Any] | None = None
+    if offline is not None:
+        went_offline = asyncio.ensure_future(offline.wait())
+        waits.add(went_offline)
+    try:
+        await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.wait(waits)
+    change = got.result() if got.done() and not got.cancelled() else None
+    is_offline = went_offline is not None and went_offline.done() and not went_offline.cancelled()
+    # A change that arrived with the outage still counts, as for payment streams.
+    return InvoiceWait(change, offline=is_offline and change is None)

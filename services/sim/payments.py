@@ -35,6 +35,9 @@ DETAIL_LOCAL_BALANCE = "insufficient local balance"
 DETAIL_ALREADY_SETTLED = "invoice already settled"
 DETAIL_UNKNOWN_INVOICE = "unknown invoice"
 DETAIL_HTLC_TIMEOUT = "HTLC timed out"
+DETAIL_INVOICE_CANCELED = "invoice canceled"
+# The payee's verdict on a hold invoice's HTLC: keep it until the invoice settles or cancels.
+_HOLD = "hold"
 
 _PUBKEY = re.compile(r"0[23][0-9a-f]{64}")
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -50,6 +53,9 @@ class _InFlight:
     scheduled_s: float = 0.0
     parked: bool = False
     park_deadline_s: float | None = None
+    # Held by the payee of a hold invoice until it settles or cancels (never by a fault, so
+    # releasing dropped HTLCs leaves it alone).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +371,9 @@ class PaymentEngine:
             return 0  # stuck until the node is back: set_node_online reschedules it
         record = self._ledger.get(flight.attempt_id)
         preimage, reason, detail = self._destination_verdict(record, flight)
+        if detail == _HOLD:
+            flight.parked = flight.held = True
+            return 0
         self._finish(flight, preimage, reason, detail)
         return 1
 
@@ -394,13 +403,39 @@ class PaymentEngine:
         if invoice.state == "expired":
             return None, FailureReason.INVOICE_EXPIRED, "invoice expired at the payee"
         if invoice.state == "canceled":
-            return None, FailureReason.INCORRECT_DETAILS, "invoice canceled"
+            return None, FailureReason.INCORRECT_DETAILS, DETAIL_INVOICE_CANCELED
+        if invoice.state == "accepted":
+            return None, FailureReason.INCORRECT_DETAILS, "invoice already accepted"
         if invoice.amount_msat is not None and not (
             invoice.amount_msat <= record.amount_msat <= OVERPAY_FACTOR_MAX * invoice.amount_msat
         ):
             return None, FailureReason.INCORRECT_DETAILS, "amount does not match the invoice"
+        if invoice.is_hold:
+            invoices.accept(payee, record.payment_hash, record.amount_msat)
+            return None, None, _HOLD
         invoices.settle(payee, record.payment_hash, record.amount_msat)
         return invoice.preimage, None, ""
+
+    def settle_held(self, payee: str, preimage: str) -> None:
+        """Settle ``payee``'s accepted hold invoice: its held HTLC pays with the preimage."""
+        settled = self._state.invoices.settle_held(payee, preimage)
+        for flight in self._held(payee, settled.payment_hash):
+            self._finish(flight, preimage, None, "")
+
+    def cancel_invoice(self, payee: str, payment_hash: str) -> None:
+        """Cancel ``payee``'s open or accepted invoice: a held HTLC fails back."""
+        self._state.invoices.cancel(payee, payment_hash)
+        for flight in self._held(payee, payment_hash):
+            self._finish(flight, None, FailureReason.INCORRECT_DETAILS, DETAIL_INVOICE_CANCELED)
+
+    def _held(self, payee: str, payment_hash: str) -> list[_InFlight]:
+        return [
+            flight
+            for flight in self._in_flight.values()
+            if flight.held
+            and (record := self._ledger.get(flight.attempt_id)).destination == payee
+            and record.payment_hash == payment_hash
+        ]
 
     def _finish(
         self, flight: _InFlight, preimage: str | None, reason: FailureReason | None, detail: str
@@ -485,7 +520,7 @@ class PaymentEngine:
         released = 0
         now_s = self._now_s()
         for flight in self._in_flight.values():
-            if flight.parked:
+            if flight.parked and not flight.held:
                 flight.parked = False
                 flight.park_deadline_s = None
                 self._reschedule(flight, max(now_s, flight.resolve_at_s))

@@ -14,7 +14,7 @@ from services.lightning.port import FailureReason, RouteHop
 
 NodeRole = Literal["ours", "hub", "merchant"]
 Implementation = Literal["lnd", "cln"]
-InvoiceState = Literal["open", "settled", "canceled", "expired"]
+InvoiceState = Literal["open", "accepted", "settled", "canceled", "expired"]
 PaymentStatus = Literal["in_flight", "succeeded", "failed"]
 
 
@@ -66,7 +66,7 @@ class SimChannel(msgspec.Struct, frozen=True, kw_only=True):
 class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
     bolt11: str | None  # None for a keysend receipt
     payment_hash: str
-    preimage: str
+    preimage: str  # "" for a hold invoice until it is settled (the payee does not know it)
     payment_secret: str
     amount_msat: int | None
     memo: str
@@ -80,6 +80,9 @@ class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
     is_keysend: bool = False
     # Per payee, from 1, in settlement order (LND settle_index, CLN pay_index); 0 unpaid.
     pay_index: int = 0
+    # A hold invoice (LND AddHoldInvoice): an HTLC that arrives is held ("accepted") until
+    # the invoice is settled with its preimage or cancelled.
+    is_hold: bool = False
 
 
 class SimPayment(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,19 @@ async def test_lookup_of_an_invoice_on_an_offline_node_raises(adapter_env: Adapt
             await adapter_env.adapter.lookup_invoice(invoice.payment_hash)
     finally:
         await adapter_env.set_offline(False)
+
+
+async def test_close_ends_an_invoice_follower(adapter_env: AdapterEnv, monkeypatch: Any) -> None:
+    """A follower waiting for the next settlement ends with ``NodeError`` once the adapter is
+    closed (the CLN adapter within one waitanyinvoice slice, ADR 0210), never runs on and
+    never looks like a cancel of its caller's task."""
+    from services.lightning import cln
+
+    monkeypatch.setattr(cln, "INVOICE_WAIT_SLICE_S", 1)
+    updates = adapter_env.adapter.invoice_updates(after_pay_index=0)
+    follower = asyncio.ensure_future(anext(updates))
+    await asyncio.sleep(0)  # let it start waiting
+    await adapter_env.adapter.close()
+    with pytest.raises(NodeError):
+        async with asyncio.timeout(CONDITION_TIMEOUT_S):
+            await follower

@@ -105,6 +105,7 @@ def test_exit_codes_are_defined_once() -> None:
     assert len({code for code, _ in exit_codes.TABLE}) == len(exit_codes.TABLE)
     # The simulator keeps a copy (it must not import services.cli); the others import it.
     assert importlib.import_module("services.sim.cli").EXIT_ERROR == exit_codes.USAGE
+    assert importlib.import_module("services.sim.cli").EXIT_NOT_PAID == exit_codes.REFUSED
     assert importlib.import_module("services.executor.cli").EXIT_USAGE == exit_codes.USAGE
     assert importlib.import_module("services.policy.cli").EXIT_INVALID == exit_codes.REFUSED
     epilog = exit_codes.epilog()
