@@ -335,6 +335,48 @@ class Settings(BaseSettings):
         "up (one pass lists the node's new payments and looks up our changed attempts).",
     )
 
+    # -- liquidity targets and forecast (ADR 0241) -------------------------------------------
+    liquidity_local_ratio_min_ppm: int = Field(
+        default=100_000,
+        ge=0,
+        le=1_000_000,
+        description="A region whose outbound is below this share of its active channels' "
+        "balances (outbound / (outbound + inbound), parts per million) raises a "
+        "local_ratio_low alert.",
+    )
+    liquidity_local_ratio_max_ppm: int = Field(
+        default=1_000_000,
+        ge=0,
+        le=1_000_000,
+        description="A region whose outbound share is above this raises local_ratio_high "
+        "(its inbound, for receiving, is running out); 1000000 turns it off.",
+    )
+    liquidity_inbound_min_msat: int = Field(
+        default=0,
+        ge=0,
+        description="A region with less inbound than this raises inbound_low.",
+    )
+    liquidity_targets: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        json_schema_extra=_unit("targets"),
+        description="Targets of their own: key a region (us) or a region and a peer pubkey "
+        "(us/02ab...), value any of local_ratio_min_ppm, local_ratio_max_ppm, "
+        "inbound_min_msat; what a key leaves out comes from the three settings above.",
+    )
+    liquidity_dry_within_hours: int = Field(
+        default=24,
+        ge=0,
+        le=24 * 365,
+        description="Alert (runs_dry_soon) when a region's outbound lasts fewer hours than "
+        "this at its recent outflow; 0 turns the forecast alert off.",
+    )
+    liquidity_outflow_window_s: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="The recent window whose settled payments give a region's outflow rate.",
+    )
+
     # -- metrics and probes (ADR 0153) -----------------------------------------------------
     metrics_host: str = Field(
         default="127.0.0.1",
