@@ -80,9 +80,10 @@ class LiquidityBook:
         targets: Targets | None = None,
         outflows: Mapping[str, Outflow] | None = None,
     ) -> dict[str, Any]:
-        """``regions`` (totals, ratio, forecast), ``channels`` (one row each), ``pending``
-        and ``alerts``: what every window onto liquidity shows."""
+        """``regions`` (totals, ratio, forecast), ``nodes``, ``channels`` (one row each),
+        ``pending`` and ``alerts``: what every window onto liquidity shows."""
         channels: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
         regions: dict[str, dict[str, Any]] = {}
         peers: dict[tuple[str, str], list[int]] = {}
@@ -111,6 +112,14 @@ class LiquidityBook:
                     peer[0] += row.local_balance_msat
                     peer[1] += row.remote_balance_msat
                     peer[2] = peer[2] or int(stale)
+            active = [row for row in snap.channels if row.active]
+            nodes.append({
+                "region": region, "node": node, "node_pubkey": snap.node_pubkey,
+                "outbound_msat": sum(r.local_balance_msat for r in active),
+                "inbound_msat": sum(r.remote_balance_msat for r in active),
+                "max_sendable_msat": max((r.local_balance_msat for r in active), default=0),
+                "data_age_ms": age_ms, "stale": stale, "reachable": held.reachable,
+            })  # fmt: skip
             for p in snap.pending:
                 pending.append({"region": region, "node": node, **msgspec.to_builtins(p)})
             totals["pending_known"] = totals["pending_known"] and snap.pending_known
@@ -140,6 +149,7 @@ class LiquidityBook:
                 regions[a.region]["alerts"] += 1
         return {
             "regions": [regions[r] for r in sorted(regions)],
+            "nodes": nodes,
             "channels": channels,
             "pending": pending,
             "alerts": alerts,

@@ -78,6 +78,8 @@ class ChannelSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     channels_total: Annotated[int, msgspec.Meta(ge=0)]
     pending: Annotated[tuple[PendingRow, ...], msgspec.Meta(max_length=SNAPSHOT_PENDING_MAX)] = ()
     pending_known: bool = False
+    # The node's own pubkey ("" if it did not answer): where a rebalance to it is sent.
+    node_pubkey: _Id = ""
 
     @property
     def truncated(self) -> bool:
@@ -146,9 +148,11 @@ async def observe_channels(
     """One snapshot; each node call gets ``timeout_s``."""
     channels: list[Channel] = []
     reachable = True
+    pubkey = ""
     try:
         async with asyncio.timeout(timeout_s):
             channels = await node.list_channels()
+            pubkey = (await node.get_info()).pubkey
     except (NodeError, TimeoutError) as exc:
         log.info("node_channels_unreadable", error=type(exc).__name__)
         reachable = False
@@ -172,4 +176,5 @@ async def observe_channels(
         channels_total=len(channels),
         pending=tuple(pending_row(p) for p in pending[:SNAPSHOT_PENDING_MAX]),
         pending_known=pending_known,
+        node_pubkey=pubkey[:_ID_CHARS_MAX],
     )
