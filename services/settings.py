@@ -377,6 +377,42 @@ class Settings(BaseSettings):
         description="The recent window whose settled payments give a region's outflow rate.",
     )
 
+    liquidity_fee_budget_msat_per_day: int = Field(
+        default=100_000,
+        ge=0,
+        description="Rebalance fees each source region may spend per UTC day (ADR 0243): the "
+        "planner counts settled fees and open moves' whole max_fee_msat against it.",
+    )
+    liquidity_fee_ppm_estimate: int = Field(
+        default=1_000,
+        ge=0,
+        le=1_000_000,
+        description="The route fee the planner expects, per million moved (plus the base "
+        "below); a move's max_fee_msat is twice the estimate, within the budget left.",
+    )
+    liquidity_fee_base_msat_estimate: int = Field(
+        default=2_000,
+        ge=0,
+        description="The fixed part of the expected fee of one move.",
+    )
+    liquidity_move_min_msat: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Smaller moves are not proposed: their fee is out of proportion.",
+    )
+    liquidity_move_max_msat: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Largest single move (keep it within the planner caller's auto tier).",
+    )
+    liquidity_planner_round_s: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="One planning round per this many seconds (corridor liquidity plan "
+        "--every); a round's moves share one idempotency key each.",
+    )
+
     # -- metrics and probes (ADR 0153) -----------------------------------------------------
     metrics_host: str = Field(
         default="127.0.0.1",

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Final
 
 GROUP_HELP: Final = "channels and liquidity of our nodes per region, with targets and alerts"
 # One health interval is when every executor has published once; two tolerate one lost message.
 WAIT_S_DEFAULT: Final = 10.0
 WAIT_S_MAX: Final = 120.0
+PLAN_HELP: Final = "propose rebalances within the day's fee budget (dry run), or --auto submit"
+# The planner's caller: its own policy tier and spend windows (ADR 0242, 0243).
+PLANNER_CALLER: Final = "liquidity-planner"
 
 
 def register(subparsers: Any) -> None:
@@ -27,41 +31,150 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     group.add_argument("--operator-id", metavar="OP", help="the operator credential to use")
     state_dir_option(group)
-    json_option(group, "the view (regions, channels, pending, alerts, missing)")
+    json_option(group, "the view (regions, nodes, channels, pending, alerts, missing)")
     group.set_defaults(handler="services.cli.liquidity:show")
+    sub = group.add_subparsers(dest="liquidity_command", metavar="COMMAND")
+    plan = sub.add_parser("plan", help=PLAN_HELP, description=PLAN_HELP)
+    plan.add_argument(
+        "--auto", action="store_true",
+        help="submit the proposed moves as rebalance intents (default: print them only)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--caller-id", default=PLANNER_CALLER,
+        help=f"the caller the moves are submitted as (default {PLANNER_CALLER}; its "
+        "credential, policy tier and spend windows are the planner's)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--caller-creds", type=Path, metavar="FILE",
+        help="the caller credential --auto submits with (default: the one `corridor up` "
+        "made for --caller-id, else the stack's default caller); listening needs --creds of "
+        "an operator",
+    )  # fmt: skip
+    plan.add_argument(
+        "--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
+        help="listen this long at most for nodes not yet heard",
+    )  # fmt: skip
+    state_dir_option(plan)
+    json_option(plan, "the proposals and the moves not made, with reasons")
+    plan.set_defaults(handler="services.cli.liquidity:plan")
 
 
 async def show(args: argparse.Namespace) -> int:
-    from projections.liquidity import LiquidityBook
     from services.cli import exit_codes, output
     from services.cli.engine import EngineClient
-    from services.cli.errors import UsageError
-    from services.liquidity.config import targets_from
-    from services.liquidity.feed import gather, now_ms
     from services.settings import Settings
 
-    if not 0 < args.wait_s <= WAIT_S_MAX:
-        raise UsageError(f"--wait-s must be in (0, {WAIT_S_MAX:g}]")
     settings = Settings()
-    targets = targets_from(settings)
-    book = LiquidityBook(interval_ms=int(settings.health_interval_s * 1000))
     async with EngineClient.open(args.state_dir) as engine:
-        corridors = await engine.corridors_view()
-        expected = {
-            (c["region"], c["node"])
-            for row in corridors.get("corridors", [])
-            for c in row.get("candidates", [])
-        }
-        await gather(engine.nc, book, expected=expected, wait_s=args.wait_s)
-    at_ms = now_ms()
-    outflows = await _outflows(args, settings, at_ms)
-    view = book.view(at_ms, targets, outflows)
-    view["missing"] = [f"{r}/{n}" for r, n in sorted(expected - book.nodes())]
+        view, _ = await current_view(args, engine, settings)
     if args.json:
         output.print_json(view)
         return exit_codes.OK
     _print(view, output)
     return exit_codes.OK
+
+
+async def current_view(
+    args: argparse.Namespace, engine: Any, settings: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The liquidity view now, and the corridor table it was judged against."""
+    from projections.liquidity import LiquidityBook
+    from services.cli.errors import UsageError
+    from services.liquidity.config import targets_from
+    from services.liquidity.feed import gather, now_ms
+
+    if not 0 < args.wait_s <= WAIT_S_MAX:
+        raise UsageError(f"--wait-s must be in (0, {WAIT_S_MAX:g}]")
+    targets = targets_from(settings)
+    book = LiquidityBook(interval_ms=int(settings.health_interval_s * 1000))
+    corridors = await engine.corridors_view()
+    expected = {
+        (c["region"], c["node"])
+        for row in corridors.get("corridors", [])
+        for c in row.get("candidates", [])
+    }
+    await gather(engine.nc, book, expected=expected, wait_s=args.wait_s)
+    at_ms = now_ms()
+    view = book.view(at_ms, targets, await _outflows(args, settings, at_ms))
+    view["missing"] = [f"{r}/{n}" for r, n in sorted(expected - book.nodes())]
+    view["at_ms"] = at_ms
+    return view, corridors
+
+
+async def plan(args: argparse.Namespace) -> int:
+    from services.bus import subjects
+    from services.cli import exit_codes, output
+    from services.cli.credentials import CredentialRequest, requested
+    from services.cli.engine import EngineClient
+    from services.domain.liquidity.planner import plan as make_plan
+    from services.liquidity.config import plan_rules, targets_from
+    from services.liquidity.rebalance import idempotency_key, planner_inputs, submit_body
+    from services.settings import Settings
+
+    settings = Settings()
+    submitted: list[dict[str, Any]] = []
+    async with EngineClient.open(args.state_dir) as engine:
+        view, corridors = await current_view(args, engine, settings)
+        regions, nodes = planner_inputs(view, corridors)
+        spent = await _spent_today(args, args.caller_id, view["at_ms"])
+        result = make_plan(
+            regions, nodes, targets_from(settings), plan_rules(settings), spent_today_msat=spent
+        )
+    if args.auto and result.proposals:
+        # Submitting is a caller's right, listening an operator's: a second connection.
+        wanted = CredentialRequest(role="caller", explicit=args.caller_creds,
+                                   wanted_id=args.caller_id)  # fmt: skip
+        with requested(wanted):
+            async with EngineClient.open(args.state_dir) as submitter:
+                caller = submitter.credential.token(("caller",), args.caller_id) or args.caller_id
+                round_ms = settings.liquidity_planner_round_s * 1000
+                for proposal in result.proposals:
+                    key = idempotency_key(proposal, now_ms=view["at_ms"], round_ms=round_ms)
+                    body = submit_body(proposal, caller_id=caller, caller_kind="service", key=key)
+                    reply = await submitter.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
+                    submitted.append({"idempotency_key": key, **reply})
+    report = {
+        "mode": "auto" if args.auto else "dry_run",
+        "spent_today_msat": spent,
+        "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
+        "skipped": [{"region": s.region, "reason": s.reason} for s in result.skipped],
+        "submitted": submitted,
+    }
+    if args.json:
+        output.print_json(report)
+        return exit_codes.OK
+    for p in result.proposals:
+        print(("submit: " if args.auto else "propose: ") + p.explain())
+    for s in result.skipped:
+        print(f"skip {s.region}: {s.reason}")
+    for r in submitted:
+        print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
+    if not result.proposals and not result.skipped:
+        print("no region needs outbound")
+    return exit_codes.OK
+
+
+def _builtins(proposal: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(proposal)
+
+
+async def _spent_today(args: argparse.Namespace, caller_id: str, at_ms: int) -> dict[str, int]:
+    """Fees the planner caller's rebalances used today, from the intent projection."""
+    from services.cli.projection_reads import projection_store
+    from services.liquidity.rebalance import DAY_MS, RebalanceRecord, spent_today
+
+    async with projection_store(args.state_dir) as store:
+        docs = await store.intent_docs(
+            received_from_ms=at_ms - at_ms % DAY_MS, received_to_ms=at_ms + 1
+        )
+    records = [
+        RebalanceRecord(d["corridor"], d["state"], d["received_at_ms"], d["max_fee_msat"],
+                        d.get("fee_msat"))
+        for d in docs if d.get("caller_id") == caller_id
+    ]  # fmt: skip
+    return spent_today(records, now_ms=at_ms)
 
 
 async def _outflows(args: argparse.Namespace, settings: Any, at_ms: int) -> dict[str, Any]:

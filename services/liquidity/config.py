@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
+from services.domain.liquidity.planner import PlanRules
 from services.domain.liquidity.targets import Target, Targets
 
 if TYPE_CHECKING:
@@ -58,4 +59,16 @@ def targets_from(settings: Settings) -> Targets:
     )
     return parse_targets(
         default, settings.liquidity_targets, dry_within_hours=settings.liquidity_dry_within_hours
+    )
+
+
+def plan_rules(settings: Settings) -> PlanRules:
+    if settings.liquidity_move_min_msat > settings.liquidity_move_max_msat:
+        raise ValueError("liquidity_move_min_msat is above liquidity_move_max_msat")
+    return PlanRules(
+        fee_budget_msat_per_day=settings.liquidity_fee_budget_msat_per_day,
+        fee_ppm_estimate=settings.liquidity_fee_ppm_estimate,
+        fee_base_msat_estimate=settings.liquidity_fee_base_msat_estimate,
+        move_min_msat=settings.liquidity_move_min_msat,
+        move_max_msat=settings.liquidity_move_max_msat,
     )
