@@ -229,3 +229,60 @@ async def test_the_planner_in_auto_mode_keeps_the_load_healthy_within_budget(
     fees = [r.fee_msat for r in rebalances]
     assert all(f is not None and f > 0 for f in fees) and sum(fees) <= BUDGET_MSAT, fees
     assert all(a == ["succeeded"] for a in attempts.values()), attempts
+
+
+async def test_a_rebalance_whose_executor_is_killed_mid_payment_pays_once(
+    tmp_path: Path, nats_url: str, database_url: str, nc: Client
+) -> None:
+    async with drain_stack(tmp_path, nats_url, database_url) as (engine, network):
+        book = LiquidityBook(interval_ms=200)
+
+        async def heard(msg: Msg) -> None:
+            book.receive(msg.subject, msg.data, received_at_ms=now_ms())
+
+        sub = await nc.subscribe(subjects.LIQUIDITY_WILDCARD, cb=heard)
+        corridors = await _request(
+            nc, subjects.POLICY_CORRIDORS, {"type": "ListCorridors", "version": 1}
+        )
+        view = await _fresh_view(book)
+        await sub.unsubscribe()
+        regions, nodes = planner_inputs(view, corridors)
+        (proposal,) = plan(regions, nodes, TARGETS, RULES, spent_today_msat={}).proposals
+        body = submit_body(proposal, caller_id=PLANNER, caller_kind="service", key="rb-kill")
+        # The target holds the HTLC: the source's send is on the wire when its worker dies.
+        network.faults.drop_resolution(node="us-lnd")
+        reply = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
+        assert reply["ok"], reply
+        intent_id = reply["intent_id"]
+        secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
+        _, payment_hash = keysend_preimage(secret, intent_id, 1)
+
+        def attempts() -> list[str]:
+            return [p.status for p in network.payments() if p.payment_hash == payment_hash]
+
+        await wait_for(lambda: len(attempts()) == 1, what="the rebalance's HTLC to be held")
+        eu_task = next(t for t in asyncio.all_tasks() if t.get_name() == "eu-lnd")
+        eu_task.cancel()  # killed: no ack, no goodbye
+        with contextlib.suppress(asyncio.CancelledError):
+            await eu_task
+        restarted = make_executor(tmp_path, nats_url, "eu", "eu-lnd", "eu-lnd-1")
+        task = asyncio.create_task(restarted.run(), name="eu-lnd-restarted")
+        try:
+
+            async def in_flight() -> bool:
+                return getattr(await engine.processor.view(intent_id), "state", None) == "in_flight"
+
+            await wait_for(in_flight, timeout_s=20, what="the restart to find the node's record")
+            network.faults.release_dropped()
+            finished = await _finish(engine, intent_id)
+            again = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
+        finally:
+            restarted.stop()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+            await restarted.close_node()
+        assert finished.state == "settled"
+        assert again["intent_id"] == intent_id  # resubmitting the move is the same intent
+        assert attempts() == ["succeeded"]
+        events = [e.type for e in finished.events]
+        assert events.count("PaymentSucceeded") == 1
