@@ -9,11 +9,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.test_cli import run_cli
 from tests.e2e.test_first_payment import stack_with_sim  # noqa: F401
 from tests.e2e.test_metrics import scrape
 
 DEADLINE_S = 30.0
+# A target no region meets: every region raises inbound_low, in every window onto liquidity.
+INBOUND_MIN_MSAT = 10**15
+
+
+@pytest.fixture(autouse=True)
+def _inbound_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRIDOR_LIQUIDITY_INBOUND_MIN_MSAT", str(INBOUND_MIN_MSAT))
 
 
 def _json(*args: str) -> Any:
@@ -38,6 +47,9 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
         assert region["outbound_msat"] == sum(c["local_balance_msat"] for c in rows)
     assert all(len(c["peer_pubkey"]) == 66 for c in view["channels"])
     assert all(n["node_pubkey"] for n in view["nodes"])
+    assert {(a["region"], a["kind"]) for a in view["alerts"]} == {
+        (r, "inbound_low") for r in ("us", "eu", "asia")
+    }
 
     # The default corridors fail over across regions: no rebalance corridor, so nothing is
     # submitted, and a dry run never submits anyway.
@@ -60,6 +72,14 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
     assert {c["channel_id"] for c in console["channels"]} == {
         c["channel_id"] for c in view["channels"]
     }
+    request = urllib.request.Request(
+        f"{http_url}/v1/exceptions", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        queue = json.loads(response.read())["exceptions"]
+    assert {(r["region"], r["kind"]) for r in queue if r["kind"].startswith("liquidity:")} == {
+        (r, "liquidity:inbound_low") for r in ("us", "eu", "asia")
+    }
 
     metrics_url = json.loads((stack_with_sim / "endpoints.json").read_text())["metrics_url"]
     series = scrape(metrics_url)
@@ -68,3 +88,7 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
     assert set(outbound) == {"us", "eu", "asia"} and all(v > 0 for v in outbound.values())
     ratios = [name for (name, _) in series if name == "corridor_region_local_ratio_ppm"]
     assert len(ratios) == 3
+    alerts = {dict(labels)["region"] for (name, labels), v in series.items()
+              if name == "corridor_liquidity_alerts" and dict(labels)["kind"] == "inbound_low"
+              and v == 1}  # fmt: skip
+    assert alerts == {"us", "eu", "asia"}

@@ -194,3 +194,16 @@ def test_targets_default_from_settings_and_are_overridden_per_key() -> None:
     assert targets.for_region("us") == Target(inbound_min_msat=5)
     assert targets.for_region("eu") == Target(local_ratio_min_ppm=1, inbound_min_msat=5)
     assert isinstance(targets, Targets)
+
+
+def test_liquidity_alerts_join_the_exception_queue() -> None:
+    from projections.exception_queue import exception_queue
+
+    book = LiquidityBook(interval_ms=INTERVAL_MS)
+    _receive(book, _snapshot("us", "us-lnd", _row("1", 100, 900)))
+    alerts = book.view(T0_MS, Targets(default=Target(local_ratio_min_ppm=200_000)))["alerts"]
+    rows = exception_queue([], [], now_ms=T0_MS, stuck_after_ms=1, liquidity_alerts=alerts)
+    assert [(r["kind"], r["region"], r["key"]) for r in rows] == [
+        ("liquidity:local_ratio_low", "us", "liquidity:us:-:local_ratio_low")
+    ]
+    assert rows[0]["detail"] == "us local_ratio_low: 100000 (target 200000)"
