@@ -21,6 +21,7 @@ from schemas.agent_key_messages import (
     AgentKeyCommandAccepted,
     AgentKeysView,
 )
+from schemas.channel_messages import CHANNEL_OP_COMMAND_TYPES, CHANNEL_OP_EVENT_TYPES
 from schemas.commands import COMMAND_TYPES, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.dead_letters import (
     DEAD_LETTER_EVENT_TYPES,
@@ -168,6 +169,13 @@ def documents() -> dict[str, dict[str, Any]]:
         )
     for hook_reply in (WebhookCommandAccepted, WebhookEndpointsView):
         out[f"replies/{hook_reply.__name__}.v1.json"] = _document(hook_reply, "reply", 1)
+    # Channel operations as intents (issue 18, ADR 0233).
+    for channel_cmd in CHANNEL_OP_COMMAND_TYPES:
+        out[f"commands/{channel_cmd.__name__}.v1.json"] = _document(channel_cmd, "command", 1)
+    for name, channel_event in CHANNEL_OP_EVENT_TYPES.items():
+        out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
+            channel_event, "event", channel_event.VERSION
+        )
     out["policy/PolicyDocument.v1.json"] = _document(PolicyDocument, "policy", 1)
     # `corridor pilot report --json` and the thresholds file it reads (ADR 0155, 0156).
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)

@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 import structlog
 from pyln.client import LightningRpc, RpcError
 
+from services.lightning import channel_errors, onchain
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.payments import for_amount, invoice_target, liquidity_of
 from services.lightning.port import (
@@ -76,6 +77,19 @@ CLN_NETWORK_TO_OURS: Final = {
     "signet": "signet",
     "regtest": "regtest",
 }
+# listpeerchannels states (doc/schemas/listpeerchannels.json): a channel we can route over (or
+# that is only splicing), and the ones on their way in or out. ONCHAIN is neither: a mutual
+# close in ONCHAIN has confirmed, and the funds are back in the wallet.
+OPEN_STATES: Final = frozenset({"CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE"})
+OPENING_STATES: Final = frozenset(
+    {"OPENINGD", "CHANNELD_AWAITING_LOCKIN", "DUALOPEND_OPEN_INIT", "DUALOPEND_OPEN_COMMITTED",
+     "DUALOPEND_OPEN_COMMIT_READY", "DUALOPEND_AWAITING_LOCKIN"}
+)  # fmt: skip
+CLOSING_STATES: Final = frozenset(
+    {"CHANNELD_SHUTTING_DOWN", "CLOSINGD_SIGEXCHANGE", "CLOSINGD_COMPLETE",
+     "AWAITING_UNILATERAL", "FUNDING_SPEND_SEEN"}
+)  # fmt: skip
+PENDING_STATES: Final = OPENING_STATES | CLOSING_STATES
 CURRENCY_TO_NETWORK: Final = {"bc": "mainnet", "tb": "testnet", "tbs": "signet", "bcrt": "regtest"}
 
 
@@ -232,21 +246,7 @@ class ClnAdapter:
 
     async def list_channels(self) -> list[Channel]:
         listed = await self._call("listpeerchannels")
-        channels = []
-        for chan in listed["channels"]:
-            total_msat = int(chan.get("total_msat", 0))
-            local_msat = int(chan.get("to_us_msat", 0))
-            channels.append(
-                Channel(
-                    channel_id=chan.get("short_channel_id") or chan.get("channel_id", ""),
-                    peer_pubkey=chan["peer_id"],
-                    capacity_msat=total_msat,
-                    local_balance_msat=local_msat,
-                    remote_balance_msat=total_msat - local_msat,
-                    active=chan["state"] == "CHANNELD_NORMAL" and bool(chan["peer_connected"]),
-                )
-            )
-        return channels
+        return [_channel(chan) for chan in listed["channels"] if chan["state"] in OPEN_STATES]
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
@@ -261,18 +261,92 @@ class ClnAdapter:
         yield  # pragma: no cover  (makes this an async generator)
 
     async def pending_channels(self) -> list[PendingChannel]:
-        raise NodeError(FailureReason.UNKNOWN, "pending_channels is not implemented yet")
+        listed = await self._call("listpeerchannels")
+        entries = [c for c in listed["channels"] if c["state"] in PENDING_STATES]
+        if not entries:
+            return []
+        tip = int((await self._call("getinfo"))["blockheight"])
+        return [_pending(chan, tip) for chan in entries]
 
     async def wallet_balance(self) -> WalletBalance:
-        raise NodeError(FailureReason.UNKNOWN, "wallet_balance is not implemented yet")
+        outputs = (await self._call("listfunds"))["outputs"]
+        confirmed = sum(int(o["amount_msat"]) for o in outputs if o["status"] == "confirmed")
+        unconfirmed = sum(
+            int(o["amount_msat"]) for o in outputs if o["status"] in ("unconfirmed", "immature")
+        )
+        return WalletBalance(confirmed_msat=confirmed, unconfirmed_msat=unconfirmed)
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
-        raise NodeError(FailureReason.UNKNOWN, "open_channel is not implemented yet")
+        """fundchannel: answers once the funding transaction is broadcast.
+
+        Core Lightning keeps no note with a channel, so a ``memo`` is refused before anything
+        is spent: a caller that needs to find its open again uses another node (ADR 0233).
+        """
+        local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
+        if onchain.check_memo(memo):
+            raise NodeError(
+                FailureReason.INCORRECT_DETAILS,
+                "cln keeps no channel memo: open without one, or on an lnd node",
+            )
+        payload: dict[str, Any] = {
+            "id": peer_pubkey,
+            "amount": local_sat,
+            "feerate": _perkb(sat_per_vbyte),
+        }
+        if push_msat:
+            payload["push_msat"] = push_msat
+        funded = await self._chain_call("fundchannel", payload)
+        return ChannelOpening(
+            channel_point=f"{funded['txid']}:{funded['outnum']}",
+            funding_txid=funded["txid"],
+            output_index=int(funded["outnum"]),
+        )
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
-        raise NodeError(FailureReason.UNKNOWN, "close_channel is not implemented yet")
+        """close, by the channel's id found through its funding outpoint; a channel that is
+        already closing answers that close's txid (lightningd replays it)."""
+        onchain.check_fee_rate(sat_per_vbyte)
+        txid, index = onchain.split_channel_point(channel_point)
+        listed = await self._call("listpeerchannels")
+        matches = [
+            c
+            for c in listed["channels"]
+            if c.get("funding_txid") == txid and int(c.get("funding_outnum", -1)) == index
+        ]
+        if not matches:
+            raise NodeError(
+                FailureReason.INCORRECT_DETAILS, f"unknown channel: cln has no {channel_point}"
+            )
+        rate = _perkb(sat_per_vbyte)
+        closed = await self._chain_call(
+            "close", {"id": matches[0]["channel_id"], "feerange": [rate, rate]}
+        )
+        txids: list[str] = closed.get("txids") or []
+        if not txids:
+            raise NodeError(FailureReason.UNKNOWN, f"cln close answered {closed.get('type')!r}")
+        return txids[-1]
+
+    async def _chain_call(self, method: str, payload: dict[str, Any]) -> Any:
+        """An on-chain call: refusals map through ``channel_errors.CLN_CODES``."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._raw(method, payload)
+        except TimeoutError:
+            raise NodeError(FailureReason.TIMEOUT, f"cln {method} timed out") from None
+        except (_Unreachable, _ConnectionLost) as exc:
+            raise NodeError(
+                FailureReason.NODE_UNAVAILABLE, f"cln {method}: node unreachable: {exc}"
+            ) from None
+        except _CallFailed as exc:
+            raise channel_errors.cln_error(method, exc.code, exc.message) from None
 
     # -- payments ---------------------------------------------------------------------------
 
@@ -568,6 +642,51 @@ def _record_of(payment_hash: str, index: int, entries: list[dict[str, Any]]) -> 
         fee_msat=0,
         created_at_s=created_at_s,
     )
+
+
+def _channel(chan: dict[str, Any]) -> Channel:
+    """A listpeerchannels entry of an open channel as the port's channel."""
+    total_msat = int(chan.get("total_msat", 0))
+    local_msat = int(chan.get("to_us_msat", 0))
+    fee_base = chan.get("fee_base_msat")
+    fee_ppm = chan.get("fee_proportional_millionths")
+    return Channel(
+        channel_id=chan.get("short_channel_id") or chan.get("channel_id", ""),
+        peer_pubkey=chan["peer_id"],
+        capacity_msat=total_msat,
+        local_balance_msat=local_msat,
+        remote_balance_msat=total_msat - local_msat,
+        active=chan["state"] == "CHANNELD_NORMAL" and bool(chan["peer_connected"]),
+        channel_point=(
+            f"{chan['funding_txid']}:{chan['funding_outnum']}" if "funding_txid" in chan else ""
+        ),
+        pending_htlcs_msat=sum(int(h["amount_msat"]) for h in chan.get("htlcs", ())),
+        fee_base_msat=None if fee_base is None else int(fee_base),
+        fee_ppm=None if fee_ppm is None else int(fee_ppm),
+        initiator=None if "opener" not in chan else chan["opener"] == "local",
+    )
+
+
+def _pending(chan: dict[str, Any], tip: int) -> PendingChannel:
+    """A listpeerchannels entry on its way in or out. CLN learns the short channel id (block x
+    index x output) at the funding's first confirmation, so its block gives the depth."""
+    scid = chan.get("short_channel_id")
+    confirmations = 0
+    if chan["state"] in OPENING_STATES and scid:
+        confirmations = max(tip - int(scid.split("x")[0]) + 1, 0)
+    return PendingChannel(
+        channel_point=f"{chan.get('funding_txid', '')}:{chan.get('funding_outnum', 0)}",
+        peer_pubkey=chan["peer_id"],
+        capacity_msat=int(chan.get("total_msat", 0)),
+        local_balance_msat=int(chan.get("to_us_msat", 0)),
+        state="opening" if chan["state"] in OPENING_STATES else "closing",
+        confirmations=confirmations,
+    )
+
+
+def _perkb(sat_per_vbyte: int) -> str:
+    """A sat/vB rate as CLN's feerate string (sat per 1000 vbytes)."""
+    return f"{sat_per_vbyte * 1000}perkb"
 
 
 def _succeeded(payment_hash: str, preimage: str, entry: dict[str, Any]) -> PaymentResult:

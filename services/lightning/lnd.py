@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import structlog
 
-from services.lightning import lnd_convert
+from services.lightning import channel_errors, lnd_convert, onchain
 from services.lightning.lnd_errors import Action, grpc_status_rule
 from services.lightning.lnd_proto import (
     lightning_pb2,
@@ -209,7 +209,10 @@ class LndAdapter:
 
     async def list_channels(self) -> list[Channel]:
         listed = await self._unary("lightning", "ListChannels", lightning_pb2.ListChannelsRequest())
-        return [lnd_convert.channel(chan) for chan in listed.channels]
+        # lnrpc.Channel carries no fee policy; FeeReport lists ours per channel point.
+        report = await self._unary("lightning", "FeeReport", lightning_pb2.FeeReportRequest())
+        fees = {item.channel_point: item for item in report.channel_fees}
+        return [lnd_convert.channel(chan, fees.get(chan.channel_point)) for chan in listed.channels]
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
@@ -224,18 +227,99 @@ class LndAdapter:
         yield  # pragma: no cover  (makes this an async generator)
 
     async def pending_channels(self) -> list[PendingChannel]:
-        raise NodeError(FailureReason.UNKNOWN, "pending_channels is not implemented yet")
+        pending = await self._unary(
+            "lightning", "PendingChannels", lightning_pb2.PendingChannelsRequest()
+        )
+        # Confirmations count from the first confirming block up to our tip.
+        info = await self._unary("lightning", "GetInfo", lightning_pb2.GetInfoRequest())
+        return lnd_convert.pending_channels(pending, info.block_height)
 
     async def wallet_balance(self) -> WalletBalance:
-        raise NodeError(FailureReason.UNKNOWN, "wallet_balance is not implemented yet")
+        balance = await self._unary(
+            "lightning", "WalletBalance", lightning_pb2.WalletBalanceRequest()
+        )
+        return WalletBalance(
+            confirmed_msat=balance.confirmed_balance * lnd_convert.MSAT_PER_SAT,
+            unconfirmed_msat=balance.unconfirmed_balance * lnd_convert.MSAT_PER_SAT,
+        )
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
-        raise NodeError(FailureReason.UNKNOWN, "open_channel is not implemented yet")
+        """OpenChannelSync: answers once the funding transaction is published."""
+        local_sat, push_sat = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
+        request = lightning_pb2.OpenChannelRequest(
+            node_pubkey=bytes.fromhex(peer_pubkey),
+            local_funding_amount=local_sat,
+            push_sat=push_sat,
+            sat_per_vbyte=sat_per_vbyte,
+            memo=onchain.check_memo(memo),
+        )
+        self._connect()
+        try:
+            point = await self._lightning.OpenChannelSync(
+                request, timeout=self._timeout_s, metadata=self._auth.metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._chain_error("OpenChannelSync", exc) from None
+        txid = lnd_convert.chain_txid(point.funding_txid_bytes)
+        return ChannelOpening(
+            channel_point=f"{txid}:{point.output_index}",
+            funding_txid=txid,
+            output_index=point.output_index,
+        )
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
-        raise NodeError(FailureReason.UNKNOWN, "close_channel is not implemented yet")
+        """CloseChannel, read up to its first update (the published closing transaction).
+
+        Closing a channel that is already closing answers that close's txid, so a retry after
+        a crash never needs a second closing transaction.
+        """
+        assert sat_per_vbyte > 0, "sat_per_vbyte must be positive"
+        txid, _, index = channel_point.partition(":")
+        request = lightning_pb2.CloseChannelRequest(
+            channel_point=lightning_pb2.ChannelPoint(
+                funding_txid_str=txid, output_index=int(index)
+            ),
+            sat_per_vbyte=sat_per_vbyte,
+        )
+        self._connect()
+        call = self._lightning.CloseChannel(
+            request, timeout=self._timeout_s, metadata=self._auth.metadata
+        )
+        try:
+            async for update in call:
+                if update.WhichOneof("update") == "close_pending":
+                    return lnd_convert.chain_txid(update.close_pending.txid)
+        except grpc.aio.AioRpcError as exc:
+            existing = await self._closing_txid(channel_point)
+            if existing is not None:
+                return existing
+            raise self._chain_error("CloseChannel", exc) from None
+        finally:
+            call.cancel()  # lnd goes on closing; we only needed the txid
+        raise NodeError(FailureReason.UNKNOWN, "lnd CloseChannel ended without a closing txid")
+
+    async def _closing_txid(self, channel_point: str) -> str | None:
+        for pending in await self.pending_channels():
+            if pending.channel_point == channel_point and pending.state == "closing":
+                return pending.closing_txid
+        return None
+
+    @staticmethod
+    def _chain_error(method: str, exc: grpc.aio.AioRpcError) -> NodeError:
+        details = (exc.details() or "")[:ERROR_DETAIL_CHARS_MAX]
+        if exc.code() is grpc.StatusCode.UNKNOWN:
+            known = channel_errors.lnd_error(method, details)
+            if known is not None:
+                return known
+        return _node_error(method, exc)
 
     async def list_payments(self, *, after_index: int, limit: int) -> NodePaymentPage:
         # include_incomplete: in-flight and failed payments are part of the record we compare;

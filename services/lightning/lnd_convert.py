@@ -23,6 +23,7 @@ from services.lightning.port import (
     PaymentInFlight,
     PaymentResult,
     PaymentSucceeded,
+    PendingChannel,
     RouteHop,
 )
 
@@ -174,8 +175,9 @@ def decoded_invoice(payment_request: str, pay_req: Any) -> DecodedInvoice:
     )
 
 
-def channel(chan: Any) -> Channel:
-    """An ``lnrpc.Channel`` as the port's channel (balances are whole sats in this message)."""
+def channel(chan: Any, fees: Any | None = None) -> Channel:
+    """An ``lnrpc.Channel`` as the port's channel (balances are whole sats in this message);
+    ``fees`` is its ``ChannelFeeReport`` from FeeReport, if the node listed one."""
     return Channel(
         channel_id=scid_to_str(chan.chan_id),
         peer_pubkey=chan.remote_pubkey,
@@ -183,4 +185,62 @@ def channel(chan: Any) -> Channel:
         local_balance_msat=chan.local_balance * MSAT_PER_SAT,
         remote_balance_msat=chan.remote_balance * MSAT_PER_SAT,
         active=chan.active,
+        channel_point=chan.channel_point,
+        pending_htlcs_msat=sum(htlc.amount for htlc in chan.pending_htlcs) * MSAT_PER_SAT,
+        fee_base_msat=None if fees is None else fees.base_fee_msat,
+        fee_ppm=None if fees is None else fees.fee_per_mil,
+        initiator=chan.initiator,
+        memo=chan.memo,
     )
+
+
+def confirmations(first_height: int, tip_height: int) -> int:
+    """Confirmations of a transaction first confirmed at ``first_height`` (0: not yet)."""
+    return 0 if first_height == 0 else max(tip_height - first_height + 1, 0)
+
+
+def pending_channels(pending: Any, tip_height: int) -> list[PendingChannel]:
+    """``PendingChannelsResponse`` as the port's pending channels: opening, then closing
+    (cooperative closes waiting for their transaction, then force closes)."""
+    opening = [
+        PendingChannel(
+            channel_point=item.channel.channel_point,
+            peer_pubkey=item.channel.remote_node_pub,
+            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
+            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
+            state="opening",
+            confirmations=confirmations(item.confirmation_height, tip_height),
+            memo=item.channel.memo,
+        )
+        for item in pending.pending_open_channels
+    ]
+    closing = [
+        PendingChannel(
+            channel_point=item.channel.channel_point,
+            peer_pubkey=item.channel.remote_node_pub,
+            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
+            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
+            state="closing",
+            confirmations=confirmations(item.close_height, tip_height),
+            closing_txid=item.closing_txid or None,
+            memo=item.channel.memo,
+        )
+        for item in pending.waiting_close_channels
+    ]
+    forced = [
+        PendingChannel(
+            channel_point=item.channel.channel_point,
+            peer_pubkey=item.channel.remote_node_pub,
+            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
+            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
+            state="closing",
+            closing_txid=item.closing_txid or None,
+        )
+        for item in pending.pending_force_closing_channels
+    ]
+    return opening + closing + forced
+
+
+def chain_txid(txid_bytes: bytes) -> str:
+    """lnd's chainhash bytes (``ChannelPoint``, ``PendingUpdate``) as a display txid."""
+    return bytes(txid_bytes)[::-1].hex()

@@ -120,6 +120,8 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     fee_ppm: int | None = None
     # Whether we opened it (None if the node did not say).
     initiator: bool | None = None
+    # The note-to-self given when we opened it (``open_channel``'s ``memo``; "" if none).
+    memo: str = ""
 
 
 InvoiceState = Literal["open", "accepted", "paid", "cancelled", "expired"]
@@ -159,6 +161,7 @@ class PendingChannel(msgspec.Struct, frozen=True, kw_only=True):
     state: Literal["opening", "closing"]
     confirmations: int = 0
     closing_txid: str | None = None
+    memo: str = ""  # as on ``Channel``
 
 
 class WalletBalance(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,6 +186,9 @@ class LiquiditySummary(msgspec.Struct, frozen=True, kw_only=True):
     inbound_msat: int
     max_sendable_msat: int  # largest single local balance on an active channel
 
+
+# lnd refuses channel memos longer than this (OpenChannelRequest.memo); a caller's tag is short.
+CHANNEL_MEMO_CHARS_MAX: Final = 500
 
 # One page of the node's payment list: LND's ListPayments and CLN's listsendpays answer a
 # thousand records in well under a megabyte, and a reconciliation pass asks page by page.
@@ -286,9 +292,20 @@ class NodePort(Protocol):
     async def wallet_balance(self) -> WalletBalance: ...
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
-        """Open a channel to a peer the node knows (LND OpenChannelSync, CLN fundchannel)."""
+        """Open a channel to a peer the node knows (LND OpenChannelSync, CLN fundchannel).
+
+        ``memo`` (at most ``CHANNEL_MEMO_CHARS_MAX``) is kept by the node with the channel and
+        shows on ``Channel.memo`` and ``PendingChannel.memo``: a caller retrying after a crash
+        looks for it there before opening again (ADR 0233). Amounts must be whole satoshis.
+        """
         ...
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:

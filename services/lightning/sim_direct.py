@@ -25,6 +25,7 @@ from typing import Final
 import structlog
 
 from services.bolt11.codec import InvoiceDecodeError
+from services.lightning import channel_errors, onchain
 from services.lightning.payments import (
     for_amount,
     invoice_target,
@@ -52,6 +53,7 @@ from services.lightning.port import (
     PendingChannel,
     WalletBalance,
 )
+from services.sim.channel_ops import ChannelRefused
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
 from services.sim.lnd_payments import latest_visible, lnd_visible, rejected_before_send
 from services.sim.network import SimNetwork
@@ -145,6 +147,13 @@ class SimNodeAdapter:
                 local_balance_msat=chan.local_balance_msat,
                 remote_balance_msat=chan.remote_balance_msat,
                 active=chan.active,
+                # Whole sats, as lnd's ListChannels reports them (see LndAdapter).
+                channel_point=f"{chan.funding_txid}:{chan.funding_output}",
+                pending_htlcs_msat=sum(h.amount_msat // 1000 for h in chan.htlcs) * 1000,
+                fee_base_msat=chan.fee_base_msat,
+                fee_ppm=chan.fee_ppm,
+                initiator=chan.opener_is_local,
+                memo=chan.memo,
             )
             for chan in self._network.channels_of(self._node.name)
         ]
@@ -162,18 +171,75 @@ class SimNodeAdapter:
         yield  # pragma: no cover  (makes this an async generator)
 
     async def pending_channels(self) -> list[PendingChannel]:
-        raise NodeError(FailureReason.UNKNOWN, "pending_channels is not implemented yet")
+        await self._answer("pendingchannels")
+        return [
+            PendingChannel(
+                channel_point=f"{p.funding_txid}:{p.funding_output}",
+                peer_pubkey=p.peer_pubkey,
+                capacity_msat=p.capacity_msat,
+                local_balance_msat=p.local_balance_msat,
+                state="opening" if p.state == "opening" else "closing",
+                confirmations=p.confirmations,
+                closing_txid=p.closing_txid or None,
+                memo=p.memo,
+            )
+            for p in self._network.pending_channels_of(self._node.name)
+            if p.state != "closed"
+        ]
 
     async def wallet_balance(self) -> WalletBalance:
-        raise NodeError(FailureReason.UNKNOWN, "wallet_balance is not implemented yet")
+        await self._answer("walletbalance")
+        wallet = self._network.wallet_of(self._node.name)
+        return WalletBalance(
+            confirmed_msat=wallet.confirmed_msat, unconfirmed_msat=wallet.unconfirmed_msat
+        )
 
     async def open_channel(
-        self, *, peer_pubkey: str, local_amount_msat: int, sat_per_vbyte: int, push_msat: int = 0
+        self,
+        *,
+        peer_pubkey: str,
+        local_amount_msat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
     ) -> ChannelOpening:
-        raise NodeError(FailureReason.UNKNOWN, "open_channel is not implemented yet")
+        local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
+        if len(peer_pubkey) != 2 * PUBKEY_BYTES:
+            raise ValueError(f"peer_pubkey must be a {PUBKEY_BYTES}-byte public key")
+        await self._answer("openchannel")
+        try:
+            funding = self._network.open_channel(
+                self._node.name,
+                peer_pubkey,
+                amount_sat=local_sat,
+                push_msat=push_msat,
+                sat_per_vbyte=sat_per_vbyte,
+                memo=onchain.check_memo(memo),
+            )
+        except ChannelRefused as exc:
+            raise channel_errors.sim_error("openchannel", exc.code, str(exc)) from None
+        except NodeOffline:
+            raise self._offline("openchannel") from None
+        return ChannelOpening(
+            channel_point=f"{funding.txid}:{funding.output_index}",
+            funding_txid=funding.txid,
+            output_index=funding.output_index,
+        )
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
-        raise NodeError(FailureReason.UNKNOWN, "close_channel is not implemented yet")
+        onchain.check_fee_rate(sat_per_vbyte)
+        onchain.split_channel_point(channel_point)
+        await self._answer("closechannel")
+        try:
+            return self._network.close_channel(
+                self._node.name, channel_point, sat_per_vbyte=sat_per_vbyte
+            )
+        except ChannelRefused as exc:
+            if exc.code == "already_closing":
+                return str(exc)  # the close already made: its txid
+            raise channel_errors.sim_error("closechannel", exc.code, str(exc)) from None
+        except NodeOffline:
+            raise self._offline("closechannel") from None
 
     # -- payments ---------------------------------------------------------------------------
 

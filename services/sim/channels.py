@@ -16,6 +16,7 @@ from services.sim.topology import PolicySpec
 class Htlc:
     sender: str
     amount_msat: int
+    payment_hash: str = ""
 
 
 @dataclass(slots=True)
@@ -30,6 +31,8 @@ class ChannelState:
     funding_output: int
     disabled: bool = False
     htlcs: dict[int, Htlc] = field(default_factory=dict)
+    memo: str = ""  # the opener's note-to-self, kept with the channel as lnd keeps it
+    push_msat: int = 0
 
     def peer_of(self, node: str) -> str:
         if node == self.node_a:
@@ -43,11 +46,13 @@ class ChannelState:
     def can_send(self, sender: str, amount_msat: int) -> bool:
         return 0 < amount_msat <= self.balance_msat[sender]
 
-    def add_htlc(self, htlc_id: int, sender: str, amount_msat: int) -> None:
+    def add_htlc(self, htlc_id: int, sender: str, amount_msat: int, payment_hash: str = "") -> None:
         assert htlc_id not in self.htlcs, htlc_id
         assert self.can_send(sender, amount_msat), (self.channel_id, sender, amount_msat)
         self.balance_msat[sender] -= amount_msat
-        self.htlcs[htlc_id] = Htlc(sender=sender, amount_msat=amount_msat)
+        self.htlcs[htlc_id] = Htlc(
+            sender=sender, amount_msat=amount_msat, payment_hash=payment_hash
+        )
 
     def settle_htlc(self, htlc_id: int) -> None:
         htlc = self.htlcs.pop(htlc_id)

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     help="same seed, same keys and channel ids (default 1)")  # fmt: skip
     up.add_argument("--hop-delay-s", type=float, default=0.0, metavar="S",
                     help="HTLC time per hop, seconds (default 0)")  # fmt: skip
+    up.add_argument("--block-interval-s", type=float, default=1.0, metavar="S",
+                    help="mine a block every S seconds; 0 mines only on `sim mine` "
+                         "(default 1)")  # fmt: skip
     up.set_defaults(handler=_handler(_up))
 
     nodes = commands.add_parser("nodes", help="list nodes: role, region, pubkey, endpoint")
@@ -78,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _json(payments)
     payments.add_argument("--origin", metavar="NODE", help="only payments sent by this node")
     payments.set_defaults(handler=_handler(_payments))
+
+    mine = commands.add_parser("mine", help="mine simulated blocks now (confirms channel txs)")
+    _state_dir(mine)
+    mine.add_argument("--blocks", type=int, default=1, metavar="N",
+                      help="how many blocks (default 1)")  # fmt: skip
+    _json(mine)
+    mine.set_defaults(handler=_handler(_mine))
 
     fault = commands.add_parser("fault", help="make the network misbehave")
     kinds = fault.add_subparsers(
@@ -189,7 +199,7 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         stack = SimStack(
             state_dir=args.state_dir, topology_path=args.topology, seed=args.seed,
-            hop_delay_s=args.hop_delay_s,
+            hop_delay_s=args.hop_delay_s, block_interval_s=args.block_interval_s or None,
         )  # fmt: skip
     except TopologyError as exc:
         raise SimCliError(str(exc)) from None
@@ -277,6 +287,15 @@ async def _payments(args: argparse.Namespace) -> int:
     sys.stdout.write(_table(
         ["ATTEMPT", "HASH", "ORIGIN", "DESTINATION", "AMOUNT_MSAT", "FEE_MSAT", "OUTCOME"], rows
     ))  # fmt: skip
+    return 0
+
+
+async def _mine(args: argparse.Namespace) -> int:
+    result = await _control(args.state_dir, "mine", {"blocks": args.blocks})
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"mined {args.blocks} block(s); height {result['height']}")
     return 0
 
 

@@ -24,7 +24,9 @@ from typing import Any, Final
 
 from services.bolt11.codec import InvoiceDecodeError
 from services.lightning.port import DecodedInvoice, FailureReason
+from services.sim import cln_chain
 from services.sim import cln_views as views
+from services.sim.cln_chain import ClnChainMethods
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists
 from services.sim.jsonrpc import (
     CATCHALL,
@@ -136,6 +138,7 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "waitsendpay": ("payment_hash", "timeout", "partid", "groupid"),
     "listpeerchannels": ("id", "short_channel_id", "channel_id"),
     "listfunds": ("spent",),
+    **cln_chain.PARAMETERS,
 }
 
 
@@ -145,6 +148,7 @@ _UNSUPPORTED: dict[str, tuple[str, ...]] = {
     "pay": ("localinvreqid", "exclude", "partial_msat"),
     "xpay": ("partial_msat", "localinvreqid"),
     "listpays": ("index", "start", "limit"),
+    **cln_chain.UNSUPPORTED,
 }
 
 
@@ -197,9 +201,10 @@ class ClnNodeServer:
             "listpays": self._listpays,
             "listsendpays": self._listsendpays,
             "waitsendpay": self._waitsendpay,
-            "listpeerchannels": self._listpeerchannels,
-            "listfunds": self._listfunds,
         }
+        # On-chain and channel-lifecycle commands, listpeerchannels and listfunds among them.
+        self._chain = ClnChainMethods(network, self._node.name, self._node.pubkey)
+        self._methods.update(self._chain.methods())
 
     @property
     def node(self) -> str:
@@ -299,29 +304,8 @@ class ClnNodeServer:
             channels=self._network.channels_of(self._node.name),
             fees_collected_msat=fees_msat,
             lightning_dir=str(self._rpc.path.parent),
+            pending_channels=self._chain.pending_count(),
         )
-
-    async def _listpeerchannels(self, params: dict[str, Any]) -> dict[str, Any]:
-        channels = [
-            views.peer_channel(
-                c, our_pubkey=self._node.pubkey, peer_connected=self._connected(c.peer)
-            )
-            for c in self._network.channels_of(self._node.name)
-        ]
-        if params.get("id") is not None:
-            channels = [c for c in channels if c["peer_id"] == params["id"]]
-        if params.get("short_channel_id") is not None:
-            channels = [c for c in channels if c["short_channel_id"] == params["short_channel_id"]]
-        return {"channels": channels}
-
-    async def _listfunds(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "outputs": [],
-            "channels": [
-                views.funds_channel(c, peer_connected=self._connected(c.peer))
-                for c in self._network.channels_of(self._node.name)
-            ],
-        }
 
     def _connected(self, peer: str) -> bool:
         return self._network.is_online(peer)

@@ -6,7 +6,6 @@ shared/conformance/cln/schemas); tests validate every view against them. Pure fu
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import bolt11 as b11_package
@@ -38,6 +37,7 @@ def getinfo(
     channels: list[SimChannel],
     fees_collected_msat: int,
     lightning_dir: str,
+    pending_channels: int = 0,
 ) -> dict[str, Any]:
     active = sum(1 for c in channels if c.active)
     return {
@@ -45,7 +45,7 @@ def getinfo(
         "alias": alias,
         "color": pubkey[2:8],
         "num_peers": len({c.peer_pubkey for c in channels}),
-        "num_pending_channels": 0,
+        "num_pending_channels": pending_channels,
         "num_active_channels": active,
         "num_inactive_channels": len(channels) - active,
         "address": [],
@@ -211,44 +211,6 @@ def xpay_result(payment: SimPayment) -> dict[str, Any]:
     }
 
 
-def peer_channel(channel: SimChannel, *, our_pubkey: str, peer_connected: bool) -> dict[str, Any]:
-    return {
-        "peer_id": channel.peer_pubkey,
-        "peer_connected": peer_connected,
-        "state": "CHANNELD_NORMAL",
-        "opener": "local" if channel.opener_is_local else "remote",
-        "features": ["option_static_remotekey", "option_anchors"],
-        "short_channel_id": channel.channel_id,
-        # BOLT 7: direction 0 is the node with the lexicographically smaller pubkey.
-        "direction": 0 if our_pubkey < channel.peer_pubkey else 1,
-        "channel_id": _channel_id(channel),
-        "funding_txid": channel.funding_txid,
-        "funding_outnum": channel.funding_output,
-        "private": False,
-        "to_us_msat": channel.local_balance_msat,
-        "total_msat": channel.capacity_msat,
-        "spendable_msat": channel.local_balance_msat if channel.active else 0,
-        "receivable_msat": channel.remote_balance_msat if channel.active else 0,
-        "fee_base_msat": channel.fee_base_msat,
-        "fee_proportional_millionths": channel.fee_ppm,
-        "htlcs": [],
-    }
-
-
-def funds_channel(channel: SimChannel, *, peer_connected: bool) -> dict[str, Any]:
-    return {
-        "peer_id": channel.peer_pubkey,
-        "connected": peer_connected,
-        "state": "CHANNELD_NORMAL",
-        "channel_id": _channel_id(channel),
-        "short_channel_id": channel.channel_id,
-        "our_amount_msat": channel.local_balance_msat,
-        "amount_msat": channel.capacity_msat,
-        "funding_txid": channel.funding_txid,
-        "funding_output": channel.funding_output,
-    }
-
-
 def routing_failure(
     *, erring_index: int, erring_node: str, erring_channel: str, failcode: int, failcodename: str
 ) -> dict[str, Any]:
@@ -264,11 +226,6 @@ def routing_failure(
 
 def _status(payment: SimPayment) -> str:
     return {"in_flight": "pending", "succeeded": "complete", "failed": "failed"}[payment.status]
-
-
-def _channel_id(channel: SimChannel) -> str:
-    # BOLT 2 channel_id is funding txid XOR output index; a hash keeps it unique and stable here.
-    return hashlib.sha256(f"{channel.funding_txid}:{channel.funding_output}".encode()).hexdigest()
 
 
 def _der_signature(compact: bytes) -> str:

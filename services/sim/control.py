@@ -1,7 +1,8 @@
 """The sim control endpoint: JSON-RPC on ``control.sock`` for faults and ground truth.
 
 Same framing as the simulated CLN nodes (``jsonrpc.py``). Methods:
-``nodes``, ``channels {node}``, ``payments {origin?, payment_hash?}``, ``fault {kind, ...}``.
+``nodes``, ``channels {node}``, ``payments {origin?, payment_hash?}``, ``fault {kind, ...}``,
+``mine {blocks?}`` (answers ``{"height": tip}``).
 Fault kinds and their parameters mirror ``SimFaults``.
 """
 
@@ -90,6 +91,9 @@ class ControlServer:
                 return msgspec.to_builtins(payments)
             if method == "fault":
                 return self._fault(params)
+            if method == "mine":
+                height = self._network.mine(int(params.get("blocks", 1)))
+                return {"height": height}
         except (SimError, KeyError, ValueError, TypeError) as exc:
             # KeyError quotes its message; SimError subclasses of KeyError print cleanly.
             text = exc.args[0] if type(exc) is KeyError and exc.args else str(exc)

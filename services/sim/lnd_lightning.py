@@ -14,6 +14,7 @@ from services.lightning.lnd_convert import MSAT_PER_SAT
 from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.lnd_proto import lightning_pb2_grpc
 from services.sim import lnd_messages
+from services.sim.lnd_chain import ChainServicerMixin, full_channel
 from services.sim.lnd_gate import NodeGate
 from services.sim.lnd_payments import lnd_visible
 
@@ -26,7 +27,7 @@ DEFAULT_INVOICE_EXPIRY_S: Final = 86_400
 LIST_PAYMENTS_MAX: Final = 1000
 
 
-class LightningServicer(lightning_pb2_grpc.LightningServicer):
+class LightningServicer(ChainServicerMixin, lightning_pb2_grpc.LightningServicer):
     def __init__(self, network: Any, gate: NodeGate) -> None:
         self._network = network
         self._node = gate.node_name
@@ -38,6 +39,9 @@ class LightningServicer(lightning_pb2_grpc.LightningServicer):
             block_height=self._network.block_height,
             channels=self._network.channels_of(self._node),
             now_s=self._network.now_s(),
+            pending_channels=sum(
+                p.state != "closed" for p in self._network.pending_channels_of(self._node)
+            ),
         )
 
     async def AddInvoice(self, request: Any, context: _Context) -> Any:
@@ -87,8 +91,9 @@ class LightningServicer(lightning_pb2_grpc.LightningServicer):
         if request.peer:
             channels = [chan for chan in channels if chan.peer_pubkey == request.peer.hex()]
         rendered = [
-            lnd_messages.channel(
+            full_channel(
                 chan,
+                block_height=self._network.block_height,
                 peer_alias=self._network.node(chan.peer).alias if request.peer_alias_lookup else "",
             )
             for chan in channels

@@ -158,7 +158,13 @@ def _hop(hop: RouteHop) -> Any:
 
 
 def get_info(
-    node: SimNode, *, network: str, block_height: int, channels: list[SimChannel], now_s: float
+    node: SimNode,
+    *,
+    network: str,
+    block_height: int,
+    channels: list[SimChannel],
+    now_s: float,
+    pending_channels: int = 0,
 ) -> Any:
     active = sum(1 for chan in channels if chan.active)
     return ln.GetInfoResponse(
@@ -167,6 +173,7 @@ def get_info(
         identity_pubkey=node.pubkey,
         alias=node.alias or node.name,
         color=NODE_COLOR,
+        num_pending_channels=pending_channels,
         num_active_channels=active,
         num_inactive_channels=len(channels) - active,
         num_peers=len({chan.peer for chan in channels}),
@@ -231,21 +238,4 @@ def pay_req(decoded: DecodedInvoice) -> Any:
         description=decoded.description or "",
         cltv_expiry=decoded.min_final_cltv_expiry,
         num_msat=amount_msat,
-    )
-
-
-def channel(chan: SimChannel, *, peer_alias: str = "") -> Any:
-    return ln.Channel(
-        active=chan.active,
-        remote_pubkey=chan.peer_pubkey,
-        channel_point=f"{chan.funding_txid}:{chan.funding_output}",
-        chan_id=scid_from_str(chan.channel_id),
-        capacity=_sat(chan.capacity_msat),
-        local_balance=_sat(chan.local_balance_msat),
-        remote_balance=_sat(chan.remote_balance_msat),
-        unsettled_balance=_sat(chan.pending_htlc_msat),
-        initiator=chan.opener_is_local,
-        peer_alias=peer_alias,
-        chan_status_flags="ChanStatusDefault",
-        commitment_type=ln.ANCHORS,
     )

@@ -16,17 +16,30 @@ from types import MappingProxyType
 
 from services.bolt11.codec import decode_invoice
 from services.lightning.port import DecodedInvoice
+from services.sim.chain import Chain
+from services.sim.channel_ops import ChannelOps
 from services.sim.errors import NodeOffline, SimError
 from services.sim.faults import SimFaults
 from services.sim.ledger import PaymentLedger
 from services.sim.payments import PaymentEngine
-from services.sim.records import SimChannel, SimInvoice, SimNode, SimPayment
+from services.sim.records import (
+    SimChannel,
+    SimFundingTx,
+    SimInvoice,
+    SimNode,
+    SimPayment,
+    SimPendingChannel,
+    SimWallet,
+)
 from services.sim.state import NetworkState
-from services.sim.topology import Topology
+from services.sim.topology import PolicySpec, Topology
 
 # Default time an HTLC needs to cross one hop. Zero keeps benchmarks and tests fast; the
 # driver still resolves asynchronously, so callers observe "in flight" first either way.
 HOP_DELAY_S_DEFAULT = 0.0
+# Blocks one mine call may add: a day of blocks at the simulated one per second is plenty,
+# and a bigger number is a typo that would spin the process.
+MINE_BLOCKS_MAX = 100_000
 
 
 class UnknownPayment(SimError, KeyError):
@@ -52,6 +65,9 @@ class SimNetwork:
             on_update=self._updated,
             on_schedule=self._kick,
         )
+        self._ops = ChannelOps(state, state.chain)
+        # Set (and dropped) at each new block: waiters for confirmations take a fresh one.
+        self._block_events: set[asyncio.Event] = set()
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
         self._wake: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -120,6 +136,68 @@ class SimNetwork:
 
     def channel_ids(self) -> list[str]:
         return sorted(self._state.channels)
+
+    # Chain, wallets and channel operations (channel_ops.py, ADR 0230).
+
+    @property
+    def chain(self) -> Chain:
+        """The chain itself, for read-only use by the node servers' views."""
+        return self._state.chain
+
+    def mine(self, blocks: int = 1) -> int:
+        """Mine ``blocks`` blocks (each holds the whole mempool); the new tip height."""
+        if not 1 <= blocks <= MINE_BLOCKS_MAX:
+            raise ValueError(f"blocks must be within [1, {MINE_BLOCKS_MAX}]")
+        for _ in range(blocks):
+            self._state.chain.mine(self._now_s())
+            self._ops.on_block()
+        events, self._block_events = self._block_events, set()
+        for event in events:
+            event.set()
+        return self._state.chain.height
+
+    def next_block(self) -> asyncio.Event:
+        """An event set when the next block (or batch of blocks) is mined."""
+        event = asyncio.Event()
+        self._block_events.add(event)
+        return event
+
+    def open_channel(
+        self,
+        opener: str,
+        peer: str,
+        *,
+        amount_sat: int,
+        sat_per_vbyte: int,
+        push_msat: int = 0,
+        memo: str = "",
+        policy: PolicySpec | None = None,
+    ) -> SimFundingTx:
+        """Broadcast a funding transaction to ``peer`` (a name or pubkey); the channel is
+        pending until mined deep enough. Raises ``ChannelRefused`` or ``NodeOffline``."""
+        self._state.node(opener)
+        return self._ops.open(
+            opener,
+            peer,
+            amount_sat=amount_sat,
+            push_msat=push_msat,
+            sat_per_vbyte=sat_per_vbyte,
+            memo=memo,
+            policy=policy,
+        )
+
+    def close_channel(self, node: str, channel_ref: str, *, sat_per_vbyte: int) -> str:
+        """Cooperatively close; the closing txid. Raises ``ChannelRefused`` or ``NodeOffline``."""
+        self._state.node(node)
+        return self._ops.close(node, channel_ref, sat_per_vbyte=sat_per_vbyte)
+
+    def pending_channels_of(self, node: str) -> list[SimPendingChannel]:
+        self._state.node(node)
+        return self._ops.pending_of(node)
+
+    def wallet_of(self, node: str) -> SimWallet:
+        self._state.node(node)
+        return self._ops.wallet_of(node)
 
     # Invoices.
 
@@ -284,6 +362,7 @@ class SimNetwork:
         """Assert value conservation per channel, bounds, fee limits and single settlement."""
         for channel in self._state.channels.values():
             channel.check()
+        self._ops.check()
         self._ledger.check()
         in_flight = [p for p in self._ledger.all() if p.status == "in_flight"]
         assert len(in_flight) == self._engine.in_flight_count(), "ledger and HTLCs disagree"

@@ -288,7 +288,7 @@ class PaymentEngine:
         for leg in route.legs:
             self._htlc_ids += 1
             self._state.channels[leg.channel_id].add_htlc(
-                self._htlc_ids, leg.sender, leg.amount_msat
+                self._htlc_ids, leg.sender, leg.amount_msat, record.payment_hash
             )
             htlc_ids.append(self._htlc_ids)
         now_s = self._now_s()

@@ -31,6 +31,15 @@ class SimNode(msgspec.Struct, frozen=True, kw_only=True):
         return f"SimNode(name={self.name!r}, role={self.role!r}, pubkey={self.pubkey[:16]}...)"
 
 
+class SimHtlc(msgspec.Struct, frozen=True, kw_only=True):
+    """One HTLC on a channel, seen from one side."""
+
+    htlc_id: int
+    incoming: bool
+    amount_msat: int
+    payment_hash: str
+
+
 class SimChannel(msgspec.Struct, frozen=True, kw_only=True):
     """One channel seen from ``node``'s side."""
 
@@ -49,6 +58,9 @@ class SimChannel(msgspec.Struct, frozen=True, kw_only=True):
     funding_txid: str
     funding_output: int
     opener_is_local: bool
+    memo: str = ""  # the opener's note-to-self (lnd's OpenChannelRequest.memo)
+    htlcs: tuple[SimHtlc, ...] = ()
+    push_msat: int = 0
 
 
 class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,3 +103,56 @@ class SimPayment(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_final(self) -> bool:
         return self.status != "in_flight"
+
+
+PendingState = Literal["opening", "closing", "closed"]
+
+
+class SimPendingChannel(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel on its way in (funding not yet deep enough) or out (closing transaction
+    broadcast; ``closed`` once it confirmed), seen from ``node``'s side."""
+
+    node: str
+    peer: str
+    peer_pubkey: str
+    state: PendingState
+    capacity_msat: int
+    local_balance_msat: int
+    remote_balance_msat: int
+    funding_txid: str
+    funding_output: int
+    opener_is_local: bool
+    push_msat: int
+    confirmations: int  # of the funding tx while opening, of the closing tx after
+    confirmations_needed: int
+    confirmation_height: int  # block that first confirmed that tx (0 while unconfirmed)
+    channel_id: str  # short channel id once the funding tx is mined ("" before)
+    fee_base_msat: int
+    fee_ppm: int
+    memo: str = ""
+    closing_txid: str = ""
+    closer_is_local: bool | None = None
+
+
+class SimUtxo(msgspec.Struct, frozen=True, kw_only=True):
+    txid: str
+    vout: int
+    amount_msat: int
+    confirmations: int
+    block_height: int | None
+
+
+class SimWallet(msgspec.Struct, frozen=True, kw_only=True):
+    confirmed_msat: int
+    unconfirmed_msat: int
+    utxos: tuple[SimUtxo, ...]
+
+
+class SimFundingTx(msgspec.Struct, frozen=True, kw_only=True):
+    """What a channel open answers at once: the broadcast funding transaction."""
+
+    txid: str
+    output_index: int
+    fee_sat: int
+    raw_hex: str
+    channel_id_hex: str  # BOLT 2 channel_id (funding txid with the output index XORed in)

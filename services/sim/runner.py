@@ -7,6 +7,7 @@ document written to ``endpoints.json``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 from pathlib import Path
@@ -23,6 +24,9 @@ from services.sim.topology import Topology, default_topology, load_topology
 log = structlog.get_logger(__name__)
 
 CONTROL_SOCKET = "control.sock"
+# A served sim mines a block this often, so that channel opens confirm without anyone mining
+# by hand; regtest-fast rather than mainnet's ten minutes (ADR 0232).
+BLOCK_INTERVAL_S_DEFAULT = 1.0
 # Node names become socket file names; this leaves room for them under a short directory.
 _NODE_SOCKET_NAME_BYTES_MAX = 40
 
@@ -39,7 +43,9 @@ class SimStack:
         topology: Topology | None = None,
         hop_delay_s: float = HOP_DELAY_S_DEFAULT,
         lnd_host: str = "127.0.0.1",
+        block_interval_s: float | None = BLOCK_INTERVAL_S_DEFAULT,
     ) -> None:
+        assert block_interval_s is None or block_interval_s > 0, block_interval_s
         if topology is None:
             topology = load_topology(topology_path) if topology_path else default_topology()
         self.network = SimNetwork.from_topology(topology, seed=seed, hop_delay_s=hop_delay_s)
@@ -49,6 +55,8 @@ class SimStack:
         self._lnd: dict[str, Any] = {}
         self._control: ControlServer | None = None
         self._socket_dir = self._pick_socket_dir()
+        self._block_interval_s = block_interval_s
+        self._miner: asyncio.Task[None] | None = None
 
     def _pick_socket_dir(self) -> Path:
         candidate = self.state_dir / "sock"
@@ -81,12 +89,26 @@ class SimStack:
                     )
             self._control = ControlServer(self.network, self.control_path, self.describe_nodes)
             await self._control.start()
+            if self._block_interval_s is not None:
+                self._miner = asyncio.get_running_loop().create_task(
+                    self._mine_every(self._block_interval_s), name="sim-miner"
+                )
         except BaseException:
             await self.stop()
             raise
         log.info("sim_stack_started", nodes=len(self.network.nodes), state_dir=str(self.state_dir))
 
+    async def _mine_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)  # a clock, not a synchronisation: blocks are periodic
+            self.network.mine(1)
+
     async def stop(self) -> None:
+        if self._miner is not None:
+            self._miner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._miner
+            self._miner = None
         servers: list[Any] = [*self._cln.values(), *self._lnd.values()]
         if self._control is not None:
             servers.append(self._control)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from services.sim.chain import Chain
 from services.sim.channels import ChannelState
 from services.sim.errors import UnknownChannel, UnknownNode
 from services.sim.invoices import InvoiceBook
 from services.sim.keys import derive_bytes, node_privkey, pubkey_hex
-from services.sim.records import SimChannel, SimNode
+from services.sim.records import SimChannel, SimHtlc, SimNode
 from services.sim.topology import Topology
 
 # Simulated channels were funded in the chain's first blocks, after the coinbase maturity window.
@@ -21,7 +22,6 @@ class NetworkState:
         topology.validate()
         self.seed = seed
         self.network = topology.network
-        self.block_height = topology.block_height
         self.nodes: dict[str, SimNode] = {}
         self._by_pubkey: dict[str, SimNode] = {}
         for spec in topology.nodes:
@@ -62,9 +62,17 @@ class NetworkState:
         # Sorted adjacency makes routing independent of insertion order.
         for channel_list in self.channels_by_node.values():
             channel_list.sort(key=lambda c: c.channel_id)
-        self.block_height = max(self.block_height, _FIRST_FUNDING_BLOCK + len(self.channels) + 6)
+        height = max(topology.block_height, _FIRST_FUNDING_BLOCK + len(self.channels) + 6)
+        self.chain = Chain(seed=seed, height=height, start_s=now_s())
+        for spec in topology.nodes:
+            if spec.wallet_sat() > 0:
+                self.chain.fund_wallet(spec.name, spec.wallet_sat())
         self.offline: set[str] = set()
         self.invoices = InvoiceBook(seed=seed, network=self.network, now_s=now_s)
+
+    @property
+    def block_height(self) -> int:
+        return self.chain.height
 
     def node(self, name: str) -> SimNode:
         try:
@@ -118,6 +126,17 @@ class NetworkState:
             funding_txid=channel.funding_txid,
             funding_output=channel.funding_output,
             opener_is_local=channel.node_a == node,
+            memo=channel.memo if channel.node_a == node else "",
+            htlcs=tuple(
+                SimHtlc(
+                    htlc_id=htlc_id,
+                    incoming=htlc.sender != node,
+                    amount_msat=htlc.amount_msat,
+                    payment_hash=htlc.payment_hash,
+                )
+                for htlc_id, htlc in sorted(channel.htlcs.items())
+            ),
+            push_msat=channel.push_msat,
         )
 
     def channels_of(self, name: str) -> list[SimChannel]:

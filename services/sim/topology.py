@@ -19,6 +19,15 @@ BTC_MSAT = 100_000_000_000
 # Bounds that keep a hostile or mistyped topology file from eating the machine.
 NODES_MAX = 1000
 CHANNELS_MAX = 10_000
+# Starting on-chain wallets (sat) when a topology gives none: enough for our nodes to open a
+# few channels the size of the default map's, finite so that running dry can be tested.
+ONCHAIN_SAT_DEFAULT: dict[str, int] = {
+    "ours": 200_000_000,  # 2 BTC
+    "hub": 1_000_000_000,  # 10 BTC
+    "merchant": 10_000_000,  # 0.1 BTC
+}
+# No more bitcoin than will ever exist, per node: a bigger number is a unit mistake.
+ONCHAIN_SAT_MAX = 21_000_000 * 100_000_000
 
 
 class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,6 +44,11 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     implementation: Implementation = "lnd"
     region: str | None = None
     alias: str | None = None
+    # The node's on-chain wallet at the start, in sat; None: the default for its role.
+    onchain_sat: int | None = None
+
+    def wallet_sat(self) -> int:
+        return ONCHAIN_SAT_DEFAULT[self.role] if self.onchain_sat is None else self.onchain_sat
 
 
 class ChannelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +77,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if duplicates:
             raise TopologyError(f"duplicate node names: {duplicates}")
         known = set(names)
+        for node in self.nodes:
+            if node.onchain_sat is not None and not 0 <= node.onchain_sat <= ONCHAIN_SAT_MAX:
+                raise TopologyError(f"node {node.name}: onchain_sat must be within [0, 21e14]")
         for index, ch in enumerate(self.channels):
             where = f"channel #{index} ({ch.a}-{ch.b})"
             if ch.a not in known or ch.b not in known:

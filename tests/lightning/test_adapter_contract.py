@@ -16,6 +16,7 @@ import pytest
 from services.bolt11.codec import encode_invoice
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
+    ChannelOpening,
     FailureReason,
     NodeError,
     PaymentFailed,
@@ -23,7 +24,11 @@ from services.lightning.port import (
     PaymentResult,
     PaymentSucceeded,
     PayRequest,
+    PendingChannel,
+    WalletBalance,
 )
+from services.sim.chain import CLOSING_TX_VSIZE, FUNDING_TX_VSIZE
+from services.sim.channel_ops import FUNDING_CONFIRMATIONS
 from tests.lightning.conftest import MAX_FEE_MSAT, AdapterEnv, wait_until
 
 
@@ -342,3 +347,166 @@ async def test_list_payments_shows_failures_and_sends_we_never_made(
     assert by_hash[failed_invoice.payment_hash].fee_msat == 0
     assert by_hash[behind.payment_hash].status == "succeeded"
     assert by_hash[behind.payment_hash].amount_msat == 21_000
+
+
+# -- on-chain wallet and channel lifecycle (issue 18) -----------------------------------------
+
+OPEN_AMOUNT_MSAT = 1_000_000_000  # 0.01 BTC
+FEE_RATE_SAT_PER_VBYTE = 10
+
+
+def _total_msat(balance: WalletBalance) -> int:
+    return balance.confirmed_msat + balance.unconfirmed_msat
+
+
+async def _pending(adapter_env: AdapterEnv, channel_point: str) -> PendingChannel | None:
+    listed = await adapter_env.adapter.pending_channels()
+    found = [p for p in listed if p.channel_point == channel_point]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+async def _open_channel(adapter_env: AdapterEnv, peer: str = "carol") -> ChannelOpening:
+    return await adapter_env.adapter.open_channel(
+        peer_pubkey=adapter_env.sim.node(peer).pubkey,
+        local_amount_msat=OPEN_AMOUNT_MSAT,
+        sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE,
+    )
+
+
+async def test_open_channel_is_pending_until_confirmed_then_routes(
+    adapter_env: AdapterEnv,
+) -> None:
+    sim, adapter = adapter_env.sim, adapter_env.adapter
+    before = await adapter.wallet_balance()
+    opening = await _open_channel(adapter_env)
+    assert opening.channel_point == f"{opening.funding_txid}:{opening.output_index}"
+    fee_msat = FEE_RATE_SAT_PER_VBYTE * FUNDING_TX_VSIZE * 1000
+    spent = await adapter.wallet_balance()
+    assert _total_msat(before) - _total_msat(spent) == OPEN_AMOUNT_MSAT + fee_msat
+    for mined in range(FUNDING_CONFIRMATIONS):
+        pending = await _pending(adapter_env, opening.channel_point)
+        assert pending is not None and pending.state == "opening", pending
+        assert pending.confirmations == mined
+        assert (pending.capacity_msat, pending.local_balance_msat) == (OPEN_AMOUNT_MSAT,) * 2
+        assert pending.peer_pubkey == sim.node("carol").pubkey
+        points = {c.channel_point for c in await adapter.list_channels()}
+        assert opening.channel_point not in points  # not routable while pending
+        sim.mine(1)
+    assert await _pending(adapter_env, opening.channel_point) is None
+    (channel,) = [
+        c for c in await adapter.list_channels() if c.channel_point == opening.channel_point
+    ]
+    assert channel.active and channel.initiator is True
+    assert (channel.capacity_msat, channel.local_balance_msat) == (OPEN_AMOUNT_MSAT,) * 2
+    assert channel.peer_pubkey == sim.node("carol").pubkey and channel.pending_htlcs_msat == 0
+    assert channel.fee_base_msat is not None and channel.fee_ppm is not None
+    info = await adapter.get_info()
+    assert info.block_height == sim.block_height
+    assert int(channel.channel_id.split("x")[0]) == info.block_height - FUNDING_CONFIRMATIONS + 1
+    # The change came back and confirmed: the wallet is down by exactly amount + fee.
+    confirmed = await adapter.wallet_balance()
+    assert confirmed.unconfirmed_msat == 0
+    assert confirmed.confirmed_msat == _total_msat(before) - OPEN_AMOUNT_MSAT - fee_msat
+    # The new channel carries payments: the direct hop to carol is the cheapest route.
+    invoice = await adapter_env.merchant_invoice(70_000, payee="carol")
+    paid = await adapter.pay(pay_request(invoice.payment_request))
+    assert isinstance(paid, PaymentSucceeded), paid
+    (truth,) = adapter_env.attempts(invoice.payment_hash)
+    assert [hop.channel_id for hop in truth.hops] == [channel.channel_id]
+    sim.check_invariants()
+
+
+async def test_close_channel_pays_back_after_the_closing_transaction_confirms(
+    adapter_env: AdapterEnv,
+) -> None:
+    sim, adapter = adapter_env.sim, adapter_env.adapter
+    (channel,) = await adapter.list_channels()  # alice's one channel, to the hub; we opened it
+    assert channel.initiator is True and channel.channel_point
+    before = await adapter.wallet_balance()
+    closing_txid = await adapter.close_channel(
+        channel_point=channel.channel_point, sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE
+    )
+    assert len(closing_txid) == 64
+    assert await adapter.list_channels() == []  # out of routing at once
+    pending = await _pending(adapter_env, channel.channel_point)
+    assert pending is not None and pending.state == "closing", pending
+    assert pending.closing_txid in (closing_txid, None)  # CLN's listpeerchannels has no txid
+    # A retry (after a crash, say) answers the same close instead of failing or closing twice.
+    again = await adapter.close_channel(
+        channel_point=channel.channel_point, sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE
+    )
+    assert again == closing_txid
+    assert (await adapter.wallet_balance()).confirmed_msat == before.confirmed_msat
+    sim.mine(1)
+    assert await _pending(adapter_env, channel.channel_point) is None
+    # We opened it, so the closing fee came out of our side (BOLT 2).
+    fee_msat = FEE_RATE_SAT_PER_VBYTE * CLOSING_TX_VSIZE * 1000
+    returned_msat = (channel.local_balance_msat - fee_msat) // 1000 * 1000
+    after = await adapter.wallet_balance()
+    assert after.confirmed_msat == before.confirmed_msat + returned_msat
+    assert after.unconfirmed_msat == before.unconfirmed_msat
+    sim.check_invariants()
+
+
+async def test_open_channel_without_the_funds_is_a_clear_node_error(
+    adapter_env: AdapterEnv,
+) -> None:
+    sim, adapter = adapter_env.sim, adapter_env.adapter
+    before = await adapter.wallet_balance()
+    with pytest.raises(NodeError) as info:
+        await adapter.open_channel(
+            peer_pubkey=sim.node("carol").pubkey,
+            local_amount_msat=_total_msat(before) // 1000 * 1000 + OPEN_AMOUNT_MSAT,
+            sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE,
+        )
+    assert info.value.reason is FailureReason.INSUFFICIENT_LIQUIDITY
+    assert str(info.value).startswith("insufficient on-chain funds")
+    assert await adapter.wallet_balance() == before and sim.chain.mempool == []
+    assert await adapter.pending_channels() == []
+
+
+async def test_open_channel_to_a_node_nobody_knows_is_refused(adapter_env: AdapterEnv) -> None:
+    sim, adapter = adapter_env.sim, adapter_env.adapter
+    stranger = "02" + "11" * 32
+    with pytest.raises(NodeError) as info:
+        await adapter.open_channel(
+            peer_pubkey=stranger, local_amount_msat=OPEN_AMOUNT_MSAT, sat_per_vbyte=1
+        )
+    assert info.value.reason in (FailureReason.NODE_UNAVAILABLE, FailureReason.INCORRECT_DETAILS)
+    assert sim.chain.mempool == []
+    with pytest.raises(ValueError):  # on-chain amounts are whole satoshis
+        await adapter.open_channel(
+            peer_pubkey=sim.node("carol").pubkey, local_amount_msat=1_000_500, sat_per_vbyte=1
+        )
+
+
+async def test_an_open_is_found_again_by_its_memo(adapter_env: AdapterEnv) -> None:
+    """The node keeps the opener's memo with the channel, pending and open: the record a
+    caller reads after a crash to know that its open happened (ADR 0233)."""
+    sim, adapter = adapter_env.sim, adapter_env.adapter
+    memo = "corridor:open:intent-42"
+    if adapter_env.kind.startswith("cln"):
+        with pytest.raises(NodeError) as info:
+            await adapter.open_channel(
+                peer_pubkey=sim.node("carol").pubkey,
+                local_amount_msat=OPEN_AMOUNT_MSAT,
+                sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE,
+                memo=memo,
+            )
+        assert info.value.reason is FailureReason.INCORRECT_DETAILS
+        assert sim.chain.mempool == []  # refused before anything was spent
+        return
+    opening = await adapter.open_channel(
+        peer_pubkey=sim.node("carol").pubkey,
+        local_amount_msat=OPEN_AMOUNT_MSAT,
+        sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE,
+        memo=memo,
+    )
+    (pending,) = [p for p in await adapter.pending_channels() if p.memo == memo]
+    assert pending.channel_point == opening.channel_point
+    sim.mine(FUNDING_CONFIRMATIONS)
+    (channel,) = [c for c in await adapter.list_channels() if c.memo == memo]
+    assert channel.channel_point == opening.channel_point
+    others = [c for c in await adapter.list_channels() if c.channel_point != channel.channel_point]
+    assert others and all(c.memo == "" for c in others)

@@ -335,7 +335,7 @@ async def test_every_call_needs_the_macaroon(raw: RawLnd) -> None:
             assert (error.details() or "").startswith(text)
     # With the macaroon, calls the simulator does not model say so plainly.
     unmodelled = await _rpc_error(
-        raw.lightning.WalletBalance(ln.WalletBalanceRequest(), metadata=raw.metadata)
+        raw.lightning.ListPeers(ln.ListPeersRequest(), metadata=raw.metadata)
     )
     assert unmodelled.code() is grpc.StatusCode.UNIMPLEMENTED
 

@@ -12,6 +12,7 @@ import pytest
 from pyln.client import LightningRpc, RpcError
 
 from services.lightning.port import FailureReason
+from services.sim.channel_ops import FUNDING_CONFIRMATIONS
 from services.sim.cln_server import PARAMETERS, ClnNodeServer, start_cln_node_server
 from services.sim.network import SimNetwork
 from tests.lightning.conftest import SEED, contract_topology, short_socket_dir
@@ -336,3 +337,81 @@ async def _until(condition: Any, timeout_s: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met"
         await asyncio.sleep(0.005)
+
+
+async def test_channel_lifecycle_in_every_state_matches_the_schemas(node: Node) -> None:
+    """fundchannel, listpeerchannels and listfunds through lock-in, normal use (with an HTLC
+    out), close and ONCHAIN: every response as CLN's schemas say, states as lightningd names
+    them."""
+    network = node.network
+    carol = network.node("carol").pubkey
+    funded = await node.call(
+        "fundchannel", {"id": carol, "amount": 500_000, "feerate": "2000perkb"}
+    )
+    assert funded["mindepth"] == FUNDING_CONFIRMATIONS and funded["outnum"] == 0
+    assert funded["txid"] in network.chain.mempool
+
+    async def entry() -> dict[str, Any]:
+        listed = (await node.call("listpeerchannels", {"id": carol}))["channels"]
+        (found,) = [c for c in listed if c["funding_txid"] == funded["txid"]]
+        return found
+
+    locking = await entry()
+    assert locking["state"] == "CHANNELD_AWAITING_LOCKIN" and "short_channel_id" not in locking
+    assert locking["status"] == [
+        "CHANNELD_AWAITING_LOCKIN:Funding needs 3 more confirmations to be ready."
+    ]
+    assert locking["channel_id"] == funded["channel_id"] and locking["opener"] == "local"
+    funds = await node.call("listfunds")
+    states = {c["funding_txid"]: c["state"] for c in funds["channels"]}
+    assert states[funded["txid"]] == "CHANNELD_AWAITING_LOCKIN"
+    assert {o["status"] for o in funds["outputs"]} == {"unconfirmed"}  # only the change is left
+    assert (await node.call("getinfo"))["num_pending_channels"] == 1
+    network.mine(1)
+    assert (await entry())["short_channel_id"].startswith(f"{network.block_height}x")
+    network.mine(FUNDING_CONFIRMATIONS - 1)
+    normal = await entry()
+    assert normal["state"] == "CHANNELD_NORMAL" and normal["spendable_msat"] == 500_000_000
+    # An HTLC out shows in htlcs with its hash; the channel is then not closable.
+    network.faults.drop_resolution()
+    invoice = network.create_invoice("carol", 30_000, "htlc", 600)
+    await network.send_payment(
+        "alice", payment_request=invoice.bolt11, max_fee_msat=FEE_MSAT, timeout_s=5
+    )
+    (htlc,) = (await entry())["htlcs"]
+    assert (htlc["direction"], htlc["payment_hash"]) == ("out", invoice.payment_hash)
+    busy = await node.error("close", {"id": normal["short_channel_id"]})
+    assert busy["code"] == -1
+    network.faults.release_dropped()
+    await network.wait_payment("alice", invoice.payment_hash, 5)
+    closed = await node.call("close", {"id": normal["channel_id"], "feerange": ["3000perkb"] * 2})
+    assert closed["type"] == "mutual" and closed["txids"][0] in network.chain.mempool
+    closing = await entry()
+    assert (closing["state"], closing["closer"]) == ("CLOSINGD_COMPLETE", "local")
+    repeated = await node.call("close", {"id": normal["short_channel_id"]})
+    assert repeated["txids"] == closed["txids"]
+    network.mine(1)
+    assert (await entry())["state"] == "ONCHAIN"
+    funds = await node.call("listfunds")
+    assert {o["status"] for o in funds["outputs"]} == {"confirmed"}
+    network.check_invariants()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"amount": 10**12}, 301),  # more than the wallet holds
+        ({"amount": 100}, 302),  # below the minimum channel size
+        ({"id": "02" + "11" * 32, "amount": 100_000}, 306),  # nobody we know
+        ({"amount": "all"}, -32602),  # documented, not modelled
+        ({"amount": 100_000, "utxos": []}, -32602),
+    ],
+)
+async def test_fundchannel_errors_are_clns(node: Node, payload: dict[str, Any], code: int) -> None:
+    request = {"id": node.network.node("carol").pubkey, **payload}
+    assert (await node.error("fundchannel", request))["code"] == code
+    assert node.network.chain.mempool == []
+
+
+async def test_close_of_an_unknown_channel_is_refused(node: Node) -> None:
+    assert (await node.error("close", {"id": "999x1x0"}))["code"] == -32602

@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +25,17 @@ SMALL_TOPOLOGY = Path(__file__).parents[2] / "services" / "sim" / "topologies" /
 
 
 class RunningStack:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, block_interval_s: float | None = None) -> None:
         self.state_dir = state_dir
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.stack = SimStack(state_dir=state_dir, topology=load_topology(SMALL_TOPOLOGY), seed=4)
+        # Blocks only on `sim mine` unless a test asks for the periodic miner.
+        self.stack = SimStack(
+            state_dir=state_dir,
+            topology=load_topology(SMALL_TOPOLOGY),
+            seed=4,
+            block_interval_s=block_interval_s,
+        )
 
     def __enter__(self) -> RunningStack:
         self.thread.start()
@@ -213,3 +220,29 @@ def cli_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corridor")
     cli.register(parser.add_subparsers(dest="command", required=True))
     return parser
+
+
+def test_mine_adds_blocks_the_nodes_report(
+    running: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sd = str(running.state_dir)
+    start = running.stack.network.block_height
+    code, out, _ = run_cli(capsys, "mine", "--blocks", "3", "--json", "--state-dir", sd)
+    assert code == 0 and json.loads(out) == {"height": start + 3}
+    code, out, _ = run_cli(capsys, "mine", "--state-dir", sd)
+    assert code == 0 and out.strip() == f"mined 1 block(s); height {start + 4}"
+    code, _, err = run_cli(capsys, "mine", "--blocks", "0", "--state-dir", sd)
+    assert code == cli.EXIT_ERROR and "blocks must be within" in err
+
+
+def test_a_served_sim_mines_on_its_own() -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="cq", dir="/tmp"))
+    try:
+        with RunningStack(state_dir, block_interval_s=0.01) as running:
+            start = running.stack.network.block_height
+            deadline_s = time.monotonic() + 10
+            while running.stack.network.block_height < start + 2:
+                assert time.monotonic() < deadline_s, "no block mined within 10 s"
+                time.sleep(0.01)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -31,8 +31,9 @@ LND_PROTOS = REPO.parent / "shared" / "conformance" / "lnd" / "protos"
 # How lnd.py names its services: the ``_unary`` service argument and the stub attributes.
 LND_UNARY_SERVICES = {"lightning": "lnrpc.Lightning", "router": "routerrpc.Router"}
 LND_STUB_ATTRIBUTES = {"_lightning": "lnrpc.Lightning", "_router": "routerrpc.Router"}
-# How cln.py sends a JSON-RPC call: ``self._call(method, ...)`` / ``self._raw(method, ...)``.
-CLN_CALL_ATTRIBUTES = {"_call", "_raw"}
+# How cln.py sends a JSON-RPC call: ``self._call(method, ...)`` / ``self._raw(method, ...)``
+# / ``self._chain_call(method, ...)`` (on-chain calls, with their own error table).
+CLN_CALL_ATTRIBUTES = {"_call", "_raw", "_chain_call"}
 SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "(", ")"}
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

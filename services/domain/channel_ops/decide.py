@@ -1,0 +1,166 @@
+"""``decide``: a command against a channel operation's state, to events or a refusal. Pure:
+the operation id, the request fingerprint, the caller and the policy arrive in the context.
+
+Idempotent like a payment: the same key with the same request answers from the state (no
+event); the same key with another request is refused. The on-chain fee the transaction will
+cost (fixed virtual size times the rate, ADR 0230) is checked against the caller's budget and
+the policy's limit before anything is dispatched; a refusal there is a ``ChannelOpRejected``
+event, so the audit trail shows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from schemas import channel_messages as cm
+from schemas.common import Caller
+from schemas.events import EventData
+from services.domain.channel_ops.state import ChannelOp, ChannelOpStatus
+
+MSAT_PER_SAT: Final = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChannelPolicy:
+    """Limits for channel operations: the channel tier and the on-chain fee budget."""
+
+    # Opens above this need an operator's approval (tier "approval").
+    auto_open_msat_max: int
+    # No open above this, approved or not.
+    open_msat_max: int
+    # The most one operation may spend on its transaction's fee.
+    onchain_fee_msat_max: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChannelOpContext:
+    op_id: str  # derived from (caller, idempotency key) by the service layer
+    request_fingerprint: str
+    caller: Caller
+    policy: ChannelPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A command that changes nothing: ``code`` and the ``field`` it is about."""
+
+    code: str
+    field: str | None = None
+
+
+Decision = list[EventData] | Refusal
+
+
+def decide(
+    state: ChannelOp | None,
+    command: cm.OpenChannel | cm.CloseChannel | cm.RecordChannelOpReport,
+    ctx: ChannelOpContext,
+) -> Decision:
+    if isinstance(command, cm.RecordChannelOpReport):
+        return _report(state, command)
+    if state is not None:
+        if state.request_fingerprint != ctx.request_fingerprint:
+            return Refusal("idempotency_key_reused", "idempotency_key")
+        return []  # the same request again: answered from the state
+    if isinstance(command, cm.OpenChannel):
+        return [_open(command, ctx)]
+    return [_close(command, ctx)]
+
+
+def _rejected(
+    command: cm.OpenChannel | cm.CloseChannel,
+    ctx: ChannelOpContext,
+    reason: cm.RejectReason,
+    detail: str,
+) -> cm.ChannelOpRejected:
+    return cm.ChannelOpRejected(
+        op_id=ctx.op_id,
+        kind="open" if isinstance(command, cm.OpenChannel) else "close",
+        caller=ctx.caller,
+        idempotency_key=command.idempotency_key,
+        request_fingerprint=ctx.request_fingerprint,
+        reason=reason,
+        detail=detail,
+    )
+
+
+def _fee_refusal(
+    command: cm.OpenChannel | cm.CloseChannel, ctx: ChannelOpContext, fee_msat: int
+) -> cm.ChannelOpRejected | None:
+    budget_msat = min(command.max_onchain_fee_msat, ctx.policy.onchain_fee_msat_max)
+    if fee_msat > budget_msat:
+        return _rejected(
+            command, ctx, "fee_over_budget", f"fee {fee_msat} msat over budget {budget_msat}"
+        )
+    return None
+
+
+def _open(command: cm.OpenChannel, ctx: ChannelOpContext) -> EventData:
+    if command.local_amount_msat % MSAT_PER_SAT or command.push_msat % MSAT_PER_SAT:
+        return _rejected(command, ctx, "not_whole_sats", "on-chain amounts are whole satoshis")
+    if command.push_msat >= command.local_amount_msat:
+        return _rejected(command, ctx, "amount_over_limit", "push_msat must be below the amount")
+    if command.local_amount_msat > ctx.policy.open_msat_max:
+        return _rejected(
+            command, ctx, "amount_over_limit", f"opens are limited to {ctx.policy.open_msat_max}"
+        )
+    fee_msat = command.sat_per_vbyte * cm.FUNDING_TX_VSIZE * MSAT_PER_SAT
+    refused = _fee_refusal(command, ctx, fee_msat)
+    if refused is not None:
+        return refused
+    tier: cm.ChannelTier = (
+        "auto" if command.local_amount_msat <= ctx.policy.auto_open_msat_max else "approval"
+    )
+    return cm.ChannelOpenRequested(
+        op_id=ctx.op_id, caller=ctx.caller, idempotency_key=command.idempotency_key,
+        request_fingerprint=ctx.request_fingerprint, region=command.region, node=command.node,
+        peer_pubkey=command.peer_pubkey, local_amount_msat=command.local_amount_msat,
+        push_msat=command.push_msat, sat_per_vbyte=command.sat_per_vbyte,
+        max_onchain_fee_msat=command.max_onchain_fee_msat, onchain_fee_msat=fee_msat, tier=tier,
+    )  # fmt: skip
+
+
+def _close(command: cm.CloseChannel, ctx: ChannelOpContext) -> EventData:
+    fee_msat = command.sat_per_vbyte * cm.CLOSING_TX_VSIZE * MSAT_PER_SAT
+    refused = _fee_refusal(command, ctx, fee_msat)
+    if refused is not None:
+        return refused
+    return cm.ChannelCloseRequested(
+        op_id=ctx.op_id, caller=ctx.caller, idempotency_key=command.idempotency_key,
+        request_fingerprint=ctx.request_fingerprint, region=command.region, node=command.node,
+        channel_point=command.channel_point, sat_per_vbyte=command.sat_per_vbyte,
+        max_onchain_fee_msat=command.max_onchain_fee_msat, onchain_fee_msat=fee_msat,
+        tier="auto",
+    )  # fmt: skip
+
+
+def _report(state: ChannelOp | None, report: cm.RecordChannelOpReport) -> Decision:
+    """An executor's report. A duplicate (redelivery) changes nothing; a report that
+    contradicts the recorded transaction is refused, never recorded over it."""
+    if state is None or state.op_id != report.op_id:
+        return Refusal("unknown_op", "op_id")
+    if state.status is ChannelOpStatus.REJECTED:
+        return Refusal("op_rejected", "op_id")
+    if report.stage == "broadcast":
+        if report.txid is None:
+            return Refusal("missing_txid", "txid")
+        if state.status is not ChannelOpStatus.REQUESTED:
+            return [] if report.txid == state.txid else Refusal("conflicting_txid", "txid")
+        if state.kind == "open":
+            if report.channel_point is None or not report.channel_point.startswith(report.txid):
+                return Refusal("channel_point_mismatch", "channel_point")
+            opening = cm.ChannelOpening(
+                op_id=state.op_id, funding_txid=report.txid, channel_point=report.channel_point
+            )
+            return [opening]
+        return [cm.ChannelClosing(op_id=state.op_id, closing_txid=report.txid)]
+    if state.status is ChannelOpStatus.COMPLETED:
+        return []
+    if state.status is not ChannelOpStatus.BROADCAST:
+        return Refusal("not_broadcast_yet", "stage")
+    if state.kind == "open":
+        if not report.channel_id:
+            return Refusal("missing_channel_id", "channel_id")
+        return [cm.ChannelOpened(op_id=state.op_id, channel_id=report.channel_id)]
+    return [cm.ChannelClosed(op_id=state.op_id)]
