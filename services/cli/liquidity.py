@@ -8,7 +8,9 @@ targets in settings (ADR 0241); the outflow forecast comes from the intent proje
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +18,11 @@ GROUP_HELP: Final = "channels and liquidity of our nodes per region, with target
 # One health interval is when every executor has published once; two tolerate one lost message.
 WAIT_S_DEFAULT: Final = 10.0
 WAIT_S_MAX: Final = 120.0
+# `plan --every S`: at least a second apart (snapshots come every 5 s; faster plans on stale
+# figures), at most a day; /readyz fails once no round finished for 2 S plus the grace.
+ROUND_S_MIN: Final = 1.0
+ROUND_S_MAX: Final = 86_400.0
+ROUND_GRACE_S: Final = 60.0
 PLAN_HELP: Final = "propose rebalances within the day's fee budget (dry run), or --auto submit"
 # The planner's caller: its own policy tier and spend windows (ADR 0242, 0243).
 PLANNER_CALLER: Final = "liquidity-planner"
@@ -43,6 +50,11 @@ def register(subparsers: Any) -> None:
         "--caller-id", default=PLANNER_CALLER,
         help=f"the caller the moves are submitted as (default {PLANNER_CALLER}; its "
         "credential, policy tier and spend windows are the planner's)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--every", type=float, metavar="S",
+        help="keep planning: a round every S seconds until Ctrl-C, with /metrics, /healthz "
+        "and /readyz (default: one round)",
     )  # fmt: skip
     plan.add_argument(
         "--caller-creds", type=Path, metavar="FILE",
@@ -102,16 +114,49 @@ async def current_view(
 
 
 async def plan(args: argparse.Namespace) -> int:
+    from services.cli import exit_codes
+    from services.cli.errors import UsageError
+    from services.settings import Settings
+
+    settings = Settings()
+    if args.every is None:
+        await _plan_round(args, settings)
+        return exit_codes.OK
+    if not ROUND_S_MIN <= args.every <= ROUND_S_MAX:
+        raise UsageError(f"--every must be in [{ROUND_S_MIN:g}, {ROUND_S_MAX:g}] seconds")
+    # /metrics, /healthz, and a /readyz that fails once rounds stop finishing (ADR 0153).
+    from services.metrics.freshness import finished_within
+    from services.metrics.server import MetricsServer
+
+    last: list[float] = []
+    metrics = MetricsServer.start(
+        host=settings.metrics_host, port=settings.metrics_port,
+        ready=finished_within(lambda: last[-1] if last else None,
+                              max_age_s=2 * args.every + ROUND_GRACE_S, what="planning round"),
+    )  # fmt: skip
+    print(f"planning every {args.every:g} s (probes on {metrics.url})", file=sys.stderr, flush=True)
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                await _plan_round(args, settings)
+                last[:] = [time.monotonic()]
+            except Exception as exc:  # one failed round (a stack briefly away) ends nothing
+                print(f"round failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            await asyncio.sleep(max(0.0, args.every - (time.monotonic() - started)))
+    finally:
+        metrics.stop()
+
+
+async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     from services.bus import subjects
-    from services.cli import exit_codes, output
+    from services.cli import output
     from services.cli.credentials import CredentialRequest, requested
     from services.cli.engine import EngineClient
     from services.domain.liquidity.planner import plan as make_plan
     from services.liquidity.config import plan_rules, targets_from
     from services.liquidity.rebalance import idempotency_key, planner_inputs, submit_body
-    from services.settings import Settings
 
-    settings = Settings()
     submitted: list[dict[str, Any]] = []
     async with EngineClient.open(args.state_dir) as engine:
         view, corridors = await current_view(args, engine, settings)
@@ -135,6 +180,7 @@ async def plan(args: argparse.Namespace) -> int:
                     submitted.append({"idempotency_key": key, **reply})
     report = {
         "mode": "auto" if args.auto else "dry_run",
+        "at_ms": view["at_ms"],
         "spent_today_msat": spent,
         "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
         "skipped": [{"region": s.region, "reason": s.reason} for s in result.skipped],
@@ -142,7 +188,7 @@ async def plan(args: argparse.Namespace) -> int:
     }
     if args.json:
         output.print_json(report)
-        return exit_codes.OK
+        return
     for p in result.proposals:
         print(("submit: " if args.auto else "propose: ") + p.explain())
     for s in result.skipped:
@@ -151,7 +197,6 @@ async def plan(args: argparse.Namespace) -> int:
         print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
     if not result.proposals and not result.skipped:
         print("no region needs outbound")
-    return exit_codes.OK
 
 
 def _builtins(proposal: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.test_cli import run_cli
 from tests.e2e.test_first_payment import stack_with_sim  # noqa: F401
+from tests.e2e.test_loop_probes import _ready_within, _serving, _stop
 from tests.e2e.test_metrics import scrape
 
 DEADLINE_S = 30.0
@@ -92,3 +93,10 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
               if name == "corridor_liquidity_alerts" and dict(labels)["kind"] == "inbound_low"
               and v == 1}  # fmt: skip
     assert alerts == {"us", "eu", "asia"}
+
+    # The planner's loop mode serves the probes of a loop (ADR 0153) once a round finished.
+    planner, planner_url = _serving("liquidity", "plan", *sd, "--every", "1")
+    try:
+        _ready_within(planner, planner_url)
+    finally:
+        _stop(planner)
