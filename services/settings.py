@@ -337,6 +337,7 @@ class Settings(BaseSettings):
 
     # -- liquidity targets and forecast (ADR 0241) -------------------------------------------
     liquidity_local_ratio_min_ppm: int = Field(
+        json_schema_extra=_unit("ppm"),
         default=100_000,
         ge=0,
         le=1_000_000,
@@ -345,6 +346,7 @@ class Settings(BaseSettings):
         "local_ratio_low alert.",
     )
     liquidity_local_ratio_max_ppm: int = Field(
+        json_schema_extra=_unit("ppm"),
         default=1_000_000,
         ge=0,
         le=1_000_000,
@@ -364,6 +366,7 @@ class Settings(BaseSettings):
         "inbound_min_msat; what a key leaves out comes from the three settings above.",
     )
     liquidity_dry_within_hours: int = Field(
+        json_schema_extra=_unit("hours"),
         default=24,
         ge=0,
         le=24 * 365,
@@ -378,19 +381,21 @@ class Settings(BaseSettings):
     )
 
     liquidity_fee_budget_msat_per_day: int = Field(
+        json_schema_extra=_unit("msat per UTC day"),
         default=100_000,
         ge=0,
         description="Rebalance fees each source region may spend per UTC day (ADR 0243): the "
         "planner counts settled fees and open moves' whole max_fee_msat against it.",
     )
     liquidity_fee_ppm_estimate: int = Field(
+        json_schema_extra=_unit("ppm"),
         default=1_000,
         ge=0,
         le=1_000_000,
         description="The route fee the planner expects, per million moved (plus the base "
         "below); a move's max_fee_msat is twice the estimate, within the budget left.",
     )
-    liquidity_fee_base_msat_estimate: int = Field(
+    liquidity_fee_base_estimate_msat: int = Field(
         default=2_000,
         ge=0,
         description="The fixed part of the expected fee of one move.",

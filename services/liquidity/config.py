@@ -68,7 +68,7 @@ def plan_rules(settings: Settings) -> PlanRules:
     return PlanRules(
         fee_budget_msat_per_day=settings.liquidity_fee_budget_msat_per_day,
         fee_ppm_estimate=settings.liquidity_fee_ppm_estimate,
-        fee_base_msat_estimate=settings.liquidity_fee_base_msat_estimate,
+        fee_base_msat_estimate=settings.liquidity_fee_base_estimate_msat,
         move_min_msat=settings.liquidity_move_min_msat,
         move_max_msat=settings.liquidity_move_max_msat,
     )
