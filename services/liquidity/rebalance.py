@@ -14,11 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from services.domain.intent.status import IntentStatus
+from services.domain.intent.transitions import TERMINAL_STATUSES
 from services.domain.liquidity.planner import NodeState, Proposal, RegionState
 
 DAY_MS: Final = 86_400_000
-# States in which a rebalance can spend no more: its fee is known (settled) or nothing was paid.
-_NOTHING_MORE: Final = frozenset({"failed", "cancelled", "expired", "rejected"})
+# Ended without paying: nothing spent, nothing more to come. (Settled: its fee is known.)
+_NOTHING_SPENT: Final = TERMINAL_STATUSES - {IntentStatus.SETTLED}
 PURPOSE: Final = "rebalance"
 
 
@@ -85,10 +87,11 @@ def spent_today(records: Iterable[RebalanceRecord], *, now_ms: int) -> dict[str,
     day_start_ms = now_ms - now_ms % DAY_MS
     spent: dict[str, int] = {}
     for r in records:
-        if r.received_at_ms < day_start_ms or r.state in _NOTHING_MORE:
+        if r.received_at_ms < day_start_ms or r.state in _NOTHING_SPENT:
             continue
         source = r.corridor.split("-", 1)[0]
-        fee = (r.fee_msat or 0) if r.state in ("settled", "succeeded") else r.max_fee_msat
+        # Open (succeeded included, until it settles): its whole max fee may still be spent.
+        fee = (r.fee_msat or 0) if r.state == IntentStatus.SETTLED else r.max_fee_msat
         spent[source] = spent.get(source, 0) + fee
     return spent
 

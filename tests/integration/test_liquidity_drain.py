@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from projections.liquidity import LiquidityBook
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
+from services.domain.intent.transitions import TERMINAL_STATUSES
 from services.domain.liquidity.planner import PlanRules, plan
 from services.domain.liquidity.targets import Target, Targets
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
@@ -59,7 +60,6 @@ RULES = PlanRules(
     move_min_msat=1_000_000, move_max_msat=10_000_000,
 )  # fmt: skip
 ROUND_MS = 1  # every round is its own: the load runs many rounds in one second
-TERMINAL = ("settled", "failed", "cancelled", "expired", "rejected")
 
 
 @contextlib.asynccontextmanager
@@ -116,7 +116,7 @@ async def _request(nc: Client, subject: str, body: dict[str, Any]) -> dict[str, 
 
 async def _finish(engine: Engine, intent_id: str) -> Any:
     async def done() -> bool:
-        return getattr(await engine.processor.view(intent_id), "state", None) in TERMINAL
+        return getattr(await engine.processor.view(intent_id), "state", None) in TERMINAL_STATUSES
 
     await wait_for(done, timeout_s=20, what=f"intent {intent_id} to end")
     return await engine.processor.view(intent_id)

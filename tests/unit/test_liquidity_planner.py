@@ -119,3 +119,18 @@ def test_no_round_spends_past_any_region_s_budget_or_sends_more_than_a_node_has(
     for region, sent in by_source.items():
         source = next(r for r in regions if r.region == region)
         assert not source.stale and sum(sent) <= source.outbound_msat
+
+
+def test_today_s_budget_counts_settled_fees_and_open_max_fees_by_source_region() -> None:
+    from services.liquidity.rebalance import DAY_MS, RebalanceRecord, spent_today
+
+    day = 20_000 * DAY_MS
+    records = [
+        RebalanceRecord("eu-us", "settled", day + 1, 24_000, 3_510),
+        RebalanceRecord("eu-us", "dispatched", day + 2, 24_000, None),
+        RebalanceRecord("eu-us", "succeeded", day + 3, 10_000, 900),  # not settled: max fee
+        RebalanceRecord("eu-us", "failed", day + 4, 24_000, None),
+        RebalanceRecord("asia-us", "settled", day - 1, 24_000, 5_000),  # yesterday
+        RebalanceRecord("asia-us", "in_flight", day + 5, 7_000, None),
+    ]
+    assert spent_today(records, now_ms=day + 10) == {"eu": 37_510, "asia": 7_000}
