@@ -151,35 +151,42 @@ async def plan(args: argparse.Namespace) -> int:
 async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     from services.bus import subjects
     from services.cli import output
-    from services.cli.credentials import CredentialRequest, requested
+    from services.cli.credentials import CredentialRequest, requested, resolve
     from services.cli.engine import EngineClient
     from services.domain.liquidity.planner import plan as make_plan
     from services.liquidity.config import plan_rules, targets_from
     from services.liquidity.rebalance import idempotency_key, planner_inputs, submit_body
 
     submitted: list[dict[str, Any]] = []
+    # Submitting is a caller's right, listening an operator's: the moves go out on a second
+    # connection, as this caller, and today's budget counts this caller's intents.
+    wanted = CredentialRequest(role="caller", explicit=args.caller_creds,
+                               wanted_id=args.caller_id)  # fmt: skip
+    with requested(wanted):
+        credential = resolve(args.state_dir)
+    caller = credential.token(("caller",), args.caller_id) or args.caller_id
+    kind = credential.identity.kind if credential.identity is not None else None
     async with EngineClient.open(args.state_dir) as engine:
         view, corridors = await current_view(args, engine, settings)
         regions, nodes = planner_inputs(view, corridors)
-        spent = await _spent_today(args, args.caller_id, view["at_ms"])
+        spent = await _spent_today(args, caller, view["at_ms"])
         result = make_plan(
             regions, nodes, targets_from(settings), plan_rules(settings), spent_today_msat=spent
         )
     if args.auto and result.proposals:
-        # Submitting is a caller's right, listening an operator's: a second connection.
-        wanted = CredentialRequest(role="caller", explicit=args.caller_creds,
-                                   wanted_id=args.caller_id)  # fmt: skip
         with requested(wanted):
             async with EngineClient.open(args.state_dir) as submitter:
-                caller = submitter.credential.token(("caller",), args.caller_id) or args.caller_id
                 round_ms = settings.liquidity_planner_round_s * 1000
                 for proposal in result.proposals:
                     key = idempotency_key(proposal, now_ms=view["at_ms"], round_ms=round_ms)
-                    body = submit_body(proposal, caller_id=caller, caller_kind="service", key=key)
+                    body = submit_body(
+                        proposal, caller_id=caller, caller_kind=kind or "service", key=key
+                    )
                     reply = await submitter.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
                     submitted.append({"idempotency_key": key, **reply})
     report = {
         "mode": "auto" if args.auto else "dry_run",
+        "caller_id": caller,
         "at_ms": view["at_ms"],
         "spent_today_msat": spent,
         "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
