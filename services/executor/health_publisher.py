@@ -69,6 +69,8 @@ async def publish_health(
             executor_id=executor_id,
             timeout_s=limits.health_call_timeout_s,
         )
+        # The health report first: the router must not wait on the slower channel calls.
+        await _send(bus, subject, encode(report))
         snapshot = await observe_channels(
             node,
             region=region,
@@ -76,12 +78,15 @@ async def publish_health(
             executor_id=executor_id,
             timeout_s=limits.health_call_timeout_s,
         )
-        try:
-            await bus.send(subject, encode(report))
-            await bus.send(channels_subject, encode(snapshot))
-        except Exception as exc:  # a reconnecting client must not end the loop
-            log.warning("health_publish_failed", error=type(exc).__name__)
+        await _send(bus, channels_subject, encode(snapshot))
         await asyncio.sleep(limits.health_interval_s)
+
+
+async def _send(bus: Bus, subject: str, data: bytes) -> None:
+    try:
+        await bus.send(subject, data)
+    except Exception as exc:  # a reconnecting client must not end the loop
+        log.warning("health_publish_failed", error=type(exc).__name__)
 
 
 def _now_ms() -> int:
