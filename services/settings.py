@@ -335,6 +335,89 @@ class Settings(BaseSettings):
         "up (one pass lists the node's new payments and looks up our changed attempts).",
     )
 
+    # -- liquidity targets and forecast (ADR 0241) -------------------------------------------
+    liquidity_local_ratio_min_ppm: int = Field(
+        json_schema_extra=_unit("ppm"),
+        default=100_000,
+        ge=0,
+        le=1_000_000,
+        description="A region whose outbound is below this share of its active channels' "
+        "balances (outbound / (outbound + inbound), parts per million) raises a "
+        "local_ratio_low alert.",
+    )
+    liquidity_local_ratio_max_ppm: int = Field(
+        json_schema_extra=_unit("ppm"),
+        default=1_000_000,
+        ge=0,
+        le=1_000_000,
+        description="A region whose outbound share is above this raises local_ratio_high "
+        "(its inbound, for receiving, is running out); 1000000 turns it off.",
+    )
+    liquidity_inbound_min_msat: int = Field(
+        default=0,
+        ge=0,
+        description="A region with less inbound than this raises inbound_low.",
+    )
+    liquidity_targets: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        json_schema_extra=_unit("targets"),
+        description="Targets of their own: key a region (us) or a region and a peer pubkey "
+        "(us/02ab...), value any of local_ratio_min_ppm, local_ratio_max_ppm, "
+        "inbound_min_msat; what a key leaves out comes from the three settings above.",
+    )
+    liquidity_dry_within_hours: int = Field(
+        json_schema_extra=_unit("hours"),
+        default=24,
+        ge=0,
+        le=24 * 365,
+        description="Alert (runs_dry_soon) when a region's outbound lasts fewer hours than "
+        "this at its recent outflow; 0 turns the forecast alert off.",
+    )
+    liquidity_outflow_window_s: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="The recent window whose settled payments give a region's outflow rate.",
+    )
+
+    liquidity_fee_budget_msat_per_day: int = Field(
+        json_schema_extra=_unit("msat per UTC day"),
+        default=100_000,
+        ge=0,
+        description="Rebalance fees each source region may spend per UTC day (ADR 0243): the "
+        "planner counts settled fees and open moves' whole max_fee_msat against it.",
+    )
+    liquidity_fee_ppm_estimate: int = Field(
+        json_schema_extra=_unit("ppm"),
+        default=1_000,
+        ge=0,
+        le=1_000_000,
+        description="The route fee the planner expects, per million moved (plus the base "
+        "below); a move's max_fee_msat is twice the estimate, within the budget left.",
+    )
+    liquidity_fee_base_estimate_msat: int = Field(
+        default=2_000,
+        ge=0,
+        description="The fixed part of the expected fee of one move.",
+    )
+    liquidity_move_min_msat: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Smaller moves are not proposed: their fee is out of proportion.",
+    )
+    liquidity_move_max_msat: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Largest single move (keep it within the planner caller's auto tier).",
+    )
+    liquidity_planner_round_s: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="One planning round per this many seconds (corridor liquidity plan "
+        "--every); a round's moves share one idempotency key each.",
+    )
+
     # -- metrics and probes (ADR 0153) -----------------------------------------------------
     metrics_host: str = Field(
         default="127.0.0.1",

@@ -65,6 +65,9 @@ CHECKPOINT_STREAM: Final = "CORRIDOR_CHECKPOINTS"
 # Node health and liquidity, published by region executors (core NATS, latest wins).
 HEALTH_PREFIX: Final = "corridor.health.v1"
 HEALTH_WILDCARD: Final = f"{HEALTH_PREFIX}.>"
+# Each node's channels, one snapshot per health interval (core NATS, latest wins; ADR 0240).
+LIQUIDITY_PREFIX: Final = "corridor.liquidity.v1"
+LIQUIDITY_WILDCARD: Final = f"{LIQUIDITY_PREFIX}.>"
 
 # corridor.api.v1.recon.<verb>.<id>: reconciliation against the nodes' records (ADR 0151).
 # ``report.<node>`` is a region's reconciler; ``resolve``/``clear.<operator_id>`` an operator.

@@ -44,6 +44,7 @@ COMMAND_ROLES: Final = {
     "dlq": "operator",
     "agents": "operator",
     "recon": "operator",
+    "liquidity": "operator",
     "exceptions": "operator",
     "resolve": "operator",
     "webhooks": "caller",

@@ -55,6 +55,11 @@ PLUGINS: Final = (
         "the deterministic simulation: seeded schedules and faults, checked invariants",
     ),
     (
+        "liquidity",
+        "services.cli.liquidity",
+        "channels and liquidity of our nodes per region, with targets and alerts",
+    ),
+    (
         "recon",
         "services.cli.recon",
         "reconciliation with the nodes' records: run a pass, list, resolve, clear",

@@ -9,6 +9,7 @@ import structlog
 
 from schemas.codec import encode
 from services.bus.port import Bus
+from services.executor.channel_snapshot import observe_channels, snapshot_subject
 from services.executor.health import HealthReport, health_subject
 from services.executor.limits import ExecutorLimits
 from services.lightning.port import NodeError, NodePort
@@ -56,8 +57,10 @@ async def publish_health(
     executor_id: str,
     limits: ExecutorLimits,
 ) -> None:
-    """Publish a report every ``limits.health_interval_s`` until cancelled."""
+    """Publish a report and a channel snapshot (ADR 0240) every ``limits.health_interval_s``
+    until cancelled."""
     subject = health_subject(region, node_name)
+    channels_subject = snapshot_subject(region, node_name)
     while True:
         report = await observe_node(
             node,
@@ -66,11 +69,24 @@ async def publish_health(
             executor_id=executor_id,
             timeout_s=limits.health_call_timeout_s,
         )
-        try:
-            await bus.send(subject, encode(report))
-        except Exception as exc:  # a reconnecting client must not end the loop
-            log.warning("health_publish_failed", error=type(exc).__name__)
+        # The health report first: the router must not wait on the slower channel calls.
+        await _send(bus, subject, encode(report))
+        snapshot = await observe_channels(
+            node,
+            region=region,
+            node_name=node_name,
+            executor_id=executor_id,
+            timeout_s=limits.health_call_timeout_s,
+        )
+        await _send(bus, channels_subject, encode(snapshot))
         await asyncio.sleep(limits.health_interval_s)
+
+
+async def _send(bus: Bus, subject: str, data: bytes) -> None:
+    try:
+        await bus.send(subject, data)
+    except Exception as exc:  # a reconnecting client must not end the loop
+        log.warning("health_publish_failed", error=type(exc).__name__)
 
 
 def _now_ms() -> int:

@@ -34,6 +34,7 @@ from services.http.routes import (
     webhooks,
 )
 from services.identity.lookup import RegistryFile
+from services.liquidity.feed import LiquidityFeed
 
 API_TITLE: Final = "Corridor"
 API_VERSION: Final = "1"
@@ -61,6 +62,8 @@ class HttpDeps:
     state_dir: Path | None = None
     # The executors' health reports, for the console's nodes page.
     node_health: NodeHealthFeed = field(default_factory=NodeHealthFeed)
+    # The executors' channel snapshots, for the console's liquidity tables (ADR 0240).
+    liquidity: LiquidityFeed = field(default_factory=LiquidityFeed)
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -89,6 +92,7 @@ def build_app(deps: HttpDeps, *, extra: Sequence[Any] = ()) -> Litestar:
             "gateway": Provide(lambda: deps.gateway, sync_to_thread=False),
             "projections": Provide(lambda: deps.projections, sync_to_thread=False),
             "node_health": Provide(lambda: deps.node_health, sync_to_thread=False),
+            "liquidity": Provide(lambda: deps.liquidity, sync_to_thread=False),
             "events": Provide(lambda: _events(deps), sync_to_thread=False),
             "deps": Provide(lambda: deps, sync_to_thread=False),
         },

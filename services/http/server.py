@@ -59,6 +59,7 @@ async def serving(
     """The API on ``host``:``port`` (0: a free port) until the block ends; yields its URL."""
     from services.bus.jetstream import connect
     from services.eventstore.postgres import PostgresEventStore
+    from services.liquidity.feed import LiquidityFeed
 
     nc = await connect(nats_url, name="corridor-http", creds=creds)
     store = None
@@ -70,8 +71,10 @@ async def serving(
             registry=RegistryFile(registry_file),
             events=store,
             state_dir=state_dir,
+            liquidity=LiquidityFeed.from_settings(),
         )
         await deps.node_health.start(nc)
+        await deps.liquidity.start(nc)
         async with _served(build_app(deps, extra=extra), host, port) as url:
             log.info("http_serving", url=url)
             yield Served(url=url, deps=deps)

@@ -185,7 +185,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 *_QUERIES,
                 *_EVT_READ,
             ),
-            subscribe=(_INBOX, _EVT_SUBSCRIBE_ALL),
+            # The channel snapshots, for `corridor liquidity` and the planner (ADR 0240).
+            subscribe=(_INBOX, _EVT_SUBSCRIBE_ALL, subjects.LIQUIDITY_WILDCARD),
         ),
         # One node's work orders only: its durable, created with its own filter (the server
         # refuses a create whose body's filter differs from the one in the subject), pulled
@@ -196,6 +197,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
+                f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",
                 # Orders it refused (unsigned, forged...), recorded for the operator (ADR 0063).
                 f"{subjects.DLQ_DISPATCH_PREFIX}.{{region}}.{{node}}",
                 f"$JS.API.STREAM.INFO.{_DISPATCH}",
@@ -228,7 +230,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
         # Not: outcomes, reconciliation reports, agent keys, the command stream, events.
         # It also hears the executors' node health reports, for the console's nodes page.
         "gateway": Permissions(
-            publish=GATEWAY_PUBLISH, subscribe=(_INBOX, subjects.HEALTH_WILDCARD)
+            publish=GATEWAY_PUBLISH,
+            subscribe=(_INBOX, subjects.HEALTH_WILDCARD, subjects.LIQUIDITY_WILDCARD),
         ),
         # The only writer of CORRIDOR_EVT and CORRIDOR_DISPATCH, and the responder to every
         # request: everything. Another engine process joins with a credential of this role.

@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 READY_SAMPLE_INTERVALS: Final = 3
 
 
+def _liquidity(engine: Engine, settings: Settings) -> Collector:
+    from services.liquidity.config import targets_from
+    from services.liquidity.metrics import LiquidityCollector
+
+    return LiquidityCollector(engine.health, targets_from(settings))
+
+
 @contextlib.asynccontextmanager
 async def engine_metrics(
     engine: Engine,
@@ -53,7 +60,7 @@ async def engine_metrics(
     )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(sampled.run(stop), name="metrics-sampler")
-    collectors: list[Collector] = [board, sampled]
+    collectors: list[Collector] = [board, sampled, _liquidity(engine, settings)]
     if registry_file is not None:
         from services.identity.lookup import RegistryFile
         from services.metrics.credentials import CredentialExpiryCollector

@@ -22,6 +22,7 @@ from services.domain.pilot.window import parse_window
 from services.http.auth import ApiPrincipal, require
 from services.http.errors import ERROR_RESPONSES
 from services.http.node_health import NodeHealthFeed
+from services.liquidity.feed import LiquidityFeed
 
 WATCHERS: Final = ("operator", "auditor")
 # Latency histogram bucket bounds, milliseconds (the last bucket is everything above).
@@ -112,7 +113,26 @@ async def nodes(
     return {"nodes": node_health.snapshot(time.time_ns() // 1_000_000)}
 
 
-console_reads = Router(path="/v1/console", route_handlers=[overview, approvals, nodes],
+@get("/liquidity", responses=ERROR_RESPONSES, summary="Channels, targets and alerts per region")
+async def liquidity(
+    request: Request[Any, Any, Any], liquidity: NamedDependency[LiquidityFeed],
+    projections: NamedDependency[ProjectionStore],
+) -> dict[str, Any]:  # fmt: skip
+    """What ``corridor liquidity`` shows (ADR 0240, 0241), from the snapshots this gateway
+    heard; the forecast from the intents settled in the outflow window."""
+    from services.domain.liquidity.forecast import outflows
+
+    require(_principal(request), WATCHERS)
+    now_ms = time.time_ns() // 1_000_000
+    window_ms = liquidity.outflow_window_ms
+    await projections.refresh((INTENTS,))
+    docs = await projections.intent_docs(
+        received_from_ms=now_ms - 2 * window_ms, received_to_ms=now_ms + 1
+    )
+    return liquidity.view(now_ms, outflows(docs, now_ms=now_ms, window_ms=window_ms))
+
+
+console_reads = Router(path="/v1/console", route_handlers=[overview, approvals, nodes, liquidity],
                        tags=["console"])  # fmt: skip
 identity = Router(path="/v1", route_handlers=[me], tags=["identity"])
 ROUTES: Final = (console_page, console_reads, identity)

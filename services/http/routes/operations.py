@@ -33,6 +33,7 @@ from services.http.bodies import (
 from services.http.errors import ERROR_RESPONSES
 from services.http.gateway import Gateway
 from services.http.limits import STUCK_AFTER_S_DEFAULT
+from services.liquidity.feed import LiquidityFeed
 
 OPERATORS = ("operator",)
 WATCHERS = ("operator", "auditor")
@@ -233,16 +234,20 @@ async def clear_breaker(
 )
 async def exceptions(
     request: Request[Any, Any, Any], projections: NamedDependency[ProjectionStore],
+    liquidity: NamedDependency[LiquidityFeed],
     stuck_after_s: Annotated[int, QueryParameter(ge=1)] = STUCK_AFTER_S_DEFAULT,
 ) -> dict[str, Any]:  # fmt: skip
     """The rows of ``corridor exceptions`` (``projections.exception_queue``)."""
     _operator(request, WATCHERS)
     await projections.refresh((INTENTS, RECONCILIATION))
+    now_ms = time.time_ns() // 1_000_000
     rows = exception_queue(
         await projections.open_intent_docs(),
         await projections.reconciliation_docs(open_only=True),
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=now_ms,
         stuck_after_ms=stuck_after_s * 1000,
+        # The liquidity alerts this gateway's snapshots raise (ADR 0241).
+        liquidity_alerts=liquidity.view(now_ms)["alerts"],
     )
     return {"exceptions": rows}
 

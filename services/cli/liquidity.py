@@ -1,0 +1,284 @@
+"""``corridor liquidity``: every channel of our nodes per region, with targets and alerts.
+
+It listens to the executors' channel snapshots (ADR 0240) as an operator until every node of
+the corridor table has been heard (or ``--wait-s`` passes), and judges them against the
+targets in settings (ADR 0241); the outflow forecast comes from the intent projection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+GROUP_HELP: Final = "channels and liquidity of our nodes per region, with targets and alerts"
+# One health interval is when every executor has published once; two tolerate one lost message.
+WAIT_S_DEFAULT: Final = 10.0
+WAIT_S_MAX: Final = 120.0
+# `plan --every S`: at least a second apart (snapshots come every 5 s; faster plans on stale
+# figures), at most a day; /readyz fails once no round finished for 2 S plus the grace.
+ROUND_S_MIN: Final = 1.0
+ROUND_S_MAX: Final = 86_400.0
+ROUND_GRACE_S: Final = 60.0
+PLAN_HELP: Final = "propose rebalances within the day's fee budget (dry run), or --auto submit"
+# The planner's caller: its own policy tier and spend windows (ADR 0242, 0243).
+PLANNER_CALLER: Final = "liquidity-planner"
+
+
+def register(subparsers: Any) -> None:
+    from services.cli.parser import json_option, state_dir_option
+
+    group = subparsers.add_parser("liquidity", help=GROUP_HELP, description=GROUP_HELP)
+    group.add_argument(
+        "--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
+        help=f"listen this long at most for nodes not yet heard (default {WAIT_S_DEFAULT:g})",
+    )  # fmt: skip
+    group.add_argument("--operator-id", metavar="OP", help="the operator credential to use")
+    state_dir_option(group)
+    json_option(group, "the view (regions, nodes, channels, pending, alerts, missing)")
+    group.set_defaults(handler="services.cli.liquidity:show")
+    sub = group.add_subparsers(dest="liquidity_command", metavar="COMMAND")
+    plan = sub.add_parser("plan", help=PLAN_HELP, description=PLAN_HELP)
+    plan.add_argument(
+        "--auto", action="store_true",
+        help="submit the proposed moves as rebalance intents (default: print them only)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--caller-id", default=PLANNER_CALLER,
+        help=f"the caller the moves are submitted as (default {PLANNER_CALLER}; its "
+        "credential, policy tier and spend windows are the planner's)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--every", type=float, metavar="S",
+        help="keep planning: a round every S seconds until Ctrl-C, with /metrics, /healthz "
+        "and /readyz (default: one round)",
+    )  # fmt: skip
+    plan.add_argument(
+        "--caller-creds", type=Path, metavar="FILE",
+        help="the caller credential --auto submits with (default: the one `corridor up` "
+        "made for --caller-id, else the stack's default caller); listening needs --creds of "
+        "an operator",
+    )  # fmt: skip
+    plan.add_argument(
+        "--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
+        help="listen this long at most for nodes not yet heard",
+    )  # fmt: skip
+    state_dir_option(plan)
+    json_option(plan, "the proposals and the moves not made, with reasons")
+    plan.set_defaults(handler="services.cli.liquidity:plan")
+
+
+async def show(args: argparse.Namespace) -> int:
+    from services.cli import exit_codes, output
+    from services.cli.engine import EngineClient
+    from services.settings import Settings
+
+    settings = Settings()
+    async with EngineClient.open(args.state_dir) as engine:
+        view, _ = await current_view(args, engine, settings)
+    if args.json:
+        output.print_json(view)
+        return exit_codes.OK
+    _print(view, output)
+    return exit_codes.OK
+
+
+async def current_view(
+    args: argparse.Namespace, engine: Any, settings: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The liquidity view now, and the corridor table it was judged against."""
+    from projections.liquidity import LiquidityBook
+    from services.cli.errors import UsageError
+    from services.liquidity.config import targets_from
+    from services.liquidity.feed import gather, now_ms
+
+    if not 0 < args.wait_s <= WAIT_S_MAX:
+        raise UsageError(f"--wait-s must be in (0, {WAIT_S_MAX:g}]")
+    targets = targets_from(settings)
+    book = LiquidityBook(interval_ms=int(settings.health_interval_s * 1000))
+    corridors = await engine.corridors_view()
+    expected = {
+        (c["region"], c["node"])
+        for row in corridors.get("corridors", [])
+        for c in row.get("candidates", [])
+    }
+    await gather(engine.nc, book, expected=expected, wait_s=args.wait_s)
+    at_ms = now_ms()
+    view = book.view(at_ms, targets, await _outflows(args, settings, at_ms))
+    view["missing"] = [f"{r}/{n}" for r, n in sorted(expected - book.nodes())]
+    view["at_ms"] = at_ms
+    return view, corridors
+
+
+async def plan(args: argparse.Namespace) -> int:
+    from services.cli import exit_codes
+    from services.cli.errors import UsageError
+    from services.settings import Settings
+
+    settings = Settings()
+    if args.every is None:
+        await _plan_round(args, settings)
+        return exit_codes.OK
+    if not ROUND_S_MIN <= args.every <= ROUND_S_MAX:
+        raise UsageError(f"--every must be in [{ROUND_S_MIN:g}, {ROUND_S_MAX:g}] seconds")
+    # /metrics, /healthz, and a /readyz that fails once rounds stop finishing (ADR 0153).
+    from services.metrics.freshness import finished_within
+    from services.metrics.server import MetricsServer
+
+    last: list[float] = []
+    metrics = MetricsServer.start(
+        host=settings.metrics_host, port=settings.metrics_port,
+        ready=finished_within(lambda: last[-1] if last else None,
+                              max_age_s=2 * args.every + ROUND_GRACE_S, what="planning round"),
+    )  # fmt: skip
+    print(f"planning every {args.every:g} s (probes on {metrics.url})", file=sys.stderr, flush=True)
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                await _plan_round(args, settings)
+                last[:] = [time.monotonic()]
+            except Exception as exc:  # one failed round (a stack briefly away) ends nothing
+                print(f"round failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            await asyncio.sleep(max(0.0, args.every - (time.monotonic() - started)))
+    finally:
+        metrics.stop()
+
+
+async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
+    from services.bus import subjects
+    from services.cli import output
+    from services.cli.credentials import CredentialRequest, requested, resolve
+    from services.cli.engine import EngineClient
+    from services.domain.liquidity.planner import plan as make_plan
+    from services.liquidity.config import plan_rules, targets_from
+    from services.liquidity.rebalance import idempotency_key, planner_inputs, submit_body
+
+    submitted: list[dict[str, Any]] = []
+    # Submitting is a caller's right, listening an operator's: the moves go out on a second
+    # connection, as this caller, and today's budget counts this caller's intents.
+    wanted = CredentialRequest(role="caller", explicit=args.caller_creds,
+                               wanted_id=args.caller_id)  # fmt: skip
+    with requested(wanted):
+        credential = resolve(args.state_dir)
+    caller = credential.token(("caller",), args.caller_id) or args.caller_id
+    kind = credential.identity.kind if credential.identity is not None else None
+    async with EngineClient.open(args.state_dir) as engine:
+        view, corridors = await current_view(args, engine, settings)
+        regions, nodes = planner_inputs(view, corridors)
+        spent = await _spent_today(args, caller, view["at_ms"])
+        result = make_plan(
+            regions, nodes, targets_from(settings), plan_rules(settings), spent_today_msat=spent
+        )
+    if args.auto and result.proposals:
+        with requested(wanted):
+            async with EngineClient.open(args.state_dir) as submitter:
+                round_ms = settings.liquidity_planner_round_s * 1000
+                for proposal in result.proposals:
+                    key = idempotency_key(proposal, now_ms=view["at_ms"], round_ms=round_ms)
+                    body = submit_body(
+                        proposal, caller_id=caller, caller_kind=kind or "service", key=key
+                    )
+                    reply = await submitter.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
+                    submitted.append({"idempotency_key": key, **reply})
+    report = {
+        "mode": "auto" if args.auto else "dry_run",
+        "caller_id": caller,
+        "at_ms": view["at_ms"],
+        "spent_today_msat": spent,
+        "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
+        "skipped": [{"region": s.region, "reason": s.reason} for s in result.skipped],
+        "submitted": submitted,
+    }
+    if args.json:
+        output.print_json(report)
+        return
+    for p in result.proposals:
+        print(("submit: " if args.auto else "propose: ") + p.explain())
+    for s in result.skipped:
+        print(f"skip {s.region}: {s.reason}")
+    for r in submitted:
+        print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
+    if not result.proposals and not result.skipped:
+        print("no region needs outbound")
+
+
+def _builtins(proposal: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(proposal)
+
+
+async def _spent_today(args: argparse.Namespace, caller_id: str, at_ms: int) -> dict[str, int]:
+    """Fees the planner caller's rebalances used today, from the intent projection."""
+    from services.cli.projection_reads import projection_store
+    from services.liquidity.rebalance import DAY_MS, RebalanceRecord, spent_today
+
+    async with projection_store(args.state_dir) as store:
+        docs = await store.intent_docs(
+            received_from_ms=at_ms - at_ms % DAY_MS, received_to_ms=at_ms + 1
+        )
+    records = [
+        RebalanceRecord(d["corridor"], d["state"], d["received_at_ms"], d["max_fee_msat"],
+                        d.get("fee_msat"))
+        for d in docs if d.get("caller_id") == caller_id
+    ]  # fmt: skip
+    return spent_today(records, now_ms=at_ms)
+
+
+async def _outflows(args: argparse.Namespace, settings: Any, at_ms: int) -> dict[str, Any]:
+    """Outflow per region from the intent projection; none (no forecast) if it is not there."""
+    from services.cli.projection_reads import projection_store
+    from services.domain.liquidity.forecast import outflows
+
+    window_ms = settings.liquidity_outflow_window_s * 1000
+    try:
+        async with projection_store(args.state_dir) as store:
+            docs = await store.intent_docs(
+                received_from_ms=at_ms - 2 * window_ms, received_to_ms=at_ms + 1
+            )
+    except Exception as exc:  # the view stands without a forecast; say why
+        print(f"note: no forecast ({type(exc).__name__})", file=sys.stderr)
+        return {}
+    return outflows(docs, now_ms=at_ms, window_ms=window_ms)
+
+
+def _print(view: dict[str, Any], output: Any) -> None:
+    output.print_table(
+        ["REGION", "NODES", "CHANNELS", "OUTBOUND_MSAT", "INBOUND_MSAT", "RATIO_PPM",
+         "HTLC_MSAT", "DRY_IN_H", "AGE_S", "STALE", "ALERTS"],
+        [[r["region"], r["nodes"], r["channels"], r["outbound_msat"], r["inbound_msat"],
+          _dash(r["local_ratio_ppm"]), r["pending_htlcs_msat"], _dash(r["hours_until_dry"]),
+          r["data_age_ms"] // 1000, "STALE" if r["stale"] else "", r["alerts"]]
+         for r in view["regions"]],
+    )  # fmt: skip
+    print()
+    output.print_table(
+        ["REGION", "NODE", "CHANNEL", "PEER", "CAPACITY_MSAT", "LOCAL_MSAT", "REMOTE_MSAT",
+         "HTLC_MSAT", "FEE", "ACTIVE", "AGE_S", "STALE"],
+        [[c["region"], c["node"], c["channel_id"], c["peer_pubkey"][:16], c["capacity_msat"],
+          c["local_balance_msat"], c["remote_balance_msat"], c["pending_htlcs_msat"],
+          _fee(c), "yes" if c["active"] else "no", c["data_age_ms"] // 1000,
+          "STALE" if c["stale"] else ""]
+         for c in view["channels"]],
+    )  # fmt: skip
+    for p in view["pending"]:
+        print(f"pending {p['state']}: {p['region']}/{p['node']} {p['channel_point']} "
+              f"{p['capacity_msat']} msat, {p['confirmations']} conf")  # fmt: skip
+    for a in view["alerts"]:
+        print(f"ALERT {a['detail']}")
+    for node in view["missing"]:
+        print(f"not heard: {node} (is its executor running?)")
+
+
+def _dash(value: object) -> object:
+    return "-" if value is None else value
+
+
+def _fee(channel: dict[str, Any]) -> str:
+    if channel["fee_base_msat"] is None and channel["fee_ppm"] is None:
+        return "-"
+    return f"{_dash(channel['fee_base_msat'])}+{_dash(channel['fee_ppm'])}ppm"
