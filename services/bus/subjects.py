@@ -104,6 +104,15 @@ VERBS: Final = {
     "outcome": "RecordPaymentOutcome",
 }
 
+# Channel operations (ADR 0234), request/reply under the intents prefix: an operator's
+# ``channel_open.<operator_id>`` and ``channel_close.<operator_id>``, the node's executor's
+# ``channel_report.<node>``. Not on CORRIDOR_CMD.
+CHANNEL_VERBS: Final = {
+    "channel_open": "OpenChannel",
+    "channel_close": "CloseChannel",
+    "channel_report": "RecordChannelOpReport",
+}
+
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_STREAM_ID: Final = "Corridor-Stream-Id"

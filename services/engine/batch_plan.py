@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.reconciliation.ledger import NodeLedger
@@ -25,6 +26,7 @@ class BatchPlan:
     events: list[NewEvent] = field(default_factory=list)
     claims: list[IdempotencyClaim] = field(default_factory=list)
     states: dict[str, PaymentIntent | None] = field(default_factory=dict)
+    channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

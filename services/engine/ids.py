@@ -38,3 +38,12 @@ def _uuid5(namespace: bytes, name: str) -> str:
 
 def fingerprint(request: Any) -> str:
     return hashlib.sha256(canonical_json(request)).hexdigest()
+
+
+_CHANNEL_OP_NS_BYTES = uuid.UUID("9a41c7e2-0d5b-4f3a-b6e8-5c2d7f1a3e90").bytes
+
+
+def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
+    """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
+    of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""
+    return "chop-" + _uuid5(_CHANNEL_OP_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from schemas import errors
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
 from services.domain.policy import PolicyEngine
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS, plan_agent_key_command
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_planning import (
+    CHANNEL_OP_COMMANDS,
+    ChannelOpCache,
+    ChannelOpPlanner,
+)
 from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
@@ -45,7 +51,9 @@ class Planner:
         key_lookup: AgentKeyLookup,
         recon: ReconciliationBook,
         webhooks: WebhookBook | None = None,
+        channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
     ) -> None:
+        self._channel_ops = channel_ops
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         self._intents = intents
@@ -114,6 +122,14 @@ class Planner:
                     plan.webhooks[endpoint_id] = endpoint
                 plan.events += events
                 plan.replies.append(reply)
+                continue
+            if isinstance(command, CHANNEL_OP_COMMANDS):  # ADR 0234
+                if self._channel_ops is None:
+                    plan.replies.append(rejected(errors.Unavailable("channels are not set up")))
+                    continue
+                ops, committed = self._channel_ops
+                held = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
+                ops.plan(plan, item, command, held, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

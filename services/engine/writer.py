@@ -20,12 +20,14 @@ from collections.abc import Sequence
 import structlog
 
 from schemas import errors
+from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
 from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_planning import ChannelOpCache
 from services.engine.commands import (
     CommandEnvelope,
     QueuedCommand,
@@ -56,6 +58,7 @@ log = structlog.get_logger("corridor.processor")
 
 RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
+CHOP = CHANNEL_OP_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -80,7 +83,9 @@ class WriterLoop:
         queue_max: int,
         recon: ReconciliationBook,
         webhooks: WebhookBook | None = None,
+        channel_ops: ChannelOpCache | None = None,
     ) -> None:
+        self._channel_ops = channel_ops
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         assert batch_max >= 1 and queue_max >= 1
@@ -207,10 +212,14 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK))
+                and not i.stream_id.startswith((RECON, HOOK, CHOP))
                 and not assumed_new(i)
             ]
         )
+        if self._channel_ops is not None:  # channel operations (ADR 0234): always read
+            await self._channel_ops.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
+            )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -236,6 +245,9 @@ class WriterLoop:
             self._spend.appended(first_position, len(plan.events), plan.spend_callers)
         for stream_id, state in plan.states.items():
             self._cache.remember(stream_id, state)
+        for stream_id, op in plan.channel_ops.items():
+            assert self._channel_ops is not None
+            self._channel_ops.remember(stream_id, op)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -257,6 +269,8 @@ class WriterLoop:
         for item in items:
             item.reload = True
             self._cache.forget(item.stream_id)
+            if self._channel_ops is not None:
+                self._channel_ops.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

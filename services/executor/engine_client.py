@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from schemas.channel_messages import RecordChannelOpReport
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
 from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
@@ -68,6 +69,7 @@ class EngineClient:
         self._subject = f"{subjects.API_PREFIX}.outcome.{node}"
         # A read names its reader: the executor of this node (ADR 0061).
         self._status_subject = f"{subjects.API_STATUS}.executor.{node}"
+        self._channel_subject = f"{subjects.API_PREFIX}.channel_report.{node}"  # ADR 0234
         self._limits = limits
 
     async def record(
@@ -94,6 +96,22 @@ class EngineClient:
             state=reply.state,
             duplicate=reply.duplicate,
         )
+        return reply
+
+    async def record_channel_op(
+        self, report: RecordChannelOpReport, *, causation_id: str, correlation_id: str
+    ) -> CommandAccepted:
+        """Commit a channel operation's report (ADR 0234); duplicates are answered, not
+        recorded again."""
+        headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        reply = await self._request(
+            self._channel_subject, encode(report), headers, _command_reply,
+            retryable=_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, CommandAccepted)
+        log.info("channel_report_committed", stage=report.stage, state=reply.state)
         return reply
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:

@@ -34,6 +34,8 @@ log = structlog.get_logger("corridor.api")
 INFLIGHT_MAX = 4096
 
 Q = TypeVar("Q")
+# Payments' verbs and channel operations' (ADR 0234): request/reply under one prefix.
+_INTENT_VERBS = {**subjects.VERBS, **subjects.CHANNEL_VERBS}
 
 
 def _query(msg: Message, expected: type[Q]) -> Q:
@@ -196,7 +198,7 @@ class ApiService:
             return await self._processor.execute(envelope)
         envelope = parse_command(
             subject, subjects.API_PREFIX, msg.data, msg.headers,
-            authenticator=self._auth, bytes_max=limits.COMMAND_BYTES_MAX,
+            authenticator=self._auth, bytes_max=limits.COMMAND_BYTES_MAX, verbs=_INTENT_VERBS,
         )  # fmt: skip
         reply = await self._processor.execute(envelope)
         structlog.contextvars.bind_contextvars(

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import msgspec
 
+from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENTS
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
@@ -17,6 +18,9 @@ from services.bus import subjects
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
 
+# Events that are also work orders on the dispatch stream: payments' and channel operations'
+# (ADR 0234).
+ORDER_EVENT_TYPES = frozenset({"IntentDispatched", *CHANNEL_ORDER_EVENTS})
 # How long a publish's acknowledgements may take before the batch counts as failed.
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
@@ -54,7 +58,7 @@ class Outgoing:
     @classmethod
     def stored(cls, event: StoredEvent) -> Outgoing:
         order = None
-        if event.type == "IntentDispatched":
+        if event.type in ORDER_EVENT_TYPES:
             order = subjects.dispatch_subject(
                 str(event.payload["region"]), str(event.payload["node"])
             )
@@ -73,7 +77,7 @@ class Outgoing:
     ) -> Outgoing:
         metadata = _decode_metadata.decode(event.metadata)
         order = None
-        if event.type == "IntentDispatched":
+        if event.type in ORDER_EVENT_TYPES:
             target = _decode_order_target.decode(event.payload)
             order = subjects.dispatch_subject(target.region, target.node)
         recorded = RecordedEvent(
@@ -106,7 +110,9 @@ def _relay_span(traceparent: object, event_type: str) -> str | None:
 def names_an_owner(event_type: str) -> bool:
     """Whether an event of this type belongs to an intent (policy, checkpoints, agent keys and
     dead letters do not)."""
-    return event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT
+    return (
+        event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT
+    ) or event_type in CHANNEL_OP_EVENT_TYPES
 
 
 class _OrderTarget(msgspec.Struct):
