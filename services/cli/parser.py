@@ -95,6 +95,11 @@ PLUGINS: Final = (
         "serve the HTTP API (OpenAPI at /openapi.json) in front of a running stack",
     ),
     (
+        "channels",
+        "services.cli.channels",
+        "channel opens and closes on our nodes, as operator intents (prints JSON)",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",
