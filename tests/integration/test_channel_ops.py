@@ -200,3 +200,25 @@ async def test_close_broadcast_mined_closed(engine: Engine, nc: Client, sim: Sim
     assert await event_types(engine, close_id) == [
         "ChannelCloseRequested", "ChannelClosing", "ChannelClosed",
     ]  # fmt: skip
+
+
+async def test_only_the_named_nodes_executor_reports(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    op_id = (await request(nc, "channel_open", open_command(sim, "who")))["intent_id"]
+    report = {
+        "type": "RecordChannelOpReport", "version": 1, "op_id": op_id, "stage": "broadcast",
+        "txid": "ab" * 32, "channel_point": "ab" * 32 + ":0",
+    }  # fmt: skip
+    for node in ("eu-lnd", "us-lnd"):
+        msg = await nc.request(
+            f"corridor.api.v1.intents.channel_report.{node}",
+            json.dumps(report).encode(),
+            timeout=10,
+        )
+        replies = json.loads(msg.data)
+        if node == "eu-lnd":  # another node's executor: as if the operation did not exist
+            assert not replies["ok"] and replies["error"]["code"] == "unknown_op", replies
+        else:
+            assert replies["ok"] and replies["state"] == "broadcast", replies
+    assert await event_types(engine, op_id) == ["ChannelOpenRequested", "ChannelOpening"]
