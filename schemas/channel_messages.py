@@ -22,6 +22,10 @@ SAT_PER_VBYTE_MAX: Final = 10_000
 # "txid:index": 64 hex digits, a colon, an output index.
 CHANNEL_POINT_PATTERN: Final = r"^[0-9a-f]{64}:[0-9]{1,5}$"
 TXID_PATTERN: Final = limits.HEX32_PATTERN
+# A channel operation's stream: this prefix and a UUID of (operator, key) (ADR 0234).
+CHANNEL_OP_STREAM_PREFIX: Final = "chop-"
+# The requests that are also the executor's work orders on the dispatch stream (ADR 0234).
+CHANNEL_ORDER_EVENTS: Final = frozenset({"ChannelOpenRequested", "ChannelCloseRequested"})
 # Our node names (executor targets): short, like region names.
 NODE_NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -44,6 +48,7 @@ CLOSING_TX_VSIZE: Final = 169
 
 
 class OpenChannel(Message, frozen=True, kw_only=True):
+    version: Literal[1] = 1
     idempotency_key: IdempotencyKey
     region: Region
     node: NodeName
@@ -56,6 +61,7 @@ class OpenChannel(Message, frozen=True, kw_only=True):
 
 
 class CloseChannel(Message, frozen=True, kw_only=True):
+    version: Literal[1] = 1
     idempotency_key: IdempotencyKey
     region: Region
     node: NodeName
@@ -67,6 +73,8 @@ class CloseChannel(Message, frozen=True, kw_only=True):
 class RecordChannelOpReport(Message, frozen=True, kw_only=True):
     """What the executor saw on the node: broadcast (``funding_txid``/``closing_txid``), then
     final (opened after its confirmations, or closed)."""
+
+    version: Literal[1] = 1
 
     op_id: str
     stage: Literal["broadcast", "final"]
@@ -90,6 +98,9 @@ class ChannelOpenRequested(EventData, frozen=True, kw_only=True):
     # What the funding transaction costs at the rate (FUNDING_TX_VSIZE): the budget checked.
     onchain_fee_msat: int
     tier: ChannelTier
+    # The engine's signature over the order (ADR 0234): the event is the executor's work order.
+    key_id: str | None = None
+    signature: str | None = None
 
 
 class ChannelCloseRequested(EventData, frozen=True, kw_only=True):
@@ -104,6 +115,8 @@ class ChannelCloseRequested(EventData, frozen=True, kw_only=True):
     max_onchain_fee_msat: int
     onchain_fee_msat: int  # CLOSING_TX_VSIZE at the rate
     tier: ChannelTier
+    key_id: str | None = None  # signed like an open (ADR 0234)
+    signature: str | None = None
 
 
 class ChannelOpRejected(EventData, frozen=True, kw_only=True):
@@ -143,8 +156,13 @@ class ChannelClosed(EventData, frozen=True, kw_only=True):
 
 
 CHANNEL_OP_COMMAND_TYPES: Final = (OpenChannel, CloseChannel, RecordChannelOpReport)
+ChannelOpCommand = OpenChannel | CloseChannel | RecordChannelOpReport
 _EVENTS: Final[tuple[type[EventData], ...]] = (
     ChannelOpenRequested, ChannelCloseRequested, ChannelOpRejected, ChannelOpening,
     ChannelOpened, ChannelClosing, ChannelClosed,
 )  # fmt: skip
 CHANNEL_OP_EVENT_TYPES: dict[str, type[EventData]] = {cls.__name__: cls for cls in _EVENTS}
+
+
+def is_channel_op_stream(stream_id: str) -> bool:
+    return stream_id.startswith(CHANNEL_OP_STREAM_PREFIX)

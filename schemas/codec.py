@@ -17,6 +17,7 @@ from schemas.agent_key_messages import (
     AGENT_KEY_QUERY_TYPES,
     AgentKeyCommand,
 )
+from schemas.channel_messages import CHANNEL_OP_COMMAND_TYPES
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
@@ -61,6 +62,7 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         *POLICY_COMMAND_TYPES,
         *AGENT_KEY_COMMAND_TYPES,
         *RECONCILIATION_COMMAND_TYPES,
+        *CHANNEL_OP_COMMAND_TYPES,  # ADR 0234
         # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,

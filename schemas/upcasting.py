@@ -23,6 +23,7 @@ import msgspec
 
 from schemas import events as ev
 from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
+from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
@@ -40,6 +41,7 @@ EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
         **RECONCILIATION_EVENT_TYPES,
         **WEBHOOK_EVENT_TYPES,
         **RECEIVE_EVENT_TYPES,
+        **CHANNEL_OP_EVENT_TYPES,  # ADR 0234
     }
 )
 

@@ -110,6 +110,14 @@ VERBS: Final = {
 # Receive intents (ADR 0220), request/reply only under the intents prefix: a caller's
 # ``receive.<caller_id>``, an executor's ``invoice.<node>`` report. Not on CORRIDOR_CMD.
 RECEIVE_VERBS: Final = {"receive": "CreateReceiveIntent", "invoice": "RecordInvoiceState"}
+# Channel operations (ADR 0234), request/reply under the intents prefix: an operator's
+# ``channel_open.<operator_id>`` and ``channel_close.<operator_id>``, the node's executor's
+# ``channel_report.<node>``. Not on CORRIDOR_CMD.
+CHANNEL_VERBS: Final = {
+    "channel_open": "OpenChannel",
+    "channel_close": "CloseChannel",
+    "channel_report": "RecordChannelOpReport",
+}
 
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

@@ -48,6 +48,7 @@ COMMAND_ROLES: Final = {
     "exceptions": "operator",
     "resolve": "operator",
     "webhooks": "caller",
+    "channels": "operator",  # ADR 0234
 }  # fmt: skip
 
 

@@ -105,6 +105,11 @@ PLUGINS: Final = (
         "receive: an invoice on a node of a region, paid to us (prints JSON)",
     ),
     (
+        "channels",
+        "services.cli.channels",
+        "channel opens and closes on our nodes, as operator intents (prints JSON)",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.receive import ReceiveIntent
@@ -27,6 +28,7 @@ class BatchPlan:
     claims: list[IdempotencyClaim] = field(default_factory=list)
     states: dict[str, PaymentIntent | None] = field(default_factory=dict)
     receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
+    channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

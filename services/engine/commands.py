@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
@@ -24,7 +25,7 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
-from services.engine.ids import fingerprint, intent_id_for, receive_id_for
+from services.engine.ids import channel_op_id_for, fingerprint, intent_id_for, receive_id_for
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
@@ -48,6 +49,7 @@ class CommandEnvelope:
         | ReconciliationCommand
         | WebhookCommand
         | ReceiveCommand
+        | cm.ChannelOpCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -61,7 +63,8 @@ class CommandEnvelope:
     traceparent: str | None = None
 
     def __post_init__(self) -> None:
-        if self.principal is not None:
+        # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
+        if self.principal is not None and not isinstance(self.command, cm.CHANNEL_OP_COMMAND_TYPES):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
                 "the intake binds every command to the identity its payload names"
@@ -105,6 +108,17 @@ def prepare(item: QueuedCommand) -> None:
     if isinstance(command, RecordInvoiceState):
         item.stream_id = command.intent_id
         return
+    if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
+        item.stream_id = command.op_id
+        return
+    if isinstance(command, cm.OpenChannel | cm.CloseChannel):
+        # The operator's id from the credential and its key name the operation.
+        principal = item.envelope.principal
+        item.stream_id = channel_op_id_for(
+            principal.id if principal else "corridor", command.idempotency_key
+        )
+        item.request_fingerprint = fingerprint(command)
+        return
     if not isinstance(command, cmd.SubmitPaymentIntent):
         item.stream_id = command.intent_id
         return
@@ -147,6 +161,8 @@ def actor(envelope: CommandEnvelope) -> str:
     the sender its command names, in the roles the subjects give them."""
     if envelope.principal is not None:
         return envelope.principal.actor
+    if isinstance(envelope.command, cm.CHANNEL_OP_COMMAND_TYPES):
+        return "corridor"
     claimed = claimed_identity(envelope.command)
     if claimed is None:
         return "corridor"

@@ -47,3 +47,12 @@ def receive_id_for(caller_id: str, idempotency_key: str) -> str:
     """A receive's stream: ``rcv-`` and a UUID of (caller id, key), in a namespace of its own,
     so a payment and a receive with the same key are two intents (ADR 0220)."""
     return "rcv-" + _uuid5(_RECEIVE_NS_BYTES, f"{caller_id}\x1f{idempotency_key}")
+
+
+_CHANNEL_OP_NS_BYTES = uuid.UUID("9a41c7e2-0d5b-4f3a-b6e8-5c2d7f1a3e90").bytes
+
+
+def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
+    """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
+    of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""
+    return "chop-" + _uuid5(_CHANNEL_OP_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")

@@ -14,6 +14,11 @@ from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS, plan_agent_key_command
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_planning import (
+    CHANNEL_OP_COMMANDS,
+    ChannelOpCache,
+    ChannelOpPlanner,
+)
 from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
@@ -50,9 +55,11 @@ class Planner:
         webhooks: WebhookBook | None = None,
         receives: ReceivePlanner | None = None,
         receive_cache: ReceiveCache | None = None,
+        channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
     ) -> None:
         self._receives = receives
         self._receive_cache = receive_cache
+        self._channel_ops = channel_ops
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         self._intents = intents
@@ -130,6 +137,14 @@ class Planner:
                 self._receives.plan(
                     plan, item, command, held, router=router, now_ms=now_ms
                 )  # fmt: skip
+                continue
+            if isinstance(command, CHANNEL_OP_COMMANDS):  # ADR 0234
+                if self._channel_ops is None:
+                    plan.replies.append(rejected(errors.Unavailable("channels are not set up")))
+                    continue
+                ops, committed = self._channel_ops
+                op = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
+                ops.plan(plan, item, command, op, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

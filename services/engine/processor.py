@@ -22,6 +22,7 @@ from services.domain.policy import Policy
 from services.domain.principal import Principal
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
+from services.engine.channel_op_planning import ChannelOpCache, ChannelOpPlanner
 from services.engine.clock import Clock, IdSource
 from services.engine.commands import CommandEnvelope, Reply
 from services.engine.committed import CommittedBatches
@@ -93,18 +94,22 @@ class CommandProcessor:
         # Receive intents (ADR 0220): their own committed-state cache and planner.
         self.receives = ReceiveCache(store, cache_max=cache_max)
         self.invoice_cursors = InvoiceCursors()
+        # Channel operations (ADR 0234): their own committed-state cache and planner.
+        self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
             key_lookup=self.key_lookup, recon=self.recon, webhooks=self.webhooks,
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
+            channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
+            channel_ops=self.channel_ops,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -5,12 +5,14 @@ cache or the policy book's state, so it cannot race the writer loop."""
 from __future__ import annotations
 
 from schemas import errors
+from schemas.channel_messages import is_channel_op_stream
 from schemas.receive_messages import is_receive_stream
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.access import may_read
 from services.domain.policy import PolicyEngine, fold_policy
 from services.domain.principal import Principal
+from services.engine.channel_op_reads import channel_op_status, channel_op_view
 from services.engine.commands import rejected
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_recorded
 from services.engine.intent_cache import IntentCache
@@ -45,6 +47,8 @@ class ReadSide:
         """
         if is_receive_stream(intent_id):  # ADR 0220
             return await receive_status(self._store, intent_id, reader)
+        if is_channel_op_stream(intent_id):  # ADR 0234
+            return await channel_op_status(self._store, intent_id, reader)
         cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
@@ -78,6 +82,8 @@ class ReadSide:
         """The state and full history; ``reader`` as in ``status``."""
         if is_receive_stream(intent_id):  # ADR 0220
             return await receive_view(self._store, intent_id, reader)
+        if is_channel_op_stream(intent_id):  # ADR 0234
+            return await channel_op_view(self._store, intent_id, reader)
         history = await self._store.read_stream(intent_id)
         if not history:
             return _not_found(intent_id)

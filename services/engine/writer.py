@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import structlog
 
 from schemas import errors
+from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
@@ -27,6 +28,7 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_planning import ChannelOpCache
 from services.engine.commands import (
     CommandEnvelope,
     QueuedCommand,
@@ -59,6 +61,7 @@ log = structlog.get_logger("corridor.processor")
 RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
+CHOP = CHANNEL_OP_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -84,8 +87,10 @@ class WriterLoop:
         recon: ReconciliationBook,
         webhooks: WebhookBook | None = None,
         receives: ReceiveCache | None = None,
+        channel_ops: ChannelOpCache | None = None,
     ) -> None:
         self._receives = receives
+        self._channel_ops = channel_ops
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         assert batch_max >= 1 and queue_max >= 1
@@ -212,13 +217,17 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP))
                 and not assumed_new(i)
             ]
         )
         if self._receives is not None:  # receive intents (ADR 0220): always read
             await self._receives.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(RCV)]
+            )
+        if self._channel_ops is not None:  # channel operations (ADR 0234): always read
+            await self._channel_ops.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
             )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
@@ -248,6 +257,9 @@ class WriterLoop:
         for stream_id, receive in plan.receives.items():
             assert self._receives is not None
             self._receives.remember(stream_id, receive)
+        for stream_id, op in plan.channel_ops.items():
+            assert self._channel_ops is not None
+            self._channel_ops.remember(stream_id, op)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -271,6 +283,8 @@ class WriterLoop:
             self._cache.forget(item.stream_id)
             if self._receives is not None:
                 self._receives.forget(item.stream_id)
+            if self._channel_ops is not None:
+                self._channel_ops.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

@@ -7,8 +7,8 @@ re-publish) looks for a pending or open channel with that memo. Found: report it
 nothing. Not found: open once. A node that cannot be asked raises ``NodeError`` and nothing is
 opened; the order comes back later.
 
-Not wired to a consumer yet: the engine does not dispatch channel-open orders (issue 18,
-step 4, is partial). ``open_once`` is the rule such a consumer calls.
+Called by the executor's channel worker (``channel_worker.py``, ADR 0234) for every channel-open
+order the engine dispatches.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from schemas.channel_messages import RecordChannelOpReport
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
 from schemas.receive_messages import (
@@ -81,6 +82,7 @@ class EngineClient:
         self._status_subject = f"{subjects.API_STATUS}.executor.{node}"
         self._invoice_subject = f"{subjects.API_PREFIX}.invoice.{node}"
         self._node = node
+        self._channel_subject = f"{subjects.API_PREFIX}.channel_report.{node}"  # ADR 0234
         self._limits = limits
 
     async def record(
@@ -149,6 +151,22 @@ class EngineClient:
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, ExpiredInvoices)
         return reply.invoices
+
+    async def record_channel_op(
+        self, report: RecordChannelOpReport, *, causation_id: str, correlation_id: str
+    ) -> CommandAccepted:
+        """Commit a channel operation's report (ADR 0234); duplicates are answered, not
+        recorded again."""
+        headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        reply = await self._request(
+            self._channel_subject, encode(report), headers, _command_reply,
+            retryable=_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, CommandAccepted)
+        log.info("channel_report_committed", stage=report.stage, state=reply.state)
+        return reply
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
         query = GetPaymentIntentStatus(intent_id=intent_id)

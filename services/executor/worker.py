@@ -28,12 +28,14 @@ from typing import Final
 
 import structlog
 
+from schemas.channel_messages import RecordChannelOpReport
 from schemas.commands import RecordPaymentOutcome
 from services import tracing
 from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
 from services.bus.port import Bus, BusError, Delivery, PullConsumer
+from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
 from services.executor.errors import (
@@ -207,6 +209,14 @@ class Executor:
         )  # fmt: skip
         EXECUTOR_PAYMENTS.labels(self.region, self.node_name, outcome.outcome).inc()
 
+    async def _report_channel_op(
+        self, report: RecordChannelOpReport, causation_id: str, correlation_id: str
+    ) -> None:
+        assert self._engine is not None, "the engine client exists while run() runs"
+        await self._engine.record_channel_op(
+            report, causation_id=causation_id, correlation_id=correlation_id
+        )
+
     async def _health(self, bus: Bus) -> None:
         await publish_health(
             bus,
@@ -272,6 +282,14 @@ class Executor:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         if is_receive_order(msg.data):  # a receive's invoice to create or watch (ADR 0220)
             await self._receives.handle(msg)
+            return
+        if is_channel_order(msg.data):  # channel opens and closes (ADR 0234)
+            assert self._verifier is not None, "run() does not start without a verifier"
+            await ChannelOps(
+                self._node, region=self.region, node_name=self.node_name,
+                verifier=self._verifier, report=self._report_channel_op,
+                heartbeat_s=self._limits.heartbeat_s,
+            ).handle(msg, self._refuse)  # fmt: skip
             return
         try:
             order = decode_work_order(

@@ -169,6 +169,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.reject.{{id}}",
                 f"{_API}.resolve.{{id}}",
                 f"{_API}.acknowledge.{{id}}",
+                # Channel opens and closes on our nodes (ADR 0234).
+                f"{_API}.channel_open.{{id}}",
+                f"{_API}.channel_close.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",
@@ -195,6 +198,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
             publish=(
                 f"{_API}.outcome.{{node}}",
                 f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
+                f"{_API}.channel_report.{{node}}",  # its channel operations (ADR 0234)
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",

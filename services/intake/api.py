@@ -35,8 +35,9 @@ log = structlog.get_logger("corridor.api")
 INFLIGHT_MAX = 4096
 
 Q = TypeVar("Q")
-# Payments' verbs and receives' (ADR 0220): request/reply under one prefix.
-_INTENT_VERBS = {**subjects.VERBS, **subjects.RECEIVE_VERBS}
+# Payments' verbs, receives' (ADR 0220) and channel operations' (ADR 0234): request/reply
+# under one prefix.
+_INTENT_VERBS = {**subjects.VERBS, **subjects.RECEIVE_VERBS, **subjects.CHANNEL_VERBS}
 
 
 def _query(msg: Message, expected: type[Q]) -> Q:

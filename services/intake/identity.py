@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
 from schemas.agent_key_messages import (
@@ -85,9 +86,12 @@ class Authenticator:
         | AgentKeyCommand
         | ReconciliationCommand
         | CallerWebhookCommand
-        | ReceiveCommand,
+        | ReceiveCommand
+        | cm.ChannelOpCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
+        if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
+            return self._channel_op(token, command)
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
         field, value = claimed
@@ -197,6 +201,17 @@ class Authenticator:
         regions = self._regions.get(node)
         if regions and claimed not in regions:
             _same("region", claimed, min(regions))
+
+    def _channel_op(self, token: str, command: cm.ChannelOpCommand) -> Principal:
+        """Channel operations (ADR 0234): operators open and close on a node the registry
+        knows in the region named; the node's executor reports. No payload field names the
+        sender: the token is the whole identity."""
+        if isinstance(command, cm.RecordChannelOpReport):
+            self._require("executor", token)
+            return Principal(role="executor", id=token)
+        self._require("operator", token)
+        self._check_region(command.node, command.region)
+        return Principal(role="operator", id=token)
 
     def _require(self, role: Role, ident: str) -> Credential | None:
         """The live credential of ``role`` named ``ident``; ``None`` only without a registry."""

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import msgspec
 
+from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENTS
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
@@ -18,8 +19,9 @@ from services.bus import subjects
 from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
 
-# Events that are also work orders on the dispatch stream: payments' and receives' (ADR 0220).
-ORDER_EVENT_TYPES = frozenset({"IntentDispatched", "ReceiveDispatched"})
+# Events that are also work orders on the dispatch stream: payments', receives' (ADR 0220)
+# and channel operations' (ADR 0234).
+ORDER_EVENT_TYPES = frozenset({"IntentDispatched", "ReceiveDispatched", *CHANNEL_ORDER_EVENTS})
 # How long a publish's acknowledgements may take before the batch counts as failed.
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
@@ -110,8 +112,10 @@ def names_an_owner(event_type: str) -> bool:
     """Whether an event of this type belongs to an intent (policy, checkpoints, agent keys and
     dead letters do not)."""
     return (
-        event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT
-    ) or event_type in RECEIVE_EVENT_TYPES
+        (event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT)
+        or event_type in RECEIVE_EVENT_TYPES
+        or event_type in CHANNEL_OP_EVENT_TYPES
+    )
 
 
 class _OrderTarget(msgspec.Struct):

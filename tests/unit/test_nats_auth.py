@@ -440,3 +440,24 @@ def test_only_an_operator_acknowledges_an_anomaly_and_under_its_own_id() -> None
     for role, ident in (("caller", "acme"), ("agent", "bot"), ("executor", "us-lnd"),
                         ("auditor", "aud-1"), ("reconciler", "us-lnd")):  # fmt: skip
         assert not allowed(users[role], f"{subjects.API_PREFIX}.acknowledge.{ident}"), role
+
+
+def test_channel_operations_are_operators_and_reports_the_nodes_own() -> None:
+    """ADR 0234: operators open and close under their own id; a node's executor reports
+    under its node only; callers and agents may not ask for a channel."""
+    opens = f"{subjects.API_PREFIX}.channel_open.op-1"
+    closes = f"{subjects.API_PREFIX}.channel_close.op-1"
+    operator = user_permissions(EVERY_ROLE.credentials[2])
+    executor = user_permissions(EVERY_ROLE.credentials[3])
+    caller = user_permissions(EVERY_ROLE.credentials[0])
+    agent = user_permissions(EVERY_ROLE.credentials[1])
+
+    def may(perms: object, subject: str) -> bool:
+        return any(matches(p, subject) for p in perms.publish)  # type: ignore[attr-defined]
+
+    assert may(operator, opens) and may(operator, closes)
+    assert not may(operator, f"{subjects.API_PREFIX}.channel_open.op-2")
+    assert may(executor, f"{subjects.API_PREFIX}.channel_report.us-lnd")
+    assert not may(executor, f"{subjects.API_PREFIX}.channel_report.eu-lnd")
+    for other in (caller, agent, executor):
+        assert not may(other, opens)

@@ -1,0 +1,157 @@
+"""Channel operations in the engine (ADR 0234): the writer loop's committed state of
+``chop-`` streams and the planner that decides a command against it. The processor only
+routes ``OpenChannel``, ``CloseChannel`` and ``RecordChannelOpReport`` here.
+
+Who may do what comes from the credential (the subject's token), never from the payload:
+operators open and close (the operator is the operation's caller); an executor reports only
+for the node it is, the node the operation names.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from schemas import channel_messages as cm
+from schemas import errors
+from schemas.common import Caller
+from schemas.records import EventMetadata
+from schemas.replies import CommandAccepted
+from services.domain.channel_ops import (
+    ChannelOp,
+    ChannelOpContext,
+    ChannelPolicy,
+    Refusal,
+    decide,
+    evolve,
+    replay,
+)
+from services.engine.batch_plan import BatchPlan
+from services.engine.commands import QueuedCommand, actor, rejected
+from services.engine.event_codec import to_domain, to_new_events
+from services.eventstore.port import EventStore
+from services.signing.channel_orders import sign_channel_orders
+from services.signing.port import Signer
+
+CHANNEL_OP_COMMANDS: Final = cm.CHANNEL_OP_COMMAND_TYPES
+MSAT_PER_SAT: Final = 1000
+# lnd's default largest channel without wumbo (2^24 - 1 sat): a larger open fails at the node
+# anyway, after the request was recorded; refusing it here costs nothing on chain.
+OPEN_MSAT_MAX: Final = (2**24 - 1) * MSAT_PER_SAT
+# The most one transaction's fee may cost, whatever the request allows: 100k sat is a
+# funding transaction at ~650 sat/vB, far above any sane rate, below a unit mistake's cost.
+ONCHAIN_FEE_MSAT_MAX: Final = 100_000 * MSAT_PER_SAT
+# One tier for every open within the limit (ADR 0234): the request is already an operator's
+# act, so the aggregate's "approval" tier is not reached by this engine's policy.
+ENGINE_CHANNEL_POLICY: Final = ChannelPolicy(
+    auto_open_msat_max=OPEN_MSAT_MAX,
+    open_msat_max=OPEN_MSAT_MAX,
+    onchain_fee_msat_max=ONCHAIN_FEE_MSAT_MAX,
+)
+
+
+class ChannelOpCache:
+    """Committed channel operations, bounded LRU; only the writer loop writes."""
+
+    def __init__(self, store: EventStore, *, cache_max: int) -> None:
+        assert cache_max >= 1
+        self._store = store
+        self._cache: OrderedDict[str, ChannelOp | None] = OrderedDict()
+        self._cache_max = cache_max
+
+    def get(self, stream_id: str) -> ChannelOp | None:
+        return self._cache.get(stream_id)
+
+    def remember(self, stream_id: str, state: ChannelOp | None) -> None:
+        self._cache[stream_id] = state
+        self._cache.move_to_end(stream_id)
+        while len(self._cache) > self._cache_max:
+            self._cache.popitem(last=False)
+
+    def forget(self, stream_id: str) -> None:
+        self._cache.pop(stream_id, None)
+
+    async def load(self, stream_ids: Sequence[str]) -> None:
+        """Read the streams not cached yet in one round trip; none is assumed new (the
+        append's stream version settles any race)."""
+        missing = [s for s in dict.fromkeys(stream_ids) if s not in self._cache]
+        if not missing:
+            return
+        loaded = await self._store.read_streams(missing)
+        for stream_id in missing:
+            self.remember(stream_id, replay(to_domain(e) for e in loaded.get(stream_id, [])))
+
+
+def channel_op_accepted(state: ChannelOp, *, duplicate: bool) -> CommandAccepted:
+    return CommandAccepted(
+        intent_id=state.op_id, state=str(state.status), duplicate=duplicate,
+        reason=state.rejection,
+    )  # fmt: skip
+
+
+class ChannelOpPlanner:
+    def __init__(
+        self,
+        *,
+        new_id: Callable[[], str],
+        signer: Signer | None,
+        policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
+    ) -> None:
+        self._new_id = new_id
+        # ``None``: orders go unsigned and executors refuse them (tests of the engine alone).
+        self._signer = signer
+        self._policy = policy
+
+    def plan(
+        self,
+        plan: BatchPlan,
+        item: QueuedCommand,
+        command: cm.OpenChannel | cm.CloseChannel | cm.RecordChannelOpReport,
+        state: ChannelOp | None,
+        *,
+        now_ms: int,
+    ) -> None:
+        principal = item.envelope.principal
+        if isinstance(command, cm.RecordChannelOpReport):
+            # An executor reports for its own node only; anything else reads as not found.
+            executor = principal is not None and principal.role == "executor"
+            if state is not None and executor and principal.id != state.node:  # type: ignore[union-attr]
+                state = None
+        elif principal is None or principal.role not in ("operator", "engine"):
+            plan.replies.append(rejected(errors.Forbidden("operators open and close channels")))
+            return
+        caller = Caller(id=principal.id if principal else "corridor", kind="human")
+        ctx = ChannelOpContext(
+            op_id=item.stream_id, request_fingerprint=item.request_fingerprint or "",
+            caller=caller, policy=self._policy,
+        )  # fmt: skip
+        decision = decide(state, command, ctx)
+        if isinstance(decision, Refusal):
+            error = errors.CorridorError(
+                f"channel operation refused: {decision.code}", field=decision.field,
+                code=decision.code,
+            )  # fmt: skip
+            plan.replies.append(rejected(error))
+            return
+        if not decision:
+            assert state is not None
+            plan.replies.append(channel_op_accepted(state, duplicate=True))
+            return
+        first_version = (state.version if state else 0) + 1
+        new_events = decision
+        if self._signer is not None:
+            new_events = sign_channel_orders(self._signer, item.stream_id, first_version, decision)
+        new_state = state
+        for event in new_events:
+            new_state = evolve(new_state, event)
+        assert new_state is not None
+        metadata = EventMetadata(
+            correlation_id=item.envelope.correlation_id or item.stream_id,
+            causation_id=item.envelope.causation_id or self._new_id(),
+            actor=actor(item.envelope),
+            owner=new_state.caller.id,  # the relay's subject token (ADR 0067)
+        )
+        plan.events += to_new_events(item.stream_id, first_version, new_events, metadata, now_ms)
+        plan.channel_ops[item.stream_id] = new_state
+        plan.replies.append(channel_op_accepted(new_state, duplicate=False))
