@@ -9,8 +9,7 @@ for the node it is, the node the operation names.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from schemas import channel_messages as cm
@@ -29,7 +28,8 @@ from services.domain.channel_ops import (
 )
 from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, actor, rejected
-from services.engine.event_codec import to_domain, to_new_events
+from services.engine.event_codec import to_new_events
+from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
 from services.signing.channel_orders import sign_channel_orders
 from services.signing.port import Signer
@@ -51,36 +51,11 @@ ENGINE_CHANNEL_POLICY: Final = ChannelPolicy(
 )
 
 
-class ChannelOpCache:
-    """Committed channel operations, bounded LRU; only the writer loop writes."""
+class ChannelOpCache(StreamStateCache[ChannelOp]):
+    """Committed channel operations."""
 
     def __init__(self, store: EventStore, *, cache_max: int) -> None:
-        assert cache_max >= 1
-        self._store = store
-        self._cache: OrderedDict[str, ChannelOp | None] = OrderedDict()
-        self._cache_max = cache_max
-
-    def get(self, stream_id: str) -> ChannelOp | None:
-        return self._cache.get(stream_id)
-
-    def remember(self, stream_id: str, state: ChannelOp | None) -> None:
-        self._cache[stream_id] = state
-        self._cache.move_to_end(stream_id)
-        while len(self._cache) > self._cache_max:
-            self._cache.popitem(last=False)
-
-    def forget(self, stream_id: str) -> None:
-        self._cache.pop(stream_id, None)
-
-    async def load(self, stream_ids: Sequence[str]) -> None:
-        """Read the streams not cached yet in one round trip; none is assumed new (the
-        append's stream version settles any race)."""
-        missing = [s for s in dict.fromkeys(stream_ids) if s not in self._cache]
-        if not missing:
-            return
-        loaded = await self._store.read_streams(missing)
-        for stream_id in missing:
-            self.remember(stream_id, replay(to_domain(e) for e in loaded.get(stream_id, [])))
+        super().__init__(store, cache_max=cache_max, fold=replay)
 
 
 def channel_op_accepted(state: ChannelOp, *, duplicate: bool) -> CommandAccepted:
