@@ -24,6 +24,7 @@ from schemas.policy_messages import (
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
+from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES
 from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetExpiredInvoices, GetInvoiceCursor
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
 from schemas.webhook_messages import (
@@ -63,6 +64,7 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         *AGENT_KEY_COMMAND_TYPES,
         *RECONCILIATION_COMMAND_TYPES,
         *CHANNEL_OP_COMMAND_TYPES,  # ADR 0234
+        *REBALANCE_COMMAND_TYPES,  # ADR 0244
         # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,

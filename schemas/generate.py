@@ -35,6 +35,7 @@ from schemas.events import EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
+from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES, REBALANCE_EVENT_TYPES
 from schemas.receive_messages import (
     RECEIVE_COMMAND_TYPES,
     RECEIVE_EVENT_TYPES,
@@ -183,6 +184,13 @@ def documents() -> dict[str, dict[str, Any]]:
     for name, channel_event in CHANNEL_OP_EVENT_TYPES.items():
         out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
             channel_event, "event", channel_event.VERSION
+        )
+    # Rebalances as intents of their own kind (issue 18, ADR 0244).
+    for rbl_cmd in REBALANCE_COMMAND_TYPES:
+        out[f"commands/{rbl_cmd.__name__}.v1.json"] = _document(rbl_cmd, "command", 1)
+    for name, rbl_event in REBALANCE_EVENT_TYPES.items():
+        out[f"events/{name}.v{rbl_event.VERSION}.json"] = _document(
+            rbl_event, "event", rbl_event.VERSION
         )
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):

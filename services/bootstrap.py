@@ -25,6 +25,7 @@ from services.bus.reconnects import Reconnects
 from services.bus.stream_retention import stream_limits
 from services.bus.stream_specs import declare_streams
 from services.domain.policy import Policy, PolicyEngine
+from services.domain.rebalance import RebalanceRules
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.agent_key_book import REFRESH_INTERVAL_S
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
@@ -289,6 +290,11 @@ async def bootstrap(
         committed=committed,
         key_lookup=agent_keys,
         webhooks=engine_book(settings),  # ADR 0175, 0176
+        rebalance_rules=RebalanceRules(  # ADR 0244, 0245
+            auto_amount_msat_max=settings.liquidity_rebalance_auto_max_msat,
+            fee_budget_msat_per_day=settings.liquidity_fee_budget_msat_per_day,
+            pay_timeout_s=settings.pay_timeout_s,
+        ),
     )
     deadlines = DeadlineScheduler(processor, engine_clock, committed)
     relay = OutboxRelay(

@@ -410,6 +410,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest single move (keep it within the planner caller's auto tier).",
     )
+    liquidity_rebalance_auto_max_msat: int = Field(
+        default=10_000_000,
+        ge=0,
+        description="The engine's rebalance tier (ADR 0244): moves up to this are auto; larger "
+        "ones wait for an approval and are not dispatched. The fee budget per day above is "
+        "enforced by the engine too, from the log (ADR 0245).",
+    )
     liquidity_planner_round_s: int = Field(
         default=60,
         ge=1,

@@ -119,6 +119,10 @@ CHANNEL_VERBS: Final = {
     "channel_report": "RecordChannelOpReport",
 }
 
+# Rebalances (ADR 0244): the planner's (a service caller's) ``rebalance.<caller_id>``; the
+# executor reports on ``outcome.<node>`` as for a payment. Not on CORRIDOR_CMD.
+REBALANCE_VERBS: Final = {"rebalance": "RequestRebalance"}
+
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_STREAM_ID: Final = "Corridor-Stream-Id"

@@ -23,8 +23,8 @@ WAIT_S_MAX: Final = 120.0
 ROUND_S_MIN: Final = 1.0
 ROUND_S_MAX: Final = 86_400.0
 ROUND_GRACE_S: Final = 60.0
-PLAN_HELP: Final = "propose rebalances within the day's fee budget (dry run), or --auto submit"
-# The planner's caller: its own policy tier and spend windows (ADR 0242, 0243).
+PLAN_HELP: Final = "propose rebalances within the day's fee budget (recorded, dry run) or --auto"
+# The planner's caller (kind service): the rebalances' owner (ADR 0244, 0246).
 PLANNER_CALLER: Final = "liquidity-planner"
 
 
@@ -44,12 +44,13 @@ def register(subparsers: Any) -> None:
     plan = sub.add_parser("plan", help=PLAN_HELP, description=PLAN_HELP)
     plan.add_argument(
         "--auto", action="store_true",
-        help="submit the proposed moves as rebalance intents (default: print them only)",
+        help="request the proposed moves as rebalances (default: record them as proposals "
+        "only, dry_run)",
     )  # fmt: skip
     plan.add_argument(
         "--caller-id", default=PLANNER_CALLER,
-        help=f"the caller the moves are submitted as (default {PLANNER_CALLER}; its "
-        "credential, policy tier and spend windows are the planner's)",
+        help=f"the service caller the moves are requested as (default {PLANNER_CALLER}; "
+        "it owns the rebalances and proposals in the log)",
     )  # fmt: skip
     plan.add_argument(
         "--every", type=float, metavar="S",
@@ -58,7 +59,7 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     plan.add_argument(
         "--caller-creds", type=Path, metavar="FILE",
-        help="the caller credential --auto submits with (default: the one `corridor up` "
+        help="the caller credential moves are requested with (default: the one `corridor up` "
         "made for --caller-id, else the stack's default caller); listening needs --creds of "
         "an operator",
     )  # fmt: skip
@@ -155,11 +156,11 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     from services.cli.engine import EngineClient
     from services.domain.liquidity.planner import plan as make_plan
     from services.liquidity.config import plan_rules, targets_from
-    from services.liquidity.rebalance import idempotency_key, planner_inputs, submit_body
+    from services.liquidity.rebalance import idempotency_key, planner_inputs, request_body
 
-    submitted: list[dict[str, Any]] = []
-    # Submitting is a caller's right, listening an operator's: the moves go out on a second
-    # connection, as this caller, and today's budget counts this caller's intents.
+    recorded: list[dict[str, Any]] = []
+    # Requesting is the planner caller's right, listening an operator's: the moves (and, in a
+    # dry run, the proposals, ADR 0246) go out on a second connection, as this caller.
     wanted = CredentialRequest(role="caller", explicit=args.caller_creds,
                                wanted_id=args.caller_id)  # fmt: skip
     with requested(wanted):
@@ -169,21 +170,25 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     async with EngineClient.open(args.state_dir) as engine:
         view, corridors = await current_view(args, engine, settings)
         regions, nodes = planner_inputs(view, corridors)
-        spent = await _spent_today(args, caller, view["at_ms"])
+        spent = await _spent_today(engine, [r.region for r in regions], view["at_ms"])
         result = make_plan(
             regions, nodes, targets_from(settings), plan_rules(settings), spent_today_msat=spent
         )
-    if args.auto and result.proposals:
+    dry_run = not args.auto
+    if result.proposals:
         with requested(wanted):
-            async with EngineClient.open(args.state_dir) as submitter:
+            async with EngineClient.open(args.state_dir) as requester:
                 round_ms = settings.liquidity_planner_round_s * 1000
                 for proposal in result.proposals:
-                    key = idempotency_key(proposal, now_ms=view["at_ms"], round_ms=round_ms)
-                    body = submit_body(
-                        proposal, caller_id=caller, caller_kind=kind or "service", key=key
+                    key = idempotency_key(
+                        proposal, now_ms=view["at_ms"], round_ms=round_ms, dry_run=dry_run
                     )
-                    reply = await submitter.request(f"{subjects.API_PREFIX}.submit.{caller}", body)
-                    submitted.append({"idempotency_key": key, **reply})
+                    body = request_body(proposal, caller_id=caller,
+                                        caller_kind=kind or "service", key=key,
+                                        dry_run=dry_run)  # fmt: skip
+                    subject = f"{subjects.API_PREFIX}.rebalance.{caller}"
+                    reply = await requester.request(subject, body)
+                    recorded.append({"idempotency_key": key, **reply})
     report = {
         "mode": "auto" if args.auto else "dry_run",
         "caller_id": caller,
@@ -191,16 +196,17 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
         "spent_today_msat": spent,
         "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
         "skipped": [{"region": s.region, "reason": s.reason} for s in result.skipped],
-        "submitted": submitted,
+        # The rebalances requested (auto) or the proposals recorded (dry run), by key.
+        "recorded": recorded,
     }
     if args.json:
         output.print_json(report)
         return
     for p in result.proposals:
-        print(("submit: " if args.auto else "propose: ") + p.explain())
+        print(("request: " if args.auto else "propose: ") + p.explain())
     for s in result.skipped:
         print(f"skip {s.region}: {s.reason}")
-    for r in submitted:
+    for r in recorded:
         print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
     if not result.proposals and not result.skipped:
         print("no region needs outbound")
@@ -212,21 +218,20 @@ def _builtins(proposal: Any) -> dict[str, Any]:
     return dataclasses.asdict(proposal)
 
 
-async def _spent_today(args: argparse.Namespace, caller_id: str, at_ms: int) -> dict[str, int]:
-    """Fees the planner caller's rebalances used today, from the intent projection."""
-    from services.cli.projection_reads import projection_store
-    from services.liquidity.rebalance import DAY_MS, RebalanceRecord, spent_today
+async def _spent_today(engine: Any, regions: list[str], at_ms: int) -> dict[str, int]:
+    """Per source region, what today's budget stream has spent or holds (ADR 0245), read
+    from the engine as the operator this command listens as; an empty day reads as none."""
+    from services.bus import subjects
+    from services.liquidity.rebalance import budget_streams, budget_used_msat
 
-    async with projection_store(args.state_dir) as store:
-        docs = await store.intent_docs(
-            received_from_ms=at_ms - at_ms % DAY_MS, received_to_ms=at_ms + 1
-        )
-    records = [
-        RebalanceRecord(d["corridor"], d["state"], d["received_at_ms"], d["max_fee_msat"],
-                        d.get("fee_msat"))
-        for d in docs if d.get("caller_id") == caller_id
-    ]  # fmt: skip
-    return spent_today(records, now_ms=at_ms)
+    spent: dict[str, int] = {}
+    subject = engine.credential.reader_subject(subjects.API_GET)
+    for region, stream_id in budget_streams(regions, now_ms=at_ms).items():
+        body = {"type": "GetPaymentIntent", "version": 1, "intent_id": stream_id}
+        reply = await engine.request(subject, body)
+        if reply.get("ok"):
+            spent[region] = budget_used_msat(reply.get("events") or [])
+    return spent
 
 
 async def _outflows(args: argparse.Namespace, settings: Any, at_ms: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from schemas.agent_key_messages import (
     RevokeAgentKey,
 )
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.rebalance_messages import RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ClearNodeBreaker,
@@ -55,12 +56,18 @@ def claimed_identity(
     | AgentKeyCommand
     | ReconciliationCommand
     | WebhookCommand
-    | ReceiveCommand,
+    | ReceiveCommand
+    | RequestRebalance,
 ) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
     match command:
-        case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent() | CreateReceiveIntent():
+        case (
+            cmd.SubmitPaymentIntent()
+            | cmd.CancelPaymentIntent()
+            | CreateReceiveIntent()
+            | RequestRebalance()
+        ):
             return "caller.id", command.caller.id
         case (
             cmd.ApprovePaymentIntent()

@@ -12,6 +12,7 @@ from schemas import errors
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
+from schemas.rebalance_messages import RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ReconciliationCommand,
@@ -25,7 +26,13 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
-from services.engine.ids import channel_op_id_for, fingerprint, intent_id_for, receive_id_for
+from services.engine.ids import (
+    channel_op_id_for,
+    fingerprint,
+    intent_id_for,
+    rebalance_id_for,
+    receive_id_for,
+)
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
@@ -50,6 +57,7 @@ class CommandEnvelope:
         | WebhookCommand
         | ReceiveCommand
         | cm.ChannelOpCommand
+        | RequestRebalance
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -103,6 +111,10 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, CreateReceiveIntent):
         item.stream_id = receive_id_for(command.caller.id, command.idempotency_key)
+        item.request_fingerprint = fingerprint(command)
+        return
+    if isinstance(command, RequestRebalance):  # ADR 0244
+        item.stream_id = rebalance_id_for(command.caller.id, command.idempotency_key)
         item.request_fingerprint = fingerprint(command)
         return
     if isinstance(command, RecordInvoiceState):

@@ -56,3 +56,12 @@ def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
     """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
     of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""
     return "chop-" + _uuid5(_CHANNEL_OP_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")
+
+
+_REBALANCE_NS_BYTES = uuid.UUID("c3b8e1f0-7a2d-4c59-9e14-6b0d2f8a5c73").bytes
+
+
+def rebalance_id_for(caller_id: str, idempotency_key: str) -> str:
+    """A rebalance's stream: ``rbl-`` and a UUID of (caller id, key) in a namespace of its own,
+    so a payment and a rebalance with one key are two intents (ADR 0244)."""
+    return "rbl-" + _uuid5(_REBALANCE_NS_BYTES, f"{caller_id}\x1f{idempotency_key}")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from schemas import errors
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
+from schemas.rebalance_messages import RequestRebalance
 from services.domain.policy import PolicyEngine
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
@@ -25,6 +26,7 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
+from services.engine.rebalance_planning import RebalancePlanner, is_rebalance_item
 from services.engine.receive_cache import ReceiveCache
 from services.engine.receive_planning import RECEIVE_COMMANDS, ReceivePlanner
 from services.engine.reconciliation_book import ReconciliationBook
@@ -56,7 +58,9 @@ class Planner:
         receives: ReceivePlanner | None = None,
         receive_cache: ReceiveCache | None = None,
         channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
+        rebalances: RebalancePlanner | None = None,
     ) -> None:
+        self._rebalances = rebalances
         self._receives = receives
         self._receive_cache = receive_cache
         self._channel_ops = channel_ops
@@ -145,6 +149,12 @@ class Planner:
                 ops, committed = self._channel_ops
                 op = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
                 ops.plan(plan, item, command, op, now_ms=now_ms)
+                continue
+            if is_rebalance_item(item) or isinstance(command, RequestRebalance):  # ADR 0244
+                if self._rebalances is None:
+                    plan.replies.append(rejected(errors.Unavailable("rebalances are not set up")))
+                    continue
+                self._rebalances.plan(plan, item, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
 from services.domain.policy import Policy
 from services.domain.principal import Principal
+from services.domain.rebalance import RebalanceRules
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.channel_op_planning import ChannelOpCache, ChannelOpPlanner
@@ -32,6 +33,7 @@ from services.engine.invoice_cursors import InvoiceCursors
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
+from services.engine.rebalance_planning import DEFAULT_RULES, RebalanceBook, RebalancePlanner
 from services.engine.receive_cache import ReceiveCache
 from services.engine.receive_planning import ReceivePlanner
 from services.engine.reconciliation_book import ReconciliationBook
@@ -67,6 +69,7 @@ class CommandProcessor:
         committed: CommittedBatches | None = None,
         key_lookup: AgentKeyLookup | None = None,
         webhooks: WebhookBook | None = None,
+        rebalance_rules: RebalanceRules = DEFAULT_RULES,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -96,6 +99,8 @@ class CommandProcessor:
         self.invoice_cursors = InvoiceCursors()
         # Channel operations (ADR 0234): their own committed-state cache and planner.
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
+        # Rebalances (ADR 0244): their streams, the days' budgets, and their planner.
+        self.rebalances = RebalanceBook(store, cache_max=cache_max, now_ms=clock.now_ms)
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -103,13 +108,16 @@ class CommandProcessor:
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
             channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
+            rebalances=RebalancePlanner(
+                self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
+            ),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
-            channel_ops=self.channel_ops,
+            channel_ops=self.channel_ops, rebalances=self.rebalances,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -9,14 +9,13 @@ from typing import Final
 
 from schemas import errors
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
-from schemas.records import EventMetadata
 from schemas.replies import CommandAccepted
 from services.domain.receive import ReceiveContext, ReceiveIntent, decide, evolve
 from services.domain.routing import Router
 from services.engine.batch_plan import BatchPlan
-from services.engine.commands import QueuedCommand, actor, rejected
-from services.engine.event_codec import to_new_events
+from services.engine.commands import QueuedCommand, rejected
 from services.engine.rejection_budget import RejectionBudget
+from services.engine.stream_planning import accepted, add_events
 from services.signing.port import Signer
 from services.signing.receive_orders import sign_receive_orders
 
@@ -31,10 +30,7 @@ _THROTTLED: Final = errors.RateLimited(
 
 
 def receive_accepted(state: ReceiveIntent, *, duplicate: bool) -> CommandAccepted:
-    return CommandAccepted(
-        intent_id=state.intent_id, state=str(state.status), duplicate=duplicate,
-        reason=state.reason,
-    )  # fmt: skip
+    return accepted(state.intent_id, str(state.status), duplicate=duplicate, reason=state.reason)
 
 
 class ReceivePlanner:
@@ -89,12 +85,9 @@ class ReceivePlanner:
         for event in new_events:
             new_state = evolve(new_state, event)
         assert new_state is not None
-        metadata = EventMetadata(
-            correlation_id=item.envelope.correlation_id or item.stream_id,
-            causation_id=item.envelope.causation_id or self._new_id(),
-            actor=actor(item.envelope),
-            owner=new_state.caller.id,  # the relay's subject token (ADR 0067)
-        )
-        plan.events += to_new_events(item.stream_id, first_version, new_events, metadata, now_ms)
+        add_events(
+            plan, item, item.stream_id, first_version, new_events, owner=new_state.caller.id,
+            new_id=self._new_id, now_ms=now_ms,
+        )  # fmt: skip
         plan.receives[item.stream_id] = new_state
         plan.replies.append(receive_accepted(new_state, duplicate=False))

@@ -1,14 +1,12 @@
 """``intents get`` and ``intents status`` of a receive intent (ADR 0220), read from the log:
-the same replies as a payment's, so ``corridor get`` shows either."""
+the same replies as a payment's, so ``corridor get`` shows either (``stream_reads``)."""
 
 from __future__ import annotations
 
-from schemas import errors
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView
 from services.domain.principal import Principal
 from services.domain.receive import ReceiveIntent, fold
-from services.engine.commands import rejected
-from services.engine.event_codec import to_domain, to_recorded
+from services.engine.stream_reads import StreamKind, stream_status, stream_view
 from services.eventstore.port import EventStore
 
 
@@ -27,30 +25,23 @@ def may_read_receive(reader: Principal | None, state: ReceiveIntent, *, history:
     return False
 
 
+RECEIVES: StreamKind[ReceiveIntent] = StreamKind(
+    noun="receive intent",
+    fold=fold,
+    may_read=lambda reader, state, history: may_read_receive(reader, state, history=history),
+    status=lambda state: str(state.status),
+    version=lambda state: state.version,
+    reason=lambda state: state.reason,
+)
+
+
 async def receive_view(
     store: EventStore, intent_id: str, reader: Principal | None
 ) -> PaymentIntentView | CommandRejected:
-    history = await store.read_stream(intent_id)
-    state = fold(to_domain(e) for e in history)
-    if state is None or not may_read_receive(reader, state, history=True):
-        return _not_found(intent_id)
-    return PaymentIntentView(
-        intent_id=intent_id, state=str(state.status), stream_version=state.version,
-        events=[to_recorded(e) for e in history], reason=state.reason,
-    )  # fmt: skip
+    return await stream_view(store, RECEIVES, intent_id, reader)
 
 
 async def receive_status(
     store: EventStore, intent_id: str, reader: Principal | None
 ) -> PaymentIntentStatus | CommandRejected:
-    history = await store.read_stream(intent_id)
-    state = fold(to_domain(e) for e in history)
-    if state is None or not may_read_receive(reader, state, history=False):
-        return _not_found(intent_id)
-    return PaymentIntentStatus(
-        intent_id=intent_id, state=str(state.status), attempt=0, stream_version=state.version
-    )
-
-
-def _not_found(intent_id: str) -> CommandRejected:
-    return rejected(errors.NotFound(f"no receive intent {intent_id}", field="intent_id"))
+    return await stream_status(store, RECEIVES, intent_id, reader)

@@ -32,6 +32,13 @@ class StreamStateCache(Generic[S]):
     def get(self, stream_id: str) -> S | None:
         return self._cache.get(stream_id)
 
+    def known(self, stream_id: str) -> bool:
+        """Whether the stream was read (a cached ``None`` is an empty stream, not unknown)."""
+        return stream_id in self._cache
+
+    def clear(self) -> None:
+        self._cache.clear()
+
     def remember(self, stream_id: str, state: S | None) -> None:
         self._cache[stream_id] = state
         self._cache.move_to_end(stream_id)

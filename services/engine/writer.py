@@ -21,6 +21,7 @@ import structlog
 
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
+from schemas.rebalance_messages import REBALANCE_BUDGET_STREAM_PREFIX, REBALANCE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
@@ -42,6 +43,7 @@ from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
+from services.engine.rebalance_planning import RebalanceBook
 from services.engine.receive_cache import ReceiveCache
 from services.engine.reconciliation_book import ReconciliationBook
 from services.engine.spend_book import SpendBook
@@ -61,6 +63,7 @@ log = structlog.get_logger("corridor.processor")
 RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
+RBL = (REBALANCE_STREAM_PREFIX, REBALANCE_BUDGET_STREAM_PREFIX)
 CHOP = CHANNEL_OP_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
@@ -88,7 +91,9 @@ class WriterLoop:
         webhooks: WebhookBook | None = None,
         receives: ReceiveCache | None = None,
         channel_ops: ChannelOpCache | None = None,
+        rebalances: RebalanceBook | None = None,
     ) -> None:
+        self._rebalances = rebalances
         self._receives = receives
         self._channel_ops = channel_ops
         self._recon = recon
@@ -217,7 +222,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, *RBL))
                 and not assumed_new(i)
             ]
         )
@@ -229,6 +234,8 @@ class WriterLoop:
             await self._channel_ops.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
             )
+        if self._rebalances is not None:  # rebalances and their budgets (ADR 0244): read
+            await self._rebalances.load(items)
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -260,6 +267,8 @@ class WriterLoop:
         for stream_id, op in plan.channel_ops.items():
             assert self._channel_ops is not None
             self._channel_ops.remember(stream_id, op)
+        if self._rebalances is not None:
+            self._rebalances.adopt(plan)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -285,6 +294,8 @@ class WriterLoop:
                 self._receives.forget(item.stream_id)
             if self._channel_ops is not None:
                 self._channel_ops.forget(item.stream_id)
+            if self._rebalances is not None:
+                self._rebalances.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

@@ -47,6 +47,7 @@ from services.executor.errors import (
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
+from services.executor.rebalance_worker import is_rebalance_order, rebalance_work_order
 from services.executor.receive_order import is_receive_order
 from services.executor.receive_worker import ReceiveOrders
 from services.executor.work_order import WorkOrder, decode_work_order
@@ -291,10 +292,21 @@ class Executor:
                 heartbeat_s=self._limits.heartbeat_s,
             ).handle(msg, self._refuse)  # fmt: skip
             return
+        assert self._verifier is not None, "run() does not start without a verifier"
+        rebalance = is_rebalance_order(msg.data)
         try:
-            order = decode_work_order(
-                msg.data, bytes_max=self._limits.work_order_bytes_max, headers=msg.headers
-            )
+            if rebalance:  # paid as a keysend is; its own signature checked here (ADR 0244)
+                order = rebalance_work_order(
+                    msg.data, self._verifier, bytes_max=self._limits.work_order_bytes_max,
+                    headers=msg.headers,
+                )  # fmt: skip
+            else:
+                order = decode_work_order(
+                    msg.data, bytes_max=self._limits.work_order_bytes_max, headers=msg.headers
+                )
+        except SigningError as exc:
+            await self._refuse(msg, exc.code, str(exc))
+            return
         except WorkOrderTooNew as exc:
             # Written by a newer engine during a rolling upgrade (ADR 0078): an upgraded
             # executor of this node will pay it, so it comes back later, never terminated.
@@ -309,16 +321,16 @@ class Executor:
         structlog.contextvars.bind_contextvars(
             intent_id=order.intent_id, attempt=order.attempt, correlation_id=order.correlation_id
         )
-        assert self._verifier is not None, "run() does not start without a verifier"
         try:
             # Before anything else: an order the engine did not sign, exactly as it arrived,
             # costs one signature check and never a node look-up, an engine query or a send.
-            verify_order(
-                self._verifier,
-                intent_id=order.intent_id,
-                event_id=order.event_id,
-                order=order.dispatched,
-            )
+            if not rebalance:
+                verify_order(
+                    self._verifier,
+                    intent_id=order.intent_id,
+                    event_id=order.event_id,
+                    order=order.dispatched,
+                )
         except SigningError as exc:
             await self._refuse(msg, exc.code, str(exc))
             return

@@ -122,6 +122,7 @@ _CALLER = Permissions(
         f"{_API}.submit.{{id}}",
         f"{_API}.cancel.{{id}}",
         f"{_API}.receive.{{id}}",  # receive intents (ADR 0220)
+        f"{_API}.rebalance.{{id}}",  # rebalances; the engine takes service callers' (ADR 0244)
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         # Their own webhook endpoints (ADR 0175).

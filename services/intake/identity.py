@@ -36,6 +36,7 @@ from schemas.agent_key_messages import (
 )
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
+from schemas.rebalance_messages import RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import ReconciliationCommand, ReportReconciliation
 from schemas.webhook_messages import (
@@ -87,7 +88,8 @@ class Authenticator:
         | ReconciliationCommand
         | CallerWebhookCommand
         | ReceiveCommand
-        | cm.ChannelOpCommand,
+        | cm.ChannelOpCommand
+        | RequestRebalance,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
@@ -97,7 +99,12 @@ class Authenticator:
         field, value = claimed
         _same(field, value, token)
         match command:
-            case cmd.SubmitPaymentIntent() | cmd.CancelPaymentIntent() | CreateReceiveIntent():
+            case (
+                cmd.SubmitPaymentIntent()
+                | cmd.CancelPaymentIntent()
+                | CreateReceiveIntent()
+                | RequestRebalance()
+            ):
                 return self._caller(token, command.caller)
             case cmd.RecordPaymentOutcome() | RecordInvoiceState():
                 self._check_region(token, command.region)
@@ -125,7 +132,8 @@ class Authenticator:
         | AgentKeyCommand
         | ReconciliationCommand
         | CallerWebhookCommand
-        | ReceiveCommand,
+        | ReceiveCommand
+        | RequestRebalance,
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> AgentKey | None:

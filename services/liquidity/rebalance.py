@@ -1,133 +1,126 @@
-"""Rebalances as payment intents (ADR 0242): the planner's inputs from the liquidity view and
-the corridor table, the budget its earlier moves used today, and the submit of one move.
+"""Rebalances as intents of their own kind (ADR 0244): the planner's inputs from the liquidity
+view and the corridor table, the budget the day has used per source region (read from the
+engine's budget streams, ADR 0245), and the ``RequestRebalance`` of one move.
 
-A move from region S to region T is a keysend payment intent of the planner's caller, from the
-corridor ``S-T`` (whose every candidate must be a node of S, so the engine can only pay from
-S), to T's node pubkey. It inherits everything a payment has: idempotency by key, its policy
-tier and spend windows (those of the planner's caller), the audit trail, the signed work order,
-the node-lookup rule that never pays twice, and the node-enforced ``max_fee_msat``.
+A move from region S to region T is a ``RequestRebalance`` of the planner's caller naming the
+source node of S and the target node of T; the engine records it with the planner's
+explanation, judges its tier and reserves its whole ``max_fee_msat`` on the day's budget of S
+before it dispatches a signed order to S's node. A dry run is requested too, with
+``dry_run``: the engine records the proposal (``RebalanceProposed``) and sends nothing
+(ADR 0246), so every move's explanation is in the log whether or not it was made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
-from services.domain.intent.status import IntentStatus
-from services.domain.intent.transitions import TERMINAL_STATUSES
+import msgspec
+
+from schemas.events import EventData
+from schemas.rebalance_messages import (
+    RebalanceBudgetReleased,
+    RebalanceBudgetReserved,
+    budget_day,
+    budget_stream_id,
+)
 from services.domain.liquidity.planner import NodeState, Proposal, RegionState
+from services.domain.rebalance import fold_budget
 
-DAY_MS: Final = 86_400_000
-# Ended without paying: nothing spent, nothing more to come. (Settled: its fee is known.)
-_NOTHING_SPENT: Final = TERMINAL_STATUSES - {IntentStatus.SETTLED}
 PURPOSE: Final = "rebalance"
-
-
-def rebalance_corridors(corridors_view: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
-    """Corridor name -> its candidates (region, node), for the corridors a move may use."""
-    return {
-        row["corridor"]: [(c["region"], c["node"]) for c in row.get("candidates", [])]
-        for row in corridors_view.get("corridors", [])
-    }
-
-
-def usable_corridor(
-    corridors: Mapping[str, list[tuple[str, str]]], source: str, target: str
-) -> bool:
-    """``S-T`` exists and every candidate is in S: a fail-over could not pay from elsewhere."""
-    candidates = corridors.get(f"{source}-{target}")
-    return bool(candidates) and all(region == source for region, _ in candidates or ())
+PROPOSAL: Final = "proposal"
 
 
 def planner_inputs(
     view: Mapping[str, Any], corridors_view: Mapping[str, Any]
 ) -> tuple[list[RegionState], list[NodeState]]:
+    """The view's regions and nodes; a node may send a move if it pays keysend (an LND node:
+    the preimage is ours, ADR 0008, 0202)."""
     keysend = {
         (c["region"], c["node"])
         for row in corridors_view.get("corridors", [])
         for c in row.get("candidates", [])
         if c.get("keysend")
     }
-    corridors = rebalance_corridors(corridors_view)
     regions = [
         RegionState(r["region"], r["outbound_msat"], r["inbound_msat"], r["stale"],
                     r.get("hours_until_dry"))
         for r in view["regions"]
     ]  # fmt: skip
-    names = {r.region for r in regions}
     nodes = [
         NodeState(
             region=n["region"], node=n["node"], pubkey=n["node_pubkey"],
             max_sendable_msat=n["max_sendable_msat"], inbound_msat=n["inbound_msat"],
-            stale=n["stale"],
-            # LND keysend only (ADR 0242), and only through a corridor that pins the source.
-            can_send=(n["region"], n["node"]) in keysend
-            and any(usable_corridor(corridors, n["region"], t) for t in names - {n["region"]}),
+            stale=n["stale"], can_send=(n["region"], n["node"]) in keysend,
         )
         for n in view["nodes"]
     ]  # fmt: skip
     return regions, nodes
 
 
-@dataclass(frozen=True, slots=True)
-class RebalanceRecord:
-    """One of the planner caller's intents, as the log holds it."""
-
-    corridor: str
-    state: str
-    received_at_ms: int
-    max_fee_msat: int
-    fee_msat: int | None
+_BUDGET_EVENTS: Final[dict[str, type[EventData]]] = {
+    "RebalanceBudgetReserved": RebalanceBudgetReserved,
+    "RebalanceBudgetReleased": RebalanceBudgetReleased,
+}
 
 
-def spent_today(records: Iterable[RebalanceRecord], *, now_ms: int) -> dict[str, int]:
-    """Per source region, the fees today's rebalances spent (settled) or may still spend (open:
-    their whole ``max_fee_msat``); the day is the UTC day of ``now_ms``."""
-    day_start_ms = now_ms - now_ms % DAY_MS
-    spent: dict[str, int] = {}
-    for r in records:
-        if r.received_at_ms < day_start_ms or r.state in _NOTHING_SPENT:
-            continue
-        source = r.corridor.split("-", 1)[0]
-        # Open (succeeded included, until it settles): its whole max fee may still be spent.
-        fee = (r.fee_msat or 0) if r.state == IntentStatus.SETTLED else r.max_fee_msat
-        spent[source] = spent.get(source, 0) + fee
-    return spent
+def budget_used_msat(recorded: Iterable[Mapping[str, Any]]) -> int:
+    """What a day's budget stream (its ``intents get`` events) has spent or still holds:
+    settled fees plus every open move's whole ``max_fee_msat``, as the engine judges it."""
+    events = [
+        msgspec.convert(e["data"], _BUDGET_EVENTS[e["type"]])
+        for e in recorded
+        if e.get("type") in _BUDGET_EVENTS
+    ]
+    state = fold_budget(events)
+    return 0 if state is None else state.used_msat
 
 
-def idempotency_key(proposal: Proposal, *, now_ms: int, round_ms: int) -> str:
-    """One key per move and planning round: a round re-run after a crash submits the same
-    intents again and the engine answers with the ones it has (never a second payment)."""
-    return f"{PURPOSE}:{proposal.source_region}-{proposal.target_region}:{now_ms // round_ms}"
+def budget_streams(regions: Iterable[str], *, now_ms: int) -> dict[str, str]:
+    """Region -> today's budget stream id."""
+    return {region: budget_stream_id(region, budget_day(now_ms)) for region in regions}
 
 
-def submit_body(
-    proposal: Proposal, *, caller_id: str, caller_kind: str, key: str
-) -> dict[str, Any]:
-    """``SubmitPaymentIntent``: the explanation travels in the metadata, so the log's
-    ``IntentReceived`` says why the move was made."""
-    explanation = {
-        "purpose": PURPOSE,
-        "target_region": proposal.target_region,
-        "target_node": proposal.target_node,
+def idempotency_key(proposal: Proposal, *, now_ms: int, round_ms: int, dry_run: bool) -> str:
+    """One key per move and planning round: a round re-run after a crash requests the same
+    rebalances again and the engine answers with the ones it has (never a second payment).
+    A dry run's key is another, so proposing never blocks the move later."""
+    kind = PROPOSAL if dry_run else PURPOSE
+    return f"{kind}:{proposal.source_region}-{proposal.target_region}:{now_ms // round_ms}"
+
+
+def explanation(proposal: Proposal) -> dict[str, str]:
+    """Why the move is made, as the log keeps it (``RebalanceRequested.explanation``)."""
+    return {
         "reason": proposal.reason,
+        "summary": proposal.explain()[:256],
         "target_ratio_ppm": str(proposal.target_ratio_ppm),
         "target_ratio_min_ppm": str(proposal.target_ratio_min_ppm),
+        "goal_ratio_ppm": str(proposal.goal_ratio_ppm),
         "hours_until_dry": str(proposal.hours_until_dry),
-        "source_node": proposal.source_node,
         "source_surplus_msat": str(proposal.source_surplus_msat),
         "expected_fee_msat": str(proposal.expected_fee_msat),
         "budget_left_msat": str(proposal.budget_left_msat),
     }
+
+
+def request_body(
+    proposal: Proposal, *, caller_id: str, caller_kind: str, key: str, dry_run: bool
+) -> dict[str, Any]:
+    """``RequestRebalance``: a cross-region move from the source node to the target node."""
     return {
-        "type": "SubmitPaymentIntent",
+        "type": "RequestRebalance",
         "version": 1,
         "idempotency_key": key,
         "caller": {"id": caller_id, "kind": caller_kind},
-        "corridor": f"{proposal.source_region}-{proposal.target_region}",
+        "mode": "cross_region",
+        "source_region": proposal.source_region,
+        "source_node": proposal.source_node,
+        "target_region": proposal.target_region,
+        "target_node": proposal.target_node,
+        "destination": proposal.target_pubkey,
         "amount_msat": proposal.amount_msat,
         "max_fee_msat": proposal.max_fee_msat,
-        "destination": proposal.target_pubkey,
-        "metadata": explanation,
+        "explanation": explanation(proposal),
+        "dry_run": dry_run,
     }

@@ -1,6 +1,9 @@
 """The done-when test of issue 18's planner (ADR 0243): a corridor load that drains one region
 stays healthy with the planner in auto mode and breaks without it, with the fees spent within
-the day's budget, and no rebalance paid twice.
+the day's budget, and no rebalance paid twice. The moves are rebalances, an intent kind of their
+own (ADR 0244): requested with the planner's explanation, their fees reserved and released on
+the source region's budget stream of the day (ADR 0245), paid by the source node's executor as
+a keysend with the rebalance's own preimage.
 
 Everything real but the clock of the load: nats-server, PostgreSQL, the engine, the executors,
 the simulated network served by its LND gRPC servers, reached through the LND adapter. The load
@@ -22,19 +25,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from projections.liquidity import LiquidityBook
+from schemas.rebalance_messages import budget_day, budget_stream_id
 from services.bootstrap import Engine, bootstrap
 from services.bus import subjects
 from services.domain.intent.transitions import TERMINAL_STATUSES
 from services.domain.liquidity.planner import PlanRules, plan
 from services.domain.liquidity.targets import Target, Targets
+from services.domain.rebalance import FINAL_STATUSES
 from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
 from services.liquidity.feed import now_ms
 from services.liquidity.rebalance import (
-    RebalanceRecord,
+    budget_used_msat,
     idempotency_key,
     planner_inputs,
-    spent_today,
-    submit_body,
+    request_body,
 )
 from services.settings import Settings
 from services.sim.lnd_server import LndNodeServer, start_lnd_node_server
@@ -82,8 +86,10 @@ async def drain_stack(tmp_path: Path, nats_url: str, database_url: str) -> Async
     settings = Settings(
         relay_poll_s=0.2, state_dir=tmp_path, policy_file=policy_file,
         # The customers' corridor pays from us only (no fail-over: a dry us fails the load);
-        # eu-us is the rebalance corridor, pinned to eu.
+        # eu-us makes eu's node known (and keysend-capable) to the planner.
         corridors={"us-eu": ["us/us-lnd"], "eu-us": ["eu/eu-lnd"]},
+        # The engine enforces the same day's budget as the planner plans with (ADR 0245).
+        liquidity_fee_budget_msat_per_day=BUDGET_MSAT,
     )  # fmt: skip
     engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
     await engine.start()
@@ -115,8 +121,10 @@ async def _request(nc: Client, subject: str, body: dict[str, Any]) -> dict[str, 
 
 
 async def _finish(engine: Engine, intent_id: str) -> Any:
+    ended = {str(s) for s in TERMINAL_STATUSES} | {str(s) for s in FINAL_STATUSES}
+
     async def done() -> bool:
-        return getattr(await engine.processor.view(intent_id), "state", None) in TERMINAL_STATUSES
+        return getattr(await engine.processor.view(intent_id), "state", None) in ended
 
     await wait_for(done, timeout_s=20, what=f"intent {intent_id} to end")
     return await engine.processor.view(intent_id)
@@ -174,35 +182,47 @@ async def _plan_round(
     corridors: dict[str, Any],
     rebalances: list[_Rebalance],
 ) -> None:
-    """What `corridor liquidity plan --auto` does, one round: plan on fresh figures, submit
-    each move, and (the test's sequencing) wait for it to end."""
+    """What `corridor liquidity plan --auto` does, one round: plan on fresh figures and the
+    budget the engine's log holds, request each move, and (the test's sequencing) wait for it
+    to end."""
     view = await _fresh_view(book)
     regions, nodes = planner_inputs(view, corridors)
-    records = [RebalanceRecord(r.corridor, r.state, r.received_at_ms, r.max_fee_msat, r.fee_msat)
-               for r in rebalances]  # fmt: skip
-    spent = spent_today(records, now_ms=now_ms())
+    spent = {r.region: await _budget_used(engine, r.region) for r in regions}
     result = plan(regions, nodes, TARGETS, RULES, spent_today_msat=spent)
     for proposal in result.proposals:
-        key = idempotency_key(proposal, now_ms=now_ms(), round_ms=ROUND_MS)
-        body = submit_body(proposal, caller_id=PLANNER, caller_kind="service", key=key)
-        reply = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
+        key = idempotency_key(proposal, now_ms=now_ms(), round_ms=ROUND_MS, dry_run=False)
+        body = request_body(proposal, caller_id=PLANNER, caller_kind="service", key=key,
+                            dry_run=False)  # fmt: skip
+        reply = await _request(nc, REBALANCE_SUBJECT, body)
         assert reply["ok"], reply
-        again = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
-        assert again["intent_id"] == reply["intent_id"]  # the same key is the same intent
+        again = await _request(nc, REBALANCE_SUBJECT, body)
+        assert again["intent_id"] == reply["intent_id"] and again["duplicate"]  # same key
         finished = await _finish(engine, reply["intent_id"])
         rebalances.append(_Rebalance(reply["intent_id"], body, finished))
 
 
+REBALANCE_SUBJECT = f"{subjects.API_PREFIX}.rebalance.{PLANNER}"
+
+
+async def _budget_stream(engine: Engine, region: str) -> list[Any]:
+    view = await engine.processor.view(budget_stream_id(region, budget_day(now_ms())))
+    return list(getattr(view, "events", []))
+
+
+async def _budget_used(engine: Engine, region: str) -> int:
+    return budget_used_msat(
+        {"type": e.type, "data": e.data} for e in await _budget_stream(engine, region)
+    )
+
+
 class _Rebalance:
-    def __init__(self, intent_id: str, body: dict[str, Any], view: Any) -> None:
-        self.intent_id = intent_id
+    def __init__(self, rebalance_id: str, body: dict[str, Any], view: Any) -> None:
+        self.rebalance_id = rebalance_id
         self.body = body
-        self.corridor: str = body["corridor"]
         self.state: str = view.state
-        self.received_at_ms = now_ms()
-        self.max_fee_msat: int = body["max_fee_msat"]
-        settled = [e for e in view.events if e.type == "IntentSettled"]
-        self.fee_msat: int | None = settled[0].data["fee_msat"] if settled else None
+        self.events = view.events
+        succeeded = [e for e in view.events if e.type == "RebalanceSucceeded"]
+        self.fee_msat: int | None = succeeded[0].data["fee_msat"] if succeeded else None
 
 
 async def test_a_drained_region_fails_its_load_without_the_planner(
@@ -220,15 +240,35 @@ async def test_the_planner_in_auto_mode_keeps_the_load_healthy_within_budget(
     async with drain_stack(tmp_path, nats_url, database_url) as (engine, network):
         outcomes, rebalances = await _run_load(engine, nc, network, planner=True)
         secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
-        hashes = [keysend_preimage(secret, r.intent_id, 1)[1] for r in rebalances]
+        hashes = [keysend_preimage(secret, r.rebalance_id, 1)[1] for r in rebalances]
         attempts = {h: [p.status for p in network.payments() if p.payment_hash == h]
                     for h in hashes}  # fmt: skip
+        budget = await _budget_stream(engine, "eu")
     assert outcomes == ["settled"] * PAYMENTS, outcomes
-    assert rebalances and all(r.state == "settled" for r in rebalances)
-    assert all(r.body["corridor"] == "eu-us" for r in rebalances)
+    assert rebalances and all(r.state == "succeeded" for r in rebalances)
+    assert all(r.rebalance_id.startswith("rbl-") for r in rebalances)
+    assert all((r.body["source_region"], r.body["target_region"]) == ("eu", "us")
+               for r in rebalances)  # fmt: skip
+    for r in rebalances:  # each move's explanation and its order are in its own stream
+        types = [e.type for e in r.events]
+        assert types == ["RebalanceRequested", "RebalanceDispatched", "RebalanceInFlight",
+                         "RebalanceSucceeded"] or types == ["RebalanceRequested",
+                         "RebalanceDispatched", "RebalanceSucceeded"], types  # fmt: skip
+        assert r.events[0].data["explanation"]["reason"] in ("local_ratio_low", "runs_dry_soon")
     fees = [r.fee_msat for r in rebalances]
     assert all(f is not None and f > 0 for f in fees) and sum(fees) <= BUDGET_MSAT, fees
     assert all(a == ["succeeded"] for a in attempts.values()), attempts
+    # The engine's own budget stream: one reservation and one release per move, the spent
+    # fees are the paid ones, and the day never held more than its budget.
+    reserved = [e.data for e in budget if e.type == "RebalanceBudgetReserved"]
+    released = [e.data for e in budget if e.type == "RebalanceBudgetReleased"]
+    assert (
+        sorted(d["rebalance_id"] for d in reserved)
+        == sorted(r.rebalance_id for r in rebalances)
+        == sorted(d["rebalance_id"] for d in released)
+    )
+    assert sum(d["spent_msat"] for d in released) == sum(fees)
+    assert all(d["used_before_msat"] + d["reserved_msat"] <= BUDGET_MSAT for d in reserved)
 
 
 async def test_a_rebalance_whose_executor_is_killed_mid_payment_pays_once(
@@ -248,10 +288,19 @@ async def test_a_rebalance_whose_executor_is_killed_mid_payment_pays_once(
         await sub.unsubscribe()
         regions, nodes = planner_inputs(view, corridors)
         (proposal,) = plan(regions, nodes, TARGETS, RULES, spent_today_msat={}).proposals
-        body = submit_body(proposal, caller_id=PLANNER, caller_kind="service", key="rb-kill")
+        # A dry run first: the proposal is recorded with its explanation, nothing is sent.
+        dry = request_body(proposal, caller_id=PLANNER, caller_kind="service", key="rb-dry",
+                           dry_run=True)  # fmt: skip
+        proposed = await _request(nc, REBALANCE_SUBJECT, dry)
+        assert proposed["ok"] and proposed["state"] == "proposed", proposed
+        proposed_view = await engine.processor.view(proposed["intent_id"])
+        assert [e.type for e in proposed_view.events] == ["RebalanceProposed"]
+        assert proposed_view.events[0].data["explanation"]["summary"].startswith("us: ")
+        body = request_body(proposal, caller_id=PLANNER, caller_kind="service", key="rb-kill",
+                            dry_run=False)  # fmt: skip
         # The target holds the HTLC: the source's send is on the wire when its worker dies.
         network.faults.drop_resolution(node="us-lnd")
-        reply = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
+        reply = await _request(nc, REBALANCE_SUBJECT, body)
         assert reply["ok"], reply
         intent_id = reply["intent_id"]
         secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
@@ -275,14 +324,17 @@ async def test_a_rebalance_whose_executor_is_killed_mid_payment_pays_once(
             await wait_for(in_flight, timeout_s=20, what="the restart to find the node's record")
             network.faults.release_dropped()
             finished = await _finish(engine, intent_id)
-            again = await _request(nc, f"{subjects.API_PREFIX}.submit.{PLANNER}", body)
+            again = await _request(nc, REBALANCE_SUBJECT, body)
         finally:
             restarted.stop()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
             await restarted.close_node()
-        assert finished.state == "settled"
-        assert again["intent_id"] == intent_id  # resubmitting the move is the same intent
-        assert attempts() == ["succeeded"]
+        assert finished.state == "succeeded"
+        assert again["intent_id"] == intent_id  # requesting the move again is the same one
+        assert attempts() == ["succeeded"]  # one payment on the network, however often asked
+        assert [p.payment_hash for p in network.payments()].count(payment_hash) == 1
+        assert [p for p in network.payments() if p.status == "succeeded"
+                and p.payment_hash != payment_hash] == []  # nothing else paid  # fmt: skip
         events = [e.type for e in finished.events]
-        assert events.count("PaymentSucceeded") == 1
+        assert events.count("RebalanceSucceeded") == 1 and "RebalanceInFlight" in events

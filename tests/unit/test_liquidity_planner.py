@@ -121,16 +121,25 @@ def test_no_round_spends_past_any_region_s_budget_or_sends_more_than_a_node_has(
         assert not source.stale and sum(sent) <= source.outbound_msat
 
 
-def test_today_s_budget_counts_settled_fees_and_open_max_fees_by_source_region() -> None:
-    from services.liquidity.rebalance import DAY_MS, RebalanceRecord, spent_today
+def test_the_day_s_budget_stream_counts_spent_fees_and_open_reservations() -> None:
+    from services.liquidity.rebalance import budget_used_msat
 
-    day = 20_000 * DAY_MS
-    records = [
-        RebalanceRecord("eu-us", "settled", day + 1, 24_000, 3_510),
-        RebalanceRecord("eu-us", "dispatched", day + 2, 24_000, None),
-        RebalanceRecord("eu-us", "succeeded", day + 3, 10_000, 900),  # not settled: max fee
-        RebalanceRecord("eu-us", "failed", day + 4, 24_000, None),
-        RebalanceRecord("asia-us", "settled", day - 1, 24_000, 5_000),  # yesterday
-        RebalanceRecord("asia-us", "in_flight", day + 5, 7_000, None),
+    def reserved(rid: str, msat: int) -> dict[str, object]:
+        data = {"rebalance_id": rid, "source_region": "eu", "day": 1, "reserved_msat": msat,
+                "used_before_msat": 0, "budget_msat": 100_000}  # fmt: skip
+        return {"type": "RebalanceBudgetReserved", "data": data}
+
+    def released(rid: str, spent: int, back: int) -> dict[str, object]:
+        data = {"rebalance_id": rid, "source_region": "eu", "day": 1, "spent_msat": spent,
+                "released_msat": back}  # fmt: skip
+        return {"type": "RebalanceBudgetReleased", "data": data}
+
+    events = [
+        reserved("rbl-a", 24_000),
+        released("rbl-a", 3_510, 20_490),  # paid: its fee
+        reserved("rbl-b", 24_000),  # open: its whole max fee
+        reserved("rbl-c", 24_000),
+        released("rbl-c", 0, 24_000),  # failed: nothing
     ]
-    assert spent_today(records, now_ms=day + 10) == {"eu": 37_510, "asia": 7_000}
+    assert budget_used_msat(events) == 3_510 + 24_000
+    assert budget_used_msat([]) == 0

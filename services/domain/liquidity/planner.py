@@ -40,7 +40,7 @@ class NodeState:
     max_sendable_msat: int  # largest local balance on one active channel
     inbound_msat: int
     stale: bool
-    can_send: bool  # a source the planner may use (LND keysend, and a rebalance corridor)
+    can_send: bool  # a source the planner may use (an LND node: keysend, ADR 0244)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from schemas.rebalance_messages import (
     budget_stream_id,
 )
 from services.domain.rebalance.budget import DayBudget
-from services.domain.rebalance.state import Rebalance
+from services.domain.rebalance.state import ENDED_STATUSES, Rebalance
 from services.domain.rebalance.state import RebalanceStatus as S
 
 
@@ -222,7 +222,7 @@ def _succeeded(state: Rebalance, report: RecordPaymentOutcome, ctx: RebalanceCon
 
 
 def _failed(state: Rebalance, report: RecordPaymentOutcome, ctx: RebalanceContext) -> Decided:
-    if state.status in (S.SUCCEEDED, S.FAILED):
+    if state.status in ENDED_STATUSES:
         return Decided()  # ended already: a stale report of an earlier delivery
     if not report.confirmed_not_paid:
         # Without the node's proof the move may still pay: it stays on the wire (ADR 0203).

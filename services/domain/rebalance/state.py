@@ -39,6 +39,8 @@ TRANSITIONS: Final[dict[tuple[RebalanceStatus | None, str], RebalanceStatus]] = 
 }
 FINAL_STATUSES: Final = frozenset({_S.PROPOSED, _S.REJECTED, _S.SUCCEEDED, _S.FAILED})
 ON_THE_WIRE_STATUSES: Final = frozenset({_S.DISPATCHED, _S.IN_FLIGHT})
+# Paid or proven unpaid: its budget reservation is released.
+ENDED_STATUSES: Final = frozenset({_S.SUCCEEDED, _S.FAILED})
 
 
 class Rebalance(msgspec.Struct, frozen=True, kw_only=True):

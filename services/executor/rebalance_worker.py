@@ -1,0 +1,87 @@
+"""Rebalance work orders on the executor (ADR 0244): a signed ``RebalanceDispatched`` from the
+dispatch stream, paid exactly as a keysend payment is.
+
+The order is checked against the engine's rebalance signature (context
+``corridor/rebalance-order/v1``, so no payment order can pass for one, nor the reverse), then
+turned into the ``WorkOrder`` the ``Payer`` takes: attempt 1 of the rebalance's id, a keysend
+to the target node. From there it is the payment's never-pay-twice procedure, unchanged
+(ADR 0202, 0203): the preimage is derived from the rebalance id, so a restarted or second
+worker derives the same payment hash; a redelivery asks the node's record of that hash before
+anything is sent; the engine is asked whether the rebalance still waits for its send; the
+outcome goes to the engine as a ``RecordPaymentOutcome`` for the ``rbl-`` id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from schemas.events import IntentDispatched
+from schemas.rebalance_messages import RebalanceDispatched, is_rebalance_stream
+from schemas.records import RecordedEvent
+from services import tracing
+from services.executor.errors import BadWorkOrder, WorkOrderTooNew
+from services.executor.work_order import WorkOrder
+from services.signing.port import Verifier
+from services.signing.rebalance_orders import verify_rebalance_order
+
+
+class _Head(msgspec.Struct):
+    type: str
+
+
+_head = msgspec.json.Decoder(_Head)
+_record = msgspec.json.Decoder(RecordedEvent)
+
+
+def is_rebalance_order(raw: bytes) -> bool:
+    """Whether a dispatch message is a rebalance order (cheap: the type field only)."""
+    try:
+        return _head.decode(raw).type == "RebalanceDispatched"
+    except msgspec.DecodeError:
+        return False
+
+
+def rebalance_work_order(
+    raw: bytes,
+    verifier: Verifier,
+    *,
+    bytes_max: int,
+    headers: Mapping[str, str] | None = None,
+) -> WorkOrder:
+    """The payment work order a signed rebalance order stands for. Raises ``BadWorkOrder``
+    (malformed, foreign), ``WorkOrderTooNew`` or a ``SigningError`` (unsigned, forged)."""
+    if len(raw) > bytes_max:
+        raise BadWorkOrder(f"work order is {len(raw)} bytes, limit is {bytes_max}")
+    try:
+        record = _record.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadWorkOrder(f"not a recorded event: {exc}") from None
+    if record.version > RebalanceDispatched.VERSION:
+        raise WorkOrderTooNew(f"RebalanceDispatched v{record.version} is newer than this executor")
+    try:
+        order = msgspec.convert(record.data, RebalanceDispatched)
+    except msgspec.ValidationError as exc:
+        raise BadWorkOrder(f"bad RebalanceDispatched payload: {exc}") from None
+    if not is_rebalance_stream(record.stream_id):
+        raise BadWorkOrder(f"a rebalance order on stream {record.stream_id!r}")
+    if order.amount_msat <= 0 or order.pay_timeout_s < 1:
+        raise BadWorkOrder("amount_msat and pay_timeout_s must be positive")
+    # Before anything else: an order the engine did not sign never reaches the node.
+    verify_rebalance_order(
+        verifier, rebalance_id=record.stream_id, event_id=record.event_id, order=order
+    )
+    keysend = IntentDispatched(
+        attempt=1, region=order.region, node=order.node, amount_msat=order.amount_msat,
+        max_fee_msat=order.max_fee_msat, destination=order.destination,
+        pay_timeout_s=order.pay_timeout_s,
+    )  # fmt: skip
+    return WorkOrder(
+        intent_id=record.stream_id,
+        event_id=record.event_id,
+        correlation_id=record.metadata.correlation_id,
+        dispatched=keysend,
+        traceparent=tracing.valid((headers or {}).get(tracing.TRACEPARENT))
+        or record.metadata.traceparent,
+    )
