@@ -38,6 +38,7 @@ from schemas.policy_messages import (
     GetPolicy,
     ListCorridors,
 )
+from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES, REBALANCE_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_COMMAND_TYPES, RECEIVE_EVENT_TYPES
 from schemas.reconciliation_messages import (
     RECONCILIATION_COMMAND_TYPES,
@@ -231,6 +232,16 @@ def document() -> dict[str, Any]:
             intent_replies,
             f"{type_name}, answered once committed",
         )
+    # Rebalances (ADR 0244): a service caller's requests; executors report on ``outcome``.
+    for verb, type_name in subjects.REBALANCE_VERBS.items():
+        request(
+            f"intents_{verb}",
+            f"{subjects.API_PREFIX}.{verb}.{{principal}}",
+            {"principal": _PRINCIPAL},
+            _named(REBALANCE_COMMAND_TYPES, type_name),
+            intent_replies,
+            f"{type_name}, answered once committed",
+        )
     request(
         "intents_get",
         f"{subjects.API_GET}.{{role}}.{{id}}",
@@ -340,7 +351,7 @@ def document() -> dict[str, Any]:
         (
             "intent_events",
             f"{subjects.EVT_INTENT_PREFIX}.{{owner}}.{{eventType}}",
-            {**EVENT_TYPES, **RECEIVE_EVENT_TYPES},
+            {**EVENT_TYPES, **RECEIVE_EVENT_TYPES, **REBALANCE_EVENT_TYPES},
             "An intent's events, under the subtree of the caller who submitted it (ADR 0067).",
         ),
         (
@@ -413,6 +424,7 @@ def document() -> dict[str, Any]:
         RemoveWebhookEndpoint,
         ListWebhookEndpoints,
         *RECEIVE_COMMAND_TYPES,
+        *REBALANCE_COMMAND_TYPES,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,
@@ -438,6 +450,7 @@ def document() -> dict[str, Any]:
         *RECONCILIATION_EVENT_TYPES.values(),
         *WEBHOOK_EVENT_TYPES.values(),
         *RECEIVE_EVENT_TYPES.values(),
+        *REBALANCE_EVENT_TYPES.values(),
     ]
     return {
         "asyncapi": "3.0.0",
