@@ -8,6 +8,7 @@ the terminal one; a second send of a hash that succeeded or is in flight fails w
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,11 +16,12 @@ import grpc
 
 from services.lightning.lnd_proto import router_pb2_grpc
 from services.sim import lnd_messages
-from services.sim.errors import NodeOffline, PaymentExists
+from services.sim.errors import NodeOffline, PaymentExists, UnknownNode
 from services.sim.lnd_gate import NodeGate, next_or_offline
 from services.sim.lnd_payments import invoice_expired_text, latest_visible, rejected_before_send
 from services.sim.lnd_send import SendArgs, send_args
 from services.sim.records import SimPayment
+from services.sim.routing import RouteLimits
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
@@ -81,8 +83,22 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             preimage=args.preimage,
             max_fee_msat=args.max_fee_msat,
             timeout_s=args.timeout_s,
+            limits=self._limits(args),
         )
         return payment
+
+    def _limits(self, args: SendArgs) -> RouteLimits:
+        """The first-hop, last-hop and self-payment restrictions (ADR 0247). A last hop that
+        is no node of the graph can be no route's last hop: named as the pubkey, it matches
+        none."""
+        last_hop = args.last_hop_pubkey
+        if last_hop is not None:
+            with contextlib.suppress(UnknownNode):
+                last_hop = self._network.node_by_pubkey(last_hop).name
+        return RouteLimits(
+            first_channels=args.outgoing_channels, last_hop=last_hop,
+            allow_self_payment=args.allow_self_payment,
+        )  # fmt: skip
 
     async def _stream(
         self, first: SimPayment, context: _Context, final_only: bool

@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.lightning.lnd_convert import KEYSEND_RECORD_TYPE, MSAT_PER_SAT
+from services.lightning.lnd_convert import KEYSEND_RECORD_TYPE, MSAT_PER_SAT, scid_to_str
 from services.sim.errors import InvalidPaymentRequest
 
 # routing.DefaultPayAttemptTimeout, used when timeout_seconds is 0 (payment-semantics.md).
@@ -35,6 +35,10 @@ class SendArgs:
     max_fee_msat: int
     timeout_s: float
     no_inflight_updates: bool
+    # ``outgoing_chan_ids`` (as BLOCKxTXxOUT), ``last_hop_pubkey`` (hex), ``allow_self_payment``.
+    outgoing_channels: frozenset[str] = frozenset()
+    last_hop_pubkey: str | None = None
+    allow_self_payment: bool = False
 
 
 def _invalid(message: str) -> InvalidPaymentRequest:
@@ -55,7 +59,15 @@ def send_args(request: Any, network: Any) -> SendArgs:
     max_fee_msat = _msat(request.fee_limit_sat, request.fee_limit_msat)
     if request.timeout_seconds < 0:
         raise _invalid("timeout_seconds must be positive")
+    # lnd: ``route.NewVertexFromBytes(LastHopPubkey)`` when set (router_backend.go).
+    if request.last_hop_pubkey and len(request.last_hop_pubkey) != PUBKEY_BYTES:
+        raise _invalid(
+            f"invalid vertex length of {len(request.last_hop_pubkey)}, want {PUBKEY_BYTES}"
+        )
     common = {
+        "outgoing_channels": frozenset(scid_to_str(c) for c in request.outgoing_chan_ids),
+        "last_hop_pubkey": request.last_hop_pubkey.hex() or None,
+        "allow_self_payment": request.allow_self_payment,
         "max_fee_msat": max_fee_msat,
         "timeout_s": float(request.timeout_seconds or DEFAULT_PAY_ATTEMPT_TIMEOUT_S),
         "no_inflight_updates": request.no_inflight_updates,

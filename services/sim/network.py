@@ -34,6 +34,7 @@ from services.sim.records import (
     SimPendingChannel,
     SimWallet,
 )
+from services.sim.routing import NO_LIMITS, RouteLimits
 from services.sim.state import NetworkState
 from services.sim.topology import PolicySpec, Topology
 
@@ -340,6 +341,7 @@ class SimNetwork:
         payment_hash: str | None = None,
         preimage: str | None = None,
         max_fee_msat: int,
+        limits: RouteLimits = NO_LIMITS,
     ) -> SimPayment:
         """Synchronous ``send_payment`` for clock-stepped simulations (no driver involved)."""
         return self._engine.start(
@@ -350,6 +352,7 @@ class SimNetwork:
             payment_hash=payment_hash,
             preimage=preimage,
             max_fee_msat=max_fee_msat,
+            limits=limits,
         )
 
     async def send_payment(
@@ -363,6 +366,7 @@ class SimNetwork:
         preimage: str | None = None,
         max_fee_msat: int,
         timeout_s: float,
+        limits: RouteLimits = NO_LIMITS,
     ) -> SimPayment:
         """Start an attempt and return its record (often still in flight).
 
@@ -382,6 +386,7 @@ class SimNetwork:
             payment_hash=payment_hash,
             preimage=preimage,
             max_fee_msat=max_fee_msat,
+            limits=limits,
         )
 
     async def wait_payment(self, origin: str, payment_hash: str, timeout_s: float) -> SimPayment:

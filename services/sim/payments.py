@@ -7,6 +7,7 @@ decides when that is (the async driver in ``network.py``, or a deterministic sim
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import re
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from services.sim.faults import SimFaults
 from services.sim.keys import derive_bytes
 from services.sim.ledger import PaymentLedger
 from services.sim.records import SimPayment
-from services.sim.routing import Route, find_route
+from services.sim.routing import NO_LIMITS, Route, RouteLimits, find_route
 from services.sim.state import NetworkState
 
 # Like LND's default attempt budget: after this many routes failed mid-way, give up.
@@ -67,6 +68,7 @@ class _Target:
     keysend_preimage: str | None
     invoice_created_at_s: int = 0
     invoice_expiry_s: int = 0
+    limits: RouteLimits = NO_LIMITS
 
 
 class PaymentEngine:
@@ -107,7 +109,9 @@ class PaymentEngine:
         payment_hash: str | None,
         preimage: str | None,
         max_fee_msat: int,
+        limits: RouteLimits = NO_LIMITS,
     ) -> SimPayment:
+        """``limits``: lnd's first-hop, last-hop and self-payment restrictions (ADR 0247)."""
         self._state.node(origin)
         if not self._state.is_online(origin):
             raise NodeOffline(origin)
@@ -121,6 +125,7 @@ class PaymentEngine:
             target = self._invoice_target(payment_request, amount_msat, payment_hash)
         else:
             target = self._keysend_target(origin, destination, amount_msat, payment_hash, preimage)
+        target = dataclasses.replace(target, limits=limits)
         existing = self._ledger.latest(origin, target.payment_hash)
         if existing is not None and existing.status != "failed":
             raise PaymentExists(existing)
@@ -228,7 +233,8 @@ class PaymentEngine:
         if record.destination not in state.nodes:
             self._fail(record.attempt_id, FailureReason.NO_ROUTE, "unknown destination")
             return
-        if record.destination == record.origin:
+        limits = target.limits
+        if record.destination == record.origin and not limits.allow_self_payment:
             self._fail(record.attempt_id, FailureReason.NO_ROUTE, "self-payment")
             return
         if target.payment_request is not None and state.invoices.is_expired_for_sender(
@@ -241,6 +247,7 @@ class PaymentEngine:
                 c.balance_msat[record.origin]
                 for c in state.channels_by_node[record.origin]
                 if state.is_active(c)
+                and (not limits.first_channels or c.channel_id in limits.first_channels)
             ),
             default=0,
         )
@@ -260,6 +267,7 @@ class PaymentEngine:
                 amount_msat=record.amount_msat,
                 usable=state.is_active,
                 excluded_channels=frozenset(excluded),
+                limits=limits,
             )
             if route is None:
                 break

@@ -19,6 +19,24 @@ ROUTE_HOPS_MAX = 20
 
 
 @dataclass(frozen=True, slots=True)
+class RouteLimits:
+    """lnd's ``SendPaymentRequest`` restrictions (``routerrpc/router.proto``): the channels the
+    first hop may use (``outgoing_chan_ids``; empty: any), the node the last hop must come
+    from (``last_hop_pubkey``, here its name), and ``allow_self_payment``, which makes a
+    circular route from a node back to itself a route at all (a rebalance, ADR 0247)."""
+
+    first_channels: frozenset[str] = frozenset()
+    last_hop: str | None = None
+    allow_self_payment: bool = False
+
+
+NO_LIMITS = RouteLimits()
+# The destination as the search's start when it is also the origin (a circular route): the
+# origin reached as the first leg's sender is then a different search node.
+_START = "\x00start"
+
+
+@dataclass(frozen=True, slots=True)
 class Leg:
     """One channel crossing: ``sender`` pushes ``amount_msat`` to ``receiver`` over ``channel``."""
 
@@ -54,32 +72,47 @@ def find_route(
     amount_msat: int,
     usable: Callable[[ChannelState], bool],
     excluded_channels: frozenset[str] = frozenset(),
+    limits: RouteLimits = NO_LIMITS,
 ) -> Route | None:
-    """The cheapest route from ``origin`` to ``destination`` delivering ``amount_msat``."""
+    """The cheapest route from ``origin`` to ``destination`` delivering ``amount_msat``,
+    within ``limits``. From a node to itself only with ``allow_self_payment``: then at least
+    two channels, out one and back in another (lnd's circular rebalance)."""
     assert amount_msat > 0
-    if origin == destination:
+    circular = origin == destination
+    if circular and not limits.allow_self_payment:
         return None
+    start = _START if circular else destination
+
+    def at(node: str) -> str:
+        return destination if node == _START else node
+
     # need[v]: msat that must arrive at v. Entries: (need, hops, node, path of (channel, sender)).
-    best: dict[str, tuple[int, int]] = {destination: (amount_msat, 0)}
-    heap: list[tuple[int, int, str, tuple[tuple[str, str], ...]]] = [
-        (amount_msat, 0, destination, ())
-    ]
+    best: dict[str, tuple[int, int]] = {start: (amount_msat, 0)}
+    heap: list[tuple[int, int, str, tuple[tuple[str, str], ...]]] = [(amount_msat, 0, start, ())]
     channel_index = {c.channel_id: c for cs in channels_by_node.values() for c in cs}
     while heap:
         need_msat, hops, node, path = heapq.heappop(heap)
         if best[node] < (need_msat, hops):  # stale entry
             continue
-        if node == origin:
+        if node == origin and path:
             return _build_route(path, channel_index, amount_msat)
         if hops >= ROUTE_HOPS_MAX:
             continue
-        for channel in channels_by_node.get(node, ()):
-            sender = channel.peer_of(node)
-            if channel.channel_id in excluded_channels or sender == destination:
+        for channel in channels_by_node.get(at(node), ()):
+            sender = channel.peer_of(at(node))
+            if channel.channel_id in excluded_channels or any(
+                channel.channel_id == used for used, _ in path
+            ):
+                continue  # a circle crosses each channel once
+            if sender == destination and not (circular and node != start):
+                continue  # no route passes through its destination; a circle closes there
+            if node == start and limits.last_hop is not None and sender != limits.last_hop:
                 continue
             if need_msat > channel.capacity_msat or not usable(channel):
                 continue
             if sender == origin:
+                if limits.first_channels and channel.channel_id not in limits.first_channels:
+                    continue
                 if not channel.can_send(origin, need_msat):
                     continue
                 sender_need_msat = need_msat
