@@ -43,7 +43,10 @@ IdempotencyKey = Annotated[
 ]
 NodeName = Annotated[str, msgspec.Meta(pattern=NODE_NAME_PATTERN)]
 RebalanceMode = Literal["cross_region", "circular"]
-RejectReason = Literal["fee_budget_exhausted", "mode_unsupported", "same_region"]
+RejectReason = Literal["fee_budget_exhausted", "bad_circle", "same_region"]
+# A short channel id as BLOCKxTXxOUT (lnd's uint64 chan_id is converted at the adapter).
+SCID_PATTERN: Final = r"^[0-9]{1,8}x[0-9]{1,8}x[0-9]{1,5}$"
+ShortChannelId = Annotated[str, msgspec.Meta(pattern=SCID_PATTERN)]
 
 
 def is_rebalance_stream(stream_id: str) -> bool:
@@ -68,12 +71,14 @@ class RequestRebalance(Message, frozen=True, kw_only=True):
     """Move ``amount_msat`` from ``source_node`` (in ``source_region``) to ``target_node``
     (``destination`` is its pubkey), paying at most ``max_fee_msat`` in routing fees.
 
-    ``mode`` ``cross_region``: between our own nodes of two regions. ``circular`` (out one
-    channel of a node, back in another of the same node) is not carried out yet: refused with
-    ``mode_unsupported`` (ADR 0244). ``explanation``: why the planner proposes the move, kept
-    in the log. ``dry_run``: record the proposal (``RebalanceProposed``) and nothing else.
-    The same ``idempotency_key`` with the same request is the same rebalance; with a
-    different one, ``idempotency_mismatch``. ``caller`` must be the sender's credential.
+    ``mode`` ``cross_region``: between our own nodes of two regions. ``circular``: out of
+    ``outgoing_channel_id`` of ``source_node`` and back in from the peer ``last_hop_pubkey``
+    over another channel of the same node (target = source, ``destination`` its pubkey;
+    ADR 0247); both fields are for circular moves only. ``explanation``: why the planner
+    proposes the move, kept in the log. ``dry_run``: record the proposal
+    (``RebalanceProposed``) and nothing else. The same ``idempotency_key`` with the same
+    request is the same rebalance; with a different one, ``idempotency_mismatch``.
+    ``caller`` must be the sender's credential.
     """
 
     idempotency_key: IdempotencyKey
@@ -86,6 +91,8 @@ class RequestRebalance(Message, frozen=True, kw_only=True):
     amount_msat: PositiveAmountMsat
     max_fee_msat: AmountMsat
     mode: RebalanceMode = "cross_region"
+    outgoing_channel_id: ShortChannelId | None = None
+    last_hop_pubkey: NodePubkey | None = None
     explanation: Metadata = msgspec.field(default_factory=dict)
     dry_run: bool = False
     version: Literal[1] = 1
@@ -132,6 +139,8 @@ class RebalanceRequested(EventData, frozen=True, kw_only=True):
     received_at_ms: int
     # The budget stream this move's fee is reserved on (the source region's UTC day).
     budget_stream: str
+    outgoing_channel_id: str | None = None  # circular moves (ADR 0247)
+    last_hop_pubkey: str | None = None
 
 
 class RebalanceRejected(EventData, frozen=True, kw_only=True):
@@ -152,6 +161,10 @@ class RebalanceDispatched(EventData, frozen=True, kw_only=True):
     amount_msat: AmountMsat
     max_fee_msat: AmountMsat
     pay_timeout_s: int
+    # A circular move (ADR 0247): the node pays its own invoice out of this channel and back
+    # in from this peer. Unset for a cross-region keysend.
+    outgoing_channel_id: str | None = None
+    last_hop_pubkey: str | None = None
     key_id: str | None = None
     signature: str | None = None
 

@@ -9,11 +9,17 @@ to the target node. From there it is the payment's never-pay-twice procedure, un
 worker derives the same payment hash; a redelivery asks the node's record of that hash before
 anything is sent; the engine is asked whether the rebalance still waits for its send; the
 outcome goes to the engine as a ``RecordPaymentOutcome`` for the ``rbl-`` id.
+
+A circular move (ADR 0247) pays the node's own invoice instead of a keysend: the invoice is
+made with that same derived preimage, after the node is asked for it by its hash, so a
+redelivered order finds the invoice (and the payment) of the first delivery and never makes a
+second one. The ``Payer`` then pays it with the circle's first and last hop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 import msgspec
 
@@ -22,9 +28,21 @@ from schemas.rebalance_messages import RebalanceDispatched, is_rebalance_stream
 from schemas.records import RecordedEvent
 from services import tracing
 from services.executor.errors import BadWorkOrder, WorkOrderTooNew
+from services.executor.keysend import keysend_preimage
 from services.executor.work_order import WorkOrder
+from services.lightning.port import Circle, NodePort
 from services.signing.port import Verifier
 from services.signing.rebalance_orders import verify_rebalance_order
+
+# A circular move's own invoice: long enough for every redelivery of its order (an order
+# comes back within minutes), short enough that a forgotten one does not linger.
+CIRCLE_INVOICE_EXPIRY_S: Final = 86_400
+
+
+class RebalanceWorkOrder(WorkOrder, frozen=True, kw_only=True):
+    """A rebalance's keysend work order; ``circle`` set for a circular move."""
+
+    circle: Circle | None = None
 
 
 class _Head(msgspec.Struct):
@@ -49,7 +67,7 @@ def rebalance_work_order(
     *,
     bytes_max: int,
     headers: Mapping[str, str] | None = None,
-) -> WorkOrder:
+) -> RebalanceWorkOrder:
     """The payment work order a signed rebalance order stands for. Raises ``BadWorkOrder``
     (malformed, foreign), ``WorkOrderTooNew`` or a ``SigningError`` (unsigned, forged)."""
     if len(raw) > bytes_max:
@@ -77,7 +95,15 @@ def rebalance_work_order(
         max_fee_msat=order.max_fee_msat, destination=order.destination,
         pay_timeout_s=order.pay_timeout_s,
     )  # fmt: skip
-    return WorkOrder(
+    circle = None
+    if order.outgoing_channel_id is not None or order.last_hop_pubkey is not None:
+        if order.outgoing_channel_id is None or order.last_hop_pubkey is None:
+            raise BadWorkOrder("a circular order needs outgoing_channel_id and last_hop_pubkey")
+        circle = Circle(
+            outgoing_channel_id=order.outgoing_channel_id, last_hop_pubkey=order.last_hop_pubkey
+        )
+    return RebalanceWorkOrder(
+        circle=circle,
         intent_id=record.stream_id,
         event_id=record.event_id,
         correlation_id=record.metadata.correlation_id,
@@ -85,3 +111,31 @@ def rebalance_work_order(
         traceparent=tracing.valid((headers or {}).get(tracing.TRACEPARENT))
         or record.metadata.traceparent,
     )
+
+
+def invoice_memo(rebalance_id: str) -> str:
+    return f"corridor:rebalance:{rebalance_id}"
+
+
+async def with_own_invoice(
+    node: NodePort, secret: bytes, order: RebalanceWorkOrder
+) -> RebalanceWorkOrder:
+    """A circular order made payable: the node's own invoice for the rebalance, found by its
+    derived hash or created with its derived preimage. Raises ``NodeError`` when the node
+    cannot answer (nothing was paid; the order comes back)."""
+    assert order.circle is not None
+    preimage, payment_hash = keysend_preimage(secret, order.intent_id, order.attempt)
+    found = await node.lookup_invoice(payment_hash)
+    if found is not None:
+        payment_request = found.payment_request
+    else:
+        created = await node.create_invoice(
+            order.dispatched.amount_msat, invoice_memo(order.intent_id),
+            CIRCLE_INVOICE_EXPIRY_S, preimage=preimage,
+        )  # fmt: skip
+        payment_request = created.payment_request
+    dispatched = msgspec.structs.replace(
+        order.dispatched, destination=None, payment_request=payment_request,
+        payment_hash=payment_hash, invoice_has_amount=True,
+    )  # fmt: skip
+    return msgspec.structs.replace(order, dispatched=dispatched)

@@ -6,6 +6,7 @@ import msgspec
 
 from services.bolt11.codec import decode_invoice
 from services.executor.keysend import keysend_preimage
+from services.executor.rebalance_worker import RebalanceWorkOrder
 from services.executor.work_order import WorkOrder
 from services.lightning.port import PayRequest
 
@@ -29,6 +30,8 @@ def pay_target(order: WorkOrder, secret: bytes) -> PayTarget:
             payment_hash=dispatched.payment_hash,
             max_fee_msat=dispatched.max_fee_msat,
             timeout_s=timeout_s,
+            # A circular rebalance (ADR 0247): our own invoice, around the order's circle.
+            circle=order.circle if isinstance(order, RebalanceWorkOrder) else None,
         )
         return PayTarget(payment_hash=dispatched.payment_hash, request=request)
     if dispatched.payment_request is not None:

@@ -47,7 +47,12 @@ from services.executor.errors import (
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
-from services.executor.rebalance_worker import is_rebalance_order, rebalance_work_order
+from services.executor.rebalance_worker import (
+    RebalanceWorkOrder,
+    is_rebalance_order,
+    rebalance_work_order,
+    with_own_invoice,
+)
 from services.executor.receive_order import is_receive_order
 from services.executor.receive_worker import ReceiveOrders
 from services.executor.work_order import WorkOrder, decode_work_order
@@ -294,6 +299,7 @@ class Executor:
             return
         assert self._verifier is not None, "run() does not start without a verifier"
         rebalance = is_rebalance_order(msg.data)
+        order: WorkOrder
         try:
             if rebalance:  # paid as a keysend is; its own signature checked here (ADR 0244)
                 order = rebalance_work_order(
@@ -339,6 +345,14 @@ class Executor:
             log.debug("work_order_for_another_node", order_node=order.node)
             await msg.ack()
             return
+        if isinstance(order, RebalanceWorkOrder) and order.circle is not None:
+            try:  # a circular rebalance pays the node's own invoice (ADR 0247)
+                order = await with_own_invoice(self._node, self._secret, order)
+            except Exception as exc:  # nothing was paid: the order comes back
+                log.warning("rebalance_invoice_unavailable", error=type(exc).__name__,
+                            detail=str(exc)[:200])  # fmt: skip
+                await self._settle_message(msg, Disposition.RETRY, msg.num_delivered)
+                return
         await self._decide(msg, order)
 
     async def _decide(self, msg: Delivery, order: WorkOrder) -> None:

@@ -759,6 +759,9 @@ def _target(request: PayRequest) -> tuple[str, int, bool]:
 
     Raises ``ValueError`` (``InvoiceDecodeError`` for a bad invoice) before any node call.
     """
+    if request.circle is not None:
+        # xpay/pay take no first and last hop (a circle needs getroute + sendpay): ADR 0247.
+        raise ValueError("circular payments are not supported on CLN")
     if request.payment_request is None:
         # CLN's keysend chooses its own preimage, so a retry could not reuse the caller's hash,
         # which the port requires; see ADR 0103.

@@ -612,6 +612,12 @@ def _send_request(request: PayRequest, payment_hash: str, amt_msat: int) -> Any:
         "timeout_seconds": max(1, math.ceil(request.timeout_s)),
         "no_inflight_updates": False,
     }
+    if request.circle is not None:  # a circular rebalance through our own invoice (ADR 0247)
+        common |= {
+            "outgoing_chan_ids": [lnd_convert.scid_from_str(request.circle.outgoing_channel_id)],
+            "last_hop_pubkey": bytes.fromhex(request.circle.last_hop_pubkey),
+            "allow_self_payment": True,
+        }
     if request.payment_request is not None:
         return router_pb2.SendPaymentRequest(
             payment_request=request.payment_request, amt_msat=amt_msat, **common

@@ -82,6 +82,16 @@ class PaymentInFlight(msgspec.Struct, frozen=True, kw_only=True, tag="in_flight"
 PaymentResult = PaymentSucceeded | PaymentFailed | PaymentInFlight
 
 
+class Circle(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment from a node to its own invoice, out of ``outgoing_channel_id`` (BLOCKxTXxOUT)
+    and back in from ``last_hop_pubkey``: a circular rebalance (ADR 0247). lnd:
+    ``SendPaymentV2`` with ``outgoing_chan_ids``, ``last_hop_pubkey`` and
+    ``allow_self_payment`` (``routerrpc/router.proto``)."""
+
+    outgoing_channel_id: str
+    last_hop_pubkey: str
+
+
 class PayRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Either ``payment_request`` (BOLT 11) or ``destination`` + ``amount_msat`` (keysend).
 
@@ -102,6 +112,9 @@ class PayRequest(msgspec.Struct, frozen=True, kw_only=True):
     # and raises ``NodeError`` when its send's outcome is ambiguous (the node's record could
     # be older than this call, so only the caller can judge it).
     node_record_checked: bool = False
+    # Set: pay ``payment_request`` (our own invoice) around this circle. An adapter that cannot
+    # restrict the first and last hop refuses it with ``ValueError`` before anything is sent.
+    circle: Circle | None = None
 
 
 class Channel(msgspec.Struct, frozen=True, kw_only=True):

@@ -66,6 +66,7 @@ from services.sim.errors import (
 from services.sim.lnd_payments import latest_visible, lnd_visible, rejected_before_send
 from services.sim.network import SimNetwork
 from services.sim.records import SimInvoice, SimPayment
+from services.sim.routing import NO_LIMITS, RouteLimits
 
 log = structlog.get_logger(__name__)
 
@@ -328,6 +329,7 @@ class SimNodeAdapter:
                 preimage=request.keysend_preimage,
                 max_fee_msat=request.max_fee_msat,
                 timeout_s=request.timeout_s,
+                limits=_limits(request, self._network),
             )
         except PaymentExists as exc:
             # Not reachable from one loop (the record was read without a wait in between), but
@@ -568,3 +570,17 @@ async def _next_or_offline(subscription: AsyncIterator[_T], offline: asyncio.Eve
     if next_update.done() and not next_update.cancelled():
         return next_update.result()  # an update that arrived with the outage still counts
     return None
+
+
+def _limits(request: PayRequest, network: SimNetwork) -> RouteLimits:
+    """A circle's first and last hop as the simulator's route limits (ADR 0247)."""
+    if request.circle is None:
+        return NO_LIMITS
+    try:
+        last_hop = network.node_by_pubkey(request.circle.last_hop_pubkey).name
+    except UnknownNode:
+        last_hop = request.circle.last_hop_pubkey  # no node of the graph: matches no route
+    return RouteLimits(
+        first_channels=frozenset({request.circle.outgoing_channel_id}), last_hop=last_hop,
+        allow_self_payment=True,
+    )  # fmt: skip

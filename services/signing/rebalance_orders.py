@@ -3,7 +3,8 @@
 The canonical bytes are the compact JSON array
 
     ["corridor/rebalance-order/v1", key_id, rebalance_id, event_id,
-     region, node, destination, amount_msat, max_fee_msat, pay_timeout_s]
+     region, node, destination, amount_msat, max_fee_msat, pay_timeout_s,
+     outgoing_channel_id or "", last_hop_pubkey or ""]
 
 The context string differs from the payment, receive and channel orders', so no signature
 passes for another kind's: a rebalance order can never be paid as a customer's payment.
@@ -31,7 +32,8 @@ def rebalance_order_bytes(
     *, key_id: str, rebalance_id: str, event_id: str, order: RebalanceDispatched
 ) -> bytes:
     head = [REBALANCE_ORDER_CONTEXT, key_id, rebalance_id, event_id, order.region, order.node]
-    body = [order.destination, order.amount_msat, order.max_fee_msat, order.pay_timeout_s]
+    body: list[object] = [order.destination, order.amount_msat, order.max_fee_msat]
+    body += [order.pay_timeout_s, order.outgoing_channel_id or "", order.last_hop_pubkey or ""]
     return _encoder.encode([*head, *body])
 
 

@@ -74,3 +74,93 @@ async def test_the_day_s_budget_is_enforced_from_the_log_across_an_engine_restar
                                        source_node="us-lnd", target_region="eu",
                                        target_node="eu-lnd"))  # fmt: skip
         assert us["ok"] and us["state"] == "dispatched", us
+
+
+async def test_a_circular_rebalance_moves_outbound_between_two_channels_of_one_node_once(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """alice -> hub -> bob -> alice through the engine, the signed order, alice's executor and
+    the simulated lnd's gRPC API: alice's own invoice (its derived preimage), paid out of the
+    hub channel and back in from bob; asked twice, paid once (ADR 0247)."""
+    import asyncio
+    import contextlib
+
+    import msgspec
+
+    from schemas.rebalance_messages import budget_day, budget_stream_id
+    from services.bootstrap import bootstrap
+    from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
+    from services.settings import Settings
+    from services.sim.lnd_server import start_lnd_node_server
+    from services.sim.network import SimNetwork
+    from services.sim.topology import ChannelSpec, PolicySpec
+    from tests.conftest import wait_for
+    from tests.integration.test_executor import make_executor
+    from tests.lightning.lnd_harness import CAPACITY_MSAT, SEED, lnd_topology
+
+    edge = PolicySpec(fee_base_msat=0, fee_ppm=10, cltv_delta=40)
+    base = lnd_topology()
+    back = ChannelSpec(a="bob", b="alice", capacity_msat=CAPACITY_MSAT,
+                       a_balance_msat=CAPACITY_MSAT // 2, a_policy=edge, b_policy=edge)  # fmt: skip
+    network = SimNetwork.from_topology(
+        msgspec.structs.replace(base, channels=(*base.channels, back)), seed=SEED
+    )
+    server = await start_lnd_node_server(network, "alice", state_dir=tmp_path / "nodes")
+    alice = network.node("alice")
+    (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": [{
+        "name": "alice", "role": alice.role, "region": "us",
+        "implementation": alice.implementation, "endpoint": server.endpoint,
+        "pubkey": alice.pubkey,
+    }]}))  # fmt: skip
+    settings = Settings(relay_poll_s=0.2, state_dir=tmp_path, corridors={"us-eu": ["us/alice"]})
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    executor = make_executor(tmp_path, nats_url, "us", "alice", "alice-1")
+    task = asyncio.create_task(executor.run())
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        channels = {c.peer: c for c in network.channels_of("alice")}
+        before = {peer: c.local_balance_msat for peer, c in channels.items()}
+        body = command(
+            "circle", max_fee_msat=20_000, mode="circular", source_region="us",
+            source_node="alice", target_region="us", target_node="alice",
+            destination=alice.pubkey, amount_msat=1_000_000,
+            outgoing_channel_id=channels["hub"].channel_id,
+            last_hop_pubkey=network.node("bob").pubkey,
+        )  # fmt: skip
+        reply = await request(nc, body)
+        assert reply["ok"] and reply["state"] == "dispatched", reply
+        rebalance_id = reply["intent_id"]
+
+        async def ended() -> bool:
+            view = await engine.processor.view(rebalance_id)
+            return getattr(view, "state", None) in ("succeeded", "failed")
+
+        await wait_for(ended, timeout_s=20, what="the circular rebalance to end")
+        again = await request(nc, body)
+        view = await engine.processor.view(rebalance_id)
+        budget = await engine.processor.view(budget_stream_id("us", budget_day(now_ms())))
+    finally:
+        executor.stop()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+        await executor.close_node()
+        await engine.stop()
+        await server.stop()
+        await network.aclose()
+    assert view.state == "succeeded", view
+    assert again["intent_id"] == rebalance_id and again["duplicate"]
+    secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
+    _, payment_hash = keysend_preimage(secret, rebalance_id, 1)
+    paid = [p for p in network.payments() if p.payment_hash == payment_hash]
+    assert [(p.origin, p.destination, p.status) for p in paid] == [("alice", "alice", "succeeded")]
+    fee_msat = paid[0].fee_msat
+    after = {c.peer: c.local_balance_msat for c in network.channels_of("alice")}
+    assert after["hub"] == before["hub"] - 1_000_000 - fee_msat
+    assert after["bob"] == before["bob"] + 1_000_000
+    succeeded = [e for e in view.events if e.type == "RebalanceSucceeded"]
+    assert [e.data["fee_msat"] for e in succeeded] == [fee_msat]
+    released = [e.data for e in budget.events if e.type == "RebalanceBudgetReleased"]
+    assert [(d["spent_msat"], d["released_msat"]) for d in released] == [
+        (fee_msat, 20_000 - fee_msat)
+    ]

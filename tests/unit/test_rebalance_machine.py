@@ -128,10 +128,18 @@ def test_a_move_over_the_budget_left_is_rejected_and_audited() -> None:
     assert decided.budget == []
 
 
-def test_circular_same_region_and_non_service_callers_are_refused() -> None:
+def test_circles_need_one_node_and_their_hops_and_non_service_callers_are_refused() -> None:
     circular = decide(None, _request(mode="circular"), _ctx())
     assert isinstance(circular.events[1], RebalanceRejected)
-    assert circular.events[1].reason == "mode_unsupported"
+    assert circular.events[1].reason == "bad_circle"
+    hops = {"outgoing_channel_id": "800x1x0", "last_hop_pubkey": "03" + "cd" * 32}
+    stray = decide(None, _request(**hops), _ctx())  # hops on a cross-region move
+    assert isinstance(stray.events[1], RebalanceRejected) and stray.events[1].reason == "bad_circle"
+    circle = decide(None, _request(mode="circular", target_region="eu", target_node="eu-lnd",
+                                   **hops), _ctx())  # fmt: skip
+    order = circle.events[1]
+    assert isinstance(order, RebalanceDispatched) and order.node == "eu-lnd"
+    assert (order.outgoing_channel_id, order.last_hop_pubkey) == tuple(hops.values())
     same = decide(None, _request(target_region="eu"), _ctx())
     assert isinstance(same.events[1], RebalanceRejected) and same.events[1].reason == "same_region"
     with pytest.raises(errors.Forbidden):

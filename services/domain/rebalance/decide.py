@@ -111,6 +111,7 @@ def _request(state: Rebalance | None, command: RequestRebalance, ctx: RebalanceC
         destination=command.destination, amount_msat=command.amount_msat,
         max_fee_msat=command.max_fee_msat, explanation=dict(command.explanation), tier=tier,
         received_at_ms=ctx.now_ms, budget_stream=budget_stream_for(command, ctx.now_ms),
+        outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
     )  # fmt: skip
     refusal = _refusal(command, ctx)
     if refusal is not None:
@@ -127,6 +128,7 @@ def _request(state: Rebalance | None, command: RequestRebalance, ctx: RebalanceC
         region=command.source_region, node=command.source_node,
         destination=command.destination, amount_msat=command.amount_msat,
         max_fee_msat=command.max_fee_msat, pay_timeout_s=ctx.rules.pay_timeout_s,
+        outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
     )  # fmt: skip
     return Decided([requested, order], [reserve])
 
@@ -145,11 +147,22 @@ def _proposed(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceProp
 
 
 def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejected | None:
-    if command.mode != "cross_region":
+    circle = (command.outgoing_channel_id, command.last_hop_pubkey)
+    if command.mode == "circular":
+        same_node = (command.source_region, command.source_node) == (
+            command.target_region, command.target_node,
+        )  # fmt: skip
+        if not same_node or None in circle:
+            return RebalanceRejected(
+                reason="bad_circle",
+                detail="a circular move goes from a node back to itself, with "
+                "outgoing_channel_id and last_hop_pubkey",
+            )
+    elif circle != (None, None):
         return RebalanceRejected(
-            reason="mode_unsupported", detail="circular rebalances are not carried out yet"
+            reason="bad_circle", detail="outgoing_channel_id and last_hop_pubkey are for circles"
         )
-    if command.source_region == command.target_region:
+    elif command.source_region == command.target_region:
         return RebalanceRejected(
             reason="same_region", detail="a cross-region move needs two regions"
         )
