@@ -43,7 +43,10 @@ IdempotencyKey = Annotated[
 ]
 NodeName = Annotated[str, msgspec.Meta(pattern=NODE_NAME_PATTERN)]
 RebalanceMode = Literal["cross_region", "circular"]
-RejectReason = Literal["fee_budget_exhausted", "bad_circle", "same_region"]
+RejectReason = Literal["fee_budget_exhausted", "bad_circle", "same_region", "bad_invoice"]
+PaymentRequest = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=limits.PAYMENT_REQUEST_CHARS_MAX)
+]
 # A short channel id as BLOCKxTXxOUT (lnd's uint64 chan_id is converted at the adapter).
 SCID_PATTERN: Final = r"^[0-9]{1,8}x[0-9]{1,8}x[0-9]{1,5}$"
 ShortChannelId = Annotated[str, msgspec.Meta(pattern=SCID_PATTERN)]
@@ -78,7 +81,10 @@ class RequestRebalance(Message, frozen=True, kw_only=True):
     proposes the move, kept in the log. ``dry_run``: record the proposal
     (``RebalanceProposed``) and nothing else. The same ``idempotency_key`` with the same
     request is the same rebalance; with a different one, ``idempotency_mismatch``.
-    ``caller`` must be the sender's credential.
+    ``caller`` must be the sender's credential. ``payment_request``: a cross-region move
+    whose source cannot keysend (a CLN node) pays this invoice of the target node instead,
+    issued by a receive intent there (ADR 0248); it must name ``destination`` and
+    ``amount_msat``.
     """
 
     idempotency_key: IdempotencyKey
@@ -93,6 +99,7 @@ class RequestRebalance(Message, frozen=True, kw_only=True):
     mode: RebalanceMode = "cross_region"
     outgoing_channel_id: ShortChannelId | None = None
     last_hop_pubkey: NodePubkey | None = None
+    payment_request: PaymentRequest | None = None
     explanation: Metadata = msgspec.field(default_factory=dict)
     dry_run: bool = False
     version: Literal[1] = 1
@@ -141,6 +148,7 @@ class RebalanceRequested(EventData, frozen=True, kw_only=True):
     budget_stream: str
     outgoing_channel_id: str | None = None  # circular moves (ADR 0247)
     last_hop_pubkey: str | None = None
+    payment_request: str | None = None  # the target's invoice (ADR 0248)
 
 
 class RebalanceRejected(EventData, frozen=True, kw_only=True):
@@ -165,6 +173,9 @@ class RebalanceDispatched(EventData, frozen=True, kw_only=True):
     # in from this peer. Unset for a cross-region keysend.
     outgoing_channel_id: str | None = None
     last_hop_pubkey: str | None = None
+    # The target's invoice, paid instead of a keysend (a CLN source, ADR 0248).
+    payment_request: str | None = None
+    payment_hash: str | None = None
     key_id: str | None = None
     signature: str | None = None
 

@@ -116,6 +116,8 @@ def prepare(item: QueuedCommand) -> None:
     if isinstance(command, RequestRebalance):  # ADR 0244
         item.stream_id = rebalance_id_for(command.caller.id, command.idempotency_key)
         item.request_fingerprint = fingerprint(command)
+        if command.payment_request is not None and item.invoice is None:  # ADR 0248
+            _decode_invoice(item, command.payment_request)
         return
     if isinstance(command, RecordInvoiceState):
         item.stream_id = command.intent_id
@@ -137,22 +139,27 @@ def prepare(item: QueuedCommand) -> None:
     item.stream_id = intent_id_for(command.caller.id, command.idempotency_key)
     item.request_fingerprint = fingerprint(command)
     if command.payment_request is not None and item.invoice is None:
-        try:
-            decoded = decode_invoice(command.payment_request)
-        except InvoiceDecodeError as exc:
-            item.error = errors.InvalidInvoice(
-                f"payment_request is not a valid BOLT 11 invoice: {exc.message}",
-                field="payment_request",
-            )
-            return
-        item.invoice = InvoiceFacts(
-            payment_hash=decoded.payment_hash,
-            payee=decoded.destination,
-            network=decoded.network,
-            amount_msat=decoded.amount_msat,
-            created_at_s=decoded.created_at_s,
-            expires_at_s=decoded.created_at_s + decoded.expiry_s,
+        _decode_invoice(item, command.payment_request)
+
+
+def _decode_invoice(item: QueuedCommand, payment_request: str) -> None:
+    """``item.invoice`` from the request's BOLT 11 invoice, or ``item.error`` saying why not."""
+    try:
+        decoded = decode_invoice(payment_request)
+    except InvoiceDecodeError as exc:
+        item.error = errors.InvalidInvoice(
+            f"payment_request is not a valid BOLT 11 invoice: {exc.message}",
+            field="payment_request",
         )
+        return
+    item.invoice = InvoiceFacts(
+        payment_hash=decoded.payment_hash,
+        payee=decoded.destination,
+        network=decoded.network,
+        amount_msat=decoded.amount_msat,
+        created_at_s=decoded.created_at_s,
+        expires_at_s=decoded.created_at_s + decoded.expiry_s,
+    )
 
 
 def assumed_new(item: QueuedCommand) -> bool:

@@ -128,7 +128,7 @@ class RebalancePlanner:
                 return
         ctx = RebalanceContext(
             now_ms=now_ms, rules=self._rules, rebalance_id=item.stream_id,
-            request_fingerprint=item.request_fingerprint, budget=budget,
+            request_fingerprint=item.request_fingerprint, budget=budget, invoice=item.invoice,
         )  # fmt: skip
         try:
             decided = decide(state, command, ctx)

@@ -90,11 +90,21 @@ def rebalance_work_order(
     verify_rebalance_order(
         verifier, rebalance_id=record.stream_id, event_id=record.event_id, order=order
     )
-    keysend = IntentDispatched(
-        attempt=1, region=order.region, node=order.node, amount_msat=order.amount_msat,
-        max_fee_msat=order.max_fee_msat, destination=order.destination,
-        pay_timeout_s=order.pay_timeout_s,
-    )  # fmt: skip
+    if (order.payment_request is None) != (order.payment_hash is None):
+        raise BadWorkOrder("an invoice order needs payment_request and payment_hash")
+    if order.payment_request is not None:  # the target's invoice (a CLN source, ADR 0248)
+        keysend = IntentDispatched(
+            attempt=1, region=order.region, node=order.node, amount_msat=order.amount_msat,
+            max_fee_msat=order.max_fee_msat, payment_request=order.payment_request,
+            payment_hash=order.payment_hash, invoice_has_amount=True,
+            pay_timeout_s=order.pay_timeout_s,
+        )  # fmt: skip
+    else:
+        keysend = IntentDispatched(
+            attempt=1, region=order.region, node=order.node, amount_msat=order.amount_msat,
+            max_fee_msat=order.max_fee_msat, destination=order.destination,
+            pay_timeout_s=order.pay_timeout_s,
+        )  # fmt: skip
     circle = None
     if order.outgoing_channel_id is not None or order.last_hop_pubkey is not None:
         if order.outgoing_channel_id is None or order.last_hop_pubkey is None:

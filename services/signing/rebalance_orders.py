@@ -4,7 +4,8 @@ The canonical bytes are the compact JSON array
 
     ["corridor/rebalance-order/v1", key_id, rebalance_id, event_id,
      region, node, destination, amount_msat, max_fee_msat, pay_timeout_s,
-     outgoing_channel_id or "", last_hop_pubkey or ""]
+     outgoing_channel_id or "", last_hop_pubkey or "", payment_request or "",
+     payment_hash or ""]
 
 The context string differs from the payment, receive and channel orders', so no signature
 passes for another kind's: a rebalance order can never be paid as a customer's payment.
@@ -34,6 +35,7 @@ def rebalance_order_bytes(
     head = [REBALANCE_ORDER_CONTEXT, key_id, rebalance_id, event_id, order.region, order.node]
     body: list[object] = [order.destination, order.amount_msat, order.max_fee_msat]
     body += [order.pay_timeout_s, order.outgoing_channel_id or "", order.last_hop_pubkey or ""]
+    body += [order.payment_request or "", order.payment_hash or ""]
     return _encoder.encode([*head, *body])
 
 

@@ -52,10 +52,10 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
         (r, "inbound_low") for r in ("us", "eu", "asia")
     }
 
-    # The default corridors fail over across regions: no rebalance corridor, so nothing is
-    # submitted, and a dry run never submits anyway.
+    # A dry run records its proposals (ADR 0246) and requests nothing.
     planned = _json("liquidity", "plan", *sd)
-    assert planned["mode"] == "dry_run" and planned["submitted"] == []
+    assert planned["mode"] == "dry_run"
+    assert all(r["ok"] and r["state"] == "proposed" for r in planned["recorded"]), planned
 
     http_url = json.loads((stack_with_sim / "endpoints.json").read_text())["http_url"]
     key = (stack_with_sim / "auth" / "operator-operator-1.nk.http").read_text().strip()

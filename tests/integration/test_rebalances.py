@@ -164,3 +164,121 @@ async def test_a_circular_rebalance_moves_outbound_between_two_channels_of_one_n
     assert [(d["spent_msat"], d["released_msat"]) for d in released] == [
         (fee_msat, 20_000 - fee_msat)
     ]
+
+
+async def test_a_cln_source_pays_the_invoice_a_receive_issued_on_the_target_once(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """A cross-region move from a Core Lightning node (no keysend of ours, ADR 0008): the
+    target's LND node issues an invoice through a receive intent, the rebalance carries it,
+    the CLN executor pays it through the real CLN adapter; the receive ends paid and the
+    rebalance succeeded, each once (ADR 0248)."""
+    import asyncio
+    import contextlib
+
+    from services.bootstrap import bootstrap
+    from services.executor import Executor
+    from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
+    from services.executor.nodes import adapter_for
+    from services.settings import Settings
+    from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
+    from services.sim.cln_server import start_cln_node_server
+    from services.sim.lnd_server import start_lnd_node_server
+    from services.sim.network import SimNetwork
+    from services.sim.topology import default_topology
+    from tests.conftest import wait_for
+    from tests.integration.test_executor import FAST, SEED
+
+    network = SimNetwork.from_topology(default_topology(), seed=SEED)
+    cln = await start_cln_node_server(network, "us-cln", socket_path=tmp_path / "cln.sock")
+    lnd = await start_lnd_node_server(network, "eu-lnd", state_dir=tmp_path / "nodes")
+    settings = Settings(relay_poll_s=0.2, state_dir=tmp_path,
+                        corridors={"us-eu": ["us/us-cln", "eu/eu-lnd"]})  # fmt: skip
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
+    executors = [
+        Executor(
+            nats_url=nats_url,
+            region=region,
+            node_name=name,
+            node=adapter_for(endpoint),
+            executor_id=f"{name}-1",
+            secret=secret,
+            limits=FAST,
+            verifier=FileKeyring(keys_dir(tmp_path) / PUBLIC_KEYS_FILE),
+        )
+        for region, name, endpoint in (
+            ("us", "us-cln", cln.endpoint),
+            ("eu", "eu-lnd", lnd.endpoint),
+        )
+    ]
+    tasks = [asyncio.create_task(e.run()) for e in executors]
+    amount_msat = 2_000_000
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        for executor in executors:
+            await wait_for(executor.ready.is_set, what="the executors to start")
+        receive = {
+            "type": "CreateReceiveIntent", "version": 1, "idempotency_key": "rbl-in",
+            "caller": {"id": PLANNER, "kind": "service"}, "amount_msat": amount_msat,
+            "memo": "rebalance us-eu", "expiry_s": 600, "region": "eu",
+        }  # fmt: skip
+        msg = await nc.request(f"corridor.api.v1.intents.receive.{PLANNER}",
+                               json.dumps(receive).encode(), timeout=10)  # fmt: skip
+        receive_id = json.loads(msg.data)["intent_id"]
+
+        async def state_of(stream_id: str) -> str | None:
+            return getattr(await engine.processor.view(stream_id), "state", None)
+
+        async def issued() -> bool:
+            return await state_of(receive_id) == "issued"
+
+        await wait_for(issued, timeout_s=20, what="the target's invoice")
+        view = await engine.processor.view(receive_id)
+        invoice = next(e.data for e in view.events if e.type == "InvoiceIssued")
+        body = command(
+            "cln-move", max_fee_msat=50_000, source_region="us", source_node="us-cln",
+            target_region="eu", target_node="eu-lnd", destination=network.node("eu-lnd").pubkey,
+            amount_msat=amount_msat, payment_request=invoice["payment_request"],
+        )  # fmt: skip
+        wrong_body = command(
+            "cln-wrong", max_fee_msat=50_000, source_region="us", source_node="us-cln",
+            target_region="eu", target_node="eu-lnd", amount_msat=amount_msat + 1,
+            destination=network.node("eu-lnd").pubkey, payment_request=invoice["payment_request"],
+        )  # fmt: skip
+        wrong = await request(nc, wrong_body)
+        assert wrong["ok"] and wrong["state"] == "rejected" and wrong["reason"] == "bad_invoice"
+        reply = await request(nc, body)
+        assert reply["ok"] and reply["state"] == "dispatched", reply
+        rebalance_id = reply["intent_id"]
+
+        async def both_done() -> bool:
+            return (await state_of(rebalance_id), await state_of(receive_id)) == (
+                "succeeded",
+                "paid",
+            )
+
+        await wait_for(both_done, timeout_s=30, what="the move to pay and the receive to credit")
+        again = await request(nc, body)
+        rebalance = await engine.processor.view(rebalance_id)
+        credited = await engine.processor.view(receive_id)
+    finally:
+        for executor in executors:
+            executor.stop()
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        for executor in executors:
+            await executor.close_node()
+        await engine.stop()
+        await cln.stop()
+        await lnd.stop()
+        await network.aclose()
+    assert again["intent_id"] == rebalance_id and again["duplicate"]
+    paid = [p for p in network.payments() if p.payment_hash == invoice["payment_hash"]]
+    assert [(p.origin, p.destination, p.status) for p in paid] == [
+        ("us-cln", "eu-lnd", "succeeded")
+    ]
+    assert [e.type for e in rebalance.events].count("RebalanceSucceeded") == 1
+    assert [e.type for e in credited.events].count("InvoicePaid") == 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from schemas import errors
 from schemas.commands import RecordPaymentOutcome
-from schemas.events import EventData, Tier
+from schemas.events import EventData, InvoiceFacts, Tier
 from schemas.rebalance_messages import (
     RebalanceBudgetReleased,
     RebalanceBudgetReserved,
@@ -62,6 +62,8 @@ class RebalanceContext:
     # The budget stream judged: today's of the source region for a request, the rebalance's
     # own for a report. ``None``: the stream is empty.
     budget: DayBudget | None = None
+    # The request's ``payment_request`` as the service layer decoded it (ADR 0248).
+    invoice: InvoiceFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ def _request(state: Rebalance | None, command: RequestRebalance, ctx: RebalanceC
         max_fee_msat=command.max_fee_msat, explanation=dict(command.explanation), tier=tier,
         received_at_ms=ctx.now_ms, budget_stream=budget_stream_for(command, ctx.now_ms),
         outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
+        payment_request=command.payment_request,
     )  # fmt: skip
     refusal = _refusal(command, ctx)
     if refusal is not None:
@@ -129,6 +132,8 @@ def _request(state: Rebalance | None, command: RequestRebalance, ctx: RebalanceC
         destination=command.destination, amount_msat=command.amount_msat,
         max_fee_msat=command.max_fee_msat, pay_timeout_s=ctx.rules.pay_timeout_s,
         outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
+        payment_request=command.payment_request,
+        payment_hash=ctx.invoice.payment_hash if ctx.invoice is not None else None,
     )  # fmt: skip
     return Decided([requested, order], [reserve])
 
@@ -144,6 +149,25 @@ def _proposed(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceProp
         max_fee_msat=command.max_fee_msat, explanation=dict(command.explanation),
         proposed_at_ms=ctx.now_ms,
     )  # fmt: skip
+
+
+def _invoice_refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejected | None:
+    """A move paid by the target's invoice (ADR 0248): the invoice must be for this move."""
+    if command.payment_request is None:
+        return None
+    invoice = ctx.invoice
+    assert invoice is not None, "the service layer decodes a request's invoice"
+    if command.mode != "cross_region":
+        detail = "an invoice is paid by cross-region moves only"
+    elif invoice.payee != command.destination:
+        detail = "the invoice is not the destination's"
+    elif invoice.amount_msat != command.amount_msat:
+        detail = "the invoice must ask exactly amount_msat"
+    elif invoice.expires_at_s * 1000 <= ctx.now_ms:
+        detail = "the invoice has expired"
+    else:
+        return None
+    return RebalanceRejected(reason="bad_invoice", detail=detail)
 
 
 def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejected | None:
@@ -166,6 +190,9 @@ def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejec
         return RebalanceRejected(
             reason="same_region", detail="a cross-region move needs two regions"
         )
+    invoice_refusal = _invoice_refusal(command, ctx)
+    if invoice_refusal is not None:
+        return invoice_refusal
     used = ctx.budget.used_msat if ctx.budget is not None else 0
     left = max(0, ctx.rules.fee_budget_msat_per_day - used)
     if command.max_fee_msat > left:
