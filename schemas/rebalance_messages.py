@@ -105,7 +105,17 @@ class RequestRebalance(Message, frozen=True, kw_only=True):
     version: Literal[1] = 1
 
 
-REBALANCE_COMMAND_TYPES: Final = (RequestRebalance,)
+class ApproveRebalance(Message, frozen=True, kw_only=True):
+    """An operator approves a rebalance over the auto limit (tier ``approval``): it is judged
+    against today's fee budget of its source region and, within it, dispatched (ADR 0244).
+    ``operator_id`` must be the sender's credential."""
+
+    rebalance_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    operator_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    version: Literal[1] = 1
+
+
+REBALANCE_COMMAND_TYPES: Final = (RequestRebalance, ApproveRebalance)
 
 
 class RebalanceProposed(EventData, frozen=True, kw_only=True):
@@ -149,6 +159,15 @@ class RebalanceRequested(EventData, frozen=True, kw_only=True):
     outgoing_channel_id: str | None = None  # circular moves (ADR 0247)
     last_hop_pubkey: str | None = None
     payment_request: str | None = None  # the target's invoice (ADR 0248)
+    payment_hash: str | None = None  # its hash, as the engine decoded it
+
+
+class RebalanceApproved(EventData, frozen=True, kw_only=True):
+    """An operator approved a move of tier ``approval``; its fee is reserved on
+    ``budget_stream`` (today's of its source region) in the same batch."""
+
+    operator_id: str
+    budget_stream: str
 
 
 class RebalanceRejected(EventData, frozen=True, kw_only=True):
@@ -223,7 +242,8 @@ class RebalanceBudgetReleased(EventData, frozen=True, kw_only=True):
 
 
 _EVENTS: Final[tuple[type[EventData], ...]] = (
-    RebalanceProposed, RebalanceRequested, RebalanceRejected, RebalanceDispatched,
+    RebalanceProposed, RebalanceRequested, RebalanceApproved, RebalanceRejected,
+    RebalanceDispatched,
     RebalanceInFlight, RebalanceSucceeded, RebalanceFailed, RebalanceBudgetReserved,
     RebalanceBudgetReleased,
 )  # fmt: skip

@@ -121,7 +121,10 @@ CHANNEL_VERBS: Final = {
 
 # Rebalances (ADR 0244): the planner's (a service caller's) ``rebalance.<caller_id>``; the
 # executor reports on ``outcome.<node>`` as for a payment. Not on CORRIDOR_CMD.
-REBALANCE_VERBS: Final = {"rebalance": "RequestRebalance"}
+REBALANCE_VERBS: Final = {
+    "rebalance": "RequestRebalance",
+    "rebalance_approve": "ApproveRebalance",  # an operator's, for tier approval
+}
 
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

@@ -18,7 +18,7 @@ from schemas.agent_key_messages import (
     RevokeAgentKey,
 )
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
-from schemas.rebalance_messages import RequestRebalance
+from schemas.rebalance_messages import ApproveRebalance, RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ClearNodeBreaker,
@@ -57,7 +57,8 @@ def claimed_identity(
     | ReconciliationCommand
     | WebhookCommand
     | ReceiveCommand
-    | RequestRebalance,
+    | RequestRebalance
+    | ApproveRebalance,
 ) -> tuple[str, str] | None:
     """``(field, value)``: who the payload says sent it, or ``None`` for the engine's own
     commands. The one place that knows which field of each command names its sender."""
@@ -74,6 +75,7 @@ def claimed_identity(
             | cmd.RejectPaymentIntent()
             | cmd.ResolvePaymentIntent()
             | cmd.AcknowledgeAnomaly()
+            | ApproveRebalance()
         ):
             return "operator_id", command.operator_id
         case ProposePolicy():

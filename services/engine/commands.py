@@ -12,7 +12,7 @@ from schemas import errors
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
-from schemas.rebalance_messages import RequestRebalance
+from schemas.rebalance_messages import ApproveRebalance, RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import (
     ReconciliationCommand,
@@ -58,6 +58,7 @@ class CommandEnvelope:
         | ReceiveCommand
         | cm.ChannelOpCommand
         | RequestRebalance
+        | ApproveRebalance
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -118,6 +119,9 @@ def prepare(item: QueuedCommand) -> None:
         item.request_fingerprint = fingerprint(command)
         if command.payment_request is not None and item.invoice is None:  # ADR 0248
             _decode_invoice(item, command.payment_request)
+        return
+    if isinstance(command, ApproveRebalance):
+        item.stream_id = command.rebalance_id
         return
     if isinstance(command, RecordInvoiceState):
         item.stream_id = command.intent_id

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from schemas import errors
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
-from schemas.rebalance_messages import RequestRebalance
+from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES
 from services.domain.policy import PolicyEngine
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
@@ -150,7 +150,7 @@ class Planner:
                 op = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
                 ops.plan(plan, item, command, op, now_ms=now_ms)
                 continue
-            if is_rebalance_item(item) or isinstance(command, RequestRebalance):  # ADR 0244
+            if is_rebalance_item(item) or isinstance(command, REBALANCE_COMMAND_TYPES):  # ADR 0244
                 if self._rebalances is None:
                     plan.replies.append(rejected(errors.Unavailable("rebalances are not set up")))
                     continue

@@ -16,7 +16,13 @@ from typing import Final
 
 from schemas import errors
 from schemas.commands import RecordPaymentOutcome
-from schemas.rebalance_messages import RequestRebalance, is_rebalance_stream
+from schemas.rebalance_messages import (
+    ApproveRebalance,
+    RequestRebalance,
+    budget_day,
+    budget_stream_id,
+    is_rebalance_stream,
+)
 from services.domain.rebalance import (
     DayBudget,
     Rebalance,
@@ -37,7 +43,7 @@ from services.eventstore.port import EventStore
 from services.signing.port import Signer
 from services.signing.rebalance_orders import sign_rebalance_orders
 
-RebalanceCommand = RequestRebalance | RecordPaymentOutcome
+RebalanceCommand = RequestRebalance | ApproveRebalance | RecordPaymentOutcome
 # The default tier limit and budget when the engine is built without settings (tests): the
 # planner's own defaults (``liquidity_move_max_msat``, ``liquidity_fee_budget_msat_per_day``).
 DEFAULT_RULES: Final = RebalanceRules(
@@ -48,9 +54,21 @@ _DAY_TURNED: Final = errors.Unavailable("the budget day turned while deciding; r
 
 def is_rebalance_item(item: QueuedCommand) -> bool:
     command = item.envelope.command
-    return isinstance(command, RequestRebalance) or (
+    return isinstance(command, RequestRebalance | ApproveRebalance) or (
         isinstance(command, RecordPaymentOutcome) and is_rebalance_stream(item.stream_id)
     )
+
+
+def _budget_id(command: object, state: Rebalance | None, now_ms: int) -> str | None:
+    """The budget stream a command is judged by: today's of the source for a request or an
+    approval (ADR 0245), the one its rebalance reserved on for an executor's report."""
+    if isinstance(command, RequestRebalance):
+        return budget_stream_for(command, now_ms)
+    if state is None:
+        return None
+    if isinstance(command, ApproveRebalance):
+        return budget_stream_id(state.source_region, budget_day(now_ms))
+    return state.budget_stream
 
 
 class RebalanceBook:
@@ -73,10 +91,10 @@ class RebalanceBook:
         now_ms = self._now_ms()
         for item in mine:
             command = item.envelope.command
-            if isinstance(command, RequestRebalance):
-                budgets.append(budget_stream_for(command, now_ms))
-            elif (state := self.rebalances.get(item.stream_id)) and state.budget_stream:
-                budgets.append(state.budget_stream)
+            state = self.rebalances.get(item.stream_id)
+            budget_id = _budget_id(command, state, now_ms)
+            if budget_id is not None:
+                budgets.append(budget_id)
         await self.budgets.load(budgets)
 
     def adopt(self, plan: BatchPlan) -> None:
@@ -114,12 +132,17 @@ class RebalancePlanner:
 
     def plan(self, plan: BatchPlan, item: QueuedCommand, *, now_ms: int) -> None:
         command = item.envelope.command
-        assert isinstance(command, RequestRebalance | RecordPaymentOutcome)
+        assert isinstance(command, RequestRebalance | ApproveRebalance | RecordPaymentOutcome)
+        principal = item.envelope.principal
+        if (
+            isinstance(command, ApproveRebalance)
+            and principal is not None
+            and (principal.role not in ("operator", "engine"))
+        ):
+            plan.replies.append(rejected(errors.Forbidden("operators approve rebalances")))
+            return
         state = plan.rebalances.get(item.stream_id) or self._book.rebalances.get(item.stream_id)
-        if isinstance(command, RequestRebalance):
-            budget_id: str | None = budget_stream_for(command, now_ms)
-        else:
-            budget_id = state.budget_stream if state is not None else None
+        budget_id = _budget_id(command, state, now_ms)
         budget: DayBudget | None = None
         if budget_id is not None:
             known, budget = self._budget(plan, budget_id)

@@ -173,6 +173,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 # Channel opens and closes on our nodes (ADR 0234).
                 f"{_API}.channel_open.{{id}}",
                 f"{_API}.channel_close.{{id}}",
+                # Rebalances over the auto limit (ADR 0244).
+                f"{_API}.rebalance_approve.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",

@@ -36,7 +36,7 @@ from schemas.agent_key_messages import (
 )
 from schemas.common import Caller
 from schemas.policy_messages import PolicyCommand
-from schemas.rebalance_messages import RequestRebalance
+from schemas.rebalance_messages import ApproveRebalance, RequestRebalance
 from schemas.receive_messages import CreateReceiveIntent, ReceiveCommand, RecordInvoiceState
 from schemas.reconciliation_messages import ReconciliationCommand, ReportReconciliation
 from schemas.webhook_messages import (
@@ -89,7 +89,8 @@ class Authenticator:
         | CallerWebhookCommand
         | ReceiveCommand
         | cm.ChannelOpCommand
-        | RequestRebalance,
+        | RequestRebalance
+        | ApproveRebalance,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
@@ -133,7 +134,8 @@ class Authenticator:
         | ReconciliationCommand
         | CallerWebhookCommand
         | ReceiveCommand
-        | RequestRebalance,
+        | RequestRebalance
+        | ApproveRebalance,
         data: bytes,
         headers: Mapping[str, str] | None,
     ) -> AgentKey | None:

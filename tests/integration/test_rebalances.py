@@ -282,3 +282,29 @@ async def test_a_cln_source_pays_the_invoice_a_receive_issued_on_the_target_once
     ]
     assert [e.type for e in rebalance.events].count("RebalanceSucceeded") == 1
     assert [e.type for e in credited.events].count("InvoicePaid") == 1
+
+
+async def test_a_move_over_the_auto_limit_waits_for_an_operator_s_approval(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    async with signing_engine(nats_url, database_url, tmp_path) as engine:
+        big = await request(nc, command("big", max_fee_msat=30_000, amount_msat=10_000_001))
+        assert big["ok"] and big["state"] == "awaiting_approval", big
+        stream = budget_stream_id("eu", budget_day(now_ms()))
+        assert not getattr(await engine.processor.view(stream), "ok", False)  # nothing held
+        approve = {"type": "ApproveRebalance", "version": 1, "rebalance_id": big["intent_id"],
+                   "operator_id": "ops-1"}  # fmt: skip
+        msg = await nc.request("corridor.api.v1.intents.rebalance_approve.ops-1",
+                               json.dumps(approve).encode(), timeout=10)  # fmt: skip
+        approved = json.loads(msg.data)
+        assert approved["ok"] and approved["state"] == "dispatched", approved
+        view = await engine.processor.view(big["intent_id"])
+        assert [e.type for e in view.events] == [
+            "RebalanceRequested",
+            "RebalanceApproved",
+            "RebalanceDispatched",
+        ]
+        assert view.events[1].data["operator_id"] == "ops-1"
+        budget = await engine.processor.view(stream)
+        events = [{"type": e.type, "data": e.data} for e in budget.events]
+        assert budget_used_msat(events) == 30_000

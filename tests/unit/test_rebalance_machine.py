@@ -21,6 +21,7 @@ from schemas.commands import RecordPaymentOutcome
 from schemas.common import Caller
 from schemas.events import EventData
 from schemas.rebalance_messages import (
+    ApproveRebalance,
     RebalanceBudgetReleased,
     RebalanceBudgetReserved,
     RebalanceDispatched,
@@ -119,6 +120,29 @@ def test_over_the_auto_limit_waits_for_approval_and_reserves_nothing() -> None:
     assert state.tier == "approval" and state.attempt == 0
 
 
+def test_an_operator_s_approval_reserves_on_today_s_budget_and_dispatches_once() -> None:
+    requested = decide(None, _request(amount_msat=10_000_001), _ctx()).events
+    state = _run(None, requested)
+    approval = ApproveRebalance(rebalance_id="rbl-1", operator_id="ops-1")
+    decided = decide(state, approval, _ctx())
+    assert [type(e).__name__ for e in decided.events] == [
+        "RebalanceApproved",
+        "RebalanceDispatched",
+    ]
+    (reserve,) = decided.budget
+    assert isinstance(reserve, RebalanceBudgetReserved) and reserve.reserved_msat == 20_000
+    state = _run(state, decided.events)
+    assert state is not None and state.status is RebalanceStatus.DISPATCHED
+    assert state.budget_stream == budget_stream_id("eu", DAY) and state.attempt == 1
+    again = decide(state, approval, _ctx())
+    assert again.events == [] and again.budget == []  # approved once
+    spent = DayBudget(version=1, spent_msat=BUDGET_MSAT)
+    late = decide(_run(None, requested), approval, _ctx(budget=spent))
+    assert [type(e).__name__ for e in late.events] == ["RebalanceApproved", "RebalanceRejected"]
+    with pytest.raises(errors.InvalidTransition):
+        decide(_run(None, decide(None, _request(dry_run=True), _ctx()).events), approval, _ctx())
+
+
 def test_a_move_over_the_budget_left_is_rejected_and_audited() -> None:
     budget = DayBudget(version=1, spent_msat=35_000)
     decided = decide(None, _request(), _ctx(budget=budget))
@@ -199,6 +223,11 @@ def test_every_transition_outside_the_table_is_refused() -> None:
             *decide(dispatched, _outcome("in_flight"), _ctx(budget=budget)).events,
             *decide(dispatched, _outcome("succeeded"), _ctx(budget=budget)).events,
             *decide(dispatched, _outcome("failed"), _ctx(budget=budget)).events,
+            *decide(
+                _run(None, decide(None, _request(amount_msat=10_000_001), _ctx()).events),
+                ApproveRebalance(rebalance_id="rbl-1", operator_id="ops-1"),
+                _ctx(),
+            ).events[:1],
         ]
     }
     assert set(samples) == {name for _, name in TRANSITIONS}
@@ -215,7 +244,7 @@ def test_every_transition_outside_the_table_is_refused() -> None:
 def msgspec_replace(state: Rebalance, status: RebalanceStatus) -> Rebalance:
     import msgspec
 
-    return msgspec.structs.replace(state, status=status)
+    return msgspec.structs.replace(state, status=status, tier="approval")
 
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])

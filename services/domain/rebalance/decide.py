@@ -18,6 +18,8 @@ from schemas import errors
 from schemas.commands import RecordPaymentOutcome
 from schemas.events import EventData, InvoiceFacts, Tier
 from schemas.rebalance_messages import (
+    ApproveRebalance,
+    RebalanceApproved,
     RebalanceBudgetReleased,
     RebalanceBudgetReserved,
     RebalanceDispatched,
@@ -32,6 +34,7 @@ from schemas.rebalance_messages import (
     budget_stream_id,
 )
 from services.domain.rebalance.budget import DayBudget
+from services.domain.rebalance.evolve import evolve
 from services.domain.rebalance.state import ENDED_STATUSES, Rebalance
 from services.domain.rebalance.state import RebalanceStatus as S
 
@@ -76,11 +79,13 @@ class Decided:
 
 def decide(
     state: Rebalance | None,
-    command: RequestRebalance | RecordPaymentOutcome,
+    command: RequestRebalance | ApproveRebalance | RecordPaymentOutcome,
     ctx: RebalanceContext,
 ) -> Decided:
     if isinstance(command, RequestRebalance):
         return _request(state, command, ctx)
+    if isinstance(command, ApproveRebalance):
+        return approve(state, command, ctx)
     if state is None:
         raise errors.NotFound(f"no rebalance {command.intent_id}", field="intent_id")
     return _report(state, command, ctx)
@@ -115,27 +120,59 @@ def _request(state: Rebalance | None, command: RequestRebalance, ctx: RebalanceC
         received_at_ms=ctx.now_ms, budget_stream=budget_stream_for(command, ctx.now_ms),
         outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
         payment_request=command.payment_request,
+        payment_hash=ctx.invoice.payment_hash if ctx.invoice is not None else None,
     )  # fmt: skip
     refusal = _refusal(command, ctx)
     if refusal is not None:
         return Decided([requested, refusal])
     if tier != "auto":
         return Decided([requested])  # waits for an approval; nothing reserved or sent
+    order, reserve = _dispatch(evolve(None, requested), ctx)
+    return Decided([requested, order], [reserve])
+
+
+def _dispatch(
+    state: Rebalance, ctx: RebalanceContext
+) -> tuple[RebalanceDispatched, RebalanceBudgetReserved]:
+    """The signed-to-be order and its fee's reservation on today's budget of the source."""
     used = ctx.budget.used_msat if ctx.budget is not None else 0
     reserve = RebalanceBudgetReserved(
-        rebalance_id=ctx.rebalance_id, source_region=command.source_region,
-        day=budget_day(ctx.now_ms), reserved_msat=command.max_fee_msat, used_before_msat=used,
+        rebalance_id=state.rebalance_id, source_region=state.source_region,
+        day=budget_day(ctx.now_ms), reserved_msat=state.max_fee_msat, used_before_msat=used,
         budget_msat=ctx.rules.fee_budget_msat_per_day,
     )  # fmt: skip
     order = RebalanceDispatched(
-        region=command.source_region, node=command.source_node,
-        destination=command.destination, amount_msat=command.amount_msat,
-        max_fee_msat=command.max_fee_msat, pay_timeout_s=ctx.rules.pay_timeout_s,
-        outgoing_channel_id=command.outgoing_channel_id, last_hop_pubkey=command.last_hop_pubkey,
-        payment_request=command.payment_request,
-        payment_hash=ctx.invoice.payment_hash if ctx.invoice is not None else None,
+        region=state.source_region, node=state.source_node, destination=state.destination,
+        amount_msat=state.amount_msat, max_fee_msat=state.max_fee_msat,
+        pay_timeout_s=ctx.rules.pay_timeout_s, outgoing_channel_id=state.outgoing_channel_id,
+        last_hop_pubkey=state.last_hop_pubkey, payment_request=state.payment_request,
+        payment_hash=state.invoice_payment_hash,
     )  # fmt: skip
-    return Decided([requested, order], [reserve])
+    return order, reserve
+
+
+def approve(state: Rebalance | None, command: ApproveRebalance, ctx: RebalanceContext) -> Decided:
+    """An operator's approval of a move over the auto limit: judged against today's budget of
+    its source region (``ctx.budget``), then dispatched, or rejected past the budget. An
+    approval of a move already past it records nothing."""
+    if state is None:
+        raise errors.NotFound(f"no rebalance {command.rebalance_id}", field="rebalance_id")
+    if state.status is not S.AWAITING_APPROVAL or state.tier != "approval":
+        if state.status in (S.PROPOSED, S.REJECTED):
+            raise errors.InvalidTransition(
+                f"rebalance {state.rebalance_id} is {state.status}: nothing to approve",
+                field="rebalance_id",
+            )
+        return Decided()  # approved already, or never needed it (auto)
+    approved = RebalanceApproved(
+        operator_id=command.operator_id,
+        budget_stream=budget_stream_id(state.source_region, budget_day(ctx.now_ms)),
+    )
+    refusal = _budget_refusal(state.source_region, state.max_fee_msat, ctx)
+    if refusal is not None:
+        return Decided([approved, refusal])
+    order, reserve = _dispatch(evolve(state, approved), ctx)
+    return Decided([approved, order], [reserve])
 
 
 def _proposed(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceProposed:
@@ -193,13 +230,19 @@ def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejec
     invoice_refusal = _invoice_refusal(command, ctx)
     if invoice_refusal is not None:
         return invoice_refusal
+    return _budget_refusal(command.source_region, command.max_fee_msat, ctx)
+
+
+def _budget_refusal(
+    source_region: str, max_fee_msat: int, ctx: RebalanceContext
+) -> RebalanceRejected | None:
     used = ctx.budget.used_msat if ctx.budget is not None else 0
     left = max(0, ctx.rules.fee_budget_msat_per_day - used)
-    if command.max_fee_msat > left:
+    if max_fee_msat > left:
         return RebalanceRejected(
             reason="fee_budget_exhausted",
-            detail=f"max_fee_msat {command.max_fee_msat} over the {left} msat "
-            f"{command.source_region} has left today",
+            detail=f"max_fee_msat {max_fee_msat} over the {left} msat {source_region} has "
+            "left today",
         )
     return None
 

@@ -8,6 +8,7 @@ import msgspec
 
 from schemas.events import EventData
 from schemas.rebalance_messages import (
+    RebalanceApproved,
     RebalanceDispatched,
     RebalanceFailed,
     RebalanceInFlight,
@@ -30,7 +31,7 @@ def evolve(state: Rebalance | None, event: EventData) -> Rebalance:
         raise RebalanceTransitionError(f"{type(event).__name__} not allowed in status {before}")
     if isinstance(event, RebalanceProposed | RebalanceRequested):
         requested = isinstance(event, RebalanceRequested)
-        return Rebalance(
+        created = Rebalance(
             rebalance_id=event.rebalance_id, caller=event.caller,
             idempotency_key=event.idempotency_key, request_fingerprint=event.request_fingerprint,
             mode=event.mode, source_region=event.source_region, source_node=event.source_node,
@@ -41,11 +42,21 @@ def evolve(state: Rebalance | None, event: EventData) -> Rebalance:
             budget_stream=event.budget_stream if isinstance(event, RebalanceRequested) else None,
             reason=None if requested else "dry_run",
         )  # fmt: skip
+        if isinstance(event, RebalanceRequested):
+            return msgspec.structs.replace(
+                created, outgoing_channel_id=event.outgoing_channel_id,
+                last_hop_pubkey=event.last_hop_pubkey, payment_request=event.payment_request,
+                invoice_payment_hash=event.payment_hash,
+            )  # fmt: skip
+        return created
     assert state is not None
     changes: dict[str, object] = {}
     match event:
         case RebalanceRejected():
             changes = {"reason": event.reason}
+        case RebalanceApproved():
+            assert state.tier == "approval"
+            changes = {"budget_stream": event.budget_stream}
         case RebalanceDispatched():
             assert event.region == state.source_region and event.node == state.source_node
             changes = {"node": event.node, "node_region": event.region}

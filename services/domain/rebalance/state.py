@@ -14,7 +14,9 @@ from schemas.rebalance_messages import RebalanceMode
 
 class RebalanceStatus(enum.StrEnum):
     PROPOSED = "proposed"  # a dry run: recorded with its explanation, nothing more (final)
-    AWAITING_APPROVAL = "awaiting_approval"  # over the auto limit: not dispatched (ADR 0244)
+    # Requested; an ``approval`` move stays here, undispatched, until an operator approves.
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"  # an operator approved it; dispatched or rejected in the same batch
     REJECTED = "rejected"  # refused before anything was reserved or sent
     # The work order is out; the names are the payment's, so the executor's engine check
     # (``AttemptStatus``, ADR 0203) reads them as it reads a payment's.
@@ -31,6 +33,9 @@ TRANSITIONS: Final[dict[tuple[RebalanceStatus | None, str], RebalanceStatus]] = 
     (None, "RebalanceRequested"): _S.AWAITING_APPROVAL,
     (_S.AWAITING_APPROVAL, "RebalanceRejected"): _S.REJECTED,
     (_S.AWAITING_APPROVAL, "RebalanceDispatched"): _S.DISPATCHED,
+    (_S.AWAITING_APPROVAL, "RebalanceApproved"): _S.APPROVED,
+    (_S.APPROVED, "RebalanceDispatched"): _S.DISPATCHED,
+    (_S.APPROVED, "RebalanceRejected"): _S.REJECTED,
     (_S.DISPATCHED, "RebalanceInFlight"): _S.IN_FLIGHT,
     (_S.DISPATCHED, "RebalanceSucceeded"): _S.SUCCEEDED,
     (_S.DISPATCHED, "RebalanceFailed"): _S.FAILED,
@@ -65,6 +70,11 @@ class Rebalance(msgspec.Struct, frozen=True, kw_only=True):
     payment_hash: str | None = None
     fee_msat: int | None = None
     reason: str | None = None
+    # What an approved order is built from (ADR 0247, 0248).
+    outgoing_channel_id: str | None = None
+    last_hop_pubkey: str | None = None
+    payment_request: str | None = None
+    invoice_payment_hash: str | None = None
 
     @property
     def is_final(self) -> bool:
