@@ -156,7 +156,12 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     from services.cli.engine import EngineClient
     from services.domain.liquidity.planner import plan as make_plan
     from services.liquidity.config import plan_rules, targets_from
-    from services.liquidity.rebalance import idempotency_key, planner_inputs, request_body
+    from services.liquidity.rebalance import (
+        idempotency_key,
+        keysend_nodes,
+        planner_inputs,
+        request_body,
+    )
 
     recorded: list[dict[str, Any]] = []
     # Requesting is the planner caller's right, listening an operator's: the moves (and, in a
@@ -186,6 +191,15 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
                     body = request_body(proposal, caller_id=caller,
                                         caller_kind=kind or "service", key=key,
                                         dry_run=dry_run)  # fmt: skip
+                    source = (proposal.source_region, proposal.source_node)
+                    if not dry_run and source not in keysend_nodes(corridors):
+                        invoiced = await _with_target_invoice(
+                            requester, proposal, body, caller=caller, kind=kind or "service"
+                        )
+                        if "type" not in invoiced:  # no invoice: the receive's reply says why
+                            recorded.append({"idempotency_key": key, **invoiced})
+                            continue
+                        body = invoiced
                     subject = f"{subjects.API_PREFIX}.rebalance.{caller}"
                     reply = await requester.request(subject, body)
                     recorded.append({"idempotency_key": key, **reply})
@@ -210,6 +224,38 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
         print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
     if not result.proposals and not result.skipped:
         print("no region needs outbound")
+
+
+# How long a round waits for the target's invoice of a move from a CLN source (ADR 0248).
+INVOICE_WAIT_S: Final = 15.0
+
+
+async def _with_target_invoice(
+    requester: Any, proposal: Any, body: dict[str, Any], *, caller: str, kind: str
+) -> dict[str, Any]:
+    """The move's request paying an invoice of the target region, issued by a receive intent
+    of the planner's caller (a source that cannot keysend, ADR 0248); else the receive's
+    reply or last view, which says why not."""
+    from services.bolt11.codec import decode_invoice
+    from services.bus import subjects
+    from services.cli.receives import _issued
+    from services.liquidity.rebalance import paying_invoice, receive_body
+
+    made = await requester.request(
+        f"{subjects.API_PREFIX}.receive.{caller}",
+        receive_body(proposal, caller_id=caller, caller_kind=kind, key=body["idempotency_key"]),
+    )
+    if not made.get("ok"):
+        return dict(made)
+    view = await _issued(requester, made["intent_id"], wait_s=INVOICE_WAIT_S)
+    issued = [e["data"] for e in (view or {}).get("events") or [] if e["type"] == "InvoiceIssued"]
+    if not issued:
+        return dict(view or made)
+    invoice = issued[0]
+    payee = decode_invoice(invoice["payment_request"]).destination
+    return paying_invoice(
+        body, payment_request=invoice["payment_request"], payee=payee, node=invoice["node"]
+    )
 
 
 def _builtins(proposal: Any) -> dict[str, Any]:

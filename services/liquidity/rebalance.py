@@ -34,13 +34,13 @@ PROPOSAL: Final = "proposal"
 def planner_inputs(
     view: Mapping[str, Any], corridors_view: Mapping[str, Any]
 ) -> tuple[list[RegionState], list[NodeState]]:
-    """The view's regions and nodes; a node may send a move if it pays keysend (an LND node:
-    the preimage is ours, ADR 0008, 0202)."""
-    keysend = {
+    """The view's regions and nodes. Every node of ours in the corridor table may send a move:
+    an LND node by keysend (the preimage is ours, ADR 0008, 0202), any other (CLN) by paying
+    an invoice the target issues through a receive intent (ADR 0248, ``keysend_nodes``)."""
+    ours = {
         (c["region"], c["node"])
         for row in corridors_view.get("corridors", [])
         for c in row.get("candidates", [])
-        if c.get("keysend")
     }
     regions = [
         RegionState(r["region"], r["outbound_msat"], r["inbound_msat"], r["stale"],
@@ -51,11 +51,21 @@ def planner_inputs(
         NodeState(
             region=n["region"], node=n["node"], pubkey=n["node_pubkey"],
             max_sendable_msat=n["max_sendable_msat"], inbound_msat=n["inbound_msat"],
-            stale=n["stale"], can_send=(n["region"], n["node"]) in keysend,
+            stale=n["stale"], can_send=(n["region"], n["node"]) in ours,
         )
         for n in view["nodes"]
     ]  # fmt: skip
     return regions, nodes
+
+
+def keysend_nodes(corridors_view: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(region, node) of the nodes that pay a move by keysend; the others need an invoice."""
+    return {
+        (c["region"], c["node"])
+        for row in corridors_view.get("corridors", [])
+        for c in row.get("candidates", [])
+        if c.get("keysend")
+    }
 
 
 _BUDGET_EVENTS: Final[dict[str, type[EventData]]] = {
@@ -124,3 +134,33 @@ def request_body(
         "explanation": explanation(proposal),
         "dry_run": dry_run,
     }
+
+
+def receive_body(
+    proposal: Proposal, *, caller_id: str, caller_kind: str, key: str
+) -> dict[str, Any]:
+    """``CreateReceiveIntent`` on the target region for a move whose source cannot keysend:
+    its invoice is what the source pays (ADR 0248). Keyed by the move's key, so a repeated
+    round gets the same receive and so the same invoice, and requests the same move."""
+    return {
+        "type": "CreateReceiveIntent",
+        "version": 1,
+        "idempotency_key": f"{key}:invoice",
+        "caller": {"id": caller_id, "kind": caller_kind},
+        "amount_msat": proposal.amount_msat,
+        "memo": f"rebalance {proposal.source_region}-{proposal.target_region}",
+        "expiry_s": INVOICE_EXPIRY_S,
+        "region": proposal.target_region,
+    }
+
+
+# A move's invoice: minutes are enough for the request that follows it in the same round.
+INVOICE_EXPIRY_S: Final = 3_600
+
+
+def paying_invoice(
+    body: dict[str, Any], *, payment_request: str, payee: str, node: str
+) -> dict[str, Any]:
+    """The move's request, paying the target's invoice: the node that issued it is the
+    target, its pubkey the destination."""
+    return {**body, "payment_request": payment_request, "destination": payee, "target_node": node}

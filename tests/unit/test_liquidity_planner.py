@@ -10,6 +10,7 @@ from services.domain.liquidity.planner import (
     PROPOSALS_PER_ROUND_MAX,
     NodeState,
     PlanRules,
+    Proposal,
     RegionState,
     expected_fee_msat,
     plan,
@@ -143,3 +144,54 @@ def test_the_day_s_budget_stream_counts_spent_fees_and_open_reservations() -> No
     ]
     assert budget_used_msat(events) == 3_510 + 24_000
     assert budget_used_msat([]) == 0
+
+
+def test_a_source_that_cannot_keysend_pays_the_target_s_invoice_from_a_receive() -> None:
+    from services.liquidity.rebalance import (
+        keysend_nodes,
+        paying_invoice,
+        planner_inputs,
+        receive_body,
+        request_body,
+    )
+
+    corridors = {"corridors": [{"corridor": "us-eu", "candidates": [
+        {"region": "us", "node": "us-cln", "keysend": False},
+        {"region": "eu", "node": "eu-lnd", "keysend": True},
+    ]}]}  # fmt: skip
+    view = {
+        "regions": [{"region": r, "outbound_msat": 1, "inbound_msat": 1, "stale": False}
+                    for r in ("us", "eu")],
+        "nodes": [{"region": r, "node": n, "node_pubkey": "02" + "ab" * 32,
+                   "max_sendable_msat": 1, "inbound_msat": 1, "stale": False}
+                  for r, n in (("us", "us-cln"), ("eu", "eu-lnd"), ("eu", "eu-other"))],
+    }  # fmt: skip
+    _, nodes = planner_inputs(view, corridors)
+    assert {n.node: n.can_send for n in nodes} == {
+        "us-cln": True,
+        "eu-lnd": True,
+        "eu-other": False,  # not in the corridor table
+    }
+    assert keysend_nodes(corridors) == {("eu", "eu-lnd")}
+    proposal = Proposal(
+        source_region="us", source_node="us-cln", target_region="eu", target_node="eu-lnd",
+        target_pubkey="02" + "ab" * 32, amount_msat=5_000_000, expected_fee_msat=7_000,
+        max_fee_msat=14_000, reason="local_ratio_low", target_ratio_ppm=1,
+        target_ratio_min_ppm=2, goal_ratio_ppm=3, hours_until_dry=None,
+        source_surplus_msat=9, budget_left_msat=10,
+    )  # fmt: skip
+    receive = receive_body(proposal, caller_id="planner", caller_kind="service", key="k")
+    assert (receive["region"], receive["amount_msat"], receive["idempotency_key"]) == (
+        "eu",
+        5_000_000,
+        "k:invoice",
+    )
+    body = request_body(proposal, caller_id="planner", caller_kind="service", key="k",
+                        dry_run=False)  # fmt: skip
+    paid = paying_invoice(body, payment_request="lnbcrt1", payee="03" + "cd" * 32, node="eu-2")
+    assert (paid["payment_request"], paid["destination"], paid["target_node"]) == (
+        "lnbcrt1",
+        "03" + "cd" * 32,
+        "eu-2",
+    )
+    assert paid["amount_msat"] == body["amount_msat"] and paid["source_node"] == "us-cln"
