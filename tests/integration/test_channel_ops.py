@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from services.executor.nodes import adapter_for, resolve_node
 from services.lightning.port import ChannelOpening, NodePort
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 from services.sim.channel_ops import FUNDING_CONFIRMATIONS
+from services.sim.cln_server import start_cln_node_server
 from tests.conftest import wait_for
 from tests.integration.test_executor import FAST, SimStack, signing_engine, sim_stack
 
@@ -175,6 +178,69 @@ async def test_an_executor_killed_between_open_and_report_opens_exactly_once(
     assert funding_txs(sim) == [funding]  # ground truth: one funding transaction, ever
     history = await engine.store.read_stream(op_id)
     assert history[1].payload["funding_txid"] == funding
+
+
+@contextlib.asynccontextmanager
+async def with_cln_node(sim: SimStack, name: str = "us-cln") -> AsyncIterator[None]:
+    """Serve our simulated CLN node ``name`` (JSON-RPC on a unix socket) beside the lnd ones,
+    listed in the stack's endpoints.json for ``sim://`` resolution."""
+    sockets = Path(tempfile.mkdtemp(prefix="cz", dir="/tmp"))  # AF_UNIX paths are short
+    server = await start_cln_node_server(sim.network, name, socket_path=sockets / "n.sock")
+    endpoints = sim.state_dir / "endpoints.json"
+    listed = json.loads(endpoints.read_text())
+    node = sim.network.node(name)
+    listed["nodes"].append({
+        "name": name, "role": node.role, "region": node.region, "implementation": "cln",
+        "endpoint": server.endpoint, "pubkey": node.pubkey,
+    })  # fmt: skip
+    endpoints.write_text(json.dumps(listed))
+    try:
+        yield
+    finally:
+        for executor, task in sim.running:
+            await sim.kill(executor, task)
+        sim.running.clear()
+        await server.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def test_a_cln_executor_killed_between_open_and_report_opens_exactly_once(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """As above on Core Lightning, which keeps no memo: the open's record in its datastore,
+    written before fundchannel, is what the redelivery finds (ADR 0235)."""
+    async with with_cln_node(sim):
+        resolved = resolve_node("sim://us-cln", region="us", state_dir=sim.state_dir)
+        opened = asyncio.Event()
+        doomed = Executor(
+            nats_url=sim.nats_url, region="us", node_name=resolved.name,
+            node=_StallAfterOpen(adapter_for(resolved.uri), opened),  # type: ignore[arg-type]
+            executor_id="us-cln-doomed",
+            secret=load_or_create_secret(sim.state_dir / SECRET_FILE_NAME),
+            limits=FAST, verifier=FileKeyring(keys_dir(sim.state_dir) / PUBLIC_KEYS_FILE),
+        )  # fmt: skip
+        task = asyncio.create_task(doomed.run())
+        try:
+            command = {**open_command(sim, "cln-crash"), "node": "us-cln"}
+            reply = await request(nc, "channel_open", command)
+            assert reply["ok"] and reply["state"] == "requested", reply
+            op_id = reply["intent_id"]
+            await wait_for(opened.is_set, what="the node to open the channel")
+            assert await event_types(engine, op_id) == ["ChannelOpenRequested"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await doomed.close_node()
+        (funding,) = funding_txs(sim)
+        sim.network.mine(1)  # the change confirms: the wallet could fund a second open
+        sim.start("us", "us-cln", "us-cln-2")
+        await wait_for(state_is(engine, op_id, "broadcast"), timeout_s=OPEN_TIMEOUT_S, what="found")
+        sim.network.mine(FUNDING_CONFIRMATIONS)
+        await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+        assert funding_txs(sim) == [funding]  # ground truth: one funding transaction, ever
+        history = await engine.store.read_stream(op_id)
+        assert history[1].payload["funding_txid"] == funding
 
 
 async def test_close_broadcast_mined_closed(engine: Engine, nc: Client, sim: SimStack) -> None:
