@@ -25,7 +25,9 @@ TXID_PATTERN: Final = limits.HEX32_PATTERN
 # A channel operation's stream: this prefix and a UUID of (operator, key) (ADR 0234).
 CHANNEL_OP_STREAM_PREFIX: Final = "chop-"
 # The requests that are also the executor's work orders on the dispatch stream (ADR 0234).
-CHANNEL_ORDER_EVENTS: Final = frozenset({"ChannelOpenRequested", "ChannelCloseRequested"})
+CHANNEL_ORDER_EVENTS: Final = frozenset(
+    {"ChannelOpenRequested", "ChannelCloseRequested", "ChannelOpenApproved"}
+)
 # Our node names (executor targets): short, like region names.
 NODE_NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -119,6 +121,22 @@ class ChannelCloseRequested(EventData, frozen=True, kw_only=True):
     signature: str | None = None
 
 
+class ChannelOpenApproved(ChannelOpenRequested, frozen=True, kw_only=True):
+    """An operator other than the requester approved an open of tier ``approval`` (ADR 0236):
+    the request again, signed for this event, is the executor's work order."""
+
+    approved_by: str
+    note: str = ""
+
+
+class ChannelOpDeclined(EventData, frozen=True, kw_only=True):
+    """An operator declined an open waiting for approval: nothing was sent."""
+
+    op_id: str
+    declined_by: str
+    reason: str = ""
+
+
 class ChannelOpRejected(EventData, frozen=True, kw_only=True):
     op_id: str
     kind: ChannelOpKind
@@ -159,7 +177,7 @@ CHANNEL_OP_COMMAND_TYPES: Final = (OpenChannel, CloseChannel, RecordChannelOpRep
 ChannelOpCommand = OpenChannel | CloseChannel | RecordChannelOpReport
 _EVENTS: Final[tuple[type[EventData], ...]] = (
     ChannelOpenRequested, ChannelCloseRequested, ChannelOpRejected, ChannelOpening,
-    ChannelOpened, ChannelClosing, ChannelClosed,
+    ChannelOpened, ChannelClosing, ChannelClosed, ChannelOpenApproved, ChannelOpDeclined,
 )  # fmt: skip
 CHANNEL_OP_EVENT_TYPES: dict[str, type[EventData]] = {cls.__name__: cls for cls in _EVENTS}
 

@@ -27,6 +27,7 @@ from services.bus.stream_specs import declare_streams
 from services.domain.policy import Policy, PolicyEngine
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.agent_key_book import REFRESH_INTERVAL_S
+from services.engine.channel_op_planning import channel_policy
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
@@ -289,6 +290,10 @@ async def bootstrap(
         committed=committed,
         key_lookup=agent_keys,
         webhooks=engine_book(settings),  # ADR 0175, 0176
+        channel_policy=channel_policy(
+            auto_open_msat_max=settings.channel_open_auto_max_msat,
+            open_msat_max=settings.channel_open_max_msat,
+        ),  # ADR 0236
     )
     deadlines = DeadlineScheduler(processor, engine_clock, committed)
     relay = OutboxRelay(

@@ -22,6 +22,7 @@ import structlog
 from schemas.channel_messages import (
     CHANNEL_ORDER_EVENTS,
     ChannelCloseRequested,
+    ChannelOpenApproved,
     ChannelOpenRequested,
     RecordChannelOpReport,
     is_channel_op_stream,
@@ -52,6 +53,11 @@ class _Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(_Head)
+_ORDER_TYPES: Final[dict[str, type[ChannelOrder]]] = {
+    "ChannelOpenRequested": ChannelOpenRequested,
+    "ChannelCloseRequested": ChannelCloseRequested,
+    "ChannelOpenApproved": ChannelOpenApproved,  # ADR 0236
+}
 _record = msgspec.json.Decoder(RecordedEvent)
 
 
@@ -75,12 +81,8 @@ def decode_channel_order(raw: bytes) -> ChannelWorkOrder:
         raise BadWorkOrder(f"channel order is {len(raw)} bytes, limit {CHANNEL_ORDER_BYTES_MAX}")
     try:
         record = _record.decode(raw)
-        order: ChannelOrder = (
-            msgspec.convert(record.data, ChannelOpenRequested)
-            if record.type == "ChannelOpenRequested"
-            else msgspec.convert(record.data, ChannelCloseRequested)
-        )
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        order: ChannelOrder = msgspec.convert(record.data, _ORDER_TYPES[record.type])
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
         raise BadWorkOrder(f"not a channel order: {exc}") from None
     if not is_channel_op_stream(record.stream_id) or order.op_id != record.stream_id:
         raise BadWorkOrder(f"a channel order on stream {record.stream_id!r}")
@@ -88,6 +90,10 @@ def decode_channel_order(raw: bytes) -> ChannelWorkOrder:
         op_id=record.stream_id, event_id=record.event_id,
         correlation_id=record.metadata.correlation_id, order=order,
     )  # fmt: skip
+
+
+def awaits_approval(order: ChannelOrder) -> bool:
+    return order.tier != "auto" and not isinstance(order, ChannelOpenApproved)
 
 
 class ChannelOps:
@@ -115,6 +121,12 @@ class ChannelOps:
     async def handle(self, msg: Delivery, refuse: Refuse) -> None:
         try:
             work = decode_channel_order(msg.data)
+            if awaits_approval(work.order):
+                # A request of tier approval is a notice, not an order: its approval
+                # (ChannelOpenApproved, signed) is the order that comes later (ADR 0236).
+                log.info("channel_order_awaits_approval", op_id=work.op_id)
+                await msg.ack()
+                return
             verify_channel_order(
                 self._verifier, op_id=work.op_id, event_id=work.event_id, order=work.order
             )
@@ -124,9 +136,6 @@ class ChannelOps:
         order = work.order
         if order.region != self._region or order.node != self._node_name:
             await msg.ack()  # another node's (its own durable sees it too)
-            return
-        if order.tier != "auto":
-            await refuse(msg, "approval_required", "channel order not approved for execution")
             return
         structlog.contextvars.bind_contextvars(op_id=work.op_id)
         heartbeat = asyncio.create_task(self._heartbeat(msg))

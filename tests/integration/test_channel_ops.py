@@ -21,11 +21,12 @@ import pytest
 from nats.aio.client import Client
 
 from schemas.channel_messages import FUNDING_TX_VSIZE
-from services.bootstrap import Engine
+from services.bootstrap import Engine, bootstrap
 from services.executor import Executor
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.nodes import adapter_for, resolve_node
 from services.lightning.port import ChannelOpening, NodePort
+from services.settings import Settings
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 from services.sim.channel_ops import FUNDING_CONFIRMATIONS
 from services.sim.cln_server import start_cln_node_server
@@ -288,3 +289,51 @@ async def test_only_the_named_nodes_executor_reports(
         else:
             assert replies["ok"] and replies["state"] == "broadcast", replies
     assert await event_types(engine, op_id) == ["ChannelOpenRequested", "ChannelOpening"]
+
+
+async def test_a_large_open_waits_for_a_second_operators_approval_then_opens(
+    nats_url: str, database_url: str, nc: Client, sim: SimStack
+) -> None:
+    """ADR 0236: above the auto limit an open is recorded in tier approval and nothing is
+    sent; the requester cannot approve it; another operator's approval is the order."""
+    settings = Settings(
+        relay_poll_s=0.2, state_dir=sim.state_dir, channel_open_auto_max_msat=AMOUNT_MSAT // 2
+    )
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        sim.start("us", "us-lnd", "us-1")
+        reply = await request(nc, "channel_open", open_command(sim, "big"))
+        assert reply["ok"] and reply["state"] == "requested", reply
+        op_id = reply["intent_id"]
+        assert (await engine.store.read_stream(op_id))[0].payload["tier"] == "approval"
+
+        async def approve(operator: str) -> dict[str, Any]:
+            body = {"type": "ApprovePaymentIntent", "version": 1, "intent_id": op_id,
+                    "operator_id": operator, "note": "wumbo for the hub"}  # fmt: skip
+            msg = await nc.request(
+                f"corridor.api.v1.intents.approve.{operator}", json.dumps(body).encode(), timeout=10
+            )
+            answer: dict[str, Any] = json.loads(msg.data)
+            return answer
+
+        own = await approve(OPERATOR)
+        assert not own["ok"] and own["error"]["code"] == "two_person_rule", own
+        # The executor saw the request (a notice) and sent nothing.
+        assert funding_txs(sim) == []
+        assert await event_types(engine, op_id) == ["ChannelOpenRequested"]
+        approved = await approve("ops-2")
+        assert approved["ok"] and approved["state"] == "requested", approved
+        await wait_for(state_is(engine, op_id, "broadcast"), what="the approved open's funding")
+        (funding,) = funding_txs(sim)
+        sim.network.mine(FUNDING_CONFIRMATIONS)
+        await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+        history = await engine.store.read_stream(op_id)
+        assert [e.type for e in history] == [
+            "ChannelOpenRequested", "ChannelOpenApproved", "ChannelOpening", "ChannelOpened",
+        ]  # fmt: skip
+        assert history[1].payload["approved_by"] == "ops-2"
+        assert history[2].payload["funding_txid"] == funding
+    finally:
+        await engine.stop()
