@@ -30,7 +30,7 @@ from schemas.channel_messages import (
 from schemas.records import RecordedEvent
 from services.bus.port import Delivery
 from services.executor.channel_open import ChannelOpenOrder, memo_for, open_once
-from services.executor.errors import BadWorkOrder
+from services.executor.errors import BadWorkOrder, OutcomeRefused
 from services.lightning.port import NodePort
 from services.signing.channel_orders import ChannelOrder, verify_channel_order
 from services.signing.port import SigningError, Verifier
@@ -43,6 +43,10 @@ log = structlog.get_logger("corridor.executor")
 CHANNEL_POLL_S: Final = 1.0
 # A report is a few hundred bytes; an order far above this is not one of ours.
 CHANNEL_ORDER_BYTES_MAX: Final = 16_384
+
+# The engine's answers to a final report that mean "this close was never broadcast": no earlier
+# delivery closed the channel (services/domain/channel_ops/decide.py).
+_NOT_CLOSED_BY_US: Final = frozenset({"not_broadcast_yet", "op_rejected", "unknown_op"})
 
 Report = Callable[[RecordChannelOpReport, str, str], Awaitable[object]]
 Refuse = Callable[[Delivery, str, str], Awaitable[None]]
@@ -190,9 +194,8 @@ class ChannelOps:
         closing_txid = await self._closing_txid(point)
         if closing_txid is None:
             if not any(c.channel_point == point for c in await self._node.list_channels()):
-                # Neither open nor closing: not ours to close, or closed and forgotten by
-                # the node (NodePort has no closed-channel list yet). An operator decides.
-                raise BadWorkOrder(f"no open or closing channel {point} on the node")
+                await self._closed_before(work, point)
+                return
             closing_txid = await self._node.close_channel(
                 channel_point=point, sat_per_vbyte=order.sat_per_vbyte
             )
@@ -204,6 +207,19 @@ class ChannelOps:
         ):
             await asyncio.sleep(self._poll_s)
         await self._send(work, RecordChannelOpReport(op_id=work.op_id, stage="final"))
+
+    async def _closed_before(self, work: ChannelWorkOrder, point: str) -> None:
+        """The channel is neither open nor closing on the node. If the engine recorded this
+        close's broadcast, an earlier delivery closed it and the close has confirmed since (the
+        node forgets a closed channel): report it final, the idempotent close. If not, it is
+        not ours to close; an operator decides (dead letter)."""
+        try:
+            await self._send(work, RecordChannelOpReport(op_id=work.op_id, stage="final"))
+        except OutcomeRefused as exc:
+            if exc.error_code in _NOT_CLOSED_BY_US:
+                raise BadWorkOrder(f"no open or closing channel {point} on the node") from None
+            raise
+        log.info("channel_close_found_closed", point=point)
 
     async def _closing_txid(self, point: str) -> str | None:
         for pending in await self._node.pending_channels():

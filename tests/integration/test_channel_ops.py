@@ -337,3 +337,50 @@ async def test_a_large_open_waits_for_a_second_operators_approval_then_opens(
         assert history[2].payload["funding_txid"] == funding
     finally:
         await engine.stop()
+
+
+async def test_a_close_redelivered_after_it_confirmed_completes_and_closes_nothing(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """The executor dies after reporting the closing broadcast; the close confirms and the node
+    forgets the channel before the order comes back. The engine's record of the broadcast is
+    the proof: the redelivery reports the close final instead of dead-lettering it."""
+    first = sim.start("us", "us-lnd", "us-1")
+    op_id = (await request(nc, "channel_open", open_command(sim, "to-close-2")))["intent_id"]
+    await wait_for(state_is(engine, op_id, "broadcast"), what="the funding broadcast")
+    sim.network.mine(FUNDING_CONFIRMATIONS)
+    await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+    point = (await engine.store.read_stream(op_id))[1].payload["channel_point"]
+    close = {
+        "type": "CloseChannel", "version": 1, "idempotency_key": "close-2", "region": "us",
+        "node": "us-lnd", "channel_point": point, "sat_per_vbyte": RATE,
+        "max_onchain_fee_msat": 10 * FEE_MSAT,
+    }  # fmt: skip
+    close_id = (await request(nc, "channel_close", close))["intent_id"]
+    await wait_for(state_is(engine, close_id, "broadcast"), what="the closing broadcast")
+    await sim.kill(*first)  # before it saw the close confirm: the order stays unacked
+    sim.running.remove(first)
+    closings = [tx.txid for tx in sim.network.chain.txs.values() if tx.kind == "closing"]
+    sim.network.mine(1)
+    sim.start("us", "us-lnd", "us-2")
+    await wait_for(state_is(engine, close_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="close")
+    assert await event_types(engine, close_id) == [
+        "ChannelCloseRequested", "ChannelClosing", "ChannelClosed",
+    ]  # fmt: skip
+    assert [tx.txid for tx in sim.network.chain.txs.values() if tx.kind == "closing"] == closings
+
+
+async def test_a_close_of_a_channel_the_node_never_had_is_still_refused(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """The other side of the idempotent close: without a recorded broadcast, a channel that is
+    not on the node is not ours to call closed. The order is dead-lettered for an operator."""
+    executor, _ = sim.start("us", "us-lnd", "us-1")
+    close = {
+        "type": "CloseChannel", "version": 1, "idempotency_key": "close-ghost", "region": "us",
+        "node": "us-lnd", "channel_point": "ef" * 32 + ":0", "sat_per_vbyte": RATE,
+        "max_onchain_fee_msat": 10 * FEE_MSAT,
+    }  # fmt: skip
+    close_id = (await request(nc, "channel_close", close))["intent_id"]
+    await wait_for(lambda: executor.processed >= 1, what="the order to be refused")
+    assert await event_types(engine, close_id) == ["ChannelCloseRequested"]
