@@ -49,27 +49,26 @@ FUNDING_TX_VSIZE: Final = 153
 CLOSING_TX_VSIZE: Final = 169
 
 
-class OpenChannel(Message, frozen=True, kw_only=True):
+class _ChannelRequest(Message, frozen=True, kw_only=True):
+    """What an open and a close both ask: where, at which fee rate, within which fee."""
+
     version: Literal[1] = 1
     idempotency_key: IdempotencyKey
     region: Region
     node: NodeName
+    sat_per_vbyte: FeeRate
+    # The most this operation may spend on its transaction's fee.
+    max_onchain_fee_msat: FeeMsat
+
+
+class OpenChannel(_ChannelRequest, frozen=True, kw_only=True):
     peer_pubkey: NodePubkey
     local_amount_msat: PositiveAmountMsat
-    sat_per_vbyte: FeeRate
-    # The most this open may spend on its funding transaction's fee.
-    max_onchain_fee_msat: FeeMsat
     push_msat: FeeMsat = 0
 
 
-class CloseChannel(Message, frozen=True, kw_only=True):
-    version: Literal[1] = 1
-    idempotency_key: IdempotencyKey
-    region: Region
-    node: NodeName
+class CloseChannel(_ChannelRequest, frozen=True, kw_only=True):
     channel_point: ChannelPoint
-    sat_per_vbyte: FeeRate
-    max_onchain_fee_msat: FeeMsat
 
 
 class RecordChannelOpReport(Message, frozen=True, kw_only=True):
@@ -85,40 +84,34 @@ class RecordChannelOpReport(Message, frozen=True, kw_only=True):
     channel_id: str | None = None
 
 
-class ChannelOpenRequested(EventData, frozen=True, kw_only=True):
+class _ChannelRequested(EventData, frozen=True, kw_only=True):
+    """What an open's and a close's request events both record: who asked, the judged fee and
+    tier, and the engine's signature over the order (ADR 0234: the event is the work order)."""
+
     op_id: str
     caller: Caller
     idempotency_key: str
     request_fingerprint: str
     region: str
     node: str
-    peer_pubkey: str
-    local_amount_msat: int
-    push_msat: int
     sat_per_vbyte: int
     max_onchain_fee_msat: int
-    # What the funding transaction costs at the rate (FUNDING_TX_VSIZE): the budget checked.
+    # What the transaction costs at the rate (FUNDING_TX_VSIZE or CLOSING_TX_VSIZE): the budget
+    # checked.
     onchain_fee_msat: int
     tier: ChannelTier
-    # The engine's signature over the order (ADR 0234): the event is the executor's work order.
     key_id: str | None = None
     signature: str | None = None
 
 
-class ChannelCloseRequested(EventData, frozen=True, kw_only=True):
-    op_id: str
-    caller: Caller
-    idempotency_key: str
-    request_fingerprint: str
-    region: str
-    node: str
+class ChannelOpenRequested(_ChannelRequested, frozen=True, kw_only=True):
+    peer_pubkey: str
+    local_amount_msat: int
+    push_msat: int
+
+
+class ChannelCloseRequested(_ChannelRequested, frozen=True, kw_only=True):
     channel_point: str
-    sat_per_vbyte: int
-    max_onchain_fee_msat: int
-    onchain_fee_msat: int  # CLOSING_TX_VSIZE at the rate
-    tier: ChannelTier
-    key_id: str | None = None  # signed like an open (ADR 0234)
-    signature: str | None = None
 
 
 class ChannelOpenApproved(ChannelOpenRequested, frozen=True, kw_only=True):
