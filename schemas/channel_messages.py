@@ -25,7 +25,9 @@ TXID_PATTERN: Final = limits.HEX32_PATTERN
 # A channel operation's stream: this prefix and a UUID of (operator, key) (ADR 0234).
 CHANNEL_OP_STREAM_PREFIX: Final = "chop-"
 # The requests that are also the executor's work orders on the dispatch stream (ADR 0234).
-CHANNEL_ORDER_EVENTS: Final = frozenset({"ChannelOpenRequested", "ChannelCloseRequested"})
+CHANNEL_ORDER_EVENTS: Final = frozenset(
+    {"ChannelOpenRequested", "ChannelCloseRequested", "ChannelOpenApproved"}
+)
 # Our node names (executor targets): short, like region names.
 NODE_NAME_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -47,27 +49,26 @@ FUNDING_TX_VSIZE: Final = 153
 CLOSING_TX_VSIZE: Final = 169
 
 
-class OpenChannel(Message, frozen=True, kw_only=True):
+class _ChannelRequest(Message, frozen=True, kw_only=True):
+    """What an open and a close both ask: where, at which fee rate, within which fee."""
+
     version: Literal[1] = 1
     idempotency_key: IdempotencyKey
     region: Region
     node: NodeName
+    sat_per_vbyte: FeeRate
+    # The most this operation may spend on its transaction's fee.
+    max_onchain_fee_msat: FeeMsat
+
+
+class OpenChannel(_ChannelRequest, frozen=True, kw_only=True):
     peer_pubkey: NodePubkey
     local_amount_msat: PositiveAmountMsat
-    sat_per_vbyte: FeeRate
-    # The most this open may spend on its funding transaction's fee.
-    max_onchain_fee_msat: FeeMsat
     push_msat: FeeMsat = 0
 
 
-class CloseChannel(Message, frozen=True, kw_only=True):
-    version: Literal[1] = 1
-    idempotency_key: IdempotencyKey
-    region: Region
-    node: NodeName
+class CloseChannel(_ChannelRequest, frozen=True, kw_only=True):
     channel_point: ChannelPoint
-    sat_per_vbyte: FeeRate
-    max_onchain_fee_msat: FeeMsat
 
 
 class RecordChannelOpReport(Message, frozen=True, kw_only=True):
@@ -83,40 +84,50 @@ class RecordChannelOpReport(Message, frozen=True, kw_only=True):
     channel_id: str | None = None
 
 
-class ChannelOpenRequested(EventData, frozen=True, kw_only=True):
+class _ChannelRequested(EventData, frozen=True, kw_only=True):
+    """What an open's and a close's request events both record: who asked, the judged fee and
+    tier, and the engine's signature over the order (ADR 0234: the event is the work order)."""
+
     op_id: str
     caller: Caller
     idempotency_key: str
     request_fingerprint: str
     region: str
     node: str
-    peer_pubkey: str
-    local_amount_msat: int
-    push_msat: int
     sat_per_vbyte: int
     max_onchain_fee_msat: int
-    # What the funding transaction costs at the rate (FUNDING_TX_VSIZE): the budget checked.
+    # What the transaction costs at the rate (FUNDING_TX_VSIZE or CLOSING_TX_VSIZE): the budget
+    # checked.
     onchain_fee_msat: int
     tier: ChannelTier
-    # The engine's signature over the order (ADR 0234): the event is the executor's work order.
     key_id: str | None = None
     signature: str | None = None
 
 
-class ChannelCloseRequested(EventData, frozen=True, kw_only=True):
-    op_id: str
-    caller: Caller
-    idempotency_key: str
-    request_fingerprint: str
-    region: str
-    node: str
+class ChannelOpenRequested(_ChannelRequested, frozen=True, kw_only=True):
+    peer_pubkey: str
+    local_amount_msat: int
+    push_msat: int
+
+
+class ChannelCloseRequested(_ChannelRequested, frozen=True, kw_only=True):
     channel_point: str
-    sat_per_vbyte: int
-    max_onchain_fee_msat: int
-    onchain_fee_msat: int  # CLOSING_TX_VSIZE at the rate
-    tier: ChannelTier
-    key_id: str | None = None  # signed like an open (ADR 0234)
-    signature: str | None = None
+
+
+class ChannelOpenApproved(ChannelOpenRequested, frozen=True, kw_only=True):
+    """An operator other than the requester approved an open of tier ``approval`` (ADR 0236):
+    the request again, signed for this event, is the executor's work order."""
+
+    approved_by: str
+    note: str = ""
+
+
+class ChannelOpDeclined(EventData, frozen=True, kw_only=True):
+    """An operator declined an open waiting for approval: nothing was sent."""
+
+    op_id: str
+    declined_by: str
+    reason: str = ""
 
 
 class ChannelOpRejected(EventData, frozen=True, kw_only=True):
@@ -159,7 +170,7 @@ CHANNEL_OP_COMMAND_TYPES: Final = (OpenChannel, CloseChannel, RecordChannelOpRep
 ChannelOpCommand = OpenChannel | CloseChannel | RecordChannelOpReport
 _EVENTS: Final[tuple[type[EventData], ...]] = (
     ChannelOpenRequested, ChannelCloseRequested, ChannelOpRejected, ChannelOpening,
-    ChannelOpened, ChannelClosing, ChannelClosed,
+    ChannelOpened, ChannelClosing, ChannelClosed, ChannelOpenApproved, ChannelOpDeclined,
 )  # fmt: skip
 CHANNEL_OP_EVENT_TYPES: dict[str, type[EventData]] = {cls.__name__: cls for cls in _EVENTS}
 

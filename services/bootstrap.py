@@ -28,6 +28,7 @@ from services.domain.policy import Policy, PolicyEngine
 from services.domain.rebalance import RebalanceRules
 from services.domain.routing import CorridorTable, OrderedRouter, RouteCandidate, Router
 from services.engine.agent_key_book import REFRESH_INTERVAL_S
+from services.engine.channel_op_planning import channel_policy
 from services.engine.checkpoints import CHECKPOINT_EVERY_EVENTS, CHECKPOINT_EVERY_S, Checkpointer
 from services.engine.claim_pruner import ClaimPruner
 from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
@@ -295,6 +296,10 @@ async def bootstrap(
             fee_budget_msat_per_day=settings.liquidity_fee_budget_msat_per_day,
             pay_timeout_s=settings.pay_timeout_s,
         ),
+        channel_policy=channel_policy(
+            auto_open_msat_max=settings.channel_open_auto_max_msat,
+            open_msat_max=settings.channel_open_max_msat,
+        ),  # ADR 0236
     )
     deadlines = DeadlineScheduler(processor, engine_clock, committed)
     relay = OutboxRelay(

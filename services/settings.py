@@ -335,6 +335,23 @@ class Settings(BaseSettings):
         "up (one pass lists the node's new payments and looks up our changed attempts).",
     )
 
+    # -- channel operations (ADR 0236) --------------------------------------------------------
+    channel_open_auto_max_msat: int = Field(
+        default=(2**24 - 1) * 1000,
+        ge=0,
+        le=21_000_000 * 100_000_000 * 1000,
+        description="Channel opens up to this amount run at once; larger ones wait in tier "
+        "approval until an operator other than the requester approves them (corridor approve "
+        "chop-...). Default: lnd's largest channel without wumbo.",
+    )
+    channel_open_max_msat: int = Field(
+        default=10 * 100_000_000 * 1000,
+        ge=1000,
+        le=21_000_000 * 100_000_000 * 1000,
+        description="No channel open above this is accepted, approved or not: what our nodes "
+        "can open (lnd's and Core Lightning's wumbo maximum is 10 BTC by default).",
+    )
+
     # -- liquidity targets and forecast (ADR 0241) -------------------------------------------
     liquidity_local_ratio_min_ppm: int = Field(
         json_schema_extra=_unit("ppm"),

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -150,7 +151,14 @@ async def _published_checkpoints(
 async def exceptions(args: argparse.Namespace) -> int:
     if args.stuck_after_s < 1:
         raise UsageError("--stuck-after-s must be at least 1")
-    rows = await exception_rows(args.state_dir, stuck_after_s=args.stuck_after_s)
+    from services.cli.liquidity import WAIT_S_MAX
+
+    if not 0 <= args.wait_s <= WAIT_S_MAX:
+        raise UsageError(f"--wait-s must be in [0, {WAIT_S_MAX:g}]")
+    alerts = await liquidity_alerts(args) if args.wait_s > 0 else []
+    rows = await exception_rows(
+        args.state_dir, stuck_after_s=args.stuck_after_s, liquidity_alerts=alerts
+    )
     if args.json:
         output.print_json(rows)
     elif not rows:
@@ -164,7 +172,33 @@ async def exceptions(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[dict[str, Any]]:
+async def liquidity_alerts(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The liquidity alerts ``corridor liquidity`` shows (the executors' channel snapshots
+    judged against the targets, ADR 0241), as ``GET /v1/exceptions`` lists them. Without a
+    running stack to listen to, none, and a note says so: the rest of the queue stands."""
+    from services.cli.engine import EngineClient
+    from services.cli.liquidity import current_view
+    from services.settings import Settings
+
+    try:
+        async with EngineClient.open(args.state_dir) as engine:
+            view, _ = await current_view(args, engine, Settings())
+    except Exception as exc:  # no stack, no NATS, no operator credential
+        print(f"note: no liquidity alerts ({type(exc).__name__}: {str(exc)[:200]})",
+              file=sys.stderr)  # fmt: skip
+        return []
+    if view.get("missing"):
+        print(f"note: not heard from {', '.join(view['missing'])}", file=sys.stderr)
+    alerts: list[dict[str, Any]] = view["alerts"]
+    return alerts
+
+
+async def exception_rows(
+    state_dir: Path | None,
+    *,
+    stuck_after_s: int,
+    liquidity_alerts: Sequence[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
     """The exception queue, from the projection tables (``projections.exception_queue``)."""
     from projections.exception_queue import exception_queue
     from services.cli.projection_reads import projection_store
@@ -173,4 +207,7 @@ async def exception_rows(state_dir: Path | None, *, stuck_after_s: int) -> list[
     async with projection_store(state_dir) as reader:
         intents = await reader.open_intent_docs()
         recon = await reader.reconciliation_docs(open_only=True)
-    return exception_queue(intents, recon, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000)
+    return exception_queue(
+        intents, recon, now_ms=now_ms, stuck_after_ms=stuck_after_s * 1000,
+        liquidity_alerts=liquidity_alerts,
+    )  # fmt: skip

@@ -361,6 +361,17 @@ def _core_commands(sub: Any) -> None:
     json_option(corridors)
 
 
+def _liquidity_wait_option(parser: argparse.ArgumentParser) -> None:
+    from services.cli.liquidity import WAIT_S_DEFAULT
+
+    parser.add_argument(
+        "--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
+        help="listen this long at most for the nodes' channel snapshots, for liquidity alerts "
+        f"(default {WAIT_S_DEFAULT:g}; 0: leave them out)",
+    )  # fmt: skip
+    parser.add_argument("--operator-id", metavar="OP", help="the operator credential to use")
+
+
 def _exceptions(sub: Any) -> None:
     """``exceptions [list|show|resolve|reprocess]``: bare ``exceptions`` lists (ADR 0161)."""
     group = _command(
@@ -368,15 +379,16 @@ def _exceptions(sub: Any) -> None:
         "exceptions",
         "services.cli.audit:exceptions",
         "the operator exception queue: list, show, resolve, reprocess",
-        nats=False,
     )
     _stuck_after_option(group)
+    _liquidity_wait_option(group)
     json_option(group, "the queue")
     actions = group.add_subparsers(dest="exceptions_command", metavar="ACTION")
     listing = _command(actions, "list", "services.cli.audit:exceptions",
-                       "in doubt, unproven, escalated, anomalies, reconciliation items",
-                       nats=False)  # fmt: skip
+                       "in doubt, unproven, escalated, anomalies, reconciliation items, "
+                       "liquidity alerts")  # fmt: skip
     _stuck_after_option(listing)
+    _liquidity_wait_option(listing)
     json_option(listing, "the queue")
     for verb, text in (
         ("show", "an exception with its intent's attempts, operator actions and timeline"),

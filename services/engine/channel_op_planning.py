@@ -10,10 +10,11 @@ for the node it is, the node the operation names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeGuard
 
 from schemas import channel_messages as cm
 from schemas import errors
+from schemas.commands import ApprovePaymentIntent, RejectPaymentIntent
 from schemas.common import Caller
 from schemas.records import EventMetadata
 from schemas.replies import CommandAccepted
@@ -36,19 +37,37 @@ from services.signing.port import Signer
 
 CHANNEL_OP_COMMANDS: Final = cm.CHANNEL_OP_COMMAND_TYPES
 MSAT_PER_SAT: Final = 1000
-# lnd's default largest channel without wumbo (2^24 - 1 sat): a larger open fails at the node
-# anyway, after the request was recorded; refusing it here costs nothing on chain.
+# lnd's default largest channel without wumbo (2^24 - 1 sat): the default line between opens
+# that run at once and opens a second operator approves (ADR 0236).
 OPEN_MSAT_MAX: Final = (2**24 - 1) * MSAT_PER_SAT
 # The most one transaction's fee may cost, whatever the request allows: 100k sat is a
 # funding transaction at ~650 sat/vB, far above any sane rate, below a unit mistake's cost.
 ONCHAIN_FEE_MSAT_MAX: Final = 100_000 * MSAT_PER_SAT
-# One tier for every open within the limit (ADR 0234): the request is already an operator's
-# act, so the aggregate's "approval" tier is not reached by this engine's policy.
+# Without settings (tests of the engine alone): every open within lnd's non-wumbo limit runs
+# at once, and nothing larger is accepted.
 ENGINE_CHANNEL_POLICY: Final = ChannelPolicy(
     auto_open_msat_max=OPEN_MSAT_MAX,
     open_msat_max=OPEN_MSAT_MAX,
     onchain_fee_msat_max=ONCHAIN_FEE_MSAT_MAX,
 )
+
+
+def channel_policy(*, auto_open_msat_max: int, open_msat_max: int) -> ChannelPolicy:
+    """The engine's channel policy from its settings (ADR 0236)."""
+    return ChannelPolicy(
+        auto_open_msat_max=min(auto_open_msat_max, open_msat_max),
+        open_msat_max=open_msat_max,
+        onchain_fee_msat_max=ONCHAIN_FEE_MSAT_MAX,
+    )
+
+
+def is_channel_op_decision(
+    command: object, stream_id: str
+) -> TypeGuard[ApprovePaymentIntent | RejectPaymentIntent]:
+    """An operator's approve or reject addressed to a channel operation (ADR 0236)."""
+    return isinstance(command, ApprovePaymentIntent | RejectPaymentIntent) and (
+        cm.is_channel_op_stream(stream_id)
+    )
 
 
 class ChannelOpCache(StreamStateCache[ChannelOp]):
@@ -82,7 +101,7 @@ class ChannelOpPlanner:
         self,
         plan: BatchPlan,
         item: QueuedCommand,
-        command: cm.OpenChannel | cm.CloseChannel | cm.RecordChannelOpReport,
+        command: cm.ChannelOpCommand | ApprovePaymentIntent | RejectPaymentIntent,
         state: ChannelOp | None,
         *,
         now_ms: int,

@@ -19,6 +19,7 @@ from services.engine.channel_op_planning import (
     CHANNEL_OP_COMMANDS,
     ChannelOpCache,
     ChannelOpPlanner,
+    is_channel_op_decision,
 )
 from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
@@ -142,7 +143,9 @@ class Planner:
                     plan, item, command, held, router=router, now_ms=now_ms
                 )  # fmt: skip
                 continue
-            if isinstance(command, CHANNEL_OP_COMMANDS):  # ADR 0234
+            if isinstance(command, CHANNEL_OP_COMMANDS) or is_channel_op_decision(
+                command, item.stream_id
+            ):  # ADR 0234, 0236
                 if self._channel_ops is None:
                     plan.replies.append(rejected(errors.Unavailable("channels are not set up")))
                     continue

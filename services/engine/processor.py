@@ -18,12 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
+from services.domain.channel_ops import ChannelPolicy
 from services.domain.policy import Policy
 from services.domain.principal import Principal
 from services.domain.rebalance import RebalanceRules
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
-from services.engine.channel_op_planning import ChannelOpCache, ChannelOpPlanner
+from services.engine.channel_op_planning import (
+    ENGINE_CHANNEL_POLICY,
+    ChannelOpCache,
+    ChannelOpPlanner,
+)
 from services.engine.clock import Clock, IdSource
 from services.engine.commands import CommandEnvelope, Reply
 from services.engine.committed import CommittedBatches
@@ -70,6 +75,7 @@ class CommandProcessor:
         key_lookup: AgentKeyLookup | None = None,
         webhooks: WebhookBook | None = None,
         rebalance_rules: RebalanceRules = DEFAULT_RULES,
+        channel_policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -107,7 +113,10 @@ class CommandProcessor:
             key_lookup=self.key_lookup, recon=self.recon, webhooks=self.webhooks,
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
-            channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
+            channel_ops=(
+                ChannelOpPlanner(new_id=ids.new_id, signer=signer, policy=channel_policy),
+                self.channel_ops,
+            ),
             rebalances=RebalancePlanner(
                 self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
             ),

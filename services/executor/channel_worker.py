@@ -22,6 +22,7 @@ import structlog
 from schemas.channel_messages import (
     CHANNEL_ORDER_EVENTS,
     ChannelCloseRequested,
+    ChannelOpenApproved,
     ChannelOpenRequested,
     RecordChannelOpReport,
     is_channel_op_stream,
@@ -29,7 +30,7 @@ from schemas.channel_messages import (
 from schemas.records import RecordedEvent
 from services.bus.port import Delivery
 from services.executor.channel_open import ChannelOpenOrder, memo_for, open_once
-from services.executor.errors import BadWorkOrder
+from services.executor.errors import BadWorkOrder, OutcomeRefused
 from services.lightning.port import NodePort
 from services.signing.channel_orders import ChannelOrder, verify_channel_order
 from services.signing.port import SigningError, Verifier
@@ -43,6 +44,10 @@ CHANNEL_POLL_S: Final = 1.0
 # A report is a few hundred bytes; an order far above this is not one of ours.
 CHANNEL_ORDER_BYTES_MAX: Final = 16_384
 
+# The engine's answers to a final report that mean "this close was never broadcast": no earlier
+# delivery closed the channel (services/domain/channel_ops/decide.py).
+_NOT_CLOSED_BY_US: Final = frozenset({"not_broadcast_yet", "op_rejected", "unknown_op"})
+
 Report = Callable[[RecordChannelOpReport, str, str], Awaitable[object]]
 Refuse = Callable[[Delivery, str, str], Awaitable[None]]
 
@@ -52,6 +57,11 @@ class _Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(_Head)
+_ORDER_TYPES: Final[dict[str, type[ChannelOrder]]] = {
+    "ChannelOpenRequested": ChannelOpenRequested,
+    "ChannelCloseRequested": ChannelCloseRequested,
+    "ChannelOpenApproved": ChannelOpenApproved,  # ADR 0236
+}
 _record = msgspec.json.Decoder(RecordedEvent)
 
 
@@ -75,12 +85,8 @@ def decode_channel_order(raw: bytes) -> ChannelWorkOrder:
         raise BadWorkOrder(f"channel order is {len(raw)} bytes, limit {CHANNEL_ORDER_BYTES_MAX}")
     try:
         record = _record.decode(raw)
-        order: ChannelOrder = (
-            msgspec.convert(record.data, ChannelOpenRequested)
-            if record.type == "ChannelOpenRequested"
-            else msgspec.convert(record.data, ChannelCloseRequested)
-        )
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        order: ChannelOrder = msgspec.convert(record.data, _ORDER_TYPES[record.type])
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
         raise BadWorkOrder(f"not a channel order: {exc}") from None
     if not is_channel_op_stream(record.stream_id) or order.op_id != record.stream_id:
         raise BadWorkOrder(f"a channel order on stream {record.stream_id!r}")
@@ -88,6 +94,10 @@ def decode_channel_order(raw: bytes) -> ChannelWorkOrder:
         op_id=record.stream_id, event_id=record.event_id,
         correlation_id=record.metadata.correlation_id, order=order,
     )  # fmt: skip
+
+
+def awaits_approval(order: ChannelOrder) -> bool:
+    return order.tier != "auto" and not isinstance(order, ChannelOpenApproved)
 
 
 class ChannelOps:
@@ -115,6 +125,12 @@ class ChannelOps:
     async def handle(self, msg: Delivery, refuse: Refuse) -> None:
         try:
             work = decode_channel_order(msg.data)
+            if awaits_approval(work.order):
+                # A request of tier approval is a notice, not an order: its approval
+                # (ChannelOpenApproved, signed) is the order that comes later (ADR 0236).
+                log.info("channel_order_awaits_approval", op_id=work.op_id)
+                await msg.ack()
+                return
             verify_channel_order(
                 self._verifier, op_id=work.op_id, event_id=work.event_id, order=work.order
             )
@@ -124,9 +140,6 @@ class ChannelOps:
         order = work.order
         if order.region != self._region or order.node != self._node_name:
             await msg.ack()  # another node's (its own durable sees it too)
-            return
-        if order.tier != "auto":
-            await refuse(msg, "approval_required", "channel order not approved for execution")
             return
         structlog.contextvars.bind_contextvars(op_id=work.op_id)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
@@ -181,9 +194,8 @@ class ChannelOps:
         closing_txid = await self._closing_txid(point)
         if closing_txid is None:
             if not any(c.channel_point == point for c in await self._node.list_channels()):
-                # Neither open nor closing: not ours to close, or closed and forgotten by
-                # the node (NodePort has no closed-channel list yet). An operator decides.
-                raise BadWorkOrder(f"no open or closing channel {point} on the node")
+                await self._closed_before(work, point)
+                return
             closing_txid = await self._node.close_channel(
                 channel_point=point, sat_per_vbyte=order.sat_per_vbyte
             )
@@ -195,6 +207,19 @@ class ChannelOps:
         ):
             await asyncio.sleep(self._poll_s)
         await self._send(work, RecordChannelOpReport(op_id=work.op_id, stage="final"))
+
+    async def _closed_before(self, work: ChannelWorkOrder, point: str) -> None:
+        """The channel is neither open nor closing on the node. If the engine recorded this
+        close's broadcast, an earlier delivery closed it and the close has confirmed since (the
+        node forgets a closed channel): report it final, the idempotent close. If not, it is
+        not ours to close; an operator decides (dead letter)."""
+        try:
+            await self._send(work, RecordChannelOpReport(op_id=work.op_id, stage="final"))
+        except OutcomeRefused as exc:
+            if exc.error_code in _NOT_CLOSED_BY_US:
+                raise BadWorkOrder(f"no open or closing channel {point} on the node") from None
+            raise
+        log.info("channel_close_found_closed", point=point)
 
     async def _closing_txid(self, point: str) -> str | None:
         for pending in await self._node.pending_channels():

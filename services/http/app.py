@@ -25,11 +25,13 @@ from services.http.gateway import Gateway
 from services.http.limits import BODY_BYTES_MAX
 from services.http.node_health import NodeHealthFeed
 from services.http.routes import (
+    channels,
     console,
     exception_actions,
     health,
     intents,
     operations,
+    receives,
     reports,
     webhooks,
 )
@@ -46,6 +48,8 @@ ROUTERS: Final[Sequence[Any]] = (
     *reports.ROUTES,
     *webhooks.ROUTES,
     *exception_actions.ROUTES,
+    receives.router,  # ADR 0238
+    channels.router,
 )
 
 

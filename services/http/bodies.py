@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.channel_messages import CloseChannel, OpenChannel
 from schemas.commands import (
     ApprovePaymentIntent,
     CancelPaymentIntent,
@@ -22,6 +23,7 @@ from schemas.commands import (
 )
 from schemas.dead_letters import DropDeadLetters, ReplayDeadLetters
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
+from schemas.receive_messages import CreateReceiveIntent
 from schemas.reconciliation_messages import ClearNodeBreaker, ResolveReconciliationMismatch
 
 
@@ -73,6 +75,13 @@ ResolveMismatchBody = body_of(
     "ResolveMismatchBody", ResolveReconciliationMismatch, omit=("node", "key", "operator_id")
 )
 ClearBreakerBody = body_of("ClearBreakerBody", ClearNodeBreaker, omit=("node", "operator_id"))
+
+# Receives and channel operations (the operator windows of issue 18).
+ReceiveBody = body_of(
+    "ReceiveBody", CreateReceiveIntent, omit=("idempotency_key",), optional=("caller",)
+)
+OpenChannelBody = body_of("OpenChannelBody", OpenChannel, omit=("idempotency_key",))
+CloseChannelBody = body_of("CloseChannelBody", CloseChannel, omit=("idempotency_key",))
 
 
 def fields_of(body: msgspec.Struct) -> dict[str, Any]:

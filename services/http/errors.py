@@ -39,6 +39,10 @@ STATUS_OF_CODE: Final = {
     "key_revoked": 403,
     "not_found": 404,
     "idempotency_mismatch": 409,
+    "idempotency_key_reused": 409,  # a channel operation's key with another request
+    "already_decided": 409,
+    "not_awaiting_approval": 409,
+    "unknown_op": 404,
     "invalid_transition": 409,
     "payload_too_large": 413,
     "rate_limited": 429,

@@ -142,6 +142,9 @@ GATEWAY_PUBLISH: Final = (
         f"{_API}.{verb}.{_ANY}"
         for verb in ("submit", "cancel", "receive", "approve", "reject", "resolve", "acknowledge")
     ),
+    # An operator's channel opens and closes over HTTP (ADR 0238).
+    f"{_API}.channel_open.{_ANY}",
+    f"{_API}.channel_close.{_ANY}",
     f"{_POLICY}.propose.{_ANY}",
     f"{_POLICY}.approve.{_ANY}",
     f"{subjects.RECON_API_PREFIX}.resolve.{_ANY}",

@@ -24,12 +24,13 @@ import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
+import msgspec
 import structlog
 from pyln.client import LightningRpc, RpcError
 
-from services.lightning import channel_errors, onchain
+from services.lightning import channel_errors, cln_open_record, onchain
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.cln_receive import cln_invoice_status
 from services.lightning.payments import for_amount, invoice_target, liquidity_of
@@ -57,6 +58,8 @@ from services.lightning.port import (
 )
 
 log = structlog.get_logger(__name__)
+
+_Listed = TypeVar("_Listed", Channel, PendingChannel)
 
 PayCommand = Literal["xpay", "pay"]
 PAY_COMMANDS: Final[tuple[PayCommand, ...]] = ("xpay", "pay")
@@ -276,7 +279,9 @@ class ClnAdapter:
 
     async def list_channels(self) -> list[Channel]:
         listed = await self._call("listpeerchannels")
-        return [_channel(chan) for chan in listed["channels"] if chan["state"] in OPEN_STATES]
+        return await self._with_memos(
+            [_channel(chan) for chan in listed["channels"] if chan["state"] in OPEN_STATES]
+        )
 
     async def liquidity_summary(self) -> LiquiditySummary:
         return liquidity_of(await self.list_channels())
@@ -317,7 +322,7 @@ class ClnAdapter:
         if not entries:
             return []
         tip = int((await self._call("getinfo"))["blockheight"])
-        return [_pending(chan, tip) for chan in entries]
+        return await self._with_memos([_pending(chan, tip) for chan in entries])
 
     async def wallet_balance(self) -> WalletBalance:
         outputs = (await self._call("listfunds"))["outputs"]
@@ -338,15 +343,10 @@ class ClnAdapter:
     ) -> ChannelOpening:
         """fundchannel: answers once the funding transaction is broadcast.
 
-        Core Lightning keeps no note with a channel, so a ``memo`` is refused before anything
-        is spent: a caller that needs to find its open again uses another node (ADR 0233).
+        Core Lightning keeps no note with a channel, so a ``memo`` is kept in the node's
+        datastore, written before the funding and answered on a repeat (ADR 0235).
         """
         local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
-        if onchain.check_memo(memo):
-            raise NodeError(
-                FailureReason.INCORRECT_DETAILS,
-                "cln keeps no channel memo: open without one, or on an lnd node",
-            )
         payload: dict[str, Any] = {
             "id": peer_pubkey,
             "amount": local_sat,
@@ -354,12 +354,42 @@ class ClnAdapter:
         }
         if push_msat:
             payload["push_msat"] = push_msat
-        funded = await self._chain_call("fundchannel", payload)
-        return ChannelOpening(
-            channel_point=f"{funded['txid']}:{funded['outnum']}",
-            funding_txid=funded["txid"],
-            output_index=int(funded["outnum"]),
+
+        async def fund() -> ChannelOpening:
+            funded = await self._chain_call("fundchannel", payload)
+            return ChannelOpening(
+                channel_point=f"{funded['txid']}:{funded['outnum']}",
+                funding_txid=funded["txid"],
+                output_index=int(funded["outnum"]),
+            )
+
+        if not onchain.check_memo(memo):
+            return await fund()
+        return await cln_open_record.open_recorded(
+            self._record_call, memo=memo, peer=peer_pubkey, amount_sat=local_sat, fund=fund
         )
+
+    async def _record_call(self, method: str, payload: dict[str, Any]) -> Any:
+        try:
+            return await self._call(method, payload, duplicate_codes=cln_open_record.CONFLICT_CODES)
+        except _Duplicate as exc:
+            raise cln_open_record.RecordConflict(exc.message) from None
+
+    async def _with_memos(self, channels: list[_Listed]) -> list[_Listed]:
+        """Channels with the memo of the open recorded for their outpoint (ADR 0235). A node
+        that cannot list its datastore shows none: finding an open again needs the record,
+        and opening checks it first (nothing is opened without it)."""
+        try:
+            memos = await cln_open_record.memos_by_point(self._record_call)
+        except (NodeError, cln_open_record.RecordConflict) as exc:
+            log.warning("cln_open_records_unavailable", error=str(exc)[:ERROR_DETAIL_CHARS_MAX])
+            return channels
+        return [
+            msgspec.structs.replace(c, memo=memos[c.channel_point])
+            if c.channel_point in memos
+            else c
+            for c in channels
+        ]
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
         """close, by the channel's id found through its funding outpoint; a channel that is

@@ -9,7 +9,7 @@ whole satoshis times 1000.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -203,42 +203,36 @@ def pending_channels(pending: Any, tip_height: int) -> list[PendingChannel]:
     """``PendingChannelsResponse`` as the port's pending channels: opening, then closing
     (cooperative closes waiting for their transaction, then force closes)."""
     opening = [
-        PendingChannel(
-            channel_point=item.channel.channel_point,
-            peer_pubkey=item.channel.remote_node_pub,
-            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
-            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
-            state="opening",
-            confirmations=confirmations(item.confirmation_height, tip_height),
-            memo=item.channel.memo,
-        )
+        _pending(item, "opening", confirmations(item.confirmation_height, tip_height))
         for item in pending.pending_open_channels
     ]
     closing = [
-        PendingChannel(
-            channel_point=item.channel.channel_point,
-            peer_pubkey=item.channel.remote_node_pub,
-            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
-            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
-            state="closing",
-            confirmations=confirmations(item.close_height, tip_height),
-            closing_txid=item.closing_txid or None,
-            memo=item.channel.memo,
-        )
+        _pending(item, "closing", confirmations(item.close_height, tip_height), item.closing_txid)
         for item in pending.waiting_close_channels
     ]
+    # A force close's depth is per output (limbo, maturity), not one number: 0.
     forced = [
-        PendingChannel(
-            channel_point=item.channel.channel_point,
-            peer_pubkey=item.channel.remote_node_pub,
-            capacity_msat=item.channel.capacity * MSAT_PER_SAT,
-            local_balance_msat=item.channel.local_balance * MSAT_PER_SAT,
-            state="closing",
-            closing_txid=item.closing_txid or None,
-        )
+        _pending(item, "closing", 0, item.closing_txid)
         for item in pending.pending_force_closing_channels
     ]
     return opening + closing + forced
+
+
+def _pending(
+    item: Any, state: Literal["opening", "closing"], depth: int, closing_txid: str = ""
+) -> PendingChannel:
+    """One entry of any of the three lists: each wraps the same ``PendingChannel`` message."""
+    chan = item.channel
+    return PendingChannel(
+        channel_point=chan.channel_point,
+        peer_pubkey=chan.remote_node_pub,
+        capacity_msat=chan.capacity * MSAT_PER_SAT,
+        local_balance_msat=chan.local_balance * MSAT_PER_SAT,
+        state=state,
+        confirmations=depth,
+        closing_txid=closing_txid or None,
+        memo=chan.memo,
+    )
 
 
 def chain_txid(txid_bytes: bytes) -> str:

@@ -1,6 +1,8 @@
 """Signed channel-operation work orders (ADR 0234), as ``orders.py`` signs payments' (ADR
 0063). The order is the request event itself (``ChannelOpenRequested`` or
-``ChannelCloseRequested``); the canonical bytes are the compact JSON array
+``ChannelCloseRequested``) of tier ``auto``, or the approval of one of tier ``approval``
+(``ChannelOpenApproved``, ADR 0236), which repeats the request; the canonical bytes are the
+compact JSON array
 
     ["corridor/channel-order/v1", key_id, op_id, event_id, kind, region, node,
      peer_pubkey or channel_point, local_amount_msat, push_msat, sat_per_vbyte]
@@ -16,7 +18,11 @@ from typing import Final
 
 import msgspec
 
-from schemas.channel_messages import ChannelCloseRequested, ChannelOpenRequested
+from schemas.channel_messages import (
+    ChannelCloseRequested,
+    ChannelOpenApproved,
+    ChannelOpenRequested,
+)
 from schemas.events import EventData
 from services.engine.ids import event_id_for
 from services.signing.orders import UnsignedOrder
@@ -44,7 +50,10 @@ def sign_channel_orders(
     """``events`` with every request signed for the event id it is stored under."""
     out: list[EventData] = []
     for version, event in enumerate(events, start=first_version):
-        if isinstance(event, ChannelOpenRequested | ChannelCloseRequested):
+        if isinstance(event, ChannelOpenRequested | ChannelCloseRequested) and (
+            event.tier == "auto" or isinstance(event, ChannelOpenApproved)
+        ):
+            # A request waiting for approval is no order: unsigned, no executor acts on it.
             message = channel_order_bytes(
                 key_id=signer.key_id, op_id=op_id, event_id=event_id_for(op_id, version),
                 order=event,

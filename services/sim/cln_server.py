@@ -5,7 +5,8 @@ codes follow CLN's schemas (doc/schemas/*.json) and common/jsonrpc_errors.h; see
 shared/conformance/cln/pay-error-codes.md. Unknown parameters are refused, as lightningd does.
 Offline nodes stop listening (connections are refused); slowed nodes answer late.
 
-Served: ``help``, ``getinfo``, ``listpeerchannels``, ``listfunds``, ``decode``; invoices
+Served: ``help``, ``getinfo``, ``listpeerchannels``, ``listfunds``, ``decode``,
+``datastore``/``listdatastore`` (``cln_datastore.py``); invoices
 (``cln_invoices.py``): ``invoice``, ``listinvoices``, ``waitanyinvoice``, ``waitinvoice``;
 every other command is ``Unknown command``.
 
@@ -28,9 +29,10 @@ from typing import Any, Final
 
 from services.bolt11.codec import InvoiceDecodeError
 from services.lightning.port import DecodedInvoice, FailureReason
-from services.sim import cln_chain
+from services.sim import cln_chain, cln_datastore
 from services.sim import cln_views as views
 from services.sim.cln_chain import ClnChainMethods
+from services.sim.cln_datastore import ClnDatastore
 from services.sim.cln_invoices import ClnInvoices
 from services.sim.cln_params import msat as _msat
 from services.sim.cln_params import non_negative_int as _int
@@ -145,6 +147,7 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "listpeerchannels": ("id", "short_channel_id", "channel_id"),
     "listfunds": ("spent",),
     **cln_chain.PARAMETERS,
+    **cln_datastore.PARAMETERS,
     "listinvoices": ("label", "invstring", "payment_hash", "offer_id", "index", "start", "limit"),
     "waitanyinvoice": ("lastpay_index", "timeout"),
     "waitinvoice": ("label",),
@@ -163,6 +166,7 @@ REQUIRED_PARAMETERS: Final[dict[str, int]] = {
     "waitinvoice": 1,
     "fundchannel": 2,
     "close": 1,
+    "datastore": 1,
 }
 
 
@@ -230,6 +234,8 @@ class ClnNodeServer:
         # On-chain and channel-lifecycle commands, listpeerchannels and listfunds among them.
         self._chain = ClnChainMethods(network, self._node.name, self._node.pubkey)
         self._methods.update(self._chain.methods())
+        # The node's key-value store: where our adapter records a channel open (ADR 0235).
+        self._methods.update(ClnDatastore().methods())
 
     @property
     def node(self) -> str:

@@ -81,6 +81,12 @@ def test_liquidity_shows_every_channel_of_our_nodes_per_region(
     assert {(r["region"], r["kind"]) for r in queue if r["kind"].startswith("liquidity:")} == {
         (r, "liquidity:inbound_low") for r in ("us", "eu", "asia")
     }
+    # The CLI's queue shows the same alerts as the API's (ADR 0238).
+    cli_queue = _json("exceptions", *sd)
+    assert {(r["region"], r["kind"]) for r in cli_queue if r["kind"].startswith("liquidity:")} == {
+        (r, "liquidity:inbound_low") for r in ("us", "eu", "asia")
+    }
+    assert "liquidity:inbound_low" in run_cli("exceptions", *sd).stdout
 
     metrics_url = json.loads((stack_with_sim / "endpoints.json").read_text())["metrics_url"]
     series = scrape(metrics_url)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,15 @@ import pytest
 from nats.aio.client import Client
 
 from schemas.channel_messages import FUNDING_TX_VSIZE
-from services.bootstrap import Engine
+from services.bootstrap import Engine, bootstrap
 from services.executor import Executor
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.nodes import adapter_for, resolve_node
 from services.lightning.port import ChannelOpening, NodePort
+from services.settings import Settings
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 from services.sim.channel_ops import FUNDING_CONFIRMATIONS
+from services.sim.cln_server import start_cln_node_server
 from tests.conftest import wait_for
 from tests.integration.test_executor import FAST, SimStack, signing_engine, sim_stack
 
@@ -177,6 +181,69 @@ async def test_an_executor_killed_between_open_and_report_opens_exactly_once(
     assert history[1].payload["funding_txid"] == funding
 
 
+@contextlib.asynccontextmanager
+async def with_cln_node(sim: SimStack, name: str = "us-cln") -> AsyncIterator[None]:
+    """Serve our simulated CLN node ``name`` (JSON-RPC on a unix socket) beside the lnd ones,
+    listed in the stack's endpoints.json for ``sim://`` resolution."""
+    sockets = Path(tempfile.mkdtemp(prefix="cz", dir="/tmp"))  # AF_UNIX paths are short
+    server = await start_cln_node_server(sim.network, name, socket_path=sockets / "n.sock")
+    endpoints = sim.state_dir / "endpoints.json"
+    listed = json.loads(endpoints.read_text())
+    node = sim.network.node(name)
+    listed["nodes"].append({
+        "name": name, "role": node.role, "region": node.region, "implementation": "cln",
+        "endpoint": server.endpoint, "pubkey": node.pubkey,
+    })  # fmt: skip
+    endpoints.write_text(json.dumps(listed))
+    try:
+        yield
+    finally:
+        for executor, task in sim.running:
+            await sim.kill(executor, task)
+        sim.running.clear()
+        await server.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def test_a_cln_executor_killed_between_open_and_report_opens_exactly_once(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """As above on Core Lightning, which keeps no memo: the open's record in its datastore,
+    written before fundchannel, is what the redelivery finds (ADR 0235)."""
+    async with with_cln_node(sim):
+        resolved = resolve_node("sim://us-cln", region="us", state_dir=sim.state_dir)
+        opened = asyncio.Event()
+        doomed = Executor(
+            nats_url=sim.nats_url, region="us", node_name=resolved.name,
+            node=_StallAfterOpen(adapter_for(resolved.uri), opened),  # type: ignore[arg-type]
+            executor_id="us-cln-doomed",
+            secret=load_or_create_secret(sim.state_dir / SECRET_FILE_NAME),
+            limits=FAST, verifier=FileKeyring(keys_dir(sim.state_dir) / PUBLIC_KEYS_FILE),
+        )  # fmt: skip
+        task = asyncio.create_task(doomed.run())
+        try:
+            command = {**open_command(sim, "cln-crash"), "node": "us-cln"}
+            reply = await request(nc, "channel_open", command)
+            assert reply["ok"] and reply["state"] == "requested", reply
+            op_id = reply["intent_id"]
+            await wait_for(opened.is_set, what="the node to open the channel")
+            assert await event_types(engine, op_id) == ["ChannelOpenRequested"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await doomed.close_node()
+        (funding,) = funding_txs(sim)
+        sim.network.mine(1)  # the change confirms: the wallet could fund a second open
+        sim.start("us", "us-cln", "us-cln-2")
+        await wait_for(state_is(engine, op_id, "broadcast"), timeout_s=OPEN_TIMEOUT_S, what="found")
+        sim.network.mine(FUNDING_CONFIRMATIONS)
+        await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+        assert funding_txs(sim) == [funding]  # ground truth: one funding transaction, ever
+        history = await engine.store.read_stream(op_id)
+        assert history[1].payload["funding_txid"] == funding
+
+
 async def test_close_broadcast_mined_closed(engine: Engine, nc: Client, sim: SimStack) -> None:
     sim.start("us", "us-lnd", "us-1")
     op_id = (await request(nc, "channel_open", open_command(sim, "to-close")))["intent_id"]
@@ -222,3 +289,98 @@ async def test_only_the_named_nodes_executor_reports(
         else:
             assert replies["ok"] and replies["state"] == "broadcast", replies
     assert await event_types(engine, op_id) == ["ChannelOpenRequested", "ChannelOpening"]
+
+
+async def test_a_large_open_waits_for_a_second_operators_approval_then_opens(
+    nats_url: str, database_url: str, nc: Client, sim: SimStack
+) -> None:
+    """ADR 0236: above the auto limit an open is recorded in tier approval and nothing is
+    sent; the requester cannot approve it; another operator's approval is the order."""
+    settings = Settings(
+        relay_poll_s=0.2, state_dir=sim.state_dir, channel_open_auto_max_msat=AMOUNT_MSAT // 2
+    )
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        sim.start("us", "us-lnd", "us-1")
+        reply = await request(nc, "channel_open", open_command(sim, "big"))
+        assert reply["ok"] and reply["state"] == "requested", reply
+        op_id = reply["intent_id"]
+        assert (await engine.store.read_stream(op_id))[0].payload["tier"] == "approval"
+
+        async def approve(operator: str) -> dict[str, Any]:
+            body = {"type": "ApprovePaymentIntent", "version": 1, "intent_id": op_id,
+                    "operator_id": operator, "note": "wumbo for the hub"}  # fmt: skip
+            msg = await nc.request(
+                f"corridor.api.v1.intents.approve.{operator}", json.dumps(body).encode(), timeout=10
+            )
+            answer: dict[str, Any] = json.loads(msg.data)
+            return answer
+
+        own = await approve(OPERATOR)
+        assert not own["ok"] and own["error"]["code"] == "two_person_rule", own
+        # The executor saw the request (a notice) and sent nothing.
+        assert funding_txs(sim) == []
+        assert await event_types(engine, op_id) == ["ChannelOpenRequested"]
+        approved = await approve("ops-2")
+        assert approved["ok"] and approved["state"] == "requested", approved
+        await wait_for(state_is(engine, op_id, "broadcast"), what="the approved open's funding")
+        (funding,) = funding_txs(sim)
+        sim.network.mine(FUNDING_CONFIRMATIONS)
+        await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+        history = await engine.store.read_stream(op_id)
+        assert [e.type for e in history] == [
+            "ChannelOpenRequested", "ChannelOpenApproved", "ChannelOpening", "ChannelOpened",
+        ]  # fmt: skip
+        assert history[1].payload["approved_by"] == "ops-2"
+        assert history[2].payload["funding_txid"] == funding
+    finally:
+        await engine.stop()
+
+
+async def test_a_close_redelivered_after_it_confirmed_completes_and_closes_nothing(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """The executor dies after reporting the closing broadcast; the close confirms and the node
+    forgets the channel before the order comes back. The engine's record of the broadcast is
+    the proof: the redelivery reports the close final instead of dead-lettering it."""
+    first = sim.start("us", "us-lnd", "us-1")
+    op_id = (await request(nc, "channel_open", open_command(sim, "to-close-2")))["intent_id"]
+    await wait_for(state_is(engine, op_id, "broadcast"), what="the funding broadcast")
+    sim.network.mine(FUNDING_CONFIRMATIONS)
+    await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+    point = (await engine.store.read_stream(op_id))[1].payload["channel_point"]
+    close = {
+        "type": "CloseChannel", "version": 1, "idempotency_key": "close-2", "region": "us",
+        "node": "us-lnd", "channel_point": point, "sat_per_vbyte": RATE,
+        "max_onchain_fee_msat": 10 * FEE_MSAT,
+    }  # fmt: skip
+    close_id = (await request(nc, "channel_close", close))["intent_id"]
+    await wait_for(state_is(engine, close_id, "broadcast"), what="the closing broadcast")
+    await sim.kill(*first)  # before it saw the close confirm: the order stays unacked
+    sim.running.remove(first)
+    closings = [tx.txid for tx in sim.network.chain.txs.values() if tx.kind == "closing"]
+    sim.network.mine(1)
+    sim.start("us", "us-lnd", "us-2")
+    await wait_for(state_is(engine, close_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="close")
+    assert await event_types(engine, close_id) == [
+        "ChannelCloseRequested", "ChannelClosing", "ChannelClosed",
+    ]  # fmt: skip
+    assert [tx.txid for tx in sim.network.chain.txs.values() if tx.kind == "closing"] == closings
+
+
+async def test_a_close_of_a_channel_the_node_never_had_is_still_refused(
+    engine: Engine, nc: Client, sim: SimStack
+) -> None:
+    """The other side of the idempotent close: without a recorded broadcast, a channel that is
+    not on the node is not ours to call closed. The order is dead-lettered for an operator."""
+    executor, _ = sim.start("us", "us-lnd", "us-1")
+    close = {
+        "type": "CloseChannel", "version": 1, "idempotency_key": "close-ghost", "region": "us",
+        "node": "us-lnd", "channel_point": "ef" * 32 + ":0", "sat_per_vbyte": RATE,
+        "max_onchain_fee_msat": 10 * FEE_MSAT,
+    }  # fmt: skip
+    close_id = (await request(nc, "channel_close", close))["intent_id"]
+    await wait_for(lambda: executor.processed >= 1, what="the order to be refused")
+    assert await event_types(engine, close_id) == ["ChannelCloseRequested"]

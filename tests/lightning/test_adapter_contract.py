@@ -483,20 +483,10 @@ async def test_open_channel_to_a_node_nobody_knows_is_refused(adapter_env: Adapt
 
 async def test_an_open_is_found_again_by_its_memo(adapter_env: AdapterEnv) -> None:
     """The node keeps the opener's memo with the channel, pending and open: the record a
-    caller reads after a crash to know that its open happened (ADR 0233)."""
+    caller reads after a crash to know that its open happened (ADR 0233; CLN keeps it in its
+    datastore, ADR 0235)."""
     sim, adapter = adapter_env.sim, adapter_env.adapter
     memo = "corridor:open:intent-42"
-    if adapter_env.kind.startswith("cln"):
-        with pytest.raises(NodeError) as info:
-            await adapter.open_channel(
-                peer_pubkey=sim.node("carol").pubkey,
-                local_amount_msat=OPEN_AMOUNT_MSAT,
-                sat_per_vbyte=FEE_RATE_SAT_PER_VBYTE,
-                memo=memo,
-            )
-        assert info.value.reason is FailureReason.INCORRECT_DETAILS
-        assert sim.chain.mempool == []  # refused before anything was spent
-        return
     opening = await adapter.open_channel(
         peer_pubkey=sim.node("carol").pubkey,
         local_amount_msat=OPEN_AMOUNT_MSAT,

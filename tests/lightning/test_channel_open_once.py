@@ -1,6 +1,7 @@
 """An executor killed between opening a channel and reporting it does not open a second one:
-the redelivery finds the first open on the node's own record by its memo (ADR 0233). Runs
-through the real LND adapter against the simulated lnd, and through the in-process adapter."""
+the redelivery finds the first open on the node's own record by its memo (ADR 0233; on CLN the
+record in its datastore, ADR 0235). Runs through the real LND and CLN adapters against the
+simulated nodes, and through the in-process adapter."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.sim.channel_ops import FUNDING_CONFIRMATIONS
 from tests.lightning.conftest import ENV_FACTORIES, AdapterEnv
 
 
-@pytest.fixture(params=["lnd", "sim-direct"])
+@pytest.fixture(params=["lnd", "cln-xpay", "sim-direct"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AdapterEnv]:
     async with ENV_FACTORIES[request.param](tmp_path) as adapter_env:
         yield adapter_env

@@ -52,9 +52,67 @@ def schemas_available() -> bool:
     return SCHEMAS_DIR.is_dir()
 
 
+DATASTORE_MODES = (
+    "must-create", "must-replace", "create-or-replace", "must-append", "create-or-append",
+)  # fmt: skip
+_DATASTORE_KEY: dict[str, Any] = {
+    "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
+}
+_DATASTORE_ENTRY: dict[str, Any] = {
+    "key": {"type": "array", "items": {"type": "string"}},
+    "generation": {"type": "u64"},
+    "hex": {"type": "hex"},
+    "string": {"type": "string"},
+}
+
 # Schemas of methods the simulator serves that the conformance copies lack, transcribed from
-# upstream doc/schemas/<method>.json (ElementsProject/lightning at 236af90f03f6).
+# upstream doc/schemas/<method>.json (ElementsProject/lightning): help at 236af90f03f6,
+# datastore at c573b6b646bc, listdatastore at 3e841b358e83 (descriptions left out; every
+# ``type``, ``required``, ``enum`` and ``additionalProperties`` as upstream).
 TRANSCRIBED: dict[str, dict[str, Any]] = {
+    "datastore": {
+        "request": {
+            "required": ["key"],
+            "additionalProperties": False,
+            "properties": {
+                "key": _DATASTORE_KEY,
+                "string": {"type": "string"},
+                "hex": {"type": "hex"},
+                "mode": {
+                    "type": "string",
+                    "enum": list(DATASTORE_MODES),
+                },
+                "generation": {"type": "u64"},
+            },
+        },
+        "response": {
+            "required": ["key"],
+            "additionalProperties": False,
+            "properties": _DATASTORE_ENTRY,
+        },
+    },
+    "listdatastore": {
+        "request": {
+            "required": [],
+            "additionalProperties": False,
+            "properties": {"key": _DATASTORE_KEY},
+        },
+        "response": {
+            "required": ["datastore"],
+            "additionalProperties": False,
+            "properties": {
+                "datastore": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["key"],
+                        "properties": _DATASTORE_ENTRY,
+                    },
+                }
+            },
+        },
+    },
     "help": {
         "request": {
             "required": [],

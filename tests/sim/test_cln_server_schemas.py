@@ -415,3 +415,39 @@ async def test_fundchannel_errors_are_clns(node: Node, payload: dict[str, Any], 
 
 async def test_close_of_an_unknown_channel_is_refused(node: Node) -> None:
     assert (await node.error("close", {"id": "999x1x0"}))["code"] == -32602
+
+
+async def test_datastore_and_listdatastore_as_lightningd_keeps_them(node: Node) -> None:
+    """Modes, generations and the parent/child rule of doc/schemas/datastore.json upstream."""
+    created = await node.call(
+        "datastore", {"key": ["corridor", "open", "a"], "string": "x", "mode": "must-create"}
+    )
+    assert (created["key"], created["generation"], created["hex"]) == (
+        ["corridor", "open", "a"], 0, "78",
+    )  # fmt: skip
+    assert (await node.error("datastore", {"key": ["corridor", "open", "a"], "string": "y"}))[
+        "code"
+    ] == 1202  # must-create is the default
+    replaced = await node.call(
+        "datastore",
+        {"key": ["corridor", "open", "a"], "string": "y", "mode": "must-replace", "generation": 0},
+    )
+    assert (replaced["generation"], replaced["string"]) == (1, "y")
+    stale = {"key": ["corridor", "open", "a"], "string": "z", "mode": "must-replace"}
+    assert (await node.error("datastore", {**stale, "generation": 0}))["code"] == 1204
+    missing = {"key": ["corridor", "open", "b"], "string": "z", "mode": "must-replace"}
+    assert (await node.error("datastore", missing))["code"] == 1203
+    assert (await node.error("datastore", {"key": ["corridor", "open"], "string": "p"}))[
+        "code"
+    ] == 1205  # a key with children holds no value
+    assert (await node.error("datastore", {"key": ["corridor", "open", "a", "c"]}))["code"] == 1206
+    await node.call("datastore", {"key": "solo", "hex": "ff"})
+    children = await node.call("listdatastore", {"key": ["corridor", "open"]})
+    assert [e["key"] for e in children["datastore"]] == [["corridor", "open", "a"]]
+    root = await node.call("listdatastore", {})
+    assert root["datastore"] == [
+        {"key": ["corridor"]}, {"key": ["solo"], "generation": 0, "hex": "ff"},
+    ]  # fmt: skip
+    exact = await node.call("listdatastore", {"key": ["corridor", "open", "a"]})
+    assert exact["datastore"][0]["string"] == "y"
+    assert (await node.call("listdatastore", {"key": ["nothing"]}))["datastore"] == []

@@ -8,6 +8,7 @@ import hypothesis.strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from schemas import channel_messages as cm
+from schemas.commands import ApprovePaymentIntent, RejectPaymentIntent
 from schemas.common import Caller
 from services.domain.channel_ops import (
     ChannelOp,
@@ -169,3 +170,53 @@ class ChannelOpMachine(RuleBasedStateMachine):
 
 
 TestChannelOpMachine = ChannelOpMachine.TestCase
+
+
+def approve(operator: str, op_id: str = "op_1") -> tuple[object, ChannelOpContext]:
+    command = ApprovePaymentIntent(intent_id=op_id, operator_id=operator, note="ok")
+    return command, ChannelOpContext(
+        op_id=op_id, request_fingerprint="", caller=Caller(id=operator, kind="human"),
+        policy=POLICY,
+    )  # fmt: skip
+
+
+def test_a_large_open_waits_for_a_second_operator_and_the_approval_repeats_it() -> None:
+    """ADR 0236: tier approval is released by another operator, once; the approval carries the
+    request as judged (the executor's order), and the requester cannot approve it."""
+    state, events = run(open_command(amount_msat=POLICY.auto_open_msat_max + 1000, push_msat=0))
+    assert state is not None and state.tier == "approval"
+    command, own = approve(CALLER.id)
+    assert decide(state, command, own) == Refusal("two_person_rule", "operator_id")  # type: ignore[arg-type]
+    command, other = approve("ops-2")
+    decision = decide(state, command, other)  # type: ignore[arg-type]
+    assert isinstance(decision, list)
+    (approved,) = decision
+    assert isinstance(approved, cm.ChannelOpenApproved) and approved.approved_by == "ops-2"
+    request = events[0]
+    assert isinstance(request, cm.ChannelOpenRequested)
+    for name in ("peer_pubkey", "local_amount_msat", "sat_per_vbyte", "node", "region", "tier"):
+        assert getattr(approved, name) == getattr(request, name), name
+    after = replay([*events, approved])  # type: ignore[list-item]
+    assert after is not None and after.approved_by == "ops-2"
+    assert after.status is ChannelOpStatus.REQUESTED
+    assert decide(after, command, other) == []  # a repeated approval changes nothing
+    third, ctx3 = approve("ops-3")
+    assert decide(after, third, ctx3) == Refusal("already_decided", "intent_id")  # type: ignore[arg-type]
+
+
+def test_a_declined_open_ends_rejected_and_an_auto_open_needs_no_approval() -> None:
+    state, events = run(open_command(amount_msat=POLICY.auto_open_msat_max + 1000))
+    assert state is not None
+    decline = RejectPaymentIntent(intent_id="op_1", operator_id="ops-2", reason="too big")
+    _, other = approve("ops-2")
+    decision = decide(state, decline, other)
+    assert isinstance(decision, list) and isinstance(decision[0], cm.ChannelOpDeclined)
+    after = replay([*events, *decision])  # type: ignore[list-item]
+    assert after is not None and after.status is ChannelOpStatus.REJECTED
+    assert after.rejection == "declined"
+    command, _ = approve("ops-2")
+    assert decide(after, command, other) == Refusal("already_decided", "intent_id")  # type: ignore[arg-type]
+    small, _ = run(open_command())
+    assert decide(small, command, other) == Refusal("not_awaiting_approval", "intent_id")  # type: ignore[arg-type]
+    over = decide(None, open_command(amount_msat=POLICY.open_msat_max + 1000), ctx())
+    assert isinstance(over, list) and isinstance(over[0], cm.ChannelOpRejected)

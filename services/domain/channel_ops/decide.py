@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from schemas import channel_messages as cm
+from schemas.commands import ApprovePaymentIntent, RejectPaymentIntent
 from schemas.common import Caller
 from schemas.events import EventData
 from services.domain.channel_ops.state import ChannelOp, ChannelOpStatus
@@ -52,13 +55,20 @@ class Refusal:
 Decision = list[EventData] | Refusal
 
 
+# An operator's decision on an open waiting in tier ``approval`` (ADR 0236): the payment
+# approval commands, addressed to the operation's id.
+OperatorDecision = ApprovePaymentIntent | RejectPaymentIntent
+
+
 def decide(
     state: ChannelOp | None,
-    command: cm.OpenChannel | cm.CloseChannel | cm.RecordChannelOpReport,
+    command: cm.OpenChannel | cm.CloseChannel | cm.RecordChannelOpReport | OperatorDecision,
     ctx: ChannelOpContext,
 ) -> Decision:
     if isinstance(command, cm.RecordChannelOpReport):
         return _report(state, command)
+    if isinstance(command, ApprovePaymentIntent | RejectPaymentIntent):
+        return _operator_decision(state, command, ctx)
     if state is not None:
         if state.request_fingerprint != ctx.request_fingerprint:
             return Refusal("idempotency_key_reused", "idempotency_key")
@@ -133,6 +143,34 @@ def _close(command: cm.CloseChannel, ctx: ChannelOpContext) -> EventData:
         max_onchain_fee_msat=command.max_onchain_fee_msat, onchain_fee_msat=fee_msat,
         tier="auto",
     )  # fmt: skip
+
+
+def _operator_decision(
+    state: ChannelOp | None, command: OperatorDecision, ctx: ChannelOpContext
+) -> Decision:
+    """Approve or decline an open of tier ``approval``: once, by an operator other than the
+    one who asked (the two-person rule, as for payments). The approval repeats the request,
+    so the executor's order carries exactly what was judged."""
+    if state is None or state.op_id != command.intent_id:
+        return Refusal("unknown_op", "intent_id")
+    if state.tier != "approval":
+        return Refusal("not_awaiting_approval", "intent_id")
+    approving = isinstance(command, ApprovePaymentIntent)
+    if state.approved_by is not None or state.status is not ChannelOpStatus.REQUESTED:
+        decided_alike = (state.approved_by == ctx.caller.id) if approving else (
+            state.rejection == "declined"
+        )  # fmt: skip
+        return [] if decided_alike else Refusal("already_decided", "intent_id")
+    if ctx.caller.id == state.caller.id:
+        return Refusal("two_person_rule", "operator_id")
+    if not approving:
+        assert isinstance(command, RejectPaymentIntent)
+        return [cm.ChannelOpDeclined(
+            op_id=state.op_id, declined_by=ctx.caller.id, reason=command.reason,
+        )]  # fmt: skip
+    assert isinstance(command, ApprovePaymentIntent) and state.open_request is not None
+    request = msgspec.structs.asdict(state.open_request) | {"key_id": None, "signature": None}
+    return [cm.ChannelOpenApproved(**request, approved_by=ctx.caller.id, note=command.note)]
 
 
 def _report(state: ChannelOp | None, report: cm.RecordChannelOpReport) -> Decision:

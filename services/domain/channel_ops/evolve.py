@@ -22,6 +22,11 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
             f"{type(event).__name__} not allowed in state {state.status if state else 'none'}"
         )
     match event:
+        case cm.ChannelOpenApproved(approved_by=approver):
+            assert state is not None and state.tier == "approval" and state.approved_by is None
+            return msgspec.structs.replace(
+                state, status=target, version=state.version + 1, approved_by=approver
+            )
         case cm.ChannelOpenRequested():
             assert state is None
             return ChannelOp(
@@ -31,6 +36,7 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
                 node=event.node, tier=event.tier, peer_pubkey=event.peer_pubkey,
                 local_amount_msat=event.local_amount_msat,
                 onchain_fee_msat=event.onchain_fee_msat,
+                open_request=event if event.tier == "approval" else None,
             )  # fmt: skip
         case cm.ChannelCloseRequested():
             assert state is None
@@ -62,6 +68,9 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
             changes = {"channel_id": channel_id}
         case cm.ChannelClosed():
             assert state.kind == "close"
+        case cm.ChannelOpDeclined():
+            assert state.tier == "approval" and state.approved_by is None
+            changes = {"rejection": "declined"}
     return msgspec.structs.replace(state, status=target, version=state.version + 1, **changes)
 
 

@@ -7,7 +7,7 @@ from typing import Final
 
 import msgspec
 
-from schemas.channel_messages import ChannelOpKind, ChannelTier
+from schemas.channel_messages import ChannelOpenRequested, ChannelOpKind, ChannelTier
 from schemas.common import Caller
 
 
@@ -24,6 +24,8 @@ TRANSITIONS: Final[dict[tuple[ChannelOpStatus | None, str], ChannelOpStatus]] = 
     (None, "ChannelOpenRequested"): _S.REQUESTED,
     (None, "ChannelCloseRequested"): _S.REQUESTED,
     (None, "ChannelOpRejected"): _S.REJECTED,
+    (_S.REQUESTED, "ChannelOpenApproved"): _S.REQUESTED,  # now the executor may open it
+    (_S.REQUESTED, "ChannelOpDeclined"): _S.REJECTED,
     (_S.REQUESTED, "ChannelOpening"): _S.BROADCAST,
     (_S.REQUESTED, "ChannelClosing"): _S.BROADCAST,
     (_S.BROADCAST, "ChannelOpened"): _S.COMPLETED,
@@ -49,3 +51,6 @@ class ChannelOp(msgspec.Struct, frozen=True, kw_only=True):
     txid: str | None = None  # funding (open) or closing (close) transaction
     channel_id: str | None = None
     rejection: str | None = None
+    approved_by: str | None = None  # tier approval: the operator who released it (ADR 0236)
+    # Tier approval only: the request as judged, repeated by the approval as the order.
+    open_request: ChannelOpenRequested | None = None

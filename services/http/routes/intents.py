@@ -40,13 +40,13 @@ IdempotencyKey = Annotated[
 ]  # fmt: skip
 
 
-def _principal(request: Request[Any, Any, Any]) -> ApiPrincipal:
+def principal_of(request: Request[Any, Any, Any]) -> ApiPrincipal:
     principal = request.user
     assert isinstance(principal, ApiPrincipal), "ApiKeyMiddleware sets the user"
     return principal
 
 
-def _caller(principal: ApiPrincipal, given: Any) -> dict[str, Any]:
+def caller_of(principal: ApiPrincipal, given: Any) -> dict[str, Any]:
     """The payload's caller: the one given (the engine refuses one that is not the key's,
     ``identity_mismatch``), else the key's own id and registered kind."""
     if given is not None:
@@ -54,7 +54,7 @@ def _caller(principal: ApiPrincipal, given: Any) -> dict[str, Any]:
     return {"id": principal.id, "kind": principal.kind or "service"}
 
 
-_REPLAYED = ResponseSpec(
+REPLAYED = ResponseSpec(
     data_container=dict[str, Any], generate_examples=False,
     description="The original reply: the same Idempotency-Key and body were sent before "
     "(header Idempotent-Replayed: true)",
@@ -63,7 +63,7 @@ _REPLAYED = ResponseSpec(
 
 @post(
     "/",
-    responses={**ERROR_RESPONSES, 200: _REPLAYED},
+    responses={**ERROR_RESPONSES, 200: REPLAYED},
     summary="Submit a payment intent",
     description="201 with the engine's reply when new; the same key and body again give the "
     "original reply (200); the same key with another body is 409 idempotency_mismatch.",
@@ -75,12 +75,12 @@ async def submit(
     idempotency_key: IdempotencyKey,
     gateway: NamedDependency[Gateway],
 ) -> Response[dict[str, Any]]:
-    principal = _principal(request)
+    principal = principal_of(request)
     require(principal, SUBMITTERS)
     body = fields_of(data)
     body.update(
         type="SubmitPaymentIntent", version=1, idempotency_key=idempotency_key,
-        caller=_caller(principal, body.get("caller")),
+        caller=caller_of(principal, body.get("caller")),
     )  # fmt: skip
     reply = await gateway.command(f"{subjects.API_PREFIX}.submit.{principal.id}", body)
     if reply.get("duplicate"):
@@ -96,8 +96,14 @@ async def submit(
 async def read(
     request: Request[Any, Any, Any], intent_id: FromPath[str], gateway: NamedDependency[Gateway]
 ) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     require(principal, READERS)
+    return await read_view(gateway, principal, intent_id)
+
+
+async def read_view(gateway: Gateway, principal: ApiPrincipal, intent_id: str) -> dict[str, Any]:
+    """The engine's view of an intent, a receive or a channel operation, read as the key's
+    role and id (the engine decides what that identity may see)."""
     subject = f"{subjects.API_GET}.{principal.role}.{principal.id}"
     return await gateway.command(
         subject, {"type": "GetPaymentIntent", "version": 1, "intent_id": intent_id}
@@ -114,7 +120,7 @@ async def timeline(
     intent_id: FromPath[str],
     projections: NamedDependency[ProjectionStore],
 ) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     require(principal, READERS)
     await projections.refresh((INTENTS,))
     doc = await projections.intent_doc(intent_id)
@@ -139,11 +145,11 @@ async def cancel(
     data: JSONBody[CancelIntentBody],  # type: ignore[valid-type]
     gateway: NamedDependency[Gateway],
 ) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     require(principal, SUBMITTERS)
     body = fields_of(data) | {
         "type": "CancelPaymentIntent", "version": 1, "intent_id": intent_id,
-        "caller": _caller(principal, None),
+        "caller": caller_of(principal, None),
     }  # fmt: skip
     return await gateway.command(f"{subjects.API_PREFIX}.cancel.{principal.id}", body)
 
