@@ -71,6 +71,7 @@ class SimStack:
         return self._socket_dir / CONTROL_SOCKET
 
     async def start(self) -> None:
+        from services.sim.cln_plugins import corridor_cln_plugins
         from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,11 @@ class SimStack:
             for node in self.network.nodes.values():
                 if node.implementation == "cln":
                     self._cln[node.name] = await start_cln_node_server(
-                        self.network, node.name, socket_path=self._socket_dir / f"{node.name}.sock"
+                        self.network,
+                        node.name,
+                        socket_path=self._socket_dir / f"{node.name}.sock",
+                        # Our CLN nodes run Corridor's plugin, as production's do (ADR 0250).
+                        plugins=corridor_cln_plugins() if node.role == "ours" else (),
                     )
                 else:
                     self._lnd[node.name] = await start_lnd_node_server(
