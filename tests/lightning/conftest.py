@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from services.lightning.cln import ClnAdapter, PayCommand
+from services.lightning.cln_plugin import CUSTOMMSG_PLUGIN
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import Invoice, NodePort
 from services.lightning.sim_direct import SimNodeAdapter
@@ -34,7 +35,6 @@ from services.sim.network import SimNetwork
 from services.sim.records import SimPayment
 from services.sim.topology import ChannelSpec, NodeSpec, PolicySpec, Topology
 from tests.lightning.lnd_harness import served_lnd_node
-from services.lightning.cln_plugin import CUSTOMMSG_PLUGIN
 from tests.sim.cln_schema import schema_errors, schemas_available
 
 SEED = 23
