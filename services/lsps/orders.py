@@ -97,6 +97,8 @@ class LspOrders:
         self._timeout_s = timeout_s
         self._policy = policy
         self._now_ms = now_ms
+        # Orders whose create_order this process has sent (bounded by the orders it runs).
+        self._asked: set[str] = set()
 
     async def order(self, command: lm.OrderLspChannel) -> LspOrder:
         """Record the order (or find it again for the same key); raises ``OrderRefused``."""
@@ -153,23 +155,27 @@ class LspOrders:
         order_id = state.lsp_order_id
         if self._now_ms() >= state.answer_deadline_ms:
             return lm.RecordLspOrderReport(lsp_order_id=order_id, stage="no_answer")
+        if order_id in self._asked:
+            # create_order is not idempotent: sent once by this process, never again. Without
+            # an answer by the deadline the order fails unpaid (an order the LSP made anyway
+            # expires there). After a restart it may be sent again; only the first answer is
+            # recorded (a second remote order is refused), so at most one is ever paid.
+            return None
         requested = await self._requested(order_id)
         try:
             await self._lsps.ready(requested.lsp_pubkey, timeout_s=self._timeout_s)
+        except (LspsTimeout, LspsUnavailable, TimeoutError) as exc:
+            log.info("lsp_order_lsp_unreachable", lsp_order_id=order_id, reason=str(exc))
+            return None  # nothing was sent: asked again at the next step
+        self._asked.add(order_id)
+        try:
             return await self._lsps1.create_order(order_id, requested)
         except LspsProtocolError as exc:
             log.warning("lsp_order_bad_answer", lsp_order_id=order_id, reason=str(exc))
-            return None  # nothing recorded: no answer we can read ends in no_answer
-        except (LspsTimeout, LspsUnavailable, TimeoutError):
-            # create_order is not idempotent: never send it twice. Without an answer by the
-            # deadline the order fails unpaid (an order the LSP made meanwhile expires there).
-            await self._wait_out(state)
-            return lm.RecordLspOrderReport(lsp_order_id=order_id, stage="no_answer")
-
-    async def _wait_out(self, state: LspOrder) -> None:
-        left_s = (state.answer_deadline_ms - self._now_ms()) / 1000
-        if left_s > 0:
-            await asyncio.sleep(left_s)  # the answer window is a clock, not a synchronisation
+            return None
+        except (LspsTimeout, LspsUnavailable) as exc:
+            log.info("lsp_order_no_answer", lsp_order_id=order_id, reason=str(exc))
+            return None
 
     async def _pay(self, state: LspOrder) -> lm.RecordLspOrderReport | None:
         assert state.payment_key is not None and state.invoice is not None
