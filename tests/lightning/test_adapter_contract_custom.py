@@ -150,3 +150,18 @@ async def test_an_lsps0_round_trip_through_the_adapter(adapter_env: AdapterEnv) 
         with contextlib.suppress(asyncio.CancelledError):
             await server
         await lsp.close()
+
+
+async def test_lnd_refuses_a_type_below_the_custom_range(adapter_env: AdapterEnv) -> None:
+    """lnd's lnwire.NewCustom: "msg type: N needs to be >= 32768" (CLN allows any type it
+    does not handle itself, so this is lnd's rule, and the in-process adapter's)."""
+    if adapter_env.kind.startswith("cln"):
+        pytest.skip("CLN sends types below 32768 that it does not handle itself")
+    sim = adapter_env.sim
+    async with sim.custom_messages.watch(PEER) as inbox:
+        with pytest.raises(NodeError) as refused:
+            await adapter_env.adapter.send_custom_message(
+                peer_pubkey=sim.node(PEER).pubkey, message_type=32767, data=b"{}"
+            )
+        assert inbox.empty()
+    assert "32768" in str(refused.value)
