@@ -165,3 +165,22 @@ async def test_lnd_refuses_a_type_below_the_custom_range(adapter_env: AdapterEnv
             )
         assert inbox.empty()
     assert "32768" in str(refused.value)
+
+
+async def test_the_stream_breaks_with_node_error_when_the_node_goes_offline(
+    adapter_env: AdapterEnv,
+) -> None:
+    async with live_stream(adapter_env):
+        pass  # the stream was live; now read a fresh one and stop the node under it
+    stream = adapter_env.adapter.custom_messages()
+    reading = asyncio.ensure_future(anext(stream))
+    try:
+        await adapter_env.set_offline(True)
+        with pytest.raises(NodeError):
+            async with asyncio.timeout(2 * CONDITION_TIMEOUT_S):
+                await reading
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, NodeError, StopAsyncIteration):
+            await reading
+        await stream.aclose()
