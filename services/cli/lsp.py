@@ -60,9 +60,17 @@ def register(subparsers: Any) -> None:
                        help="the same key, the same order (default: new, printed)")  # fmt: skip
     order.add_argument("--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
                        help="follow the order this long (default 60)")  # fmt: skip
+    run = sub.add_parser("run", help="follow every open order of our node of a region")
+    run.add_argument("--region", required=True, metavar="R", help="our region")
+    run.add_argument("--node", metavar="NAME|URI", help="our node (default: the region's first)")
+    run.add_argument("--caller-id", default="local", help="the orders' caller (it pays them)")
+    run.add_argument("--corridor", metavar="C", help="the corridor that pays (default us-eu)")
+    run.add_argument("--poll-s", type=float, default=2.0, metavar="S",
+                     help="between rounds (default 2)")  # fmt: skip
+    run.add_argument("--once", action="store_true", help="one round, then exit")
     get = sub.add_parser("get", help="one order: its state, events and exceptions")
     get.add_argument("order_id", metavar="ID", help="the order's id (lsp-...)")
-    for parser, verb in ((info, "info"), (order, "order"), (get, "get")):
+    for parser, verb in ((info, "info"), (order, "order"), (run, "run"), (get, "get")):
         state_dir_option(parser)
         json_option(parser)
         parser.set_defaults(handler=f"services.cli.lsp:{verb}_command")
@@ -78,12 +86,14 @@ def _nodes(state_dir: Path) -> list[dict[str, Any]]:
     return list(listed)
 
 
-def _our_node(args: argparse.Namespace, state_dir: Path) -> str:
+def _our_node(args: argparse.Namespace, state_dir: Path) -> tuple[str, str]:
+    """(name, adapter URI) of our node that talks to the LSP."""
     from services.cli.errors import UsageError
     from services.executor.nodes import resolve_node
 
     if args.node and "://" in args.node:
-        return str(resolve_node(args.node, region=args.region, state_dir=state_dir).uri)
+        resolved = resolve_node(args.node, region=args.region, state_dir=state_dir)
+        return resolved.name, str(resolved.uri)
     ours = [
         n for n in _nodes(state_dir)
         if n.get("role") == "ours" and n.get("region") == args.region
@@ -91,13 +101,15 @@ def _our_node(args: argparse.Namespace, state_dir: Path) -> str:
     ]  # fmt: skip
     if not ours:
         raise UsageError(f"no node of ours in region {args.region!r} ({args.node or 'any'})")
-    name = ours[0]["name"]
-    return str(resolve_node(f"sim://{name}", region=args.region, state_dir=state_dir).uri)
+    name = str(ours[0]["name"])
+    return name, str(resolve_node(f"sim://{name}", region=args.region, state_dir=state_dir).uri)
 
 
 def _lsp_pubkey(args: argparse.Namespace, state_dir: Path) -> str:
     from services.cli.errors import UsageError
 
+    if getattr(args, "lsp", None) is None:
+        return ""  # `run`: each order names its LSP
     if len(args.lsp) == PUBKEY_HEX_CHARS and all(c in "0123456789abcdef" for c in args.lsp):
         return str(args.lsp)
     for node in _nodes(state_dir):
@@ -107,7 +119,8 @@ def _lsp_pubkey(args: argparse.Namespace, state_dir: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any, str]]:
+async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any, str, str]]:
+    """(adapter, LSPS client, LSP pubkey, our node's name)."""
     from services.endpoints import DEFAULT_STATE_DIR
     from services.logging import configure_logging
 
@@ -116,10 +129,11 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any, str
     from services.lsps.client import LspsClient
 
     state_dir = args.state_dir or DEFAULT_STATE_DIR
-    adapter = adapter_for(_our_node(args, state_dir))
+    name, uri = _our_node(args, state_dir)
+    adapter = adapter_for(uri)
     try:
         async with LspsClient(adapter) as client:
-            yield adapter, client, _lsp_pubkey(args, state_dir)
+            yield adapter, client, _lsp_pubkey(args, state_dir), name
     finally:
         await adapter.close()
 
@@ -128,7 +142,7 @@ async def info_command(args: argparse.Namespace) -> int:
     from services.cli import output
     from services.lsps.lsps1 import Lsps1Client
 
-    async with _client(args) as (adapter, client, lsp):
+    async with _client(args) as (adapter, client, lsp, _):
         await client.ready(lsp, timeout_s=LSP_CALL_TIMEOUT_S)
         info = await Lsps1Client(client, adapter, timeout_s=LSP_CALL_TIMEOUT_S).get_info(lsp)
     if args.json:
@@ -157,14 +171,14 @@ async def order_command(args: argparse.Namespace) -> int:
     store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
     nc = await connect(stack.nats_url, name="corridor-lsp", creds=resolve(args.state_dir).path)
     try:
-        async with _client(args) as (adapter, client, lsp):
+        async with _client(args) as (adapter, client, lsp, node_name):
             intents = EngineIntents(nc, caller=caller, corridor=args.corridor or "us-eu")
             orders = LspOrders(
                 store=store, node=adapter, lsps=client, intents=intents, caller=caller,
                 timeout_s=LSP_CALL_TIMEOUT_S,
             )  # fmt: skip
             command = lm.OrderLspChannel(
-                idempotency_key=key, region=args.region, node=args.node or args.region,
+                idempotency_key=key, region=args.region, node=node_name,
                 lsp_pubkey=lsp, lsp_balance_msat=args.lsp_balance_sat * MSAT_PER_SAT,
                 client_balance_msat=args.client_balance_sat * MSAT_PER_SAT,
                 max_fee_msat=args.max_fee_sat * MSAT_PER_SAT,
@@ -177,6 +191,46 @@ async def order_command(args: argparse.Namespace) -> int:
         await nc.close()
         await store.close()
     return _print(args, state, [])
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from schemas.common import Caller
+    from services.cli.credentials import resolve
+    from services.cli.engine import connect
+    from services.endpoints import find_stack
+    from services.eventstore.postgres import PostgresEventStore
+    from services.lsps.follower import LspOrderFollower
+    from services.lsps.intents import EngineIntents
+    from services.lsps.orders import LspOrders
+
+    stack = find_stack(args.state_dir)
+    caller = Caller(id=args.caller_id, kind="service")
+    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
+    nc = await connect(stack.nats_url, name="corridor-lsp", creds=resolve(args.state_dir).path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with _client(args) as (adapter, client, _, node_name):
+            orders = LspOrders(
+                store=store, node=adapter, lsps=client, caller=caller,
+                intents=EngineIntents(nc, caller=caller, corridor=args.corridor or "us-eu"),
+                timeout_s=LSP_CALL_TIMEOUT_S,
+            )  # fmt: skip
+            follower = LspOrderFollower(orders, store, node=node_name)
+            if args.once:
+                await follower.round()
+            else:
+                await follower.run(poll_s=args.poll_s, stop=stop)
+            print(json.dumps({"open": sorted(follower.open)}))
+    finally:
+        await nc.close()
+        await store.close()
+    return 0
 
 
 async def get_command(args: argparse.Namespace) -> int:

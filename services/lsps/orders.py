@@ -189,6 +189,11 @@ class LspOrders:
     async def _pay(self, state: LspOrder) -> lm.RecordLspOrderReport | None:
         assert state.payment_key is not None and state.invoice is not None
         assert state.order_total_msat is not None
+        if state.caller != self._caller:
+            # An intent's idempotency is per caller: another caller's runner would make a
+            # second intent for the same invoice. Only the order's own caller pays it.
+            log.info("lsp_order_not_our_caller", lsp_order_id=state.lsp_order_id)
+            return None
         intent_id = await self._intents.pay(
             key=state.payment_key, invoice=state.invoice, amount_msat=state.order_total_msat,
             max_fee_msat=state.max_routing_fee_msat,

@@ -80,3 +80,17 @@ def test_corridor_lsp_info_order_and_get(stack_with_lsp: Path) -> None:
         "LspOrderCompleted",
     ]
     assert view["exceptions"] == []
+
+    # An order left open by `order` (no waiting) is run to its end by `lsp run`.
+    quick = [*ask[:-3], "--idempotency-key", "cli-2", "--wait-s", "0", "--json"]
+    left = json.loads(run_cli(*quick).stdout)
+    assert left["status"] in ("requested", "paying"), left
+    deadline = time.monotonic() + 60
+    while True:
+        ran = run_cli("lsp", "run", *sd, "--region", "us", "--once")
+        assert ran.returncode == 0, ran.stderr
+        view = json.loads(run_cli("lsp", "get", *sd, left["lsp_order_id"], "--json").stdout)
+        if view["status"] == "completed":
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)  # a poll of the CLI with a deadline

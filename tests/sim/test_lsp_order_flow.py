@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from schemas import lsp_messages as lm
@@ -17,6 +18,7 @@ from schemas.common import Caller
 from services.eventstore.memory import InMemoryEventStore
 from services.lightning.sim_direct import SimNodeAdapter
 from services.lsps.client import LspsClient
+from services.lsps.follower import LspOrderFollower
 from services.lsps.orders import ANSWER_WINDOW_MS, IntentOutcome, LspOrders
 from services.sim.lsp import LspOptions, SimLsp
 from services.sim.network import SimNetwork
@@ -160,4 +162,49 @@ async def test_two_runners_of_one_order_record_one_remote_order_and_pay_one_key(
         assert set(flow.intents.asked) == {f"lsp-order:{state.lsp_order_id}"}
     finally:
         await alice.close()
+        await lsp.stop()
+
+
+async def test_only_the_orders_caller_pays_it(flow: Flow) -> None:
+    """An intent's key is per caller: a runner of another caller never submits one for the
+    order (it would be a second intent for the same invoice)."""
+    lsp = SimLsp(flow.network, "lsp", options=LspOptions(min_initial_lsp_balance_sat=1))
+    await lsp.start()
+    alice = SimNodeAdapter(flow.network, "alice")
+    stranger = IntentsTwin()
+    try:
+        async with LspsClient(alice) as client:
+            other = LspOrders(
+                store=flow.orders._store, node=alice, lsps=client, intents=stranger,
+                caller=Caller(id="operator-2", kind="human"), timeout_s=0.2,
+                now_ms=lambda: int(flow.clock[0] * 1000),
+            )  # fmt: skip
+            state = await flow.orders.order(order(flow, "k6"))
+            state = await flow.orders.step(state.lsp_order_id)
+            assert state.status == "paying"
+            for _ in range(2):
+                assert (await other.step(state.lsp_order_id)).status == "paying"
+        assert stranger.asked == [] and flow.intents.asked == []
+    finally:
+        await alice.close()
+        await lsp.stop()
+
+
+async def test_the_follower_steps_the_open_orders_of_its_node_only(flow: Flow) -> None:
+    lsp = SimLsp(flow.network, "lsp", options=LspOptions(min_initial_lsp_balance_sat=1))
+    await lsp.start()
+    try:
+        ours = await flow.orders.order(order(flow, "k7"))
+        elsewhere = await flow.orders.order(msgspec.structs.replace(order(flow, "k8"), node="bob"))
+        follower = LspOrderFollower(flow.orders, flow.orders._store, node="alice")
+        await follower.round()
+        assert follower.open == {ours.lsp_order_id}
+        await follower.round()
+        assert flow.intents.asked == [f"lsp-order:{ours.lsp_order_id}"]
+        assert (await flow.orders.state(elsewhere.lsp_order_id)).status == "requested"  # type: ignore[union-attr]
+        flow.clock[0] += 4000  # past the invoice's expiry: the LSP fails the unpaid order
+        await follower.round()
+        assert follower.open == set()
+        assert (await flow.orders.state(ours.lsp_order_id)).outcome == "expired_unpaid"  # type: ignore[union-attr]
+    finally:
         await lsp.stop()
