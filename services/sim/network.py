@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -23,6 +23,7 @@ from services.sim.chain import Chain
 from services.sim.channel_ops import ChannelOps
 from services.sim.errors import NodeOffline, SimError
 from services.sim.faults import SimFaults
+from services.sim.interception import InterceptAction, SimInterceptedHtlc
 from services.sim.ledger import PaymentLedger
 from services.sim.payments import PaymentEngine
 from services.sim.records import (
@@ -32,6 +33,7 @@ from services.sim.records import (
     SimNode,
     SimPayment,
     SimPendingChannel,
+    SimRouteHint,
     SimWallet,
 )
 from services.sim.state import NetworkState
@@ -167,6 +169,7 @@ class SimNetwork:
         for _ in range(blocks):
             self._state.chain.mine(self._now_s())
             self._ops.on_block()
+            self._engine.auto_fail_intercepted(self._state.chain.height)
         events, self._block_events = self._block_events, set()
         for event in events:
             event.set()
@@ -188,11 +191,14 @@ class SimNetwork:
         push_msat: int = 0,
         memo: str = "",
         policy: PolicySpec | None = None,
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> SimFundingTx:
         """Broadcast a funding transaction to ``peer`` (a name or pubkey); the channel is
-        pending until mined deep enough. Raises ``ChannelRefused`` or ``NodeOffline``."""
+        pending until mined deep enough (usable at once under an alias with ``zero_conf``).
+        Raises ``ChannelRefused`` or ``NodeOffline``."""
         self._state.node(opener)
-        return self._ops.open(
+        funding = self._ops.open(
             opener,
             peer,
             amount_sat=amount_sat,
@@ -200,7 +206,11 @@ class SimNetwork:
             sat_per_vbyte=sat_per_vbyte,
             memo=memo,
             policy=policy,
+            zero_conf=zero_conf,
+            private=private,
         )
+        self._kick()
+        return funding
 
     def close_channel(self, node: str, channel_ref: str, *, sat_per_vbyte: int) -> str:
         """Cooperatively close; the closing txid. Raises ``ChannelRefused`` or ``NodeOffline``."""
@@ -215,6 +225,58 @@ class SimNetwork:
         self._state.node(node)
         return self._ops.wallet_of(node)
 
+    # HTLC interception (interception.py, ADR 0260).
+
+    def enable_interception(self, node: str) -> None:
+        """Hold HTLCs for unknown next channels at ``node`` from now on (lnd's
+        ``requireinterceptor``, a CLN ``htlc_accepted`` plugin)."""
+        self._state.node(node)
+        self._engine.intercepts.enabled.add(node)
+
+    def intercepted_htlcs(self, node: str) -> list[SimInterceptedHtlc]:
+        """The HTLCs ``node`` holds for its interception client, oldest first."""
+        self._state.node(node)
+        return self._engine.intercepts.held_at(node)
+
+    @contextlib.contextmanager
+    def watch_interceptions(self, node: str) -> Iterator[asyncio.Queue[SimInterceptedHtlc]]:
+        """A queue that receives each HTLC ``node`` newly holds, while the context is open."""
+        self._state.node(node)
+        # Unbounded as the other watchers: the node holds at most HELD_HTLCS_MAX.
+        queue: asyncio.Queue[SimInterceptedHtlc] = asyncio.Queue()
+
+        def listener(htlc: SimInterceptedHtlc) -> None:
+            if htlc.node == node:
+                queue.put_nowait(htlc)
+
+        self._engine.intercepts.listeners.append(listener)
+        try:
+            yield queue
+        finally:
+            self._engine.intercepts.listeners.remove(listener)
+
+    def resolve_intercepted(
+        self,
+        node: str,
+        circuit_key: tuple[str, int],
+        action: InterceptAction,
+        *,
+        preimage: str | None = None,
+        out_amount_msat: int = 0,
+        out_wire_custom_records: dict[int, bytes] | None = None,
+    ) -> None:
+        """Settle, fail or resume a held HTLC; raises ``InterceptError``."""
+        self._state.node(node)
+        self._engine.resolve_intercepted(
+            node,
+            circuit_key,
+            action,
+            preimage=preimage,
+            out_amount_msat=out_amount_msat,
+            out_wire_custom_records=out_wire_custom_records,
+        )
+        self._kick()
+
     # Invoices.
 
     def create_invoice(
@@ -225,8 +287,11 @@ class SimNetwork:
         expiry_s: int,
         *,
         preimage: str | None = None,
+        route_hint: SimRouteHint | None = None,
+        jit_fee_max_msat: int = 0,
     ) -> SimInvoice:
         """A new invoice of ``node``; ``preimage`` (hex) is the caller's choice when given.
+        ``route_hint`` and ``jit_fee_max_msat`` make it an LSPS2 invoice (bLIP-52 section 3).
 
         Raises ``InvoiceExists`` if ``node`` already has an invoice for that preimage's hash,
         ``ValueError`` for bad arguments, ``NodeOffline``.
@@ -242,6 +307,8 @@ class SimNetwork:
             memo=memo,
             expiry_s=expiry_s,
             preimage=preimage,
+            route_hint=route_hint,
+            jit_fee_max_msat=jit_fee_max_msat,
         )
 
     def create_hold_invoice(

@@ -137,6 +137,8 @@ class NetworkState:
                 for htlc_id, htlc in sorted(channel.htlcs.items())
             ),
             push_msat=channel.push_msat,
+            private=channel.private,
+            zero_conf=channel.zero_conf,
         )
 
     def channels_of(self, name: str) -> list[SimChannel]:
