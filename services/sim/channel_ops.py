@@ -76,6 +76,7 @@ class _Opening:
     # A zero-conf channel is routable from broadcast on (under its alias); its funding
     # transaction confirming changes nothing but the opening's bookkeeping.
     zero_conf_channel: ChannelState | None = None
+    private: bool = False
 
 
 @dataclass(slots=True)
@@ -175,12 +176,13 @@ class ChannelOps:
             funding_output=0,
             memo=memo,
             policy={opener: used, peer_node.name: PolicySpec()},
+            private=private,
         )
         self._opening[tx.txid] = opening
         if zero_conf:
             self._aliases += 1
             opening.zero_conf_channel = self._activate(
-                opening, channel_id=f"{ALIAS_FIRST_BLOCK}x{self._aliases}x0", private=private
+                opening, channel_id=f"{ALIAS_FIRST_BLOCK}x{self._aliases}x0"
             )
         return SimFundingTx(
             txid=tx.txid,
@@ -270,9 +272,7 @@ class ChannelOps:
         horizon = self._chain.height - ONCHAIN_FORGET_BLOCKS
         self._closed = [(c, height) for c, height in self._closed if height > horizon]
 
-    def _activate(
-        self, opening: _Opening, *, channel_id: str | None = None, private: bool = False
-    ) -> ChannelState:
+    def _activate(self, opening: _Opening, *, channel_id: str | None = None) -> ChannelState:
         zero_conf = channel_id is not None
         if channel_id is None:
             channel_id = self._short_channel_id(opening.funding_txid, opening.funding_output)
@@ -290,7 +290,7 @@ class ChannelOps:
             funding_output=opening.funding_output,
             memo=opening.memo,
             push_msat=opening.push_msat,
-            private=private,
+            private=opening.private,
             zero_conf=zero_conf,
         )
         self._state.channels[channel_id] = channel

@@ -233,6 +233,10 @@ class SimNetwork:
         self._state.node(node)
         self._engine.intercepts.enabled.add(node)
 
+    def interception_enabled(self, node: str) -> bool:
+        self._state.node(node)
+        return node in self._engine.intercepts.enabled
+
     def intercepted_htlcs(self, node: str) -> list[SimInterceptedHtlc]:
         """The HTLCs ``node`` holds for its interception client, oldest first."""
         self._state.node(node)
