@@ -335,6 +335,8 @@ class ClnAdapter:
         sat_per_vbyte: int,
         push_msat: int = 0,
         memo: str = "",
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> ChannelOpening:
         """fundchannel: answers once the funding transaction is broadcast.
 
@@ -354,6 +356,10 @@ class ClnAdapter:
         }
         if push_msat:
             payload["push_msat"] = push_msat
+        if private:
+            payload["announce"] = False
+        if zero_conf:
+            payload["mindepth"] = 0
         funded = await self._chain_call("fundchannel", payload)
         return ChannelOpening(
             channel_point=f"{funded['txid']}:{funded['outnum']}",

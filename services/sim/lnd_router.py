@@ -43,8 +43,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._node = gate.node_name
         self._interceptor = HtlcInterceptorHandler(network, gate)
 
-    def HtlcInterceptor(self, request_iterator: Any, context: _Context) -> AsyncIterator[Any]:
-        return self._interceptor.serve(request_iterator, context)
+    async def HtlcInterceptor(self, request_iterator: Any, context: _Context) -> AsyncIterator[Any]:
+        async for message in self._interceptor.serve(request_iterator, context):
+            yield message
 
     async def SendPaymentV2(self, request: Any, context: _Context) -> AsyncIterator[Any]:
         try:

@@ -9,8 +9,8 @@ as to lnd only as far as it uses these:
 - ``lnrpc.Lightning`` (``lnd_lightning.py``, ``lnd_invoices.py``): GetInfo, ChannelBalance,
   ListChannels, ListPayments, DecodePayReq, AddInvoice, LookupInvoice, ListInvoices,
   SubscribeInvoices;
-- ``routerrpc.Router`` (``lnd_router.py``): SendPaymentV2, TrackPaymentV2, HtlcInterceptor
-  (``lnd_interceptor.py``);
+- ``routerrpc.Router`` (``lnd_router.py``): SendPaymentV2, TrackPaymentV2,
+  HtlcInterceptor (``lnd_interceptor.py``);
 - ``invoicesrpc.Invoices`` (``lnd_invoicesrpc.py``): AddHoldInvoice, SettleInvoice,
   CancelInvoice, LookupInvoiceV2 (by payment hash), SubscribeSingleInvoice.
 
