@@ -32,6 +32,7 @@ from schemas.dead_letters import (
     ReplayDeadLetters,
 )
 from schemas.events import EVENT_TYPES
+from schemas.jit_messages import JIT_COMMAND_TYPES, JIT_EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
@@ -183,6 +184,13 @@ def documents() -> dict[str, dict[str, Any]]:
     for name, channel_event in CHANNEL_OP_EVENT_TYPES.items():
         out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
             channel_event, "event", channel_event.VERSION
+        )
+    # JIT channel sales (issue 19, ADR 0261).
+    for jit_cmd in JIT_COMMAND_TYPES:
+        out[f"commands/{jit_cmd.__name__}.v1.json"] = _document(jit_cmd, "command", 1)
+    for name, jit_event in JIT_EVENT_TYPES.items():
+        out[f"events/{name}.v{jit_event.VERSION}.json"] = _document(
+            jit_event, "event", jit_event.VERSION
         )
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):

@@ -127,6 +127,7 @@ class JitHtlcIntercepted(EventData, frozen=True, kw_only=True):
     forward ``forward_msat`` with ``opening_fee_msat`` as extra_fee. Signed (ADR 0234)."""
 
     sale_id: str
+    region: str  # with ``node``: where the relay dispatches the order
     node: str
     client_pubkey: str
     htlc_key: str

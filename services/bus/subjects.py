@@ -118,6 +118,13 @@ CHANNEL_VERBS: Final = {
     "channel_close": "CloseChannel",
     "channel_report": "RecordChannelOpReport",
 }
+# JIT channel sales (ADR 0261), request/reply under the intents prefix: the LSP node's
+# executor's ``jit_sell.<node>``, ``jit_htlc.<node>`` and ``jit_report.<node>``.
+JIT_VERBS: Final = {
+    "jit_sell": "SellJitChannel",
+    "jit_htlc": "RecordJitHtlc",
+    "jit_report": "RecordJitReport",
+}
 
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import jit_messages as jm
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
@@ -25,7 +26,13 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
-from services.engine.ids import channel_op_id_for, fingerprint, intent_id_for, receive_id_for
+from services.engine.ids import (
+    channel_op_id_for,
+    fingerprint,
+    intent_id_for,
+    jit_sale_id_for,
+    receive_id_for,
+)
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
@@ -50,6 +57,7 @@ class CommandEnvelope:
         | WebhookCommand
         | ReceiveCommand
         | cm.ChannelOpCommand
+        | jm.JitCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -64,7 +72,9 @@ class CommandEnvelope:
 
     def __post_init__(self) -> None:
         # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
-        if self.principal is not None and not isinstance(self.command, cm.CHANNEL_OP_COMMAND_TYPES):
+        if self.principal is not None and not isinstance(
+            self.command, (*cm.CHANNEL_OP_COMMAND_TYPES, *jm.JIT_COMMAND_TYPES)
+        ):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
                 "the intake binds every command to the identity its payload names"
@@ -110,6 +120,12 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
         item.stream_id = command.op_id
+        return
+    if isinstance(command, jm.SellJitChannel):  # ADR 0261
+        item.stream_id = jit_sale_id_for(command.node, command.client_pubkey, command.request_id)
+        return
+    if isinstance(command, jm.RecordJitHtlc | jm.RecordJitReport):
+        item.stream_id = command.sale_id
         return
     if isinstance(command, cm.OpenChannel | cm.CloseChannel):
         # The operator's id from the credential and its key name the operation.
@@ -161,7 +177,7 @@ def actor(envelope: CommandEnvelope) -> str:
     the sender its command names, in the roles the subjects give them."""
     if envelope.principal is not None:
         return envelope.principal.actor
-    if isinstance(envelope.command, cm.CHANNEL_OP_COMMAND_TYPES):
+    if isinstance(envelope.command, (*cm.CHANNEL_OP_COMMAND_TYPES, *jm.JIT_COMMAND_TYPES)):
         return "corridor"
     claimed = claimed_identity(envelope.command)
     if claimed is None:

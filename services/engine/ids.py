@@ -52,6 +52,25 @@ def receive_id_for(caller_id: str, idempotency_key: str) -> str:
 _CHANNEL_OP_NS_BYTES = uuid.UUID("9a41c7e2-0d5b-4f3a-b6e8-5c2d7f1a3e90").bytes
 
 
+_JIT_NS_BYTES = uuid.UUID("5f0c2b7a-3e41-4d9c-a8b6-71e2d9c4f035").bytes
+# JIT SCIDs sit in lnd's alias range (from block 16_000_000, ADR 0261): no confirmed channel
+# has such a short channel id, so a route hint with one can only mean a sale.
+_JIT_SCID_FIRST_BLOCK = 16_000_000
+
+
+def jit_sale_id_for(node: str, client_pubkey: str, request_id: str) -> str:
+    """A JIT channel sale's stream: ``jit-`` and a UUID of (our node, client, the client's
+    request id), so a retried ``lsps2.buy`` is the same sale (ADR 0261)."""
+    return "jit-" + _uuid5(_JIT_NS_BYTES, f"{node}\x1f{client_pubkey}\x1f{request_id}")
+
+
+def jit_scid_for(sale_id: str) -> str:
+    """The sale's ``jit_channel_scid``: ``BLOCKxTXxOUT`` from its id, in the alias range."""
+    digest = uuid.UUID(sale_id.removeprefix("jit-")).int
+    block = _JIT_SCID_FIRST_BLOCK + (digest >> 100) % 700_000  # block is 24 bits
+    return f"{block}x{(digest >> 40) % (1 << 24)}x{digest % (1 << 16)}"
+
+
 def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
     """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
     of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""

@@ -23,6 +23,7 @@ from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
+from services.engine.jit_planning import JIT_COMMANDS, JitCache, JitPlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
 from services.engine.receive_cache import ReceiveCache
@@ -56,7 +57,9 @@ class Planner:
         receives: ReceivePlanner | None = None,
         receive_cache: ReceiveCache | None = None,
         channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
+        jit_sales: tuple[JitPlanner, JitCache] | None = None,
     ) -> None:
+        self._jit_sales = jit_sales
         self._receives = receives
         self._receive_cache = receive_cache
         self._channel_ops = channel_ops
@@ -145,6 +148,14 @@ class Planner:
                 ops, committed = self._channel_ops
                 op = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
                 ops.plan(plan, item, command, op, now_ms=now_ms)
+                continue
+            if isinstance(command, JIT_COMMANDS):  # ADR 0261
+                if self._jit_sales is None:
+                    plan.replies.append(rejected(errors.Unavailable("JIT channels are not set up")))
+                    continue
+                sales, committed_sales = self._jit_sales
+                sale = plan.jit_sales.get(item.stream_id) or committed_sales.get(item.stream_id)
+                sales.plan(plan, item, command, sale, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

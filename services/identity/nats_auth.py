@@ -199,6 +199,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.outcome.{{node}}",
                 f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
                 f"{_API}.channel_report.{{node}}",  # its channel operations (ADR 0234)
+                f"{_API}.jit_sell.{{node}}",  # the JIT channels it sells (ADR 0261)
+                f"{_API}.jit_htlc.{{node}}",
+                f"{_API}.jit_report.{{node}}",
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",

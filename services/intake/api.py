@@ -37,7 +37,12 @@ INFLIGHT_MAX = 4096
 Q = TypeVar("Q")
 # Payments' verbs, receives' (ADR 0220) and channel operations' (ADR 0234): request/reply
 # under one prefix.
-_INTENT_VERBS = {**subjects.VERBS, **subjects.RECEIVE_VERBS, **subjects.CHANNEL_VERBS}
+_INTENT_VERBS = {
+    **subjects.VERBS,
+    **subjects.RECEIVE_VERBS,
+    **subjects.CHANNEL_VERBS,
+    **subjects.JIT_VERBS,  # ADR 0261
+}
 
 
 def _query(msg: Message, expected: type[Q]) -> Q:

@@ -12,6 +12,7 @@ import msgspec
 from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENTS
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
+from schemas.jit_messages import JIT_EVENT_TYPES, JIT_ORDER_EVENTS
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services import tracing
@@ -21,7 +22,9 @@ from services.eventstore.port import NewEvent, StoredEvent
 
 # Events that are also work orders on the dispatch stream: payments', receives' (ADR 0220)
 # and channel operations' (ADR 0234).
-ORDER_EVENT_TYPES = frozenset({"IntentDispatched", "ReceiveDispatched", *CHANNEL_ORDER_EVENTS})
+ORDER_EVENT_TYPES = frozenset(
+    {"IntentDispatched", "ReceiveDispatched", *CHANNEL_ORDER_EVENTS, *JIT_ORDER_EVENTS}
+)
 # How long a publish's acknowledgements may take before the batch counts as failed.
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
@@ -115,6 +118,7 @@ def names_an_owner(event_type: str) -> bool:
         (event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT)
         or event_type in RECEIVE_EVENT_TYPES
         or event_type in CHANNEL_OP_EVENT_TYPES
+        or event_type in JIT_EVENT_TYPES
     )
 
 

@@ -147,6 +147,7 @@ def _htlc(state: JitChannel | None, command: jm.RecordJitHtlc, ctx: JitContext) 
     return [
         jm.JitHtlcIntercepted(
             sale_id=state.sale_id,
+            region=state.region,
             node=state.node,
             client_pubkey=state.client_pubkey,
             htlc_key=command.htlc_key,
