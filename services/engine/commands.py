@@ -31,6 +31,7 @@ from services.engine.ids import (
     fingerprint,
     intent_id_for,
     jit_sale_id_for,
+    jit_scid_for,
     receive_id_for,
 )
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
@@ -122,7 +123,8 @@ def prepare(item: QueuedCommand) -> None:
         item.stream_id = command.op_id
         return
     if isinstance(command, jm.SellJitChannel):  # ADR 0261
-        item.stream_id = jit_sale_id_for(command.node, command.client_pubkey, command.request_id)
+        scid = jit_scid_for(command.node, command.client_pubkey, command.request_id)
+        item.stream_id = jit_sale_id_for(command.node, scid)
         return
     if isinstance(command, jm.RecordJitHtlc | jm.RecordJitReport):
         item.stream_id = command.sale_id

@@ -58,17 +58,20 @@ _JIT_NS_BYTES = uuid.UUID("5f0c2b7a-3e41-4d9c-a8b6-71e2d9c4f035").bytes
 _JIT_SCID_FIRST_BLOCK = 16_000_000
 
 
-def jit_sale_id_for(node: str, client_pubkey: str, request_id: str) -> str:
-    """A JIT channel sale's stream: ``jit-`` and a UUID of (our node, client, the client's
-    request id), so a retried ``lsps2.buy`` is the same sale (ADR 0261)."""
-    return "jit-" + _uuid5(_JIT_NS_BYTES, f"{node}\x1f{client_pubkey}\x1f{request_id}")
-
-
-def jit_scid_for(sale_id: str) -> str:
-    """The sale's ``jit_channel_scid``: ``BLOCKxTXxOUT`` from its id, in the alias range."""
-    digest = uuid.UUID(sale_id.removeprefix("jit-")).int
-    block = _JIT_SCID_FIRST_BLOCK + (digest >> 100) % 700_000  # block is 24 bits
+def jit_scid_for(node: str, client_pubkey: str, request_id: str) -> str:
+    """A sale's ``jit_channel_scid`` (``BLOCKxTXxOUT``, in the alias range) from (our node,
+    the client, the client's request id): a retried ``lsps2.buy`` gets the same SCID."""
+    digest = int.from_bytes(
+        hashlib.sha256(f"jit-scid\x1f{node}\x1f{client_pubkey}\x1f{request_id}".encode()).digest()
+    )
+    block = _JIT_SCID_FIRST_BLOCK + (digest >> 100) % 700_000  # a block number is 24 bits
     return f"{block}x{(digest >> 40) % (1 << 24)}x{digest % (1 << 16)}"
+
+
+def jit_sale_id_for(node: str, jit_scid: str) -> str:
+    """A JIT channel sale's stream: ``jit-`` and a UUID of (our node, its SCID), so the
+    executor that sees an HTLC for the SCID names the sale without asking (ADR 0261)."""
+    return "jit-" + _uuid5(_JIT_NS_BYTES, f"{node}\x1f{jit_scid}")
 
 
 def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:

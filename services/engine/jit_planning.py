@@ -96,10 +96,11 @@ class JitPlanner:
                 return
             if state is not None and state.node != principal.id:
                 state = None  # another node's sale reads as not found
-        ctx = JitContext(
-            sale_id=item.stream_id, jit_scid=jit_scid_for(item.stream_id), now_ms=now_ms,
-            policy=self._policy,
-        )  # fmt: skip
+        if isinstance(command, jm.SellJitChannel):
+            scid = jit_scid_for(command.node, command.client_pubkey, command.request_id)
+        else:
+            scid = (state.jit_scid or "") if state is not None else ""
+        ctx = JitContext(sale_id=item.stream_id, jit_scid=scid, now_ms=now_ms, policy=self._policy)
         decision = decide(state, command, ctx)
         if isinstance(decision, Refusal):
             error = errors.CorridorError(

@@ -45,6 +45,7 @@ from services.executor.errors import (
     WorkOrderTooNew,
 )
 from services.executor.health_publisher import publish_health
+from services.executor.jit_executor import is_jit_order, jit_lsp_for
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
 from services.executor.receive_order import is_receive_order
@@ -93,6 +94,7 @@ class Executor:
         jitter: random.Random | None = None,
         follow_invoices: bool = True,
         now_s: Callable[[], float] = time.time,
+        jit_lsp: bool = False,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
@@ -138,6 +140,8 @@ class Executor:
         # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
         self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
         self._follow_invoices = follow_invoices
+        # The LSP side of JIT channels (ADR 0261): intercept, and carry out JIT orders.
+        self._jit = jit_lsp_for(self, node) if jit_lsp else None
 
     def stop(self) -> None:
         """Stop taking work; running payments get ``stop_grace_s`` to reach a decision."""
@@ -170,6 +174,8 @@ class Executor:
                 side.append(health)
                 if self._follow_invoices:
                     side += self._receives.start_watchers()
+                if self._jit is not None:
+                    side.append(asyncio.create_task(self._jit.intercept(), name="executor-jit"))
                 log.info("executor_started")
                 self.ready.set()
                 await self._pull(sub)
@@ -282,6 +288,9 @@ class Executor:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         if is_receive_order(msg.data):  # a receive's invoice to create or watch (ADR 0220)
             await self._receives.handle(msg)
+            return
+        if self._jit is not None and is_jit_order(msg.data):  # JIT channels (ADR 0261)
+            await self._jit.handle(msg, self._refuse)
             return
         if is_channel_order(msg.data):  # channel opens and closes (ADR 0234)
             assert self._verifier is not None, "run() does not start without a verifier"
