@@ -9,6 +9,7 @@ credential's (the subject token), never a payload field.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Final
 
@@ -31,6 +32,7 @@ from services.engine.event_codec import to_new_events
 from services.engine.ids import jit_scid_for
 from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
+from services.settings import Settings
 from services.signing.jit_orders import sign_jit_orders
 from services.signing.port import Signer
 
@@ -48,6 +50,15 @@ DEFAULT_JIT_POLICY: Final = JitPolicy(
     channel_headroom_ppm=10_000,
     cltv_expiry_delta=80,
 )
+
+
+def jit_policy_from(settings: Settings) -> JitPolicy:
+    """The default policy with the settings' fee caps (ADR 0262)."""
+    return dataclasses.replace(
+        DEFAULT_JIT_POLICY,
+        fee_max_msat=settings.jit_fee_max_msat,
+        fee_max_ppm=settings.jit_fee_max_ppm,
+    )
 
 
 class JitCache(StreamStateCache[JitChannel]):

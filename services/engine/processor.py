@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
+from services.domain.jit_channels import JitPolicy
 from services.domain.policy import Policy
 from services.domain.principal import Principal
 from services.domain.routing import Router
@@ -29,7 +30,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
-from services.engine.jit_planning import JitCache, JitPlanner
+from services.engine.jit_planning import DEFAULT_JIT_POLICY, JitCache, JitPlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -68,6 +69,7 @@ class CommandProcessor:
         committed: CommittedBatches | None = None,
         key_lookup: AgentKeyLookup | None = None,
         webhooks: WebhookBook | None = None,
+        jit_policy: JitPolicy = DEFAULT_JIT_POLICY,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -105,7 +107,10 @@ class CommandProcessor:
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
             channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
-            jit_sales=(JitPlanner(new_id=ids.new_id, signer=signer), self.jit_sales),
+            jit_sales=(
+                JitPlanner(new_id=ids.new_id, signer=signer, policy=jit_policy),
+                self.jit_sales,
+            ),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,

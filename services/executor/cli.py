@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
         help="keysend secret shared by the node's workers "
         "(default STATE_DIR/executor-keysend.secret)",
     )
+    parser.add_argument(
+        "--jit-lsp",
+        action="store_true",
+        help="sell JIT channels on this node (LSPS2, ADR 0261): intercept HTLCs for sold "
+        "SCIDs (also on for the nodes in the jit_lsp_nodes setting; needs --node-name)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -83,6 +89,7 @@ async def _run(args: argparse.Namespace) -> int:
             secret_path=args.secret_file,
             duplicate_window_s=settings.jetstream_duplicate_window_s,
             creds=args.creds,
+            jit_lsp_nodes=[*settings.jit_lsp_nodes, *([args.node_name] if args.jit_lsp else [])],
         )
     except (NodeUriError, KeyFileError, ValueError) as exc:
         print(f"corridor: error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.bus.jetstream import resolve_creds
@@ -34,6 +35,7 @@ def build_executor(
     limits: ExecutorLimits | None = None,
     duplicate_window_s: int = 120,
     creds: Path | None = None,
+    jit_lsp_nodes: Sequence[str] = (),
 ) -> Executor:
     """Raises ``NodeUriError`` for a node that cannot be resolved or opened, and
     ``KeyFileError`` when ``state_dir/keys`` holds no engine public key (ADR 0063).
@@ -62,4 +64,6 @@ def build_executor(
         duplicate_window_s=duplicate_window_s,
         creds=resolve_creds(creds, fallback=seed_path(state_dir, "executor", resolved.name)),
         verifier=FileKeyring(keys_dir(state_dir) / PUBLIC_KEYS_FILE),
+        # An LSP node's executor intercepts and carries out JIT orders (ADR 0261).
+        jit_lsp=resolved.name in jit_lsp_nodes,
     )

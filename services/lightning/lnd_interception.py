@@ -85,6 +85,7 @@ class LndInterceptorStream:
 
     def __init__(self) -> None:
         self._outbox: asyncio.Queue[Any] | None = None
+        self._router: Any = None
 
     async def held(self, router: Any, metadata: Any) -> AsyncIterator[HeldHtlc]:
         if self._outbox is not None:
@@ -96,7 +97,8 @@ class LndInterceptorStream:
                 yield await outbox.get()
 
         # No deadline: the stream lives as long as we intercept.
-        call = router.HtlcInterceptor(responses(), metadata=metadata)
+        self._router = router
+        call = self._router.HtlcInterceptor(responses(), metadata=metadata)
         self._outbox = outbox
         try:
             async for request in call:
