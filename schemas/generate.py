@@ -33,6 +33,7 @@ from schemas.dead_letters import (
 )
 from schemas.events import EVENT_TYPES
 from schemas.jit_messages import JIT_COMMAND_TYPES, JIT_EVENT_TYPES
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES, LSP_ORDER_EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
@@ -191,6 +192,13 @@ def documents() -> dict[str, dict[str, Any]]:
     for name, jit_event in JIT_EVENT_TYPES.items():
         out[f"events/{name}.v{jit_event.VERSION}.json"] = _document(
             jit_event, "event", jit_event.VERSION
+        )
+    # LSP orders (issue 19, ADR 0251).
+    for lsp_cmd in LSP_ORDER_COMMAND_TYPES:
+        out[f"commands/{lsp_cmd.__name__}.v1.json"] = _document(lsp_cmd, "command", 1)
+    for name, lsp_event in LSP_ORDER_EVENT_TYPES.items():
+        out[f"events/{name}.v{lsp_event.VERSION}.json"] = _document(
+            lsp_event, "event", lsp_event.VERSION
         )
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):

@@ -110,6 +110,11 @@ PLUGINS: Final = (
         "channel opens and closes on our nodes, as operator intents (prints JSON)",
     ),
     (
+        "lsp",
+        "services.cli.lsp",
+        "inbound channels from an external LSP over LSPS1: info, order, get",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",

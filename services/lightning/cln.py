@@ -37,6 +37,7 @@ from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
     ChannelOpening,
+    CustomMessage,
     DecodedInvoice,
     DuplicateInvoice,
     FailureReason,
@@ -80,6 +81,10 @@ DUPLICATE_INVOICE_CODES: Final = frozenset({900, 901})
 # follower (a thread blocked in the call) ends within this; 904 "Timed out" just loops.
 INVOICE_WAIT_SLICE_S: Final = 5
 INVOICE_WAIT_TIMED_OUT: Final = 904
+# How long one long poll of Corridor's CLN plugin (``corridor-waitcustommsgs``, ADR 0250)
+# waits: short enough that a dead node shows within a slice plus the call timeout.
+CUSTOMMSG_WAIT_SLICE_S: Final = 5
+JSONRPC_INVALID_REQUEST: Final = -32600
 CLN_NETWORK_TO_OURS: Final = {
     "bitcoin": "mainnet",
     "testnet": "testnet",
@@ -310,6 +315,57 @@ class ClnAdapter:
                 )
             cursor = status.pay_index
             yield status
+
+    # -- custom messages (LSPS0's transport, ADR 0250) ----------------------------------------
+
+    async def send_custom_message(
+        self, *, peer_pubkey: str, message_type: int, data: bytes
+    ) -> None:
+        """sendcustommsg: ``msg`` is the 2-byte big-endian type followed by the data."""
+        msg = message_type.to_bytes(2, "big").hex() + data.hex()
+        try:
+            await self._call(
+                "sendcustommsg",
+                {"node_id": peer_pubkey, "msg": msg},
+                duplicate_codes=frozenset({JSONRPC_INVALID_REQUEST}),
+            )
+        except _Duplicate as exc:
+            # -32600 is both "No such peer"/"Peer is not connected" and a refused type.
+            not_connected = "peer" in exc.message.lower()
+            raise NodeError(
+                FailureReason.NO_ROUTE if not_connected else FailureReason.INCORRECT_DETAILS,
+                f"cln sendcustommsg failed: {exc.message[:ERROR_DETAIL_CHARS_MAX]}",
+            ) from None
+
+    async def custom_messages(self) -> AsyncIterator[CustomMessage]:
+        """Long polls of the Corridor plugin's ``corridor-waitcustommsgs`` (ADR 0250):
+        lightningd hands custom messages only to plugins. The first call takes the cursor
+        (messages from now on); each next one waits a slice for messages after it."""
+        try:
+            start = await self._call("corridor-waitcustommsgs", {})
+        except NodeError as exc:
+            raise NodeError(
+                exc.reason, f"{exc} (is Corridor's CLN plugin loaded? see ADR 0250)"
+            ) from None
+        cursor = int(start["next_index"])
+        while True:
+            got = await self._call(
+                "corridor-waitcustommsgs",
+                {"after_index": cursor, "timeout": CUSTOMMSG_WAIT_SLICE_S},
+                timeout_s=CUSTOMMSG_WAIT_SLICE_S + self._timeout_s,
+            )
+            if got.get("missed"):
+                log.warning("cln_custom_messages_missed", missed=got["missed"])
+            for entry in got["messages"]:
+                raw = bytes.fromhex(entry["payload"])
+                if len(raw) < 2:
+                    continue  # not a message: the plugin's ring never holds one
+                yield CustomMessage(
+                    peer_pubkey=str(entry["peer_id"]),
+                    message_type=int.from_bytes(raw[:2], "big"),
+                    data=raw[2:],
+                )
+            cursor = max(cursor, int(got["next_index"]))
 
     async def pending_channels(self) -> list[PendingChannel]:
         listed = await self._call("listpeerchannels")

@@ -38,6 +38,7 @@ from services.lightning.port import (
     PAYMENT_PAGE_MAX,
     Channel,
     ChannelOpening,
+    CustomMessage,
     DecodedInvoice,
     DuplicateInvoice,
     FailureReason,
@@ -332,6 +333,49 @@ class LndAdapter:
             raise _node_error("SubscribeInvoices", exc) from None
         except asyncio.CancelledError:
             raise _closed_unless_cancelled("SubscribeInvoices") from None
+        finally:
+            call.cancel()
+
+    # -- custom messages (LSPS0's transport, ADR 0250) ----------------------------------------
+
+    async def send_custom_message(
+        self, *, peer_pubkey: str, message_type: int, data: bytes
+    ) -> None:
+        """SendCustomMessage; lnd answers ``NOT_FOUND`` for a peer that is not connected."""
+        request = lightning_pb2.SendCustomMessageRequest(
+            peer=bytes.fromhex(peer_pubkey), type=message_type, data=data
+        )
+        try:
+            await self._unary("lightning", "SendCustomMessage", request, raw_errors=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NodeError(
+                    FailureReason.NO_ROUTE, f"lnd SendCustomMessage failed: {_detail(exc)}"
+                ) from None
+            raise _node_error("SendCustomMessage", exc) from None
+
+    async def custom_messages(self) -> AsyncIterator[CustomMessage]:
+        """One SubscribeCustomMessages stream for as long as the caller reads."""
+        self._connect()
+        call = self._lightning.SubscribeCustomMessages(
+            lightning_pb2.SubscribeCustomMessagesRequest(), metadata=self._auth.metadata
+        )
+        try:
+            while True:
+                message = await call.read()
+                if message is _EOF:
+                    raise NodeError(
+                        FailureReason.NODE_UNAVAILABLE, "lnd ended SubscribeCustomMessages"
+                    )
+                yield CustomMessage(
+                    peer_pubkey=message.peer.hex(),
+                    message_type=message.type,
+                    data=bytes(message.data),
+                )
+        except grpc.aio.AioRpcError as exc:
+            raise _node_error("SubscribeCustomMessages", exc) from None
+        except asyncio.CancelledError:
+            raise _closed_unless_cancelled("SubscribeCustomMessages") from None
         finally:
             call.cancel()
 

@@ -224,6 +224,24 @@ class NodePaymentPage(msgspec.Struct, frozen=True, kw_only=True):
     next_index: int
 
 
+class CustomMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One BOLT 1 custom message a peer sent to our node (LND SubscribeCustomMessages, CLN's
+    ``custommsg`` hook through the Corridor plugin, ADR 0250). ``data`` excludes the 2-byte
+    type, which is ``message_type``."""
+
+    peer_pubkey: str
+    message_type: int
+    data: bytes
+
+
+# BOLT 1: a message is at most 65535 bytes, the 2-byte type included, so the payload is at
+# most 65533 (lnd's lnwire.MaxMsgBody); CLN's sendcustommsg refuses longer too.
+CUSTOM_MESSAGE_DATA_BYTES_MAX: Final = 65533
+# BOLT 1's custom range starts at 32768; lnd refuses lower types without a dev build.
+CUSTOM_MESSAGE_TYPE_MIN: Final = 32768
+CUSTOM_MESSAGE_TYPE_MAX: Final = 65535
+
+
 class NodeError(Exception):
     """Raised for a node call that failed as a whole (not a payment outcome).
 
@@ -330,6 +348,22 @@ class NodePort(Protocol):
 
     def payment_updates(self, payment_hash: str) -> AsyncIterator[PaymentResult]:
         """Stream of updates for one payment, ending at a final result (LND TrackPaymentV2)."""
+        ...
+
+    async def send_custom_message(
+        self, *, peer_pubkey: str, message_type: int, data: bytes
+    ) -> None:
+        """Send one custom message to a connected peer (LND SendCustomMessage, CLN
+        sendcustommsg). Delivery is best effort: the node only queues it. ``message_type``
+        is odd and within the custom range; ``data`` at most ``CUSTOM_MESSAGE_DATA_BYTES_MAX``.
+        Raises ``NodeError`` (``NO_ROUTE`` when the peer is not connected)."""
+        ...
+
+    def custom_messages(self) -> AsyncIterator[CustomMessage]:
+        """Every custom message that reaches the node from the moment the stream is read,
+        in arrival order (LND SubscribeCustomMessages, CLN's ``custommsg`` hook through the
+        Corridor plugin). Does not end on its own; raises ``NodeError`` if the node goes
+        away. Messages that arrive while nobody reads are not kept, as on the nodes."""
         ...
 
     async def close(self) -> None: ...

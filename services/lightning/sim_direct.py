@@ -34,9 +34,13 @@ from services.lightning.payments import (
     liquidity_of,
 )
 from services.lightning.port import (
+    CUSTOM_MESSAGE_DATA_BYTES_MAX,
+    CUSTOM_MESSAGE_TYPE_MAX,
+    CUSTOM_MESSAGE_TYPE_MIN,
     PAYMENT_PAGE_MAX,
     Channel,
     ChannelOpening,
+    CustomMessage,
     DecodedInvoice,
     DuplicateInvoice,
     FailureReason,
@@ -57,6 +61,7 @@ from services.lightning.port import (
     WalletBalance,
 )
 from services.sim.channel_ops import ChannelRefused
+from services.sim.custom_messages import PeerNotConnected, SimCustomMessage
 from services.sim.errors import (
     InvalidPaymentRequest,
     InvoiceExists,
@@ -217,6 +222,52 @@ class SimNodeAdapter:
             yield
         finally:
             self._followers.discard(stop)
+
+    # -- custom messages (LSPS0's transport, ADR 0250) ----------------------------------------
+
+    async def send_custom_message(
+        self, *, peer_pubkey: str, message_type: int, data: bytes
+    ) -> None:
+        """As lnd's SendCustomMessage: a type below the custom range or an oversized message
+        is refused, and so is a peer that is not connected."""
+        await self._answer("sendcustommessage")
+        if not CUSTOM_MESSAGE_TYPE_MIN <= message_type <= CUSTOM_MESSAGE_TYPE_MAX:
+            raise NodeError(
+                FailureReason.INCORRECT_DETAILS,
+                f"sim sendcustommessage: msg type {message_type} needs to be >= "
+                f"{CUSTOM_MESSAGE_TYPE_MIN}",
+            )
+        if len(data) > CUSTOM_MESSAGE_DATA_BYTES_MAX:
+            raise NodeError(FailureReason.INCORRECT_DETAILS, "sim sendcustommessage: too large")
+        try:
+            self._network.custom_messages.send(self._node.name, peer_pubkey, message_type, data)
+        except PeerNotConnected:
+            raise NodeError(
+                FailureReason.NO_ROUTE, "sim sendcustommessage: peer is not connected"
+            ) from None
+        except NodeOffline:
+            raise self._offline("sendcustommessage") from None
+
+    async def custom_messages(self) -> AsyncIterator[CustomMessage]:
+        """The network's custom messages to this node; raises ``NodeError`` once the node goes
+        offline or the adapter closes, as the RPC adapters' streams break."""
+        await self._answer("subscribecustommessages")
+        async with self._network.custom_messages.watch(self._node.name) as queue:
+            with self._offline_signal() as stop, self._follower(stop):
+                while True:
+                    message = await _next_or_offline(_drain(queue), stop)
+                    if message is None:
+                        if self._closed:
+                            raise NodeError(
+                                FailureReason.NODE_UNAVAILABLE,
+                                "sim subscribecustommessages: closed",
+                            )
+                        raise self._offline("subscribecustommessages")
+                    yield CustomMessage(
+                        peer_pubkey=message.sender_pubkey,
+                        message_type=message.message_type,
+                        data=message.data,
+                    )
 
     # -- channel operations (issue 18): not served yet --------------------------------------
 
@@ -589,3 +640,8 @@ async def _next_or_offline(subscription: AsyncIterator[_T], offline: asyncio.Eve
     if next_update.done() and not next_update.cancelled():
         return next_update.result()  # an update that arrived with the outage still counts
     return None
+
+
+async def _drain(queue: asyncio.Queue[SimCustomMessage]) -> AsyncGenerator[SimCustomMessage, None]:
+    """One item of ``queue`` (a fresh generator per read: a cancelled read closes only it)."""
+    yield await queue.get()

@@ -9,6 +9,9 @@ Served: ``help``, ``getinfo``, ``listpeerchannels``, ``listfunds``, ``decode``; 
 (``cln_invoices.py``): ``invoice``, ``listinvoices``, ``waitanyinvoice``, ``waitinvoice``;
 every other command is ``Unknown command``.
 
+Custom messages (``cln_custom.py``): ``sendcustommsg``, and the ``custommsg`` hook of the
+plugins the node runs (``cln_plugins.py``), whose RPC methods it forwards (ADR 0250).
+
 Payments: ``xpay`` (the default of our adapter) and the deprecated ``pay`` and ``keysend``.
 Each attempt is one sendpay part; xpay's parts count from 1 in a random group
 (plugins/xpay/xpay.c), pay's and keysend's are part 0 of the next group, so ``listsendpays``,
@@ -21,7 +24,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,10 +34,12 @@ from services.lightning.port import DecodedInvoice, FailureReason
 from services.sim import cln_chain
 from services.sim import cln_views as views
 from services.sim.cln_chain import ClnChainMethods
+from services.sim.cln_custom import ClnCustomMessages
 from services.sim.cln_invoices import ClnInvoices
 from services.sim.cln_params import msat as _msat
 from services.sim.cln_params import non_negative_int as _int
 from services.sim.cln_params import required as _required
+from services.sim.cln_plugins import HookCheck, PluginHost
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists
 from services.sim.jsonrpc import (
     CATCHALL,
@@ -148,6 +153,7 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
     "listinvoices": ("label", "invstring", "payment_hash", "offer_id", "index", "start", "limit"),
     "waitanyinvoice": ("lastpay_index", "timeout"),
     "waitinvoice": ("label",),
+    "sendcustommsg": ("node_id", "msg"),
     # doc/schemas/help.json upstream (not among the conformance copies).
     "help": ("command",),
 }
@@ -163,6 +169,7 @@ REQUIRED_PARAMETERS: Final[dict[str, int]] = {
     "waitinvoice": 1,
     "fundchannel": 2,
     "close": 1,
+    "sendcustommsg": 2,
 }
 
 
@@ -204,7 +211,15 @@ class _Scripted:
 
 
 class ClnNodeServer:
-    def __init__(self, network: SimNetwork, node: str, socket_path: Path) -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        node: str,
+        socket_path: Path,
+        *,
+        plugins: Sequence[Sequence[str]] = (),
+        hook_check: HookCheck | None = None,
+    ) -> None:
         self._network = network
         self._node = network.node(node)
         assert self._node.implementation == "cln", f"{node} is not a CLN node"
@@ -230,6 +245,15 @@ class ClnNodeServer:
         # On-chain and channel-lifecycle commands, listpeerchannels and listfunds among them.
         self._chain = ClnChainMethods(network, self._node.name, self._node.pubkey)
         self._methods.update(self._chain.methods())
+        self._plugin_commands = [list(command) for command in plugins]
+        self.plugins = PluginHost(
+            lightning_dir=str(socket_path.parent),
+            rpc_file=str(socket_path),
+            network=network.network,
+            check=hook_check,
+        )
+        self._custom = ClnCustomMessages(network, self._node.name, self.plugins)
+        self._methods.update(self._custom.methods())
 
     @property
     def node(self) -> str:
@@ -273,6 +297,9 @@ class ClnNodeServer:
             raise scripted
 
     async def start(self) -> None:
+        for command in self._plugin_commands:
+            await self.plugins.start(command)
+        self._custom.start()
         self._network.add_node_listener(self._on_node_state)
         if self._network.is_online(self._node.name):
             await self._rpc.start()
@@ -283,6 +310,8 @@ class ClnNodeServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._rpc.stop()
+        await self._custom.stop()
+        await self.plugins.stop()
 
     def _on_node_state(self, name: str, online: bool) -> None:
         if name != self._node.name:
@@ -298,6 +327,8 @@ class ClnNodeServer:
         if latency_s:
             await asyncio.sleep(latency_s)
         handler = self._methods.get(method)
+        if handler is None and self.plugins.has_method(method):
+            return await self.plugins.call_method(method, params)
         if handler is None:
             raise RpcFailure(JSONRPC_METHOD_NOT_FOUND, f"Unknown command '{method}'")
         named = _named(method, params)
@@ -742,10 +773,16 @@ class ClnNodeServer:
 
 
 async def start_cln_node_server(
-    network: SimNetwork, node: str, *, socket_path: Path
+    network: SimNetwork,
+    node: str,
+    *,
+    socket_path: Path,
+    plugins: Sequence[Sequence[str]] = (),
+    hook_check: HookCheck | None = None,
 ) -> ClnNodeServer:
-    """Serve ``node`` (a CLN node of ``network``) on ``socket_path`` until ``stop()``."""
-    server = ClnNodeServer(network, node, socket_path)
+    """Serve ``node`` (a CLN node of ``network``) on ``socket_path`` until ``stop()``, with
+    ``plugins`` (commands) running as lightningd runs them."""
+    server = ClnNodeServer(network, node, socket_path, plugins=plugins, hook_check=hook_check)
     await server.start()
     return server
 

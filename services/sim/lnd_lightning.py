@@ -15,6 +15,7 @@ from services.lightning.lnd_proto import lightning_pb2 as ln
 from services.lightning.lnd_proto import lightning_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.lnd_chain import ChainServicerMixin, full_channel
+from services.sim.lnd_custom import CustomMessageServicerMixin
 from services.sim.lnd_gate import NodeGate
 from services.sim.lnd_invoices import LightningInvoices
 from services.sim.lnd_payments import lnd_visible
@@ -27,7 +28,10 @@ LIST_PAYMENTS_MAX: Final = 1000
 
 
 class LightningServicer(
-    ChainServicerMixin, LightningInvoices, lightning_pb2_grpc.LightningServicer
+    ChainServicerMixin,
+    CustomMessageServicerMixin,
+    LightningInvoices,
+    lightning_pb2_grpc.LightningServicer,
 ):
     def __init__(self, network: Any, gate: NodeGate) -> None:
         self._network = network

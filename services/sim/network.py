@@ -21,6 +21,7 @@ from services.bolt11.codec import decode_invoice
 from services.lightning.port import DecodedInvoice
 from services.sim.chain import Chain
 from services.sim.channel_ops import ChannelOps
+from services.sim.custom_messages import CustomMessageHub
 from services.sim.errors import NodeOffline, SimError
 from services.sim.faults import SimFaults
 from services.sim.interception import InterceptAction, SimInterceptedHtlc
@@ -71,6 +72,7 @@ class SimNetwork:
             on_schedule=self._kick,
         )
         self._ops = ChannelOps(state, state.chain)
+        self._custom_messages = CustomMessageHub(state)
         # Set (and dropped) at each new block: waiters for confirmations take a fresh one.
         self._block_events: set[asyncio.Event] = set()
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
@@ -154,6 +156,11 @@ class SimNetwork:
 
     def channel_ids(self) -> list[str]:
         return sorted(self._state.channels)
+
+    @property
+    def custom_messages(self) -> CustomMessageHub:
+        """Custom peer messages between the nodes (LSPS0's transport, ADR 0250)."""
+        return self._custom_messages
 
     # Chain, wallets and channel operations (channel_ops.py, ADR 0230).
 

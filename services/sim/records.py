@@ -12,7 +12,8 @@ import msgspec
 
 from services.lightning.port import FailureReason, RouteHop
 
-NodeRole = Literal["ours", "hub", "merchant"]
+# "lsp": an external LSP that sells inbound channels over LSPS1 (services/sim/lsp.py).
+NodeRole = Literal["ours", "hub", "merchant", "lsp"]
 Implementation = Literal["lnd", "cln"]
 InvoiceState = Literal["open", "accepted", "settled", "canceled", "expired"]
 PaymentStatus = Literal["in_flight", "succeeded", "failed"]

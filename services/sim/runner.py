@@ -52,6 +52,7 @@ class SimStack:
         self.state_dir = state_dir.resolve()
         self._lnd_host = lnd_host
         self._cln: dict[str, ClnNodeServer] = {}
+        self._lsps: list[Any] = []  # SimLsp per node of role "lsp"
         self._lnd: dict[str, Any] = {}
         self._control: ControlServer | None = None
         self._socket_dir = self._pick_socket_dir()
@@ -71,6 +72,7 @@ class SimStack:
         return self._socket_dir / CONTROL_SOCKET
 
     async def start(self) -> None:
+        from services.sim.cln_plugins import corridor_cln_plugins
         from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,11 @@ class SimStack:
             for node in self.network.nodes.values():
                 if node.implementation == "cln":
                     self._cln[node.name] = await start_cln_node_server(
-                        self.network, node.name, socket_path=self._socket_dir / f"{node.name}.sock"
+                        self.network,
+                        node.name,
+                        socket_path=self._socket_dir / f"{node.name}.sock",
+                        # Our CLN nodes run Corridor's plugin, as production's do (ADR 0250).
+                        plugins=corridor_cln_plugins() if node.role == "ours" else (),
                     )
                 else:
                     self._lnd[node.name] = await start_lnd_node_server(
@@ -87,6 +93,13 @@ class SimStack:
                         host=self._lnd_host,
                         state_dir=self.state_dir / "lnd",
                     )
+            for node in self.network.nodes.values():
+                if node.role == "lsp":
+                    from services.sim.lsp import SimLsp
+
+                    lsp = SimLsp(self.network, node.name)
+                    await lsp.start()
+                    self._lsps.append(lsp)
             self._control = ControlServer(self.network, self.control_path, self.describe_nodes)
             await self._control.start()
             if self._block_interval_s is not None:
@@ -109,12 +122,13 @@ class SimStack:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._miner
             self._miner = None
-        servers: list[Any] = [*self._cln.values(), *self._lnd.values()]
+        servers: list[Any] = [*self._lsps, *self._cln.values(), *self._lnd.values()]
         if self._control is not None:
             servers.append(self._control)
         for server in servers:
             with contextlib.suppress(Exception):
                 await server.stop()
+        self._lsps.clear()
         self._cln.clear()
         self._lnd.clear()
         self._control = None

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from services.lightning.cln import ClnAdapter, PayCommand
+from services.lightning.cln_plugin import CUSTOMMSG_PLUGIN
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import Invoice, NodePort
 from services.lightning.sim_direct import SimNodeAdapter
@@ -145,6 +147,17 @@ async def short_socket_dir() -> AsyncIterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def hook_schema_errors(hook: str, part: str, document: Any) -> list[str]:
+    """A simulated lightningd's plugin hook call or answer against cln/schemas/hook/."""
+    if not schemas_available():
+        return []
+    return schema_errors(f"hook/{hook}", document, part=part)
+
+
+# Our CLN nodes run Corridor's plugin (ADR 0250), as lightningd would with ``plugin=``.
+CORRIDOR_PLUGINS = ((sys.executable, str(CUSTOMMSG_PLUGIN)),)
+
+
 def request_schema_errors(server: ClnNodeServer) -> list[tuple[str, str]]:
     """Every logged request that CLN's request schema for its method refuses."""
     if not schemas_available():
@@ -161,7 +174,11 @@ async def cln_env(tmp_path: Path, *, pay_command: PayCommand) -> AsyncIterator[A
     network = SimNetwork.from_topology(contract_topology("cln"), seed=SEED)
     async with short_socket_dir() as sockets:
         server: ClnNodeServer = await start_cln_node_server(
-            network, "alice", socket_path=sockets / "alice.sock"
+            network,
+            "alice",
+            socket_path=sockets / "alice.sock",
+            plugins=CORRIDOR_PLUGINS,
+            hook_check=hook_schema_errors,
         )
         adapter = ClnAdapter(
             server.socket_path, timeout_s=ADAPTER_TIMEOUT_S, pay_command=pay_command
@@ -176,6 +193,7 @@ async def cln_env(tmp_path: Path, *, pay_command: PayCommand) -> AsyncIterator[A
             sent = {method for method, _ in server.requests}
             assert not sent & ({"pay", "xpay"} - {pay_command}), sent  # only the chosen command
             assert not request_schema_errors(server), request_schema_errors(server)
+            assert not server.plugins.errors, server.plugins.errors
         finally:
             await adapter.close()
             await server.stop()

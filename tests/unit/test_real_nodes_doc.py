@@ -304,7 +304,7 @@ def test_rune_grants_exactly_what_the_cln_adapter_calls() -> None:
         )
     text = DOC.read_text()
     listed = text[text.index("calls these JSON-RPC methods:") : text.index("It never calls")]
-    named = set(re.findall(r"`([a-z]+)`", listed))
+    named = set(re.findall(r"`([a-z][a-z-]*)`", listed))
     assert named == methods, "the method list in section 5 differs from the adapter's calls"
 
 
@@ -312,4 +312,9 @@ def test_cln_schemas_know_every_method() -> None:
     schemas = REPO.parent / "shared" / "conformance" / "cln" / "schemas"
     if not schemas.is_dir():
         pytest.skip(f"no CLN schemas at {schemas}")
-    assert {m for m in cln_adapter_methods() if not (schemas / f"{m}.json").exists()} == set()
+    # ``corridor-*`` methods are served by Corridor's own CLN plugin (ADR 0250), not lightningd.
+    assert {
+        m
+        for m in cln_adapter_methods()
+        if not m.startswith("corridor-") and not (schemas / f"{m}.json").exists()
+    } == set()
