@@ -69,6 +69,7 @@ async def _run(args: argparse.Namespace) -> int:
     from services.executor.errors import NodeUriError
     from services.executor.runner import build_executor
     from services.logging import configure_logging
+    from services.lsps.lsps2_server import menu_from_settings
     from services.settings import load_settings
     from services.signing.port import KeyFileError
 
@@ -90,6 +91,7 @@ async def _run(args: argparse.Namespace) -> int:
             duplicate_window_s=settings.jetstream_duplicate_window_s,
             creds=args.creds,
             jit_lsp_nodes=[*settings.jit_lsp_nodes, *([args.node_name] if args.jit_lsp else [])],
+            jit_menu=menu_from_settings(settings.jit_fee_menu),
         )
     except (NodeUriError, KeyFileError, ValueError) as exc:
         print(f"corridor: error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +35,7 @@ from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
 from services.bus.port import Bus, BusError, Delivery, PullConsumer
+from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
@@ -52,6 +53,7 @@ from services.executor.receive_order import is_receive_order
 from services.executor.receive_worker import ReceiveOrders
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
+from services.lsps.lsps2_server import DEFAULT_MENU
 from services.metrics.series import EXECUTOR_PAYMENTS
 from services.signing.orders import verify_order
 from services.signing.port import KeyFileError, SigningError, Verifier
@@ -95,6 +97,7 @@ class Executor:
         follow_invoices: bool = True,
         now_s: Callable[[], float] = time.time,
         jit_lsp: bool = False,
+        jit_menu: Sequence[FeeMenuEntry] = DEFAULT_MENU,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
@@ -141,7 +144,7 @@ class Executor:
         self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
         self._follow_invoices = follow_invoices
         # The LSP side of JIT channels (ADR 0261): intercept, and carry out JIT orders.
-        self._jit = jit_lsp_for(self, node) if jit_lsp else None
+        self._jit = jit_lsp_for(self, node, jit_menu) if jit_lsp else None
 
     def stop(self) -> None:
         """Stop taking work; running payments get ``stop_grace_s`` to reach a decision."""

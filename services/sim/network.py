@@ -73,6 +73,7 @@ class SimNetwork:
         )
         self._ops = ChannelOps(state, state.chain)
         self._custom_messages = CustomMessageHub(state)
+        self._wallet_lsps: dict[str, str] = {}
         # Set (and dropped) at each new block: waiters for confirmations take a fresh one.
         self._block_events: set[asyncio.Event] = set()
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
@@ -231,6 +232,19 @@ class SimNetwork:
     def wallet_of(self, node: str) -> SimWallet:
         self._state.node(node)
         return self._ops.wallet_of(node)
+
+    # Wallets' LSPs (lsps2_wallet.py): a payee wallet without inbound buys a JIT channel.
+
+    def set_wallet_lsp(self, wallet: str, lsp: str | None) -> None:
+        self._state.node(wallet)
+        if lsp is None:
+            self._wallet_lsps.pop(wallet, None)
+            return
+        self._state.node(lsp)
+        self._wallet_lsps[wallet] = lsp
+
+    def wallet_lsp(self, wallet: str) -> str | None:
+        return self._wallet_lsps.get(wallet)
 
     # HTLC interception (interception.py, ADR 0260).
 

@@ -19,12 +19,13 @@ import pytest
 from nats.aio.client import Client
 
 from services.bootstrap import Engine
-from services.domain.jit_channels.fees import compute_opening_fee
+from services.domain.jit_channels.fees import FeeMenuEntry, compute_opening_fee
 from services.engine.ids import jit_sale_id_for, jit_scid_for
 from services.engine.jit_planning import DEFAULT_JIT_POLICY
 from services.executor import Executor
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.nodes import adapter_for, resolve_node
+from services.lightning.lnd import LndAdapter
 from services.lightning.port import ChannelOpening, NodePort
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 from services.sim.lnd_server import LndNodeServer, start_lnd_node_server
@@ -32,6 +33,7 @@ from services.sim.network import SimNetwork
 from services.sim.records import SimRouteHint
 from services.sim.topology import NodeSpec, default_topology
 from tests.conftest import wait_for
+from tests.factories import submit
 from tests.integration.test_executor import FAST, SEED, signing_engine
 
 LSP = "us-lnd"
@@ -40,6 +42,20 @@ WALLET = "wallet-01"
 AMOUNT_MSAT = 5_000_000_000  # 5M sat: the proportional fee (6000 sat) is above the minimum
 FLOW_TIMEOUT_S = 20.0
 NOW_MS_FAR = 4_102_444_800_000  # 2100-01-01: valid_until in the future, whatever the clock
+# The LSPS2 menu of the end-to-end test: a small minimum fee, so that a first payment within
+# the default policy's auto tier (1000 sat) pays a fee within the 5 % cap.
+SMALL_MENU = (
+    FeeMenuEntry(
+        min_fee_msat=20_000,
+        proportional=1200,
+        valid_for_s=3600,
+        min_lifetime=1008,
+        max_client_to_self_delay=2016,
+        min_payment_size_msat=1000,
+        max_payment_size_msat=10_000_000_000,
+    ),
+)
+FIRST_PAY_MSAT = 1_000_000
 
 
 def params() -> dict[str, Any]:
@@ -55,6 +71,7 @@ class JitStack:
     network: SimNetwork
     state_dir: Path
     nats_url: str
+    wallet_endpoint: str = ""
 
 
 @contextlib.asynccontextmanager
@@ -64,7 +81,7 @@ async def jit_stack(tmp_path: Path, nats_url: str) -> AsyncIterator[JitStack]:
     topology = msgspec.structs.replace(topology, nodes=(*topology.nodes, wallet))
     network = SimNetwork.from_topology(topology, seed=SEED)
     servers: list[LndNodeServer] = []
-    for name in (LSP, PAYER):
+    for name in (LSP, PAYER, WALLET):
         servers.append(await start_lnd_node_server(network, name, state_dir=tmp_path / "nodes"))
     nodes = [
         {
@@ -76,24 +93,34 @@ async def jit_stack(tmp_path: Path, nats_url: str) -> AsyncIterator[JitStack]:
             "pubkey": network.node(s.node_name).pubkey,
         }
         for s in servers
+        if s.node_name != WALLET  # the payee's wallet is not ours: no executor, no endpoint
     ]
     (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": nodes}))
     try:
-        yield JitStack(network=network, state_dir=tmp_path, nats_url=nats_url)
+        wallet_endpoint = next(s.endpoint for s in servers if s.node_name == WALLET)
+        yield JitStack(
+            network=network, state_dir=tmp_path, nats_url=nats_url,
+            wallet_endpoint=wallet_endpoint,
+        )  # fmt: skip
     finally:
         for server in servers:
             await server.stop()
         await network.aclose()
 
 
-def lsp_executor(stack: JitStack, executor_id: str, wrap: Any = None) -> Executor:
-    resolved = resolve_node(f"sim://{LSP}", region="us", state_dir=stack.state_dir)
+def lsp_executor(
+    stack: JitStack, executor_id: str, wrap: Any = None, *, name: str = LSP, jit: bool = True
+) -> Executor:
+    region = stack.network.node(name).region
+    assert region is not None
+    resolved = resolve_node(f"sim://{name}", region=region, state_dir=stack.state_dir)
     node = adapter_for(resolved.uri)
     return Executor(
-        nats_url=stack.nats_url, region="us", node_name=resolved.name,
+        nats_url=stack.nats_url, region=region, node_name=resolved.name,
         node=wrap(node) if wrap else node, executor_id=executor_id,
         secret=load_or_create_secret(stack.state_dir / SECRET_FILE_NAME), limits=FAST,
-        verifier=FileKeyring(keys_dir(stack.state_dir) / PUBLIC_KEYS_FILE), jit_lsp=True,
+        verifier=FileKeyring(keys_dir(stack.state_dir) / PUBLIC_KEYS_FILE), jit_lsp=jit,
+        jit_menu=SMALL_MENU,
     )  # fmt: skip
 
 
@@ -260,4 +287,72 @@ async def test_a_restart_after_the_open_neither_reopens_nor_forwards_twice(
         assert len(payer_attempts) == 1
     finally:
         await stop(executor, task)
+    stack.network.check_invariants()
+
+
+async def test_first_payment_to_a_new_payee_through_a_jit_channel(
+    engine: Engine, nc: Client, stack: JitStack
+) -> None:
+    """The payee's wallet (an lnd node with no channel, its LSP our us-lnd) writes its invoice
+    through its own API, as `corridor sim invoice --node` asks it: it buys a JIT channel over
+    LSPS2 first. Corridor pays the invoice as an ordinary intent from eu-lnd (corridor
+    eu-asia). The fee deducted is compute_opening_fee's, within policy; all of it is events."""
+    stack.network.set_wallet_lsp(WALLET, LSP)
+    lsp = lsp_executor(stack, "us-jit")
+    payer = lsp_executor(stack, "eu-1", name=PAYER, jit=False)
+    lsp_task, payer_task = await run_executor(lsp), await run_executor(payer)
+    wallet = LndAdapter.from_uri(stack.wallet_endpoint, timeout_s=15)
+    try:
+        invoice = await wallet.create_invoice(FIRST_PAY_MSAT, "first pay", 3600)
+        decoded = stack.network.decode(invoice.payment_request)
+        assert decoded.min_final_cltv_expiry == 20  # bLIP-52's +2
+        fee = compute_opening_fee(FIRST_PAY_MSAT, 20_000, 1200)
+        assert fee == 20_000
+        msg = await nc.request(
+            "corridor.api.v1.intents.submit.alice",
+            json.dumps(
+                submit(
+                    key="first-pay", amount_msat=FIRST_PAY_MSAT, max_fee_msat=10_000,
+                    corridor="eu-asia", payment_request=invoice.payment_request,
+                    destination=None,
+                )
+            ).encode(),
+            timeout=10,
+        )  # fmt: skip
+        reply = json.loads(msg.data)
+        assert reply["ok"], reply
+        intent_id = reply["intent_id"]
+
+        async def succeeded() -> bool:
+            view = await engine.processor.view(intent_id)
+            return getattr(view, "state", None) == "settled"
+
+        await wait_for(succeeded, timeout_s=FLOW_TIMEOUT_S, what="the intent to settle")
+        [channel] = stack.network.channels_of(WALLET)
+        assert channel.local_balance_msat == FIRST_PAY_MSAT - fee  # the payee's balance
+        scid = channel.channel_id
+        assert channel.private and channel.zero_conf and scid.startswith("16000000x")
+        sales = [
+            e.stream_id
+            for e in await engine.store.read_all(after_position=0, limit=10_000)
+            if e.type == "JitChannelSold"
+        ]
+        [sale_id] = sales
+
+        async def forwarded() -> bool:
+            return "JitPaymentForwarded" in await event_types(engine, sale_id)
+
+        await wait_for(forwarded, timeout_s=FLOW_TIMEOUT_S, what="the forward's report")
+        history = await engine.store.read_stream(sale_id)
+        assert [e.type for e in history] == [
+            "JitChannelSold", "JitHtlcIntercepted", "JitChannelOpened", "JitPaymentForwarded",
+        ]  # fmt: skip
+        assert history[0].payload["client_pubkey"] == stack.network.node(WALLET).pubkey
+        assert history[3].payload["opening_fee_msat"] == fee
+        # Within policy: the cap of 5 % and 50k sat (jit_fee_max_ppm, jit_fee_max_msat).
+        assert fee * 1_000_000 <= 50_000 * FIRST_PAY_MSAT and fee <= 50_000_000
+    finally:
+        await wallet.close()
+        await stop(lsp, lsp_task)
+        await stop(payer, payer_task)
     stack.network.check_invariants()
