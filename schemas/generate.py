@@ -32,6 +32,7 @@ from schemas.dead_letters import (
     ReplayDeadLetters,
 )
 from schemas.events import EVENT_TYPES
+from schemas.payee_messages import PAYEE_COMMAND_TYPES, PAYEE_EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
@@ -183,6 +184,13 @@ def documents() -> dict[str, dict[str, Any]]:
     for name, channel_event in CHANNEL_OP_EVENT_TYPES.items():
         out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
             channel_event, "event", channel_event.VERSION
+        )
+    # Payees (issue 19, ADR 0270): no personal data in either.
+    for payee_cmd in PAYEE_COMMAND_TYPES:
+        out[f"commands/{payee_cmd.__name__}.v1.json"] = _document(payee_cmd, "command", 1)
+    for name, payee_event in PAYEE_EVENT_TYPES.items():
+        out[f"events/{name}.v{payee_event.VERSION}.json"] = _document(
+            payee_event, "event", payee_event.VERSION
         )
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):

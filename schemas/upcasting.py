@@ -25,6 +25,7 @@ from schemas import events as ev
 from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
@@ -42,6 +43,7 @@ EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
         **WEBHOOK_EVENT_TYPES,
         **RECEIVE_EVENT_TYPES,
         **CHANNEL_OP_EVENT_TYPES,  # ADR 0234
+        **PAYEE_EVENT_TYPES,  # ADR 0270
     }
 )
 

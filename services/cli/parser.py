@@ -110,6 +110,11 @@ PLUGINS: Final = (
         "channel opens and closes on our nodes, as operator intents (prints JSON)",
     ),
     (
+        "payees",
+        "services.cli.payees",
+        "payees: onboard contractors and employees to wallets they own, erase them",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
+from services.domain.payees import Payee
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.receive import ReceiveIntent
 from services.domain.reconciliation.ledger import NodeLedger
@@ -29,6 +30,7 @@ class BatchPlan:
     states: dict[str, PaymentIntent | None] = field(default_factory=dict)
     receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
     channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
+    payees: dict[str, Payee] = field(default_factory=dict)  # ADR 0270
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

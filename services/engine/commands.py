@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import payee_messages as pm
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
@@ -25,7 +26,13 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
-from services.engine.ids import channel_op_id_for, fingerprint, intent_id_for, receive_id_for
+from services.engine.ids import (
+    channel_op_id_for,
+    fingerprint,
+    intent_id_for,
+    payee_id_for,
+    receive_id_for,
+)
 from services.engine.reconciliation_planning import RECONCILIATION_COMMANDS
 from services.engine.webhook_planning import WEBHOOK_COMMANDS, endpoint_of
 from services.identity.agent_keys import AgentKey
@@ -40,6 +47,10 @@ Reply = (
 )
 
 
+# Commands that name no sender in the payload: the credential alone does (ADR 0234, 0270).
+_CREDENTIAL_ONLY = (*cm.CHANNEL_OP_COMMAND_TYPES, *pm.PAYEE_COMMAND_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
     command: (
@@ -50,6 +61,7 @@ class CommandEnvelope:
         | WebhookCommand
         | ReceiveCommand
         | cm.ChannelOpCommand
+        | pm.PayeeCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -64,7 +76,8 @@ class CommandEnvelope:
 
     def __post_init__(self) -> None:
         # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
-        if self.principal is not None and not isinstance(self.command, cm.CHANNEL_OP_COMMAND_TYPES):
+        # So do payees' commands (ADR 0270).
+        if self.principal is not None and not isinstance(self.command, _CREDENTIAL_ONLY):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
                 "the intake binds every command to the identity its payload names"
@@ -110,6 +123,16 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
         item.stream_id = command.op_id
+        return
+    if isinstance(command, pm.OnboardPayee):  # ADR 0270: like a channel operation
+        principal = item.envelope.principal
+        item.stream_id = payee_id_for(
+            principal.id if principal else "corridor", command.idempotency_key
+        )
+        item.request_fingerprint = fingerprint(command)
+        return
+    if isinstance(command, pm.ErasePayee):
+        item.stream_id = command.payee_id
         return
     if isinstance(command, cm.OpenChannel | cm.CloseChannel):
         # The operator's id from the credential and its key name the operation.
@@ -161,7 +184,7 @@ def actor(envelope: CommandEnvelope) -> str:
     the sender its command names, in the roles the subjects give them."""
     if envelope.principal is not None:
         return envelope.principal.actor
-    if isinstance(envelope.command, cm.CHANNEL_OP_COMMAND_TYPES):
+    if isinstance(envelope.command, _CREDENTIAL_ONLY):
         return "corridor"
     claimed = claimed_identity(envelope.command)
     if claimed is None:

@@ -56,3 +56,12 @@ def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
     """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
     of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""
     return "chop-" + _uuid5(_CHANNEL_OP_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")
+
+
+_PAYEE_NS_BYTES = uuid.UUID("5e0c2b7a-91d4-4c6e-8a3f-2d7b9e1c4f60").bytes
+
+
+def payee_id_for(operator_id: str, idempotency_key: str) -> str:
+    """A payee's stream and id: ``payee-`` and a UUID of (operator id, key) in a namespace of
+    its own (ADR 0270). The key itself is never recorded: it may be free text."""
+    return "payee-" + _uuid5(_PAYEE_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")

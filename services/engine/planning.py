@@ -23,6 +23,7 @@ from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
+from services.engine.payee_planning import PAYEE_COMMANDS, PayeeCache, PayeePlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
 from services.engine.receive_cache import ReceiveCache
@@ -56,7 +57,9 @@ class Planner:
         receives: ReceivePlanner | None = None,
         receive_cache: ReceiveCache | None = None,
         channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
+        payees: tuple[PayeePlanner, PayeeCache] | None = None,
     ) -> None:
+        self._payees = payees
         self._receives = receives
         self._receive_cache = receive_cache
         self._channel_ops = channel_ops
@@ -145,6 +148,14 @@ class Planner:
                 ops, committed = self._channel_ops
                 op = plan.channel_ops.get(item.stream_id) or committed.get(item.stream_id)
                 ops.plan(plan, item, command, op, now_ms=now_ms)
+                continue
+            if isinstance(command, PAYEE_COMMANDS):  # ADR 0270
+                if self._payees is None:
+                    plan.replies.append(rejected(errors.Unavailable("payees are not set up")))
+                    continue
+                payees, known = self._payees
+                payee = plan.payees.get(item.stream_id) or known.get(item.stream_id)
+                payees.plan(plan, item, command, payee, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

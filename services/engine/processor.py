@@ -29,6 +29,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
+from services.engine.payee_planning import PayeeCache, PayeePlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -96,6 +97,7 @@ class CommandProcessor:
         self.invoice_cursors = InvoiceCursors()
         # Channel operations (ADR 0234): their own committed-state cache and planner.
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
+        self.payees = PayeeCache(store, cache_max=cache_max)  # ADR 0270
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -103,13 +105,14 @@ class CommandProcessor:
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
             channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
+            payees=(PayeePlanner(new_id=ids.new_id), self.payees),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
-            channel_ops=self.channel_ops,
+            channel_ops=self.channel_ops, payees=self.payees,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -21,6 +21,7 @@ import structlog
 
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
+from schemas.payee_messages import PAYEE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
@@ -40,6 +41,7 @@ from services.engine.commands import (
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
+from services.engine.payee_planning import PayeeCache
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.receive_cache import ReceiveCache
@@ -62,6 +64,7 @@ RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
 CHOP = CHANNEL_OP_STREAM_PREFIX
+PAYEE = PAYEE_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -88,7 +91,9 @@ class WriterLoop:
         webhooks: WebhookBook | None = None,
         receives: ReceiveCache | None = None,
         channel_ops: ChannelOpCache | None = None,
+        payees: PayeeCache | None = None,
     ) -> None:
+        self._payees = payees
         self._receives = receives
         self._channel_ops = channel_ops
         self._recon = recon
@@ -217,7 +222,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, PAYEE))
                 and not assumed_new(i)
             ]
         )
@@ -228,6 +233,10 @@ class WriterLoop:
         if self._channel_ops is not None:  # channel operations (ADR 0234): always read
             await self._channel_ops.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
+            )
+        if self._payees is not None:  # payees (ADR 0270): always read
+            await self._payees.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(PAYEE)]
             )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
@@ -260,6 +269,9 @@ class WriterLoop:
         for stream_id, op in plan.channel_ops.items():
             assert self._channel_ops is not None
             self._channel_ops.remember(stream_id, op)
+        for stream_id, payee in plan.payees.items():
+            assert self._payees is not None
+            self._payees.remember(stream_id, payee)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -285,6 +297,8 @@ class WriterLoop:
                 self._receives.forget(item.stream_id)
             if self._channel_ops is not None:
                 self._channel_ops.forget(item.stream_id)
+            if self._payees is not None:
+                self._payees.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

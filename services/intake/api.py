@@ -37,7 +37,10 @@ INFLIGHT_MAX = 4096
 Q = TypeVar("Q")
 # Payments' verbs, receives' (ADR 0220) and channel operations' (ADR 0234): request/reply
 # under one prefix.
-_INTENT_VERBS = {**subjects.VERBS, **subjects.RECEIVE_VERBS, **subjects.CHANNEL_VERBS}
+_INTENT_VERBS = {
+    **subjects.VERBS, **subjects.RECEIVE_VERBS, **subjects.CHANNEL_VERBS,
+    **subjects.PAYEE_VERBS,  # ADR 0270
+}  # fmt: skip
 
 
 def _query(msg: Message, expected: type[Q]) -> Q:

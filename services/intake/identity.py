@@ -28,6 +28,7 @@ import structlog
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import payee_messages as pm
 from schemas.agent_key_messages import (
     AgentKeyCommand,
     ApproveAgentKey,
@@ -87,11 +88,15 @@ class Authenticator:
         | ReconciliationCommand
         | CallerWebhookCommand
         | ReceiveCommand
-        | cm.ChannelOpCommand,
+        | cm.ChannelOpCommand
+        | pm.PayeeCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
             return self._channel_op(token, command)
+        if isinstance(command, pm.PAYEE_COMMAND_TYPES):  # ADR 0270: operators, by credential
+            self._require("operator", token)
+            return Principal(role="operator", id=token)
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
         field, value = claimed

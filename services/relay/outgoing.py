@@ -12,6 +12,7 @@ import msgspec
 from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENTS
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services import tracing
@@ -115,6 +116,7 @@ def names_an_owner(event_type: str) -> bool:
         (event_type in EVENT_TYPES and event_type != CHECKPOINT_EVENT)
         or event_type in RECEIVE_EVENT_TYPES
         or event_type in CHANNEL_OP_EVENT_TYPES
+        or event_type in PAYEE_EVENT_TYPES
     )
 
 

@@ -12,7 +12,8 @@ import msgspec
 
 from services.lightning.port import FailureReason, RouteHop
 
-NodeRole = Literal["ours", "hub", "merchant"]
+# "wallet": a payee's own wallet node, added at runtime with no channels (ADR 0271).
+NodeRole = Literal["ours", "hub", "merchant", "wallet"]
 Implementation = Literal["lnd", "cln"]
 InvoiceState = Literal["open", "accepted", "settled", "canceled", "expired"]
 PaymentStatus = Literal["in_flight", "succeeded", "failed"]

@@ -17,9 +17,11 @@ import structlog
 
 from services.sim.cln_server import ClnNodeServer, start_cln_node_server
 from services.sim.control import ControlServer
+from services.sim.errors import TopologyError
 from services.sim.jsonrpc import UNIX_PATH_BYTES_MAX
 from services.sim.network import HOP_DELAY_S_DEFAULT, SimNetwork
-from services.sim.topology import Topology, default_topology, load_topology
+from services.sim.records import SimNode
+from services.sim.topology import NodeSpec, Topology, default_topology, load_topology
 
 log = structlog.get_logger(__name__)
 
@@ -71,23 +73,13 @@ class SimStack:
         return self._socket_dir / CONTROL_SOCKET
 
     async def start(self) -> None:
-        from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             for node in self.network.nodes.values():
-                if node.implementation == "cln":
-                    self._cln[node.name] = await start_cln_node_server(
-                        self.network, node.name, socket_path=self._socket_dir / f"{node.name}.sock"
-                    )
-                else:
-                    self._lnd[node.name] = await start_lnd_node_server(
-                        self.network,
-                        node.name,
-                        host=self._lnd_host,
-                        state_dir=self.state_dir / "lnd",
-                    )
-            self._control = ControlServer(self.network, self.control_path, self.describe_nodes)
+                await self._serve(node)
+            self._control = ControlServer(
+                self.network, self.control_path, self.describe_nodes, add_node=self.add_node
+            )
             await self._control.start()
             if self._block_interval_s is not None:
                 self._miner = asyncio.get_running_loop().create_task(
@@ -97,6 +89,28 @@ class SimStack:
             await self.stop()
             raise
         log.info("sim_stack_started", nodes=len(self.network.nodes), state_dir=str(self.state_dir))
+
+    async def _serve(self, node: SimNode) -> None:
+        from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
+
+        if node.implementation == "cln":
+            self._cln[node.name] = await start_cln_node_server(
+                self.network, node.name, socket_path=self._socket_dir / f"{node.name}.sock"
+            )
+        else:
+            self._lnd[node.name] = await start_lnd_node_server(
+                self.network, node.name, host=self._lnd_host, state_dir=self.state_dir / "lnd"
+            )
+
+    async def add_node(self, spec: NodeSpec) -> dict[str, Any]:
+        """A node joining the running network, served over its real API like the others: a
+        payee's wallet (ADR 0271). Its description, as ``describe_nodes`` gives it."""
+        if len(spec.name) > _NODE_SOCKET_NAME_BYTES_MAX:
+            raise TopologyError(f"node names have at most {_NODE_SOCKET_NAME_BYTES_MAX} bytes")
+        node = self.network.add_node(spec)
+        await self._serve(node)
+        log.info("sim_node_added", node=node.name, implementation=node.implementation)
+        return self._describe(node)
 
     async def _mine_every(self, interval_s: float) -> None:
         while True:
@@ -126,17 +140,17 @@ class SimStack:
         return str(self._lnd[name].endpoint)
 
     def describe_nodes(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": node.name,
-                "role": node.role,
-                "region": node.region,
-                "implementation": node.implementation,
-                "endpoint": self.endpoint_of(node.name),
-                "pubkey": node.pubkey,
-            }
-            for node in self.network.nodes.values()
-        ]
+        return [self._describe(node) for node in self.network.nodes.values()]
+
+    def _describe(self, node: SimNode) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "role": node.role,
+            "region": node.region,
+            "implementation": node.implementation,
+            "endpoint": self.endpoint_of(node.name),
+            "pubkey": node.pubkey,
+        }
 
     def endpoints(self) -> dict[str, Any]:
         """The endpoints.json document: ``{"nodes": [...], "sim_control": path}``."""

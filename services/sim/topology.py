@@ -25,6 +25,7 @@ ONCHAIN_SAT_DEFAULT: dict[str, int] = {
     "ours": 200_000_000,  # 2 BTC
     "hub": 1_000_000_000,  # 10 BTC
     "merchant": 10_000_000,  # 0.1 BTC
+    "wallet": 0,  # a payee's new wallet: inbound liquidity comes from us (ADR 0271)
 }
 # No more bitcoin than will ever exist, per node: a bigger number is a unit mistake.
 ONCHAIN_SAT_MAX = 21_000_000 * 100_000_000
