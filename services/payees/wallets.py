@@ -94,12 +94,13 @@ class SimNetworkAccess:
         return Wallet(pubkey=node["pubkey"], node=name, implementation=node["implementation"])
 
     async def region_node(self, region: str) -> RegionNode | None:
-        """Our node in ``region`` that opens the inbound channel: the first by name."""
+        """Our node in ``region`` that opens the inbound channel: its lnd (the corridors' first
+        choice, ``settings.DEFAULT_CORRIDORS``), else the first by name."""
         if self._control is None:
             return None
         ours = sorted(
             (n for n in await self._call("nodes") if n["role"] == "ours" and n["region"] == region),
-            key=lambda n: n["name"],
+            key=lambda n: (n["implementation"] != "lnd", n["name"]),
         )
         if not ours:
             return None
