@@ -29,6 +29,9 @@ IdempotencyKey = Annotated[
 ]
 PayeeId = Annotated[str, msgspec.Meta(pattern=PAYEE_ID_PATTERN)]
 WalletNode = Annotated[str, msgspec.Meta(pattern=WALLET_NODE_PATTERN)]
+# ISO 3166-1 alpha-2, upper case, as the policy document's jurisdictions: a country, which
+# policy judges; not a person's address.
+Jurisdiction = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
 # How the payee's wallet gets inbound liquidity: a channel we open from the region's node at
 # onboarding (an ``OpenChannel`` operator intent, ADR 0234), or a just-in-time channel opened
 # on the first payment (LSPS2, bLIP-52).
@@ -45,6 +48,7 @@ class OnboardPayee(Message, frozen=True, kw_only=True):
     wallet_pubkey: NodePubkey
     wallet_node: WalletNode | None = None
     liquidity: Liquidity = "channel"
+    jurisdiction: Jurisdiction | None = None
 
 
 class ErasePayee(Message, frozen=True, kw_only=True):
@@ -62,6 +66,15 @@ class PayeeOnboarded(EventData, frozen=True, kw_only=True):
     wallet_pubkey: str
     wallet_node: str | None = None
     liquidity: Liquidity = "channel"
+    jurisdiction: str | None = None
+
+
+class PayeeFirstPayment(EventData, frozen=True, kw_only=True):
+    """The first payment intent naming this payee that policy did not refuse (ADR 0272):
+    recorded in the same append as that intent's events, so "first" survives restarts."""
+
+    payee_id: str
+    intent_id: str
 
 
 class PayeeErased(EventData, frozen=True, kw_only=True):
@@ -75,7 +88,7 @@ class PayeeErased(EventData, frozen=True, kw_only=True):
 PAYEE_COMMAND_TYPES: Final = (OnboardPayee, ErasePayee)
 PayeeCommand = OnboardPayee | ErasePayee
 PAYEE_EVENT_TYPES: dict[str, type[EventData]] = {
-    cls.__name__: cls for cls in (PayeeOnboarded, PayeeErased)
+    cls.__name__: cls for cls in (PayeeOnboarded, PayeeFirstPayment, PayeeErased)
 }
 
 

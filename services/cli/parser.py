@@ -478,6 +478,10 @@ def _submit(sub: Any) -> None:
         "--deadline-s", type=int, metavar="S", help="give up if not paid within S seconds"
     )
     submit.add_argument(
+        "--payee-id", metavar="PAYEE_ID",
+        help="an onboarded payee (`corridor payees list`): the invoice must be their wallet's",
+    )  # fmt: skip
+    submit.add_argument(
         "--metadata",
         nargs="*",
         metavar="KEY=VALUE",

@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
     onboard.add_argument("--email", help="a contact address (erasable, never logged)")
     onboard.add_argument("--region", required=True, metavar="R", help="the region paying them")
     onboard.add_argument(
+        "--jurisdiction", metavar="CC", help="their country, ISO 3166 alpha-2 (policy judges it)"
+    )
+    onboard.add_argument(
         "--liquidity",
         choices=("channel", "jit"),
         default="channel",
@@ -173,7 +176,7 @@ async def onboard_command(args: argparse.Namespace) -> int:
         body = {
             "type": "OnboardPayee", "version": 1, "idempotency_key": key, "region": args.region,
             "wallet_pubkey": wallet.pubkey, "wallet_node": wallet.node,
-            "liquidity": args.liquidity,
+            "liquidity": args.liquidity, "jurisdiction": args.jurisdiction,
         }  # fmt: skip
         reply = await engine.request(f"{subjects.API_PREFIX}.payee_onboard.{operator}", body)
         if not reply.get("ok"):
@@ -251,7 +254,8 @@ def _described(payee: Any, personal: Any) -> dict[str, Any]:
     return {
         "payee_id": payee.payee_id, "state": str(payee.status), "region": payee.region,
         "node": payee.wallet_node, "wallet_pubkey": payee.wallet_pubkey,
-        "liquidity": payee.liquidity,
+        "liquidity": payee.liquidity, "jurisdiction": payee.jurisdiction,
+        "first_payment_intent_id": payee.first_payment_intent_id,
         "name": personal.name if personal else None,
         "email": personal.email if personal else None,
     }  # fmt: skip

@@ -6,6 +6,9 @@ import hashlib
 import uuid
 from typing import Any
 
+import msgspec
+
+from schemas.commands import SubmitPaymentIntent
 from services.eventstore.hashing import canonical_json
 
 _INTENT_NS = uuid.UUID("6f1c1d8e-43a1-4a43-9a5e-1f0c7d3c2b10")
@@ -37,6 +40,12 @@ def _uuid5(namespace: bytes, name: str) -> str:
 
 
 def fingerprint(request: Any) -> str:
+    # ``payee_id`` came later (ADR 0272): without one, a submit hashes as it did before the
+    # field existed, so a retry across the upgrade still matches its intent.
+    if isinstance(request, SubmitPaymentIntent) and request.payee_id is None:
+        shape = msgspec.to_builtins(request)
+        del shape["payee_id"]
+        return hashlib.sha256(canonical_json(shape)).hexdigest()
     return hashlib.sha256(canonical_json(request)).hexdigest()
 
 

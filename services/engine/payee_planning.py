@@ -8,11 +8,12 @@ token), never from the payload, and is the payee's recorded ``caller``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from schemas import errors
 from schemas import payee_messages as pm
+from schemas.commands import SubmitPaymentIntent
 from schemas.common import Caller
 from schemas.records import EventMetadata
 from schemas.replies import CommandAccepted
@@ -24,6 +25,17 @@ from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
 
 PAYEE_COMMANDS: Final = pm.PAYEE_COMMAND_TYPES
+
+
+def named_payees(items: Sequence[QueuedCommand]) -> list[str]:
+    """The payees the batch's submits name (ADR 0272): their streams are read with it."""
+    return [
+        i.envelope.command.payee_id
+        for i in items
+        if i.error is None
+        and isinstance(i.envelope.command, SubmitPaymentIntent)
+        and i.envelope.command.payee_id
+    ]
 
 
 class PayeeCache(StreamStateCache[Payee]):

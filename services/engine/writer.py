@@ -41,7 +41,7 @@ from services.engine.commands import (
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
-from services.engine.payee_planning import PayeeCache
+from services.engine.payee_planning import PayeeCache, named_payees
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.receive_cache import ReceiveCache
@@ -237,6 +237,7 @@ class WriterLoop:
         if self._payees is not None:  # payees (ADR 0270): always read
             await self._payees.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(PAYEE)]
+                + named_payees(items)  # submits naming a payee (ADR 0272)
             )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()

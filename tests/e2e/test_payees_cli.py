@@ -126,3 +126,66 @@ def test_onboard_pay_and_erase_a_contractor(stack: tuple[Path, Path]) -> None:
     # data files, whose dead tuples vacuum reclaims (ADR 0270), nor in its logs at debug.
     assert _files_holding(state_dir, NAME.encode(), skip="postgres") == []
     assert NAME not in log_file.read_text() and EMAIL not in log_file.read_text()
+
+
+def _settled(sd: list[str], intent_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE_S
+    while (view := _json("get", *sd, intent_id))["state"] not in ("settled", "failed", "rejected"):
+        assert time.monotonic() < deadline, view["state"]
+        time.sleep(0.2)  # a poll of the CLI with a deadline
+    return dict(view)
+
+
+def _tier(view: dict[str, Any]) -> str:
+    (checked,) = [e for e in view["events"] if e["type"] == "IntentPolicyChecked"]
+    return str(checked["data"]["tier"])
+
+
+def _pay(sd: list[str], key: str, node: str, payee_id: str, *, code: int = 0) -> Any:
+    invoice = _json("sim", "invoice", *sd, "--node", node, "--amount-msat", str(AMOUNT_MSAT))
+    return _json(
+        "submit", *sd, "--caller-id", "local", "--idempotency-key", key, "--corridor", "us-asia",
+        "--amount-msat", str(AMOUNT_MSAT), "--payment-request", invoice["payment_request"],
+        "--payee-id", payee_id, code=code,
+    )  # fmt: skip
+
+
+def test_payees_are_destinations_policy_understands(stack: tuple[Path, Path]) -> None:
+    """With first-payment review switched on in the policy (two operators), the first payment
+    to a payee runs in tier review and the next in auto; an invoice that is not the payee's
+    wallet's, and a payment to an erased payee, are refused."""
+    state_dir, _ = stack
+    sd = ["--state-dir", str(state_dir)]
+    document = _json("policy", "show", *sd, "--document")
+    assert document["payees"]["first_payment_review"] is False  # off by default
+    document["version"] = 2
+    document["payees"]["first_payment_review"] = True
+    proposal = state_dir / "policy-v2.json"
+    proposal.write_text(json.dumps(document))
+    proposed = run_cli("policy", "propose", str(proposal), *sd, "--operator-id", "operator-1")
+    assert proposed.returncode == 0, proposed.stderr
+    approved = run_cli("policy", "approve", "2", *sd, "--operator-id", "operator-2")
+    assert approved.returncode == 0, approved.stderr
+
+    onboarded = _json(
+        "payees", "onboard", *sd, "--name", NAME, "--region", "asia", "--jurisdiction", "SG",
+        "--wait", "--idempotency-key", "contractor-2",
+    )  # fmt: skip
+    payee_id, node = onboarded["payee_id"], onboarded["node"]
+    assert onboarded["package"]["liquidity"]["state"] == "completed"
+
+    first = _settled(sd, _pay(sd, "payee-pay-1", node, payee_id)["intent_id"])
+    assert (first["state"], _tier(first)) == ("settled", "review"), first
+    second = _settled(sd, _pay(sd, "payee-pay-2", node, payee_id)["intent_id"])
+    assert (second["state"], _tier(second)) == ("settled", "auto"), second
+    received = next(e for e in first["events"] if e["type"] == "IntentReceived")
+    assert received["data"]["payee_id"] == payee_id
+    assert _json("payees", "get", *sd, payee_id)["first_payment_intent_id"] == first["intent_id"]
+
+    merchant = next(n["name"] for n in _json("sim", "nodes", *sd) if n["role"] == "merchant")
+    mismatch = _pay(sd, "payee-pay-3", merchant, payee_id, code=1)
+    assert mismatch["error"]["code"] == "payee_mismatch", mismatch
+
+    _json("payees", "erase", *sd, payee_id)
+    erased = _pay(sd, "payee-pay-4", node, payee_id, code=1)
+    assert erased["error"]["code"] == "payee_erased", erased

@@ -16,6 +16,7 @@ from services.domain.payees import (
     TransitionRefused,
     decide,
     evolve,
+    first_payment,
     replay,
 )
 from services.engine.ids import payee_id_for
@@ -51,7 +52,7 @@ def test_onboard_records_the_payee_without_personal_data() -> None:
     # The event's fields: ids, the wallet and the choice; the idempotency key is not one.
     assert set(msgspec.structs.asdict(onboarded)) == {
         "payee_id", "caller", "request_fingerprint", "region", "wallet_pubkey", "wallet_node",
-        "liquidity",
+        "liquidity", "jurisdiction",
     }  # fmt: skip
 
 
@@ -73,6 +74,16 @@ def test_erase_is_idempotent_and_terminal() -> None:
     assert decide(erased, erase, _ctx()) == []
     with pytest.raises(TransitionRefused):
         evolve(erased, pm.PayeeErased(payee_id=PAYEE_ID, caller=OPERATOR))
+
+
+def test_only_the_first_accepted_payment_is_marked() -> None:
+    state = replay(decide(None, _onboard(), _ctx()))  # type: ignore[arg-type]
+    assert state is not None
+    marker = first_payment(state, "intent-1")
+    assert marker == [pm.PayeeFirstPayment(payee_id=PAYEE_ID, intent_id="intent-1")]
+    marked = evolve(state, marker[0])
+    assert marked.first_payment_intent_id == "intent-1" and marked.status is PayeeStatus.ACTIVE
+    assert first_payment(marked, "intent-2") == []
 
 
 def test_erasing_an_unknown_payee_is_refused() -> None:
@@ -104,3 +115,22 @@ def test_payee_ids_are_their_own_namespace_and_wallet_names_derive_from_them() -
     assert payee_id_for("operator-2", "k1") != PAYEE_ID
     name = wallet_node_name(PAYEE_ID)
     assert name.startswith("wallet-") and len(name) == 19
+
+
+def test_a_submit_without_a_payee_keeps_the_fingerprint_it_had_before_the_field() -> None:
+    """Retries across the upgrade that added ``payee_id`` keep matching their intent."""
+    from schemas.commands import SubmitPaymentIntent
+    from services.engine.ids import fingerprint
+    from services.eventstore.hashing import canonical_json
+
+    submit = SubmitPaymentIntent(
+        idempotency_key="k", caller=Caller(id="alice", kind="service"), corridor="us-eu",
+        amount_msat=1000, max_fee_msat=10, destination=PUBKEY,
+    )  # fmt: skip
+    before_the_field = msgspec.to_builtins(submit)
+    del before_the_field["payee_id"]
+    import hashlib
+
+    assert fingerprint(submit) == hashlib.sha256(canonical_json(before_the_field)).hexdigest()
+    named = msgspec.structs.replace(submit, payee_id=PAYEE_ID)
+    assert fingerprint(named) != fingerprint(submit)

@@ -9,6 +9,7 @@ from services.domain.payees.aggregate import (
     TransitionRefused,
     decide,
     evolve,
+    first_payment,
     replay,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "TransitionRefused",
     "decide",
     "evolve",
+    "first_payment",
     "replay",
 ]

@@ -30,6 +30,7 @@ _S = PayeeStatus
 # (status before, event type) -> status after. Anything else is refused by ``evolve``.
 TRANSITIONS: Final[dict[tuple[PayeeStatus | None, str], PayeeStatus]] = {
     (None, "PayeeOnboarded"): _S.ACTIVE,
+    (_S.ACTIVE, "PayeeFirstPayment"): _S.ACTIVE,
     (_S.ACTIVE, "PayeeErased"): _S.ERASED,
 }
 
@@ -44,6 +45,9 @@ class Payee(msgspec.Struct, frozen=True, kw_only=True):
     wallet_pubkey: str
     wallet_node: str | None
     liquidity: pm.Liquidity
+    jurisdiction: str | None = None
+    # The first payment intent naming this payee that policy did not refuse (ADR 0272).
+    first_payment_intent_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,6 +88,7 @@ def decide(state: Payee | None, command: pm.PayeeCommand, ctx: PayeeContext) -> 
             payee_id=ctx.payee_id, caller=ctx.caller, request_fingerprint=ctx.request_fingerprint,
             region=command.region, wallet_pubkey=command.wallet_pubkey,
             wallet_node=command.wallet_node, liquidity=command.liquidity,
+            jurisdiction=command.jurisdiction,
         )
     ]  # fmt: skip
 
@@ -101,12 +106,25 @@ def evolve(state: Payee | None, event: EventData) -> Payee:
                 payee_id=event.payee_id, status=target, version=1, caller=event.caller,
                 request_fingerprint=event.request_fingerprint, region=event.region,
                 wallet_pubkey=event.wallet_pubkey, wallet_node=event.wallet_node,
-                liquidity=event.liquidity,
+                liquidity=event.liquidity, jurisdiction=event.jurisdiction,
             )  # fmt: skip
+        case pm.PayeeFirstPayment():
+            assert state is not None and event.payee_id == state.payee_id
+            assert state.first_payment_intent_id is None, "one first payment"
+            return msgspec.structs.replace(
+                state, version=state.version + 1, first_payment_intent_id=event.intent_id
+            )
         case pm.PayeeErased():
             assert state is not None and event.payee_id == state.payee_id
             return msgspec.structs.replace(state, status=target, version=state.version + 1)
     raise TransitionRefused(f"not a payee event: {type(event).__name__}")
+
+
+def first_payment(state: Payee, intent_id: str) -> list[EventData]:
+    """The marker for an accepted payment intent naming this payee: only for the first."""
+    if state.first_payment_intent_id is not None or state.status is not PayeeStatus.ACTIVE:
+        return []
+    return [pm.PayeeFirstPayment(payee_id=state.payee_id, intent_id=intent_id)]
 
 
 def replay(events: Iterable[EventData]) -> Payee | None:
