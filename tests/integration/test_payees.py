@@ -132,3 +132,28 @@ async def test_only_operators_onboard_and_unknown_payees_are_not_erased(
         "corridor.api.v1.intents.payee_onboard", json.dumps(onboard()).encode(), timeout=10
     )
     assert not json.loads(msg.data)["ok"]
+
+
+async def test_the_personal_data_table_grants(database_urls: RoleUrls) -> None:
+    """Exactly: the engine's role reads, writes and erases rows; the auditor's nothing; the
+    owner owns it (0006, ADR 0270)."""
+    privileges = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+    conn = await asyncpg.connect(database_urls.owner)
+    try:
+        held = {
+            role: {
+                p for p in privileges
+                if await conn.fetchval(
+                    "SELECT has_table_privilege($1, 'payee_personal_data', $2)", role, p
+                )
+            }
+            for role in ("corridor_engine", "corridor_auditor")
+        }  # fmt: skip
+        owner = await conn.fetchval(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'payee_personal_data'"
+        )
+    finally:
+        await conn.close()
+    assert held == {"corridor_engine": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+                    "corridor_auditor": set()}  # fmt: skip
+    assert owner == "corridor_owner"
