@@ -169,6 +169,10 @@ async def onboard_command(args: argparse.Namespace) -> int:
         except errors.CorridorError as exc:
             raise UsageError(f"--{exc.field}: {exc.message}") from None
         network = wallets.SimNetworkAccess.of(args.state_dir)
+        # Where the inbound channel comes from, known before anything is created.
+        region_node = await network.region_node(args.region) if network else None
+        if args.liquidity == "channel" and region_node is None:
+            raise Refused(f"no node of ours in region {args.region} to open a channel from")
         if args.wallet_pubkey:
             wallet = wallets.outside_wallet(args.wallet_pubkey)
         else:
@@ -184,14 +188,13 @@ async def onboard_command(args: argparse.Namespace) -> int:
                 output.print_json(reply)
             print(f"corridor: refused: {describe_error(reply)}", file=sys.stderr)
             return exit_codes.REFUSED
-        assert reply["intent_id"] == payee_id, "the engine names payees as payee_id_for does"
+        if reply["intent_id"] != payee_id:  # the name the wallet node and the row were given
+            raise Refused(f"the engine named the payee {reply['intent_id']}, not {payee_id}")
         async with _stores(args.state_dir) as (_, directory):
             await directory.put(personal)
-        region_node = await network.region_node(args.region) if network else None
         liquidity: dict[str, Any] = {"kind": args.liquidity}
         if args.liquidity == "channel":
-            if region_node is None:
-                raise Refused(f"no node of ours in region {args.region} to open a channel from")
+            assert region_node is not None
             liquidity |= await _channel(engine, args, operator, key, region_node, wallet.pubkey)
         else:
             liquidity["note"] = "a just-in-time channel opens on the first payment (LSPS2)"

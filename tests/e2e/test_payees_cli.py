@@ -186,6 +186,14 @@ def test_payees_are_destinations_policy_understands(stack: tuple[Path, Path]) ->
     mismatch = _pay(sd, "payee-pay-3", merchant, payee_id, code=1)
     assert mismatch["error"]["code"] == "payee_mismatch", mismatch
 
+    # No node of ours in the region: refused before any node, payee or row is made.
+    wallets = sum(1 for n in _json("sim", "nodes", *sd) if n["role"] == "wallet")
+    nowhere = run_cli("payees", "onboard", *sd, "--name", NAME, "--region", "mars", "--json")
+    assert nowhere.returncode == 1 and "no node of ours in region mars" in nowhere.stderr
+    assert NAME not in nowhere.stderr + nowhere.stdout
+    assert sum(1 for n in _json("sim", "nodes", *sd) if n["role"] == "wallet") == wallets
+    assert len(_json("payees", "list", *sd)) == 1
+
     _json("payees", "erase", *sd, payee_id)
     erased = _pay(sd, "payee-pay-4", node, payee_id, code=1)
     assert erased["error"]["code"] == "payee_erased", erased

@@ -134,3 +134,22 @@ def test_a_submit_without_a_payee_keeps_the_fingerprint_it_had_before_the_field(
     assert fingerprint(submit) == hashlib.sha256(canonical_json(before_the_field)).hexdigest()
     named = msgspec.structs.replace(submit, payee_id=PAYEE_ID)
     assert fingerprint(named) != fingerprint(submit)
+
+
+@pytest.mark.parametrize(
+    ("name", "email", "field"),
+    [("", None, "name"), ("x" * 201, None, "name"), ("Ada\x00", None, "name"),
+     ("Ada Lovelace", "not-an-address", "email"), ("Ada Lovelace", "a@" + "b" * 260, "email")],
+)  # fmt: skip
+def test_personal_data_is_checked_and_errors_never_repeat_it(
+    name: str, email: str | None, field: str
+) -> None:
+    from schemas import errors
+    from services.payees.directory import validated
+
+    with pytest.raises(errors.SchemaViolation) as refused:
+        validated(PAYEE_ID, name, email)
+    assert refused.value.field == field
+    assert "Ada" not in refused.value.message and "not-an-address" not in refused.value.message
+    kept = validated(PAYEE_ID, "  Ada Lovelace ", "ada@example.org")
+    assert kept.name == "Ada Lovelace" and "Ada" not in repr(kept)
