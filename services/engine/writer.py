@@ -300,6 +300,8 @@ class WriterLoop:
                 self._channel_ops.forget(item.stream_id)
             if self._payees is not None:
                 self._payees.forget(item.stream_id)
+                for payee_id in named_payees([item]):  # its marker may have lost a race
+                    self._payees.forget(payee_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:
