@@ -194,6 +194,14 @@ def test_payees_are_destinations_policy_understands(stack: tuple[Path, Path]) ->
     assert sum(1 for n in _json("sim", "nodes", *sd) if n["role"] == "wallet") == wallets
     assert len(_json("payees", "list", *sd)) == 1
 
+    # A just-in-time payee on a CLN wallet: the choice is recorded, no channel is asked for.
+    jit = _json("payees", "onboard", *sd, "--name", NAME, "--region", "asia",
+                "--liquidity", "jit", "--wallet-api", "cln")  # fmt: skip
+    assert jit["package"]["wallet"]["implementation"] == "cln"
+    assert jit["package"]["liquidity"]["kind"] == "jit"
+    assert "channel_intent_id" not in jit["package"]["liquidity"]
+    assert _json("payees", "get", *sd, jit["payee_id"])["liquidity"] == "jit"
+
     _json("payees", "erase", *sd, payee_id)
     erased = _pay(sd, "payee-pay-4", node, payee_id, code=1)
     assert erased["error"]["code"] == "payee_erased", erased
