@@ -27,6 +27,7 @@ from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
 from schemas.jit_messages import JIT_EVENT_TYPES
 from schemas.lsp_messages import LSP_ORDER_EVENT_TYPES
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.reconciliation_messages import RECONCILIATION_EVENT_TYPES
@@ -46,6 +47,7 @@ EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
         **CHANNEL_OP_EVENT_TYPES,  # ADR 0234
         **JIT_EVENT_TYPES,  # ADR 0261
         **LSP_ORDER_EVENT_TYPES,  # ADR 0251
+        **PAYEE_EVENT_TYPES,  # ADR 0270
     }
 )
 

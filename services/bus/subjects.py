@@ -125,6 +125,9 @@ JIT_VERBS: Final = {
     "jit_htlc": "RecordJitHtlc",
     "jit_report": "RecordJitReport",
 }
+# Payees (ADR 0270), request/reply under the intents prefix: an operator's
+# ``payee_onboard.<operator_id>`` and ``payee_erase.<operator_id>``. Not on CORRIDOR_CMD.
+PAYEE_VERBS: Final = {"payee_onboard": "OnboardPayee", "payee_erase": "ErasePayee"}
 
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
 from services.domain.jit_channels import JitChannel
+from services.domain.payees import Payee
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.receive import ReceiveIntent
 from services.domain.reconciliation.ledger import NodeLedger
@@ -31,6 +32,7 @@ class BatchPlan:
     receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
     channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     jit_sales: dict[str, JitChannel] = field(default_factory=dict)  # ADR 0261
+    payees: dict[str, Payee] = field(default_factory=dict)  # ADR 0270
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

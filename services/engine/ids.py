@@ -6,6 +6,9 @@ import hashlib
 import uuid
 from typing import Any
 
+import msgspec
+
+from schemas.commands import SubmitPaymentIntent
 from services.eventstore.hashing import canonical_json
 
 _INTENT_NS = uuid.UUID("6f1c1d8e-43a1-4a43-9a5e-1f0c7d3c2b10")
@@ -37,6 +40,12 @@ def _uuid5(namespace: bytes, name: str) -> str:
 
 
 def fingerprint(request: Any) -> str:
+    # ``payee_id`` came later (ADR 0272): without one, a submit hashes as it did before the
+    # field existed, so a retry across the upgrade still matches its intent.
+    if isinstance(request, SubmitPaymentIntent) and request.payee_id is None:
+        shape = msgspec.to_builtins(request)
+        del shape["payee_id"]
+        return hashlib.sha256(canonical_json(shape)).hexdigest()
     return hashlib.sha256(canonical_json(request)).hexdigest()
 
 
@@ -78,3 +87,12 @@ def channel_op_id_for(operator_id: str, idempotency_key: str) -> str:
     """A channel operation's stream: ``chop-`` and a UUID of (operator id, key) in a namespace
     of its own, so a payment and a channel operation with one key are two intents (ADR 0234)."""
     return "chop-" + _uuid5(_CHANNEL_OP_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")
+
+
+_PAYEE_NS_BYTES = uuid.UUID("5e0c2b7a-91d4-4c6e-8a3f-2d7b9e1c4f60").bytes
+
+
+def payee_id_for(operator_id: str, idempotency_key: str) -> str:
+    """A payee's stream and id: ``payee-`` and a UUID of (operator id, key) in a namespace of
+    its own (ADR 0270). The key itself is never recorded: it may be free text."""
+    return "payee-" + _uuid5(_PAYEE_NS_BYTES, f"{operator_id}\x1f{idempotency_key}")

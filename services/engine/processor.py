@@ -31,6 +31,7 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
 from services.engine.jit_planning import DEFAULT_JIT_POLICY, JitCache, JitPlanner
+from services.engine.payee_planning import PayeeCache, PayeePlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -100,6 +101,7 @@ class CommandProcessor:
         # Channel operations (ADR 0234): their own committed-state cache and planner.
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
         self.jit_sales = JitCache(store, cache_max=cache_max)  # ADR 0261
+        self.payees = PayeeCache(store, cache_max=cache_max)  # ADR 0270
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -111,6 +113,7 @@ class CommandProcessor:
                 JitPlanner(new_id=ids.new_id, signer=signer, policy=jit_policy),
                 self.jit_sales,
             ),
+            payees=(PayeePlanner(new_id=ids.new_id), self.payees),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
@@ -119,6 +122,7 @@ class CommandProcessor:
             receives=self.receives,
             channel_ops=self.channel_ops,
             jit_sales=self.jit_sales,
+            payees=self.payees,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

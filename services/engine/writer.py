@@ -22,6 +22,7 @@ import structlog
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
 from schemas.jit_messages import JIT_STREAM_PREFIX
+from schemas.payee_messages import PAYEE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
 from schemas.webhook_messages import WEBHOOK_STREAM_PREFIX
@@ -42,6 +43,7 @@ from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
 from services.engine.jit_planning import JitCache
+from services.engine.payee_planning import PayeeCache, named_payees
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.receive_cache import ReceiveCache
@@ -65,6 +67,7 @@ HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
 CHOP = CHANNEL_OP_STREAM_PREFIX
 JIT = JIT_STREAM_PREFIX
+PAYEE = PAYEE_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -92,7 +95,9 @@ class WriterLoop:
         receives: ReceiveCache | None = None,
         channel_ops: ChannelOpCache | None = None,
         jit_sales: JitCache | None = None,
+        payees: PayeeCache | None = None,
     ) -> None:
+        self._payees = payees
         self._receives = receives
         self._channel_ops = channel_ops
         self._jit_sales = jit_sales
@@ -222,7 +227,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, JIT))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, JIT, PAYEE))
                 and not assumed_new(i)
             ]
         )
@@ -237,6 +242,11 @@ class WriterLoop:
         if self._jit_sales is not None:  # JIT channel sales (ADR 0261): always read
             await self._jit_sales.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(JIT)]
+            )
+        if self._payees is not None:  # payees (ADR 0270): always read
+            await self._payees.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(PAYEE)]
+                + named_payees(items)  # submits naming a payee (ADR 0272)
             )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
@@ -272,6 +282,9 @@ class WriterLoop:
         for stream_id, sale in plan.jit_sales.items():
             assert self._jit_sales is not None
             self._jit_sales.remember(stream_id, sale)
+        for stream_id, payee in plan.payees.items():
+            assert self._payees is not None
+            self._payees.remember(stream_id, payee)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -299,6 +312,10 @@ class WriterLoop:
                 self._channel_ops.forget(item.stream_id)
             if self._jit_sales is not None:
                 self._jit_sales.forget(item.stream_id)
+            if self._payees is not None:
+                self._payees.forget(item.stream_id)
+                for payee_id in named_payees([item]):  # its marker may have lost a race
+                    self._payees.forget(payee_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

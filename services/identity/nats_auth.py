@@ -172,6 +172,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 # Channel opens and closes on our nodes (ADR 0234).
                 f"{_API}.channel_open.{{id}}",
                 f"{_API}.channel_close.{{id}}",
+                # Payees (ADR 0270).
+                f"{_API}.payee_onboard.{{id}}",
+                f"{_API}.payee_erase.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",

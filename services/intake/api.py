@@ -42,6 +42,7 @@ _INTENT_VERBS = {
     **subjects.RECEIVE_VERBS,
     **subjects.CHANNEL_VERBS,
     **subjects.JIT_VERBS,  # ADR 0261
+    **subjects.PAYEE_VERBS,  # ADR 0270
 }
 
 

@@ -29,6 +29,7 @@ from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
 from schemas import jit_messages as jm
+from schemas import payee_messages as pm
 from schemas.agent_key_messages import (
     AgentKeyCommand,
     ApproveAgentKey,
@@ -89,7 +90,8 @@ class Authenticator:
         | CallerWebhookCommand
         | ReceiveCommand
         | cm.ChannelOpCommand
-        | jm.JitCommand,
+        | jm.JitCommand
+        | pm.PayeeCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
@@ -100,6 +102,9 @@ class Authenticator:
             if isinstance(command, jm.SellJitChannel):
                 self._check_region(command.node, command.region)
             return Principal(role="executor", id=token)
+        if isinstance(command, pm.PAYEE_COMMAND_TYPES):  # ADR 0270: operators, by credential
+            self._require("operator", token)
+            return Principal(role="operator", id=token)
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
         field, value = claimed

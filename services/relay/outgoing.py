@@ -13,6 +13,7 @@ from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENT
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
 from schemas.jit_messages import JIT_EVENT_TYPES, JIT_ORDER_EVENTS
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
 from services import tracing
@@ -119,6 +120,7 @@ def names_an_owner(event_type: str) -> bool:
         or event_type in RECEIVE_EVENT_TYPES
         or event_type in CHANNEL_OP_EVENT_TYPES
         or event_type in JIT_EVENT_TYPES
+        or event_type in PAYEE_EVENT_TYPES
     )
 
 

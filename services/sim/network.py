@@ -38,7 +38,7 @@ from services.sim.records import (
     SimWallet,
 )
 from services.sim.state import NetworkState
-from services.sim.topology import PolicySpec, Topology
+from services.sim.topology import NodeSpec, PolicySpec, Topology
 
 # Default time an HTLC needs to cross one hop. Zero keeps benchmarks and tests fast; the
 # driver still resolves asynchronously, so callers observe "in flight" first either way.
@@ -122,6 +122,10 @@ class SimNetwork:
 
     def node(self, name: str) -> SimNode:
         return self._state.node(name)
+
+    def add_node(self, spec: NodeSpec) -> SimNode:
+        """Add a node to the running network, with no channels (ADR 0271)."""
+        return self._state.add_node(spec)
 
     def node_by_pubkey(self, pubkey: str) -> SimNode:
         return self._state.node_by_pubkey(pubkey)

@@ -13,7 +13,8 @@ import msgspec
 from services.lightning.port import FailureReason, RouteHop
 
 # "lsp": an external LSP that sells inbound channels over LSPS1 (services/sim/lsp.py).
-NodeRole = Literal["ours", "hub", "merchant", "lsp"]
+# "wallet": a payee's own wallet node, added at runtime with no channels (ADR 0271).
+NodeRole = Literal["ours", "hub", "merchant", "lsp", "wallet"]
 Implementation = Literal["lnd", "cln"]
 InvoiceState = Literal["open", "accepted", "settled", "canceled", "expired"]
 PaymentStatus = Literal["in_flight", "succeeded", "failed"]
