@@ -176,7 +176,8 @@ async def onboard_command(args: argparse.Namespace) -> int:
         if args.wallet_pubkey:
             wallet = wallets.outside_wallet(args.wallet_pubkey)
         else:
-            wallet = await network.wallet_for(payee_id, implementation=args.wallet_api)
+            jit_lsp = region_node.name if args.liquidity == "jit" and region_node else None
+            wallet = await network.wallet_for(payee_id, implementation=args.wallet_api, lsp=jit_lsp)
         body = {
             "type": "OnboardPayee", "version": 1, "idempotency_key": key, "region": args.region,
             "wallet_pubkey": wallet.pubkey, "wallet_node": wallet.node,

@@ -83,14 +83,18 @@ class SimNetworkAccess:
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"simulator not reachable ({type(exc).__name__})") from None
 
-    async def wallet_for(self, payee_id: str, *, implementation: str) -> Wallet:
+    async def wallet_for(
+        self, payee_id: str, *, implementation: str, lsp: str | None = None
+    ) -> Wallet:
         """The payee's simulated wallet node, added now, or found if an earlier onboarding
-        with the same key added it (so a retry adds no second node)."""
+        with the same key added it (so a retry adds no second node). With ``lsp`` the wallet
+        buys a JIT channel from that node of ours when it has no inbound (ADR 0261)."""
         name = wallet_node_name(payee_id)
         nodes = await self._call("nodes")
         node = next((n for n in nodes if n["name"] == name), None)
         if node is None:
-            node = await self._call("add_node", {"name": name, "implementation": implementation})
+            params = {"name": name, "implementation": implementation}
+            node = await self._call("add_node", params | ({"lsp": lsp} if lsp else {}))
         return Wallet(pubkey=node["pubkey"], node=name, implementation=node["implementation"])
 
     async def region_node(self, region: str) -> RegionNode | None:

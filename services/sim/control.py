@@ -2,9 +2,10 @@
 
 Same framing as the simulated CLN nodes (``jsonrpc.py``). Methods:
 ``nodes``, ``channels {node}``, ``payments {origin?, payment_hash?}``, ``fault {kind, ...}``,
-``mine {blocks?}`` (answers ``{"height": tip}``), ``add_node {name, implementation?, region?}``
-(a payee's wallet node joins the running network with no channels, ADR 0271; answers its
-entry as ``nodes`` lists it).
+``mine {blocks?}`` (answers ``{"height": tip}``),
+``add_node {name, implementation?, region?, lsp?}`` (a payee's wallet node joins the running
+network with no channels, ADR 0271; with ``lsp`` it buys a JIT channel from that node when it
+has no inbound, ADR 0261; answers its entry as ``nodes`` lists it).
 Fault kinds and their parameters mirror ``SimFaults``.
 """
 
@@ -128,7 +129,14 @@ class ControlServer:
             name=name, role="wallet", implementation=implementation,
             region=None if region is None else str(region),
         )  # fmt: skip
-        return await self._add_node(spec)
+        lsp = params.get("lsp")
+        if lsp is not None:
+            self._network.node(str(lsp))  # an unknown LSP is refused before the node is added
+        added = await self._add_node(spec)
+        if lsp is not None:
+            # The wallet's LSP: it buys a JIT channel there when it has no inbound (ADR 0261).
+            self._network.set_wallet_lsp(name, str(lsp))
+        return added
 
     def _fault(self, params: dict[str, Any]) -> Any:
         kind = params.get("kind")
