@@ -46,7 +46,7 @@ class LspsClient:
         self._pending: dict[tuple[str, str], asyncio.Future[lsps0.Response]] = {}
         self._bad_peers: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
-        self._live = asyncio.Event()
+        self._closed = False
 
     async def __aenter__(self) -> LspsClient:
         self.start()
@@ -56,10 +56,16 @@ class LspsClient:
         await self.close()
 
     def start(self) -> None:
-        if self._reader is None or self._reader.done():
+        """Read the node's messages (again, if the last stream broke: the node restarted)."""
+        if self._reader is not None and self._reader.done():
+            if not self._reader.cancelled() and self._reader.exception() is not None:
+                log.info("lsps0_stream_ended", reason=str(self._reader.exception()))
+            self._reader = None
+        if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read(), name="lsps0-reader")
 
     async def close(self) -> None:
+        self._closed = True
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, NodeError):
@@ -99,6 +105,8 @@ class LspsClient:
     ) -> dict[str, Any]:
         """The LSP's ``result``; raises ``LspsError`` (its error), ``LspsTimeout`` or
         ``LspsUnavailable``."""
+        if self._closed:
+            raise LspsUnavailable("the LSPS client is closed")
         if peer_pubkey in self._bad_peers:
             raise LspsUnavailable(f"LSP {peer_pubkey} sent a malformed message this session")
         if len(self._pending) >= PENDING_MAX:

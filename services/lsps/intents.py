@@ -13,12 +13,12 @@ from nats.aio.client import Client
 from schemas.commands import GetPaymentIntentStatus, SubmitPaymentIntent
 from schemas.common import Caller
 from services.bus import subjects
+from services.domain.intent import TERMINAL_STATUSES
+from services.domain.intent.status import IntentStatus
 from services.lsps.orders import IntentOutcome
 
 # The engine answers after its commit; well below a minute even under load.
 REQUEST_TIMEOUT_S: Final = 15.0
-_FAILED: Final = frozenset({"failed", "rejected", "cancelled", "expired"})
-_SUCCEEDED: Final = frozenset({"succeeded", "settled"})
 
 
 class IntentRefused(Exception):
@@ -46,10 +46,11 @@ class EngineIntents:
         query = GetPaymentIntentStatus(intent_id=intent_id)
         reply = await self._ask(f"{subjects.API_STATUS}.caller.{self._caller.id}", query)
         state = reply.get("state") if reply.get("ok") else None
-        if state in _SUCCEEDED:
+        # Settled is final; succeeded is the node's proof of payment before settlement.
+        if state == IntentStatus.SETTLED or state == IntentStatus.SUCCEEDED:
             return "succeeded"
-        if state in _FAILED:
-            return "failed"
+        if state in TERMINAL_STATUSES:
+            return "failed"  # failed, cancelled, expired or rejected: nothing was paid
         return None
 
     async def _ask(self, subject: str, body: Any) -> dict[str, Any]:

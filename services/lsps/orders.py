@@ -34,7 +34,7 @@ from services.domain.lsp_orders import (
     replay,
 )
 from services.engine.event_codec import to_domain, to_new_events
-from services.eventstore.port import EventStore
+from services.eventstore.port import ConcurrencyConflict, EventStore
 from services.lightning.port import NodePort
 from services.lsps.client import LspsClient, LspsTimeout, LspsUnavailable
 from services.lsps.lsps1 import Lsps1Client, LspsProtocolError
@@ -118,7 +118,16 @@ class LspOrders:
         report = await self._next_report(state)
         if report is None:
             return state
-        return await self._apply(order_id, report)
+        try:
+            return await self._apply(order_id, report)
+        except ConcurrencyConflict:
+            # Another runner of the same order recorded first: its record stands.
+            return await self.state(order_id) or state
+        except OrderRefused as refused:
+            # A report the order does not take (a second remote order after a restart, a
+            # status that contradicts the record): kept out of the log, and said.
+            log.warning("lsp_order_report_refused", lsp_order_id=order_id, code=refused.code)
+            return state
 
     async def run(
         self, order_id: str, *, deadline_s: float, poll_s: float = POLL_S_DEFAULT

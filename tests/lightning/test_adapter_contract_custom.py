@@ -150,3 +150,37 @@ async def test_an_lsps0_round_trip_through_the_adapter(adapter_env: AdapterEnv) 
         with contextlib.suppress(asyncio.CancelledError):
             await server
         await lsp.close()
+
+
+async def test_lnd_refuses_a_type_below_the_custom_range(adapter_env: AdapterEnv) -> None:
+    """lnd's lnwire.NewCustom: "msg type: N needs to be >= 32768" (CLN allows any type it
+    does not handle itself, so this is lnd's rule, and the in-process adapter's)."""
+    if adapter_env.kind.startswith("cln"):
+        pytest.skip("CLN sends types below 32768 that it does not handle itself")
+    sim = adapter_env.sim
+    async with sim.custom_messages.watch(PEER) as inbox:
+        with pytest.raises(NodeError) as refused:
+            await adapter_env.adapter.send_custom_message(
+                peer_pubkey=sim.node(PEER).pubkey, message_type=32767, data=b"{}"
+            )
+        assert inbox.empty()
+    assert "32768" in str(refused.value)
+
+
+async def test_the_stream_breaks_with_node_error_when_the_node_goes_offline(
+    adapter_env: AdapterEnv,
+) -> None:
+    async with live_stream(adapter_env):
+        pass  # the stream was live; now read a fresh one and stop the node under it
+    stream = adapter_env.adapter.custom_messages()
+    reading = asyncio.ensure_future(anext(stream))
+    try:
+        await adapter_env.set_offline(True)
+        with pytest.raises(NodeError):
+            async with asyncio.timeout(2 * CONDITION_TIMEOUT_S):
+                await reading
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, NodeError, StopAsyncIteration):
+            await reading
+        await stream.aclose()

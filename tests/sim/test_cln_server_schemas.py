@@ -415,3 +415,24 @@ async def test_fundchannel_errors_are_clns(node: Node, payload: dict[str, Any], 
 
 async def test_close_of_an_unknown_channel_is_refused(node: Node) -> None:
     assert (await node.error("close", {"id": "999x1x0"}))["code"] == -32602
+
+
+async def test_sendcustommsg_answers_the_schema_and_clns_errors(node: Node) -> None:
+    """doc/schemas/sendcustommsg.json: msg is the 2-byte type then the payload, the answer
+    says it was queued; a type lightningd handles itself, an unknown or an offline peer are
+    refused with -32600 (lightningd/connect_control.c); a bad hex string is -32602."""
+    bob = node.network.node("bob").pubkey
+    async with node.network.custom_messages.watch("bob") as inbox:
+        sent = await node.call("sendcustommsg", {"node_id": bob, "msg": "9419" + b"{}".hex()})
+        assert sent == {"status": "Message sent to connectd for delivery"}
+        got = inbox.get_nowait()
+    assert (got.message_type, got.data, got.sender) == (37913, b"{}", "alice")
+    assert (await node.error("sendcustommsg", {"node_id": bob, "msg": "0010"}))["code"] == -32600
+    unknown = "02" + "11" * 32
+    refused = await node.error("sendcustommsg", {"node_id": unknown, "msg": "9419"})
+    assert refused["code"] == -32600 and "No such peer" in refused["message"]
+    node.network.faults.set_offline("bob", offline=True)
+    refused = await node.error("sendcustommsg", {"node_id": bob, "msg": "9419"})
+    assert refused["code"] == -32600 and "not connected" in refused["message"]
+    assert (await node.error("sendcustommsg", {"node_id": bob, "msg": "94"}))["code"] == -32602
+    assert (await node.error("sendcustommsg", {"node_id": bob, "msg": "zz"}))["code"] == -32602

@@ -6,6 +6,7 @@ what it was asked."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -127,4 +128,36 @@ async def test_a_paying_order_submits_its_one_key_on_every_step(flow: Flow) -> N
         assert state.status == "paying"
         assert set(flow.intents.asked) == {f"lsp-order:{state.lsp_order_id}"}
     finally:
+        await lsp.stop()
+
+
+async def test_two_runners_of_one_order_record_one_remote_order_and_pay_one_key(
+    flow: Flow,
+) -> None:
+    """Two processes step the same order (a CLI and a restarted one): both may ask the LSP,
+    which then holds two orders, but the log takes the first answer and refuses the second,
+    and only the recorded one is paid, under the order's one key."""
+    lsp = SimLsp(flow.network, "lsp", options=LspOptions(min_initial_lsp_balance_sat=1))
+    await lsp.start()
+    alice = SimNodeAdapter(flow.network, "alice")
+    try:
+        async with LspsClient(alice) as client:
+            other = LspOrders(
+                store=flow.orders._store, node=alice, lsps=client, intents=flow.intents,
+                caller=CALLER, timeout_s=0.2, now_ms=lambda: int(flow.clock[0] * 1000),
+            )  # fmt: skip
+            state = await flow.orders.order(order(flow, "k5"))
+            first, second = await asyncio.gather(
+                flow.orders.step(state.lsp_order_id), other.step(state.lsp_order_id)
+            )
+            for _ in range(2):
+                await other.step(state.lsp_order_id)
+        recorded = await flow.orders.state(state.lsp_order_id)
+        assert recorded is not None and recorded.status == "paying"
+        assert recorded in (first, second)
+        assert len(lsp.orders) == 2  # the LSP made two; one is ours in the log
+        assert recorded.remote_order_id in lsp.orders
+        assert set(flow.intents.asked) == {f"lsp-order:{state.lsp_order_id}"}
+    finally:
+        await alice.close()
         await lsp.stop()
