@@ -277,7 +277,9 @@ class JitOrders:
             await self._node.resolve_htlc(
                 held,
                 ResumeHtlc(
-                    out_amount_msat=order.forward_msat, extra_fee_msat=order.opening_fee_msat
+                    out_amount_msat=order.forward_msat,
+                    extra_fee_msat=order.opening_fee_msat,
+                    next_peer_pubkey=order.client_pubkey,
                 ),
             )
             self._book.take(order.htlc_key)

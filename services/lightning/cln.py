@@ -29,9 +29,10 @@ from typing import Any, Final, Literal
 import structlog
 from pyln.client import LightningRpc, RpcError
 
-from services.lightning import channel_errors, onchain
+from services.lightning import channel_errors, cln_interception, onchain
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.cln_receive import cln_invoice_status
+from services.lightning.interceptor_port import HeldHtlc, HtlcResolution
 from services.lightning.payments import for_amount, invoice_target, liquidity_of
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
@@ -366,6 +367,15 @@ class ClnAdapter:
                     data=raw[2:],
                 )
             cursor = max(cursor, int(got["next_index"]))
+
+    # -- interception (InterceptorPort, ADR 0260: Corridor's htlc_accepted plugin) ------------
+
+    async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
+        async for htlc in cln_interception.held_htlcs(self._call, self._timeout_s):
+            yield htlc
+
+    async def resolve_htlc(self, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
+        await cln_interception.resolve(self._call, htlc, resolution)
 
     async def pending_channels(self) -> list[PendingChannel]:
         listed = await self._call("listpeerchannels")

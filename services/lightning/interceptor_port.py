@@ -57,6 +57,9 @@ class ResumeHtlc(msgspec.Struct, frozen=True, kw_only=True, tag="resume"):
 
     out_amount_msat: int | None = None
     extra_fee_msat: int | None = None
+    # The node to forward to: lnd forwards by the SCID (non-strict); CLN's hook names the
+    # channel (``forward_to``), which the adapter finds from this peer.
+    next_peer_pubkey: str | None = None
 
 
 HtlcResolution = SettleHtlc | FailHtlc | ResumeHtlc

@@ -1,6 +1,8 @@
 """The InterceptorPort contract, one body over every adapter that implements it: the
-simulator's own API (SimNodeAdapter) and lnd's gRPC (LndAdapter against the simulated lnd).
-CLN joins through our htlc_accepted plugin (ADR 0260)."""
+simulator's own API (SimNodeAdapter), lnd's gRPC (LndAdapter against the simulated lnd's
+HtlcInterceptor) and Core Lightning through Corridor's htlc_accepted plugin (ClnAdapter
+against the simulated lightningd running the plugin; every hook call and answer checked
+against cln/schemas/hook/htlc_accepted.json) (ADR 0260)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services.lightning.cln import ClnAdapter
 from services.lightning.interceptor_port import (
     FailHtlc,
     HeldHtlc,
@@ -22,8 +25,11 @@ from services.lightning.interceptor_port import (
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import NodeError, NodePort
 from services.lightning.sim_direct import SimNodeAdapter
+from services.sim.cln_plugins import corridor_cln_plugins
+from services.sim.cln_server import start_cln_node_server
 from services.sim.lnd_server import start_lnd_node_server
 from services.sim.network import SimNetwork
+from tests.lightning.conftest import hook_schema_errors, request_schema_errors, short_socket_dir
 from tests.lightning.lnd_harness import wait_until
 from tests.sim.test_interception import AMOUNT_MSAT, FEE_MSAT, JIT_SCID, jit_invoice, jit_topology
 
@@ -67,9 +73,31 @@ async def lnd_env(tmp_path: Path) -> AsyncIterator[LspEnv]:
         await network.aclose()
 
 
+@contextlib.asynccontextmanager
+async def cln_env(tmp_path: Path) -> AsyncIterator[LspEnv]:
+    network = SimNetwork.from_topology(jit_topology("cln"), seed=9)
+    async with short_socket_dir() as sockets:
+        server = await start_cln_node_server(
+            network, "lsp", socket_path=sockets / "lsp.sock", plugins=corridor_cln_plugins(),
+            hook_check=hook_schema_errors,
+        )  # fmt: skip
+        adapter = ClnAdapter(server.socket_path, timeout_s=WAIT_S)
+        try:
+            yield LspEnv(network, adapter, adapter)
+            calls = [name for name, _, _ in server.plugins.hook_log]
+            assert "htlc_accepted" in calls
+            assert not server.plugins.errors, server.plugins.errors
+            assert not request_schema_errors(server), request_schema_errors(server)
+        finally:
+            await adapter.close()
+            await server.stop()
+            await network.aclose()
+
+
 ENVS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[LspEnv]]] = {
     "sim": sim_env,
     "lnd": lnd_env,
+    "cln": cln_env,
 }
 
 
@@ -108,7 +136,9 @@ async def test_held_then_zero_conf_open_then_resumed_less_the_fee(env: LspEnv) -
         held = await reader.next()
         assert (held.payment_hash, held.outgoing_scid) == (payment_hash, JIT_SCID)
         assert held.outgoing_amount_msat == AMOUNT_MSAT
-        assert held.auto_fail_height > 0
+        # lnd fails a held HTLC itself before its expiry; lightningd has no such height (0).
+        assert 0 <= held.auto_fail_height < held.incoming_expiry
+        assert held.outgoing_expiry < held.incoming_expiry
         await env.adapter.open_channel(
             peer_pubkey=env.network.node("wallet").pubkey,
             local_amount_msat=100_000_000,
@@ -119,8 +149,12 @@ async def test_held_then_zero_conf_open_then_resumed_less_the_fee(env: LspEnv) -
         channels = await env.adapter.list_channels()
         assert [c.active for c in channels if c.peer_pubkey == env.network.node("wallet").pubkey]
         await env.port.resolve_htlc(
-            held, ResumeHtlc(out_amount_msat=AMOUNT_MSAT - FEE_MSAT, extra_fee_msat=FEE_MSAT)
-        )
+            held,
+            ResumeHtlc(
+                out_amount_msat=AMOUNT_MSAT - FEE_MSAT, extra_fee_msat=FEE_MSAT,
+                next_peer_pubkey=env.network.node("wallet").pubkey,
+            ),
+        )  # fmt: skip
         final = await env.network.wait_payment("payer", payment_hash, WAIT_S)
         assert final.status == "succeeded"
         [wallet] = env.network.channels_of("wallet")

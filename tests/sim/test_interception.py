@@ -13,17 +13,17 @@ from services.sim.records import SimRouteHint
 from services.sim.topology import ChannelSpec, NodeSpec, Topology
 from tests.sim.helpers import manual_network
 
-JIT_SCID = "29451x4815x1"
+JIT_SCID = "16000123x4815x1"  # in the alias range JIT SCIDs come from (ADR 0261)
 AMOUNT_MSAT = 50_000_000
 FEE_MSAT = 546_000
 
 
-def jit_topology() -> Topology:
+def jit_topology(lsp_implementation: str = "lnd") -> Topology:
     """payer -> lsp (our regional node); wallet has no channel at all."""
     return Topology(
         nodes=(
             NodeSpec(name="payer", role="ours", implementation="cln", region="us"),
-            NodeSpec(name="lsp", role="ours", implementation="lnd", region="us"),
+            NodeSpec(name="lsp", role="ours", implementation=lsp_implementation, region="us"),  # type: ignore[arg-type]
             NodeSpec(name="wallet", role="merchant", implementation="lnd"),
         ),
         channels=(ChannelSpec(a="payer", b="lsp", capacity_msat=1_000_000_000),),
