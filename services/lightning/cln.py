@@ -371,11 +371,11 @@ class ClnAdapter:
     # -- interception (InterceptorPort, ADR 0260: Corridor's htlc_accepted plugin) ------------
 
     async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
-        async for htlc in cln_interception.held_htlcs(self._call, self._timeout_s):
+        async for htlc in cln_interception.held_htlcs(self, self._timeout_s):
             yield htlc
 
     async def resolve_htlc(self, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
-        await cln_interception.resolve(self._call, htlc, resolution)
+        await cln_interception.resolve(self, htlc, resolution)
 
     async def pending_channels(self) -> list[PendingChannel]:
         listed = await self._call("listpeerchannels")

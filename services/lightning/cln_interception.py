@@ -7,8 +7,8 @@ the replay a reconnecting reader needs (lightningd itself replays at startup).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Final, Protocol
 
 from services.lightning.interceptor_port import (
     FailHtlc,
@@ -25,7 +25,18 @@ WAIT_SLICE_S: Final = 5
 FAILURE_MESSAGES: Final = {"unknown_next_peer": "400a", "temporary_channel_failure": "2002"}
 _NORMAL: Final = "CHANNELD_NORMAL"
 
-Call = Callable[..., Awaitable[Any]]
+
+class _Node(Protocol):
+    """What these calls need of ``ClnAdapter``: its JSON-RPC call."""
+
+    def _call(
+        self,
+        method: str,
+        payload: dict[str, Any] | None = ...,
+        *,
+        duplicate_codes: frozenset[int] = ...,
+        timeout_s: float | None = ...,
+    ) -> Coroutine[Any, Any, Any]: ...
 
 
 def held_of(entry: dict[str, Any]) -> HeldHtlc:
@@ -42,11 +53,11 @@ def held_of(entry: dict[str, Any]) -> HeldHtlc:
     )
 
 
-async def held_htlcs(call: Call, timeout_s: float) -> AsyncIterator[HeldHtlc]:
+async def held_htlcs(node: _Node, timeout_s: float) -> AsyncIterator[HeldHtlc]:
     cursor = 0
     while True:
         try:
-            got = await call(
+            got = await node._call(
                 "corridor-waitheldhtlcs",
                 {"after_index": cursor, "timeout": WAIT_SLICE_S},
                 timeout_s=WAIT_SLICE_S + timeout_s,
@@ -60,7 +71,7 @@ async def held_htlcs(call: Call, timeout_s: float) -> AsyncIterator[HeldHtlc]:
         cursor = max(cursor, int(got["next_index"]))
 
 
-async def resolve(call: Call, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
+async def resolve(node: _Node, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
     params: dict[str, Any] = {"key": f"{htlc.incoming_channel_id}/{htlc.htlc_id}"}
     if isinstance(resolution, SettleHtlc):
         params |= {"action": "resolve", "payment_key": resolution.preimage}
@@ -73,9 +84,9 @@ async def resolve(call: Call, htlc: HeldHtlc, resolution: HtlcResolution) -> Non
         if resolution.extra_fee_msat:
             params["extra_fee_msat"] = resolution.extra_fee_msat
         if resolution.next_peer_pubkey is not None:
-            listed = await call("listpeerchannels", {"id": resolution.next_peer_pubkey})
+            listed = await node._call("listpeerchannels", {"id": resolution.next_peer_pubkey})
             normal = [c for c in listed["channels"] if c.get("state") == _NORMAL]
             if not normal:
                 raise NodeError(FailureReason.NO_ROUTE, "cln: no open channel to the next peer")
             params["forward_to"] = normal[0]["channel_id"]
-    await call("corridor-resolvehtlc", params)
+    await node._call("corridor-resolvehtlc", params)
