@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
         "--jit-lsp",
         action="store_true",
         help="sell JIT channels on this node (LSPS2, ADR 0261): intercept HTLCs for sold "
-        "SCIDs (also on for the nodes in the jit_lsp_nodes setting; needs --node-name)",
+        "SCIDs (also on for the nodes in the jit_lsp_nodes setting)",
     )
     parser.set_defaults(handler=_run)
 
@@ -90,7 +90,8 @@ async def _run(args: argparse.Namespace) -> int:
             secret_path=args.secret_file,
             duplicate_window_s=settings.jetstream_duplicate_window_s,
             creds=args.creds,
-            jit_lsp_nodes=[*settings.jit_lsp_nodes, *([args.node_name] if args.jit_lsp else [])],
+            jit_lsp_nodes=settings.jit_lsp_nodes,
+            jit_lsp=args.jit_lsp,
             jit_menu=menu_from_settings(settings.jit_fee_menu),
         )
     except (NodeUriError, KeyFileError, ValueError) as exc:

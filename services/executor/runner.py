@@ -38,6 +38,7 @@ def build_executor(
     duplicate_window_s: int = 120,
     creds: Path | None = None,
     jit_lsp_nodes: Sequence[str] = (),
+    jit_lsp: bool = False,
     jit_menu: Sequence[FeeMenuEntry] = DEFAULT_MENU,
 ) -> Executor:
     """Raises ``NodeUriError`` for a node that cannot be resolved or opened, and
@@ -68,6 +69,6 @@ def build_executor(
         creds=resolve_creds(creds, fallback=seed_path(state_dir, "executor", resolved.name)),
         verifier=FileKeyring(keys_dir(state_dir) / PUBLIC_KEYS_FILE),
         # An LSP node's executor intercepts and carries out JIT orders (ADR 0261).
-        jit_lsp=resolved.name in jit_lsp_nodes,
+        jit_lsp=jit_lsp or resolved.name in jit_lsp_nodes,
         jit_menu=jit_menu,
     )
