@@ -44,7 +44,7 @@ from services.lightning.interceptor_port import (
     InterceptorPort,
     ResumeHtlc,
 )
-from services.lightning.port import FailureReason, NodeError, NodePort
+from services.lightning.port import Channel, FailureReason, NodeError, NodePort
 from services.signing.jit_orders import verify_jit_order
 from services.signing.port import SigningError, Verifier
 
@@ -247,14 +247,7 @@ class JitOrders:
         """True once the sale's last report is committed; False to try again later."""
         order = work.order
         try:
-            opened = await open_once(
-                self._node,
-                ChannelOpenOrder(
-                    intent_id=work.sale_id, peer_pubkey=order.client_pubkey,
-                    local_amount_msat=order.channel_size_msat, sat_per_vbyte=JIT_SAT_PER_VBYTE,
-                    zero_conf=True, private=True,
-                ),
-            )  # fmt: skip
+            channel_point = await self._open_once(work)
         except NodeError as exc:
             if exc.reason is FailureReason.NODE_UNAVAILABLE:
                 raise
@@ -267,10 +260,10 @@ class JitOrders:
                 sale_id=work.sale_id, stage="failed", failure="open_failed",
             ), "failed")  # fmt: skip
             return True
-        alias = await self._alias_of(work.sale_id)
+        channel = await self._channel_of(work)
         await self._report(work, RecordJitReport(
-            sale_id=work.sale_id, stage="opened", channel_point=opened.channel_point,
-            alias_scid=alias,
+            sale_id=work.sale_id, stage="opened", channel_point=channel_point,
+            alias_scid=channel.channel_id if channel is not None and channel.channel_id else None,
         ), "opened")  # fmt: skip
         held = await self._book.wait_for(order.htlc_key, self._htlc_wait_s)
         if held is not None:
@@ -286,28 +279,61 @@ class JitOrders:
             log.info(
                 "jit_forwarded", forward_msat=order.forward_msat, fee_msat=order.opening_fee_msat
             )
-        elif not await self._forwarded_on_channel(work.sale_id, order.forward_msat):
+        elif not await self._forwarded_on_channel(work, order.forward_msat):
             return False  # not held (yet) and not forwarded: ask again later
         await self._report(
             work, RecordJitReport(sale_id=work.sale_id, stage="forwarded"), "forwarded"
         )
         return True
 
-    async def _alias_of(self, sale_id: str) -> str | None:
-        memo = memo_for(sale_id)
+    def _keeps_memo(self) -> bool:
+        # Core Lightning keeps no channel memo (ADR 0233): ClnAdapter says so.
+        return bool(getattr(self._node, "keeps_channel_memo", True))
+
+    async def _open_once(self, work: JitWorkOrder) -> str:
+        """The sale's channel point: opened now, or found from an earlier delivery."""
+        order = work.order
+        if self._keeps_memo():
+            opened = await open_once(
+                self._node,
+                ChannelOpenOrder(
+                    intent_id=work.sale_id, peer_pubkey=order.client_pubkey,
+                    local_amount_msat=order.channel_size_msat, sat_per_vbyte=JIT_SAT_PER_VBYTE,
+                    zero_conf=True, private=True,
+                ),
+            )  # fmt: skip
+            return opened.channel_point
+        # Without a memo the sale's channel is the one we opened to its client (ADR 0261: a
+        # node without memos serves one JIT sale per client at a time).
+        existing = await self._channel_of(work)
+        if existing is not None:
+            return existing.channel_point
+        for pending in await self._node.pending_channels():
+            if pending.peer_pubkey == order.client_pubkey and pending.state == "opening":
+                return pending.channel_point
+        opening = await self._node.open_channel(
+            peer_pubkey=order.client_pubkey, local_amount_msat=order.channel_size_msat,
+            sat_per_vbyte=JIT_SAT_PER_VBYTE, zero_conf=True, private=True,
+        )  # fmt: skip
+        return opening.channel_point
+
+    async def _channel_of(self, work: JitWorkOrder) -> Channel | None:
+        memo = memo_for(work.sale_id)
         for channel in await self._node.list_channels():
-            if channel.memo == memo:
-                return channel.channel_id or None
+            if self._keeps_memo():
+                if channel.memo == memo:
+                    return channel
+            elif channel.peer_pubkey == work.order.client_pubkey and channel.initiator:
+                return channel
         return None
 
-    async def _forwarded_on_channel(self, sale_id: str, forward_msat: int) -> bool:
+    async def _forwarded_on_channel(self, work: JitWorkOrder, forward_msat: int) -> bool:
         """Evidence that an earlier delivery forwarded: the new channel carries the forward
         (in flight or settled on the client's side)."""
-        memo = memo_for(sale_id)
-        for channel in await self._node.list_channels():
-            if channel.memo == memo:
-                return channel.remote_balance_msat + channel.pending_htlcs_msat >= forward_msat
-        return False
+        channel = await self._channel_of(work)
+        if channel is None:
+            return False
+        return channel.remote_balance_msat + channel.pending_htlcs_msat >= forward_msat
 
     async def _report(self, work: JitWorkOrder, report: RecordJitReport, stage: str) -> None:
         await self._engine.record_jit(

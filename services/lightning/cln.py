@@ -370,6 +370,10 @@ class ClnAdapter:
 
     # -- interception (InterceptorPort, ADR 0260: Corridor's htlc_accepted plugin) ------------
 
+    # Core Lightning keeps no note with a channel (``open_channel`` refuses a memo, ADR 0233):
+    # callers that find their open again by memo look it up another way.
+    keeps_channel_memo: Final = False
+
     async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
         async for htlc in cln_interception.held_htlcs(self, self._timeout_s):
             yield htlc

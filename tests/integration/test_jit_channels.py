@@ -28,6 +28,8 @@ from services.executor.nodes import adapter_for, resolve_node
 from services.lightning.lnd import LndAdapter
 from services.lightning.port import ChannelOpening, NodePort
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
+from services.sim.cln_plugins import corridor_cln_plugins
+from services.sim.cln_server import start_cln_node_server
 from services.sim.lnd_server import LndNodeServer, start_lnd_node_server
 from services.sim.network import SimNetwork
 from services.sim.records import SimRouteHint
@@ -35,8 +37,10 @@ from services.sim.topology import NodeSpec, default_topology
 from tests.conftest import wait_for
 from tests.factories import submit
 from tests.integration.test_executor import FAST, SEED, signing_engine
+from tests.lightning.conftest import hook_schema_errors, short_socket_dir
 
 LSP = "us-lnd"
+CLN_LSP = "us-cln"  # our CLN node, running Corridor's plugins (ADR 0250, 0260)
 PAYER = "eu-lnd"
 WALLET = "wallet-01"
 AMOUNT_MSAT = 5_000_000_000  # 5M sat: the proportional fee (6000 sat) is above the minimum
@@ -96,6 +100,23 @@ async def jit_stack(tmp_path: Path, nats_url: str) -> AsyncIterator[JitStack]:
         if s.node_name != WALLET  # the payee's wallet is not ours: no executor, no endpoint
     ]
     (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": nodes}))
+    cln_sockets = contextlib.AsyncExitStack()
+    sockets = await cln_sockets.enter_async_context(short_socket_dir())
+    cln = await start_cln_node_server(
+        network, CLN_LSP, socket_path=sockets / f"{CLN_LSP}.sock", plugins=corridor_cln_plugins(),
+        hook_check=hook_schema_errors,
+    )  # fmt: skip
+    nodes.append(
+        {
+            "name": CLN_LSP,
+            "role": "ours",
+            "region": "us",
+            "implementation": "cln",
+            "endpoint": cln.endpoint,
+            "pubkey": network.node(CLN_LSP).pubkey,
+        }
+    )
+    (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": nodes}))
     try:
         wallet_endpoint = next(s.endpoint for s in servers if s.node_name == WALLET)
         yield JitStack(
@@ -103,6 +124,9 @@ async def jit_stack(tmp_path: Path, nats_url: str) -> AsyncIterator[JitStack]:
             wallet_endpoint=wallet_endpoint,
         )  # fmt: skip
     finally:
+        assert not cln.plugins.errors, cln.plugins.errors
+        await cln.stop()
+        await cln_sockets.aclose()
         for server in servers:
             await server.stop()
         await network.aclose()
@@ -124,24 +148,24 @@ def lsp_executor(
     )  # fmt: skip
 
 
-async def sell(nc: Client, stack: JitStack, request_id: str) -> dict[str, Any]:
+async def sell(nc: Client, stack: JitStack, request_id: str, lsp: str = LSP) -> dict[str, Any]:
     command = {
-        "type": "SellJitChannel", "version": 1, "region": "us", "node": LSP,
+        "type": "SellJitChannel", "version": 1, "region": "us", "node": lsp,
         "client_pubkey": stack.network.node(WALLET).pubkey, "request_id": request_id,
         "params": params(),
     }  # fmt: skip
     msg = await nc.request(
-        f"corridor.api.v1.intents.jit_sell.{LSP}", json.dumps(command).encode(), timeout=10
+        f"corridor.api.v1.intents.jit_sell.{lsp}", json.dumps(command).encode(), timeout=10
     )
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
 
 
-def jit_invoice(stack: JitStack, request_id: str, fee_msat: int) -> str:
+def jit_invoice(stack: JitStack, request_id: str, fee_msat: int, lsp: str = LSP) -> str:
     network = stack.network
-    scid = jit_scid_for(LSP, network.node(WALLET).pubkey, request_id)
+    scid = jit_scid_for(lsp, network.node(WALLET).pubkey, request_id)
     hint = SimRouteHint(
-        pubkey=network.node(LSP).pubkey, short_channel_id=scid,
+        pubkey=network.node(lsp).pubkey, short_channel_id=scid,
         cltv_expiry_delta=DEFAULT_JIT_POLICY.cltv_expiry_delta,
     )  # fmt: skip
     invoice = network.create_invoice(
@@ -355,4 +379,37 @@ async def test_first_payment_to_a_new_payee_through_a_jit_channel(
         await wallet.close()
         await stop(lsp, lsp_task)
         await stop(payer, payer_task)
+    stack.network.check_invariants()
+
+
+async def test_the_same_sale_with_a_cln_lsp(engine: Engine, nc: Client, stack: JitStack) -> None:
+    """Our CLN node as the LSP: its executor reads held HTLCs from Corridor's htlc_accepted
+    plugin, opens with mindepth 0 and forwards with the plugin's continue (payload amount,
+    extra_fee TLV, forward_to the new channel)."""
+    executor = lsp_executor(stack, "us-cln-jit", name=CLN_LSP)
+    task = await run_executor(executor)
+    try:
+        reply = await sell(nc, stack, "buy-cln", lsp=CLN_LSP)
+        assert reply["ok"] and reply["state"] == "sold", reply
+        sale_id = reply["intent_id"]
+        fee = compute_opening_fee(AMOUNT_MSAT, 546_000, 1200)
+        assert fee is not None
+        await wait_for(lambda: stack.network.interception_enabled(CLN_LSP), what="interception")
+        payment = await stack.network.send_payment(
+            PAYER, payment_request=jit_invoice(stack, "buy-cln", fee, lsp=CLN_LSP),
+            max_fee_msat=10**7, timeout_s=5,
+        )  # fmt: skip
+        final = await stack.network.wait_payment(PAYER, payment.payment_hash, FLOW_TIMEOUT_S)
+        assert final.status == "succeeded"
+
+        async def forwarded() -> bool:
+            return "JitPaymentForwarded" in await event_types(engine, sale_id)
+
+        await wait_for(forwarded, timeout_s=FLOW_TIMEOUT_S, what="the forward's report")
+        [wallet_channel] = stack.network.channels_of(WALLET)
+        assert wallet_channel.local_balance_msat == AMOUNT_MSAT - fee
+        assert wallet_channel.peer == CLN_LSP and wallet_channel.zero_conf
+        assert len(funding_txs(stack)) == 1
+    finally:
+        await stop(executor, task)
     stack.network.check_invariants()
