@@ -26,6 +26,7 @@ from schemas.common import (
     Reason,
     Region,
 )
+from schemas.payee_messages import PAYEE_ID_PATTERN
 
 IdempotencyKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=limits.IDEMPOTENCY_KEY_CHARS_MAX)
@@ -53,6 +54,9 @@ class SubmitPaymentIntent(Message, frozen=True):
     deadline_s: DeadlineS | None = None
     metadata: Metadata = msgspec.field(default_factory=dict)
     version: Literal[1] = 1
+    # An onboarded payee (ADR 0272): the invoice must be their wallet's, and the policy's
+    # payee rules apply.
+    payee_id: Annotated[str, msgspec.Meta(pattern=PAYEE_ID_PATTERN)] | None = None
 
 
 class CancelPaymentIntent(Message, frozen=True):

@@ -50,6 +50,7 @@ class IntentReceived(EventData, frozen=True, kw_only=True):
     # sponsored that key, responsible for the agent (ADR 0068). ``None`` for everyone else.
     agent_key_id: str | None = None
     on_behalf_of: str | None = None
+    payee_id: str | None = None  # an onboarded payee, never their name (ADR 0272)
 
 
 class RuleFired(msgspec.Struct, frozen=True, kw_only=True):

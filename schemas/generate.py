@@ -32,7 +32,9 @@ from schemas.dead_letters import (
     ReplayDeadLetters,
 )
 from schemas.events import EVENT_TYPES
+from schemas.jit_messages import JIT_COMMAND_TYPES, JIT_EVENT_TYPES
 from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES, LSP_ORDER_EVENT_TYPES
+from schemas.payee_messages import PAYEE_COMMAND_TYPES, PAYEE_EVENT_TYPES
 from schemas.pilot import PilotReport, PilotThresholds
 from schemas.policy_document import PolicyDocument
 from schemas.policy_messages import POLICY_COMMAND_TYPES, POLICY_EVENT_TYPES, POLICY_QUERY_TYPES
@@ -193,12 +195,26 @@ def documents() -> dict[str, dict[str, Any]]:
         out[f"events/{name}.v{rbl_event.VERSION}.json"] = _document(
             rbl_event, "event", rbl_event.VERSION
         )
+    # JIT channel sales (issue 19, ADR 0261).
+    for jit_cmd in JIT_COMMAND_TYPES:
+        out[f"commands/{jit_cmd.__name__}.v1.json"] = _document(jit_cmd, "command", 1)
+    for name, jit_event in JIT_EVENT_TYPES.items():
+        out[f"events/{name}.v{jit_event.VERSION}.json"] = _document(
+            jit_event, "event", jit_event.VERSION
+        )
     # LSP orders (issue 19, ADR 0251).
     for lsp_cmd in LSP_ORDER_COMMAND_TYPES:
         out[f"commands/{lsp_cmd.__name__}.v1.json"] = _document(lsp_cmd, "command", 1)
     for name, lsp_event in LSP_ORDER_EVENT_TYPES.items():
         out[f"events/{name}.v{lsp_event.VERSION}.json"] = _document(
             lsp_event, "event", lsp_event.VERSION
+        )
+    # Payees (issue 19, ADR 0270): no personal data in either.
+    for payee_cmd in PAYEE_COMMAND_TYPES:
+        out[f"commands/{payee_cmd.__name__}.v1.json"] = _document(payee_cmd, "command", 1)
+    for name, payee_event in PAYEE_EVENT_TYPES.items():
+        out[f"events/{name}.v{payee_event.VERSION}.json"] = _document(
+            payee_event, "event", payee_event.VERSION
         )
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):

@@ -206,6 +206,36 @@ class Screening(_Part, frozen=True, kw_only=True):
     ] = msgspec.field(default_factory=dict)
 
 
+# Per-payee limits are loaded into memory and carried in PolicyProposed, like caller overrides.
+PAYEE_LIMITS_MAX: Final = CALLER_OVERRIDES_MAX
+PayeeIdKey = Annotated[str, msgspec.Meta(pattern=r"^payee-[0-9a-f-]{36}$")]
+
+
+class PayeeRules(_Part, frozen=True, kw_only=True):
+    """Payments naming an onboarded payee (``payee_id``, ADR 0272). A payee is paid in their
+    own region (the corridor's second region), and only to their own wallet; besides that:"""
+
+    # Corridors a payee may be paid through; empty: every corridor this document allows.
+    corridors_allowed: Annotated[tuple[Corridor, ...], msgspec.Meta(max_length=CORRIDORS_MAX)] = ()
+    # Jurisdictions (the payee's recorded one) that may be paid; empty: any not denied.
+    jurisdictions_allowed: Annotated[tuple[Jurisdiction, ...], msgspec.Meta(max_length=250)] = ()
+    # The most one payment to a payee may be; None: the corridor's and the document's limits.
+    payment_max_msat: PositiveAmountMsat | None = None
+    # Per payee id, instead of ``payment_max_msat``.
+    payment_max_msat_by_payee: Annotated[
+        dict[PayeeIdKey, PositiveAmountMsat], msgspec.Meta(max_length=PAYEE_LIMITS_MAX)
+    ] = msgspec.field(default_factory=dict)
+    # The first payment to a payee gets tier ``review`` at least. Off by default.
+    first_payment_review: bool = False
+
+    def __post_init__(self) -> None:
+        _require_unique(self.corridors_allowed, "corridor")
+        _require_unique(self.jurisdictions_allowed, "jurisdiction")
+
+    def payment_max_for(self, payee_id: str) -> int | None:
+        return self.payment_max_msat_by_payee.get(payee_id, self.payment_max_msat)
+
+
 class PolicyDocument(_Part, frozen=True, kw_only=True):
     """One version of the policy. Activated only through the two-person rule (``aggregate``)."""
 
@@ -221,6 +251,7 @@ class PolicyDocument(_Part, frozen=True, kw_only=True):
     review: Review
     deny: DenyList
     screening: Screening
+    payees: PayeeRules = msgspec.field(default_factory=PayeeRules)  # ADR 0272
 
     def __post_init__(self) -> None:
         _require_unique(self.regions_allowed, "region")

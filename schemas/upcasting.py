@@ -25,7 +25,9 @@ from schemas import events as ev
 from schemas.agent_key_messages import AGENT_KEY_EVENT_TYPES
 from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES
 from schemas.dead_letters import DEAD_LETTER_EVENT_TYPES
+from schemas.jit_messages import JIT_EVENT_TYPES
 from schemas.lsp_messages import LSP_ORDER_EVENT_TYPES
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.policy_messages import POLICY_EVENT_TYPES
 from schemas.rebalance_messages import REBALANCE_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
@@ -45,7 +47,9 @@ EVENT_CLASSES: Final[Mapping[str, type[ev.EventData]]] = MappingProxyType(
         **RECEIVE_EVENT_TYPES,
         **CHANNEL_OP_EVENT_TYPES,  # ADR 0234
         **REBALANCE_EVENT_TYPES,  # ADR 0244
+        **JIT_EVENT_TYPES,  # ADR 0261
         **LSP_ORDER_EVENT_TYPES,  # ADR 0251
+        **PAYEE_EVENT_TYPES,  # ADR 0270
     }
 )
 

@@ -35,6 +35,7 @@ from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.committed import CommittedBatches
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
+from services.engine.jit_planning import jit_policy_from
 from services.engine.processor import CommandProcessor
 from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.sweeper import Sweeper
@@ -286,6 +287,7 @@ async def bootstrap(
         queue_max=settings.intake_queue_max,
         cache_max=settings.state_cache_max,
         baseline_policy_version=document.version,
+        jit_policy=jit_policy_from(settings),
         signer=order_signer,
         rejections_per_minute=settings.policy_rejections_per_minute_max,
         committed=committed,

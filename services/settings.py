@@ -516,6 +516,34 @@ class Settings(BaseSettings):
         description="How often the dispatcher reads new endpoint registrations and removals "
         "from the log.",
     )
+    # JIT channels: our node as the LSPS2 server (issue 19, ADR 0261/0262).
+    jit_lsp_nodes: list[str] = Field(
+        default_factory=list,
+        description="Our nodes that sell JIT channels (LSPS2): their executors intercept "
+        "HTLCs for sold SCIDs (lnd needs requireinterceptor, zero-conf and scid-alias on).",
+    )
+    jit_fee_max_msat: int = Field(
+        default=50_000_000,
+        ge=0,
+        description="Policy cap on one JIT channel's opening fee, whatever the menu says: a "
+        "sale or an HTLC whose fee is above it is refused (ADR 0262).",
+    )
+    jit_fee_max_ppm: int = Field(
+        json_schema_extra=_unit("ppm"),
+        default=50_000,
+        ge=0,
+        le=1_000_000,
+        description="Policy cap on the opening fee as a share of the payment (5 %: a fee "
+        "that eats a contractor's first payment is refused).",
+    )
+    jit_fee_menu: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        json_schema_extra=_unit("opening_fee_params"),
+        description="The lsps2.get_info menu (bLIP-52), entries in name order, each with "
+        "min_fee_msat, proportional (ppm), valid_for_s, min_lifetime, "
+        "max_client_to_self_delay, min_payment_size_msat, max_payment_size_msat; empty: "
+        "one entry of 546 sat minimum and 1200 ppm for 1k-10M sat, valid an hour.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -136,6 +136,7 @@ def encode_invoice(
     created_at_s: int,
     expiry_s: int,
     min_final_cltv_expiry: int = DEFAULT_MIN_FINAL_CLTV_EXPIRY,
+    route_hint: tuple[str, str, int, int, int] | None = None,
 ) -> str:
     """Encode a BOLT 11 invoice signed with ``privkey`` (32-byte secp256k1 secret).
 
@@ -158,6 +159,8 @@ def encode_invoice(
     data += _tagged("d", _bytes_to_u5(description.encode()))
     data += _tagged("x", _int_to_u5(expiry_s))
     data += _tagged("c", _int_to_u5(min_final_cltv_expiry))
+    if route_hint is not None:
+        data += _tagged("r", _bytes_to_u5(_route_hop(*route_hint)))
     # var_onion_optin (bit 8) and payment_secret (bit 14), required by current implementations.
     data += _tagged("9", _int_to_u5((1 << 8) | (1 << 14)))
     signing_data = hrp.encode() + _u5_to_bytes(data)
@@ -166,6 +169,22 @@ def encode_invoice(
     encoded: str | None = bech32.bech32_encode(hrp, data + _bytes_to_u5(signature))
     assert encoded is not None
     return encoded
+
+
+def _route_hop(
+    pubkey: str, short_channel_id: str, fee_base_msat: int, fee_ppm: int, cltv_delta: int
+) -> bytes:
+    """One BOLT 11 ``r`` hop: pubkey (33), short_channel_id (8), fee_base_msat (4),
+    fee_proportional_millionths (4), cltv_expiry_delta (2), all big-endian."""
+    block, tx, out = (int(part) for part in short_channel_id.split("x"))
+    scid = (block << 40) | (tx << 16) | out
+    return (
+        bytes.fromhex(pubkey)
+        + scid.to_bytes(8, "big")
+        + fee_base_msat.to_bytes(4, "big")
+        + fee_ppm.to_bytes(4, "big")
+        + cltv_delta.to_bytes(2, "big")
+    )
 
 
 def _hrp_amount(amount_msat: int) -> str:

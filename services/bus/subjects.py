@@ -118,6 +118,16 @@ CHANNEL_VERBS: Final = {
     "channel_close": "CloseChannel",
     "channel_report": "RecordChannelOpReport",
 }
+# JIT channel sales (ADR 0261), request/reply under the intents prefix: the LSP node's
+# executor's ``jit_sell.<node>``, ``jit_htlc.<node>`` and ``jit_report.<node>``.
+JIT_VERBS: Final = {
+    "jit_sell": "SellJitChannel",
+    "jit_htlc": "RecordJitHtlc",
+    "jit_report": "RecordJitReport",
+}
+# Payees (ADR 0270), request/reply under the intents prefix: an operator's
+# ``payee_onboard.<operator_id>`` and ``payee_erase.<operator_id>``. Not on CORRIDOR_CMD.
+PAYEE_VERBS: Final = {"payee_onboard": "OnboardPayee", "payee_erase": "ErasePayee"}
 
 # Rebalances (ADR 0244): the planner's (a service caller's) ``rebalance.<caller_id>``; the
 # executor reports on ``outcome.<node>`` as for a payment. Not on CORRIDOR_CMD.

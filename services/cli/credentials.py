@@ -49,6 +49,7 @@ COMMAND_ROLES: Final = {
     "resolve": "operator",
     "webhooks": "caller",
     "channels": "operator",  # ADR 0234
+    "payees": "operator",  # ADR 0270
 }  # fmt: skip
 
 

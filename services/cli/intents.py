@@ -108,6 +108,8 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
         body["destination"] = args.destination
     if args.deadline_s:
         body["deadline_s"] = args.deadline_s
+    if getattr(args, "payee_id", None):
+        body["payee_id"] = args.payee_id  # ADR 0272
     if args.metadata:
         body["metadata"] = _metadata(args.metadata)
     return body

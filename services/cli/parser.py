@@ -115,6 +115,11 @@ PLUGINS: Final = (
         "inbound channels from an external LSP over LSPS1: info, order, get",
     ),
     (
+        "payees",
+        "services.cli.payees",
+        "payees: onboard contractors and employees to wallets they own, erase them",
+    ),
+    (
         "webhooks",
         "services.cli.webhooks",
         "webhooks for your settlement events: add, list, remove, history",
@@ -489,6 +494,10 @@ def _submit(sub: Any) -> None:
     submit.add_argument(
         "--deadline-s", type=int, metavar="S", help="give up if not paid within S seconds"
     )
+    submit.add_argument(
+        "--payee-id", metavar="PAYEE_ID",
+        help="an onboarded payee (`corridor payees list`): the invoice must be their wallet's",
+    )  # fmt: skip
     submit.add_argument(
         "--metadata",
         nargs="*",

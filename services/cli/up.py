@@ -108,10 +108,12 @@ async def run_up(
         if sim:
             # One executor per (region, node) the corridors route to, paying through the sim.
             from services.executor.fleet import ExecutorFleet
+            from services.lsps.lsps2_server import menu_from_settings
 
             fleet = ExecutorFleet(
                 nats_url=stack.nats_url, state_dir=state_dir, targets=targets,
-                creds=executor_creds,
+                creds=executor_creds, jit_lsp_nodes=settings.jit_lsp_nodes,
+                jit_menu=menu_from_settings(settings.jit_fee_menu),
             )  # fmt: skip
             await fleet.start()
             reconcilers = await _start_reconcilers(settings, stack, state_dir, targets)

@@ -76,7 +76,8 @@ class Backup:
 
 async def dump(database_url: str, out: Path) -> Backup:
     """A custom-format dump of the database at ``database_url`` (any role that can read every
-    table: the engine's and the auditor's can) as one consistent snapshot."""
+    table: the owner's and the engine's; not the auditor's, which may not read payees' personal
+    data, ADR 0270) as one consistent snapshot."""
     args, env = _tool_args(database_url)
     # The backup holds the whole log: readable by us alone (pg_dump keeps the mode it finds).
     await asyncio.to_thread(out.touch, mode=0o600)

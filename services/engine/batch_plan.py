@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
+from services.domain.jit_channels import JitChannel
+from services.domain.payees import Payee
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.rebalance import DayBudget, Rebalance
 from services.domain.receive import ReceiveIntent
@@ -32,6 +34,8 @@ class BatchPlan:
     channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     rebalances: dict[str, Rebalance] = field(default_factory=dict)  # ADR 0244
     rebalance_budgets: dict[str, DayBudget] = field(default_factory=dict)  # ADR 0245
+    jit_sales: dict[str, JitChannel] = field(default_factory=dict)  # ADR 0261
+    payees: dict[str, Payee] = field(default_factory=dict)  # ADR 0270
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)
     judged_submits: bool = False

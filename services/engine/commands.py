@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import jit_messages as jm
+from schemas import payee_messages as pm
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
@@ -30,6 +32,9 @@ from services.engine.ids import (
     channel_op_id_for,
     fingerprint,
     intent_id_for,
+    jit_sale_id_for,
+    jit_scid_for,
+    payee_id_for,
     rebalance_id_for,
     receive_id_for,
 )
@@ -47,6 +52,10 @@ Reply = (
 )
 
 
+# Commands that name no sender in the payload: the credential alone does (ADR 0234, 0270).
+_CREDENTIAL_ONLY = (*cm.CHANNEL_OP_COMMAND_TYPES, *pm.PAYEE_COMMAND_TYPES, *jm.JIT_COMMAND_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
     command: (
@@ -59,6 +68,8 @@ class CommandEnvelope:
         | cm.ChannelOpCommand
         | RequestRebalance
         | ApproveRebalance
+        | jm.JitCommand
+        | pm.PayeeCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -73,7 +84,8 @@ class CommandEnvelope:
 
     def __post_init__(self) -> None:
         # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
-        if self.principal is not None and not isinstance(self.command, cm.CHANNEL_OP_COMMAND_TYPES):
+        # So do payees' commands (ADR 0270).
+        if self.principal is not None and not isinstance(self.command, _CREDENTIAL_ONLY):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
                 "the intake binds every command to the identity its payload names"
@@ -128,6 +140,23 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
         item.stream_id = command.op_id
+        return
+    if isinstance(command, jm.SellJitChannel):  # ADR 0261
+        scid = jit_scid_for(command.node, command.client_pubkey, command.request_id)
+        item.stream_id = jit_sale_id_for(command.node, scid)
+        return
+    if isinstance(command, jm.RecordJitHtlc | jm.RecordJitReport):
+        item.stream_id = command.sale_id
+        return
+    if isinstance(command, pm.OnboardPayee):  # ADR 0270: like a channel operation
+        principal = item.envelope.principal
+        item.stream_id = payee_id_for(
+            principal.id if principal else "corridor", command.idempotency_key
+        )
+        item.request_fingerprint = fingerprint(command)
+        return
+    if isinstance(command, pm.ErasePayee):
+        item.stream_id = command.payee_id
         return
     if isinstance(command, cm.OpenChannel | cm.CloseChannel):
         # The operator's id from the credential and its key name the operation.
@@ -184,7 +213,7 @@ def actor(envelope: CommandEnvelope) -> str:
     the sender its command names, in the roles the subjects give them."""
     if envelope.principal is not None:
         return envelope.principal.actor
-    if isinstance(envelope.command, cm.CHANNEL_OP_COMMAND_TYPES):
+    if isinstance(envelope.command, _CREDENTIAL_ONLY):
         return "corridor"
     claimed = claimed_identity(envelope.command)
     if claimed is None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from schemas import errors
+from schemas.commands import SubmitPaymentIntent
 from schemas.policy_messages import ApprovePolicy, ProposePolicy
 from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES
+from schemas.replies import CommandRejected
 from services.domain.policy import PolicyEngine
 from services.domain.routing import Router
 from services.engine.agent_key_book import AgentKeyBook
@@ -25,6 +27,9 @@ from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
+from services.engine.jit_planning import JIT_COMMANDS, JitCache, JitPlanner
+from services.engine.payee_payments import payee_policy, record_first_payment
+from services.engine.payee_planning import PAYEE_COMMANDS, PayeeCache, PayeePlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
 from services.engine.rebalance_planning import RebalancePlanner, is_rebalance_item
@@ -60,8 +65,12 @@ class Planner:
         receive_cache: ReceiveCache | None = None,
         channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
         rebalances: RebalancePlanner | None = None,
+        jit_sales: tuple[JitPlanner, JitCache] | None = None,
+        payees: tuple[PayeePlanner, PayeeCache] | None = None,
     ) -> None:
         self._rebalances = rebalances
+        self._jit_sales = jit_sales
+        self._payees = payees
         self._receives = receives
         self._receive_cache = receive_cache
         self._channel_ops = channel_ops
@@ -159,10 +168,38 @@ class Planner:
                     continue
                 self._rebalances.plan(plan, item, now_ms=now_ms)
                 continue
+            if isinstance(command, JIT_COMMANDS):  # ADR 0261
+                if self._jit_sales is None:
+                    plan.replies.append(rejected(errors.Unavailable("JIT channels are not set up")))
+                    continue
+                sales, committed_sales = self._jit_sales
+                sale = plan.jit_sales.get(item.stream_id) or committed_sales.get(item.stream_id)
+                sales.plan(plan, item, command, sale, now_ms=now_ms)
+                continue
+            if isinstance(command, PAYEE_COMMANDS):  # ADR 0270
+                if self._payees is None:
+                    plan.replies.append(rejected(errors.Unavailable("payees are not set up")))
+                    continue
+                payees, known = self._payees
+                payee = plan.payees.get(item.stream_id) or known.get(item.stream_id)
+                payees.plan(plan, item, command, payee, now_ms=now_ms)
+                continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup
+            payee = None
+            if isinstance(command, SubmitPaymentIntent) and command.payee_id and state is None:
+                # A payment to an onboarded payee (ADR 0272): their wallet, their rules.
+                pid = command.payee_id
+                payee = plan.payees.get(pid) or (self._payees[1].get(pid) if self._payees else None)
+                judged = payee_policy(item, command, payee, policy)
+                if isinstance(judged, CommandRejected):
+                    plan.replies.append(judged)
+                    continue
+                policy = judged
             self._intents.plan(
                 plan, item, command, state, policy=policy, router=router, keys=keys,
                 now_ms=now_ms,
             )  # fmt: skip
+            if payee is not None:
+                record_first_payment(plan, item, payee, state, now_ms=now_ms, new_id=self._new_id)
         return plan

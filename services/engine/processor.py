@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
 from services.domain.channel_ops import ChannelPolicy
+from services.domain.jit_channels import JitPolicy
 from services.domain.policy import Policy
 from services.domain.principal import Principal
 from services.domain.rebalance import RebalanceRules
@@ -35,6 +36,8 @@ from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
+from services.engine.jit_planning import DEFAULT_JIT_POLICY, JitCache, JitPlanner
+from services.engine.payee_planning import PayeeCache, PayeePlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -76,6 +79,7 @@ class CommandProcessor:
         webhooks: WebhookBook | None = None,
         rebalance_rules: RebalanceRules = DEFAULT_RULES,
         channel_policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
+        jit_policy: JitPolicy = DEFAULT_JIT_POLICY,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -107,6 +111,8 @@ class CommandProcessor:
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
         # Rebalances (ADR 0244): their streams, the days' budgets, and their planner.
         self.rebalances = RebalanceBook(store, cache_max=cache_max, now_ms=clock.now_ms)
+        self.jit_sales = JitCache(store, cache_max=cache_max)  # ADR 0261
+        self.payees = PayeeCache(store, cache_max=cache_max)  # ADR 0270
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -120,6 +126,11 @@ class CommandProcessor:
             rebalances=RebalancePlanner(
                 self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
             ),
+            jit_sales=(
+                JitPlanner(new_id=ids.new_id, signer=signer, policy=jit_policy),
+                self.jit_sales,
+            ),
+            payees=(PayeePlanner(new_id=ids.new_id), self.payees),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
@@ -127,6 +138,8 @@ class CommandProcessor:
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
             channel_ops=self.channel_ops, rebalances=self.rebalances,
+            jit_sales=self.jit_sales,
+            payees=self.payees,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

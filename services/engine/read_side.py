@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from schemas import errors
 from schemas.channel_messages import is_channel_op_stream
+from schemas.payee_messages import is_payee_stream
 from schemas.rebalance_messages import is_rebalance_budget_stream, is_rebalance_stream
 from schemas.receive_messages import is_receive_stream
 from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView, PolicyView
@@ -17,6 +18,7 @@ from services.engine.channel_op_reads import channel_op_status, channel_op_view
 from services.engine.commands import rejected
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_recorded
 from services.engine.intent_cache import IntentCache
+from services.engine.payee_reads import payee_status, payee_view
 from services.engine.policy_book import PolicyBook, policy_event
 from services.engine.rebalance_reads import rebalance_status, rebalance_view
 from services.engine.receive_reads import receive_status, receive_view
@@ -53,6 +55,8 @@ class ReadSide:
             return await channel_op_status(self._store, intent_id, reader)
         if is_rebalance_stream(intent_id) or is_rebalance_budget_stream(intent_id):  # ADR 0244
             return await rebalance_status(self._store, intent_id, reader)
+        if is_payee_stream(intent_id):  # ADR 0270
+            return await payee_status(self._store, intent_id, reader)
         cached = self.cached_status(intent_id, reader=reader)
         if cached is not None:
             return cached
@@ -90,6 +94,8 @@ class ReadSide:
             return await channel_op_view(self._store, intent_id, reader)
         if is_rebalance_stream(intent_id) or is_rebalance_budget_stream(intent_id):  # ADR 0244
             return await rebalance_view(self._store, intent_id, reader)
+        if is_payee_stream(intent_id):  # ADR 0270
+            return await payee_view(self._store, intent_id, reader)
         history = await self._store.read_stream(intent_id)
         if not history:
             return _not_found(intent_id)

@@ -21,6 +21,8 @@ import structlog
 
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
+from schemas.jit_messages import JIT_STREAM_PREFIX
+from schemas.payee_messages import PAYEE_STREAM_PREFIX
 from schemas.rebalance_messages import REBALANCE_BUDGET_STREAM_PREFIX, REBALANCE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
@@ -41,6 +43,8 @@ from services.engine.commands import (
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
+from services.engine.jit_planning import JitCache
+from services.engine.payee_planning import PayeeCache, named_payees
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.rebalance_planning import RebalanceBook
@@ -65,6 +69,8 @@ HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
 RBL = (REBALANCE_STREAM_PREFIX, REBALANCE_BUDGET_STREAM_PREFIX)
 CHOP = CHANNEL_OP_STREAM_PREFIX
+JIT = JIT_STREAM_PREFIX
+PAYEE = PAYEE_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
 CONFLICT_RETRIES_MAX = 5
@@ -92,10 +98,14 @@ class WriterLoop:
         receives: ReceiveCache | None = None,
         channel_ops: ChannelOpCache | None = None,
         rebalances: RebalanceBook | None = None,
+        jit_sales: JitCache | None = None,
+        payees: PayeeCache | None = None,
     ) -> None:
         self._rebalances = rebalances
+        self._payees = payees
         self._receives = receives
         self._channel_ops = channel_ops
+        self._jit_sales = jit_sales
         self._recon = recon
         self._webhooks = webhooks or WebhookBook()
         assert batch_max >= 1 and queue_max >= 1
@@ -222,7 +232,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, *RBL))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, JIT, PAYEE, *RBL))
                 and not assumed_new(i)
             ]
         )
@@ -236,6 +246,15 @@ class WriterLoop:
             )
         if self._rebalances is not None:  # rebalances and their budgets (ADR 0244): read
             await self._rebalances.load(items)
+        if self._jit_sales is not None:  # JIT channel sales (ADR 0261): always read
+            await self._jit_sales.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(JIT)]
+            )
+        if self._payees is not None:  # payees (ADR 0270): always read
+            await self._payees.load(
+                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(PAYEE)]
+                + named_payees(items)  # submits naming a payee (ADR 0272)
+            )
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -269,6 +288,12 @@ class WriterLoop:
             self._channel_ops.remember(stream_id, op)
         if self._rebalances is not None:
             self._rebalances.adopt(plan)
+        for stream_id, sale in plan.jit_sales.items():
+            assert self._jit_sales is not None
+            self._jit_sales.remember(stream_id, sale)
+        for stream_id, payee in plan.payees.items():
+            assert self._payees is not None
+            self._payees.remember(stream_id, payee)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -296,6 +321,12 @@ class WriterLoop:
                 self._channel_ops.forget(item.stream_id)
             if self._rebalances is not None:
                 self._rebalances.forget(item.stream_id)
+            if self._jit_sales is not None:
+                self._jit_sales.forget(item.stream_id)
+            if self._payees is not None:
+                self._payees.forget(item.stream_id)
+                for payee_id in named_payees([item]):  # its marker may have lost a race
+                    self._payees.forget(payee_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

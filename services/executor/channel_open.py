@@ -31,6 +31,9 @@ class ChannelOpenOrder(msgspec.Struct, frozen=True, kw_only=True):
     local_amount_msat: int
     sat_per_vbyte: int
     push_msat: int = 0
+    # A JIT channel (ADR 0261): usable at once under an scid alias, unannounced.
+    zero_conf: bool = False
+    private: bool = False
 
 
 class ChannelOpenReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +76,8 @@ async def open_once(node: NodePort, order: ChannelOpenOrder) -> ChannelOpenRepor
         sat_per_vbyte=order.sat_per_vbyte,
         push_msat=order.push_msat,
         memo=memo_for(order.intent_id),
+        zero_conf=order.zero_conf,
+        private=order.private,
     )
     log.info("channel_open_broadcast", intent_id=order.intent_id, point=opening.channel_point)
     return _report(order.intent_id, opening.channel_point, "opened", "opening")

@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
         help="keysend secret shared by the node's workers "
         "(default STATE_DIR/executor-keysend.secret)",
     )
+    parser.add_argument(
+        "--jit-lsp",
+        action="store_true",
+        help="sell JIT channels on this node (LSPS2, ADR 0261): intercept HTLCs for sold "
+        "SCIDs (also on for the nodes in the jit_lsp_nodes setting)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -63,6 +69,7 @@ async def _run(args: argparse.Namespace) -> int:
     from services.executor.errors import NodeUriError
     from services.executor.runner import build_executor
     from services.logging import configure_logging
+    from services.lsps.lsps2_server import menu_from_settings
     from services.settings import load_settings
     from services.signing.port import KeyFileError
 
@@ -83,6 +90,9 @@ async def _run(args: argparse.Namespace) -> int:
             secret_path=args.secret_file,
             duplicate_window_s=settings.jetstream_duplicate_window_s,
             creds=args.creds,
+            jit_lsp_nodes=settings.jit_lsp_nodes,
+            jit_lsp=args.jit_lsp,
+            jit_menu=menu_from_settings(settings.jit_fee_menu),
         )
     except (NodeUriError, KeyFileError, ValueError) as exc:
         print(f"corridor: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ import structlog
 from schemas.channel_messages import RecordChannelOpReport
 from schemas.codec import encode
 from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
+from schemas.jit_messages import JitCommand
 from schemas.receive_messages import (
     ExpiredInvoices,
     GetExpiredInvoices,
@@ -83,6 +84,10 @@ class EngineClient:
         self._invoice_subject = f"{subjects.API_PREFIX}.invoice.{node}"
         self._node = node
         self._channel_subject = f"{subjects.API_PREFIX}.channel_report.{node}"  # ADR 0234
+        self._jit_subjects = {  # ADR 0261
+            verb_type: f"{subjects.API_PREFIX}.{verb}.{node}"
+            for verb, verb_type in subjects.JIT_VERBS.items()
+        }
         self._limits = limits
 
     async def record(
@@ -166,6 +171,22 @@ class EngineClient:
             raise OutcomeRefused(reply.error.code, reply.error.message)
         assert isinstance(reply, CommandAccepted)
         log.info("channel_report_committed", stage=report.stage, state=reply.state)
+        return reply
+
+    async def record_jit(
+        self, command: JitCommand, *, causation_id: str, correlation_id: str
+    ) -> CommandAccepted:
+        """Commit a JIT channel sale's command (ADR 0261); a duplicate is answered, not
+        recorded again. Raises ``OutcomeRefused`` with the engine's refusal."""
+        headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        reply = await self._request(
+            self._jit_subjects[type(command).__name__], encode(command), headers,
+            _command_reply, retryable=frozenset({"unavailable"}),
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, CommandAccepted)
+        log.info("jit_command_committed", command=type(command).__name__, state=reply.state)
         return reply
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:

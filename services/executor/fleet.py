@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
+from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.limits import ExecutorLimits
 from services.executor.runner import build_executor
 from services.executor.worker import Executor
+from services.lsps.lsps2_server import DEFAULT_MENU
 
 log = structlog.get_logger("corridor.fleet")
 
@@ -28,6 +30,8 @@ class ExecutorFleet:
         targets: Iterable[tuple[str, str]],
         limits: ExecutorLimits | None = None,
         creds: Mapping[str, Path] | None = None,
+        jit_lsp_nodes: Sequence[str] = (),
+        jit_menu: Sequence[FeeMenuEntry] = DEFAULT_MENU,
     ) -> None:
         """``creds``: each node's executor seed file (default: as ``build_executor``)."""
         self._nats_url = nats_url
@@ -35,6 +39,8 @@ class ExecutorFleet:
         self._state_dir = state_dir
         self._targets = sorted(set(targets))
         self._limits = limits
+        self._jit_lsp_nodes = tuple(jit_lsp_nodes)  # our LSP nodes (ADR 0261)
+        self._jit_menu = tuple(jit_menu)
         self.executors: list[Executor] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -44,6 +50,7 @@ class ExecutorFleet:
                 nats_url=self._nats_url, region=region, node_uri=f"sim://{node}",
                 state_dir=self._state_dir, node_name=node, limits=self._limits,
                 executor_id=f"{region}-{node}-fleet", creds=self._creds.get(node),
+                jit_lsp_nodes=self._jit_lsp_nodes, jit_menu=self._jit_menu,
             )  # fmt: skip
             self.executors.append(executor)
             self._tasks.append(asyncio.create_task(executor.run(), name=f"executor-{node}"))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.bus.jetstream import resolve_creds
+from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.errors import NodeUriError
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
 from services.executor.limits import ExecutorLimits
@@ -14,6 +16,7 @@ from services.executor.nodes import NODE_NAME_RE, adapter_for, resolve_node
 from services.executor.worker import Executor
 from services.identity.nats_auth import seed_path
 from services.lightning.port import NodeError
+from services.lsps.lsps2_server import DEFAULT_MENU
 from services.signing.file_keys import PUBLIC_KEYS_FILE, FileKeyring, keys_dir
 
 
@@ -34,6 +37,9 @@ def build_executor(
     limits: ExecutorLimits | None = None,
     duplicate_window_s: int = 120,
     creds: Path | None = None,
+    jit_lsp_nodes: Sequence[str] = (),
+    jit_lsp: bool = False,
+    jit_menu: Sequence[FeeMenuEntry] = DEFAULT_MENU,
 ) -> Executor:
     """Raises ``NodeUriError`` for a node that cannot be resolved or opened, and
     ``KeyFileError`` when ``state_dir/keys`` holds no engine public key (ADR 0063).
@@ -62,4 +68,7 @@ def build_executor(
         duplicate_window_s=duplicate_window_s,
         creds=resolve_creds(creds, fallback=seed_path(state_dir, "executor", resolved.name)),
         verifier=FileKeyring(keys_dir(state_dir) / PUBLIC_KEYS_FILE),
+        # An LSP node's executor intercepts and carries out JIT orders (ADR 0261).
+        jit_lsp=jit_lsp or resolved.name in jit_lsp_nodes,
+        jit_menu=jit_menu,
     )

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +35,7 @@ from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
 from services.bus.port import Bus, BusError, Delivery, PullConsumer
+from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
@@ -45,6 +46,7 @@ from services.executor.errors import (
     WorkOrderTooNew,
 )
 from services.executor.health_publisher import publish_health
+from services.executor.jit_executor import is_jit_order, jit_lsp_for
 from services.executor.limits import ExecutorLimits
 from services.executor.payer import Disposition, Payer
 from services.executor.rebalance_worker import (
@@ -57,6 +59,7 @@ from services.executor.receive_order import is_receive_order
 from services.executor.receive_worker import ReceiveOrders
 from services.executor.work_order import WorkOrder, decode_work_order
 from services.lightning.port import NodePort
+from services.lsps.lsps2_server import DEFAULT_MENU
 from services.metrics.series import EXECUTOR_PAYMENTS
 from services.signing.orders import verify_order
 from services.signing.port import KeyFileError, SigningError, Verifier
@@ -99,6 +102,8 @@ class Executor:
         jitter: random.Random | None = None,
         follow_invoices: bool = True,
         now_s: Callable[[], float] = time.time,
+        jit_lsp: bool = False,
+        jit_menu: Sequence[FeeMenuEntry] = DEFAULT_MENU,
     ) -> None:
         """``verifier``: the engine's public keys (``services.signing.file_keys.FileKeyring``).
         Required to run: without it no order can be trusted, and ``run`` refuses to start.
@@ -144,6 +149,8 @@ class Executor:
         # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
         self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
         self._follow_invoices = follow_invoices
+        # The LSP side of JIT channels (ADR 0261): intercept, and carry out JIT orders.
+        self._jit = jit_lsp_for(self, node, jit_menu) if jit_lsp else None
 
     def stop(self) -> None:
         """Stop taking work; running payments get ``stop_grace_s`` to reach a decision."""
@@ -176,6 +183,8 @@ class Executor:
                 side.append(health)
                 if self._follow_invoices:
                     side += self._receives.start_watchers()
+                if self._jit is not None:
+                    side.append(asyncio.create_task(self._jit.intercept(), name="executor-jit"))
                 log.info("executor_started")
                 self.ready.set()
                 await self._pull(sub)
@@ -288,6 +297,9 @@ class Executor:
         structlog.contextvars.unbind_contextvars("intent_id", "attempt", "payment_hash")
         if is_receive_order(msg.data):  # a receive's invoice to create or watch (ADR 0220)
             await self._receives.handle(msg)
+            return
+        if self._jit is not None and is_jit_order(msg.data):  # JIT channels (ADR 0261)
+            await self._jit.handle(msg, self._refuse)
             return
         if is_channel_order(msg.data):  # channel opens and closes (ADR 0234)
             assert self._verifier is not None, "run() does not start without a verifier"

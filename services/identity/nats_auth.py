@@ -178,6 +178,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.channel_close.{{id}}",
                 # Rebalances over the auto limit (ADR 0244).
                 f"{_API}.rebalance_approve.{{id}}",
+                # Payees (ADR 0270).
+                f"{_API}.payee_onboard.{{id}}",
+                f"{_API}.payee_erase.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",
@@ -205,6 +208,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.outcome.{{node}}",
                 f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
                 f"{_API}.channel_report.{{node}}",  # its channel operations (ADR 0234)
+                f"{_API}.jit_sell.{{node}}",  # the JIT channels it sells (ADR 0261)
+                f"{_API}.jit_htlc.{{node}}",
+                f"{_API}.jit_report.{{node}}",
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",

@@ -40,6 +40,8 @@ Q = TypeVar("Q")
 _INTENT_VERBS = {
     **subjects.VERBS, **subjects.RECEIVE_VERBS, **subjects.CHANNEL_VERBS,
     **subjects.REBALANCE_VERBS,  # ADR 0244
+    **subjects.JIT_VERBS,  # ADR 0261
+    **subjects.PAYEE_VERBS,  # ADR 0270
 }  # fmt: skip
 
 

@@ -28,6 +28,8 @@ import structlog
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import jit_messages as jm
+from schemas import payee_messages as pm
 from schemas.agent_key_messages import (
     AgentKeyCommand,
     ApproveAgentKey,
@@ -90,11 +92,22 @@ class Authenticator:
         | ReceiveCommand
         | cm.ChannelOpCommand
         | RequestRebalance
-        | ApproveRebalance,
+        | ApproveRebalance
+        | jm.JitCommand
+        | pm.PayeeCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
             return self._channel_op(token, command)
+        if isinstance(command, jm.JIT_COMMAND_TYPES):
+            # The LSP node's executor (ADR 0261); the planner checks the sale is its node's.
+            self._require("executor", token)
+            if isinstance(command, jm.SellJitChannel):
+                self._check_region(command.node, command.region)
+            return Principal(role="executor", id=token)
+        if isinstance(command, pm.PAYEE_COMMAND_TYPES):  # ADR 0270: operators, by credential
+            self._require("operator", token)
+            return Principal(role="operator", id=token)
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
         field, value = claimed

@@ -30,9 +30,10 @@ import msgspec
 import structlog
 from pyln.client import LightningRpc, RpcError
 
-from services.lightning import channel_errors, cln_open_record, onchain
+from services.lightning import channel_errors, cln_interception, cln_open_record, onchain
 from services.lightning.cln_errors import Action, cln_error_rule
 from services.lightning.cln_receive import cln_invoice_status
+from services.lightning.interceptor_port import HeldHtlc, HtlcResolution
 from services.lightning.payments import for_amount, invoice_target, liquidity_of
 from services.lightning.port import (
     PAYMENT_PAGE_MAX,
@@ -372,6 +373,19 @@ class ClnAdapter:
                 )
             cursor = max(cursor, int(got["next_index"]))
 
+    # -- interception (InterceptorPort, ADR 0260: Corridor's htlc_accepted plugin) ------------
+
+    # Core Lightning keeps no note with a channel (``open_channel`` refuses a memo, ADR 0233):
+    # callers that find their open again by memo look it up another way.
+    keeps_channel_memo: Final = False
+
+    async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
+        async for htlc in cln_interception.held_htlcs(self, self._timeout_s):
+            yield htlc
+
+    async def resolve_htlc(self, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
+        await cln_interception.resolve(self, htlc, resolution)
+
     async def pending_channels(self) -> list[PendingChannel]:
         listed = await self._call("listpeerchannels")
         entries = [c for c in listed["channels"] if c["state"] in PENDING_STATES]
@@ -396,6 +410,8 @@ class ClnAdapter:
         sat_per_vbyte: int,
         push_msat: int = 0,
         memo: str = "",
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> ChannelOpening:
         """fundchannel: answers once the funding transaction is broadcast.
 
@@ -410,6 +426,10 @@ class ClnAdapter:
         }
         if push_msat:
             payload["push_msat"] = push_msat
+        if private:
+            payload["announce"] = False
+        if zero_conf:
+            payload["mindepth"] = 0
 
         async def fund() -> ChannelOpening:
             funded = await self._chain_call("fundchannel", payload)

@@ -24,7 +24,9 @@ import grpc
 import structlog
 
 from services.lightning import channel_errors, lnd_convert, lnd_receive, onchain
+from services.lightning.interceptor_port import HeldHtlc, HtlcResolution
 from services.lightning.lnd_errors import Action, grpc_status_rule
+from services.lightning.lnd_interception import LndInterceptorStream
 from services.lightning.lnd_proto import (
     lightning_pb2,
     lightning_pb2_grpc,
@@ -141,6 +143,7 @@ class LndAdapter:
         self._channel: grpc.aio.Channel | None = None
         self._lightning: Any = None
         self._router: Any = None
+        self._interceptor = LndInterceptorStream()
 
     @classmethod
     def from_uri(cls, uri: str, *, timeout_s: float = 30.0) -> LndAdapter:
@@ -183,6 +186,17 @@ class LndAdapter:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+
+    # -- interception (InterceptorPort, lnd_interception.py) ---------------------------------
+
+    async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
+        self._connect()
+        async for htlc in self._interceptor.held(self._router, self._auth.metadata):
+            yield htlc
+
+    async def resolve_htlc(self, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
+        """Queued on the open interceptor stream; lnd refusing it ends that stream."""
+        self._interceptor.resolve(htlc, resolution)
 
     # -- node and invoices ------------------------------------------------------------------
 
@@ -392,8 +406,12 @@ class LndAdapter:
         sat_per_vbyte: int,
         push_msat: int = 0,
         memo: str = "",
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> ChannelOpening:
-        """OpenChannelSync: answers once the funding transaction is published."""
+        """OpenChannelSync: answers once the funding transaction is published. A zero-conf
+        channel asks for an scid alias too (lnd needs one to route before confirmation)."""
+        assert private or not zero_conf, "a zero-conf channel with an scid alias is private"
         local_sat, push_sat = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
         request = lightning_pb2.OpenChannelRequest(
             node_pubkey=bytes.fromhex(peer_pubkey),
@@ -401,6 +419,9 @@ class LndAdapter:
             push_sat=push_sat,
             sat_per_vbyte=sat_per_vbyte,
             memo=onchain.check_memo(memo),
+            private=private,
+            zero_conf=zero_conf,
+            scid_alias=zero_conf,
         )
         self._connect()
         try:

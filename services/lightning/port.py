@@ -339,8 +339,14 @@ class NodePort(Protocol):
         sat_per_vbyte: int,
         push_msat: int = 0,
         memo: str = "",
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> ChannelOpening:
         """Open a channel to a peer the node knows (LND OpenChannelSync, CLN fundchannel).
+
+        ``zero_conf`` opens it usable at once under an scid alias (LND ``zero_conf`` with
+        ``scid_alias``, CLN ``mindepth: 0``), which must be ``private`` (unannounced, LND
+        ``private``, CLN ``announce: false``): LSPS2's JIT channel (ADR 0260).
 
         ``memo`` (at most ``CHANNEL_MEMO_CHARS_MAX``) is kept by the node with the channel and
         shows on ``Channel.memo`` and ``PendingChannel.memo``: a caller retrying after a crash

@@ -25,7 +25,8 @@ from typing import Final, TypeVar
 import structlog
 
 from services.bolt11.codec import InvoiceDecodeError
-from services.lightning import channel_errors, onchain
+from services.lightning import channel_errors, onchain, sim_interception
+from services.lightning.interceptor_port import HeldHtlc, HtlcResolution
 from services.lightning.payments import (
     for_amount,
     invoice_target,
@@ -303,6 +304,8 @@ class SimNodeAdapter:
         sat_per_vbyte: int,
         push_msat: int = 0,
         memo: str = "",
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> ChannelOpening:
         local_sat, _ = onchain.whole_sats(local_amount_msat, push_msat, sat_per_vbyte)
         if len(peer_pubkey) != 2 * PUBKEY_BYTES:
@@ -316,6 +319,8 @@ class SimNodeAdapter:
                 push_msat=push_msat,
                 sat_per_vbyte=sat_per_vbyte,
                 memo=onchain.check_memo(memo),
+                zero_conf=zero_conf,
+                private=private,
             )
         except ChannelRefused as exc:
             raise channel_errors.sim_error("openchannel", exc.code, str(exc)) from None
@@ -326,6 +331,22 @@ class SimNodeAdapter:
             funding_txid=funding.txid,
             output_index=funding.output_index,
         )
+
+    # Interception (InterceptorPort, ADR 0260).
+
+    async def held_htlcs(self) -> AsyncIterator[HeldHtlc]:
+        await self._answer("htlcinterceptor")
+        async for htlc in sim_interception.held_htlcs(
+            self._network,
+            self._node.name,
+            self._offline_signal,
+            lambda: self._offline("htlcinterceptor"),
+        ):
+            yield htlc
+
+    async def resolve_htlc(self, htlc: HeldHtlc, resolution: HtlcResolution) -> None:
+        await self._answer("resolve_htlc")
+        sim_interception.resolve(self._network, self._node.name, htlc, resolution)
 
     async def close_channel(self, *, channel_point: str, sat_per_vbyte: int) -> str:
         onchain.check_fee_rate(sat_per_vbyte)

@@ -12,6 +12,8 @@ import msgspec
 from schemas.channel_messages import CHANNEL_OP_EVENT_TYPES, CHANNEL_ORDER_EVENTS
 from schemas.codec import encode
 from schemas.events import EVENT_TYPES
+from schemas.jit_messages import JIT_EVENT_TYPES, JIT_ORDER_EVENTS
+from schemas.payee_messages import PAYEE_EVENT_TYPES
 from schemas.rebalance_messages import REBALANCE_EVENT_TYPES
 from schemas.receive_messages import RECEIVE_EVENT_TYPES
 from schemas.records import EventMetadata, RecordedEvent
@@ -21,10 +23,13 @@ from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
 
 # Events that are also work orders on the dispatch stream: payments', receives' (ADR 0220),
-# channel operations' (ADR 0234) and rebalances' (ADR 0244).
+# channel operations' (ADR 0234), rebalances' (ADR 0244) and JIT sales' (ADR 0261).
 ORDER_EVENT_TYPES = frozenset(
-    {"IntentDispatched", "ReceiveDispatched", "RebalanceDispatched", *CHANNEL_ORDER_EVENTS}
-)
+    {
+        "IntentDispatched", "ReceiveDispatched", "RebalanceDispatched",
+        *CHANNEL_ORDER_EVENTS, *JIT_ORDER_EVENTS,
+    }
+)  # fmt: skip
 # How long a publish's acknowledgements may take before the batch counts as failed.
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
@@ -119,6 +124,8 @@ def names_an_owner(event_type: str) -> bool:
         or event_type in RECEIVE_EVENT_TYPES
         or event_type in CHANNEL_OP_EVENT_TYPES
         or event_type in REBALANCE_EVENT_TYPES
+        or event_type in JIT_EVENT_TYPES
+        or event_type in PAYEE_EVENT_TYPES
     )
 
 

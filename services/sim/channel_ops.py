@@ -43,6 +43,9 @@ DUST_LIMIT_SAT: Final = 354
 # CLN lists a closed channel as ONCHAIN for this many blocks, then forgets it.
 ONCHAIN_FORGET_BLOCKS: Final = 100
 MEMO_CHARS_MAX: Final = 500  # lnd refuses longer channel memos
+# lnd hands out scid aliases from block 16_000_000 up (aliasmgr.StartingAlias): far above any
+# real block, so an alias never collides with a confirmed channel's short channel id.
+ALIAS_FIRST_BLOCK: Final = 16_000_000
 
 
 class ChannelRefused(SimError):
@@ -70,6 +73,10 @@ class _Opening:
     funding_output: int
     memo: str
     policy: dict[str, PolicySpec]
+    # A zero-conf channel is routable from broadcast on (under its alias); its funding
+    # transaction confirming changes nothing but the opening's bookkeeping.
+    zero_conf_channel: ChannelState | None = None
+    private: bool = False
 
 
 @dataclass(slots=True)
@@ -96,6 +103,7 @@ class ChannelOps:
         self._closing: dict[str, _Closing] = {}  # by closing txid
         self._closed: list[tuple[_Closing, int]] = []  # and the height it confirmed at
         self._total_msat = self._value_msat()
+        self._aliases = 0
 
     # -- open ---------------------------------------------------------------------------------
 
@@ -109,8 +117,14 @@ class ChannelOps:
         sat_per_vbyte: int,
         memo: str = "",
         policy: PolicySpec | None = None,
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> SimFundingTx:
-        """Broadcast a funding transaction; raises ``ChannelRefused`` or ``NodeOffline``."""
+        """Broadcast a funding transaction; raises ``ChannelRefused`` or ``NodeOffline``.
+
+        ``zero_conf`` (which needs ``option_scid_alias``: lnd's ``zero_conf`` with
+        ``scid_alias``, CLN's ``mindepth: 0``) makes the channel usable at once under an
+        alias; ``private`` leaves it unannounced."""
         if not self._state.is_online(opener):
             raise NodeOffline(opener)
         try:
@@ -153,7 +167,7 @@ class ChannelOps:
         if 0 < change < DUST_LIMIT_SAT:
             self._chain.fees_msat += change * MSAT_PER_SAT
         used = policy or PolicySpec()
-        self._opening[tx.txid] = _Opening(
+        opening = _Opening(
             opener=opener,
             peer=peer_node.name,
             capacity_msat=amount_sat * MSAT_PER_SAT,
@@ -162,7 +176,14 @@ class ChannelOps:
             funding_output=0,
             memo=memo,
             policy={opener: used, peer_node.name: PolicySpec()},
+            private=private,
         )
+        self._opening[tx.txid] = opening
+        if zero_conf:
+            self._aliases += 1
+            opening.zero_conf_channel = self._activate(
+                opening, channel_id=f"{ALIAS_FIRST_BLOCK}x{self._aliases}x0"
+            )
         return SimFundingTx(
             txid=tx.txid,
             output_index=0,
@@ -242,15 +263,19 @@ class ChannelOps:
         """Activate openings deep enough, finish closings that confirmed."""
         for txid in list(self._opening):
             if self._chain.confirmations(txid) >= FUNDING_CONFIRMATIONS:
-                self._activate(self._opening.pop(txid))
+                opening = self._opening.pop(txid)
+                if opening.zero_conf_channel is None:
+                    self._activate(opening)
         for txid in list(self._closing):
             if self._chain.confirmations(txid) >= CLOSE_CONFIRMATIONS:
                 self._closed.append((self._closing.pop(txid), self._chain.height))
         horizon = self._chain.height - ONCHAIN_FORGET_BLOCKS
         self._closed = [(c, height) for c, height in self._closed if height > horizon]
 
-    def _activate(self, opening: _Opening) -> None:
-        channel_id = self._short_channel_id(opening.funding_txid, opening.funding_output)
+    def _activate(self, opening: _Opening, *, channel_id: str | None = None) -> ChannelState:
+        zero_conf = channel_id is not None
+        if channel_id is None:
+            channel_id = self._short_channel_id(opening.funding_txid, opening.funding_output)
         channel = ChannelState(
             channel_id=channel_id,
             node_a=opening.opener,
@@ -265,12 +290,15 @@ class ChannelOps:
             funding_output=opening.funding_output,
             memo=opening.memo,
             push_msat=opening.push_msat,
+            private=opening.private,
+            zero_conf=zero_conf,
         )
         self._state.channels[channel_id] = channel
         for end in (opening.opener, opening.peer):
             listed = self._state.channels_by_node[end]
             listed.append(channel)
             listed.sort(key=lambda c: c.channel_id)  # routing reads them in a stable order
+        return channel
 
     def _short_channel_id(self, txid: str, output: int) -> str:
         tx = self._chain.txs[txid]
@@ -281,7 +309,11 @@ class ChannelOps:
 
     def pending_of(self, node: str) -> list[SimPendingChannel]:
         """Openings and closings that involve ``node``; closed ones until CLN forgets them."""
-        views = [self._opening_view(o, node) for o in self._opening.values() if self._has(o, node)]
+        views = [
+            self._opening_view(o, node)
+            for o in self._opening.values()
+            if self._has(o, node) and o.zero_conf_channel is None
+        ]
         for closing in self._closing.values():
             if node in (closing.channel.node_a, closing.channel.node_b):
                 views.append(self._closing_view(closing, node, "closing"))
@@ -375,7 +407,7 @@ class ChannelOps:
         return (
             self._chain.wallets_total_sat() * MSAT_PER_SAT
             + sum(c.capacity_msat for c in self._state.channels.values())
-            + sum(o.capacity_msat for o in self._opening.values())
+            + sum(o.capacity_msat for o in self._opening.values() if o.zero_conf_channel is None)
             + self._chain.fees_msat
         )
 

@@ -33,6 +33,8 @@ class ChannelState:
     htlcs: dict[int, Htlc] = field(default_factory=dict)
     memo: str = ""  # the opener's note-to-self, kept with the channel as lnd keeps it
     push_msat: int = 0
+    private: bool = False  # unannounced: routed over only as a payer's first or last hop
+    zero_conf: bool = False
 
     def peer_of(self, node: str) -> str:
         if node == self.node_a:

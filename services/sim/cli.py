@@ -274,11 +274,7 @@ async def _invoice(args: argparse.Namespace) -> int:
 
     if args.amount_msat <= 0:
         raise SimCliError("--amount-msat must be positive")
-    node = next(
-        (n for n in _endpoints(args.state_dir).get("nodes", []) if n["name"] == args.node), None
-    )
-    if node is None:
-        raise SimCliError(f"unknown node {args.node!r} (see `corridor sim nodes`)")
+    node = await _node_entry(args.state_dir, args.node)
     adapter = adapter_from_uri(node["endpoint"], timeout_s=CONTROL_TIMEOUT_S)
     try:
         invoice = await adapter.create_invoice(args.amount_msat, args.memo, args.expiry_s)
@@ -312,7 +308,7 @@ async def _pay(args: argparse.Namespace) -> int:
         raise SimCliError("--amount-msat must be positive")
     if args.max_fee_msat < 0 or args.timeout_s <= 0:
         raise SimCliError("--max-fee-msat must be >= 0 and --timeout-s positive")
-    node = _node_entry(args.state_dir, args.node)
+    node = await _node_entry(args.state_dir, args.node)
     if node["role"] == "ours":
         outside = [n["name"] for n in _endpoints(args.state_dir)["nodes"] if n["role"] != "ours"]
         raise SimCliError(
@@ -363,10 +359,15 @@ def _logs_to_stderr() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-def _node_entry(state_dir: Path, name: str) -> dict[str, Any]:
+async def _node_entry(state_dir: Path, name: str) -> dict[str, Any]:
+    """The node's entry in endpoints.json, written at start; a node added since (a payee's
+    wallet, ADR 0271) is asked of the running simulator."""
     for node in _endpoints(state_dir).get("nodes", []):
         if isinstance(node, dict) and node.get("name") == name:
             return node
+    for node in await _control(state_dir, "nodes"):
+        if isinstance(node, dict) and node.get("name") == name:
+            return dict(node)
     raise SimCliError(f"unknown node {name!r} (see `corridor sim nodes`)")
 
 

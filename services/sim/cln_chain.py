@@ -53,7 +53,7 @@ PARAMETERS: Final[dict[str, tuple[str, ...]]] = {
 }  # fmt: skip
 UNSUPPORTED: Final[dict[str, tuple[str, ...]]] = {
     "fundchannel": (
-        "close_to", "request_amt", "compact_lease", "utxos", "mindepth", "reserve", "channel_type",
+        "close_to", "request_amt", "compact_lease", "utxos", "reserve", "channel_type",
     ),
     "close": ("destination", "fee_negotiation_step", "wrong_funding", "force_lease_closed"),
 }  # fmt: skip
@@ -132,9 +132,24 @@ class ClnChainMethods:
             push_msat = int(push)
         except ValueError:
             raise RpcFailure(JSONRPC_INVALID_PARAMS, "push_msat: should be a msat amount") from None
+        mindepth = params.get("mindepth")
+        announce = params.get("announce", True)
+        if mindepth not in (None, 0) or not isinstance(announce, bool):
+            # Any depth but 0 (zero-conf) is CLN's normal funding depth here.
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "mindepth: only 0 is simulated")
+        if mindepth == 0 and announce:
+            # The simulator opens zero-conf channels with option_scid_alias only, which BOLT 2
+            # forbids announcing (as LSPS2 uses them, bLIP-52 section 5).
+            raise RpcFailure(JSONRPC_INVALID_PARAMS, "mindepth 0 needs announce: false here")
         try:
             funding = self._network.open_channel(
-                self._node, peer, amount_sat=amount, sat_per_vbyte=rate, push_msat=push_msat
+                self._node,
+                peer,
+                amount_sat=amount,
+                sat_per_vbyte=rate,
+                push_msat=push_msat,
+                zero_conf=mindepth == 0,
+                private=not announce,
             )
         except ChannelRefused as exc:
             raise _fund_failure(exc, amount) from None
@@ -146,7 +161,7 @@ class ClnChainMethods:
             "outnum": funding.output_index,
             "channel_id": funding.channel_id_hex,
             "channel_type": CHANNEL_TYPE,
-            "mindepth": FUNDING_CONFIRMATIONS,
+            "mindepth": FUNDING_CONFIRMATIONS if mindepth is None else 0,
         }
 
     async def close(self, params: dict[str, Any]) -> dict[str, Any]:

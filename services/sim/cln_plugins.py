@@ -61,6 +61,8 @@ class HookSpec:
 HOOKS: dict[str, HookSpec] = {
     # doc/schemas/hook/custommsg.json: must always be "continue".
     "custommsg": HookSpec(results=frozenset({"continue"})),
+    # doc/schemas/hook/htlc_accepted.json: continue (chains on), fail or resolve (ADR 0260).
+    "htlc_accepted": HookSpec(results=frozenset({"continue", "fail", "resolve"})),
 }
 
 
@@ -259,7 +261,8 @@ class PluginHost:
 
 
 def corridor_cln_plugins() -> tuple[tuple[str, ...], ...]:
-    """The plugin commands of one of our CLN nodes: Corridor's custom-message relay."""
-    from services.lightning.cln_plugin import CUSTOMMSG_PLUGIN
+    """The plugin commands of one of our CLN nodes: Corridor's custom-message relay and its
+    HTLC interception for JIT channels (ADR 0260)."""
+    from services.lightning.cln_plugin import CUSTOMMSG_PLUGIN, HTLC_PLUGIN
 
-    return ((sys.executable, str(CUSTOMMSG_PLUGIN)),)
+    return ((sys.executable, str(CUSTOMMSG_PLUGIN)), (sys.executable, str(HTLC_PLUGIN)))

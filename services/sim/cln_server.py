@@ -37,6 +37,7 @@ from services.sim import cln_views as views
 from services.sim.cln_chain import ClnChainMethods
 from services.sim.cln_custom import ClnCustomMessages
 from services.sim.cln_datastore import ClnDatastore
+from services.sim.cln_htlc import ClnHtlcHook
 from services.sim.cln_invoices import ClnInvoices
 from services.sim.cln_params import msat as _msat
 from services.sim.cln_params import non_negative_int as _int
@@ -260,6 +261,7 @@ class ClnNodeServer:
         )
         self._custom = ClnCustomMessages(network, self._node.name, self.plugins)
         self._methods.update(self._custom.methods())
+        self._htlcs = ClnHtlcHook(network, self._node.name, self.plugins)  # ADR 0260
 
     @property
     def node(self) -> str:
@@ -306,6 +308,7 @@ class ClnNodeServer:
         for command in self._plugin_commands:
             await self.plugins.start(command)
         self._custom.start()
+        self._htlcs.start()
         self._network.add_node_listener(self._on_node_state)
         if self._network.is_online(self._node.name):
             await self._rpc.start()
@@ -317,6 +320,7 @@ class ClnNodeServer:
                 await task
         await self._rpc.stop()
         await self._custom.stop()
+        await self._htlcs.stop()
         await self.plugins.stop()
 
     def _on_node_state(self, name: str, online: bool) -> None:

@@ -2,13 +2,17 @@
 
 Same framing as the simulated CLN nodes (``jsonrpc.py``). Methods:
 ``nodes``, ``channels {node}``, ``payments {origin?, payment_hash?}``, ``fault {kind, ...}``,
-``mine {blocks?}`` (answers ``{"height": tip}``).
+``mine {blocks?}`` (answers ``{"height": tip}``),
+``add_node {name, implementation?, region?, lsp?}`` (a payee's wallet node joins the running
+network with no channels, ADR 0271; with ``lsp`` it buys a JIT channel from that node when it
+has no inbound, ADR 0261; answers its entry as ``nodes`` lists it).
 Fault kinds and their parameters mirror ``SimFaults``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,10 @@ from services.sim.jsonrpc import (
     RpcFailure,
 )
 from services.sim.network import SimNetwork
+from services.sim.topology import NodeSpec
 
+# Names of nodes added at runtime: socket-file safe and short (the CLN socket's path).
+ADDED_NODE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # Error code for a refused fault or lookup (unknown node, bad argument): a user mistake.
 SIM_REFUSED = 1
 
@@ -57,9 +64,15 @@ FAULT_KINDS = (
 
 class ControlServer:
     def __init__(
-        self, network: SimNetwork, path: Path, describe_nodes: Callable[[], list[dict[str, Any]]]
+        self,
+        network: SimNetwork,
+        path: Path,
+        describe_nodes: Callable[[], list[dict[str, Any]]],
+        *,
+        add_node: Callable[[NodeSpec], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._network = network
+        self._add_node = add_node
         self._describe_nodes = describe_nodes
         self._faults = _fault_actions(network)
         self._rpc = JsonRpcUnixServer(path, self._handle, name="sim-control")
@@ -91,6 +104,8 @@ class ControlServer:
                 return msgspec.to_builtins(payments)
             if method == "fault":
                 return self._fault(params)
+            if method == "add_node":
+                return await self._added(params)
             if method == "mine":
                 height = self._network.mine(int(params.get("blocks", 1)))
                 return {"height": height}
@@ -99,6 +114,29 @@ class ControlServer:
             text = exc.args[0] if type(exc) is KeyError and exc.args else str(exc)
             raise RpcFailure(SIM_REFUSED, str(text)) from None
         raise RpcFailure(JSONRPC_METHOD_NOT_FOUND, f"unknown control method {method!r}")
+
+    async def _added(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self._add_node is None:
+            raise ValueError("this simulator does not add nodes")
+        name = str(params.get("name", ""))
+        if not ADDED_NODE_NAME_PATTERN.match(name):
+            raise ValueError("name: lower-case letters, digits and '-', at most 40")
+        implementation = params.get("implementation", "lnd")
+        if implementation not in ("lnd", "cln"):
+            raise ValueError("implementation: lnd or cln")
+        region = params.get("region")
+        spec = NodeSpec(
+            name=name, role="wallet", implementation=implementation,
+            region=None if region is None else str(region),
+        )  # fmt: skip
+        lsp = params.get("lsp")
+        if lsp is not None:
+            self._network.node(str(lsp))  # an unknown LSP is refused before the node is added
+        added = await self._add_node(spec)
+        if lsp is not None:
+            # The wallet's LSP: it buys a JIT channel there when it has no inbound (ADR 0261).
+            self._network.set_wallet_lsp(name, str(lsp))
+        return added
 
     def _fault(self, params: dict[str, Any]) -> Any:
         kind = params.get("kind")

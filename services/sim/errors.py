@@ -12,6 +12,14 @@ class SimError(Exception):
     """Root of every error the simulated network raises on purpose."""
 
 
+class NodeExists(SimError, ValueError):
+    """A node added at runtime under a name the network already has."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"node {name!r} exists")
+        self.name = name
+
+
 class UnknownNode(SimError, KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown node {name!r}")

@@ -18,7 +18,7 @@ from services.bolt11.codec import (
 from services.lightning.port import DecodedInvoice
 from services.sim.errors import InvoiceExists, InvoiceNotOpen
 from services.sim.keys import derive_bytes
-from services.sim.records import InvoiceState, SimInvoice
+from services.sim.records import InvoiceState, SimInvoice, SimRouteHint
 
 # A node refuses absurd expiries instead of storing them (LND caps at one year).
 INVOICE_EXPIRY_S_MAX = 365 * 24 * 3600
@@ -60,6 +60,8 @@ class InvoiceBook:
         expiry_s: int,
         preimage: str | None = None,
         hold_hash: str | None = None,
+        route_hint: SimRouteHint | None = None,
+        jit_fee_max_msat: int = 0,
     ) -> SimInvoice:
         """A new open invoice; raises ``ValueError`` for bad arguments and ``InvoiceExists``
         when ``preimage`` (the caller's, hex) hashes to an invoice the payee already has.
@@ -90,6 +92,8 @@ class InvoiceBook:
         payment_hash = hold_hash if preimage is None else payment_hash_of(preimage)
         assert payment_hash is not None
         created_at_s = int(self._now_s())
+        # bLIP-52 section 3: a JIT invoice asks for 2 more blocks than the payee will check.
+        min_final = DEFAULT_MIN_FINAL_CLTV_EXPIRY + (2 if route_hint is not None else 0)
         bolt11 = encode_invoice(
             privkey=privkey,
             network=self._network,
@@ -99,6 +103,16 @@ class InvoiceBook:
             description=memo,
             created_at_s=created_at_s,
             expiry_s=expiry_s,
+            min_final_cltv_expiry=min_final,
+            route_hint=None
+            if route_hint is None
+            else (
+                route_hint.pubkey,
+                route_hint.short_channel_id,
+                route_hint.fee_base_msat,
+                route_hint.fee_ppm,
+                route_hint.cltv_expiry_delta,
+            ),
         )
         record = SimInvoice(
             bolt11=bolt11,
@@ -113,6 +127,8 @@ class InvoiceBook:
             state="open",
             add_index=index,
             is_hold=hold_hash is not None,
+            route_hint=route_hint,
+            jit_fee_max_msat=jit_fee_max_msat,
         )
         self._invoices[(payee, payment_hash)] = _InvoiceState(record)
         self._decoded[bolt11] = DecodedInvoice(
@@ -124,7 +140,7 @@ class InvoiceBook:
             created_at_s=created_at_s,
             expiry_s=expiry_s,
             description=memo,
-            min_final_cltv_expiry=DEFAULT_MIN_FINAL_CLTV_EXPIRY,
+            min_final_cltv_expiry=min_final,
         )
         self._changed(record)
         return record

@@ -113,6 +113,10 @@ def full_channel(chan: SimChannel, *, block_height: int, peer_alias: str = "") -
         local_constraints=_constraints(chan.capacity_msat),
         remote_constraints=_constraints(chan.capacity_msat),
         memo=chan.memo,
+        private=chan.private,
+        zero_conf=chan.zero_conf,
+        # lnd reports the alias as chan_id while unconfirmed, the alias in alias_scids.
+        alias_scids=[scid_from_str(chan.channel_id)] if chan.zero_conf else [],
     )
 
 
@@ -274,13 +278,24 @@ class ChainServicerMixin:
 
     async def _open(self, request: Any, context: _Context) -> Any:
         unsupported = (
-            request.HasField("funding_shim") or request.fund_max or request.zero_conf
+            request.HasField("funding_shim") or request.fund_max
             or bool(request.outpoints) or bool(request.close_address)
         )  # fmt: skip
         if unsupported:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,
-                "funding shims, fund_max, zero_conf, outpoints and close_address are not simulated",
+                "funding shims, fund_max, outpoints and close_address are not simulated",
+            )
+        # lnd (rpcserver.go parseOpenChannelReq): an scid alias needs an unannounced channel
+        # (option_scid_alias forbids announcing, bLIP-52 section 5), and the simulator serves
+        # zero-conf only with an alias, as LSPS2 uses it.
+        if request.scid_alias and not request.private:
+            await context.abort(
+                grpc.StatusCode.UNKNOWN, "scid-alias is only supported for private channels"
+            )
+        if request.zero_conf and not request.scid_alias:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "zero_conf without scid_alias is not simulated"
             )
         if request.sat_per_byte and request.sat_per_vbyte:
             await context.abort(
@@ -318,6 +333,8 @@ class ChainServicerMixin:
                 or FEE_ESTIMATE_SAT_PER_VBYTE,
                 memo=request.memo,
                 policy=policy,
+                zero_conf=request.zero_conf,
+                private=request.private,
             )
         except ChannelRefused as exc:
             await context.abort(grpc.StatusCode.UNKNOWN, _lnd_open_text(exc, pubkey))

@@ -21,8 +21,10 @@ import grpc
 
 from services.lightning.lnd_convert import MSAT_PER_SAT
 from services.lightning.lnd_proto import lightning_pb2 as ln
+from services.lsps.client import LspsTimeout, LspsUnavailable
 from services.sim import lnd_messages
 from services.sim.errors import InvoiceExists, NodeOffline
+from services.sim.lsps2_wallet import JitBuyFailed, jit_invoice, needs_jit
 from services.sim.network import wait_for_change
 from services.sim.records import SimInvoice
 
@@ -66,6 +68,21 @@ class LightningInvoices:
                 )
             preimage = request.r_preimage.hex()
         amount_msat = request.value_msat or request.value * MSAT_PER_SAT
+        lsp = self._network.wallet_lsp(self._node)
+        if (
+            lsp is not None
+            and preimage is None
+            and needs_jit(self._network, self._node, amount_msat or None)
+        ):
+            # A wallet with an LSP and no inbound buys a JIT channel first (lsps2_wallet.py).
+            try:
+                invoice = await jit_invoice(
+                    self._network, self._node, lsp, amount_msat or None, request.memo,
+                    request.expiry or DEFAULT_INVOICE_EXPIRY_S,
+                )  # fmt: skip
+            except (JitBuyFailed, LspsTimeout, LspsUnavailable) as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"no inbound liquidity: {exc}")
+            return lnd_messages.add_invoice_response(invoice)
         try:
             invoice = self._network.create_invoice(
                 self._node,

@@ -18,6 +18,7 @@ from services.lightning.lnd_proto import router_pb2_grpc
 from services.sim import lnd_messages
 from services.sim.errors import NodeOffline, PaymentExists, UnknownNode
 from services.sim.lnd_gate import NodeGate, next_or_offline
+from services.sim.lnd_interceptor import HtlcInterceptorHandler
 from services.sim.lnd_payments import invoice_expired_text, latest_visible, rejected_before_send
 from services.sim.lnd_send import SendArgs, send_args
 from services.sim.records import SimPayment
@@ -42,6 +43,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._network = network
         self._gate = gate
         self._node = gate.node_name
+        self._interceptor = HtlcInterceptorHandler(network, gate)
+
+    async def HtlcInterceptor(self, request_iterator: Any, context: _Context) -> AsyncIterator[Any]:
+        async for message in self._interceptor.serve(request_iterator, context):
+            yield message
 
     async def SendPaymentV2(self, request: Any, context: _Context) -> AsyncIterator[Any]:
         try:

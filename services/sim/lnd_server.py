@@ -9,7 +9,8 @@ as to lnd only as far as it uses these:
 - ``lnrpc.Lightning`` (``lnd_lightning.py``, ``lnd_invoices.py``): GetInfo, ChannelBalance,
   ListChannels, ListPayments, DecodePayReq, AddInvoice, LookupInvoice, ListInvoices,
   SubscribeInvoices;
-- ``routerrpc.Router`` (``lnd_router.py``): SendPaymentV2, TrackPaymentV2;
+- ``routerrpc.Router`` (``lnd_router.py``): SendPaymentV2, TrackPaymentV2,
+  HtlcInterceptor (``lnd_interceptor.py``);
 - ``invoicesrpc.Invoices`` (``lnd_invoicesrpc.py``): AddHoldInvoice, SettleInvoice,
   CancelInvoice, LookupInvoiceV2 (by payment hash), SubscribeSingleInvoice.
 
@@ -192,7 +193,20 @@ def _wrap(
                 yield message
 
         return grpc.unary_stream_rpc_method_handler(stream, **kwargs)
-    # lnd's client-streaming and bidirectional calls are not simulated; refuse them outright.
+    if handler.stream_stream is not None:
+        inner_bidi: Any = handler.stream_stream
+
+        async def bidi(requests: Any, context: _Context) -> Any:
+            await before(context)
+            try:
+                messages = inner_bidi(requests, context)
+            except NotImplementedError:  # the generated base class: not simulated
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not simulated")
+            async for message in messages:
+                yield message
+
+        return grpc.stream_stream_rpc_method_handler(bidi, **kwargs)
+    # lnd's client-streaming calls are not simulated; refuse them outright.
 
     async def unsupported(request: Any, context: _Context) -> Any:
         await before(context)

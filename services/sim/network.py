@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.sim.channel_ops import ChannelOps
 from services.sim.custom_messages import CustomMessageHub
 from services.sim.errors import NodeOffline, SimError
 from services.sim.faults import SimFaults
+from services.sim.interception import InterceptAction, SimInterceptedHtlc
 from services.sim.ledger import PaymentLedger
 from services.sim.payments import PaymentEngine
 from services.sim.records import (
@@ -33,11 +34,12 @@ from services.sim.records import (
     SimNode,
     SimPayment,
     SimPendingChannel,
+    SimRouteHint,
     SimWallet,
 )
 from services.sim.routing import NO_LIMITS, RouteLimits
 from services.sim.state import NetworkState
-from services.sim.topology import PolicySpec, Topology
+from services.sim.topology import NodeSpec, PolicySpec, Topology
 
 # Default time an HTLC needs to cross one hop. Zero keeps benchmarks and tests fast; the
 # driver still resolves asynchronously, so callers observe "in flight" first either way.
@@ -72,6 +74,7 @@ class SimNetwork:
         )
         self._ops = ChannelOps(state, state.chain)
         self._custom_messages = CustomMessageHub(state)
+        self._wallet_lsps: dict[str, str] = {}
         # Set (and dropped) at each new block: waiters for confirmations take a fresh one.
         self._block_events: set[asyncio.Event] = set()
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[SimPayment]]] = {}
@@ -120,6 +123,10 @@ class SimNetwork:
 
     def node(self, name: str) -> SimNode:
         return self._state.node(name)
+
+    def add_node(self, spec: NodeSpec) -> SimNode:
+        """Add a node to the running network, with no channels (ADR 0271)."""
+        return self._state.add_node(spec)
 
     def node_by_pubkey(self, pubkey: str) -> SimNode:
         return self._state.node_by_pubkey(pubkey)
@@ -175,6 +182,7 @@ class SimNetwork:
         for _ in range(blocks):
             self._state.chain.mine(self._now_s())
             self._ops.on_block()
+            self._engine.auto_fail_intercepted(self._state.chain.height)
         events, self._block_events = self._block_events, set()
         for event in events:
             event.set()
@@ -196,11 +204,14 @@ class SimNetwork:
         push_msat: int = 0,
         memo: str = "",
         policy: PolicySpec | None = None,
+        zero_conf: bool = False,
+        private: bool = False,
     ) -> SimFundingTx:
         """Broadcast a funding transaction to ``peer`` (a name or pubkey); the channel is
-        pending until mined deep enough. Raises ``ChannelRefused`` or ``NodeOffline``."""
+        pending until mined deep enough (usable at once under an alias with ``zero_conf``).
+        Raises ``ChannelRefused`` or ``NodeOffline``."""
         self._state.node(opener)
-        return self._ops.open(
+        funding = self._ops.open(
             opener,
             peer,
             amount_sat=amount_sat,
@@ -208,7 +219,11 @@ class SimNetwork:
             sat_per_vbyte=sat_per_vbyte,
             memo=memo,
             policy=policy,
+            zero_conf=zero_conf,
+            private=private,
         )
+        self._kick()
+        return funding
 
     def close_channel(self, node: str, channel_ref: str, *, sat_per_vbyte: int) -> str:
         """Cooperatively close; the closing txid. Raises ``ChannelRefused`` or ``NodeOffline``."""
@@ -223,6 +238,75 @@ class SimNetwork:
         self._state.node(node)
         return self._ops.wallet_of(node)
 
+    # Wallets' LSPs (lsps2_wallet.py): a payee wallet without inbound buys a JIT channel.
+
+    def set_wallet_lsp(self, wallet: str, lsp: str | None) -> None:
+        self._state.node(wallet)
+        if lsp is None:
+            self._wallet_lsps.pop(wallet, None)
+            return
+        self._state.node(lsp)
+        self._wallet_lsps[wallet] = lsp
+
+    def wallet_lsp(self, wallet: str) -> str | None:
+        return self._wallet_lsps.get(wallet)
+
+    # HTLC interception (interception.py, ADR 0260).
+
+    def enable_interception(self, node: str) -> None:
+        """Hold HTLCs for unknown next channels at ``node`` from now on (lnd's
+        ``requireinterceptor``, a CLN ``htlc_accepted`` plugin)."""
+        self._state.node(node)
+        self._engine.intercepts.enabled.add(node)
+
+    def interception_enabled(self, node: str) -> bool:
+        self._state.node(node)
+        return node in self._engine.intercepts.enabled
+
+    def intercepted_htlcs(self, node: str) -> list[SimInterceptedHtlc]:
+        """The HTLCs ``node`` holds for its interception client, oldest first."""
+        self._state.node(node)
+        return self._engine.intercepts.held_at(node)
+
+    @contextlib.contextmanager
+    def watch_interceptions(self, node: str) -> Iterator[asyncio.Queue[SimInterceptedHtlc]]:
+        """A queue that receives each HTLC ``node`` newly holds, while the context is open."""
+        self._state.node(node)
+        # Unbounded as the other watchers: the node holds at most HELD_HTLCS_MAX.
+        queue: asyncio.Queue[SimInterceptedHtlc] = asyncio.Queue()
+
+        def listener(htlc: SimInterceptedHtlc) -> None:
+            if htlc.node == node:
+                queue.put_nowait(htlc)
+
+        self._engine.intercepts.listeners.append(listener)
+        try:
+            yield queue
+        finally:
+            self._engine.intercepts.listeners.remove(listener)
+
+    def resolve_intercepted(
+        self,
+        node: str,
+        circuit_key: tuple[str, int],
+        action: InterceptAction,
+        *,
+        preimage: str | None = None,
+        out_amount_msat: int = 0,
+        out_wire_custom_records: dict[int, bytes] | None = None,
+    ) -> None:
+        """Settle, fail or resume a held HTLC; raises ``InterceptError``."""
+        self._state.node(node)
+        self._engine.resolve_intercepted(
+            node,
+            circuit_key,
+            action,
+            preimage=preimage,
+            out_amount_msat=out_amount_msat,
+            out_wire_custom_records=out_wire_custom_records,
+        )
+        self._kick()
+
     # Invoices.
 
     def create_invoice(
@@ -233,8 +317,11 @@ class SimNetwork:
         expiry_s: int,
         *,
         preimage: str | None = None,
+        route_hint: SimRouteHint | None = None,
+        jit_fee_max_msat: int = 0,
     ) -> SimInvoice:
         """A new invoice of ``node``; ``preimage`` (hex) is the caller's choice when given.
+        ``route_hint`` and ``jit_fee_max_msat`` make it an LSPS2 invoice (bLIP-52 section 3).
 
         Raises ``InvoiceExists`` if ``node`` already has an invoice for that preimage's hash,
         ``ValueError`` for bad arguments, ``NodeOffline``.
@@ -250,6 +337,8 @@ class SimNetwork:
             memo=memo,
             expiry_s=expiry_s,
             preimage=preimage,
+            route_hint=route_hint,
+            jit_fee_max_msat=jit_fee_max_msat,
         )
 
     def create_hold_invoice(

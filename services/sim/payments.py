@@ -19,10 +19,19 @@ from services.bolt11.codec import InvoiceDecodeError, decode_invoice, payment_ha
 from services.lightning.port import FailureReason, RouteHop
 from services.sim.errors import InvalidPaymentRequest, NodeOffline, PaymentExists, UnknownNode
 from services.sim.faults import SimFaults
+from services.sim.interception import (
+    AUTO_FAIL_BLOCKS_BEFORE_EXPIRY,
+    EXTRA_FEE_TLV,
+    HELD_HTLCS_MAX,
+    InterceptAction,
+    InterceptBook,
+    InterceptError,
+    SimInterceptedHtlc,
+)
 from services.sim.keys import derive_bytes
 from services.sim.ledger import PaymentLedger
-from services.sim.records import SimPayment
-from services.sim.routing import NO_LIMITS, Route, RouteLimits, find_route
+from services.sim.records import SimPayment, SimRouteHint
+from services.sim.routing import NO_LIMITS, Leg, Route, RouteLimits, find_route
 from services.sim.state import NetworkState
 
 # Like LND's default attempt budget: after this many routes failed mid-way, give up.
@@ -37,6 +46,7 @@ DETAIL_ALREADY_SETTLED = "invoice already settled"
 DETAIL_UNKNOWN_INVOICE = "unknown invoice"
 DETAIL_HTLC_TIMEOUT = "HTLC timed out"
 DETAIL_INVOICE_CANCELED = "invoice canceled"
+DETAIL_UNKNOWN_NEXT_PEER = "unknown next peer"
 # The payee's verdict on a hold invoice's HTLC: keep it until the invoice settles or cancels.
 _HOLD = "hold"
 
@@ -57,6 +67,10 @@ class _InFlight:
     # Held by the payee of a hold invoice until it settles or cancels (never by a fault, so
     # releasing dropped HTLCs leaves it alone).
     held: bool = False
+    # Held at an intercepting LSP until its client resolves it (interception.py).
+    intercepted: bool = False
+    # LSPS2's extra_fee TLV on the last hop: what the LSP deducted from the onion's amount.
+    extra_fee_msat: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,15 @@ class _Target:
     invoice_created_at_s: int = 0
     invoice_expiry_s: int = 0
     limits: RouteLimits = NO_LIMITS
+    min_final_cltv_expiry: int = 18
+
+
+@dataclass(frozen=True, slots=True)
+class _Jit:
+    """A payment through an LSP's route hint whose channel the LSP does not have (yet)."""
+
+    lsp: str
+    hint: SimRouteHint
 
 
 class PaymentEngine:
@@ -96,6 +119,8 @@ class PaymentEngine:
         self._htlc_ids = 0
         self._keysend_count = 0
         self.node_listeners: list[Callable[[str, bool], None]] = []
+        self.intercepts = InterceptBook()
+        self._intercepted: dict[tuple[str, tuple[str, int]], int] = {}  # -> attempt id
 
     # Starting a payment.
 
@@ -192,6 +217,7 @@ class PaymentEngine:
             keysend_preimage=None,
             invoice_created_at_s=decoded.created_at_s,
             invoice_expiry_s=decoded.expiry_s,
+            min_final_cltv_expiry=decoded.min_final_cltv_expiry,
         )
 
     def _keysend_target(
@@ -256,6 +282,19 @@ class PaymentEngine:
                 record.attempt_id, FailureReason.INSUFFICIENT_LIQUIDITY, DETAIL_LOCAL_BALANCE
             )
             return
+        jit = self._jit_of(record, target)
+        route_to, route_msat = record.destination, record.amount_msat
+        if jit is not None:
+            if jit.lsp not in self.intercepts.enabled or jit.lsp == record.origin:
+                # lnd without an interceptor (and any node for its own payment) knows no
+                # channel by that id: BOLT 4 unknown_next_peer.
+                self._fail(record.attempt_id, FailureReason.NO_ROUTE, DETAIL_UNKNOWN_NEXT_PEER)
+                return
+            if self.intercepts.count(jit.lsp) >= HELD_HTLCS_MAX:
+                self._fail(record.attempt_id, FailureReason.NO_ROUTE, "too many held HTLCs")
+                return
+            route_to = jit.lsp
+            route_msat += jit.hint.fee_base_msat + record.amount_msat * jit.hint.fee_ppm // 10**6
         excluded: set[str] = set()
         refusal_reason: FailureReason | None = None
         detail = DETAIL_NO_PATH
@@ -263,8 +302,8 @@ class PaymentEngine:
             route = find_route(
                 channels_by_node=state.channels_by_node,
                 origin=record.origin,
-                destination=record.destination,
-                amount_msat=record.amount_msat,
+                destination=route_to,
+                amount_msat=route_msat,
                 usable=state.is_active,
                 excluded_channels=frozenset(excluded),
                 limits=limits,
@@ -277,12 +316,149 @@ class PaymentEngine:
             refused = self._first_refusing_leg(route)
             if refused is None:
                 self._lock(record, route, target.keysend_preimage)
+                if jit is not None:
+                    self._hold_at_lsp(record, target, jit)
                 return
             channel_id, reason = refused
             excluded.add(channel_id)
             refusal_reason = reason or refusal_reason
             detail = f"forwarding failed at channel {channel_id}"
         self._fail(record.attempt_id, refusal_reason or FailureReason.NO_ROUTE, detail)
+
+    def _jit_of(self, record: SimPayment, target: _Target) -> _Jit | None:
+        """The LSP to route to when the invoice's route hint names a channel nobody has."""
+        if target.payment_request is None:
+            return None
+        invoice = self._state.invoices.lookup(record.destination, record.payment_hash)
+        if invoice is None or invoice.route_hint is None:
+            return None
+        hint = invoice.route_hint
+        if hint.short_channel_id in self._state.channels:
+            return None  # an ordinary hinted channel: the route finder uses it
+        try:
+            lsp = self._state.node_by_pubkey(hint.pubkey).name
+        except UnknownNode:
+            return None
+        return _Jit(lsp=lsp, hint=hint)
+
+    def _hold_at_lsp(self, record: SimPayment, target: _Target, jit: _Jit) -> None:
+        flight = self._in_flight[record.attempt_id]
+        flight.parked = flight.intercepted = True
+        flight.park_deadline_s = None
+        last = flight.route.legs[-1]
+        height = self._state.block_height
+        outgoing_expiry = height + target.min_final_cltv_expiry
+        incoming_expiry = outgoing_expiry + jit.hint.cltv_expiry_delta
+        htlc = SimInterceptedHtlc(
+            node=jit.lsp,
+            incoming_channel_id=last.channel_id,
+            htlc_id=flight.htlc_ids[-1],
+            payment_hash=record.payment_hash,
+            incoming_amount_msat=last.amount_msat,
+            outgoing_amount_msat=record.amount_msat,
+            outgoing_requested_scid=jit.hint.short_channel_id,
+            incoming_expiry=incoming_expiry,
+            outgoing_expiry=outgoing_expiry,
+            auto_fail_height=incoming_expiry - AUTO_FAIL_BLOCKS_BEFORE_EXPIRY,
+            peer_pubkey=self._state.nodes[last.sender].pubkey,
+            destination=record.destination,
+        )
+        self._intercepted[(jit.lsp, htlc.circuit_key)] = record.attempt_id
+        self.intercepts.hold(htlc)
+
+    def resolve_intercepted(
+        self,
+        node: str,
+        circuit_key: tuple[str, int],
+        action: InterceptAction,
+        *,
+        preimage: str | None = None,
+        out_amount_msat: int = 0,
+        out_wire_custom_records: dict[int, bytes] | None = None,
+        failure_reason: FailureReason = FailureReason.NO_ROUTE,
+    ) -> None:
+        """Resolve a held HTLC; raises ``InterceptError`` for an unknown circuit or a bad
+        resolution (nothing changes then)."""
+        held = self.intercepts.held.get(node, {}).get(circuit_key)
+        if held is None:
+            raise InterceptError(
+                "unknown_circuit", f"htlc {circuit_key[0]}:{circuit_key[1]} not found"
+            )
+        if action == "settle" and (
+            preimage is None
+            or not _HASH.fullmatch(preimage)
+            or payment_hash_of(preimage) != held.payment_hash
+        ):
+            raise InterceptError("bad_preimage", "preimage does not match the payment hash")
+        amount_msat = held.outgoing_amount_msat
+        extra_fee_msat = 0
+        if action == "resume_modified":
+            if out_amount_msat:
+                if out_amount_msat > held.outgoing_amount_msat:
+                    raise InterceptError("bad_amount", "out_amount_msat above the onion amount")
+                amount_msat = out_amount_msat
+            raw = (out_wire_custom_records or {}).get(EXTRA_FEE_TLV)
+            if raw is not None:
+                if len(raw) != 8:
+                    raise InterceptError("bad_tlv", "extra_fee must be 8 bytes (bLIP-52)")
+                extra_fee_msat = int.from_bytes(raw, "big")
+        self.intercepts.release(node, circuit_key)
+        flight = self._in_flight[self._intercepted.pop((node, circuit_key))]
+        flight.intercepted = False
+        if action == "settle":
+            assert preimage is not None
+            self._finish(flight, preimage, None, "")
+        elif action == "fail":
+            self._finish(flight, None, failure_reason, "failed by the interceptor")
+        else:
+            self._forward_held(flight, held, amount_msat, extra_fee_msat)
+
+    def _forward_held(
+        self, flight: _InFlight, held: SimInterceptedHtlc, amount_msat: int, extra_fee_msat: int
+    ) -> None:
+        # Non-strict forwarding (lnd's htlcswitch): any active channel to the next node will
+        # do. The simulator knows the next node from the payment; a real LSP binds the jit
+        # SCID to the new channel (ADR 0260).
+        channels = [
+            c
+            for c in self._state.channels_by_node[held.node]
+            if c.peer_of(held.node) == held.destination
+            and self._state.is_active(c)
+            and c.can_send(held.node, amount_msat)
+        ]
+        if not channels:
+            self._finish(flight, None, FailureReason.NO_ROUTE, DETAIL_UNKNOWN_NEXT_PEER)
+            return
+        channel = next((c for c in channels if c.channel_id == held.outgoing_requested_scid), None)
+        channel = channel or channels[0]
+        self._htlc_ids += 1
+        channel.add_htlc(self._htlc_ids, held.node, amount_msat, held.payment_hash)
+        leg = Leg(
+            channel.channel_id,
+            held.node,
+            held.destination,
+            amount_msat,
+            channel.policy[held.node].cltv_delta,
+        )
+        flight.route = Route(legs=(*flight.route.legs, leg), amount_msat=amount_msat)
+        flight.htlc_ids = (*flight.htlc_ids, self._htlc_ids)
+        flight.extra_fee_msat = extra_fee_msat
+        flight.parked = False
+        now_s = self._now_s()
+        flight.resolve_at_s = now_s + self._hop_delay_s
+        self._reschedule(flight, flight.resolve_at_s)
+
+    def auto_fail_intercepted(self, height: int) -> int:
+        """Fail back each held HTLC whose ``auto_fail_height`` the chain reached."""
+        failed = 0
+        for node, held in list(self.intercepts.held.items()):
+            for key, htlc in list(held.items()):
+                if htlc.auto_fail_height <= height:
+                    self.resolve_intercepted(
+                        node, key, "fail", failure_reason=FailureReason.TIMEOUT
+                    )
+                    failed += 1
+        return failed
 
     def _first_refusing_leg(self, route: Route) -> tuple[str, FailureReason | None] | None:
         """The first channel where the attempt would fail, and the scripted reason if any."""
@@ -418,10 +594,18 @@ class PaymentEngine:
             invoice.amount_msat <= record.amount_msat <= OVERPAY_FACTOR_MAX * invoice.amount_msat
         ):
             return None, FailureReason.INCORRECT_DETAILS, "amount does not match the invoice"
+        # bLIP-52 section 5: a JIT payee accepts an HTLC short of the onion's amount by exactly
+        # its extra_fee TLV, up to the opening fee it agreed to.
+        received_msat = flight.route.amount_msat
+        shortfall_msat = record.amount_msat - received_msat
+        if shortfall_msat and not (
+            shortfall_msat == flight.extra_fee_msat <= invoice.jit_fee_max_msat
+        ):
+            return None, FailureReason.INCORRECT_DETAILS, "amount does not match the invoice"
         if invoice.is_hold:
-            invoices.accept(payee, record.payment_hash, record.amount_msat)
+            invoices.accept(payee, record.payment_hash, received_msat)
             return None, None, _HOLD
-        invoices.settle(payee, record.payment_hash, record.amount_msat)
+        invoices.settle(payee, record.payment_hash, received_msat)
         return invoice.preimage, None, ""
 
     def settle_held(self, payee: str, preimage: str) -> None:
@@ -528,7 +712,7 @@ class PaymentEngine:
         released = 0
         now_s = self._now_s()
         for flight in self._in_flight.values():
-            if flight.parked and not flight.held:
+            if flight.parked and not flight.held and not flight.intercepted:
                 flight.parked = False
                 flight.park_deadline_s = None
                 self._reschedule(flight, max(now_s, flight.resolve_at_s))

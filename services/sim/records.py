@@ -13,7 +13,8 @@ import msgspec
 from services.lightning.port import FailureReason, RouteHop
 
 # "lsp": an external LSP that sells inbound channels over LSPS1 (services/sim/lsp.py).
-NodeRole = Literal["ours", "hub", "merchant", "lsp"]
+# "wallet": a payee's own wallet node, added at runtime with no channels (ADR 0271).
+NodeRole = Literal["ours", "hub", "merchant", "lsp", "wallet"]
 Implementation = Literal["lnd", "cln"]
 InvoiceState = Literal["open", "accepted", "settled", "canceled", "expired"]
 PaymentStatus = Literal["in_flight", "succeeded", "failed"]
@@ -62,6 +63,18 @@ class SimChannel(msgspec.Struct, frozen=True, kw_only=True):
     memo: str = ""  # the opener's note-to-self (lnd's OpenChannelRequest.memo)
     htlcs: tuple[SimHtlc, ...] = ()
     push_msat: int = 0
+    private: bool = False  # not announced: only payers given a route hint use it
+    zero_conf: bool = False  # active before its funding transaction confirmed
+
+
+class SimRouteHint(msgspec.Struct, frozen=True, kw_only=True):
+    """One BOLT 11 ``r`` hop: the LSP and the (possibly unannounced) channel to the payee."""
+
+    pubkey: str  # the hop's node (the LSP)
+    short_channel_id: str  # "BLOCKxTXxOUT" (LSPS2's jit_channel_scid)
+    fee_base_msat: int = 0
+    fee_ppm: int = 0
+    cltv_expiry_delta: int = 144
 
 
 class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +97,11 @@ class SimInvoice(msgspec.Struct, frozen=True, kw_only=True):
     # A hold invoice (LND AddHoldInvoice): an HTLC that arrives is held ("accepted") until
     # the invoice is settled with its preimage or cancelled.
     is_hold: bool = False
+    # A route hint through an LSP (LSPS2 client side): the hint goes into the BOLT 11 ``r``.
+    route_hint: SimRouteHint | None = None
+    # The opening fee the payee agreed to (bLIP-52): it accepts an HTLC that much short of
+    # the invoice amount when the HTLC's extra_fee TLV says so.
+    jit_fee_max_msat: int = 0
 
 
 class SimPayment(msgspec.Struct, frozen=True, kw_only=True):

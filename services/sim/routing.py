@@ -110,6 +110,10 @@ def find_route(
                 continue
             if need_msat > channel.capacity_msat or not usable(channel):
                 continue
+            # An unannounced channel is known only to its ends, and to a payer from the
+            # payee's route hint: usable as the first or the last hop only.
+            if channel.private and node != destination and sender != origin:
+                continue
             if sender == origin:
                 if limits.first_channels and channel.channel_id not in limits.first_channels:
                     continue

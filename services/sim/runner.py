@@ -17,9 +17,11 @@ import structlog
 
 from services.sim.cln_server import ClnNodeServer, start_cln_node_server
 from services.sim.control import ControlServer
+from services.sim.errors import TopologyError
 from services.sim.jsonrpc import UNIX_PATH_BYTES_MAX
 from services.sim.network import HOP_DELAY_S_DEFAULT, SimNetwork
-from services.sim.topology import Topology, default_topology, load_topology
+from services.sim.records import SimNode
+from services.sim.topology import NodeSpec, Topology, default_topology, load_topology
 
 log = structlog.get_logger(__name__)
 
@@ -72,27 +74,10 @@ class SimStack:
         return self._socket_dir / CONTROL_SOCKET
 
     async def start(self) -> None:
-        from services.sim.cln_plugins import corridor_cln_plugins
-        from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             for node in self.network.nodes.values():
-                if node.implementation == "cln":
-                    self._cln[node.name] = await start_cln_node_server(
-                        self.network,
-                        node.name,
-                        socket_path=self._socket_dir / f"{node.name}.sock",
-                        # Our CLN nodes run Corridor's plugin, as production's do (ADR 0250).
-                        plugins=corridor_cln_plugins() if node.role == "ours" else (),
-                    )
-                else:
-                    self._lnd[node.name] = await start_lnd_node_server(
-                        self.network,
-                        node.name,
-                        host=self._lnd_host,
-                        state_dir=self.state_dir / "lnd",
-                    )
+                await self._serve(node)
             for node in self.network.nodes.values():
                 if node.role == "lsp":
                     from services.sim.lsp import SimLsp
@@ -100,7 +85,9 @@ class SimStack:
                     lsp = SimLsp(self.network, node.name)
                     await lsp.start()
                     self._lsps.append(lsp)
-            self._control = ControlServer(self.network, self.control_path, self.describe_nodes)
+            self._control = ControlServer(
+                self.network, self.control_path, self.describe_nodes, add_node=self.add_node
+            )
             await self._control.start()
             if self._block_interval_s is not None:
                 self._miner = asyncio.get_running_loop().create_task(
@@ -110,6 +97,33 @@ class SimStack:
             await self.stop()
             raise
         log.info("sim_stack_started", nodes=len(self.network.nodes), state_dir=str(self.state_dir))
+
+    async def _serve(self, node: SimNode) -> None:
+        from services.sim.cln_plugins import corridor_cln_plugins
+        from services.sim.lnd_server import start_lnd_node_server  # grpc only when serving LND
+
+        if node.implementation == "cln":
+            self._cln[node.name] = await start_cln_node_server(
+                self.network,
+                node.name,
+                socket_path=self._socket_dir / f"{node.name}.sock",
+                # Our CLN nodes run Corridor's plugin, as production's do (ADR 0250).
+                plugins=corridor_cln_plugins() if node.role == "ours" else (),
+            )
+        else:
+            self._lnd[node.name] = await start_lnd_node_server(
+                self.network, node.name, host=self._lnd_host, state_dir=self.state_dir / "lnd"
+            )
+
+    async def add_node(self, spec: NodeSpec) -> dict[str, Any]:
+        """A node joining the running network, served over its real API like the others: a
+        payee's wallet (ADR 0271). Its description, as ``describe_nodes`` gives it."""
+        if len(spec.name) > _NODE_SOCKET_NAME_BYTES_MAX:
+            raise TopologyError(f"node names have at most {_NODE_SOCKET_NAME_BYTES_MAX} bytes")
+        node = self.network.add_node(spec)
+        await self._serve(node)
+        log.info("sim_node_added", node=node.name, implementation=node.implementation)
+        return self._describe(node)
 
     async def _mine_every(self, interval_s: float) -> None:
         while True:
@@ -140,17 +154,17 @@ class SimStack:
         return str(self._lnd[name].endpoint)
 
     def describe_nodes(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": node.name,
-                "role": node.role,
-                "region": node.region,
-                "implementation": node.implementation,
-                "endpoint": self.endpoint_of(node.name),
-                "pubkey": node.pubkey,
-            }
-            for node in self.network.nodes.values()
-        ]
+        return [self._describe(node) for node in self.network.nodes.values()]
+
+    def _describe(self, node: SimNode) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "role": node.role,
+            "region": node.region,
+            "implementation": node.implementation,
+            "endpoint": self.endpoint_of(node.name),
+            "pubkey": node.pubkey,
+        }
 
     def endpoints(self) -> dict[str, Any]:
         """The endpoints.json document: ``{"nodes": [...], "sim_control": path}``."""

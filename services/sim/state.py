@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from services.sim.chain import Chain
 from services.sim.channels import ChannelState
-from services.sim.errors import UnknownChannel, UnknownNode
+from services.sim.errors import NodeExists, TopologyError, UnknownChannel, UnknownNode
 from services.sim.invoices import InvoiceBook
 from services.sim.keys import derive_bytes, node_privkey, pubkey_hex
 from services.sim.records import SimChannel, SimHtlc, SimNode
-from services.sim.topology import Topology
+from services.sim.topology import NODES_MAX, NodeSpec, Topology
 
 # Simulated channels were funded in the chain's first blocks, after the coinbase maturity window.
 _FIRST_FUNDING_BLOCK = 101
@@ -73,6 +73,26 @@ class NetworkState:
     @property
     def block_height(self) -> int:
         return self.chain.height
+
+    def add_node(self, spec: NodeSpec) -> SimNode:
+        """A node joining the running network (a payee's wallet, ADR 0271): keys derived
+        from the seed and its name like the topology's, no channels, its wallet funded."""
+        if spec.name in self.nodes:
+            raise NodeExists(spec.name)
+        if len(self.nodes) >= NODES_MAX:
+            raise TopologyError(f"the network has its {NODES_MAX} nodes")
+        privkey = node_privkey(self.seed, spec.name)
+        node = SimNode(
+            name=spec.name, role=spec.role, region=spec.region,
+            implementation=spec.implementation, pubkey=pubkey_hex(privkey), privkey=privkey,
+            alias=spec.alias or spec.name,
+        )  # fmt: skip
+        self.nodes[node.name] = node
+        self._by_pubkey[node.pubkey] = node
+        self.channels_by_node[node.name] = []
+        if spec.wallet_sat() > 0:
+            self.chain.fund_wallet(spec.name, spec.wallet_sat())
+        return node
 
     def node(self, name: str) -> SimNode:
         try:
@@ -137,6 +157,8 @@ class NetworkState:
                 for htlc_id, htlc in sorted(channel.htlcs.items())
             ),
             push_msat=channel.push_msat,
+            private=channel.private,
+            zero_conf=channel.zero_conf,
         )
 
     def channels_of(self, name: str) -> list[SimChannel]:

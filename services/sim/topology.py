@@ -26,6 +26,7 @@ ONCHAIN_SAT_DEFAULT: dict[str, int] = {
     "hub": 1_000_000_000,  # 10 BTC
     "merchant": 10_000_000,  # 0.1 BTC
     "lsp": 1_000_000_000,  # 10 BTC: it funds the channels it sells
+    "wallet": 0,  # a payee's new wallet: inbound liquidity comes from us (ADR 0271)
 }
 # No more bitcoin than will ever exist, per node: a bigger number is a unit mistake.
 ONCHAIN_SAT_MAX = 21_000_000 * 100_000_000

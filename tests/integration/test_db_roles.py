@@ -397,7 +397,7 @@ async def test_the_migrate_command_runs_as_the_owner_and_never_prints_a_url(
     assert as_owner.returncode == 0, as_owner.stderr
     assert as_owner.stdout.strip() == (
         "applied: 0001_event_log, 0002_least_privilege, 0003_prune_idempotency_keys,"
-        " 0004_spend_fences, 0005_projections"
+        " 0004_spend_fences, 0005_projections, 0006_payee_personal_data"
     )
     assert again.stdout.strip() == "applied: nothing pending"
     for url in (urls.engine, urls.owner):

@@ -41,7 +41,7 @@ def test_every_message_carries_type_and_version() -> None:
 def test_encoded_command_round_trips() -> None:
     raw = json.dumps(submit()).encode()
     command = codec.decode_command(raw)
-    defaults = {"metadata": {}, "deadline_s": None, "payment_request": None}
+    defaults = {"metadata": {}, "deadline_s": None, "payment_request": None, "payee_id": None}
     assert json.loads(msgspec.json.encode(command)) == json.loads(raw) | defaults
 
 

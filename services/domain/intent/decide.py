@@ -84,6 +84,7 @@ def _submit(
         request_fingerprint=ctx.request_fingerprint,
         agent_key_id=ctx.agent_key_id,
         on_behalf_of=ctx.on_behalf_of,
+        payee_id=command.payee_id,
     )
     verdict = ctx.policy.judge(
         command, now_ms=ctx.now_ms, payee=ctx.invoice.payee if ctx.invoice else None

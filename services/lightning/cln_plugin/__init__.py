@@ -3,3 +3,4 @@
 from pathlib import Path
 
 CUSTOMMSG_PLUGIN = Path(__file__).with_name("corridor_custommsg.py")
+HTLC_PLUGIN = Path(__file__).with_name("corridor_htlc.py")

@@ -1,0 +1,1 @@
+"""Payees' personal data, outside the event log (ADR 0270)."""
