@@ -30,6 +30,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
+from services.engine.our_nodes import OurNodes
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -70,6 +71,7 @@ class CommandProcessor:
         key_lookup: AgentKeyLookup | None = None,
         webhooks: WebhookBook | None = None,
         rebalance_rules: RebalanceRules = DEFAULT_RULES,
+        our_nodes: OurNodes | None = None,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -101,6 +103,7 @@ class CommandProcessor:
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
         # Rebalances (ADR 0244): their streams, the days' budgets, and their planner.
         self.rebalances = RebalanceBook(store, cache_max=cache_max, now_ms=clock.now_ms)
+        self.our_nodes = our_nodes if our_nodes is not None else OurNodes(())  # ADR 0249
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -109,7 +112,8 @@ class CommandProcessor:
             receive_cache=self.receives,
             channel_ops=(ChannelOpPlanner(new_id=ids.new_id, signer=signer), self.channel_ops),
             rebalances=RebalancePlanner(
-                self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
+                self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules,
+                nodes=self.our_nodes.directory,
             ),
         )  # fmt: skip
         self.writer = WriterLoop(

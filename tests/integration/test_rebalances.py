@@ -11,11 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
 from schemas.rebalance_messages import budget_day, budget_stream_id
+from services.bootstrap import Engine
+from services.executor.channel_snapshot import ChannelSnapshot, snapshot_subject
 from services.liquidity.feed import now_ms
 from services.liquidity.rebalance import budget_used_msat
+from tests.conftest import wait_for
 from tests.integration.test_executor import signing_engine
 
 PLANNER = "liquidity-planner"
@@ -33,6 +37,23 @@ def command(key: str, *, max_fee_msat: int, **fields: Any) -> dict[str, Any]:
     } | fields  # fmt: skip
 
 
+async def announce(
+    nc: Client, engine: Engine, region: str = "us", node: str = "us-lnd", pubkey: str = PUBKEY
+) -> None:
+    """A channel snapshot as ``node``'s executor publishes it: where the engine learns the
+    node's pubkey (ADR 0249). The test's engine credential stands in for the executor's."""
+    snapshot = ChannelSnapshot(
+        node=node, region=region, executor_id=f"{node}-t", observed_at_ms=now_ms(),
+        reachable=True, channels=(), channels_total=0, node_pubkey=pubkey,
+    )  # fmt: skip
+    await nc.publish(snapshot_subject(region, node), msgspec.json.encode(snapshot))
+
+    def known() -> bool:
+        return engine.processor.our_nodes.directory().get((region, node)) == pubkey
+
+    await wait_for(known, what=f"the engine to learn {node}'s pubkey")
+
+
 async def request(nc: Client, body: dict[str, Any]) -> dict[str, Any]:
     subject = f"corridor.api.v1.intents.rebalance.{body['caller']['id']}"
     msg = await nc.request(subject, json.dumps(body).encode(), timeout=10)
@@ -44,6 +65,7 @@ async def test_the_day_s_budget_is_enforced_from_the_log_across_an_engine_restar
     nats_url: str, database_url: str, tmp_path: Path, nc: Client
 ) -> None:
     async with signing_engine(nats_url, database_url, tmp_path) as engine:
+        await announce(nc, engine)
         first = await request(nc, command("a", max_fee_msat=70_000))
         assert first["ok"] and first["state"] == "dispatched", first
         assert first["intent_id"].startswith("rbl-")
@@ -57,6 +79,8 @@ async def test_the_day_s_budget_is_enforced_from_the_log_across_an_engine_restar
         assert not human["ok"] and human["error"]["code"] == "forbidden", human
     # A new engine on the same log: the reservation of "a" is still held.
     async with signing_engine(nats_url, database_url, tmp_path) as engine:
+        await announce(nc, engine)
+        await announce(nc, engine, "eu", "eu-lnd")
         second = await request(nc, command("b", max_fee_msat=40_000))
         assert second["ok"] and second["state"] == "rejected", second
         assert second["reason"] == "fee_budget_exhausted"
@@ -119,6 +143,11 @@ async def test_a_circular_rebalance_moves_outbound_between_two_channels_of_one_n
     task = asyncio.create_task(executor.run())
     try:
         await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+
+        def knows_alice() -> bool:  # from alice's executor's channel snapshots (ADR 0249)
+            return engine.processor.our_nodes.directory().get(("us", "alice")) == alice.pubkey
+
+        await wait_for(knows_alice, what="the engine to learn alice's pubkey")
         channels = {c.peer: c for c in network.channels_of("alice")}
         before = {peer: c.local_balance_msat for peer, c in channels.items()}
         body = command(
@@ -219,6 +248,12 @@ async def test_a_cln_source_pays_the_invoice_a_receive_issued_on_the_target_once
         await wait_for(engine.relay.leader.is_set, what="the relay to lead")
         for executor in executors:
             await wait_for(executor.ready.is_set, what="the executors to start")
+        eu_pubkey = network.node("eu-lnd").pubkey
+
+        def knows_eu() -> bool:  # from eu-lnd's executor's channel snapshots (ADR 0249)
+            return engine.processor.our_nodes.directory().get(("eu", "eu-lnd")) == eu_pubkey
+
+        await wait_for(knows_eu, what="the engine to learn eu-lnd's pubkey")
         receive = {
             "type": "CreateReceiveIntent", "version": 1, "idempotency_key": "rbl-in",
             "caller": {"id": PLANNER, "kind": "service"}, "amount_msat": amount_msat,
@@ -288,6 +323,7 @@ async def test_a_move_over_the_auto_limit_waits_for_an_operator_s_approval(
     nats_url: str, database_url: str, tmp_path: Path, nc: Client
 ) -> None:
     async with signing_engine(nats_url, database_url, tmp_path) as engine:
+        await announce(nc, engine)
         big = await request(nc, command("big", max_fee_msat=30_000, amount_msat=10_000_001))
         assert big["ok"] and big["state"] == "awaiting_approval", big
         stream = budget_stream_id("eu", budget_day(now_ms()))
@@ -308,3 +344,34 @@ async def test_a_move_over_the_auto_limit_waits_for_an_operator_s_approval(
         budget = await engine.processor.view(stream)
         events = [{"type": e.type, "data": e.data} for e in budget.events]
         assert budget_used_msat(events) == 30_000
+
+
+async def test_a_move_that_would_pay_outside_our_nodes_is_refused_audited_and_reserves_nothing(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """A service credential allowed to rebalance cannot pay an outside node through the
+    rebalance path, around the payment policy: the destination is checked against the pubkey
+    the target's executor reported, the source against the engine's node table (ADR 0249)."""
+    outsider = "03" + "ee" * 32
+    async with signing_engine(nats_url, database_url, tmp_path) as engine:
+        await announce(nc, engine)
+        for key, fields, field in (
+            ("out-1", {"destination": outsider}, "destination"),
+            ("out-2", {"destination": outsider, "amount_msat": 50_000_000}, "destination"),
+            ("out-3", {"source_node": "mallory"}, "source_node"),
+            ("out-4", {"target_node": "asia-lnd"}, "target_node"),
+        ):
+            reply = await request(nc, command(key, max_fee_msat=1_000, **fields))
+            assert not reply["ok"], reply
+            assert (reply["error"]["code"], reply["error"]["field"]) == ("not_our_node", field)
+        # Audited: the request and its refusal are in the log, with the caller's credential.
+        again = await request(nc, command("out-1", max_fee_msat=1_000, destination=outsider))
+        assert again["ok"] and again["state"] == "rejected" and again["duplicate"], again
+        view = await engine.processor.view(again["intent_id"])
+        assert [e.type for e in view.events] == ["RebalanceRequested", "RebalanceRejected"]
+        assert view.events[1].data["field"] == "destination"
+        # Nothing reserved, nothing dispatched.
+        stream = budget_stream_id("eu", budget_day(now_ms()))
+        assert not getattr(await engine.processor.view(stream), "ok", False)
+        mine = await request(nc, command("in-1", max_fee_msat=1_000))
+        assert mine["ok"] and mine["state"] == "dispatched", mine
