@@ -375,3 +375,88 @@ async def test_a_move_that_would_pay_outside_our_nodes_is_refused_audited_and_re
         assert not getattr(await engine.processor.view(stream), "ok", False)
         mine = await request(nc, command("in-1", max_fee_msat=1_000))
         assert mine["ok"] and mine["state"] == "dispatched", mine
+
+
+async def test_a_rebalance_order_lost_from_the_dispatch_stream_is_reissued_and_pays_once(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """The sweeper's repair (ADR 0075) covers rebalance orders (ADR 0249): the order lost
+    from CORRIDOR_DISPATCH is re-published from the log, the executor pays it, and the
+    network's ledger shows one payment for the move's hash."""
+    from services.bus import subjects
+    from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
+    from tests.integration.test_executor import SETTLE_TIMEOUT_S, sim_stack
+    from tests.integration.test_self_healing import _dispatch_holds, running_engine
+
+    async with (
+        sim_stack(tmp_path, nats_url) as sim,
+        running_engine(
+            nats_url, database_url, tmp_path, reissue_after_s=1, sweep_interval_s=0.2
+        ) as engine,
+    ):
+        await announce(nc, engine, "eu", "eu-lnd", sim.network.node("eu-lnd").pubkey)
+        body = command(
+            "lost", max_fee_msat=50_000, source_region="us", source_node="us-lnd",
+            target_region="eu", target_node="eu-lnd", amount_msat=1_000_000,
+            destination=sim.network.node("eu-lnd").pubkey,
+        )  # fmt: skip
+        reply = await request(nc, body)
+        assert reply["ok"] and reply["state"] == "dispatched", reply
+        rebalance_id = reply["intent_id"]
+        js = nc.jetstream()
+        await wait_for(lambda: _dispatch_holds(js, 1), what="the order in the dispatch stream")
+        # The order is lost (a stream limit, an operator's purge): nobody would ever pay it.
+        await js.purge_stream(subjects.DISPATCH_STREAM)
+        sim.start("us", "us-lnd", "us-1")
+
+        async def succeeded() -> bool:
+            view = await engine.processor.view(rebalance_id)
+            return getattr(view, "state", None) == "succeeded"
+
+        await wait_for(succeeded, timeout_s=SETTLE_TIMEOUT_S, what="the re-issued move to pay")
+        assert engine.sweeper is not None and engine.sweeper.reissued >= 1
+        view = await engine.processor.view(rebalance_id)
+    assert [e.type for e in view.events].count("RebalanceSucceeded") == 1
+    secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
+    _, payment_hash = keysend_preimage(secret, rebalance_id, 1)
+    assert [p.status for p in sim.attempts(payment_hash)] == ["succeeded"]
+
+
+async def test_a_receive_order_lost_from_the_dispatch_stream_is_reissued_and_issued_once(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """The same repair covers receive orders: the lost order is re-published, the executor
+    asks its node for the invoice by its derived hash and creates it once (ADR 0221)."""
+    from services.bus import subjects
+    from tests.integration.test_executor import SETTLE_TIMEOUT_S, sim_stack
+    from tests.integration.test_self_healing import _dispatch_holds, running_engine
+
+    async with (
+        sim_stack(tmp_path, nats_url) as sim,
+        running_engine(
+            nats_url, database_url, tmp_path, reissue_after_s=1, sweep_interval_s=0.2
+        ) as engine,
+    ):
+        receive = {
+            "type": "CreateReceiveIntent", "version": 1, "idempotency_key": "lost-in",
+            "caller": {"id": PLANNER, "kind": "service"}, "amount_msat": 1_000_000,
+            "memo": "lost", "expiry_s": 600, "region": "us",
+        }  # fmt: skip
+        msg = await nc.request(f"corridor.api.v1.intents.receive.{PLANNER}",
+                               json.dumps(receive).encode(), timeout=10)  # fmt: skip
+        receive_id = json.loads(msg.data)["intent_id"]
+        js = nc.jetstream()
+        await wait_for(lambda: _dispatch_holds(js, 1), what="the order in the dispatch stream")
+        await js.purge_stream(subjects.DISPATCH_STREAM)
+        before = len(sim.network.invoices_of("us-lnd"))
+        sim.start("us", "us-lnd", "us-1")
+
+        async def issued() -> bool:
+            view = await engine.processor.view(receive_id)
+            return getattr(view, "state", None) == "issued"
+
+        await wait_for(issued, timeout_s=SETTLE_TIMEOUT_S, what="the re-issued receive order")
+        assert engine.sweeper is not None and engine.sweeper.reissued >= 1
+        view = await engine.processor.view(receive_id)
+    assert [e.type for e in view.events].count("InvoiceIssued") == 1
+    assert len(sim.network.invoices_of("us-lnd")) == before + 1
