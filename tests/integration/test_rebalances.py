@@ -460,3 +460,111 @@ async def test_a_receive_order_lost_from_the_dispatch_stream_is_reissued_and_iss
         view = await engine.processor.view(receive_id)
     assert [e.type for e in view.events].count("InvoiceIssued") == 1
     assert len(sim.network.invoices_of("us-lnd")) == before + 1
+
+
+async def test_the_planner_proposes_a_circle_that_the_simulated_lnd_pays_once(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client
+) -> None:
+    """alice's channel to hub is above its band, her channel to bob below: the planner, fed
+    alice's executor's own channel snapshot, proposes the circle out of hub and back from bob
+    with its explanation; the engine, the signed order, the executor and the simulated lnd's
+    gRPC API pay it once, and both channels move toward the band (ADR 0281)."""
+    import asyncio
+    import contextlib
+
+    from projections.liquidity import LiquidityBook
+    from services.bootstrap import bootstrap
+    from services.domain.liquidity.circles import plan_circles
+    from services.domain.liquidity.planner import PlanRules
+    from services.domain.liquidity.targets import Target, Targets
+    from services.executor.keysend import SECRET_FILE_NAME, keysend_preimage, load_or_create_secret
+    from services.liquidity.rebalance import circle_body, circle_inputs
+    from services.settings import Settings
+    from services.sim.lnd_server import start_lnd_node_server
+    from services.sim.network import SimNetwork
+    from services.sim.topology import ChannelSpec, PolicySpec
+    from tests.integration.test_executor import make_executor
+    from tests.lightning.lnd_harness import CAPACITY_MSAT, SEED, lnd_topology
+
+    edge = PolicySpec(fee_base_msat=0, fee_ppm=10, cltv_delta=40)
+    base = lnd_topology()  # alice -> hub at 75 % local
+    back = ChannelSpec(a="bob", b="alice", capacity_msat=CAPACITY_MSAT,
+                       a_balance_msat=CAPACITY_MSAT // 2, a_policy=edge, b_policy=edge)  # fmt: skip
+    network = SimNetwork.from_topology(
+        msgspec.structs.replace(base, channels=(*base.channels, back)), seed=SEED
+    )
+    server = await start_lnd_node_server(network, "alice", state_dir=tmp_path / "nodes")
+    alice = network.node("alice")
+    (tmp_path / "endpoints.json").write_text(json.dumps({"nodes": [{
+        "name": "alice", "role": alice.role, "region": "us",
+        "implementation": alice.implementation, "endpoint": server.endpoint,
+        "pubkey": alice.pubkey,
+    }]}))  # fmt: skip
+    settings = Settings(relay_poll_s=0.2, state_dir=tmp_path, corridors={"us-eu": ["us/alice"]})
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    book = LiquidityBook(interval_ms=60_000)
+
+    async def heard(msg: Any) -> None:
+        book.receive(msg.subject, msg.data, received_at_ms=now_ms())
+
+    sub = await nc.subscribe(snapshot_subject("us", "alice"), cb=heard)
+    executor = make_executor(tmp_path, nats_url, "us", "alice", "alice-1")
+    task = asyncio.create_task(executor.run())
+    targets = Targets(default=Target(local_ratio_min_ppm=600_000, local_ratio_max_ppm=700_000))
+    rules = PlanRules(fee_budget_msat_per_day=20_000, fee_ppm_estimate=100,
+                      fee_base_msat_estimate=1_000, move_min_msat=10_000,
+                      move_max_msat=1_000_000)  # fmt: skip
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        await wait_for(lambda: ("us", "alice") in book.nodes(), what="alice's snapshot")
+
+        def knows_alice() -> bool:
+            return engine.processor.our_nodes.directory().get(("us", "alice")) == alice.pubkey
+
+        await wait_for(knows_alice, what="the engine to learn alice's pubkey")
+        channels = {c.peer: c for c in network.channels_of("alice")}
+        before = {peer: c.local_balance_msat for peer, c in channels.items()}
+        corridors = {"corridors": [{"candidates": [
+            {"region": "us", "node": "alice", "keysend": True}]}]}  # fmt: skip
+        circles, skipped = plan_circles(circle_inputs(book.view(now_ms()), corridors), targets,
+                                        rules, budget_left_msat={"us": 20_000})  # fmt: skip
+        assert skipped == ()
+        (circle,) = circles
+        assert circle.outgoing_channel_id == channels["hub"].channel_id
+        assert circle.last_hop_pubkey == network.node("bob").pubkey
+        assert circle.amount_msat == 1_000_000 and circle.max_fee_msat == 2_200
+        body = circle_body(circle, caller_id=PLANNER, caller_kind="service", key="circle-1",
+                           dry_run=False)  # fmt: skip
+        reply = await request(nc, body)
+        assert reply["ok"] and reply["state"] == "dispatched", reply
+        rebalance_id = reply["intent_id"]
+
+        async def ended() -> bool:
+            view = await engine.processor.view(rebalance_id)
+            return getattr(view, "state", None) in ("succeeded", "failed")
+
+        await wait_for(ended, timeout_s=20, what="the planned circle to end")
+        again = await request(nc, body)
+        view = await engine.processor.view(rebalance_id)
+    finally:
+        await sub.unsubscribe()
+        executor.stop()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+        await executor.close_node()
+        await engine.stop()
+        await server.stop()
+        await network.aclose()
+    assert view.state == "succeeded", view
+    assert again["intent_id"] == rebalance_id and again["duplicate"]
+    requested = view.events[0].data
+    assert requested["explanation"]["reason"] == "channel_ratio_out_of_band"
+    assert requested["explanation"]["in_channel_id"] == channels["bob"].channel_id
+    secret = load_or_create_secret(tmp_path / SECRET_FILE_NAME)
+    _, payment_hash = keysend_preimage(secret, rebalance_id, 1)
+    paid = [p for p in network.payments() if p.payment_hash == payment_hash]
+    assert [(p.origin, p.destination, p.status) for p in paid] == [("alice", "alice", "succeeded")]
+    after = {c.peer: c.local_balance_msat for c in network.channels_of("alice")}
+    assert after["hub"] == before["hub"] - 1_000_000 - paid[0].fee_msat
+    assert after["bob"] == before["bob"] + 1_000_000
