@@ -157,7 +157,7 @@ class RebalancePlanner:
         ctx = RebalanceContext(
             now_ms=now_ms, rules=self._rules, rebalance_id=item.stream_id,
             request_fingerprint=item.request_fingerprint, budget=budget, invoice=item.invoice,
-            nodes=self._nodes() if isinstance(command, RequestRebalance) else {},
+            nodes=self._nodes() if not isinstance(command, RecordPaymentOutcome) else {},
         )  # fmt: skip
         try:
             decided = decide(state, command, ctx)

@@ -383,3 +383,16 @@ def test_a_target_whose_pubkey_the_engine_has_not_learned_is_retried_not_recorde
             _request(destination=OUTSIDER),
             _ctx(nodes={("us", "us-lnd"): None, ("eu", "eu-lnd"): None}),
         )
+
+
+def test_an_approval_judges_the_destination_again_and_refuses_one_no_longer_ours() -> None:
+    big = decide(None, _request(amount_msat=50_000_000), _ctx())
+    state = _run(None, big.events)
+    assert state is not None and state.status is RebalanceStatus.AWAITING_APPROVAL
+    approve = ApproveRebalance(rebalance_id="rbl-1", operator_id="ops-1")
+    moved = {**NODES, ("us", "us-lnd"): OUTSIDER}  # the target now reports another pubkey
+    refused = decide(state, approve, _ctx(nodes=moved))
+    assert [type(e) for e in refused.events] == [RebalanceRejected] and refused.budget == []
+    rejected = refused.events[0]
+    assert isinstance(rejected, RebalanceRejected) and rejected.field == "destination"
+    assert _run(state, refused.events).status is RebalanceStatus.REJECTED  # type: ignore[union-attr]

@@ -168,6 +168,9 @@ def approve(state: Rebalance | None, command: ApproveRebalance, ctx: RebalanceCo
                 field="rebalance_id",
             )
         return Decided()  # approved already, or never needed it (auto)
+    outside = not_ours(state, ctx.nodes)  # judged again: the directory may have changed
+    if outside is not None:
+        return Decided([outside])
     approved = RebalanceApproved(
         operator_id=command.operator_id,
         budget_stream=budget_stream_id(state.source_region, budget_day(ctx.now_ms)),

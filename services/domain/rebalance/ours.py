@@ -11,17 +11,32 @@ executor reported), never as the request says. A circular move's target is its s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from schemas import errors
-from schemas.rebalance_messages import RebalanceRejected, RequestRebalance
+from schemas.rebalance_messages import RebalanceRejected
 
 # (region, node) -> the node's pubkey, None while no executor of it has reported one.
 NodeDirectory = Mapping[tuple[str, str], str | None]
 NOT_OUR_NODE: Final = "not_our_node"
 
 
-def not_ours(command: RequestRebalance, nodes: NodeDirectory) -> RebalanceRejected | None:
+class Move(Protocol):
+    """The fields judged: a request's, or a recorded rebalance's when it is approved."""
+
+    @property
+    def source_region(self) -> str: ...
+    @property
+    def source_node(self) -> str: ...
+    @property
+    def target_region(self) -> str: ...
+    @property
+    def target_node(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+
+
+def not_ours(command: Move, nodes: NodeDirectory) -> RebalanceRejected | None:
     """The refusal of a move that would leave our nodes, naming the field; raises
     ``Unavailable`` when the target is ours but its pubkey is not known yet (retry)."""
     if (command.source_region, command.source_node) not in nodes:
