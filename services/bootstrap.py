@@ -34,7 +34,7 @@ from services.engine.clock import Clock, IdSource, RandomIds, SystemClock
 from services.engine.committed import CommittedBatches
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
-from services.engine.our_nodes import OurNodes
+from services.engine.our_nodes import SNAPSHOTS_PENDING_BYTES_MAX, SNAPSHOTS_PENDING_MAX, OurNodes
 from services.engine.processor import CommandProcessor
 from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.sweeper import Sweeper
@@ -128,8 +128,8 @@ class Engine:
         await self.bus.subscribe(
             subjects.LIQUIDITY_WILDCARD,
             self._on_snapshot,
-            pending_msgs_max=HEALTH_PENDING_MSGS_MAX,
-            pending_bytes_max=HEALTH_PENDING_BYTES_MAX,
+            pending_msgs_max=SNAPSHOTS_PENDING_MAX,
+            pending_bytes_max=SNAPSHOTS_PENDING_BYTES_MAX,
         )
         if intake:
             if self.dead_letters is not None:

@@ -15,11 +15,28 @@ import msgspec
 import structlog
 
 from services.domain.rebalance.ours import NodeDirectory
-from services.executor.channel_snapshot import decode_snapshot, subject_node
+from services.executor.channel_snapshot import SNAPSHOT_BYTES_MAX, subject_node
 
 log = structlog.get_logger("corridor.engine.our_nodes")
 # A compressed secp256k1 pubkey in hex: anything else a snapshot names is not learned.
 _PUBKEY_CHARS: Final = 66
+# Snapshots waiting for the engine's subscription: a few per node and health interval; the
+# newest wins, so one dropped when the engine lags loses nothing.
+SNAPSHOTS_PENDING_MAX: Final = 64
+SNAPSHOTS_PENDING_BYTES_MAX: Final = SNAPSHOTS_PENDING_MAX * SNAPSHOT_BYTES_MAX
+
+
+class _Head(msgspec.Struct, frozen=True, kw_only=True):
+    """The part of a channel snapshot (``ChannelSnapshot``) the engine reads: its channels
+    are skipped unread, so the writer's event loop spends little on them."""
+
+    node: str
+    region: str
+    reachable: bool
+    node_pubkey: str = ""
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
 
 
 class OurNodes:
@@ -44,9 +61,11 @@ class OurNodes:
         key = subject_node(subject)
         if key is None:
             return False
+        if len(raw) > SNAPSHOT_BYTES_MAX:
+            return False
         try:
-            snapshot = decode_snapshot(raw)
-        except (msgspec.DecodeError, ValueError):
+            snapshot = _decode_head(raw)
+        except msgspec.DecodeError:
             return False
         if (snapshot.region, snapshot.node) != key or not snapshot.reachable:
             return False
