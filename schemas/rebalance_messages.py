@@ -43,7 +43,9 @@ IdempotencyKey = Annotated[
 ]
 NodeName = Annotated[str, msgspec.Meta(pattern=NODE_NAME_PATTERN)]
 RebalanceMode = Literal["cross_region", "circular"]
-RejectReason = Literal["fee_budget_exhausted", "bad_circle", "same_region", "bad_invoice"]
+RejectReason = Literal[
+    "fee_budget_exhausted", "bad_circle", "same_region", "bad_invoice", "not_our_node"
+]
 PaymentRequest = Annotated[
     str, msgspec.Meta(min_length=1, max_length=limits.PAYMENT_REQUEST_CHARS_MAX)
 ]
@@ -171,10 +173,12 @@ class RebalanceApproved(EventData, frozen=True, kw_only=True):
 
 
 class RebalanceRejected(EventData, frozen=True, kw_only=True):
-    """Refused before anything was sent: audited, nothing reserved."""
+    """Refused before anything was sent: audited, nothing reserved. ``field``: the request's
+    field refused (``not_our_node``: ``source_node``, ``target_node`` or ``destination``)."""
 
     reason: RejectReason
     detail: str = ""
+    field: str | None = None
 
 
 class RebalanceDispatched(EventData, frozen=True, kw_only=True):

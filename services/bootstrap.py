@@ -36,6 +36,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.dead_letters import DeadLetterDesk
 from services.engine.deadlines import DeadlineScheduler
 from services.engine.jit_planning import jit_policy_from
+from services.engine.our_nodes import SNAPSHOTS_PENDING_BYTES_MAX, SNAPSHOTS_PENDING_MAX, OurNodes
 from services.engine.processor import CommandProcessor
 from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.sweeper import Sweeper
@@ -125,6 +126,13 @@ class Engine:
             pending_msgs_max=HEALTH_PENDING_MSGS_MAX,
             pending_bytes_max=HEALTH_PENDING_BYTES_MAX,
         )
+        # Each node's pubkey, from its executor's channel snapshots (ADR 0249).
+        await self.bus.subscribe(
+            subjects.LIQUIDITY_WILDCARD,
+            self._on_snapshot,
+            pending_msgs_max=SNAPSHOTS_PENDING_MAX,
+            pending_bytes_max=SNAPSHOTS_PENDING_BYTES_MAX,
+        )
         if intake:
             if self.dead_letters is not None:
                 await self.dead_letters.start()
@@ -150,6 +158,9 @@ class Engine:
     async def _on_health(self, msg: Message) -> None:
         # Checked, counted and (at a bounded rate) logged by the listener (ADR 0062).
         self.health_listener.receive(msg.subject, msg.data)
+
+    async def _on_snapshot(self, msg: Message) -> None:
+        self.processor.our_nodes.receive(msg.subject, msg.data)
 
     def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         task = asyncio.create_task(fn(), name=name)
@@ -259,8 +270,9 @@ async def bootstrap(
     )
     engine_clock = clock or SystemClock()
     # Only the nodes the corridor table routes to have a place on the board (ADR 0062).
+    our_nodes = {(c.region, c.node) for candidates in table.corridors.values() for c in candidates}
     health = HealthBoard(
-        nodes={(c.region, c.node) for candidates in table.corridors.values() for c in candidates},
+        nodes=our_nodes,
         interval_ms=int(settings.health_interval_s * 1000),
     )
 
@@ -293,6 +305,7 @@ async def bootstrap(
         committed=committed,
         key_lookup=agent_keys,
         webhooks=engine_book(settings),  # ADR 0175, 0176
+        our_nodes=OurNodes(our_nodes),  # ADR 0249: the nodes a rebalance may pay
         rebalance_rules=RebalanceRules(  # ADR 0244, 0245
             auto_amount_msat_max=settings.liquidity_rebalance_auto_max_msat,
             fee_budget_msat_per_day=settings.liquidity_fee_budget_msat_per_day,

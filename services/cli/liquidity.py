@@ -154,9 +154,14 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
     from services.cli import output
     from services.cli.credentials import CredentialRequest, requested, resolve
     from services.cli.engine import EngineClient
+    from services.domain.liquidity.circles import plan_circles
     from services.domain.liquidity.planner import plan as make_plan
     from services.liquidity.config import plan_rules, targets_from
     from services.liquidity.rebalance import (
+        budget_left_after,
+        circle_body,
+        circle_inputs,
+        circle_key,
         idempotency_key,
         keysend_nodes,
         planner_inputs,
@@ -179,6 +184,12 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
         result = make_plan(
             regions, nodes, targets_from(settings), plan_rules(settings), spent_today_msat=spent
         )
+        # Circles within one node (ADR 0281), from what the day and the moves leave.
+        left = budget_left_after(settings.liquidity_fee_budget_msat_per_day, spent,
+                                 result.proposals, [r.region for r in regions])  # fmt: skip
+        circles, circle_skips = plan_circles(circle_inputs(view, corridors),
+                                             targets_from(settings), plan_rules(settings),
+                                             budget_left_msat=left)  # fmt: skip
     dry_run = not args.auto
     if result.proposals:
         with requested(wanted):
@@ -203,13 +214,29 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
                     subject = f"{subjects.API_PREFIX}.rebalance.{caller}"
                     reply = await requester.request(subject, body)
                     recorded.append({"idempotency_key": key, **reply})
+    if circles:
+        with requested(wanted):
+            async with EngineClient.open(args.state_dir) as requester:
+                round_ms = settings.liquidity_planner_round_s * 1000
+                for circle in circles:
+                    key = circle_key(circle, now_ms=view["at_ms"], round_ms=round_ms,
+                                     dry_run=dry_run)  # fmt: skip
+                    body = circle_body(circle, caller_id=caller, caller_kind=kind or "service",
+                                       key=key, dry_run=dry_run)  # fmt: skip
+                    reply = await requester.request(
+                        f"{subjects.API_PREFIX}.rebalance.{caller}", body
+                    )
+                    recorded.append({"idempotency_key": key, **reply})
     report = {
         "mode": "auto" if args.auto else "dry_run",
         "caller_id": caller,
         "at_ms": view["at_ms"],
         "spent_today_msat": spent,
         "proposals": [{**_builtins(p), "explanation": p.explain()} for p in result.proposals],
-        "skipped": [{"region": s.region, "reason": s.reason} for s in result.skipped],
+        "circles": [{**_builtins(c), "explanation": c.explain()} for c in circles],
+        "skipped": [
+            {"region": s.region, "reason": s.reason} for s in (*result.skipped, *circle_skips)
+        ],
         # The rebalances requested (auto) or the proposals recorded (dry run), by key.
         "recorded": recorded,
     }
@@ -218,11 +245,13 @@ async def _plan_round(args: argparse.Namespace, settings: Any) -> None:
         return
     for p in result.proposals:
         print(("request: " if args.auto else "propose: ") + p.explain())
-    for s in result.skipped:
+    for c in circles:
+        print(("request: " if args.auto else "propose: ") + c.explain())
+    for s in (*result.skipped, *circle_skips):
         print(f"skip {s.region}: {s.reason}")
     for r in recorded:
         print(f"{r['idempotency_key']}: {r.get('intent_id', '-')} {r.get('state', r.get('error'))}")
-    if not result.proposals and not result.skipped:
+    if not result.proposals and not result.skipped and not circles and not circle_skips:
         print("no region needs outbound")
 
 

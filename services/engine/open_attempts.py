@@ -1,4 +1,5 @@
-"""Intents whose current attempt still waits for the node's evidence, read from the log.
+"""Intents whose current attempt still waits for the node's evidence, read from the log:
+payments, and the orders of rebalances and receives (ADR 0249), whose streams say which.
 
 The one source the sweeper and the relay's start-up repair re-issue work orders from: the
 current attempt's ``IntentDispatched`` exactly as the log holds it, signed by the engine when
@@ -10,9 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.rebalance_messages import is_rebalance_stream
+from schemas.receive_messages import is_receive_stream
+from services.domain import rebalance, receive
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES
+from services.domain.receive.status import ReceiveStatus
 from services.engine.event_codec import to_domain
+from services.eventstore.order_events import REISSUABLE_ORDERS
 from services.eventstore.port import EventStore, StoredEvent
 
 # Streams read in one round trip; the processor loads batches of the same size.
@@ -24,9 +30,13 @@ SCAN_PAGE_ORDERS = 10_000
 @dataclass(frozen=True, slots=True)
 class OpenAttempt:
     intent_id: str
-    state: PaymentIntent
-    order: StoredEvent  # the current attempt's IntentDispatched, as logged (signed)
+    # A payment's state; None for a rebalance's or a receive's order, which are re-issued
+    # but not escalated (``EscalatePaymentIntent`` is a payment's).
+    state: PaymentIntent | None
+    order: StoredEvent  # the current attempt's work order, as logged (signed)
     last_event_at_ms: int  # when anything last happened to the intent
+    attempt: int
+    status: str
 
     @property
     def dispatched_at_ms(self) -> int:
@@ -51,8 +61,13 @@ async def dispatched_between(
 
 
 async def last_order_position(store: EventStore, *, through_position: int) -> int:
-    """The position of the newest work order at or before ``through_position`` (0: none)."""
-    return await store.last_position_of("IntentDispatched", through_position=through_position)
+    """The position of the newest work order of any re-issuable kind at or before
+    ``through_position`` (0: none)."""
+    positions = [
+        await store.last_position_of(kind, through_position=through_position)
+        for kind in REISSUABLE_ORDERS
+    ]
+    return max(positions)
 
 
 async def open_attempts(store: EventStore, intent_ids: Sequence[str]) -> list[OpenAttempt]:
@@ -69,6 +84,18 @@ async def open_attempts(store: EventStore, intent_ids: Sequence[str]) -> list[Op
 
 
 def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt | None:
+    if not history:
+        return None
+    if is_rebalance_stream(intent_id):
+        moved = rebalance.fold(to_domain(e) for e in history)
+        if moved is None or moved.status not in rebalance.ON_THE_WIRE_STATUSES:
+            return None
+        return _other_order(intent_id, history, "RebalanceDispatched", str(moved.status))
+    if is_receive_stream(intent_id):
+        asked = receive.fold(to_domain(e) for e in history)
+        if asked is None or asked.status is not ReceiveStatus.DISPATCHED:
+            return None  # after InvoiceIssued the settlement follower carries it
+        return _other_order(intent_id, history, "ReceiveDispatched", str(asked.status))
     state = fold(to_domain(e) for e in history)
     if state is None or state.status not in AWAITING_EVIDENCE_STATUSES:
         return None
@@ -79,7 +106,20 @@ def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt
         state=state,
         order=order,
         last_event_at_ms=history[-1].recorded_at_ms,
+        attempt=state.attempt,
+        status=str(state.status),
     )
+
+
+def _other_order(
+    intent_id: str, history: Sequence[StoredEvent], order_type: str, status: str
+) -> OpenAttempt:
+    """A rebalance's or a receive's one order (never re-routed: attempt 1)."""
+    order = next(e for e in reversed(history) if e.type == order_type)
+    return OpenAttempt(
+        intent_id=intent_id, state=None, order=order,
+        last_event_at_ms=history[-1].recorded_at_ms, attempt=1, status=status,
+    )  # fmt: skip
 
 
 async def open_orders_through(store: EventStore, through_position: int) -> list[StoredEvent]:

@@ -37,6 +37,7 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
 from services.engine.jit_planning import DEFAULT_JIT_POLICY, JitCache, JitPlanner
+from services.engine.our_nodes import OurNodes
 from services.engine.payee_planning import PayeeCache, PayeePlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
@@ -80,6 +81,7 @@ class CommandProcessor:
         rebalance_rules: RebalanceRules = DEFAULT_RULES,
         channel_policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
         jit_policy: JitPolicy = DEFAULT_JIT_POLICY,
+        our_nodes: OurNodes | None = None,
     ) -> None:
         """``committed``: where each commit is published (ADR 0095); the spend book hears the
         checkpointer's appends there. ``key_lookup``: the agent keys a submit is judged by
@@ -113,6 +115,7 @@ class CommandProcessor:
         self.rebalances = RebalanceBook(store, cache_max=cache_max, now_ms=clock.now_ms)
         self.jit_sales = JitCache(store, cache_max=cache_max)  # ADR 0261
         self.payees = PayeeCache(store, cache_max=cache_max)  # ADR 0270
+        self.our_nodes = our_nodes if our_nodes is not None else OurNodes(())  # ADR 0249
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -124,7 +127,8 @@ class CommandProcessor:
                 self.channel_ops,
             ),
             rebalances=RebalancePlanner(
-                self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
+                self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules,
+                nodes=self.our_nodes.directory,
             ),
             jit_sales=(
                 JitPlanner(new_id=ids.new_id, signer=signer, policy=jit_policy),

@@ -18,6 +18,7 @@ from schemas import errors
 from schemas.commands import RecordPaymentOutcome
 from schemas.rebalance_messages import (
     ApproveRebalance,
+    RebalanceRejected,
     RequestRebalance,
     budget_day,
     budget_stream_id,
@@ -35,6 +36,7 @@ from services.domain.rebalance import (
     fold,
     fold_budget,
 )
+from services.domain.rebalance.ours import NOT_OUR_NODE, NodeDirectory, refusal_error
 from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, rejected
 from services.engine.stream_planning import accepted, add_events
@@ -118,8 +120,11 @@ class RebalancePlanner:
         new_id: Callable[[], str],
         signer: Signer | None,
         rules: RebalanceRules = DEFAULT_RULES,
+        nodes: Callable[[], NodeDirectory] = dict,
     ) -> None:
         self._book = book
+        # Our nodes and their pubkeys as the engine knows them (ADR 0249); none: it pays none.
+        self._nodes = nodes
         self._new_id = new_id
         # ``None``: orders go unsigned and executors refuse them (tests of the engine alone).
         self._signer = signer
@@ -152,6 +157,7 @@ class RebalancePlanner:
         ctx = RebalanceContext(
             now_ms=now_ms, rules=self._rules, rebalance_id=item.stream_id,
             request_fingerprint=item.request_fingerprint, budget=budget, invoice=item.invoice,
+            nodes=self._nodes() if not isinstance(command, RecordPaymentOutcome) else {},
         )  # fmt: skip
         try:
             decided = decide(state, command, ctx)
@@ -186,6 +192,13 @@ class RebalancePlanner:
                        now_ms=now_ms)  # fmt: skip
             plan.rebalance_budgets[budget_id] = new_budget
         plan.rebalances[item.stream_id] = new_state
+        outside = [e for e in events if isinstance(e, RebalanceRejected)
+                   and e.reason == NOT_OUR_NODE]  # fmt: skip
+        if outside:
+            # Recorded above (the audit trail, with the actor), and refused as an error that
+            # names the field: a request that would pay outside our nodes is no move.
+            plan.replies.append(rejected(refusal_error(outside[0])))
+            return
         status = str(new_state.status)
         reply = accepted(item.stream_id, status, duplicate=False, reason=new_state.reason)
         plan.replies.append(reply)

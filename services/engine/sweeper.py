@@ -103,7 +103,7 @@ class Sweeper:
             for attempt in quiet[:taken]:
                 self._reissued_at_ms[attempt.intent_id] = now_ms
                 log.info("work_order_reissued", intent_id=attempt.intent_id,
-                         attempt=attempt.state.attempt, state=attempt.state.status)  # fmt: skip
+                         attempt=attempt.attempt, state=attempt.status)  # fmt: skip
             self.reissued += taken
         for attempt in attempts:
             if self._outlived(attempt, now_ms):
@@ -116,7 +116,8 @@ class Sweeper:
     def _outlived(self, attempt: OpenAttempt, now_ms: int) -> bool:
         state = attempt.state
         return (
-            state.escalated_attempt != state.attempt
+            state is not None  # rebalances and receives are re-issued, not escalated
+            and state.escalated_attempt != state.attempt
             and now_ms - attempt.dispatched_at_ms >= self._life_s * 1000
         )
 
@@ -129,7 +130,7 @@ class Sweeper:
         reply = await self._processor.execute(CommandEnvelope(command=command))
         self.escalated += 1
         log.warning("intent_escalated", intent_id=attempt.intent_id, ok=reply.ok,
-                    attempt=attempt.state.attempt, state=attempt.state.status)  # fmt: skip
+                    attempt=attempt.attempt, state=attempt.status)  # fmt: skip
 
     async def _take_candidates(self, now_ms: int) -> None:
         """Watch the open intents among the work orders up to the log's head as it was when

@@ -26,6 +26,7 @@ import msgspec
 from services.eventstore.announcements import Announcements
 from services.eventstore.chain import verify_chain
 from services.eventstore.hashing import GENESIS_HASH, chain_hash
+from services.eventstore.order_events import ORDER_ENDINGS, REISSUABLE_ORDERS
 from services.eventstore.port import (
     LEASE_NAMES,
     AppendFence,
@@ -43,8 +44,9 @@ from services.eventstore.port import (
 
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
 _encode = msgspec.json.Encoder()
-# What ``open_orders_between`` treats as the end of an attempt (as its SQL does).
-_ORDER_ENDINGS: Final = frozenset({"IntentSettled", "IntentFailed"})
+# What ``open_orders_between`` treats as orders and their ends (as its SQL does, ADR 0249).
+_ORDERS: Final = frozenset(REISSUABLE_ORDERS)
+_ORDER_ENDINGS: Final = frozenset(ORDER_ENDINGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +398,7 @@ class InMemoryEventStore:
         for row in self._rows[max(after_position, 0) : max(through_position, 0)]:
             if len(found) >= limit:
                 break
-            if row.type == "IntentDispatched" and not any(
+            if row.type in _ORDERS and not any(
                 other.type in _ORDER_ENDINGS for other in self._streams[row.stream_id]
             ):
                 found.append((row.stream_id, row.position))

@@ -242,9 +242,9 @@ class EventStore(Protocol):
     async def open_orders_between(
         self, *, after_position: int, through_position: int, limit: int
     ) -> list[tuple[str, int]]:
-        """(stream, position) of each ``IntentDispatched`` in ``(after, through]`` whose
-        stream has no ``IntentSettled`` or ``IntentFailed`` (anywhere in it), oldest first,
-        at most ``limit``."""
+        """(stream, position) of each work order (``order_events.REISSUABLE_ORDERS``) in
+        ``(after, through]`` whose stream has none of ``order_events.ORDER_ENDINGS``
+        (anywhere in it), oldest first, at most ``limit``."""
         ...
 
     async def last_position_of(self, event_type: str, *, through_position: int) -> int:

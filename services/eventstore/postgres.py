@@ -14,6 +14,7 @@ from services.eventstore.announcements import Announcements, parse_position
 from services.eventstore.chain import verify_chain
 from services.eventstore.hashing import GENESIS_HASH
 from services.eventstore.migrate import migrate
+from services.eventstore.order_events import ORDER_ENDINGS, REISSUABLE_ORDERS
 from services.eventstore.port import (
     LEASE_NAMES,
     RELAY_LEASE,
@@ -440,6 +441,12 @@ class PostgresEventStore:
         return PostgresLease(self._dsn, ADVISORY_LOCK_KEYS[name])
 
 
+def _quoted(names: tuple[str, ...]) -> str:
+    """SQL literals of event type names (constants of ours, checked to be plain names)."""
+    assert all(name.isidentifier() for name in names)
+    return ", ".join(f"'{name}'" for name in names)
+
+
 _READ_FROM_SQL: Final = (
     f"SELECT {COLUMNS} FROM events WHERE position > $1 AND position <= $2"
     " AND type = ANY($3::text[]) ORDER BY position LIMIT $4"
@@ -452,11 +459,11 @@ _RECENT_SQL: Final = (
 # Work orders in a range of the log, oldest first, of intents not ended yet: the position range
 # walks the primary key, the check for an ending event the (stream_id, stream_version) index,
 # so intents settled long ago cost no read of their streams.
-_OPEN_ORDERS_SQL: Final = """
+_OPEN_ORDERS_SQL: Final = f"""
 SELECT d.stream_id, d.position FROM events d
- WHERE d.position > $1 AND d.position <= $2 AND d.type = 'IntentDispatched'
+ WHERE d.position > $1 AND d.position <= $2 AND d.type IN ({_quoted(REISSUABLE_ORDERS)})
    AND NOT EXISTS (SELECT 1 FROM events t WHERE t.stream_id = d.stream_id
-                    AND t.type IN ('IntentSettled', 'IntentFailed'))
+                    AND t.type IN ({_quoted(ORDER_ENDINGS)}))
  ORDER BY d.position LIMIT $3
 """
 _OWNERS_SQL: Final = (

@@ -24,6 +24,7 @@ from schemas.rebalance_messages import (
     budget_day,
     budget_stream_id,
 )
+from services.domain.liquidity.circles import ChannelState, CircleNode, CircleProposal
 from services.domain.liquidity.planner import NodeState, Proposal, RegionState
 from services.domain.rebalance import fold_budget
 
@@ -164,3 +165,73 @@ def paying_invoice(
     """The move's request, paying the target's invoice: the node that issued it is the
     target, its pubkey the destination."""
     return {**body, "payment_request": payment_request, "destination": payee, "target_node": node}
+
+
+# -- circular moves (ADR 0281) ---------------------------------------------------------------
+
+
+def circle_inputs(view: Mapping[str, Any], corridors_view: Mapping[str, Any]) -> list[CircleNode]:
+    """Each node of the view with its channels. Only a node that keysends (LND) circles: a
+    circle needs lnd's first and last hop (ADR 0247)."""
+    can_circle = keysend_nodes(corridors_view)
+    channels: dict[tuple[str, str], list[ChannelState]] = {}
+    for row in view["channels"]:
+        channels.setdefault((row["region"], row["node"]), []).append(
+            ChannelState(
+                channel_id=row["channel_id"],
+                peer_pubkey=row["peer_pubkey"],
+                local_balance_msat=row["local_balance_msat"],
+                remote_balance_msat=row["remote_balance_msat"],
+                active=row["active"],
+            )
+        )
+    return [
+        CircleNode(
+            region=n["region"],
+            node=n["node"],
+            pubkey=n["node_pubkey"],
+            stale=n["stale"],
+            can_circle=(n["region"], n["node"]) in can_circle,
+            channels=tuple(channels.get((n["region"], n["node"]), ())),
+        )
+        for n in view["nodes"]
+    ]
+
+
+def budget_left_after(
+    budget_msat_per_day: int,
+    spent_today_msat: Mapping[str, int],
+    proposals: Iterable[Proposal],
+    regions: Iterable[str],
+) -> dict[str, int]:
+    """Each region's budget left for circles: after what the day spent or holds (a region
+    absent from ``spent_today_msat`` has spent nothing) and what the round's cross-region
+    moves may spend: one daily budget per region pays for both kinds."""
+    left = {r: max(0, budget_msat_per_day - spent_today_msat.get(r, 0)) for r in regions}
+    for p in proposals:
+        left[p.source_region] = max(0, left.get(p.source_region, 0) - p.max_fee_msat)
+    return left
+
+
+def circle_key(circle: CircleProposal, *, now_ms: int, round_ms: int, dry_run: bool) -> str:
+    """One key per node and round, as a cross-region move's (``idempotency_key``)."""
+    kind = PROPOSAL if dry_run else PURPOSE
+    return f"{kind}:circle:{circle.region}-{circle.node}:{now_ms // round_ms}"
+
+
+def circle_body(
+    circle: CircleProposal, *, caller_id: str, caller_kind: str, key: str, dry_run: bool
+) -> dict[str, Any]:
+    """``RequestRebalance`` of a circle: the node back to itself (its own pubkey), out of
+    ``outgoing_channel_id`` and back in from ``last_hop_pubkey``."""
+    return {
+        "type": "RequestRebalance", "version": 1, "idempotency_key": key,
+        "caller": {"id": caller_id, "kind": caller_kind}, "mode": "circular",
+        "source_region": circle.region, "source_node": circle.node,
+        "target_region": circle.region, "target_node": circle.node,
+        "destination": circle.pubkey, "amount_msat": circle.amount_msat,
+        "max_fee_msat": circle.max_fee_msat,
+        "outgoing_channel_id": circle.outgoing_channel_id,
+        "last_hop_pubkey": circle.last_hop_pubkey,
+        "explanation": circle.explanation(), "dry_run": dry_run,
+    }  # fmt: skip

@@ -418,6 +418,27 @@ async def test_open_orders_are_work_orders_of_intents_not_ended(store_env: Store
     assert await store.last_position_of("IntentDispatched", through_position=9) == 9
     assert await store.last_position_of("IntentDispatched", through_position=8) == 6
     assert await store.last_position_of("IntentDispatched", through_position=1) == 0
+
+
+async def test_open_orders_include_rebalance_and_receive_orders_until_they_end(
+    store_env: StoreEnv,
+) -> None:
+    """ADR 0249: the sweeper re-issues a rebalance's order until it succeeds or fails, and a
+    receive's until the node's invoice is recorded."""
+    store = store_env.store
+    await store.append([new_event("rbl-a", 1, "RebalanceRequested"),
+                        new_event("rbl-a", 2, "RebalanceDispatched")])  # fmt: skip
+    await store.append([new_event("rbl-b", 1, "RebalanceRequested"),
+                        new_event("rbl-b", 2, "RebalanceDispatched")])  # fmt: skip
+    await store.append([new_event("rcv-c", 1, "ReceiveRequested"),
+                        new_event("rcv-c", 2, "ReceiveDispatched")])  # fmt: skip
+    await store.append([new_event("rcv-d", 1, "ReceiveRequested"),
+                        new_event("rcv-d", 2, "ReceiveDispatched")])  # fmt: skip
+    await store.append([new_event("rbl-b", 3, "RebalanceSucceeded"),
+                        new_event("rcv-d", 3, "InvoiceIssued")])  # fmt: skip
+    assert await store.open_orders_between(after_position=0, through_position=10, limit=10) == [
+        ("rbl-a", 2), ("rcv-c", 6),
+    ]  # fmt: skip
     assert await store.last_position_of("Nothing", through_position=9) == 0
 
 

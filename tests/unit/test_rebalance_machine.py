@@ -67,9 +67,19 @@ def _request(key: str = "k", **fields: object) -> RequestRebalance:
     return RequestRebalance(**(base | fields))  # type: ignore[arg-type]
 
 
-def _ctx(rid: str = "rbl-1", budget: DayBudget | None = None, fp: str = "fp") -> RebalanceContext:
+# The engine's directory of our nodes (ADR 0249); one pubkey for both keeps the requests short.
+NODES: dict[tuple[str, str], str | None] = {("eu", "eu-lnd"): PUBKEY, ("us", "us-lnd"): PUBKEY}
+OUTSIDER = "03" + "ee" * 32
+
+
+def _ctx(
+    rid: str = "rbl-1",
+    budget: DayBudget | None = None,
+    fp: str = "fp",
+    nodes: dict[tuple[str, str], str | None] = NODES,
+) -> RebalanceContext:
     return RebalanceContext(now_ms=NOW_MS, rules=RULES, rebalance_id=rid,
-                            request_fingerprint=fp, budget=budget)  # fmt: skip
+                            request_fingerprint=fp, budget=budget, nodes=nodes)  # fmt: skip
 
 
 def _outcome(outcome: str, rid: str = "rbl-1", **fields: object) -> RecordPaymentOutcome:
@@ -330,3 +340,59 @@ class RebalanceMachine(RuleBasedStateMachine):
 
 
 TestRebalanceMachine = RebalanceMachine.TestCase
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"destination": OUTSIDER}, "destination"),  # an outside node's pubkey
+        ({"destination": OUTSIDER, "amount_msat": 50_000_000}, "destination"),  # approval tier
+        ({"source_node": "us-lnd"}, "source_node"),  # a node of another region
+        ({"target_node": "us-cln"}, "target_node"),  # no node of ours
+        (
+            {
+                "mode": "circular",
+                "target_region": "eu",
+                "target_node": "eu-lnd",
+                "destination": OUTSIDER,
+                "outgoing_channel_id": "800x1x0",
+                "last_hop_pubkey": OUTSIDER,
+            },
+            "destination",
+        ),  # a circle ends at its source
+    ],
+)
+def test_a_move_that_would_pay_outside_our_nodes_is_rejected_and_recorded_with_its_field(
+    fields: dict[str, object], field: str
+) -> None:
+    decided = decide(None, _request(**fields), _ctx())
+    assert [type(e) for e in decided.events] == [RebalanceRequested, RebalanceRejected]
+    rejected = decided.events[1]
+    assert isinstance(rejected, RebalanceRejected)
+    assert (rejected.reason, rejected.field) == ("not_our_node", field)
+    assert decided.budget == []  # nothing reserved, nothing dispatched
+
+
+def test_a_target_whose_pubkey_the_engine_has_not_learned_is_retried_not_recorded() -> None:
+    with pytest.raises(errors.Unavailable) as unknown:
+        decide(None, _request(), _ctx(nodes={**NODES, ("us", "us-lnd"): None}))
+    assert unknown.value.field == "destination"
+    with pytest.raises(errors.Unavailable):  # an engine that knows no nodes pays nobody
+        decide(
+            None,
+            _request(destination=OUTSIDER),
+            _ctx(nodes={("us", "us-lnd"): None, ("eu", "eu-lnd"): None}),
+        )
+
+
+def test_an_approval_judges_the_destination_again_and_refuses_one_no_longer_ours() -> None:
+    big = decide(None, _request(amount_msat=50_000_000), _ctx())
+    state = _run(None, big.events)
+    assert state is not None and state.status is RebalanceStatus.AWAITING_APPROVAL
+    approve = ApproveRebalance(rebalance_id="rbl-1", operator_id="ops-1")
+    moved = {**NODES, ("us", "us-lnd"): OUTSIDER}  # the target now reports another pubkey
+    refused = decide(state, approve, _ctx(nodes=moved))
+    assert [type(e) for e in refused.events] == [RebalanceRejected] and refused.budget == []
+    rejected = refused.events[0]
+    assert isinstance(rejected, RebalanceRejected) and rejected.field == "destination"
+    assert _run(state, refused.events).status is RebalanceStatus.REJECTED  # type: ignore[union-attr]

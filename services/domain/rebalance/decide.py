@@ -35,6 +35,7 @@ from schemas.rebalance_messages import (
 )
 from services.domain.rebalance.budget import DayBudget
 from services.domain.rebalance.evolve import evolve
+from services.domain.rebalance.ours import NodeDirectory, not_ours
 from services.domain.rebalance.state import ENDED_STATUSES, Rebalance
 from services.domain.rebalance.state import RebalanceStatus as S
 
@@ -67,6 +68,9 @@ class RebalanceContext:
     budget: DayBudget | None = None
     # The request's ``payment_request`` as the service layer decoded it (ADR 0248).
     invoice: InvoiceFacts | None = None
+    # Our nodes and their pubkeys as the engine knows them (ADR 0249): a move to any other
+    # is refused. Empty: the engine knows no node, so it moves nothing.
+    nodes: NodeDirectory = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,9 @@ def approve(state: Rebalance | None, command: ApproveRebalance, ctx: RebalanceCo
                 field="rebalance_id",
             )
         return Decided()  # approved already, or never needed it (auto)
+    outside = not_ours(state, ctx.nodes)  # judged again: the directory may have changed
+    if outside is not None:
+        return Decided([outside])
     approved = RebalanceApproved(
         operator_id=command.operator_id,
         budget_stream=budget_stream_id(state.source_region, budget_day(ctx.now_ms)),
@@ -227,6 +234,9 @@ def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejec
         return RebalanceRejected(
             reason="same_region", detail="a cross-region move needs two regions"
         )
+    outside = not_ours(command, ctx.nodes)  # before the invoice: its payee is the destination
+    if outside is not None:
+        return outside
     invoice_refusal = _invoice_refusal(command, ctx)
     if invoice_refusal is not None:
         return invoice_refusal
