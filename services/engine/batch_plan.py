@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
+from services.domain.lsp_orders import LspOrder
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.rebalance import DayBudget, Rebalance
 from services.domain.receive import ReceiveIntent
@@ -31,6 +32,7 @@ class BatchPlan:
     receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
     channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     rebalances: dict[str, Rebalance] = field(default_factory=dict)  # ADR 0244
+    lsp_orders: dict[str, LspOrder] = field(default_factory=dict)  # ADR 0252
     rebalance_budgets: dict[str, DayBudget] = field(default_factory=dict)  # ADR 0245
     # Callers whose spend this batch judged or changed: the append fences them (ADR 0073).
     spend_callers: set[str] = field(default_factory=set)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
+from schemas import lsp_messages as lm
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
 from schemas.policy_messages import ApprovePolicy, PolicyCommand, ProposePolicy
@@ -23,6 +24,7 @@ from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccep
 from schemas.webhook_messages import WebhookCommand, WebhookCommandAccepted, webhook_stream
 from services.bolt11.codec import InvoiceDecodeError, decode_invoice
 from services.domain.agent_keys import AGENT_KEYS_STREAM
+from services.domain.lsp_orders.ids import lsp_order_id_for
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
@@ -59,6 +61,7 @@ class CommandEnvelope:
         | cm.ChannelOpCommand
         | RequestRebalance
         | ApproveRebalance
+        | lm.LspOrderCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -72,8 +75,11 @@ class CommandEnvelope:
     traceparent: str | None = None
 
     def __post_init__(self) -> None:
-        # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
-        if self.principal is not None and not isinstance(self.command, cm.CHANNEL_OP_COMMAND_TYPES):
+        # Channel operations and LSP orders name no sender in the payload: the credential
+        # alone does (ADR 0234, 0252).
+        if self.principal is not None and not isinstance(
+            self.command, (*cm.CHANNEL_OP_COMMAND_TYPES, *lm.LSP_ORDER_COMMAND_TYPES)
+        ):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
                 "the intake binds every command to the identity its payload names"
@@ -125,6 +131,16 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, RecordInvoiceState):
         item.stream_id = command.intent_id
+        return
+    if isinstance(command, lm.RecordLspOrderReport):  # ADR 0252
+        item.stream_id = command.lsp_order_id
+        return
+    if isinstance(command, lm.OrderLspChannel):
+        principal = item.envelope.principal
+        item.stream_id = lsp_order_id_for(
+            principal.id if principal else "corridor", command.idempotency_key
+        )
+        item.request_fingerprint = fingerprint(command)
         return
     if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
         item.stream_id = command.op_id
@@ -184,7 +200,7 @@ def actor(envelope: CommandEnvelope) -> str:
     the sender its command names, in the roles the subjects give them."""
     if envelope.principal is not None:
         return envelope.principal.actor
-    if isinstance(envelope.command, cm.CHANNEL_OP_COMMAND_TYPES):
+    if isinstance(envelope.command, (*cm.CHANNEL_OP_COMMAND_TYPES, *lm.LSP_ORDER_COMMAND_TYPES)):
         return "corridor"
     claimed = claimed_identity(envelope.command)
     if claimed is None:

@@ -25,6 +25,7 @@ from services.engine.clock import Clock
 from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
+from services.engine.lsp_order_planning import LSP_ORDER_COMMANDS, LspOrderPlanner
 from services.engine.policy_book import PolicyBook
 from services.engine.policy_planning import plan_policy_command
 from services.engine.rebalance_planning import RebalancePlanner, is_rebalance_item
@@ -60,7 +61,9 @@ class Planner:
         receive_cache: ReceiveCache | None = None,
         channel_ops: tuple[ChannelOpPlanner, ChannelOpCache] | None = None,
         rebalances: RebalancePlanner | None = None,
+        lsp_orders: LspOrderPlanner | None = None,
     ) -> None:
+        self._lsp_orders = lsp_orders
         self._rebalances = rebalances
         self._receives = receives
         self._receive_cache = receive_cache
@@ -158,6 +161,12 @@ class Planner:
                     plan.replies.append(rejected(errors.Unavailable("rebalances are not set up")))
                     continue
                 self._rebalances.plan(plan, item, now_ms=now_ms)
+                continue
+            if isinstance(command, LSP_ORDER_COMMANDS):  # ADR 0252
+                if self._lsp_orders is None:
+                    plan.replies.append(rejected(errors.Unavailable("LSP orders are not set up")))
+                    continue
+                self._lsp_orders.plan(plan, item, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

@@ -35,6 +35,7 @@ from services.engine.committed import CommittedBatches
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
+from services.engine.lsp_order_planning import LspOrderCache, LspOrderPlanner
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.read_side import ReadSide
@@ -107,6 +108,8 @@ class CommandProcessor:
         self.channel_ops = ChannelOpCache(store, cache_max=cache_max)
         # Rebalances (ADR 0244): their streams, the days' budgets, and their planner.
         self.rebalances = RebalanceBook(store, cache_max=cache_max, now_ms=clock.now_ms)
+        # LSP orders (ADR 0252): their committed-state cache and planner.
+        self.lsp_orders = LspOrderCache(store, cache_max=cache_max)
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -120,13 +123,14 @@ class CommandProcessor:
             rebalances=RebalancePlanner(
                 self.rebalances, new_id=ids.new_id, signer=signer, rules=rebalance_rules
             ),
+            lsp_orders=LspOrderPlanner(self.lsp_orders, new_id=ids.new_id, signer=signer),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
-            channel_ops=self.channel_ops, rebalances=self.rebalances,
+            channel_ops=self.channel_ops, rebalances=self.rebalances, lsp_orders=self.lsp_orders,
         )  # fmt: skip
         self.reads = ReadSide(store, cache, self.policy)
 

@@ -21,6 +21,7 @@ import structlog
 
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
+from schemas.lsp_messages import LSP_ORDER_STREAM_PREFIX
 from schemas.rebalance_messages import REBALANCE_BUDGET_STREAM_PREFIX, REBALANCE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
 from schemas.reconciliation_messages import RECONCILIATION_STREAM_PREFIX
@@ -41,6 +42,7 @@ from services.engine.commands import (
 from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
+from services.engine.lsp_order_planning import LspOrderCache
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
 from services.engine.rebalance_planning import RebalanceBook
@@ -64,6 +66,7 @@ RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
 RBL = (REBALANCE_STREAM_PREFIX, REBALANCE_BUDGET_STREAM_PREFIX)
+LSP = LSP_ORDER_STREAM_PREFIX
 CHOP = CHANNEL_OP_STREAM_PREFIX
 
 # A command that keeps losing optimistic-concurrency races gives up after this many tries.
@@ -92,7 +95,9 @@ class WriterLoop:
         receives: ReceiveCache | None = None,
         channel_ops: ChannelOpCache | None = None,
         rebalances: RebalanceBook | None = None,
+        lsp_orders: LspOrderCache | None = None,
     ) -> None:
+        self._lsp_orders = lsp_orders
         self._rebalances = rebalances
         self._receives = receives
         self._channel_ops = channel_ops
@@ -222,7 +227,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, *RBL))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, LSP, *RBL))
                 and not assumed_new(i)
             ]
         )
@@ -236,6 +241,8 @@ class WriterLoop:
             )
         if self._rebalances is not None:  # rebalances and their budgets (ADR 0244): read
             await self._rebalances.load(items)
+        if self._lsp_orders is not None:  # LSP orders (ADR 0252): always read
+            await self._lsp_orders.load_for(items)
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -269,6 +276,9 @@ class WriterLoop:
             self._channel_ops.remember(stream_id, op)
         if self._rebalances is not None:
             self._rebalances.adopt(plan)
+        for stream_id, order in plan.lsp_orders.items():
+            assert self._lsp_orders is not None
+            self._lsp_orders.remember(stream_id, order)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -296,6 +306,8 @@ class WriterLoop:
                 self._channel_ops.forget(item.stream_id)
             if self._rebalances is not None:
                 self._rebalances.forget(item.stream_id)
+            if self._lsp_orders is not None:
+                self._lsp_orders.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

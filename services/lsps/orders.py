@@ -33,6 +33,7 @@ from services.domain.lsp_orders import (
     evolve,
     replay,
 )
+from services.domain.lsp_orders.ids import lsp_order_id_for
 from services.engine.event_codec import to_domain, to_new_events
 from services.eventstore.port import ConcurrencyConflict, EventStore
 from services.lightning.port import NodePort
@@ -41,7 +42,6 @@ from services.lsps.lsps1 import Lsps1Client, LspsProtocolError
 
 log = structlog.get_logger(__name__)
 
-_ORDER_NS: Final = uuid.UUID("5f0c2d8e-7b1a-4c3e-9a6d-2e8f4b7c1d05")
 # The most one order may buy by default: lnd's largest channel without wumbo (2^24 - 1 sat).
 LSP_BALANCE_MSAT_MAX: Final = (2**24 - 1) * 1000
 # bLIP-50: "a timeout on the scale of minutes" for a response; create_order is not idempotent,
@@ -67,12 +67,6 @@ class PaymentIntents(Protocol):
         """``succeeded``, ``failed`` (for good: failed, rejected, cancelled, expired), or None
         while it is still on its way."""
         ...
-
-
-def lsp_order_id_for(caller_id: str, idempotency_key: str) -> str:
-    return lm.LSP_ORDER_STREAM_PREFIX + str(
-        uuid.uuid5(_ORDER_NS, f"{caller_id}\x1f{idempotency_key}")
-    )
 
 
 class LspOrders:
