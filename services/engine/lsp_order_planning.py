@@ -132,8 +132,6 @@ class LspOrderPlanner:
         add_events(plan, item, item.stream_id, first_version, events,
                    owner=new_state.caller.id, new_id=self._new_id, now_ms=now_ms)  # fmt: skip
         plan.lsp_orders[item.stream_id] = new_state
-        plan.replies.append(
-            accepted(
-                item.stream_id, str(new_state.status), duplicate=False, reason=new_state.outcome
-            )  # fmt: skip
-        )
+        status = str(new_state.status)
+        reply = accepted(item.stream_id, status, duplicate=False, reason=new_state.outcome)
+        plan.replies.append(reply)
