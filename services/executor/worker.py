@@ -30,6 +30,7 @@ import structlog
 
 from schemas.channel_messages import RecordChannelOpReport
 from schemas.commands import RecordPaymentOutcome
+from schemas.lsp_messages import RecordLspOrderReport
 from services import tracing
 from services.bus import subjects
 from services.bus.jetstream import connect
@@ -46,6 +47,7 @@ from services.executor.errors import (
 )
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
+from services.executor.lsp_worker import LspOrders, is_lsp_order
 from services.executor.payer import Disposition, Payer
 from services.executor.rebalance_worker import (
     RebalanceWorkOrder,
@@ -143,6 +145,7 @@ class Executor:
         )
         # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
         self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
+        self._lsp_orders: LspOrders | None = None  # ADR 0252
         self._follow_invoices = follow_invoices
 
     def stop(self) -> None:
@@ -223,6 +226,14 @@ class Executor:
             report, causation_id=causation_id, correlation_id=correlation_id
         )
 
+    async def _report_lsp(
+        self, report: RecordLspOrderReport, causation_id: str, correlation_id: str
+    ) -> None:
+        assert self._engine is not None, "the engine client exists while run() runs"
+        await self._engine.record_lsp_report(
+            report, causation_id=causation_id, correlation_id=correlation_id
+        )
+
     async def _health(self, bus: Bus) -> None:
         await publish_health(
             bus,
@@ -296,6 +307,16 @@ class Executor:
                 verifier=self._verifier, report=self._report_channel_op,
                 heartbeat_s=self._limits.heartbeat_s,
             ).handle(msg, self._refuse)  # fmt: skip
+            return
+        if is_lsp_order(msg.data):  # LSP orders (ADR 0252)
+            assert self._verifier is not None and self._engine is not None
+            if self._lsp_orders is None:  # one per process: it remembers what it asked
+                self._lsp_orders = LspOrders(
+                    self._node, region=self.region, node_name=self.node_name,
+                    verifier=self._verifier, read=self._engine.lsp_order_events,
+                    report=self._report_lsp, heartbeat_s=self._limits.heartbeat_s,
+                )  # fmt: skip
+            await self._lsp_orders.handle(msg, self._refuse)
             return
         assert self._verifier is not None, "run() does not start without a verifier"
         rebalance = is_rebalance_order(msg.data)

@@ -123,6 +123,8 @@ _CALLER = Permissions(
         f"{_API}.cancel.{{id}}",
         f"{_API}.receive.{{id}}",  # receive intents (ADR 0220)
         f"{_API}.rebalance.{{id}}",  # rebalances; the engine takes service callers' (ADR 0244)
+        f"{subjects.LSP_API_PREFIX}.order.{{id}}",  # LSP orders; service callers' (ADR 0252)
+        f"{subjects.LSP_GET}.caller.{{id}}",
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         # Their own webhook endpoints (ADR 0175).
@@ -178,6 +180,9 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.channel_close.{{id}}",
                 # Rebalances over the auto limit (ADR 0244).
                 f"{_API}.rebalance_approve.{{id}}",
+                # Inbound channels bought from external LSPs (ADR 0252).
+                f"{subjects.LSP_API_PREFIX}.order.{{id}}",
+                f"{subjects.LSP_GET}.operator.{{id}}",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",
@@ -205,6 +210,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.outcome.{{node}}",
                 f"{_API}.invoice.{{node}}",  # its receives' invoices (ADR 0220)
                 f"{_API}.channel_report.{{node}}",  # its channel operations (ADR 0234)
+                f"{subjects.LSP_API_PREFIX}.report.{{node}}",  # its LSP orders (ADR 0252)
+                f"{subjects.LSP_GET}.executor.{{node}}",
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",

@@ -21,10 +21,13 @@ from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
 
 # Events that are also work orders on the dispatch stream: payments', receives' (ADR 0220),
-# channel operations' (ADR 0234) and rebalances' (ADR 0244).
+# channel operations' (ADR 0234), rebalances' (ADR 0244) and LSP orders' (ADR 0252).
 ORDER_EVENT_TYPES = frozenset(
-    {"IntentDispatched", "ReceiveDispatched", "RebalanceDispatched", *CHANNEL_ORDER_EVENTS}
-)
+    {
+        "IntentDispatched", "ReceiveDispatched", "RebalanceDispatched", "LspOrderRequested",
+        *CHANNEL_ORDER_EVENTS,
+    }
+)  # fmt: skip
 # How long a publish's acknowledgements may take before the batch counts as failed.
 PUBLISH_ACK_TIMEOUT_S = 30.0
 
