@@ -24,6 +24,7 @@ from schemas.policy_messages import (
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES
 from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES
 from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetExpiredInvoices, GetInvoiceCursor
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand
@@ -65,6 +66,7 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         *RECONCILIATION_COMMAND_TYPES,
         *CHANNEL_OP_COMMAND_TYPES,  # ADR 0234
         *REBALANCE_COMMAND_TYPES,  # ADR 0244
+        *LSP_ORDER_COMMAND_TYPES,  # ADR 0252
         # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,
