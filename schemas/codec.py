@@ -19,12 +19,12 @@ from schemas.agent_key_messages import (
 )
 from schemas.channel_messages import CHANNEL_OP_COMMAND_TYPES
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
     POLICY_QUERY_TYPES,
     PolicyCommand,
 )
-from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES
 from schemas.rebalance_messages import REBALANCE_COMMAND_TYPES
 from schemas.receive_messages import RECEIVE_COMMAND_TYPES, GetExpiredInvoices, GetInvoiceCursor
 from schemas.reconciliation_messages import RECONCILIATION_COMMAND_TYPES, ReconciliationCommand

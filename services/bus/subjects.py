@@ -132,6 +132,8 @@ LSP_API_PREFIX: Final = "corridor.api.v1.lsp"
 LSP_API_WILDCARD: Final = f"{LSP_API_PREFIX}.>"
 LSP_VERBS: Final = {"order": "OrderLspChannel", "report": "RecordLspOrderReport"}
 LSP_GET: Final = f"{LSP_API_PREFIX}.get"
+# ``info.<node>``: the LSP's options, asked by that node's executor (not the engine's subject).
+LSP_INFO_PREFIX: Final = "corridor.lsp.v1.info"
 
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

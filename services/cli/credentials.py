@@ -49,6 +49,7 @@ COMMAND_ROLES: Final = {
     "resolve": "operator",
     "webhooks": "caller",
     "channels": "operator",  # ADR 0234
+    "lsp": "caller",  # ADR 0252: the local service caller orders and pays
 }  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from services import tracing
 from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
-from services.bus.port import Bus, BusError, Delivery, PullConsumer
+from services.bus.port import Bus, BusError, Delivery, PullConsumer, Subscription
 from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
 from services.executor.engine_client import AttemptStatus, EngineClient
@@ -47,6 +47,7 @@ from services.executor.errors import (
 )
 from services.executor.health_publisher import publish_health
 from services.executor.limits import ExecutorLimits
+from services.executor.lsp_info import serve_lsp_info
 from services.executor.lsp_worker import LspOrders, is_lsp_order
 from services.executor.payer import Disposition, Payer
 from services.executor.rebalance_worker import (
@@ -171,12 +172,15 @@ class Executor:
         side: list[asyncio.Task[None]] = []  # health reports, the receive watchers
         async with self._open_bus() as bus:
             self._bus = bus
+            info: Subscription | None = None  # `corridor lsp info` (ADR 0252)
             try:
                 await ensure_dispatch_stream(bus, duplicate_window_s=self._duplicate_window_s)
                 sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
                 self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
                 health = asyncio.create_task(self._health(bus), name="executor-health")
                 side.append(health)
+                # Its node's LSPS1 options for `corridor lsp info` (ADR 0252).
+                info = await serve_lsp_info(bus, self._node, node_name=self.node_name)
                 if self._follow_invoices:
                     side += self._receives.start_watchers()
                 log.info("executor_started")
@@ -184,6 +188,9 @@ class Executor:
                 await self._pull(sub)
                 await self._drain()
             finally:
+                if info is not None:
+                    with contextlib.suppress(Exception):
+                        await info.unsubscribe()
                 for task in [*self._tasks, *side]:
                     task.cancel()
                 await asyncio.gather(*self._tasks, *side, return_exceptions=True)

@@ -125,6 +125,7 @@ _CALLER = Permissions(
         f"{_API}.rebalance.{{id}}",  # rebalances; the engine takes service callers' (ADR 0244)
         f"{subjects.LSP_API_PREFIX}.order.{{id}}",  # LSP orders; service callers' (ADR 0252)
         f"{subjects.LSP_GET}.caller.{{id}}",
+        f"{subjects.LSP_INFO_PREFIX}.*",
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         # Their own webhook endpoints (ADR 0175).
@@ -183,6 +184,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 # Inbound channels bought from external LSPs (ADR 0252).
                 f"{subjects.LSP_API_PREFIX}.order.{{id}}",
                 f"{subjects.LSP_GET}.operator.{{id}}",
+                f"{subjects.LSP_INFO_PREFIX}.*",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",
@@ -224,7 +226,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"$JS.API.CONSUMER.MSG.NEXT.{_DISPATCH}.{_EXECUTOR_DURABLE}",
                 f"$JS.ACK.{_DISPATCH}.{_EXECUTOR_DURABLE}.>",
             ),
-            subscribe=(_INBOX,),
+            # Its node's LSPS1 options for `corridor lsp info` (ADR 0252).
+            subscribe=(_INBOX, f"{subjects.LSP_INFO_PREFIX}.{{node}}"),
         ),
         # One node's reconciler: reports what it found on that node, nothing else (ADR 0151).
         # It reads the log from PostgreSQL and the node through NodePort, not from the bus.
@@ -311,15 +314,15 @@ def render_authorization(registry: Registry) -> dict[str, Any]:
         publish["deny"] = list(
             CHECKPOINTS_PROTECTED if credential.role == "engine" else ENGINE_ONLY
         )
-        users.append(
-            {
-                "nkey": credential.public_key,
-                "permissions": {
-                    "publish": publish,
-                    "subscribe": {"allow": list(permissions.subscribe)},
-                },
-            }
-        )
+        rendered: dict[str, Any] = {
+            "publish": publish,
+            "subscribe": {"allow": list(permissions.subscribe)},
+        }
+        if credential.role == "executor":
+            # It answers `corridor lsp info` for its node (ADR 0252): one reply per request it
+            # received, to that request's inbox only.
+            rendered["allow_responses"] = {"max": 1, "expires": "1m"}
+        users.append({"nkey": credential.public_key, "permissions": rendered})
     keys = [u["nkey"] for u in users]
     if len(set(keys)) != len(keys):
         raise InvalidCredential("one public key is registered twice")
