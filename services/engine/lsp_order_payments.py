@@ -54,8 +54,12 @@ def payment_of(order: LspOrder) -> SubmitPaymentIntent:
     )  # fmt: skip
 
 
-async def drive_payment(processor: CommandProcessor, order: LspOrder) -> LspOrder:
-    """For a paying order: submit (or find) its intent, and record its end once it has one."""
+async def drive_payment(
+    processor: CommandProcessor, order: LspOrder, *, record_unpaid: bool = True
+) -> LspOrder:
+    """For a paying order: submit (or find) its intent, and record its end once it has one.
+    ``record_unpaid`` false: an intent that ended unpaid is left for the report at hand (the
+    LSP failed the order: ``expired_unpaid`` says more than ``payment_failed``)."""
     if order.status is not LspOrderStatus.PAYING:
         return order
     order_id = order.lsp_order_id
@@ -65,8 +69,8 @@ async def drive_payment(processor: CommandProcessor, order: LspOrder) -> LspOrde
     )
     intent_id = intent_id_for(order.caller.id, submit.idempotency_key)
     if isinstance(reply, CommandRejected):
-        if reply.error.code == errors.Unavailable.code:
-            return order  # asked again at the executor's next report
+        if reply.error.code == errors.Unavailable.code or not record_unpaid:
+            return order  # asked again at the executor's next report, or the report decides
         # Refused before it became an intent (limits, schema): nothing was paid, nor will it
         # be under this key; the order ends unpaid.
         log.warning("lsp_order_payment_refused", lsp_order_id=order_id, code=reply.error.code)
@@ -78,7 +82,7 @@ async def drive_payment(processor: CommandProcessor, order: LspOrder) -> LspOrde
             report = lm.RecordLspOrderReport(
                 lsp_order_id=order_id, stage="paid", payment_intent_id=intent_id
             )
-        elif state in TERMINAL_STATUSES:
+        elif state in TERMINAL_STATUSES and record_unpaid:
             report = lm.RecordLspOrderReport(lsp_order_id=order_id, stage="unpaid")
         else:
             return order  # on its way
@@ -96,7 +100,7 @@ async def before_report(
     order = await order_state(processor, report.lsp_order_id)
     if order is None or order.status is not LspOrderStatus.PAYING:
         return None
-    order = await drive_payment(processor, order)
+    order = await drive_payment(processor, order, record_unpaid=report.order_state != "FAILED")
     if order.status is LspOrderStatus.PAYING and report.order_state == "COMPLETED":
         return PAYMENT_PENDING
     return None

@@ -154,21 +154,29 @@ class LspOrders:
         async with LspsClient(self._node) as lsps:
             lsps1 = Lsps1Client(lsps, self._node, timeout_s=self._call_timeout_s)
             while True:
-                state = replay(_events(await self._read(work.lsp_order_id)))
-                if state is None:
-                    raise BadWorkOrder(f"the engine has no order {work.lsp_order_id}")
+                state = await self.round(work, lsps, lsps1)
                 if state.terminal:
                     log.info("lsp_order_ended", status=str(state.status), outcome=state.outcome)
                     return state
-                report = await self._next_report(work, state, lsps, lsps1)
-                if report is not None:
-                    try:
-                        await self._report(report, work.event_id, work.correlation_id)
-                    except OutcomeRefused as exc:
-                        # payment_pending (the engine records our payment first), or a report
-                        # the order does not take (a second remote order): the log stands.
-                        log.info("lsp_order_report_refused", code=exc.error_code)
                 await asyncio.sleep(self._poll_s)  # a poll of the LSP, not a synchronisation
+
+    async def round(self, work: LspWorkOrder, lsps: LspsClient, lsps1: Lsps1Client) -> LspOrder:
+        """The log's record of the order, and at most one question to the LSP whose answer is
+        reported; returns the record as it was before the report."""
+        state = replay(_events(await self._read(work.lsp_order_id)))
+        if state is None:
+            raise BadWorkOrder(f"the engine has no order {work.lsp_order_id}")
+        if state.terminal:
+            return state
+        report = await self._next_report(work, state, lsps, lsps1)
+        if report is not None:
+            try:
+                await self._report(report, work.event_id, work.correlation_id)
+            except OutcomeRefused as exc:
+                # payment_pending (the engine records our payment first), or a report the
+                # order does not take (a second remote order): the log stands.
+                log.info("lsp_order_report_refused", code=exc.error_code)
+        return state
 
     async def _next_report(
         self, work: LspWorkOrder, state: LspOrder, lsps: LspsClient, lsps1: Lsps1Client
