@@ -444,6 +444,7 @@ def document() -> dict[str, Any]:
         ListWebhookEndpoints,
         *RECEIVE_COMMAND_TYPES,
         *REBALANCE_COMMAND_TYPES,
+        *LSP_ORDER_COMMAND_TYPES,  # ADR 0252
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,

@@ -36,7 +36,6 @@ PAYMENT_PENDING: Final = errors.CorridorError(
     field="order_state",
     code="payment_pending",
 )
-_SUCCEEDED: Final = frozenset({IntentStatus.SUCCEEDED, IntentStatus.SETTLED})
 
 
 async def order_state(processor: CommandProcessor, lsp_order_id: str) -> LspOrder | None:
@@ -78,7 +77,8 @@ async def drive_payment(
     else:
         status = await processor.status(intent_id)
         state = status.state if isinstance(status, PaymentIntentStatus) else None
-        if state in _SUCCEEDED:
+        # Settled is final; succeeded is the node's proof of payment before settlement.
+        if state == IntentStatus.SETTLED or state == IntentStatus.SUCCEEDED:
             report = lm.RecordLspOrderReport(
                 lsp_order_id=order_id, stage="paid", payment_intent_id=intent_id
             )
