@@ -24,6 +24,7 @@ from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatu
 from services.domain.intent import TERMINAL_STATUSES
 from services.domain.intent.status import IntentStatus
 from services.domain.lsp_orders import LspOrder, LspOrderStatus, replay
+from services.domain.principal import Principal
 from services.engine.commands import CommandEnvelope
 from services.engine.event_codec import to_domain
 from services.engine.ids import intent_id_for
@@ -93,12 +94,15 @@ async def drive_payment(
 
 
 async def before_report(
-    processor: CommandProcessor, report: lm.RecordLspOrderReport
+    processor: CommandProcessor, report: lm.RecordLspOrderReport, reporter: Principal | None
 ) -> errors.CorridorError | None:
     """Drives the order's payment before its executor's report is decided; an error if the
-    report must wait (COMPLETED before our intent's success is recorded)."""
+    report must wait (COMPLETED before our intent's success is recorded). Another node's
+    executor drives nothing (the planner answers it ``unknown_order``)."""
     order = await order_state(processor, report.lsp_order_id)
     if order is None or order.status is not LspOrderStatus.PAYING:
+        return None
+    if reporter is not None and (reporter.role != "executor" or reporter.id != order.node):
         return None
     order = await drive_payment(processor, order, record_unpaid=report.order_state != "FAILED")
     if order.status is LspOrderStatus.PAYING and report.order_state == "COMPLETED":

@@ -52,7 +52,7 @@ async def answer_lsp(msg: Message, auth: Authenticator, processor: CommandProces
     if isinstance(command, lm.RecordLspOrderReport) and lm.is_lsp_order_stream(
         command.lsp_order_id
     ):
-        waiting = await before_report(processor, command)
+        waiting = await before_report(processor, command, envelope.principal)
         if waiting is not None:
             return rejected(waiting)
     return await processor.execute(envelope)

@@ -77,7 +77,7 @@ class Flow:
             return list(view.events)
 
         async def report(r: lm.RecordLspOrderReport, causation: str, correlation: str) -> None:
-            waiting = await before_report(self.engine, r)
+            waiting = await before_report(self.engine, r, EXECUTOR)
             if waiting is not None:
                 raise OutcomeRefused(waiting.code, str(waiting))
             reply = await self.engine.execute(CommandEnvelope(command=r, principal=EXECUTOR))

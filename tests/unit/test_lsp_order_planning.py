@@ -147,3 +147,29 @@ async def test_a_quote_over_the_fee_budget_is_abandoned_unpaid(engine: Engine) -
     order_id = _ok(await engine.send(order(max_fee_msat=1_000), OPERATOR)).intent_id
     reply = _ok(await engine.send(created(order_id), EXECUTOR))
     assert reply.state == "abandoned" and reply.reason == "fee_over_budget"
+
+
+async def test_only_the_orders_executor_drives_its_payment(engine: Engine) -> None:
+    """The engine submits the order's one intent when the order's own executor reports on a
+    paying order; another node's report (were NATS to let it through) submits nothing."""
+    from services.engine.ids import intent_id_for
+    from services.engine.lsp_order_payments import before_report
+    from tests.factories import invoice
+
+    bolt11, _, _ = invoice(amount_msat=20_000_000, label="lsp")
+    order_id = _ok(await engine.send(order(max_routing_fee_msat=1_000), OPERATOR)).intent_id
+    reported = created(order_id, invoice=bolt11)
+    assert _ok(await engine.send(reported, EXECUTOR)).state == "paying"
+    status = lm.RecordLspOrderReport(
+        lsp_order_id=order_id, stage="status", order_state="CREATED",
+        payment_state="EXPECT_PAYMENT",
+    )  # fmt: skip
+    intent_id = intent_id_for("olivia", lm.payment_key_of(order_id))
+    assert await before_report(engine.processor, status, OTHER_EXECUTOR) is None
+    assert await engine.store.read_stream(intent_id) == []
+    for _ in range(2):  # the same request each time: one intent
+        await before_report(engine.processor, status, EXECUTOR)
+    stored = await engine.store.read_stream(intent_id)
+    assert [e.type for e in stored].count("IntentReceived") == 1
+    assert stored[0].payload["idempotency_key"] == lm.payment_key_of(order_id)
+    assert stored[0].payload["caller"] == {"id": "olivia", "kind": "human"}
