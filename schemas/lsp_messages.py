@@ -10,7 +10,7 @@ Amounts are msat like everywhere (LSPS's ``_sat`` strings are converted at the e
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -195,6 +195,22 @@ class LspOrderFailed(EventData, frozen=True, kw_only=True):
     lsp_order_id: str
     reason: FailReason
     payment_state: str = ""
+
+
+class GetLspInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``corridor.lsp.v1.info.<node>``: the LSP's LSPS1 options, asked by that node's executor
+    (ADR 0252)."""
+
+    lsp_pubkey: NodePubkey
+
+
+class LspInfoView(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The answer to ``GetLspInfo``: bLIP-51's ``get_info`` result as the LSP sent it (its
+    amounts are the LSP's sat strings), checked for its balance bounds."""
+
+    ok: Literal[True] = True
+    info: dict[str, Any]
+    version: Literal[1] = 1
 
 
 LSP_ORDER_COMMAND_TYPES: Final = (OrderLspChannel, RecordLspOrderReport)

@@ -32,7 +32,7 @@ from schemas.dead_letters import (
 )
 from schemas.events import EVENT_TYPES
 from schemas.generate import _normalised
-from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES, GetLspInfo, LspInfoView
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
     POLICY_EVENT_TYPES,
@@ -254,6 +254,14 @@ def document() -> dict[str, Any]:
             f"{type_name}, answered once committed",
         )
     request(
+        "lsp_info",
+        f"{subjects.LSP_INFO_PREFIX}.{{node}}",
+        {"node": {"description": "our node, whose executor asks the LSP"}},
+        GetLspInfo,
+        (LspInfoView, CommandRejected),
+        "the LSP's LSPS1 options (lsps1.get_info), answered by the node's executor",
+    )
+    request(
         "lsp_get",
         f"{subjects.LSP_GET}.{{role}}.{{id}}",
         {"role": _READER, "id": _READER},
@@ -445,6 +453,8 @@ def document() -> dict[str, Any]:
         *RECEIVE_COMMAND_TYPES,
         *REBALANCE_COMMAND_TYPES,
         *LSP_ORDER_COMMAND_TYPES,  # ADR 0252
+        GetLspInfo,
+        LspInfoView,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,

@@ -4,13 +4,15 @@ its node, so the LSP's LSPS1 options (``lsps1.get_info``) are asked through it, 
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import structlog
 
 from schemas import codec
-from schemas.common import NodePubkey
+from schemas.common import ErrorDetail
+from schemas.lsp_messages import GetLspInfo, LspInfoView
+from schemas.replies import CommandRejected
 from services.bus import subjects
 from services.bus.port import Bus, Message, Subscription
 from services.lightning.port import NodePort
@@ -25,16 +27,12 @@ INFO_REQUEST_BYTES_MAX: Final = 1024
 INFO_TIMEOUT_S: Final = 10.0
 
 
-class LspInfoRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    lsp_pubkey: NodePubkey
-
-
-_decode = msgspec.json.Decoder(LspInfoRequest)
+_decode = msgspec.json.Decoder(GetLspInfo)
 
 
 async def serve_lsp_info(bus: Bus, node: NodePort, *, node_name: str) -> Subscription:
     async def answer(msg: Message) -> None:
-        reply: dict[str, Any]
+        reply: LspInfoView | CommandRejected
         try:
             if len(msg.data) > INFO_REQUEST_BYTES_MAX:
                 raise ValueError(f"request over {INFO_REQUEST_BYTES_MAX} bytes")
@@ -44,7 +42,7 @@ async def serve_lsp_info(bus: Bus, node: NodePort, *, node_name: str) -> Subscri
                 info = await Lsps1Client(lsps, node, timeout_s=INFO_TIMEOUT_S).get_info(
                     request.lsp_pubkey
                 )
-            reply = {"ok": True, "info": info}
+            reply = LspInfoView(info=info)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             reply = _error("invalid_request", str(exc)[:200], "lsp_pubkey")
         except (LspsTimeout, LspsUnavailable, TimeoutError) as exc:
@@ -57,5 +55,5 @@ async def serve_lsp_info(bus: Bus, node: NodePort, *, node_name: str) -> Subscri
     return await bus.subscribe(f"{subjects.LSP_INFO_PREFIX}.{node_name}", answer)
 
 
-def _error(code: str, message: str, field: str | None) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message, "field": field}}
+def _error(code: str, message: str, field: str | None) -> CommandRejected:
+    return CommandRejected(error=ErrorDetail(code=code, message=message, field=field))
