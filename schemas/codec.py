@@ -20,6 +20,7 @@ from schemas.agent_key_messages import (
 from schemas.channel_messages import CHANNEL_OP_COMMAND_TYPES
 from schemas.commands import COMMAND_TYPES, Command, GetPaymentIntent, GetPaymentIntentStatus
 from schemas.jit_messages import JIT_COMMAND_TYPES
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES
 from schemas.payee_messages import PAYEE_COMMAND_TYPES
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
@@ -69,6 +70,7 @@ REQUEST_REGISTRY: dict[tuple[str, int], type[Any]] = {
         *REBALANCE_COMMAND_TYPES,  # ADR 0244
         *JIT_COMMAND_TYPES,  # ADR 0261
         *PAYEE_COMMAND_TYPES,  # ADR 0270
+        *LSP_ORDER_COMMAND_TYPES,  # ADR 0252
         # A caller's webhook commands; the dispatcher's are the engine's own, never on the wire.
         RegisterWebhookEndpoint,
         RemoveWebhookEndpoint,

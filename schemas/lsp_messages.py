@@ -10,12 +10,12 @@ Amounts are msat like everywhere (LSPS's ``_sat`` strings are converted at the e
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from schemas import limits
-from schemas.common import Caller, Message, NodePubkey, PositiveAmountMsat, Region
+from schemas.common import Caller, Corridor, Message, NodePubkey, PositiveAmountMsat, Region
 from schemas.events import EventData
 
 # An LSP order's stream: this prefix and a UUID of (operator, idempotency key).
@@ -68,6 +68,9 @@ class OrderLspChannel(Message, frozen=True, kw_only=True):
     max_routing_fee_msat: AmountMsat = 50_000
     announce_channel: bool = False
     token: Annotated[str, msgspec.Meta(max_length=TOKEN_CHARS_MAX)] = ""
+    # The corridor whose payment intent pays the LSP's invoice (ADR 0252); the engine refuses
+    # an order without one (``missing_corridor``).
+    corridor: Corridor | None = None
 
 
 class RecordLspOrderReport(Message, frozen=True, kw_only=True):
@@ -118,6 +121,11 @@ class LspOrderRequested(EventData, frozen=True, kw_only=True):
     requested_at_ms: int
     # No answer from the LSP by then: the order fails (nothing was paid).
     answer_deadline_ms: int
+    # ADR 0252: the corridor that pays the invoice, and the engine's signature over the work
+    # order (``services/signing/lsp_orders.py``); absent on orders recorded before.
+    corridor: str = ""
+    key_id: str | None = None
+    signature: str | None = None
 
 
 class LspOrderRejected(EventData, frozen=True, kw_only=True):
@@ -187,6 +195,22 @@ class LspOrderFailed(EventData, frozen=True, kw_only=True):
     lsp_order_id: str
     reason: FailReason
     payment_state: str = ""
+
+
+class GetLspInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``corridor.lsp.v1.info.<node>``: the LSP's LSPS1 options, asked by that node's executor
+    (ADR 0252)."""
+
+    lsp_pubkey: NodePubkey
+
+
+class LspInfoView(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The answer to ``GetLspInfo``: bLIP-51's ``get_info`` result as the LSP sent it (its
+    amounts are the LSP's sat strings), checked for its balance bounds."""
+
+    ok: Literal[True] = True
+    info: dict[str, Any]
+    version: Literal[1] = 1
 
 
 LSP_ORDER_COMMAND_TYPES: Final = (OrderLspChannel, RecordLspOrderReport)

@@ -32,6 +32,7 @@ from schemas.dead_letters import (
 )
 from schemas.events import EVENT_TYPES
 from schemas.generate import _normalised
+from schemas.lsp_messages import LSP_ORDER_COMMAND_TYPES, GetLspInfo, LspInfoView
 from schemas.policy_messages import (
     POLICY_COMMAND_TYPES,
     POLICY_EVENT_TYPES,
@@ -242,6 +243,32 @@ def document() -> dict[str, Any]:
             intent_replies,
             f"{type_name}, answered once committed",
         )
+    # LSP orders (ADR 0252): an operator's or service caller's order, its executor's reports.
+    for verb, type_name in subjects.LSP_VERBS.items():
+        request(
+            f"lsp_{verb}",
+            f"{subjects.LSP_API_PREFIX}.{verb}.{{principal}}",
+            {"principal": _PRINCIPAL},
+            _named(LSP_ORDER_COMMAND_TYPES, type_name),
+            intent_replies,
+            f"{type_name}, answered once committed",
+        )
+    request(
+        "lsp_info",
+        f"{subjects.LSP_INFO_PREFIX}.{{node}}",
+        {"node": {"description": "our node, whose executor asks the LSP"}},
+        GetLspInfo,
+        (LspInfoView, CommandRejected),
+        "the LSP's LSPS1 options (lsps1.get_info), answered by the node's executor",
+    )
+    request(
+        "lsp_get",
+        f"{subjects.LSP_GET}.{{role}}.{{id}}",
+        {"role": _READER, "id": _READER},
+        GetPaymentIntent,
+        (PaymentIntentView, CommandRejected),
+        "an LSP order's state and events",
+    )
     request(
         "intents_get",
         f"{subjects.API_GET}.{{role}}.{{id}}",
@@ -425,6 +452,9 @@ def document() -> dict[str, Any]:
         ListWebhookEndpoints,
         *RECEIVE_COMMAND_TYPES,
         *REBALANCE_COMMAND_TYPES,
+        *LSP_ORDER_COMMAND_TYPES,  # ADR 0252
+        GetLspInfo,
+        LspInfoView,
         ListDeadLetters,
         ReplayDeadLetters,
         DropDeadLetters,

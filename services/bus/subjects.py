@@ -136,6 +136,15 @@ REBALANCE_VERBS: Final = {
     "rebalance_approve": "ApproveRebalance",  # an operator's, for tier approval
 }
 
+# LSP orders (ADR 0252): an operator's or a service caller's ``order.<id>``; the executor of
+# the order's node reports on ``report.<node>``; ``get.<role>.<id>`` reads an order.
+LSP_API_PREFIX: Final = "corridor.api.v1.lsp"
+LSP_API_WILDCARD: Final = f"{LSP_API_PREFIX}.>"
+LSP_VERBS: Final = {"order": "OrderLspChannel", "report": "RecordLspOrderReport"}
+LSP_GET: Final = f"{LSP_API_PREFIX}.get"
+# ``info.<node>``: the LSP's options, asked by that node's executor (not the engine's subject).
+LSP_INFO_PREFIX: Final = "corridor.lsp.v1.info"
+
 # Headers on every event message.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_STREAM_ID: Final = "Corridor-Stream-Id"

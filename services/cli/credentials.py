@@ -50,6 +50,7 @@ COMMAND_ROLES: Final = {
     "webhooks": "caller",
     "channels": "operator",  # ADR 0234
     "payees": "operator",  # ADR 0270
+    "lsp": "caller",  # ADR 0252: the local service caller orders and pays
 }  # fmt: skip
 
 

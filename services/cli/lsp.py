@@ -1,22 +1,23 @@
 """``corridor lsp info|order|get``: inbound channels bought from an external LSP over LSPS1
 (issue 19, ADR 0250/0251).
 
-``info`` asks the LSP its options through our node of the region. ``order`` records an order
-(``lsp-`` stream), asks the LSP for it, pays its invoice as an ordinary payment intent of the
-credential's caller, and follows it until a terminal state or ``--wait-s``; run it again with
-the printed key to follow the same order, never a second one. ``get`` shows an order and
-whether it needs a person (reconciliation).
+Thin NATS clients (ADR 0252): nothing here reads the log or talks to a node. ``order`` sends
+``OrderLspChannel`` to the engine as the credential's caller or operator; the executor of the
+node that gets the channel asks the LSP and follows the order, the engine pays its invoice as
+an ordinary payment intent of that caller; ``order`` follows the engine's record until a
+terminal state or ``--wait-s``. Run it again with the printed key to follow the same order,
+never a second one. ``get`` shows an order and whether it needs a person; ``info`` asks the
+region's executor for the LSP's options. ``run`` is gone: the executors follow the orders.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +25,8 @@ GROUP_HELP: Final = "inbound channels from an external LSP over LSPS1: info, ord
 MSAT_PER_SAT: Final = 1000
 # How long `order` follows an order by default: a hold invoice, a channel open, a few polls.
 WAIT_S_DEFAULT: Final = 60.0
-LSP_CALL_TIMEOUT_S: Final = 10.0
+# Between two looks at the engine's record of an order `order` follows.
+POLL_S: Final = 0.5
 PUBKEY_HEX_CHARS: Final = 66
 
 
@@ -39,9 +41,9 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--region", required=True, metavar="R", help="our region")
         parser.add_argument("--lsp", required=True, metavar="NODE",
                             help="the LSP: a simulated node's name or its pubkey")  # fmt: skip
-        parser.add_argument("--node", metavar="NAME|URI",
-                            help="our node (default: the region's first node in endpoints.json; "
-                                 "lnd://... or cln://... for a real one)")  # fmt: skip
+        parser.add_argument(
+            "--node", metavar="NAME", help="our node (default: the region's first listed)"
+        )
     order.add_argument("--lsp-balance-sat", type=int, required=True, metavar="SAT",
                        help="the LSP's side of the channel: our inbound, sat")  # fmt: skip
     order.add_argument("--client-balance-sat", type=int, default=0, metavar="SAT",
@@ -54,20 +56,19 @@ def register(subparsers: Any) -> None:
                        help="the lease, in blocks (default 4032)")  # fmt: skip
     order.add_argument("--corridor", metavar="C",
                        help="the corridor that pays the invoice (default us-eu)")  # fmt: skip
-    order.add_argument("--caller-id", default="local",
-                       help="the caller whose payment intent pays")  # fmt: skip
+    order.add_argument("--caller-id", help="who orders (default: the credential's id)")
     order.add_argument("--idempotency-key", metavar="KEY",
                        help="the same key, the same order (default: new, printed)")  # fmt: skip
     order.add_argument("--wait-s", type=float, default=WAIT_S_DEFAULT, metavar="S",
                        help="follow the order this long (default 60)")  # fmt: skip
-    run = sub.add_parser("run", help="follow every open order of our node of a region")
-    run.add_argument("--region", required=True, metavar="R", help="our region")
-    run.add_argument("--node", metavar="NAME|URI", help="our node (default: the region's first)")
-    run.add_argument("--caller-id", default="local", help="the orders' caller (it pays them)")
-    run.add_argument("--corridor", metavar="C", help="the corridor that pays (default us-eu)")
-    run.add_argument("--poll-s", type=float, default=2.0, metavar="S",
-                     help="between rounds (default 2)")  # fmt: skip
-    run.add_argument("--once", action="store_true", help="one round, then exit")
+    # Gone (ADR 0252): the executors follow the orders; kept to say so to old scripts.
+    run = sub.add_parser("run", help="no longer needed: the executors follow LSP orders")
+    run.add_argument("--region", metavar="R", help=argparse.SUPPRESS)
+    run.add_argument("--node", metavar="NAME", help=argparse.SUPPRESS)
+    run.add_argument("--caller-id", help=argparse.SUPPRESS)
+    run.add_argument("--corridor", metavar="C", help=argparse.SUPPRESS)
+    run.add_argument("--poll-s", type=float, default=2.0, metavar="S", help=argparse.SUPPRESS)
+    run.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     get = sub.add_parser("get", help="one order: its state, events and exceptions")
     get.add_argument("order_id", metavar="ID", help="the order's id (lsp-...)")
     for parser, verb in ((info, "info"), (order, "order"), (run, "run"), (get, "get")):
@@ -86,23 +87,18 @@ def _nodes(state_dir: Path) -> list[dict[str, Any]]:
     return list(listed)
 
 
-def _our_node(args: argparse.Namespace, state_dir: Path) -> tuple[str, str]:
-    """(name, adapter URI) of our node that talks to the LSP."""
+def _our_node(args: argparse.Namespace, state_dir: Path) -> str:
+    """The name of our node that gets the channel: ``--node``, or the region's first."""
     from services.cli.errors import UsageError
-    from services.executor.nodes import resolve_node
 
-    if args.node and "://" in args.node:
-        resolved = resolve_node(args.node, region=args.region, state_dir=state_dir)
-        return resolved.name, str(resolved.uri)
+    if args.node:
+        return str(args.node)
     ours = [
-        n for n in _nodes(state_dir)
-        if n.get("role") == "ours" and n.get("region") == args.region
-        and (args.node is None or n["name"] == args.node)
+        n for n in _nodes(state_dir) if n.get("role") == "ours" and n.get("region") == args.region
     ]  # fmt: skip
     if not ours:
-        raise UsageError(f"no node of ours in region {args.region!r} ({args.node or 'any'})")
-    name = str(ours[0]["name"])
-    return name, str(resolve_node(f"sim://{name}", region=args.region, state_dir=state_dir).uri)
+        raise UsageError(f"no node of ours in region {args.region!r} in {state_dir}")
+    return str(ours[0]["name"])
 
 
 def _lsp_pubkey(args: argparse.Namespace, state_dir: Path) -> str:
@@ -118,34 +114,28 @@ def _lsp_pubkey(args: argparse.Namespace, state_dir: Path) -> str:
     raise UsageError(f"no node {args.lsp!r} in {state_dir}/endpoints.json (give its pubkey)")
 
 
-@contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any, str, str]]:
-    """(adapter, LSPS client, LSP pubkey, our node's name)."""
+def _state_dir(args: argparse.Namespace) -> Path:
     from services.endpoints import DEFAULT_STATE_DIR
-    from services.logging import configure_logging
 
-    configure_logging("info", stream=sys.stderr)  # stdout is the command's answer
-    from services.executor.nodes import adapter_for
-    from services.lsps.client import LspsClient
-
-    state_dir = args.state_dir or DEFAULT_STATE_DIR
-    name, uri = _our_node(args, state_dir)
-    adapter = adapter_for(uri)
-    try:
-        async with LspsClient(adapter) as client:
-            yield adapter, client, _lsp_pubkey(args, state_dir), name
-    finally:
-        await adapter.close()
+    return Path(args.state_dir or DEFAULT_STATE_DIR)
 
 
 async def info_command(args: argparse.Namespace) -> int:
-    from services.cli import output
-    from services.lsps.lsps1 import Lsps1Client
+    """The LSP's options, asked by the region's executor through its own node (ADR 0252)."""
+    from services.bus import subjects
+    from services.cli.engine import EngineClient
 
-    async with _client(args) as (adapter, client, lsp, _):
-        await client.ready(lsp, timeout_s=LSP_CALL_TIMEOUT_S)
-        info = await Lsps1Client(client, adapter, timeout_s=LSP_CALL_TIMEOUT_S).get_info(lsp)
+    state_dir = _state_dir(args)
+    node = _our_node(args, state_dir)
+    body = {"lsp_pubkey": _lsp_pubkey(args, state_dir)}
+    async with EngineClient.open(args.state_dir) as engine:
+        reply = await engine.request(f"{subjects.LSP_INFO_PREFIX}.{node}", body)
+    if not reply.get("ok"):
+        return _refused(args, reply)
+    info = reply["info"]
     if args.json:
+        from services.cli import output
+
         output.print_json(info)
     else:
         for key, value in info.items():
@@ -154,104 +144,94 @@ async def info_command(args: argparse.Namespace) -> int:
 
 
 async def order_command(args: argparse.Namespace) -> int:
-    from schemas import lsp_messages as lm
-    from schemas.common import Caller
-    from services.cli.credentials import resolve
-    from services.cli.engine import connect
-    from services.endpoints import find_stack
-    from services.eventstore.postgres import PostgresEventStore
-    from services.lsps.intents import EngineIntents
-    from services.lsps.orders import LspOrders
+    """``OrderLspChannel`` to the engine as the credential's caller or operator, then its
+    record followed from the engine until it ends or ``--wait-s`` passes."""
+    from services.bus import subjects
+    from services.cli.engine import EngineClient
+    from services.cli.errors import UsageError
 
     key = args.idempotency_key or f"lsp-{uuid.uuid4()}"
     if not args.idempotency_key:
         print(f"idempotency key {key} (use it again to follow this order)", file=sys.stderr)
-    stack = find_stack(args.state_dir)
-    caller = Caller(id=args.caller_id, kind="service")
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    nc = await connect(stack.nats_url, name="corridor-lsp", creds=resolve(args.state_dir).path)
-    try:
-        async with _client(args) as (adapter, client, lsp, node_name):
-            intents = EngineIntents(nc, caller=caller, corridor=args.corridor or "us-eu")
-            orders = LspOrders(
-                store=store, node=adapter, lsps=client, intents=intents, caller=caller,
-                timeout_s=LSP_CALL_TIMEOUT_S,
-            )  # fmt: skip
-            command = lm.OrderLspChannel(
-                idempotency_key=key, region=args.region, node=node_name,
-                lsp_pubkey=lsp, lsp_balance_msat=args.lsp_balance_sat * MSAT_PER_SAT,
-                client_balance_msat=args.client_balance_sat * MSAT_PER_SAT,
-                max_fee_msat=args.max_fee_sat * MSAT_PER_SAT,
-                max_routing_fee_msat=args.max_routing_fee_msat,
-                channel_expiry_blocks=args.channel_expiry_blocks,
-            )  # fmt: skip
-            state = await orders.order(command)
-            state = await orders.run(state.lsp_order_id, deadline_s=time.monotonic() + args.wait_s)
-    finally:
-        await nc.close()
-        await store.close()
-    return _print(args, state, [])
+    state_dir = _state_dir(args)
+    body = {
+        "type": "OrderLspChannel", "version": 1, "idempotency_key": key,
+        "region": args.region, "node": _our_node(args, state_dir),
+        "lsp_pubkey": _lsp_pubkey(args, state_dir),
+        "lsp_balance_msat": args.lsp_balance_sat * MSAT_PER_SAT,
+        "client_balance_msat": args.client_balance_sat * MSAT_PER_SAT,
+        "max_fee_msat": args.max_fee_sat * MSAT_PER_SAT,
+        "max_routing_fee_msat": args.max_routing_fee_msat,
+        "channel_expiry_blocks": args.channel_expiry_blocks,
+        "corridor": args.corridor or "us-eu",
+    }  # fmt: skip
+    async with EngineClient.open(args.state_dir) as engine:
+        token = engine.credential.token(("caller", "operator"), args.caller_id)
+        if not token:
+            raise UsageError("say who orders: --caller-id ID (no credential names a caller)")
+        reply = await engine.request(f"{subjects.LSP_API_PREFIX}.order.{token}", body)
+        if not reply.get("ok"):
+            return _refused(args, reply)
+        order_id = str(reply["intent_id"])
+        deadline = time.monotonic() + args.wait_s
+        while True:
+            state, events = await _read(engine, order_id)
+            if state.terminal or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL_S)  # a poll of the engine's record, with a deadline
+    return _print(args, state, events)
 
 
 async def run_command(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
-    from schemas.common import Caller
-    from services.cli.credentials import resolve
-    from services.cli.engine import connect
-    from services.endpoints import find_stack
-    from services.eventstore.postgres import PostgresEventStore
-    from services.lsps.follower import LspOrderFollower
-    from services.lsps.intents import EngineIntents
-    from services.lsps.orders import LspOrders
-
-    stack = find_stack(args.state_dir)
-    caller = Caller(id=args.caller_id, kind="service")
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    nc = await connect(stack.nats_url, name="corridor-lsp", creds=resolve(args.state_dir).path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with _client(args) as (adapter, client, _, node_name):
-            orders = LspOrders(
-                store=store, node=adapter, lsps=client, caller=caller,
-                intents=EngineIntents(nc, caller=caller, corridor=args.corridor or "us-eu"),
-                timeout_s=LSP_CALL_TIMEOUT_S,
-            )  # fmt: skip
-            follower = LspOrderFollower(orders, store, node=node_name)
-            if args.once:
-                await follower.round()
-            else:
-                await follower.run(poll_s=args.poll_s, stop=stop)
-            print(json.dumps({"open": sorted(follower.open)}))
-    finally:
-        await nc.close()
-        await store.close()
+    """Kept so scripts that call it learn why it is gone (ADR 0252)."""
+    print(
+        "corridor lsp run is no longer needed: the executor of the order's node follows every "
+        "LSP order from the dispatch stream and reports to the engine (ADR 0252)",
+        file=sys.stderr,
+    )
+    print(json.dumps({"open": []}))
     return 0
 
 
 async def get_command(args: argparse.Namespace) -> int:
-    from services.domain.lsp_orders import exceptions, replay
-    from services.endpoints import find_stack
-    from services.engine.event_codec import to_domain
-    from services.eventstore.postgres import PostgresEventStore
+    from services.cli.engine import EngineClient
+    from services.domain.lsp_orders import exceptions
 
-    stack = find_stack(args.state_dir)
-    store = await PostgresEventStore.connect(stack.database_url, pool_max=2)
-    try:
-        stored = await store.read_stream(args.order_id)
-    finally:
-        await store.close()
-    state = replay(to_domain(e) for e in stored)
-    if state is None:
-        from services.cli.errors import UsageError
-
-        raise UsageError(f"no LSP order {args.order_id}")
+    async with EngineClient.open(args.state_dir) as engine:
+        state, events = await _read(engine, args.order_id)
     found = exceptions([state], now_s=int(time.time()))
-    return _print(args, state, [e.type for e in stored], [f.kind for f in found])
+    return _print(args, state, events, [f.kind for f in found])
+
+
+async def _read(engine: Any, order_id: str) -> tuple[Any, list[str]]:
+    """The engine's record of an order: its state and its events' types."""
+    import msgspec
+
+    from schemas.replies import PaymentIntentView
+    from schemas.upcasting import decode
+    from services.bus import subjects
+    from services.cli.errors import UsageError
+    from services.domain.lsp_orders import replay
+
+    query = {"type": "GetPaymentIntent", "version": 1, "intent_id": order_id}
+    reply = await engine.request(engine.credential.reader_subject(subjects.LSP_GET), query)
+    if not reply.get("ok"):
+        raise UsageError(f"no LSP order {order_id}: {reply.get('error', {}).get('code')}")
+    view = msgspec.convert(reply, PaymentIntentView)
+    state = replay(decode(e.type, e.version, e.data) for e in view.events)
+    if state is None:
+        raise UsageError(f"no LSP order {order_id}")
+    return state, [e.type for e in view.events]
+
+
+def _refused(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    from services.cli import exit_codes, output
+    from services.cli.engine import describe_error
+
+    if args.json:
+        output.print_json(reply)
+    print(f"corridor: refused: {describe_error(reply)}", file=sys.stderr)
+    return exit_codes.REFUSED
 
 
 def _print(

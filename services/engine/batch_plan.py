@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from services.domain.channel_ops import ChannelOp
 from services.domain.intent import PaymentIntent
 from services.domain.jit_channels import JitChannel
+from services.domain.lsp_orders import LspOrder
 from services.domain.payees import Payee
 from services.domain.policy import Policy, PolicyDocumentAggregate
 from services.domain.rebalance import DayBudget, Rebalance
@@ -33,6 +34,7 @@ class BatchPlan:
     receives: dict[str, ReceiveIntent] = field(default_factory=dict)  # ADR 0220
     channel_ops: dict[str, ChannelOp] = field(default_factory=dict)  # ADR 0234
     rebalances: dict[str, Rebalance] = field(default_factory=dict)  # ADR 0244
+    lsp_orders: dict[str, LspOrder] = field(default_factory=dict)  # ADR 0252
     rebalance_budgets: dict[str, DayBudget] = field(default_factory=dict)  # ADR 0245
     jit_sales: dict[str, JitChannel] = field(default_factory=dict)  # ADR 0261
     payees: dict[str, Payee] = field(default_factory=dict)  # ADR 0270

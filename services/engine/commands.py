@@ -10,6 +10,7 @@ from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
 from schemas import jit_messages as jm
+from schemas import lsp_messages as lm
 from schemas import payee_messages as pm
 from schemas.agent_key_messages import AgentKeyCommand, AgentKeyCommandAccepted
 from schemas.events import InvoiceFacts
@@ -25,6 +26,7 @@ from schemas.replies import CommandAccepted, CommandRejected, PolicyCommandAccep
 from schemas.webhook_messages import WebhookCommand, WebhookCommandAccepted, webhook_stream
 from services.bolt11.codec import InvoiceDecodeError, decode_invoice
 from services.domain.agent_keys import AGENT_KEYS_STREAM
+from services.domain.lsp_orders.ids import lsp_order_id_for
 from services.domain.principal import Principal, claimed_identity
 from services.engine.agent_key_planning import AGENT_KEY_COMMANDS
 from services.engine.event_codec import POLICY_STREAM
@@ -53,7 +55,12 @@ Reply = (
 
 
 # Commands that name no sender in the payload: the credential alone does (ADR 0234, 0270).
-_CREDENTIAL_ONLY = (*cm.CHANNEL_OP_COMMAND_TYPES, *pm.PAYEE_COMMAND_TYPES, *jm.JIT_COMMAND_TYPES)
+_CREDENTIAL_ONLY = (
+    *cm.CHANNEL_OP_COMMAND_TYPES,
+    *pm.PAYEE_COMMAND_TYPES,
+    *jm.JIT_COMMAND_TYPES,
+    *lm.LSP_ORDER_COMMAND_TYPES,  # ADR 0252
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,7 @@ class CommandEnvelope:
         | ApproveRebalance
         | jm.JitCommand
         | pm.PayeeCommand
+        | lm.LspOrderCommand
     )
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -84,7 +92,7 @@ class CommandEnvelope:
 
     def __post_init__(self) -> None:
         # Channel operations name no sender in the payload: the credential alone does (ADR 0234).
-        # So do payees' commands (ADR 0270).
+        # So do payees' commands (ADR 0270), JIT sales' (ADR 0261) and LSP orders' (ADR 0252).
         if self.principal is not None and not isinstance(self.command, _CREDENTIAL_ONLY):
             claimed = claimed_identity(self.command)
             assert claimed is not None and claimed[1] == self.principal.id, (
@@ -137,6 +145,16 @@ def prepare(item: QueuedCommand) -> None:
         return
     if isinstance(command, RecordInvoiceState):
         item.stream_id = command.intent_id
+        return
+    if isinstance(command, lm.RecordLspOrderReport):  # ADR 0252
+        item.stream_id = command.lsp_order_id
+        return
+    if isinstance(command, lm.OrderLspChannel):
+        principal = item.envelope.principal
+        item.stream_id = lsp_order_id_for(
+            principal.id if principal else "corridor", command.idempotency_key
+        )
+        item.request_fingerprint = fingerprint(command)
         return
     if isinstance(command, cm.RecordChannelOpReport):  # ADR 0234
         item.stream_id = command.op_id

@@ -28,6 +28,7 @@ from services.engine.commands import QueuedCommand, actor, rejected
 from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner
 from services.engine.jit_planning import JIT_COMMANDS, JitCache, JitPlanner
+from services.engine.lsp_order_planning import LSP_ORDER_COMMANDS, LspOrderPlanner
 from services.engine.payee_payments import payee_policy, record_first_payment
 from services.engine.payee_planning import PAYEE_COMMANDS, PayeeCache, PayeePlanner
 from services.engine.policy_book import PolicyBook
@@ -67,7 +68,9 @@ class Planner:
         rebalances: RebalancePlanner | None = None,
         jit_sales: tuple[JitPlanner, JitCache] | None = None,
         payees: tuple[PayeePlanner, PayeeCache] | None = None,
+        lsp_orders: LspOrderPlanner | None = None,
     ) -> None:
+        self._lsp_orders = lsp_orders
         self._rebalances = rebalances
         self._jit_sales = jit_sales
         self._payees = payees
@@ -183,6 +186,12 @@ class Planner:
                 payees, known = self._payees
                 payee = plan.payees.get(item.stream_id) or known.get(item.stream_id)
                 payees.plan(plan, item, command, payee, now_ms=now_ms)
+                continue
+            if isinstance(command, LSP_ORDER_COMMANDS):  # ADR 0252
+                if self._lsp_orders is None:
+                    plan.replies.append(rejected(errors.Unavailable("LSP orders are not set up")))
+                    continue
+                self._lsp_orders.plan(plan, item, now_ms=now_ms)
                 continue
             state = plan.states.get(item.stream_id, self._cache.get(item.stream_id))
             keys = plan.agent_keys if plan.agent_keys is not None else self.key_lookup

@@ -37,6 +37,7 @@ from services.engine.intent_cache import IntentCache
 from services.engine.intent_planning import IntentPlanner, IntentRules
 from services.engine.invoice_cursors import InvoiceCursors
 from services.engine.jit_planning import DEFAULT_JIT_POLICY, JitCache, JitPlanner
+from services.engine.lsp_order_planning import LspOrderCache, LspOrderPlanner
 from services.engine.our_nodes import OurNodes
 from services.engine.payee_planning import PayeeCache, PayeePlanner
 from services.engine.planning import Planner
@@ -116,6 +117,8 @@ class CommandProcessor:
         self.jit_sales = JitCache(store, cache_max=cache_max)  # ADR 0261
         self.payees = PayeeCache(store, cache_max=cache_max)  # ADR 0270
         self.our_nodes = our_nodes if our_nodes is not None else OurNodes(())  # ADR 0249
+        # LSP orders (ADR 0252): their committed-state cache and planner.
+        self.lsp_orders = LspOrderCache(store, cache_max=cache_max)
         planner = Planner(
             intents, clock=clock, new_id=ids.new_id, router=router, cache=cache,
             policy=self.policy, spend=self.spend, agent_keys=self.agent_keys,
@@ -135,13 +138,14 @@ class CommandProcessor:
                 self.jit_sales,
             ),
             payees=(PayeePlanner(new_id=ids.new_id), self.payees),
+            lsp_orders=LspOrderPlanner(self.lsp_orders, new_id=ids.new_id, signer=signer),
         )  # fmt: skip
         self.writer = WriterLoop(
             store, planner, cache=cache, policy=self.policy, spend=self.spend,
             agent_keys=self.agent_keys, committed=self.committed, batch_max=batch_max,
             queue_max=queue_max, recon=self.recon, webhooks=self.webhooks,
             receives=self.receives,
-            channel_ops=self.channel_ops, rebalances=self.rebalances,
+            channel_ops=self.channel_ops, rebalances=self.rebalances, lsp_orders=self.lsp_orders,
             jit_sales=self.jit_sales,
             payees=self.payees,
         )  # fmt: skip

@@ -22,6 +22,7 @@ import structlog
 from schemas import errors
 from schemas.channel_messages import CHANNEL_OP_STREAM_PREFIX
 from schemas.jit_messages import JIT_STREAM_PREFIX
+from schemas.lsp_messages import LSP_ORDER_STREAM_PREFIX
 from schemas.payee_messages import PAYEE_STREAM_PREFIX
 from schemas.rebalance_messages import REBALANCE_BUDGET_STREAM_PREFIX, REBALANCE_STREAM_PREFIX
 from schemas.receive_messages import RECEIVE_STREAM_PREFIX
@@ -44,6 +45,7 @@ from services.engine.committed import CommittedBatch, CommittedBatches, Writer
 from services.engine.event_codec import POLICY_STREAM
 from services.engine.intent_cache import IntentCache
 from services.engine.jit_planning import JitCache
+from services.engine.lsp_order_planning import LspOrderCache
 from services.engine.payee_planning import PayeeCache, named_payees
 from services.engine.planning import Planner
 from services.engine.policy_book import PolicyBook
@@ -68,6 +70,7 @@ RECON = RECONCILIATION_STREAM_PREFIX
 HOOK = WEBHOOK_STREAM_PREFIX
 RCV = RECEIVE_STREAM_PREFIX
 RBL = (REBALANCE_STREAM_PREFIX, REBALANCE_BUDGET_STREAM_PREFIX)
+LSP = LSP_ORDER_STREAM_PREFIX
 CHOP = CHANNEL_OP_STREAM_PREFIX
 JIT = JIT_STREAM_PREFIX
 PAYEE = PAYEE_STREAM_PREFIX
@@ -100,7 +103,9 @@ class WriterLoop:
         rebalances: RebalanceBook | None = None,
         jit_sales: JitCache | None = None,
         payees: PayeeCache | None = None,
+        lsp_orders: LspOrderCache | None = None,
     ) -> None:
+        self._lsp_orders = lsp_orders
         self._rebalances = rebalances
         self._payees = payees
         self._receives = receives
@@ -232,7 +237,7 @@ class WriterLoop:
                 for i in items
                 if i.error is None
                 and i.stream_id not in (POLICY_STREAM, AGENT_KEYS_STREAM)
-                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, JIT, PAYEE, *RBL))
+                and not i.stream_id.startswith((RECON, HOOK, RCV, CHOP, JIT, PAYEE, LSP, *RBL))
                 and not assumed_new(i)
             ]
         )
@@ -255,6 +260,8 @@ class WriterLoop:
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(PAYEE)]
                 + named_payees(items)  # submits naming a payee (ADR 0272)
             )
+        if self._lsp_orders is not None:  # LSP orders (ADR 0252): always read
+            await self._lsp_orders.load_for(items)
         await self._spend.catch_up_if((i.stream_id, self._cache.get(i.stream_id)) for i in items)
         self._spend.prune()
         self._spend.begin()
@@ -294,6 +301,9 @@ class WriterLoop:
         for stream_id, payee in plan.payees.items():
             assert self._payees is not None
             self._payees.remember(stream_id, payee)
+        for stream_id, order in plan.lsp_orders.items():
+            assert self._lsp_orders is not None
+            self._lsp_orders.remember(stream_id, order)
         if plan.policy_changed:
             self._policy.adopt(plan.policy_state)
         if first_position is not None and plan.events:
@@ -327,6 +337,8 @@ class WriterLoop:
                 self._payees.forget(item.stream_id)
                 for payee_id in named_payees([item]):  # its marker may have lost a race
                     self._payees.forget(payee_id)
+            if self._lsp_orders is not None:
+                self._lsp_orders.forget(item.stream_id)
             if item.stream_id == POLICY_STREAM:
                 self._policy.stale = True
             if item.stream_id == AGENT_KEYS_STREAM:

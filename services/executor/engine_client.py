@@ -16,8 +16,9 @@ import structlog
 
 from schemas.channel_messages import RecordChannelOpReport
 from schemas.codec import encode
-from schemas.commands import GetPaymentIntentStatus, RecordPaymentOutcome
+from schemas.commands import GetPaymentIntent, GetPaymentIntentStatus, RecordPaymentOutcome
 from schemas.jit_messages import JitCommand
+from schemas.lsp_messages import RecordLspOrderReport
 from schemas.receive_messages import (
     ExpiredInvoices,
     GetExpiredInvoices,
@@ -26,7 +27,8 @@ from schemas.receive_messages import (
     OpenInvoice,
     RecordInvoiceState,
 )
-from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus
+from schemas.records import RecordedEvent
+from schemas.replies import CommandAccepted, CommandRejected, PaymentIntentStatus, PaymentIntentView
 from services.bus import subjects
 from services.bus.port import Bus, NoResponders
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES, ON_THE_WIRE_STATUSES
@@ -39,6 +41,7 @@ log = structlog.get_logger("corridor.executor")
 
 _command_reply = msgspec.json.Decoder(CommandAccepted | CommandRejected)
 _status_reply = msgspec.json.Decoder(PaymentIntentStatus | CommandRejected)
+_view_reply = msgspec.json.Decoder(PaymentIntentView | CommandRejected)
 _cursor_reply = msgspec.json.Decoder(InvoiceCursor | CommandRejected)
 _expired_reply = msgspec.json.Decoder(ExpiredInvoices | CommandRejected)
 # An outcome is reported only for an order the engine confirmed (status) first, so a
@@ -188,6 +191,33 @@ class EngineClient:
         assert isinstance(reply, CommandAccepted)
         log.info("jit_command_committed", command=type(command).__name__, state=reply.state)
         return reply
+
+    async def record_lsp_report(
+        self, report: RecordLspOrderReport, *, causation_id: str, correlation_id: str
+    ) -> CommandAccepted:
+        """Commit an LSP order's report (ADR 0252) on this node's own report subject."""
+        headers = {subjects.HDR_MSG_ID: causation_id, subjects.HDR_CORRELATION_ID: correlation_id}
+        reply = await self._request(
+            f"{subjects.LSP_API_PREFIX}.report.{self._node}", encode(report), headers,
+            _command_reply, retryable=_STATUS_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, CommandAccepted)
+        log.info("lsp_report_committed", stage=report.stage, state=reply.state)
+        return reply
+
+    async def lsp_order_events(self, lsp_order_id: str) -> list[RecordedEvent]:
+        """The log's record of an LSP order of this node (ADR 0252)."""
+        reply = await self._request(
+            f"{subjects.LSP_GET}.executor.{self._node}",
+            encode(GetPaymentIntent(intent_id=lsp_order_id)), {}, _view_reply,
+            retryable=_STATUS_RETRYABLE_CODES,
+        )  # fmt: skip
+        if isinstance(reply, CommandRejected):
+            raise OutcomeRefused(reply.error.code, reply.error.message)
+        assert isinstance(reply, PaymentIntentView)
+        return list(reply.events)
 
     async def attempt_status(self, intent_id: str) -> AttemptStatus:
         query = GetPaymentIntentStatus(intent_id=intent_id)

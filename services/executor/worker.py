@@ -30,11 +30,12 @@ import structlog
 
 from schemas.channel_messages import RecordChannelOpReport
 from schemas.commands import RecordPaymentOutcome
+from schemas.lsp_messages import RecordLspOrderReport
 from services import tracing
 from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
-from services.bus.port import Bus, BusError, Delivery, PullConsumer
+from services.bus.port import Bus, BusError, Delivery, PullConsumer, Subscription
 from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
@@ -48,6 +49,8 @@ from services.executor.errors import (
 from services.executor.health_publisher import publish_health
 from services.executor.jit_executor import is_jit_order, jit_lsp_for
 from services.executor.limits import ExecutorLimits
+from services.executor.lsp_info import serve_lsp_info
+from services.executor.lsp_worker import LspOrders, is_lsp_order
 from services.executor.payer import Disposition, Payer
 from services.executor.rebalance_worker import (
     RebalanceWorkOrder,
@@ -148,6 +151,7 @@ class Executor:
         )
         # Receive intents (ADR 0220, 0221): their orders, and the node's settlements.
         self._receives = ReceiveOrders(self, node, secret=secret, now_s=now_s)
+        self._lsp_orders: LspOrders | None = None  # ADR 0252
         self._follow_invoices = follow_invoices
         # The LSP side of JIT channels (ADR 0261): intercept, and carry out JIT orders.
         self._jit = jit_lsp_for(self, node, jit_menu) if jit_lsp else None
@@ -175,12 +179,15 @@ class Executor:
         side: list[asyncio.Task[None]] = []  # health reports, the receive watchers
         async with self._open_bus() as bus:
             self._bus = bus
+            info: Subscription | None = None  # `corridor lsp info` (ADR 0252)
             try:
                 await ensure_dispatch_stream(bus, duplicate_window_s=self._duplicate_window_s)
                 sub = await bind_consumer(bus, self.region, self.node_name, self._limits)
                 self._engine = EngineClient(bus, node=self.node_name, limits=self._limits)
                 health = asyncio.create_task(self._health(bus), name="executor-health")
                 side.append(health)
+                # Its node's LSPS1 options for `corridor lsp info` (ADR 0252).
+                info = await serve_lsp_info(bus, self._node, node_name=self.node_name)
                 if self._follow_invoices:
                     side += self._receives.start_watchers()
                 if self._jit is not None:
@@ -190,6 +197,9 @@ class Executor:
                 await self._pull(sub)
                 await self._drain()
             finally:
+                if info is not None:
+                    with contextlib.suppress(Exception):
+                        await info.unsubscribe()
                 for task in [*self._tasks, *side]:
                     task.cancel()
                 await asyncio.gather(*self._tasks, *side, return_exceptions=True)
@@ -229,6 +239,14 @@ class Executor:
     ) -> None:
         assert self._engine is not None, "the engine client exists while run() runs"
         await self._engine.record_channel_op(
+            report, causation_id=causation_id, correlation_id=correlation_id
+        )
+
+    async def _report_lsp(
+        self, report: RecordLspOrderReport, causation_id: str, correlation_id: str
+    ) -> None:
+        assert self._engine is not None, "the engine client exists while run() runs"
+        await self._engine.record_lsp_report(
             report, causation_id=causation_id, correlation_id=correlation_id
         )
 
@@ -308,6 +326,16 @@ class Executor:
                 verifier=self._verifier, report=self._report_channel_op,
                 heartbeat_s=self._limits.heartbeat_s,
             ).handle(msg, self._refuse)  # fmt: skip
+            return
+        if is_lsp_order(msg.data):  # LSP orders (ADR 0252)
+            assert self._verifier is not None and self._engine is not None
+            if self._lsp_orders is None:  # one per process: it remembers what it asked
+                self._lsp_orders = LspOrders(
+                    self._node, region=self.region, node_name=self.node_name,
+                    verifier=self._verifier, read=self._engine.lsp_order_events,
+                    report=self._report_lsp, heartbeat_s=self._limits.heartbeat_s,
+                )  # fmt: skip
+            await self._lsp_orders.handle(msg, self._refuse)
             return
         assert self._verifier is not None, "run() does not start without a verifier"
         rebalance = is_rebalance_order(msg.data)

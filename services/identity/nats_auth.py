@@ -123,6 +123,9 @@ _CALLER = Permissions(
         f"{_API}.cancel.{{id}}",
         f"{_API}.receive.{{id}}",  # receive intents (ADR 0220)
         f"{_API}.rebalance.{{id}}",  # rebalances; the engine takes service callers' (ADR 0244)
+        f"{subjects.LSP_API_PREFIX}.order.{{id}}",  # LSP orders; service callers' (ADR 0252)
+        f"{subjects.LSP_GET}.caller.{{id}}",
+        f"{subjects.LSP_INFO_PREFIX}.*",
         f"{_CMD}.submit.{{id}}",
         f"{_CMD}.cancel.{{id}}",
         # Their own webhook endpoints (ADR 0175).
@@ -181,6 +184,10 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 # Payees (ADR 0270).
                 f"{_API}.payee_onboard.{{id}}",
                 f"{_API}.payee_erase.{{id}}",
+                # Inbound channels bought from external LSPs (ADR 0252).
+                f"{subjects.LSP_API_PREFIX}.order.{{id}}",
+                f"{subjects.LSP_GET}.operator.{{id}}",
+                f"{subjects.LSP_INFO_PREFIX}.*",
                 f"{_POLICY}.propose.{{id}}",
                 f"{_POLICY}.approve.{{id}}",
                 f"{_AGENTS}.propose.{{id}}",
@@ -211,6 +218,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"{_API}.jit_sell.{{node}}",  # the JIT channels it sells (ADR 0261)
                 f"{_API}.jit_htlc.{{node}}",
                 f"{_API}.jit_report.{{node}}",
+                f"{subjects.LSP_API_PREFIX}.report.{{node}}",  # its LSP orders (ADR 0252)
+                f"{subjects.LSP_GET}.executor.{{node}}",
                 f"{subjects.API_STATUS}.executor.{{node}}",
                 f"{subjects.HEALTH_PREFIX}.{{region}}.{{node}}",
                 f"{subjects.LIQUIDITY_PREFIX}.{{region}}.{{node}}",
@@ -223,7 +232,8 @@ ROLE_PERMISSIONS: Final[Mapping[Role, Permissions]] = MappingProxyType(
                 f"$JS.API.CONSUMER.MSG.NEXT.{_DISPATCH}.{_EXECUTOR_DURABLE}",
                 f"$JS.ACK.{_DISPATCH}.{_EXECUTOR_DURABLE}.>",
             ),
-            subscribe=(_INBOX,),
+            # Its node's LSPS1 options for `corridor lsp info` (ADR 0252).
+            subscribe=(_INBOX, f"{subjects.LSP_INFO_PREFIX}.{{node}}"),
         ),
         # One node's reconciler: reports what it found on that node, nothing else (ADR 0151).
         # It reads the log from PostgreSQL and the node through NodePort, not from the bus.
@@ -310,15 +320,15 @@ def render_authorization(registry: Registry) -> dict[str, Any]:
         publish["deny"] = list(
             CHECKPOINTS_PROTECTED if credential.role == "engine" else ENGINE_ONLY
         )
-        users.append(
-            {
-                "nkey": credential.public_key,
-                "permissions": {
-                    "publish": publish,
-                    "subscribe": {"allow": list(permissions.subscribe)},
-                },
-            }
-        )
+        rendered: dict[str, Any] = {
+            "publish": publish,
+            "subscribe": {"allow": list(permissions.subscribe)},
+        }
+        if credential.role == "executor":
+            # It answers `corridor lsp info` for its node (ADR 0252): one reply per request it
+            # received, to that request's inbox only.
+            rendered["allow_responses"] = {"max": 1, "expires": "1m"}
+        users.append({"nkey": credential.public_key, "permissions": rendered})
     keys = [u["nkey"] for u in users]
     if len(set(keys)) != len(keys):
         raise InvalidCredential("one public key is registered twice")

@@ -25,6 +25,7 @@ from services.engine.reconciliation_cursor import ReconciliationCursors
 from services.engine.views import corridors_view
 from services.failures import is_transient
 from services.intake.identity import Authenticator
+from services.intake.lsp_orders import answer_lsp
 from services.intake.parsing import parse_command, query_of, query_reader
 from services.intake.receives import RECEIVE_QUERIES, answer_receive_query
 from services.intake.webhooks import answer_webhooks
@@ -82,6 +83,7 @@ class ApiService:
             subjects.AGENTS_API_WILDCARD,
             subjects.RECON_API_WILDCARD,
             subjects.WEBHOOKS_API_WILDCARD,
+            subjects.LSP_API_WILDCARD,  # ADR 0252
         ):
             self._subs.append(
                 await self._bus.subscribe(
@@ -189,6 +191,8 @@ class ApiService:
                 authenticator=self._auth, verbs=subjects.AGENT_KEY_VERBS,
             )  # fmt: skip
             return await self._processor.execute(envelope)
+        if subject.startswith(subjects.LSP_API_PREFIX + "."):  # ADR 0252
+            return await answer_lsp(msg, self._auth, self._processor)
         if subject.startswith(subjects.WEBHOOKS_API_PREFIX + "."):
             return await answer_webhooks(msg, self._auth, self._processor)
         if subject.startswith(subjects.RECON_API_PREFIX + "."):

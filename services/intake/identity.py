@@ -29,6 +29,7 @@ from schemas import channel_messages as cm
 from schemas import commands as cmd
 from schemas import errors
 from schemas import jit_messages as jm
+from schemas import lsp_messages as lm
 from schemas import payee_messages as pm
 from schemas.agent_key_messages import (
     AgentKeyCommand,
@@ -94,7 +95,8 @@ class Authenticator:
         | RequestRebalance
         | ApproveRebalance
         | jm.JitCommand
-        | pm.PayeeCommand,
+        | pm.PayeeCommand
+        | lm.LspOrderCommand,
     ) -> Principal:
         """The principal the subject's ``token`` names, once the payload agrees with it."""
         if isinstance(command, cm.CHANNEL_OP_COMMAND_TYPES):
@@ -108,6 +110,8 @@ class Authenticator:
         if isinstance(command, pm.PAYEE_COMMAND_TYPES):  # ADR 0270: operators, by credential
             self._require("operator", token)
             return Principal(role="operator", id=token)
+        if isinstance(command, lm.LSP_ORDER_COMMAND_TYPES):
+            return self._lsp_order(token, command)
         claimed = claimed_identity(command)
         assert claimed is not None, "the engine's own commands have no subject verb"
         field, value = claimed
@@ -235,6 +239,25 @@ class Authenticator:
         self._require("operator", token)
         self._check_region(command.node, command.region)
         return Principal(role="operator", id=token)
+
+    def _lsp_order(self, token: str, command: lm.LspOrderCommand) -> Principal:
+        """LSP orders (ADR 0252): an operator, or a caller of kind service, orders for a node
+        the registry knows in the region named; the node's executor reports. No payload field
+        names the sender: the token is the whole identity."""
+        if isinstance(command, lm.RecordLspOrderReport):
+            self._require("executor", token)
+            return Principal(role="executor", id=token)
+        self._check_region(command.node, command.region)
+        if self._credentials is None:
+            return Principal(role="caller", id=token)  # as ``_caller`` without a registry
+        if self._credentials.find("operator", token) is not None:
+            return Principal(role="operator", id=token)
+        caller = self._credentials.find("caller", token)
+        if caller is None or caller.kind != "service":
+            raise errors.Forbidden(
+                f"{token!r} is neither an operator nor a service caller", field="subject"
+            )
+        return Principal(role="caller", id=token)
 
     def _require(self, role: Role, ident: str) -> Credential | None:
         """The live credential of ``role`` named ``ident``; ``None`` only without a registry."""

@@ -23,10 +23,11 @@ from services.engine.event_codec import CHECKPOINT_EVENT, owner_of, to_recorded
 from services.eventstore.port import NewEvent, StoredEvent
 
 # Events that are also work orders on the dispatch stream: payments', receives' (ADR 0220),
-# channel operations' (ADR 0234), rebalances' (ADR 0244) and JIT sales' (ADR 0261).
+# channel operations' (ADR 0234), rebalances' (ADR 0244), JIT sales' (ADR 0261) and LSP
+# orders' (ADR 0252).
 ORDER_EVENT_TYPES = frozenset(
     {
-        "IntentDispatched", "ReceiveDispatched", "RebalanceDispatched",
+        "IntentDispatched", "ReceiveDispatched", "RebalanceDispatched", "LspOrderRequested",
         *CHANNEL_ORDER_EVENTS, *JIT_ORDER_EVENTS,
     }
 )  # fmt: skip

@@ -1,7 +1,8 @@
 """`corridor lsp` against `corridor up` with an external LSP in the simulated network (issue
-19, ADR 0251): `info` shows its LSPS1 options, `order` buys a channel for our us node and pays
-it as an ordinary intent of the local caller, the same key follows the same order, `get` shows
-it completed with its events."""
+19, ADR 0251, 0252): `info` shows its LSPS1 options (asked by the us executor), `order` sends
+the order to the engine, which the us executor carries out and the engine pays as an ordinary
+intent of the local caller; the same key follows the same order, `get` shows it completed
+with its events. The CLI holds neither the database nor a node."""
 
 from __future__ import annotations
 
@@ -81,14 +82,15 @@ def test_corridor_lsp_info_order_and_get(stack_with_lsp: Path) -> None:
     ]
     assert view["exceptions"] == []
 
-    # An order left open by `order` (no waiting) is run to its end by `lsp run`.
+    # An order left open by `order` (no waiting) is run to its end by the region's executor;
+    # `lsp run` is gone and says so.
     quick = [*ask[:-3], "--idempotency-key", "cli-2", "--wait-s", "0", "--json"]
     left = json.loads(run_cli(*quick).stdout)
-    assert left["status"] in ("requested", "paying"), left
+    assert left["status"] in ("requested", "paying", "paid", "completed"), left
+    ran = run_cli("lsp", "run", *sd, "--region", "us", "--once")
+    assert ran.returncode == 0 and "no longer needed" in ran.stderr, ran.stderr
     deadline = time.monotonic() + 60
     while True:
-        ran = run_cli("lsp", "run", *sd, "--region", "us", "--once")
-        assert ran.returncode == 0, ran.stderr
         view = json.loads(run_cli("lsp", "get", *sd, left["lsp_order_id"], "--json").stdout)
         if view["status"] == "completed":
             break

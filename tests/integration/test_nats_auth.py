@@ -396,3 +396,26 @@ async def test_receives_are_published_under_ones_own_id_only(bus: Bus) -> None:
     finally:
         for nc in (acme.nc, eu.nc, engine):
             await nc.close()
+
+
+async def test_an_lsp_order_report_comes_only_from_the_orders_own_executor(bus: Bus) -> None:
+    """ADR 0252: ``lsp.report.<node>`` is the executor of that node's alone, like outcomes;
+    an order is placed under the sender's own id only."""
+    spy = Spy()
+    engine = await spy.start(bus, "corridor.api.v1.lsp.>")
+    eu = await user(bus, "eu-lnd")
+    acme = await user(bus, "acme")
+    try:
+        forged = f"{subjects.LSP_API_PREFIX}.report.us-lnd"
+        await eu.publish_refused(forged)
+        await acme.publish_refused(forged)
+        await acme.publish_refused(f"{subjects.LSP_API_PREFIX}.order.globex")
+        await eu.publish_refused(f"{subjects.LSP_API_PREFIX}.order.eu-lnd")
+        await eu.nc.publish(f"{subjects.LSP_API_PREFIX}.report.eu-lnd", b"{}")
+        await eu.nc.flush()
+        await wait_for(lambda: spy.subjects, what="eu-lnd's own report")
+        assert spy.subjects == [f"{subjects.LSP_API_PREFIX}.report.eu-lnd"]
+    finally:
+        await eu.nc.close()
+        await acme.nc.close()
+        await engine.close()

@@ -230,3 +230,26 @@ def test_who_may_read_an_intent(role: Role, ident: str, status: bool, history: b
     reader = Principal(role=role, id=ident)
     assert may_read(reader, state, history=False) is status
     assert may_read(reader, state, history=True) is history
+
+
+def test_an_lsp_order_is_an_operators_or_a_service_callers_and_a_report_its_executors() -> None:
+    """ADR 0252: the token is the whole identity; an operator orders as a human, a service
+    caller as a service; people and agents through a caller credential do not; only an
+    executor reports."""
+    from schemas import lsp_messages as lm
+
+    order = lm.OrderLspChannel(
+        idempotency_key="k", region="us", node="us-lnd", lsp_pubkey="02" + "11" * 32,
+        lsp_balance_msat=1_000_000, max_fee_msat=1_000, corridor="us-eu",
+    )  # fmt: skip
+    report = lm.RecordLspOrderReport(lsp_order_id="lsp-x", stage="no_answer")
+    assert VERIFIED.command("op-a", order) == Principal(role="operator", id="op-a")
+    assert VERIFIED.command("alice", order) == Principal(role="caller", id="alice")
+    for token in ("hal", "bot-7", "us-lnd", "nobody"):
+        with pytest.raises(errors.Forbidden):
+            VERIFIED.command(token, order)
+    assert VERIFIED.command("us-lnd", report) == Principal(role="executor", id="us-lnd")
+    for token in ("op-a", "alice"):
+        with pytest.raises(errors.Forbidden):
+            VERIFIED.command(token, report)
+    assert UNVERIFIED.command("alice", order) == Principal(role="caller", id="alice")

@@ -81,6 +81,7 @@ def _order(command: lm.OrderLspChannel, ctx: LspOrderContext) -> EventData:
         max_routing_fee_msat=command.max_routing_fee_msat,
         announce_channel=command.announce_channel, token=command.token,
         requested_at_ms=ctx.now_ms, answer_deadline_ms=ctx.now_ms + ctx.policy.answer_window_ms,
+        corridor=command.corridor or "",
     )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def evolve(state: LspOrder | None, event: EventData) -> LspOrder:
                 lsp_balance_msat=event.lsp_balance_msat,
                 client_balance_msat=event.client_balance_msat, max_fee_msat=event.max_fee_msat,
                 max_routing_fee_msat=event.max_routing_fee_msat,
-                answer_deadline_ms=event.answer_deadline_ms,
+                answer_deadline_ms=event.answer_deadline_ms, corridor=event.corridor,
             )  # fmt: skip
         case lm.LspOrderRejected():
             assert state is None

@@ -64,6 +64,7 @@ class LspOrder(msgspec.Struct, frozen=True, kw_only=True):
     max_fee_msat: int = 0
     max_routing_fee_msat: int = 0
     answer_deadline_ms: int = 0
+    corridor: str = ""  # the corridor whose intent pays the invoice (ADR 0252)
     remote_order_id: str | None = None
     invoice: str | None = None
     fee_total_msat: int | None = None
