@@ -1,4 +1,4 @@
-"""The tail every stream-of-its-own kind (receives, rebalances; channel operations next)
+"""The tail every stream-of-its-own kind (receives, rebalances, channel operations)
 runs once its aggregate has decided: the reply (a duplicate answers the recorded state,
 ``duplicate: true``), and the decided events with their metadata added to the batch's plan.
 Idempotency itself is the aggregate's (same key and request: no events; another request:
