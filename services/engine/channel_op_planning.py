@@ -28,7 +28,7 @@ from services.domain.channel_ops import (
 )
 from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, rejected
-from services.engine.stream_planning import accepted, add_events
+from services.engine.stream_planning import accepted, add_events, evolved
 from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
 from services.signing.channel_orders import sign_channel_orders
@@ -132,10 +132,7 @@ class ChannelOpPlanner:
         new_events = decision
         if self._signer is not None:
             new_events = sign_channel_orders(self._signer, item.stream_id, first_version, decision)
-        new_state = state
-        for event in new_events:
-            new_state = evolve(new_state, event)
-        assert new_state is not None
+        new_state = evolved(state, new_events, evolve)
         owner = new_state.caller.id  # the relay's subject token (ADR 0067)
         add_events(plan, item, item.stream_id, first_version, new_events, owner=owner,
                    new_id=self._new_id, now_ms=now_ms)  # fmt: skip

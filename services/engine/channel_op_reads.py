@@ -1,13 +1,12 @@
-"""``intents get`` and ``intents status`` of a channel operation (ADR 0234), read from the
-log with the payment's replies, so ``corridor get`` shows either (``stream_reads``)."""
+"""A channel operation (ADR 0234) as a kind of ``stream_reads``: who may read it and what its
+status is, so ``intents get`` and ``intents status`` answer it with the payment's replies and
+``corridor get`` shows either."""
 
 from __future__ import annotations
 
-from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView
 from services.domain.channel_ops import ChannelOp, replay
 from services.domain.principal import Principal
-from services.engine.stream_reads import StreamKind, stream_status, stream_view
-from services.eventstore.port import EventStore
+from services.engine.stream_reads import StreamKind
 
 
 def may_read_channel_op(reader: Principal | None, state: ChannelOp, history: bool) -> bool:
@@ -31,15 +30,3 @@ CHANNEL_OPS: StreamKind[ChannelOp] = StreamKind(
     version=lambda state: state.version,
     reason=lambda state: state.rejection,
 )
-
-
-async def channel_op_view(
-    store: EventStore, op_id: str, reader: Principal | None
-) -> PaymentIntentView | CommandRejected:
-    return await stream_view(store, CHANNEL_OPS, op_id, reader)
-
-
-async def channel_op_status(
-    store: EventStore, op_id: str, reader: Principal | None
-) -> PaymentIntentStatus | CommandRejected:
-    return await stream_status(store, CHANNEL_OPS, op_id, reader)
