@@ -6,7 +6,8 @@ first, with ``position`` and ``recorded_at_ms`` from the log). The projection ru
 queue, ``corridor audit timeline`` and ``corridor get``'s summary all read them, so none of them
 scans the log.
 
-Document fields (``IntentDoc``; everything plain JSON, money in integer msat):
+Document fields (``IntentDoc``, the row every kind shares, ``intent_rows``; everything plain
+JSON, money in integer msat):
 
 - who asked: ``caller_id``, ``caller_kind``, ``on_behalf_of``, ``agent_key_id``;
 - what: ``corridor``, ``amount_msat``, ``max_fee_msat``, ``received_at_ms``;
@@ -27,60 +28,23 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from projections.intent_rows import WHAT_CHARS_MAX, add_to_timeline, advance, new_row
+from projections.intent_rows import Doc as IntentDoc
 from projections.receives import STARTS_RECEIVE, apply_receive, is_receive, new_receive_doc
 from services.domain.intent.transitions import OFF_THE_WIRE_EVENTS, STATUS_AFTER
-
-IntentDoc = dict[str, Any]
 
 # Events of the intent stream that this fold reads; a stream is an intent's once it starts with
 # IntentReceived (other streams, e.g. ``log-checkpoints``, never reach this fold).
 STARTS_INTENT: Final = "IntentReceived"
-# Timeline text is for people; bounded so one long reason cannot bloat a row.
-WHAT_CHARS_MAX: Final = 300
 
 
 def new_doc(event: dict[str, Any]) -> IntentDoc:
     data = event["data"]
-    caller = data.get("caller") or {}
-    return {
-        "intent_id": event["stream_id"],
-        "caller_id": caller.get("id"),
-        "caller_kind": caller.get("kind"),
-        "on_behalf_of": data.get("on_behalf_of"),
-        "agent_key_id": data.get("agent_key_id"),
-        "corridor": data.get("corridor"),
-        "amount_msat": int(data["amount_msat"]),
-        "max_fee_msat": int(data["max_fee_msat"]),
-        "received_at_ms": int(data.get("received_at_ms") or event["recorded_at_ms"]),
-        "idempotency_key": data.get("idempotency_key"),
-        "payment_hash": (data.get("invoice") or {}).get("payment_hash"),
-        "destination": data.get("destination"),
-        "state": "received",
-        "updated_at_ms": int(event["recorded_at_ms"]),
-        "position": event.get("position"),
-        "tier": None,
-        "policy_version": None,
-        "explanation": [],
-        "routes": [],
-        "dispatches": 0,
-        "attempts": [],
-        "attempt_failures": 0,
-        "settled_at_ms": None,
-        "fee_msat": None,
-        "failure_reason": None,
-        "approved": False,
-        "operator_rejected": False,
-        "operator_actions": [],
-        "on_wire_since_ms": None,
-        "region": None,
-        "node": None,
-        "doubt_reason": None,
-        "unproven": False,
-        "escalated": None,
-        "anomalies": [],
-        "acknowledged": [],
-        "timeline": [],
-    }
+    return new_row(
+        event, state="received", max_fee_msat=int(data["max_fee_msat"]),
+        payment_hash=(data.get("invoice") or {}).get("payment_hash"),
+        destination=data.get("destination"),
+    )  # fmt: skip
 
 
 def apply(doc: IntentDoc | None, event: dict[str, Any]) -> IntentDoc | None:
@@ -97,18 +61,11 @@ def apply(doc: IntentDoc | None, event: dict[str, Any]) -> IntentDoc | None:
         doc = new_doc(event)
     else:
         doc = dict(doc)  # callers may keep the old one
-    if kind in STATUS_AFTER:
-        doc["state"] = str(STATUS_AFTER[kind])
-    doc["updated_at_ms"] = at_ms
-    doc["position"] = event.get("position")
+    advance(doc, event, STATUS_AFTER)
     what = _FOLDS.get(kind, _nothing)(doc, data, at_ms)
     if kind in OFF_THE_WIRE_EVENTS:
         doc.update(on_wire_since_ms=None, doubt_reason=None, unproven=False, escalated=None)
-    doc["timeline"] = [
-        *doc["timeline"],
-        {"position": event.get("position"), "at_ms": at_ms, "type": kind,
-         "what": what[:WHAT_CHARS_MAX]},
-    ]  # fmt: skip
+    add_to_timeline(doc, event, what)
     return doc
 
 

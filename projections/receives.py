@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from projections.intent_rows import Doc, add_to_timeline, advance, new_row
 from services.domain.receive.transitions import STATUS_AFTER
 
-Doc = dict[str, Any]
 STARTS_RECEIVE: Final = "ReceiveRequested"
-WHAT_CHARS_MAX: Final = 300
 
 
 def is_receive(doc: Doc) -> bool:
@@ -24,65 +23,19 @@ def is_receive(doc: Doc) -> bool:
 
 def new_receive_doc(event: dict[str, Any]) -> Doc:
     data = event["data"]
-    caller = data.get("caller") or {}
-    return {
-        "kind": "receive",
-        "intent_id": event["stream_id"],
-        "caller_id": caller.get("id"),
-        "caller_kind": caller.get("kind"),
-        "on_behalf_of": None,
-        "agent_key_id": None,
-        "corridor": data.get("corridor"),
-        "region": data.get("region"),
-        "node": None,
-        "amount_msat": int(data["amount_msat"]),
-        "max_fee_msat": 0,
-        "received_at_ms": int(data.get("received_at_ms") or event["recorded_at_ms"]),
-        "idempotency_key": data.get("idempotency_key"),
-        "memo": data.get("memo", ""),
-        "expiry_s": data.get("expiry_s"),
-        "state": "requested",
-        "updated_at_ms": int(event["recorded_at_ms"]),
-        "position": event.get("position"),
-        "tier": data.get("tier", "auto"),
-        "policy_version": None,
-        "explanation": [],
-        "routes": [],
-        "dispatches": 0,
-        "attempts": [],
-        "attempt_failures": 0,
-        "settled_at_ms": None,
-        "fee_msat": None,
-        "failure_reason": None,
-        "approved": False,
-        "operator_rejected": False,
-        "operator_actions": [],
-        "on_wire_since_ms": None,
-        "doubt_reason": None,
-        "unproven": False,
-        "escalated": None,
-        "anomalies": [],
-        "acknowledged": [],
-        "payment_hash": None,
-        "payment_request": None,
-        "expires_at_s": None,
-        "issued_at_ms": None,
-        "paid_at_ms": None,
-        "amount_received_msat": 0,
-        "pay_index": None,
-        "paid_late": False,
-        "timeline": [],
-    }
+    return new_row(
+        event, kind="receive", state="requested", region=data.get("region"), max_fee_msat=0,
+        tier=data.get("tier", "auto"), memo=data.get("memo", ""), expiry_s=data.get("expiry_s"),
+        payment_request=None, expires_at_s=None, issued_at_ms=None, paid_at_ms=None,
+        amount_received_msat=0, pay_index=None, paid_late=False,
+    )  # fmt: skip
 
 
 def apply_receive(doc: Doc, event: dict[str, Any]) -> Doc:
     kind, data = event["type"], event["data"]
     at_ms = int(event["recorded_at_ms"])
     doc = dict(doc)
-    if kind in STATUS_AFTER:
-        doc["state"] = str(STATUS_AFTER[kind])
-    doc["updated_at_ms"] = at_ms
-    doc["position"] = event.get("position")
+    advance(doc, event, STATUS_AFTER)
     what = ""
     match kind:
         case "ReceiveRequested":
@@ -111,9 +64,5 @@ def apply_receive(doc: Doc, event: dict[str, Any]) -> Doc:
             what = f"failed: {data['reason']}" + (
                 f" ({data['detail']})" if data.get("detail") else ""
             )
-    doc["timeline"] = [
-        *doc["timeline"],
-        {"position": event.get("position"), "at_ms": at_ms, "type": kind,
-         "what": what[:WHAT_CHARS_MAX]},
-    ]  # fmt: skip
+    add_to_timeline(doc, event, what)
     return doc

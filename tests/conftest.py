@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 
 import nats
 import pytest
+import structlog
 from hypothesis import settings as hypothesis_settings
 
 from services.bus.jetstream import CREDS_ENV, credential_options
@@ -81,6 +83,19 @@ def identity_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             nats_auth.register_key(home, role="engine", ident=HARNESS_ENGINE_ID, public_key=key)
         _bare_connects_use_the_session_credential(patch)
         yield home
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """Whatever a test does to structlog's configuration (``configure_logging`` points it at a
+    stream of the test's, e.g. a ``StringIO``) ends with the test: a later test that reads its
+    logs from ``capsys`` would otherwise find them written into the earlier test's stream. The
+    root logger's level is put back too; its handlers are pytest's own, added and removed
+    around each phase, so they are left to pytest."""
+    config, level = structlog.get_config(), logging.getLogger().level
+    yield
+    structlog.configure(**config)
+    logging.getLogger().setLevel(level)
 
 
 def session_registry(home: Path) -> Registry:

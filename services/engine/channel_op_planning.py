@@ -16,7 +16,6 @@ from schemas import channel_messages as cm
 from schemas import errors
 from schemas.commands import ApprovePaymentIntent, RejectPaymentIntent
 from schemas.common import Caller
-from schemas.records import EventMetadata
 from schemas.replies import CommandAccepted
 from services.domain.channel_ops import (
     ChannelOp,
@@ -28,8 +27,8 @@ from services.domain.channel_ops import (
     replay,
 )
 from services.engine.batch_plan import BatchPlan
-from services.engine.commands import QueuedCommand, actor, rejected
-from services.engine.event_codec import to_new_events
+from services.engine.commands import QueuedCommand, rejected
+from services.engine.stream_planning import accepted, add_events, evolved
 from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
 from services.signing.channel_orders import sign_channel_orders
@@ -78,10 +77,7 @@ class ChannelOpCache(StreamStateCache[ChannelOp]):
 
 
 def channel_op_accepted(state: ChannelOp, *, duplicate: bool) -> CommandAccepted:
-    return CommandAccepted(
-        intent_id=state.op_id, state=str(state.status), duplicate=duplicate,
-        reason=state.rejection,
-    )  # fmt: skip
+    return accepted(state.op_id, str(state.status), duplicate=duplicate, reason=state.rejection)
 
 
 class ChannelOpPlanner:
@@ -136,16 +132,9 @@ class ChannelOpPlanner:
         new_events = decision
         if self._signer is not None:
             new_events = sign_channel_orders(self._signer, item.stream_id, first_version, decision)
-        new_state = state
-        for event in new_events:
-            new_state = evolve(new_state, event)
-        assert new_state is not None
-        metadata = EventMetadata(
-            correlation_id=item.envelope.correlation_id or item.stream_id,
-            causation_id=item.envelope.causation_id or self._new_id(),
-            actor=actor(item.envelope),
-            owner=new_state.caller.id,  # the relay's subject token (ADR 0067)
-        )
-        plan.events += to_new_events(item.stream_id, first_version, new_events, metadata, now_ms)
+        new_state = evolved(state, new_events, evolve)
+        owner = new_state.caller.id  # the relay's subject token (ADR 0067)
+        add_events(plan, item, item.stream_id, first_version, new_events, owner=owner,
+                   new_id=self._new_id, now_ms=now_ms)  # fmt: skip
         plan.channel_ops[item.stream_id] = new_state
         plan.replies.append(channel_op_accepted(new_state, duplicate=False))

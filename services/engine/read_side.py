@@ -14,14 +14,15 @@ from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.access import may_read
 from services.domain.policy import PolicyEngine, fold_policy
 from services.domain.principal import Principal
-from services.engine.channel_op_reads import channel_op_status, channel_op_view
+from services.engine.channel_op_reads import CHANNEL_OPS
 from services.engine.commands import rejected
 from services.engine.event_codec import POLICY_STREAM, to_domain, to_recorded
 from services.engine.intent_cache import IntentCache
 from services.engine.payee_reads import payee_status, payee_view
 from services.engine.policy_book import PolicyBook, policy_event
 from services.engine.rebalance_reads import rebalance_status, rebalance_view
-from services.engine.receive_reads import receive_status, receive_view
+from services.engine.receive_reads import RECEIVES
+from services.engine.stream_reads import stream_status, stream_view
 from services.engine.version_probe import VersionProbe
 from services.engine.views import policy_view, why_unpaid
 from services.eventstore.port import EventStore
@@ -50,9 +51,9 @@ class ReadSide:
         not exist.
         """
         if is_receive_stream(intent_id):  # ADR 0220
-            return await receive_status(self._store, intent_id, reader)
+            return await stream_status(self._store, RECEIVES, intent_id, reader)
         if is_channel_op_stream(intent_id):  # ADR 0234
-            return await channel_op_status(self._store, intent_id, reader)
+            return await stream_status(self._store, CHANNEL_OPS, intent_id, reader)
         if is_rebalance_stream(intent_id) or is_rebalance_budget_stream(intent_id):  # ADR 0244
             return await rebalance_status(self._store, intent_id, reader)
         if is_payee_stream(intent_id):  # ADR 0270
@@ -89,9 +90,9 @@ class ReadSide:
     ) -> PaymentIntentView | CommandRejected:
         """The state and full history; ``reader`` as in ``status``."""
         if is_receive_stream(intent_id):  # ADR 0220
-            return await receive_view(self._store, intent_id, reader)
+            return await stream_view(self._store, RECEIVES, intent_id, reader)
         if is_channel_op_stream(intent_id):  # ADR 0234
-            return await channel_op_view(self._store, intent_id, reader)
+            return await stream_view(self._store, CHANNEL_OPS, intent_id, reader)
         if is_rebalance_stream(intent_id) or is_rebalance_budget_stream(intent_id):  # ADR 0244
             return await rebalance_view(self._store, intent_id, reader)
         if is_payee_stream(intent_id):  # ADR 0270

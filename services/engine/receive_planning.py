@@ -15,7 +15,7 @@ from services.domain.routing import Router
 from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, rejected
 from services.engine.rejection_budget import RejectionBudget
-from services.engine.stream_planning import accepted, add_events
+from services.engine.stream_planning import accepted, add_events, evolved
 from services.signing.port import Signer
 from services.signing.receive_orders import sign_receive_orders
 
@@ -81,10 +81,7 @@ class ReceivePlanner:
             new_events = sign_receive_orders(
                 self._signer, item.stream_id, first_version, new_events
             )
-        new_state = state
-        for event in new_events:
-            new_state = evolve(new_state, event)
-        assert new_state is not None
+        new_state = evolved(state, new_events, evolve)
         add_events(
             plan, item, item.stream_id, first_version, new_events, owner=new_state.caller.id,
             new_id=self._new_id, now_ms=now_ms,

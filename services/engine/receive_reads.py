@@ -1,13 +1,12 @@
-"""``intents get`` and ``intents status`` of a receive intent (ADR 0220), read from the log:
-the same replies as a payment's, so ``corridor get`` shows either (``stream_reads``)."""
+"""A receive intent (ADR 0220) as a kind of ``stream_reads``: who may read it and what its
+status is, so ``intents get`` and ``intents status`` answer it with the payment's replies and
+``corridor get`` shows either."""
 
 from __future__ import annotations
 
-from schemas.replies import CommandRejected, PaymentIntentStatus, PaymentIntentView
 from services.domain.principal import Principal
 from services.domain.receive import ReceiveIntent, fold
-from services.engine.stream_reads import StreamKind, stream_status, stream_view
-from services.eventstore.port import EventStore
+from services.engine.stream_reads import StreamKind
 
 
 def may_read_receive(reader: Principal | None, state: ReceiveIntent, *, history: bool) -> bool:
@@ -33,15 +32,3 @@ RECEIVES: StreamKind[ReceiveIntent] = StreamKind(
     version=lambda state: state.version,
     reason=lambda state: state.reason,
 )
-
-
-async def receive_view(
-    store: EventStore, intent_id: str, reader: Principal | None
-) -> PaymentIntentView | CommandRejected:
-    return await stream_view(store, RECEIVES, intent_id, reader)
-
-
-async def receive_status(
-    store: EventStore, intent_id: str, reader: Principal | None
-) -> PaymentIntentStatus | CommandRejected:
-    return await stream_status(store, RECEIVES, intent_id, reader)

@@ -1,12 +1,14 @@
-"""The tail every stream-of-its-own kind (receives, rebalances; channel operations next)
+"""The tail every stream-of-its-own kind (receives, rebalances, channel operations)
 runs once its aggregate has decided: the reply (a duplicate answers the recorded state,
-``duplicate: true``), and the decided events with their metadata added to the batch's plan.
+``duplicate: true``), the state after the decided events, and those events with their
+metadata added to the batch's plan.
 Idempotency itself is the aggregate's (same key and request: no events; another request:
 ``idempotency_mismatch``); this module only turns its answer into the plan."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from schemas.events import EventData
 from schemas.records import EventMetadata
@@ -15,11 +17,26 @@ from services.engine.batch_plan import BatchPlan
 from services.engine.commands import QueuedCommand, actor
 from services.engine.event_codec import to_new_events
 
+S = TypeVar("S")
+
 
 def accepted(
     stream_id: str, status: str, *, duplicate: bool, reason: str | None = None
 ) -> CommandAccepted:
     return CommandAccepted(intent_id=stream_id, state=status, duplicate=duplicate, reason=reason)
+
+
+def evolved(
+    state: S | None, events: Sequence[EventData], evolve: Callable[[S | None, EventData], S]
+) -> S:
+    """The stream's state after the decided ``events``: what the batch's plan holds for it
+    until the commit. A duplicate decides no events and is answered before this."""
+    assert events, "a duplicate has nothing to evolve"
+    new_state = state
+    for event in events:
+        new_state = evolve(new_state, event)
+    assert new_state is not None
+    return new_state
 
 
 def add_events(

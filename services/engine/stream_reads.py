@@ -1,5 +1,5 @@
 """``intents get`` and ``intents status`` of the kinds that live on streams of their own
-(receives, rebalances; channel operations next), read from the log and answered with the
+(receives, rebalances, channel operations), read from the log and answered with the
 payment's replies, so ``corridor get`` shows any of them. Each kind says how to fold its
 stream, who may read it, and what its status is; this module does the rest once."""
 

@@ -15,7 +15,7 @@ import structlog
 
 from services.executor.engine_client import EngineClient
 from services.executor.errors import EngineUnavailable, OutcomeRefused
-from services.executor.receiver import ended_report
+from services.executor.invoice_reports import ended_report
 from services.lightning.port import NodeError, NodePort
 
 log = structlog.get_logger("corridor.executor")

@@ -11,16 +11,14 @@ pause and a resume from the log's cursor, never a settlement.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final
 
 import structlog
 
-from services.executor.engine_client import EngineClient
 from services.executor.errors import EngineUnavailable, OutcomeRefused
+from services.executor.invoice_reports import NodeInvoices, paid_report
 from services.executor.receive_preimage import intent_of
-from services.executor.receiver import paid_report
-from services.lightning.port import InvoiceStatus, NodeError, NodePort
+from services.lightning.port import InvoiceStatus, NodeError
 
 log = structlog.get_logger("corridor.executor")
 
@@ -29,22 +27,9 @@ FOLLOW_RETRY_S_FIRST: Final = 0.5
 FOLLOW_RETRY_S_MAX: Final = 30.0
 
 
-class InvoiceFollower:
-    def __init__(
-        self,
-        node: NodePort,
-        *,
-        secret: bytes,
-        region: str,
-        node_name: str,
-        engine: Callable[[], EngineClient],
-    ) -> None:
-        self._node = node
-        self._secret = secret
-        self._region = region
-        self._node_name = node_name
-        self._engine = engine
-        self.reported = 0  # settlements committed (duplicates included), for tests
+class InvoiceFollower(NodeInvoices):
+    # Settlements committed (duplicates included), for tests.
+    reported = 0
 
     async def run(self) -> None:
         """Until cancelled."""

@@ -14,18 +14,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 import structlog
 
 from schemas.receive_messages import RecordInvoiceState
-from services.executor.engine_client import EngineClient
 from services.executor.errors import NodeUnreachable, OutcomeRefused
+from services.executor.invoice_reports import NodeInvoices, ended_report
 from services.executor.payer import Disposition
 from services.executor.receive_order import ReceiveOrder
 from services.executor.receive_preimage import payment_hash_of, preimage_for
-from services.lightning.port import FailureReason, InvoiceStatus, NodeError, NodePort
+from services.lightning.port import FailureReason, InvoiceStatus, NodeError
 
 log = structlog.get_logger("corridor.executor")
 
@@ -34,22 +33,7 @@ log = structlog.get_logger("corridor.executor")
 FINAL_REFUSALS: Final = frozenset({"invalid_transition", "not_found", "wrong_node"})
 
 
-class Receiver:
-    def __init__(
-        self,
-        node: NodePort,
-        *,
-        secret: bytes,
-        region: str,
-        node_name: str,
-        engine: Callable[[], EngineClient],
-    ) -> None:
-        self._node = node
-        self._secret = secret
-        self._region = region
-        self._node_name = node_name
-        self._engine = engine
-
+class Receiver(NodeInvoices):
     async def process(self, order: ReceiveOrder) -> Disposition:
         preimage = preimage_for(self._secret, order.intent_id)
         payment_hash = payment_hash_of(preimage)
@@ -121,33 +105,6 @@ class Receiver:
             intent_id=order.intent_id, node=self._node_name, region=self._region,
             state="failed", detail=reason,
         )  # fmt: skip
-
-
-def paid_report(
-    intent_id: str, node_name: str, region: str, record: InvoiceStatus
-) -> RecordInvoiceState:
-    return RecordInvoiceState(
-        intent_id=intent_id, node=node_name, region=region, state="paid",
-        payment_hash=record.payment_hash, payment_request=record.payment_request,
-        expires_at_s=record.expires_at_s, preimage=record.preimage,
-        amount_received_msat=record.amount_received_msat, pay_index=record.pay_index or None,
-        paid_at_s=record.paid_at_s,
-    )  # fmt: skip
-
-
-def ended_report(
-    intent_id: str, node_name: str, region: str, record: InvoiceStatus
-) -> RecordInvoiceState | None:
-    """What the node's record says ended, if it did: paid, or expired (lnd reports an expired
-    invoice cancelled). ``None`` while it is open or its HTLCs are held."""
-    if record.state == "paid":
-        return paid_report(intent_id, node_name, region, record)
-    if record.state in ("expired", "cancelled"):
-        return RecordInvoiceState(
-            intent_id=intent_id, node=node_name, region=region, state="expired",
-            payment_hash=record.payment_hash,
-        )  # fmt: skip
-    return None
 
 
 _DONE: Final = Disposition.DONE

@@ -180,10 +180,10 @@ def test_a_settlement_follower_that_reports_nothing_leaves_paid_receives_uncredi
 def test_an_executor_that_reports_more_than_the_node_received_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from services.executor import invoice_follower, receiver
+    from services.executor import invoice_follower, invoice_reports
     from services.simulation.receives import RECEIVE_CREDIT_MATCHES_NODE
 
-    honest = receiver.paid_report
+    honest = invoice_reports.paid_report
 
     def inflated(*args: Any) -> Any:
         report = honest(*args)
@@ -192,6 +192,6 @@ def test_an_executor_that_reports_more_than_the_node_received_is_caught(
         )
 
     monkeypatch.setattr(invoice_follower, "paid_report", inflated)
-    monkeypatch.setattr(receiver, "paid_report", inflated)
+    monkeypatch.setattr(invoice_reports, "paid_report", inflated)  # ended_report calls it
     result = run_world(3, steps=STEPS)
     assert RECEIVE_CREDIT_MATCHES_NODE in _invariants(result)
