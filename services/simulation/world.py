@@ -39,6 +39,12 @@ from services.sim.topology import default_topology
 from services.simulation import invariants
 from services.simulation.connections import BusConnection, Database, StoreHandle, Weather
 from services.simulation.faults import FaultKind, FaultPlan, FaultyStore
+from services.simulation.rebalances import (
+    PLANNER,
+    RebalanceWorkload,
+    between_ours,
+    rebalance_invariants,
+)
 from services.simulation.receives import ReceiveWorkload, node_invoices, receive_invariants
 from services.simulation.scheduler import SeededIds
 from services.simulation.virtual_loop import (
@@ -103,6 +109,8 @@ class WorldResult:
     log_hash: str = ""  # the chain's head: equal for two runs of one seed
     receives: int = 0  # receive intents in the log (ADR 0220)
     receives_paid: int = 0  # of them credited (InvoicePaid)
+    rebalances: int = 0  # rebalances requested in the log (ADR 0282)
+    rebalances_succeeded: int = 0  # of them paid (RebalanceSucceeded)
     trace: list[str] = field(default_factory=list)
 
 
@@ -160,10 +168,14 @@ class World:
         self.callers = {c[0]: BusConnection(self.bus, f"caller-{c[0]}", self.weather)
                         for c in CALLERS}  # fmt: skip
         self.operator = BusConnection(self.bus, f"operator-{OPERATOR}", self.weather)
+        self.planner = BusConnection(self.bus, f"caller-{PLANNER}", self.weather)
         # Receives (ADR 0220): callers ask for invoices, merchants pay most of them.
         self.receives = ReceiveWorkload(
             self.seed, network=self.network, regions=self.ours.values(), merchants=self.merchants
         )
+        # Rebalances (ADR 0282): the planner moves funds between our nodes, an operator
+        # approves the large moves.
+        self.rebalances = RebalanceWorkload(self.seed, network=self.network, ours=self.ours)
         for i in range(self.engine_count):
             await self._start_engine(i)
         for node in sorted(self.ours):
@@ -370,6 +382,7 @@ class World:
         for _ in range(self.rng.randrange(4)):
             self._submit_one()
         self.receives.step(self._spawn, self._ask_as, [(c[0], c[1]) for c in CALLERS])
+        self.rebalances.step(self._spawn, self._ask_as, OPERATOR)
         if self.waiting and self.rng.random() < 0.3:
             intent_id = self._pick(list(self.waiting))
             verb = "approve" if self.rng.random() < 0.6 else "reject"
@@ -412,7 +425,8 @@ class World:
             return answer
 
     async def _ask_as(self, caller_id: str, subject: str, body: dict[str, Any]) -> Any:
-        return await self._ask(self.callers[caller_id], subject, body)
+        conn = {PLANNER: self.planner, OPERATOR: self.operator}.get(caller_id)
+        return await self._ask(conn or self.callers[caller_id], subject, body)
 
     async def _submit(self, caller_id: str, body: dict[str, Any], payment_hash: str) -> None:
         answer = await self._ask(self.callers[caller_id],
@@ -467,6 +481,8 @@ class World:
         while self.loop.time() < deadline_s:
             for intent_id in list(self.waiting):
                 self._spawn(self._decide(intent_id, "approve"))
+            for rebalance_id in sorted(self.rebalances.waiting):
+                self._spawn(self.rebalances.approve(self._ask_as, OPERATOR, rebalance_id))
             await asyncio.sleep(HEAL_CHECK_S)
             if await self._at_rest():
                 return
@@ -478,7 +494,12 @@ class World:
         receipts = receive_invariants(
             events, node_invoices(self.network, events), at_rest=True
         )  # every settled receive credited too
-        return not invariants.at_rest(self._intents(states), states) and not receipts
+        moves = rebalance_invariants(events, self._moves(), at_rest=True)
+        return not invariants.at_rest(self._intents(states), states) and not receipts and not moves
+
+    def _moves(self) -> list[Any]:
+        """The network's payments between our nodes: rebalances' only (ADR 0282)."""
+        return between_ours(self.network.payments(), self.ours)
 
     def _intents(self, states: dict[str, Any]) -> list[str]:
         # Every intent in the log, whether or not its caller heard it was accepted.
@@ -509,6 +530,7 @@ class World:
             *invariants.spend_limits(events, self.document),
             *invariants.no_hash_paid_twice(self.network.payments()),
             *receive_invariants(events, node_invoices(self.network, events), at_rest=False),
+            *rebalance_invariants(events, self._moves(), at_rest=False),
         ]
         self.violations.extend(found)
         self.violation_steps.extend([self.step] * len(found))
@@ -532,9 +554,13 @@ class World:
         found = [
             *invariants.check_log(events, reported, accepted=self._intents(states),
                                   document=self.document),
-            # Our nodes' payments: outside payers paying our receives move no value of ours.
-            *invariants.check_network([p for p in payments if p.origin in self.ours], events),
+            # Our nodes' payments: outside payers paying our receives move no value of ours;
+            # rebalances (between our nodes) are held to their own invariants.
+            *invariants.check_network([p for p in payments if p.origin in self.ours
+                                       and p.destination not in self.ours], events),
             *receive_invariants(events, node_invoices(self.network, events), at_rest=True),
+            *invariants.no_hash_paid_twice(payments),
+            *rebalance_invariants(events, self._moves(), at_rest=True),
         ]  # fmt: skip
         try:
             self.network.check_invariants()
@@ -554,6 +580,8 @@ class World:
             log_hash=events[-1].hash.hex() if events else "",
             receives=sum(1 for e in events if e.type == "ReceiveRequested"),
             receives_paid=sum(1 for e in events if e.type == "InvoicePaid"),
+            rebalances=sum(1 for e in events if e.type == "RebalanceRequested"),
+            rebalances_succeeded=sum(1 for e in events if e.type == "RebalanceSucceeded"),
         )  # fmt: skip
 
 
