@@ -37,6 +37,11 @@ from services.signing.ed25519 import Ed25519Keyring, Ed25519Signer
 from services.sim.network import SimNetwork
 from services.sim.topology import default_topology
 from services.simulation import invariants
+from services.simulation.channel_opens import (
+    ChannelOpenWorkload,
+    channel_open_invariants,
+    funding_by_op,
+)
 from services.simulation.connections import BusConnection, Database, StoreHandle, Weather
 from services.simulation.faults import FaultKind, FaultPlan, FaultyStore
 from services.simulation.rebalances import (
@@ -111,6 +116,8 @@ class WorldResult:
     receives_paid: int = 0  # of them credited (InvoicePaid)
     rebalances: int = 0  # rebalances requested in the log (ADR 0282)
     rebalances_succeeded: int = 0  # of them paid (RebalanceSucceeded)
+    channel_opens: int = 0  # channel opens requested in the log (ADR 0283)
+    channel_opens_completed: int = 0  # of them opened after their confirmations
     trace: list[str] = field(default_factory=list)
 
 
@@ -176,6 +183,10 @@ class World:
         # Rebalances (ADR 0282): the planner moves funds between our nodes, an operator
         # approves the large moves.
         self.rebalances = RebalanceWorkload(self.seed, network=self.network, ours=self.ours)
+        # Channel opens (ADR 0283): the operator opens channels to merchants; a block a step.
+        self.channel_opens = ChannelOpenWorkload(
+            self.seed, network=self.network, ours=self.ours, merchants=self.merchants
+        )
         for i in range(self.engine_count):
             await self._start_engine(i)
         for node in sorted(self.ours):
@@ -383,6 +394,8 @@ class World:
             self._submit_one()
         self.receives.step(self._spawn, self._ask_as, [(c[0], c[1]) for c in CALLERS])
         self.rebalances.step(self._spawn, self._ask_as, OPERATOR)
+        self.channel_opens.step(self._spawn, self._ask_as, OPERATOR)
+        self.network.mine(1)
         if self.waiting and self.rng.random() < 0.3:
             intent_id = self._pick(list(self.waiting))
             verb = "approve" if self.rng.random() < 0.6 else "reject"
@@ -483,6 +496,7 @@ class World:
                 self._spawn(self._decide(intent_id, "approve"))
             for rebalance_id in sorted(self.rebalances.waiting):
                 self._spawn(self.rebalances.approve(self._ask_as, OPERATOR, rebalance_id))
+            self.network.mine(1)  # opens confirm while the world heals
             await asyncio.sleep(HEAL_CHECK_S)
             if await self._at_rest():
                 return
@@ -495,7 +509,12 @@ class World:
             events, node_invoices(self.network, events), at_rest=True
         )  # every settled receive credited too
         moves = rebalance_invariants(events, self._moves(), at_rest=True)
-        return not invariants.at_rest(self._intents(states), states) and not receipts and not moves
+        opens = channel_open_invariants(events, self._funding(), at_rest=True)
+        resting = not invariants.at_rest(self._intents(states), states)
+        return resting and not receipts and not moves and not opens
+
+    def _funding(self) -> dict[str, set[str]]:
+        return funding_by_op(self.network, self.ours)
 
     def _moves(self) -> list[Any]:
         """The network's payments between our nodes: rebalances' only (ADR 0282)."""
@@ -531,6 +550,7 @@ class World:
             *invariants.no_hash_paid_twice(self.network.payments()),
             *receive_invariants(events, node_invoices(self.network, events), at_rest=False),
             *rebalance_invariants(events, self._moves(), at_rest=False),
+            *channel_open_invariants(events, self._funding(), at_rest=False),
         ]
         self.violations.extend(found)
         self.violation_steps.extend([self.step] * len(found))
@@ -561,6 +581,7 @@ class World:
             *receive_invariants(events, node_invoices(self.network, events), at_rest=True),
             *invariants.no_hash_paid_twice(payments),
             *rebalance_invariants(events, self._moves(), at_rest=True),
+            *channel_open_invariants(events, self._funding(), at_rest=True),
         ]  # fmt: skip
         try:
             self.network.check_invariants()
@@ -582,6 +603,8 @@ class World:
             receives_paid=sum(1 for e in events if e.type == "InvoicePaid"),
             rebalances=sum(1 for e in events if e.type == "RebalanceRequested"),
             rebalances_succeeded=sum(1 for e in events if e.type == "RebalanceSucceeded"),
+            channel_opens=sum(1 for e in events if e.type == "ChannelOpenRequested"),
+            channel_opens_completed=sum(1 for e in events if e.type == "ChannelOpened"),
         )  # fmt: skip
 
 

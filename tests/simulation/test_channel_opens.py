@@ -1,0 +1,45 @@
+"""Channel opens in the whole-engine simulation (ADR 0283): operator opens under the world's
+faults, one funding transaction per operation on the simulated chain; an executor that no
+longer asks the node for its open's memo is caught funding twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.executor import channel_open
+from services.executor.channel_worker import is_channel_order
+from services.executor.worker import Executor
+from services.simulation import channel_opens as chop
+from services.simulation.world import run_world
+
+STEPS = 20
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["looked_up", "not_looked_up"])
+def test_a_channel_open_is_funded_once_unless_the_node_is_not_asked(
+    monkeypatch: pytest.MonkeyPatch, broken: bool
+) -> None:
+    handle = Executor._handle
+
+    async def twice(self: Executor, msg: Any) -> None:
+        # A redelivery after the first delivery's work (an ack lost): handled again.
+        await handle(self, msg)
+        if is_channel_order(msg.data):
+            await handle(self, msg)
+
+    monkeypatch.setattr(Executor, "_handle", twice)
+    if broken:
+
+        async def forgetful(node: Any, intent_id: str) -> None:
+            return None
+
+        monkeypatch.setattr(channel_open, "find_open", forgetful)
+    result = run_world(4, steps=STEPS)
+    assert result.channel_opens > 2
+    if broken:
+        assert chop.CHANNEL_OPEN_FUNDED_ONCE in {v.invariant for v in result.violations}
+    else:
+        assert result.violations == []
+        assert 0 < result.channel_opens_completed <= result.channel_opens
