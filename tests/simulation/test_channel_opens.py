@@ -43,3 +43,12 @@ def test_a_channel_open_is_funded_once_unless_the_node_is_not_asked(
     else:
         assert result.violations == []
         assert 0 < result.channel_opens_completed <= result.channel_opens
+
+
+def test_an_open_completes_when_the_other_engine_recorded_its_broadcast() -> None:
+    """Two engines on one log: the executor's ``broadcast`` report is committed by one, its
+    ``final`` report reaches the other, which had the operation cached from before. It must
+    judge the report on the log, not refuse it for ever as ``not_broadcast_yet``."""
+    result = run_world(4, steps=STEPS, engines=2)
+    assert result.violations == []
+    assert result.channel_opens_completed == result.channel_opens > 0
