@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--steps", type=int, default=STEPS, help="faulted steps per seed")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument(
+        "--channel-opens",
+        action="store_true",
+        help="also run channel opens (ADR 0283; off: a known gap fails them)",
+    )
     args = parser.parse_args(argv)
     violations: list[dict[str, Any]] = []
     faults: Counter[str] = Counter()
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # Throughput is the one wall-clock reading, and only for the report: no run depends on it.
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
-        result = run_world(seed, steps=args.steps)
+        result = run_world(seed, steps=args.steps, channel_opens=args.channel_opens)
         faults.update(result.faults_injected)
         intents += result.intents
         settled += result.settled
