@@ -246,9 +246,13 @@ class WriterLoop:
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(RCV)]
             )
         if self._channel_ops is not None:  # channel operations (ADR 0234): always read
-            await self._channel_ops.load(
-                [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
-            )
+            ops = [i.stream_id for i in items if i.error is None and i.stream_id.startswith(CHOP)]
+            for op_id in ops:
+                # Read from the log, never the cache: another engine may have recorded the
+                # broadcast a report follows, and a refusal appends nothing whose stream
+                # version would catch the stale state (ADR 0283).
+                self._channel_ops.forget(op_id)
+            await self._channel_ops.load(ops)
         if self._rebalances is not None:  # rebalances and their budgets (ADR 0244): read
             await self._rebalances.load(items)
         if self._jit_sales is not None:  # JIT channel sales (ADR 0261): always read

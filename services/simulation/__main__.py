@@ -28,20 +28,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--steps", type=int, default=STEPS, help="faulted steps per seed")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument(
+        "--channel-opens",
+        action="store_true",
+        help="also run channel opens (ADR 0283; off: a known gap fails them)",
+    )
     args = parser.parse_args(argv)
     violations: list[dict[str, Any]] = []
     faults: Counter[str] = Counter()
     intents = settled = two_engine_seeds = receives = receives_paid = 0
+    rebalances = rebalances_succeeded = channel_opens = channel_opens_completed = 0
     virtual_s = 0.0
     # Throughput is the one wall-clock reading, and only for the report: no run depends on it.
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
-        result = run_world(seed, steps=args.steps)
+        result = run_world(seed, steps=args.steps, channel_opens=args.channel_opens)
         faults.update(result.faults_injected)
         intents += result.intents
         settled += result.settled
         receives += result.receives
         receives_paid += result.receives_paid
+        rebalances += result.rebalances
+        rebalances_succeeded += result.rebalances_succeeded
+        channel_opens += result.channel_opens
+        channel_opens_completed += result.channel_opens_completed
         virtual_s += result.virtual_s
         two_engine_seeds += result.engines > 1
         schedule = result.plan.text()
@@ -70,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         "settled": settled,
         "receives": receives,
         "receives_paid": receives_paid,
+        "rebalances": rebalances,
+        "rebalances_succeeded": rebalances_succeeded,
+        "channel_opens": channel_opens,
+        "channel_opens_completed": channel_opens_completed,
         "two_engine_seeds": two_engine_seeds,
         "virtual_s": round(virtual_s, 1),
     }
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{args.seeds} seeds ({two_engine_seeds} with two engines), {intents} intents "
           f"({settled} settled), {receives} receives ({receives_paid} paid), "
+          f"{rebalances} rebalances ({rebalances_succeeded} succeeded), {channel_opens} "
+          f"channel opens ({channel_opens_completed} completed), "
           f"{len(violations)} violations, "
           f"{report['seeds_per_s']} seeds/s; faults {report['faults_injected']}")  # fmt: skip
     return 1 if violations else 0

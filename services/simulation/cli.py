@@ -16,6 +16,7 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--seed", type=int, default=0, help="the first seed (replay one: --seeds 1)")
     sim.add_argument("--steps", type=int, help="faulted steps per seed (default: the runner's)")
     sim.add_argument("--json", type=Path, metavar="FILE", help="write the report here")
+    sim.add_argument("--channel-opens", action="store_true", help="also channel opens (ADR 0283)")
     sim.set_defaults(handler=run)
 
 
@@ -27,4 +28,6 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--steps", str(args.steps)]
     if args.json is not None:
         argv += ["--json", str(args.json)]
+    if args.channel_opens:
+        argv.append("--channel-opens")
     return main(argv)
