@@ -13,6 +13,7 @@ from typing import Final
 
 import structlog
 
+from services.cancellation import stop_if_cancelled
 from services.executor.engine_client import EngineClient
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.invoice_reports import ended_report
@@ -52,6 +53,7 @@ class ExpiryWatch:
             try:
                 await self.scan_once()
             except (NodeError, EngineUnavailable, OutcomeRefused) as exc:
+                stop_if_cancelled()  # the error may be a cancel a client turned into one
                 log.info("expiry_watch_paused", error=type(exc).__name__, detail=str(exc)[:200])
             await asyncio.sleep(self._scan_s)
 

@@ -15,6 +15,7 @@ from typing import Final
 
 import structlog
 
+from services.cancellation import stop_if_cancelled
 from services.executor.errors import EngineUnavailable, OutcomeRefused
 from services.executor.invoice_reports import NodeInvoices, paid_report
 from services.executor.receive_preimage import intent_of
@@ -38,6 +39,7 @@ class InvoiceFollower(NodeInvoices):
             try:
                 await self._follow()
             except (NodeError, EngineUnavailable, OutcomeRefused) as exc:
+                stop_if_cancelled()  # the error may be a cancel a client turned into one
                 log.info("invoice_follow_paused", error=type(exc).__name__, detail=str(exc)[:200],
                          pause_s=pause_s)  # fmt: skip
             await asyncio.sleep(pause_s)

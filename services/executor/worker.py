@@ -36,6 +36,7 @@ from services.bus import subjects
 from services.bus.jetstream import connect
 from services.bus.nats_adapter import NatsBus
 from services.bus.port import Bus, BusError, Delivery, PullConsumer, Subscription
+from services.cancellation import cancel_and_wait
 from services.domain.jit_channels.fees import FeeMenuEntry
 from services.executor.channel_worker import ChannelOps, is_channel_order
 from services.executor.consumer import bind_consumer, durable_lost, ensure_dispatch_stream
@@ -200,10 +201,9 @@ class Executor:
                 if info is not None:
                     with contextlib.suppress(Exception):
                         await info.unsubscribe()
-                for task in [*self._tasks, *side]:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, *side, return_exceptions=True)
-                log.info("executor_stopped")
+                # Cancelled again if one lost the cancel (services/cancellation.py).
+                recancelled = await cancel_and_wait([*self._tasks, *side])
+                log.info("executor_stopped", recancelled=recancelled)
 
     @contextlib.asynccontextmanager
     async def _open_bus(self) -> AsyncIterator[Bus]:

@@ -29,6 +29,7 @@ from services.bus.fenced_publisher import (
 )
 from services.bus.port import Bus, FencedPublishing
 from services.bus.reconnects import Reconnects
+from services.cancellation import cancel_requested
 from services.engine.committed import CommittedBatches
 from services.engine.open_attempts import open_orders_through
 from services.eventstore.hashing import chain_hash
@@ -167,6 +168,9 @@ class OutboxRelay:
                 self.cursor = cursors.ended(self.cursor, Phase.STANDBY)
                 raise
             except Exception as exc:
+                if cancel_requested():  # a cancel a client turned into an error (cancellation.py)
+                    self.cursor = cursors.ended(self.cursor, Phase.STANDBY)
+                    raise asyncio.CancelledError from exc
                 self.failures += 1
                 self.cursor = cursors.ended(self.cursor, _ended_by(exc))
                 # Retried either way: what is committed must be published. A definite failure
