@@ -102,6 +102,9 @@ class _ChannelRequested(EventData, frozen=True, kw_only=True):
     tier: ChannelTier
     key_id: str | None = None
     signature: str | None = None
+    # The day's fee budget stream (``rblb-``) that holds this fee (ADR 0285); ``None``: nothing
+    # reserved yet (an open waiting for approval) or recorded before budgets covered channels.
+    budget_stream: str | None = None
 
 
 class ChannelOpenRequested(_ChannelRequested, frozen=True, kw_only=True):

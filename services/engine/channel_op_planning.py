@@ -26,8 +26,12 @@ from services.domain.channel_ops import (
     evolve,
     replay,
 )
+from services.domain.channel_ops.budget import FeeBudget, budget_events
+from services.domain.rebalance import DayBudget, evolve_budget
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_budget import budget_stream_of, day_of
 from services.engine.commands import QueuedCommand, rejected
+from services.engine.rebalance_planning import DAY_TURNED, DEFAULT_RULES, RebalanceBook
 from services.engine.stream_planning import accepted, add_events, evolved
 from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
@@ -87,7 +91,12 @@ class ChannelOpPlanner:
         new_id: Callable[[], str],
         signer: Signer | None,
         policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
+        budgets: RebalanceBook | None = None,
+        fee_budget_msat_per_day: int = DEFAULT_RULES.fee_budget_msat_per_day,
     ) -> None:
+        # The regions' day budgets rebalances also use (ADR 0285); ``None``: fees unbudgeted.
+        self._budgets = budgets
+        self._fee_budget_msat_per_day = fee_budget_msat_per_day
         self._new_id = new_id
         # ``None``: orders go unsigned and executors refuse them (tests of the engine alone).
         self._signer = signer
@@ -112,9 +121,16 @@ class ChannelOpPlanner:
             plan.replies.append(rejected(errors.Forbidden("operators open and close channels")))
             return
         caller = Caller(id=principal.id if principal else "corridor", kind="human")
+        fee_budget: FeeBudget | None = None
+        budget_id = budget_stream_of(command, state, now_ms) if self._budgets else None
+        if budget_id is not None:
+            fee_budget = self._fee_budget(plan, budget_id, command, state)
+            if fee_budget is None:  # read for another day than this (midnight passed)
+                plan.replies.append(rejected(DAY_TURNED))
+                return
         ctx = ChannelOpContext(
             op_id=item.stream_id, request_fingerprint=item.request_fingerprint or "",
-            caller=caller, policy=self._policy,
+            caller=caller, policy=self._policy, fee_budget=fee_budget,
         )  # fmt: skip
         decision = decide(state, command, ctx)
         if isinstance(decision, Refusal):
@@ -136,5 +152,36 @@ class ChannelOpPlanner:
         owner = new_state.caller.id  # the relay's subject token (ADR 0067)
         add_events(plan, item, item.stream_id, first_version, new_events, owner=owner,
                    new_id=self._new_id, now_ms=now_ms)  # fmt: skip
+        budget_side = budget_events(state, new_events, fee_budget)
+        if budget_side:
+            assert fee_budget is not None
+            new_budget: DayBudget | None = fee_budget.state
+            for event in budget_side:
+                new_budget = evolve_budget(new_budget, event)
+            version = (fee_budget.state.version if fee_budget.state else 0) + 1
+            add_events(plan, item, fee_budget.stream_id, version, budget_side, owner=owner,
+                       new_id=self._new_id, now_ms=now_ms)  # fmt: skip
+            assert new_budget is not None
+            plan.rebalance_budgets[fee_budget.stream_id] = new_budget
         plan.channel_ops[item.stream_id] = new_state
         plan.replies.append(channel_op_accepted(new_state, duplicate=False))
+
+    def _fee_budget(
+        self, plan: BatchPlan, stream_id: str, command: object, state: ChannelOp | None
+    ) -> FeeBudget | None:
+        """The day budget as this batch left it, or ``None`` when it was not read."""
+        assert self._budgets is not None
+        if stream_id in plan.rebalance_budgets:
+            day_state: DayBudget | None = plan.rebalance_budgets[stream_id]
+        elif self._budgets.budgets.known(stream_id):
+            day_state = self._budgets.budgets.get(stream_id)
+        else:
+            return None
+        region = command.region if isinstance(command, cm.OpenChannel | cm.CloseChannel) else (
+            state.region if state else None
+        )  # fmt: skip
+        assert region is not None
+        return FeeBudget(
+            stream_id=stream_id, region=region, day=day_of(stream_id),
+            budget_msat=self._fee_budget_msat_per_day, state=day_state,
+        )  # fmt: skip

@@ -126,7 +126,11 @@ class CommandProcessor:
             receives=ReceivePlanner(new_id=ids.new_id, signer=signer),
             receive_cache=self.receives,
             channel_ops=(
-                ChannelOpPlanner(new_id=ids.new_id, signer=signer, policy=channel_policy),
+                ChannelOpPlanner(
+                    new_id=ids.new_id, signer=signer, policy=channel_policy,
+                    budgets=self.rebalances,
+                    fee_budget_msat_per_day=rebalance_rules.fee_budget_msat_per_day,
+                ),
                 self.channel_ops,
             ),
             rebalances=RebalancePlanner(

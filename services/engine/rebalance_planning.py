@@ -51,7 +51,7 @@ RebalanceCommand = RequestRebalance | ApproveRebalance | RecordPaymentOutcome
 DEFAULT_RULES: Final = RebalanceRules(
     auto_amount_msat_max=10_000_000, fee_budget_msat_per_day=100_000, pay_timeout_s=60
 )
-_DAY_TURNED: Final = errors.Unavailable("the budget day turned while deciding; retry")
+DAY_TURNED: Final = errors.Unavailable("the budget day turned while deciding; retry")
 
 
 def is_rebalance_item(item: QueuedCommand) -> bool:
@@ -98,6 +98,9 @@ class RebalanceBook:
             if budget_id is not None:
                 budgets.append(budget_id)
         await self.budgets.load(budgets)
+
+    def now_ms(self) -> int:
+        return self._now_ms()
 
     def adopt(self, plan: BatchPlan) -> None:
         for stream_id, state in plan.rebalances.items():
@@ -152,7 +155,7 @@ class RebalancePlanner:
         if budget_id is not None:
             known, budget = self._budget(plan, budget_id)
             if not known:  # read for another day than this (midnight passed in between)
-                plan.replies.append(rejected(_DAY_TURNED))
+                plan.replies.append(rejected(DAY_TURNED))
                 return
         ctx = RebalanceContext(
             now_ms=now_ms, rules=self._rules, rebalance_id=item.stream_id,

@@ -32,6 +32,7 @@ from services.domain.agent_keys import AGENT_KEYS_STREAM
 from services.engine import isolation
 from services.engine.agent_key_book import AgentKeyBook
 from services.engine.batch_plan import BatchPlan
+from services.engine.channel_op_budget import load_channel_budgets
 from services.engine.channel_op_planning import ChannelOpCache
 from services.engine.commands import (
     CommandEnvelope,
@@ -255,6 +256,8 @@ class WriterLoop:
             await self._channel_ops.load(ops)
         if self._rebalances is not None:  # rebalances and their budgets (ADR 0244): read
             await self._rebalances.load(items)
+            if self._channel_ops is not None:  # and the budgets channel fees use (ADR 0285)
+                await load_channel_budgets(self._rebalances, self._channel_ops, items)
         if self._jit_sales is not None:  # JIT channel sales (ADR 0261): always read
             await self._jit_sales.load(
                 [i.stream_id for i in items if i.error is None and i.stream_id.startswith(JIT)]

@@ -11,7 +11,7 @@ event, so the audit trail shows it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -19,6 +19,7 @@ from schemas import channel_messages as cm
 from schemas.commands import ApprovePaymentIntent, RejectPaymentIntent
 from schemas.common import Caller
 from schemas.events import EventData
+from services.domain.channel_ops.budget import FEE_BUDGET_EXHAUSTED, FeeBudget, fits
 from services.domain.channel_ops.state import ChannelOp, ChannelOpStatus
 
 MSAT_PER_SAT: Final = 1000
@@ -42,6 +43,8 @@ class ChannelOpContext:
     request_fingerprint: str
     caller: Caller
     policy: ChannelPolicy
+    # Today's fee budget of the command's region (ADR 0285); ``None``: fees are not budgeted.
+    fee_budget: FeeBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,27 @@ def decide(
         if state.request_fingerprint != ctx.request_fingerprint:
             return Refusal("idempotency_key_reused", "idempotency_key")
         return []  # the same request again: answered from the state
-    if isinstance(command, cm.OpenChannel):
-        return [_open(command, ctx)]
-    return [_close(command, ctx)]
+    event = _open(command, ctx) if isinstance(command, cm.OpenChannel) else _close(command, ctx)
+    reserved: EventData | Refusal = event
+    if isinstance(event, cm.ChannelCloseRequested):
+        reserved = _reserve(event, ctx)
+    elif isinstance(event, cm.ChannelOpenRequested) and event.tier == "auto":
+        reserved = _reserve(event, ctx)  # tier approval: reserved when an operator approves
+    return reserved if isinstance(reserved, Refusal) else [reserved]
+
+
+_E = TypeVar("_E", cm.ChannelOpenRequested, cm.ChannelCloseRequested, cm.ChannelOpenApproved)
+
+
+def _reserve(event: _E, ctx: ChannelOpContext) -> _E | Refusal:
+    """The event naming the budget stream its fee is held on, or a refusal when the day's
+    budget cannot hold it (ADR 0285)."""
+    budget = ctx.fee_budget
+    if budget is None:
+        return event
+    if not fits(budget, event.onchain_fee_msat):
+        return Refusal(FEE_BUDGET_EXHAUSTED, "max_onchain_fee_msat")
+    return msgspec.structs.replace(event, budget_stream=budget.stream_id)
 
 
 def _rejected(
@@ -170,7 +191,9 @@ def _operator_decision(
         )]  # fmt: skip
     assert isinstance(command, ApprovePaymentIntent) and state.open_request is not None
     request = msgspec.structs.asdict(state.open_request) | {"key_id": None, "signature": None}
-    return [cm.ChannelOpenApproved(**request, approved_by=ctx.caller.id, note=command.note)]
+    approved = cm.ChannelOpenApproved(**request, approved_by=ctx.caller.id, note=command.note)
+    reserved = _reserve(approved, ctx)
+    return reserved if isinstance(reserved, Refusal) else [reserved]
 
 
 def _report(state: ChannelOp | None, report: cm.RecordChannelOpReport) -> Decision:

@@ -25,8 +25,9 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
         case cm.ChannelOpenApproved(approved_by=approver):
             assert state is not None and state.tier == "approval" and state.approved_by is None
             return msgspec.structs.replace(
-                state, status=target, version=state.version + 1, approved_by=approver
-            )
+                state, status=target, version=state.version + 1, approved_by=approver,
+                budget_stream=event.budget_stream,
+            )  # fmt: skip
         case cm.ChannelOpenRequested():
             assert state is None
             return ChannelOp(
@@ -35,7 +36,7 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
                 request_fingerprint=event.request_fingerprint, region=event.region,
                 node=event.node, tier=event.tier, peer_pubkey=event.peer_pubkey,
                 local_amount_msat=event.local_amount_msat,
-                onchain_fee_msat=event.onchain_fee_msat,
+                onchain_fee_msat=event.onchain_fee_msat, budget_stream=event.budget_stream,
                 open_request=event if event.tier == "approval" else None,
             )  # fmt: skip
         case cm.ChannelCloseRequested():
@@ -45,7 +46,7 @@ def evolve(state: ChannelOp | None, event: EventData) -> ChannelOp:
                 idempotency_key=event.idempotency_key,
                 request_fingerprint=event.request_fingerprint, region=event.region,
                 node=event.node, tier=event.tier, channel_point=event.channel_point,
-                onchain_fee_msat=event.onchain_fee_msat,
+                onchain_fee_msat=event.onchain_fee_msat, budget_stream=event.budget_stream,
             )  # fmt: skip
         case cm.ChannelOpRejected():
             assert state is None

@@ -51,6 +51,8 @@ class ChannelOp(msgspec.Struct, frozen=True, kw_only=True):
     txid: str | None = None  # funding (open) or closing (close) transaction
     channel_id: str | None = None
     rejection: str | None = None
+    # The budget stream its fee is reserved on until it completes (ADR 0285).
+    budget_stream: str | None = None
     approved_by: str | None = None  # tier approval: the operator who released it (ADR 0236)
     # Tier approval only: the request as judged, repeated by the approval as the order.
     open_request: ChannelOpenRequested | None = None
