@@ -314,6 +314,7 @@ async def bootstrap(
         channel_policy=channel_policy(
             auto_open_msat_max=settings.channel_open_auto_max_msat,
             open_msat_max=settings.channel_open_max_msat,
+            fee_budget_msat_per_day=settings.channel_fee_budget_msat_per_day,  # ADR 0285
         ),  # ADR 0236
     )
     deadlines = DeadlineScheduler(processor, engine_clock, committed)

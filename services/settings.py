@@ -351,6 +351,14 @@ class Settings(BaseSettings):
         description="No channel open above this is accepted, approved or not: what our nodes "
         "can open (lnd's and Core Lightning's wumbo maximum is 10 BTC by default).",
     )
+    channel_fee_budget_msat_per_day: int = Field(
+        json_schema_extra=_unit("msat per UTC day"),
+        default=100_000 * 1000,  # CHANNEL_FEE_BUDGET_MSAT_PER_DAY (services/domain/channel_ops)
+        ge=0,
+        description="The most a region's day of fees may reach with a channel open or close "
+        "(ADR 0285): its on-chain fee is held on the same day budget stream as rebalance fees, "
+        "so it also counts against liquidity_fee_budget_msat_per_day.",
+    )
 
     # -- liquidity targets and forecast (ADR 0241) -------------------------------------------
     liquidity_local_ratio_min_ppm: int = Field(

@@ -27,11 +27,12 @@ from services.domain.channel_ops import (
     replay,
 )
 from services.domain.channel_ops.budget import FeeBudget, budget_events
+from services.domain.channel_ops.decide import CHANNEL_FEE_BUDGET_MSAT_PER_DAY
 from services.domain.rebalance import DayBudget, evolve_budget
 from services.engine.batch_plan import BatchPlan
 from services.engine.channel_op_budget import budget_stream_of, day_of
 from services.engine.commands import QueuedCommand, rejected
-from services.engine.rebalance_planning import DAY_TURNED, DEFAULT_RULES, RebalanceBook
+from services.engine.rebalance_planning import DAY_TURNED, RebalanceBook
 from services.engine.stream_planning import accepted, add_events, evolved
 from services.engine.stream_state_cache import StreamStateCache
 from services.eventstore.port import EventStore
@@ -55,12 +56,18 @@ ENGINE_CHANNEL_POLICY: Final = ChannelPolicy(
 )
 
 
-def channel_policy(*, auto_open_msat_max: int, open_msat_max: int) -> ChannelPolicy:
-    """The engine's channel policy from its settings (ADR 0236)."""
+def channel_policy(
+    *,
+    auto_open_msat_max: int,
+    open_msat_max: int,
+    fee_budget_msat_per_day: int = CHANNEL_FEE_BUDGET_MSAT_PER_DAY,
+) -> ChannelPolicy:
+    """The engine's channel policy from its settings (ADR 0236, 0285)."""
     return ChannelPolicy(
         auto_open_msat_max=min(auto_open_msat_max, open_msat_max),
         open_msat_max=open_msat_max,
         onchain_fee_msat_max=ONCHAIN_FEE_MSAT_MAX,
+        fee_budget_msat_per_day=fee_budget_msat_per_day,
     )
 
 
@@ -92,11 +99,9 @@ class ChannelOpPlanner:
         signer: Signer | None,
         policy: ChannelPolicy = ENGINE_CHANNEL_POLICY,
         budgets: RebalanceBook | None = None,
-        fee_budget_msat_per_day: int = DEFAULT_RULES.fee_budget_msat_per_day,
     ) -> None:
         # The regions' day budgets rebalances also use (ADR 0285); ``None``: fees unbudgeted.
         self._budgets = budgets
-        self._fee_budget_msat_per_day = fee_budget_msat_per_day
         self._new_id = new_id
         # ``None``: orders go unsigned and executors refuse them (tests of the engine alone).
         self._signer = signer
@@ -183,5 +188,5 @@ class ChannelOpPlanner:
         assert region is not None
         return FeeBudget(
             stream_id=stream_id, region=region, day=day_of(stream_id),
-            budget_msat=self._fee_budget_msat_per_day, state=day_state,
+            budget_msat=self._policy.fee_budget_msat_per_day, state=day_state,
         )  # fmt: skip

@@ -127,9 +127,7 @@ class CommandProcessor:
             receive_cache=self.receives,
             channel_ops=(
                 ChannelOpPlanner(
-                    new_id=ids.new_id, signer=signer, policy=channel_policy,
-                    budgets=self.rebalances,
-                    fee_budget_msat_per_day=rebalance_rules.fee_budget_msat_per_day,
+                    new_id=ids.new_id, signer=signer, policy=channel_policy, budgets=self.rebalances
                 ),
                 self.channel_ops,
             ),

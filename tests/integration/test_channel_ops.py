@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from nats.aio.client import Client
 
 from schemas.channel_messages import FUNDING_TX_VSIZE
+from schemas.rebalance_messages import budget_day, budget_stream_id
 from services.bootstrap import Engine, bootstrap
 from services.executor import Executor
 from services.executor.keysend import SECRET_FILE_NAME, load_or_create_secret
@@ -384,3 +386,41 @@ async def test_a_close_of_a_channel_the_node_never_had_is_still_refused(
     close_id = (await request(nc, "channel_close", close))["intent_id"]
     await wait_for(lambda: executor.processed >= 1, what="the order to be refused")
     assert await event_types(engine, close_id) == ["ChannelCloseRequested"]
+
+
+async def test_channel_fees_reserve_on_the_region_s_day_budget_and_past_it_are_refused(
+    nats_url: str, database_url: str, tmp_path: Path, nc: Client, sim: SimStack
+) -> None:
+    """ADR 0285: an open holds its on-chain fee on ``rblb-<region>-<day>`` in the batch of its
+    request, the fee is spent when the channel opens, and an open the day cannot hold is
+    refused on its fee field with nothing recorded or sent."""
+    settings = Settings(relay_poll_s=0.2, state_dir=tmp_path,
+                        channel_fee_budget_msat_per_day=FEE_MSAT + FEE_MSAT // 2)  # fmt: skip
+    engine = await bootstrap(settings, nats_url=nats_url, database_url=database_url)
+    await engine.start()
+    try:
+        await wait_for(engine.relay.leader.is_set, what="the relay to lead")
+        sim.start("us", "us-lnd", "us-1")
+        budget_id = budget_stream_id("us", budget_day(int(time.time() * 1000)))
+        reply = await request(nc, "channel_open", open_command(sim, "fits"))
+        assert reply["ok"] and reply["state"] == "requested", reply
+        op_id = reply["intent_id"]
+        over = await request(nc, "channel_open", open_command(sim, "over"))
+        assert not over["ok"], over
+        assert (over["error"]["code"], over["error"]["field"]) == (
+            "fee_budget_exhausted", "max_onchain_fee_msat",
+        )  # fmt: skip
+        await wait_for(state_is(engine, op_id, "broadcast"), what="the funding broadcast")
+        sim.network.mine(FUNDING_CONFIRMATIONS)
+        await wait_for(state_is(engine, op_id, "completed"), timeout_s=OPEN_TIMEOUT_S, what="open")
+        budget = await engine.store.read_stream(budget_id)
+        assert [(e.type, e.payload["rebalance_id"]) for e in budget] == [
+            ("RebalanceBudgetReserved", op_id), ("RebalanceBudgetReleased", op_id),
+        ]  # fmt: skip
+        assert budget[0].payload["reserved_msat"] == FEE_MSAT
+        assert (budget[1].payload["spent_msat"], budget[1].payload["released_msat"]) == (
+            FEE_MSAT, 0,
+        )  # fmt: skip
+        assert len(funding_txs(sim)) == 1  # the refused open sent nothing
+    finally:
+        await engine.stop()

@@ -23,6 +23,9 @@ from services.domain.channel_ops.budget import FEE_BUDGET_EXHAUSTED, FeeBudget, 
 from services.domain.channel_ops.state import ChannelOp, ChannelOpStatus
 
 MSAT_PER_SAT: Final = 1000
+# 100k sat a day per region: some 650 funding transactions at 1 sat/vB, 20 at 33 sat/vB. The
+# rebalance budget (100 sat by default) is far too small for one on-chain fee (ADR 0285).
+CHANNEL_FEE_BUDGET_MSAT_PER_DAY: Final = 100_000 * MSAT_PER_SAT
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,6 +38,8 @@ class ChannelPolicy:
     open_msat_max: int
     # The most one operation may spend on its transaction's fee.
     onchain_fee_msat_max: int
+    # The most the region's day budget stream may hold with a channel fee in it (ADR 0285).
+    fee_budget_msat_per_day: int = CHANNEL_FEE_BUDGET_MSAT_PER_DAY
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
