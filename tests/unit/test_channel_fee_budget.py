@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -232,3 +233,17 @@ class MixedBudgetMachine(RuleBasedStateMachine):
 
 
 TestMixedBudget = MixedBudgetMachine.TestCase
+
+
+def test_the_plan_s_spend_of_today_counts_channel_fees_with_rebalance_fees() -> None:
+    """``corridor liquidity plan`` reads the day's stream: a held channel fee is used budget."""
+    from services.liquidity.rebalance import budget_used_msat
+
+    channel = RebalanceBudgetReserved(rebalance_id="chop-1", source_region="eu", day=DAY,
+                                      reserved_msat=OPEN_FEE_MSAT, used_before_msat=0,
+                                      budget_msat=MIXED_BUDGET_MSAT)  # fmt: skip
+    move = RebalanceBudgetReserved(rebalance_id="rbl-1", source_region="eu", day=DAY,
+                                   reserved_msat=20_000, used_before_msat=OPEN_FEE_MSAT,
+                                   budget_msat=MIXED_BUDGET_MSAT)  # fmt: skip
+    recorded = [{"type": type(e).__name__, "data": msgspec.to_builtins(e)} for e in (channel, move)]
+    assert budget_used_msat(recorded) == OPEN_FEE_MSAT + 20_000
