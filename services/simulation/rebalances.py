@@ -15,7 +15,8 @@ payment. That is what the invariants hold the log to (``rebalance_invariants``):
   ``RebalanceFailed`` has no succeeded payment;
 - ``rebalance_budget_holds``: folded in log order, each day's budget stream reserves once per
   rebalance, releases once after it, what it releases is its reservation less what it spent,
-  what it spent is the ledger's fee, and spent plus held never exceeds the budget;
+  what it spent is the ledger's fee (a channel operation's: its judged on-chain fee, ADR 0285,
+  once it opened or closed), and spent plus held never exceeds the budget;
 - ``rebalance_at_rest`` (at rest): every requested rebalance ended (``succeeded``,
   ``failed``, ``rejected``) or waits for an operator (``awaiting_approval``), as a payment
   may rest in the approval queue (``invariants.at_rest``); on the wire is stuck.
@@ -27,6 +28,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from schemas.channel_messages import is_channel_op_stream
 from schemas.rebalance_messages import (
     is_rebalance_budget_stream,
     is_rebalance_stream,
@@ -277,11 +279,19 @@ def _budget(
             if data["released_msat"] != max(0, reserved - spent):
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, "released is not reserved less "
                                      "spent", rebalance_id))  # fmt: skip
-            if spent != fees.get(rebalance_id, 0):
-                detail = f"spent {spent} msat, the network says {fees.get(rebalance_id, 0)}"
+            op = streams.get(rebalance_id, [])
+            if is_channel_op_stream(rebalance_id):  # a channel fee (ADR 0285)
+                expected = op[0].payload.get("onchain_fee_msat", 0) if op else 0
+                ends = {"ChannelOpened", "ChannelClosed"}
+            else:
+                expected, ends = (
+                    fees.get(rebalance_id, 0),
+                    {"RebalanceSucceeded", "RebalanceFailed"},
+                )
+            if spent != expected:
+                detail = f"spent {spent} msat, the network says {expected}"
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, detail, rebalance_id))
-            ended = {e.type for e in streams.get(rebalance_id, ())}
-            if not ended & {"RebalanceSucceeded", "RebalanceFailed"}:
+            if not {e.type for e in op} & ends:
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, "released before it ended",
                                      rebalance_id))  # fmt: skip
     return out
