@@ -76,15 +76,16 @@ _BUDGET_EVENTS: Final[dict[str, type[EventData]]] = {
 
 
 def budget_used_msat(recorded: Iterable[Mapping[str, Any]]) -> int:
-    """What a day's budget stream (its ``intents get`` events) has spent or still holds:
-    settled fees plus every open move's whole ``max_fee_msat``, as the engine judges it."""
+    """What a day's budget stream (its ``intents get`` events) has spent or still holds for
+    rebalances: settled fees plus every open move's whole ``max_fee_msat``, as the engine judges
+    a rebalance. Channel fees on the same stream have their own limit (ADR 0285)."""
     events = [
         msgspec.convert(e["data"], _BUDGET_EVENTS[e["type"]])
         for e in recorded
         if e.get("type") in _BUDGET_EVENTS
     ]
     state = fold_budget(events)
-    return 0 if state is None else state.used_msat
+    return 0 if state is None else state.rebalance_used_msat
 
 
 def budget_streams(regions: Iterable[str], *, now_ms: int) -> dict[str, str]:

@@ -255,15 +255,19 @@ def _budget(
     out: list[Violation] = []
     held: dict[str, int] = {}
     released: set[str] = set()
-    spent_msat = 0
+    # Rebalances and channel fees share the stream, each judged by its own limit (ADR 0285).
+    spent_by_kind: dict[bool, int] = {False: 0, True: 0}
     for event in history:
         data = event.payload
         rebalance_id = data["rebalance_id"]
+        channel = is_channel_op_stream(rebalance_id)
         if event.type == "RebalanceBudgetReserved":
             if rebalance_id in held or rebalance_id in released:
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, "reserved twice", rebalance_id))
             held[rebalance_id] = data["reserved_msat"]
-            used_msat = spent_msat + sum(held.values())
+            used_msat = spent_by_kind[channel] + sum(
+                v for k, v in held.items() if is_channel_op_stream(k) == channel
+            )
             if used_msat > data["budget_msat"]:
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, f"{stream_id}: {used_msat} msat "
                                      f"used of {data['budget_msat']}", rebalance_id))  # fmt: skip
@@ -275,7 +279,7 @@ def _budget(
                 continue
             released.add(rebalance_id)
             spent = data["spent_msat"]
-            spent_msat += spent
+            spent_by_kind[channel] += spent
             if data["released_msat"] != max(0, reserved - spent):
                 out.append(Violation(REBALANCE_BUDGET_HOLDS, "released is not reserved less "
                                      "spent", rebalance_id))  # fmt: skip

@@ -100,9 +100,12 @@ def test_an_open_reserves_its_judged_fee_and_completion_spends_it_once() -> None
 
 def test_an_open_past_the_day_s_budget_is_refused_on_its_fee_field_and_records_nothing() -> None:
     command = open_command(region="eu", sat_per_vbyte=1, max_onchain_fee_msat=OPEN_FEE_MSAT)
-    held = DayBudget(version=1, open_msat={"rbl-x": 1})
+    held = DayBudget(version=1, open_msat={"chop-x": 1})
     step = _step(None, command, _budget(held, budget_msat=OPEN_FEE_MSAT))
     assert step == Refusal("fee_budget_exhausted", "max_onchain_fee_msat")
+    # The rebalances' share of the same stream is judged by their own limit (ADR 0285).
+    moves = DayBudget(version=1, open_msat={"rbl-x": 10 * OPEN_FEE_MSAT})
+    assert not isinstance(_step(None, command, _budget(moves, OPEN_FEE_MSAT)), Refusal)
 
 
 def test_an_open_of_tier_approval_reserves_at_approval_and_is_refused_there_past_it() -> None:
@@ -114,7 +117,9 @@ def test_an_open_of_tier_approval_reserves_at_approval_and_is_refused_there_past
     assert op is not None and op.tier == "approval" and op.budget_stream is None and side == []
     approve = ApprovePaymentIntent(intent_id="chop-1", operator_id="ops-2")
     other = Caller(id="ops-2", kind="human")
-    full = _budget(DayBudget(version=1, spent_msat=1), budget_msat=OPEN_FEE_MSAT)
+    full = _budget(
+        DayBudget(version=1, spent_msat=1, channel_spent_msat=1), budget_msat=OPEN_FEE_MSAT
+    )
     refused = decide(op, approve, _cctx("chop-1", full, caller=other))
     assert refused == Refusal("fee_budget_exhausted", "max_onchain_fee_msat")
     room = _budget(None, budget_msat=OPEN_FEE_MSAT)
@@ -220,7 +225,9 @@ class MixedBudgetMachine(RuleBasedStateMachine):
     @invariant()
     def the_budget_is_never_exceeded(self) -> None:
         day = self.day
-        assert day is None or day.used_msat <= MIXED_BUDGET_MSAT
+        # Each kind within its own limit on the shared stream (ADR 0285).
+        assert day is None or day.channel_used_msat <= MIXED_BUDGET_MSAT
+        assert day is None or day.rebalance_used_msat <= MIXED_RULES.fee_budget_msat_per_day
 
     @invariant()
     def each_channel_reservation_is_released_once_and_only_when_completed(self) -> None:
@@ -235,15 +242,24 @@ class MixedBudgetMachine(RuleBasedStateMachine):
 TestMixedBudget = MixedBudgetMachine.TestCase
 
 
-def test_the_plan_s_spend_of_today_counts_channel_fees_with_rebalance_fees() -> None:
-    """``corridor liquidity plan`` reads the day's stream: a held channel fee is used budget."""
+def test_the_plan_s_spend_of_today_is_the_rebalances_share_of_the_stream() -> None:
+    """``corridor liquidity plan`` reads the day's stream as the engine judges a move: a held
+    channel fee is the channel operations' share, not the rebalances' (ADR 0285)."""
     from services.liquidity.rebalance import budget_used_msat
 
     channel = RebalanceBudgetReserved(rebalance_id="chop-1", source_region="eu", day=DAY,
                                       reserved_msat=OPEN_FEE_MSAT, used_before_msat=0,
                                       budget_msat=MIXED_BUDGET_MSAT)  # fmt: skip
     move = RebalanceBudgetReserved(rebalance_id="rbl-1", source_region="eu", day=DAY,
-                                   reserved_msat=20_000, used_before_msat=OPEN_FEE_MSAT,
+                                   reserved_msat=20_000, used_before_msat=0,
                                    budget_msat=MIXED_BUDGET_MSAT)  # fmt: skip
-    recorded = [{"type": type(e).__name__, "data": msgspec.to_builtins(e)} for e in (channel, move)]
-    assert budget_used_msat(recorded) == OPEN_FEE_MSAT + 20_000
+    spent = RebalanceBudgetReleased(rebalance_id="chop-1", source_region="eu", day=DAY,
+                                    spent_msat=OPEN_FEE_MSAT, released_msat=0)  # fmt: skip
+    recorded = [
+        {"type": type(e).__name__, "data": msgspec.to_builtins(e)} for e in (channel, move, spent)
+    ]
+    assert budget_used_msat(recorded) == 20_000
+    day = fold_budget([channel, move, spent])
+    assert day is not None
+    assert (day.channel_used_msat, day.rebalance_used_msat) == (OPEN_FEE_MSAT, 20_000)
+    assert day.used_msat == OPEN_FEE_MSAT + 20_000

@@ -27,12 +27,12 @@ class FeeBudget:
     stream_id: str
     region: str
     day: int
-    budget_msat: int  # the region's fee budget per day (``liquidity_fee_budget_msat_per_day``)
+    budget_msat: int  # channel fees' limit per region and day (``channel_fee_budget_msat_per_day``)
     state: DayBudget | None
 
 
 def fits(budget: FeeBudget, fee_msat: int) -> bool:
-    used = budget.state.used_msat if budget.state else 0
+    used = budget.state.channel_used_msat if budget.state else 0
     return used + fee_msat <= budget.budget_msat
 
 
@@ -44,7 +44,7 @@ def budget_events(
     if budget is None:
         return []
     out: list[EventData] = []
-    used = budget.state.used_msat if budget.state else 0
+    used = budget.state.channel_used_msat if budget.state else 0
     for event in events:
         if isinstance(event, cm.ChannelOpenRequested | cm.ChannelCloseRequested):
             if event.budget_stream is None:

@@ -139,7 +139,7 @@ def _dispatch(
     state: Rebalance, ctx: RebalanceContext
 ) -> tuple[RebalanceDispatched, RebalanceBudgetReserved]:
     """The signed-to-be order and its fee's reservation on today's budget of the source."""
-    used = ctx.budget.used_msat if ctx.budget is not None else 0
+    used = ctx.budget.rebalance_used_msat if ctx.budget is not None else 0
     reserve = RebalanceBudgetReserved(
         rebalance_id=state.rebalance_id, source_region=state.source_region,
         day=budget_day(ctx.now_ms), reserved_msat=state.max_fee_msat, used_before_msat=used,
@@ -246,7 +246,7 @@ def _refusal(command: RequestRebalance, ctx: RebalanceContext) -> RebalanceRejec
 def _budget_refusal(
     source_region: str, max_fee_msat: int, ctx: RebalanceContext
 ) -> RebalanceRejected | None:
-    used = ctx.budget.used_msat if ctx.budget is not None else 0
+    used = ctx.budget.rebalance_used_msat if ctx.budget is not None else 0
     left = max(0, ctx.rules.fee_budget_msat_per_day - used)
     if max_fee_msat > left:
         return RebalanceRejected(
