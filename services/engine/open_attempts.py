@@ -1,5 +1,6 @@
 """Intents whose current attempt still waits for the node's evidence, read from the log:
-payments, and the orders of rebalances and receives (ADR 0249), whose streams say which.
+payments, and the orders of rebalances and receives (ADR 0249) and channel operations
+(ADR 0280), whose streams say which.
 
 The one source the sweeper and the relay's start-up repair re-issue work orders from: the
 current attempt's ``IntentDispatched`` exactly as the log holds it, signed by the engine when
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.channel_messages import is_channel_op_stream
 from schemas.rebalance_messages import is_rebalance_stream
 from schemas.receive_messages import is_receive_stream
-from services.domain import rebalance, receive
+from services.domain import channel_ops, rebalance, receive
+from services.domain.channel_ops import ChannelOpStatus
 from services.domain.intent import PaymentIntent, fold
 from services.domain.intent.transitions import AWAITING_EVIDENCE_STATUSES
 from services.domain.receive.status import ReceiveStatus
@@ -30,8 +33,8 @@ SCAN_PAGE_ORDERS = 10_000
 @dataclass(frozen=True, slots=True)
 class OpenAttempt:
     intent_id: str
-    # A payment's state; None for a rebalance's or a receive's order, which are re-issued
-    # but not escalated (``EscalatePaymentIntent`` is a payment's).
+    # A payment's state; None for a rebalance's, a receive's or a channel operation's order,
+    # which are re-issued but not escalated (``EscalatePaymentIntent`` is a payment's).
     state: PaymentIntent | None
     order: StoredEvent  # the current attempt's work order, as logged (signed)
     last_event_at_ms: int  # when anything last happened to the intent
@@ -96,6 +99,8 @@ def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt
         if asked is None or asked.status is not ReceiveStatus.DISPATCHED:
             return None  # after InvoiceIssued the settlement follower carries it
         return _other_order(intent_id, history, "ReceiveDispatched", str(asked.status))
+    if is_channel_op_stream(intent_id):
+        return _channel_order(intent_id, history)
     state = fold(to_domain(e) for e in history)
     if state is None or state.status not in AWAITING_EVIDENCE_STATUSES:
         return None
@@ -114,12 +119,34 @@ def _open_attempt(intent_id: str, history: Sequence[StoredEvent]) -> OpenAttempt
 def _other_order(
     intent_id: str, history: Sequence[StoredEvent], order_type: str, status: str
 ) -> OpenAttempt:
-    """A rebalance's or a receive's one order (never re-routed: attempt 1)."""
+    """A rebalance's, a receive's or a channel operation's one order (never re-routed:
+    attempt 1)."""
     order = next(e for e in reversed(history) if e.type == order_type)
     return OpenAttempt(
         intent_id=intent_id, state=None, order=order,
         last_event_at_ms=history[-1].recorded_at_ms, attempt=1, status=status,
     )  # fmt: skip
+
+
+# A channel operation waits for its node while requested (its order sent) or broadcast
+# (waiting for confirmations): the executor's open and close resume from the node's record
+# (memo or datastore, ADR 0233/0235), so a re-issued order never funds or closes twice.
+_CHANNEL_WAITING: frozenset[ChannelOpStatus] = frozenset(
+    {ChannelOpStatus.REQUESTED, ChannelOpStatus.BROADCAST}
+)
+_CHANNEL_ORDERS = ("ChannelOpenApproved", "ChannelOpenRequested", "ChannelCloseRequested")
+
+
+def _channel_order(op_id: str, history: Sequence[StoredEvent]) -> OpenAttempt | None:
+    op = channel_ops.replay(to_domain(e) for e in history)
+    if op is None or op.status not in _CHANNEL_WAITING:
+        return None
+    # Tier approval: the approval is the order (ADR 0236); until it comes the request is a
+    # notice, and re-sending it would only wake executors for nothing.
+    if op.tier == "approval" and op.approved_by is None:
+        return None
+    order = next(e for e in reversed(history) if e.type in _CHANNEL_ORDERS)
+    return _other_order(op_id, history, order.type, str(op.status))
 
 
 async def open_orders_through(store: EventStore, through_position: int) -> list[StoredEvent]:

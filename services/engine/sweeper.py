@@ -116,7 +116,7 @@ class Sweeper:
     def _outlived(self, attempt: OpenAttempt, now_ms: int) -> bool:
         state = attempt.state
         return (
-            state is not None  # rebalances and receives are re-issued, not escalated
+            state is not None  # rebalances, receives, channel ops: re-issued, not escalated
             and state.escalated_attempt != state.attempt
             and now_ms - attempt.dispatched_at_ms >= self._life_s * 1000
         )

@@ -442,6 +442,31 @@ async def test_open_orders_include_rebalance_and_receive_orders_until_they_end(
     assert await store.last_position_of("Nothing", through_position=9) == 0
 
 
+async def test_open_orders_include_channel_orders_until_the_channel_opened_or_closed(
+    store_env: StoreEnv,
+) -> None:
+    """ADR 0280: a channel operation's order (its request, or the approval of a tier-approval
+    open) is re-issued until the channel opened or closed, or an operator declined it."""
+    store = store_env.store
+    await store.append([new_event("chop-a", 1, "ChannelOpenRequested"),
+                        new_event("chop-a", 2, "ChannelOpening")])  # fmt: skip
+    await store.append([new_event("chop-b", 1, "ChannelOpenRequested"),
+                        new_event("chop-b", 2, "ChannelOpening"),
+                        new_event("chop-b", 3, "ChannelOpened")])  # fmt: skip
+    await store.append([new_event("chop-c", 1, "ChannelOpenRequested"),
+                        new_event("chop-c", 2, "ChannelOpenApproved")])  # fmt: skip
+    await store.append([new_event("chop-d", 1, "ChannelCloseRequested"),
+                        new_event("chop-d", 2, "ChannelClosing"),
+                        new_event("chop-d", 3, "ChannelClosed")])  # fmt: skip
+    await store.append([new_event("chop-e", 1, "ChannelOpenRequested"),
+                        new_event("chop-e", 2, "ChannelOpDeclined")])  # fmt: skip
+    await store.append([new_event("chop-f", 1, "ChannelCloseRequested")])
+    assert await store.open_orders_between(after_position=0, through_position=13, limit=10) == [
+        ("chop-a", 1), ("chop-c", 6), ("chop-c", 7), ("chop-f", 13),
+    ]  # fmt: skip
+    assert await store.last_position_of("ChannelOpenApproved", through_position=13) == 7
+
+
 async def test_owners_are_the_callers_of_intents_first_events(store_env: StoreEnv) -> None:
     store = store_env.store
     await store.append(

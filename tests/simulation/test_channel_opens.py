@@ -54,14 +54,10 @@ def test_an_open_completes_when_the_other_engine_recorded_its_broadcast() -> Non
     assert result.channel_opens_completed == result.channel_opens > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ADR 0283: a channel order lost with CORRIDOR_DISPATCH "
-    "is not re-issued by the sweeper (ADR 0280 covers rebalances and receives)",
-)
 def test_an_open_whose_order_is_lost_with_the_dispatch_stream_still_completes() -> None:
     """Seed 66: CORRIDOR_DISPATCH is lost at step 30 while eu-lnd's executor holds an open's
     order (broadcast, waiting for confirmations); it crashes at step 31. The channel opens on
-    the chain, but no order comes back, so the operation stays ``broadcast`` for ever."""
+    the chain; the sweeper re-issues the logged order (ADR 0280), the restarted executor finds
+    the channel by its memo and reports it opened, funding nothing twice."""
     result = run_world(66, channel_opens=True)
     assert result.violations == []
