@@ -9,6 +9,7 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,41 +182,17 @@ def documents() -> dict[str, dict[str, Any]]:
         )
     for hook_reply in (WebhookCommandAccepted, WebhookEndpointsView):
         out[f"replies/{hook_reply.__name__}.v1.json"] = _document(hook_reply, "reply", 1)
-    # Channel operations as intents (issue 18, ADR 0233).
-    for channel_cmd in CHANNEL_OP_COMMAND_TYPES:
-        out[f"commands/{channel_cmd.__name__}.v1.json"] = _document(channel_cmd, "command", 1)
-    for name, channel_event in CHANNEL_OP_EVENT_TYPES.items():
-        out[f"events/{name}.v{channel_event.VERSION}.json"] = _document(
-            channel_event, "event", channel_event.VERSION
-        )
-    # Rebalances as intents of their own kind (issue 18, ADR 0244).
-    for rbl_cmd in REBALANCE_COMMAND_TYPES:
-        out[f"commands/{rbl_cmd.__name__}.v1.json"] = _document(rbl_cmd, "command", 1)
-    for name, rbl_event in REBALANCE_EVENT_TYPES.items():
-        out[f"events/{name}.v{rbl_event.VERSION}.json"] = _document(
-            rbl_event, "event", rbl_event.VERSION
-        )
-    # JIT channel sales (issue 19, ADR 0261).
-    for jit_cmd in JIT_COMMAND_TYPES:
-        out[f"commands/{jit_cmd.__name__}.v1.json"] = _document(jit_cmd, "command", 1)
-    for name, jit_event in JIT_EVENT_TYPES.items():
-        out[f"events/{name}.v{jit_event.VERSION}.json"] = _document(
-            jit_event, "event", jit_event.VERSION
-        )
-    # LSP orders (issue 19, ADR 0251).
-    for lsp_cmd in LSP_ORDER_COMMAND_TYPES:
-        out[f"commands/{lsp_cmd.__name__}.v1.json"] = _document(lsp_cmd, "command", 1)
-    for name, lsp_event in LSP_ORDER_EVENT_TYPES.items():
-        out[f"events/{name}.v{lsp_event.VERSION}.json"] = _document(
-            lsp_event, "event", lsp_event.VERSION
-        )
-    # Payees (issue 19, ADR 0270): no personal data in either.
-    for payee_cmd in PAYEE_COMMAND_TYPES:
-        out[f"commands/{payee_cmd.__name__}.v1.json"] = _document(payee_cmd, "command", 1)
-    for name, payee_event in PAYEE_EVENT_TYPES.items():
-        out[f"events/{name}.v{payee_event.VERSION}.json"] = _document(
-            payee_event, "event", payee_event.VERSION
-        )
+    # The intent kinds after payments, each a list of commands and a table of events:
+    # channel operations (ADR 0233), rebalances (ADR 0244), JIT sales (ADR 0261), LSP orders
+    # (ADR 0251) and payees (ADR 0270; no personal data in either).
+    for commands, events in (
+        (CHANNEL_OP_COMMAND_TYPES, CHANNEL_OP_EVENT_TYPES),
+        (REBALANCE_COMMAND_TYPES, REBALANCE_EVENT_TYPES),
+        (JIT_COMMAND_TYPES, JIT_EVENT_TYPES),
+        (LSP_ORDER_COMMAND_TYPES, LSP_ORDER_EVENT_TYPES),
+        (PAYEE_COMMAND_TYPES, PAYEE_EVENT_TYPES),
+    ):
+        out |= _kind_documents(commands, events)
     # Receive intents (issue 18, ADR 0220).
     for rcv_cls in (*RECEIVE_COMMAND_TYPES, GetInvoiceCursor, GetExpiredInvoices):
         out[f"commands/{rcv_cls.__name__}.v1.json"] = _document(rcv_cls, "command", 1)
@@ -230,6 +207,16 @@ def documents() -> dict[str, dict[str, Any]]:
     out["pilot/PilotReport.v1.json"] = _document(PilotReport, "report", 1)
     out["pilot/PilotThresholds.v1.json"] = _document(PilotThresholds, "config", 1)
     out["envelopes/RecordedEvent.v1.json"] = _document(RecordedEvent, "envelope", 1)
+    return out
+
+
+def _kind_documents(
+    commands: Iterable[type[Any]], events: Mapping[str, type[Any]]
+) -> dict[str, dict[str, Any]]:
+    """One intent kind's documents: each command at version 1, each event at its VERSION."""
+    out = {f"commands/{cmd.__name__}.v1.json": _document(cmd, "command", 1) for cmd in commands}
+    for name, event in events.items():
+        out[f"events/{name}.v{event.VERSION}.json"] = _document(event, "event", event.VERSION)
     return out
 
 
